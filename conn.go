@@ -1,0 +1,62 @@
+package rtcp
+
+import (
+	"net"
+	"sync"
+	"time"
+)
+
+// stream is what a Conn runs on: a session of the JSON transport or a
+// wrapped yamux stream.
+type stream interface {
+	net.Conn
+	CloseWrite() error
+}
+
+// Conn is an rtcp session: what Dial returns to an indirect client and
+// Listener.Accept to an indirect server. It is a full net.Conn, and
+// CloseWrite half-closes it.
+type Conn struct {
+	s       stream
+	once    sync.Once
+	release func() // frees what the Conn owns (a client's DP connection)
+}
+
+var _ net.Conn = (*Conn)(nil)
+
+func newConn(s stream, release func()) *Conn { return &Conn{s: s, release: release} }
+
+// Read reads data from the session. It returns io.EOF once the peer has
+// closed or half-closed and all it sent has been read; a session cut off
+// by a lost link or a dead peer fails with an error, never io.EOF.
+func (c *Conn) Read(b []byte) (int, error) { return c.s.Read(b) }
+
+// Write writes data to the session; b is copied and never kept.
+func (c *Conn) Write(b []byte) (int, error) { return c.s.Write(b) }
+
+// Close closes the session in both directions and unblocks every call on
+// it. Closing twice is harmless.
+func (c *Conn) Close() error {
+	err := c.s.Close()
+	c.once.Do(func() {
+		if c.release != nil {
+			c.release()
+		}
+	})
+	return err
+}
+
+// CloseWrite shuts down the writing side: the peer reads io.EOF after the
+// data already written and can still write back.
+func (c *Conn) CloseWrite() error { return c.s.CloseWrite() }
+
+// LocalAddr returns the local end: for an indirect server "name@DP".
+func (c *Conn) LocalAddr() net.Addr { return c.s.LocalAddr() }
+
+// RemoteAddr returns the remote end: for an indirect client "server@DP",
+// for an indirect server "client@client-address".
+func (c *Conn) RemoteAddr() net.Addr { return c.s.RemoteAddr() }
+
+func (c *Conn) SetDeadline(t time.Time) error      { return c.s.SetDeadline(t) }
+func (c *Conn) SetReadDeadline(t time.Time) error  { return c.s.SetReadDeadline(t) }
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.s.SetWriteDeadline(t) }

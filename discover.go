@@ -1,0 +1,520 @@
+package rtcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"rtcp/internal/mux"
+	"rtcp/internal/plan5link"
+	"rtcp/internal/relay"
+	"rtcp/protocol/plan5"
+)
+
+// A DiscoverPoint (DP) is the public relay: indirect servers keep links to
+// it under a name, and it carries each session an indirect client opens to
+// that name over one of the server's links. The zero value is ready to use:
+// an in-memory registry and default limits.
+//
+// A DiscoverPoint is a switchboard: doors (the Plan5 client handshake, and
+// the others rtcp speaks) produce a connection and a name, the registry
+// gives the name's links, a link opens a session, and one relay joins the
+// two.
+type DiscoverPoint struct {
+	// Registry records who owns each name. Nil means a MemoryRegistry.
+	Registry Registry
+
+	// Name is what the DP calls itself in its Aloha. Default "rtcp".
+	Name string
+
+	// HandshakeTimeout bounds the Aloha exchange and a client's Connect.
+	// Default 10 s.
+	HandshakeTimeout time.Duration
+
+	// MaxLine is the longest JSON line accepted from a peer. Default
+	// plan5.DefaultMaxLine (64 KiB).
+	MaxLine int
+
+	// Logger receives the DP's logs. Nil is silent.
+	Logger *slog.Logger
+
+	initOnce sync.Once
+	mu       sync.Mutex
+	lns      map[*net.Listener]struct{}
+	conns    map[net.Conn]struct{}
+	servers  map[string]*server
+	sessions int           // client sessions being relayed
+	idle     chan struct{} // closed when sessions drops to 0 during Shutdown
+	shutdown bool
+	done     chan struct{} // closed by Close
+	ctx      context.Context // canceled by Close
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+// server is one registered name and the links that serve it.
+type server struct {
+	name  string
+	owner string
+	links []link
+	next  int
+}
+
+// link is one connection from a server that carries sessions to it.
+type link interface {
+	// open opens a session to the server for the client called name at
+	// addr.
+	open(ctx context.Context, name, addr string) (net.Conn, error)
+	// done is closed when the link has ended.
+	done() <-chan struct{}
+}
+
+// muxLink is a link of the JSON transport.
+type muxLink struct{ s *mux.Session }
+
+func (l muxLink) open(ctx context.Context, name, addr string) (net.Conn, error) {
+	return l.s.Open(ctx, name, addr)
+}
+func (l muxLink) done() <-chan struct{} { return l.s.Done() }
+
+func (dp *DiscoverPoint) init() {
+	dp.initOnce.Do(func() {
+		if dp.Registry == nil {
+			dp.Registry = new(MemoryRegistry)
+		}
+		if dp.Name == "" {
+			dp.Name = "rtcp"
+		}
+		if dp.HandshakeTimeout <= 0 {
+			dp.HandshakeTimeout = defaultHandshakeTimeout
+		}
+		if dp.MaxLine <= 0 {
+			dp.MaxLine = plan5.DefaultMaxLine
+		}
+		dp.lns = make(map[*net.Listener]struct{})
+		dp.conns = make(map[net.Conn]struct{})
+		dp.servers = make(map[string]*server)
+		dp.done = make(chan struct{})
+		dp.ctx, dp.cancel = context.WithCancel(context.Background())
+	})
+}
+
+func (dp *DiscoverPoint) log() *slog.Logger {
+	if dp.Logger == nil {
+		return discardLogger
+	}
+	return dp.Logger
+}
+
+// ListenAndServe listens on the TCP address addr and calls Serve.
+func (dp *DiscoverPoint) ListenAndServe(addr string) error {
+	dp.init()
+	if dp.closing() {
+		return ErrDiscoverPointClosed
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return dp.Serve(l)
+}
+
+// Serve accepts connections on l and serves each until the DP is closed.
+// It always returns a non-nil error; after Close or Shutdown,
+// ErrDiscoverPointClosed. Serve closes l when it returns.
+func (dp *DiscoverPoint) Serve(l net.Listener) error {
+	dp.init()
+	if !dp.trackListener(&l, true) {
+		l.Close()
+		return ErrDiscoverPointClosed
+	}
+	defer dp.trackListener(&l, false)
+	defer l.Close()
+	var delay time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if dp.closing() {
+				return ErrDiscoverPointClosed
+			}
+			if temporary(err) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				dp.log().Warn("rtcp: accept failed; retrying", "err", err, "retry_in", delay)
+				t := time.NewTimer(delay)
+				select {
+				case <-t.C:
+				case <-dp.done:
+					t.Stop()
+				}
+				continue
+			}
+			return err
+		}
+		delay = 0
+		if !dp.trackConn(c, true) {
+			c.Close()
+			continue
+		}
+		dp.wg.Add(1)
+		go dp.serveConn(c)
+	}
+}
+
+func temporary(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS)
+}
+
+// Close closes the DP's listeners and every link and session at once.
+// Serve returns ErrDiscoverPointClosed. Close returns when every goroutine
+// the DP started has ended.
+func (dp *DiscoverPoint) Close() error {
+	dp.init()
+	dp.mu.Lock()
+	dp.shutdown = true
+	select {
+	case <-dp.done:
+	default:
+		close(dp.done)
+		dp.cancel()
+	}
+	for l := range dp.lns {
+		(*l).Close()
+	}
+	for c := range dp.conns {
+		c.Close()
+	}
+	dp.mu.Unlock()
+	dp.wg.Wait()
+	return nil
+}
+
+// Shutdown stops accepting connections and new sessions, waits until the
+// sessions in flight have ended or ctx is done, then closes everything as
+// Close does. It returns ctx's error if ctx ended first.
+func (dp *DiscoverPoint) Shutdown(ctx context.Context) error {
+	dp.init()
+	dp.mu.Lock()
+	dp.shutdown = true
+	for l := range dp.lns {
+		(*l).Close()
+	}
+	if dp.idle == nil {
+		dp.idle = make(chan struct{})
+		if dp.sessions == 0 {
+			close(dp.idle)
+		}
+	}
+	idle := dp.idle
+	dp.mu.Unlock()
+	var err error
+	select {
+	case <-idle:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	dp.Close()
+	return err
+}
+
+func (dp *DiscoverPoint) closing() bool {
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	return dp.shutdown
+}
+
+func (dp *DiscoverPoint) trackListener(l *net.Listener, add bool) bool {
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	if add {
+		if dp.shutdown {
+			return false
+		}
+		dp.lns[l] = struct{}{}
+	} else {
+		delete(dp.lns, l)
+	}
+	return true
+}
+
+func (dp *DiscoverPoint) trackConn(c net.Conn, add bool) bool {
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	if add {
+		if dp.shutdown {
+			return false
+		}
+		dp.conns[c] = struct{}{}
+	} else {
+		delete(dp.conns, c)
+	}
+	return true
+}
+
+// beginSession counts a client session; false during shutdown.
+func (dp *DiscoverPoint) beginSession() bool {
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	if dp.shutdown {
+		return false
+	}
+	dp.sessions++
+	return true
+}
+
+func (dp *DiscoverPoint) endSession() {
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	dp.sessions--
+	if dp.sessions == 0 && dp.idle != nil {
+		select {
+		case <-dp.idle:
+		default:
+			close(dp.idle)
+		}
+	}
+}
+
+// serveConn reads a connection's Aloha and serves it by role.
+func (dp *DiscoverPoint) serveConn(c net.Conn) {
+	defer dp.wg.Done()
+	defer dp.trackConn(c, false)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(dp.HandshakeTimeout))
+	r := plan5.NewReader(c, dp.MaxLine)
+	a, err := plan5link.ReadAloha(r)
+	if err != nil {
+		dp.log().Info("rtcp: bad handshake", "remote", c.RemoteAddr(), "err", err)
+		dp.refuse(c, fmt.Sprintf("rtcp: bad handshake: %v", err))
+		return
+	}
+	if !plan5.Compatible(a.V) {
+		dp.log().Info("rtcp: incompatible version", "remote", c.RemoteAddr(), "version", a.V)
+		plan5link.WriteMessage(c, &plan5.Aloha{V: plan5.Version, R: plan5.RoleAbortVersion, N: dp.Name,
+			Error: fmt.Sprintf("rtcp: protocol version %d is not compatible with %d (10000-19999 are)", a.V, plan5.Version)}, time.Second)
+		return
+	}
+	if err := plan5link.CheckAloha(a, plan5.RoleIS, plan5.RoleIC); err != nil {
+		dp.log().Info("rtcp: bad Aloha", "remote", c.RemoteAddr(), "err", err)
+		dp.refuse(c, err.Error()+"; a DP serves indirect servers (R=2) and indirect clients (R=3)")
+		return
+	}
+	switch a.R {
+	case plan5.RoleIS:
+		dp.serveServer(c, r, a)
+	case plan5.RoleIC:
+		dp.serveClient(c, r, a)
+	}
+}
+
+// refuse answers with an Aloha that carries the reason, for a peer that
+// is about to be disconnected.
+func (dp *DiscoverPoint) refuse(c net.Conn, reason string) {
+	plan5link.WriteMessage(c, &plan5.Aloha{V: plan5.Version, R: plan5.RoleDP, N: dp.Name, Error: reason}, time.Second)
+}
+
+func (dp *DiscoverPoint) ourAloha() *plan5.Aloha {
+	a := &plan5.Aloha{R: plan5.RoleDP, N: dp.Name}
+	plan5link.Offer(a, dp.MaxLine)
+	return a
+}
+
+// serveServer registers an indirect server's link and serves it until it
+// ends.
+func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha) {
+	if a.N == "" {
+		dp.refuse(c, "rtcp: an indirect server must give its name in N")
+		return
+	}
+	if a.Transport != "" {
+		dp.refuse(c, fmt.Sprintf("rtcp: transport %q is not supported by this DP", a.Transport))
+		return
+	}
+	owner := a.Owner
+	if owner == "" {
+		// A plain peer has no owner identity: each link is its own owner.
+		owner = "conn:" + c.RemoteAddr().String()
+	}
+	reg := Registration{Name: a.N, Owner: owner}
+	ctx, cancel := context.WithTimeout(context.Background(), dp.HandshakeTimeout)
+	err := dp.Registry.Register(ctx, reg)
+	cancel()
+	if err != nil {
+		reason := err.Error()
+		if errors.Is(err, ErrNameTaken) {
+			reason = errNameTakenReason(a.N)
+		}
+		dp.log().Info("rtcp: server refused", "name", a.N, "remote", c.RemoteAddr(), "reason", reason)
+		dp.refuse(c, reason)
+		return
+	}
+	ours := dp.ourAloha()
+	if err := plan5link.WriteMessage(c, ours, 0); err != nil {
+		dp.unregister(reg)
+		return
+	}
+	c.SetDeadline(time.Time{})
+	cfg := plan5link.Config(ours, a)
+	cfg.Name = fmt.Sprintf("link to server %q at %s", a.N, c.RemoteAddr())
+	cfg.AcceptBacklog = -1 // a server opens nothing toward the DP
+	s := mux.New(c, plan5link.NewFramer(r, c), cfg)
+	l := muxLink{s}
+	dp.addLink(reg, l)
+	dp.log().Info("rtcp: server link up", "name", a.N, "remote", c.RemoteAddr())
+	select {
+	case <-s.Done():
+	case <-dp.done:
+	}
+	s.Close()
+	dp.removeLink(reg, l)
+	dp.log().Info("rtcp: server link down", "name", a.N, "remote", c.RemoteAddr(), "err", s.Err())
+}
+
+func (dp *DiscoverPoint) addLink(reg Registration, l link) {
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	srv := dp.servers[reg.Name]
+	if srv == nil || srv.owner != reg.Owner {
+		// The registry gave the name to this owner: any other is stale.
+		srv = &server{name: reg.Name, owner: reg.Owner}
+		dp.servers[reg.Name] = srv
+	}
+	srv.links = append(srv.links, l)
+}
+
+func (dp *DiscoverPoint) removeLink(reg Registration, l link) {
+	dp.mu.Lock()
+	srv := dp.servers[reg.Name]
+	last := false
+	if srv != nil && srv.owner == reg.Owner {
+		for i, x := range srv.links {
+			if x == l {
+				srv.links = append(srv.links[:i], srv.links[i+1:]...)
+				break
+			}
+		}
+		if len(srv.links) == 0 {
+			delete(dp.servers, reg.Name)
+			last = true
+		}
+	}
+	dp.mu.Unlock()
+	if last {
+		dp.unregister(reg)
+	}
+}
+
+func (dp *DiscoverPoint) unregister(reg Registration) {
+	ctx, cancel := context.WithTimeout(context.Background(), dp.HandshakeTimeout)
+	defer cancel()
+	if err := dp.Registry.Unregister(ctx, reg); err != nil {
+		dp.log().Warn("rtcp: unregister failed", "name", reg.Name, "err", err)
+	}
+}
+
+// pickLink returns the next link of the server name, round robin.
+func (dp *DiscoverPoint) pickLink(name string, skip map[link]bool) (link, bool) {
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	srv := dp.servers[name]
+	if srv == nil {
+		return nil, false
+	}
+	for range srv.links {
+		l := srv.links[srv.next%len(srv.links)]
+		srv.next++
+		if !skip[l] {
+			return l, true
+		}
+	}
+	return nil, true
+}
+
+// openSession opens a session to the server name for a client, trying the
+// server's other links if one fails under it. The error is the reason to
+// give the client.
+func (dp *DiscoverPoint) openSession(ctx context.Context, name, client, addr string) (net.Conn, error) {
+	var tried map[link]bool
+	for {
+		l, ok := dp.pickLink(name, tried)
+		if !ok {
+			return nil, fmt.Errorf("rtcp: no server named %q is registered at this DP", name)
+		}
+		if l == nil {
+			return nil, fmt.Errorf("rtcp: every link to server %q failed", name)
+		}
+		c, err := l.open(ctx, client, addr)
+		if err == nil {
+			return c, nil
+		}
+		var re *mux.RefusedError
+		if errors.As(err, &re) || ctx.Err() != nil {
+			return nil, fmt.Errorf("rtcp: server %q refused: %v", name, err)
+		}
+		if tried == nil {
+			tried = make(map[link]bool)
+		}
+		tried[l] = true
+	}
+}
+
+// serveClient serves an indirect client's connection: one Connect, one
+// session.
+func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha) {
+	ours := dp.ourAloha()
+	if err := plan5link.WriteMessage(c, ours, 0); err != nil {
+		return
+	}
+	c.SetDeadline(time.Time{})
+	cfg := plan5link.Config(ours, a)
+	cfg.Name = "connection from client " + c.RemoteAddr().String()
+	cfg.ManualAck = true
+	cfg.AcceptBacklog = 1
+	s := mux.New(c, plan5link.NewFramer(r, c), cfg)
+	defer s.Close()
+
+	t := time.NewTimer(dp.HandshakeTimeout)
+	var st *mux.Stream
+	select {
+	case st = <-s.Streams():
+		t.Stop()
+	case <-t.C:
+		dp.log().Info("rtcp: client sent no Connect in time", "remote", c.RemoteAddr())
+		s.Abort(fmt.Errorf("rtcp: no Connect within %v of the Aloha", dp.HandshakeTimeout))
+		return
+	case <-s.Done():
+		t.Stop()
+		return
+	case <-dp.done:
+		t.Stop()
+		return
+	}
+	if !dp.beginSession() {
+		st.Ack(errors.New("rtcp: the DP is shutting down; retry on another DP or later"))
+		return
+	}
+	defer dp.endSession()
+	ctx, cancel := context.WithTimeout(dp.ctx, dp.HandshakeTimeout)
+	is, err := dp.openSession(ctx, st.Name(), a.N, c.RemoteAddr().String())
+	cancel()
+	if err != nil {
+		dp.log().Info("rtcp: session refused", "server", st.Name(), "client", c.RemoteAddr(), "reason", err)
+		st.Ack(err)
+		return
+	}
+	if err := st.Ack(nil); err != nil {
+		is.Close()
+		return
+	}
+	dp.log().Debug("rtcp: session open", "server", st.Name(), "client", c.RemoteAddr())
+	relay.Join(st, is, nil)
+}

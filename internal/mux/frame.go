@@ -1,0 +1,75 @@
+// Package mux is rtcp's one session layer for message-framed wires: it runs
+// many streams over one link, each a full net.Conn, with per-stream credit
+// windows so that a stalled stream never stalls the link, bounded buffers,
+// half-close, and an error (never io.EOF) when the link dies under a stream.
+//
+// A wire adapter supplies a Framer, which turns the wire's messages into
+// Frames and back; everything else (ordering, flow control, deadlines,
+// lifetimes) lives here once for every wire.
+package mux
+
+import "strconv"
+
+// Kind says what a Frame does.
+type Kind uint8
+
+// The frame kinds.
+const (
+	// KindOpen asks the peer for a new stream. Name and Addr describe who is
+	// connecting (or whom to connect, from a client). If the session's
+	// Config.OpenerAssignsID is set, ID is the new stream's; otherwise the
+	// acceptor picks the ID and answers with KindAck.
+	KindOpen Kind = iota + 1
+	// KindAck answers a KindOpen with the new stream's ID, or refuses it
+	// when Reason is set.
+	KindAck
+	// KindData carries Data for stream ID and grants Credit more bytes of
+	// send window to the receiver; either may be empty.
+	KindData
+	// KindCloseWrite ends the sender's direction of stream ID (half-close).
+	KindCloseWrite
+	// KindClose ends stream ID in both directions. With Abort set it was cut
+	// off by an error, told in Reason. An ID below 0 ends the whole link.
+	KindClose
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindOpen:
+		return "Open"
+	case KindAck:
+		return "Ack"
+	case KindData:
+		return "Data"
+	case KindCloseWrite:
+		return "CloseWrite"
+	case KindClose:
+		return "Close"
+	}
+	return "Kind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// A Frame is one message of the session layer.
+type Frame struct {
+	Kind   Kind
+	ID     int64
+	Name   string // KindOpen
+	Addr   string // KindOpen
+	Reason string // KindAck (refusal), KindClose
+	Abort  bool   // KindClose
+	Data   []byte // KindData
+	Credit int    // KindData
+}
+
+// A Framer reads and writes Frames on one connection in a wire's own format.
+// The Session calls ReadFrame from one goroutine and WriteFrame and Flush
+// from another.
+type Framer interface {
+	// ReadFrame returns the next frame; it and its Data are valid until the
+	// next call. An error ends the link.
+	ReadFrame() (*Frame, error)
+	// WriteFrame writes f, possibly into a buffer.
+	WriteFrame(f *Frame) error
+	// Flush writes what WriteFrame buffered.
+	Flush() error
+}

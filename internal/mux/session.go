@@ -1,0 +1,740 @@
+package mux
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+)
+
+// Config sets up a Session. Its zero value is a session without flow
+// control, acceptor-assigned IDs and default limits.
+type Config struct {
+	// Name describes the link in errors, as in "link to DP 10.0.0.1:9000".
+	Name string
+
+	// FlowControl turns on credit windows. Both sides must have agreed on
+	// it (each offered a window). Window is the credit this side grants
+	// each stream it receives; PeerWindow is the credit the peer grants.
+	FlowControl bool
+	Window      int
+	PeerWindow  int
+
+	// MaxBuffer bounds the bytes a stream holds for its reader when there
+	// is no flow control; a stream that overflows is aborted. Default
+	// 256 KiB.
+	MaxBuffer int
+
+	// ChunkSize is the most Data bytes one frame carries to the peer.
+	// Default 16 KiB.
+	ChunkSize int
+
+	// HalfClose says the peer understands KindCloseWrite. Without it,
+	// Stream.CloseWrite fails with ErrNoHalfClose.
+	HalfClose bool
+
+	// OpenerAssignsID makes Open pick the stream ID (NextID) and return at
+	// once, with no KindAck on the wire; the peer refuses with KindClose.
+	OpenerAssignsID bool
+	// NextID returns a free stream ID for Open when OpenerAssignsID is set;
+	// it is called with the session's lock held and the set of IDs in use.
+	NextID func(inUse func(int64) bool) (int64, error)
+
+	// ManualAck makes Accept return streams that are not yet acknowledged:
+	// the caller answers each with Stream.Ack.
+	ManualAck bool
+
+	// AcceptBacklog is how many streams wait for Accept before new opens
+	// are refused. Default 256. A negative value refuses every open.
+	AcceptBacklog int
+
+	// MaxPendingOpens bounds Opens waiting for their Ack. Default 1024.
+	MaxPendingOpens int
+
+	// MaxQueuedFrames bounds control frames waiting to be written; a peer
+	// that stops reading while it keeps sending is cut off. Default 65536.
+	MaxQueuedFrames int
+
+	// StreamAddrs gives the local and remote address of a stream opened or
+	// accepted with the given name and address. Nil: the link's own.
+	StreamAddrs func(name, addr string, opened bool) (local, remote net.Addr)
+
+	// CloseTimeout bounds how long Close waits to flush what is queued.
+	// Default 5 s.
+	CloseTimeout time.Duration
+}
+
+// Errors a stream or session reports. Conn operations wrap them in a
+// *net.OpError.
+var (
+	// ErrNoHalfClose is returned by CloseWrite when the peer does not
+	// understand half-close (a plain peer).
+	ErrNoHalfClose = errors.New("rtcp: peer does not support half-close (CloseWrite); use Close")
+	// ErrWriteClosed is returned by Write after CloseWrite.
+	ErrWriteClosed = errors.New("rtcp: write after CloseWrite")
+	// ErrPeerClosed is returned by Write after the peer closed the stream.
+	ErrPeerClosed = errors.New("rtcp: session closed by peer")
+	// ErrBacklog is the reason an open is refused when nobody accepts.
+	ErrBacklog = errors.New("rtcp: server is not accepting sessions fast enough (accept backlog full); retry later")
+)
+
+// A Session runs streams over one connection.
+type Session struct {
+	c   net.Conn
+	fr  Framer
+	cfg Config
+
+	mu      sync.Mutex
+	streams map[int64]*Stream
+	pending []*pendingOpen
+	nextID  int64
+	err     error // why the session ended; set once
+	cause   error // why the connection was closed from inside, if it was
+	drain   bool  // refuse opens; end the session with its last stream
+
+	qmu     sync.Mutex
+	q       []*Frame
+	qbytes  int
+	qclose  bool          // no more frames; the writer drains and exits
+	qwake   chan struct{} // cap 1: the writer has work
+	qspace  chan struct{} // closed when the queue drains
+	qdone   chan struct{} // closed when the writer has exited
+	accept  chan *Stream
+	done    chan struct{} // closed when the session ends
+	once    sync.Once
+	wg      sync.WaitGroup
+	readEnd chan struct{}
+}
+
+type pendingOpen struct {
+	ch        chan openResult // cap 1
+	name      string
+	addr      string
+	abandoned bool
+}
+
+type openResult struct {
+	st  *Stream
+	err error
+}
+
+// maxQueuedBytes bounds Data bytes queued for the writer, across streams.
+const maxQueuedBytes = 1 << 20
+
+// New starts a session on c, reading and writing frames with fr.
+func New(c net.Conn, fr Framer, cfg Config) *Session {
+	if cfg.MaxBuffer <= 0 {
+		cfg.MaxBuffer = 256 << 10
+	}
+	if cfg.ChunkSize <= 0 {
+		cfg.ChunkSize = 16 << 10
+	}
+	if cfg.AcceptBacklog == 0 {
+		cfg.AcceptBacklog = 256
+	}
+	if cfg.MaxPendingOpens <= 0 {
+		cfg.MaxPendingOpens = 1024
+	}
+	if cfg.MaxQueuedFrames <= 0 {
+		cfg.MaxQueuedFrames = 65536
+	}
+	if cfg.CloseTimeout <= 0 {
+		cfg.CloseTimeout = 5 * time.Second
+	}
+	if cfg.Name == "" {
+		cfg.Name = "link to " + c.RemoteAddr().String()
+	}
+	backlog := max(cfg.AcceptBacklog, 0)
+	s := &Session{
+		c:       c,
+		fr:      fr,
+		cfg:     cfg,
+		streams: make(map[int64]*Stream),
+		qwake:   make(chan struct{}, 1),
+		qspace:  make(chan struct{}),
+		qdone:   make(chan struct{}),
+		accept:  make(chan *Stream, backlog),
+		done:    make(chan struct{}),
+		readEnd: make(chan struct{}),
+	}
+	s.wg.Add(2)
+	go s.readLoop()
+	go s.writeLoop()
+	return s
+}
+
+// Done is closed when the session has ended.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Err returns why the session ended, or nil while it runs.
+func (s *Session) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// NumStreams returns the number of open streams.
+func (s *Session) NumStreams() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.streams)
+}
+
+// LocalAddr and RemoteAddr are the link connection's addresses.
+func (s *Session) LocalAddr() net.Addr  { return s.c.LocalAddr() }
+func (s *Session) RemoteAddr() net.Addr { return s.c.RemoteAddr() }
+
+// Close flushes what is queued (for at most Config.CloseTimeout), closes the
+// connection, ends every stream with an error, and waits for the session's
+// goroutines.
+func (s *Session) Close() error {
+	s.shutdown(fmt.Errorf("rtcp: %s closed", s.cfg.Name), true)
+	s.wg.Wait()
+	return nil
+}
+
+// Abort ends the session at once with err, telling the peer err's text.
+func (s *Session) Abort(err error) {
+	s.enqueue(&Frame{Kind: KindClose, ID: -1, Reason: err.Error(), Abort: true})
+	s.shutdown(err, true)
+	s.wg.Wait()
+}
+
+// shutdown ends the session with err. With flush, the writer first drains
+// the queue (bounded by CloseTimeout).
+func (s *Session) shutdown(err error, flush bool) {
+	s.once.Do(func() {
+		s.mu.Lock()
+		s.err = err
+		streams := s.streams
+		s.streams = nil
+		pending := s.pending
+		s.pending = nil
+		s.mu.Unlock()
+
+		close(s.done)
+		for _, st := range streams {
+			st.linkDown(err)
+		}
+		for _, p := range pending {
+			p.ch <- openResult{err: err}
+		}
+
+		s.qmu.Lock()
+		s.qclose = true
+		s.qmu.Unlock()
+		s.wake()
+		if flush {
+			s.c.SetWriteDeadline(time.Now().Add(s.cfg.CloseTimeout))
+			select {
+			case <-s.qdone:
+			case <-s.readEnd:
+				// The peer went away; nothing more can be flushed.
+			}
+		}
+		s.c.Close()
+		// Streams waiting in the accept queue were never handed out.
+		for {
+			select {
+			case st := <-s.accept:
+				st.linkDown(err)
+				continue
+			default:
+			}
+			break
+		}
+	})
+}
+
+// Streams returns the channel of streams the peer opens, for a caller that
+// selects; Accept is the same with the session's end reported as an error.
+func (s *Session) Streams() <-chan *Stream { return s.accept }
+
+// Drain refuses new opens, closes the streams not yet accepted, and ends
+// the session when its last stream ends: at once if it has none.
+func (s *Session) Drain() {
+	s.mu.Lock()
+	s.drain = true
+	s.mu.Unlock()
+	for {
+		select {
+		case st := <-s.accept:
+			st.Close()
+			continue
+		default:
+		}
+		break
+	}
+	s.closeIfIdle()
+}
+
+func (s *Session) closeIfIdle() {
+	s.mu.Lock()
+	idle := s.drain && len(s.streams) == 0 && s.err == nil
+	s.mu.Unlock()
+	if idle {
+		s.shutdown(fmt.Errorf("rtcp: %s closed", s.cfg.Name), true)
+	}
+}
+
+// Accept waits for the next stream the peer opens.
+func (s *Session) Accept() (*Stream, error) {
+	select {
+	case st := <-s.accept:
+		return st, nil
+	case <-s.done:
+		// Prefer a stream that is already waiting.
+		select {
+		case st := <-s.accept:
+			return st, nil
+		default:
+		}
+		return nil, s.Err()
+	}
+}
+
+// Open opens a stream to the peer, telling it name and addr (who connects).
+// Unless Config.OpenerAssignsID is set, it waits for the peer's answer; a
+// refusal is returned as a *RefusedError.
+func (s *Session) Open(ctx context.Context, name, addr string) (*Stream, error) {
+	s.mu.Lock()
+	if s.err != nil {
+		err := s.err
+		s.mu.Unlock()
+		return nil, err
+	}
+	if s.cfg.OpenerAssignsID {
+		id, err := s.cfg.NextID(func(id int64) bool { return s.streams[id] != nil })
+		if err != nil {
+			s.mu.Unlock()
+			return nil, err
+		}
+		st := s.newStream(id, name, addr, true)
+		st.acked = true
+		s.streams[id] = st
+		s.enqueue(&Frame{Kind: KindOpen, ID: id, Name: name, Addr: addr})
+		s.mu.Unlock()
+		return st, nil
+	}
+	if len(s.pending) >= s.cfg.MaxPendingOpens {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("rtcp: %d sessions are already being opened on the %s; retry later", len(s.pending), s.cfg.Name)
+	}
+	p := &pendingOpen{ch: make(chan openResult, 1), name: name, addr: addr}
+	s.pending = append(s.pending, p)
+	s.enqueue(&Frame{Kind: KindOpen, Name: name, Addr: addr})
+	s.mu.Unlock()
+
+	select {
+	case r := <-p.ch:
+		return r.st, r.err
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	p.abandoned = true
+	s.mu.Unlock()
+	select {
+	case r := <-p.ch:
+		if r.st != nil {
+			r.st.Close()
+		}
+	default:
+	}
+	return nil, ctx.Err()
+}
+
+// RefusedError is the peer's refusal of an Open.
+type RefusedError struct{ Reason string }
+
+func (e *RefusedError) Error() string { return e.Reason }
+
+func (s *Session) newStream(id int64, name, addr string, opened bool) *Stream {
+	st := newStream(s, id, name, addr)
+	if s.cfg.StreamAddrs != nil {
+		st.local, st.remote = s.cfg.StreamAddrs(name, addr, opened)
+	} else {
+		st.local, st.remote = s.c.LocalAddr(), s.c.RemoteAddr()
+	}
+	if s.cfg.FlowControl {
+		st.credit = s.cfg.PeerWindow
+	}
+	return st
+}
+
+// readLoop dispatches incoming frames. It never blocks on a stream: every
+// stream's buffer is bounded by its window (or MaxBuffer), so the link keeps
+// moving whatever any one reader does.
+func (s *Session) readLoop() {
+	defer s.wg.Done()
+	defer close(s.readEnd)
+	for {
+		f, err := s.fr.ReadFrame()
+		if err != nil {
+			s.shutdown(s.linkError(err), false)
+			return
+		}
+		if err := s.handle(f); err != nil {
+			s.enqueue(&Frame{Kind: KindClose, ID: -1, Reason: err.Error(), Abort: true})
+			s.shutdown(err, true)
+			return
+		}
+	}
+}
+
+func (s *Session) linkError(err error) error {
+	select {
+	case <-s.done:
+		return s.Err()
+	default:
+	}
+	s.mu.Lock()
+	cause := s.cause
+	s.mu.Unlock()
+	if cause != nil {
+		return cause
+	}
+	return fmt.Errorf("rtcp: %s lost: %w", s.cfg.Name, err)
+}
+
+// ProtocolError reports a peer that broke the protocol; it ends the link.
+type ProtocolError struct {
+	Link string
+	Msg  string
+}
+
+func (e *ProtocolError) Error() string {
+	return "rtcp: protocol error on the " + e.Link + ": " + e.Msg
+}
+
+func (s *Session) protoErr(format string, args ...any) error {
+	return &ProtocolError{Link: s.cfg.Name, Msg: fmt.Sprintf(format, args...)}
+}
+
+func (s *Session) handle(f *Frame) error {
+	switch f.Kind {
+	case KindOpen:
+		return s.handleOpen(f)
+	case KindAck:
+		return s.handleAck(f)
+	case KindData:
+		if f.Credit < 0 {
+			return s.protoErr("negative window grant %d for session %d", f.Credit, f.ID)
+		}
+		s.mu.Lock()
+		st := s.streams[f.ID]
+		s.mu.Unlock()
+		if st == nil {
+			if len(f.Data) > 0 && f.ID >= 0 {
+				// Either a race with our Close (the peer will ignore this
+				// answer) or a peer that sends for a session that never was.
+				s.enqueue(&Frame{Kind: KindClose, ID: f.ID, Abort: true,
+					Reason: fmt.Sprintf("rtcp: no session %d on this connection (data before Ack, or after Close)", f.ID)})
+			}
+			return nil
+		}
+		if f.Credit > 0 {
+			st.addCredit(f.Credit)
+		}
+		if len(f.Data) > 0 {
+			st.push(f.Data)
+		}
+	case KindCloseWrite:
+		s.mu.Lock()
+		st := s.streams[f.ID]
+		s.mu.Unlock()
+		if st != nil {
+			st.peerCloseWrite()
+		}
+	case KindClose:
+		if f.ID < 0 {
+			reason := f.Reason
+			if reason == "" {
+				reason = "no reason given"
+			}
+			return &PeerClosedError{Link: s.cfg.Name, Reason: reason}
+		}
+		s.mu.Lock()
+		st := s.streams[f.ID]
+		delete(s.streams, f.ID)
+		s.mu.Unlock()
+		if st != nil {
+			st.peerClose(f.Reason, f.Abort)
+			s.closeIfIdle()
+		}
+	default:
+		return s.protoErr("unknown frame kind %v", f.Kind)
+	}
+	return nil
+}
+
+// PeerClosedError is the peer ending the whole link with a reason.
+type PeerClosedError struct {
+	Link   string
+	Reason string
+}
+
+func (e *PeerClosedError) Error() string {
+	return "rtcp: the peer closed the " + e.Link + ": " + e.Reason
+}
+
+func (s *Session) handleOpen(f *Frame) error {
+	refuse := func(reason string) {
+		if s.cfg.OpenerAssignsID {
+			s.enqueue(&Frame{Kind: KindClose, ID: f.ID, Reason: reason, Abort: true})
+		} else {
+			s.enqueue(&Frame{Kind: KindAck, ID: -1, Reason: reason})
+		}
+	}
+	if s.cfg.AcceptBacklog < 0 {
+		refuse("rtcp: this side accepts no sessions")
+		return nil
+	}
+	s.mu.Lock()
+	if s.err != nil {
+		s.mu.Unlock()
+		return nil
+	}
+	if s.drain {
+		s.mu.Unlock()
+		refuse("rtcp: the server is closed and accepts no new sessions")
+		return nil
+	}
+	var id int64
+	if s.cfg.OpenerAssignsID {
+		id = f.ID
+		if old := s.streams[id]; old != nil {
+			// Reusing an open ID closes the old stream (Mihini's rule).
+			delete(s.streams, id)
+			s.mu.Unlock()
+			old.peerClose("rtcp: session number reused by the peer", true)
+			s.mu.Lock()
+		}
+	} else {
+		s.nextID++
+		if s.nextID > 1<<31-1 {
+			s.nextID = 1
+		}
+		for s.streams[s.nextID] != nil {
+			s.nextID++
+		}
+		id = s.nextID
+	}
+	if len(s.accept) >= cap(s.accept) {
+		s.mu.Unlock()
+		refuse(ErrBacklog.Error())
+		return nil
+	}
+	st := s.newStream(id, f.Name, f.Addr, false)
+	s.streams[id] = st
+	if !s.cfg.ManualAck {
+		st.acked = true
+		if !s.cfg.OpenerAssignsID {
+			s.enqueue(&Frame{Kind: KindAck, ID: id})
+		}
+	}
+	s.mu.Unlock()
+	// The read loop is the only sender, and there was room.
+	s.accept <- st
+	return nil
+}
+
+func (s *Session) handleAck(f *Frame) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.pending) == 0 {
+		return s.protoErr("Ack (X=%d) with no Connect waiting for it", f.ID)
+	}
+	p := s.pending[0]
+	s.pending[0] = nil
+	s.pending = s.pending[1:]
+	if f.ID < 0 || f.Reason != "" {
+		reason := f.Reason
+		if reason == "" {
+			reason = "refused with no reason given"
+		}
+		p.ch <- openResult{err: &RefusedError{Reason: reason}}
+		return nil
+	}
+	if s.streams[f.ID] != nil {
+		return s.protoErr("Ack gives session %d, which is already open", f.ID)
+	}
+	if p.abandoned {
+		s.enqueue(&Frame{Kind: KindClose, ID: f.ID, Reason: "rtcp: the opener gave up waiting", Abort: true})
+		return nil
+	}
+	st := s.newStream(f.ID, p.name, p.addr, true)
+	st.acked = true
+	s.streams[f.ID] = st
+	p.ch <- openResult{st: st}
+	return nil
+}
+
+// remove forgets st; it reports whether st was still registered. The
+// caller queues the stream's last frame, then calls closeIfIdle.
+func (s *Session) remove(st *Stream) bool {
+	s.mu.Lock()
+	ok := s.streams[st.id] == st
+	if ok {
+		delete(s.streams, st.id)
+	}
+	s.mu.Unlock()
+	return ok
+}
+
+// enqueue queues a control frame. It never blocks: control frames are small
+// and bounded by what the peer sends, and a peer that stops reading is cut
+// off at MaxQueuedFrames.
+func (s *Session) enqueue(f *Frame) bool {
+	s.qmu.Lock()
+	if s.qclose {
+		s.qmu.Unlock()
+		return false
+	}
+	if len(s.q) >= s.cfg.MaxQueuedFrames {
+		s.qmu.Unlock()
+		s.mu.Lock()
+		if s.cause == nil {
+			s.cause = fmt.Errorf("rtcp: the peer on the %s sends but does not read; link closed", s.cfg.Name)
+		}
+		s.mu.Unlock()
+		s.c.Close() // the read loop ends the session with cause
+		return false
+	}
+	s.q = append(s.q, f)
+	s.qmu.Unlock()
+	s.wake()
+	return true
+}
+
+// enqueueData queues a copy of p for stream st, waiting while too much is
+// queued. It fails on a passed deadline, a closed stream or session.
+func (s *Session) enqueueData(st *Stream, p []byte, deadline <-chan struct{}) error {
+	for {
+		s.qmu.Lock()
+		if s.qclose {
+			s.qmu.Unlock()
+			return s.errOr(net.ErrClosed)
+		}
+		if s.qbytes < maxQueuedBytes {
+			if err := st.writeErr(); err != nil {
+				s.qmu.Unlock()
+				return err
+			}
+			s.q = append(s.q, &Frame{Kind: KindData, ID: st.id, Data: getBuf(p)})
+			s.qbytes += len(p)
+			s.qmu.Unlock()
+			s.wake()
+			return nil
+		}
+		space := s.qspace
+		s.qmu.Unlock()
+		select {
+		case <-space:
+		case <-deadline:
+			return errTimeout
+		case <-st.closed:
+			return net.ErrClosed
+		case <-s.done:
+			return s.errOr(net.ErrClosed)
+		}
+	}
+}
+
+// enqueueStreamEnd queues a stream's CloseWrite or Close frame behind the
+// stream's data, and marks the stream so no more data follows it.
+func (s *Session) enqueueStreamEnd(st *Stream, f *Frame, full bool) {
+	s.qmu.Lock()
+	st.mu.Lock()
+	if full {
+		st.endSent = true
+	}
+	st.wclosed = true
+	st.mu.Unlock()
+	s.qmu.Unlock()
+	s.enqueue(f)
+}
+
+func (s *Session) errOr(def error) error {
+	if err := s.Err(); err != nil {
+		return err
+	}
+	return def
+}
+
+func (s *Session) wake() {
+	select {
+	case s.qwake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Session) writeLoop() {
+	defer s.wg.Done()
+	defer close(s.qdone)
+	var batch []*Frame
+	for {
+		s.qmu.Lock()
+		for len(s.q) == 0 {
+			closing := s.qclose
+			s.qmu.Unlock()
+			if closing {
+				return
+			}
+			<-s.qwake
+			s.qmu.Lock()
+		}
+		batch, s.q = s.q, batch[:0]
+		s.qbytes = 0
+		close(s.qspace)
+		s.qspace = make(chan struct{})
+		s.qmu.Unlock()
+
+		var err error
+		for i, f := range batch {
+			if err == nil {
+				err = s.fr.WriteFrame(f)
+			}
+			if f.Kind == KindData && f.Data != nil {
+				putBuf(f.Data)
+			}
+			batch[i] = nil
+		}
+		if err == nil {
+			err = s.fr.Flush()
+		}
+		if err != nil {
+			s.shutdown(s.linkError(err), false)
+			s.qmu.Lock()
+			for _, f := range s.q {
+				if f.Kind == KindData && f.Data != nil {
+					putBuf(f.Data)
+				}
+			}
+			s.q = nil
+			s.qmu.Unlock()
+			return
+		}
+	}
+}
+
+const poolBufSize = 64 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, poolBufSize); return &b }}
+
+func getBuf(p []byte) []byte {
+	if len(p) > poolBufSize {
+		return append([]byte(nil), p...)
+	}
+	b := *bufPool.Get().(*[]byte)
+	return b[:copy(b[:len(p)], p)]
+}
+
+func putBuf(b []byte) {
+	if cap(b) != poolBufSize {
+		return
+	}
+	b = b[:cap(b)]
+	bufPool.Put(&b)
+}

@@ -1,0 +1,427 @@
+package mux
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"rtcp/internal/deadline"
+)
+
+var errTimeout = os.ErrDeadlineExceeded
+
+// A Stream is one session on a link. It is a full net.Conn: deadlines,
+// Close that unblocks every call, half-close with CloseWrite, and errors
+// wrapped in *net.OpError.
+type Stream struct {
+	s             *Session
+	id            int64
+	name, addr    string
+	local, remote net.Addr
+
+	mu         sync.Mutex
+	rbuf       []byte
+	roff       int
+	rclosed    bool  // the peer will send no more: io.EOF once rbuf is read
+	rerr       error // the stream was cut off: returned once rbuf is read
+	werr       error // writes fail with this
+	credit     int   // bytes we may still send (flow control)
+	unacked    int   // bytes read that we have not granted back yet
+	wclosed    bool  // we sent CloseWrite or Close
+	endSent    bool  // we sent Close: no frame for this stream may follow
+	acked      bool  // the open was acknowledged
+	readReady  chan struct{}
+	writeReady chan struct{}
+
+	closeOnce sync.Once
+	closed    chan struct{}
+	rd, wd    *deadline.Deadline
+}
+
+func newStream(s *Session, id int64, name, addr string) *Stream {
+	return &Stream{
+		s:          s,
+		id:         id,
+		name:       name,
+		addr:       addr,
+		readReady:  make(chan struct{}, 1),
+		writeReady: make(chan struct{}, 1),
+		closed:     make(chan struct{}),
+		rd:         deadline.New(),
+		wd:         deadline.New(),
+	}
+}
+
+var _ net.Conn = (*Stream)(nil)
+
+// ID returns the stream's session number on its link.
+func (st *Stream) ID() int64 { return st.id }
+
+// Name returns the name given when the stream was opened: who connects.
+func (st *Stream) Name() string { return st.name }
+
+// Addr returns the address given when the stream was opened.
+func (st *Stream) Addr() string { return st.addr }
+
+// Session returns the session the stream runs on.
+func (st *Stream) Session() *Session { return st.s }
+
+func (st *Stream) LocalAddr() net.Addr  { return st.local }
+func (st *Stream) RemoteAddr() net.Addr { return st.remote }
+
+func (st *Stream) opErr(op string, err error) error {
+	if err == nil || err == io.EOF {
+		return err
+	}
+	return &net.OpError{Op: op, Net: "rtcp", Source: st.local, Addr: st.remote, Err: err}
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// Read reads what the peer sent. It returns io.EOF once the peer has closed
+// (or half-closed) and everything sent has been read, and an error, never
+// io.EOF, when the stream was cut off.
+func (st *Stream) Read(p []byte) (int, error) {
+	for {
+		select {
+		case <-st.closed:
+			return 0, st.opErr("read", net.ErrClosed)
+		default:
+		}
+		if st.rd.Passed() {
+			return 0, st.opErr("read", errTimeout)
+		}
+		st.mu.Lock()
+		if st.roff < len(st.rbuf) {
+			n := copy(p, st.rbuf[st.roff:])
+			st.roff += n
+			if st.roff == len(st.rbuf) {
+				if cap(st.rbuf) > 64<<10 {
+					st.rbuf = nil // do not hold a large buffer while idle
+				} else {
+					st.rbuf = st.rbuf[:0]
+				}
+				st.roff = 0
+			}
+			grant := 0
+			if st.s.cfg.FlowControl && !st.rclosed && st.rerr == nil {
+				st.unacked += n
+				if st.unacked >= st.s.cfg.Window/2 {
+					grant, st.unacked = st.unacked, 0
+				}
+			}
+			st.mu.Unlock()
+			if grant > 0 {
+				st.s.enqueue(&Frame{Kind: KindData, ID: st.id, Credit: grant})
+			}
+			return n, nil
+		}
+		if st.rerr != nil {
+			err := st.rerr
+			st.mu.Unlock()
+			return 0, st.opErr("read", err)
+		}
+		if st.rclosed {
+			st.mu.Unlock()
+			return 0, io.EOF
+		}
+		st.mu.Unlock()
+		if len(p) == 0 {
+			return 0, nil
+		}
+		select {
+		case <-st.readReady:
+		case <-st.rd.Wait():
+		case <-st.closed:
+		}
+	}
+}
+
+// Write sends p to the peer. It copies p: the caller's buffer is never kept.
+func (st *Stream) Write(p []byte) (int, error) {
+	n := 0
+	for {
+		select {
+		case <-st.closed:
+			return n, st.opErr("write", net.ErrClosed)
+		default:
+		}
+		if st.wd.Passed() {
+			return n, st.opErr("write", errTimeout)
+		}
+		st.mu.Lock()
+		if err := st.writeErrLocked(); err != nil {
+			st.mu.Unlock()
+			return n, st.opErr("write", err)
+		}
+		if n == len(p) {
+			st.mu.Unlock()
+			return n, nil
+		}
+		k := min(len(p)-n, st.s.cfg.ChunkSize)
+		if st.s.cfg.FlowControl {
+			k = min(k, st.credit)
+			st.credit -= k
+		}
+		st.mu.Unlock()
+		if k == 0 {
+			select {
+			case <-st.writeReady:
+			case <-st.wd.Wait():
+			case <-st.closed:
+			case <-st.s.done:
+			}
+			continue
+		}
+		if err := st.s.enqueueData(st, p[n:n+k], st.wd.Wait()); err != nil {
+			if st.s.cfg.FlowControl {
+				st.mu.Lock()
+				st.credit += k
+				st.mu.Unlock()
+			}
+			return n, st.opErr("write", err)
+		}
+		n += k
+	}
+}
+
+func (st *Stream) writeErr() error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.writeErrLocked()
+}
+
+func (st *Stream) writeErrLocked() error {
+	switch {
+	case st.werr != nil:
+		return st.werr
+	case st.endSent:
+		return net.ErrClosed
+	case st.wclosed:
+		return ErrWriteClosed
+	}
+	return nil
+}
+
+// CloseWrite ends the stream's sending direction: the peer reads io.EOF
+// after what was written, and can still write back.
+func (st *Stream) CloseWrite() error {
+	if !st.s.cfg.HalfClose {
+		return st.opErr("close", ErrNoHalfClose)
+	}
+	select {
+	case <-st.closed:
+		return st.opErr("close", net.ErrClosed)
+	default:
+	}
+	st.mu.Lock()
+	if st.wclosed || st.werr != nil {
+		st.mu.Unlock()
+		return nil
+	}
+	done := st.rclosed
+	st.mu.Unlock()
+	st.s.enqueueStreamEnd(st, &Frame{Kind: KindCloseWrite, ID: st.id}, false)
+	if done {
+		// Both directions have ended: the stream is over on both sides.
+		st.s.remove(st)
+		st.s.closeIfIdle()
+	}
+	return nil
+}
+
+// Close closes the stream in both directions and unblocks every call.
+func (st *Stream) Close() error {
+	return st.close(&Frame{Kind: KindClose, ID: st.id})
+}
+
+// Abort closes the stream and tells the peer it was cut off by err: the
+// peer's reads fail with err's text rather than io.EOF.
+func (st *Stream) Abort(err error) {
+	st.close(&Frame{Kind: KindClose, ID: st.id, Reason: err.Error(), Abort: true})
+}
+
+func (st *Stream) close(f *Frame) error {
+	first := false
+	st.closeOnce.Do(func() {
+		first = true
+		close(st.closed)
+		st.rd.Stop()
+		st.wd.Stop()
+		if !st.s.remove(st) {
+			return // the peer closed it, or the link is gone
+		}
+		st.mu.Lock()
+		acked := st.acked
+		st.acked = true
+		st.mu.Unlock()
+		if !acked {
+			// Closing a stream that was never acknowledged refuses it.
+			reason := f.Reason
+			if reason == "" {
+				reason = "rtcp: refused"
+			}
+			st.s.enqueue(&Frame{Kind: KindAck, ID: -1, Reason: reason})
+		} else {
+			st.s.enqueueStreamEnd(st, f, true)
+		}
+		st.s.closeIfIdle()
+	})
+	if !first {
+		return nil
+	}
+	st.mu.Lock()
+	st.rbuf = nil
+	st.mu.Unlock()
+	return nil
+}
+
+// Ack answers an open that Accept returned under Config.ManualAck: nil
+// accepts the stream, an error refuses it with the error's text.
+func (st *Stream) Ack(err error) error {
+	st.mu.Lock()
+	if st.acked {
+		st.mu.Unlock()
+		return errors.New("rtcp: stream already acknowledged")
+	}
+	st.acked = true
+	st.mu.Unlock()
+	if err != nil {
+		st.closeOnce.Do(func() { close(st.closed) })
+		st.s.remove(st)
+		st.s.enqueue(&Frame{Kind: KindAck, ID: -1, Reason: err.Error()})
+		st.s.closeIfIdle()
+		return nil
+	}
+	if !st.s.enqueue(&Frame{Kind: KindAck, ID: st.id}) {
+		return st.s.errOr(net.ErrClosed)
+	}
+	return nil
+}
+
+func (st *Stream) SetDeadline(t time.Time) error {
+	st.rd.Set(t)
+	st.wd.Set(t)
+	return nil
+}
+
+func (st *Stream) SetReadDeadline(t time.Time) error {
+	st.rd.Set(t)
+	return nil
+}
+
+func (st *Stream) SetWriteDeadline(t time.Time) error {
+	st.wd.Set(t)
+	return nil
+}
+
+// push appends data from the peer. Called by the read loop; never blocks.
+func (st *Stream) push(data []byte) {
+	st.mu.Lock()
+	if st.rclosed || st.rerr != nil {
+		st.mu.Unlock()
+		return
+	}
+	select {
+	case <-st.closed:
+		st.mu.Unlock()
+		return
+	default:
+	}
+	limit := st.s.cfg.MaxBuffer
+	if st.s.cfg.FlowControl {
+		limit = st.s.cfg.Window
+	}
+	if len(st.rbuf)-st.roff+len(data) > limit {
+		var err error
+		if st.s.cfg.FlowControl {
+			err = errors.New("rtcp: the peer sent more than the flow-control window allows")
+		} else {
+			err = errors.New("rtcp: session receive buffer full: the reader is too slow and the peer does no flow control")
+		}
+		st.rerr = err
+		st.werr = err
+		st.mu.Unlock()
+		signal(st.readReady)
+		signal(st.writeReady)
+		if st.s.remove(st) {
+			st.s.enqueue(&Frame{Kind: KindClose, ID: st.id, Reason: err.Error(), Abort: true})
+			st.s.closeIfIdle()
+		}
+		return
+	}
+	if st.roff > 0 && st.roff == len(st.rbuf) {
+		st.rbuf, st.roff = st.rbuf[:0], 0
+	} else if st.roff > 0 && cap(st.rbuf)-len(st.rbuf) < len(data) {
+		// Compact rather than grow.
+		n := copy(st.rbuf, st.rbuf[st.roff:])
+		st.rbuf, st.roff = st.rbuf[:n], 0
+	}
+	st.rbuf = append(st.rbuf, data...)
+	st.mu.Unlock()
+	signal(st.readReady)
+}
+
+func (st *Stream) addCredit(n int) {
+	st.mu.Lock()
+	st.credit += n
+	st.mu.Unlock()
+	signal(st.writeReady)
+}
+
+func (st *Stream) peerCloseWrite() {
+	st.mu.Lock()
+	st.rclosed = true
+	done := st.wclosed
+	st.mu.Unlock()
+	signal(st.readReady)
+	if done {
+		st.s.remove(st)
+		st.s.closeIfIdle()
+	}
+}
+
+// peerClose handles the peer's Close (the stream is already forgotten).
+func (st *Stream) peerClose(reason string, abort bool) {
+	st.mu.Lock()
+	if abort {
+		if reason == "" {
+			reason = "rtcp: session aborted by the peer"
+		}
+		st.rerr = &AbortError{Reason: reason}
+		st.werr = st.rerr
+	} else {
+		st.rclosed = true
+		st.werr = ErrPeerClosed
+	}
+	st.mu.Unlock()
+	signal(st.readReady)
+	signal(st.writeReady)
+}
+
+// linkDown cuts the stream off because its link ended with err.
+func (st *Stream) linkDown(err error) {
+	st.mu.Lock()
+	if st.rerr == nil && !st.rclosed {
+		st.rerr = err
+	}
+	if st.werr == nil || st.werr == ErrPeerClosed {
+		st.werr = err
+	}
+	st.mu.Unlock()
+	signal(st.readReady)
+	signal(st.writeReady)
+}
+
+// AbortError is the peer's report that a stream was cut off.
+type AbortError struct{ Reason string }
+
+func (e *AbortError) Error() string { return e.Reason }

@@ -1,0 +1,162 @@
+// Package plan5link runs rtcp's session layer over the Plan5 JSON-line wire:
+// a mux.Framer for Plan5 messages and the Aloha negotiation of extensions.
+package plan5link
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"rtcp/internal/mux"
+	"rtcp/protocol/plan5"
+)
+
+// DefaultWindow is the per-session flow-control window rtcp offers.
+const DefaultWindow = 256 << 10
+
+// Framer maps Plan5 messages to mux frames.
+type Framer struct {
+	r   *plan5.Reader
+	w   *bufio.Writer
+	buf []byte
+	f   mux.Frame
+}
+
+// NewFramer returns a Framer reading with r (the connection's one Reader)
+// and writing to w.
+func NewFramer(r *plan5.Reader, w io.Writer) *Framer {
+	return &Framer{r: r, w: bufio.NewWriterSize(w, 32<<10)}
+}
+
+// ReadFrame reads the next session-layer frame. An Aloha in the middle of
+// a link (the seed's "DP --Aloha--> IS" before a Connect, or a heartbeat)
+// carries nothing the session layer needs and is skipped.
+func (fr *Framer) ReadFrame() (*mux.Frame, error) {
+	for {
+		m, err := fr.r.ReadMessage()
+		if err != nil {
+			return nil, err
+		}
+		f := &fr.f
+		switch m := m.(type) {
+		case *plan5.Aloha:
+			continue
+		case *plan5.Connect:
+			*f = mux.Frame{Kind: mux.KindOpen, Name: m.N, Addr: m.Addr}
+		case *plan5.Ack:
+			*f = mux.Frame{Kind: mux.KindAck, ID: m.X, Reason: m.R}
+		case *plan5.Data:
+			*f = mux.Frame{Kind: mux.KindData, ID: m.X, Data: m.C, Credit: m.Window}
+		case *plan5.Close:
+			if m.Half {
+				*f = mux.Frame{Kind: mux.KindCloseWrite, ID: m.X}
+			} else {
+				*f = mux.Frame{Kind: mux.KindClose, ID: m.X, Reason: m.R, Abort: m.Abort}
+			}
+		}
+		return f, nil
+	}
+}
+
+// WriteFrame writes f as a Plan5 message into the write buffer.
+func (fr *Framer) WriteFrame(f *mux.Frame) error {
+	var m plan5.Message
+	switch f.Kind {
+	case mux.KindOpen:
+		m = &plan5.Connect{N: f.Name, Addr: f.Addr}
+	case mux.KindAck:
+		m = &plan5.Ack{X: f.ID, R: f.Reason}
+	case mux.KindData:
+		m = &plan5.Data{X: f.ID, C: f.Data, Window: f.Credit}
+	case mux.KindCloseWrite:
+		m = &plan5.Close{X: f.ID, Half: true}
+	case mux.KindClose:
+		r := f.Reason
+		if r == "" {
+			r = "closed"
+		}
+		m = &plan5.Close{X: f.ID, R: r, Abort: f.Abort}
+	default:
+		return fmt.Errorf("plan5link: cannot write frame kind %v", f.Kind)
+	}
+	fr.buf = plan5.AppendMessage(fr.buf[:0], m)
+	_, err := fr.w.Write(fr.buf)
+	if cap(fr.buf) > 2*plan5.DefaultMaxLine {
+		fr.buf = nil
+	}
+	return err
+}
+
+// Flush writes what WriteFrame buffered.
+func (fr *Framer) Flush() error { return fr.w.Flush() }
+
+// Offer fills in the extensions rtcp offers in its Aloha.
+func Offer(a *plan5.Aloha, maxLine int) {
+	a.V = plan5.Version
+	a.Window = DefaultWindow
+	a.MaxLine = maxLine
+	a.HalfClose = true
+}
+
+// Config returns the session configuration that our Aloha and the peer's
+// agree on: each extension is on only if both offered it.
+func Config(ours, theirs *plan5.Aloha) mux.Config {
+	peerLine := theirs.MaxLine
+	if peerLine == 0 {
+		peerLine = plan5.PlainMaxLine
+	}
+	return mux.Config{
+		FlowControl: ours.Window > 0 && theirs.Window > 0,
+		Window:      ours.Window,
+		PeerWindow:  theirs.Window,
+		HalfClose:   ours.HalfClose && theirs.HalfClose,
+		ChunkSize:   plan5.ChunkSize(peerLine),
+	}
+}
+
+// CheckAloha validates a peer's Aloha: version, role, and limits.
+func CheckAloha(a *plan5.Aloha, roles ...plan5.Role) error {
+	if !plan5.Compatible(a.V) {
+		return fmt.Errorf("rtcp: incompatible protocol version %d (this side speaks %d..19999)", a.V, plan5.Version)
+	}
+	ok := len(roles) == 0
+	for _, r := range roles {
+		ok = ok || a.R == r
+	}
+	if !ok {
+		return fmt.Errorf("rtcp: unexpected role %v in Aloha (want %v)", a.R, roles)
+	}
+	if a.Window < 0 || a.MaxLine < 0 || a.HeartBeat < 0 {
+		return fmt.Errorf("rtcp: negative Window, MaxLine or HeartBeat in Aloha")
+	}
+	if a.MaxLine != 0 && a.MaxLine < plan5.MinMaxLine {
+		return fmt.Errorf("rtcp: MaxLine %d in Aloha is below the minimum %d", a.MaxLine, plan5.MinMaxLine)
+	}
+	return nil
+}
+
+// WriteMessage writes one message straight to c (used for handshakes,
+// before a session owns the connection).
+func WriteMessage(c net.Conn, m plan5.Message, timeout time.Duration) error {
+	if timeout > 0 {
+		c.SetWriteDeadline(time.Now().Add(timeout))
+		defer c.SetWriteDeadline(time.Time{})
+	}
+	_, err := c.Write(plan5.AppendMessage(nil, m))
+	return err
+}
+
+// ReadAloha reads the first message of a connection, which must be an Aloha.
+func ReadAloha(r *plan5.Reader) (*plan5.Aloha, error) {
+	m, err := r.ReadMessage()
+	if err != nil {
+		return nil, err
+	}
+	a, ok := m.(*plan5.Aloha)
+	if !ok {
+		return nil, fmt.Errorf("rtcp: expected Aloha as the first message, got %v", m.Type())
+	}
+	return a, nil
+}

@@ -1,0 +1,124 @@
+// Package relay joins two connections: the one relay path that every door
+// and link of rtcp goes through.
+package relay
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+)
+
+// Aborter is a connection that can be cut off with an error its peer sees
+// (an rtcp stream). A *net.TCPConn is cut off with a reset instead.
+type Aborter interface {
+	Abort(err error)
+}
+
+// Stats counts the bytes a Join moved.
+type Stats struct {
+	AtoB, BtoA int64
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// Join copies a to b and b to a until both directions end, then closes both.
+// When one side ends cleanly (io.EOF) the other side is half-closed
+// (CloseWrite), so half-close crosses the relay; a side that cannot
+// half-close is closed. When a copy fails, both sides are cut off with the
+// error (Abort, or a TCP reset), so neither peer mistakes the cut for a
+// clean end. Join returns the byte counts and the first error.
+// If count is not nil it is called with each chunk's size and direction.
+func Join(a, b net.Conn, count func(aToB bool, n int)) (Stats, error) {
+	var (
+		st   Stats
+		errA error
+		wg   sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		st.BtoA, errA = pipe(a, b, false, count)
+	}()
+	var errB error
+	st.AtoB, errB = pipe(b, a, true, count)
+	wg.Wait()
+	a.Close()
+	b.Close()
+	if errB != nil {
+		return st, errB
+	}
+	return st, errA
+}
+
+// pipe copies src to dst; dir is the direction for count.
+func pipe(dst, src net.Conn, dir bool, count func(bool, int)) (int64, error) {
+	var n int64
+	var err error
+	if count == nil {
+		if _, ok := dst.(*net.TCPConn); ok {
+			if _, ok := src.(*net.TCPConn); ok {
+				// Both are TCP: io.Copy splices on Linux.
+				n, err = io.Copy(dst, src)
+				return n, finish(dst, src, err)
+			}
+		}
+	}
+	bp := bufPool.Get().(*[]byte)
+	buf := *bp
+	for {
+		nr, rerr := src.Read(buf)
+		if nr > 0 {
+			nw, werr := dst.Write(buf[:nr])
+			n += int64(nw)
+			if count != nil && nw > 0 {
+				count(dir, nw)
+			}
+			if werr != nil {
+				err = werr
+				break
+			}
+		}
+		if rerr != nil {
+			if rerr != io.EOF {
+				err = rerr
+			}
+			break
+		}
+	}
+	bufPool.Put(bp)
+	return n, finish(dst, src, err)
+}
+
+func finish(dst, src net.Conn, err error) error {
+	if err == nil {
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+			return nil
+		}
+		// No half-close on dst: the only way to pass the end on is to close.
+		dst.Close()
+		return nil
+	}
+	if errors.Is(err, net.ErrClosed) {
+		// We, or the other direction, closed one side: not a fault.
+		dst.Close()
+		src.Close()
+		return nil
+	}
+	cut(dst, err)
+	cut(src, err)
+	return err
+}
+
+// cut ends c so that its peer sees an error, not a clean end.
+func cut(c net.Conn, err error) {
+	switch c := c.(type) {
+	case Aborter:
+		c.Abort(err)
+	case *net.TCPConn:
+		c.SetLinger(0)
+		c.Close()
+	default:
+		c.Close()
+	}
+}

@@ -1,0 +1,148 @@
+package rtcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"rtcp/internal/mux"
+)
+
+// Transport selects how an indirect server's links to the DP carry sessions.
+type Transport int
+
+const (
+	// TransportJSON is the seed's Plan5 protocol: every session's bytes
+	// travel as base64 in JSON Data messages. It is the zero value.
+	TransportJSON Transport = iota
+	// TransportYamux switches each link to a yamux session after the Aloha
+	// exchange.
+	TransportYamux
+)
+
+func (t Transport) String() string {
+	switch t {
+	case TransportJSON:
+		return "json"
+	case TransportYamux:
+		return "yamux"
+	}
+	return fmt.Sprintf("Transport(%d)", int(t))
+}
+
+// ParseTransport parses "json" or "yamux".
+func ParseTransport(s string) (Transport, error) {
+	switch s {
+	case "json", "":
+		return TransportJSON, nil
+	case "yamux":
+		return TransportYamux, nil
+	}
+	return 0, fmt.Errorf("rtcp: unknown transport %q (want json or yamux)", s)
+}
+
+// Errors that rtcp returns. Conn and Listener operations wrap them in a
+// *net.OpError; test with errors.Is.
+var (
+	// ErrDiscoverPointClosed is returned by Serve and ListenAndServe after
+	// Close or Shutdown.
+	ErrDiscoverPointClosed = errors.New("rtcp: discover point closed")
+	// ErrNameTaken is returned by Listen (and Registry.Register) when
+	// another server already holds the name at the DP.
+	ErrNameTaken = errors.New("rtcp: name already served by another server")
+	// ErrNoServer is returned by Registry.Lookup when nobody holds a name.
+	ErrNoServer = errors.New("rtcp: no server of that name")
+	// ErrNotImplemented is returned for a Transport this build cannot use.
+	ErrNotImplemented = errors.New("rtcp: not implemented")
+	// ErrNoHalfClose is returned by CloseWrite when the peer is a plain
+	// Plan5 peer that cannot half-close.
+	ErrNoHalfClose = mux.ErrNoHalfClose
+)
+
+// Addr is the address of an rtcp endpoint: a name at a network address,
+// written "name@host:port". Network returns "rtcp".
+type Addr struct {
+	Name string // server or client name; may be empty
+	Addr string // host:port of the DP, or of the peer when known
+}
+
+func (a *Addr) Network() string { return "rtcp" }
+
+func (a *Addr) String() string {
+	if a == nil {
+		return "<nil>"
+	}
+	if a.Name == "" {
+		return a.Addr
+	}
+	return a.Name + "@" + a.Addr
+}
+
+// RefusedError is a session refused by the DP or the server: Dial returns
+// it, wrapped in a *net.OpError, when the answer to Connect is an Ack with
+// X = -1, and Listen when the DP refuses the registration.
+type RefusedError struct {
+	Name   string // the server name asked for
+	DP     string // the DP's address
+	Reason string // the reason the DP or server gave
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("rtcp: DP %s refused %q: %s", e.DP, e.Name, e.Reason)
+}
+
+// Listen announces an indirect server named name at the discover point
+// addr and returns a listener for the sessions clients open to it. With an
+// empty name it is net.Listen("tcp", addr): a direct server.
+func Listen(addr, name string) (net.Listener, error) {
+	var lc ListenConfig
+	return lc.Listen(context.Background(), addr, name)
+}
+
+// Dial connects to the indirect server name through the discover point
+// addr. With an empty name it is net.Dial("tcp", addr): a direct client.
+func Dial(addr, name string) (net.Conn, error) {
+	var d Dialer
+	return d.DialContext(context.Background(), addr, name)
+}
+
+// DialContext is Dial with a context that bounds connecting.
+func DialContext(ctx context.Context, addr, name string) (net.Conn, error) {
+	var d Dialer
+	return d.DialContext(ctx, addr, name)
+}
+
+// defaultHandshakeTimeout bounds an Aloha exchange when the context does
+// not.
+const defaultHandshakeTimeout = 10 * time.Second
+
+// aLongTimeAgo is a deadline in the past, to interrupt blocked I/O.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// watchContext interrupts c's I/O when ctx ends; call the returned stop
+// function when the setup is over, before using c.
+func watchContext(ctx context.Context, c net.Conn) (stop func() error) {
+	if d, ok := ctx.Deadline(); ok {
+		c.SetDeadline(d)
+	} else {
+		c.SetDeadline(time.Now().Add(defaultHandshakeTimeout))
+	}
+	stopWatch := context.AfterFunc(ctx, func() { c.SetDeadline(aLongTimeAgo) })
+	return func() error {
+		if !stopWatch() {
+			return ctx.Err()
+		}
+		c.SetDeadline(time.Time{})
+		return nil
+	}
+}
+
+func dialTCP(ctx context.Context, dial func(ctx context.Context, network, addr string) (net.Conn, error), addr string) (net.Conn, error) {
+	if dial != nil {
+		return dial(ctx, "tcp", addr)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", addr)
+}
