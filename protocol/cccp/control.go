@@ -125,7 +125,7 @@ func ParseOnQuery(rawQuery string) (OnRequest, error) {
 			q.Persistent = true
 		case "false":
 		default:
-			return OnRequest{}, queryError("persistent=%s is neither true nor false", quote([]byte(s[0])))
+			return OnRequest{}, queryError("persistent=%s is neither true nor false", quote(s[0]))
 		}
 	}
 	if s, ok := v["ip_whitelist"]; ok {
@@ -137,7 +137,7 @@ func ParseOnQuery(rawQuery string) (OnRequest, error) {
 		sec, err := strconv.ParseUint(s[0], 10, 64)
 		if err != nil || sec > uint64(MaxTimeout/time.Second) {
 			return OnRequest{}, queryError("timeout=%s is not a whole number of seconds from 0 (no timeout) to %d",
-				quote([]byte(s[0])), MaxTimeout/time.Second)
+				quote(s[0]), MaxTimeout/time.Second)
 		}
 		q.Timeout = time.Duration(sec) * time.Second
 	}
@@ -166,7 +166,7 @@ func parseQuery(rawQuery, endpoint string, known ...string) (url.Values, error) 
 	for _, name := range slices.Sorted(maps.Keys(v)) {
 		if !slices.Contains(known, name) {
 			return nil, queryError("unknown parameter %s; %s takes %s",
-				quote([]byte(name)), endpoint, strings.Join(known, ", "))
+				quote(name), endpoint, strings.Join(known, ", "))
 		}
 		if n := len(v[name]); n > 1 {
 			return nil, queryError("%s is given %d times; give it once", name, n)
@@ -207,17 +207,17 @@ func parseWhitelist(s string) ([]netip.Prefix, error) {
 			var err error
 			if p, err = netip.ParsePrefix(item); err != nil {
 				return nil, queryError("ip_whitelist entry %s is not a CIDR prefix like 10.0.0.0/8 or 2001:db8::/32",
-					quote([]byte(item)))
+					quote(item))
 			}
 		} else {
 			a, err := netip.ParseAddr(item)
 			if err != nil {
 				return nil, queryError("ip_whitelist entry %s is neither an IP address nor a CIDR prefix like 10.0.0.0/8",
-					quote([]byte(item)))
+					quote(item))
 			}
 			if a.Zone() != "" {
 				return nil, queryError("ip_whitelist entry %s has an IPv6 zone; give the address without %%zone",
-					quote([]byte(item)))
+					quote(item))
 			}
 			p = netip.PrefixFrom(a, a.BitLen())
 		}

@@ -42,7 +42,7 @@ func ReadSerial(r *bufio.Reader) (string, error) {
 			}
 			return "", newError([]error{io.ErrUnexpectedEOF},
 				`cccp: connection ended after %s, before the \r that ends a serial; a device registers by sending its serial, then \r`,
-				quote(buf[:n]))
+				quote(string(buf[:n])))
 		}
 		switch {
 		case c == '\r' && n == 0:
@@ -62,15 +62,15 @@ func ReadSerial(r *bufio.Reader) (string, error) {
 		case c == '\n':
 			return "", newError([]error{ErrBadSerial},
 				`cccp: serial %s ended with \n (LF) instead of \r (CR); a device must end its serial with \r`,
-				quote(buf[:n]))
+				quote(string(buf[:n])))
 		case c < 0x20 || c == 0x7f:
 			return "", newError([]error{ErrBadSerial},
 				`cccp: serial %s has control character %U at byte %d; a serial is printable text ended by \r`,
-				quote(buf[:n]), rune(c), n)
+				quote(string(buf[:n])), rune(c), n)
 		case n == MaxSerialLen:
 			return "", newError([]error{ErrSerialTooLong},
 				`cccp: serial %s... is longer than %d bytes, or its \r is missing; a device must send a serial of at most %d bytes, then \r`,
-				quote(buf[:32]), MaxSerialLen, MaxSerialLen)
+				quote(string(buf[:32])), MaxSerialLen, MaxSerialLen)
 		}
 		buf[n] = c
 		n++
@@ -105,7 +105,7 @@ func CheckSerial(serial string) error {
 func checkSerial(s, prefix string, extra ...error) error {
 	wrap := func(sentinel error, format string, args ...any) error {
 		return newError(append([]error{sentinel}, extra...),
-			prefix+quote([]byte(s))+" "+format, args...)
+			prefix+quote(s)+" "+format, args...)
 	}
 	if s == "" {
 		return wrap(ErrEmptySerial, "is empty; give the serial the device registers with")
@@ -126,11 +126,11 @@ func checkSerial(s, prefix string, extra ...error) error {
 	return nil
 }
 
-// quote quotes b for an error message, cut to a length a log line can hold.
-func quote(b []byte) string {
+// quote quotes s for an error message, cut to a length a log line can hold.
+func quote(s string) string {
 	const max = 64
-	if len(b) > max {
-		return fmt.Sprintf("%q...", b[:max])
+	if len(s) > max {
+		return fmt.Sprintf("%q...", s[:max])
 	}
-	return fmt.Sprintf("%q", b)
+	return fmt.Sprintf("%q", s)
 }
