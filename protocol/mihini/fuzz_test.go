@@ -8,10 +8,15 @@ import (
 )
 
 func FuzzReadFrame(f *testing.F) {
-	f.Add([]byte(transcript()))
+	// Seeds stay small: the fuzzer slows to a crawl on inputs of 64 KiB.
+	var small []byte
 	for _, g := range golden {
-		f.Add([]byte(g.wire))
+		if len(g.wire) < 1024 {
+			f.Add([]byte(g.wire))
+			small = append(small, g.wire...)
+		}
 	}
+	f.Add(small)
 	f.Add([]byte(unhex("00 00 04 00 00 0d 01 01 00 09") + "127.0.0.1" + unhex("b7 9a 00 02 03 01 68 69 00 00 02 01")))
 	f.Add([]byte(unhex("00 02 03 02 68 69 00 0d 01 02 00 09") + "127.0.0.1" + unhex("b7 9a"))) // DATA before CONNECT
 	f.Add([]byte(unhex("00 03 02 04") + "bye" + unhex("00 00 03 05")))
