@@ -3,6 +3,7 @@ package rtcp
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 
@@ -16,6 +17,13 @@ type Dialer struct {
 	// Name is this client's name, sent to the DP and shown to the server
 	// as the RemoteAddr of the session. Optional.
 	Name string
+
+	// Transport selects the client leg's wire. TransportJSON (the zero
+	// value) speaks the seed's protocol: the session's bytes travel in
+	// Data messages. TransportYamux asks the DP for raw bytes after the
+	// Ack: no JSON or base64 per byte, the speed of plain TCP. A DP that
+	// does not offer it gets TransportJSON.
+	Transport Transport
 
 	// Dial opens the TCP connection to the DP (or, for a direct client, to
 	// the server). Nil means a net.Dialer. Tests inject in-memory pipes.
@@ -52,17 +60,31 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string) (
 	stop := watchContext(ctx, c)
 	ours := &plan5.Aloha{R: plan5.RoleIC, N: d.Name}
 	plan5link.Offer(ours, plan5.DefaultMaxLine)
+	if d.Transport != TransportJSON {
+		ours.Transport = wireRaw
+	}
 	r := plan5.NewReader(c, plan5.DefaultMaxLine)
 	theirs, err := exchangeAloha(c, r, ours, addr)
 	if err != nil {
 		stop()
-		return nil, ctxErr(ctx, err)
+		return nil, ctxErr(ctx, renamed(err, name))
+	}
+	local := &Addr{Name: d.Name, Addr: c.LocalAddr().String()}
+	remote := &Addr{Name: name, Addr: addr}
+	if theirs.Transport == wireRaw && ours.Transport == wireRaw {
+		rc, err := d.connectRaw(c, r, name, addr, local, remote)
+		stopErr := stop()
+		if err != nil {
+			return nil, ctxErr(ctx, err)
+		}
+		if stopErr != nil {
+			return nil, stopErr
+		}
+		return newConn(rc, nil), nil
 	}
 	if err := stop(); err != nil {
 		return nil, err
 	}
-	local := &Addr{Name: d.Name, Addr: c.LocalAddr().String()}
-	remote := &Addr{Name: name, Addr: addr}
 	cfg := plan5link.Config(ours, theirs)
 	cfg.Name = "connection to DP " + addr
 	cfg.AcceptBacklog = -1 // a DP opens nothing toward a client
@@ -81,6 +103,55 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string) (
 		d.Logger.Debug("rtcp: session open", "server", name, "dp", addr, "x", st.ID())
 	}
 	return newConn(st, func() { sess.Close() }), nil
+}
+
+// connectRaw sends Connect and reads the Ack; after it, c carries the
+// session's bytes as they are.
+func (d *Dialer) connectRaw(c net.Conn, r *plan5.Reader, name, addr string, local, remote net.Addr) (stream, error) {
+	if err := plan5link.WriteMessage(c, &plan5.Connect{N: name}, 0); err != nil {
+		return nil, err
+	}
+	m, err := r.ReadMessage()
+	if err != nil {
+		return nil, err
+	}
+	switch m := m.(type) {
+	case *plan5.Ack:
+		if m.X < 0 || m.R != "" {
+			return nil, &RefusedError{Name: name, DP: addr, Reason: m.R}
+		}
+	case *plan5.Close:
+		return nil, &RefusedError{Name: name, DP: addr, Reason: m.R}
+	default:
+		return nil, fmt.Errorf("rtcp: the DP answered Connect with %v, want Ack", m.Type())
+	}
+	return &rawConn{Conn: afterHandshake(c, r.Buffered()), local: local, remote: remote}, nil
+}
+
+// rawConn is a client's raw session: the TCP connection to the DP, with
+// rtcp addresses.
+type rawConn struct {
+	net.Conn
+	local, remote net.Addr
+}
+
+func (c *rawConn) LocalAddr() net.Addr  { return c.local }
+func (c *rawConn) RemoteAddr() net.Addr { return c.remote }
+
+func (c *rawConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return ErrNoHalfClose
+}
+
+// renamed puts the server's name into a refusal of the handshake.
+func renamed(err error, name string) error {
+	var re *RefusedError
+	if errors.As(err, &re) {
+		re.Name = name
+	}
+	return err
 }
 
 // exchangeAloha sends ours and reads the DP's answer, which must be a

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/yamux"
+
 	"rtcp/internal/mux"
 	"rtcp/internal/plan5link"
 	"rtcp/internal/relay"
@@ -128,6 +130,12 @@ func (dp *DiscoverPoint) ListenAndServe(addr string) error {
 // It always returns a non-nil error; after Close or Shutdown,
 // ErrDiscoverPointClosed. Serve closes l when it returns.
 func (dp *DiscoverPoint) Serve(l net.Listener) error {
+	return dp.serve(l, dp.serveConn)
+}
+
+// serve runs an accept loop on l, handing each connection to handle in a
+// goroutine of its own that the DP tracks.
+func (dp *DiscoverPoint) serve(l net.Listener, handle func(net.Conn)) error {
 	dp.init()
 	if !dp.trackListener(&l, true) {
 		l.Close()
@@ -161,7 +169,12 @@ func (dp *DiscoverPoint) Serve(l net.Listener) error {
 			continue
 		}
 		dp.wg.Add(1)
-		go dp.serveConn(c)
+		go func() {
+			defer dp.wg.Done()
+			defer dp.trackConn(c, false)
+			defer c.Close()
+			handle(c)
+		}()
 	}
 }
 
@@ -286,9 +299,6 @@ func (dp *DiscoverPoint) endSession() {
 
 // serveConn reads a connection's Aloha and serves it by role.
 func (dp *DiscoverPoint) serveConn(c net.Conn) {
-	defer dp.wg.Done()
-	defer dp.trackConn(c, false)
-	defer c.Close()
 	c.SetDeadline(time.Now().Add(dp.HandshakeTimeout))
 	r := plan5.NewReader(c, dp.MaxLine)
 	a, err := plan5link.ReadAloha(r)
@@ -335,8 +345,8 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		dp.refuse(c, "rtcp: an indirect server must give its name in N")
 		return
 	}
-	if a.Transport != "" {
-		dp.refuse(c, fmt.Sprintf("rtcp: transport %q is not supported by this DP", a.Transport))
+	if a.Transport != "" && a.Transport != wireYamux {
+		dp.refuse(c, fmt.Sprintf("rtcp: transport %q is not supported by this DP (it speaks %q and the plain protocol)", a.Transport, wireYamux))
 		return
 	}
 	owner := a.Owner
@@ -358,25 +368,37 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		return
 	}
 	ours := dp.ourAloha()
+	ours.Transport = a.Transport
 	if err := plan5link.WriteMessage(c, ours, 0); err != nil {
 		dp.unregister(reg)
 		return
 	}
 	c.SetDeadline(time.Time{})
-	cfg := plan5link.Config(ours, a)
-	cfg.Name = fmt.Sprintf("link to server %q at %s", a.N, c.RemoteAddr())
-	cfg.AcceptBacklog = -1 // a server opens nothing toward the DP
-	s := mux.New(c, plan5link.NewFramer(r, c), cfg)
-	l := muxLink{s}
+	var l link
+	var end func() error
+	if a.Transport == wireYamux {
+		ys, err := yamux.Client(afterHandshake(c, r.Buffered()), yamuxConfig(dp.Logger, 0))
+		if err != nil {
+			dp.unregister(reg)
+			return
+		}
+		l, end = newYamuxLink(ys), ys.Close
+	} else {
+		cfg := plan5link.Config(ours, a)
+		cfg.Name = fmt.Sprintf("link to server %q at %s", a.N, c.RemoteAddr())
+		cfg.AcceptBacklog = -1 // a server opens nothing toward the DP
+		s := mux.New(c, plan5link.NewFramer(r, c), cfg)
+		l, end = muxLink{s}, s.Close
+	}
 	dp.addLink(reg, l)
-	dp.log().Info("rtcp: server link up", "name", a.N, "remote", c.RemoteAddr())
+	dp.log().Info("rtcp: server link up", "name", a.N, "remote", c.RemoteAddr(), "transport", a.Transport)
 	select {
-	case <-s.Done():
+	case <-l.done():
 	case <-dp.done:
 	}
-	s.Close()
+	end()
 	dp.removeLink(reg, l)
-	dp.log().Info("rtcp: server link down", "name", a.N, "remote", c.RemoteAddr(), "err", s.Err())
+	dp.log().Info("rtcp: server link down", "name", a.N, "remote", c.RemoteAddr())
 }
 
 func (dp *DiscoverPoint) addLink(reg Registration, l link) {
@@ -456,8 +478,7 @@ func (dp *DiscoverPoint) openSession(ctx context.Context, name, client, addr str
 		if err == nil {
 			return c, nil
 		}
-		var re *mux.RefusedError
-		if errors.As(err, &re) || ctx.Err() != nil {
+		if refused(err) || ctx.Err() != nil {
 			return nil, fmt.Errorf("rtcp: server %q refused: %v", name, err)
 		}
 		if tried == nil {
@@ -467,11 +488,26 @@ func (dp *DiscoverPoint) openSession(ctx context.Context, name, client, addr str
 	}
 }
 
+// refused reports whether err is a server's refusal (rather than a link
+// failing under the open).
+func refused(err error) bool {
+	var re *mux.RefusedError
+	var ye *muxRefused
+	return errors.As(err, &re) || errors.As(err, &ye)
+}
+
 // serveClient serves an indirect client's connection: one Connect, one
 // session.
 func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha) {
 	ours := dp.ourAloha()
+	if a.Transport == wireRaw {
+		ours.Transport = wireRaw
+	}
 	if err := plan5link.WriteMessage(c, ours, 0); err != nil {
+		return
+	}
+	if ours.Transport == wireRaw {
+		dp.serveRawClient(c, r, a)
 		return
 	}
 	c.SetDeadline(time.Time{})
@@ -517,4 +553,89 @@ func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	}
 	dp.log().Debug("rtcp: session open", "server", st.Name(), "client", c.RemoteAddr())
 	relay.Join(st, is, nil)
+}
+
+// serveRawClient serves a client that asked for raw bytes after the Ack:
+// Connect and Ack are Plan5 messages, then the connection is the session.
+func (dp *DiscoverPoint) serveRawClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha) {
+	m, err := r.ReadMessage()
+	if err != nil {
+		dp.log().Info("rtcp: client sent no Connect", "remote", c.RemoteAddr(), "err", err)
+		dp.closeWith(c, -1, fmt.Sprintf("rtcp: want Connect after the Aloha: %v", err))
+		return
+	}
+	cm, ok := m.(*plan5.Connect)
+	if !ok {
+		dp.closeWith(c, -1, fmt.Sprintf("rtcp: want Connect after the Aloha, got %v", m.Type()))
+		return
+	}
+	c.SetDeadline(time.Time{})
+	dp.relayTo(afterHandshake(c, r.Buffered()), cm.N, a.N, func(err error) bool {
+		ack := &plan5.Ack{X: 1}
+		if err != nil {
+			ack = &plan5.Ack{X: -1, R: err.Error()}
+		}
+		return plan5link.WriteMessage(c, ack, dp.HandshakeTimeout) == nil
+	})
+}
+
+// closeWith tells a peer why its connection ends, as Close X=-1.
+func (dp *DiscoverPoint) closeWith(c net.Conn, x int64, reason string) {
+	plan5link.WriteMessage(c, &plan5.Close{X: x, R: reason, Abort: true}, time.Second)
+}
+
+// relayTo opens a session to the server name for the plain byte stream c
+// (a raw client, or a port-mode connection) and relays until it ends.
+// answer, if not nil, tells the client the outcome of the open (nil: open)
+// and reports whether the client can still be reached.
+func (dp *DiscoverPoint) relayTo(c net.Conn, name, client string, answer func(error) bool) {
+	if !dp.beginSession() {
+		if answer != nil {
+			answer(errors.New("rtcp: the DP is shutting down; retry on another DP or later"))
+		}
+		return
+	}
+	defer dp.endSession()
+	if tc, ok := c.(*net.TCPConn); ok {
+		// Until the session ends cleanly, any end of this connection -
+		// this process dying included - is a reset, never a clean FIN.
+		tc.SetLinger(0)
+	}
+	ctx, cancel := context.WithTimeout(dp.ctx, dp.HandshakeTimeout)
+	is, err := dp.openSession(ctx, name, client, c.RemoteAddr().String())
+	cancel()
+	if err != nil {
+		dp.log().Info("rtcp: session refused", "server", name, "client", c.RemoteAddr(), "reason", err)
+		if answer != nil {
+			answer(err)
+		}
+		return
+	}
+	if answer != nil && !answer(nil) {
+		is.Close()
+		return
+	}
+	dp.log().Debug("rtcp: session open", "server", name, "client", c.RemoteAddr())
+	relay.Join(c, is, nil)
+}
+
+// ServePort accepts plain TCP connections on l and carries each to the
+// server name, for clients that cannot run rtcp (ssh, psql, a SCADA
+// system). A connection that arrives while name has no server is closed at
+// once. ServePort returns as Serve does.
+func (dp *DiscoverPoint) ServePort(l net.Listener, name string) error {
+	return dp.serve(l, func(c net.Conn) { dp.relayTo(c, name, "", nil) })
+}
+
+// ListenAndServePort listens on the TCP address addr and calls ServePort.
+func (dp *DiscoverPoint) ListenAndServePort(addr, name string) error {
+	dp.init()
+	if dp.closing() {
+		return ErrDiscoverPointClosed
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return dp.ServePort(l, name)
 }

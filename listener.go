@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/yamux"
+
 	"rtcp/internal/mux"
 	"rtcp/internal/plan5link"
 	"rtcp/protocol/plan5"
@@ -78,7 +80,7 @@ func (lc *ListenConfig) Listen(ctx context.Context, addr, name string) (net.List
 		rand.Read(b[:])
 		l.cfg.Owner = hex.EncodeToString(b[:])
 	}
-	if lc.Transport != TransportJSON {
+	if lc.Transport != TransportJSON && lc.Transport != TransportYamux {
 		return nil, l.opErr("listen", fmt.Errorf("%w: transport %v", ErrNotImplemented, lc.Transport))
 	}
 	first, err := l.connect(ctx)
@@ -108,7 +110,7 @@ type Listener struct {
 	wg     sync.WaitGroup
 
 	mu    sync.Mutex
-	links map[*mux.Session]struct{}
+	links map[serverLink]struct{}
 }
 
 var _ net.Listener = (*Listener)(nil)
@@ -160,7 +162,7 @@ func (l *Listener) log() *slog.Logger {
 var discardLogger = slog.New(slog.DiscardHandler)
 
 // keep keeps one link up until the listener is closed.
-func (l *Listener) keep(s *mux.Session) {
+func (l *Listener) keep(s serverLink) {
 	defer l.wg.Done()
 	failures := 0
 	for {
@@ -188,7 +190,7 @@ func (l *Listener) keep(s *mux.Session) {
 		if !l.serve(s) {
 			return
 		}
-		l.log().Warn("rtcp: link to DP lost", "name", l.addr.Name, "dp", l.dp, "err", s.Err())
+		l.log().Warn("rtcp: link to DP lost", "name", l.addr.Name, "dp", l.dp, "err", s.err())
 		s = nil
 	}
 }
@@ -206,10 +208,10 @@ func (l *Listener) backoff(n int) time.Duration {
 
 // serve hands out s's sessions until s ends (true: dial again) or the
 // listener is closed (false).
-func (l *Listener) serve(s *mux.Session) bool {
+func (l *Listener) serve(s serverLink) bool {
 	l.mu.Lock()
 	if l.links == nil {
-		l.links = make(map[*mux.Session]struct{})
+		l.links = make(map[serverLink]struct{})
 	}
 	l.links[s] = struct{}{}
 	l.mu.Unlock()
@@ -219,28 +221,40 @@ func (l *Listener) serve(s *mux.Session) bool {
 		l.mu.Unlock()
 	}()
 	for {
-		var st *mux.Stream
-		select {
-		case st = <-s.Streams():
-		case <-s.Done():
+		c, err := s.accept(l.ctx)
+		if err != nil {
+			select {
+			case <-l.closed:
+				s.drain()
+				return false
+			default:
+			}
 			return true
-		case <-l.closed:
-			s.Drain()
-			return false
 		}
-		c := newConn(st, nil)
 		select {
 		case l.accept <- c:
 		case <-l.closed:
-			st.Close()
-			s.Drain()
+			c.Close()
+			s.drain()
 			return false
 		}
 	}
 }
 
+// serverLink is one link of an indirect server to its DP.
+type serverLink interface {
+	// accept returns the next session, or an error when the link has
+	// ended or ctx is done.
+	accept(ctx context.Context) (*Conn, error)
+	// drain refuses new sessions and ends the link when its last
+	// session ends.
+	drain()
+	// err says why the link ended.
+	err() error
+}
+
 // connect dials the DP and registers the name: one link.
-func (l *Listener) connect(ctx context.Context) (*mux.Session, error) {
+func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 	c, err := dialTCP(ctx, l.cfg.Dial, l.dp)
 	if err != nil {
 		return nil, err
@@ -248,8 +262,14 @@ func (l *Listener) connect(ctx context.Context) (*mux.Session, error) {
 	stop := watchContext(ctx, c)
 	ours := &plan5.Aloha{R: plan5.RoleIS, N: l.addr.Name, Owner: l.cfg.Owner}
 	plan5link.Offer(ours, plan5.DefaultMaxLine)
+	if l.cfg.Transport == TransportYamux {
+		ours.Transport = wireYamux
+	}
 	r := plan5.NewReader(c, plan5.DefaultMaxLine)
 	theirs, err := exchangeAloha(c, r, ours, l.dp)
+	if err == nil && ours.Transport != theirs.Transport {
+		err = fmt.Errorf("rtcp: the DP does not support the %s transport (it answered %q); use TransportJSON", l.cfg.Transport, theirs.Transport)
+	}
 	stopErr := stop()
 	if err == nil {
 		err = stopErr
@@ -262,17 +282,140 @@ func (l *Listener) connect(ctx context.Context) (*mux.Session, error) {
 		}
 		return nil, ctxErr(ctx, err)
 	}
-	cfg := plan5link.Config(ours, theirs)
-	cfg.Name = "link to DP " + l.dp
 	local := l.addr
 	dpAddr := l.dp
-	cfg.StreamAddrs = func(name, addr string, _ bool) (net.Addr, net.Addr) {
+	remote := func(name, addr string) net.Addr {
 		if addr == "" {
 			addr = dpAddr
 		}
-		return local, &Addr{Name: name, Addr: addr}
+		return &Addr{Name: name, Addr: addr}
 	}
-	return mux.New(c, plan5link.NewFramer(r, c), cfg), nil
+	if l.cfg.Transport == TransportYamux {
+		ys, err := yamux.Server(afterHandshake(c, r.Buffered()), yamuxConfig(l.cfg.Logger, 0))
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		return &yamuxServerLink{s: ys, local: local, remote: remote}, nil
+	}
+	cfg := plan5link.Config(ours, theirs)
+	cfg.Name = "link to DP " + l.dp
+	cfg.StreamAddrs = func(name, addr string, _ bool) (net.Addr, net.Addr) {
+		return local, remote(name, addr)
+	}
+	return muxServerLink{mux.New(c, plan5link.NewFramer(r, c), cfg)}, nil
+}
+
+// muxServerLink is a server link of the JSON transport.
+type muxServerLink struct{ s *mux.Session }
+
+func (m muxServerLink) accept(ctx context.Context) (*Conn, error) {
+	select {
+	case st := <-m.s.Streams():
+		return newConn(st, nil), nil
+	case <-m.s.Done():
+		return nil, m.s.Err()
+	case <-ctx.Done():
+		return nil, net.ErrClosed
+	}
+}
+
+func (m muxServerLink) drain()     { m.s.Drain() }
+func (m muxServerLink) err() error { return m.s.Err() }
+
+// yamuxServerLink is a server link of the yamux transport: each stream the
+// DP opens starts with a Plan5 Connect, which the server answers with Ack.
+type yamuxServerLink struct {
+	s      *yamux.Session
+	local  net.Addr
+	remote func(name, addr string) net.Addr
+
+	mu       sync.Mutex
+	active   int
+	draining bool
+}
+
+func (y *yamuxServerLink) accept(ctx context.Context) (*Conn, error) {
+	for {
+		st, err := y.s.AcceptStreamWithContext(ctx)
+		if err != nil {
+			if y.s.IsClosed() {
+				return nil, fmt.Errorf("rtcp: link to DP lost: %w", err)
+			}
+			return nil, err
+		}
+		c, err := y.handshake(st)
+		if err != nil {
+			st.Close()
+			continue // only this session fails
+		}
+		return c, nil
+	}
+}
+
+// handshake reads the DP's Connect at the start of st and answers Ack.
+func (y *yamuxServerLink) handshake(st *yamux.Stream) (*Conn, error) {
+	st.SetDeadline(time.Now().Add(defaultHandshakeTimeout))
+	r := plan5.NewReader(byteReader{st}, plan5.PlainMaxLine)
+	m, err := r.ReadMessage()
+	if err != nil {
+		return nil, err
+	}
+	cm, ok := m.(*plan5.Connect)
+	if !ok {
+		return nil, fmt.Errorf("rtcp: a yamux session must start with Connect, not %v", m.Type())
+	}
+	y.mu.Lock()
+	refuse := ""
+	switch {
+	case y.draining:
+		refuse = "rtcp: the server is closed and accepts no new sessions"
+	case y.active >= yamuxMaxStreams:
+		refuse = fmt.Sprintf("rtcp: the server's link carries %d sessions, its limit; retry later", y.active)
+	default:
+		y.active++
+	}
+	y.mu.Unlock()
+	if refuse != "" {
+		st.Write(plan5.AppendMessage(nil, &plan5.Ack{X: -1, R: refuse}))
+		return nil, errors.New(refuse)
+	}
+	if _, err := st.Write(plan5.AppendMessage(nil, &plan5.Ack{X: int64(st.StreamID())})); err != nil {
+		y.release()
+		return nil, err
+	}
+	st.SetDeadline(time.Time{})
+	yc := newYamuxConn(st, y.local, y.remote(cm.N, cm.Addr), y.release)
+	return newConn(yc, nil), nil
+}
+
+// release counts a session's end, and ends a draining link with its last.
+func (y *yamuxServerLink) release() {
+	y.mu.Lock()
+	y.active--
+	done := y.draining && y.active == 0
+	y.mu.Unlock()
+	if done {
+		y.s.Close()
+	}
+}
+
+func (y *yamuxServerLink) drain() {
+	y.mu.Lock()
+	y.draining = true
+	done := y.active == 0
+	y.mu.Unlock()
+	y.s.GoAway()
+	if done {
+		y.s.Close()
+	}
+}
+
+func (y *yamuxServerLink) err() error {
+	if y.s.IsClosed() {
+		return errors.New("rtcp: yamux link closed")
+	}
+	return nil
 }
 
 // errNameTakenReason is the DP's refusal text for a taken name; Listen

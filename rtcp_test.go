@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +18,14 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// testLogger logs to stderr when RTCP_TEST_LOG is set.
+func testLogger() *slog.Logger {
+	if os.Getenv("RTCP_TEST_LOG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
 
 // startDP runs a DiscoverPoint on a loopback port until the test ends.
 func startDP(t testing.TB, dp *DiscoverPoint) string {
@@ -73,33 +83,50 @@ func echo(t testing.TB, l net.Listener) {
 	t.Cleanup(func() { l.Close(); wg.Wait() })
 }
 
-func TestEndToEnd(t *testing.T) {
-	dp := startDP(t, nil)
-	l := listen(t, nil, dp, "printer-7")
-	echo(t, l)
+// modes are the combinations of server and client transports.
+var modes = []struct {
+	name   string
+	server Transport
+	client Transport
+}{
+	{"json/json", TransportJSON, TransportJSON},
+	{"yamux/raw", TransportYamux, TransportYamux},
+	{"yamux/json", TransportYamux, TransportJSON},
+	{"json/raw", TransportJSON, TransportYamux},
+}
 
-	c, err := Dial(dp, "printer-7")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	msg := bytes.Repeat([]byte("hello rtcp "), 100000)
-	go func() {
-		c.Write(msg)
-		c.(*Conn).CloseWrite()
-	}()
-	got, err := io.ReadAll(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, msg) {
-		t.Fatalf("echo returned %d bytes, want %d", len(got), len(msg))
-	}
-	if got, want := c.RemoteAddr().String(), "printer-7@"+dp; got != want {
-		t.Errorf("RemoteAddr = %q, want %q", got, want)
-	}
-	if c.RemoteAddr().Network() != "rtcp" {
-		t.Errorf("Network = %q", c.RemoteAddr().Network())
+func TestEndToEnd(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			dp := startDP(t, nil)
+			l := listen(t, &ListenConfig{Transport: m.server}, dp, "printer-7")
+			echo(t, l)
+
+			d := Dialer{Transport: m.client}
+			c, err := d.DialContext(context.Background(), dp, "printer-7")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			msg := bytes.Repeat([]byte("hello rtcp "), 100000)
+			go func() {
+				c.Write(msg)
+				c.(*Conn).CloseWrite()
+			}()
+			got, err := io.ReadAll(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, msg) {
+				t.Fatalf("echo returned %d bytes, want %d", len(got), len(msg))
+			}
+			if got, want := c.RemoteAddr().String(), "printer-7@"+dp; got != want {
+				t.Errorf("RemoteAddr = %q, want %q", got, want)
+			}
+			if c.RemoteAddr().Network() != "rtcp" {
+				t.Errorf("Network = %q", c.RemoteAddr().Network())
+			}
+		})
 	}
 }
 
@@ -139,29 +166,36 @@ func TestNameTaken(t *testing.T) {
 }
 
 func TestConnNettest(t *testing.T) {
-	dp := startDP(t, nil)
-	l := listen(t, nil, dp, "nettest")
-	nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
-		type res struct {
-			c   net.Conn
-			err error
-		}
-		ch := make(chan res, 1)
-		go func() {
-			c, err := l.Accept()
-			ch <- res{c, err}
-		}()
-		c1, err = Dial(dp, "nettest")
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		r := <-ch
-		if r.err != nil {
-			c1.Close()
-			return nil, nil, nil, r.err
-		}
-		return c1, r.c, func() { c1.Close(); r.c.Close() }, nil
-	})
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			dp := startDP(t, &DiscoverPoint{Logger: testLogger()})
+			l := listen(t, &ListenConfig{Transport: m.server}, dp, "nettest")
+			d := Dialer{Transport: m.client}
+			nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
+				type res struct {
+					c   net.Conn
+					err error
+				}
+				ch := make(chan res, 1)
+				go func() {
+					c, err := l.Accept()
+					ch <- res{c, err}
+				}()
+				client, err := d.DialContext(context.Background(), dp, "nettest")
+				if err != nil {
+					return nil, nil, nil, err
+				}
+				r := <-ch
+				if r.err != nil {
+					client.Close()
+					return nil, nil, nil, r.err
+				}
+				// nettest drives c1 hardest: make it the server's Conn, so each
+				// transport's server side is held to net.Conn too.
+				return r.c, client, func() { client.Close(); r.c.Close() }, nil
+			})
+		})
+	}
 }
 
 func TestDirect(t *testing.T) {

@@ -21,7 +21,7 @@ const (
 	// acceptor picks the ID and answers with KindAck.
 	KindOpen Kind = iota + 1
 	// KindAck answers a KindOpen with the new stream's ID, or refuses it
-	// when Reason is set.
+	// with an ID below 0 and the reason in Reason.
 	KindAck
 	// KindData carries Data for stream ID and grants Credit more bytes of
 	// send window to the receiver; either may be empty.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -372,6 +373,16 @@ func (s *Session) readLoop() {
 	for {
 		f, err := s.fr.ReadFrame()
 		if err != nil {
+			var pe *ProtocolError
+			if errors.As(err, &pe) {
+				// Bad bytes from the peer: tell it why before closing.
+				if pe.Link == "" {
+					pe.Link = s.cfg.Name
+				}
+				s.enqueue(&Frame{Kind: KindClose, ID: -1, Reason: pe.Error(), Abort: true})
+				s.shutdown(pe, true)
+				return
+			}
 			s.shutdown(s.linkError(err), false)
 			return
 		}
@@ -395,10 +406,17 @@ func (s *Session) linkError(err error) error {
 	if cause != nil {
 		return cause
 	}
+	if err == io.EOF {
+		// The link ended under its sessions: for them that is no clean
+		// end, so it must not match errors.Is(err, io.EOF).
+		err = io.ErrUnexpectedEOF
+	}
 	return fmt.Errorf("rtcp: %s lost: %w", s.cfg.Name, err)
 }
 
-// ProtocolError reports a peer that broke the protocol; it ends the link.
+// ProtocolError reports a peer that broke the protocol; it ends the link,
+// and the peer is told Msg first. A Framer returns one for bytes it cannot
+// decode (Link may be left empty: the session fills it in).
 type ProtocolError struct {
 	Link string
 	Msg  string
@@ -549,7 +567,9 @@ func (s *Session) handleAck(f *Frame) error {
 	p := s.pending[0]
 	s.pending[0] = nil
 	s.pending = s.pending[1:]
-	if f.ID < 0 || f.Reason != "" {
+	// Only X = -1 refuses: a plain peer may fill in R on success, and
+	// taking that for a refusal would leave its session open forever.
+	if f.ID < 0 {
 		reason := f.Reason
 		if reason == "" {
 			reason = "refused with no reason given"
@@ -705,7 +725,17 @@ func (s *Session) writeLoop() {
 			err = s.fr.Flush()
 		}
 		if err != nil {
-			s.shutdown(s.linkError(err), false)
+			// Do not call shutdown here: a Close that is flushing holds
+			// the session's once while it waits for this goroutine to
+			// exit. Record why, close the connection, and let the read
+			// loop end the session.
+			lerr := s.linkError(err)
+			s.mu.Lock()
+			if s.cause == nil {
+				s.cause = lerr
+			}
+			s.mu.Unlock()
+			s.c.Close()
 			s.qmu.Lock()
 			for _, f := range s.q {
 				if f.Kind == KindData && f.Data != nil {

@@ -43,6 +43,12 @@ func Join(a, b net.Conn, count func(aToB bool, n int)) (Stats, error) {
 	var errB error
 	st.AtoB, errB = pipe(b, a, true, count)
 	wg.Wait()
+	if errA == nil && errB == nil {
+		// A clean end: let the kernel deliver what is still queued, even on
+		// a connection set to reset on close.
+		graceful(a)
+		graceful(b)
+	}
 	a.Close()
 	b.Close()
 	if errB != nil {
@@ -108,6 +114,12 @@ func finish(dst, src net.Conn, err error) error {
 	cut(dst, err)
 	cut(src, err)
 	return err
+}
+
+func graceful(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(-1)
+	}
 }
 
 // cut ends c so that its peer sees an error, not a clean end.
