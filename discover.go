@@ -53,7 +53,7 @@ type DiscoverPoint struct {
 	sessions int           // client sessions being relayed
 	idle     chan struct{} // closed when sessions drops to 0 during Shutdown
 	shutdown bool
-	done     chan struct{} // closed by Close
+	done     chan struct{}   // closed by Close
 	ctx      context.Context // canceled by Close
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
