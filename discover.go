@@ -63,26 +63,64 @@ type DiscoverPoint struct {
 type server struct {
 	name  string
 	owner string
-	links []link
+	links []Link
 	next  int
 }
 
-// link is one connection from a server that carries sessions to it.
-type link interface {
-	// open opens a session to the server for the client called name at
-	// addr.
-	open(ctx context.Context, name, addr string) (net.Conn, error)
-	// done is closed when the link has ended.
-	done() <-chan struct{}
+// A Link carries sessions to one server: the DP opens a session over it for
+// each client of the server's name. Plan5 links (JSON or yamux) are Links,
+// and so are the links of the other wires rtcp speaks (a Mihini device, a
+// tcpipe partner, a CCCP device, a Cumulocity device WebSocket), which
+// their packages register with AddLink.
+type Link interface {
+	// Open opens a session to the server for the client called name at
+	// the network address addr (either may be empty). The error of a
+	// refusal should say why.
+	Open(ctx context.Context, name, addr string) (net.Conn, error)
+	// Done is closed when the link has ended.
+	Done() <-chan struct{}
 }
 
-// muxLink is a link of the JSON transport.
+// muxLink is a Link of the JSON transport.
 type muxLink struct{ s *mux.Session }
 
-func (l muxLink) open(ctx context.Context, name, addr string) (net.Conn, error) {
+func (l muxLink) Open(ctx context.Context, name, addr string) (net.Conn, error) {
 	return l.s.Open(ctx, name, addr)
 }
-func (l muxLink) done() <-chan struct{} { return l.s.Done() }
+func (l muxLink) Done() <-chan struct{} { return l.s.Done() }
+
+// AddLink registers l as a Link of the server name, owned by owner, as if
+// that server had dialled in: clients of name reach it, round robin with
+// the server's other links. It fails with ErrNameTaken if another owner
+// holds name. Call remove when the link ends (or to withdraw it); a name
+// whose last link is removed is free again.
+func (dp *DiscoverPoint) AddLink(name, owner string, l Link) (remove func(), err error) {
+	dp.init()
+	if dp.closing() {
+		return nil, ErrDiscoverPointClosed
+	}
+	reg := Registration{Name: name, Owner: owner}
+	ctx, cancel := context.WithTimeout(dp.ctx, dp.HandshakeTimeout)
+	err = dp.Registry.Register(ctx, reg)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	dp.addLink(reg, l)
+	var once sync.Once
+	return func() { once.Do(func() { dp.removeLink(reg, l) }) }, nil
+}
+
+// Relay carries the byte stream c to a new session of the server name and
+// copies both ways until the session ends, then closes c: the door for
+// clients that arrive by other protocols (port mode, a CCCP client port, a
+// Cumulocity client). client names the client to the server. It returns
+// at once, closing c, if name has no server or refuses.
+func (dp *DiscoverPoint) Relay(c net.Conn, name, client string) error {
+	dp.init()
+	defer c.Close()
+	return dp.relayTo(c, name, client, nil)
+}
 
 func (dp *DiscoverPoint) init() {
 	dp.initOnce.Do(func() {
@@ -374,7 +412,7 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		return
 	}
 	c.SetDeadline(time.Time{})
-	var l link
+	var l Link
 	var end func() error
 	if a.Transport == wireYamux {
 		ys, err := yamux.Client(afterHandshake(c, r.Buffered()), yamuxConfig(dp.Logger, 0))
@@ -393,7 +431,7 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	dp.addLink(reg, l)
 	dp.log().Info("rtcp: server link up", "name", a.N, "remote", c.RemoteAddr(), "transport", a.Transport)
 	select {
-	case <-l.done():
+	case <-l.Done():
 	case <-dp.done:
 	}
 	end()
@@ -401,7 +439,7 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	dp.log().Info("rtcp: server link down", "name", a.N, "remote", c.RemoteAddr())
 }
 
-func (dp *DiscoverPoint) addLink(reg Registration, l link) {
+func (dp *DiscoverPoint) addLink(reg Registration, l Link) {
 	dp.mu.Lock()
 	defer dp.mu.Unlock()
 	srv := dp.servers[reg.Name]
@@ -413,7 +451,7 @@ func (dp *DiscoverPoint) addLink(reg Registration, l link) {
 	srv.links = append(srv.links, l)
 }
 
-func (dp *DiscoverPoint) removeLink(reg Registration, l link) {
+func (dp *DiscoverPoint) removeLink(reg Registration, l Link) {
 	dp.mu.Lock()
 	srv := dp.servers[reg.Name]
 	last := false
@@ -444,7 +482,7 @@ func (dp *DiscoverPoint) unregister(reg Registration) {
 }
 
 // pickLink returns the next link of the server name, round robin.
-func (dp *DiscoverPoint) pickLink(name string, skip map[link]bool) (link, bool) {
+func (dp *DiscoverPoint) pickLink(name string, skip map[Link]bool) (Link, bool) {
 	dp.mu.Lock()
 	defer dp.mu.Unlock()
 	srv := dp.servers[name]
@@ -465,7 +503,7 @@ func (dp *DiscoverPoint) pickLink(name string, skip map[link]bool) (link, bool) 
 // server's other links if one fails under it. The error is the reason to
 // give the client.
 func (dp *DiscoverPoint) openSession(ctx context.Context, name, client, addr string) (net.Conn, error) {
-	var tried map[link]bool
+	var tried map[Link]bool
 	for {
 		l, ok := dp.pickLink(name, tried)
 		if !ok {
@@ -474,7 +512,7 @@ func (dp *DiscoverPoint) openSession(ctx context.Context, name, client, addr str
 		if l == nil {
 			return nil, fmt.Errorf("rtcp: every link to server %q failed", name)
 		}
-		c, err := l.open(ctx, client, addr)
+		c, err := l.Open(ctx, client, addr)
 		if err == nil {
 			return c, nil
 		}
@@ -482,7 +520,7 @@ func (dp *DiscoverPoint) openSession(ctx context.Context, name, client, addr str
 			return nil, fmt.Errorf("rtcp: server %q refused: %v", name, err)
 		}
 		if tried == nil {
-			tried = make(map[link]bool)
+			tried = make(map[Link]bool)
 		}
 		tried[l] = true
 	}
@@ -588,12 +626,13 @@ func (dp *DiscoverPoint) closeWith(c net.Conn, x int64, reason string) {
 // (a raw client, or a port-mode connection) and relays until it ends.
 // answer, if not nil, tells the client the outcome of the open (nil: open)
 // and reports whether the client can still be reached.
-func (dp *DiscoverPoint) relayTo(c net.Conn, name, client string, answer func(error) bool) {
+func (dp *DiscoverPoint) relayTo(c net.Conn, name, client string, answer func(error) bool) error {
 	if !dp.beginSession() {
+		err := errors.New("rtcp: the DP is shutting down; retry on another DP or later")
 		if answer != nil {
-			answer(errors.New("rtcp: the DP is shutting down; retry on another DP or later"))
+			answer(err)
 		}
-		return
+		return err
 	}
 	defer dp.endSession()
 	if tc, ok := c.(*net.TCPConn); ok {
@@ -609,14 +648,15 @@ func (dp *DiscoverPoint) relayTo(c net.Conn, name, client string, answer func(er
 		if answer != nil {
 			answer(err)
 		}
-		return
+		return err
 	}
 	if answer != nil && !answer(nil) {
 		is.Close()
-		return
+		return errors.New("rtcp: the client went away")
 	}
 	dp.log().Debug("rtcp: session open", "server", name, "client", c.RemoteAddr())
-	relay.Join(c, is, nil)
+	_, err = relay.Join(c, is, nil)
+	return err
 }
 
 // ServePort accepts plain TCP connections on l and carries each to the

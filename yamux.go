@@ -255,9 +255,9 @@ func newYamuxLink(s *yamux.Session) *yamuxLink {
 	return &yamuxLink{s: s, pending: make(chan struct{}, 1024)}
 }
 
-func (l *yamuxLink) done() <-chan struct{} { return l.s.CloseChan() }
+func (l *yamuxLink) Done() <-chan struct{} { return l.s.CloseChan() }
 
-func (l *yamuxLink) open(ctx context.Context, name, addr string) (net.Conn, error) {
+func (l *yamuxLink) Open(ctx context.Context, name, addr string) (net.Conn, error) {
 	select {
 	case l.pending <- struct{}{}:
 		defer func() { <-l.pending }()
