@@ -45,6 +45,11 @@ type DiscoverPoint struct {
 	// Logger receives the DP's logs. Nil is silent.
 	Logger *slog.Logger
 
+	// Ports maps TCP listen addresses to server names: ListenAndServe
+	// also accepts plain TCP on each address and carries every
+	// connection to that server (port mode, see ServePort).
+	Ports map[string]string
+
 	initOnce sync.Once
 	mu       sync.Mutex
 	lns      map[*net.Listener]struct{}
@@ -151,7 +156,10 @@ func (dp *DiscoverPoint) log() *slog.Logger {
 	return dp.Logger
 }
 
-// ListenAndServe listens on the TCP address addr and calls Serve.
+// ListenAndServe listens on the TCP address addr and calls Serve. It also
+// listens on each address of Ports and serves it as ServePort does, until
+// the DP is closed; if any address cannot be listened on, it returns that
+// error and serves none.
 func (dp *DiscoverPoint) ListenAndServe(addr string) error {
 	dp.init()
 	if dp.closing() {
@@ -161,7 +169,39 @@ func (dp *DiscoverPoint) ListenAndServe(addr string) error {
 	if err != nil {
 		return err
 	}
+	ports := make(map[net.Listener]string, len(dp.Ports))
+	for paddr, name := range dp.Ports {
+		pl, err := net.Listen("tcp", paddr)
+		if err != nil {
+			l.Close()
+			for pl := range ports {
+				pl.Close()
+			}
+			return fmt.Errorf("rtcp: port mode for server %q: %w", name, err)
+		}
+		ports[pl] = name
+	}
+	for pl, name := range ports {
+		dp.goServePort(pl, name)
+	}
 	return dp.Serve(l)
+}
+
+// goServePort runs ServePort(l, name) in a goroutine that Close waits for.
+func (dp *DiscoverPoint) goServePort(l net.Listener, name string) {
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	if dp.shutdown {
+		l.Close()
+		return
+	}
+	dp.log().Info("rtcp: port mode: carrying connections to a server", "addr", l.Addr(), "server", name)
+	dp.wg.Go(func() {
+		err := dp.ServePort(l, name)
+		if !errors.Is(err, ErrDiscoverPointClosed) {
+			dp.log().Error("rtcp: port mode stopped", "addr", l.Addr(), "server", name, "err", err)
+		}
+	})
 }
 
 // Serve accepts connections on l and serves each until the DP is closed.
@@ -407,11 +447,6 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	}
 	ours := dp.ourAloha()
 	ours.Transport = a.Transport
-	if err := plan5link.WriteMessage(c, ours, 0); err != nil {
-		dp.unregister(reg)
-		return
-	}
-	c.SetDeadline(time.Time{})
 	var l Link
 	var end func() error
 	if a.Transport == wireYamux {
@@ -428,7 +463,19 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		s := mux.New(c, plan5link.NewFramer(r, c), cfg)
 		l, end = muxLink{s}, s.Close
 	}
+	// The server's Listen returns when our Aloha arrives, and a client may
+	// dial the name at once: the link is in the table before the Aloha
+	// leaves, and its opens wait until the Aloha has been written.
+	g := &gatedLink{Link: l, ready: make(chan struct{})}
+	l = g
 	dp.addLink(reg, l)
+	if err := plan5link.WriteMessage(c, ours, 0); err != nil {
+		end()
+		dp.removeLink(reg, l)
+		return
+	}
+	c.SetDeadline(time.Time{})
+	close(g.ready)
 	dp.log().Info("rtcp: server link up", "name", a.N, "remote", c.RemoteAddr(), "transport", a.Transport)
 	select {
 	case <-l.Done():
@@ -437,6 +484,23 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	end()
 	dp.removeLink(reg, l)
 	dp.log().Info("rtcp: server link down", "name", a.N, "remote", c.RemoteAddr())
+}
+
+// gatedLink is a Link whose opens wait until ready is closed.
+type gatedLink struct {
+	Link
+	ready chan struct{}
+}
+
+func (g *gatedLink) Open(ctx context.Context, name, addr string) (net.Conn, error) {
+	select {
+	case <-g.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-g.Done():
+		return nil, errors.New("rtcp: the server's link ended during its handshake")
+	}
+	return g.Link.Open(ctx, name, addr)
 }
 
 func (dp *DiscoverPoint) addLink(reg Registration, l Link) {
