@@ -55,6 +55,7 @@ type DiscoverPoint struct {
 	lns      map[*net.Listener]struct{}
 	conns    map[net.Conn]struct{}
 	servers  map[string]*server
+	dataWait map[string]*dataWaiter // opens waiting for their data link, by token
 	sessions int           // client sessions being relayed
 	idle     chan struct{} // closed when sessions drops to 0 during Shutdown
 	shutdown bool
@@ -213,7 +214,7 @@ func (dp *DiscoverPoint) Serve(l net.Listener) error {
 
 // serve runs an accept loop on l, handing each connection to handle in a
 // goroutine of its own that the DP tracks.
-func (dp *DiscoverPoint) serve(l net.Listener, handle func(net.Conn)) error {
+func (dp *DiscoverPoint) serve(l net.Listener, handle func(net.Conn) (kept bool)) error {
 	dp.init()
 	if !dp.trackListener(&l, true) {
 		l.Close()
@@ -249,9 +250,10 @@ func (dp *DiscoverPoint) serve(l net.Listener, handle func(net.Conn)) error {
 		dp.wg.Add(1)
 		go func() {
 			defer dp.wg.Done()
-			defer dp.trackConn(c, false)
-			defer c.Close()
-			handle(c)
+			if !handle(c) {
+				c.Close()
+				dp.trackConn(c, false)
+			}
 		}()
 	}
 }
@@ -376,32 +378,35 @@ func (dp *DiscoverPoint) endSession() {
 }
 
 // serveConn reads a connection's Aloha and serves it by role.
-func (dp *DiscoverPoint) serveConn(c net.Conn) {
+func (dp *DiscoverPoint) serveConn(c net.Conn) (kept bool) {
 	c.SetDeadline(time.Now().Add(dp.HandshakeTimeout))
 	r := plan5.NewReader(c, dp.MaxLine)
 	a, err := plan5link.ReadAloha(r)
 	if err != nil {
 		dp.log().Info("rtcp: bad handshake", "remote", c.RemoteAddr(), "err", err)
 		dp.refuse(c, fmt.Sprintf("rtcp: bad handshake: %v", err))
-		return
+		return false
 	}
 	if !plan5.Compatible(a.V) {
 		dp.log().Info("rtcp: incompatible version", "remote", c.RemoteAddr(), "version", a.V)
 		plan5link.WriteMessage(c, &plan5.Aloha{V: plan5.Version, R: plan5.RoleAbortVersion, N: dp.Name,
 			Error: fmt.Sprintf("rtcp: protocol version %d is not compatible with %d (10000-19999 are)", a.V, plan5.Version)}, time.Second)
-		return
+		return false
 	}
 	if err := plan5link.CheckAloha(a, plan5.RoleIS, plan5.RoleIC); err != nil {
 		dp.log().Info("rtcp: bad Aloha", "remote", c.RemoteAddr(), "err", err)
 		dp.refuse(c, err.Error()+"; a DP serves indirect servers (R=2) and indirect clients (R=3)")
-		return
+		return false
 	}
-	switch a.R {
-	case plan5.RoleIS:
+	switch {
+	case a.R == plan5.RoleIS && a.Transport == wireData:
+		return dp.serveData(c, r, a)
+	case a.R == plan5.RoleIS:
 		dp.serveServer(c, r, a)
-	case plan5.RoleIC:
+	case a.R == plan5.RoleIC:
 		dp.serveClient(c, r, a)
 	}
+	return false
 }
 
 // refuse answers with an Aloha that carries the reason, for a peer that
@@ -423,8 +428,8 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		dp.refuse(c, "rtcp: an indirect server must give its name in N")
 		return
 	}
-	if a.Transport != "" && a.Transport != wireYamux {
-		dp.refuse(c, fmt.Sprintf("rtcp: transport %q is not supported by this DP (it speaks %q and the plain protocol)", a.Transport, wireYamux))
+	if a.Transport != "" && a.Transport != wireYamux && a.Transport != wireTCP {
+		dp.refuse(c, fmt.Sprintf("rtcp: transport %q is not supported by this DP (it speaks %q, %q and the plain protocol)", a.Transport, wireYamux, wireTCP))
 		return
 	}
 	owner := a.Owner
@@ -462,6 +467,9 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		cfg.AcceptBacklog = -1 // a server opens nothing toward the DP
 		s := mux.New(c, plan5link.NewFramer(r, c), cfg)
 		l, end = muxLink{s}, s.Close
+		if a.Transport == wireTCP {
+			l = dataLink{s: s, dp: dp}
+		}
 	}
 	// The server's Listen returns when our Aloha arrives, and a client may
 	// dial the name at once: the link is in the table before the Aloha
@@ -728,7 +736,7 @@ func (dp *DiscoverPoint) relayTo(c net.Conn, name, client string, answer func(er
 // system). A connection that arrives while name has no server is closed at
 // once. ServePort returns as Serve does.
 func (dp *DiscoverPoint) ServePort(l net.Listener, name string) error {
-	return dp.serve(l, func(c net.Conn) { dp.relayTo(c, name, "", nil) })
+	return dp.serve(l, func(c net.Conn) bool { dp.relayTo(c, name, "", nil); return false })
 }
 
 // ListenAndServePort listens on the TCP address addr and calls ServePort.

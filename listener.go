@@ -80,7 +80,7 @@ func (lc *ListenConfig) Listen(ctx context.Context, addr, name string) (net.List
 		rand.Read(b[:])
 		l.cfg.Owner = hex.EncodeToString(b[:])
 	}
-	if lc.Transport != TransportJSON && lc.Transport != TransportYamux {
+	if lc.Transport != TransportJSON && lc.Transport != TransportYamux && lc.Transport != TransportTCP {
 		return nil, l.opErr("listen", fmt.Errorf("%w: transport %v", ErrNotImplemented, lc.Transport))
 	}
 	first, err := l.connect(ctx)
@@ -262,8 +262,11 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 	stop := watchContext(ctx, c)
 	ours := &plan5.Aloha{R: plan5.RoleIS, N: l.addr.Name, Owner: l.cfg.Owner}
 	plan5link.Offer(ours, plan5.DefaultMaxLine)
-	if l.cfg.Transport == TransportYamux {
+	switch l.cfg.Transport {
+	case TransportYamux:
 		ours.Transport = wireYamux
+	case TransportTCP:
+		ours.Transport = wireTCP
 	}
 	r := plan5.NewReader(c, plan5.DefaultMaxLine)
 	theirs, err := exchangeAloha(c, r, ours, l.dp)
@@ -303,25 +306,49 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 	cfg.StreamAddrs = func(name, addr string, _ bool) (net.Addr, net.Addr) {
 		return local, remote(name, addr)
 	}
-	return muxServerLink{mux.New(c, plan5link.NewFramer(r, c), cfg)}, nil
+	link := new(muxServerLink)
+	if l.cfg.Transport == TransportTCP {
+		// Each open is acknowledged once its data link is up.
+		cfg.ManualAck = true
+		link.data = l.acceptData
+	}
+	link.s = mux.New(c, plan5link.NewFramer(r, c), cfg)
+	return link, nil
 }
 
-// muxServerLink is a server link of the JSON transport.
-type muxServerLink struct{ s *mux.Session }
+// muxServerLink is a server link of the JSON transport, or the control
+// link of the TCP transport (data is set).
+type muxServerLink struct {
+	s    *mux.Session
+	data func(*mux.Stream) (*Conn, error) // completes a TCP-transport open
+}
 
-func (m muxServerLink) accept(ctx context.Context) (*Conn, error) {
-	select {
-	case st := <-m.s.Streams():
-		return newConn(st, nil), nil
-	case <-m.s.Done():
-		return nil, m.s.Err()
-	case <-ctx.Done():
-		return nil, net.ErrClosed
+func (m *muxServerLink) accept(ctx context.Context) (*Conn, error) {
+	for {
+		select {
+		case st := <-m.s.Streams():
+			if m.data == nil {
+				return newConn(st, nil), nil
+			}
+			if st.Token() == "" {
+				st.Ack(nil) // a plain Connect: the session runs on the control link
+				return newConn(st, nil), nil
+			}
+			c, err := m.data(st)
+			if err != nil {
+				continue // only this session fails
+			}
+			return c, nil
+		case <-m.s.Done():
+			return nil, m.s.Err()
+		case <-ctx.Done():
+			return nil, net.ErrClosed
+		}
 	}
 }
 
-func (m muxServerLink) drain()     { m.s.Drain() }
-func (m muxServerLink) err() error { return m.s.Err() }
+func (m *muxServerLink) drain()     { m.s.Drain() }
+func (m *muxServerLink) err() error { return m.s.Err() }
 
 // yamuxServerLink is a server link of the yamux transport: each stream the
 // DP opens starts with a Plan5 Connect, which the server answers with Ack.

@@ -93,6 +93,8 @@ var modes = []struct {
 	{"yamux/raw", TransportYamux, TransportYamux},
 	{"yamux/json", TransportYamux, TransportJSON},
 	{"json/raw", TransportJSON, TransportYamux},
+	{"tcp/raw", TransportTCP, TransportYamux},
+	{"tcp/json", TransportTCP, TransportJSON},
 }
 
 func TestEndToEnd(t *testing.T) {

@@ -55,6 +55,7 @@ type Frame struct {
 	ID     int64
 	Name   string // KindOpen
 	Addr   string // KindOpen
+	Token  string // KindOpen: an opaque value the adapter passes along
 	Reason string // KindAck (refusal), KindClose
 	Abort  bool   // KindClose
 	Data   []byte // KindData

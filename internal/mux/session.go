@@ -40,8 +40,15 @@ type Config struct {
 	// once, with no KindAck on the wire; the peer refuses with KindClose.
 	OpenerAssignsID bool
 	// NextID returns a free stream ID for Open when OpenerAssignsID is set;
-	// it is called with the session's lock held and the set of IDs in use.
-	NextID func(inUse func(int64) bool) (int64, error)
+	// it is called with the session's lock held, the open's name and addr
+	// (a wire whose ID means something, such as tcpipe's port, derives it
+	// from them) and the set of IDs in use.
+	NextID func(name, addr string, inUse func(int64) bool) (int64, error)
+
+	// AnswerClose makes the wire's Close a handshake (Mihini): a Close from
+	// the peer for an open stream is answered with a Close, so that both
+	// ends learn when the stream's ID is free again.
+	AnswerClose bool
 
 	// ManualAck makes Accept return streams that are not yet acknowledged:
 	// the caller answers each with Stream.Ack.
@@ -113,6 +120,7 @@ type pendingOpen struct {
 	ch        chan openResult // cap 1
 	name      string
 	addr      string
+	token     string
 	abandoned bool
 }
 
@@ -300,6 +308,11 @@ func (s *Session) Accept() (*Stream, error) {
 // Unless Config.OpenerAssignsID is set, it waits for the peer's answer; a
 // refusal is returned as a *RefusedError.
 func (s *Session) Open(ctx context.Context, name, addr string) (*Stream, error) {
+	return s.OpenToken(ctx, name, addr, "")
+}
+
+// OpenToken is Open with a token passed to the peer in the open frame.
+func (s *Session) OpenToken(ctx context.Context, name, addr, token string) (*Stream, error) {
 	s.mu.Lock()
 	if s.err != nil {
 		err := s.err
@@ -307,15 +320,16 @@ func (s *Session) Open(ctx context.Context, name, addr string) (*Stream, error) 
 		return nil, err
 	}
 	if s.cfg.OpenerAssignsID {
-		id, err := s.cfg.NextID(func(id int64) bool { return s.streams[id] != nil })
+		id, err := s.cfg.NextID(name, addr, func(id int64) bool { return s.streams[id] != nil })
 		if err != nil {
 			s.mu.Unlock()
 			return nil, err
 		}
 		st := s.newStream(id, name, addr, true)
 		st.acked = true
+		st.token = token
 		s.streams[id] = st
-		s.enqueue(&Frame{Kind: KindOpen, ID: id, Name: name, Addr: addr})
+		s.enqueue(&Frame{Kind: KindOpen, ID: id, Name: name, Addr: addr, Token: token})
 		s.mu.Unlock()
 		return st, nil
 	}
@@ -323,9 +337,9 @@ func (s *Session) Open(ctx context.Context, name, addr string) (*Stream, error) 
 		s.mu.Unlock()
 		return nil, fmt.Errorf("rtcp: %d sessions are already being opened on the %s; retry later", len(s.pending), s.cfg.Name)
 	}
-	p := &pendingOpen{ch: make(chan openResult, 1), name: name, addr: addr}
+	p := &pendingOpen{ch: make(chan openResult, 1), name: name, addr: addr, token: token}
 	s.pending = append(s.pending, p)
-	s.enqueue(&Frame{Kind: KindOpen, Name: name, Addr: addr})
+	s.enqueue(&Frame{Kind: KindOpen, Name: name, Addr: addr, Token: token})
 	s.mu.Unlock()
 
 	select {
@@ -479,6 +493,9 @@ func (s *Session) handle(f *Frame) error {
 		s.mu.Unlock()
 		if st != nil {
 			st.peerClose(f.Reason, f.Abort)
+			if s.cfg.AnswerClose {
+				s.enqueueStreamEnd(st, &Frame{Kind: KindClose, ID: f.ID}, true)
+			}
 			s.closeIfIdle()
 		}
 	default:
@@ -545,6 +562,7 @@ func (s *Session) handleOpen(f *Frame) error {
 		return nil
 	}
 	st := s.newStream(id, f.Name, f.Addr, false)
+	st.token = f.Token
 	s.streams[id] = st
 	if !s.cfg.ManualAck {
 		st.acked = true
@@ -586,6 +604,7 @@ func (s *Session) handleAck(f *Frame) error {
 	}
 	st := s.newStream(f.ID, p.name, p.addr, true)
 	st.acked = true
+	st.token = p.token
 	s.streams[f.ID] = st
 	p.ch <- openResult{st: st}
 	return nil

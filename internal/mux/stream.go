@@ -20,6 +20,7 @@ type Stream struct {
 	s             *Session
 	id            int64
 	name, addr    string
+	token         string
 	local, remote net.Addr
 
 	mu         sync.Mutex
@@ -65,6 +66,9 @@ func (st *Stream) Name() string { return st.name }
 
 // Addr returns the address given when the stream was opened.
 func (st *Stream) Addr() string { return st.addr }
+
+// Token returns the token given when the stream was opened.
+func (st *Stream) Token() string { return st.token }
 
 // Session returns the session the stream runs on.
 func (st *Stream) Session() *Session { return st.s }

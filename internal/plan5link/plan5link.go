@@ -4,6 +4,7 @@ package plan5link
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -37,6 +38,10 @@ func (fr *Framer) ReadFrame() (*mux.Frame, error) {
 	for {
 		m, err := fr.r.ReadMessage()
 		if err != nil {
+			if errors.Is(err, plan5.ErrBadType) || errors.Is(err, plan5.ErrBadJSON) || errors.Is(err, plan5.ErrLineTooLong) {
+				// The session tells the peer why before it closes.
+				return nil, &mux.ProtocolError{Msg: err.Error()}
+			}
 			return nil, err
 		}
 		f := &fr.f
@@ -44,7 +49,7 @@ func (fr *Framer) ReadFrame() (*mux.Frame, error) {
 		case *plan5.Aloha:
 			continue
 		case *plan5.Connect:
-			*f = mux.Frame{Kind: mux.KindOpen, Name: m.N, Addr: m.Addr}
+			*f = mux.Frame{Kind: mux.KindOpen, Name: m.N, Addr: m.Addr, Token: m.Token}
 		case *plan5.Ack:
 			*f = mux.Frame{Kind: mux.KindAck, ID: m.X, Reason: m.R}
 		case *plan5.Data:
@@ -65,7 +70,7 @@ func (fr *Framer) WriteFrame(f *mux.Frame) error {
 	var m plan5.Message
 	switch f.Kind {
 	case mux.KindOpen:
-		m = &plan5.Connect{N: f.Name, Addr: f.Addr}
+		m = &plan5.Connect{N: f.Name, Addr: f.Addr, Token: f.Token}
 	case mux.KindAck:
 		m = &plan5.Ack{X: f.ID, R: f.Reason}
 	case mux.KindData:

@@ -61,14 +61,14 @@ func Join(a, b net.Conn, count func(aToB bool, n int)) (Stats, error) {
 func pipe(dst, src net.Conn, dir bool, count func(bool, int)) (int64, error) {
 	var n int64
 	var err error
-	if count == nil {
-		if _, ok := dst.(*net.TCPConn); ok {
-			if _, ok := src.(*net.TCPConn); ok {
-				// Both are TCP: io.Copy splices on Linux.
-				n, err = io.Copy(dst, src)
-				return n, finish(dst, src, err)
-			}
+	if dt, st := tcpOf(dst), tcpOf(src); dt != nil && st != nil {
+		// Both are TCP: io.Copy splices on Linux, and the bytes never
+		// enter this process. They are counted when the copy ends.
+		n, err = io.Copy(dt, st)
+		if count != nil && n > 0 {
+			count(dir, int(n))
 		}
+		return n, finish(dst, src, err)
 	}
 	bp := bufPool.Get().(*[]byte)
 	buf := *bp
@@ -117,20 +117,37 @@ func finish(dst, src net.Conn, err error) error {
 }
 
 func graceful(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
+	if tc := tcpOf(c); tc != nil {
 		tc.SetLinger(-1)
 	}
 }
 
+// TCPWrapper is a connection whose bytes are exactly those of a TCP
+// connection it wraps (it adds bookkeeping, not encoding), so the relay may
+// copy between the TCP connections themselves. A *tls.Conn is not one.
+type TCPWrapper interface {
+	Unwrap() *net.TCPConn
+}
+
+// tcpOf returns the *net.TCPConn that c is or wraps, or nil.
+func tcpOf(c net.Conn) *net.TCPConn {
+	switch c := c.(type) {
+	case *net.TCPConn:
+		return c
+	case TCPWrapper:
+		return c.Unwrap()
+	}
+	return nil
+}
+
 // cut ends c so that its peer sees an error, not a clean end.
 func cut(c net.Conn, err error) {
-	switch c := c.(type) {
-	case Aborter:
-		c.Abort(err)
-	case *net.TCPConn:
-		c.SetLinger(0)
-		c.Close()
-	default:
-		c.Close()
+	if a, ok := c.(Aborter); ok {
+		a.Abort(err)
+		return
 	}
+	if tc := tcpOf(c); tc != nil {
+		tc.SetLinger(0)
+	}
+	c.Close()
 }

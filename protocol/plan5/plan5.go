@@ -135,6 +135,9 @@ type Aloha struct {
 	Transport string `json:"Transport,omitempty"`
 	// Error is a refusal: the sender closes the connection after this Aloha.
 	Error string `json:"Error,omitempty"`
+	// Token names the session a data link is for (Transport "data"; see
+	// SPEC.md, "per-session data links").
+	Token string `json:"Token,omitempty"`
 }
 
 // Connect asks for a session. IC->DP: N names the server. DP->IS: N names
@@ -142,6 +145,9 @@ type Aloha struct {
 type Connect struct {
 	N    string `json:"N"`
 	Addr string `json:"Addr,omitempty"`
+	// Token, an extension on a link of Transport "tcp", asks the server to
+	// carry the session on a new data link that presents this token.
+	Token string `json:"Token,omitempty"`
 }
 
 // Ack answers a Connect: X is the session number, or -1 with reason R.
@@ -312,8 +318,12 @@ func (r *Reader) fastData(b []byte) bool {
 	if i < len(b) && b[i] == '-' {
 		i++
 	}
+	start := i
 	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
 		i++
+	}
+	if i-start > 1 && b[start] == '0' {
+		return false // JSON has no leading zeros: let encoding/json refuse it
 	}
 	x, err := strconv.ParseInt(string(b[:i]), 10, 64)
 	if err != nil {
@@ -331,7 +341,9 @@ func (r *Reader) fastData(b []byte) bool {
 	}
 	enc := b[:end]
 	for _, c := range enc {
-		if c == '"' || c == '\\' {
+		// Escapes need encoding/json; a raw control character (which
+		// base64 would skip if it is \r) is not JSON at all.
+		if c == '"' || c == '\\' || c < 0x20 {
 			return false
 		}
 	}
