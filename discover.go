@@ -56,8 +56,8 @@ type DiscoverPoint struct {
 	conns    map[net.Conn]struct{}
 	servers  map[string]*server
 	dataWait map[string]*dataWaiter // opens waiting for their data link, by token
-	sessions int           // client sessions being relayed
-	idle     chan struct{} // closed when sessions drops to 0 during Shutdown
+	sessions int                    // client sessions being relayed
+	idle     chan struct{}          // closed when sessions drops to 0 during Shutdown
 	shutdown bool
 	done     chan struct{}   // closed by Close
 	ctx      context.Context // canceled by Close
