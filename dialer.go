@@ -31,14 +31,21 @@ type Dialer struct {
 
 	// Logger receives debug logs. Nil is silent.
 	Logger *slog.Logger
+
+	via string // set when a DP carries a session to another DP (cluster.go)
 }
 
 // DialContext connects to the indirect server name through the DP at addr,
 // or, with an empty name, directly to the TCP server at addr. The context
-// bounds connecting, not the session.
+// bounds connecting, not the session. addr may list several DPs of a
+// cluster separated by commas: each is tried in turn until one opens the
+// session.
 func (d *Dialer) DialContext(ctx context.Context, addr, name string) (net.Conn, error) {
 	if name == "" {
 		return dialTCP(ctx, d.Dial, addr)
+	}
+	if dps := splitDPs(addr); len(dps) > 1 {
+		return d.dialCluster(ctx, dps, name)
 	}
 	raddr := &Addr{Name: name, Addr: addr}
 	opErr := func(err error) error {
@@ -58,7 +65,7 @@ func (d *Dialer) DialContext(ctx context.Context, addr, name string) (net.Conn, 
 
 func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string) (*Conn, error) {
 	stop := watchContext(ctx, c)
-	ours := &plan5.Aloha{R: plan5.RoleIC, N: d.Name}
+	ours := &plan5.Aloha{R: plan5.RoleIC, N: d.Name, Via: d.via}
 	plan5link.Offer(ours, plan5.DefaultMaxLine)
 	if d.Transport != TransportJSON {
 		ours.Transport = wireRaw

@@ -50,7 +50,21 @@ type DiscoverPoint struct {
 	// connection to that server (port mode, see ServePort).
 	Ports map[string]string
 
-	initOnce sync.Once
+	// Advertise is this DP's address as the other DPs of its cluster
+	// reach it (host:port). With a Registry shared by several DPs
+	// (rtcp/etcdregistry), the DP registers its names under it, and a
+	// client that asks this DP for a name held only at another DP is
+	// carried there. Empty: a DP on its own, which never forwards.
+	Advertise string
+
+	// Peer is the template of the Dialer this DP uses to carry a session
+	// to another DP of its cluster: set its Dial, and the TLS and key the
+	// other DPs ask of clients. Nil means a zero Dialer. Its Name and
+	// Transport are set for each session.
+	Peer *Dialer
+
+	forwarded sync.Map // client conns that another DP carried here (cluster.go)
+	initOnce  sync.Once
 	mu       sync.Mutex
 	lns      map[*net.Listener]struct{}
 	conns    map[net.Conn]struct{}
@@ -105,7 +119,7 @@ func (dp *DiscoverPoint) AddLink(name, owner string, l Link) (remove func(), err
 	if dp.closing() {
 		return nil, ErrDiscoverPointClosed
 	}
-	reg := Registration{Name: name, Owner: owner}
+	reg := Registration{Name: name, Owner: owner, DP: dp.Advertise}
 	ctx, cancel := context.WithTimeout(dp.ctx, dp.HandshakeTimeout)
 	err = dp.Registry.Register(ctx, reg)
 	cancel()
@@ -437,7 +451,7 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		// A plain peer has no owner identity: each link is its own owner.
 		owner = "conn:" + c.RemoteAddr().String()
 	}
-	reg := Registration{Name: a.N, Owner: owner}
+	reg := Registration{Name: a.N, Owner: owner, DP: dp.Advertise}
 	ctx, cancel := context.WithTimeout(context.Background(), dp.HandshakeTimeout)
 	err := dp.Registry.Register(ctx, reg)
 	cancel()
@@ -578,6 +592,11 @@ func (dp *DiscoverPoint) openSession(ctx context.Context, name, client, addr str
 	var tried map[Link]bool
 	for {
 		l, ok := dp.pickLink(name, tried)
+		if !ok || l == nil {
+			if c, handled, err := dp.openRemote(ctx, name, client); handled {
+				return c, err
+			}
+		}
 		if !ok {
 			return nil, fmt.Errorf("rtcp: no server named %q is registered at this DP", name)
 		}
@@ -680,7 +699,9 @@ func (dp *DiscoverPoint) serveRawClient(c net.Conn, r *plan5.Reader, a *plan5.Al
 		return
 	}
 	c.SetDeadline(time.Time{})
-	dp.relayTo(afterHandshake(c, r.Buffered()), cm.N, a.N, func(err error) bool {
+	cc := afterHandshake(c, r.Buffered())
+	defer dp.markForwarded(cc, a.Via)()
+	dp.relayTo(cc, cm.N, a.N, func(err error) bool {
 		ack := &plan5.Ack{X: 1}
 		if err != nil {
 			ack = &plan5.Ack{X: -1, R: err.Error()}
@@ -713,6 +734,7 @@ func (dp *DiscoverPoint) relayTo(c net.Conn, name, client string, answer func(er
 		tc.SetLinger(0)
 	}
 	ctx, cancel := context.WithTimeout(dp.ctx, dp.HandshakeTimeout)
+	ctx = dp.sessionContext(ctx, c)
 	is, err := dp.openSession(ctx, name, client, c.RemoteAddr().String())
 	cancel()
 	if err != nil {

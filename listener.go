@@ -26,8 +26,9 @@ type ListenConfig struct {
 	// seed's JSON protocol.
 	Transport Transport
 
-	// PoolSize is the number of links kept to the DP; the DP spreads new
-	// sessions over them. Zero means 1.
+	// PoolSize is the number of links kept to the DP (to each DP, when
+	// Listen is given several); the DP spreads new sessions over them.
+	// Zero means 1.
 	PoolSize int
 
 	// Dial opens a TCP connection to the DP. Nil means a net.Dialer. Tests
@@ -54,6 +55,14 @@ type ListenConfig struct {
 //
 // The returned listener outlives its links: when a link or the DP goes
 // away it dials again, and Accept keeps blocking meanwhile.
+//
+// addr may list several DPs of a cluster, separated by commas
+// ("dp1:9000,dp2:9000"): the listener keeps its links on each of them
+// under one Owner, and Accept returns the sessions of all. Listen returns
+// once one DP has taken the name (the others are dialled again in the
+// background, as after a lost link), or fails with ErrNameTaken if any DP
+// refuses the name to another owner. A DP lost takes only its own
+// sessions with it; new sessions go through the others.
 func (lc *ListenConfig) Listen(ctx context.Context, addr, name string) (net.Listener, error) {
 	if name == "" {
 		var nlc net.ListenConfig
@@ -83,6 +92,9 @@ func (lc *ListenConfig) Listen(ctx context.Context, addr, name string) (net.List
 	if lc.Transport != TransportJSON && lc.Transport != TransportYamux && lc.Transport != TransportTCP {
 		return nil, l.opErr("listen", fmt.Errorf("%w: transport %v", ErrNotImplemented, lc.Transport))
 	}
+	if dps := splitDPs(addr); len(dps) > 1 {
+		return l.listenCluster(ctx, dps)
+	}
 	first, err := l.connect(ctx)
 	if err != nil {
 		return nil, l.opErr("listen", err)
@@ -111,6 +123,8 @@ type Listener struct {
 
 	mu    sync.Mutex
 	links map[serverLink]struct{}
+
+	members []*Listener // one per DP when listening on several (cluster.go)
 }
 
 var _ net.Listener = (*Listener)(nil)
@@ -135,6 +149,9 @@ func (l *Listener) Close() error {
 		l.cancel()
 	})
 	l.wg.Wait()
+	for _, m := range l.members {
+		m.wg.Wait()
+	}
 	return nil
 }
 
@@ -143,9 +160,13 @@ func (l *Listener) Addr() net.Addr { return l.addr }
 
 // NumLinks returns the number of links to the DP that are up now.
 func (l *Listener) NumLinks() int {
+	n := 0
+	for _, m := range l.members {
+		n += m.NumLinks()
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.links)
+	return n + len(l.links)
 }
 
 func (l *Listener) opErr(op string, err error) error {

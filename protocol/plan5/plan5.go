@@ -138,6 +138,10 @@ type Aloha struct {
 	// Token names the session a data link is for (Transport "data"; see
 	// SPEC.md, "per-session data links").
 	Token string `json:"Token,omitempty"`
+	// Via, on an IC Aloha, is the address of the DP that carries this
+	// client on behalf of another DP of its cluster: the receiving DP
+	// serves it from its own links only, never forwarding it again.
+	Via string `json:"Via,omitempty"`
 }
 
 // Connect asks for a session. IC->DP: N names the server. DP->IS: N names

@@ -1,0 +1,214 @@
+package rtcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// A cluster is several DiscoverPoints that share one Registry (the
+// package rtcp/etcdregistry keeps it on etcd; a MemoryRegistry shared in
+// one process works too). Each DP registers the names of the links it
+// holds with its Advertise address, so the registry knows, for each name,
+// its one owner and every DP that holds links of it. A client may reach
+// any DP: the DP that has no link for the name carries the session to a DP
+// that has one, as an indirect client of it (one more hop, the raw
+// transport, so the bytes are spliced). A server keeps links on several
+// DPs (ListenConfig.Listen with a list of addresses) and loses no name
+// when one DP dies.
+//
+// A session carried from one DP to another says so in its Aloha (Via):
+// the second DP serves it from its own links only, so a stale registry
+// entry can never make two DPs pass a session back and forth.
+
+// A ClusterRegistry is a Registry that can list every DP holding a name.
+// A DiscoverPoint whose Registry is one tries each holder in turn when it
+// carries a session to another DP, so a DP that died but whose entry has
+// not expired yet costs one failed dial, not the session.
+type ClusterRegistry interface {
+	Registry
+	// Holders returns one Registration per DP that holds name (all of
+	// one owner), or ErrNoServer.
+	Holders(ctx context.Context, name string) ([]Registration, error)
+}
+
+// holders returns the other DPs that hold name, in random order.
+func (dp *DiscoverPoint) holders(ctx context.Context, name string) ([]Registration, error) {
+	var rs []Registration
+	if cr, ok := dp.Registry.(ClusterRegistry); ok {
+		var err error
+		if rs, err = cr.Holders(ctx, name); err != nil {
+			return nil, err
+		}
+	} else {
+		r, err := dp.Registry.Lookup(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		rs = []Registration{r}
+	}
+	rs = slices.DeleteFunc(rs, func(r Registration) bool { return r.DP == "" || r.DP == dp.Advertise })
+	rand.Shuffle(len(rs), func(i, j int) { rs[i], rs[j] = rs[j], rs[i] })
+	return rs, nil
+}
+
+// openRemote carries a session for the server name to another DP of the
+// cluster that holds it. handled is false when the DP is not in a cluster,
+// the session came from another DP already, or no other DP holds name: the
+// caller then gives its own answer.
+func (dp *DiscoverPoint) openRemote(ctx context.Context, name, client string) (c net.Conn, handled bool, err error) {
+	if dp.Advertise == "" || ctx.Value(forwardedKey{}) != nil {
+		return nil, false, nil
+	}
+	rs, err := dp.holders(ctx, name)
+	if errors.Is(err, ErrNoServer) || (err == nil && len(rs) == 0) {
+		return nil, false, nil
+	}
+	if err != nil {
+		dp.log().Warn("rtcp: registry lookup failed", "server", name, "err", err)
+		return nil, true, fmt.Errorf("rtcp: cannot look up server %q in the cluster's registry: %v; retry later", name, err)
+	}
+	var d Dialer
+	if dp.Peer != nil {
+		d = *dp.Peer
+	}
+	d.Name = client
+	d.Transport = TransportYamux // the raw client leg: bytes as they are
+	d.via = dp.Advertise
+	var errs []error
+	for _, r := range rs {
+		c, err := d.DialContext(ctx, r.DP, name)
+		if err == nil {
+			dp.log().Debug("rtcp: session carried to another DP", "server", name, "dp", r.DP)
+			return unwrapRaw(c), true, nil
+		}
+		dp.log().Info("rtcp: another DP of the cluster did not take a session", "server", name, "dp", r.DP, "err", err)
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, true, fmt.Errorf("rtcp: server %q is registered at %d other DP(s) of the cluster, but none took the session: %w", name, len(rs), errors.Join(errs...))
+}
+
+// unwrapRaw returns the TCP connection under a raw client Conn, so that
+// the relay splices the two hops; any other Conn is returned as it is.
+func unwrapRaw(c net.Conn) net.Conn {
+	if cc, ok := c.(*Conn); ok {
+		if rc, ok := cc.s.(*rawConn); ok {
+			if tc, ok := rc.Conn.(*net.TCPConn); ok {
+				return tc
+			}
+		}
+	}
+	return c
+}
+
+// forwardedKey marks the context of a session that another DP carried
+// here: it is served from local links only.
+type forwardedKey struct{}
+
+// markForwarded records that c came from the DP via (if via is not
+// empty); call the returned function when c's session ends.
+func (dp *DiscoverPoint) markForwarded(c net.Conn, via string) func() {
+	if via == "" {
+		return func() {}
+	}
+	dp.forwarded.Store(c, via)
+	return func() { dp.forwarded.Delete(c) }
+}
+
+// sessionContext returns ctx, marked if c came from another DP.
+func (dp *DiscoverPoint) sessionContext(ctx context.Context, c net.Conn) context.Context {
+	if via, ok := dp.forwarded.Load(c); ok {
+		return context.WithValue(ctx, forwardedKey{}, via)
+	}
+	return ctx
+}
+
+// splitDPs splits a comma-separated list of DP addresses.
+func splitDPs(addr string) []string {
+	var dps []string
+	for a := range strings.SplitSeq(addr, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			dps = append(dps, a)
+		}
+	}
+	return dps
+}
+
+// listenCluster starts a Listener with links on each of several DPs: a
+// member Listener per DP, all feeding l's Accept. It returns once a link
+// is up on at least one DP; the members whose first link failed keep
+// dialling in the background, as after a lost link.
+func (l *Listener) listenCluster(ctx context.Context, dps []string) (net.Listener, error) {
+	members := make([]*Listener, len(dps))
+	firsts := make([]serverLink, len(dps))
+	errs := make([]error, len(dps))
+	var wg sync.WaitGroup
+	for i, dp := range dps {
+		m := &Listener{cfg: l.cfg, dp: dp, addr: l.addr, accept: l.accept, closed: l.closed}
+		members[i] = m
+		wg.Go(func() { firsts[i], errs[i] = m.connect(ctx) })
+	}
+	wg.Wait()
+	up := 0
+	var taken error
+	for i, err := range errs {
+		if err == nil {
+			up++
+		} else if errors.Is(err, ErrNameTaken) && taken == nil {
+			taken = fmt.Errorf("DP %s: %w", dps[i], err)
+		}
+	}
+	if taken != nil || up == 0 {
+		for _, s := range firsts {
+			if s != nil {
+				s.drain()
+			}
+		}
+		if taken != nil {
+			return nil, l.opErr("listen", taken)
+		}
+		return nil, l.opErr("listen", fmt.Errorf("no DP of %d could be reached: %w", len(dps), errors.Join(errs...)))
+	}
+	for i, err := range errs {
+		if err != nil {
+			l.log().Warn("rtcp: cannot reach DP; retrying", "name", l.addr.Name, "dp", dps[i], "err", err)
+		}
+	}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	l.members = members
+	for i, m := range members {
+		m.ctx, m.cancel = l.ctx, l.cancel
+		m.wg.Add(l.cfg.PoolSize)
+		go m.keep(firsts[i])
+		for range l.cfg.PoolSize - 1 {
+			go m.keep(nil)
+		}
+	}
+	return l, nil
+}
+
+// dialCluster dials name through each DP of dps in turn until one opens
+// the session: a DP that is down, shutting down or cut off from the rest
+// of its cluster passes the dial to the next.
+func (d *Dialer) dialCluster(ctx context.Context, dps []string, name string) (net.Conn, error) {
+	var errs []error
+	for _, dp := range dps {
+		c, err := d.DialContext(ctx, dp, name)
+		if err == nil {
+			return c, nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, errors.Join(errs...)
+}
