@@ -2,6 +2,7 @@ package rtcp
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -50,6 +51,18 @@ type DiscoverPoint struct {
 	// connection to that server (port mode, see ServePort).
 	Ports map[string]string
 
+	// TLSConfig, if set, makes Serve and ListenAndServe speak TLS: each
+	// connection's TLS handshake runs first, under HandshakeTimeout, and
+	// the Plan5 protocol inside it. It needs a certificate (Certificates
+	// or GetCertificate); set ClientAuth to also ask peers for theirs.
+	// Port mode (ServePort, Ports) stays plain TCP for plain clients.
+	TLSConfig *tls.Config
+
+	// Policy, if set, says which peers the DP admits (by key), who may
+	// register which names and which clients may reach them; see Policy.
+	// Nil admits everyone. Change it while the DP runs with SetPolicy.
+	Policy *Policy
+
 	// Advertise is this DP's address as the other DPs of its cluster
 	// reach it (host:port). With a Registry shared by several DPs
 	// (rtcp/etcdregistry), the DP registers its names under it, and a
@@ -65,18 +78,19 @@ type DiscoverPoint struct {
 
 	forwarded sync.Map // client conns that another DP carried here (cluster.go)
 	initOnce  sync.Once
-	mu       sync.Mutex
-	lns      map[*net.Listener]struct{}
-	conns    map[net.Conn]struct{}
-	servers  map[string]*server
-	dataWait map[string]*dataWaiter // opens waiting for their data link, by token
-	sessions int                    // client sessions being relayed
-	idle     chan struct{}          // closed when sessions drops to 0 during Shutdown
-	shutdown bool
-	done     chan struct{}   // closed by Close
-	ctx      context.Context // canceled by Close
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	auth      authState
+	mu        sync.Mutex
+	lns       map[*net.Listener]struct{}
+	conns     map[net.Conn]struct{}
+	servers   map[string]*server
+	dataWait  map[string]*dataWaiter // opens waiting for their data link, by token
+	sessions  int                    // client sessions being relayed
+	idle      chan struct{}          // closed when sessions drops to 0 during Shutdown
+	shutdown  bool
+	done      chan struct{}   // closed by Close
+	ctx       context.Context // canceled by Close
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
 }
 
 // server is one registered name and the links that serve it.
@@ -139,7 +153,7 @@ func (dp *DiscoverPoint) AddLink(name, owner string, l Link) (remove func(), err
 func (dp *DiscoverPoint) Relay(c net.Conn, name, client string) error {
 	dp.init()
 	defer c.Close()
-	return dp.relayTo(c, name, client, nil)
+	return dp.relayTo(c, name, client, principal{}, nil)
 }
 
 func (dp *DiscoverPoint) init() {
@@ -223,7 +237,26 @@ func (dp *DiscoverPoint) goServePort(l net.Listener, name string) {
 // It always returns a non-nil error; after Close or Shutdown,
 // ErrDiscoverPointClosed. Serve closes l when it returns.
 func (dp *DiscoverPoint) Serve(l net.Listener) error {
-	return dp.serve(l, dp.serveConn)
+	return dp.serve(l, dp.serveTLS)
+}
+
+// ServeConn serves one connection that reached the DP some other way than
+// through Serve's listener (a WebSocket, for one: see package wsconn)
+// exactly as Serve serves the connections it accepts, and returns when it
+// is done with it. It closes c, unless c became part of a session that
+// closes it when it ends. Close and Shutdown end it like the others.
+func (dp *DiscoverPoint) ServeConn(c net.Conn) {
+	dp.init()
+	if !dp.trackConn(c, true) {
+		c.Close()
+		return
+	}
+	dp.wg.Add(1)
+	defer dp.wg.Done()
+	if !dp.serveConn(c) {
+		c.Close()
+		dp.trackConn(c, false)
+	}
 }
 
 // serve runs an accept loop on l, handing each connection to handle in a
@@ -412,13 +445,19 @@ func (dp *DiscoverPoint) serveConn(c net.Conn) (kept bool) {
 		dp.refuse(c, err.Error()+"; a DP serves indirect servers (R=2) and indirect clients (R=3)")
 		return false
 	}
-	switch {
-	case a.R == plan5.RoleIS && a.Transport == wireData:
+	if a.R == plan5.RoleIS && a.Transport == wireData {
+		// Its Token, given over the server's admitted link, admits it.
 		return dp.serveData(c, r, a)
-	case a.R == plan5.RoleIS:
-		dp.serveServer(c, r, a)
-	case a.R == plan5.RoleIC:
-		dp.serveClient(c, r, a)
+	}
+	who, ok := dp.admit(c, r, a)
+	if !ok {
+		return false
+	}
+	switch a.R {
+	case plan5.RoleIS:
+		dp.serveServer(c, r, a, who)
+	case plan5.RoleIC:
+		dp.serveClient(c, r, a, who)
 	}
 	return false
 }
@@ -437,7 +476,7 @@ func (dp *DiscoverPoint) ourAloha() *plan5.Aloha {
 
 // serveServer registers an indirect server's link and serves it until it
 // ends.
-func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha) {
+func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha, who principal) {
 	if a.N == "" {
 		dp.refuse(c, "rtcp: an indirect server must give its name in N")
 		return
@@ -446,14 +485,22 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		dp.refuse(c, fmt.Sprintf("rtcp: transport %q is not supported by this DP (it speaks %q, %q and the plain protocol)", a.Transport, wireYamux, wireTCP))
 		return
 	}
+	if err := dp.policy().authorizeServer(who, a.N); err != nil {
+		dp.log().Info("rtcp: server refused", "name", a.N, "remote", c.RemoteAddr(), "who", who, "reason", err)
+		dp.refuse(c, err.Error())
+		return
+	}
 	owner := a.Owner
 	if owner == "" {
 		// A plain peer has no owner identity: each link is its own owner.
 		owner = "conn:" + c.RemoteAddr().String()
 	}
-	reg := Registration{Name: a.N, Owner: owner, DP: dp.Advertise}
+	reg := Registration{Name: a.N, Owner: registryOwner(who, owner), DP: dp.Advertise}
 	ctx, cancel := context.WithTimeout(context.Background(), dp.HandshakeTimeout)
 	err := dp.Registry.Register(ctx, reg)
+	if errors.Is(err, ErrNameTaken) && dp.evictSquatter(a.N) {
+		err = dp.Registry.Register(ctx, reg)
+	}
 	cancel()
 	if err != nil {
 		reason := err.Error()
@@ -490,6 +537,7 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	// leaves, and its opens wait until the Aloha has been written.
 	g := &gatedLink{Link: l, ready: make(chan struct{})}
 	l = g
+	defer dp.trackLink(l, who, end)()
 	dp.addLink(reg, l)
 	if err := plan5link.WriteMessage(c, ours, 0); err != nil {
 		end()
@@ -603,7 +651,11 @@ func (dp *DiscoverPoint) openSession(ctx context.Context, name, client, addr str
 		if l == nil {
 			return nil, fmt.Errorf("rtcp: every link to server %q failed", name)
 		}
-		c, err := l.Open(ctx, client, addr)
+		var c net.Conn
+		err := errNotAllowed
+		if dp.linkAllowed(l, name) { // else it is closed now
+			c, err = l.Open(ctx, client, addr)
+		}
 		if err == nil {
 			return c, nil
 		}
@@ -627,7 +679,7 @@ func refused(err error) bool {
 
 // serveClient serves an indirect client's connection: one Connect, one
 // session.
-func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha) {
+func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha, who principal) {
 	ours := dp.ourAloha()
 	if a.Transport == wireRaw {
 		ours.Transport = wireRaw
@@ -636,7 +688,7 @@ func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		return
 	}
 	if ours.Transport == wireRaw {
-		dp.serveRawClient(c, r, a)
+		dp.serveRawClient(c, r, a, who)
 		return
 	}
 	c.SetDeadline(time.Time{})
@@ -663,6 +715,11 @@ func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		t.Stop()
 		return
 	}
+	if err := dp.policy().authorizeClient(who, st.Name(), c.RemoteAddr()); err != nil {
+		dp.log().Info("rtcp: session refused", "server", st.Name(), "client", c.RemoteAddr(), "who", who, "reason", err)
+		st.Ack(err)
+		return
+	}
 	if !dp.beginSession() {
 		st.Ack(errors.New("rtcp: the DP is shutting down; retry on another DP or later"))
 		return
@@ -686,7 +743,7 @@ func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 
 // serveRawClient serves a client that asked for raw bytes after the Ack:
 // Connect and Ack are Plan5 messages, then the connection is the session.
-func (dp *DiscoverPoint) serveRawClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha) {
+func (dp *DiscoverPoint) serveRawClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha, who principal) {
 	m, err := r.ReadMessage()
 	if err != nil {
 		dp.log().Info("rtcp: client sent no Connect", "remote", c.RemoteAddr(), "err", err)
@@ -701,7 +758,7 @@ func (dp *DiscoverPoint) serveRawClient(c net.Conn, r *plan5.Reader, a *plan5.Al
 	c.SetDeadline(time.Time{})
 	cc := afterHandshake(c, r.Buffered())
 	defer dp.markForwarded(cc, a.Via)()
-	dp.relayTo(cc, cm.N, a.N, func(err error) bool {
+	dp.relayTo(cc, cm.N, a.N, who, func(err error) bool {
 		ack := &plan5.Ack{X: 1}
 		if err != nil {
 			ack = &plan5.Ack{X: -1, R: err.Error()}
@@ -718,8 +775,16 @@ func (dp *DiscoverPoint) closeWith(c net.Conn, x int64, reason string) {
 // relayTo opens a session to the server name for the plain byte stream c
 // (a raw client, or a port-mode connection) and relays until it ends.
 // answer, if not nil, tells the client the outcome of the open (nil: open)
-// and reports whether the client can still be reached.
-func (dp *DiscoverPoint) relayTo(c net.Conn, name, client string, answer func(error) bool) error {
+// and reports whether the client can still be reached. who is the client's
+// principal (anonymous for port mode), checked against the policy first.
+func (dp *DiscoverPoint) relayTo(c net.Conn, name, client string, who principal, answer func(error) bool) error {
+	if err := dp.policy().authorizeClient(who, name, c.RemoteAddr()); err != nil {
+		dp.log().Info("rtcp: session refused", "server", name, "client", c.RemoteAddr(), "who", who, "reason", err)
+		if answer != nil {
+			answer(err)
+		}
+		return err
+	}
 	if !dp.beginSession() {
 		err := errors.New("rtcp: the DP is shutting down; retry on another DP or later")
 		if answer != nil {
@@ -758,7 +823,7 @@ func (dp *DiscoverPoint) relayTo(c net.Conn, name, client string, answer func(er
 // system). A connection that arrives while name has no server is closed at
 // once. ServePort returns as Serve does.
 func (dp *DiscoverPoint) ServePort(l net.Listener, name string) error {
-	return dp.serve(l, func(c net.Conn) bool { dp.relayTo(c, name, "", nil); return false })
+	return dp.serve(l, func(c net.Conn) bool { dp.relayTo(c, name, "", principal{}, nil); return false })
 }
 
 // ListenAndServePort listens on the TCP address addr and calls ServePort.

@@ -1,0 +1,284 @@
+package c8y
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"rtcp/internal/readahead"
+	"rtcp/internal/relay"
+	wire "rtcp/protocol/c8y"
+	"rtcp/wsconn"
+)
+
+// An Agent is the device side of Cumulocity remote access: for each
+// c8y_RemoteAccessConnect operation it opens a tunnel between a TCP
+// endpoint on its network and the cloud's (or a DP's) device WebSocket.
+// The zero value needs a URL; every other field has a working default.
+type Agent struct {
+	// URL is the base URL of the tenant or DP, e.g.
+	// https://t123.cumulocity.com or ws://dp.example.com:8080; the agent
+	// dials URL + /service/remoteaccess/device/<key>. http and https mean
+	// ws and wss.
+	URL string
+
+	// User and Password give Basic authorization; for Cumulocity User is
+	// "<tenant>/<user>".
+	User, Password string
+
+	// Token gives Bearer authorization instead of User and Password.
+	Token string
+
+	// HTTPClient makes the WebSocket's opening handshake (TLS settings,
+	// proxies). Nil means http.DefaultClient.
+	HTTPClient *http.Client
+
+	// Dial opens the TCP connection to the operation's endpoint. Nil means
+	// a net.Dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// ConnectTimeout bounds setting up a tunnel (the TCP connection and
+	// the WebSocket, dialled at the same time). Default 30 s.
+	ConnectTimeout time.Duration
+
+	// BufferSize bounds, per direction, what is read ahead from one side
+	// of a tunnel while the other is still being set up or is slow.
+	// Default 64 KiB.
+	BufferSize int
+
+	// Status receives a status line (protocol/c8y StatusLine, with "\n")
+	// each time an operation changes status: EXECUTING, then SUCCESSFUL or
+	// FAILED. Each line is one Write. Nil discards them.
+	Status io.Writer
+
+	// Logger receives logs of tunnels opened and closed. Nil is silent.
+	Logger *slog.Logger
+
+	mu sync.Mutex // serializes Status writes
+}
+
+// MaxOperationLine is the longest operation line Serve reads.
+const MaxOperationLine = 1 << 20
+
+func (a *Agent) log() *slog.Logger {
+	if a.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return a.Logger
+}
+
+func (a *Agent) report(st wire.Status, key, reason string) {
+	if a.Status == nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	io.WriteString(a.Status, wire.StatusLine(st, key, reason)+"\n")
+}
+
+// Handle carries out one operation: it reports EXECUTING, dials the TCP
+// endpoint op.Host:op.Port and the device WebSocket for op.Key at the same
+// time, and reports SUCCESSFUL once both are up or FAILED with the reason.
+// It then copies bytes both ways until either side ends, which ends both,
+// or ctx ends. It returns the error that failed the tunnel's setup or cut
+// it, and nil for a tunnel that ended cleanly.
+func (a *Agent) Handle(ctx context.Context, op wire.Operation) error {
+	a.report(wire.StatusExecuting, op.Key, "")
+	tcp, ws, err := a.connect(ctx, op)
+	if err != nil {
+		a.report(wire.StatusFailed, op.Key, err.Error())
+		a.log().Info("c8y: tunnel failed", "endpoint", endpoint(op), "err", err)
+		return err
+	}
+	a.report(wire.StatusSuccessful, op.Key, "")
+	a.log().Info("c8y: tunnel open", "endpoint", endpoint(op), "websocket", ws.RemoteAddr())
+	stop := context.AfterFunc(ctx, func() {
+		tcp.Close()
+		ws.Close()
+	})
+	defer stop()
+	st, err := relay.Join(tcp, ws, nil)
+	if ctx.Err() != nil && err == nil {
+		err = ctx.Err()
+	}
+	a.log().Info("c8y: tunnel closed", "endpoint", endpoint(op), "to_websocket", st.AtoB, "to_tcp", st.BtoA, "err", err)
+	return err
+}
+
+func endpoint(op wire.Operation) string {
+	return net.JoinHostPort(op.Host, strconv.Itoa(op.Port))
+}
+
+// connect dials both sides of a tunnel at the same time. Each side is read
+// ahead from the moment it is up, so that what it sends while the other
+// is being set up is kept.
+func (a *Agent) connect(ctx context.Context, op wire.Operation) (tcp, ws net.Conn, err error) {
+	u, err := a.deviceURL(op.Key)
+	if err != nil {
+		return nil, nil, err
+	}
+	timeout := a.ConnectTimeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	tcpc, wsc := make(chan result, 1), make(chan result, 1)
+	go func() {
+		c, err := a.dialTCP(ctx, endpoint(op))
+		if err != nil {
+			cancel()
+			tcpc <- result{err: fmt.Errorf("c8y: cannot connect to the endpoint %s: %w", endpoint(op), err)}
+			return
+		}
+		tcpc <- result{c: readahead.New(c, nil, a.BufferSize)}
+	}()
+	go func() {
+		d := wsconn.Dialer{Header: a.header(), Subprotocol: wire.Subprotocol, HTTPClient: a.HTTPClient}
+		c, err := d.DialURL(ctx, u)
+		if err != nil {
+			cancel()
+			wsc <- result{err: fmt.Errorf("c8y: cannot open the remote access WebSocket: %w", err)}
+			return
+		}
+		wsc <- result{c: readahead.New(c, nil, a.BufferSize)}
+	}()
+	rt, rw := <-tcpc, <-wsc
+	if rt.err == nil && rw.err == nil {
+		return rt.c, rw.c, nil
+	}
+	if rt.c != nil {
+		rt.c.Close()
+	}
+	if rw.c != nil {
+		rw.c.Close()
+	}
+	// A side that failed first cancelled the other: report the cause, not
+	// the cancellation.
+	switch {
+	case rt.err != nil && rw.err != nil && errors.Is(rw.err, context.Canceled):
+		return nil, nil, rt.err
+	case rt.err != nil && rw.err != nil && errors.Is(rt.err, context.Canceled):
+		return nil, nil, rw.err
+	case rt.err != nil && rw.err != nil:
+		return nil, nil, fmt.Errorf("%v; and %v", rt.err, rw.err)
+	case rt.err != nil:
+		return nil, nil, rt.err
+	}
+	return nil, nil, rw.err
+}
+
+func (a *Agent) dialTCP(ctx context.Context, addr string) (net.Conn, error) {
+	if a.Dial != nil {
+		return a.Dial(ctx, "tcp", addr)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", addr)
+}
+
+// deviceURL is the device WebSocket of the operation with key.
+func (a *Agent) deviceURL(key string) (string, error) {
+	u, err := url.Parse(a.URL)
+	if err != nil || a.URL == "" {
+		return "", fmt.Errorf("c8y: the agent's URL %q is not a URL like https://t123.cumulocity.com", a.URL)
+	}
+	switch u.Scheme {
+	case "http":
+		u.Scheme = "ws"
+	case "https":
+		u.Scheme = "wss"
+	case "ws", "wss":
+	default:
+		return "", fmt.Errorf("c8y: the agent's URL %q has scheme %q; want https, wss, http or ws", a.URL, u.Scheme)
+	}
+	if u.Host == "" {
+		return "", fmt.Errorf("c8y: the agent's URL %q has no host", a.URL)
+	}
+	return strings.TrimSuffix(u.String(), "/") + wire.DevicePath(key), nil
+}
+
+// header is the opening handshake's Authorization.
+func (a *Agent) header() http.Header {
+	switch {
+	case a.Token != "":
+		return http.Header{"Authorization": {"Bearer " + a.Token}}
+	case a.User != "":
+		cred := base64.StdEncoding.EncodeToString([]byte(a.User + ":" + a.Password))
+		return http.Header{"Authorization": {"Basic " + cred}}
+	}
+	return nil
+}
+
+// Serve reads operations from ops, one per line (JSON or SmartREST 530,
+// see protocol/c8y), and handles each in a goroutine of its own. A line
+// that is not a c8y_RemoteAccessConnect operation is logged and skipped; a
+// bad one is reported FAILED (with key "_" when it has none). Serve
+// returns when ops is exhausted and every tunnel has ended, or when ctx
+// ends (which ends the tunnels); the error is that of reading ops. A Read
+// of ops that is blocked when ctx ends is left to return on its own, and
+// what it returns is dropped: close ops to end it.
+func (a *Agent) Serve(ctx context.Context, ops io.Reader) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	lines := make(chan []byte)
+	readErr := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(ops)
+		sc.Buffer(make([]byte, 4096), MaxOperationLine)
+		for sc.Scan() {
+			select {
+			case lines <- bytes.Clone(sc.Bytes()):
+			case <-ctx.Done():
+				readErr <- nil
+				return
+			}
+		}
+		err := sc.Err()
+		if errors.Is(err, bufio.ErrTooLong) {
+			err = fmt.Errorf("c8y: an operation line is longer than %d bytes; give one operation per line", MaxOperationLine)
+		}
+		readErr <- err
+	}()
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		var line []byte
+		select {
+		case line = <-lines:
+		case err := <-readErr:
+			wg.Wait()
+			return err
+		case <-ctx.Done():
+			return nil
+		}
+		op, err := wire.ParseOperation(line)
+		switch {
+		case len(bytes.TrimSpace(line)) == 0:
+		case errors.Is(err, wire.ErrNotRemoteAccess):
+			a.log().Info("c8y: skipped an operation that is not c8y_RemoteAccessConnect", "err", err)
+		case err != nil:
+			a.report(wire.StatusFailed, "", err.Error())
+			a.log().Info("c8y: bad operation", "err", err)
+		default:
+			wg.Go(func() { a.Handle(ctx, op) })
+		}
+	}
+}

@@ -1,0 +1,215 @@
+// Package wsconn carries a byte stream over a WebSocket, for networks that
+// let only HTTP(S) out: each Write is one binary message, and Read returns
+// the bytes of the binary messages in order. It is the transport of
+// Cumulocity remote access, and an alternative way for an rtcp indirect
+// server or client to reach a DP:
+//
+//	// The server side, behind a proxy that lets only HTTPS out.
+//	d := &wsconn.Dialer{URL: "wss://dp.example.com/rtcp"}
+//	lc := rtcp.ListenConfig{Dial: d.DialContext}
+//	l, err := lc.Listen(ctx, "dp.example.com:443", "printer-7")
+//
+//	// The DP: the same connection handler behind an HTTP endpoint.
+//	http.Handle(wsconn.DefaultPath, wsconn.Handler("", dp.ServeConn))
+//
+// The WebSocket protocol itself is github.com/coder/websocket's: this
+// package adds the net.Conn view of a dialled connection with addresses,
+// errors that say what the server answered, and a handler that hands
+// accepted connections on.
+package wsconn
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/coder/websocket"
+)
+
+// DefaultPath is the path of a DP's WebSocket endpoint for rtcp links, as
+// Dialer.DialContext dials it when no URL is set.
+const DefaultPath = "/rtcp"
+
+// A Dialer opens WebSocket connections. The zero value offers no
+// subprotocol and dials ws://<addr>/rtcp.
+type Dialer struct {
+	// URL is the WebSocket to dial (ws://, wss://, http:// or https://).
+	// Empty means ws://<addr> + DefaultPath, with the addr DialContext is
+	// given.
+	URL string
+
+	// Header is sent with the opening handshake (Authorization, for one).
+	Header http.Header
+
+	// Subprotocol, if not empty, is offered, and the server must answer
+	// with it.
+	Subprotocol string
+
+	// HTTPClient makes the opening handshake (TLS settings, proxies).
+	// Nil means http.DefaultClient.
+	HTTPClient *http.Client
+}
+
+// DialContext opens the WebSocket d.URL (or ws://addr/rtcp) and returns it
+// as a net.Conn; network must be "tcp", "tcp4" or "tcp6". Its signature
+// is that of rtcp.ListenConfig.Dial and rtcp.Dialer.Dial, so an rtcp link
+// can run over a WebSocket. ctx bounds the handshake only.
+func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+	default:
+		return nil, fmt.Errorf("wsconn: cannot dial network %q; a WebSocket runs over tcp", network)
+	}
+	u := d.URL
+	if u == "" {
+		u = "ws://" + addr + DefaultPath
+	}
+	return d.DialURL(ctx, u)
+}
+
+// DialURL opens the WebSocket u and returns it as a net.Conn. A server
+// that does not upgrade the connection gives a *HandshakeError.
+func (d *Dialer) DialURL(ctx context.Context, u string) (net.Conn, error) {
+	pu, err := url.Parse(u)
+	if err != nil {
+		return nil, fmt.Errorf("wsconn: bad WebSocket URL %q: %v", u, err)
+	}
+	switch pu.Scheme {
+	case "ws", "wss", "http", "https":
+	default:
+		return nil, fmt.Errorf("wsconn: URL %q has scheme %q; want ws, wss, http or https", u, pu.Scheme)
+	}
+	opts := &websocket.DialOptions{HTTPClient: d.HTTPClient, HTTPHeader: d.Header}
+	if d.Subprotocol != "" {
+		opts.Subprotocols = []string{d.Subprotocol}
+	}
+	shown := redact(pu)
+	c, resp, err := websocket.Dial(ctx, u, opts)
+	if err != nil {
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			return nil, newHandshakeError(shown, resp, err)
+		}
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return nil, &net.OpError{Op: "dial", Net: "websocket", Addr: &Addr{URL: shown}, Err: err}
+	}
+	if d.Subprotocol != "" && c.Subprotocol() != d.Subprotocol {
+		c.CloseNow()
+		return nil, &HandshakeError{URL: shown, StatusCode: http.StatusSwitchingProtocols,
+			Status:  "101 Switching Protocols",
+			Message: fmt.Sprintf("the server answered subprotocol %q, not %q", c.Subprotocol(), d.Subprotocol)}
+	}
+	remote := &Addr{URL: shown}
+	return &conn{Conn: websocket.NetConn(context.Background(), c, websocket.MessageBinary),
+		local: &Addr{}, remote: remote}, nil
+}
+
+// redact drops the user information and query of u, for errors and logs.
+func redact(u *url.URL) string {
+	v := *u
+	v.User = nil
+	v.RawQuery = ""
+	v.Fragment = ""
+	return v.String()
+}
+
+// Addr is the address of a dialled WebSocket: its URL. Network returns
+// "websocket".
+type Addr struct{ URL string }
+
+func (a *Addr) Network() string { return "websocket" }
+func (a *Addr) String() string {
+	if a.URL == "" {
+		return "websocket"
+	}
+	return a.URL
+}
+
+// conn gives a dialled WebSocket's net.Conn our addresses.
+type conn struct {
+	net.Conn
+	local, remote net.Addr
+}
+
+func (c *conn) LocalAddr() net.Addr  { return c.local }
+func (c *conn) RemoteAddr() net.Addr { return c.remote }
+
+// HandshakeError is a server's refusal of a WebSocket: it answered the
+// opening handshake with an HTTP status other than 101, or with the wrong
+// subprotocol.
+type HandshakeError struct {
+	URL        string // the URL dialled, without user information or query
+	StatusCode int    // the HTTP status code, e.g. 401
+	Status     string // the HTTP status line, e.g. "401 Unauthorized"
+	Message    string // the start of the answer's body, or what was wrong
+	Err        error  // the WebSocket library's error, if any
+}
+
+func (e *HandshakeError) Error() string {
+	msg := fmt.Sprintf("wsconn: %s refused the WebSocket: %s", e.URL, e.Status)
+	if e.Message != "" {
+		msg += ": " + e.Message
+	}
+	switch e.StatusCode {
+	case http.StatusUnauthorized, http.StatusForbidden:
+		msg += " (check the credentials)"
+	case http.StatusNotFound:
+		msg += " (check the URL)"
+	}
+	return msg
+}
+
+func (e *HandshakeError) Unwrap() error { return e.Err }
+
+func newHandshakeError(u string, resp *http.Response, err error) *HandshakeError {
+	e := &HandshakeError{URL: u, StatusCode: resp.StatusCode, Status: resp.Status, Err: err}
+	if resp.Body != nil {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		e.Message = oneLine(string(b))
+	}
+	return e
+}
+
+// oneLine squeezes an answer's body onto one short line.
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 200 {
+		s = s[:200] + "..."
+	}
+	return s
+}
+
+// Accept upgrades an HTTP request to a WebSocket and returns it as a
+// net.Conn over binary messages, with the addresses of the connection
+// under it. If subprotocol is not empty it is answered when the client
+// offers it. On failure Accept has already answered the request.
+func Accept(w http.ResponseWriter, r *http.Request, subprotocol string) (net.Conn, error) {
+	opts := &websocket.AcceptOptions{}
+	if subprotocol != "" {
+		opts.Subprotocols = []string{subprotocol}
+	}
+	c, err := websocket.Accept(w, r, opts)
+	if err != nil {
+		return nil, err
+	}
+	return websocket.NetConn(context.Background(), c, websocket.MessageBinary), nil
+}
+
+// Handler returns an http.Handler that upgrades each request with Accept
+// and calls serve with the connection, in the request's goroutine; serve
+// owns the connection and closes it. With the DiscoverPoint's ServeConn as
+// serve, rtcp links and clients reach the DP over WebSockets.
+func Handler(subprotocol string, serve func(net.Conn)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := Accept(w, r, subprotocol)
+		if err != nil {
+			return
+		}
+		serve(c)
+	})
+}
