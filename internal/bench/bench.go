@@ -1,0 +1,566 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"regexp"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"time"
+
+	"rtcp"
+)
+
+// Config says what to measure and for how long. Zero fields take the
+// defaults of a full run.
+type Config struct {
+	// Exe is the rtcp binary run as the DP, the servers, the reference
+	// relays and the sink. Empty means this process's executable.
+	Exe string
+
+	// Transports are the -transport values of the rtcp rows, e.g. "json"
+	// and "yamux". Default json and yamux.
+	Transports []string
+
+	// Pool is the -pool of the servers (ListenConfig.PoolSize). Default 4.
+	Pool int
+
+	// Duration of each throughput run. Default 3 s.
+	Duration time.Duration
+
+	// Echoes is the number of 64-byte round trips. Default 10000.
+	Echoes int
+
+	// Dials is the number of dials timed to their first byte. Default 300.
+	Dials int
+
+	// Sessions is the number of idle sessions held to measure memory.
+	// A row holds fewer if a process on its path would run out of file
+	// descriptors (the table says how many). Default 10000.
+	Sessions int
+
+	// Rows, if not nil, selects the rows to run by name. The raw row
+	// and the limits that the selected rows are compared with always run.
+	Rows *regexp.Regexp
+
+	// Progress receives a line per step. Nil is silent.
+	Progress io.Writer
+}
+
+func (c *Config) defaults() error {
+	if c.Exe == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("finding this program to run the DP and servers: %w", err)
+		}
+		c.Exe = exe
+	}
+	if len(c.Transports) == 0 {
+		c.Transports = []string{"json", "yamux"}
+	}
+	if c.Pool <= 0 {
+		c.Pool = 4
+	}
+	if c.Duration <= 0 {
+		c.Duration = 3 * time.Second
+	}
+	if c.Echoes <= 0 {
+		c.Echoes = 10000
+	}
+	if c.Dials <= 0 {
+		c.Dials = 300
+	}
+	if c.Sessions <= 0 {
+		c.Sessions = 10000
+	}
+	if c.Progress == nil {
+		c.Progress = io.Discard
+	}
+	return nil
+}
+
+// A Row is what was measured through one path.
+type Row struct {
+	Name string
+	// Ref is the limit this row is compared with (nil for raw TCP and
+	// for the limits themselves, which are compared with their own).
+	Ref *Row
+
+	MBps1, MBps8     float64 // throughput, 1 and 8 connections, 10^6 bytes/s
+	EchoP50, EchoP99 time.Duration
+	DialP50          time.Duration
+
+	MemPerSession float64 // bytes of RSS per idle session; 0: not measured
+	MemSessions   int     // idle sessions held for MemPerSession
+	MemOf         string  // whose memory: "DP", "relay", "process"
+
+	Err error // why the row is incomplete
+}
+
+// Result is a whole run.
+type Result struct {
+	Config Config
+	Raw    *Row
+	Rows   []*Row
+}
+
+// A setup is a path under test, ready to dial.
+type setup struct {
+	dial   dialer
+	memPID int    // whose RSS is the row's memory; 0: not measured
+	memOf  string // what memPID is
+	pids   []int  // processes that hold descriptors per session
+	close  func()
+}
+
+// A spec is a row to run: its name, the row it is compared with, and how
+// to build its path.
+type spec struct {
+	name  string
+	ref   string
+	start func(ctx context.Context, sink string) (*setup, error)
+}
+
+// Names of the reference rows.
+const (
+	rowRaw      = "raw TCP"
+	rowLimit    = "limit: 2 Go relays (io.Copy, spliced)"
+	rowLibLimit = "limit: 1 Go relay, in process"
+)
+
+// Run runs the benchmark and returns its rows, in the order of the table.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	b := &runner{cfg: cfg, self: os.Getpid()}
+	sink, err := b.startSink(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer sink.stop()
+
+	specs := b.specs()
+	res := &Result{Config: cfg}
+	byName := make(map[string]*Row)
+	needed := map[string]bool{rowRaw: true}
+	for _, s := range specs {
+		if cfg.Rows == nil || cfg.Rows.MatchString(s.name) {
+			needed[s.name] = true
+			if s.ref != "" {
+				needed[s.ref] = true
+			}
+		}
+	}
+	for _, s := range specs {
+		if !needed[s.name] {
+			continue
+		}
+		row := &Row{Name: s.name, Ref: byName[s.ref]}
+		byName[s.name] = row
+		b.progress("%s", s.name)
+		row.Err = b.runRow(ctx, s, b.sinkAddr, row)
+		if row.Err != nil {
+			b.progress("  failed: %v", row.Err)
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if s.name == rowRaw {
+			res.Raw = row
+		}
+		res.Rows = append(res.Rows, row)
+	}
+	return res, nil
+}
+
+type runner struct {
+	cfg      Config
+	self     int
+	sinkPID  int
+	sinkAddr string
+}
+
+func (b *runner) progress(format string, args ...any) {
+	fmt.Fprintf(b.cfg.Progress, "bench: "+format+"\n", args...)
+}
+
+var (
+	reSink  = regexp.MustCompile(`^rtcp bench: sink listening on (\S+)`)
+	reRelay = regexp.MustCompile(`^rtcp bench: relay listening on (\S+)`)
+	reDP    = regexp.MustCompile(`^rtcp dp: listening on (\S+)`)
+	rePort  = regexp.MustCompile(`^rtcp dp: port (\S+) carries`)
+	reServe = regexp.MustCompile(`^rtcp expose: serving (\S+)`)
+)
+
+// startSink runs the sink in a process of its own, so that its
+// descriptors do not count against the bench's.
+func (b *runner) startSink(ctx context.Context) (*proc, error) {
+	p, err := startProc(b.cfg.Exe, "sink", "bench", "-child", "sink")
+	if err != nil {
+		return nil, err
+	}
+	got, err := p.expect(ctx, reSink)
+	if err != nil {
+		p.stop()
+		return nil, err
+	}
+	b.sinkPID, b.sinkAddr = p.pid(), got[0]
+	return p, nil
+}
+
+// specs lists every row in the order of the table.
+func (b *runner) specs() []spec {
+	pool := strconv.Itoa(b.cfg.Pool)
+	specs := []spec{
+		{name: rowRaw, start: b.startRaw},
+		{name: rowLimit, start: b.startLimit},
+	}
+	for _, t := range b.cfg.Transports {
+		specs = append(specs, spec{
+			name:  "rtcp dp -port + expose -transport " + t + " -pool " + pool,
+			ref:   rowLimit,
+			start: func(ctx context.Context, sink string) (*setup, error) { return b.startCommand(ctx, sink, t) },
+		})
+	}
+	specs = append(specs, spec{name: rowLibLimit, start: b.startLibLimit})
+	for _, t := range b.cfg.Transports {
+		specs = append(specs, spec{
+			name:  "rtcp.Dial -> DP -> rtcp.Listen, " + t + ", pool " + pool + ", in process",
+			ref:   rowLibLimit,
+			start: func(ctx context.Context, sink string) (*setup, error) { return b.startLibrary(ctx, t) },
+		})
+	}
+	return specs
+}
+
+func tcpDialer(addr string) dialer {
+	var d net.Dialer
+	return func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
+}
+
+func (b *runner) startRaw(ctx context.Context, sink string) (*setup, error) {
+	return &setup{dial: tcpDialer(sink), pids: []int{b.self, b.sinkPID}, close: func() {}}, nil
+}
+
+// startLimit runs two reference relays, each a process, in the places
+// of the DP and the server.
+func (b *runner) startLimit(ctx context.Context, sink string) (*setup, error) {
+	server, err := startProc(b.cfg.Exe, "relay 2", "bench", "-child", "relay", "-to", sink)
+	if err != nil {
+		return nil, err
+	}
+	got, err := server.expect(ctx, reRelay)
+	if err != nil {
+		server.stop()
+		return nil, err
+	}
+	dp, err := startProc(b.cfg.Exe, "relay 1", "bench", "-child", "relay", "-to", got[0])
+	if err != nil {
+		server.stop()
+		return nil, err
+	}
+	got, err = dp.expect(ctx, reRelay)
+	if err != nil {
+		dp.stop()
+		server.stop()
+		return nil, err
+	}
+	return &setup{
+		dial:   tcpDialer(got[0]),
+		memPID: dp.pid(), memOf: "relay",
+		pids:  []int{b.self, b.sinkPID, dp.pid(), server.pid()},
+		close: func() { dp.stop(); server.stop() },
+	}, nil
+}
+
+// startCommand runs "rtcp dp -port" and "rtcp expose" as processes.
+func (b *runner) startCommand(ctx context.Context, sink, transport string) (*setup, error) {
+	dp, err := startProc(b.cfg.Exe, "rtcp dp", "dp", "-listen", "127.0.0.1:0", "-port", "bench=127.0.0.1:0",
+		"-grace", "1s", "-log-level", "warn")
+	if err != nil {
+		return nil, err
+	}
+	got, err := dp.expect(ctx, reDP, rePort)
+	if err != nil {
+		dp.stop()
+		return nil, err
+	}
+	dpAddr, port := got[0], got[1]
+	server, err := startProc(b.cfg.Exe, "rtcp expose", "expose", "-dp", dpAddr, "-name", "bench", "-to", sink,
+		"-transport", transport, "-pool", strconv.Itoa(b.cfg.Pool), "-log-level", "warn")
+	if err != nil {
+		dp.stop()
+		return nil, err
+	}
+	if _, err := server.expect(ctx, reServe); err != nil {
+		server.stop()
+		dp.stop()
+		return nil, err
+	}
+	return &setup{
+		dial:   tcpDialer(port),
+		memPID: dp.pid(), memOf: "DP",
+		pids:  []int{b.self, b.sinkPID, dp.pid(), server.pid()},
+		close: func() { server.stop(); dp.stop() },
+	}, nil
+}
+
+// inProcess runs serve(l) on a new loopback listener until the setup is
+// closed.
+type inProcess struct {
+	wg     sync.WaitGroup
+	closes []func()
+}
+
+func (p *inProcess) listen(serve func(net.Listener) error) (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	p.wg.Go(func() { serve(l) })
+	p.closes = append(p.closes, func() { l.Close() })
+	return l.Addr().String(), nil
+}
+
+func (p *inProcess) close() {
+	for i := len(p.closes) - 1; i >= 0; i-- {
+		p.closes[i]()
+	}
+	p.wg.Wait()
+}
+
+// startLibLimit runs, in this process, the sink behind one reference
+// relay.
+func (b *runner) startLibLimit(ctx context.Context, _ string) (*setup, error) {
+	var p inProcess
+	sink, err := p.listen(Serve)
+	if err != nil {
+		return nil, err
+	}
+	relay, err := p.listen(func(l net.Listener) error { return Relay(l, sink) })
+	if err != nil {
+		p.close()
+		return nil, err
+	}
+	return &setup{dial: tcpDialer(relay), memPID: b.self, memOf: "process", pids: []int{b.self}, close: p.close}, nil
+}
+
+// startLibrary runs, in this process, a DiscoverPoint and a sink served
+// through rtcp.Listen; rtcp.Dial reaches it.
+func (b *runner) startLibrary(ctx context.Context, transport string) (*setup, error) {
+	t, err := rtcp.ParseTransport(transport)
+	if err != nil {
+		return nil, err
+	}
+	var p inProcess
+	dp := new(rtcp.DiscoverPoint)
+	addr, err := p.listen(dp.Serve)
+	if err != nil {
+		return nil, err
+	}
+	p.closes = append(p.closes, func() { dp.Close() })
+	lc := rtcp.ListenConfig{Transport: t, PoolSize: b.cfg.Pool}
+	l, err := lc.Listen(ctx, addr, "bench")
+	if err != nil {
+		p.close()
+		return nil, err
+	}
+	p.wg.Go(func() { Serve(l) })
+	p.closes = append(p.closes, func() { l.Close() })
+	d := rtcp.Dialer{Transport: t}
+	return &setup{
+		dial:   func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, addr, "bench") },
+		memPID: b.self, memOf: "process",
+		pids:  []int{b.self},
+		close: p.close,
+	}, nil
+}
+
+// runRow measures one row: memory per idle session first, on fresh
+// processes, then dial to first byte, echo and throughput.
+func (b *runner) runRow(ctx context.Context, s spec, sink string, row *Row) error {
+	st, err := s.start(ctx, sink)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	for range 3 { // warm up: links of the pool come up, first-use setup is done
+		c, err := open(ctx, st.dial)
+		if err != nil {
+			return fmt.Errorf("first dial: %w", err)
+		}
+		c.Close()
+	}
+	if st.memPID != 0 {
+		if err := b.measureIdle(ctx, st, row); err != nil {
+			return fmt.Errorf("idle sessions: %w", err)
+		}
+		b.progress("  %.1f KiB per idle session (%s RSS, %d sessions)", row.MemPerSession/1024, row.MemOf, row.MemSessions)
+	}
+	ds, err := dialFirstByte(ctx, st.dial, b.cfg.Dials)
+	if err != nil {
+		return fmt.Errorf("dial to first byte: %w", err)
+	}
+	row.DialP50 = percentile(ds, 50)
+	rtts, err := echo(ctx, st.dial, b.cfg.Echoes)
+	if err != nil {
+		return fmt.Errorf("echo: %w", err)
+	}
+	row.EchoP50, row.EchoP99 = percentile(rtts, 50), percentile(rtts, 99)
+	b.progress("  dial to first byte p50 %v, echo p50 %v p99 %v", row.DialP50, row.EchoP50, row.EchoP99)
+	if _, err := throughput(ctx, st.dial, 2, min(b.cfg.Duration/4, 250*time.Millisecond)); err != nil {
+		return fmt.Errorf("throughput warm-up: %w", err)
+	}
+	if row.MBps1, err = throughput(ctx, st.dial, 1, b.cfg.Duration); err != nil {
+		return fmt.Errorf("throughput, 1 connection: %w", err)
+	}
+	row.MBps1 /= 1e6
+	if row.MBps8, err = throughput(ctx, st.dial, 8, b.cfg.Duration); err != nil {
+		return fmt.Errorf("throughput, 8 connections: %w", err)
+	}
+	row.MBps8 /= 1e6
+	b.progress("  %.0f MB/s with 1 connection, %.0f MB/s with 8", row.MBps1, row.MBps8)
+	return nil
+}
+
+// measureIdle holds up to Sessions idle sessions and takes the growth of
+// the RSS of st.memPID per session. It opens a probe of sessions first to
+// learn how many descriptors a session costs each process on the path,
+// and holds no more than the scarcest one can afford.
+func (b *runner) measureIdle(ctx context.Context, st *setup, row *Row) error {
+	if st.memPID == b.self {
+		runtime.GC()
+		debug.FreeOSMemory()
+	}
+	base, err := rss(st.memPID)
+	if err != nil {
+		return err
+	}
+	fd0 := make([]int, len(st.pids))
+	for i, pid := range st.pids {
+		if fd0[i], err = fds(pid); err != nil {
+			return err
+		}
+	}
+	sock0 := make([]int, len(st.pids))
+	for i, pid := range st.pids {
+		if sock0[i], err = sockets(pid); err != nil {
+			return err
+		}
+	}
+	var s idle
+	defer func() {
+		s.close()
+		b.settleSockets(st.pids, sock0)
+	}()
+	probe := min(100, b.cfg.Sessions)
+	if err := s.add(ctx, st.dial, probe); err != nil {
+		return err
+	}
+	n := b.cfg.Sessions
+	for i, pid := range st.pids {
+		now, err := fds(pid)
+		if err != nil {
+			return err
+		}
+		limit, err := fdLimit(pid)
+		if err != nil {
+			return err
+		}
+		per := float64(now-fd0[i]) / float64(probe)
+		if per > 0 {
+			const reserve = 64 // listeners, pipes, the runtime's own
+			n = min(n, probe+int(float64(limit-now-reserve)/per))
+		}
+	}
+	if n > probe {
+		if err := s.add(ctx, st.dial, n-probe); err != nil {
+			return err
+		}
+	}
+	after, err := settledRSS(st.memPID)
+	if err != nil {
+		return err
+	}
+	row.MemSessions = len(s.conns)
+	row.MemPerSession = float64(after-base) / float64(row.MemSessions)
+	row.MemOf = st.memOf
+	return nil
+}
+
+// settledRSS reads the RSS of pid until it stops growing (the last
+// sessions' goroutines and buffers are in place), for up to 3 s.
+func settledRSS(pid int) (int64, error) {
+	last, err := rss(pid)
+	if err != nil {
+		return 0, err
+	}
+	for range 15 {
+		time.Sleep(200 * time.Millisecond)
+		now, err := rss(pid)
+		if err != nil {
+			return 0, err
+		}
+		if now-last < last/200 {
+			return max(now, last), nil
+		}
+		last = now
+	}
+	return last, nil
+}
+
+// settleSockets waits (up to 10 s) until the processes have closed the
+// sockets of the sessions just ended, so that the next measurement does
+// not run beside their teardown. (Not all descriptors: Go keeps the pipes
+// of ended splices in a pool until a garbage collection.)
+func (b *runner) settleSockets(pids, want []int) {
+	for range 100 {
+		done := true
+		for i, pid := range pids {
+			if n, err := sockets(pid); err == nil && n > want[i]+16 {
+				done = false
+			}
+		}
+		if done {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Child runs a helper process of the bench: role "sink" (the server the
+// load generator talks to) or "relay" (the reference relay, to the
+// address to). It prints its address on stderr and runs until ctx ends.
+func Child(ctx context.Context, role, to string, stderr io.Writer) error {
+	var serve func(net.Listener) error
+	switch role {
+	case "sink":
+		serve = Serve
+	case "relay":
+		if to == "" {
+			return errors.New("a relay needs -to")
+		}
+		serve = func(l net.Listener) error { return Relay(l, to) }
+	default:
+		return fmt.Errorf("unknown -child role %q (want sink or relay)", role)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "rtcp bench: %s listening on %s\n", role, l.Addr())
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer stop()
+	err = serve(l)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,128 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// Columns of the table, in order.
+var Columns = []string{
+	"path",
+	"1 conn MB/s",
+	"8 conns MB/s",
+	"echo p50",
+	"echo p99",
+	"dial to 1st byte p50",
+	"memory / idle session",
+}
+
+// WriteTable writes the result as a Markdown table: each figure, then in
+// parentheses its ratio to the row's limit and to raw TCP. Throughput
+// ratios above 1 are better; latency and memory ratios below 1 are.
+func (r *Result) WriteTable(w io.Writer) error {
+	var b strings.Builder
+	row := func(cells ...string) {
+		b.WriteString("| " + strings.Join(cells, " | ") + " |\n")
+	}
+	row(Columns...)
+	sep := make([]string, len(Columns))
+	for i := range sep {
+		sep[i] = "---:"
+	}
+	sep[0] = "---"
+	row(sep...)
+	for _, x := range r.Rows {
+		ref := x.Ref
+		if ref == nil && x != r.Raw {
+			ref = x // a limit: 1.00 of itself
+		}
+		if x.Err != nil {
+			row(x.Name, "failed: "+strings.ReplaceAll(x.Err.Error(), "|", "/"), "", "", "", "", "")
+			continue
+		}
+		row(x.Name,
+			r.rate(x.MBps1, ref, r.Raw, func(y *Row) float64 { return y.MBps1 }),
+			r.rate(x.MBps8, ref, r.Raw, func(y *Row) float64 { return y.MBps8 }),
+			r.time(x.EchoP50, ref, r.Raw, func(y *Row) time.Duration { return y.EchoP50 }),
+			r.time(x.EchoP99, ref, r.Raw, func(y *Row) time.Duration { return y.EchoP99 }),
+			r.time(x.DialP50, ref, r.Raw, func(y *Row) time.Duration { return y.DialP50 }),
+			mem(x, ref),
+		)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// ratios formats "(× ref / × raw)" for v; either is left out when it
+// cannot be computed.
+func ratios(v float64, ref, raw *Row, get func(*Row) float64, isRaw bool) string {
+	if isRaw {
+		return ""
+	}
+	var parts []string
+	if ref != nil && ref.Err == nil && get(ref) > 0 {
+		parts = append(parts, fmt.Sprintf("%.2f", v/get(ref)))
+	} else {
+		parts = append(parts, "-")
+	}
+	if raw != nil && raw.Err == nil && get(raw) > 0 {
+		parts = append(parts, fmt.Sprintf("%.2f", v/get(raw)))
+	} else {
+		parts = append(parts, "-")
+	}
+	return " (" + strings.Join(parts, " / ") + ")"
+}
+
+func (r *Result) rate(v float64, ref, raw *Row, get func(*Row) float64) string {
+	return fmt.Sprintf("%.0f", v) + ratios(v, ref, raw, get, ref == nil)
+}
+
+func (r *Result) time(v time.Duration, ref, raw *Row, get func(*Row) time.Duration) string {
+	f := func(y *Row) float64 { return float64(get(y)) }
+	return fmt.Sprintf("%.0f µs", float64(v)/float64(time.Microsecond)) + ratios(float64(v), ref, raw, f, ref == nil)
+}
+
+func mem(x, ref *Row) string {
+	if x.MemSessions == 0 {
+		return "-"
+	}
+	s := fmt.Sprintf("%.1f KiB", x.MemPerSession/1024)
+	if ref != nil && ref != x && ref.Err == nil && ref.MemPerSession > 0 {
+		s += fmt.Sprintf(" (%.2f)", x.MemPerSession/ref.MemPerSession)
+	}
+	return s + fmt.Sprintf(", %s, %d", x.MemOf, x.MemSessions)
+}
+
+// Legend explains the table's cells.
+const Legend = `Each cell: the figure, then (its ratio to the row's limit / to raw TCP).
+Throughput is 10^6 bytes/s: each connection sends for the duration, half-closes
+and waits for the sink's one-byte answer, so the half-close crosses every hop.
+Echo is the round trip of 64 bytes on one connection; dial to 1st byte runs
+from the start of a dial to the server's first byte. Memory is the growth of a
+process's RSS per idle session held (VmRSS, /proc/PID/status), then whose RSS
+(DP: the rtcp dp process; relay: the limit's first relay; process: the bench
+process, which holds client, DP and server of the in-process rows) and how
+many sessions were held (fewer than asked when a process on the path would
+run out of file descriptors: an idle spliced relay holds a pipe per direction).
+The rtcp rows are compared with the 2-relay limit, the in-process rows with the
+1-relay limit.
+`
+
+// Machine describes the machine the bench runs on: CPUs, CPU model, Go.
+func Machine() string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("%d CPUs (%s), GOMAXPROCS %d, %s %s/%s",
+		runtime.NumCPU(), model, runtime.GOMAXPROCS(0), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
