@@ -16,8 +16,8 @@ import (
 type portLog struct{ ports chan [2]string }
 
 func (h portLog) Enabled(context.Context, slog.Level) bool { return true }
-func (h portLog) WithAttrs([]slog.Attr) slog.Handler      { return h }
-func (h portLog) WithGroup(string) slog.Handler           { return h }
+func (h portLog) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h portLog) WithGroup(string) slog.Handler            { return h }
 func (h portLog) Handle(_ context.Context, r slog.Record) error {
 	if !strings.HasPrefix(r.Message, "rtcp: port mode:") {
 		return nil

@@ -291,7 +291,7 @@ func echo(ctx context.Context, dial dialer, n int) ([]time.Duration, error) {
 		return nil, err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(5*time.Minute))
+	c.SetDeadline(time.Now().Add(5 * time.Minute))
 	if _, err := c.Write([]byte{modeEcho}); err != nil {
 		return nil, err
 	}
