@@ -367,6 +367,7 @@ func TestAgentServe(t *testing.T) {
 		t.Fatal("no data")
 	}
 	tcp.Close()
+	wantEnd(t, ws, "cloud") // a WebSocket peer reads, and so answers the close
 	if err := <-served; err != nil {
 		t.Fatalf("Serve = %v, want nil at the end of the operations", err)
 	}

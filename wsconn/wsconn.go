@@ -20,6 +20,7 @@ package wsconn
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -104,9 +105,7 @@ func (d *Dialer) DialURL(ctx context.Context, u string) (net.Conn, error) {
 			Status:  "101 Switching Protocols",
 			Message: fmt.Sprintf("the server answered subprotocol %q, not %q", c.Subprotocol(), d.Subprotocol)}
 	}
-	remote := &Addr{URL: shown}
-	return &conn{Conn: websocket.NetConn(context.Background(), c, websocket.MessageBinary),
-		local: &Addr{}, remote: remote}, nil
+	return newConn(c, &Addr{}, &Addr{URL: shown}), nil
 }
 
 // redact drops the user information and query of u, for errors and logs.
@@ -130,14 +129,45 @@ func (a *Addr) String() string {
 	return a.URL
 }
 
-// conn gives a dialled WebSocket's net.Conn our addresses.
+// conn is a WebSocket as a net.Conn: websocket.NetConn, with addresses
+// for a dialled one, and a Close that ends the WebSocket properly.
 type conn struct {
 	net.Conn
-	local, remote net.Addr
+	ws            *websocket.Conn
+	local, remote net.Addr // nil: those of the connection under it
 }
 
-func (c *conn) LocalAddr() net.Addr  { return c.local }
-func (c *conn) RemoteAddr() net.Addr { return c.remote }
+func newConn(ws *websocket.Conn, local, remote net.Addr) *conn {
+	return &conn{Conn: websocket.NetConn(context.Background(), ws, websocket.MessageBinary),
+		ws: ws, local: local, remote: remote}
+}
+
+func (c *conn) LocalAddr() net.Addr {
+	if c.local == nil {
+		return c.Conn.LocalAddr()
+	}
+	return c.local
+}
+
+func (c *conn) RemoteAddr() net.Addr {
+	if c.remote == nil {
+		return c.Conn.RemoteAddr()
+	}
+	return c.remote
+}
+
+// Close sends a close frame and waits (at most a few seconds) for the
+// peer's, so that the peer reads a clean end (io.EOF). NetConn's own Close
+// first cancels a Read in progress, which drops the connection without a
+// close frame, and the peer sees an error instead.
+func (c *conn) Close() error {
+	err := c.ws.Close(websocket.StatusNormalClosure, "")
+	c.Conn.Close() // releases NetConn's timers
+	if errors.Is(err, net.ErrClosed) {
+		return net.ErrClosed
+	}
+	return err
+}
 
 // HandshakeError is a server's refusal of a WebSocket: it answered the
 // opening handshake with an HTTP status other than 101, or with the wrong
@@ -197,7 +227,7 @@ func Accept(w http.ResponseWriter, r *http.Request, subprotocol string) (net.Con
 	if err != nil {
 		return nil, err
 	}
-	return websocket.NetConn(context.Background(), c, websocket.MessageBinary), nil
+	return newConn(c, nil, nil), nil
 }
 
 // Handler returns an http.Handler that upgrades each request with Accept

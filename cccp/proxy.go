@@ -1,0 +1,646 @@
+package cccp
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"rtcp"
+	"rtcp/internal/mux"
+	"rtcp/internal/readahead"
+	wire "rtcp/protocol/cccp"
+)
+
+// Defaults of a Proxy.
+const (
+	DefaultPrefix          = "cccp:"
+	DefaultRegisterTimeout = 10 * time.Second
+)
+
+// ErrProxyClosed is returned by the Serve methods after Close.
+var ErrProxyClosed = errors.New("cccp: proxy closed")
+
+// A Proxy is the Telenor Connexion CCCP proxy, run beside (or inside) a
+// DP. Devices dial its device port and register with their serial; the
+// HTTP control API (the Proxy is its http.Handler) starts a proxy for a
+// serial on a port of its own, where TCP clients reach the device:
+//
+//	GET /on?serial=S[&persistent=true|false][&ip_whitelist=IP,CIDR,...][&timeout=SEC]
+//	GET /off?serial=S
+//	GET /status?serial=S
+//
+// Each registered device is also a server at the DP named Prefix+serial,
+// so that a client can reach it with rtcp.Dial as well, under the same
+// rules (a proxy must be on, the whitelist applies, the client cancels the
+// timeout); every session goes through the DP's one relay.
+//
+// A proxy is persistent or not. A persistent proxy stays up while the
+// device and the client come and go, and what either sends while the
+// other is absent is thrown away. A non-persistent proxy closes as soon
+// as its client leaves, or its device leaves while paired with the
+// client, disconnecting the other; what either sends before the other
+// has come is kept (up to BufferSize) and delivered.
+//
+// Set DP and the port range; the other fields have working defaults.
+type Proxy struct {
+	// DP is the discover point the proxy's sessions go through.
+	DP *rtcp.DiscoverPoint
+
+	// Host is the host name the /on answer gives clients. Empty means the
+	// host the API request was addressed to.
+	Host string
+
+	// MinPort and MaxPort bound the ports proxies listen on, both
+	// included. /on answers 503 when every port is in use.
+	MinPort, MaxPort int
+
+	// ListenHost is the address the proxy ports listen on. Empty means
+	// every interface.
+	ListenHost string
+
+	// Token protects the control API: a request must carry the header
+	// "Authorization: Bearer <Token>". Empty means that only requests from
+	// loopback addresses are served.
+	Token string
+
+	// Prefix makes a device's name at the DP: Prefix + serial. Default
+	// DefaultPrefix, "cccp:".
+	Prefix string
+
+	// RegisterTimeout bounds how long a device may take to send its serial
+	// after connecting. Default DefaultRegisterTimeout.
+	RegisterTimeout time.Duration
+
+	// BufferSize bounds, per party, what is kept of what a device or
+	// client sends while its partner is absent (non-persistent proxies) or
+	// not reading. Default 64 KiB.
+	BufferSize int
+
+	// Listen opens a proxy port. Nil means net.Listen. Tests inject
+	// in-memory listeners.
+	Listen func(network, addr string) (net.Listener, error)
+
+	// Logger receives logs of devices, proxies and clients. Nil is silent.
+	Logger *slog.Logger
+
+	initOnce sync.Once
+	mu       sync.Mutex
+	devices  map[string]*device
+	proxies  map[string]*proxy
+	ports    map[int]bool
+	nextPort int
+	changed  chan struct{} // closed and replaced when a device comes, goes or is freed
+	closed   bool
+	done     chan struct{}
+	lns      map[net.Listener]bool
+	pending  map[net.Conn]bool // device connections that have not registered yet
+	wg       sync.WaitGroup
+}
+
+func (p *Proxy) init() {
+	p.initOnce.Do(func() {
+		if p.Prefix == "" {
+			p.Prefix = DefaultPrefix
+		}
+		if p.RegisterTimeout <= 0 {
+			p.RegisterTimeout = DefaultRegisterTimeout
+		}
+		p.devices = make(map[string]*device)
+		p.proxies = make(map[string]*proxy)
+		p.ports = make(map[int]bool)
+		p.changed = make(chan struct{})
+		p.done = make(chan struct{})
+		p.lns = make(map[net.Listener]bool)
+		p.pending = make(map[net.Conn]bool)
+	})
+}
+
+func (p *Proxy) log() *slog.Logger {
+	if p.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return p.Logger
+}
+
+// notify wakes the clients waiting for a device; call with p.mu held.
+func (p *Proxy) notify() {
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+// Name returns the name at the DP of the device with serial.
+func (p *Proxy) Name(serial string) string {
+	p.init()
+	return p.Prefix + serial
+}
+
+// A device is one registered device connection: a single-session Link of
+// the DP.
+type device struct {
+	p      *Proxy
+	serial string
+	conn   net.Conn
+	ra     *readahead.Conn // what the device sends after its serial line
+	remove func()          // takes its name off the DP
+
+	mu   sync.Mutex
+	view *view // the session the device is in, if any
+}
+
+// A proxy is one /on: a port for clients of a serial.
+type proxy struct {
+	p           *Proxy
+	req         wire.OnRequest
+	host        string
+	port        int
+	ln          net.Listener
+	timer       *time.Timer
+	transferred atomic.Int64
+	done        chan struct{} // closed by off
+
+	// guarded by p.mu
+	clientSeen bool     // a client has come: the timeout no longer applies
+	client     net.Conn // the client on the proxy port, if any
+	off        bool
+}
+
+// ListenAndServeDevices listens on the TCP address addr and calls
+// ServeDevices.
+func (p *Proxy) ListenAndServeDevices(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return p.ServeDevices(l)
+}
+
+// ServeDevices accepts device connections on l: each sends its serial and
+// "\r", and from then on is the device with that serial, replacing an
+// earlier connection of the same serial. It returns ErrProxyClosed after
+// Close, and closes l.
+func (p *Proxy) ServeDevices(l net.Listener) error {
+	p.init()
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		l.Close()
+		return ErrProxyClosed
+	}
+	p.lns[l] = true
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.lns, l)
+		p.mu.Unlock()
+		l.Close()
+	}()
+	var delay time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if p.isClosed() {
+				return ErrProxyClosed
+			}
+			if temporary(err) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				t := time.NewTimer(delay)
+				select {
+				case <-t.C:
+				case <-p.done:
+					t.Stop()
+				}
+				continue
+			}
+			return err
+		}
+		delay = 0
+		if !p.track(c) {
+			c.Close()
+			continue
+		}
+		p.wg.Go(func() { p.serveDevice(c) })
+	}
+}
+
+func temporary(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS)
+}
+
+func (p *Proxy) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
+}
+
+// track notes a device connection that has not registered yet, so that
+// Close can end it; false once the Proxy is closed.
+func (p *Proxy) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	p.pending[c] = true
+	return true
+}
+
+func (p *Proxy) untrack(c net.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.pending, c)
+}
+
+// serveDevice reads a device's registration and serves the device until
+// its connection ends or it is replaced.
+func (p *Proxy) serveDevice(c net.Conn) {
+	c.SetReadDeadline(time.Now().Add(p.RegisterTimeout))
+	br := bufio.NewReader(c)
+	serial, err := wire.ReadSerial(br)
+	if err != nil {
+		p.untrack(c)
+		c.Close()
+		p.log().Info("cccp: device did not register", "remote", c.RemoteAddr(), "err", err)
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	d := &device{p: p, serial: serial, conn: c, ra: readahead.New(c, br, p.BufferSize)}
+	remove, err := p.DP.AddLink(p.Name(serial), "cccp-device:"+serial, d)
+	p.untrack(c)
+	if err != nil {
+		d.ra.Close()
+		p.log().Warn("cccp: device refused by the DP", "serial", serial, "remote", c.RemoteAddr(), "err", err)
+		return
+	}
+	d.remove = remove
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		remove()
+		d.ra.Close()
+		return
+	}
+	old := p.devices[serial]
+	p.devices[serial] = d
+	p.setDiscardLocked(d)
+	p.notify()
+	p.mu.Unlock()
+	if old != nil {
+		p.log().Info("cccp: device registered again; the old connection is closed", "serial", serial, "remote", c.RemoteAddr())
+		old.close()
+	} else {
+		p.log().Info("cccp: device registered", "serial", serial, "remote", c.RemoteAddr())
+	}
+
+	select {
+	case <-d.ra.Done():
+	case <-p.done:
+	}
+	d.close()
+	p.log().Info("cccp: device left", "serial", serial, "remote", c.RemoteAddr(), "err", d.ra.Err())
+}
+
+// close ends the device's connection and takes it off the books.
+func (d *device) close() {
+	d.ra.Close()
+	d.remove()
+	p := d.p
+	p.mu.Lock()
+	if p.devices[d.serial] == d {
+		delete(p.devices, d.serial)
+		p.notify()
+	}
+	p.mu.Unlock()
+	d.mu.Lock()
+	v := d.view
+	d.mu.Unlock()
+	if v != nil {
+		v.Close()
+	}
+}
+
+// setDiscardLocked sets whether what device d sends is thrown away: while
+// a persistent proxy is on for it and it is in no session. Otherwise it is
+// kept, up to BufferSize, for the next client. Call with p.mu held.
+func (p *Proxy) setDiscardLocked(d *device) {
+	pr := p.proxies[d.serial]
+	d.mu.Lock()
+	idle := d.view == nil
+	d.mu.Unlock()
+	d.ra.SetDiscard(idle && pr != nil && pr.req.Persistent)
+}
+
+func refused(format string, args ...any) error {
+	return &mux.RefusedError{Reason: fmt.Sprintf(format, args...)}
+}
+
+// Done is never closed: a device's link ends by being removed.
+func (d *device) Done() <-chan struct{} { return nil }
+
+// Open gives a client the device, if a proxy is on for its serial and the
+// client's address is allowed: the DP calls it for clients of every door.
+func (d *device) Open(ctx context.Context, client, addr string) (net.Conn, error) {
+	p := d.p
+	p.mu.Lock()
+	pr := p.proxies[d.serial]
+	p.mu.Unlock()
+	if pr == nil {
+		return nil, refused("cccp: no proxy is on for device %q; turn one on with /on?serial=", d.serial)
+	}
+	if pr.req.IPWhitelist != nil {
+		ap, err := netip.ParseAddrPort(addr)
+		if err != nil || !pr.req.Allows(ap.Addr()) {
+			return nil, refused("cccp: client address %s is not in the proxy's ip_whitelist for device %q", addr, d.serial)
+		}
+	}
+	select {
+	case <-d.ra.Done():
+		return nil, refused("cccp: device %q has just disconnected", d.serial)
+	default:
+	}
+	d.mu.Lock()
+	if d.view != nil {
+		d.mu.Unlock()
+		return nil, refused("cccp: device %q is in a session with another client", d.serial)
+	}
+	v := newView(d.ra, d.conn, &pr.transferred, func() { d.detached(pr) })
+	d.view = v
+	d.mu.Unlock()
+	d.ra.SetDiscard(false)
+	p.clientCame(pr)
+	p.log().Info("cccp: session", "serial", d.serial, "client", client, "addr", addr)
+	return v, nil
+}
+
+// detached is called when the device's session ends.
+func (d *device) detached(pr *proxy) {
+	p := d.p
+	d.mu.Lock()
+	d.view = nil
+	d.mu.Unlock()
+	p.mu.Lock()
+	p.setDiscardLocked(d)
+	p.notify()
+	p.mu.Unlock()
+	if !pr.req.Persistent {
+		// A non-persistent proxy closes when either side does, and takes
+		// the other with it.
+		p.turnOff(pr, "the session ended")
+		d.ra.Close()
+	}
+}
+
+// clientCame cancels the proxy's timeout: a client has connected.
+func (p *Proxy) clientCame(pr *proxy) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pr.clientSeen = true
+	if pr.timer != nil {
+		pr.timer.Stop()
+	}
+}
+
+// Close stops the device listeners, turns every proxy off, disconnects
+// every device and client, and waits for the Proxy's goroutines to end.
+func (p *Proxy) Close() error {
+	p.init()
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		p.wg.Wait()
+		return nil
+	}
+	p.closed = true
+	close(p.done)
+	for l := range p.lns {
+		l.Close()
+	}
+	for c := range p.pending {
+		c.Close()
+	}
+	proxies := make([]*proxy, 0, len(p.proxies))
+	for _, pr := range p.proxies {
+		proxies = append(proxies, pr)
+	}
+	p.mu.Unlock()
+	for _, pr := range proxies {
+		p.turnOff(pr, "the proxy service is closing")
+	}
+	p.wg.Wait()
+	return nil
+}
+
+// errNoPorts is the reason /on answers 503.
+var errNoPorts = errors.New(wire.MsgNoAvailablePorts)
+
+// turnOn starts a proxy for req.Serial, or returns the one that is on.
+func (p *Proxy) turnOn(req wire.OnRequest, host string) (*proxy, error) {
+	p.init()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, ErrProxyClosed
+	}
+	if pr := p.proxies[req.Serial]; pr != nil {
+		return pr, nil
+	}
+	if p.MinPort <= 0 || p.MaxPort < p.MinPort || p.MaxPort > 65535 {
+		return nil, fmt.Errorf("cccp: the proxy has no valid port range (%d-%d); set MinPort and MaxPort", p.MinPort, p.MaxPort)
+	}
+	listen := p.Listen
+	if listen == nil {
+		listen = net.Listen
+	}
+	// Ports are handed out in turn, not lowest first, so that a client of
+	// a proxy just turned off does not reach the next device on its port.
+	n := p.MaxPort - p.MinPort + 1
+	start := p.nextPort
+	if start < p.MinPort || start > p.MaxPort {
+		start = p.MinPort
+	}
+	for i := range n {
+		port := p.MinPort + (start-p.MinPort+i)%n
+		if p.ports[port] {
+			continue
+		}
+		ln, err := listen("tcp", net.JoinHostPort(p.ListenHost, strconv.Itoa(port)))
+		if errors.Is(err, syscall.EADDRINUSE) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("cccp: cannot listen on port %d: %w", port, err)
+		}
+		p.nextPort = port + 1
+		pr := &proxy{p: p, req: req, host: host, port: port, ln: ln, done: make(chan struct{})}
+		p.ports[port] = true
+		p.proxies[req.Serial] = pr
+		if req.Timeout > 0 {
+			pr.timer = time.AfterFunc(req.Timeout, func() { p.timedOut(pr) })
+		}
+		if d := p.devices[req.Serial]; d != nil {
+			p.setDiscardLocked(d)
+		}
+		p.wg.Go(func() { p.serveClients(pr) })
+		p.log().Info("cccp: proxy on", "serial", req.Serial, "port", port, "persistent", req.Persistent,
+			"whitelist", req.IPWhitelist, "timeout", req.Timeout)
+		return pr, nil
+	}
+	return nil, errNoPorts
+}
+
+func (p *Proxy) timedOut(pr *proxy) {
+	p.mu.Lock()
+	seen := pr.clientSeen
+	p.mu.Unlock()
+	if !seen {
+		p.turnOff(pr, "no client came before the timeout")
+	}
+}
+
+// turnOff stops a proxy: its port closes and its client is disconnected.
+// It reports whether the proxy was on.
+func (p *Proxy) turnOff(pr *proxy, why string) bool {
+	p.mu.Lock()
+	if pr.off {
+		p.mu.Unlock()
+		return false
+	}
+	pr.off = true
+	close(pr.done)
+	if pr.timer != nil {
+		pr.timer.Stop()
+	}
+	if p.proxies[pr.req.Serial] == pr {
+		delete(p.proxies, pr.req.Serial)
+	}
+	delete(p.ports, pr.port)
+	client := pr.client
+	d := p.devices[pr.req.Serial]
+	if d != nil {
+		p.setDiscardLocked(d)
+	}
+	p.notify()
+	p.mu.Unlock()
+	pr.ln.Close()
+	if client != nil {
+		client.Close()
+	}
+	if d != nil {
+		// A session with this proxy's client ends with it.
+		d.mu.Lock()
+		v := d.view
+		d.mu.Unlock()
+		if v != nil && v.count == &pr.transferred {
+			v.Close()
+		}
+	}
+	p.log().Info("cccp: proxy off", "serial", pr.req.Serial, "port", pr.port, "why", why, "transferred", pr.transferred.Load())
+	return true
+}
+
+// serveClients accepts clients on a proxy's port until it is turned off.
+func (p *Proxy) serveClients(pr *proxy) {
+	for {
+		c, err := pr.ln.Accept()
+		if err != nil {
+			select {
+			case <-pr.done:
+				return
+			default:
+			}
+			if temporary(err) {
+				select {
+				case <-time.After(50 * time.Millisecond):
+				case <-pr.done:
+					return
+				}
+				continue
+			}
+			p.log().Error("cccp: proxy port failed", "serial", pr.req.Serial, "port", pr.port, "err", err)
+			p.turnOff(pr, "its port failed: "+err.Error())
+			return
+		}
+		if !allowed(pr, c.RemoteAddr()) {
+			p.log().Info("cccp: client refused: not in ip_whitelist", "serial", pr.req.Serial, "client", c.RemoteAddr())
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		busy := pr.client != nil || pr.off
+		if !busy {
+			pr.client = c
+		}
+		p.mu.Unlock()
+		if busy {
+			p.log().Info("cccp: client refused: the proxy has a client", "serial", pr.req.Serial, "client", c.RemoteAddr())
+			c.Close()
+			continue
+		}
+		p.clientCame(pr)
+		p.wg.Go(func() { p.serveClient(pr, c) })
+	}
+}
+
+func allowed(pr *proxy, a net.Addr) bool {
+	if pr.req.IPWhitelist == nil {
+		return true
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	return err == nil && pr.req.Allows(ap.Addr())
+}
+
+// serveClient carries a client of the proxy port to the device, through
+// the DP, as often as the device comes back (persistent), or once.
+func (p *Proxy) serveClient(pr *proxy, c net.Conn) {
+	ra := readahead.New(c, nil, p.BufferSize)
+	defer func() {
+		ra.Close()
+		p.mu.Lock()
+		if pr.client == c {
+			pr.client = nil
+		}
+		p.notify()
+		p.mu.Unlock()
+		if !pr.req.Persistent {
+			p.turnOff(pr, "the client left")
+		}
+		p.log().Info("cccp: client left", "serial", pr.req.Serial, "client", c.RemoteAddr())
+	}()
+	p.log().Info("cccp: client connected", "serial", pr.req.Serial, "client", c.RemoteAddr())
+	name := p.Name(pr.req.Serial)
+	for {
+		ra.SetDiscard(pr.req.Persistent)
+		p.mu.Lock()
+		changed := p.changed
+		d := p.devices[pr.req.Serial]
+		p.mu.Unlock()
+		if d != nil {
+			ra.SetDiscard(false)
+			v := newView(ra, c, nil, nil)
+			if err := p.DP.Relay(v, name, "cccp-client"); err != nil {
+				p.log().Debug("cccp: no session", "serial", pr.req.Serial, "err", err)
+			}
+			ra.SetDiscard(pr.req.Persistent)
+		}
+		select {
+		case <-changed:
+		case <-ra.Done():
+			return
+		case <-pr.done:
+			return
+		}
+	}
+}
