@@ -425,6 +425,13 @@ func (s *Session) linkError(err error) error {
 		// end, so it must not match errors.Is(err, io.EOF).
 		err = io.ErrUnexpectedEOF
 	}
+	if errors.Is(err, net.ErrClosed) {
+		// The connection was closed under the session (by its owner
+		// shutting down): for the streams that is a lost link, not their
+		// own Close, so it must not match errors.Is(err, net.ErrClosed),
+		// which a relay takes for a deliberate, quiet close.
+		return fmt.Errorf("rtcp: %s lost: its connection was closed", s.cfg.Name)
+	}
 	return fmt.Errorf("rtcp: %s lost: %w", s.cfg.Name, err)
 }
 
@@ -492,10 +499,12 @@ func (s *Session) handle(f *Frame) error {
 		delete(s.streams, f.ID)
 		s.mu.Unlock()
 		if st != nil {
-			st.peerClose(f.Reason, f.Abort)
 			if s.cfg.AnswerClose {
+				// Queued before the stream's reader wakes, so the answer
+				// goes out even if the session is closed right after.
 				s.enqueueStreamEnd(st, &Frame{Kind: KindClose, ID: f.ID}, true)
 			}
+			st.peerClose(f.Reason, f.Abort)
 			s.closeIfIdle()
 		}
 	default:
