@@ -31,6 +31,11 @@ const (
 	// KindClose ends stream ID in both directions. With Abort set it was cut
 	// off by an error, told in Reason. An ID below 0 ends the whole link.
 	KindClose
+	// KindKeepAlive carries nothing: a session sends one every
+	// Config.KeepAlive while it has nothing else to send, so that the peer
+	// can tell a quiet link from a dead one (see IdleReader). A Framer
+	// writes it as its wire's heartbeat; ReadFrame need not return it.
+	KindKeepAlive
 )
 
 func (k Kind) String() string {
@@ -45,6 +50,8 @@ func (k Kind) String() string {
 		return "CloseWrite"
 	case KindClose:
 		return "Close"
+	case KindKeepAlive:
+		return "KeepAlive"
 	}
 	return "Kind(" + strconv.Itoa(int(k)) + ")"
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -72,6 +73,12 @@ type Config struct {
 	// CloseTimeout bounds how long Close waits to flush what is queued.
 	// Default 5 s.
 	CloseTimeout time.Duration
+
+	// KeepAlive is how often the session sends a KindKeepAlive frame
+	// while it has nothing else to send; zero sends none. SetKeepAlive
+	// changes it later (after a handshake, say). Noticing a silent peer is
+	// the reader's part: see IdleReader.
+	KeepAlive time.Duration
 }
 
 // Errors a stream or session reports. Conn operations wrap them in a
@@ -114,6 +121,8 @@ type Session struct {
 	once    sync.Once
 	wg      sync.WaitGroup
 	readEnd chan struct{}
+
+	keepAlive atomic.Int64 // time.Duration between KindKeepAlive frames
 }
 
 type pendingOpen struct {
@@ -168,6 +177,7 @@ func New(c net.Conn, fr Framer, cfg Config) *Session {
 		done:    make(chan struct{}),
 		readEnd: make(chan struct{}),
 	}
+	s.keepAlive.Store(int64(cfg.KeepAlive))
 	s.wg.Add(2)
 	go s.readLoop()
 	go s.writeLoop()
@@ -507,6 +517,8 @@ func (s *Session) handle(f *Frame) error {
 			st.peerClose(f.Reason, f.Abort)
 			s.closeIfIdle()
 		}
+	case KindKeepAlive:
+		// Its arrival was all it had to say.
 	default:
 		return s.protoErr("unknown frame kind %v", f.Kind)
 	}
@@ -721,6 +733,8 @@ func (s *Session) wake() {
 func (s *Session) writeLoop() {
 	defer s.wg.Done()
 	defer close(s.qdone)
+	var hb heartbeat
+	defer hb.stop()
 	var batch []*Frame
 	for {
 		s.qmu.Lock()
@@ -730,7 +744,15 @@ func (s *Session) writeLoop() {
 			if closing {
 				return
 			}
-			<-s.qwake
+			select {
+			case <-s.qwake:
+			case <-hb.tick(time.Duration(s.keepAlive.Load())):
+				s.qmu.Lock()
+				if !s.qclose {
+					s.q = append(s.q, &Frame{Kind: KindKeepAlive})
+				}
+				continue
+			}
 			s.qmu.Lock()
 		}
 		batch, s.q = s.q, batch[:0]

@@ -23,6 +23,7 @@ type Framer struct {
 	w   *bufio.Writer
 	buf []byte
 	f   mux.Frame
+	hb  *plan5.Aloha // the heartbeat (keepalive.go)
 }
 
 // NewFramer returns a Framer reading with r (the connection's one Reader)
@@ -83,6 +84,8 @@ func (fr *Framer) WriteFrame(f *mux.Frame) error {
 			r = "closed"
 		}
 		m = &plan5.Close{X: f.ID, R: r, Abort: f.Abort}
+	case mux.KindKeepAlive:
+		m = fr.heartbeat()
 	default:
 		return fmt.Errorf("plan5link: cannot write frame kind %v", f.Kind)
 	}
