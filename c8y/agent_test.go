@@ -235,18 +235,25 @@ func TestAgentFailures(t *testing.T) {
 		l, op := service(t)
 		l.Close()
 		st := newLines()
+		// A WebSocket that came up meanwhile is closed again (the cloud
+		// reads, and so answers the agent's close).
+		stop, drained := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(drained)
+			select {
+			case ws := <-cl.conns:
+				io.Copy(io.Discard, ws)
+				ws.Close()
+			case <-stop:
+			}
+		}()
 		err := wait(t, handle(&c8y.Agent{URL: cl.srv.URL, Token: "t", Status: st}, op))
+		close(stop)
+		<-drained
 		if err == nil || !strings.Contains(err.Error(), "cannot connect to the endpoint 127.0.0.1:"+strconv.Itoa(op.Port)) {
 			t.Fatalf("Handle = %v", err)
 		}
 		st.want(t, "EXECUTING "+testKey, "FAILED "+testKey+" c8y: cannot connect to the endpoint")
-		// A WebSocket that came up meanwhile is closed again.
-		select {
-		case ws := <-cl.conns:
-			wantEnd(t, ws, "cloud")
-			ws.Close()
-		default:
-		}
 	})
 	t.Run("WebSocket 401", func(t *testing.T) {
 		cl := newCloud(t, basic("t123/dev", "right"))
@@ -386,9 +393,9 @@ func TestAgentServeCancel(t *testing.T) {
 	tcp := accept(t, l)
 	ws := recv(t, cl.conns)
 	cancel()
+	wantEnd(t, tcp, "endpoint")
+	wantEnd(t, ws, "cloud")
 	if err := <-served; err != nil {
 		t.Fatalf("Serve = %v", err)
 	}
-	wantEnd(t, tcp, "endpoint")
-	wantEnd(t, ws, "cloud")
 }

@@ -227,7 +227,10 @@ func (p *Proxy) ServeDevices(l net.Listener) error {
 			c.Close()
 			continue
 		}
-		p.wg.Go(func() { p.serveDevice(c) })
+		go func() {
+			defer p.wg.Done()
+			p.serveDevice(c)
+		}()
 	}
 }
 
@@ -247,7 +250,8 @@ func (p *Proxy) isClosed() bool {
 }
 
 // track notes a device connection that has not registered yet, so that
-// Close can end it; false once the Proxy is closed.
+// Close can end it, and counts the goroutine that will serve it (call
+// p.wg.Done when it ends); false once the Proxy is closed.
 func (p *Proxy) track(c net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -255,6 +259,7 @@ func (p *Proxy) track(c net.Conn) bool {
 		return false
 	}
 	p.pending[c] = true
+	p.wg.Add(1)
 	return true
 }
 
