@@ -112,9 +112,9 @@ func (dp *DiscoverPoint) serveData(c net.Conn, r *plan5.Reader, a *plan5.Aloha) 
 	tc, ok := c.(*net.TCPConn)
 	var dc net.Conn = c
 	if ok {
-		dc = &dataConn{TCPConn: tc, release: func() { dp.trackConn(c, false) }}
+		dc = &dataConn{TCPConn: tc, release: func() { dp.trackConn(netConn(c), false) }}
 	} else {
-		dc = &releaseConn{Conn: c, release: func() { dp.trackConn(c, false) }}
+		dc = &releaseConn{Conn: c, release: func() { dp.trackConn(netConn(c), false) }}
 	}
 	c.SetDeadline(time.Time{})
 	w.ch <- dc
@@ -161,7 +161,7 @@ func (c *releaseConn) CloseWrite() error {
 // dialData is the server's side: dial the DP and present token; the
 // connection is then the session.
 func (l *Listener) dialData(ctx context.Context, token string) (net.Conn, error) {
-	c, err := dialTCP(ctx, l.cfg.Dial, l.dp)
+	c, err := dialDP(ctx, l.cfg.Dial, l.cfg.TLSConfig, l.dp)
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +169,7 @@ func (l *Listener) dialData(ctx context.Context, token string) (net.Conn, error)
 	ours := &plan5.Aloha{V: plan5.Version, R: plan5.RoleIS, N: l.addr.Name, Owner: l.cfg.Owner,
 		Transport: wireData, Token: token}
 	r := plan5.NewReader(c, plan5.PlainMaxLine)
-	theirs, err := exchangeAloha(c, r, ours, l.dp)
+	theirs, err := exchangeAloha(c, r, ours, l.dp, nil)
 	if err == nil && theirs.Transport != wireData {
 		err = fmt.Errorf("rtcp: the DP answered a data link with transport %q", theirs.Transport)
 	}

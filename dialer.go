@@ -2,6 +2,7 @@ package rtcp
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,6 +33,16 @@ type Dialer struct {
 	// Logger receives debug logs. Nil is silent.
 	Logger *slog.Logger
 
+	// TLSConfig, if set, runs TLS to the DP (or, with an empty name, to
+	// the direct server) before anything else; every byte of the
+	// handshake and the session travels inside it. ServerName defaults to
+	// the host of the address dialled.
+	TLSConfig *tls.Config
+
+	// Credential is the key this client proves it holds to a DP whose
+	// Policy asks for one. The secret never crosses the wire. Nil: none.
+	Credential *Credential
+
 	via string // set when a DP carries a session to another DP (cluster.go)
 }
 
@@ -42,7 +53,7 @@ type Dialer struct {
 // session.
 func (d *Dialer) DialContext(ctx context.Context, addr, name string) (net.Conn, error) {
 	if name == "" {
-		return dialTCP(ctx, d.Dial, addr)
+		return dialDP(ctx, d.Dial, d.TLSConfig, addr)
 	}
 	if dps := splitDPs(addr); len(dps) > 1 {
 		return d.dialCluster(ctx, dps, name)
@@ -51,7 +62,7 @@ func (d *Dialer) DialContext(ctx context.Context, addr, name string) (net.Conn, 
 	opErr := func(err error) error {
 		return &net.OpError{Op: "dial", Net: "rtcp", Addr: raddr, Err: err}
 	}
-	c, err := dialTCP(ctx, d.Dial, addr)
+	c, err := dialDP(ctx, d.Dial, d.TLSConfig, addr)
 	if err != nil {
 		return nil, opErr(err)
 	}
@@ -71,7 +82,7 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string) (
 		ours.Transport = wireRaw
 	}
 	r := plan5.NewReader(c, plan5.DefaultMaxLine)
-	theirs, err := exchangeAloha(c, r, ours, addr)
+	theirs, err := exchangeAloha(c, r, ours, addr, d.Credential)
 	if err != nil {
 		stop()
 		return nil, ctxErr(ctx, renamed(err, name))
@@ -162,12 +173,25 @@ func renamed(err error, name string) error {
 }
 
 // exchangeAloha sends ours and reads the DP's answer, which must be a
-// compatible Aloha from a DP with no Error.
-func exchangeAloha(c net.Conn, r *plan5.Reader, ours *plan5.Aloha, addr string) (*plan5.Aloha, error) {
+// compatible Aloha from a DP with no Error. With cred, ours names its key,
+// and if the DP challenges, the proof goes out before the answer comes.
+func exchangeAloha(c net.Conn, r *plan5.Reader, ours *plan5.Aloha, addr string, cred *Credential) (*plan5.Aloha, error) {
+	if cred != nil {
+		ours.Key = cred.Key
+	}
 	if err := plan5link.WriteMessage(c, ours, 0); err != nil {
 		return nil, err
 	}
 	theirs, err := plan5link.ReadAloha(r)
+	if err == nil && theirs.Challenge != nil && theirs.Error == "" {
+		if err := answerChallenge(c, ours, theirs, cred); err != nil {
+			return nil, err
+		}
+		theirs, err = plan5link.ReadAloha(r)
+		if err == nil && theirs.Challenge != nil {
+			err = errors.New("rtcp: the DP sent a second authentication challenge")
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

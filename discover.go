@@ -263,6 +263,10 @@ func (dp *DiscoverPoint) ServeConn(c net.Conn) {
 // goroutine of its own that the DP tracks.
 func (dp *DiscoverPoint) serve(l net.Listener, handle func(net.Conn) (kept bool)) error {
 	dp.init()
+	if err := dp.checkPolicy(); err != nil {
+		l.Close()
+		return err
+	}
 	if !dp.trackListener(&l, true) {
 		l.Close()
 		return ErrDiscoverPointClosed

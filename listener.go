@@ -3,6 +3,7 @@ package rtcp
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -38,8 +39,21 @@ type ListenConfig struct {
 	// Owner identifies this server to the DP, so that the DP tells the
 	// server's own links (its pool, or a link coming back after a drop)
 	// from a different server that wants the same name. Empty means a
-	// random identity for each Listener.
+	// random identity for each Listener. A server that proves a key
+	// (Credential) is known to the DP by its key instead: every process
+	// holding the key is the same owner.
 	Owner string
+
+	// TLSConfig, if set, runs TLS on every link to the DP (control links,
+	// yamux sessions and data links alike) before anything else.
+	// ServerName defaults to the DP's host. With an empty name, Listen
+	// serves TLS itself and TLSConfig needs a certificate.
+	TLSConfig *tls.Config
+
+	// Credential is the key this server proves it holds to a DP whose
+	// Policy asks for one, or that gives the name to that key. The secret
+	// never crosses the wire. Nil: none.
+	Credential *Credential
 
 	// MinBackoff and MaxBackoff bound the wait before dialling again after
 	// a link is lost (exponential, full jitter). Defaults 100 ms and 30 s.
@@ -66,7 +80,11 @@ type ListenConfig struct {
 func (lc *ListenConfig) Listen(ctx context.Context, addr, name string) (net.Listener, error) {
 	if name == "" {
 		var nlc net.ListenConfig
-		return nlc.Listen(ctx, "tcp", addr)
+		nl, err := nlc.Listen(ctx, "tcp", addr)
+		if err != nil || lc.TLSConfig == nil {
+			return nl, err
+		}
+		return tls.NewListener(nl, lc.TLSConfig), nil
 	}
 	l := &Listener{
 		cfg:    *lc,
@@ -276,7 +294,7 @@ type serverLink interface {
 
 // connect dials the DP and registers the name: one link.
 func (l *Listener) connect(ctx context.Context) (serverLink, error) {
-	c, err := dialTCP(ctx, l.cfg.Dial, l.dp)
+	c, err := dialDP(ctx, l.cfg.Dial, l.cfg.TLSConfig, l.dp)
 	if err != nil {
 		return nil, err
 	}
@@ -290,7 +308,7 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 		ours.Transport = wireTCP
 	}
 	r := plan5.NewReader(c, plan5.DefaultMaxLine)
-	theirs, err := exchangeAloha(c, r, ours, l.dp)
+	theirs, err := exchangeAloha(c, r, ours, l.dp, l.cfg.Credential)
 	if err == nil && ours.Transport != theirs.Transport {
 		err = fmt.Errorf("rtcp: the DP does not support the %s transport (it answered %q); use TransportJSON", l.cfg.Transport, theirs.Transport)
 	}

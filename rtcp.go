@@ -64,6 +64,10 @@ var (
 	ErrNameTaken = errors.New("rtcp: name already served by another server")
 	// ErrNoServer is returned by Registry.Lookup when nobody holds a name.
 	ErrNoServer = errors.New("rtcp: no server of that name")
+	// ErrUnauthorized matches a refusal (a *RefusedError, or Listen's and
+	// Dial's errors that wrap one) because the peer gave no key, a wrong
+	// proof, or a key without the right to the name; see Policy.
+	ErrUnauthorized = errors.New("rtcp: unauthorized")
 	// ErrNotImplemented is returned for a Transport this build cannot use.
 	ErrNotImplemented = errors.New("rtcp: not implemented")
 	// ErrNoHalfClose is returned by CloseWrite when the peer is a plain

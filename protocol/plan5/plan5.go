@@ -142,6 +142,17 @@ type Aloha struct {
 	// client on behalf of another DP of its cluster: the receiving DP
 	// serves it from its own links only, never forwarding it again.
 	Via string `json:"Via,omitempty"`
+
+	// Key, Challenge, Binding and Proof are the authentication exchange
+	// (SPEC.md, "Authentication"). Key names the key the sender will prove
+	// it holds. Challenge is the DP's fresh random challenge, and Binding
+	// ("tls-exporter" or empty) says whether the proof must be bound to
+	// the TLS connection. Proof, in the sender's second Aloha, is an
+	// HMAC-SHA256 of the exchange under the key's secret.
+	Key       string `json:"Key,omitempty"`
+	Challenge []byte `json:"Challenge,omitempty"`
+	Binding   string `json:"Binding,omitempty"`
+	Proof     []byte `json:"Proof,omitempty"`
 }
 
 // Connect asks for a session. IC->DP: N names the server. DP->IS: N names

@@ -1,0 +1,477 @@
+package rtcp
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"rtcp/internal/plan5link"
+	"rtcp/protocol/plan5"
+)
+
+// A Credential is a key a peer proves it holds to a DP that asks for one:
+// the key's name, which the DP knows it by, and its secret, which both
+// sides hold and which never crosses the wire. See Policy.
+type Credential struct {
+	Key    string
+	Secret []byte
+}
+
+// MinSecretLen is the shortest secret a Policy accepts. Use 32 random
+// bytes (openssl rand -hex 32).
+const MinSecretLen = 16
+
+// ParseCredential parses a token of the form "KEY:SECRET", the form the
+// rtcp command reads from -token-file or RTCP_TOKEN. Surrounding white
+// space (a file's final newline) is ignored.
+func ParseCredential(token string) (*Credential, error) {
+	token = strings.TrimSpace(token)
+	key, secret, ok := strings.Cut(token, ":")
+	if !ok || key == "" || secret == "" {
+		return nil, errors.New("rtcp: a token is KEY:SECRET, the key's name and its secret")
+	}
+	if len(secret) < MinSecretLen {
+		return nil, fmt.Errorf("rtcp: the secret of key %q is %d bytes; use at least %d random bytes (openssl rand -hex 32)", key, len(secret), MinSecretLen)
+	}
+	return &Credential{Key: key, Secret: []byte(secret)}, nil
+}
+
+// A Policy says who may use a DiscoverPoint: which peers it admits, who may
+// register which names, and which clients may reach them. A DP without a
+// Policy admits everyone, as the seed protocol does.
+//
+// A peer is admitted with a key: it names one of Keys in its Aloha and
+// proves it holds the secret by answering the DP's fresh random challenge
+// with an HMAC (protocol/plan5/SPEC.md, "Authentication"); the secret is
+// never sent. A peer that names no key is anonymous, and is admitted only
+// if AnonymousServers or AnonymousClients says so; a plain Plan5 peer is
+// always anonymous.
+//
+// The rules of Names are checked when a server registers, and again on
+// every session open (each Connect, each port-mode connection), so that a
+// policy changed with SetPolicy takes effect at once.
+type Policy struct {
+	// Keys maps each key's name to its secret (at least MinSecretLen
+	// bytes). A key name may not contain ':'.
+	Keys map[string][]byte
+
+	// AnonymousServers admits servers that present no key; they may
+	// register names that no rule gives to Owners.
+	AnonymousServers bool
+
+	// AnonymousClients admits indirect clients that present no key; they
+	// may reach names whose rule lists no Clients. Port-mode connections
+	// (ServePort, Relay) are never asked for a key, so they are anonymous
+	// clients whatever this says: protect their names with Clients (which
+	// refuses them) or Allow.
+	AnonymousClients bool
+
+	// Names are the rules for names, tried in order; the first whose
+	// pattern matches a name applies to it. A name no rule matches may be
+	// registered by any admitted server (the first one holds it) and
+	// reached by any client.
+	Names []NameRule
+}
+
+// A NameRule binds a name, or a pattern of names, to its owners, its
+// clients and the networks its clients may come from.
+type NameRule struct {
+	// Name is a name or a pattern in the syntax of path.Match ("printer-*",
+	// "site-[0-9]*"), except that '*' and '?' also match '/'.
+	Name string
+
+	// Owners are the keys that may register a matching name. Empty: any
+	// admitted server. When set, a server of another key (or none) is
+	// refused, and the owner takes the name back from a server that
+	// holds it but may no longer (after SetPolicy).
+	Owners []string
+
+	// Clients are the keys that may open sessions to a matching name.
+	// Empty: any admitted client and any port-mode connection.
+	Clients []string
+
+	// Allow are the networks clients may connect from, for indirect
+	// clients and port-mode connections alike. Empty: anywhere. A client
+	// refused here never reaches the server.
+	Allow []netip.Prefix
+}
+
+// Validate reports the first mistake in p: a short secret, a bad pattern,
+// a rule that names a key that is not in Keys, an invalid prefix.
+func (p *Policy) Validate() error {
+	for k, s := range p.Keys {
+		if k == "" || strings.Contains(k, ":") {
+			return fmt.Errorf("rtcp: policy: key name %q must be non-empty and contain no ':'", k)
+		}
+		if len(s) < MinSecretLen {
+			return fmt.Errorf("rtcp: policy: the secret of key %q is %d bytes; use at least %d random bytes (openssl rand -hex 32)", k, len(s), MinSecretLen)
+		}
+	}
+	for i, r := range p.Names {
+		if r.Name == "" {
+			return fmt.Errorf("rtcp: policy: rule %d has no name or pattern", i+1)
+		}
+		if _, err := matchName(r.Name, ""); err != nil {
+			return fmt.Errorf("rtcp: policy: rule %q: bad pattern: %v", r.Name, err)
+		}
+		for _, k := range append(slices.Clip(r.Owners), r.Clients...) {
+			if _, ok := p.Keys[k]; !ok {
+				return fmt.Errorf("rtcp: policy: rule %q names key %q, which is not in Keys", r.Name, k)
+			}
+		}
+		for _, a := range r.Allow {
+			if !a.IsValid() {
+				return fmt.Errorf("rtcp: policy: rule %q has an invalid network in Allow", r.Name)
+			}
+		}
+	}
+	return nil
+}
+
+// matchName is path.Match with '/' as an ordinary character.
+func matchName(pattern, name string) (bool, error) {
+	const sep = "\x00"
+	return path.Match(strings.ReplaceAll(pattern, "/", sep), strings.ReplaceAll(name, "/", sep))
+}
+
+// rule returns the first rule for name, or nil.
+func (p *Policy) rule(name string) *NameRule {
+	for i := range p.Names {
+		if ok, _ := matchName(p.Names[i].Name, name); ok {
+			return &p.Names[i]
+		}
+	}
+	return nil
+}
+
+// unauthorizedPrefix starts every refusal for want of authorization, so
+// that a RefusedError matches ErrUnauthorized.
+const unauthorizedPrefix = "rtcp: unauthorized: "
+
+// unauthorized is a refusal for want of authorization.
+func unauthorized(format string, args ...any) error {
+	return &authError{unauthorizedPrefix + fmt.Sprintf(format, args...)}
+}
+
+type authError struct{ reason string }
+
+func (e *authError) Error() string        { return e.reason }
+func (e *authError) Is(target error) bool { return target == ErrUnauthorized }
+
+// Is makes errors.Is(err, ErrUnauthorized) true for a refusal that says
+// the peer lacks a key, a valid proof or the right to a name.
+func (e *RefusedError) Is(target error) bool {
+	return target == ErrUnauthorized && strings.HasPrefix(e.Reason, unauthorizedPrefix)
+}
+
+// principal is who a peer proved to be: the name of its key, or "" for an
+// anonymous peer.
+type principal struct{ key string }
+
+func (p principal) String() string {
+	if p.key == "" {
+		return "anonymous"
+	}
+	return "key " + strconv.Quote(p.key)
+}
+
+// authState is the DP's live policy and what it knows of each link's
+// principal, for the checks at every session open.
+type authState struct {
+	policy atomic.Pointer[Policy]
+	set    atomic.Bool // SetPolicy was called: it wins over the field
+
+	mu    sync.Mutex
+	links map[Link]authLink
+}
+
+type authLink struct {
+	who principal
+	end func() error // closes the link
+}
+
+// SetPolicy replaces the DP's Policy while it runs; nil admits everyone.
+// Servers that the new policy no longer allows to hold their names lose
+// them at their next session open (their links are closed), and clients
+// are checked against it from their next session. It returns p's
+// Validate error, and then changes nothing.
+func (dp *DiscoverPoint) SetPolicy(p *Policy) error {
+	if p != nil {
+		if err := p.Validate(); err != nil {
+			return err
+		}
+	}
+	dp.auth.set.Store(true)
+	dp.auth.policy.Store(p)
+	return nil
+}
+
+// policy returns the policy in force.
+func (dp *DiscoverPoint) policy() *Policy {
+	if dp.auth.set.Load() {
+		return dp.auth.policy.Load()
+	}
+	return dp.Policy
+}
+
+// checkPolicy validates the Policy field before the DP serves.
+func (dp *DiscoverPoint) checkPolicy() error {
+	if p := dp.policy(); p != nil {
+		return p.Validate()
+	}
+	return nil
+}
+
+// challengeLen is the size of the DP's random challenge.
+const challengeLen = 32
+
+// bindingTLS is the Binding that ties a proof to the TLS connection.
+const bindingTLS = "tls-exporter"
+
+// admit runs the authentication exchange with a peer whose Aloha a asked
+// for it, or decides that an anonymous peer may go on. On refusal it has
+// told the peer why, and returns false.
+func (dp *DiscoverPoint) admit(c net.Conn, r *plan5.Reader, a *plan5.Aloha) (principal, bool) {
+	pol := dp.policy()
+	if pol == nil {
+		return principal{}, true // a.Key is ignored, as an older DP would
+	}
+	if a.Key == "" {
+		if a.R == plan5.RoleIS && pol.AnonymousServers || a.R == plan5.RoleIC && pol.AnonymousClients {
+			return principal{}, true
+		}
+		dp.log().Info("rtcp: peer refused: no key", "remote", c.RemoteAddr(), "role", a.R, "name", a.N)
+		dp.refuse(c, unauthorizedPrefix+"this DP admits only peers with a key; give one (ListenConfig.Credential, Dialer.Credential, rtcp -token-file)")
+		return principal{}, false
+	}
+	ch := &plan5.Aloha{V: plan5.Version, R: plan5.RoleDP, N: dp.Name, Challenge: make([]byte, challengeLen)}
+	rand.Read(ch.Challenge)
+	binding := tlsBinding(c)
+	if binding != nil {
+		ch.Binding = bindingTLS
+	}
+	if err := plan5link.WriteMessage(c, ch, 0); err != nil {
+		return principal{}, false
+	}
+	m, err := r.ReadMessage()
+	var proof []byte
+	if err == nil {
+		if pa, ok := m.(*plan5.Aloha); ok {
+			proof = pa.Proof
+		} else {
+			err = fmt.Errorf("got %v, want an Aloha with Proof", m.Type())
+		}
+	}
+	if err != nil {
+		dp.log().Info("rtcp: peer refused: no answer to the challenge", "remote", c.RemoteAddr(), "key", a.Key, "err", err)
+		dp.refuse(c, unauthorizedPrefix+"no answer to the authentication challenge: "+err.Error())
+		return principal{}, false
+	}
+	secret, known := pol.Keys[a.Key]
+	if !known {
+		// Spend the same work on an unknown key as on a known one.
+		secret = make([]byte, sha256.Size)
+	}
+	want := authProof(secret, ch.Challenge, a, binding)
+	if !hmac.Equal(want, proof) || !known {
+		dp.log().Info("rtcp: peer refused: authentication failed", "remote", c.RemoteAddr(), "key", a.Key, "role", a.R, "name", a.N)
+		dp.refuse(c, unauthorizedPrefix+fmt.Sprintf("authentication with key %q failed: the DP does not know the key or the secret is wrong", a.Key))
+		return principal{}, false
+	}
+	return principal{key: a.Key}, true
+}
+
+// authProof is the HMAC-SHA256, under secret, of the challenge and of what
+// the peer's first Aloha asks for (SPEC.md, "Authentication").
+func authProof(secret, challenge []byte, a *plan5.Aloha, binding []byte) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("rtcp-auth-v1"))
+	for _, f := range [][]byte{challenge, []byte(strconv.Itoa(int(a.R))), []byte(a.N), []byte(a.Key), []byte(a.Owner), binding} {
+		var n [4]byte
+		binary.BigEndian.PutUint32(n[:], uint32(len(f)))
+		m.Write(n[:])
+		m.Write(f)
+	}
+	return m.Sum(nil)
+}
+
+// answerChallenge is the peer's side: given the DP's challenge Aloha,
+// send the proof of cred. ours is the Aloha this side sent first.
+func answerChallenge(c net.Conn, ours, ch *plan5.Aloha, cred *Credential) error {
+	if cred == nil || ours.Key == "" {
+		return errors.New("rtcp: the DP sent an authentication challenge to a peer that gave no key")
+	}
+	var binding []byte
+	switch ch.Binding {
+	case "":
+	case bindingTLS:
+		if binding = tlsBinding(c); binding == nil {
+			return errors.New("rtcp: the DP binds authentication to TLS, but this connection is not TLS (set TLSConfig)")
+		}
+	default:
+		return fmt.Errorf("rtcp: the DP asks for authentication binding %q, which this side does not know", ch.Binding)
+	}
+	proof := &plan5.Aloha{V: ours.V, R: ours.R, N: ours.N, Proof: authProof(cred.Secret, ch.Challenge, ours, binding)}
+	return plan5link.WriteMessage(c, proof, 0)
+}
+
+// authorizeServer checks that who may hold the name.
+func (pol *Policy) authorizeServer(who principal, name string) error {
+	if pol == nil {
+		return nil
+	}
+	if who.key == "" {
+		if !pol.AnonymousServers {
+			return unauthorized("this DP registers only servers with a key")
+		}
+	} else if _, ok := pol.Keys[who.key]; !ok {
+		return unauthorized("key %q is no longer accepted by this DP", who.key)
+	}
+	if rule := pol.rule(name); rule != nil && len(rule.Owners) > 0 && !slices.Contains(rule.Owners, who.key) {
+		return unauthorized("name %q belongs to another key; register a name your key owns", name)
+	}
+	return nil
+}
+
+// authorizeClient checks that who, connecting from addr, may open a
+// session to the server name.
+func (pol *Policy) authorizeClient(who principal, name string, addr net.Addr) error {
+	if pol == nil {
+		return nil
+	}
+	if who.key != "" {
+		if _, ok := pol.Keys[who.key]; !ok {
+			return unauthorized("key %q is no longer accepted by this DP", who.key)
+		}
+	}
+	rule := pol.rule(name)
+	if rule == nil {
+		return nil
+	}
+	if len(rule.Clients) > 0 && !slices.Contains(rule.Clients, who.key) {
+		if who.key == "" {
+			return unauthorized("server %q takes only clients with a key", name)
+		}
+		return unauthorized("key %q may not open sessions to server %q", who.key, name)
+	}
+	if len(rule.Allow) > 0 {
+		ip, ok := addrIP(addr)
+		if !ok || !slices.ContainsFunc(rule.Allow, func(p netip.Prefix) bool { return p.Contains(ip) }) {
+			return unauthorized("clients from %v may not reach server %q", addr, name)
+		}
+	}
+	return nil
+}
+
+// addrIP returns the IP address of a network address.
+func addrIP(a net.Addr) (netip.Addr, bool) {
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		ip, ok := netip.AddrFromSlice(a.IP)
+		return ip.Unmap(), ok
+	case nil:
+		return netip.Addr{}, false
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return ap.Addr().Unmap(), true
+}
+
+// registryOwner is the owner a server is registered under. A server with
+// a key is known by its key: every process that proves it is the same
+// owner, so a server that restarts takes its name back at once instead of
+// waiting for its old links to time out. An anonymous server is known by
+// the Owner of its Aloha, kept apart from keys.
+func registryOwner(who principal, owner string) string {
+	if who.key != "" {
+		return "key:" + who.key
+	}
+	if strings.HasPrefix(owner, "key:") {
+		return "anon:" + owner
+	}
+	return owner
+}
+
+// trackLink records the principal of a server link, for the check at each
+// session open; end closes the link. Call the returned function when the
+// link has ended.
+func (dp *DiscoverPoint) trackLink(l Link, who principal, end func() error) (untrack func()) {
+	dp.auth.mu.Lock()
+	if dp.auth.links == nil {
+		dp.auth.links = make(map[Link]authLink)
+	}
+	dp.auth.links[l] = authLink{who, end}
+	dp.auth.mu.Unlock()
+	return func() {
+		dp.auth.mu.Lock()
+		delete(dp.auth.links, l)
+		dp.auth.mu.Unlock()
+	}
+}
+
+// linkAllowed reports whether the link l may still serve name; a link the
+// policy no longer allows is closed. Links added with AddLink are the
+// program's own and always allowed.
+func (dp *DiscoverPoint) linkAllowed(l Link, name string) bool {
+	dp.auth.mu.Lock()
+	al, ok := dp.auth.links[l]
+	dp.auth.mu.Unlock()
+	if !ok {
+		return true
+	}
+	err := dp.policy().authorizeServer(al.who, name)
+	if err == nil {
+		return true
+	}
+	dp.log().Warn("rtcp: closing a server link the policy no longer allows", "name", name, "who", al.who, "reason", err)
+	al.end()
+	return false
+}
+
+// evictSquatter frees name for its owner when the server that holds it at
+// this DP may no longer hold it. It reports whether it freed the name.
+func (dp *DiscoverPoint) evictSquatter(name string) bool {
+	dp.mu.Lock()
+	srv := dp.servers[name]
+	var links []Link
+	var owner string
+	if srv != nil {
+		links, owner = slices.Clone(srv.links), srv.owner
+	}
+	dp.mu.Unlock()
+	if len(links) == 0 {
+		return false
+	}
+	for _, l := range links {
+		dp.auth.mu.Lock()
+		_, tracked := dp.auth.links[l]
+		dp.auth.mu.Unlock()
+		if !tracked || dp.linkAllowed(l, name) {
+			return false
+		}
+	}
+	dp.mu.Lock()
+	if dp.servers[name] == srv {
+		delete(dp.servers, name)
+	}
+	dp.mu.Unlock()
+	dp.unregister(Registration{Name: name, Owner: owner})
+	return true
+}
+
+// errNotAllowed fails an open on a link that linkAllowed has just closed,
+// so that openSession tries the name's other links.
+var errNotAllowed = errors.New("rtcp: the server's link is no longer allowed to serve its name")
