@@ -1,0 +1,55 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"rtcp"
+)
+
+func runDP(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("dp", "dp -listen ADDR [-grace DURATION] [-log-level LEVEL]", `
+Run a discover point (DP): indirect servers (rtcp expose, rtcp.Listen)
+register their names with it, and indirect clients (rtcp connect,
+rtcp.Dial) reach them by name through it. It runs until SIGINT or
+SIGTERM, then stops accepting, lets open sessions finish for the grace
+period, and cuts those still open.`)
+	listen := fs.String("listen", "", "TCP `address` to accept servers and clients on, e.g. :9000 (required)")
+	grace := fs.Duration("grace", 10*time.Second, "on SIGINT or SIGTERM, how long open sessions may go on")
+	logger := logFlags(fs, stderr)
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
+	}
+	if err := required(fs, "listen"); err != nil {
+		return err
+	}
+	log := logger()
+
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	dp := &rtcp.DiscoverPoint{Logger: log}
+	served := make(chan error, 1)
+	go func() { served <- dp.Serve(ln) }()
+	fmt.Fprintf(stderr, "rtcp dp: listening on %s\n", ln.Addr())
+
+	select {
+	case err := <-served:
+		dp.Close()
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("rtcp dp: shutting down", "grace", *grace)
+	sctx, cancel := context.WithTimeout(context.Background(), *grace)
+	defer cancel()
+	if err := dp.Shutdown(sctx); err != nil {
+		log.Warn("rtcp dp: grace period over; cut the sessions still open")
+	}
+	<-served
+	log.Info("rtcp dp: stopped")
+	return nil
+}

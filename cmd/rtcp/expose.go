@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"rtcp"
+)
+
+func runExpose(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("expose", "expose -dp ADDR -name NAME -to HOST:PORT [-transport json|yamux] [-pool N] [-log-level LEVEL]", `
+Run an indirect server: register NAME at the discover point ADDR and
+carry each session a client opens to NAME to a new TCP connection to
+HOST:PORT. If HOST:PORT refuses, only that session is closed. Lost links
+to the DP are dialled again with backoff. It runs until SIGINT or
+SIGTERM.`)
+	dp := fs.String("dp", "", "`address` of the discover point, host:port (required)")
+	name := fs.String("name", "", "the `name` clients reach this server by (required)")
+	to := fs.String("to", "", "`host:port` of the TCP service to carry sessions to (required)")
+	transport := transportVar(fs, "`kind` of links to the DP: json (the Plan5 protocol, the default) or yamux (faster)")
+	pool := fs.Int("pool", 1, "number of links to keep to the DP")
+	logger := logFlags(fs, stderr)
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
+	}
+	if err := required(fs, "dp", "name", "to"); err != nil {
+		return err
+	}
+	if *pool < 1 {
+		return usageErrorf(fs, "-pool must be at least 1")
+	}
+	log := logger()
+
+	lc := rtcp.ListenConfig{Transport: *transport, PoolSize: *pool, Logger: log}
+	l, err := lc.Listen(ctx, *dp, *name)
+	if err != nil {
+		return listenError(err, *dp, *name, *transport)
+	}
+	fmt.Fprintf(stderr, "rtcp expose: serving %s, carrying sessions to %s\n", l.Addr(), *to)
+	d := net.Dialer{Timeout: 10 * time.Second}
+	return forward(ctx, l, func(ctx context.Context) (net.Conn, error) {
+		return d.DialContext(ctx, "tcp", *to)
+	}, log.With("to", *to))
+}
+
+// listenError explains why Listen failed, on one line.
+func listenError(err error, dp, name string, t rtcp.Transport) error {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Net == "rtcp" {
+		err = op.Err // it repeats the name and the DP we say anyway
+	}
+	var re *rtcp.RefusedError
+	switch {
+	case errors.Is(err, rtcp.ErrNotImplemented):
+		return wrapf(err, "-transport %v is not implemented yet; use json", t)
+	case errors.As(err, &re):
+		return wrapf(err, "DP %s refused name %q: %s", dp, name, re.Reason)
+	}
+	return wrapf(err, "cannot reach DP %s: %v", dp, err)
+}

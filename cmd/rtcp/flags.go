@@ -1,0 +1,115 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"rtcp"
+)
+
+// errHelp is returned by a command that printed its usage because -h was
+// given: the exit status is 0.
+var errHelp = flag.ErrHelp
+
+// A usageError is a mistake on the command line: exit status 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+// usageErrorf returns a usageError that points to the command's help.
+func usageErrorf(fs *flag.FlagSet, format string, args ...any) error {
+	return &usageError{fmt.Sprintf(format, args...) + fmt.Sprintf(" (run 'rtcp %s -h' for usage)", fs.Name())}
+}
+
+// newFlagSet returns the flag set of the subcommand name. synopsis is
+// the usage line after "rtcp", doc a paragraph that says what it does.
+func newFlagSet(name, synopsis, doc string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.Usage = func() {
+		w := fs.Output()
+		fmt.Fprintf(w, "Usage: rtcp %s\n\n%s\n\nFlags:\n", synopsis, strings.TrimSpace(doc))
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseFlags parses args into fs. On -h it prints the usage to stdout
+// and returns errHelp; a bad flag or a stray argument is a usageError.
+// The flag package's own printing is silenced so that an error is one
+// line.
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) error {
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.SetOutput(stdout)
+		fs.Usage()
+		return errHelp
+	}
+	if err != nil {
+		return usageErrorf(fs, "%v", err)
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf(fs, "unexpected argument %q", fs.Arg(0))
+	}
+	return nil
+}
+
+// required returns a usageError naming the first flag whose value is
+// empty.
+func required(fs *flag.FlagSet, names ...string) error {
+	for _, name := range names {
+		if fs.Lookup(name).Value.String() == "" {
+			return usageErrorf(fs, "-%s is required", name)
+		}
+	}
+	return nil
+}
+
+// logFlags adds -log-level to fs; call the returned function after
+// parsing for the logger it sets up on stderr.
+func logFlags(fs *flag.FlagSet, stderr io.Writer) func() *slog.Logger {
+	var level slog.Level
+	fs.TextVar(&level, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
+	return func() *slog.Logger {
+		return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	}
+}
+
+// transportFlag is a flag.Value for rtcp.Transport.
+type transportFlag struct{ t rtcp.Transport }
+
+func (f *transportFlag) String() string { return f.t.String() }
+
+func (f *transportFlag) Set(s string) error {
+	t, err := rtcp.ParseTransport(s)
+	if err != nil {
+		return errors.New("want json or yamux")
+	}
+	f.t = t
+	return nil
+}
+
+// transportVar adds -transport to fs; usage says what it selects.
+func transportVar(fs *flag.FlagSet, usage string) *rtcp.Transport {
+	f := new(transportFlag)
+	fs.Var(f, "transport", usage)
+	return &f.t
+}
+
+// wrapError is an error with a message for people that still matches
+// the error it explains with errors.Is and errors.As.
+type wrapError struct {
+	msg string
+	err error
+}
+
+func (e *wrapError) Error() string { return e.msg }
+func (e *wrapError) Unwrap() error { return e.err }
+
+func wrapf(err error, format string, args ...any) error {
+	return &wrapError{fmt.Sprintf(format, args...), err}
+}

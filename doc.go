@@ -1,0 +1,69 @@
+// Package rtcp is net.Listen and net.Dial for a TCP server that has no
+// public address: a device behind NAT, a laptop on a mobile network, a
+// service in a private network that may dial out but not be dialled.
+//
+// The server calls [Listen] with the address of a discover point and a
+// name instead of a local address; the client calls [Dial] with the same
+// discover point and the server's name instead of the server's address.
+// Both dial out to the discover point, which carries the bytes between
+// them. What they get back is an ordinary [net.Listener] and [net.Conn],
+// so anything that serves or dials TCP (net/http, gRPC, an SSH library)
+// runs over rtcp unchanged. The discover point itself is a Go type,
+// [DiscoverPoint], that a program can run in process or that the rtcp
+// command runs ("rtcp dp").
+//
+// # Glossary
+//
+//   - Discover point (DP): the relay with a public address. Servers
+//     register their names with it; clients reach servers by name through
+//     it. See [DiscoverPoint].
+//   - Indirect server (IS): a server that is reached through a DP. It keeps
+//     one or more links to the DP under its name and accepts the sessions
+//     clients open. [Listen] with a name; [ListenConfig] for the options.
+//   - Indirect client (IC): a client that reaches an indirect server by its
+//     name through a DP. [Dial] with a name; [Dialer] for the options.
+//   - Direct server, direct client: plain TCP, with no DP. [Listen] and
+//     [Dial] with an empty name are exactly net.Listen("tcp", addr) and
+//     net.Dial("tcp", addr), so one code path serves both cases.
+//   - Name: what a server is known by at a DP, such as "printer-7". One
+//     server holds a name at a time; another server asking for it is
+//     refused with [ErrNameTaken]. Addresses are written "name@host:port"
+//     (see [Addr]).
+//   - Link: a long-lived connection from an indirect server to the DP that
+//     carries that server's sessions. A server may keep a pool of them
+//     ([ListenConfig.PoolSize]); the DP spreads sessions over them. When a
+//     link is lost the server dials again. See [Link].
+//   - Session: one client's connection to a server through the DP, what
+//     [Dial] returns and [Listener.Accept] hands out: a [*Conn], a full
+//     net.Conn with deadlines, and CloseWrite for half-close.
+//   - Transport: how sessions travel. [TransportJSON], the zero value, is
+//     the Plan5 protocol of the seed (JSON lines, payload in base64), which
+//     plain peers speak; [TransportYamux] is faster.
+//
+// # An end-to-end example
+//
+// A DP runs somewhere with a public address:
+//
+//	dp := new(rtcp.DiscoverPoint)
+//	log.Fatal(dp.ListenAndServe(":9000"))
+//
+// The server, behind NAT, serves HTTP under the name "printer-7":
+//
+//	l, err := rtcp.Listen("dp.example.com:9000", "printer-7")
+//	if err != nil {
+//		log.Fatal(err)
+//	}
+//	log.Fatal(http.Serve(l, handler))
+//
+// A client anywhere reaches it by name:
+//
+//	c, err := rtcp.Dial("dp.example.com:9000", "printer-7")
+//	if err != nil {
+//		log.Fatal(err)
+//	}
+//	defer c.Close()
+//
+// The wire codec is in protocol/plan5; the command in
+// cmd/rtcp runs a DP, exposes a local TCP service under a name, and carries
+// local TCP connections to a name.
+package rtcp

@@ -1,0 +1,139 @@
+package rtcp_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"rtcp"
+)
+
+// A DP runs in process here; in real use it runs on a host with a public
+// address ("rtcp dp -listen :9000"), and only the address changes.
+func ExampleDiscoverPoint() {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	dp := new(rtcp.DiscoverPoint)
+	served := make(chan error, 1)
+	go func() { served <- dp.Serve(ln) }()
+
+	// ... servers register with ln.Addr() and clients dial it ...
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	fmt.Println("shutdown:", dp.Shutdown(ctx)) // lets open sessions finish
+	fmt.Println("serve:", <-served)
+	// Output:
+	// shutdown: <nil>
+	// serve: rtcp: discover point closed
+}
+
+// A server with no public address: Listen with a DP and a name instead of
+// a local address, then Accept as from any net.Listener.
+func ExampleListen() {
+	dpAddr, stop := startDP()
+	defer stop()
+
+	l, err := rtcp.Listen(dpAddr, "printer-7")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	fmt.Println("network:", l.Addr().Network())
+	fmt.Println("name:", l.Addr().(*rtcp.Addr).Name)
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		fmt.Print("server got: ", line)
+		io.WriteString(c, "done\n")
+	}()
+
+	c, err := rtcp.Dial(dpAddr, "printer-7")
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "print page 1\n")
+	answer, _ := bufio.NewReader(c).ReadString('\n')
+	<-done
+	fmt.Print("client got: ", answer)
+	// Output:
+	// network: rtcp
+	// name: printer-7
+	// server got: print page 1
+	// client got: done
+}
+
+// A client reaches a server by its name through the DP. The session is a
+// full net.Conn: here the client half-closes it and still reads the answer.
+func ExampleDial() {
+	dpAddr, stop := startDP()
+	defer stop()
+	l, err := rtcp.Listen(dpAddr, "upper")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			b, _ := io.ReadAll(c) // up to the client's CloseWrite
+			c.Write([]byte(strings.ToUpper(string(b))))
+			c.Close()
+		}
+	}()
+
+	c, err := rtcp.Dial(dpAddr, "upper")
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	fmt.Println("remote:", c.RemoteAddr().(*rtcp.Addr).Name)
+	io.WriteString(c, "hello, rtcp")
+	c.(*rtcp.Conn).CloseWrite()
+	answer, err := io.ReadAll(c)
+	fmt.Printf("%s %v\n", answer, err)
+
+	// A name nobody serves: the DP refuses, and says why.
+	_, err = rtcp.Dial(dpAddr, "nobody")
+	var refused *rtcp.RefusedError
+	if errors.As(err, &refused) {
+		fmt.Println(refused.Reason)
+	}
+	// Output:
+	// remote: upper
+	// HELLO, RTCP <nil>
+	// rtcp: no server named "nobody" is registered at this DP
+}
+
+// startDP runs a DiscoverPoint on a loopback port; stop closes it.
+func startDP() (addr string, stop func()) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	dp := new(rtcp.DiscoverPoint)
+	served := make(chan error, 1)
+	go func() { served <- dp.Serve(ln) }()
+	return ln.Addr().String(), func() {
+		dp.Close()
+		<-served
+	}
+}
