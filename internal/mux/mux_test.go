@@ -714,3 +714,125 @@ func TestWriteFailsWhileClosing(t *testing.T) {
 		t.Fatal("Abort did not return after the writer failed: deadlock")
 	}
 }
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type res struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		c, err := ln.Accept()
+		ch <- res{c, err}
+	}()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-ch
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	return a.(*net.TCPConn), r.c.(*net.TCPConn)
+}
+
+// closeRecorder reports the CloseWrite and Close calls on a connection.
+type closeRecorder struct {
+	*net.TCPConn
+	events chan string
+}
+
+func (c *closeRecorder) CloseWrite() error {
+	c.events <- "CloseWrite"
+	return c.TCPConn.CloseWrite()
+}
+
+func (c *closeRecorder) Close() error {
+	select {
+	case c.events <- "Close":
+	default: // only the first Close is of interest
+	}
+	return c.TCPConn.Close()
+}
+
+// TestCloseLingers is a regression test: Close used to close the TCP
+// connection right after flushing, and a connection closed with unread
+// input is reset, which throws away what the kernel had not sent yet (the
+// end of a session, or the Close saying why). Close must send FIN, and
+// close only once the peer has read everything and closed too.
+func TestCloseLingers(t *testing.T) {
+	ca, cb := tcpPair(t)
+	defer cb.Close()
+	rec := &closeRecorder{TCPConn: ca, events: make(chan string, 2)}
+	s := New(rec, newJSONFramer(rec), Config{})
+	peer := newJSONFramer(cb)
+
+	// Input the session has not asked for: Data for no session.
+	peer.WriteFrame(&Frame{Kind: KindData, ID: 9, Data: []byte("unread")})
+	peer.Flush()
+	if f, err := peer.ReadFrame(); err != nil || f.Kind != KindClose || f.ID != 9 {
+		t.Fatalf("peer read %+v, %v; want the refusal of session 9", f, err)
+	}
+
+	closed := make(chan struct{})
+	go func() {
+		s.Abort(errors.New("last words"))
+		close(closed)
+	}()
+	if ev := <-rec.events; ev != "CloseWrite" {
+		t.Fatalf("first event %q, want CloseWrite", ev)
+	}
+	// The peer reads the last frame and a clean end, while the session's
+	// side is still open.
+	f, err := peer.ReadFrame()
+	if err != nil || f.Kind != KindClose || f.ID != -1 || f.Reason != "last words" {
+		t.Fatalf("peer read %+v, %v; want the Close of the link", f, err)
+	}
+	if _, err := peer.ReadFrame(); err != io.EOF {
+		t.Fatalf("peer read %v after the last frame, want io.EOF (a FIN, not a reset)", err)
+	}
+	select {
+	case ev := <-rec.events:
+		t.Fatalf("%s before the peer closed", ev)
+	default:
+	}
+	cb.Close()
+	if ev := <-rec.events; ev != "Close" {
+		t.Fatalf("event %q, want Close", ev)
+	}
+	<-closed
+}
+
+// TestCloseDeliversEverything: a session that writes a lot and closes at
+// once, while its peer keeps sending, still delivers every byte.
+func TestCloseDeliversEverything(t *testing.T) {
+	for i := range 2 {
+		ca, cb := tcpPair(t)
+		a := New(ca, newJSONFramer(ca), flowConfig(256<<10))
+		b := New(cb, newJSONFramer(cb), flowConfig(256<<10))
+		l := &link{a: a, b: b, ca: ca, cb: cb}
+		x, y := l.open(t)
+		floodOut, floodIn := l.open(t)
+		go io.Copy(io.Discard, floodIn)
+		go writePattern(floodOut, 0, 1<<40, 4<<10, nil) // until the link ends
+
+		const total = 1 << 20
+		go func() {
+			writePattern(x, 0, total, 64<<10, nil)
+			x.Close() // queued behind the data
+			a.Close()
+		}()
+		n, err := checkPattern(t, y, 0)
+		if err != nil || n != total {
+			t.Fatalf("round %d: peer read %d of %d bytes, then %v", i, n, total, err)
+		}
+		l.close()
+	}
+}

@@ -70,8 +70,8 @@ type Config struct {
 	// accepted with the given name and address. Nil: the link's own.
 	StreamAddrs func(name, addr string, opened bool) (local, remote net.Addr)
 
-	// CloseTimeout bounds how long Close waits to flush what is queued.
-	// Default 5 s.
+	// CloseTimeout bounds how long Close waits to flush what is queued,
+	// and then for the peer to close its side. Default 5 s.
 	CloseTimeout time.Duration
 
 	// KeepAlive is how often the session sends a KindKeepAlive frame
@@ -121,6 +121,10 @@ type Session struct {
 	once    sync.Once
 	wg      sync.WaitGroup
 	readEnd chan struct{}
+	// readStop is closed when the read loop has stopped reading the
+	// connection (just before it ends the session), so that a closing
+	// session knows whether it must drain the connection itself.
+	readStop chan struct{}
 
 	keepAlive atomic.Int64 // time.Duration between KindKeepAlive frames
 }
@@ -166,16 +170,17 @@ func New(c net.Conn, fr Framer, cfg Config) *Session {
 	}
 	backlog := max(cfg.AcceptBacklog, 0)
 	s := &Session{
-		c:       c,
-		fr:      fr,
-		cfg:     cfg,
-		streams: make(map[int64]*Stream),
-		qwake:   make(chan struct{}, 1),
-		qspace:  make(chan struct{}),
-		qdone:   make(chan struct{}),
-		accept:  make(chan *Stream, backlog),
-		done:    make(chan struct{}),
-		readEnd: make(chan struct{}),
+		c:        c,
+		fr:       fr,
+		cfg:      cfg,
+		streams:  make(map[int64]*Stream),
+		qwake:    make(chan struct{}, 1),
+		qspace:   make(chan struct{}),
+		qdone:    make(chan struct{}),
+		accept:   make(chan *Stream, backlog),
+		done:     make(chan struct{}),
+		readEnd:  make(chan struct{}),
+		readStop: make(chan struct{}),
 	}
 	s.keepAlive.Store(int64(cfg.KeepAlive))
 	s.wg.Add(2)
@@ -205,7 +210,8 @@ func (s *Session) NumStreams() int {
 func (s *Session) LocalAddr() net.Addr  { return s.c.LocalAddr() }
 func (s *Session) RemoteAddr() net.Addr { return s.c.RemoteAddr() }
 
-// Close flushes what is queued (for at most Config.CloseTimeout), closes the
+// Close flushes what is queued, half-closes the connection and waits for
+// the peer to close too (each bounded by Config.CloseTimeout), closes the
 // connection, ends every stream with an error, and waits for the session's
 // goroutines.
 func (s *Session) Close() error {
@@ -252,6 +258,7 @@ func (s *Session) shutdown(err error, flush bool) {
 			case <-s.readEnd:
 				// The peer went away; nothing more can be flushed.
 			}
+			s.lingerClose()
 		}
 		s.c.Close()
 		// Streams waiting in the accept queue were never handed out.
@@ -265,6 +272,37 @@ func (s *Session) shutdown(err error, flush bool) {
 			break
 		}
 	})
+}
+
+// lingerClose lets the peer read what was flushed. Closing a TCP
+// connection that still has unread input resets it, and a reset throws away
+// what the kernel has not yet sent: the end of the last session's data, or
+// the Close that says why. So send FIN, read until the peer closes too
+// (bounded by CloseTimeout), and only then close.
+func (s *Session) lingerClose() {
+	cw, ok := s.c.(interface{ CloseWrite() error })
+	if !ok {
+		return
+	}
+	select {
+	case <-s.readEnd:
+		return // the peer is gone: nothing more to read
+	default:
+	}
+	if cw.CloseWrite() != nil {
+		return
+	}
+	t := time.NewTimer(s.cfg.CloseTimeout)
+	defer t.Stop()
+	select {
+	case <-s.readEnd:
+	case <-s.readStop:
+		// The read loop is ending the session itself (it may be the
+		// caller): nobody else reads the connection, so drain it here.
+		s.c.SetReadDeadline(time.Now().Add(s.cfg.CloseTimeout))
+		io.Copy(io.Discard, s.c)
+	case <-t.C:
+	}
 }
 
 // Streams returns the channel of streams the peer opens, for a caller that
@@ -397,6 +435,7 @@ func (s *Session) readLoop() {
 	for {
 		f, err := s.fr.ReadFrame()
 		if err != nil {
+			close(s.readStop)
 			var pe *ProtocolError
 			if errors.As(err, &pe) {
 				// Bad bytes from the peer: tell it why before closing.
@@ -411,6 +450,13 @@ func (s *Session) readLoop() {
 			return
 		}
 		if err := s.handle(f); err != nil {
+			close(s.readStop)
+			var pc *PeerClosedError
+			if errors.As(err, &pc) {
+				// The peer ended the link: it wants no answer.
+				s.shutdown(err, false)
+				return
+			}
 			s.enqueue(&Frame{Kind: KindClose, ID: -1, Reason: err.Error(), Abort: true})
 			s.shutdown(err, true)
 			return

@@ -1,0 +1,143 @@
+package plan5
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// transcript joins messages as they travel on one connection.
+func transcript(msgs ...Message) []byte {
+	var b []byte
+	for _, m := range msgs {
+		b = AppendMessage(b, m)
+	}
+	return b
+}
+
+// fuzzSeeds are whole conversations, as each side of a link reads them.
+func fuzzSeeds() [][]byte {
+	payload := []byte("GET / HTTP/1.1\r\nHost: printer\r\n\r\n")
+	return [][]byte{
+		// What a DP reads on an IS link: Aloha, Ack, Data, a credit
+		// grant, half-close, Close.
+		transcript(
+			&Aloha{V: Version, R: RoleIS, N: "printer-7", Window: 262144, MaxLine: 65536, HalfClose: true, Owner: "3f2a"},
+			&Ack{X: 1},
+			&Data{X: 1, C: []byte("HTTP/1.1 200 OK\r\n\r\n")},
+			&Data{X: 1, Window: 131072},
+			&Close{X: 1, Half: true},
+			&Ack{X: -1, R: "rtcp: server is not accepting sessions fast enough"},
+			&Close{X: 1, R: "closed"},
+		),
+		// What an IS reads from the DP: Aloha, the seed's second Aloha,
+		// Connect, Data, Close, and the end of the link.
+		transcript(
+			&Aloha{V: Version, R: RoleDP, N: "rtcp", Window: 262144, MaxLine: 65536, HalfClose: true},
+			&Aloha{V: Version, R: RoleIC, N: "alice"},
+			&Connect{N: "alice", Addr: "203.0.113.5:40112"},
+			&Data{X: 1, C: payload},
+			&Close{X: 1, R: "rtcp: session receive buffer full", Abort: true},
+			&Close{X: -1, R: "rtcp: DP shutting down", Abort: true},
+		),
+		// A plain IC and the DP: no extensions at all.
+		transcript(
+			&Aloha{V: 10000, R: RoleIC, N: ""},
+			&Connect{N: "printer-7"},
+			&Data{X: 1, C: payload},
+			&Close{X: 1, R: "bye"},
+		),
+		// Refusals.
+		transcript(&Aloha{V: 10000, R: RoleAbortVersion, N: "rtcp", Error: "version 113 is not compatible"}),
+		transcript(&Aloha{V: 10000, R: RoleDP, N: "rtcp", Error: "name \"x\" is taken"}, &Ack{X: -1, R: "no server"}),
+		// Every key, an empty payload, the longest X.
+		transcript(
+			&Aloha{V: 19999, R: RoleDP, N: "n", HeartBeat: 15000, Window: 1, MaxLine: 1024, HalfClose: true, Owner: "o", Transport: "yamux", Error: "e"},
+			&Data{X: -9223372036854775808},
+			&Data{X: 9223372036854775807, C: []byte{0}, Window: 7},
+		),
+		// The authentication exchange (SPEC.md, "Authentication").
+		transcript(
+			&Aloha{V: 10000, R: RoleIS, N: "printer-7", Owner: "3f2a", Key: "alice"},
+			&Aloha{V: 10000, R: RoleDP, N: "rtcp", Challenge: payload[:32], Binding: "tls-exporter"},
+			&Aloha{V: 10000, R: RoleIS, N: "printer-7", Proof: payload[:32]},
+		),
+		// Forms only the encoding/json path reads.
+		[]byte("3\n{ \"C\" : \"AAEC/w==\", \"X\" : 7, \"Future\": [1, {\"a\": null}] }\n0\n{\"N\":\"caf\\u00e9\",\"V\":10000}\n"),
+		// Bad input.
+		[]byte("9\n{}\n"),
+		[]byte("3\r\n{\"X\":1,\"C\":\"\"}\r\n"),
+		[]byte("3\n{\"X\":01,\"C\":\"AA==\"}\n"),
+		[]byte("3\n{\"X\":1,\"C\":\"AA\r==\"}\n"),
+		[]byte("2\n{\"X\":1"),
+		[]byte("1\n" + strings.Repeat("x", 2100) + "\n"),
+	}
+}
+
+// FuzzReadMessage reads arbitrary bytes as a connection. It must never
+// panic, must fail only with the errors the package documents, and every
+// message it returns must encode to a canonical form that decodes to the
+// same value and encodes to the same bytes again.
+func FuzzReadMessage(f *testing.F) {
+	for _, s := range fuzzSeeds() {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := NewReader(bytes.NewReader(data), MinMaxLine*2)
+		for {
+			m, err := r.ReadMessage()
+			if err != nil {
+				if err != io.EOF && err != io.ErrUnexpectedEOF &&
+					!errors.Is(err, ErrBadType) && !errors.Is(err, ErrBadJSON) && !errors.Is(err, ErrLineTooLong) {
+					t.Fatalf("undocumented error %T: %v", err, err)
+				}
+				return
+			}
+			if m == nil {
+				t.Fatal("nil message with nil error")
+			}
+			enc := AppendMessage(nil, m)
+			if enc[0] != '0'+byte(m.Type()) || enc[1] != '\n' || enc[len(enc)-1] != '\n' ||
+				bytes.Count(enc, []byte("\n")) != 2 || bytes.IndexByte(enc, '\r') >= 0 {
+				t.Fatalf("%v encodes to %q: not a type line and one JSON line", m.Type(), enc)
+			}
+			// A re-encoded line may be longer than the original (escapes).
+			m2, err := NewReader(bytes.NewReader(enc), 1<<20).ReadMessage()
+			if err != nil {
+				t.Fatalf("re-encoded %v %q does not decode: %v", m.Type(), enc, err)
+			}
+			if diff := cmp.Diff(m, m2, equal); diff != "" {
+				t.Fatalf("%q decodes differently after re-encoding (-first +second):\n%s", enc, diff)
+			}
+			if enc2 := AppendMessage(nil, m2); !bytes.Equal(enc, enc2) {
+				t.Fatalf("encoding is not stable:\n%q\n%q", enc, enc2)
+			}
+		}
+	})
+}
+
+// TestFuzzSeedsDecode: the valid transcripts among the seeds decode
+// completely, so the fuzzer starts from real conversations.
+func TestFuzzSeedsDecode(t *testing.T) {
+	for i, s := range fuzzSeeds()[:7] {
+		r := NewReader(bytes.NewReader(s), 0)
+		n := 0
+		for {
+			_, err := r.ReadMessage()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("seed %d, message %d: %v", i, n, err)
+			}
+			n++
+		}
+		if n == 0 {
+			t.Errorf("seed %d holds no message", i)
+		}
+	}
+}
