@@ -1,0 +1,131 @@
+package mihini
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"rtcp"
+)
+
+// A Door makes a service behind a Mihini device reachable by name through
+// a DiscoverPoint. The device dials the door and sends LISTEN as it would
+// to a Server; the door then registers the link with the DP as a server
+// called Name, and every session the DP opens to Name (rtcp.Dial, DP port
+// mode) goes to the device as a CONNECT to Service.
+//
+// Like a Server, a door keeps one device link, the newest. While no
+// device is connected, Name is not registered and clients of it are
+// refused by the DP.
+//
+// Set DP, Name and Service, then call Serve or ListenAndServe, and Close.
+type Door struct {
+	// DP is the discover point the device is registered with. Required.
+	DP *rtcp.DiscoverPoint
+
+	// Name is the server name the device is reachable by. Required.
+	Name string
+
+	// Owner is who holds Name in the DP's registry. Default "mihini:"
+	// followed by Name.
+	Owner string
+
+	// Service is the host:port the device dials for each session, as the
+	// device sees it (often 127.0.0.1:PORT). Required.
+	Service string
+
+	// HandshakeTimeout, CloseGrace, MaxBuffer and Logger are as in Server.
+	HandshakeTimeout time.Duration
+	CloseGrace       time.Duration
+	MaxBuffer        int
+	Logger           *slog.Logger
+
+	once sync.Once
+	ls   linkServer
+}
+
+func (d *Door) init() {
+	d.once.Do(func() {
+		d.ls.handshakeTimeout = d.HandshakeTimeout
+		d.ls.cfg = linkConfig{closeGrace: d.CloseGrace, maxBuffer: d.MaxBuffer, log: orDiscard(d.Logger)}
+		d.ls.up = d.register
+	})
+}
+
+func (d *Door) check() error {
+	switch {
+	case d.DP == nil:
+		return errors.New("mihini: Door.DP is nil; set the DiscoverPoint to register devices with")
+	case d.Name == "":
+		return errors.New("mihini: Door.Name is empty; set the name clients reach the device by")
+	}
+	_, _, err := splitService(d.Service)
+	return err
+}
+
+// ListenAndServe listens on the TCP address addr and calls Serve.
+func (d *Door) ListenAndServe(addr string) error {
+	if err := d.check(); err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return d.Serve(l)
+}
+
+// Serve accepts device links on l. It always returns a non-nil error;
+// after Close, ErrServerClosed. It closes l when it returns.
+func (d *Door) Serve(l net.Listener) error {
+	if err := d.check(); err != nil {
+		l.Close()
+		return err
+	}
+	d.init()
+	return d.ls.serve(l, d.ls.serveDevice)
+}
+
+// register makes l a Link of Name while it is up.
+func (d *Door) register(l *deviceLink, done <-chan struct{}) {
+	owner := d.Owner
+	if owner == "" {
+		owner = "mihini:" + d.Name
+	}
+	remove, err := d.DP.AddLink(d.Name, owner, dpLink{l, d.Service})
+	if err != nil {
+		d.ls.cfg.log.Warn("mihini: cannot register the device with the DP; closing its link", "name", d.Name, "remote", l.remote, "err", err)
+		return
+	}
+	defer remove()
+	d.ls.isReady()
+	d.ls.cfg.log.Info("mihini: device reachable through the DP", "name", d.Name, "remote", l.remote, "service", d.Service)
+	select {
+	case <-l.s.Done():
+	case <-done:
+	}
+}
+
+// Close stops the listeners, withdraws the device from the DP, closes its
+// link and every session on it, and returns when the door's goroutines
+// have ended.
+func (d *Door) Close() error {
+	d.init()
+	return d.ls.close()
+}
+
+// dpLink is a device link as the DP sees it: each session is a CONNECT to
+// one service.
+type dpLink struct {
+	l       *deviceLink
+	service string
+}
+
+func (d dpLink) Open(ctx context.Context, _, _ string) (net.Conn, error) {
+	return d.l.open(ctx, d.service)
+}
+
+func (d dpLink) Done() <-chan struct{} { return d.l.s.Done() }

@@ -1,0 +1,99 @@
+package tcpipe
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"time"
+
+	"rtcp/internal/backoff"
+)
+
+// A Client is a tcpipe instance in client mode (tcpipe -c HOST:PORT): it
+// dials the server instance and, whenever the link drops or cannot be
+// made, dials again, for ever. Otherwise it behaves as a Server does:
+// user applications that connect to its Ports reach the server's target
+// on the same port, and the server's user connections reach Target.
+//
+// Set its fields and call DialAndServe once.
+type Client struct {
+	// Server is the host:port of the server instance. Required.
+	Server string
+
+	// Ports, Bind, Target, DialTarget, Quiet, MaxBuffer and Logger are as
+	// in Server.
+	Ports      []uint16
+	Bind       string
+	Target     string
+	DialTarget func(ctx context.Context, network, address string) (net.Conn, error)
+	Quiet      time.Duration
+	MaxBuffer  int
+	Logger     *slog.Logger
+
+	// Dial dials the server instance. Nil means a net.Dialer with a 10 s
+	// timeout.
+	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+
+	// MinBackoff and MaxBackoff bound the jittered, exponential wait
+	// before dialling the server again. Defaults 500 ms and 30 s.
+	MinBackoff, MaxBackoff time.Duration
+
+	in instance
+}
+
+// DialAndServe accepts user applications on Ports, dials the server
+// instance and carries connections over the link, dialling again whenever
+// it drops. It returns ctx's error once ctx has ended and every
+// connection is closed, or at once if a port cannot be listened on.
+func (c *Client) DialAndServe(ctx context.Context) error {
+	if c.Server == "" {
+		return errors.New("tcpipe: Client.Server is empty; set the host:port of the server instance")
+	}
+	in := &c.in
+	in.setup(c.Ports, c.Bind, c.Target, c.DialTarget, c.Quiet, c.MaxBuffer, c.Logger)
+	defer in.close()
+	if err := in.listenUsers(); err != nil {
+		return err
+	}
+	minB, maxB := c.MinBackoff, c.MaxBackoff
+	if minB <= 0 {
+		minB = 500 * time.Millisecond
+	}
+	if maxB <= 0 {
+		maxB = 30 * time.Second
+	}
+	failures := 0
+	for {
+		conn, err := c.dial(ctx)
+		if err == nil {
+			failures = 0
+			if in.track(conn, true) {
+				err = in.serveLink(conn, ctx.Done())
+				in.track(conn, false)
+			}
+			conn.Close()
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		failures++
+		wait := backoff.Delay(failures, minB, maxB)
+		in.log.Warn("tcpipe: no link to the server instance; dialling again", "server", c.Server, "err", err, "retry_in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
+}
+
+func (c *Client) dial(ctx context.Context) (net.Conn, error) {
+	if c.Dial != nil {
+		return c.Dial(ctx, "tcp", c.Server)
+	}
+	d := net.Dialer{Timeout: dialTimeout}
+	return d.DialContext(ctx, "tcp", c.Server)
+}

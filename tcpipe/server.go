@@ -1,0 +1,139 @@
+package tcpipe
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+)
+
+// A Server is a tcpipe instance in server mode (tcpipe -s PORT): it
+// accepts the partner link of a client instance, one at a time, and
+// carries user connections over it both ways.
+//
+// A user application that connects to one of Ports makes the partner
+// connect to its target on the same port; a connection the partner
+// accepted on a port is carried to Target on that port. Each port carries
+// one connection at a time. When the partner link drops, every user
+// connection is closed; a partner that connects again replaces the old
+// link (which may be dead without the server knowing: the wire has no
+// keepalive).
+//
+// Set its fields, call Serve or ListenAndServe, and Close.
+type Server struct {
+	// Ports are where the server accepts user applications. Each
+	// connection goes to the partner's target on the same port.
+	Ports []uint16
+
+	// Bind is the local address on which Ports are listened on. Empty
+	// means every address. (An addition to the original, so that two
+	// instances can run on one host.)
+	Bind string
+
+	// Target is the host the server connects to for the partner's user
+	// connections, on their port. Empty refuses them (Disconnect).
+	Target string
+
+	// DialTarget dials Target. Nil means a net.Dialer with a 10 s
+	// timeout.
+	DialTarget func(ctx context.Context, network, address string) (net.Conn, error)
+
+	// Quiet is how long a port waits after its connection ended before it
+	// accepts again, so that Data the partner sent for the old connection
+	// does not reach the new one. Default 200 ms.
+	Quiet time.Duration
+
+	// MaxBuffer bounds the bytes held for a user connection that reads
+	// more slowly than its partner sends: the wire has no flow control,
+	// so a connection that overflows it is closed (Disconnect) rather
+	// than stalling the others. Default 256 KiB.
+	MaxBuffer int
+
+	// Logger receives the server's logs. Nil is silent.
+	Logger *slog.Logger
+
+	once sync.Once
+	in   instance
+}
+
+func (s *Server) init() {
+	s.once.Do(func() {
+		s.in.setup(s.Ports, s.Bind, s.Target, s.DialTarget, s.Quiet, s.MaxBuffer, s.Logger)
+	})
+}
+
+// ListenAndServe listens for the partner on the TCP address addr and
+// calls Serve.
+func (s *Server) ListenAndServe(addr string) error {
+	s.init()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return s.Serve(l)
+}
+
+// Serve starts accepting user applications on Ports (once, whatever the
+// number of calls) and accepts partner links on l. It always returns a
+// non-nil error; after Close, ErrServerClosed. It closes l when it
+// returns.
+func (s *Server) Serve(l net.Listener) error {
+	s.init()
+	in := &s.in
+	if err := in.listenUsers(); err != nil {
+		l.Close()
+		return err
+	}
+	in.mu.Lock()
+	if in.closed {
+		in.mu.Unlock()
+		l.Close()
+		return ErrServerClosed
+	}
+	in.lns[l] = struct{}{}
+	in.mu.Unlock()
+	defer func() {
+		in.mu.Lock()
+		delete(in.lns, l)
+		in.mu.Unlock()
+		l.Close()
+	}()
+	var delay time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if in.isClosed() {
+				return ErrServerClosed
+			}
+			if temporary(err) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				t := time.NewTimer(delay)
+				select {
+				case <-t.C:
+				case <-in.done:
+					t.Stop()
+				}
+				continue
+			}
+			return err
+		}
+		delay = 0
+		if !in.track(c, true) {
+			c.Close()
+			return ErrServerClosed
+		}
+		in.wg.Go(func() {
+			defer in.track(c, false)
+			in.serveLink(c, nil)
+		})
+	}
+}
+
+// Close stops accepting, closes the partner link and every user
+// connection, and returns when the server's goroutines have ended.
+func (s *Server) Close() error {
+	s.init()
+	s.in.close()
+	return nil
+}
