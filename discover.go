@@ -76,7 +76,8 @@ type DiscoverPoint struct {
 	// Transport are set for each session.
 	Peer *Dialer
 
-	forwarded sync.Map // client conns that another DP carried here (cluster.go)
+	forwarded sync.Map             // client conns that another DP carried here (cluster.go)
+	nameLocks map[string]*nameLock // see lockName (cluster.go)
 	initOnce  sync.Once
 	auth      authState
 	mu        sync.Mutex
@@ -134,6 +135,8 @@ func (dp *DiscoverPoint) AddLink(name, owner string, l Link) (remove func(), err
 		return nil, ErrDiscoverPointClosed
 	}
 	reg := Registration{Name: name, Owner: owner, DP: dp.Advertise}
+	unlock := dp.lockName(name)
+	defer unlock()
 	ctx, cancel := context.WithTimeout(dp.ctx, dp.HandshakeTimeout)
 	err = dp.Registry.Register(ctx, reg)
 	cancel()
@@ -500,6 +503,7 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		owner = "conn:" + c.RemoteAddr().String()
 	}
 	reg := Registration{Name: a.N, Owner: registryOwner(who, owner), DP: dp.Advertise}
+	unlockName := dp.lockName(a.N) // until the link is in the table
 	ctx, cancel := context.WithTimeout(context.Background(), dp.HandshakeTimeout)
 	err := dp.Registry.Register(ctx, reg)
 	if errors.Is(err, ErrNameTaken) && dp.evictSquatter(a.N) {
@@ -507,6 +511,7 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	}
 	cancel()
 	if err != nil {
+		unlockName()
 		reason := err.Error()
 		if errors.Is(err, ErrNameTaken) {
 			reason = errNameTakenReason(a.N)
@@ -522,6 +527,7 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	if a.Transport == wireYamux {
 		ys, err := yamux.Client(afterHandshake(c, r.Buffered()), yamuxConfig(dp.Logger, 0))
 		if err != nil {
+			unlockName()
 			dp.unregister(reg)
 			return
 		}
@@ -543,6 +549,7 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	l = g
 	defer dp.trackLink(l, who, end)()
 	dp.addLink(reg, l)
+	unlockName()
 	if err := plan5link.WriteMessage(c, ours, 0); err != nil {
 		end()
 		dp.removeLink(reg, l)
@@ -590,6 +597,7 @@ func (dp *DiscoverPoint) addLink(reg Registration, l Link) {
 }
 
 func (dp *DiscoverPoint) removeLink(reg Registration, l Link) {
+	defer dp.lockName(reg.Name)()
 	dp.mu.Lock()
 	srv := dp.servers[reg.Name]
 	last := false
