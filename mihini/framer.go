@@ -145,7 +145,14 @@ func (fr *framer) handle(f wire.Frame) (*mux.Frame, error) {
 			return nil, &mux.ProtocolError{Msg: fmt.Sprintf("mihini: the device sent CONNECT for client %d; only the server side sends it", id)}
 		}
 		host, port, _ := wire.ParseConnect(f.Payload) // the Reader has checked it
-		return fr.connect(id, net.JoinHostPort(host, strconv.Itoa(int(port)))), nil
+		addr := net.JoinHostPort(host, strconv.Itoa(int(port)))
+		if h, _, err := net.SplitHostPort(addr); err != nil || h != host {
+			// Text no dialer can take as a host (such as "]"): the
+			// device refuses it as it refuses a malformed CONNECT.
+			fr.log.Warn("mihini: CONNECT names no usable host; answering CLOSE", "client", id, "host", host)
+			addr = ""
+		}
+		return fr.connect(id, addr), nil
 	case wire.Data:
 		return fr.data(id, f.Payload), nil
 	case wire.Close:

@@ -17,7 +17,7 @@ so that programs that know nothing of rtcp (ssh, psql, a browser) reach
 it. The DP is dialled once per connection; a connection that cannot
 reach NAME is closed and the reason logged. It runs until SIGINT or
 SIGTERM.`)
-	dp := fs.String("dp", "", "`address` of the discover point, host:port (required)")
+	dp := fs.String("dp", "", "`address` of the discover point, host:port, or ws://host:port/rtcp to reach it over a WebSocket (required)")
 	name := fs.String("name", "", "`name` of the server to reach (required)")
 	listen := fs.String("listen", "", "local TCP `address` to accept connections on, e.g. 127.0.0.1:2222 (required)")
 	transport := transportVar(fs, "`kind` of connection to the DP: json (Plan5 Data messages, the default) or yamux (raw bytes after the handshake; faster)")
@@ -36,7 +36,9 @@ SIGTERM.`)
 	}
 	fmt.Fprintf(stderr, "rtcp connect: listening on %s, carrying connections to %s@%s\n", l.Addr(), *name, *dp)
 	d := rtcp.Dialer{Transport: *transport, Logger: log}
+	dpAddr, dial := dpDialer(*dp) // a ws:// URL: the DP over a WebSocket
+	d.Dial = dial
 	return forward(ctx, l, func(ctx context.Context) (net.Conn, error) {
-		return d.DialContext(ctx, *dp, *name)
+		return d.DialContext(ctx, dpAddr, *name)
 	}, log.With("to", *name+"@"+*dp))
 }

@@ -19,11 +19,15 @@ SIGTERM, then stops accepting, lets open sessions finish for the grace
 period, and cuts those still open.`)
 	listen := fs.String("listen", "", "TCP `address` to accept servers and clients on, e.g. :9000 (required)")
 	grace := fs.Duration("grace", 10*time.Second, "on SIGINT or SIGTERM, how long open sessions may go on")
+	seeds := addSeedFlags(fs)
 	logger := logFlags(fs, stderr)
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if err := required(fs, "listen"); err != nil {
+		return err
+	}
+	if err := seeds.check(fs); err != nil {
 		return err
 	}
 	log := logger()
@@ -33,6 +37,13 @@ period, and cuts those still open.`)
 		return err
 	}
 	dp := &rtcp.DiscoverPoint{Logger: log}
+	stopSeeds, err := seeds.start(dp, log, stderr)
+	if err != nil {
+		ln.Close()
+		dp.Close()
+		return err
+	}
+	defer stopSeeds()
 	served := make(chan error, 1)
 	go func() { served <- dp.Serve(ln) }()
 	fmt.Fprintf(stderr, "rtcp dp: listening on %s\n", ln.Addr())

@@ -18,7 +18,7 @@ carry each session a client opens to NAME to a new TCP connection to
 HOST:PORT. If HOST:PORT refuses, only that session is closed. Lost links
 to the DP are dialled again with backoff. It runs until SIGINT or
 SIGTERM.`)
-	dp := fs.String("dp", "", "`address` of the discover point, host:port (required)")
+	dp := fs.String("dp", "", "`address` of the discover point, host:port, or ws://host:port/rtcp to reach it over a WebSocket (required)")
 	name := fs.String("name", "", "the `name` clients reach this server by (required)")
 	to := fs.String("to", "", "`host:port` of the TCP service to carry sessions to (required)")
 	transport := transportVar(fs, "`kind` of links to the DP: json (the Plan5 protocol, the default) or yamux (faster)")
@@ -36,7 +36,9 @@ SIGTERM.`)
 	log := logger()
 
 	lc := rtcp.ListenConfig{Transport: *transport, PoolSize: *pool, Logger: log}
-	l, err := lc.Listen(ctx, *dp, *name)
+	dpAddr, dial := dpDialer(*dp) // a ws:// URL: links over a WebSocket
+	lc.Dial = dial
+	l, err := lc.Listen(ctx, dpAddr, *name)
 	if err != nil {
 		return listenError(err, *dp, *name, *transport)
 	}

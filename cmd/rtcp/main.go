@@ -30,6 +30,8 @@ var commands = []command{
 	{"dp", "run a discover point that servers register with and clients dial", runDP},
 	{"expose", "register a name at a DP and carry its sessions to a local TCP service", runExpose},
 	{"connect", "accept local TCP connections and carry each to a named server through a DP", runConnect},
+	{"c8y-agent", "open Cumulocity remote access tunnels for c8y_RemoteAccessConnect operations", runC8yAgent},
+	{"cccp-device", "register a device with a CCCP proxy and carry its sessions to a local TCP service", runCCCPDevice},
 }
 
 func main() {
@@ -104,7 +106,7 @@ Commands:
 
 `)
 	for _, c := range commands {
-		fmt.Fprintf(w, "\t%-10s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "\t%-12s %s\n", c.name, c.summary)
 	}
 	fmt.Fprint(w, `
 Run "rtcp help COMMAND" (or "rtcp COMMAND -h") for a command's flags.

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"rtcp"
+	"rtcp/c8y"
+	"rtcp/cccp"
+	"rtcp/wsconn"
+)
+
+// seedFlags are the dp flags of the doors for the Cumulocity and CCCP
+// seed systems, and of rtcp links over WebSockets.
+type seedFlags struct {
+	c8yListen, c8yTokenFile, c8yCert, c8yKey             *string
+	cccpAPI, cccpDevices, cccpPorts, cccpHost, cccpToken *string
+}
+
+func addSeedFlags(fs *flag.FlagSet) *seedFlags {
+	return &seedFlags{
+		c8yListen: fs.String("c8y-listen", "", "TCP `address` of an HTTP server for Cumulocity remote access "+
+			"(/service/remoteaccess/device/KEY, /client/KEY, POST /service/remoteaccess/keys) and for rtcp links over WebSockets (/rtcp)"),
+		c8yTokenFile: fs.String("c8y-token-file", "", "`file` holding the bearer token that creating remote access keys needs; "+
+			"without it only loopback clients may create keys"),
+		c8yCert:     fs.String("c8y-cert", "", "TLS certificate `file` for -c8y-listen (with -c8y-key): serve HTTPS and wss"),
+		c8yKey:      fs.String("c8y-key", "", "TLS key `file` for -c8y-listen"),
+		cccpAPI:     fs.String("cccp-api", "", "TCP `address` of the CCCP control API (/on, /off, /status)"),
+		cccpDevices: fs.String("cccp-devices", "", "TCP `address` CCCP devices dial to register with their serial"),
+		cccpPorts:   fs.String("cccp-ports", "", "`LO-HI`: the range of ports CCCP proxies listen on, e.g. 40000-40099"),
+		cccpHost:    fs.String("cccp-host", "", "`host` the CCCP /on answer names (default: the host the API request was sent to)"),
+		cccpToken: fs.String("cccp-token-file", "", "`file` holding the bearer token of the CCCP control API; "+
+			"without it only loopback clients may use the API"),
+	}
+}
+
+// check validates the flags' combinations, as usage errors.
+func (f *seedFlags) check(fs *flag.FlagSet) error {
+	if *f.c8yListen == "" && (*f.c8yTokenFile != "" || *f.c8yCert != "" || *f.c8yKey != "") {
+		return usageErrorf(fs, "-c8y-token-file, -c8y-cert and -c8y-key need -c8y-listen")
+	}
+	if (*f.c8yCert == "") != (*f.c8yKey == "") {
+		return usageErrorf(fs, "give -c8y-cert and -c8y-key together")
+	}
+	cccpOn := *f.cccpAPI != "" || *f.cccpDevices != "" || *f.cccpPorts != ""
+	if cccpOn && (*f.cccpAPI == "" || *f.cccpDevices == "" || *f.cccpPorts == "") {
+		return usageErrorf(fs, "CCCP needs -cccp-api, -cccp-devices and -cccp-ports together")
+	}
+	if !cccpOn && (*f.cccpHost != "" || *f.cccpToken != "") {
+		return usageErrorf(fs, "-cccp-host and -cccp-token-file need -cccp-api, -cccp-devices and -cccp-ports")
+	}
+	if cccpOn {
+		if _, _, err := parsePortRange(*f.cccpPorts); err != nil {
+			return usageErrorf(fs, "-cccp-ports %s", err)
+		}
+	}
+	return nil
+}
+
+// parsePortRange parses "LO-HI".
+func parsePortRange(s string) (lo, hi int, err error) {
+	a, b, ok := strings.Cut(s, "-")
+	lo, err1 := strconv.Atoi(a)
+	hi, err2 := strconv.Atoi(b)
+	if !ok || err1 != nil || err2 != nil || lo < 1 || hi > 65535 || lo > hi {
+		return 0, 0, fmt.Errorf("%q: want LO-HI, two ports from 1 to 65535 with LO <= HI, e.g. 40000-40099", s)
+	}
+	return lo, hi, nil
+}
+
+// readToken reads a bearer token from a file: its first line, trimmed.
+func readToken(flagName, file string) (string, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("-%s: %w", flagName, err)
+	}
+	tok, _, _ := strings.Cut(string(b), "\n")
+	tok = strings.TrimSpace(tok)
+	if tok == "" {
+		return "", fmt.Errorf("-%s: %s holds no token on its first line", flagName, file)
+	}
+	return tok, nil
+}
+
+// startSeeds starts the servers the flags ask for, beside dp, and returns
+// a function that stops them and waits for them.
+func (f *seedFlags) start(dp *rtcp.DiscoverPoint, log *slog.Logger, stderr io.Writer) (stop func(), err error) {
+	var (
+		closers []func()
+		wg      sync.WaitGroup
+	)
+	stop = func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+		wg.Wait()
+	}
+	fail := func(err error) (func(), error) {
+		stop()
+		return nil, err
+	}
+	serveHTTP := func(what string, l net.Listener, h http.Handler, cert, key string) {
+		hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		closers = append(closers, func() { hs.Close() })
+		wg.Go(func() {
+			var err error
+			if cert != "" {
+				err = hs.ServeTLS(l, cert, key)
+			} else {
+				err = hs.Serve(l)
+			}
+			if !errors.Is(err, http.ErrServerClosed) {
+				log.Error("rtcp dp: "+what+" stopped", "err", err)
+			}
+		})
+	}
+
+	if *f.c8yListen != "" {
+		srv := &c8y.Server{DP: dp, Logger: log}
+		if *f.c8yTokenFile != "" {
+			if srv.Token, err = readToken("c8y-token-file", *f.c8yTokenFile); err != nil {
+				return fail(err)
+			}
+		}
+		l, err := net.Listen("tcp", *f.c8yListen)
+		if err != nil {
+			return fail(fmt.Errorf("-c8y-listen: %w", err))
+		}
+		closers = append(closers, func() { srv.Close() })
+		mux := http.NewServeMux()
+		mux.Handle("/service/remoteaccess/", srv)
+		mux.Handle(wsconn.DefaultPath, wsconn.Handler("", dp.ServeConn))
+		serveHTTP("remote access", l, mux, *f.c8yCert, *f.c8yKey)
+		fmt.Fprintf(stderr, "rtcp dp: remote access and rtcp over WebSocket on %s\n", l.Addr())
+	}
+
+	if *f.cccpAPI != "" {
+		lo, hi, _ := parsePortRange(*f.cccpPorts)
+		p := &cccp.Proxy{DP: dp, Host: *f.cccpHost, MinPort: lo, MaxPort: hi, Logger: log}
+		if *f.cccpToken != "" {
+			if p.Token, err = readToken("cccp-token-file", *f.cccpToken); err != nil {
+				return fail(err)
+			}
+		}
+		devl, err := net.Listen("tcp", *f.cccpDevices)
+		if err != nil {
+			return fail(fmt.Errorf("-cccp-devices: %w", err))
+		}
+		apil, err := net.Listen("tcp", *f.cccpAPI)
+		if err != nil {
+			devl.Close()
+			return fail(fmt.Errorf("-cccp-api: %w", err))
+		}
+		closers = append(closers, func() { p.Close() })
+		wg.Go(func() {
+			if err := p.ServeDevices(devl); !errors.Is(err, cccp.ErrProxyClosed) {
+				log.Error("rtcp dp: CCCP device port stopped", "err", err)
+			}
+		})
+		serveHTTP("CCCP control API", apil, p, "", "")
+		fmt.Fprintf(stderr, "rtcp dp: CCCP devices on %s, control API on %s, proxy ports %d-%d\n",
+			devl.Addr(), apil.Addr(), lo, hi)
+	}
+	return stop, nil
+}
+
+// dpDialer returns the address to give Listen or Dial for the -dp flag
+// dp, and the dial function: a ws:// or wss:// URL (http:// and https://
+// too) is a DP reached over a WebSocket, anything else host:port over TCP.
+func dpDialer(dp string) (addr string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) {
+	u, err := url.Parse(dp)
+	if err != nil || u.Host == "" {
+		return dp, nil
+	}
+	switch u.Scheme {
+	case "ws", "wss", "http", "https":
+		if u.Path == "" {
+			u.Path = wsconn.DefaultPath
+		}
+		d := &wsconn.Dialer{URL: u.String()}
+		return u.Host, d.DialContext
+	}
+	return dp, nil
+}
