@@ -60,7 +60,10 @@ func ParseCredential(token string) (*Credential, error) {
 //
 // The rules of Names are checked when a server registers, and again on
 // every session open (each Connect, each port-mode connection), so that a
-// policy changed with SetPolicy takes effect at once.
+// policy changed with SetPolicy takes effect at once. Links that the
+// program adds itself with AddLink (the other wires) are not asked for a
+// key or checked against Owners; the clients of their names are checked
+// like any other.
 type Policy struct {
 	// Keys maps each key's name to its secret (at least MinSecretLen
 	// bytes). A key name may not contain ':'.
