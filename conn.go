@@ -46,6 +46,28 @@ func (c *Conn) Close() error {
 	return err
 }
 
+// Abort ends the session so that the peer's reads fail with err's text
+// instead of io.EOF: a session cut off must not look complete. On a raw
+// TCP leg (the client's fast mode) the connection is reset.
+func (c *Conn) Abort(err error) {
+	switch s := c.s.(type) {
+	case interface{ Abort(error) }:
+		s.Abort(err)
+	case *rawConn:
+		if tc, ok := s.Conn.(*net.TCPConn); ok {
+			tc.SetLinger(0)
+		}
+		s.Close()
+	default:
+		s.Close()
+	}
+	c.once.Do(func() {
+		if c.release != nil {
+			c.release()
+		}
+	})
+}
+
 // CloseWrite shuts down the writing side: the peer reads io.EOF after the
 // data already written and can still write back.
 func (c *Conn) CloseWrite() error { return c.s.CloseWrite() }
