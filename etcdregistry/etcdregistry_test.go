@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"rtcp"
+	"rtcp/internal/etcdtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -32,11 +33,11 @@ func testLogger() *slog.Logger {
 }
 
 // openRegistry opens a Registry on e, closed when the test ends.
-func openRegistry(t testing.TB, e *etcdServer, h *hooks) *Registry {
+func openRegistry(t testing.TB, e *etcdtest.Server, h *hooks) *Registry {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	r, err := New(ctx, Config{Endpoints: []string{e.endpoint}, TTL: testTTL, Logger: testLogger(), hooks: h})
+	r, err := New(ctx, Config{Endpoints: []string{e.Endpoint}, TTL: testTTL, Logger: testLogger(), hooks: h})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +58,7 @@ func (r *Registry) crash() {
 }
 
 func TestRegistry(t *testing.T) {
-	e := startEtcd(t)
+	e := etcdtest.Start(t)
 	r1, r2 := openRegistry(t, e, nil), openRegistry(t, e, nil)
 	ctx := context.Background()
 	name := "printer/7 ü" // escaping keeps it one name
@@ -118,7 +119,7 @@ func TestRegistry(t *testing.T) {
 // Concurrent registrations of one free name by different owners: exactly
 // one wins.
 func TestRegisterRace(t *testing.T) {
-	e := startEtcd(t)
+	e := etcdtest.Start(t)
 	const n = 8
 	regs := make([]*Registry, n)
 	for i := range regs {
@@ -148,7 +149,7 @@ func TestRegisterRace(t *testing.T) {
 
 // A DP that dies loses its names when its lease expires.
 func TestStaleNameExpires(t *testing.T) {
-	e := startEtcd(t)
+	e := etcdtest.Start(t)
 	dead, live := openRegistry(t, e, nil), openRegistry(t, e, nil)
 	ctx := context.Background()
 	if err := dead.Register(ctx, rtcp.Registration{Name: "x", Owner: "alice", DP: "dp1"}); err != nil {
@@ -173,8 +174,8 @@ func TestStaleNameExpires(t *testing.T) {
 }
 
 // watchDeletes returns a channel closed when a key under prefix is deleted.
-func watchDeletes(t testing.TB, e *etcdServer, prefix string) <-chan struct{} {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.endpoint}, Logger: zap.NewNop()})
+func watchDeletes(t testing.TB, e *etcdtest.Server, prefix string) <-chan struct{} {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint}, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +211,7 @@ type cluster struct {
 	back  []chan struct{} // a value each time DP i's lease is regained
 }
 
-func startCluster(t testing.TB, e *etcdServer, n int) *cluster {
+func startCluster(t testing.TB, e *etcdtest.Server, n int) *cluster {
 	c := &cluster{}
 	for range n {
 		lost, back := make(chan struct{}, 8), make(chan struct{}, 8)
@@ -291,7 +292,7 @@ func check(t testing.TB, addr, name string, d rtcp.Dialer) error {
 // The scenario: a server on DP1 (and DP2), a client on DP3; DP1
 // dies; the server's links on DP2 keep the name reachable.
 func TestClusterDPDies(t *testing.T) {
-	e := startEtcd(t)
+	e := etcdtest.Start(t)
 	c := startCluster(t, e, 3)
 	l := listen(t, &rtcp.ListenConfig{Transport: rtcp.TransportYamux}, c.addrs[0]+","+c.addrs[1], "printer-7")
 	echoServer(t, l)
@@ -333,7 +334,7 @@ func TestClusterDPDies(t *testing.T) {
 // etcd restarts (and stays away longer than the lease): the DPs take new
 // leases and register their names again; no name is lost.
 func TestEtcdRestart(t *testing.T) {
-	e := startEtcd(t)
+	e := etcdtest.Start(t)
 	c := startCluster(t, e, 2)
 	l := listen(t, &rtcp.ListenConfig{Transport: rtcp.TransportYamux}, c.addrs[0], "printer-7")
 	echoServer(t, l)
@@ -341,13 +342,13 @@ func TestEtcdRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	e.stop()
+	e.Stop()
 	waitFor(t, c.lost[0], "DP1 to notice its lease is lost")
 	// Sessions on DP1's own links need no etcd.
 	if err := check(t, c.addrs[0], "printer-7", rtcp.Dialer{}); err != nil {
 		t.Fatalf("session on DP1 while etcd is down: %v", err)
 	}
-	e.start()
+	e.Start()
 	waitFor(t, c.back[0], "DP1 to regain a lease")
 	if err := check(t, c.addrs[1], "printer-7", rtcp.Dialer{}); err != nil {
 		t.Fatalf("client on DP2 after etcd came back: %v", err)

@@ -1,4 +1,8 @@
-package etcdregistry
+// Package etcdtest starts etcd processes for tests: one member on loopback
+// ports, its data in a test directory, stopped when the test ends. A test
+// without an etcd binary on PATH is skipped with a message that names the
+// package to install (Debian's etcd-server; .ci/run installs it).
+package etcdtest
 
 import (
 	"bufio"
@@ -11,29 +15,31 @@ import (
 	"time"
 )
 
-// etcdServer is an etcd process of the tests: one member on loopback
-// ports, its data in a test directory, so that it can be stopped and
-// started again with its data.
-type etcdServer struct {
-	t        testing.TB
-	args     []string
-	endpoint string
-	cmd      *exec.Cmd
-	logDone  chan struct{}
+// Server is an etcd process of a test. Stop and Start stop it and start it
+// again with its data, on the same ports.
+type Server struct {
+	// Endpoint is its client URL, http://127.0.0.1:PORT.
+	Endpoint string
+
+	t       testing.TB
+	args    []string
+	cmd     *exec.Cmd
+	logDone chan struct{}
 }
 
-// startEtcd starts an etcd for the test, or skips the test if there is no
+// Start starts an etcd for the test, or skips the test if there is no
 // etcd binary. The etcd is stopped when the test ends.
-func startEtcd(t testing.TB) *etcdServer {
+func Start(t testing.TB) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("etcd")
 	if err != nil {
+		t.Helper()
 		t.Skip("no etcd binary on PATH: install the etcd-server package (apt-get install etcd-server) to run the cluster tests; .ci/run does")
 	}
 	client, peer := freePort(t), freePort(t)
-	e := &etcdServer{
+	e := &Server{
 		t:        t,
-		endpoint: "http://" + client,
+		Endpoint: "http://" + client,
 		args: []string{bin,
 			"--name", "rtcp-test",
 			"--data-dir", t.TempDir(),
@@ -45,8 +51,8 @@ func startEtcd(t testing.TB) *etcdServer {
 			"--logger=zap", "--log-outputs=stderr",
 		},
 	}
-	e.start()
-	t.Cleanup(e.stop)
+	e.Start()
+	t.Cleanup(e.Stop)
 	return e
 }
 
@@ -60,8 +66,8 @@ func freePort(t testing.TB) string {
 	return l.Addr().String()
 }
 
-// start runs etcd and returns when it serves clients.
-func (e *etcdServer) start() {
+// Start runs etcd again after Stop, and returns when it serves clients.
+func (e *Server) Start() {
 	e.t.Helper()
 	cmd := exec.Command(e.args[0], e.args[1:]...)
 	stderr, err := cmd.StderrPipe()
@@ -101,13 +107,13 @@ func (e *etcdServer) start() {
 		e.cmd = nil
 		e.t.Fatalf("etcd exited before it was ready:\n%s", strings.Join(tail, "\n"))
 	case <-t.C:
-		e.stop()
+		e.Stop()
 		e.t.Fatal("etcd was not ready within 30 s")
 	}
 }
 
-// stop kills etcd and waits for it to exit.
-func (e *etcdServer) stop() {
+// Stop kills etcd and waits for it to exit.
+func (e *Server) Stop() {
 	if e.cmd == nil {
 		return
 	}
@@ -117,4 +123,4 @@ func (e *etcdServer) stop() {
 	e.cmd = nil
 }
 
-func (e *etcdServer) String() string { return fmt.Sprintf("etcd at %s", e.endpoint) }
+func (e *Server) String() string { return fmt.Sprintf("etcd at %s", e.Endpoint) }
