@@ -11,7 +11,7 @@ import (
 )
 
 func runDP(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("dp", "dp -listen ADDR [-grace DURATION] [-log-level LEVEL]", `
+	fs := newFlagSet("dp", "dp -listen ADDR [-grace DURATION] [-tls-cert FILE -tls-key FILE [-tls-ca FILE]] [-config FILE] [-token-file FILE] [-log-level LEVEL]", `
 Run a discover point (DP): indirect servers (rtcp expose, rtcp.Listen)
 register their names with it, and indirect clients (rtcp connect,
 rtcp.Dial) reach them by name through it. It runs until SIGINT or
@@ -21,6 +21,7 @@ period, and cuts those still open.`)
 	grace := fs.Duration("grace", 10*time.Second, "on SIGINT or SIGTERM, how long open sessions may go on")
 	seeds := addSeedFlags(fs)
 	logger := logFlags(fs, stderr)
+	sec := securityFlags(fs, true)
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
@@ -31,12 +32,20 @@ period, and cuts those still open.`)
 		return err
 	}
 	log := logger()
+	tlsCfg, err := sec.tlsConfig(fs, stderr)
+	if err != nil {
+		return err
+	}
+	pol, err := sec.policy(stderr)
+	if err != nil {
+		return err
+	}
 
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
 	}
-	dp := &rtcp.DiscoverPoint{Logger: log}
+	dp := &rtcp.DiscoverPoint{Logger: log, TLSConfig: tlsCfg, Policy: pol}
 	stopSeeds, err := seeds.start(dp, log, stderr)
 	if err != nil {
 		ln.Close()
@@ -46,6 +55,7 @@ period, and cuts those still open.`)
 	defer stopSeeds()
 	served := make(chan error, 1)
 	go func() { served <- dp.Serve(ln) }()
+	warnOpen(pol, stderr)
 	fmt.Fprintf(stderr, "rtcp dp: listening on %s\n", ln.Addr())
 
 	select {

@@ -12,7 +12,7 @@ import (
 )
 
 func runExpose(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("expose", "expose -dp ADDR -name NAME -to HOST:PORT [-transport json|yamux] [-pool N] [-log-level LEVEL]", `
+	fs := newFlagSet("expose", "expose -dp ADDR -name NAME -to HOST:PORT [-transport json|yamux] [-pool N] [-tls] [-tls-ca FILE] [-token-file FILE] [-log-level LEVEL]", `
 Run an indirect server: register NAME at the discover point ADDR and
 carry each session a client opens to NAME to a new TCP connection to
 HOST:PORT. If HOST:PORT refuses, only that session is closed. Lost links
@@ -24,6 +24,7 @@ SIGTERM.`)
 	transport := transportVar(fs, "`kind` of links to the DP: json (the Plan5 protocol, the default) or yamux (faster)")
 	pool := fs.Int("pool", 1, "number of links to keep to the DP")
 	logger := logFlags(fs, stderr)
+	sec := securityFlags(fs, false)
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
@@ -34,8 +35,16 @@ SIGTERM.`)
 		return usageErrorf(fs, "-pool must be at least 1")
 	}
 	log := logger()
+	tlsCfg, err := sec.tlsConfig(fs, stderr)
+	if err != nil {
+		return err
+	}
+	cred, err := sec.peerCredential(stderr)
+	if err != nil {
+		return err
+	}
 
-	lc := rtcp.ListenConfig{Transport: *transport, PoolSize: *pool, Logger: log}
+	lc := rtcp.ListenConfig{Transport: *transport, PoolSize: *pool, Logger: log, TLSConfig: tlsCfg, Credential: cred}
 	dpAddr, dial := dpDialer(*dp) // a ws:// URL: links over a WebSocket
 	lc.Dial = dial
 	l, err := lc.Listen(ctx, dpAddr, *name)
