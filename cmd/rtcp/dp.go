@@ -20,6 +20,9 @@ period, and cuts those still open.`)
 	listen := fs.String("listen", "", "TCP `address` to accept servers and clients on, e.g. :9000 (required)")
 	grace := fs.Duration("grace", 10*time.Second, "on SIGINT or SIGTERM, how long open sessions may go on")
 	seeds := addSeedFlags(fs)
+	var mihinis mihiniFlag
+	fs.Var(&mihinis, "mihini", "`NAME=ADDR=SERVICE_HOST:PORT`: Mihini devices that dial ADDR become the server NAME, "+
+		"and each session to NAME is a CONNECT to SERVICE_HOST:PORT behind the device (repeatable)")
 	logger := logFlags(fs, stderr)
 	sec := securityFlags(fs, true)
 	if err := parseFlags(fs, args, stdout); err != nil {
@@ -53,6 +56,13 @@ period, and cuts those still open.`)
 		return err
 	}
 	defer stopSeeds()
+	stopMihini, err := startMihini(dp, mihinis.doors, log, stderr)
+	if err != nil {
+		ln.Close()
+		dp.Close()
+		return err
+	}
+	defer stopMihini()
 	served := make(chan error, 1)
 	go func() { served <- dp.Serve(ln) }()
 	warnOpen(pol, stderr)

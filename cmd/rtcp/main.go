@@ -32,6 +32,9 @@ var commands = []command{
 	{"connect", "accept local TCP connections and carry each to a named server through a DP", runConnect},
 	{"c8y-agent", "open Cumulocity remote access tunnels for c8y_RemoteAccessConnect operations", runC8yAgent},
 	{"cccp-device", "register a device with a CCCP proxy and carry its sessions to a local TCP service", runCCCPDevice},
+	{"mihini-server", "accept a Mihini device's link and carry clients to services behind it", runMihiniServer},
+	{"mihini-device", "dial a Mihini server side and carry its sessions to local services", runMihiniDevice},
+	{"tcpipe", "run a tcpipe instance that carries TCP connections to its partner instance", runTCPipe},
 }
 
 func main() {
@@ -106,7 +109,7 @@ Commands:
 
 `)
 	for _, c := range commands {
-		fmt.Fprintf(w, "\t%-12s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "\t%-14s %s\n", c.name, c.summary)
 	}
 	fmt.Fprint(w, `
 Run "rtcp help COMMAND" (or "rtcp COMMAND -h") for a command's flags.

@@ -1,0 +1,38 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"rtcp/mihini"
+)
+
+func runMihiniDevice(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("mihini-device", "mihini-device -server HOST:PORT [-reconnect] [-log-level LEVEL]", `
+Run the device side of the Mihini agent's TCP Remote Connection (the
+original's DeviceSideApp): dial the server side at HOST:PORT (rtcp
+mihini-server, a DP's -mihini door, or the original server), send LISTEN,
+and for each CONNECT connect to the address it names and carry the
+session. DATA that comes before its CONNECT is held. When the link drops,
+every session is closed; with -reconnect the device dials again with
+backoff (the original does not), otherwise it exits with status 1. It
+runs until SIGINT or SIGTERM.`)
+	server := fs.String("server", "", "`host:port` of the server side (required)")
+	reconnect := fs.Bool("reconnect", false, "dial the server again, with backoff, when the link cannot be made or drops")
+	logger := logFlags(fs, stderr)
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
+	}
+	if err := required(fs, "server"); err != nil {
+		return err
+	}
+	d := &mihini.Device{Server: *server, Reconnect: *reconnect, Logger: logger()}
+	fmt.Fprintf(stderr, "rtcp mihini-device: serving the link to %s\n", *server)
+	err := d.DialAndServe(ctx)
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
