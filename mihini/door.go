@@ -117,6 +117,8 @@ func (d *Door) Close() error {
 	return d.ls.close()
 }
 
+var _ rtcp.Link = dpLink{}
+
 // dpLink is a device link as the DP sees it: each session is a CONNECT to
 // one service.
 type dpLink struct {

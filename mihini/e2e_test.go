@@ -161,8 +161,9 @@ func TestDoor(t *testing.T) {
 
 	door := &Door{DP: dp, Name: "plc-7", Service: echo}
 	door.init()
-	up := make(chan struct{}, 1)
+	up, gone := make(chan struct{}, 1), make(chan struct{}, 1)
 	door.ls.ready = func() { up <- struct{}{} }
+	door.ls.gone = func() { gone <- struct{}{} }
 	dl := listen(t)
 	doorDone := make(chan error, 1)
 	go func() { doorDone <- door.Serve(dl) }()
@@ -214,15 +215,10 @@ func TestDoor(t *testing.T) {
 	cancel()
 	<-devDone
 	devDone <- nil
-	for {
-		c, err := rtcp.Dial(dpl.Addr().String(), "plc-7")
-		if err != nil {
-			break
-		}
-		// The withdrawal races the dial; a session that got through ends.
-		c.SetDeadline(time.Now().Add(time.Minute))
-		io.ReadAll(c)
+	<-gone
+	if c, err := rtcp.Dial(dpl.Addr().String(), "plc-7"); err == nil {
 		c.Close()
+		t.Error("rtcp.Dial reached plc-7 after its device left")
 	}
 }
 

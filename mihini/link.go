@@ -106,9 +106,10 @@ type linkServer struct {
 	cfg              linkConfig
 	up               func(l *deviceLink, done <-chan struct{})
 
-	// ready, if set, is called by up once a link takes clients: a hook
-	// for tests, which have no other way to know (LISTEN has no answer).
-	ready func()
+	// ready, if set, is called by up once a link takes clients, and gone
+	// once a link is no longer used: hooks for tests, which have no other
+	// way to know (LISTEN has no answer).
+	ready, gone func()
 
 	initOnce sync.Once
 	mu       sync.Mutex
@@ -250,6 +251,9 @@ func (ls *linkServer) serveDevice(c net.Conn) {
 		ls.cur = nil
 	}
 	ls.mu.Unlock()
+	if ls.gone != nil {
+		ls.gone()
+	}
 	l.s.Close()
 	ls.cfg.log.Info("mihini: device link down", "remote", l.remote, "err", l.s.Err())
 }
