@@ -11,15 +11,18 @@ import (
 )
 
 func runDP(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("dp", "dp -listen ADDR [-grace DURATION] [-tls-cert FILE -tls-key FILE [-tls-ca FILE]] [-config FILE] [-token-file FILE] [-log-level LEVEL]", `
+	fs := newFlagSet("dp", "dp -listen ADDR [-grace DURATION] [-tls-cert FILE -tls-key FILE [-tls-ca FILE]] [-config FILE] [-token-file FILE] [-etcd URLS -advertise ADDR [-etcd-ttl DURATION]] [-log-level LEVEL]", `
 Run a discover point (DP): indirect servers (rtcp expose, rtcp.Listen)
 register their names with it, and indirect clients (rtcp connect,
 rtcp.Dial) reach them by name through it. It runs until SIGINT or
 SIGTERM, then stops accepting, lets open sessions finish for the grace
-period, and cuts those still open.`)
+period, and cuts those still open. With -etcd, the DP joins the cluster
+of DPs that share that etcd: a name has one owner across all of them,
+and a client may reach any DP for any name.`)
 	listen := fs.String("listen", "", "TCP `address` to accept servers and clients on, e.g. :9000 (required)")
 	grace := fs.Duration("grace", 10*time.Second, "on SIGINT or SIGTERM, how long open sessions may go on")
 	seeds := addSeedFlags(fs)
+	cluster := addClusterFlags(fs)
 	var mihinis mihiniFlag
 	fs.Var(&mihinis, "mihini", "`NAME=ADDR=SERVICE_HOST:PORT`: Mihini devices that dial ADDR become the server NAME, "+
 		"and each session to NAME is a CONNECT to SERVICE_HOST:PORT behind the device (repeatable)")
@@ -34,6 +37,9 @@ period, and cuts those still open.`)
 	if err := seeds.check(fs); err != nil {
 		return err
 	}
+	if err := cluster.check(fs); err != nil {
+		return err
+	}
 	log := logger()
 	tlsCfg, err := sec.tlsConfig(fs, stderr)
 	if err != nil {
@@ -43,12 +49,22 @@ period, and cuts those still open.`)
 	if err != nil {
 		return err
 	}
+	cred, err := sec.credential()
+	if err != nil {
+		return err
+	}
+	member, err := cluster.join(ctx, tlsCfg, cred, log, stderr)
+	if err != nil {
+		return err
+	}
+	defer member.leave()
 
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
 	}
 	dp := &rtcp.DiscoverPoint{Logger: log, TLSConfig: tlsCfg, Policy: pol}
+	member.configure(dp)
 	stopSeeds, err := seeds.start(dp, log, stderr)
 	if err != nil {
 		ln.Close()
