@@ -471,7 +471,7 @@ func (dp *DiscoverPoint) evictSquatter(name string) bool {
 		delete(dp.servers, name)
 	}
 	dp.mu.Unlock()
-	dp.unregister(Registration{Name: name, Owner: owner})
+	dp.unregister(Registration{Name: name, Owner: owner, DP: dp.Advertise})
 	return true
 }
 
