@@ -36,6 +36,13 @@
 //   - Session: one client's connection to a server through the DP, what
 //     [Dial] returns and [Listener.Accept] hands out: a [*Conn], a full
 //     net.Conn with deadlines, and CloseWrite for half-close.
+//   - Cluster: several DPs that share a [Registry] (package
+//     rtcp/etcdregistry keeps one on etcd), each with its
+//     [DiscoverPoint.Advertise] address. A name has one owner across the
+//     cluster, a client may ask any DP for any name (the DP carries the
+//     session to a DP that holds a link of it), and a server may keep
+//     links on several DPs: [ListenConfig.Listen] and [Dialer.DialContext]
+//     take a comma-separated list of DPs.
 //   - Transport: how sessions travel. [TransportJSON], the zero value, is
 //     the Plan5 protocol of the seed (JSON lines, payload in base64), which
 //     plain peers speak; [TransportYamux] is faster.
