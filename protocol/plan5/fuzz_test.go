@@ -66,6 +66,11 @@ func fuzzSeeds() [][]byte {
 			&Aloha{V: 10000, R: RoleDP, N: "rtcp", Challenge: payload[:32], Binding: "tls-exporter"},
 			&Aloha{V: 10000, R: RoleIS, N: "printer-7", Proof: payload[:32]},
 		),
+		// A session one DP of a cluster carries to another (SPEC.md, "Via").
+		transcript(
+			&Aloha{V: 10000, R: RoleIC, N: "alice", Window: 262144, MaxLine: 65536, HalfClose: true, Transport: "raw", Via: "10.0.0.3:9000"},
+			&Connect{N: "printer-7"},
+		),
 		// Forms only the encoding/json path reads.
 		[]byte("3\n{ \"C\" : \"AAEC/w==\", \"X\" : 7, \"Future\": [1, {\"a\": null}] }\n0\n{\"N\":\"caf\\u00e9\",\"V\":10000}\n"),
 		// Bad input.
