@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 )
 
 // A cluster is several DiscoverPoints that share one Registry (the
@@ -81,8 +82,16 @@ func (dp *DiscoverPoint) openRemote(ctx context.Context, name, client string) (c
 	d.Transport = TransportYamux // the raw client leg: bytes as they are
 	d.via = dp.Advertise
 	var errs []error
-	for _, r := range rs {
-		c, err := d.DialContext(ctx, r.DP, name)
+	for i, r := range rs {
+		// A DP that died with its host may not even refuse: give each
+		// holder an equal share of what is left of the time, so that
+		// every one is tried.
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if deadline, ok := ctx.Deadline(); ok && i < len(rs)-1 {
+			actx, cancel = context.WithTimeout(ctx, time.Until(deadline)/time.Duration(len(rs)-i))
+		}
+		c, err := d.DialContext(actx, r.DP, name)
+		cancel()
 		if err == nil {
 			dp.log().Debug("rtcp: session carried to another DP", "server", name, "dp", r.DP)
 			return unwrapRaw(c), true, nil

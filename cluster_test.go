@@ -266,3 +266,52 @@ func TestClusterNoAdvertise(t *testing.T) {
 		t.Fatalf("Dial through a DP without Advertise: %v, want no server", err)
 	}
 }
+
+// A holder that takes the connection but never answers (a DP whose host
+// hangs) gets its share of the time, and the next holder the rest.
+func TestClusterHolderHangs(t *testing.T) {
+	reg := new(MemoryRegistry)
+	dp1, _ := startClusterDP(t, reg)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp2 := &DiscoverPoint{Registry: reg, Advertise: ln.Addr().String(), HandshakeTimeout: time.Second}
+	go dp2.Serve(ln)
+	t.Cleanup(func() { dp2.Close() })
+
+	hang, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := hang.Accept()
+			if err != nil {
+				close(held)
+				return
+			}
+			held <- c // never read, never answered
+		}
+	}()
+	t.Cleanup(func() {
+		hang.Close()
+		for c := range held {
+			c.Close()
+		}
+	})
+	l := listen(t, &ListenConfig{Owner: "o"}, dp1, "x")
+	echo(t, l)
+	if err := reg.Register(context.Background(), Registration{Name: "x", Owner: "o", DP: hang.Addr().String()}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 { // the holders are tried in random order
+		c, err := Dial(ln.Addr().String(), "x")
+		if err != nil {
+			t.Fatalf("dial %d: %v", i, err)
+		}
+		roundTrip(t, c, []byte("past the hung DP"))
+		c.Close()
+	}
+}
