@@ -108,9 +108,13 @@ func (st *Stream) Read(p []byte) (int, error) {
 			n := copy(p, st.rbuf[st.roff:])
 			st.roff += n
 			if st.roff == len(st.rbuf) {
-				if cap(st.rbuf) > 64<<10 {
-					st.rbuf = nil // do not hold a large buffer while idle
-				} else {
+				switch {
+				case cap(st.rbuf) == bigRbuf:
+					putRbuf(st.rbuf) // an idle stream holds no large buffer
+					st.rbuf = nil
+				case cap(st.rbuf) > 64<<10:
+					st.rbuf = nil
+				default:
 					st.rbuf = st.rbuf[:0]
 				}
 				st.roff = 0
@@ -140,6 +144,34 @@ func (st *Stream) Read(p []byte) (int, error) {
 		st.mu.Unlock()
 		if len(p) == 0 {
 			return 0, nil
+		}
+		select {
+		case <-st.readReady:
+		case <-st.rd.Wait():
+		case <-st.closed:
+		}
+	}
+}
+
+// WaitRead waits until Read will not block: bytes have arrived, or the
+// end, an error, a deadline or Close. A relay calls it before it takes a
+// buffer, so that an idle stream costs it none. It returns Read's error
+// for the last four, nil for bytes or the end.
+func (st *Stream) WaitRead() error {
+	for {
+		select {
+		case <-st.closed:
+			return st.opErr("read", net.ErrClosed)
+		default:
+		}
+		if st.rd.Passed() {
+			return st.opErr("read", errTimeout)
+		}
+		st.mu.Lock()
+		ready := st.roff < len(st.rbuf) || st.rerr != nil || st.rclosed
+		st.mu.Unlock()
+		if ready {
+			return nil
 		}
 		select {
 		case <-st.readReady:
@@ -369,10 +401,36 @@ func (st *Stream) push(data []byte) {
 		n := copy(st.rbuf, st.rbuf[st.roff:])
 		st.rbuf, st.roff = st.rbuf[:n], 0
 	}
+	if need := len(st.rbuf) + len(data); need > cap(st.rbuf) && need > 16<<10 && need <= bigRbuf && limit >= bigRbuf {
+		// A burst: one pooled buffer, not a chain of growing ones.
+		b := getRbuf()
+		st.rbuf = append(b, st.rbuf[st.roff:]...)
+		st.roff = 0
+	}
 	st.rbuf = append(st.rbuf, data...)
 	st.mu.Unlock()
 	signal(st.readReady)
 }
+
+// bigRbuf is the capacity of the pooled receive buffers: the default
+// window, the most a flow-controlled peer may have in flight (a stream
+// with a smaller window grows its buffer as it needs). A stream
+// that receives a burst takes one from the pool and gives it back once
+// its reader has drained it; without the pool every burst allocated a
+// chain of growing buffers (a third of a relay's CPU went to the garbage
+// collector and to returning memory to the OS).
+const bigRbuf = 256 << 10
+
+var rbufPool sync.Pool
+
+func getRbuf() []byte {
+	if b, ok := rbufPool.Get().(*[]byte); ok {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, bigRbuf)
+}
+
+func putRbuf(b []byte) { rbufPool.Put(&b) }
 
 func (st *Stream) addCredit(n int) {
 	st.mu.Lock()
