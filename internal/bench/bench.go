@@ -474,9 +474,11 @@ func (b *runner) measureIdle(ctx context.Context, st *setup, row *Row) error {
 		if err != nil {
 			return err
 		}
-		per := float64(now-fd0[i]) / float64(probe)
+		// 5% over the probe's figure: the probe may have reused pipes
+		// that earlier sessions left in Go's pool.
+		per := 1.05 * float64(now-fd0[i]) / float64(probe)
 		if per > 0 {
-			const reserve = 64 // listeners, pipes, the runtime's own
+			const reserve = 128 // listeners, the runtime's own, a margin
 			n = min(n, probe+int(float64(limit-now-reserve)/per))
 		}
 	}
