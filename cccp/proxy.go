@@ -17,6 +17,7 @@ import (
 	"rtcp"
 	"rtcp/internal/mux"
 	"rtcp/internal/readahead"
+	"rtcp/internal/serve"
 	wire "rtcp/protocol/cccp"
 )
 
@@ -100,10 +101,9 @@ type Proxy struct {
 	nextPort int
 	changed  chan struct{} // closed and replaced when a device comes, goes or is freed
 	closed   bool
-	done     chan struct{}
-	lns      map[net.Listener]bool
-	pending  map[net.Conn]bool // device connections that have not registered yet
-	wg       sync.WaitGroup
+	// g runs the device and proxy ports and their goroutines; it tracks
+	// device connections until they register, and clients.
+	g serve.Group
 }
 
 func (p *Proxy) init() {
@@ -118,9 +118,7 @@ func (p *Proxy) init() {
 		p.proxies = make(map[string]*proxy)
 		p.ports = make(map[int]bool)
 		p.changed = make(chan struct{})
-		p.done = make(chan struct{})
-		p.lns = make(map[net.Listener]bool)
-		p.pending = make(map[net.Conn]bool)
+		p.g.Logger = p.Logger
 	})
 }
 
@@ -189,106 +187,32 @@ func (p *Proxy) ListenAndServeDevices(addr string) error {
 // Close, and closes l.
 func (p *Proxy) ServeDevices(l net.Listener) error {
 	p.init()
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		l.Close()
+	err := p.g.Serve(l, p.serveDevice)
+	if err == serve.ErrClosed {
 		return ErrProxyClosed
 	}
-	p.lns[l] = true
-	p.mu.Unlock()
-	defer func() {
-		p.mu.Lock()
-		delete(p.lns, l)
-		p.mu.Unlock()
-		l.Close()
-	}()
-	var delay time.Duration
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if p.isClosed() {
-				return ErrProxyClosed
-			}
-			if temporary(err) {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				t := time.NewTimer(delay)
-				select {
-				case <-t.C:
-				case <-p.done:
-					t.Stop()
-				}
-				continue
-			}
-			return err
-		}
-		delay = 0
-		if !p.track(c) {
-			c.Close()
-			continue
-		}
-		go func() {
-			defer p.wg.Done()
-			p.serveDevice(c)
-		}()
-	}
-}
-
-func temporary(err error) bool {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return true
-	}
-	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
-		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS)
-}
-
-func (p *Proxy) isClosed() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.closed
-}
-
-// track notes a device connection that has not registered yet, so that
-// Close can end it, and counts the goroutine that will serve it (call
-// p.wg.Done when it ends); false once the Proxy is closed.
-func (p *Proxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return false
-	}
-	p.pending[c] = true
-	p.wg.Add(1)
-	return true
-}
-
-func (p *Proxy) untrack(c net.Conn) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	delete(p.pending, c)
+	return err
 }
 
 // serveDevice reads a device's registration and serves the device until
-// its connection ends or it is replaced.
-func (p *Proxy) serveDevice(c net.Conn) {
+// its connection ends or it is replaced. Once the device has registered,
+// its connection is the device's to close (kept).
+func (p *Proxy) serveDevice(c net.Conn) (kept bool) {
 	c.SetReadDeadline(time.Now().Add(p.RegisterTimeout))
 	br := bufio.NewReader(c)
 	serial, err := wire.ReadSerial(br)
 	if err != nil {
-		p.untrack(c)
-		c.Close()
 		p.log().Info("cccp: device did not register", "remote", c.RemoteAddr(), "err", err)
-		return
+		return false
 	}
 	c.SetReadDeadline(time.Time{})
 	d := &device{p: p, serial: serial, conn: c, ra: readahead.New(c, br, p.BufferSize)}
 	remove, err := p.DP.AddLink(p.Name(serial), "cccp-device:"+serial, d)
-	p.untrack(c)
+	p.g.Release(c)
 	if err != nil {
 		d.ra.Close()
 		p.log().Warn("cccp: device refused by the DP", "serial", serial, "remote", c.RemoteAddr(), "err", err)
-		return
+		return true
 	}
 	d.remove = remove
 	p.mu.Lock()
@@ -296,7 +220,7 @@ func (p *Proxy) serveDevice(c net.Conn) {
 		p.mu.Unlock()
 		remove()
 		d.ra.Close()
-		return
+		return true
 	}
 	old := p.devices[serial]
 	p.devices[serial] = d
@@ -312,10 +236,11 @@ func (p *Proxy) serveDevice(c net.Conn) {
 
 	select {
 	case <-d.ra.Done():
-	case <-p.done:
+	case <-p.g.Done():
 	}
 	d.close()
 	p.log().Info("cccp: device left", "serial", serial, "remote", c.RemoteAddr(), "err", d.ra.Err())
+	return true
 }
 
 // close ends the device's connection and takes it off the books.
@@ -423,28 +348,17 @@ func (p *Proxy) clientCame(pr *proxy) {
 func (p *Proxy) Close() error {
 	p.init()
 	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		p.wg.Wait()
-		return nil
-	}
 	p.closed = true
-	close(p.done)
-	for l := range p.lns {
-		l.Close()
-	}
-	for c := range p.pending {
-		c.Close()
-	}
 	proxies := make([]*proxy, 0, len(p.proxies))
 	for _, pr := range p.proxies {
 		proxies = append(proxies, pr)
 	}
 	p.mu.Unlock()
+	p.g.CloseListeners()
 	for _, pr := range proxies {
 		p.turnOff(pr, "the proxy service is closing")
 	}
-	p.wg.Wait()
+	p.g.Close()
 	return nil
 }
 
@@ -488,8 +402,13 @@ func (p *Proxy) turnOn(req wire.OnRequest, host string) (*proxy, error) {
 		if err != nil {
 			return nil, fmt.Errorf("cccp: cannot listen on port %d: %w", port, err)
 		}
-		p.nextPort = port + 1
 		pr := &proxy{p: p, req: req, host: host, port: port, ln: ln, done: make(chan struct{})}
+		// serveClients waits for p.mu, held here, before it touches pr.
+		if !p.g.Go(func() { p.serveClients(pr) }) {
+			ln.Close()
+			return nil, ErrProxyClosed
+		}
+		p.nextPort = port + 1
 		p.ports[port] = true
 		p.proxies[req.Serial] = pr
 		if req.Timeout > 0 {
@@ -498,7 +417,6 @@ func (p *Proxy) turnOn(req wire.OnRequest, host string) (*proxy, error) {
 		if d := p.devices[req.Serial]; d != nil {
 			p.setDiscardLocked(d)
 		}
-		p.wg.Go(func() { p.serveClients(pr) })
 		p.log().Info("cccp: proxy on", "serial", req.Serial, "port", port, "persistent", req.Persistent,
 			"whitelist", req.IPWhitelist, "timeout", req.Timeout)
 		return pr, nil
@@ -557,31 +475,12 @@ func (p *Proxy) turnOff(pr *proxy, why string) bool {
 }
 
 // serveClients accepts clients on a proxy's port until it is turned off.
+// A proxy has one client at a time: others are refused.
 func (p *Proxy) serveClients(pr *proxy) {
-	for {
-		c, err := pr.ln.Accept()
-		if err != nil {
-			select {
-			case <-pr.done:
-				return
-			default:
-			}
-			if temporary(err) {
-				select {
-				case <-time.After(50 * time.Millisecond):
-				case <-pr.done:
-					return
-				}
-				continue
-			}
-			p.log().Error("cccp: proxy port failed", "serial", pr.req.Serial, "port", pr.port, "err", err)
-			p.turnOff(pr, "its port failed: "+err.Error())
-			return
-		}
+	err := p.g.Serve(pr.ln, func(c net.Conn) bool {
 		if !allowed(pr, c.RemoteAddr()) {
 			p.log().Info("cccp: client refused: not in ip_whitelist", "serial", pr.req.Serial, "client", c.RemoteAddr())
-			c.Close()
-			continue
+			return false
 		}
 		p.mu.Lock()
 		busy := pr.client != nil || pr.off
@@ -591,12 +490,22 @@ func (p *Proxy) serveClients(pr *proxy) {
 		p.mu.Unlock()
 		if busy {
 			p.log().Info("cccp: client refused: the proxy has a client", "serial", pr.req.Serial, "client", c.RemoteAddr())
-			c.Close()
-			continue
+			return false
 		}
 		p.clientCame(pr)
-		p.wg.Go(func() { p.serveClient(pr, c) })
+		p.serveClient(pr, c)
+		return false
+	})
+	select {
+	case <-pr.done: // turned off
+		return
+	default:
 	}
+	if err == serve.ErrClosed {
+		return // Close turns it off
+	}
+	p.log().Error("cccp: proxy port failed", "serial", pr.req.Serial, "port", pr.port, "err", err)
+	p.turnOff(pr, "its port failed: "+err.Error())
 }
 
 func allowed(pr *proxy, a net.Addr) bool {

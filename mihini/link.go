@@ -7,10 +7,10 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"syscall"
 	"time"
 
 	"rtcp/internal/mux"
+	"rtcp/internal/serve"
 	wire "rtcp/protocol/mihini"
 )
 
@@ -112,13 +112,9 @@ type linkServer struct {
 	ready, gone func()
 
 	initOnce sync.Once
+	g        serve.Group // listeners, device and client connections, goroutines
 	mu       sync.Mutex
 	cur      *deviceLink
-	lns      map[net.Listener]struct{}
-	conns    map[net.Conn]struct{}
-	closed   bool
-	done     chan struct{}
-	wg       sync.WaitGroup
 }
 
 func (ls *linkServer) init() {
@@ -126,20 +122,19 @@ func (ls *linkServer) init() {
 		if ls.handshakeTimeout <= 0 {
 			ls.handshakeTimeout = defaultHandshakeTimeout
 		}
-		ls.lns = make(map[net.Listener]struct{})
-		ls.conns = make(map[net.Conn]struct{})
-		ls.done = make(chan struct{})
+		ls.g.Logger = ls.cfg.log
+		ls.g.Reset = true // a cut connection did not finish: its peer sees an error
 	})
 }
 
 // current returns the link that takes new clients.
 func (ls *linkServer) current() (*deviceLink, error) {
 	ls.init()
-	ls.mu.Lock()
-	defer ls.mu.Unlock()
-	if ls.closed {
+	if ls.g.Closed() {
 		return nil, ErrServerClosed
 	}
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
 	if ls.cur == nil {
 		return nil, ErrNoDevice
 	}
@@ -147,83 +142,15 @@ func (ls *linkServer) current() (*deviceLink, error) {
 }
 
 // serve runs handle for each connection l accepts, in a goroutine the
-// server waits for on Close. It always returns a non-nil error.
+// server waits for on Close. It always returns a non-nil error; after
+// Close, ErrServerClosed. It closes l when it returns.
 func (ls *linkServer) serve(l net.Listener, handle func(net.Conn)) error {
 	ls.init()
-	ls.mu.Lock()
-	if ls.closed {
-		ls.mu.Unlock()
-		l.Close()
+	err := ls.g.Serve(l, func(c net.Conn) bool { handle(c); return false })
+	if err == serve.ErrClosed {
 		return ErrServerClosed
 	}
-	ls.lns[l] = struct{}{}
-	ls.mu.Unlock()
-	defer func() {
-		ls.mu.Lock()
-		delete(ls.lns, l)
-		ls.mu.Unlock()
-		l.Close()
-	}()
-	var delay time.Duration
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if ls.isClosed() {
-				return ErrServerClosed
-			}
-			if temporary(err) {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				ls.cfg.log.Warn("mihini: accept failed; retrying", "addr", l.Addr(), "err", err, "retry_in", delay)
-				t := time.NewTimer(delay)
-				select {
-				case <-t.C:
-				case <-ls.done:
-					t.Stop()
-				}
-				continue
-			}
-			return err
-		}
-		delay = 0
-		if !ls.track(c, true) {
-			c.Close()
-			return ErrServerClosed
-		}
-		ls.wg.Go(func() {
-			defer ls.track(c, false)
-			defer c.Close()
-			handle(c)
-		})
-	}
-}
-
-func temporary(err error) bool {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return true
-	}
-	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
-		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS)
-}
-
-func (ls *linkServer) isClosed() bool {
-	ls.mu.Lock()
-	defer ls.mu.Unlock()
-	return ls.closed
-}
-
-func (ls *linkServer) track(c net.Conn, add bool) bool {
-	ls.mu.Lock()
-	defer ls.mu.Unlock()
-	if add {
-		if ls.closed {
-			return false
-		}
-		ls.conns[c] = struct{}{}
-	} else {
-		delete(ls.conns, c)
-	}
-	return true
+	return err
 }
 
 // serveDevice runs one device connection: LISTEN, then the link, which
@@ -242,10 +169,13 @@ func (ls *linkServer) serveDevice(c net.Conn) {
 	ls.mu.Unlock()
 	if old != nil {
 		ls.cfg.log.Info("mihini: a new device link replaces the old one", "old", old.remote, "new", l.remote)
-		ls.wg.Go(func() { old.s.Close() }) // it may linger; the new link need not wait
+		closeOld := func() { old.s.Close() }
+		if !ls.g.Go(closeOld) { // it may linger; the new link need not wait
+			closeOld()
+		}
 	}
 	ls.cfg.log.Info("mihini: device link up", "remote", l.remote)
-	ls.up(l, ls.done)
+	ls.up(l, ls.g.Done())
 	ls.mu.Lock()
 	if ls.cur == l {
 		ls.cur = nil
@@ -262,19 +192,7 @@ func (ls *linkServer) serveDevice(c net.Conn) {
 // for the goroutines the server started.
 func (ls *linkServer) close() error {
 	ls.init()
-	ls.mu.Lock()
-	if !ls.closed {
-		ls.closed = true
-		close(ls.done)
-	}
-	for l := range ls.lns {
-		l.Close()
-	}
-	for c := range ls.conns {
-		reset(c)
-	}
-	ls.mu.Unlock()
-	ls.wg.Wait()
+	ls.g.Close()
 	return nil
 }
 
@@ -282,13 +200,4 @@ func (ls *linkServer) isReady() {
 	if ls.ready != nil {
 		ls.ready()
 	}
-}
-
-// reset closes c so that its peer sees an error, not a clean end: the
-// connection was cut off, it did not finish.
-func reset(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetLinger(0)
-	}
-	c.Close()
 }

@@ -68,9 +68,9 @@ func (c *Client) DialAndServe(ctx context.Context) error {
 		conn, err := c.dial(ctx)
 		if err == nil {
 			failures = 0
-			if in.track(conn, true) {
+			if in.g.Track(conn) {
 				err = in.serveLink(conn, ctx.Done())
-				in.track(conn, false)
+				in.g.Release(conn)
 			}
 			conn.Close()
 		}

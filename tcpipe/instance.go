@@ -8,11 +8,11 @@ import (
 	"net"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"rtcp/internal/mux"
 	"rtcp/internal/relay"
+	"rtcp/internal/serve"
 )
 
 // Errors of the tcpipe roles.
@@ -46,17 +46,13 @@ type instance struct {
 	ready    func()
 	released func(port uint16)
 
+	g        serve.Group // listeners, connections, goroutines
 	mu       sync.Mutex
 	partner  *mux.Session
 	busy     map[uint16]bool // ports whose accepted connection is open or quiet
 	listened bool
-	lns      map[net.Listener]struct{}
-	conns    map[net.Conn]struct{}
-	closed   bool
-	done     chan struct{}
 	ctx      context.Context // canceled by close
 	cancel   context.CancelFunc
-	wg       sync.WaitGroup
 }
 
 func (in *instance) setup(ports []uint16, bind, target string,
@@ -71,10 +67,9 @@ func (in *instance) setup(ports []uint16, bind, target string,
 	if in.log == nil {
 		in.log = discard
 	}
+	in.g.Logger = in.log
+	in.g.Reset = true // a cut connection did not finish: its peer sees an error
 	in.busy = make(map[uint16]bool)
-	in.lns = make(map[net.Listener]struct{})
-	in.conns = make(map[net.Conn]struct{})
-	in.done = make(chan struct{})
 	in.ctx, in.cancel = context.WithCancel(context.Background())
 }
 
@@ -87,7 +82,7 @@ func (in *instance) listenUsers() error {
 	if in.listened {
 		return nil
 	}
-	if in.closed {
+	if in.g.Stopped() {
 		return ErrServerClosed
 	}
 	seen := make(map[uint16]bool)
@@ -111,10 +106,11 @@ func (in *instance) listenUsers() error {
 	}
 	in.listened = true
 	for i, l := range lns {
-		in.lns[l] = struct{}{}
 		port := in.ports[i]
 		in.log.Info("tcpipe: accepting user applications", "addr", l.Addr())
-		in.wg.Go(func() { in.acceptUsers(l, port) })
+		if !in.g.Go(func() { in.acceptUsers(l, port) }) {
+			l.Close()
+		}
 	}
 	return nil
 }
@@ -123,41 +119,17 @@ func (in *instance) listenUsers() error {
 // while the port carries one already, or while there is no partner, is
 // closed at once (SPEC.md, "One connection per port").
 func (in *instance) acceptUsers(l net.Listener, port uint16) {
-	var delay time.Duration
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if in.isClosed() {
-				return
-			}
-			if temporary(err) {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				t := time.NewTimer(delay)
-				select {
-				case <-t.C:
-				case <-in.done:
-					t.Stop()
-				}
-				continue
-			}
-			in.log.Error("tcpipe: stopped accepting user applications", "addr", l.Addr(), "err", err)
-			return
-		}
-		delay = 0
+	err := in.g.Serve(l, func(c net.Conn) bool {
 		s, why := in.claim(port)
 		if s == nil {
 			in.log.Info("tcpipe: user application refused", "port", port, "remote", c.RemoteAddr(), "reason", why)
-			c.Close()
-			continue
+			return false
 		}
-		if !in.track(c, true) {
-			c.Close()
-			return
-		}
-		in.wg.Go(func() {
-			defer in.track(c, false)
-			in.serveUser(c, port, s)
-		})
+		in.serveUser(c, port, s)
+		return false
+	})
+	if err != serve.ErrClosed {
+		in.log.Error("tcpipe: stopped accepting user applications", "addr", l.Addr(), "err", err)
 	}
 }
 
@@ -197,7 +169,7 @@ func (in *instance) release(port uint16) {
 	t := time.NewTimer(in.quiet)
 	select {
 	case <-t.C:
-	case <-in.done:
+	case <-in.g.Done():
 		t.Stop()
 	}
 	in.mu.Lock()
@@ -224,7 +196,7 @@ func (in *instance) serveLink(c net.Conn, stop <-chan struct{}) error {
 		MaxBuffer:       in.maxBuffer,
 	})
 	in.mu.Lock()
-	if in.closed {
+	if in.g.Closed() {
 		in.mu.Unlock()
 		s.Close()
 		return ErrServerClosed
@@ -234,7 +206,10 @@ func (in *instance) serveLink(c net.Conn, stop <-chan struct{}) error {
 	in.mu.Unlock()
 	if old != nil {
 		in.log.Info("tcpipe: a new partner link replaces the old one")
-		in.wg.Go(func() { old.Close() }) // it may linger; the new link need not wait
+		closeOld := func() { old.Close() }
+		if !in.g.Go(closeOld) { // it may linger; the new link need not wait
+			closeOld()
+		}
 	}
 	in.log.Info("tcpipe: partner link up", "remote", c.RemoteAddr())
 	if in.ready != nil {
@@ -245,11 +220,13 @@ loop:
 	for {
 		select {
 		case st := <-s.Streams():
-			in.wg.Go(func() { in.serveTarget(st) })
+			if !in.g.Go(func() { in.serveTarget(st) }) {
+				st.Close()
+			}
 		case <-s.Done():
 			err = s.Err()
 			break loop
-		case <-in.done:
+		case <-in.g.Done():
 			err = ErrServerClosed
 			break loop
 		case <-stop:
@@ -288,73 +265,20 @@ func (in *instance) serveTarget(st *mux.Stream) {
 		st.Close()
 		return
 	}
-	if !in.track(c, true) {
+	if !in.g.Track(c) {
 		c.Close()
 		st.Close()
 		return
 	}
-	defer in.track(c, false)
+	defer in.g.Release(c)
 	in.log.Debug("tcpipe: carrying the partner's connection", "target", addr)
 	relay.Join(relay.FullClose(c), st, nil)
 }
 
-func (in *instance) isClosed() bool {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	return in.closed
-}
-
-func (in *instance) track(c net.Conn, add bool) bool {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if add {
-		if in.closed {
-			return false
-		}
-		in.conns[c] = struct{}{}
-	} else {
-		delete(in.conns, c)
-	}
-	return true
-}
-
 // close stops accepting, closes the partner link and every connection,
-// and waits for the instance's goroutines.
+// and waits for the instance's goroutines. The partner link ends with its
+// connection, and serveLink then closes its session.
 func (in *instance) close() {
-	in.mu.Lock()
-	if !in.closed {
-		in.closed = true
-		close(in.done)
-		in.cancel()
-	}
-	for l := range in.lns {
-		l.Close()
-	}
-	for c := range in.conns {
-		reset(c)
-	}
-	partner := in.partner
-	in.mu.Unlock()
-	if partner != nil {
-		partner.Close()
-	}
-	in.wg.Wait()
-}
-
-func temporary(err error) bool {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return true
-	}
-	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
-		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS)
-}
-
-// reset closes c so that its peer sees an error, not a clean end: the
-// connection was cut off, it did not finish.
-func reset(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetLinger(0)
-	}
-	c.Close()
+	in.cancel()
+	in.g.Close()
 }

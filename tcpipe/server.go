@@ -6,6 +6,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"rtcp/internal/serve"
 )
 
 // A Server is a tcpipe instance in server mode (tcpipe -s PORT): it
@@ -85,49 +87,14 @@ func (s *Server) Serve(l net.Listener) error {
 		l.Close()
 		return err
 	}
-	in.mu.Lock()
-	if in.closed {
-		in.mu.Unlock()
-		l.Close()
+	err := in.g.Serve(l, func(c net.Conn) bool {
+		in.serveLink(c, nil)
+		return false
+	})
+	if err == serve.ErrClosed {
 		return ErrServerClosed
 	}
-	in.lns[l] = struct{}{}
-	in.mu.Unlock()
-	defer func() {
-		in.mu.Lock()
-		delete(in.lns, l)
-		in.mu.Unlock()
-		l.Close()
-	}()
-	var delay time.Duration
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if in.isClosed() {
-				return ErrServerClosed
-			}
-			if temporary(err) {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				t := time.NewTimer(delay)
-				select {
-				case <-t.C:
-				case <-in.done:
-					t.Stop()
-				}
-				continue
-			}
-			return err
-		}
-		delay = 0
-		if !in.track(c, true) {
-			c.Close()
-			return ErrServerClosed
-		}
-		in.wg.Go(func() {
-			defer in.track(c, false)
-			in.serveLink(c, nil)
-		})
-	}
+	return err
 }
 
 // Close stops accepting, closes the partner link and every user

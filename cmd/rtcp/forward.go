@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net"
-	"sync"
-	"syscall"
-	"time"
 
 	"rtcp/internal/relay"
+	"rtcp/internal/serve"
 )
 
 // forward accepts connections on l and joins each, both ways with
@@ -17,39 +14,20 @@ import (
 // ends it closes l and every connection still open, and returns nil once
 // all their goroutines have ended. It closes l in any case.
 func forward(ctx context.Context, l net.Listener, dial func(context.Context) (net.Conn, error), log *slog.Logger) error {
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	g := serve.Group{Logger: log}
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel() // before wg.Wait: it ends the joins still running
-	defer l.Close()
-	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer g.Close()
+	defer cancel() // before g.Close: it ends the joins still running
+	stop := context.AfterFunc(ctx, g.CloseListeners)
 	defer stop()
-
-	var delay time.Duration
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if !temporary(err) {
-				return err
-			}
-			// Out of file descriptors and the like: wait, as
-			// net/http's Server does, instead of spinning.
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			log.Warn("accept failed; retrying", "err", err, "retry_in", delay)
-			t := time.NewTimer(delay)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-			}
-			continue
-		}
-		delay = 0
-		wg.Go(func() { carry(ctx, c, dial, log) })
+	err := g.Serve(l, func(c net.Conn) bool {
+		carry(ctx, c, dial, log)
+		return false
+	})
+	if err == serve.ErrClosed {
+		return nil
 	}
+	return err
 }
 
 // carry joins c to a new connection from dial until both directions end
@@ -76,13 +54,4 @@ func carry(ctx context.Context, c net.Conn, dial func(context.Context) (net.Conn
 		return
 	}
 	log.Debug("connection closed", "from", from, "in", st.AtoB, "out", st.BtoA)
-}
-
-func temporary(err error) bool {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return true
-	}
-	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
-		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS)
 }
