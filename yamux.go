@@ -269,7 +269,7 @@ func (l *yamuxLink) Open(ctx context.Context, name, addr string) (net.Conn, erro
 		return nil, err
 	}
 	c := newYamuxConn(st, nil, nil, nil)
-	if err := connectStream(ctx, c, name, addr); err != nil {
+	if err := onFreshStack(func() error { return connectStream(ctx, c, name, addr) }); err != nil {
 		c.Close()
 		return nil, err
 	}
