@@ -54,10 +54,7 @@ func (c *Conn) Abort(err error) {
 	case interface{ Abort(error) }:
 		s.Abort(err)
 	case *rawConn:
-		if tc, ok := s.Conn.(*net.TCPConn); ok {
-			tc.SetLinger(0)
-		}
-		s.Close()
+		s.abort()
 	default:
 		s.Close()
 	}

@@ -112,6 +112,10 @@ func (dp *DiscoverPoint) serveData(c net.Conn, r *plan5.Reader, a *plan5.Aloha) 
 	tc, ok := c.(*net.TCPConn)
 	var dc net.Conn = c
 	if ok {
+		// As for a raw client: until the session ends cleanly (the relay
+		// then undoes this), any end of the data link, the DP dying
+		// included, is a reset, so the server never takes a cut for an end.
+		tc.SetLinger(0)
 		dc = &dataConn{TCPConn: tc, release: func() { dp.trackConn(netConn(c), false) }}
 	} else {
 		dc = &releaseConn{Conn: c, release: func() { dp.trackConn(netConn(c), false) }}
@@ -200,5 +204,6 @@ func (l *Listener) acceptData(st *mux.Stream) (*Conn, error) {
 		return nil, err
 	}
 	st.Close()
+	resetOnDeath(dc)
 	return newConn(&rawConn{Conn: dc, local: st.LocalAddr(), remote: st.RemoteAddr()}, nil), nil
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync/atomic"
+	"time"
 
 	"rtcp/internal/mux"
 	"rtcp/internal/plan5link"
@@ -43,6 +45,13 @@ type Dialer struct {
 	// Policy asks for one. The secret never crosses the wire. Nil: none.
 	Credential *Credential
 
+	// KeepAlive is the heartbeat period of a JSON session's connection to
+	// the DP: the session fails, with an error, when nothing has come
+	// from the DP for twice this long. Default 15 s; at least 100 ms;
+	// negative turns it off. A raw session (TransportYamux) carries only
+	// the session's bytes and relies on TCP's keepalive.
+	KeepAlive time.Duration
+
 	via string // set when a DP carries a session to another DP (cluster.go)
 }
 
@@ -78,10 +87,12 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string) (
 	stop := watchContext(ctx, c)
 	ours := &plan5.Aloha{R: plan5.RoleIC, N: d.Name, Via: d.via}
 	plan5link.Offer(ours, plan5.DefaultMaxLine)
+	ours.HeartBeat = plan5link.HeartBeatMS(keepAlivePeriod(d.KeepAlive))
 	if d.Transport != TransportJSON {
 		ours.Transport = wireRaw
 	}
-	r := plan5.NewReader(c, plan5.DefaultMaxLine)
+	ir := mux.NewIdleReader(c)
+	r := plan5.NewReader(ir, plan5.DefaultMaxLine)
 	theirs, err := exchangeAloha(c, r, ours, addr, d.Credential)
 	if err != nil {
 		stop()
@@ -107,7 +118,10 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string) (
 	cfg.Name = "connection to DP " + addr
 	cfg.AcceptBacklog = -1 // a DP opens nothing toward a client
 	cfg.StreamAddrs = func(string, string, bool) (net.Addr, net.Addr) { return local, remote }
-	sess := mux.New(c, plan5link.NewFramer(r, c), cfg)
+	fr := plan5link.NewFramer(r, c)
+	fr.SetHeartbeat(ours)
+	sess := mux.New(c, fr, cfg)
+	startKeepAlive(ir, sess, ours, theirs)
 	st, err := sess.Open(ctx, name, "")
 	if err != nil {
 		sess.Close()
@@ -143,6 +157,7 @@ func (d *Dialer) connectRaw(c net.Conn, r *plan5.Reader, name, addr string, loca
 	default:
 		return nil, fmt.Errorf("rtcp: the DP answered Connect with %v, want Ack", m.Type())
 	}
+	resetOnDeath(c)
 	return &rawConn{Conn: afterHandshake(c, r.Buffered()), local: local, remote: remote}, nil
 }
 
@@ -151,12 +166,18 @@ func (d *Dialer) connectRaw(c net.Conn, r *plan5.Reader, name, addr string, loca
 type rawConn struct {
 	net.Conn
 	local, remote net.Addr
+	reset         atomic.Pointer[error] // a Write met a reset (rawleg.go)
+	fin           atomic.Bool           // CloseWrite was called (rawleg.go)
 }
 
 func (c *rawConn) LocalAddr() net.Addr  { return c.local }
 func (c *rawConn) RemoteAddr() net.Addr { return c.remote }
 
 func (c *rawConn) CloseWrite() error {
+	c.fin.Store(true)
+	if tc := tcpUnder(c.Conn); tc != nil {
+		tc.SetLinger(-1) // our side ends cleanly
+	}
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}

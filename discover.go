@@ -15,7 +15,6 @@ import (
 
 	"rtcp/internal/mux"
 	"rtcp/internal/plan5link"
-	"rtcp/internal/relay"
 	"rtcp/protocol/plan5"
 )
 
@@ -42,6 +41,28 @@ type DiscoverPoint struct {
 	// MaxLine is the longest JSON line accepted from a peer. Default
 	// plan5.DefaultMaxLine (64 KiB).
 	MaxLine int
+
+	// KeepAlive is the heartbeat period the DP asks of every link's peer
+	// (servers, and clients of the JSON transport): a link that delivers
+	// nothing for twice this long is dropped as dead, and its sessions end
+	// with an error. Peers that announce no heartbeat of their own (plain
+	// Plan5 peers) are not held to it. Default 15 s; at least 100 ms;
+	// negative turns keepalive off.
+	KeepAlive time.Duration
+
+	// Bounds (limits.go). Zero means the default; reaching one refuses
+	// only the peer that asked, with a reason that names the bound.
+	//
+	// MaxSessionsPerServer bounds the sessions relayed to one name at
+	// once (default 10000). MaxPendingConnects bounds the sessions being
+	// opened to one name that its server has not answered yet (default
+	// 1024). MaxNames bounds the names registered here (default 100000).
+	// MaxLinksPerOwner bounds the links of one server, over all its names
+	// (default 64).
+	MaxSessionsPerServer int
+	MaxPendingConnects   int
+	MaxNames             int
+	MaxLinksPerOwner     int
 
 	// Logger receives the DP's logs. Nil is silent.
 	Logger *slog.Logger
@@ -86,6 +107,7 @@ type DiscoverPoint struct {
 	servers   map[string]*server
 	dataWait  map[string]*dataWaiter // opens waiting for their data link, by token
 	sessions  int                    // client sessions being relayed
+	counts    dpCounts               // for limits and Stats (stats.go)
 	idle      chan struct{}          // closed when sessions drops to 0 during Shutdown
 	shutdown  bool
 	done      chan struct{}   // closed by Close
@@ -137,13 +159,18 @@ func (dp *DiscoverPoint) AddLink(name, owner string, l Link) (remove func(), err
 	reg := Registration{Name: name, Owner: owner, DP: dp.Advertise}
 	unlock := dp.lockName(name)
 	defer unlock()
+	if err := dp.checkLinkLimits(reg); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(dp.ctx, dp.HandshakeTimeout)
 	err = dp.Registry.Register(ctx, reg)
 	cancel()
 	if err != nil {
 		return nil, err
 	}
-	dp.addLink(reg, l)
+	if err := dp.addLink(reg, l); err != nil {
+		return nil, err
+	}
 	var once sync.Once
 	return func() { once.Do(func() { dp.removeLink(reg, l) }) }, nil
 }
@@ -173,6 +200,7 @@ func (dp *DiscoverPoint) init() {
 		if dp.MaxLine <= 0 {
 			dp.MaxLine = plan5.DefaultMaxLine
 		}
+		dp.initLimits()
 		dp.lns = make(map[*net.Listener]struct{})
 		dp.conns = make(map[net.Conn]struct{})
 		dp.servers = make(map[string]*server)
@@ -338,6 +366,11 @@ func (dp *DiscoverPoint) Close() error {
 		(*l).Close()
 	}
 	for c := range dp.conns {
+		// Nothing leaves any more: no relay can pass a clean end on to a
+		// peer while the DP closes; every session ends with an error.
+		c.SetWriteDeadline(aLongTimeAgo)
+	}
+	for c := range dp.conns {
 		c.Close()
 	}
 	dp.mu.Unlock()
@@ -407,47 +440,27 @@ func (dp *DiscoverPoint) trackConn(c net.Conn, add bool) bool {
 	return true
 }
 
-// beginSession counts a client session; false during shutdown.
-func (dp *DiscoverPoint) beginSession() bool {
-	dp.mu.Lock()
-	defer dp.mu.Unlock()
-	if dp.shutdown {
-		return false
-	}
-	dp.sessions++
-	return true
-}
-
-func (dp *DiscoverPoint) endSession() {
-	dp.mu.Lock()
-	defer dp.mu.Unlock()
-	dp.sessions--
-	if dp.sessions == 0 && dp.idle != nil {
-		select {
-		case <-dp.idle:
-		default:
-			close(dp.idle)
-		}
-	}
-}
-
 // serveConn reads a connection's Aloha and serves it by role.
 func (dp *DiscoverPoint) serveConn(c net.Conn) (kept bool) {
 	c.SetDeadline(time.Now().Add(dp.HandshakeTimeout))
-	r := plan5.NewReader(c, dp.MaxLine)
+	ir := mux.NewIdleReader(c) // the link's keepalive, armed after the handshake
+	r := plan5.NewReader(ir, dp.MaxLine)
 	a, err := plan5link.ReadAloha(r)
 	if err != nil {
+		dp.refused(refusedHandshake)
 		dp.log().Info("rtcp: bad handshake", "remote", c.RemoteAddr(), "err", err)
 		dp.refuse(c, fmt.Sprintf("rtcp: bad handshake: %v", err))
 		return false
 	}
 	if !plan5.Compatible(a.V) {
+		dp.refused(refusedVersion)
 		dp.log().Info("rtcp: incompatible version", "remote", c.RemoteAddr(), "version", a.V)
 		plan5link.WriteMessage(c, &plan5.Aloha{V: plan5.Version, R: plan5.RoleAbortVersion, N: dp.Name,
 			Error: fmt.Sprintf("rtcp: protocol version %d is not compatible with %d (10000-19999 are)", a.V, plan5.Version)}, time.Second)
 		return false
 	}
 	if err := plan5link.CheckAloha(a, plan5.RoleIS, plan5.RoleIC); err != nil {
+		dp.refused(refusedHandshake)
 		dp.log().Info("rtcp: bad Aloha", "remote", c.RemoteAddr(), "err", err)
 		dp.refuse(c, err.Error()+"; a DP serves indirect servers (R=2) and indirect clients (R=3)")
 		return false
@@ -458,13 +471,14 @@ func (dp *DiscoverPoint) serveConn(c net.Conn) (kept bool) {
 	}
 	who, ok := dp.admit(c, r, a)
 	if !ok {
+		dp.refused(refusedUnauthorized)
 		return false
 	}
 	switch a.R {
 	case plan5.RoleIS:
-		dp.serveServer(c, r, a, who)
+		dp.serveServer(c, r, a, who, ir)
 	case plan5.RoleIC:
-		dp.serveClient(c, r, a, who)
+		dp.serveClient(c, r, a, who, ir)
 	}
 	return false
 }
@@ -478,21 +492,25 @@ func (dp *DiscoverPoint) refuse(c net.Conn, reason string) {
 func (dp *DiscoverPoint) ourAloha() *plan5.Aloha {
 	a := &plan5.Aloha{R: plan5.RoleDP, N: dp.Name}
 	plan5link.Offer(a, dp.MaxLine)
+	a.HeartBeat = plan5link.HeartBeatMS(keepAlivePeriod(dp.KeepAlive))
 	return a
 }
 
 // serveServer registers an indirect server's link and serves it until it
 // ends.
-func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha, who principal) {
+func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha, who principal, ir *mux.IdleReader) {
 	if a.N == "" {
+		dp.refused(refusedHandshake)
 		dp.refuse(c, "rtcp: an indirect server must give its name in N")
 		return
 	}
 	if a.Transport != "" && a.Transport != wireYamux && a.Transport != wireTCP {
+		dp.refused(refusedHandshake)
 		dp.refuse(c, fmt.Sprintf("rtcp: transport %q is not supported by this DP (it speaks %q, %q and the plain protocol)", a.Transport, wireYamux, wireTCP))
 		return
 	}
 	if err := dp.policy().authorizeServer(who, a.N); err != nil {
+		dp.refused(refusedUnauthorized)
 		dp.log().Info("rtcp: server refused", "name", a.N, "remote", c.RemoteAddr(), "who", who, "reason", err)
 		dp.refuse(c, err.Error())
 		return
@@ -503,6 +521,10 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		owner = "conn:" + c.RemoteAddr().String()
 	}
 	reg := Registration{Name: a.N, Owner: registryOwner(who, owner), DP: dp.Advertise}
+	if err := dp.checkLinkLimits(reg); err != nil {
+		dp.refuseLink(c, a.N, err)
+		return
+	}
 	unlockName := dp.lockName(a.N) // until the link is in the table
 	ctx, cancel := context.WithTimeout(context.Background(), dp.HandshakeTimeout)
 	err := dp.Registry.Register(ctx, reg)
@@ -514,7 +536,10 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		unlockName()
 		reason := err.Error()
 		if errors.Is(err, ErrNameTaken) {
+			dp.refused(refusedNameTaken)
 			reason = errNameTakenReason(a.N)
+		} else {
+			dp.refused(refusedRegistry)
 		}
 		dp.log().Info("rtcp: server refused", "name", a.N, "remote", c.RemoteAddr(), "reason", reason)
 		dp.refuse(c, reason)
@@ -524,20 +549,26 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	ours.Transport = a.Transport
 	var l Link
 	var end func() error
+	var startKA func() // keepalive, once the handshake is over
 	if a.Transport == wireYamux {
-		ys, err := yamux.Client(afterHandshake(c, r.Buffered()), yamuxConfig(dp.Logger, 0))
+		keepAlive := keepAlivePeriod(dp.KeepAlive)
+		ys, err := yamux.Client(yamuxOver(c, r), yamuxConfig(dp.Logger, keepAlive))
 		if err != nil {
 			unlockName()
 			dp.unregister(reg)
 			return
 		}
 		l, end = newYamuxLink(ys), ys.Close
+		startKA = func() { startYamuxKeepAlive(ir, keepAlive) }
 	} else {
 		cfg := plan5link.Config(ours, a)
 		cfg.Name = fmt.Sprintf("link to server %q at %s", a.N, c.RemoteAddr())
 		cfg.AcceptBacklog = -1 // a server opens nothing toward the DP
-		s := mux.New(c, plan5link.NewFramer(r, c), cfg)
+		fr := plan5link.NewFramer(r, c)
+		fr.SetHeartbeat(ours)
+		s := mux.New(c, fr, cfg)
 		l, end = muxLink{s}, s.Close
+		startKA = func() { startKeepAlive(ir, s, ours, a) }
 		if a.Transport == wireTCP {
 			l = dataLink{s: s, dp: dp}
 		}
@@ -548,7 +579,12 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	g := &gatedLink{Link: l, ready: make(chan struct{})}
 	l = g
 	defer dp.trackLink(l, who, end)()
-	dp.addLink(reg, l)
+	if err := dp.addLink(reg, l); err != nil {
+		unlockName()
+		dp.refuseLink(c, a.N, err) // nothing else writes to c yet
+		end()
+		return
+	}
 	unlockName()
 	if err := plan5link.WriteMessage(c, ours, 0); err != nil {
 		end()
@@ -556,6 +592,7 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		return
 	}
 	c.SetDeadline(time.Time{})
+	startKA()
 	close(g.ready)
 	dp.log().Info("rtcp: server link up", "name", a.N, "remote", c.RemoteAddr(), "transport", a.Transport)
 	select {
@@ -584,21 +621,35 @@ func (g *gatedLink) Open(ctx context.Context, name, addr string) (net.Conn, erro
 	return g.Link.Open(ctx, name, addr)
 }
 
-func (dp *DiscoverPoint) addLink(reg Registration, l Link) {
+// addLink puts l in the table, or fails if a bound of the DP does not
+// let it in (then it unregisters the name if no link of its owner holds it
+// here). Each link added must be removed with removeLink.
+func (dp *DiscoverPoint) addLink(reg Registration, l Link) error {
 	dp.mu.Lock()
-	defer dp.mu.Unlock()
 	srv := dp.servers[reg.Name]
+	if err := dp.linkLimitLocked(reg); err != nil {
+		held := srv != nil && srv.owner == reg.Owner && len(srv.links) > 0
+		dp.mu.Unlock()
+		if !held {
+			dp.unregister(reg)
+		}
+		return err
+	}
+	defer dp.mu.Unlock()
+	dp.countLinks(reg.Owner, 1) // until removeLink, wherever the table went
 	if srv == nil || srv.owner != reg.Owner {
 		// The registry gave the name to this owner: any other is stale.
 		srv = &server{name: reg.Name, owner: reg.Owner}
 		dp.servers[reg.Name] = srv
 	}
 	srv.links = append(srv.links, l)
+	return nil
 }
 
 func (dp *DiscoverPoint) removeLink(reg Registration, l Link) {
 	defer dp.lockName(reg.Name)()
 	dp.mu.Lock()
+	dp.countLinks(reg.Owner, -1)
 	srv := dp.servers[reg.Name]
 	last := false
 	if srv != nil && srv.owner == reg.Owner {
@@ -649,6 +700,11 @@ func (dp *DiscoverPoint) pickLink(name string, skip map[Link]bool) (Link, bool) 
 // server's other links if one fails under it. The error is the reason to
 // give the client.
 func (dp *DiscoverPoint) openSession(ctx context.Context, name, client, addr string) (net.Conn, error) {
+	opened, err := dp.beginOpen(name)
+	if err != nil {
+		return nil, err
+	}
+	defer opened()
 	var tried map[Link]bool
 	for {
 		l, ok := dp.pickLink(name, tried)
@@ -658,7 +714,7 @@ func (dp *DiscoverPoint) openSession(ctx context.Context, name, client, addr str
 			}
 		}
 		if !ok {
-			return nil, fmt.Errorf("rtcp: no server named %q is registered at this DP", name)
+			return nil, &noServerError{name}
 		}
 		if l == nil {
 			return nil, fmt.Errorf("rtcp: every link to server %q failed", name)
@@ -691,7 +747,7 @@ func refused(err error) bool {
 
 // serveClient serves an indirect client's connection: one Connect, one
 // session.
-func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha, who principal) {
+func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha, who principal, ir *mux.IdleReader) {
 	ours := dp.ourAloha()
 	if a.Transport == wireRaw {
 		ours.Transport = wireRaw
@@ -708,8 +764,11 @@ func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	cfg.Name = "connection from client " + c.RemoteAddr().String()
 	cfg.ManualAck = true
 	cfg.AcceptBacklog = 1
-	s := mux.New(c, plan5link.NewFramer(r, c), cfg)
+	fr := plan5link.NewFramer(r, c)
+	fr.SetHeartbeat(ours)
+	s := mux.New(c, fr, cfg)
 	defer s.Close()
+	startKeepAlive(ir, s, ours, a)
 
 	t := time.NewTimer(dp.HandshakeTimeout)
 	var st *mux.Stream
@@ -717,6 +776,7 @@ func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	case st = <-s.Streams():
 		t.Stop()
 	case <-t.C:
+		dp.refused(refusedHandshake)
 		dp.log().Info("rtcp: client sent no Connect in time", "remote", c.RemoteAddr())
 		s.Abort(fmt.Errorf("rtcp: no Connect within %v of the Aloha", dp.HandshakeTimeout))
 		return
@@ -728,19 +788,24 @@ func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		return
 	}
 	if err := dp.policy().authorizeClient(who, st.Name(), c.RemoteAddr()); err != nil {
+		dp.refused(refusedUnauthorized)
 		dp.log().Info("rtcp: session refused", "server", st.Name(), "client", c.RemoteAddr(), "who", who, "reason", err)
 		st.Ack(err)
 		return
 	}
-	if !dp.beginSession() {
-		st.Ack(errors.New("rtcp: the DP is shutting down; retry on another DP or later"))
+	endSession, err := dp.beginSession(st.Name())
+	if err != nil {
+		dp.refusedOpen(err)
+		dp.log().Info("rtcp: session refused", "server", st.Name(), "client", c.RemoteAddr(), "reason", err)
+		st.Ack(err)
 		return
 	}
-	defer dp.endSession()
+	defer endSession()
 	ctx, cancel := context.WithTimeout(dp.ctx, dp.HandshakeTimeout)
 	is, err := dp.openSession(ctx, st.Name(), a.N, c.RemoteAddr().String())
 	cancel()
 	if err != nil {
+		dp.refusedOpen(err)
 		dp.log().Info("rtcp: session refused", "server", st.Name(), "client", c.RemoteAddr(), "reason", err)
 		st.Ack(err)
 		return
@@ -750,7 +815,7 @@ func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		return
 	}
 	dp.log().Debug("rtcp: session open", "server", st.Name(), "client", c.RemoteAddr())
-	relay.Join(st, is, nil)
+	dp.join(st, is)
 }
 
 // serveRawClient serves a client that asked for raw bytes after the Ack:
@@ -791,20 +856,23 @@ func (dp *DiscoverPoint) closeWith(c net.Conn, x int64, reason string) {
 // principal (anonymous for port mode), checked against the policy first.
 func (dp *DiscoverPoint) relayTo(c net.Conn, name, client string, who principal, answer func(error) bool) error {
 	if err := dp.policy().authorizeClient(who, name, c.RemoteAddr()); err != nil {
+		dp.refused(refusedUnauthorized)
 		dp.log().Info("rtcp: session refused", "server", name, "client", c.RemoteAddr(), "who", who, "reason", err)
 		if answer != nil {
 			answer(err)
 		}
 		return err
 	}
-	if !dp.beginSession() {
-		err := errors.New("rtcp: the DP is shutting down; retry on another DP or later")
+	endSession, err := dp.beginSession(name)
+	if err != nil {
+		dp.refusedOpen(err)
+		dp.log().Info("rtcp: session refused", "server", name, "client", c.RemoteAddr(), "reason", err)
 		if answer != nil {
 			answer(err)
 		}
 		return err
 	}
-	defer dp.endSession()
+	defer endSession()
 	if tc, ok := c.(*net.TCPConn); ok {
 		// Until the session ends cleanly, any end of this connection -
 		// this process dying included - is a reset, never a clean FIN.
@@ -815,6 +883,7 @@ func (dp *DiscoverPoint) relayTo(c net.Conn, name, client string, who principal,
 	is, err := dp.openSession(ctx, name, client, c.RemoteAddr().String())
 	cancel()
 	if err != nil {
+		dp.refusedOpen(err)
 		dp.log().Info("rtcp: session refused", "server", name, "client", c.RemoteAddr(), "reason", err)
 		if answer != nil {
 			answer(err)
@@ -826,7 +895,7 @@ func (dp *DiscoverPoint) relayTo(c net.Conn, name, client string, who principal,
 		return errors.New("rtcp: the client went away")
 	}
 	dp.log().Debug("rtcp: session open", "server", name, "client", c.RemoteAddr())
-	_, err = relay.Join(c, is, nil)
+	_, err = dp.join(c, is)
 	return err
 }
 

@@ -59,6 +59,13 @@ type ListenConfig struct {
 	// a link is lost (exponential, full jitter). Defaults 100 ms and 30 s.
 	MinBackoff, MaxBackoff time.Duration
 
+	// KeepAlive is the heartbeat period of each link: the server gives a
+	// link up, and dials again, when nothing has come from the DP for
+	// twice this long (a DP that died without closing, or a path that
+	// drops everything), and it asks the DP to expect as much of it.
+	// Default 15 s; at least 100 ms; negative turns keepalive off.
+	KeepAlive time.Duration
+
 	// Logger receives logs of links lost and regained. Nil is silent.
 	Logger *slog.Logger
 }
@@ -301,13 +308,16 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 	stop := watchContext(ctx, c)
 	ours := &plan5.Aloha{R: plan5.RoleIS, N: l.addr.Name, Owner: l.cfg.Owner}
 	plan5link.Offer(ours, plan5.DefaultMaxLine)
+	keepAlive := keepAlivePeriod(l.cfg.KeepAlive)
+	ours.HeartBeat = plan5link.HeartBeatMS(keepAlive)
 	switch l.cfg.Transport {
 	case TransportYamux:
 		ours.Transport = wireYamux
 	case TransportTCP:
 		ours.Transport = wireTCP
 	}
-	r := plan5.NewReader(c, plan5.DefaultMaxLine)
+	ir := mux.NewIdleReader(c)
+	r := plan5.NewReader(ir, plan5.DefaultMaxLine)
 	theirs, err := exchangeAloha(c, r, ours, l.dp, l.cfg.Credential)
 	if err == nil && ours.Transport != theirs.Transport {
 		err = fmt.Errorf("rtcp: the DP does not support the %s transport (it answered %q); use TransportJSON", l.cfg.Transport, theirs.Transport)
@@ -333,7 +343,8 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 		return &Addr{Name: name, Addr: addr}
 	}
 	if l.cfg.Transport == TransportYamux {
-		ys, err := yamux.Server(afterHandshake(c, r.Buffered()), yamuxConfig(l.cfg.Logger, 0))
+		startYamuxKeepAlive(ir, keepAlive)
+		ys, err := yamux.Server(yamuxOver(c, r), yamuxConfig(l.cfg.Logger, keepAlive))
 		if err != nil {
 			c.Close()
 			return nil, err
@@ -351,7 +362,10 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 		cfg.ManualAck = true
 		link.data = l.acceptData
 	}
-	link.s = mux.New(c, plan5link.NewFramer(r, c), cfg)
+	fr := plan5link.NewFramer(r, c)
+	fr.SetHeartbeat(ours)
+	link.s = mux.New(c, fr, cfg)
+	startKeepAlive(ir, link.s, ours, theirs)
 	return link, nil
 }
 
@@ -386,7 +400,18 @@ func (m *muxServerLink) accept(ctx context.Context) (*Conn, error) {
 	}
 }
 
-func (m *muxServerLink) drain()     { m.s.Drain() }
+// drain ends the link with its last session; with none, at once, and
+// then it waits for the link's goroutines, so that Close leaves nothing
+// running that has no session to serve.
+func (m *muxServerLink) drain() {
+	m.s.Drain()
+	select {
+	case <-m.s.Done():
+		m.s.Close()
+	default:
+	}
+}
+
 func (m *muxServerLink) err() error { return m.s.Err() }
 
 // yamuxServerLink is a server link of the yamux transport: each stream the

@@ -36,17 +36,21 @@ const yamuxWindow = 4 << 20
 const yamuxMaxStreams = 8192
 
 // yamuxConfig is yamux's configuration for a relay link: a large stream
-// window, keepalive on, and logs to logger (or nowhere), never stderr.
+// window, a ping every keepAlive (none if it is 0), and logs to logger (or
+// nowhere), never stderr. A silent peer is noticed by the IdleReader under
+// the session (yamuxOver) at twice keepAlive; yamux's own ping timeout,
+// ConnectionWriteTimeout, is only the backstop, kept at 10 s or more so
+// that a write slowed by a busy link is not taken for a dead one.
 func yamuxConfig(logger *slog.Logger, keepAlive time.Duration) *yamux.Config {
 	cfg := yamux.DefaultConfig()
 	cfg.MaxStreamWindowSize = yamuxWindow
-	cfg.EnableKeepAlive = true
+	cfg.EnableKeepAlive = keepAlive > 0
 	if keepAlive > 0 {
 		cfg.KeepAliveInterval = keepAlive
 	} else {
-		cfg.KeepAliveInterval = 15 * time.Second
+		cfg.KeepAliveInterval = defaultKeepAlive // unused, but must be valid
 	}
-	cfg.ConnectionWriteTimeout = 10 * time.Second
+	cfg.ConnectionWriteTimeout = max(10*time.Second, keepAlive)
 	cfg.AcceptBacklog = 256
 	cfg.StreamOpenTimeout = defaultHandshakeTimeout
 	cfg.LogOutput = nil
@@ -143,7 +147,9 @@ func (c *yamuxConn) mapErr(err error) error {
 		return os.ErrDeadlineExceeded
 	case errors.Is(err, yamux.ErrConnectionReset):
 		return errors.New("rtcp: session reset by the peer")
-	case errors.Is(err, yamux.ErrSessionShutdown):
+	case errors.Is(err, yamux.ErrSessionShutdown), c.s.Session().IsClosed():
+		// A stream of a dead link fails with ErrStreamClosed too: not
+		// the caller's CloseWrite.
 		return errLinkLost
 	case errors.Is(err, yamux.ErrStreamClosed):
 		return ErrWriteClosed

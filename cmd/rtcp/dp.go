@@ -11,7 +11,7 @@ import (
 )
 
 func runDP(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("dp", "dp -listen ADDR [-grace DURATION] [-tls-cert FILE -tls-key FILE [-tls-ca FILE]] [-config FILE] [-token-file FILE] [-etcd URLS -advertise ADDR [-etcd-ttl DURATION]] [-log-level LEVEL]", `
+	fs := newFlagSet("dp", "dp -listen ADDR [-grace DURATION] [-tls-cert FILE -tls-key FILE [-tls-ca FILE]] [-config FILE] [-token-file FILE] [-etcd URLS -advertise ADDR [-etcd-ttl DURATION]] [-metrics ADDR] [-keepalive DURATION] [-max-... N] [-log-level LEVEL]", `
 Run a discover point (DP): indirect servers (rtcp expose, rtcp.Listen)
 register their names with it, and indirect clients (rtcp connect,
 rtcp.Dial) reach them by name through it. It runs until SIGINT or
@@ -23,6 +23,7 @@ and a client may reach any DP for any name.`)
 	grace := fs.Duration("grace", 10*time.Second, "on SIGINT or SIGTERM, how long open sessions may go on")
 	seeds := addSeedFlags(fs)
 	cluster := addClusterFlags(fs)
+	hard := addHardeningFlags(fs)
 	var mihinis mihiniFlag
 	fs.Var(&mihinis, "mihini", "`NAME=ADDR=SERVICE_HOST:PORT`: Mihini devices that dial ADDR become the server NAME, "+
 		"and each session to NAME is a CONNECT to SERVICE_HOST:PORT behind the device (repeatable)")
@@ -38,6 +39,9 @@ and a client may reach any DP for any name.`)
 		return err
 	}
 	if err := cluster.check(fs); err != nil {
+		return err
+	}
+	if err := hard.check(fs); err != nil {
 		return err
 	}
 	log := logger()
@@ -65,6 +69,7 @@ and a client may reach any DP for any name.`)
 	}
 	dp := &rtcp.DiscoverPoint{Logger: log, TLSConfig: tlsCfg, Policy: pol}
 	member.configure(dp)
+	hard.configure(dp)
 	stopSeeds, err := seeds.start(dp, log, stderr)
 	if err != nil {
 		ln.Close()
@@ -79,6 +84,13 @@ and a client may reach any DP for any name.`)
 		return err
 	}
 	defer stopMihini()
+	stopMetrics, err := hard.serveMetrics(dp, log, stderr)
+	if err != nil {
+		ln.Close()
+		dp.Close()
+		return err
+	}
+	defer stopMetrics()
 	served := make(chan error, 1)
 	go func() { served <- dp.Serve(ln) }()
 	warnOpen(pol, stderr)

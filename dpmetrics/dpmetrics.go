@@ -1,0 +1,98 @@
+// Package dpmetrics serves a DiscoverPoint's Stats to Prometheus.
+//
+// It is a prometheus.Collector over DiscoverPoint.Stats, so that package
+// rtcp itself does not depend on Prometheus, and nothing is registered
+// globally: a program that embeds a DP registers the Collector with a
+// registry of its own, or serves Handler.
+//
+//	reg := prometheus.NewRegistry()
+//	reg.MustRegister(dpmetrics.NewCollector(dp))
+//	http.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+//
+// The metrics, all prefixed rtcp_dp_:
+//
+//	connections            gauge    connections open (links, clients, handshakes)
+//	servers                gauge    names with at least one link
+//	links                  gauge    server links up
+//	sessions               gauge    client sessions being opened or relayed
+//	sessions_total         counter  sessions relayed
+//	bytes_total{direction} counter  bytes relayed, direction "to_server" or "to_client"
+//	refused_total{reason}  counter  refusals, by rtcp.RefusalReasons
+package dpmetrics
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"rtcp"
+)
+
+// Collector collects a DiscoverPoint's Stats: one snapshot per scrape.
+type Collector struct {
+	dp *rtcp.DiscoverPoint
+
+	conns, servers, links, sessions *prometheus.Desc
+	sessionsTotal, bytes, refused   *prometheus.Desc
+}
+
+var _ prometheus.Collector = (*Collector)(nil)
+
+// NewCollector returns a Collector of dp.
+func NewCollector(dp *rtcp.DiscoverPoint) *Collector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("rtcp_dp_"+name, help, labels, nil)
+	}
+	return &Collector{
+		dp:            dp,
+		conns:         d("connections", "Connections open: server links, clients, handshakes under way."),
+		servers:       d("servers", "Names with at least one server link."),
+		links:         d("links", "Server links up."),
+		sessions:      d("sessions", "Client sessions being opened or relayed."),
+		sessionsTotal: d("sessions_total", "Client sessions relayed since the DP started."),
+		bytes:         d("bytes_total", "Bytes relayed, by direction (to_server, to_client).", "direction"),
+		refused:       d("refused_total", "Peers and sessions refused, by reason.", "reason"),
+	}
+}
+
+// Describe sends the descriptions of every metric.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.conns, c.servers, c.links, c.sessions, c.sessionsTotal, c.bytes, c.refused} {
+		ch <- d
+	}
+}
+
+// Collect takes a snapshot of the DP's Stats and sends it.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	st := c.dp.Stats()
+	gauge := func(d *prometheus.Desc, v int) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v))
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge(c.conns, st.Conns)
+	gauge(c.servers, st.Servers)
+	gauge(c.links, st.Links)
+	gauge(c.sessions, st.Sessions)
+	counter(c.sessionsTotal, st.SessionsTotal)
+	counter(c.bytes, st.BytesToServers, "to_server")
+	counter(c.bytes, st.BytesToClients, "to_client")
+	for _, reason := range rtcp.RefusalReasons {
+		counter(c.refused, st.Refused[reason], reason)
+	}
+}
+
+// Handler returns an http.Handler that serves dp's metrics, and the Go
+// runtime's and the process's, in Prometheus's text format.
+func Handler(dp *rtcp.DiscoverPoint) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		NewCollector(dp),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}

@@ -1,0 +1,75 @@
+package dpmetrics
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"rtcp"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestHandler(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp := new(rtcp.DiscoverPoint)
+	served := make(chan error, 1)
+	go func() { served <- dp.Serve(l) }()
+	defer func() {
+		dp.Close()
+		if err := <-served; !errors.Is(err, rtcp.ErrDiscoverPointClosed) {
+			t.Errorf("Serve = %v", err)
+		}
+	}()
+	addr := l.Addr().String()
+
+	sl, err := rtcp.Listen(addr, "metered")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sl.Close()
+	go func() {
+		c, err := sl.Accept()
+		if err != nil {
+			return
+		}
+		io.Copy(c, c)
+		c.Close()
+	}()
+	c, err := rtcp.Dial(addr, "metered")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("0123456789"))
+	io.ReadFull(c, make([]byte, 10))
+	c.Close()
+	if _, err := rtcp.DialContext(context.Background(), addr, "nobody"); err == nil {
+		t.Fatal("dialled nobody")
+	}
+
+	rec := httptest.NewRecorder()
+	Handler(dp).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{
+		"rtcp_dp_servers 1\n",
+		"rtcp_dp_links 1\n",
+		`rtcp_dp_refused_total{reason="no_server"} 1` + "\n",
+		`rtcp_dp_refused_total{reason="max_names"} 0` + "\n",
+		`rtcp_dp_bytes_total{direction="to_server"} 10` + "\n",
+		"# TYPE rtcp_dp_sessions_total counter\n",
+		"go_goroutines ",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q:\n%s", want, body)
+		}
+	}
+}

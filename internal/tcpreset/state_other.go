@@ -1,0 +1,5 @@
+//go:build !linux
+
+package tcpreset
+
+func closedState(uintptr) bool { return false }

@@ -1,0 +1,145 @@
+package rtcp
+
+import (
+	"errors"
+	"fmt"
+	"net"
+)
+
+// Bounds of a DiscoverPoint. Each is a field of DiscoverPoint (zero means
+// the default below); reaching one refuses only the peer that asked, with
+// a reason, and leaves every other peer alone. Besides these: the
+// handshake timeout (HandshakeTimeout, 10 s), the longest JSON line
+// (MaxLine, 64 KiB), and per link the opens waiting for the server's
+// answer (1024) and the sessions one yamux link carries (8192).
+const (
+	defaultMaxSessionsPerServer = 10000
+	defaultMaxPendingConnects   = 1024
+	defaultMaxNames             = 100000
+	defaultMaxLinksPerOwner     = 64
+)
+
+// initLimits fills in the default bounds; init calls it once.
+func (dp *DiscoverPoint) initLimits() {
+	setDefault(&dp.MaxSessionsPerServer, defaultMaxSessionsPerServer)
+	setDefault(&dp.MaxPendingConnects, defaultMaxPendingConnects)
+	setDefault(&dp.MaxNames, defaultMaxNames)
+	setDefault(&dp.MaxLinksPerOwner, defaultMaxLinksPerOwner)
+	dp.counts.perServer = make(map[string]int)
+	dp.counts.pending = make(map[string]int)
+	dp.counts.owners = make(map[string]int)
+}
+
+func setDefault(p *int, def int) {
+	if *p <= 0 {
+		*p = def
+	}
+}
+
+// limitError refuses a peer because a bound of the DP was reached.
+type limitError struct {
+	kind refusal
+	msg  string
+}
+
+func (e *limitError) Error() string { return e.msg }
+
+// errShuttingDown refuses a session while the DP shuts down.
+var errShuttingDown = errors.New("rtcp: the DP is shutting down; retry on another DP or later")
+
+// noServerError is the refusal of a name nobody serves here.
+type noServerError struct{ name string }
+
+func (e *noServerError) Error() string {
+	return fmt.Sprintf("rtcp: no server named %q is registered at this DP", e.name)
+}
+
+func (e *noServerError) Is(target error) bool { return target == ErrNoServer }
+
+// beginSession counts a client session of the server name, or refuses it:
+// during shutdown, or when name has MaxSessionsPerServer already. Call end
+// when the session is over.
+func (dp *DiscoverPoint) beginSession(name string) (end func(), err error) {
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	if dp.shutdown {
+		return nil, errShuttingDown
+	}
+	if n := dp.counts.perServer[name]; n >= dp.MaxSessionsPerServer {
+		return nil, &limitError{refusedMaxSessions, fmt.Sprintf(
+			"rtcp: server %q already has %d sessions through this DP, its limit (MaxSessionsPerServer); retry later", name, n)}
+	}
+	dp.sessions++
+	dp.counts.perServer[name]++
+	return func() { dp.endSession(name) }, nil
+}
+
+func (dp *DiscoverPoint) endSession(name string) {
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	if dp.counts.perServer[name]--; dp.counts.perServer[name] <= 0 {
+		delete(dp.counts.perServer, name)
+	}
+	dp.sessions--
+	if dp.sessions == 0 && dp.idle != nil {
+		select {
+		case <-dp.idle:
+		default:
+			close(dp.idle)
+		}
+	}
+}
+
+// beginOpen counts a session being opened to the server name (its Connect
+// on the way, no answer yet), or refuses it at MaxPendingConnects.
+func (dp *DiscoverPoint) beginOpen(name string) (done func(), err error) {
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	if n := dp.counts.pending[name]; n >= dp.MaxPendingConnects {
+		return nil, &limitError{refusedMaxPending, fmt.Sprintf(
+			"rtcp: %d sessions to server %q are already waiting for it to answer, the limit (MaxPendingConnects); retry later", n, name)}
+	}
+	dp.counts.pending[name]++
+	return func() {
+		dp.mu.Lock()
+		defer dp.mu.Unlock()
+		if dp.counts.pending[name]--; dp.counts.pending[name] <= 0 {
+			delete(dp.counts.pending, name)
+		}
+	}, nil
+}
+
+// checkLinkLimits reports whether one more link of reg fits: a new name
+// within MaxNames, and its owner's links within MaxLinksPerOwner.
+func (dp *DiscoverPoint) checkLinkLimits(reg Registration) error {
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	return dp.linkLimitLocked(reg)
+}
+
+func (dp *DiscoverPoint) linkLimitLocked(reg Registration) error {
+	if dp.servers[reg.Name] == nil && len(dp.servers) >= dp.MaxNames {
+		return &limitError{refusedMaxNames, fmt.Sprintf(
+			"rtcp: this DP already serves %d names, its limit (MaxNames); register %q at another DP", len(dp.servers), reg.Name)}
+	}
+	if n := dp.counts.owners[reg.Owner]; n >= dp.MaxLinksPerOwner {
+		return &limitError{refusedMaxLinks, fmt.Sprintf(
+			"rtcp: server %q already has %d links to this DP, the limit for one server (MaxLinksPerOwner); use a smaller PoolSize", reg.Name, n)}
+	}
+	return nil
+}
+
+// countLinks adds n to owner's links (n < 0 removes).
+func (dp *DiscoverPoint) countLinks(owner string, n int) {
+	if dp.counts.owners[owner] += n; dp.counts.owners[owner] <= 0 {
+		delete(dp.counts.owners, owner)
+	}
+}
+
+// refuseLink tells a server why its link is refused by a bound of the DP,
+// and counts the refusal.
+func (dp *DiscoverPoint) refuseLink(c net.Conn, name string, err error) {
+	dp.refusedOpen(err)
+	dp.log().Warn("rtcp: server link refused", "name", name, "remote", c.RemoteAddr(), "reason", err)
+	dp.refuse(c, err.Error())
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package rtcp
+
+const raceEnabled = false

@@ -1,0 +1,79 @@
+package rtcp
+
+import (
+	"crypto/tls"
+	"io"
+	"net"
+
+	"rtcp/internal/tcpreset"
+)
+
+// A raw leg (a client's TransportYamux session, a data link of
+// TransportTCP) is a bare TCP connection: the only way to tell its peer "cut
+// off" rather than "done" is a reset. So, while the session runs, a raw
+// leg is set to reset when it is closed - by the kernel too, if the process
+// dies - and only a Close or CloseWrite of the session itself ends it with
+// a FIN.
+
+// resetOnDeath makes c, or the TCP connection under it, reset when it is
+// closed other than by rawConn.Close or CloseWrite.
+func resetOnDeath(c net.Conn) {
+	if tc := tcpUnder(c); tc != nil {
+		tc.SetLinger(0)
+	}
+}
+
+// tcpUnder returns the TCP connection c is or wraps, or nil.
+func tcpUnder(c net.Conn) *net.TCPConn {
+	for {
+		switch x := c.(type) {
+		case *net.TCPConn:
+			return x
+		case *bufferedConn:
+			c = x.Conn
+		case *tls.Conn:
+			c = x.NetConn()
+		default:
+			return nil
+		}
+	}
+}
+
+// Read reads the session's bytes. Linux reports a reset to one call only:
+// if a Write took it, the next Read sees a bare io.EOF, which would make a
+// cut-off session look complete. Once a Write has met a reset, io.EOF is
+// that reset.
+func (c *rawConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err == io.EOF {
+		if werr := c.reset.Load(); werr != nil {
+			return n, *werr
+		}
+		if tc := tcpUnder(c.Conn); tc != nil && !c.fin.Load() && tcpreset.WasReset(tc) {
+			return n, &net.OpError{Op: "read", Net: "tcp", Source: tc.LocalAddr(), Addr: tc.RemoteAddr(), Err: tcpreset.ErrReset}
+		}
+	}
+	return n, err
+}
+
+func (c *rawConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if err != nil && tcpreset.Is(err) {
+		c.reset.CompareAndSwap(nil, &err)
+	}
+	return n, err
+}
+
+// Close ends the session cleanly: the peer reads io.EOF.
+func (c *rawConn) Close() error {
+	if tc := tcpUnder(c.Conn); tc != nil {
+		tc.SetLinger(-1)
+	}
+	return c.Conn.Close()
+}
+
+// abort ends the session with a reset: the peer's reads fail.
+func (c *rawConn) abort() {
+	resetOnDeath(c.Conn)
+	c.Conn.Close()
+}

@@ -1,0 +1,127 @@
+package rtcp
+
+import (
+	"errors"
+	"net"
+	"sync/atomic"
+
+	"rtcp/internal/relay"
+)
+
+// Stats is a snapshot of what a DiscoverPoint is doing, for monitoring
+// (rtcp/dpmetrics serves it to Prometheus).
+type Stats struct {
+	Conns    int // connections open: links, clients, handshakes under way
+	Servers  int // names with at least one link here
+	Links    int // server links up (and links added with AddLink)
+	Sessions int // client sessions being opened or relayed now
+
+	SessionsTotal  uint64 // sessions relayed since the DP started
+	BytesToServers uint64 // bytes relayed from clients to servers
+	BytesToClients uint64 // bytes relayed from servers to clients
+
+	// Refused counts refusals by reason since the DP started, one key for
+	// each of RefusalReasons (zeros included).
+	Refused map[string]uint64
+}
+
+// A refusal is why the DP turned a peer or a session away.
+type refusal int
+
+const (
+	refusedHandshake    refusal = iota // no valid Aloha or Connect in time
+	refusedVersion                     // an incompatible protocol version
+	refusedUnauthorized                // the Policy said no
+	refusedNameTaken                   // another server holds the name
+	refusedRegistry                    // the Registry failed
+	refusedNoServer                    // nobody serves the name asked for
+	refusedServer                      // the server refused, or its links failed
+	refusedShutdown                    // the DP is shutting down
+	refusedMaxNames                    // MaxNames reached
+	refusedMaxLinks                    // MaxLinksPerOwner reached
+	refusedMaxSessions                 // MaxSessionsPerServer reached
+	refusedMaxPending                  // MaxPendingConnects reached
+	numRefusals
+)
+
+// RefusalReasons are the keys of Stats.Refused.
+var RefusalReasons = []string{
+	refusedHandshake:    "handshake",
+	refusedVersion:      "version",
+	refusedUnauthorized: "unauthorized",
+	refusedNameTaken:    "name_taken",
+	refusedRegistry:     "registry",
+	refusedNoServer:     "no_server",
+	refusedServer:       "server_refused",
+	refusedShutdown:     "shutting_down",
+	refusedMaxNames:     "max_names",
+	refusedMaxLinks:     "max_links_per_owner",
+	refusedMaxSessions:  "max_sessions_per_server",
+	refusedMaxPending:   "max_pending_connects",
+}
+
+// dpCounts is the DP's bookkeeping for its limits and its Stats.
+type dpCounts struct {
+	// Guarded by the DP's mu.
+	perServer map[string]int // sessions by server name
+	pending   map[string]int // opens waiting for the server's answer, by name
+	owners    map[string]int // links by owner
+
+	sessionsTotal        atomic.Uint64
+	toServers, toClients atomic.Uint64
+	refused              [numRefusals]atomic.Uint64
+}
+
+// Stats returns a snapshot of the DP's activity. It is cheap enough to
+// call on every scrape.
+func (dp *DiscoverPoint) Stats() Stats {
+	dp.init()
+	dp.mu.Lock()
+	st := Stats{Conns: len(dp.conns), Servers: len(dp.servers), Sessions: dp.sessions}
+	for _, srv := range dp.servers {
+		st.Links += len(srv.links)
+	}
+	dp.mu.Unlock()
+	st.SessionsTotal = dp.counts.sessionsTotal.Load()
+	st.BytesToServers = dp.counts.toServers.Load()
+	st.BytesToClients = dp.counts.toClients.Load()
+	st.Refused = make(map[string]uint64, numRefusals)
+	for i, name := range RefusalReasons {
+		st.Refused[name] = dp.counts.refused[i].Load()
+	}
+	return st
+}
+
+// refused counts a refusal.
+func (dp *DiscoverPoint) refused(r refusal) { dp.counts.refused[r].Add(1) }
+
+// refusedOpen counts the refusal of a session whose open failed with err.
+func (dp *DiscoverPoint) refusedOpen(err error) {
+	var le *limitError
+	var ns *noServerError
+	switch {
+	case errors.As(err, &le):
+		dp.refused(le.kind)
+	case errors.As(err, &ns):
+		dp.refused(refusedNoServer)
+	case errors.Is(err, ErrUnauthorized):
+		dp.refused(refusedUnauthorized)
+	case errors.Is(err, errShuttingDown):
+		dp.refused(refusedShutdown)
+	default:
+		dp.refused(refusedServer)
+	}
+}
+
+// join relays a client's connection and the session opened for it, and
+// counts the session and its bytes: an atomic add per chunk.
+func (dp *DiscoverPoint) join(client, server net.Conn) (relay.Stats, error) {
+	dp.counts.sessionsTotal.Add(1)
+	return relay.Join(client, server, func(toServer bool, n int) {
+		if toServer {
+			dp.counts.toServers.Add(uint64(n))
+		} else {
+			dp.counts.toClients.Add(uint64(n))
+		}
+	})
+}
