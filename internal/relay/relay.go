@@ -7,6 +7,9 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
+
+	"rtcp/internal/tcpreset"
 )
 
 // Aborter is a connection that can be cut off with an error its peer sees
@@ -29,17 +32,20 @@ type Stats struct {
 // If count is not nil it is called with each chunk's size and direction.
 func Join(a, b net.Conn, count func(aToB bool, n int)) (Stats, error) {
 	var (
-		st   Stats
-		errA error
-		wg   sync.WaitGroup
+		st     Stats
+		errA   error
+		wg     sync.WaitGroup
+		failed atomic.Bool // a copy failed: its cut must not race a clean close
+		finA   atomic.Bool // Join has (or is about to have) half-closed a
+		finB   atomic.Bool
 	)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		st.BtoA, errA = pipe(a, b, false, count)
+		st.BtoA, errA = pipe(a, b, false, count, &failed, &finA, &finB)
 	}()
 	var errB error
-	st.AtoB, errB = pipe(b, a, true, count)
+	st.AtoB, errB = pipe(b, a, true, count, &failed, &finB, &finA)
 	wg.Wait()
 	if errA == nil && errB == nil {
 		// A clean end: let the kernel deliver what is still queued, even on
@@ -56,17 +62,20 @@ func Join(a, b net.Conn, count func(aToB bool, n int)) (Stats, error) {
 }
 
 // pipe copies src to dst; dir is the direction for count.
-func pipe(dst, src net.Conn, dir bool, count func(bool, int)) (int64, error) {
+func pipe(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFin, srcFin *atomic.Bool) (int64, error) {
 	var n int64
 	var err error
 	if dt, st := tcpOf(dst), tcpOf(src); dt != nil && st != nil {
 		// Both are TCP: io.Copy splices on Linux, and the bytes never
 		// enter this process. They are counted when the copy ends.
 		n, err = io.Copy(dt, st)
+		if err == nil && !srcFin.Load() && tcpreset.WasReset(st) {
+			err = tcpreset.ErrReset // a reset, not an end: see package tcpreset
+		}
 		if count != nil && n > 0 {
 			count(dir, int(n))
 		}
-		return n, finish(dst, src, err)
+		return n, finish(dst, src, err, failed, dstFin)
 	}
 	r := newChunkReader(src)
 	defer r.close()
@@ -88,15 +97,23 @@ func pipe(dst, src net.Conn, dir bool, count func(bool, int)) (int64, error) {
 		if rerr != nil {
 			if rerr != io.EOF {
 				err = rerr
+			} else if tc := tcpOf(src); tc != nil && !srcFin.Load() && tcpreset.WasReset(tc) {
+				err = tcpreset.ErrReset // a reset, not an end: see package tcpreset
 			}
 			break
 		}
 	}
-	return n, finish(dst, src, err)
+	return n, finish(dst, src, err, failed, dstFin)
 }
 
-func finish(dst, src net.Conn, err error) error {
+func finish(dst, src net.Conn, err error, failed, dstFin *atomic.Bool) error {
+	if err == nil && failed.Load() {
+		// The other direction failed and cuts both sides; this "end" may
+		// be the reset it took (tcpreset), closed under us since.
+		return nil
+	}
 	if err == nil {
+		dstFin.Store(true) // before the FIN leaves: see pipe's reset check
 		if cw, ok := dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
 			return nil
 		}
@@ -105,11 +122,16 @@ func finish(dst, src net.Conn, err error) error {
 		return nil
 	}
 	if errors.Is(err, net.ErrClosed) {
-		// We, or the other direction, closed one side: not a fault.
-		dst.Close()
-		src.Close()
+		// We, or the other direction, closed one side: not a fault. But
+		// when the other direction failed and is cutting both sides, a
+		// clean Close here could reach a peer before the cut does.
+		if !failed.Load() {
+			dst.Close()
+			src.Close()
+		}
 		return nil
 	}
+	failed.Store(true)
 	cut(dst, err)
 	cut(src, err)
 	return err
