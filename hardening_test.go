@@ -770,3 +770,44 @@ func TestStatsCounts(t *testing.T) {
 		t.Errorf("Stats.Refused has %d keys, want one per reason (%d)", len(st.Refused), len(RefusalReasons))
 	}
 }
+
+// TestListenerCloseKeepsSessions is TestListenerCloseLeavesSessions on
+// real TCP for each server transport: Close leaves the accepted session
+// running, and the link ends with it.
+func TestListenerCloseKeepsSessions(t *testing.T) {
+	for _, tr := range []Transport{TransportJSON, TransportYamux} {
+		t.Run(tr.String(), func(t *testing.T) {
+			events, logger := newLogEvents()
+			dp := &DiscoverPoint{Logger: logger}
+			addr := startDP(t, dp)
+			l, err := (&ListenConfig{Transport: tr}).Listen(context.Background(), addr, "closing")
+			if err != nil {
+				t.Fatal(err)
+			}
+			accepted := make(chan net.Conn, 1)
+			go func() {
+				c, err := l.Accept()
+				if err == nil {
+					accepted <- c
+				}
+			}()
+			c, err := Dial(addr, "closing")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			sc := <-accepted
+			l.Close()
+			go io.Copy(sc, sc)
+			exchangeTCP(t, c, "after Close")
+			if _, err := Dial(addr, "closing"); err == nil {
+				t.Fatal("a closed listener took a new session")
+			}
+			if n := dp.Stats().Links; n != 1 {
+				t.Fatalf("%d links while the accepted session runs, want 1", n)
+			}
+			sc.Close()
+			events.wait(t, logLinkDown, 1)
+		})
+	}
+}

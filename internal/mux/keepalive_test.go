@@ -107,3 +107,53 @@ func TestSetKeepAliveLater(t *testing.T) {
 		}
 	})
 }
+
+// BenchmarkIdleReader reads a loopback TCP stream in 4 KiB reads (a Plan5
+// reader's buffer), with and without an IdleReader: what keepalive costs.
+func BenchmarkIdleReader(b *testing.B) {
+	for _, idle := range []time.Duration{0, 30 * time.Second} {
+		name := "off"
+		if idle > 0 {
+			name = "on"
+		}
+		b.Run(name, func(b *testing.B) {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Close()
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				buf := make([]byte, 64<<10)
+				for {
+					if _, err := c.Write(buf); err != nil {
+						return
+					}
+				}
+			}()
+			c, err := net.Dial("tcp", l.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			ir := NewIdleReader(c)
+			ir.SetIdleTimeout(idle)
+			buf := make([]byte, 4096)
+			b.SetBytes(int64(len(buf)))
+			b.ResetTimer()
+			for range b.N {
+				if _, err := io.ReadFull(ir, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			c.Close()
+			<-done
+		})
+	}
+}
