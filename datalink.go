@@ -116,9 +116,9 @@ func (dp *DiscoverPoint) serveData(c net.Conn, r *plan5.Reader, a *plan5.Aloha) 
 		// then undoes this), any end of the data link, the DP dying
 		// included, is a reset, so the server never takes a cut for an end.
 		tc.SetLinger(0)
-		dc = &dataConn{TCPConn: tc, release: func() { dp.trackConn(netConn(c), false) }}
+		dc = &dataConn{TCPConn: tc, release: func() { dp.g.Release(netConn(c)) }}
 	} else {
-		dc = &releaseConn{Conn: c, release: func() { dp.trackConn(netConn(c), false) }}
+		dc = &releaseConn{Conn: c, release: func() { dp.g.Release(netConn(c)) }}
 	}
 	c.SetDeadline(time.Time{})
 	w.ch <- dc

@@ -8,13 +8,13 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/yamux"
 
 	"rtcp/internal/mux"
 	"rtcp/internal/plan5link"
+	"rtcp/internal/serve"
 	"rtcp/protocol/plan5"
 )
 
@@ -102,18 +102,15 @@ type DiscoverPoint struct {
 	initOnce  sync.Once
 	auth      authState
 	mu        sync.Mutex
-	lns       map[*net.Listener]struct{}
-	conns     map[net.Conn]struct{}
+	g         serve.Group // listeners, connections, their goroutines
 	servers   map[string]*server
 	dataWait  map[string]*dataWaiter // opens waiting for their data link, by token
 	sessions  int                    // client sessions being relayed
 	counts    dpCounts               // for limits and Stats (stats.go)
 	idle      chan struct{}          // closed when sessions drops to 0 during Shutdown
 	shutdown  bool
-	done      chan struct{}   // closed by Close
 	ctx       context.Context // canceled by Close
 	cancel    context.CancelFunc
-	wg        sync.WaitGroup
 }
 
 // server is one registered name and the links that serve it.
@@ -201,10 +198,7 @@ func (dp *DiscoverPoint) init() {
 			dp.MaxLine = plan5.DefaultMaxLine
 		}
 		dp.initLimits()
-		dp.lns = make(map[*net.Listener]struct{})
-		dp.conns = make(map[net.Conn]struct{})
 		dp.servers = make(map[string]*server)
-		dp.done = make(chan struct{})
 		dp.ctx, dp.cancel = context.WithCancel(context.Background())
 	})
 }
@@ -249,19 +243,19 @@ func (dp *DiscoverPoint) ListenAndServe(addr string) error {
 
 // goServePort runs ServePort(l, name) in a goroutine that Close waits for.
 func (dp *DiscoverPoint) goServePort(l net.Listener, name string) {
-	dp.mu.Lock()
-	defer dp.mu.Unlock()
-	if dp.shutdown {
+	if dp.closing() {
 		l.Close()
 		return
 	}
 	dp.log().Info("rtcp: port mode: carrying connections to a server", "addr", l.Addr(), "server", name)
-	dp.wg.Go(func() {
+	if !dp.g.Go(func() {
 		err := dp.ServePort(l, name)
 		if !errors.Is(err, ErrDiscoverPointClosed) {
 			dp.log().Error("rtcp: port mode stopped", "addr", l.Addr(), "server", name, "err", err)
 		}
-	})
+	}) {
+		l.Close()
+	}
 }
 
 // Serve accepts connections on l and serves each until the DP is closed.
@@ -278,16 +272,7 @@ func (dp *DiscoverPoint) Serve(l net.Listener) error {
 // closes it when it ends. Close and Shutdown end it like the others.
 func (dp *DiscoverPoint) ServeConn(c net.Conn) {
 	dp.init()
-	if !dp.trackConn(c, true) {
-		c.Close()
-		return
-	}
-	dp.wg.Add(1)
-	defer dp.wg.Done()
-	if !dp.serveConn(c) {
-		c.Close()
-		dp.trackConn(c, false)
-	}
+	dp.g.ServeConn(c, dp.serveConn)
 }
 
 // serve runs an accept loop on l, handing each connection to handle in a
@@ -298,55 +283,10 @@ func (dp *DiscoverPoint) serve(l net.Listener, handle func(net.Conn) (kept bool)
 		l.Close()
 		return err
 	}
-	if !dp.trackListener(&l, true) {
-		l.Close()
-		return ErrDiscoverPointClosed
+	if err := dp.g.Serve(l, handle); err != serve.ErrClosed {
+		return err
 	}
-	defer dp.trackListener(&l, false)
-	defer l.Close()
-	var delay time.Duration
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if dp.closing() {
-				return ErrDiscoverPointClosed
-			}
-			if temporary(err) {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				dp.log().Warn("rtcp: accept failed; retrying", "err", err, "retry_in", delay)
-				t := time.NewTimer(delay)
-				select {
-				case <-t.C:
-				case <-dp.done:
-					t.Stop()
-				}
-				continue
-			}
-			return err
-		}
-		delay = 0
-		if !dp.trackConn(c, true) {
-			c.Close()
-			continue
-		}
-		dp.wg.Add(1)
-		go func() {
-			defer dp.wg.Done()
-			if !handle(c) {
-				c.Close()
-				dp.trackConn(c, false)
-			}
-		}()
-	}
-}
-
-func temporary(err error) bool {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return true
-	}
-	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
-		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS)
+	return ErrDiscoverPointClosed
 }
 
 // Close closes the DP's listeners and every link and session at once.
@@ -356,25 +296,12 @@ func (dp *DiscoverPoint) Close() error {
 	dp.init()
 	dp.mu.Lock()
 	dp.shutdown = true
-	select {
-	case <-dp.done:
-	default:
-		close(dp.done)
-		dp.cancel()
-	}
-	for l := range dp.lns {
-		(*l).Close()
-	}
-	for c := range dp.conns {
-		// Nothing leaves any more: no relay can pass a clean end on to a
-		// peer while the DP closes; every session ends with an error.
-		c.SetWriteDeadline(aLongTimeAgo)
-	}
-	for c := range dp.conns {
-		c.Close()
-	}
 	dp.mu.Unlock()
-	dp.wg.Wait()
+	dp.cancel()
+	// The group stops every connection's writes before it closes any: no
+	// relay can pass a clean end on to a peer while the DP closes; every
+	// session ends with an error.
+	dp.g.Close()
 	return nil
 }
 
@@ -385,9 +312,6 @@ func (dp *DiscoverPoint) Shutdown(ctx context.Context) error {
 	dp.init()
 	dp.mu.Lock()
 	dp.shutdown = true
-	for l := range dp.lns {
-		(*l).Close()
-	}
 	if dp.idle == nil {
 		dp.idle = make(chan struct{})
 		if dp.sessions == 0 {
@@ -396,6 +320,7 @@ func (dp *DiscoverPoint) Shutdown(ctx context.Context) error {
 	}
 	idle := dp.idle
 	dp.mu.Unlock()
+	dp.g.CloseListeners()
 	var err error
 	select {
 	case <-idle:
@@ -410,34 +335,6 @@ func (dp *DiscoverPoint) closing() bool {
 	dp.mu.Lock()
 	defer dp.mu.Unlock()
 	return dp.shutdown
-}
-
-func (dp *DiscoverPoint) trackListener(l *net.Listener, add bool) bool {
-	dp.mu.Lock()
-	defer dp.mu.Unlock()
-	if add {
-		if dp.shutdown {
-			return false
-		}
-		dp.lns[l] = struct{}{}
-	} else {
-		delete(dp.lns, l)
-	}
-	return true
-}
-
-func (dp *DiscoverPoint) trackConn(c net.Conn, add bool) bool {
-	dp.mu.Lock()
-	defer dp.mu.Unlock()
-	if add {
-		if dp.shutdown {
-			return false
-		}
-		dp.conns[c] = struct{}{}
-	} else {
-		delete(dp.conns, c)
-	}
-	return true
 }
 
 // serveConn reads a connection's Aloha and serves it by role.
@@ -597,7 +494,7 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	dp.log().Info("rtcp: server link up", "name", a.N, "remote", c.RemoteAddr(), "transport", a.Transport)
 	select {
 	case <-l.Done():
-	case <-dp.done:
+	case <-dp.g.Done():
 	}
 	end()
 	dp.removeLink(reg, l)
@@ -783,7 +680,7 @@ func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	case <-s.Done():
 		t.Stop()
 		return
-	case <-dp.done:
+	case <-dp.g.Done():
 		t.Stop()
 		return
 	}

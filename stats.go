@@ -77,7 +77,7 @@ type dpCounts struct {
 func (dp *DiscoverPoint) Stats() Stats {
 	dp.init()
 	dp.mu.Lock()
-	st := Stats{Conns: len(dp.conns), Servers: len(dp.servers), Sessions: dp.sessions}
+	st := Stats{Conns: dp.g.Conns(), Servers: len(dp.servers), Sessions: dp.sessions}
 	for _, srv := range dp.servers {
 		st.Links += len(srv.links)
 	}
