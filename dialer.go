@@ -149,7 +149,7 @@ func (d *Dialer) connectRaw(c net.Conn, r *plan5.Reader, name, addr string, loca
 	}
 	switch m := m.(type) {
 	case *plan5.Ack:
-		if m.X < 0 || m.R != "" {
+		if m.X < 0 {
 			return nil, &RefusedError{Name: name, DP: addr, Reason: m.R}
 		}
 	case *plan5.Close:

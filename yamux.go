@@ -305,7 +305,7 @@ func connectStream(ctx context.Context, c *yamuxConn, name, addr string) error {
 	if !ok {
 		return fmt.Errorf("rtcp: server answered a session with %v, want Ack", m.Type())
 	}
-	if ack.X < 0 || ack.R != "" {
+	if ack.X < 0 {
 		return &muxRefused{ack.R}
 	}
 	return nil
