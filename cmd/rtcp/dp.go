@@ -11,15 +11,19 @@ import (
 )
 
 func runDP(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("dp", "dp -listen ADDR [-grace DURATION] [-tls-cert FILE -tls-key FILE [-tls-ca FILE]] [-config FILE] [-token-file FILE] [-etcd URLS -advertise ADDR [-etcd-ttl DURATION]] [-metrics ADDR] [-keepalive DURATION] [-max-... N] [-log-level LEVEL]", `
+	fs := newFlagSet("dp", "dp -listen ADDR [-port NAME=ADDR]... [-grace DURATION] [-tls-cert FILE -tls-key FILE [-tls-ca FILE]] [-config FILE] [-token-file FILE] [-etcd URLS -advertise ADDR [-etcd-ttl DURATION]] [-metrics ADDR] [-keepalive DURATION] [-max-... N] [-log-level LEVEL]", `
 Run a discover point (DP): indirect servers (rtcp expose, rtcp.Listen)
 register their names with it, and indirect clients (rtcp connect,
 rtcp.Dial) reach them by name through it. It runs until SIGINT or
 SIGTERM, then stops accepting, lets open sessions finish for the grace
-period, and cuts those still open. With -etcd, the DP joins the cluster
-of DPs that share that etcd: a name has one owner across all of them,
-and a client may reach any DP for any name.`)
+period, and cuts those still open. Each -port makes the DP accept plain
+TCP on ADDR and carry every connection to the server NAME (port mode),
+for clients that cannot run rtcp: ssh, psql, a SCADA system. With -etcd,
+the DP joins the cluster of DPs that share that etcd: a name has one
+owner across all of them, and a client may reach any DP for any name.`)
 	listen := fs.String("listen", "", "TCP `address` to accept servers and clients on, e.g. :9000 (required)")
+	var ports portFlag
+	fs.Var(&ports, "port", "`NAME=ADDR`: carry plain TCP connections on ADDR to the server NAME (repeatable)")
 	grace := fs.Duration("grace", 10*time.Second, "on SIGINT or SIGTERM, how long open sessions may go on")
 	seeds := addSeedFlags(fs)
 	cluster := addClusterFlags(fs)
@@ -67,9 +71,16 @@ and a client may reach any DP for any name.`)
 	if err != nil {
 		return err
 	}
+	portLns, err := listenPorts(ports.ports)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	dp := &rtcp.DiscoverPoint{Logger: log, TLSConfig: tlsCfg, Policy: pol}
 	member.configure(dp)
 	hard.configure(dp)
+	waitPorts := servePorts(dp, ports.ports, portLns, stderr)
+	defer waitPorts()
 	stopSeeds, err := seeds.start(dp, log, stderr)
 	if err != nil {
 		ln.Close()

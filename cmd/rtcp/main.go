@@ -30,6 +30,7 @@ var commands = []command{
 	{"dp", "run a discover point that servers register with and clients dial", runDP},
 	{"expose", "register a name at a DP and carry its sessions to a local TCP service", runExpose},
 	{"connect", "accept local TCP connections and carry each to a named server through a DP", runConnect},
+	{"bench", "measure rtcp beside raw TCP and plain relays on loopback, and print a table", runBench},
 	{"c8y-agent", "open Cumulocity remote access tunnels for c8y_RemoteAccessConnect operations", runC8yAgent},
 	{"cccp-device", "register a device with a CCCP proxy and carry its sessions to a local TCP service", runCCCPDevice},
 	{"mihini-server", "accept a Mihini device's link and carry clients to services behind it", runMihiniServer},

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -33,6 +34,10 @@ type Config struct {
 
 	// Duration of each throughput run. Default 3 s.
 	Duration time.Duration
+
+	// Repeat is how many times each throughput run is made; the table
+	// gives the median. Default 1.
+	Repeat int
 
 	// Echoes is the number of 64-byte round trips. Default 10000.
 	Echoes int
@@ -69,6 +74,9 @@ func (c *Config) defaults() error {
 	}
 	if c.Duration <= 0 {
 		c.Duration = 3 * time.Second
+	}
+	if c.Repeat <= 0 {
+		c.Repeat = 1
 	}
 	if c.Echoes <= 0 {
 		c.Echoes = 10000
@@ -283,7 +291,7 @@ func (b *runner) startLimit(ctx context.Context, sink string) (*setup, error) {
 // startCommand runs "rtcp dp -port" and "rtcp expose" as processes.
 func (b *runner) startCommand(ctx context.Context, sink, transport string) (*setup, error) {
 	dp, err := startProc(b.cfg.Exe, "rtcp dp", "dp", "-listen", "127.0.0.1:0", "-port", "bench=127.0.0.1:0",
-		"-grace", "1s", "-log-level", "warn")
+		"-grace", "1s", "-log-level", "warn", "-max-sessions-per-server", strconv.Itoa(2*b.cfg.Sessions+1000))
 	if err != nil {
 		return nil, err
 	}
@@ -360,7 +368,7 @@ func (b *runner) startLibrary(ctx context.Context, transport string) (*setup, er
 		return nil, err
 	}
 	var p inProcess
-	dp := new(rtcp.DiscoverPoint)
+	dp := &rtcp.DiscoverPoint{MaxSessionsPerServer: 2*b.cfg.Sessions + 1000}
 	addr, err := p.listen(dp.Serve)
 	if err != nil {
 		return nil, err
@@ -418,16 +426,28 @@ func (b *runner) runRow(ctx context.Context, s spec, sink string, row *Row) erro
 	if _, err := throughput(ctx, st.dial, 2, min(b.cfg.Duration/4, 250*time.Millisecond)); err != nil {
 		return fmt.Errorf("throughput warm-up: %w", err)
 	}
-	if row.MBps1, err = throughput(ctx, st.dial, 1, b.cfg.Duration); err != nil {
+	if row.MBps1, err = b.throughput(ctx, st.dial, 1); err != nil {
 		return fmt.Errorf("throughput, 1 connection: %w", err)
 	}
-	row.MBps1 /= 1e6
-	if row.MBps8, err = throughput(ctx, st.dial, 8, b.cfg.Duration); err != nil {
+	if row.MBps8, err = b.throughput(ctx, st.dial, 8); err != nil {
 		return fmt.Errorf("throughput, 8 connections: %w", err)
 	}
-	row.MBps8 /= 1e6
 	b.progress("  %.0f MB/s with 1 connection, %.0f MB/s with 8", row.MBps1, row.MBps8)
 	return nil
+}
+
+// throughput returns the median of Repeat throughput runs, in MB/s.
+func (b *runner) throughput(ctx context.Context, dial dialer, conns int) (float64, error) {
+	rates := make([]float64, b.cfg.Repeat)
+	for i := range rates {
+		r, err := throughput(ctx, dial, conns, b.cfg.Duration)
+		if err != nil {
+			return 0, err
+		}
+		rates[i] = r / 1e6
+	}
+	slices.Sort(rates)
+	return rates[len(rates)/2], nil
 }
 
 // measureIdle holds up to Sessions idle sessions and takes the growth of

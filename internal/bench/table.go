@@ -126,3 +126,17 @@ func Machine() string {
 	return fmt.Sprintf("%d CPUs (%s), GOMAXPROCS %d, %s %s/%s",
 		runtime.NumCPU(), model, runtime.GOMAXPROCS(0), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }
+
+// LoadAverage returns the 1-minute load average (/proc/loadavg), or "?".
+// The bench shares the machine: a load above the number of CPUs while it
+// runs means the figures are low and noisy.
+func LoadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return "?"
+}

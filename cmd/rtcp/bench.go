@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"runtime/pprof"
+	"strings"
+	"time"
+
+	"rtcp/internal/bench"
+)
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("bench", "bench [-quick] [-transports LIST] [-pool N] [-duration D] [-repeat N] [-echoes N] [-dials N] [-sessions N] [-rows REGEXP]", `
+Measure, on loopback and with one load generator, raw TCP; the limit, the
+same topology built from two plain Go relays that io.Copy between TCP
+connections (spliced on Linux); rtcp's command path ("rtcp dp -port" and
+"rtcp expose", processes of this binary) in each transport; and the
+library path (rtcp.Dial -> DiscoverPoint -> rtcp.Listen in this process)
+beside a one-relay limit. Each row gets throughput with 1 and 8
+connections, the 64-byte echo round trip, the time from dial to the
+server's first byte, and the memory per idle session, and each figure its
+ratio to the row's limit and to raw TCP. The table is Markdown on stdout,
+progress on stderr. A full run takes a few minutes, -quick under one.`)
+	quick := fs.Bool("quick", false, "short runs: 1s throughput run once, 2000 echoes, 100 dials, 2000 idle sessions (flags given explicitly win)")
+	transports := fs.String("transports", "json,yamux,tcp", "comma-separated `list` of -transport values to measure")
+	pool := fs.Int("pool", 4, "links per server (expose -pool, ListenConfig.PoolSize)")
+	duration := fs.Duration("duration", 3*time.Second, "length of each throughput run")
+	repeat := fs.Int("repeat", 3, "throughput runs per figure; the table gives the median")
+	echoes := fs.Int("echoes", 10000, "64-byte round trips timed")
+	dials := fs.Int("dials", 300, "dials timed to the first byte")
+	sessions := fs.Int("sessions", 10000, "idle sessions held to measure memory (fewer if a process would run out of file descriptors)")
+	rows := fs.String("rows", "", "run only the rows whose name matches `regexp` (and the rows they are compared with)")
+	exe := fs.String("exe", "", "rtcp `binary` to run the DP, servers and helpers with (default: this one)")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of this process (load generator and in-process rows) to `file`")
+	child := fs.String("child", "", "internal: run as the bench's `role` sink or relay")
+	to := fs.String("to", "", "internal: where a -child relay connects")
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
+	}
+	if *child != "" {
+		return bench.Child(ctx, *child, *to, stderr)
+	}
+	set := make(map[string]bool)
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	cfg := bench.Config{
+		Exe:        *exe,
+		Transports: strings.Split(*transports, ","),
+		Pool:       *pool,
+		Duration:   *duration,
+		Repeat:     *repeat,
+		Echoes:     *echoes,
+		Dials:      *dials,
+		Sessions:   *sessions,
+		Progress:   stderr,
+	}
+	if *quick {
+		for name, v := range map[string]func(){
+			"duration": func() { cfg.Duration = time.Second },
+			"repeat":   func() { cfg.Repeat = 1 },
+			"echoes":   func() { cfg.Echoes = 2000 },
+			"dials":    func() { cfg.Dials = 100 },
+			"sessions": func() { cfg.Sessions = 2000 },
+		} {
+			if !set[name] {
+				v()
+			}
+		}
+	}
+	if *rows != "" {
+		re, err := regexp.Compile(*rows)
+		if err != nil {
+			return usageErrorf(fs, "-rows: %v", err)
+		}
+		cfg.Rows = re
+	}
+	if *pool < 1 || *repeat < 1 {
+		return usageErrorf(fs, "-pool and -repeat must be at least 1")
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	start, load := time.Now(), bench.LoadAverage()
+	res, err := bench.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "rtcp bench %s\n\n", strings.Join(args, " "))
+	fmt.Fprintf(stdout, "Machine: %s\n", bench.Machine())
+	fmt.Fprintf(stdout, "Settings: throughput %v per run, median of %d; %d echoes, %d dials, up to %d idle sessions, pool %d; took %v\n",
+		cfg.Duration, cfg.Repeat, cfg.Echoes, cfg.Dials, cfg.Sessions, cfg.Pool, time.Since(start).Round(time.Second))
+	fmt.Fprintf(stdout, "Load average (1 min): %s at the start, %s at the end\n\n", load, bench.LoadAverage())
+	if err := res.WriteTable(stdout); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "\n%s", bench.Legend)
+	return nil
+}

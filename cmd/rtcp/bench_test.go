@@ -1,0 +1,192 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"rtcp"
+	"rtcp/internal/bench"
+)
+
+// lines is a goroutine-safe writer that sends each complete line it gets
+// to a channel (dropping lines nobody waits for) and keeps them all.
+type lines struct {
+	mu      sync.Mutex
+	all     bytes.Buffer
+	partial []byte
+	ch      chan string
+}
+
+func newLines() *lines { return &lines{ch: make(chan string, 64)} }
+
+func (w *lines) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.all.Write(p)
+	w.partial = append(w.partial, p...)
+	for {
+		i := bytes.IndexByte(w.partial, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		select {
+		case w.ch <- string(w.partial[:i]):
+		default:
+		}
+		w.partial = w.partial[i+1:]
+	}
+}
+
+// wait returns the first submatch of the first line matching re.
+func (w *lines) wait(t *testing.T, re *regexp.Regexp) string {
+	t.Helper()
+	timeout := time.After(time.Minute)
+	for {
+		select {
+		case l := <-w.ch:
+			if m := re.FindStringSubmatch(l); m != nil {
+				return m[1]
+			}
+		case <-timeout:
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			t.Fatalf("no line matching %q in a minute; got:\n%s", re, w.all.String())
+		}
+	}
+}
+
+func TestDPPortFlagErrors(t *testing.T) {
+	for _, c := range []struct{ arg, want string }{
+		{"pi-7", "want NAME=ADDR"},
+		{"=:2222", "want NAME=ADDR"},
+		{"pi-7=", "want NAME=ADDR"},
+	} {
+		var stderr bytes.Buffer
+		code := run(context.Background(), []string{"dp", "-listen", "127.0.0.1:0", "-port", c.arg}, io.Discard, &stderr)
+		if code != 2 || !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("dp -port %q: status %d, stderr %q; want 2 and %q", c.arg, code, stderr.String(), c.want)
+		}
+	}
+	var stderr bytes.Buffer
+	code := run(context.Background(), []string{"dp", "-listen", "127.0.0.1:0", "-port", "a=127.0.0.1:0", "-port", "b=127.0.0.1:0"}, io.Discard, &stderr)
+	if code != 2 || !strings.Contains(stderr.String(), `already given to "a"`) {
+		t.Errorf("two -port with one address: status %d, stderr %q", code, stderr.String())
+	}
+}
+
+// TestDPPort runs "rtcp dp -port" in process: a plain TCP client reaches
+// the server named by the flag, half-close included.
+func TestDPPort(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	stderr := newLines()
+	done := make(chan error, 1)
+	go func() {
+		done <- runDP(ctx, []string{"-listen", "127.0.0.1:0", "-port", "db=127.0.0.1:0", "-log-level", "warn"}, io.Discard, stderr)
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("dp: %v", err)
+		}
+	}()
+	port := stderr.wait(t, regexp.MustCompile(`^rtcp dp: port (\S+) carries connections to "db"`))
+	dp := stderr.wait(t, regexp.MustCompile(`^rtcp dp: listening on (\S+)`))
+
+	l, err := rtcp.Listen(dp, "db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.Copy(c, c)
+	}()
+	defer func() { l.Close(); <-served }()
+
+	c, err := net.Dial("tcp", port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Minute))
+	msg := strings.Repeat("psql ", 20000)
+	go func() {
+		io.WriteString(c, msg)
+		c.(*net.TCPConn).CloseWrite()
+	}()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != msg {
+		t.Fatalf("echo through -port: %d bytes, %v; want %d bytes and EOF", len(got), err, len(msg))
+	}
+}
+
+// TestBench runs a tiny bench (the command path as processes of the built
+// command) and checks the table's shape, not its figures.
+func TestBench(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the command and runs processes")
+	}
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go command in PATH")
+	}
+	bin := filepath.Join(t.TempDir(), "rtcp")
+	if out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	transports := []string{"json", "yamux", "tcp"}
+	var stdout, stderr bytes.Buffer
+	err = runBench(context.Background(), []string{"-exe", bin, "-duration", "50ms", "-repeat", "1", "-echoes", "20", "-dials", "5",
+		"-sessions", "30", "-pool", "2", "-transports", strings.Join(transports, ",")}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("bench: %v\nstderr:\n%s", err, stderr.String())
+	}
+	var table []string
+	for _, l := range strings.Split(stdout.String(), "\n") {
+		if strings.HasPrefix(l, "|") {
+			table = append(table, l)
+		}
+	}
+	// raw, the limit, a command row per transport, the in-process limit,
+	// a library row per transport.
+	wantRows := 3 + 2*len(transports)
+	if len(table) != 2+wantRows {
+		t.Fatalf("table has %d lines, want a header, a separator and %d rows:\n%s", len(table), wantRows, stdout.String())
+	}
+	if want := "| " + strings.Join(bench.Columns, " | ") + " |"; table[0] != want {
+		t.Errorf("header = %q, want %q", table[0], want)
+	}
+	for _, l := range table[2:] {
+		if strings.Contains(l, "failed") {
+			t.Errorf("a row failed: %s\nstderr:\n%s", l, stderr.String())
+		}
+		if n := strings.Count(l, "|") - 1; n != len(bench.Columns) {
+			t.Errorf("row has %d cells, want %d: %s", n, len(bench.Columns), l)
+		}
+	}
+	for _, tr := range transports {
+		if !strings.Contains(stdout.String(), "expose -transport "+tr) {
+			t.Errorf("no command row for transport %s:\n%s", tr, stdout.String())
+		}
+	}
+	for _, want := range []string{"Machine: ", "Load average", ", DP, ", ", relay, "} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, stdout.String())
+		}
+	}
+}
