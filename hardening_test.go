@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -809,5 +810,133 @@ func TestListenerCloseKeepsSessions(t *testing.T) {
 			sc.Close()
 			events.wait(t, logLinkDown, 1)
 		})
+	}
+}
+
+// ownGoroutines returns the stacks of the goroutines that run rtcp's own
+// code (package rtcp or its internal packages), apart from the tests'.
+// (yamux's goroutines are yamux's: its Session.Close returns at once when
+// the session is already closing, and they end a moment later.)
+func ownGoroutines() []string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var own []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "rtcp.Test") || strings.Contains(g, "testing.") {
+			continue
+		}
+		if strings.Contains(g, "rtcp/internal/") || strings.Contains(g, "rtcp.(*") {
+			own = append(own, g)
+		}
+	}
+	return own
+}
+
+// TestListenerCloseWaits: with its sessions closed, Listener.Close returns
+// only when every goroutine it owns has ended: not one is left the moment
+// it returns. (The DP runs in a process of its own, so that every
+// goroutine here is the server's or the client's.)
+func TestListenerCloseWaits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a process")
+	}
+	addr, _ := startDPProcess(t)
+	for _, tr := range []Transport{TransportJSON, TransportYamux, TransportTCP} {
+		t.Run(tr.String(), func(t *testing.T) {
+			name := "waits-" + tr.String()
+			l, err := (&ListenConfig{Transport: tr, PoolSize: 2}).Listen(context.Background(), addr, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			accepted := make(chan net.Conn, 1)
+			go func() {
+				c, err := l.Accept()
+				if err == nil {
+					accepted <- c
+				}
+			}()
+			c, err := Dial(addr, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sc := <-accepted
+			go io.Copy(sc, sc)
+			exchangeTCP(t, c, "hello")
+			if len(ownGoroutines()) == 0 {
+				t.Fatal("ownGoroutines sees no goroutine of a running session: it cannot prove anything")
+			}
+			c.Close()
+			sc.Close()
+			l.Close()
+			// A goroutine that has signalled its owner's WaitGroup still
+			// has to return: let such ones run, but do not wait for
+			// anything that has work left.
+			own := ownGoroutines()
+			for i := 0; i < 10 && len(own) > 0; i++ {
+				for range 100 {
+					runtime.Gosched()
+				}
+				own = ownGoroutines()
+			}
+			if len(own) > 0 {
+				t.Fatalf("%d goroutines of rtcp still run after Listener.Close returned:\n%s", len(own), strings.Join(own, "\n\n"))
+			}
+		})
+	}
+}
+
+// TestDPCloseWaits: DiscoverPoint.Close returns only when every goroutine
+// of the DP has ended, in the middle of a relayed session. The peers are
+// hand-written Plan5 peers, so every goroutine of rtcp here is the DP's.
+func TestDPCloseWaits(t *testing.T) {
+	dp := new(DiscoverPoint)
+	addr := startDP(t, dp)
+	say := func(c net.Conn, ms ...plan5.Message) {
+		for _, m := range ms {
+			if _, err := c.Write(plan5.AppendMessage(nil, m)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	hear := func(r *plan5.Reader, want plan5.Type) {
+		m, err := r.ReadMessage()
+		if err != nil || m.Type() != want {
+			t.Fatalf("got %v, %v; want %v", m, err, want)
+		}
+	}
+	v := plan5.Version
+	s, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	sr := plan5.NewReader(s, 0)
+	say(s, &plan5.Aloha{V: v, R: plan5.RoleIS, N: "hand", HeartBeat: 60000})
+	hear(sr, plan5.TypeAloha)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cr := plan5.NewReader(c, 0)
+	say(c, &plan5.Aloha{V: v, R: plan5.RoleIC, HeartBeat: 60000}, &plan5.Connect{N: "hand"})
+	hear(cr, plan5.TypeAloha)
+	hear(sr, plan5.TypeConnect)
+	say(s, &plan5.Ack{X: 7})
+	hear(cr, plan5.TypeAck)
+	say(c, &plan5.Data{X: 1, C: []byte("in flight")})
+	hear(sr, plan5.TypeData)
+
+	dp.Close()
+	own := ownGoroutines()
+	for i := 0; i < 10 && len(own) > 0; i++ {
+		for range 100 {
+			runtime.Gosched()
+		}
+		own = ownGoroutines()
+	}
+	if len(own) > 0 {
+		t.Fatalf("%d goroutines of the DP still run after Close returned:\n%s", len(own), strings.Join(own, "\n\n"))
 	}
 }
