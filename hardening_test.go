@@ -184,6 +184,7 @@ func TestDPKilled(t *testing.T) {
 	}
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
 			addr, kill := startDPProcess(t)
 			l := listen(t, &ListenConfig{Transport: m.server}, addr, "victim")
 			server := echoCut(l)
@@ -220,6 +221,7 @@ func TestDPKilled(t *testing.T) {
 func TestServerKilled(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
 			addr := startDP(t, nil)
 			var mu sync.Mutex
 			var conns []net.Conn
@@ -497,7 +499,7 @@ func TestOpenCloseFlood(t *testing.T) {
 			var opened atomic.Int32
 			clients := 200
 			if raceEnabled {
-				clients = 100
+				clients = 50
 			}
 			for i := range clients {
 				wg.Go(func() {
@@ -551,7 +553,7 @@ func TestManySessions(t *testing.T) {
 		t.Run(m.name, func(t *testing.T) {
 			sessions, size := 1000, 8<<10
 			if raceEnabled {
-				sessions = 200 // the full 1000 take a minute under -race
+				sessions = 100 // the full 1000 take a minute under -race
 			}
 			// A thousand busy sessions in one process under -race can
 			// starve a goroutine for longer than a keepalive period: this
