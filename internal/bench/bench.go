@@ -456,7 +456,12 @@ func (b *runner) throughput(ctx context.Context, dial dialer, conns int) (float6
 // and holds no more than the scarcest one can afford.
 func (b *runner) measureIdle(ctx context.Context, st *setup, row *Row) error {
 	if st.memPID == b.self {
+		// Close the pipes earlier splices left in Go's pool (a finalizer
+		// closes them after the pool is dropped) and give back what
+		// earlier rows freed.
 		runtime.GC()
+		runtime.GC()
+		time.Sleep(100 * time.Millisecond)
 		debug.FreeOSMemory()
 	}
 	base, err := rss(st.memPID)
@@ -484,26 +489,40 @@ func (b *runner) measureIdle(ctx context.Context, st *setup, row *Row) error {
 	if err := s.add(ctx, st.dial, probe); err != nil {
 		return err
 	}
-	n := b.cfg.Sessions
+	per := make([]float64, len(st.pids))
 	for i, pid := range st.pids {
 		now, err := fds(pid)
 		if err != nil {
 			return err
 		}
-		limit, err := fdLimit(pid)
-		if err != nil {
-			return err
-		}
-		// 5% over the probe's figure: the probe may have reused pipes
-		// that earlier sessions left in Go's pool.
-		per := 1.05 * float64(now-fd0[i]) / float64(probe)
-		if per > 0 {
-			const reserve = 128 // listeners, the runtime's own, a margin
-			n = min(n, probe+int(float64(limit-now-reserve)/per))
-		}
+		per[i] = float64(now-fd0[i]) / float64(probe)
 	}
-	if n > probe {
-		if err := s.add(ctx, st.dial, n-probe); err != nil {
+	// Add sessions in batches, each at most half of what the scarcest
+	// process's free descriptors allow by the probe's count, read afresh
+	// before each batch: the probe's count may be low (sessions may
+	// reuse pipes that earlier ones left in Go's pool), and halving the
+	// rest each time cannot overshoot by more than that error.
+	for len(s.conns) < b.cfg.Sessions {
+		next := min(1000, b.cfg.Sessions-len(s.conns))
+		for i, pid := range st.pids {
+			if per[i] <= 0 {
+				continue
+			}
+			now, err := fds(pid)
+			if err != nil {
+				return err
+			}
+			limit, err := fdLimit(pid)
+			if err != nil {
+				return err
+			}
+			const reserve = 128 // listeners, the runtime's own, a margin
+			next = min(next, int(float64(limit-now-reserve)/per[i]/2))
+		}
+		if next < 10 {
+			break
+		}
+		if err := s.add(ctx, st.dial, next); err != nil {
 			return err
 		}
 	}
