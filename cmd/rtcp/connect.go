@@ -10,7 +10,7 @@ import (
 )
 
 func runConnect(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("connect", "connect -dp ADDR -name NAME -listen ADDR [-transport json|yamux] [-tls] [-tls-ca FILE] [-token-file FILE] [-log-level LEVEL]", `
+	fs := newFlagSet("connect", "connect -dp ADDR -name NAME -listen ADDR [-transport json|yamux|tcp] [-tls] [-tls-ca FILE] [-token-file FILE] [-log-level LEVEL]", `
 Run an indirect client: accept plain TCP connections on -listen and
 carry each to the indirect server NAME through the discover point ADDR,
 so that programs that know nothing of rtcp (ssh, psql, a browser) reach
@@ -20,7 +20,7 @@ SIGTERM.`)
 	dp := fs.String("dp", "", "`address` of the discover point, host:port, or ws://host:port/rtcp to reach it over a WebSocket (required)")
 	name := fs.String("name", "", "`name` of the server to reach (required)")
 	listen := fs.String("listen", "", "local TCP `address` to accept connections on, e.g. 127.0.0.1:2222 (required)")
-	transport := transportVar(fs, "`kind` of connection to the DP: json (Plan5 Data messages, the default) or yamux (raw bytes after the handshake; faster)")
+	transport := transportVar(fs, "`kind` of connection to the DP: json (Plan5 Data messages, the default), or yamux or tcp (either: raw bytes after the handshake; faster)")
 	logger := logFlags(fs, stderr)
 	sec := securityFlags(fs, false)
 	if err := parseFlags(fs, args, stdout); err != nil {

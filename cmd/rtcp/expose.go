@@ -12,7 +12,7 @@ import (
 )
 
 func runExpose(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("expose", "expose -dp ADDR -name NAME -to HOST:PORT [-transport json|yamux] [-pool N] [-tls] [-tls-ca FILE] [-token-file FILE] [-log-level LEVEL]", `
+	fs := newFlagSet("expose", "expose -dp ADDR -name NAME -to HOST:PORT [-transport json|yamux|tcp] [-pool N] [-tls] [-tls-ca FILE] [-token-file FILE] [-log-level LEVEL]", `
 Run an indirect server: register NAME at the discover point ADDR and
 carry each session a client opens to NAME to a new TCP connection to
 HOST:PORT. If HOST:PORT refuses, only that session is closed. Lost links
@@ -21,7 +21,7 @@ SIGTERM.`)
 	dp := fs.String("dp", "", "`address` of the discover point, host:port, or ws://host:port/rtcp to reach it over a WebSocket (required)")
 	name := fs.String("name", "", "the `name` clients reach this server by (required)")
 	to := fs.String("to", "", "`host:port` of the TCP service to carry sessions to (required)")
-	transport := transportVar(fs, "`kind` of links to the DP: json (the Plan5 protocol, the default) or yamux (faster)")
+	transport := transportVar(fs, "`kind` of links to the DP: json (the Plan5 protocol, the default), yamux (one multiplexed link, faster) or tcp (a TCP connection per session that the DP splices: the fastest)")
 	pool := fs.Int("pool", 1, "number of links to keep to the DP")
 	logger := logFlags(fs, stderr)
 	sec := securityFlags(fs, false)

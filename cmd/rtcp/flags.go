@@ -87,7 +87,7 @@ func (f *transportFlag) String() string { return f.t.String() }
 func (f *transportFlag) Set(s string) error {
 	t, err := rtcp.ParseTransport(s)
 	if err != nil {
-		return errors.New("want json or yamux")
+		return errors.New("want json, yamux or tcp")
 	}
 	f.t = t
 	return nil

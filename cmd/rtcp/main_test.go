@@ -149,7 +149,7 @@ func TestUsageErrors(t *testing.T) {
 		{"bad log level", []string{"dp", "-listen", "127.0.0.1:0", "-log-level", "loud"}, 2, `rtcp dp: invalid value "loud" for flag -log-level`},
 		{"bad grace", []string{"dp", "-listen", "127.0.0.1:0", "-grace", "soon"}, 2, `rtcp dp: invalid value "soon" for flag -grace`},
 		{"missing name", []string{"expose", "-dp", dead, "-to", dead}, 2, "rtcp expose: -name is required"},
-		{"bad transport", []string{"expose", "-dp", dead, "-name", "x", "-to", dead, "-transport", "pigeon"}, 2, `rtcp expose: invalid value "pigeon" for flag -transport: want json or yamux`},
+		{"bad transport", []string{"expose", "-dp", dead, "-name", "x", "-to", dead, "-transport", "pigeon"}, 2, `rtcp expose: invalid value "pigeon" for flag -transport: want json, yamux or tcp`},
 		{"bad pool", []string{"expose", "-dp", dead, "-name", "x", "-to", dead, "-pool", "0"}, 2, "rtcp expose: -pool must be at least 1"},
 		{"connect missing listen", []string{"connect", "-dp", dead, "-name", "x"}, 2, "rtcp connect: -listen is required"},
 		{"help unknown", []string{"help", "frobnicate"}, 2, `rtcp help: unknown command "frobnicate"`},
