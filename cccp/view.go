@@ -94,8 +94,11 @@ func (v *view) Close() error {
 	return nil
 }
 
-func (v *view) LocalAddr() net.Addr                { return v.conn.LocalAddr() }
-func (v *view) RemoteAddr() net.Addr               { return v.conn.RemoteAddr() }
-func (v *view) SetDeadline(t time.Time) error      { v.ra.SetReadDeadline(t); return v.conn.SetWriteDeadline(t) }
+func (v *view) LocalAddr() net.Addr  { return v.conn.LocalAddr() }
+func (v *view) RemoteAddr() net.Addr { return v.conn.RemoteAddr() }
+func (v *view) SetDeadline(t time.Time) error {
+	v.ra.SetReadDeadline(t)
+	return v.conn.SetWriteDeadline(t)
+}
 func (v *view) SetReadDeadline(t time.Time) error  { return v.ra.SetReadDeadline(t) }
 func (v *view) SetWriteDeadline(t time.Time) error { return v.conn.SetWriteDeadline(t) }
