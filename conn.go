@@ -65,6 +65,20 @@ func (c *Conn) Abort(err error) {
 	})
 }
 
+// Unwrap returns the TCP connection that carries this session's bytes
+// exactly as they are - a client's raw leg, or a data link of TransportTCP
+// - or nil when the session is framed (JSON, yamux) or encrypted (TLS). A
+// relay may copy between such connections directly (on Linux the kernel
+// splices them), as internal/relay and the rtcp command do; use Read,
+// Write, CloseWrite and Close of the Conn for everything else.
+func (c *Conn) Unwrap() *net.TCPConn {
+	if rc, ok := c.s.(*rawConn); ok {
+		tc, _ := rc.Conn.(*net.TCPConn)
+		return tc
+	}
+	return nil
+}
+
 // CloseWrite shuts down the writing side: the peer reads io.EOF after the
 // data already written and can still write back.
 func (c *Conn) CloseWrite() error { return c.s.CloseWrite() }

@@ -1,0 +1,86 @@
+package rtcp
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"testing"
+
+	"rtcp/internal/relay"
+)
+
+// TestUnwrapSplice checks which sessions hand a relay their TCP connection
+// and that a relay joining the server's Conn to a local TCP service (what
+// rtcp expose does) carries data and half-close both ways in every mode.
+func TestUnwrapSplice(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			dp := startDP(t, nil)
+			l := listen(t, &ListenConfig{Transport: m.server}, dp, "svc")
+
+			// The local service: echo until the peer half-closes.
+			svc, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer svc.Close()
+			go func() {
+				c, err := svc.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				io.Copy(c, c)
+				c.(*net.TCPConn).CloseWrite()
+			}()
+
+			joined := make(chan error, 1)
+			go func() {
+				c, err := l.Accept()
+				if err != nil {
+					joined <- err
+					return
+				}
+				wantRaw := m.server == TransportTCP
+				if got := c.(*Conn).Unwrap() != nil; got != wantRaw {
+					t.Errorf("server Conn.Unwrap() != nil is %v, want %v", got, wantRaw)
+				}
+				s, err := net.Dial("tcp", svc.Addr().String())
+				if err != nil {
+					c.Close()
+					joined <- err
+					return
+				}
+				_, err = relay.Join(c, s, nil)
+				joined <- err
+			}()
+
+			d := Dialer{Transport: m.client}
+			c, err := d.DialContext(context.Background(), dp, "svc")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if got, want := c.(*Conn).Unwrap() != nil, m.client != TransportJSON; got != want {
+				t.Errorf("client Conn.Unwrap() != nil is %v, want %v", got, want)
+			}
+			msg := bytes.Repeat([]byte("splice "), 200000)
+			go func() {
+				c.Write(msg)
+				c.(*Conn).CloseWrite()
+			}()
+			got, err := io.ReadAll(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, msg) {
+				t.Fatalf("got %d bytes back, want %d", len(got), len(msg))
+			}
+			c.Close()
+			if err := <-joined; err != nil {
+				t.Errorf("relay.Join: %v", err)
+			}
+		})
+	}
+}
