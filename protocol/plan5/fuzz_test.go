@@ -2,6 +2,7 @@ package plan5
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"strings"
@@ -145,4 +146,28 @@ func TestFuzzSeedsDecode(t *testing.T) {
 			t.Errorf("seed %d holds no message", i)
 		}
 	}
+}
+
+// FuzzDataFastPath holds the hand-written Data decoder to encoding/json:
+// whatever body it accepts, encoding/json accepts with the same X and C.
+func FuzzDataFastPath(f *testing.F) {
+	for _, s := range []string{
+		`{"X":7,"C":"AAEC/w=="}`, `{"X":-1,"C":""}`, `{"X":0,"C":"aGVsbG8="}`,
+		`{"X":07,"C":"AA=="}`, "{\"X\":1,\"C\":\"AA\r\n==\"}", `{"X":1,"C":"A\"A=="}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var r Reader
+		if !r.fastData(body) {
+			return
+		}
+		var want Data
+		if err := json.Unmarshal(body, &want); err != nil {
+			t.Fatalf("fast path accepted %q, encoding/json refuses it: %v", body, err)
+		}
+		if want.X != r.data.X || !bytes.Equal(want.C, r.data.C) {
+			t.Fatalf("fast path read %q as X=%d C=%x, encoding/json as X=%d C=%x", body, r.data.X, r.data.C, want.X, want.C)
+		}
+	})
 }

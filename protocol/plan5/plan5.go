@@ -8,6 +8,7 @@ package plan5
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -355,12 +356,13 @@ func (r *Reader) fastData(b []byte) bool {
 		return false
 	}
 	enc := b[:end]
-	for _, c := range enc {
-		// Escapes need encoding/json; a raw control character (which
-		// base64 would skip if it is \r) is not JSON at all.
-		if c == '"' || c == '\\' || c < 0x20 {
-			return false
-		}
+	// The decoder below refuses every byte that is not base64 (a quote, an
+	// escape, a control character), sending such a line to encoding/json,
+	// except \r and \n, which it skips but JSON does not allow raw (a line
+	// holds no \n, but the check costs little). IndexByte runs far faster
+	// than a loop over every byte.
+	if bytes.IndexByte(enc, '\r') >= 0 || bytes.IndexByte(enc, '\n') >= 0 {
+		return false
 	}
 	need := base64.StdEncoding.DecodedLen(len(enc))
 	if cap(r.cbuf) < need {
