@@ -6,7 +6,8 @@ import (
 	"io"
 	"net"
 	"strings"
-	"sync"
+
+	"golang.org/x/sync/errgroup"
 
 	"rtcp"
 )
@@ -57,11 +58,13 @@ func listenPorts(ports [][2]string) ([]net.Listener, error) {
 // servePorts serves each listener in port mode until the DP is closed and
 // returns a function that waits for them.
 func servePorts(dp *rtcp.DiscoverPoint, ports [][2]string, lns []net.Listener, stderr io.Writer) (wait func()) {
-	var wg sync.WaitGroup
+	// Each ServePort ends with the DP (ErrDiscoverPointClosed), so the
+	// group's error says nothing new: only the waiting matters.
+	var g errgroup.Group
 	for i, l := range lns {
 		name := ports[i][0]
 		fmt.Fprintf(stderr, "rtcp dp: port %s carries connections to %q\n", l.Addr(), name)
-		wg.Go(func() { dp.ServePort(l, name) })
+		g.Go(func() error { return dp.ServePort(l, name) })
 	}
-	return wg.Wait
+	return func() { g.Wait() }
 }
