@@ -317,3 +317,50 @@ func TestBinaryDP(t *testing.T) {
 		t.Errorf("the DP waited out its grace period instead of ending with the last session:\n%s", log.String())
 	}
 }
+
+// lines is a goroutine-safe writer that sends each complete line it gets
+// to a channel (dropping lines nobody waits for) and keeps them all.
+type lines struct {
+	mu      sync.Mutex
+	all     bytes.Buffer
+	partial []byte
+	ch      chan string
+}
+
+func newLines() *lines { return &lines{ch: make(chan string, 64)} }
+
+func (w *lines) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.all.Write(p)
+	w.partial = append(w.partial, p...)
+	for {
+		i := bytes.IndexByte(w.partial, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		select {
+		case w.ch <- string(w.partial[:i]):
+		default:
+		}
+		w.partial = w.partial[i+1:]
+	}
+}
+
+// wait returns the first submatch of the first line matching re.
+func (w *lines) wait(t *testing.T, re *regexp.Regexp) string {
+	t.Helper()
+	timeout := time.After(time.Minute)
+	for {
+		select {
+		case l := <-w.ch:
+			if m := re.FindStringSubmatch(l); m != nil {
+				return m[1]
+			}
+		case <-timeout:
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			t.Fatalf("no line matching %q in a minute; got:\n%s", re, w.all.String())
+		}
+	}
+}

@@ -62,10 +62,10 @@ func echoThrough(t *testing.T, c net.Conn) {
 }
 
 // startDP runs "rtcp dp" in process with args and returns its stderr.
-func startSeedDP(t *testing.T, args ...string) *seedLines {
+func startSeedDP(t *testing.T, args ...string) *lines {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	stderr := newSeedLines()
+	stderr := newLines()
 	done := make(chan error, 1)
 	go func() {
 		done <- runDP(ctx, append([]string{"-listen", "127.0.0.1:0", "-log-level", "warn"}, args...), io.Discard, stderr)
@@ -153,7 +153,7 @@ func TestC8yCommands(t *testing.T) {
 	os.WriteFile(ops, []byte(kr.Operation+"\n"), 0o600)
 	os.WriteFile(filepath.Join(dir, "device-token"), []byte("device-token"), 0o600)
 
-	stdout := newSeedLines()
+	stdout := newLines()
 	agentDone := make(chan int, 1)
 	go func() {
 		agentDone <- run(context.Background(), []string{"c8y-agent", "-url", "http://" + web,
@@ -212,7 +212,7 @@ func TestCCCPCommands(t *testing.T) {
 		}
 	}
 	devCtx, stopDev := context.WithCancel(context.Background())
-	devOut := newSeedLines()
+	devOut := newLines()
 	devDone := make(chan error, 1)
 	go func() {
 		devDone <- runCCCPDevice(devCtx, []string{"-proxy", devices, "-serial", "CLD-123456", "-to", plainEcho(t), "-log-level", "warn"}, io.Discard, devOut)
@@ -264,52 +264,5 @@ func TestCCCPCommands(t *testing.T) {
 	}
 	if code, _ := get("/off?serial=CLD-123456"); code != 200 {
 		t.Fatalf("/off: %d", code)
-	}
-}
-
-// seedLines is a goroutine-safe writer that sends each complete line it
-// gets to a channel (dropping lines nobody waits for) and keeps them all.
-type seedLines struct {
-	mu      sync.Mutex
-	all     bytes.Buffer
-	partial []byte
-	ch      chan string
-}
-
-func newSeedLines() *seedLines { return &seedLines{ch: make(chan string, 64)} }
-
-func (w *seedLines) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.all.Write(p)
-	w.partial = append(w.partial, p...)
-	for {
-		i := bytes.IndexByte(w.partial, '\n')
-		if i < 0 {
-			return len(p), nil
-		}
-		select {
-		case w.ch <- string(w.partial[:i]):
-		default:
-		}
-		w.partial = w.partial[i+1:]
-	}
-}
-
-// wait returns the first submatch of the first line matching re.
-func (w *seedLines) wait(t *testing.T, re *regexp.Regexp) string {
-	t.Helper()
-	timeout := time.After(time.Minute)
-	for {
-		select {
-		case l := <-w.ch:
-			if m := re.FindStringSubmatch(l); m != nil {
-				return m[1]
-			}
-		case <-timeout:
-			w.mu.Lock()
-			defer w.mu.Unlock()
-			t.Fatalf("no line matching %q in a minute; got:\n%s", re, w.all.String())
-		}
 	}
 }
