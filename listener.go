@@ -8,13 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	mrand "math/rand/v2"
 	"net"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/yamux"
 
+	"rtcp/internal/backoff"
 	"rtcp/internal/mux"
 	"rtcp/internal/plan5link"
 	"rtcp/protocol/plan5"
@@ -219,16 +219,12 @@ func (l *Listener) keep(s serverLink) {
 			cancel()
 			if err != nil {
 				failures++
-				wait := l.backoff(failures)
+				wait := backoff.Delay(failures, l.cfg.MinBackoff, l.cfg.MaxBackoff)
 				l.log().Warn("rtcp: cannot reach DP; retrying", "name", l.addr.Name, "dp", l.dp, "err", err, "retry_in", wait)
-				t := time.NewTimer(wait)
-				select {
-				case <-t.C:
-					continue
-				case <-l.closed:
-					t.Stop()
-					return
+				if backoff.Sleep(l.ctx, wait) != nil {
+					return // closed
 				}
+				continue
 			}
 			l.log().Info("rtcp: link to DP up", "name", l.addr.Name, "dp", l.dp)
 		}
@@ -239,17 +235,6 @@ func (l *Listener) keep(s serverLink) {
 		l.log().Warn("rtcp: link to DP lost", "name", l.addr.Name, "dp", l.dp, "err", s.err())
 		s = nil
 	}
-}
-
-// backoff returns the wait before attempt n (n >= 1): exponential from
-// MinBackoff, capped at MaxBackoff, with full jitter.
-func (l *Listener) backoff(n int) time.Duration {
-	d := l.cfg.MinBackoff
-	for i := 1; i < n && d < l.cfg.MaxBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, l.cfg.MaxBackoff)
-	return time.Duration(mrand.Int64N(int64(d)) + 1)
 }
 
 // serve hands out s's sessions until s ends (true: dial again) or the

@@ -76,12 +76,8 @@ func (d *Device) Run(ctx context.Context) error {
 		}
 		wait := backoff.Delay(attempt, minB, maxB)
 		log.Info("cccp: device connection ended; connecting again", "serial", d.Serial, "err", err, "retry_in", wait)
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
+		if err := backoff.Sleep(ctx, wait); err != nil {
+			return err
 		}
 	}
 }

@@ -91,12 +91,8 @@ func (d *Device) DialAndServe(ctx context.Context) error {
 		failures++
 		wait := backoff.Delay(failures, orDefault(d.MinBackoff, defaultMinBackoff), orDefault(d.MaxBackoff, defaultMaxBackoff))
 		log.Warn("mihini: link to server down; dialling again", "server", d.Server, "err", err, "retry_in", wait)
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
+		if err := backoff.Sleep(ctx, wait); err != nil {
+			return err
 		}
 	}
 }

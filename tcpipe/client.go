@@ -80,12 +80,8 @@ func (c *Client) DialAndServe(ctx context.Context) error {
 		failures++
 		wait := backoff.Delay(failures, minB, maxB)
 		in.log.Warn("tcpipe: no link to the server instance; dialling again", "server", c.Server, "err", err, "retry_in", wait)
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
+		if err := backoff.Sleep(ctx, wait); err != nil {
+			return err
 		}
 	}
 }

@@ -4,6 +4,7 @@
 package backoff
 
 import (
+	"context"
 	"math/rand/v2"
 	"time"
 )
@@ -22,4 +23,17 @@ func Delay(n int, base, limit time.Duration) time.Duration {
 	}
 	d = min(d, limit)
 	return time.Duration(rand.Int64N(int64(d))) + 1
+}
+
+// Sleep waits for d or until ctx is done, whichever is first; it returns
+// ctx's error in the second case.
+func Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

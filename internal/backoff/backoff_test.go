@@ -1,7 +1,9 @@
 package backoff
 
 import (
+	"context"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -33,4 +35,19 @@ func TestDelay(t *testing.T) {
 	if d := Delay(3, 0, time.Second); d != 0 {
 		t.Errorf("Delay with base 0 = %v, want 0", d)
 	}
+}
+
+func TestSleep(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		if err := Sleep(context.Background(), time.Second); err != nil || time.Since(start) != time.Second {
+			t.Fatalf("Sleep(1s) = %v after %v", err, time.Since(start))
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() { time.Sleep(time.Second); cancel() }()
+		start = time.Now()
+		if err := Sleep(ctx, time.Hour); err != context.Canceled || time.Since(start) != time.Second {
+			t.Fatalf("Sleep(1h) with ctx canceled after 1s = %v after %v", err, time.Since(start))
+		}
+	})
 }
