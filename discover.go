@@ -672,6 +672,9 @@ func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	select {
 	case st = <-s.Streams():
 		t.Stop()
+		// A client connection carries one session; say so to a second
+		// Connect rather than leave it waiting.
+		s.RefuseOpens("rtcp: a client connection carries one session; dial the DP again for another")
 	case <-t.C:
 		dp.refused(refusedHandshake)
 		dp.log().Info("rtcp: client sent no Connect in time", "remote", c.RemoteAddr())

@@ -562,3 +562,37 @@ func TestPlainClient(t *testing.T) {
 		t.Errorf("server sees the client as %q, want plain-client@127.0.0.1:port", a.remote)
 	}
 }
+
+// TestSecondConnect: a client connection carries one session; a second
+// Connect on it is refused with a reason, and the first session goes on.
+func TestSecondConnect(t *testing.T) {
+	dp := runDP(t, new(DiscoverPoint))
+	h := newHealthy(t, dp) // "healthy" echoes
+	p := dialRaw(t, dp)
+	p.hello(plan5.RoleIC, "twice")
+	p.sendMsg(&plan5.Connect{N: "healthy"})
+	ack, ok := p.read().(*plan5.Ack)
+	if !ok || ack.X < 0 {
+		t.Fatalf("first Connect answered with %+v", ack)
+	}
+	p.sendMsg(&plan5.Connect{N: "healthy"})
+	p.sendMsg(&plan5.Data{X: ack.X, C: []byte("ping")})
+	sawRefusal, sawEcho := false, false
+	for !sawRefusal || !sawEcho {
+		switch m := p.read().(type) {
+		case *plan5.Ack:
+			if m.X >= 0 || !strings.Contains(m.R, "one session") {
+				t.Fatalf("second Connect answered with %+v, want a refusal saying one session per connection", m)
+			}
+			sawRefusal = true
+		case *plan5.Data:
+			if m.X != ack.X || string(m.C) != "ping" {
+				t.Fatalf("first session echoed %+v", m)
+			}
+			sawEcho = true
+		case *plan5.Close:
+			t.Fatalf("the DP closed the connection: %+v", m)
+		}
+	}
+	h.check(t)
+}

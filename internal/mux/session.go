@@ -105,9 +105,10 @@ type Session struct {
 	streams map[int64]*Stream
 	pending []*pendingOpen
 	nextID  int64
-	err     error // why the session ended; set once
-	cause   error // why the connection was closed from inside, if it was
-	drain   bool  // refuse opens; end the session with its last stream
+	err     error  // why the session ended; set once
+	cause   error  // why the connection was closed from inside, if it was
+	drain   bool   // refuse opens; end the session with its last stream
+	refuse  string // refuse opens with this reason (RefuseOpens)
 
 	qmu     sync.Mutex
 	q       []*Frame
@@ -308,6 +309,14 @@ func (s *Session) lingerClose() {
 // Streams returns the channel of streams the peer opens, for a caller that
 // selects; Accept is the same with the session's end reported as an error.
 func (s *Session) Streams() <-chan *Stream { return s.accept }
+
+// RefuseOpens makes the session refuse every open from now on with reason;
+// the streams it has go on.
+func (s *Session) RefuseOpens(reason string) {
+	s.mu.Lock()
+	s.refuse = reason
+	s.mu.Unlock()
+}
 
 // Drain refuses new opens, closes the streams not yet accepted, and ends
 // the session when its last stream ends: at once if it has none.
@@ -598,9 +607,13 @@ func (s *Session) handleOpen(f *Frame) error {
 		s.mu.Unlock()
 		return nil
 	}
-	if s.drain {
+	if s.drain || s.refuse != "" {
+		reason := s.refuse
 		s.mu.Unlock()
-		refuse("rtcp: the server is closed and accepts no new sessions")
+		if reason == "" {
+			reason = "rtcp: the server is closed and accepts no new sessions"
+		}
+		refuse(reason)
 		return nil
 	}
 	var id int64
