@@ -45,7 +45,11 @@
 //     take a comma-separated list of DPs.
 //   - Transport: how sessions travel. [TransportJSON], the zero value, is
 //     the Plan5 protocol of the seed (JSON lines, payload in base64), which
-//     plain peers speak; [TransportYamux] is faster.
+//     plain peers speak; [TransportYamux] multiplexes a server's sessions
+//     over yamux links and gives a client raw bytes after its handshake;
+//     [TransportTCP] gives every session a TCP connection of its own that
+//     the DP joins to the client without looking at the bytes (the kernel
+//     splices them): the fastest.
 //
 // # An end-to-end example
 //
