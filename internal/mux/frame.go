@@ -35,6 +35,9 @@ const (
 	// Config.KeepAlive while it has nothing else to send, so that the peer
 	// can tell a quiet link from a dead one (see IdleReader). A Framer
 	// writes it as its wire's heartbeat; ReadFrame need not return it.
+	// On a wire whose heartbeat must be answered (a yamux ping), ReadFrame
+	// returns the peer's with Ping set and ID its opaque value; the
+	// session answers with a KindKeepAlive with Pong set and the same ID.
 	KindKeepAlive
 )
 
@@ -67,6 +70,8 @@ type Frame struct {
 	Abort  bool   // KindClose
 	Data   []byte // KindData
 	Credit int    // KindData
+	Ping   bool   // KindKeepAlive: the peer wants an answer
+	Pong   bool   // KindKeepAlive: the answer to a Ping
 }
 
 // A Framer reads and writes Frames on one connection in a wire's own format.

@@ -46,6 +46,17 @@ type Config struct {
 	// from them) and the set of IDs in use.
 	NextID func(name, addr string, inUse func(int64) bool) (int64, error)
 
+	// AckOpens makes an acceptor answer each open it accepts with a
+	// KindAck carrying the stream's ID even when OpenerAssignsID is set
+	// (yamux's ACK flag); Acks received for such streams are ignored.
+	AckOpens bool
+
+	// InitialWindow is the window every new stream has on the wire before
+	// any grant (yamux: 256 KiB), when it is not Window. If Window is
+	// larger, the session grants each new stream the difference as it
+	// opens or accepts it.
+	InitialWindow int
+
 	// AnswerClose makes the wire's Close a handshake (Mihini): a Close from
 	// the peer for an open stream is answered with a Close, so that both
 	// ends learn when the stream's ID is free again.
@@ -387,6 +398,7 @@ func (s *Session) OpenToken(ctx context.Context, name, addr, token string) (*Str
 		st.token = token
 		s.streams[id] = st
 		s.enqueue(&Frame{Kind: KindOpen, ID: id, Name: name, Addr: addr, Token: token})
+		s.grantInitial(id)
 		s.mu.Unlock()
 		return st, nil
 	}
@@ -573,7 +585,10 @@ func (s *Session) handle(f *Frame) error {
 			s.closeIfIdle()
 		}
 	case KindKeepAlive:
-		// Its arrival was all it had to say.
+		// Its arrival was all it had to say, unless it asks for an answer.
+		if f.Ping {
+			s.enqueue(&Frame{Kind: KindKeepAlive, ID: f.ID, Pong: true})
+		}
 	default:
 		return s.protoErr("unknown frame kind %v", f.Kind)
 	}
@@ -646,9 +661,10 @@ func (s *Session) handleOpen(f *Frame) error {
 	s.streams[id] = st
 	if !s.cfg.ManualAck {
 		st.acked = true
-		if !s.cfg.OpenerAssignsID {
+		if !s.cfg.OpenerAssignsID || s.cfg.AckOpens {
 			s.enqueue(&Frame{Kind: KindAck, ID: id})
 		}
+		s.grantInitial(id)
 	}
 	s.mu.Unlock()
 	// The read loop is the only sender, and there was room.
@@ -659,6 +675,9 @@ func (s *Session) handleOpen(f *Frame) error {
 func (s *Session) handleAck(f *Frame) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.cfg.OpenerAssignsID && s.cfg.AckOpens {
+		return nil // the stream is open already; the Ack only confirms it
+	}
 	if len(s.pending) == 0 {
 		return s.protoErr("Ack (X=%d) with no Connect waiting for it", f.ID)
 	}
@@ -686,8 +705,17 @@ func (s *Session) handleAck(f *Frame) error {
 	st.acked = true
 	st.token = p.token
 	s.streams[f.ID] = st
+	s.grantInitial(f.ID)
 	p.ch <- openResult{st: st}
 	return nil
+}
+
+// grantInitial grants a new stream the part of Window above the wire's
+// InitialWindow.
+func (s *Session) grantInitial(id int64) {
+	if s.cfg.FlowControl && s.cfg.InitialWindow > 0 && s.cfg.Window > s.cfg.InitialWindow {
+		s.enqueue(&Frame{Kind: KindData, ID: id, Credit: s.cfg.Window - s.cfg.InitialWindow})
+	}
 }
 
 // remove forgets st; it reports whether st was still registered. The

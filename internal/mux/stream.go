@@ -333,13 +333,20 @@ func (st *Stream) Ack(err error) error {
 	if err != nil {
 		st.closeOnce.Do(func() { close(st.closed) })
 		st.s.remove(st)
-		st.s.enqueue(&Frame{Kind: KindAck, ID: -1, Reason: err.Error()})
+		if st.s.cfg.OpenerAssignsID {
+			st.s.enqueue(&Frame{Kind: KindClose, ID: st.id, Reason: err.Error(), Abort: true})
+		} else {
+			st.s.enqueue(&Frame{Kind: KindAck, ID: -1, Reason: err.Error()})
+		}
 		st.s.closeIfIdle()
 		return nil
 	}
-	if !st.s.enqueue(&Frame{Kind: KindAck, ID: st.id}) {
-		return st.s.errOr(net.ErrClosed)
+	if !st.s.cfg.OpenerAssignsID || st.s.cfg.AckOpens {
+		if !st.s.enqueue(&Frame{Kind: KindAck, ID: st.id}) {
+			return st.s.errOr(net.ErrClosed)
+		}
 	}
+	st.s.grantInitial(st.id)
 	return nil
 }
 
