@@ -1,6 +1,7 @@
 package rtcp
 
 import (
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -63,6 +64,17 @@ func (c *Conn) Abort(err error) {
 			c.release()
 		}
 	})
+}
+
+// WriteTo writes the session's bytes to w until the peer's end (it
+// returns nil) or an error: io.Copy(w, c) uses it. On a framed session the
+// bytes go from the link straight to w, without a copy through a buffer,
+// and to a *net.TCPConn w without waking the caller for each piece.
+func (c *Conn) WriteTo(w io.Writer) (int64, error) {
+	if wt, ok := c.s.(io.WriterTo); ok {
+		return wt.WriteTo(w)
+	}
+	return io.Copy(w, struct{ io.Reader }{c.s})
 }
 
 // Unwrap returns the TCP connection that carries this session's bytes

@@ -461,6 +461,7 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		cfg := plan5link.Config(ours, a)
 		cfg.Name = fmt.Sprintf("link to server %q at %s", a.N, c.RemoteAddr())
 		cfg.AcceptBacklog = -1 // a server opens nothing toward the DP
+		r.Grow(plan5link.LinkReadBuffer)
 		fr := plan5link.NewFramer(r, c)
 		fr.SetHeartbeat(ours)
 		s := mux.New(c, fr, cfg)

@@ -347,6 +347,7 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 		cfg.ManualAck = true
 		link.data = l.acceptData
 	}
+	r.Grow(plan5link.LinkReadBuffer)
 	fr := plan5link.NewFramer(r, c)
 	fr.SetHeartbeat(ours)
 	link.s = mux.New(c, fr, cfg)

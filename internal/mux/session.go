@@ -125,6 +125,7 @@ type Session struct {
 	q       []*Frame
 	qbytes  int
 	qclose  bool          // no more frames; the writer drains and exits
+	writing bool          // a goroutine is writing frames to the connection
 	qwake   chan struct{} // cap 1: the writer has work
 	qspace  chan struct{} // closed when the queue drains
 	qdone   chan struct{} // closed when the writer has exited
@@ -755,6 +756,61 @@ func (s *Session) enqueue(f *Frame) bool {
 	return true
 }
 
+// writeData sends p for stream st. When nothing else is queued or being
+// written and the stream is flow controlled, the caller writes the frame to
+// the connection itself: no copy and no hand-off to the write loop, which
+// is a goroutine wake-up per frame each way (with credit granted, the peer
+// has room for it, so the write does not wait on a stalled reader).
+// Otherwise p is queued (enqueueData).
+func (s *Session) writeData(st *Stream, p []byte, deadline <-chan struct{}) error {
+	if !s.cfg.FlowControl {
+		return s.enqueueData(st, p, deadline)
+	}
+	s.qmu.Lock()
+	if s.writing || len(s.q) > 0 || s.qclose {
+		s.qmu.Unlock()
+		return s.enqueueData(st, p, deadline)
+	}
+	if err := st.writeErr(); err != nil {
+		s.qmu.Unlock()
+		return err
+	}
+	s.writing = true
+	s.qmu.Unlock()
+
+	err := s.fr.WriteFrame(&Frame{Kind: KindData, ID: st.id, Data: p})
+	if err == nil {
+		err = s.fr.Flush()
+	}
+	s.qmu.Lock()
+	s.writing = false
+	more := len(s.q) > 0 || s.qclose
+	s.qmu.Unlock()
+	if err != nil {
+		s.writeFailed(err)
+		s.wake()
+		return s.errOr(s.linkError(err))
+	}
+	if more {
+		s.wake()
+	}
+	return nil
+}
+
+// writeFailed records that writing the connection failed and closes it;
+// the read loop then ends the session with the cause. (It must not call
+// shutdown: a Close that is flushing holds the session's once while it
+// waits for the write loop.)
+func (s *Session) writeFailed(err error) {
+	lerr := s.linkError(err)
+	s.mu.Lock()
+	if s.cause == nil {
+		s.cause = lerr
+	}
+	s.mu.Unlock()
+	s.c.Close()
+}
+
 // enqueueData queues a copy of p for stream st, waiting while too much is
 // queued. It fails on a passed deadline, a closed stream or session.
 func (s *Session) enqueueData(st *Stream, p []byte, deadline <-chan struct{}) error {
@@ -825,12 +881,15 @@ func (s *Session) writeLoop() {
 	var batch []*Frame
 	for {
 		s.qmu.Lock()
-		for len(s.q) == 0 {
-			closing := s.qclose
-			s.qmu.Unlock()
-			if closing {
+		for len(s.q) == 0 || s.writing {
+			// Wait for frames, and for a caller writing directly
+			// (writeData) to finish: it wakes us when it does.
+			closing := s.qclose && !s.writing
+			if closing && len(s.q) == 0 {
+				s.qmu.Unlock()
 				return
 			}
+			s.qmu.Unlock()
 			select {
 			case <-s.qwake:
 			case <-hb.tick(time.Duration(s.keepAlive.Load())):
@@ -844,35 +903,32 @@ func (s *Session) writeLoop() {
 		}
 		batch, s.q = s.q, batch[:0]
 		s.qbytes = 0
+		s.writing = true
 		close(s.qspace)
 		s.qspace = make(chan struct{})
 		s.qmu.Unlock()
 
 		var err error
-		for i, f := range batch {
+		for _, f := range batch {
 			if err == nil {
 				err = s.fr.WriteFrame(f)
 			}
+		}
+		if err == nil {
+			err = s.fr.Flush()
+		}
+		// A Framer may hold on to Data until Flush: release it after.
+		for i, f := range batch {
 			if f.Kind == KindData && f.Data != nil {
 				putBuf(f.Data)
 			}
 			batch[i] = nil
 		}
-		if err == nil {
-			err = s.fr.Flush()
-		}
+		s.qmu.Lock()
+		s.writing = false
+		s.qmu.Unlock()
 		if err != nil {
-			// Do not call shutdown here: a Close that is flushing holds
-			// the session's once while it waits for this goroutine to
-			// exit. Record why, close the connection, and let the read
-			// loop end the session.
-			lerr := s.linkError(err)
-			s.mu.Lock()
-			if s.cause == nil {
-				s.cause = lerr
-			}
-			s.mu.Unlock()
-			s.c.Close()
+			s.writeFailed(err)
 			s.qmu.Lock()
 			for _, f := range s.q {
 				if f.Kind == KindData && f.Data != nil {

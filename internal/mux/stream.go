@@ -26,14 +26,16 @@ type Stream struct {
 	mu         sync.Mutex
 	rbuf       []byte
 	roff       int
-	rclosed    bool  // the peer will send no more: io.EOF once rbuf is read
-	rerr       error // the stream was cut off: returned once rbuf is read
-	werr       error // writes fail with this
-	credit     int   // bytes we may still send (flow control)
-	unacked    int   // bytes read that we have not granted back yet
-	wclosed    bool  // we sent CloseWrite or Close
-	endSent    bool  // we sent Close: no frame for this stream may follow
-	acked      bool  // the open was acknowledged
+	rclosed    bool    // the peer will send no more: io.EOF once rbuf is read
+	rerr       error   // the stream was cut off: returned once rbuf is read
+	werr       error   // writes fail with this
+	credit     int     // bytes we may still send (flow control)
+	unacked    int     // bytes read that we have not granted back yet
+	wclosed    bool    // we sent CloseWrite or Close
+	endSent    bool    // we sent Close: no frame for this stream may follow
+	acked      bool    // the open was acknowledged
+	sink       *pusher // WriteTo is running: where the read loop delivers
+	draining   bool    // WriteTo is writing what was buffered
 	readReady  chan struct{}
 	writeReady chan struct{}
 
@@ -119,17 +121,9 @@ func (st *Stream) Read(p []byte) (int, error) {
 				}
 				st.roff = 0
 			}
-			grant := 0
-			if st.s.cfg.FlowControl && !st.rclosed && st.rerr == nil {
-				st.unacked += n
-				if st.unacked >= st.s.cfg.Window/2 {
-					grant, st.unacked = st.unacked, 0
-				}
-			}
+			grant := st.consumed(n)
 			st.mu.Unlock()
-			if grant > 0 {
-				st.s.enqueue(&Frame{Kind: KindData, ID: st.id, Credit: grant})
-			}
+			st.grant(grant)
 			return n, nil
 		}
 		if st.rerr != nil {
@@ -217,7 +211,7 @@ func (st *Stream) Write(p []byte) (int, error) {
 			}
 			continue
 		}
-		if err := st.s.enqueueData(st, p[n:n+k], st.wd.Wait()); err != nil {
+		if err := st.s.writeData(st, p[n:n+k], st.wd.Wait()); err != nil {
 			if st.s.cfg.FlowControl {
 				st.mu.Lock()
 				st.credit += k
@@ -401,6 +395,19 @@ func (st *Stream) push(data []byte) {
 		}
 		return
 	}
+	var grant int
+	if st.sink != nil {
+		data, grant = st.deliver(data)
+		failed := st.sink.err != nil
+		if len(data) == 0 || failed {
+			st.mu.Unlock()
+			st.grant(grant)
+			if failed {
+				signal(st.readReady) // WriteTo has an error to return
+			}
+			return
+		}
+	}
 	if st.roff > 0 && st.roff == len(st.rbuf) {
 		st.rbuf, st.roff = st.rbuf[:0], 0
 	} else if st.roff > 0 && cap(st.rbuf)-len(st.rbuf) < len(data) {
@@ -416,6 +423,7 @@ func (st *Stream) push(data []byte) {
 	}
 	st.rbuf = append(st.rbuf, data...)
 	st.mu.Unlock()
+	st.grant(grant)
 	signal(st.readReady)
 }
 

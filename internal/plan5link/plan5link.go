@@ -100,6 +100,11 @@ func (fr *Framer) WriteFrame(f *mux.Frame) error {
 // Flush writes what WriteFrame buffered.
 func (fr *Framer) Flush() error { return fr.w.Flush() }
 
+// LinkReadBuffer is the read buffer of a link between a server and the
+// DP, which carries many sessions' Data: room for two of the longest lines
+// rtcp sends, so that a line is read with one system call, not sixteen.
+const LinkReadBuffer = 2 * plan5.DefaultMaxLine
+
 // Offer fills in the extensions rtcp offers in its Aloha.
 func Offer(a *plan5.Aloha, maxLine int) {
 	a.V = plan5.Version

@@ -77,6 +77,26 @@ func pipe(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFin, sr
 		}
 		return n, finish(dst, src, err, failed, dstFin)
 	}
+	if ps, ok := src.(pushSource); ok {
+		// An rtcp stream hands its bytes on itself, from its link's read
+		// loop where it can (mux.Stream.PushTo): no buffer, copy or
+		// wake-up of this goroutine per chunk.
+		n, err = ps.PushTo(dst, func(k int) {
+			if count != nil {
+				count(dir, k)
+			}
+		})
+		return n, finish(dst, src, err, failed, dstFin)
+	}
+	if wt, ok := src.(io.WriterTo); ok && tcpOf(src) == nil {
+		// A wrapped rtcp stream (an *rtcp.Conn): the same, counted when
+		// the copy ends.
+		n, err = wt.WriteTo(dst)
+		if count != nil && n > 0 {
+			count(dir, int(n))
+		}
+		return n, finish(dst, src, err, failed, dstFin)
+	}
 	r := newChunkReader(src)
 	defer r.close()
 	for {
@@ -141,6 +161,12 @@ func graceful(c net.Conn) {
 	if tc := tcpOf(c); tc != nil {
 		tc.SetLinger(-1)
 	}
+}
+
+// A pushSource writes its bytes to a writer itself, calling count with
+// the size of each piece (an rtcp stream: mux.Stream.PushTo).
+type pushSource interface {
+	PushTo(w io.Writer, count func(n int)) (int64, error)
 }
 
 // TCPWrapper is a connection whose bytes are exactly those of a TCP

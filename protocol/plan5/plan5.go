@@ -263,6 +263,19 @@ func NewReader(r io.Reader, maxLine int) *Reader {
 	return &Reader{br: br, maxLine: maxLine}
 }
 
+// Grow makes the reader's buffer at least size bytes, keeping what it has
+// buffered. A connection that carries long lines (a link full of Data)
+// reads them with one system call each instead of one per 4 KiB; a
+// connection that may sit idle keeps the small buffer NewReader gives.
+func (r *Reader) Grow(size int) {
+	if r.br.Size() >= size {
+		return
+	}
+	held, _ := r.br.Peek(r.br.Buffered())
+	held = bytes.Clone(held)
+	r.br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(held), r.br), size)
+}
+
 // Buffered returns the reader's buffer: bytes read from the connection
 // but not yet returned as messages, for a caller that switches transport.
 func (r *Reader) Buffered() *bufio.Reader { return r.br }

@@ -1,0 +1,191 @@
+package mux
+
+import (
+	"io"
+	"net"
+	"sync/atomic"
+	"syscall"
+)
+
+// WriteTo writes the stream's bytes to w until the peer's end (it returns
+// nil) or an error, as io.Copy would with Read and w.Write, but without
+// the copy and the wake-up per chunk: the bytes go from the session's read
+// loop straight to w where they can.
+//
+// When w is a *net.TCPConn (or wraps one: Unwrap() *net.TCPConn) the read
+// loop writes each arriving frame's bytes to the socket without blocking
+// (a non-blocking write(2)); what the socket has no room for is kept in
+// the stream's buffer, and WriteTo writes it with w.Write, in order,
+// before the read loop delivers again. For any other w, WriteTo writes the
+// stream's buffer to w as it fills, with no copy through a buffer of its
+// own. Nothing else may read the stream while WriteTo runs.
+func (st *Stream) WriteTo(w io.Writer) (int64, error) { return st.PushTo(w, nil) }
+
+// PushTo is WriteTo calling count (if not nil) with the size of each
+// piece written, from the read loop or from PushTo's goroutine.
+func (st *Stream) PushTo(w io.Writer, count func(n int)) (int64, error) {
+	p := &pusher{w: w, count: count}
+	if tc := tcpConnOf(w); tc != nil {
+		if rc, err := tc.SyscallConn(); err == nil {
+			p.raw = rc
+		}
+	}
+	st.mu.Lock()
+	st.sink = p
+	st.mu.Unlock()
+	defer func() {
+		st.mu.Lock()
+		st.sink = nil
+		st.mu.Unlock()
+	}()
+	for {
+		select {
+		case <-st.closed:
+			return p.n.Load(), st.opErr("read", net.ErrClosed)
+		default:
+		}
+		if st.rd.Passed() {
+			return p.n.Load(), st.opErr("read", errTimeout)
+		}
+		st.mu.Lock()
+		if p.err != nil {
+			err := p.err
+			st.mu.Unlock()
+			return p.n.Load(), err
+		}
+		if st.roff < len(st.rbuf) {
+			buf := st.rbuf
+			chunk := buf[st.roff:]
+			st.rbuf, st.roff = nil, 0
+			st.draining = true
+			st.mu.Unlock()
+			n, err := w.Write(chunk)
+			p.add(n)
+			st.mu.Lock()
+			st.draining = false
+			if cap(buf) == bigRbuf {
+				putRbuf(buf)
+			}
+			grant := st.consumed(n)
+			st.mu.Unlock()
+			st.grant(grant)
+			if err != nil {
+				return p.n.Load(), err
+			}
+			continue
+		}
+		if st.rerr != nil {
+			err := st.rerr
+			st.mu.Unlock()
+			return p.n.Load(), st.opErr("read", err)
+		}
+		if st.rclosed {
+			st.mu.Unlock()
+			return p.n.Load(), nil
+		}
+		st.mu.Unlock()
+		select {
+		case <-st.readReady:
+		case <-st.rd.Wait():
+		case <-st.closed:
+		}
+	}
+}
+
+// deliver is push's fast path under WriteTo: with st.mu held and nothing
+// buffered, write what the socket takes at once. It returns the bytes
+// left for the buffer.
+func (st *Stream) deliver(data []byte) (rest []byte, grant int) {
+	p := st.sink
+	if p == nil || p.raw == nil || st.draining || st.roff < len(st.rbuf) || p.err != nil {
+		return data, 0
+	}
+	n, err := tryWrite(p.raw, data)
+	if n > 0 {
+		p.add(n)
+		grant = st.consumed(n)
+	}
+	if err != nil {
+		// The destination failed: WriteTo returns the error, and what
+		// still arrives for the stream is dropped (the relay cuts it).
+		p.err = err
+		return nil, grant
+	}
+	return data[n:], grant
+}
+
+// consumed counts n bytes handed on from the stream and returns the credit
+// to grant the peer now, if any. st.mu is held.
+func (st *Stream) consumed(n int) int {
+	if !st.s.cfg.FlowControl || st.rclosed || st.rerr != nil {
+		return 0
+	}
+	st.unacked += n
+	if st.unacked < st.s.cfg.Window/2 {
+		return 0
+	}
+	grant := st.unacked
+	st.unacked = 0
+	return grant
+}
+
+// grant sends the peer credit from consumed. st.mu must not be held: the
+// queue's lock is taken before a stream's (enqueueStreamEnd).
+func (st *Stream) grant(n int) {
+	if n > 0 {
+		st.s.enqueue(&Frame{Kind: KindData, ID: st.id, Credit: n})
+	}
+}
+
+func tcpConnOf(w io.Writer) *net.TCPConn {
+	switch c := w.(type) {
+	case *net.TCPConn:
+		return c
+	case interface{ Unwrap() *net.TCPConn }:
+		return c.Unwrap()
+	}
+	return nil
+}
+
+// tryWrite writes what the socket takes of p without waiting.
+func tryWrite(rc syscall.RawConn, p []byte) (int, error) {
+	var (
+		n    int
+		werr error
+	)
+	err := rc.Write(func(fd uintptr) bool {
+		for {
+			n, werr = syscall.Write(int(fd), p)
+			if werr != syscall.EINTR {
+				return true
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case werr == syscall.EAGAIN:
+		return 0, nil
+	case werr != nil:
+		return 0, &net.OpError{Op: "write", Net: "tcp", Err: werr}
+	}
+	return max(n, 0), nil
+}
+
+// pusher is WriteTo's destination, read by the read loop under st.mu.
+type pusher struct {
+	w     io.Writer
+	raw   syscall.RawConn // non-nil: the read loop may write without blocking
+	err   error           // the destination failed (set under st.mu)
+	n     atomic.Int64
+	count func(int)
+}
+
+func (p *pusher) add(n int) {
+	if n > 0 {
+		p.n.Add(int64(n))
+		if p.count != nil {
+			p.count(n)
+		}
+	}
+}
