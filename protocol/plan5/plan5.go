@@ -229,7 +229,7 @@ func appendData(dst []byte, d *Data) []byte {
 	dst = strconv.AppendInt(dst, d.X, 10)
 	if len(d.C) > 0 || d.Window == 0 {
 		dst = append(dst, `,"C":"`...)
-		dst = base64.StdEncoding.AppendEncode(dst, d.C)
+		dst = appendBase64(dst, d.C)
 		dst = append(dst, '"')
 	}
 	if d.Window != 0 {
