@@ -63,9 +63,7 @@ func (st *Stream) PushTo(w io.Writer, count func(n int)) (int64, error) {
 			p.add(n)
 			st.mu.Lock()
 			st.draining = false
-			if cap(buf) == bigRbuf {
-				putRbuf(buf)
-			}
+			putRbuf(buf)
 			grant := st.consumed(n)
 			st.mu.Unlock()
 			st.grant(grant)

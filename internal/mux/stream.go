@@ -110,13 +110,10 @@ func (st *Stream) Read(p []byte) (int, error) {
 			n := copy(p, st.rbuf[st.roff:])
 			st.roff += n
 			if st.roff == len(st.rbuf) {
-				switch {
-				case cap(st.rbuf) == bigRbuf:
+				if cap(st.rbuf) > 64<<10 {
 					putRbuf(st.rbuf) // an idle stream holds no large buffer
 					st.rbuf = nil
-				case cap(st.rbuf) > 64<<10:
-					st.rbuf = nil
-				default:
+				} else {
 					st.rbuf = st.rbuf[:0]
 				}
 				st.roff = 0
@@ -299,7 +296,11 @@ func (st *Stream) close(f *Frame) error {
 			if reason == "" {
 				reason = "rtcp: refused"
 			}
-			st.s.enqueue(&Frame{Kind: KindAck, ID: -1, Reason: reason})
+			if st.s.cfg.OpenerAssignsID {
+				st.s.enqueue(&Frame{Kind: KindClose, ID: st.id, Reason: reason, Abort: true})
+			} else {
+				st.s.enqueue(&Frame{Kind: KindAck, ID: -1, Reason: reason})
+			}
 		} else {
 			st.s.enqueueStreamEnd(st, f, true)
 		}
@@ -415,11 +416,20 @@ func (st *Stream) push(data []byte) {
 		n := copy(st.rbuf, st.rbuf[st.roff:])
 		st.rbuf, st.roff = st.rbuf[:n], 0
 	}
-	if need := len(st.rbuf) + len(data); need > cap(st.rbuf) && need > 16<<10 && need <= bigRbuf && limit >= bigRbuf {
-		// A burst: one pooled buffer, not a chain of growing ones.
-		b := getRbuf()
+	if need := len(st.rbuf) + len(data); need > cap(st.rbuf) && need > 16<<10 && limit >= bigRbuf {
+		// A burst: one pooled buffer, not a chain of growing ones: the
+		// default window's size, or the whole window when more than that
+		// is buffered (yamux's 4 MiB).
+		var b []byte
+		if need <= bigRbuf {
+			b = getRbuf()
+		} else {
+			b = getHugeRbuf(limit)
+		}
+		old := st.rbuf
 		st.rbuf = append(b, st.rbuf[st.roff:]...)
 		st.roff = 0
+		putRbuf(old)
 	}
 	st.rbuf = append(st.rbuf, data...)
 	st.mu.Unlock()
@@ -436,7 +446,11 @@ func (st *Stream) push(data []byte) {
 // collector and to returning memory to the OS).
 const bigRbuf = 256 << 10
 
-var rbufPool sync.Pool
+var rbufPool, hugePool sync.Pool
+
+// hugeRbuf is the capacity of the pooled buffers of streams with yamux's
+// 4 MiB window, for a reader that falls behind by more than bigRbuf.
+const hugeRbuf = 4 << 20
 
 func getRbuf() []byte {
 	if b, ok := rbufPool.Get().(*[]byte); ok {
@@ -445,7 +459,26 @@ func getRbuf() []byte {
 	return make([]byte, 0, bigRbuf)
 }
 
-func putRbuf(b []byte) { rbufPool.Put(&b) }
+// getHugeRbuf returns a buffer for up to limit bytes.
+func getHugeRbuf(limit int) []byte {
+	if limit != hugeRbuf {
+		return make([]byte, 0, limit)
+	}
+	if b, ok := hugePool.Get().(*[]byte); ok {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, hugeRbuf)
+}
+
+// putRbuf gives b back to its pool, if it came from one.
+func putRbuf(b []byte) {
+	switch cap(b) {
+	case bigRbuf:
+		rbufPool.Put(&b)
+	case hugeRbuf:
+		hugePool.Put(&b)
+	}
+}
 
 func (st *Stream) addCredit(n int) {
 	st.mu.Lock()
@@ -502,3 +535,10 @@ func (st *Stream) linkDown(err error) {
 type AbortError struct{ Reason string }
 
 func (e *AbortError) Error() string { return e.Reason }
+
+// SetAddrs sets what LocalAddr and RemoteAddr return, for a wire that
+// learns them after the open (rtcp's yamux transport reads them from a
+// Connect inside the stream). Call it before handing the stream out.
+func (st *Stream) SetAddrs(local, remote net.Addr) {
+	st.local, st.remote = local, remote
+}
