@@ -173,7 +173,7 @@ func (l *Listener) dialData(ctx context.Context, token string) (net.Conn, error)
 	ours := &plan5.Aloha{V: plan5.Version, R: plan5.RoleIS, N: l.addr.Name, Owner: l.cfg.Owner,
 		Transport: wireData, Token: token}
 	r := plan5.NewReader(c, plan5.PlainMaxLine)
-	theirs, err := exchangeAloha(c, r, ours, l.dp, nil)
+	theirs, err := exchangeAloha(c, r, ours, l.dp, nil, nil)
 	if err == nil && theirs.Transport != wireData {
 		err = fmt.Errorf("rtcp: the DP answered a data link with transport %q", theirs.Transport)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -71,17 +72,33 @@ func (d *Dialer) DialContext(ctx context.Context, addr, name string) (net.Conn, 
 	opErr := func(err error) error {
 		return &net.OpError{Op: "dial", Net: "rtcp", Addr: raddr, Err: err}
 	}
-	c, err := dialDP(ctx, d.Dial, d.TLSConfig, addr)
-	if err != nil {
-		return nil, opErr(err)
+	for {
+		c, err := dialDP(ctx, d.Dial, d.TLSConfig, addr)
+		if err != nil {
+			return nil, opErr(err)
+		}
+		conn, err := d.handshake(ctx, c, addr, name)
+		if err == errNoRawAnyMore {
+			c.Close()
+			continue // the DP at addr changed: dial again without the shortcut
+		}
+		if err != nil {
+			c.Close()
+			return nil, opErr(err)
+		}
+		return conn, nil
 	}
-	conn, err := d.handshake(ctx, c, addr, name)
-	if err != nil {
-		c.Close()
-		return nil, opErr(err)
-	}
-	return conn, nil
 }
+
+// rawDPs holds the DP addresses that offered the raw client leg: a Dialer
+// sends its Connect to them with its Aloha, without waiting for the DP's,
+// which saves a round trip on each dial.
+var rawDPs sync.Map // string -> bool
+
+// errNoRawAnyMore is handshake's report that a DP in rawDPs did not offer
+// the raw leg after all (another DP at its address): the Connect sent
+// early must not be answered on this connection.
+var errNoRawAnyMore = errors.New("rtcp: the DP no longer offers the raw transport")
 
 func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string) (*Conn, error) {
 	stop := watchContext(ctx, c)
@@ -93,15 +110,26 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string) (
 	}
 	ir := mux.NewIdleReader(c)
 	r := plan5.NewReader(ir, plan5.DefaultMaxLine)
-	theirs, err := exchangeAloha(c, r, ours, addr, d.Credential)
+	var early plan5.Message // a Connect sent with the Aloha
+	if _, ok := rawDPs.Load(addr); ok && ours.Transport == wireRaw && d.Credential == nil {
+		early = &plan5.Connect{N: name}
+	}
+	theirs, err := exchangeAloha(c, r, ours, addr, d.Credential, early)
 	if err != nil {
 		stop()
 		return nil, ctxErr(ctx, renamed(err, name))
 	}
+	if theirs.Transport == wireRaw {
+		rawDPs.Store(addr, true)
+	} else if early != nil {
+		rawDPs.Delete(addr)
+		stop()
+		return nil, errNoRawAnyMore
+	}
 	local := &Addr{Name: d.Name, Addr: c.LocalAddr().String()}
 	remote := &Addr{Name: name, Addr: addr}
 	if theirs.Transport == wireRaw && ours.Transport == wireRaw {
-		rc, err := d.connectRaw(c, r, name, addr, local, remote)
+		rc, err := d.connectRaw(c, r, name, addr, local, remote, early != nil)
 		stopErr := stop()
 		if err != nil {
 			return nil, ctxErr(ctx, err)
@@ -139,9 +167,11 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string) (
 
 // connectRaw sends Connect and reads the Ack; after it, c carries the
 // session's bytes as they are.
-func (d *Dialer) connectRaw(c net.Conn, r *plan5.Reader, name, addr string, local, remote net.Addr) (stream, error) {
-	if err := plan5link.WriteMessage(c, &plan5.Connect{N: name}, 0); err != nil {
-		return nil, err
+func (d *Dialer) connectRaw(c net.Conn, r *plan5.Reader, name, addr string, local, remote net.Addr, sent bool) (stream, error) {
+	if !sent {
+		if err := plan5link.WriteMessage(c, &plan5.Connect{N: name}, 0); err != nil {
+			return nil, err
+		}
 	}
 	m, err := r.ReadMessage()
 	if err != nil {
@@ -193,14 +223,19 @@ func renamed(err error, name string) error {
 	return err
 }
 
-// exchangeAloha sends ours and reads the DP's answer, which must be a
-// compatible Aloha from a DP with no Error. With cred, ours names its key,
-// and if the DP challenges, the proof goes out before the answer comes.
-func exchangeAloha(c net.Conn, r *plan5.Reader, ours *plan5.Aloha, addr string, cred *Credential) (*plan5.Aloha, error) {
+// exchangeAloha sends ours (and then, in the same write, early if it is
+// not nil) and reads the DP's answer, which must be a compatible Aloha
+// from a DP with no Error. With cred, ours names its key, and if the DP
+// challenges, the proof goes out before the answer comes.
+func exchangeAloha(c net.Conn, r *plan5.Reader, ours *plan5.Aloha, addr string, cred *Credential, early plan5.Message) (*plan5.Aloha, error) {
 	if cred != nil {
 		ours.Key = cred.Key
 	}
-	if err := plan5link.WriteMessage(c, ours, 0); err != nil {
+	b := plan5.AppendMessage(nil, ours)
+	if early != nil {
+		b = plan5.AppendMessage(b, early)
+	}
+	if _, err := c.Write(b); err != nil {
 		return nil, err
 	}
 	theirs, err := plan5link.ReadAloha(r)

@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/yamux"
-
 	"rtcp/internal/mux"
 	"rtcp/internal/plan5link"
 	"rtcp/internal/serve"
@@ -449,14 +447,9 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	var startKA func() // keepalive, once the handshake is over
 	if a.Transport == wireYamux {
 		keepAlive := keepAlivePeriod(dp.KeepAlive)
-		ys, err := yamux.Client(yamuxOver(c, r), yamuxConfig(dp.Logger, keepAlive))
-		if err != nil {
-			unlockName()
-			dp.unregister(reg)
-			return
-		}
-		l, end = newYamuxLink(ys), ys.Close
-		startKA = func() { startYamuxKeepAlive(ir, keepAlive) }
+		s := newYamuxSession(c, r, true, fmt.Sprintf("link to server %q at %s", a.N, c.RemoteAddr()))
+		l, end = newYamuxLink(s), s.Close
+		startKA = func() { startYamuxKeepAlive(ir, s, keepAlive) }
 	} else {
 		cfg := plan5link.Config(ours, a)
 		cfg.Name = fmt.Sprintf("link to server %q at %s", a.N, c.RemoteAddr())

@@ -1,7 +1,6 @@
 package rtcp
 
 import (
-	"net"
 	"time"
 
 	"rtcp/internal/mux"
@@ -46,21 +45,5 @@ func startKeepAlive(ir *mux.IdleReader, s *mux.Session, ours, theirs *plan5.Aloh
 	ir.SetIdleTimeout(idle)
 	if s != nil {
 		s.SetKeepAlive(send)
-	}
-}
-
-// yamuxOver returns the connection a yamux session runs on after a
-// handshake read with r: reads go through r's buffer, and so through the
-// IdleReader under it.
-func yamuxOver(c net.Conn, r *plan5.Reader) net.Conn {
-	return &bufferedConn{Conn: c, r: r.Buffered()}
-}
-
-// startYamuxKeepAlive arms a yamux link's IdleReader once its handshake is
-// over: yamux pings every period and each ping is answered, so a live peer
-// is never quiet for twice that.
-func startYamuxKeepAlive(ir *mux.IdleReader, period time.Duration) {
-	if period > 0 {
-		ir.SetIdleTimeout(2 * period)
 	}
 }

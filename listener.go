@@ -12,8 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/yamux"
-
 	"rtcp/internal/backoff"
 	"rtcp/internal/mux"
 	"rtcp/internal/plan5link"
@@ -303,7 +301,7 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 	}
 	ir := mux.NewIdleReader(c)
 	r := plan5.NewReader(ir, plan5.DefaultMaxLine)
-	theirs, err := exchangeAloha(c, r, ours, l.dp, l.cfg.Credential)
+	theirs, err := exchangeAloha(c, r, ours, l.dp, l.cfg.Credential, nil)
 	if err == nil && ours.Transport != theirs.Transport {
 		err = fmt.Errorf("rtcp: the DP does not support the %s transport (it answered %q); use TransportJSON", l.cfg.Transport, theirs.Transport)
 	}
@@ -328,13 +326,10 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 		return &Addr{Name: name, Addr: addr}
 	}
 	if l.cfg.Transport == TransportYamux {
-		startYamuxKeepAlive(ir, keepAlive)
-		ys, err := yamux.Server(yamuxOver(c, r), yamuxConfig(l.cfg.Logger, keepAlive))
-		if err != nil {
-			c.Close()
-			return nil, err
-		}
-		return &yamuxServerLink{s: ys, local: local, remote: remote}, nil
+		c.SetDeadline(time.Time{})
+		s := newYamuxSession(c, r, false, "link to DP "+l.dp)
+		startYamuxKeepAlive(ir, s, keepAlive)
+		return &yamuxServerLink{s: s, local: local, remote: remote}, nil
 	}
 	cfg := plan5link.Config(ours, theirs)
 	cfg.Name = "link to DP " + l.dp
@@ -399,101 +394,6 @@ func (m *muxServerLink) drain() {
 }
 
 func (m *muxServerLink) err() error { return m.s.Err() }
-
-// yamuxServerLink is a server link of the yamux transport: each stream the
-// DP opens starts with a Plan5 Connect, which the server answers with Ack.
-type yamuxServerLink struct {
-	s      *yamux.Session
-	local  net.Addr
-	remote func(name, addr string) net.Addr
-
-	mu       sync.Mutex
-	active   int
-	draining bool
-}
-
-func (y *yamuxServerLink) accept(ctx context.Context) (*Conn, error) {
-	for {
-		st, err := y.s.AcceptStreamWithContext(ctx)
-		if err != nil {
-			if y.s.IsClosed() {
-				return nil, fmt.Errorf("rtcp: link to DP lost: %w", err)
-			}
-			return nil, err
-		}
-		c, err := y.handshake(st)
-		if err != nil {
-			st.Close()
-			continue // only this session fails
-		}
-		return c, nil
-	}
-}
-
-// handshake reads the DP's Connect at the start of st and answers Ack.
-func (y *yamuxServerLink) handshake(st *yamux.Stream) (*Conn, error) {
-	st.SetDeadline(time.Now().Add(defaultHandshakeTimeout))
-	r := plan5.NewReader(byteReader{st}, plan5.PlainMaxLine)
-	m, err := r.ReadMessage()
-	if err != nil {
-		return nil, err
-	}
-	cm, ok := m.(*plan5.Connect)
-	if !ok {
-		return nil, fmt.Errorf("rtcp: a yamux session must start with Connect, not %v", m.Type())
-	}
-	y.mu.Lock()
-	refuse := ""
-	switch {
-	case y.draining:
-		refuse = "rtcp: the server is closed and accepts no new sessions"
-	case y.active >= yamuxMaxStreams:
-		refuse = fmt.Sprintf("rtcp: the server's link carries %d sessions, its limit; retry later", y.active)
-	default:
-		y.active++
-	}
-	y.mu.Unlock()
-	if refuse != "" {
-		st.Write(plan5.AppendMessage(nil, &plan5.Ack{X: -1, R: refuse}))
-		return nil, errors.New(refuse)
-	}
-	if _, err := st.Write(plan5.AppendMessage(nil, &plan5.Ack{X: int64(st.StreamID())})); err != nil {
-		y.release()
-		return nil, err
-	}
-	st.SetDeadline(time.Time{})
-	yc := newYamuxConn(st, y.local, y.remote(cm.N, cm.Addr), y.release)
-	return newConn(yc, nil), nil
-}
-
-// release counts a session's end, and ends a draining link with its last.
-func (y *yamuxServerLink) release() {
-	y.mu.Lock()
-	y.active--
-	done := y.draining && y.active == 0
-	y.mu.Unlock()
-	if done {
-		y.s.Close()
-	}
-}
-
-func (y *yamuxServerLink) drain() {
-	y.mu.Lock()
-	y.draining = true
-	done := y.active == 0
-	y.mu.Unlock()
-	y.s.GoAway()
-	if done {
-		y.s.Close()
-	}
-}
-
-func (y *yamuxServerLink) err() error {
-	if y.s.IsClosed() {
-		return errors.New("rtcp: yamux link closed")
-	}
-	return nil
-}
 
 // errNameTakenReason is the DP's refusal text for a taken name; Listen
 // turns it back into ErrNameTaken.
