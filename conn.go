@@ -5,6 +5,9 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"rtcp/internal/mux"
+	"rtcp/internal/relay"
 )
 
 // stream is what a Conn runs on: a session of the JSON transport or a
@@ -24,6 +27,19 @@ type Conn struct {
 }
 
 var _ net.Conn = (*Conn)(nil)
+
+func init() {
+	// Let the relay (the DP, rtcp expose) reach the stream inside a Conn
+	// for its fast paths.
+	relay.Inner = func(c net.Conn) net.Conn {
+		if cc, ok := c.(*Conn); ok {
+			if st, ok := cc.s.(*mux.Stream); ok {
+				return st
+			}
+		}
+		return nil
+	}
+}
 
 func newConn(s stream, release func()) *Conn { return &Conn{s: s, release: release} }
 

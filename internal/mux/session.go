@@ -121,11 +121,15 @@ type Session struct {
 	drain   bool   // refuse opens; end the session with its last stream
 	refuse  string // refuse opens with this reason (RefuseOpens)
 
-	qmu     sync.Mutex
-	q       []*Frame
-	qbytes  int
-	qclose  bool          // no more frames; the writer drains and exits
-	writing bool          // a goroutine is writing frames to the connection
+	qmu    sync.Mutex
+	q      []*Frame
+	qbytes int
+	qclose bool // no more frames; the writer drains and exits
+	// wmu is held by whoever writes frames to the connection: the write
+	// loop, a Stream.Write writing its own frame (writeData), a splice
+	// (SpliceFrom). Taken before qmu; whoever takes a batch from the
+	// queue holds it, so a direct write never overtakes a queued frame.
+	wmu     sync.Mutex
 	qwake   chan struct{} // cap 1: the writer has work
 	qspace  chan struct{} // closed when the queue drains
 	qdone   chan struct{} // closed when the writer has exited
@@ -766,31 +770,35 @@ func (s *Session) writeData(st *Stream, p []byte, deadline <-chan struct{}) erro
 	if !s.cfg.FlowControl {
 		return s.enqueueData(st, p, deadline)
 	}
+	if !s.wmu.TryLock() {
+		return s.enqueueData(st, p, deadline)
+	}
 	s.qmu.Lock()
-	if s.writing || len(s.q) > 0 || s.qclose {
+	if len(s.q) > 0 || s.qclose {
 		s.qmu.Unlock()
+		s.wmu.Unlock()
 		return s.enqueueData(st, p, deadline)
 	}
 	if err := st.writeErr(); err != nil {
 		s.qmu.Unlock()
+		s.wmu.Unlock()
 		return err
 	}
-	s.writing = true
 	s.qmu.Unlock()
 
 	err := s.fr.WriteFrame(&Frame{Kind: KindData, ID: st.id, Data: p})
 	if err == nil {
 		err = s.fr.Flush()
 	}
-	s.qmu.Lock()
-	s.writing = false
-	more := len(s.q) > 0 || s.qclose
-	s.qmu.Unlock()
+	s.wmu.Unlock()
 	if err != nil {
 		s.writeFailed(err)
 		s.wake()
 		return s.errOr(s.linkError(err))
 	}
+	s.qmu.Lock()
+	more := len(s.q) > 0 || s.qclose
+	s.qmu.Unlock()
 	if more {
 		s.wake()
 	}
@@ -881,12 +889,12 @@ func (s *Session) writeLoop() {
 	var batch []*Frame
 	for {
 		s.qmu.Lock()
-		for len(s.q) == 0 || s.writing {
-			// Wait for frames, and for a caller writing directly
-			// (writeData) to finish: it wakes us when it does.
-			closing := s.qclose && !s.writing
-			if closing && len(s.q) == 0 {
+		for len(s.q) == 0 {
+			if s.qclose {
 				s.qmu.Unlock()
+				// Let a direct write in progress finish first.
+				s.wmu.Lock()
+				s.wmu.Unlock()
 				return
 			}
 			s.qmu.Unlock()
@@ -901,32 +909,16 @@ func (s *Session) writeLoop() {
 			}
 			s.qmu.Lock()
 		}
-		batch, s.q = s.q, batch[:0]
-		s.qbytes = 0
-		s.writing = true
-		close(s.qspace)
-		s.qspace = make(chan struct{})
 		s.qmu.Unlock()
 
+		s.wmu.Lock()
 		var err error
-		for _, f := range batch {
-			if err == nil {
-				err = s.fr.WriteFrame(f)
-			}
-		}
+		batch, err = s.writeQueued(batch)
 		if err == nil {
 			err = s.fr.Flush()
 		}
-		// A Framer may hold on to Data until Flush: release it after.
-		for i, f := range batch {
-			if f.Kind == KindData && f.Data != nil {
-				putBuf(f.Data)
-			}
-			batch[i] = nil
-		}
-		s.qmu.Lock()
-		s.writing = false
-		s.qmu.Unlock()
+		s.wmu.Unlock()
+		release(batch)
 		if err != nil {
 			s.writeFailed(err)
 			s.qmu.Lock()
@@ -942,7 +934,36 @@ func (s *Session) writeLoop() {
 	}
 }
 
-const poolBufSize = 64 << 10
+// writeQueued writes the queued frames (without Flush), using batch for
+// the list. The caller holds wmu, flushes, and then gives the frames'
+// buffers back with release: a Framer may hold on to Data until Flush.
+func (s *Session) writeQueued(batch []*Frame) ([]*Frame, error) {
+	s.qmu.Lock()
+	batch, s.q = s.q, batch[:0]
+	s.qbytes = 0
+	close(s.qspace)
+	s.qspace = make(chan struct{})
+	s.qmu.Unlock()
+	var err error
+	for _, f := range batch {
+		if err == nil {
+			err = s.fr.WriteFrame(f)
+		}
+	}
+	return batch, err
+}
+
+// release gives back the Data buffers of written frames and clears batch.
+func release(batch []*Frame) {
+	for i, f := range batch {
+		if f.Kind == KindData && f.Data != nil {
+			putBuf(f.Data)
+		}
+		batch[i] = nil
+	}
+}
+
+const poolBufSize = 256 << 10
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, poolBufSize); return &b }}
 

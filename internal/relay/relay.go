@@ -77,6 +77,23 @@ func pipe(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFin, sr
 		}
 		return n, finish(dst, src, err, failed, dstFin)
 	}
+	if sd := spliceDstOf(dst); sd != nil {
+		if stc := tcpOf(src); stc != nil {
+			// TCP into a stream of a binary wire on a TCP link (yamux):
+			// the stream splices each frame's bytes from src to the link.
+			n, ok, err := sd.SpliceFrom(stc, func(k int) {
+				if count != nil {
+					count(dir, k)
+				}
+			})
+			if ok {
+				if err == nil && !srcFin.Load() && tcpreset.WasReset(stc) {
+					err = tcpreset.ErrReset // a reset, not an end: see package tcpreset
+				}
+				return n, finish(dst, src, err, failed, dstFin)
+			}
+		}
+	}
 	if ps, ok := src.(pushSource); ok {
 		// An rtcp stream hands its bytes on itself, from its link's read
 		// loop where it can (mux.Stream.PushTo): no buffer, copy or
@@ -167,6 +184,30 @@ func graceful(c net.Conn) {
 // the size of each piece (an rtcp stream: mux.Stream.PushTo).
 type pushSource interface {
 	PushTo(w io.Writer, count func(n int)) (int64, error)
+}
+
+// A spliceDst sends a TCP connection's bytes itself, moving them in the
+// kernel where its wire allows (mux.Stream.SpliceFrom); ok false means it
+// cannot and has read nothing.
+type spliceDst interface {
+	SpliceFrom(src *net.TCPConn, count func(n int)) (n int64, ok bool, err error)
+}
+
+// Inner, if set, returns the rtcp stream that a wrapper connection
+// carries (package rtcp sets it for its *Conn), or nil: the relay then
+// uses the stream's fast paths.
+var Inner func(net.Conn) net.Conn
+
+func spliceDstOf(c net.Conn) spliceDst {
+	if sd, ok := c.(spliceDst); ok {
+		return sd
+	}
+	if Inner != nil {
+		if sd, ok := Inner(c).(spliceDst); ok {
+			return sd
+		}
+	}
+	return nil
 }
 
 // TCPWrapper is a connection whose bytes are exactly those of a TCP

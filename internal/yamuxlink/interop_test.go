@@ -358,7 +358,10 @@ func TestInteropGoAway(t *testing.T) {
 	for _, r := range roles {
 		t.Run(r.name, func(t *testing.T) {
 			l := newHLink(t, r.oursClient, hcConfig(), nil)
-			if err := l.h.GoAway(); err != nil {
+			// GoAway waits for its frame to be written; our session may end
+			// the link before hashicorp's sender reports back, and then it
+			// reports the shutdown instead.
+			if err := l.h.GoAway(); err != nil && !errors.Is(err, hashicorp.ErrSessionShutdown) {
 				t.Fatal(err)
 			}
 			within(t, "our session to end", func() { <-l.o.Done() })

@@ -40,7 +40,7 @@ const (
 
 	// ChunkSize is the most Data bytes one frame carries from this side:
 	// the size of the session's pooled write buffers.
-	ChunkSize = 64 << 10
+	ChunkSize = 256 << 10
 )
 
 // writeBufSize bounds the bytes the Framer buffers before a write: more
@@ -374,6 +374,25 @@ func (fr *Framer) data(id uint32, p []byte) error {
 	fr.nb = nil
 	fr.wbuf = fr.wbuf[:0]
 	return err
+}
+
+// WriteDataHeader writes the header of a Data frame of n bytes for
+// stream id; the caller puts the n bytes on the connection right after
+// Flush (mux.Stream.SpliceFrom moves them there in the kernel).
+func (fr *Framer) WriteDataHeader(id int64, n int) error {
+	sid, err := streamID(&mux.Frame{ID: id})
+	if err != nil {
+		return err
+	}
+	if n <= 0 || n > math.MaxUint32 {
+		return fmt.Errorf("yamuxlink: a Data frame of %d bytes for stream %d", n, sid)
+	}
+	if err := fr.room(yamux.HeaderLen); err != nil {
+		return err
+	}
+	fr.grantAt = -1
+	fr.wbuf = yamux.Header{Type: yamux.TypeData, StreamID: sid, Length: uint32(n)}.Append(fr.wbuf)
+	return nil
 }
 
 // room makes room for n more bytes in the write buffer, writing what it

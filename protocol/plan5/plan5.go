@@ -273,6 +273,7 @@ func (r *Reader) Grow(size int) {
 	}
 	held, _ := r.br.Peek(r.br.Buffered())
 	held = bytes.Clone(held)
+	r.br.Discard(len(held))
 	r.br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(held), r.br), size)
 }
 

@@ -1,0 +1,243 @@
+package mux
+
+import (
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"syscall"
+)
+
+// SpliceFrom sends src's bytes on the stream until src's end (it returns
+// nil) or an error, the way a relay between two TCP connections does:
+// each frame's bytes go from src's socket to the link's socket inside the
+// kernel (splice(2) through a pooled pipe), and only the frame's header is
+// written from user space. It needs a flow-controlled wire whose Framer is
+// a DataHeaderWriter (yamux) running on a *net.TCPConn; otherwise it
+// returns ok false at once, having read nothing. The stream's credit
+// bounds each frame, as for Write. Nothing else may write the stream
+// while SpliceFrom runs.
+func (st *Stream) SpliceFrom(src *net.TCPConn, count func(n int)) (n int64, ok bool, err error) {
+	s := st.s
+	hw, isHW := s.fr.(DataHeaderWriter)
+	link := tcpConnOf(s.c)
+	if !isHW || !s.cfg.FlowControl || link == nil {
+		return 0, false, nil
+	}
+	srcRC, err1 := src.SyscallConn()
+	linkRC, err2 := link.SyscallConn()
+	if err1 != nil || err2 != nil {
+		return 0, false, nil
+	}
+	var batch []*Frame
+	for {
+		k, err := st.takeCredit(spliceChunk)
+		if err != nil {
+			return n, true, st.opErr("write", err)
+		}
+		p, got, err := spliceIn(srcRC, k)
+		st.returnCredit(k - got)
+		if err != nil {
+			return n, true, err
+		}
+		if got == 0 {
+			return n, true, nil // src's end
+		}
+		if got <= smallSplice {
+			// A small frame: header and bytes in one write (a header
+			// sent alone is a segment of its own, and latency).
+			err = st.writeFromPipe(p, got)
+		} else {
+			batch, err = st.spliceOut(hw, linkRC, p, got, batch)
+		}
+		if err != nil {
+			return n, true, err
+		}
+		n += int64(got)
+		if count != nil {
+			count(got)
+		}
+	}
+}
+
+// spliceIn moves up to max bytes from src into a pipe, waiting for src
+// to have some. The pipe is taken from the pool only once there are
+// bytes, so a waiting stream holds none. got is 0 at src's end.
+func spliceIn(src syscall.RawConn, max int) (p *pipe, got int, err error) {
+	var serr error
+	rerr := src.Read(func(fd uintptr) bool {
+		p = getPipe()
+		if p == nil {
+			serr = errNoPipe
+			return true
+		}
+		for {
+			var m int64
+			m, serr = syscall.Splice(int(fd), nil, p.w, nil, max, spliceNonblock|spliceMove)
+			if serr == syscall.EINTR {
+				continue
+			}
+			got = int(max64(m, 0))
+			break
+		}
+		if serr == syscall.EAGAIN {
+			putPipe(p, 0)
+			p = nil
+			return false // nothing to read: wait, without the pipe
+		}
+		return true
+	})
+	switch {
+	case rerr != nil:
+		err = rerr
+	case serr != nil:
+		err = &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("splice", serr)}
+	}
+	if err != nil || got == 0 {
+		putPipe(p, 0)
+		return nil, 0, err
+	}
+	return p, got, nil
+}
+
+// smallSplice is the largest frame SpliceFrom sends from user space.
+const smallSplice = 32 << 10
+
+var smallPool = sync.Pool{New: func() any { b := make([]byte, smallSplice); return &b }}
+
+// writeFromPipe reads the n bytes in p and writes them as Data.
+func (st *Stream) writeFromPipe(p *pipe, n int) error {
+	bp := smallPool.Get().(*[]byte)
+	defer smallPool.Put(bp)
+	b := (*bp)[:n]
+	for off := 0; off < n; {
+		m, err := syscall.Read(p.r, b[off:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil || m <= 0 {
+			putPipe(p, n-off)
+			return st.opErr("write", os.NewSyscallError("read", err))
+		}
+		off += m
+	}
+	putPipe(p, 0)
+	return st.s.writeData(st, b, st.wd.Wait())
+}
+
+// spliceOut writes the queued frames, then a Data header for n bytes and
+// the n bytes from p, holding the link's writer lock throughout. A
+// failure ends the link (it may have half a frame on it).
+func (st *Stream) spliceOut(hw DataHeaderWriter, link syscall.RawConn, p *pipe, n int, batch []*Frame) ([]*Frame, error) {
+	s := st.s
+	s.wmu.Lock()
+	s.qmu.Lock()
+	closing := s.qclose
+	s.qmu.Unlock()
+	if closing {
+		s.wmu.Unlock()
+		putPipe(p, n)
+		return batch, st.opErr("write", s.errOr(net.ErrClosed))
+	}
+	batch, err := s.writeQueued(batch)
+	if err == nil {
+		err = hw.WriteDataHeader(st.id, n)
+	}
+	if err == nil {
+		err = s.fr.Flush()
+	}
+	left := n
+	if err == nil {
+		var serr error
+		werr := link.Write(func(fd uintptr) bool {
+			for left > 0 {
+				m, e := syscall.Splice(p.r, nil, int(fd), nil, left, spliceNonblock|spliceMove)
+				switch {
+				case e == syscall.EINTR:
+					continue
+				case e == syscall.EAGAIN:
+					return false // the link is full: wait
+				case e != nil:
+					serr = os.NewSyscallError("splice", e)
+					return true
+				}
+				left -= int(m)
+			}
+			return true
+		})
+		err = werr
+		if err == nil {
+			err = serr
+		}
+	}
+	s.wmu.Unlock()
+	release(batch)
+	putPipe(p, left)
+	if err != nil {
+		s.writeFailed(err)
+		s.wake()
+		return batch, st.opErr("write", s.errOr(s.linkError(err)))
+	}
+	s.qmu.Lock()
+	more := len(s.q) > 0
+	s.qmu.Unlock()
+	if more {
+		s.wake()
+	}
+	return batch, nil
+}
+
+func max64(a, b int64) int64 {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+const (
+	spliceMove     = 0x1 // SPLICE_F_MOVE
+	spliceNonblock = 0x2 // SPLICE_F_NONBLOCK
+	fSetPipeSize   = 1031
+)
+
+var errNoPipe = os.NewSyscallError("pipe2", syscall.EMFILE)
+
+// A pipe carries one spliced frame at a time; pooled, and always empty
+// in the pool.
+type pipe struct{ r, w int }
+
+var pipePool sync.Pool
+
+func getPipe() *pipe {
+	if p, ok := pipePool.Get().(*pipe); ok {
+		return p
+	}
+	var fds [2]int
+	if err := syscall.Pipe2(fds[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
+		return nil
+	}
+	p := &pipe{r: fds[0], w: fds[1]}
+	// As big as a frame, so a frame is one splice each way (the default
+	// is 64 KiB; if this fails, frames are just smaller).
+	syscall.Syscall(syscall.SYS_FCNTL, uintptr(p.w), fSetPipeSize, spliceChunk)
+	runtime.SetFinalizer(p, (*pipe).close)
+	return p
+}
+
+// putPipe gives p back, or closes it if it still holds left bytes.
+func putPipe(p *pipe, left int) {
+	if p == nil {
+		return
+	}
+	if left > 0 {
+		runtime.SetFinalizer(p, nil)
+		p.close()
+		return
+	}
+	pipePool.Put(p)
+}
+
+func (p *pipe) close() {
+	syscall.Close(p.r)
+	syscall.Close(p.w)
+}

@@ -1,0 +1,11 @@
+//go:build !linux
+
+package mux
+
+import "net"
+
+// SpliceFrom moves bytes in the kernel on Linux only; elsewhere it
+// reports ok false and the caller copies.
+func (st *Stream) SpliceFrom(src *net.TCPConn, count func(n int)) (n int64, ok bool, err error) {
+	return 0, false, nil
+}
