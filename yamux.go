@@ -208,21 +208,16 @@ func (y *yamuxServerLink) accept(ctx context.Context) (*Conn, error) {
 // handshake reads the DP's Connect at the start of st and answers Ack.
 func (y *yamuxServerLink) handshake(st *mux.Stream) (*Conn, error) {
 	st.SetDeadline(time.Now().Add(defaultHandshakeTimeout))
-	var cm *plan5.Connect
-	err := onFreshStack(func() error {
-		r := plan5.NewReader(byteReader{st}, plan5.PlainMaxLine)
-		m, err := r.ReadMessage()
-		if err != nil {
-			return err
-		}
-		var ok bool
-		if cm, ok = m.(*plan5.Connect); !ok {
-			return fmt.Errorf("rtcp: a yamux session must start with Connect, not %v", m.Type())
-		}
-		return nil
-	})
+	// On the link's accept goroutine, one per link: the stack that
+	// encoding/json grows here is paid once, not per session.
+	r := plan5.NewReader(byteReader{st}, plan5.PlainMaxLine)
+	m, err := r.ReadMessage()
 	if err != nil {
 		return nil, err
+	}
+	cm, ok := m.(*plan5.Connect)
+	if !ok {
+		return nil, fmt.Errorf("rtcp: a yamux session must start with Connect, not %v", m.Type())
 	}
 	if n := y.s.NumStreams(); n > yamuxMaxStreams {
 		refuse := fmt.Sprintf("rtcp: the server's link carries %d sessions, its limit; retry later", n-1)
