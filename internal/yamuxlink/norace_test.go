@@ -1,0 +1,5 @@
+//go:build !race
+
+package yamuxlink
+
+const raceEnabled = false
