@@ -133,11 +133,17 @@ func (st *Stream) spliceOut(hw DataHeaderWriter, link syscall.RawConn, p *pipe, 
 	s.wmu.Lock()
 	s.qmu.Lock()
 	closing := s.qclose
+	// The stream may have ended while src was read: its end is queued
+	// (enqueueStreamEnd marks it under qmu), and no data may follow it.
+	werr := st.writeErr()
 	s.qmu.Unlock()
-	if closing {
+	if closing || werr != nil {
 		s.wmu.Unlock()
 		putPipe(p, n)
-		return batch, st.opErr("write", s.errOr(net.ErrClosed))
+		if werr == nil {
+			werr = s.errOr(net.ErrClosed)
+		}
+		return batch, st.opErr("write", werr)
 	}
 	batch, err := s.writeQueued(batch)
 	if err == nil {

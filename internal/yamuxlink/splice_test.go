@@ -598,14 +598,9 @@ func TestSpliceInterop(t *testing.T) {
 // waits for its source's next bytes, which then come: no Data may follow
 // the stream's FIN or RST on the wire, and SpliceFrom returns an error.
 //
-// Known bug (2a0b698): spliceOut (internal/mux/splice_linux.go) writes
-// its frame without checking, under qmu, that the stream's end has not
-// been queued meanwhile, as writeData does; a frame larger than 32 KiB
-// that SpliceFrom took from src while the stream was being closed goes
-// out after the stream's FIN or RST (and hashicorp/yamux hands it to its
-// reader after io.EOF). Remove the Skip when it is fixed.
+// spliceOut checks, under qmu, that the stream's end has not been queued
+// while it waited for src (the bug this test found in 2a0b698).
 func TestSpliceFromAfterEnd(t *testing.T) {
-	t.Skip("known bug: SpliceFrom sends a spliced frame after the stream's FIN/RST (see the comment)")
 	for _, c := range []struct {
 		name string
 		end  func(*mux.Stream)
@@ -797,7 +792,6 @@ func TestSpliceFromPeerReset(t *testing.T) {
 // hashicorp/yamux as the peer, where the late frame shows: its reader
 // gets bytes after io.EOF.
 func TestSpliceFromAfterEndHashicorp(t *testing.T) {
-	t.Skip("known bug: see TestSpliceFromAfterEnd")
 	l := newHLink(t, true, hcConfig(), nil)
 	st, hs := l.openOurs(t)
 	feed, src := tcpPair(t)
