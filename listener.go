@@ -329,7 +329,7 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 		c.SetDeadline(time.Time{})
 		s := newYamuxSession(c, r, false, "link to DP "+l.dp)
 		startYamuxKeepAlive(ir, s, keepAlive)
-		return &yamuxServerLink{s: s, local: local, remote: remote}, nil
+		return &yamuxServerLink{muxServerLink: muxServerLink{s: s}, local: local, remote: remote}, nil
 	}
 	cfg := plan5link.Config(ours, theirs)
 	cfg.Name = "link to DP " + l.dp

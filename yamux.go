@@ -180,8 +180,9 @@ func (b byteReader) Read(p []byte) (int, error) {
 
 // yamuxServerLink is a server link of the yamux transport: each stream the
 // DP opens starts with a Plan5 Connect, which the server answers with Ack.
+// It drains and ends like the JSON transport's link.
 type yamuxServerLink struct {
-	s      *mux.Session
+	muxServerLink
 	local  net.Addr
 	remote func(name, addr string) net.Addr
 }
@@ -231,15 +232,3 @@ func (y *yamuxServerLink) handshake(st *mux.Stream) (*Conn, error) {
 	st.SetAddrs(y.local, y.remote(cm.N, cm.Addr))
 	return newConn(st, nil), nil
 }
-
-// drain refuses new sessions and ends the link with its last session.
-func (y *yamuxServerLink) drain() {
-	y.s.Drain()
-	select {
-	case <-y.s.Done():
-		y.s.Close()
-	default:
-	}
-}
-
-func (y *yamuxServerLink) err() error { return y.s.Err() }
