@@ -1,0 +1,180 @@
+package relay
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"sync/atomic"
+	"testing"
+
+	"rtcp/internal/mux"
+)
+
+// Join with an rtcp stream on one side: the stream's bytes reach the TCP
+// side through mux.Stream.PushTo (from the link's read loop).
+
+// jsonFramer is a minimal mux.Framer: one JSON object per frame.
+type jsonFramer struct {
+	dec *json.Decoder
+	bw  *bufio.Writer
+	enc *json.Encoder
+	f   mux.Frame
+}
+
+func newJSONFramer(c net.Conn) *jsonFramer {
+	bw := bufio.NewWriter(c)
+	return &jsonFramer{dec: json.NewDecoder(c), bw: bw, enc: json.NewEncoder(bw)}
+}
+
+func (fr *jsonFramer) ReadFrame() (*mux.Frame, error) {
+	fr.f = mux.Frame{}
+	if err := fr.dec.Decode(&fr.f); err != nil {
+		return nil, err
+	}
+	return &fr.f, nil
+}
+
+func (fr *jsonFramer) WriteFrame(f *mux.Frame) error { return fr.enc.Encode(f) }
+func (fr *jsonFramer) Flush() error                  { return fr.bw.Flush() }
+
+// streamPair returns the two ends of a stream of a flow-controlled session
+// over loopback TCP, and a function that closes the sessions.
+func streamPair(t *testing.T) (near, far *mux.Stream, closeSessions func()) {
+	t.Helper()
+	ca, cb := tcpPair(t)
+	cfg := mux.Config{FlowControl: true, Window: 256 << 10, PeerWindow: 256 << 10, HalfClose: true}
+	a := mux.New(ca, newJSONFramer(ca), cfg)
+	b := mux.New(cb, newJSONFramer(cb), cfg)
+	accepted := make(chan *mux.Stream, 1)
+	go func() {
+		st, _ := b.Accept()
+		accepted <- st
+	}()
+	far, err := a.Open(context.Background(), "client", "192.0.2.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	near = <-accepted
+	if near == nil {
+		t.Fatal("Accept failed")
+	}
+	return near, far, func() { a.Close(); b.Close() }
+}
+
+func randomBytes(seed uint64, n int) []byte {
+	b := make([]byte, n)
+	rand.NewChaCha8([32]byte{byte(seed)}).Read(b)
+	return b
+}
+
+// TestJoinPushesStreamToTCP relays a stream and a TCP connection both
+// ways: every byte arrives, each end passes on as a half-close, and Join's
+// counts agree.
+func TestJoinPushesStreamToTCP(t *testing.T) {
+	stream, far, closeSessions := streamPair(t)
+	defer closeSessions()
+	app, local := tcpPair(t)
+	local.SetWriteBuffer(32 << 10)
+	app.SetReadBuffer(32 << 10)
+
+	var toApp, fromApp atomic.Int64
+	type joinResult struct {
+		st  Stats
+		err error
+	}
+	joined := make(chan joinResult, 1)
+	go func() {
+		st, err := Join(local, stream, func(aToB bool, n int) {
+			if aToB {
+				fromApp.Add(int64(n))
+			} else {
+				toApp.Add(int64(n))
+			}
+		})
+		joined <- joinResult{st, err}
+	}()
+
+	down := randomBytes(1, 8<<20) // far -> stream -> app
+	up := randomBytes(2, 1<<20)   // app -> stream -> far
+	go func() {
+		far.Write(down)
+		far.CloseWrite()
+	}()
+	go func() {
+		app.Write(up)
+		app.CloseWrite()
+	}()
+	gotUp := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(far)
+		gotUp <- b
+	}()
+	h := sha256.New()
+	n, err := io.Copy(h, app)
+	if err != nil || n != int64(len(down)) {
+		t.Fatalf("app read %d bytes, %v; want %d then io.EOF", n, err, len(down))
+	}
+	if sum := sha256.Sum256(down); !bytes.Equal(h.Sum(nil), sum[:]) {
+		t.Fatal("app read other bytes than the stream's peer wrote")
+	}
+	if b := <-gotUp; !bytes.Equal(b, up) {
+		t.Fatalf("the stream's peer read %d bytes, want the app's %d", len(b), len(up))
+	}
+	r := <-joined
+	if r.err != nil {
+		t.Fatalf("Join: %v", r.err)
+	}
+	if r.st.BtoA != int64(len(down)) || r.st.AtoB != int64(len(up)) {
+		t.Errorf("Join's stats: %+v, want BtoA %d, AtoB %d", r.st, len(down), len(up))
+	}
+	if toApp.Load() != int64(len(down)) || fromApp.Load() != int64(len(up)) {
+		t.Errorf("count summed %d to the app and %d from it, want %d and %d",
+			toApp.Load(), fromApp.Load(), len(down), len(up))
+	}
+	far.Close()
+}
+
+// TestJoinPushDestinationReset: when the TCP side resets while the stream
+// pushes to it, Join fails and cuts the stream off: its peer's reads end
+// with an error, not io.EOF.
+func TestJoinPushDestinationReset(t *testing.T) {
+	stream, far, closeSessions := streamPair(t)
+	defer closeSessions()
+	app, local := tcpPair(t)
+	joined := make(chan error, 1)
+	go func() {
+		_, err := Join(local, stream, nil)
+		joined <- err
+	}()
+	wrote := make(chan error, 1)
+	go func() {
+		buf := randomBytes(3, 64<<10)
+		for {
+			if _, err := far.Write(buf); err != nil {
+				wrote <- err
+				return
+			}
+		}
+	}()
+	io.ReadFull(app, make([]byte, 256<<10))
+	app.SetLinger(0)
+	app.Close()
+
+	if err := <-joined; err == nil {
+		t.Fatal("Join returned nil after the TCP side reset")
+	}
+	if err := <-wrote; err == nil {
+		t.Fatal("the stream's peer kept writing after the cut")
+	}
+	_, err := io.Copy(io.Discard, far)
+	if err == nil || errors.Is(err, io.EOF) {
+		t.Fatalf("the stream's peer read to %v, want the cut's error", err)
+	}
+	far.Close()
+}
