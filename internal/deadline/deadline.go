@@ -60,6 +60,13 @@ func (d *Deadline) Wait() <-chan struct{} {
 	return d.cancel
 }
 
+// IsSet reports whether a deadline is set: pending or passed.
+func (d *Deadline) IsSet() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.timer != nil || isClosed(d.cancel)
+}
+
 // Passed reports whether the deadline has passed.
 func (d *Deadline) Passed() bool { return isClosed(d.Wait()) }
 

@@ -93,23 +93,23 @@ func (st *Stream) PushTo(w io.Writer, count func(n int)) (int64, error) {
 // deliver is push's fast path under WriteTo: with st.mu held and nothing
 // buffered, write what the socket takes at once. It returns the bytes
 // left for the buffer.
-func (st *Stream) deliver(data []byte) (rest []byte, grant int) {
+func (st *Stream) deliver(data []byte) (rest []byte, delivered, grant int) {
 	p := st.sink
 	if p == nil || p.raw == nil || st.draining || st.roff < len(st.rbuf) || p.err != nil {
-		return data, 0
+		return data, 0, 0
 	}
 	n, err := tryWrite(p.raw, data)
 	if n > 0 {
-		p.add(n)
+		p.n.Add(int64(n))
 		grant = st.consumed(n)
 	}
 	if err != nil {
 		// The destination failed: WriteTo returns the error, and what
 		// still arrives for the stream is dropped (the relay cuts it).
 		p.err = err
-		return nil, grant
+		return nil, n, grant
 	}
-	return data[n:], grant
+	return data[n:], n, grant
 }
 
 // consumed counts n bytes handed on from the stream and returns the credit
@@ -180,10 +180,14 @@ type pusher struct {
 }
 
 func (p *pusher) add(n int) {
-	if n > 0 {
-		p.n.Add(int64(n))
-		if p.count != nil {
-			p.count(n)
-		}
+	p.n.Add(int64(n))
+	p.counted(n)
+}
+
+// counted calls count, never with a stream's lock held: a count that
+// calls the stream (Abort on a quota, say) must not deadlock the link.
+func (p *pusher) counted(n int) {
+	if n > 0 && p.count != nil {
+		p.count(n)
 	}
 }

@@ -172,7 +172,11 @@ func (st *Stream) WaitRead() error {
 	}
 }
 
-// Write sends p to the peer. It copies p: the caller's buffer is never kept.
+// Write sends p to the peer; the caller's buffer is never kept. When the
+// link is idle and the stream has no write deadline, Write writes its
+// frame to the link itself; such a write in progress waits for the link to
+// take it even if the stream is closed meanwhile (a link that takes
+// nothing is ended by the session's keepalive or Close).
 func (st *Stream) Write(p []byte) (int, error) {
 	n := 0
 	for {
@@ -257,6 +261,7 @@ func (st *Stream) CloseWrite() error {
 	done := st.rclosed
 	st.mu.Unlock()
 	st.s.enqueueStreamEnd(st, &Frame{Kind: KindCloseWrite, ID: st.id}, false)
+	signal(st.writeReady) // a Write waiting for credit fails now
 	if done {
 		// Both directions have ended: the stream is over on both sides.
 		st.s.remove(st)
@@ -396,12 +401,14 @@ func (st *Stream) push(data []byte) {
 		}
 		return
 	}
-	var grant int
+	var grant, delivered int
 	if st.sink != nil {
-		data, grant = st.deliver(data)
-		failed := st.sink.err != nil
+		sink := st.sink
+		data, delivered, grant = st.deliver(data)
+		failed := sink.err != nil
 		if len(data) == 0 || failed {
 			st.mu.Unlock()
+			sink.counted(delivered)
 			st.grant(grant)
 			if failed {
 				signal(st.readReady) // WriteTo has an error to return
@@ -432,7 +439,11 @@ func (st *Stream) push(data []byte) {
 		putRbuf(old)
 	}
 	st.rbuf = append(st.rbuf, data...)
+	sink := st.sink
 	st.mu.Unlock()
+	if sink != nil {
+		sink.counted(delivered)
+	}
 	st.grant(grant)
 	signal(st.readReady)
 }
