@@ -761,11 +761,11 @@ func (s *Session) enqueue(f *Frame) bool {
 }
 
 // writeData sends p for stream st. When nothing else is queued or being
-// written, the stream is flow controlled and has no write deadline, the caller writes the frame to
-// the connection itself: no copy and no hand-off to the write loop, which
-// is a goroutine wake-up per frame each way (with credit granted, the peer
-// has room for it, so the write does not wait on a stalled reader).
-// Otherwise p is queued (enqueueData).
+// written, and the stream is flow controlled and has no write deadline,
+// the caller writes the frame to the connection itself: no copy and no
+// hand-off to the write loop, which is a goroutine wake-up per frame each
+// way (with credit granted, the peer has room for it, so the write does
+// not wait on a stalled reader). Otherwise p is queued (enqueueData).
 func (s *Session) writeData(st *Stream, p []byte, deadline <-chan struct{}) error {
 	if !s.cfg.FlowControl || st.wd.IsSet() {
 		// A direct write waits for the link, not for the stream's
