@@ -72,15 +72,15 @@ func (d *Dialer) DialContext(ctx context.Context, addr, name string) (net.Conn, 
 	opErr := func(err error) error {
 		return &net.OpError{Op: "dial", Net: "rtcp", Addr: raddr, Err: err}
 	}
-	for {
+	for early := true; ; early = false {
 		c, err := dialDP(ctx, d.Dial, d.TLSConfig, addr)
 		if err != nil {
 			return nil, opErr(err)
 		}
-		conn, err := d.handshake(ctx, c, addr, name)
-		if err == errNoRawAnyMore {
+		conn, err := d.handshake(ctx, c, addr, name, early)
+		if err == errNoRawAnyMore && early {
 			c.Close()
-			continue // the DP at addr changed: dial again without the shortcut
+			continue // the DP at addr changed: dial again, once, without the shortcut
 		}
 		if err != nil {
 			c.Close()
@@ -100,7 +100,7 @@ var rawDPs sync.Map // string -> bool
 // early must not be answered on this connection.
 var errNoRawAnyMore = errors.New("rtcp: the DP no longer offers the raw transport")
 
-func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string) (*Conn, error) {
+func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, mayEarly bool) (*Conn, error) {
 	stop := watchContext(ctx, c)
 	ours := &plan5.Aloha{R: plan5.RoleIC, N: d.Name, Via: d.via}
 	plan5link.Offer(ours, plan5.DefaultMaxLine)
@@ -111,7 +111,7 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string) (
 	ir := mux.NewIdleReader(c)
 	r := plan5.NewReader(ir, plan5.DefaultMaxLine)
 	var early plan5.Message // a Connect sent with the Aloha
-	if _, ok := rawDPs.Load(addr); ok && ours.Transport == wireRaw && d.Credential == nil {
+	if _, ok := rawDPs.Load(addr); ok && mayEarly && ours.Transport == wireRaw && d.Credential == nil {
 		early = &plan5.Connect{N: name}
 	}
 	theirs, err := exchangeAloha(c, r, ours, addr, d.Credential, early)

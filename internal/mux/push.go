@@ -18,7 +18,8 @@ import (
 // the stream's buffer, and WriteTo writes it with w.Write, in order,
 // before the read loop delivers again. For any other w, WriteTo writes the
 // stream's buffer to w as it fills, with no copy through a buffer of its
-// own. Nothing else may read the stream while WriteTo runs.
+// own. Nothing else may read the stream, or write w, while WriteTo runs
+// (the read loop waits for w's write lock).
 func (st *Stream) WriteTo(w io.Writer) (int64, error) { return st.PushTo(w, nil) }
 
 // PushTo is WriteTo calling count (if not nil) with the size of each
@@ -33,53 +34,56 @@ func (st *Stream) PushTo(w io.Writer, count func(n int)) (int64, error) {
 	st.mu.Lock()
 	st.sink = p
 	st.mu.Unlock()
-	defer func() {
+	// total stops the read loop's deliveries, then reads the count: none
+	// may come after PushTo has returned.
+	total := func() int64 {
 		st.mu.Lock()
 		st.sink = nil
 		st.mu.Unlock()
-	}()
+		return p.n.Load()
+	}
 	for {
 		select {
 		case <-st.closed:
-			return p.n.Load(), st.opErr("read", net.ErrClosed)
+			return total(), st.opErr("read", net.ErrClosed)
 		default:
 		}
 		if st.rd.Passed() {
-			return p.n.Load(), st.opErr("read", errTimeout)
+			return total(), st.opErr("read", errTimeout)
 		}
 		st.mu.Lock()
 		if p.err != nil {
 			err := p.err
 			st.mu.Unlock()
-			return p.n.Load(), err
+			return total(), err
 		}
 		if st.roff < len(st.rbuf) {
 			buf := st.rbuf
 			chunk := buf[st.roff:]
 			st.rbuf, st.roff = nil, 0
-			st.draining = true
+			st.draining = len(chunk)
 			st.mu.Unlock()
 			n, err := w.Write(chunk)
 			p.add(n)
 			st.mu.Lock()
-			st.draining = false
+			st.draining = 0
 			putRbuf(buf)
 			grant := st.consumed(n)
 			st.mu.Unlock()
 			st.grant(grant)
 			if err != nil {
-				return p.n.Load(), err
+				return total(), err
 			}
 			continue
 		}
 		if st.rerr != nil {
 			err := st.rerr
 			st.mu.Unlock()
-			return p.n.Load(), st.opErr("read", err)
+			return total(), st.opErr("read", err)
 		}
 		if st.rclosed {
 			st.mu.Unlock()
-			return p.n.Load(), nil
+			return total(), nil
 		}
 		st.mu.Unlock()
 		select {
@@ -95,7 +99,7 @@ func (st *Stream) PushTo(w io.Writer, count func(n int)) (int64, error) {
 // left for the buffer.
 func (st *Stream) deliver(data []byte) (rest []byte, delivered, grant int) {
 	p := st.sink
-	if p == nil || p.raw == nil || st.draining || st.roff < len(st.rbuf) || p.err != nil {
+	if p == nil || p.raw == nil || st.draining > 0 || st.roff < len(st.rbuf) || p.err != nil {
 		return data, 0, 0
 	}
 	n, err := tryWrite(p.raw, data)

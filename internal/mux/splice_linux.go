@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"io"
 	"net"
 	"os"
 	"runtime"
@@ -36,6 +37,21 @@ func (st *Stream) SpliceFrom(src *net.TCPConn, count func(n int)) (n int64, ok b
 			return n, true, st.opErr("write", err)
 		}
 		p, got, err := spliceIn(srcRC, k)
+		if err == errNoPipe {
+			// Out of descriptors for a pipe: copy this piece instead.
+			got, err = st.copyIn(src, k)
+			st.returnCredit(k - got)
+			if got > 0 {
+				n += int64(got)
+				if count != nil {
+					count(got)
+				}
+			}
+			if err != nil || got == 0 {
+				return n, true, err
+			}
+			continue
+		}
 		st.returnCredit(k - got)
 		if err != nil {
 			return n, true, err
@@ -105,6 +121,23 @@ const smallSplice = 32 << 10
 
 var smallPool = sync.Pool{New: func() any { b := make([]byte, smallSplice); return &b }}
 
+// copyIn reads up to max bytes of src and writes them as Data: SpliceFrom's
+// way when there is no pipe to be had. got is 0 at src's end.
+func (st *Stream) copyIn(src *net.TCPConn, max int) (got int, err error) {
+	bp := smallPool.Get().(*[]byte)
+	defer smallPool.Put(bp)
+	m, rerr := src.Read((*bp)[:min(max, smallSplice)])
+	if m > 0 {
+		if err := st.s.writeData(st, (*bp)[:m], st.wd.Wait()); err != nil {
+			return 0, st.opErr("write", err)
+		}
+	}
+	if rerr == io.EOF {
+		return m, nil
+	}
+	return m, rerr
+}
+
 // writeFromPipe reads the n bytes in p and writes them as Data.
 func (st *Stream) writeFromPipe(p *pipe, n int) error {
 	bp := smallPool.Get().(*[]byte)
@@ -147,6 +180,23 @@ func (st *Stream) spliceOut(hw DataHeaderWriter, link syscall.RawConn, p *pipe, 
 	}
 	batch, err := s.writeQueued(batch)
 	if err == nil {
+		// The stream may have ended while this took the queue: its end
+		// is marked before its frame is queued, so if that frame was in
+		// the batch just written, no data may follow it.
+		s.qmu.Lock()
+		werr = st.writeErr()
+		s.qmu.Unlock()
+		if werr != nil {
+			err = s.fr.Flush()
+			s.wmu.Unlock()
+			release(batch)
+			putPipe(p, n)
+			if err != nil {
+				s.writeFailed(err)
+				s.wake()
+			}
+			return batch, st.opErr("write", werr)
+		}
 		err = hw.WriteDataHeader(st.id, n)
 	}
 	if err == nil {

@@ -35,7 +35,7 @@ type Stream struct {
 	endSent    bool    // we sent Close: no frame for this stream may follow
 	acked      bool    // the open was acknowledged
 	sink       *pusher // WriteTo is running: where the read loop delivers
-	draining   bool    // WriteTo is writing what was buffered
+	draining   int     // WriteTo is writing this many bytes it took from rbuf
 	readReady  chan struct{}
 	writeReady chan struct{}
 
@@ -221,6 +221,11 @@ func (st *Stream) Write(p []byte) (int, error) {
 			return n, st.opErr("write", err)
 		}
 		n += k
+		if n == len(p) {
+			// Written: a Close from the peer that comes in now (it may
+			// have read these very bytes) is no failure of this Write.
+			return n, nil
+		}
 	}
 }
 
@@ -383,7 +388,7 @@ func (st *Stream) push(data []byte) {
 	if st.s.cfg.FlowControl {
 		limit = st.s.cfg.Window
 	}
-	if len(st.rbuf)-st.roff+len(data) > limit {
+	if len(st.rbuf)-st.roff+st.draining+len(data) > limit {
 		var err error
 		if st.s.cfg.FlowControl {
 			err = errors.New("rtcp: the peer sent more than the flow-control window allows")

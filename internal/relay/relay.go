@@ -94,7 +94,7 @@ func pipe(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFin, sr
 			}
 		}
 	}
-	if ps, ok := src.(pushSource); ok {
+	if ps := pushSourceOf(src); ps != nil {
 		// An rtcp stream hands its bytes on itself, from its link's read
 		// loop where it can (mux.Stream.PushTo): no buffer, copy or
 		// wake-up of this goroutine per chunk.
@@ -197,6 +197,18 @@ type spliceDst interface {
 // carries (package rtcp sets it for its *Conn), or nil: the relay then
 // uses the stream's fast paths.
 var Inner func(net.Conn) net.Conn
+
+func pushSourceOf(c net.Conn) pushSource {
+	if ps, ok := c.(pushSource); ok {
+		return ps
+	}
+	if Inner != nil {
+		if ps, ok := Inner(c).(pushSource); ok {
+			return ps
+		}
+	}
+	return nil
+}
 
 func spliceDstOf(c net.Conn) spliceDst {
 	if sd, ok := c.(spliceDst); ok {
