@@ -216,6 +216,9 @@ func (st *Stream) spliceOut(hw DataHeaderWriter, link syscall.RawConn, p *pipe, 
 				case e != nil:
 					serr = os.NewSyscallError("splice", e)
 					return true
+				case m <= 0:
+					serr = io.ErrUnexpectedEOF // the pipe held less than it should
+					return true
 				}
 				left -= int(m)
 			}
