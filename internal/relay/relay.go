@@ -106,8 +106,8 @@ func pipe(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFin, sr
 		return n, finish(dst, src, err, failed, dstFin)
 	}
 	if wt, ok := src.(io.WriterTo); ok && tcpOf(src) == nil {
-		// A wrapped rtcp stream (an *rtcp.Conn): the same, counted when
-		// the copy ends.
+		// Any other source that writes itself out: counted when the copy
+		// ends.
 		n, err = wt.WriteTo(dst)
 		if count != nil && n > 0 {
 			count(dir, int(n))
