@@ -9,7 +9,8 @@ import (
 // block (bytes have arrived, or the end, an error or a deadline), without
 // a buffer. The relay reads such a source into a pooled buffer only once
 // there is something to read, so an idle direction holds no buffer.
-// rtcp's session types (mux streams, yamux streams) are ReadWaiters.
+// rtcp's streams (internal/mux, every transport) are ReadWaiters, though
+// the relay moves their bytes with PushTo instead (relay.go).
 type ReadWaiter interface {
 	WaitRead() error
 }
