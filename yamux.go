@@ -51,6 +51,7 @@ func newYamuxSession(c net.Conn, r *plan5.Reader, client bool, name string) *mux
 		cfg.AcceptBacklog = -1 // a server opens nothing toward the DP
 	}
 	fr := yamuxlink.NewFramer(r.Buffered(), c, yamuxWindow)
+	fr.SplitData() // r reads c, through its IdleReader
 	return mux.New(c, fr, cfg)
 }
 
@@ -58,6 +59,7 @@ func newYamuxSession(c net.Conn, r *plan5.Reader, client bool, name string) *mux
 // IdleReader once its handshake is over: each ping is answered, so a live
 // peer is never quiet for twice the period.
 func startYamuxKeepAlive(ir *mux.IdleReader, s *mux.Session, period time.Duration) {
+	s.SetIdleReader(ir)
 	if period > 0 {
 		s.SetKeepAlive(period)
 		ir.SetIdleTimeout(2 * period)

@@ -69,6 +69,7 @@ type Frame struct {
 	Reason string // KindAck (refusal), KindClose
 	Abort  bool   // KindClose
 	Data   []byte // KindData
+	Rest   int    // KindData: bytes of Data still on the link (a DataSplitter's)
 	Credit int    // KindData
 	Ping   bool   // KindKeepAlive: the peer wants an answer
 	Pong   bool   // KindKeepAlive: the answer to a Ping

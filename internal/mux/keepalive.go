@@ -85,6 +85,26 @@ func (r *IdleReader) arm(now time.Time, d time.Duration) {
 	r.c.SetReadDeadline(next)
 }
 
+// SetIdleReader tells the session the IdleReader under its Framer, so that
+// the bytes the session takes from the connection itself (the rest of a
+// split Data frame, spliced) count as arrivals too.
+func (s *Session) SetIdleReader(r *IdleReader) { s.idle.Store(r) }
+
+// touch pushes the read deadline on, as a Read does, for bytes read from
+// the connection without Read.
+func (r *IdleReader) touch() {
+	if r == nil {
+		return
+	}
+	d := time.Duration(r.idle.Load())
+	if d <= 0 {
+		return
+	}
+	if now := time.Now(); time.Duration(r.next.Load()-now.UnixNano()) < d-d/16 {
+		r.arm(now, d)
+	}
+}
+
 // Read reads from the connection, pushing the read deadline on so that it
 // is always between 15/16 and all of the idle timeout ahead: moving a
 // deadline costs a little, and a link reads a lot.
@@ -93,15 +113,21 @@ func (r *IdleReader) Read(p []byte) (int, error) {
 	if d <= 0 {
 		return r.c.Read(p)
 	}
-	now := time.Now()
-	if time.Duration(r.next.Load()-now.UnixNano()) < d-d/16 {
-		r.arm(now, d)
-	}
+	r.touch()
 	n, err := r.c.Read(p)
-	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-		err = &SilentError{Idle: d}
+	return n, r.silent(err)
+}
+
+// silent turns the deadline error of a read past the idle timeout into a
+// *SilentError.
+func (r *IdleReader) silent(err error) error {
+	if r == nil || err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
 	}
-	return n, err
+	if d := time.Duration(r.idle.Load()); d > 0 {
+		return &SilentError{Idle: d}
+	}
+	return err
 }
 
 // SilentError ends a link on which nothing arrived for Idle: the peer has

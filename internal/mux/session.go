@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -144,6 +145,13 @@ type Session struct {
 	readStop chan struct{}
 
 	keepAlive atomic.Int64 // time.Duration between KindKeepAlive frames
+
+	// split is fr, if it is a DataSplitter; linkRC is c's, when the rest
+	// of a split frame can be spliced from it; idle is the IdleReader
+	// under fr, if any (SetIdleReader): splicing counts as reading.
+	split  DataSplitter
+	linkRC syscall.RawConn
+	idle   atomic.Pointer[IdleReader]
 }
 
 type pendingOpen struct {
@@ -200,6 +208,12 @@ func New(c net.Conn, fr Framer, cfg Config) *Session {
 		readStop: make(chan struct{}),
 	}
 	s.keepAlive.Store(int64(cfg.KeepAlive))
+	if ds, ok := fr.(DataSplitter); ok {
+		s.split = ds
+		if tc := tcpConnOf(c); tc != nil && spliceRestOK {
+			s.linkRC, _ = tc.SyscallConn()
+		}
+	}
 	s.wg.Add(2)
 	go s.readLoop()
 	go s.writeLoop()
@@ -460,34 +474,48 @@ func (s *Session) readLoop() {
 	defer close(s.readEnd)
 	for {
 		f, err := s.fr.ReadFrame()
-		if err != nil {
-			close(s.readStop)
-			var pe *ProtocolError
-			if errors.As(err, &pe) {
-				// Bad bytes from the peer: tell it why before closing.
-				if pe.Link == "" {
-					pe.Link = s.cfg.Name
+		if err == nil {
+			err = s.handle(f)
+			if err == nil && f.Rest > 0 {
+				if err = s.takeRest(f); err == nil {
+					continue
 				}
-				s.enqueue(&Frame{Kind: KindClose, ID: -1, Reason: pe.Error(), Abort: true})
-				s.shutdown(pe, true)
+				s.readFailed(err)
 				return
 			}
-			s.shutdown(s.linkError(err), false)
-			return
-		}
-		if err := s.handle(f); err != nil {
-			close(s.readStop)
-			var pc *PeerClosedError
-			if errors.As(err, &pc) {
-				// The peer ended the link: it wants no answer.
-				s.shutdown(err, false)
+			if err != nil {
+				close(s.readStop)
+				var pc *PeerClosedError
+				if errors.As(err, &pc) {
+					// The peer ended the link: it wants no answer.
+					s.shutdown(err, false)
+					return
+				}
+				s.enqueue(&Frame{Kind: KindClose, ID: -1, Reason: err.Error(), Abort: true})
+				s.shutdown(err, true)
 				return
 			}
-			s.enqueue(&Frame{Kind: KindClose, ID: -1, Reason: err.Error(), Abort: true})
-			s.shutdown(err, true)
-			return
+			continue
 		}
+		s.readFailed(err)
+		return
 	}
+}
+
+// readFailed ends the session for an error reading the link.
+func (s *Session) readFailed(err error) {
+	close(s.readStop)
+	var pe *ProtocolError
+	if errors.As(err, &pe) {
+		// Bad bytes from the peer: tell it why before closing.
+		if pe.Link == "" {
+			pe.Link = s.cfg.Name
+		}
+		s.enqueue(&Frame{Kind: KindClose, ID: -1, Reason: pe.Error(), Abort: true})
+		s.shutdown(pe, true)
+		return
+	}
+	s.shutdown(s.linkError(err), false)
 }
 
 func (s *Session) linkError(err error) error {
@@ -547,7 +575,7 @@ func (s *Session) handle(f *Frame) error {
 		st := s.streams[f.ID]
 		s.mu.Unlock()
 		if st == nil {
-			if len(f.Data) > 0 && f.ID >= 0 {
+			if (len(f.Data) > 0 || f.Rest > 0) && f.ID >= 0 {
 				// Either a race with our Close (the peer will ignore this
 				// answer) or a peer that sends for a session that never was.
 				s.enqueue(&Frame{Kind: KindClose, ID: f.ID, Abort: true,

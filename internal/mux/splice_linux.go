@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -299,4 +300,169 @@ func putPipe(p *pipe, left int) {
 func (p *pipe) close() {
 	syscall.Close(p.r)
 	syscall.Close(p.w)
+}
+
+const spliceRestOK = true
+
+// spliceRest moves up to rest bytes of a split Data frame (the next bytes
+// on link) to the stream's TCP destination inside the kernel: from the
+// link into a pipe, waiting for the link, then from the pipe to the
+// destination without waiting. What the destination has no room for is
+// read back from the pipe and buffered, as push does. ok is false, with
+// nothing taken, when the stream cannot take bytes that way now (no TCP
+// destination, bytes buffered ahead of these, no pipe to be had). err is
+// the link's.
+func (st *Stream) spliceRest(link syscall.RawConn, rest int, idle *IdleReader) (n int, ok bool, err error) {
+	st.mu.Lock()
+	sink := st.sink
+	can := st.spliceableLocked(sink)
+	st.mu.Unlock()
+	if !can {
+		return 0, false, nil
+	}
+	p := getPipe()
+	if p == nil {
+		return 0, false, nil
+	}
+	idle.touch()
+	got, err := spliceFill(link, p, min(rest, spliceChunk))
+	if err != nil {
+		putPipe(p, 0) // spliceFill took nothing
+		return 0, true, idle.silent(err)
+	}
+	// Only the read loop buffers a stream's bytes, but PushTo may have
+	// returned meanwhile: check again before the bytes go out.
+	var sent, grant int
+	st.mu.Lock()
+	if st.spliceableLocked(sink) {
+		var werr error
+		sent, werr = spliceDrain(sink.raw, p, got)
+		if sent > 0 {
+			sink.n.Add(int64(sent))
+			grant = st.consumed(sent)
+		}
+		if werr != nil {
+			// As in deliver: WriteTo returns the error, and what still
+			// arrives for the stream is dropped.
+			sink.err = werr
+		}
+	}
+	failed := sink.err != nil
+	st.mu.Unlock()
+	sink.counted(sent)
+	st.grant(grant)
+	if failed {
+		signal(st.readReady)
+	}
+	if left := got - sent; left > 0 {
+		st.pushFromPipe(p, left)
+		return got, true, nil
+	}
+	putPipe(p, 0)
+	return got, true, nil
+}
+
+// spliceableLocked reports whether the stream's next bytes may go
+// straight to sink: its TCP destination, with nothing buffered ahead of
+// them. st.mu is held.
+func (st *Stream) spliceableLocked(sink *pusher) bool {
+	if sink == nil || st.sink != sink || sink.raw == nil || sink.err != nil ||
+		st.draining > 0 || st.roff < len(st.rbuf) || st.rclosed || st.rerr != nil {
+		return false
+	}
+	select {
+	case <-st.closed:
+		return false
+	default:
+		return true
+	}
+}
+
+// pushFromPipe reads the n bytes left in p and pushes them, then gives
+// p back (or closes it, if it cannot be emptied).
+func (st *Stream) pushFromPipe(p *pipe, n int) {
+	bp := restPool.Get().(*[]byte)
+	defer restPool.Put(bp)
+	for n > 0 {
+		m, err := syscall.Read(p.r, (*bp)[:min(n, len(*bp))])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil || m <= 0 {
+			// Not expected of a pipe holding n bytes; the stream has
+			// lost bytes, so it cannot go on.
+			putPipe(p, n)
+			st.Abort(fmt.Errorf("rtcp: reading back spliced bytes: %v", os.NewSyscallError("read", err)))
+			return
+		}
+		st.push((*bp)[:m])
+		n -= m
+	}
+	putPipe(p, 0)
+}
+
+// spliceFill moves up to max bytes from link into the empty pipe p,
+// waiting for link to have some.
+func spliceFill(link syscall.RawConn, p *pipe, max int) (int, error) {
+	var (
+		got  int
+		serr error
+	)
+	err := link.Read(func(fd uintptr) bool {
+		for {
+			m, e := syscall.Splice(int(fd), nil, p.w, nil, max, spliceNonblock|spliceMove)
+			switch {
+			case e == syscall.EINTR:
+				continue
+			case e == syscall.EAGAIN:
+				return false // nothing to read: wait
+			case e != nil:
+				serr = os.NewSyscallError("splice", e)
+			case m <= 0:
+				serr = io.ErrUnexpectedEOF // the link ended inside a frame
+			default:
+				got = int(m)
+			}
+			return true
+		}
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return 0, &net.OpError{Op: "read", Net: "tcp", Err: err}
+	}
+	return got, nil
+}
+
+// spliceDrain moves up to n bytes from p to the socket of dst without
+// waiting, and returns how many it moved.
+func spliceDrain(dst syscall.RawConn, p *pipe, n int) (sent int, err error) {
+	var serr error
+	werr := dst.Write(func(fd uintptr) bool {
+		for sent < n {
+			m, e := syscall.Splice(p.r, nil, int(fd), nil, n-sent, spliceNonblock|spliceMove)
+			switch {
+			case e == syscall.EINTR:
+				continue
+			case e == syscall.EAGAIN:
+				return true // full: the rest is buffered
+			case e != nil:
+				serr = os.NewSyscallError("splice", e)
+				return true
+			case m <= 0:
+				serr = io.ErrUnexpectedEOF
+				return true
+			}
+			sent += int(m)
+		}
+		return true
+	})
+	if werr == nil {
+		werr = serr
+	}
+	if werr != nil {
+		return sent, &net.OpError{Op: "write", Net: "tcp", Err: werr}
+	}
+	return sent, nil
 }

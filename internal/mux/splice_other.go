@@ -2,10 +2,19 @@
 
 package mux
 
-import "net"
+import (
+	"net"
+	"syscall"
+)
 
 // SpliceFrom moves bytes in the kernel on Linux only; elsewhere it
 // reports ok false and the caller copies.
 func (st *Stream) SpliceFrom(src *net.TCPConn, count func(n int)) (n int64, ok bool, err error) {
+	return 0, false, nil
+}
+
+const spliceRestOK = false
+
+func (st *Stream) spliceRest(link syscall.RawConn, rest int, idle *IdleReader) (n int, ok bool, err error) {
 	return 0, false, nil
 }

@@ -62,10 +62,12 @@ const largeData = 16 << 10
 // one writev on a TCP connection.
 type Framer struct {
 	// Reading.
-	r  *yamux.Reader
-	q  [5]mux.Frame // what one yamux frame says, handed out in order
-	qi int
-	qn int
+	r     *yamux.Reader
+	src   io.Reader
+	split bool         // SplitData
+	q     [5]mux.Frame // what one yamux frame says, handed out in order
+	qi    int
+	qn    int
 
 	// Writing.
 	w       io.Writer
@@ -99,6 +101,7 @@ const (
 func NewFramer(r io.Reader, w io.Writer, maxData int) *Framer {
 	return &Framer{
 		r:       yamux.NewReader(r, maxData),
+		src:     r,
 		w:       w,
 		wbuf:    make([]byte, 0, writeBufSize),
 		grantAt: -1,
@@ -124,6 +127,46 @@ func (fr *Framer) ReadFrame() (*mux.Frame, error) {
 	return f, nil
 }
 
+// SplitData lets ReadFrame leave the bytes of a long Data frame on the
+// connection for the session to take itself (mux.DataSplitter): spliced,
+// for a stream relayed into a TCP socket. Call it before the session
+// starts, and only when the Framer reads the connection the session runs
+// on, directly or through readers that report what they buffer (a
+// *bufio.Reader, a *mux.IdleReader).
+func (fr *Framer) SplitData() { fr.split = true }
+
+// ReadRest reads up to len(p) bytes of the rest of a split Data frame.
+func (fr *Framer) ReadRest(p []byte) (int, error) { return fr.r.ReadRest(p) }
+
+// Direct reports whether the rest of a split Data frame is the next bytes
+// on the connection: nothing of it is buffered on the way.
+func (fr *Framer) Direct() bool {
+	if fr.r.Buffered() > 0 {
+		return false
+	}
+	switch src := fr.src.(type) {
+	case interface{ Buffered() int }:
+		return src.Buffered() == 0
+	case net.Conn, *mux.IdleReader:
+		return true
+	}
+	return false
+}
+
+// TookRest records n bytes of the rest of a split Data frame taken
+// straight from the connection, and err, if that failed.
+func (fr *Framer) TookRest(n int, err error) error {
+	if n > 0 {
+		if terr := fr.r.Took(n); terr != nil {
+			return terr
+		}
+	}
+	if err != nil {
+		return fr.r.Fail(err)
+	}
+	return nil
+}
+
 func (fr *Framer) push(f mux.Frame) {
 	fr.q[fr.qn] = f
 	fr.qn++
@@ -133,7 +176,17 @@ func (fr *Framer) push(f mux.Frame) {
 // empty Data frame with no flags).
 func (fr *Framer) decode() error {
 	fr.qi, fr.qn = 0, 0
-	h, p, err := fr.r.ReadFrame()
+	var (
+		h    yamux.Header
+		p    []byte
+		rest int
+		err  error
+	)
+	if fr.split {
+		h, p, rest, err = fr.r.ReadFrameSplit()
+	} else {
+		h, p, err = fr.r.ReadFrame()
+	}
 	if err != nil {
 		if errors.Is(err, yamux.ErrVersion) || errors.Is(err, yamux.ErrType) || errors.Is(err, yamux.ErrTooLong) {
 			// The session tells the peer (a GoAway) before it closes.
@@ -154,8 +207,8 @@ func (fr *Framer) decode() error {
 		if h.Flags&yamux.FlagACK != 0 {
 			fr.push(mux.Frame{Kind: mux.KindAck, ID: id})
 		}
-		if len(p) > 0 {
-			fr.push(mux.Frame{Kind: mux.KindData, ID: id, Data: p})
+		if len(p) > 0 || rest > 0 {
+			fr.push(mux.Frame{Kind: mux.KindData, ID: id, Data: p, Rest: rest})
 		}
 		if h.Type == yamux.TypeWindowUpdate && h.Length > 0 {
 			fr.push(mux.Frame{Kind: mux.KindData, ID: id, Credit: int(h.Length)})

@@ -185,3 +185,50 @@ func TestParseHeaderShort(t *testing.T) {
 		t.Error("ParseHeader of 11 bytes succeeded")
 	}
 }
+
+// TestReaderSplit: a Data frame longer than what is buffered comes split;
+// its rest is read with ReadRest or taken with Took; reading on before
+// the rest is taken, or taking more than it, breaks the Reader.
+func TestReaderSplit(t *testing.T) {
+	payload := strings.Repeat("y", 40<<10)
+	wire := hdr(TypeData, 0, 5, uint32(len(payload))) + payload + hdr(TypeData, 0, 5, 2) + "ok"
+
+	r := NewReader(strings.NewReader(wire), 0)
+	h, p, rest, err := r.ReadFrameSplit()
+	if err != nil || h.StreamID != 5 || len(p)+rest != len(payload) || rest == 0 {
+		t.Fatalf("ReadFrameSplit = %v, %d bytes, rest %d, %v; want stream 5 split", h, len(p), rest, err)
+	}
+	got := string(p)
+	buf := make([]byte, 1000)
+	for r.Rest() > 0 {
+		n, err := r.ReadRest(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got += string(buf[:n])
+	}
+	if got != payload {
+		t.Fatalf("split payload differs")
+	}
+	if n, err := r.ReadRest(buf); n != 0 || err != io.EOF {
+		t.Fatalf("ReadRest with no rest = %d, %v; want 0, io.EOF", n, err)
+	}
+	if h, p, rest, err := r.ReadFrameSplit(); err != nil || string(p) != "ok" || rest != 0 {
+		t.Fatalf("next frame = %v %q rest %d, %v", h, p, rest, err)
+	}
+
+	r = NewReader(strings.NewReader(wire), 0)
+	r.ReadFrameSplit()
+	if _, _, err := r.ReadFrame(); err == nil {
+		t.Fatal("ReadFrame with the rest not taken returned no error")
+	}
+
+	r = NewReader(iotest.HalfReader(strings.NewReader(wire)), 0)
+	_, _, rest, _ = r.ReadFrameSplit()
+	if err := r.Took(rest + 1); err == nil {
+		t.Fatal("Took more than the rest returned no error")
+	}
+	if _, _, _, err := r.ReadFrameSplit(); err == nil {
+		t.Fatal("ReadFrameSplit after a bad Took returned no error")
+	}
+}

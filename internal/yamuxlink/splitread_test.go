@@ -1,0 +1,308 @@
+//go:build linux
+
+package yamuxlink
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"rtcp/internal/mux"
+	"rtcp/protocol/yamux"
+)
+
+// Tests of split Data frames (Framer.SplitData, mux.DataSplitter): the
+// receiving session takes the bytes of a long frame off the link itself,
+// spliced into the destination of a stream relayed with WriteTo, read and
+// buffered otherwise.
+
+// splitCount is a Framer with SplitData on that counts the frames it
+// split, the bytes left to the session, and those of them the session
+// read with ReadRest rather than splice.
+type splitCount struct {
+	*Framer
+	frames, rest, read atomic.Int64
+}
+
+func (s *splitCount) ReadRest(p []byte) (int, error) {
+	n, err := s.Framer.ReadRest(p)
+	s.read.Add(int64(n))
+	return n, err
+}
+
+// spliced returns how many bytes of split frames were spliced.
+func (s *splitCount) spliced() int64 { return s.rest.Load() - s.read.Load() }
+
+func newSplitCount(c net.Conn) *splitCount {
+	fr := NewFramer(c, c, DefaultWindow)
+	fr.SplitData()
+	return &splitCount{Framer: fr}
+}
+
+func (s *splitCount) ReadFrame() (*mux.Frame, error) {
+	f, err := s.Framer.ReadFrame()
+	if err == nil && f.Rest > 0 {
+		s.frames.Add(1)
+		s.rest.Add(int64(f.Rest))
+	}
+	return f, err
+}
+
+// splitRig is a client session and a server session whose Framer splits,
+// on a loopback link.
+type splitRig struct {
+	client, server *mux.Session
+	ca             *audit
+	split          *splitCount
+}
+
+func newSplitRig(t *testing.T) *splitRig {
+	t.Helper()
+	cc, sc := tcpPair(t)
+	r := &splitRig{ca: newAudit(t, cc), split: newSplitCount(sc)}
+	r.client = ours(cc, true, r.ca, nil)
+	r.server = mux.New(sc, r.split, Config(false, DefaultWindow))
+	t.Cleanup(func() {
+		done := make(chan struct{})
+		go func() {
+			r.server.Close()
+			close(done)
+		}()
+		r.client.Close()
+		<-done
+	})
+	return r
+}
+
+// sinkTo runs st.WriteTo into one end of a TCP connection (half-closing
+// it at the stream's end, as the relay does) and returns the other end.
+func sinkTo(t *testing.T, st *mux.Stream) (out net.Conn, res <-chan error) {
+	t.Helper()
+	w, out := tcpPair(t)
+	ch := make(chan error, 1)
+	go func() {
+		_, err := st.WriteTo(w)
+		if err == nil {
+			w.(*net.TCPConn).CloseWrite()
+		}
+		ch <- err
+	}()
+	t.Cleanup(func() { w.Close(); out.Close() })
+	return out, ch
+}
+
+// TestSplitDelivery sends bulk data from our client to a server that
+// splits long frames, the server's stream relayed into a TCP socket by
+// WriteTo: every byte arrives, in order, then the end; long frames were
+// split.
+func TestSplitDelivery(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		chunk int // the sender's Write size
+		stall bool
+	}{
+		{"1 MiB writes", 1 << 20, false},
+		{"100 KiB writes", 100 << 10, false},
+		{"destination stalled", 1 << 20, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newSplitRig(t)
+			a, b := openOurs(t, r.client, r.server.Accept)
+			out, res := sinkTo(t, b)
+			n := spliceSize
+			if tc.stall {
+				// Small socket buffers, so that the window, not the
+				// sockets, holds the sender.
+				out.(*net.TCPConn).SetReadBuffer(32 << 10)
+				n = max(n, 3*DefaultWindow)
+			}
+			sent := make(chan [32]byte, 1)
+			go func() {
+				sum, err := writePattern(a, n, tc.chunk, 3)
+				if err != nil {
+					t.Errorf("writing: %v", err)
+				}
+				a.CloseWrite()
+				sent <- sum
+			}()
+			if tc.stall {
+				// Read nothing until the sender is held by the window:
+				// the destination's socket fills, what was spliced for it
+				// and did not fit is read back and buffered, and so is
+				// what follows.
+				recv(t, "the sender's window to run out", r.ca.sendFull)
+			}
+			got := recv(t, "the destination's bytes", readSumAsync(out))
+			want := recv(t, "the sender", sent)
+			if got.err != nil || got.n != int64(n) || got.sum != want {
+				t.Fatalf("destination read %d bytes (%v), sum match %v; want %d bytes", got.n, got.err, got.sum == want, n)
+			}
+			if err := recv(t, "WriteTo", res); err != nil {
+				t.Fatalf("WriteTo: %v", err)
+			}
+			if r.split.frames.Load() == 0 || r.split.spliced() == 0 {
+				t.Errorf("%d frames split, %d bytes spliced; want some of each", r.split.frames.Load(), r.split.spliced())
+			}
+		})
+	}
+}
+
+// rawSplitServer is a server session whose Framer splits, and the raw
+// connection to it, whose incoming bytes are drained.
+func rawSplitServer(t *testing.T) (raw net.Conn, s *mux.Session, split *splitCount) {
+	t.Helper()
+	raw, sc := tcpPair(t)
+	split = newSplitCount(sc)
+	s = mux.New(sc, split, Config(false, DefaultWindow))
+	drained := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, raw)
+		close(drained)
+	}()
+	t.Cleanup(func() {
+		raw.Close()
+		s.Close()
+		<-drained
+	})
+	return raw, s, split
+}
+
+func frame(typ yamux.Type, flags yamux.Flags, id uint32, payload []byte) []byte {
+	n := uint32(len(payload))
+	if typ != yamux.TypeData {
+		n = 0
+	}
+	return append(yamux.Header{Type: typ, Flags: flags, StreamID: id, Length: n}.Append(nil), payload...)
+}
+
+func open1() []byte { return frame(yamux.TypeWindowUpdate, yamux.FlagSYN, 1, nil) }
+
+// TestSplitRawWire feeds a splitting server long Data frames written by
+// hand: the end that comes on the frame itself, a frame for no stream, a
+// link cut inside a frame, and a stream read with Read rather than
+// relayed.
+func TestSplitRawWire(t *testing.T) {
+	long := bytes.Repeat([]byte("0123456789abcdef"), 200<<10/16)
+
+	t.Run("end on the long frame", func(t *testing.T) {
+		raw, s, split := rawSplitServer(t)
+		raw.Write(append(open1(), frame(yamux.TypeData, 0, 1, []byte("x"))...))
+		st, err := s.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, res := sinkTo(t, st)
+		// Once "x" is out, WriteTo is running: the long frame is spliced.
+		var x [1]byte
+		if _, err := io.ReadFull(out, x[:]); err != nil {
+			t.Fatal(err)
+		}
+		raw.Write(frame(yamux.TypeData, yamux.FlagFIN, 1, long))
+		got := recv(t, "the destination's bytes", readSumAsync(out))
+		if got.err != nil || got.n != int64(len(long)) || got.sum != sha(long) {
+			t.Fatalf("destination read %d bytes (%v); want the %d sent, then the end", got.n, got.err, len(long))
+		}
+		if err := recv(t, "WriteTo", res); err != nil {
+			t.Fatalf("WriteTo: %v", err)
+		}
+		if split.frames.Load() != 1 || split.spliced() == 0 {
+			t.Errorf("%d frames split, %d bytes spliced; want 1, and some spliced", split.frames.Load(), split.spliced())
+		}
+	})
+
+	t.Run("long frame for no stream", func(t *testing.T) {
+		raw, s, split := rawSplitServer(t)
+		var w []byte
+		w = append(w, frame(yamux.TypeData, 0, 99, long)...)
+		w = append(w, open1()...)
+		w = append(w, frame(yamux.TypeData, yamux.FlagFIN, 1, []byte("hello"))...)
+		raw.Write(w)
+		st, err := s.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(st)
+		if err != nil || string(b) != "hello" {
+			t.Fatalf("stream 1 read %q, %v; want hello and the end", b, err)
+		}
+		if split.rest.Load() == 0 {
+			t.Errorf("the frame for stream 99 was not split")
+		}
+	})
+
+	t.Run("read with Read", func(t *testing.T) {
+		raw, s, split := rawSplitServer(t)
+		raw.Write(append(open1(), frame(yamux.TypeData, yamux.FlagFIN, 1, long)...))
+		st, err := s.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b []byte
+		within(t, "reading the stream", func() { b, err = io.ReadAll(st) })
+		if err != nil || !bytes.Equal(b, long) {
+			t.Fatalf("read %d bytes, %v; want the %d sent and the end", len(b), err, len(long))
+		}
+		if split.frames.Load() != 1 || split.spliced() != 0 {
+			t.Errorf("%d frames split, %d bytes spliced; want 1, and none spliced with no destination", split.frames.Load(), split.spliced())
+		}
+	})
+
+	t.Run("link cut inside a long frame", func(t *testing.T) {
+		raw, s, _ := rawSplitServer(t)
+		w := append(open1(), frame(yamux.TypeData, 0, 1, long)...)
+		raw.Write(w[:len(w)-len(long)/2])
+		st, err := s.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, res := sinkTo(t, st)
+		raw.Close()
+		if err := recv(t, "WriteTo", res); err == nil || errors.Is(err, io.EOF) {
+			t.Fatalf("WriteTo after the link was cut inside a frame: %v; want an error", err)
+		}
+		<-s.Done()
+		if err := s.Err(); err == nil || !strings.Contains(err.Error(), "cut short") {
+			t.Errorf("session ended with %v; want the frame cut short", err)
+		}
+	})
+}
+
+func sha(b []byte) [32]byte {
+	s, _, _ := readSum(bytes.NewReader(b))
+	return s
+}
+
+// TestSplitDestinationFails resets the destination of a stream whose
+// frames are spliced: WriteTo fails, and the session and its other
+// streams go on.
+func TestSplitDestinationFails(t *testing.T) {
+	r := newSplitRig(t)
+	a, b := openOurs(t, r.client, r.server.Accept)
+	out, res := sinkTo(t, b)
+	writing := feedForever(a)
+	if _, err := io.ReadFull(out, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	out.(*net.TCPConn).SetLinger(0)
+	out.Close()
+	err := recv(t, "WriteTo", res)
+	if err == nil {
+		t.Fatal("WriteTo into a reset destination returned nil")
+	}
+	b.Abort(err) // as the relay does
+	recv(t, "the writer to fail", writing)
+
+	a2, b2 := openOurs(t, r.client, r.server.Accept)
+	if _, err := a2.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	var p [4]byte
+	within(t, "the second stream", func() { _, err = io.ReadFull(b2, p[:]) })
+	if err != nil || string(p[:]) != "ping" {
+		t.Fatalf("second stream read %q, %v", p, err)
+	}
+}
