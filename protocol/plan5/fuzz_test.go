@@ -171,3 +171,59 @@ func FuzzDataFastPath(f *testing.F) {
 		}
 	})
 }
+
+// FuzzHandshakeFastPath holds the hand-written Connect and Ack decoders to
+// encoding/json: whatever body one accepts, encoding/json accepts with the
+// same fields.
+func FuzzHandshakeFastPath(f *testing.F) {
+	for _, s := range []string{
+		`{"X":7}`, `{"X":-1}`, `{"X":007}`, `{"X":1,"R":"no"}`, `{"x":1}`,
+		`{"N":"printer-7"}`, `{"N":"a","Addr":"10.0.0.1:5"}`, `{"N":"a","Addr":"b","Token":"t0k"}`,
+		`{"N":"a\"b"}`, `{"N":"\u00e9"}`, `{"N":"a","Token":"t"}`, `{"N":"<b>"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if got, ok := fastAck(body); ok {
+			var want Ack
+			if err := json.Unmarshal(body, &want); err != nil {
+				t.Fatalf("fast path accepted Ack %q, encoding/json refuses it: %v", body, err)
+			}
+			if *got != want {
+				t.Fatalf("fast path read Ack %q as %+v, encoding/json as %+v", body, *got, want)
+			}
+		}
+		if got, ok := fastConnect(body); ok {
+			var want Connect
+			if err := json.Unmarshal(body, &want); err != nil {
+				t.Fatalf("fast path accepted Connect %q, encoding/json refuses it: %v", body, err)
+			}
+			if *got != want {
+				t.Fatalf("fast path read Connect %q as %+v, encoding/json as %+v", body, *got, want)
+			}
+		}
+	})
+}
+
+// FuzzAppendFast holds the hand-written Connect and Ack encoders to
+// encoding/json: what they write is byte for byte what json.Marshal does.
+func FuzzAppendFast(f *testing.F) {
+	f.Add("printer-7", "10.0.0.1:5", "", int64(3), "")
+	f.Add("a<b", "", "tok", int64(-1), "refused: \"x\"")
+	f.Add("\u00e9", "\x00", "", int64(0), "")
+	f.Fuzz(func(t *testing.T, n, addr, token string, x int64, reason string) {
+		for _, m := range []Message{&Connect{N: n, Addr: addr, Token: token}, &Ack{X: x, R: reason}} {
+			got, ok := appendFast(nil, m)
+			if !ok {
+				continue
+			}
+			want, err := json.Marshal(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != string(want)+"\n" {
+				t.Fatalf("fast path wrote %+v as %q, encoding/json as %q", m, got, want)
+			}
+		}
+	})
+}

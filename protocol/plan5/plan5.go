@@ -214,6 +214,9 @@ func AppendMessage(dst []byte, m Message) []byte {
 	if d, ok := m.(*Data); ok {
 		return appendData(dst, d)
 	}
+	if out, ok := appendFast(dst, m); ok {
+		return out
+	}
 	b, err := json.Marshal(m)
 	if err != nil {
 		// Only strings, numbers and booleans: Marshal cannot fail.
@@ -321,8 +324,14 @@ func (r *Reader) decode(t Type, body []byte) (Message, error) {
 	case TypeAloha:
 		m = new(Aloha)
 	case TypeConnect:
+		if c, ok := fastConnect(body); ok {
+			return c, nil
+		}
 		m = new(Connect)
 	case TypeAck:
+		if a, ok := fastAck(body); ok {
+			return a, nil
+		}
 		m = new(Ack)
 	case TypeClose:
 		m = new(Close)
@@ -343,23 +352,11 @@ func (r *Reader) fastData(b []byte) bool {
 	if len(b) < len(pre) || string(b[:len(pre)]) != pre {
 		return false
 	}
-	b = b[len(pre):]
-	i := 0
-	if i < len(b) && b[i] == '-' {
-		i++
-	}
-	start := i
-	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-		i++
-	}
-	if i-start > 1 && b[start] == '0' {
-		return false // JSON has no leading zeros: let encoding/json refuse it
-	}
-	x, err := strconv.ParseInt(string(b[:i]), 10, 64)
-	if err != nil {
+	x, i, ok := fastInt(b[len(pre):])
+	if !ok {
 		return false
 	}
-	b = b[i:]
+	b = b[len(pre)+i:]
 	const cpre = `,"C":"`
 	if len(b) < len(cpre) || string(b[:len(cpre)]) != cpre {
 		return false
