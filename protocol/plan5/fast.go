@@ -2,11 +2,12 @@ package plan5
 
 import (
 	"bytes"
+	"encoding/base64"
 	"strconv"
 )
 
 // Fast paths for the handshake messages every session starts with:
-// Connect and Ack in their usual forms are written and read without
+// Aloha, Connect and Ack in their usual forms are written and read without
 // encoding/json. Its reflection costs time on the dial path, and it grows
 // the stack of the goroutine that then relays the session for its whole
 // life. Anything else goes through encoding/json, which the fuzz targets
@@ -29,6 +30,8 @@ func plainJSON[T string | []byte](s T) bool {
 // Connect of plain strings, and its '\n'; ok is false for anything else.
 func appendFast(dst []byte, m Message) (_ []byte, ok bool) {
 	switch m := m.(type) {
+	case *Aloha:
+		return appendAloha(dst, m)
 	case *Ack:
 		if m.R != "" {
 			return dst, false
@@ -128,4 +131,151 @@ func fastField(b []byte, pre string, s *string) ([]byte, bool) {
 	}
 	*s = string(b[:end])
 	return b[end+1:], true
+}
+
+// appendAloha writes a as encoding/json does, field by field in the
+// struct's order, when every string in it is plain.
+func appendAloha(dst []byte, a *Aloha) (_ []byte, ok bool) {
+	strs := [...]string{a.N, a.Owner, a.Transport, a.Error, a.Token, a.Via, a.Key, a.Binding}
+	for _, s := range strs {
+		if !plainJSON(s) {
+			return dst, false
+		}
+	}
+	dst = append(dst, `{"V":`...)
+	dst = strconv.AppendInt(dst, int64(a.V), 10)
+	dst = append(dst, `,"R":`...)
+	dst = strconv.AppendInt(dst, int64(a.R), 10)
+	dst = append(dst, `,"N":"`...)
+	dst = append(dst, a.N...)
+	dst = append(dst, '"')
+	num := func(key string, v int) {
+		if v != 0 {
+			dst = append(dst, `,"`+key+`":`...)
+			dst = strconv.AppendInt(dst, int64(v), 10)
+		}
+	}
+	str := func(key, v string) {
+		if v != "" {
+			dst = append(dst, `,"`+key+`":"`...)
+			dst = append(dst, v...)
+			dst = append(dst, '"')
+		}
+	}
+	bin := func(key string, v []byte) {
+		if len(v) > 0 {
+			dst = append(dst, `,"`+key+`":"`...)
+			dst = base64.StdEncoding.AppendEncode(dst, v)
+			dst = append(dst, '"')
+		}
+	}
+	num("HeartBeat", a.HeartBeat)
+	num("Window", a.Window)
+	num("MaxLine", a.MaxLine)
+	if a.HalfClose {
+		dst = append(dst, `,"HalfClose":true`...)
+	}
+	str("Owner", a.Owner)
+	str("Transport", a.Transport)
+	str("Error", a.Error)
+	str("Token", a.Token)
+	str("Via", a.Via)
+	str("Key", a.Key)
+	bin("Challenge", a.Challenge)
+	str("Binding", a.Binding)
+	bin("Proof", a.Proof)
+	return append(dst, '}', '\n'), true
+}
+
+// fastAloha decodes an Aloha object of known keys, in any order, whose
+// values are integers, booleans and plain strings, with no spaces.
+func fastAloha(b []byte) (*Aloha, bool) {
+	if len(b) < 2 || b[0] != '{' || b[len(b)-1] != '}' {
+		return nil, false
+	}
+	b = b[1 : len(b)-1]
+	var a Aloha
+	for i := 0; len(b) > 0; i++ {
+		if i > 0 {
+			if b[0] != ',' {
+				return nil, false
+			}
+			b = b[1:]
+		}
+		var key string
+		var ok bool
+		if b, ok = fastField(b, `"`, &key); !ok || len(b) == 0 || b[0] != ':' {
+			return nil, false
+		}
+		b = b[1:]
+		switch key {
+		case "V", "R", "HeartBeat", "Window", "MaxLine":
+			x, n, ok := fastInt(b)
+			if !ok || int64(int(x)) != x {
+				return nil, false
+			}
+			b = b[n:]
+			switch key {
+			case "V":
+				a.V = int(x)
+			case "R":
+				a.R = Role(x)
+			case "HeartBeat":
+				a.HeartBeat = int(x)
+			case "Window":
+				a.Window = int(x)
+			case "MaxLine":
+				a.MaxLine = int(x)
+			}
+		case "HalfClose":
+			switch {
+			case bytes.HasPrefix(b, []byte("true")):
+				a.HalfClose, b = true, b[4:]
+			case bytes.HasPrefix(b, []byte("false")):
+				a.HalfClose, b = false, b[5:]
+			default:
+				return nil, false
+			}
+		case "N", "Owner", "Transport", "Error", "Token", "Via", "Key", "Binding":
+			var s string
+			if b, ok = fastField(b, `"`, &s); !ok {
+				return nil, false
+			}
+			switch key {
+			case "N":
+				a.N = s
+			case "Owner":
+				a.Owner = s
+			case "Transport":
+				a.Transport = s
+			case "Error":
+				a.Error = s
+			case "Token":
+				a.Token = s
+			case "Via":
+				a.Via = s
+			case "Key":
+				a.Key = s
+			case "Binding":
+				a.Binding = s
+			}
+		case "Challenge", "Proof":
+			var s string
+			if b, ok = fastField(b, `"`, &s); !ok {
+				return nil, false
+			}
+			v, err := base64.StdEncoding.DecodeString(s)
+			if err != nil {
+				return nil, false
+			}
+			if key == "Challenge" {
+				a.Challenge = v
+			} else {
+				a.Proof = v
+			}
+		default:
+			return nil, false
+		}
+	}
+	return &a, true
 }

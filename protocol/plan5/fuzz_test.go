@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -180,10 +181,22 @@ func FuzzHandshakeFastPath(f *testing.F) {
 		`{"X":7}`, `{"X":-1}`, `{"X":007}`, `{"X":1,"R":"no"}`, `{"x":1}`,
 		`{"N":"printer-7"}`, `{"N":"a","Addr":"10.0.0.1:5"}`, `{"N":"a","Addr":"b","Token":"t0k"}`,
 		`{"N":"a\"b"}`, `{"N":"\u00e9"}`, `{"N":"a","Token":"t"}`, `{"N":"<b>"}`,
+		`{"V":10000,"R":3,"N":"c","HeartBeat":15000,"Window":262144,"MaxLine":65536,"HalfClose":true,"Transport":"raw"}`,
+		`{"V":10000,"R":4,"N":"dp","Challenge":"AAEC","Binding":"tls-exporter"}`,
+		`{"V":1,"R":2,"N":"s","Owner":"o","Key":"k","Proof":""}`, `{}`, `{"V":1,"V":2}`, `{"HalfClose":false}`,
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
+		if got, ok := fastAloha(body); ok {
+			var want Aloha
+			if err := json.Unmarshal(body, &want); err != nil {
+				t.Fatalf("fast path accepted Aloha %q, encoding/json refuses it: %v", body, err)
+			}
+			if !reflect.DeepEqual(*got, want) {
+				t.Fatalf("fast path read Aloha %q as %+v, encoding/json as %+v", body, *got, want)
+			}
+		}
 		if got, ok := fastAck(body); ok {
 			var want Ack
 			if err := json.Unmarshal(body, &want); err != nil {
@@ -208,11 +221,14 @@ func FuzzHandshakeFastPath(f *testing.F) {
 // FuzzAppendFast holds the hand-written Connect and Ack encoders to
 // encoding/json: what they write is byte for byte what json.Marshal does.
 func FuzzAppendFast(f *testing.F) {
-	f.Add("printer-7", "10.0.0.1:5", "", int64(3), "")
-	f.Add("a<b", "", "tok", int64(-1), "refused: \"x\"")
-	f.Add("\u00e9", "\x00", "", int64(0), "")
-	f.Fuzz(func(t *testing.T, n, addr, token string, x int64, reason string) {
-		for _, m := range []Message{&Connect{N: n, Addr: addr, Token: token}, &Ack{X: x, R: reason}} {
+	f.Add("printer-7", "10.0.0.1:5", "", int64(3), "", []byte(nil))
+	f.Add("a<b", "", "tok", int64(-1), "refused: \"x\"", []byte{0, 1, 2})
+	f.Add("\u00e9", "\x00", "", int64(0), "", []byte{})
+	f.Fuzz(func(t *testing.T, n, addr, token string, x int64, reason string, blob []byte) {
+		aloha := &Aloha{V: int(x), R: Role(x >> 3), N: n, HeartBeat: int(x >> 1), Window: int(x >> 2), MaxLine: int(x >> 4),
+			HalfClose: x&1 == 1, Owner: addr, Transport: token, Error: reason, Token: addr, Via: token, Key: n,
+			Challenge: blob, Binding: reason, Proof: blob[len(blob)/2:]}
+		for _, m := range []Message{&Connect{N: n, Addr: addr, Token: token}, &Ack{X: x, R: reason}, aloha} {
 			got, ok := appendFast(nil, m)
 			if !ok {
 				continue

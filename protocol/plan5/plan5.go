@@ -322,6 +322,9 @@ func (r *Reader) decode(t Type, body []byte) (Message, error) {
 		r.data = Data{C: r.data.C[:0]}
 		m = &r.data
 	case TypeAloha:
+		if a, ok := fastAloha(body); ok {
+			return a, nil
+		}
 		m = new(Aloha)
 	case TypeConnect:
 		if c, ok := fastConnect(body); ok {
