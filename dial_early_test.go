@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,5 +94,44 @@ func TestDialEarlyConnectFallback(t *testing.T) {
 	}
 	if _, ok := rawDPs.Load(addr); ok {
 		t.Errorf("the DP is still taken to offer the raw leg")
+	}
+}
+
+// TestDPAnswersEarlyConnect: a raw client that sends its Connect with its
+// Aloha gets the DP's Aloha and the answer to its Connect together, in
+// that order: Ack and then the session's bytes for a served name, Ack -1
+// with the reason for any other.
+func TestDPAnswersEarlyConnect(t *testing.T) {
+	dp := runDP(t, new(DiscoverPoint))
+	l, err := Listen(dp, "echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveEcho(t, l)
+	hello := func(name string) *rawPeer {
+		p := dialRaw(t, dp)
+		p.send(string(plan5.AppendMessage(plan5.AppendMessage(nil,
+			&plan5.Aloha{V: plan5.Version, R: plan5.RoleIC, Transport: wireRaw}),
+			&plan5.Connect{N: name})))
+		if a, ok := p.read().(*plan5.Aloha); !ok || a.R != plan5.RoleDP || a.Transport != wireRaw {
+			t.Fatalf("first answer %+v, want the DP's Aloha offering the raw leg", a)
+		}
+		return p
+	}
+
+	p := hello("echo")
+	if ack, ok := p.read().(*plan5.Ack); !ok || ack.X < 0 {
+		t.Fatalf("answer to Connect %+v, want Ack", ack)
+	}
+	p.send("ping")
+	buf := make([]byte, 4)
+	p.c.SetReadDeadline(time.Now().Add(wireTimeout))
+	if _, err := io.ReadFull(p.r.Buffered(), buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("echo read %q, %v", buf, err)
+	}
+
+	p = hello("nobody")
+	if ack, ok := p.read().(*plan5.Ack); !ok || ack.X >= 0 || !strings.Contains(ack.R, `"nobody"`) {
+		t.Fatalf("answer to Connect %+v, want Ack -1 naming the server", ack)
 	}
 }

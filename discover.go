@@ -642,12 +642,19 @@ func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	ours := dp.ourAloha()
 	if a.Transport == wireRaw {
 		ours.Transport = wireRaw
+		if r.Buffered().Buffered() > 0 {
+			// The client sent its Connect with its Aloha (it knows this
+			// DP): our Aloha goes with the answer, in one write and one
+			// wake-up of the client instead of two.
+			dp.serveRawClient(c, r, a, who, ours)
+			return
+		}
 	}
 	if err := plan5link.WriteMessage(c, ours, 0); err != nil {
 		return
 	}
 	if ours.Transport == wireRaw {
-		dp.serveRawClient(c, r, a, who)
+		dp.serveRawClient(c, r, a, who, nil)
 		return
 	}
 	c.SetDeadline(time.Time{})
@@ -714,16 +721,26 @@ func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 
 // serveRawClient serves a client that asked for raw bytes after the Ack:
 // Connect and Ack are Plan5 messages, then the connection is the session.
-func (dp *DiscoverPoint) serveRawClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha, who principal) {
+// If ours is not nil, the DP's Aloha has not been sent yet: it goes in
+// front of the first message.
+func (dp *DiscoverPoint) serveRawClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha, who principal, ours *plan5.Aloha) {
+	answer := func(m plan5.Message, timeout time.Duration) error {
+		if ours != nil {
+			a := ours
+			ours = nil
+			return plan5link.WriteMessages(c, timeout, a, m)
+		}
+		return plan5link.WriteMessage(c, m, timeout)
+	}
 	m, err := r.ReadMessage()
 	if err != nil {
 		dp.log().Info("rtcp: client sent no Connect", "remote", c.RemoteAddr(), "err", err)
-		dp.closeWith(c, -1, fmt.Sprintf("rtcp: want Connect after the Aloha: %v", err))
+		answer(closeMessage(-1, fmt.Sprintf("rtcp: want Connect after the Aloha: %v", err)), time.Second)
 		return
 	}
 	cm, ok := m.(*plan5.Connect)
 	if !ok {
-		dp.closeWith(c, -1, fmt.Sprintf("rtcp: want Connect after the Aloha, got %v", m.Type()))
+		answer(closeMessage(-1, fmt.Sprintf("rtcp: want Connect after the Aloha, got %v", m.Type())), time.Second)
 		return
 	}
 	c.SetDeadline(time.Time{})
@@ -734,13 +751,17 @@ func (dp *DiscoverPoint) serveRawClient(c net.Conn, r *plan5.Reader, a *plan5.Al
 		if err != nil {
 			ack = &plan5.Ack{X: -1, R: err.Error()}
 		}
-		return plan5link.WriteMessage(c, ack, dp.HandshakeTimeout) == nil
+		return answer(ack, dp.HandshakeTimeout) == nil
 	})
 }
 
 // closeWith tells a peer why its connection ends, as Close X=-1.
 func (dp *DiscoverPoint) closeWith(c net.Conn, x int64, reason string) {
-	plan5link.WriteMessage(c, &plan5.Close{X: x, R: reason, Abort: true}, time.Second)
+	plan5link.WriteMessage(c, closeMessage(x, reason), time.Second)
+}
+
+func closeMessage(x int64, reason string) *plan5.Close {
+	return &plan5.Close{X: x, R: reason, Abort: true}
 }
 
 // relayTo opens a session to the server name for the plain byte stream c

@@ -153,11 +153,20 @@ func CheckAloha(a *plan5.Aloha, roles ...plan5.Role) error {
 // WriteMessage writes one message straight to c (used for handshakes,
 // before a session owns the connection).
 func WriteMessage(c net.Conn, m plan5.Message, timeout time.Duration) error {
+	return WriteMessages(c, timeout, m)
+}
+
+// WriteMessages is WriteMessage for several messages, in one write.
+func WriteMessages(c net.Conn, timeout time.Duration, ms ...plan5.Message) error {
 	if timeout > 0 {
 		c.SetWriteDeadline(time.Now().Add(timeout))
 		defer c.SetWriteDeadline(time.Time{})
 	}
-	_, err := c.Write(plan5.AppendMessage(nil, m))
+	var b []byte
+	for _, m := range ms {
+		b = plan5.AppendMessage(b, m)
+	}
+	_, err := c.Write(b)
 	return err
 }
 

@@ -17,6 +17,8 @@
 // The package is a pure codec: no goroutines, no network and no clocks.
 // [Header.Append] encodes a header; [ParseHeader] decodes one; a [Reader]
 // decodes the frames of one connection for its whole life without
-// allocating per frame, and refuses Data frames longer than a cap. The
-// decoder never panics, whatever the bytes.
+// allocating per frame, and refuses Data frames longer than a cap. With
+// [Reader.ReadFrameSplit] a caller takes the rest of a long Data frame
+// itself, straight from the connection (rtcp splices it into another
+// socket). The decoder never panics, whatever the bytes.
 package yamux
