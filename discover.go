@@ -447,7 +447,7 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	var startKA func() // keepalive, once the handshake is over
 	if a.Transport == wireYamux {
 		keepAlive := keepAlivePeriod(dp.KeepAlive)
-		s := newYamuxSession(c, r, true, fmt.Sprintf("link to server %q at %s", a.N, c.RemoteAddr()))
+		s := newYamuxSession(c, r, ir, true, fmt.Sprintf("link to server %q at %s", a.N, c.RemoteAddr()))
 		l, end = newYamuxLink(s), s.Close
 		startKA = func() { startYamuxKeepAlive(ir, s, keepAlive) }
 	} else {

@@ -327,7 +327,7 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 	}
 	if l.cfg.Transport == TransportYamux {
 		c.SetDeadline(time.Time{})
-		s := newYamuxSession(c, r, false, "link to DP "+l.dp)
+		s := newYamuxSession(c, r, ir, false, "link to DP "+l.dp)
 		startYamuxKeepAlive(ir, s, keepAlive)
 		return &yamuxServerLink{muxServerLink: muxServerLink{s: s}, local: local, remote: remote}, nil
 	}

@@ -44,14 +44,22 @@ const yamuxMaxStreams = 8192
 // newYamuxSession starts the yamux session of a link after its Aloha
 // exchange, read with r: the DP is yamux's client (it opens the streams),
 // the server its server.
-func newYamuxSession(c net.Conn, r *plan5.Reader, client bool, name string) *mux.Session {
+func newYamuxSession(c net.Conn, r *plan5.Reader, ir *mux.IdleReader, client bool, name string) *mux.Session {
 	cfg := yamuxlink.Config(client, yamuxWindow)
 	cfg.Name = name
 	if client {
 		cfg.AcceptBacklog = -1 // a server opens nothing toward the DP
 	}
-	fr := yamuxlink.NewFramer(r.Buffered(), c, yamuxWindow)
-	fr.SplitData() // r reads c, through its IdleReader
+	// The Framer reads the IdleReader under r, unless r holds bytes read
+	// past the handshake: then r, which reads the IdleReader once they are
+	// gone. Without a buffer in between, the Framer can read a frame's
+	// header alone and leave a long frame's bytes on the socket (SplitData).
+	var src io.Reader = ir
+	if r.Buffered().Buffered() > 0 {
+		src = r.Buffered()
+	}
+	fr := yamuxlink.NewFramer(src, c, yamuxWindow)
+	fr.SplitData() // src reads c
 	return mux.New(c, fr, cfg)
 }
 

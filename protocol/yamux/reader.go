@@ -16,6 +16,8 @@ const readBufSize = 16 << 10
 // the next frame. A Reader is not safe for concurrent use.
 type Reader struct {
 	br      *bufio.Reader
+	src     io.Reader // br's
+	exact   bool      // read the next header alone: a split frame came last
 	maxData int
 	hdr     [HeaderLen]byte
 	payload []byte // reused: grows to the largest Data frame seen, at most maxData
@@ -33,7 +35,7 @@ func NewReader(r io.Reader, maxData int) *Reader {
 	if maxData <= 0 {
 		maxData = InitialWindow
 	}
-	return &Reader{br: bufio.NewReaderSize(r, readBufSize), maxData: maxData}
+	return &Reader{br: bufio.NewReaderSize(r, readBufSize), src: r, maxData: maxData}
 }
 
 // MaxData returns the longest Data payload the Reader accepts.
@@ -135,7 +137,15 @@ func (r *Reader) readFrame(split bool) (Header, []byte, int, error) {
 	if r.rest > 0 {
 		return Header{}, nil, 0, r.fail(fmt.Errorf("yamux: frame read with %d bytes of stream %d's Data frame not taken", r.rest, r.restID))
 	}
-	if n, err := io.ReadFull(r.br, r.hdr[:]); err != nil {
+	// After a split frame the next one is likely long too: read its
+	// header alone, so that none of its bytes are read ahead and all of
+	// them can be left to the caller.
+	hr := io.Reader(r.br)
+	if split && r.exact && r.br.Buffered() == 0 {
+		hr = r.src
+	}
+	r.exact = false
+	if n, err := io.ReadFull(hr, r.hdr[:]); err != nil {
 		if n == 0 {
 			return Header{}, nil, 0, err // between frames: io.EOF, or nothing consumed
 		}
@@ -157,6 +167,7 @@ func (r *Reader) readFrame(split bool) (Header, []byte, int, error) {
 		p, _ := r.br.Peek(r.br.Buffered())
 		r.br.Discard(len(p)) // p stays valid until r.br reads again
 		r.rest, r.restID = size-len(p), h.StreamID
+		r.exact = true
 		return h, p, r.rest, nil
 	}
 	if size > cap(r.payload) {

@@ -232,3 +232,45 @@ func TestReaderSplit(t *testing.T) {
 		t.Fatal("ReadFrameSplit after a bad Took returned no error")
 	}
 }
+
+// sizes records the size of every read asked of r.
+type sizes struct {
+	r     io.Reader
+	asked []int
+}
+
+func (s *sizes) Read(p []byte) (int, error) {
+	s.asked = append(s.asked, len(p))
+	return s.r.Read(p)
+}
+
+// TestReaderHeaderAlone: after a split frame whose rest the caller took
+// from the source, the Reader reads the next header alone, so that a long
+// frame that follows is left whole to the caller.
+func TestReaderHeaderAlone(t *testing.T) {
+	payload := strings.Repeat("z", 40<<10)
+	frame := hdr(TypeData, 0, 7, uint32(len(payload))) + payload
+	src := &sizes{r: strings.NewReader(frame + frame)}
+	r := NewReader(src, 0)
+	for i := range 2 {
+		_, p, rest, err := r.ReadFrameSplit()
+		if err != nil || rest == 0 {
+			t.Fatalf("frame %d: %d bytes and rest %d, %v; want it split", i, len(p), rest, err)
+		}
+		if i == 1 && len(p) != 0 {
+			t.Errorf("second frame: %d of its bytes read ahead, want none", len(p))
+		}
+		if r.Buffered() != 0 {
+			t.Fatalf("frame %d: %d bytes buffered past the split", i, r.Buffered())
+		}
+		if _, err := io.CopyN(io.Discard, src.r, int64(rest)); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Took(rest); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(src.asked) != 2 || src.asked[1] != HeaderLen {
+		t.Errorf("the Reader asked for reads of %v bytes; want a fill, then the second header alone (%d)", src.asked, HeaderLen)
+	}
+}
