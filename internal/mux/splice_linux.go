@@ -391,8 +391,11 @@ func (st *Stream) pushFromPipe(p *pipe, n int) {
 		if err != nil || m <= 0 {
 			// Not expected of a pipe holding n bytes; the stream has
 			// lost bytes, so it cannot go on.
+			if err == nil {
+				err = io.ErrUnexpectedEOF
+			}
 			putPipe(p, n)
-			st.Abort(fmt.Errorf("rtcp: reading back spliced bytes: %v", os.NewSyscallError("read", err)))
+			st.Abort(fmt.Errorf("rtcp: reading back %d spliced bytes from a pipe: %v", n, err))
 			return
 		}
 		st.push((*bp)[:m])
