@@ -149,13 +149,19 @@ func (l *yamuxLink) Open(ctx context.Context, name, addr string) (net.Conn, erro
 
 // connectStream runs the DP's side of a yamux stream's handshake: Connect
 // out, Ack back.
-func connectStream(ctx context.Context, c net.Conn, name, addr string) error {
+func connectStream(ctx context.Context, c net.Conn, name, addr string) (err error) {
 	if d, ok := ctx.Deadline(); ok {
 		c.SetDeadline(d)
 		defer c.SetDeadline(time.Time{})
 	}
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(aLongTimeAgo) })
-	defer stop()
+	defer func() {
+		if !stop() && err == nil {
+			// ctx ended as the exchange did: its callback may be setting
+			// a past deadline on c right now, so c cannot be handed on.
+			err = ctx.Err()
+		}
+	}()
 	if _, err := c.Write(plan5.AppendMessage(nil, &plan5.Connect{N: name, Addr: addr})); err != nil {
 		return err
 	}

@@ -320,14 +320,12 @@ func (st *Stream) spliceRest(link syscall.RawConn, rest int, idle *IdleReader) (
 	if !can {
 		return 0, false, nil
 	}
-	p := getPipe()
-	if p == nil {
-		return 0, false, nil
-	}
 	idle.touch()
-	got, err := spliceFill(link, p, min(rest, spliceChunk))
+	p, got, err := spliceFill(link, min(rest, spliceChunk))
+	if err == errNoPipe {
+		return 0, false, nil // nothing taken: the caller reads instead
+	}
 	if err != nil {
-		putPipe(p, 0) // spliceFill took nothing
 		return 0, true, idle.silent(err)
 	}
 	// Only the read loop buffers a stream's bytes, but PushTo may have
@@ -404,21 +402,27 @@ func (st *Stream) pushFromPipe(p *pipe, n int) {
 	putPipe(p, 0)
 }
 
-// spliceFill moves up to max bytes from link into the empty pipe p,
-// waiting for link to have some.
-func spliceFill(link syscall.RawConn, p *pipe, max int) (int, error) {
-	var (
-		got  int
-		serr error
-	)
-	err := link.Read(func(fd uintptr) bool {
+// spliceFill moves up to max bytes from link into a pipe, waiting for
+// link to have some. The pipe is taken from the pool only once there are
+// bytes, so a link waiting inside a frame holds none; err is errNoPipe,
+// with nothing taken, if there is no pipe to be had.
+func spliceFill(link syscall.RawConn, max int) (p *pipe, got int, err error) {
+	var serr error
+	rerr := link.Read(func(fd uintptr) bool {
+		p = getPipe()
+		if p == nil {
+			serr = errNoPipe
+			return true
+		}
 		for {
 			m, e := syscall.Splice(int(fd), nil, p.w, nil, max, spliceNonblock|spliceMove)
 			switch {
 			case e == syscall.EINTR:
 				continue
 			case e == syscall.EAGAIN:
-				return false // nothing to read: wait
+				putPipe(p, 0)
+				p = nil
+				return false // nothing to read: wait, without the pipe
 			case e != nil:
 				serr = os.NewSyscallError("splice", e)
 			case m <= 0:
@@ -429,13 +433,17 @@ func spliceFill(link syscall.RawConn, p *pipe, max int) (int, error) {
 			return true
 		}
 	})
-	if err == nil {
-		err = serr
+	if rerr == nil {
+		rerr = serr
 	}
-	if err != nil {
-		return 0, &net.OpError{Op: "read", Net: "tcp", Err: err}
+	if rerr == errNoPipe {
+		return nil, 0, errNoPipe
 	}
-	return got, nil
+	if rerr != nil {
+		putPipe(p, 0) // it took nothing
+		return nil, 0, &net.OpError{Op: "read", Net: "tcp", Err: rerr}
+	}
+	return p, got, nil
 }
 
 // spliceDrain moves up to n bytes from p to the socket of dst without

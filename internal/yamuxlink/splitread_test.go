@@ -306,3 +306,40 @@ func TestSplitDestinationFails(t *testing.T) {
 		t.Fatalf("second stream read %q, %v", p, err)
 	}
 }
+
+// TestSplitWaitHoldsNoPipe: a link whose read loop waits inside a long
+// frame for the rest of its bytes holds no pipe meanwhile (a DP may have
+// thousands of links, and pipes cost descriptors and pipe pages).
+func TestSplitWaitHoldsNoPipe(t *testing.T) {
+	const links = 20
+	type rig struct {
+		raw net.Conn
+		out net.Conn
+	}
+	rigs := make([]rig, links)
+	for i := range rigs {
+		raw, s, _ := rawSplitServer(t)
+		raw.Write(open1())
+		st, err := s.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, _ := sinkTo(t, st)
+		rigs[i] = rig{raw, out}
+	}
+	before := openFDs(t)
+	for _, r := range rigs {
+		// A header for 100 KiB and the first 1000 bytes of it: the read
+		// loop delivers those and waits for the rest.
+		w := frame(yamux.TypeData, 0, 1, make([]byte, 100<<10))
+		r.raw.Write(w[:yamux.HeaderLen+1000])
+	}
+	for _, r := range rigs {
+		if _, err := io.ReadFull(r.out, make([]byte, 1000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if extra := openFDs(t) - before; extra >= links {
+		t.Errorf("%d links waiting inside a frame hold %d more descriptors, want fewer than %d (no pipe each)", links, extra, links)
+	}
+}
