@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -107,6 +108,8 @@ func spliceIn(src syscall.RawConn, max int) (p *pipe, got int, err error) {
 	switch {
 	case rerr != nil:
 		err = rerr
+	case serr == errNoPipe:
+		err = errNoPipe // as it is: the caller copies instead
 	case serr != nil:
 		err = &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("splice", serr)}
 	}
@@ -268,7 +271,14 @@ type pipe struct{ r, w int }
 
 var pipePool sync.Pool
 
+// noPipes makes getPipe fail, as when the process is out of descriptors
+// (tests: SetNoPipes).
+var noPipes atomic.Bool
+
 func getPipe() *pipe {
+	if noPipes.Load() {
+		return nil
+	}
 	if p, ok := pipePool.Get().(*pipe); ok {
 		return p
 	}
@@ -321,12 +331,14 @@ func (st *Stream) spliceRest(link syscall.RawConn, rest int, idle *IdleReader) (
 		return 0, false, nil
 	}
 	idle.touch()
-	p, got, err := spliceFill(link, min(rest, spliceChunk))
-	if err == errNoPipe {
+	p, got, err := spliceIn(link, min(rest, spliceChunk))
+	switch {
+	case err == errNoPipe:
 		return 0, false, nil // nothing taken: the caller reads instead
-	}
-	if err != nil {
+	case err != nil:
 		return 0, true, idle.silent(err)
+	case got == 0:
+		return 0, true, &net.OpError{Op: "read", Net: "tcp", Err: io.ErrUnexpectedEOF} // the link ended inside a frame
 	}
 	// Only the read loop buffers a stream's bytes, but PushTo may have
 	// returned meanwhile: check again before the bytes go out.
@@ -400,50 +412,6 @@ func (st *Stream) pushFromPipe(p *pipe, n int) {
 		n -= m
 	}
 	putPipe(p, 0)
-}
-
-// spliceFill moves up to max bytes from link into a pipe, waiting for
-// link to have some. The pipe is taken from the pool only once there are
-// bytes, so a link waiting inside a frame holds none; err is errNoPipe,
-// with nothing taken, if there is no pipe to be had.
-func spliceFill(link syscall.RawConn, max int) (p *pipe, got int, err error) {
-	var serr error
-	rerr := link.Read(func(fd uintptr) bool {
-		p = getPipe()
-		if p == nil {
-			serr = errNoPipe
-			return true
-		}
-		for {
-			m, e := syscall.Splice(int(fd), nil, p.w, nil, max, spliceNonblock|spliceMove)
-			switch {
-			case e == syscall.EINTR:
-				continue
-			case e == syscall.EAGAIN:
-				putPipe(p, 0)
-				p = nil
-				return false // nothing to read: wait, without the pipe
-			case e != nil:
-				serr = os.NewSyscallError("splice", e)
-			case m <= 0:
-				serr = io.ErrUnexpectedEOF // the link ended inside a frame
-			default:
-				got = int(m)
-			}
-			return true
-		}
-	})
-	if rerr == nil {
-		rerr = serr
-	}
-	if rerr == errNoPipe {
-		return nil, 0, errNoPipe
-	}
-	if rerr != nil {
-		putPipe(p, 0) // it took nothing
-		return nil, 0, &net.OpError{Op: "read", Net: "tcp", Err: rerr}
-	}
-	return p, got, nil
 }
 
 // spliceDrain moves up to n bytes from p to the socket of dst without
