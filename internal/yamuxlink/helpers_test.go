@@ -60,6 +60,18 @@ func ours(c net.Conn, client bool, fr mux.Framer, adjust func(*mux.Config)) *mux
 	return mux.New(c, fr, cfg)
 }
 
+// closeBoth closes the two ends of a link at once: each end's Close
+// lingers until the peer closes too.
+func closeBoth(client, server *mux.Session) {
+	done := make(chan struct{})
+	go func() {
+		server.Close()
+		close(done)
+	}()
+	client.Close()
+	<-done
+}
+
 // hcConfig is hashicorp's configuration as rtcp ran it: 4 MiB windows,
 // no keepalive unless a test turns it on, and silent.
 func hcConfig() *hashicorp.Config {

@@ -23,15 +23,7 @@ func newPair(t *testing.T) *pair {
 	p := &pair{ca: newAudit(t, c), sa: newAudit(t, s)}
 	p.client = ours(c, true, p.ca, nil)
 	p.server = ours(s, false, p.sa, nil)
-	t.Cleanup(func() {
-		done := make(chan struct{})
-		go func() {
-			p.server.Close()
-			close(done)
-		}()
-		p.client.Close()
-		<-done
-	})
+	t.Cleanup(func() { closeBoth(p.client, p.server) })
 	return p
 }
 

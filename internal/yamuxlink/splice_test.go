@@ -132,13 +132,7 @@ func (r *spliceRig) close() {
 		close(r.sa.resume)
 		r.feed.Close()
 		r.src.Close()
-		done := make(chan struct{})
-		go func() {
-			r.server.Close()
-			close(done)
-		}()
-		r.client.Close()
-		<-done
+		closeBoth(r.client, r.server)
 		if n := r.sa.lateData(); n > 0 {
 			r.t.Errorf("the client sent %d bytes of Data on streams it had already ended (FIN or RST)", n)
 		}
@@ -355,15 +349,7 @@ func TestSpliceFromUnsupported(t *testing.T) {
 				cfr, sfr = c.fr(cc), c.fr(sc)
 			}
 			client, server := ours(cc, true, cfr, nil), ours(sc, false, sfr, nil)
-			t.Cleanup(func() {
-				done := make(chan struct{})
-				go func() {
-					server.Close()
-					close(done)
-				}()
-				client.Close()
-				<-done
-			})
+			t.Cleanup(func() { closeBoth(client, server) })
 			a, b := openOurs(t, client, server.Accept)
 			feed, src := tcpPair(t)
 			defer feed.Close()

@@ -66,15 +66,7 @@ func newSplitRig(t *testing.T) *splitRig {
 	r := &splitRig{ca: newAudit(t, cc), split: newSplitCount(sc)}
 	r.client = ours(cc, true, r.ca, nil)
 	r.server = mux.New(sc, r.split, Config(false, DefaultWindow))
-	t.Cleanup(func() {
-		done := make(chan struct{})
-		go func() {
-			r.server.Close()
-			close(done)
-		}()
-		r.client.Close()
-		<-done
-	})
+	t.Cleanup(func() { closeBoth(r.client, r.server) })
 	return r
 }
 

@@ -208,58 +208,31 @@ func fastAloha(b []byte) (*Aloha, bool) {
 			return nil, false
 		}
 		b = b[1:]
-		switch key {
-		case "V", "R", "HeartBeat", "Window", "MaxLine":
-			x, n, ok := fastInt(b)
-			if !ok || int64(int(x)) != x {
+		switch f := alohaField(&a, key).(type) {
+		case *int:
+			if *f, b, ok = fastIntField(b); !ok {
 				return nil, false
 			}
-			b = b[n:]
-			switch key {
-			case "V":
-				a.V = int(x)
-			case "R":
-				a.R = Role(x)
-			case "HeartBeat":
-				a.HeartBeat = int(x)
-			case "Window":
-				a.Window = int(x)
-			case "MaxLine":
-				a.MaxLine = int(x)
+		case *Role:
+			var x int
+			if x, b, ok = fastIntField(b); !ok {
+				return nil, false
 			}
-		case "HalfClose":
+			*f = Role(x)
+		case *bool:
 			switch {
 			case bytes.HasPrefix(b, []byte("true")):
-				a.HalfClose, b = true, b[4:]
+				*f, b = true, b[4:]
 			case bytes.HasPrefix(b, []byte("false")):
-				a.HalfClose, b = false, b[5:]
+				*f, b = false, b[5:]
 			default:
 				return nil, false
 			}
-		case "N", "Owner", "Transport", "Error", "Token", "Via", "Key", "Binding":
-			var s string
-			if b, ok = fastField(b, `"`, &s); !ok {
+		case *string:
+			if b, ok = fastField(b, `"`, f); !ok {
 				return nil, false
 			}
-			switch key {
-			case "N":
-				a.N = s
-			case "Owner":
-				a.Owner = s
-			case "Transport":
-				a.Transport = s
-			case "Error":
-				a.Error = s
-			case "Token":
-				a.Token = s
-			case "Via":
-				a.Via = s
-			case "Key":
-				a.Key = s
-			case "Binding":
-				a.Binding = s
-			}
-		case "Challenge", "Proof":
+		case *[]byte:
 			var s string
 			if b, ok = fastField(b, `"`, &s); !ok {
 				return nil, false
@@ -268,14 +241,59 @@ func fastAloha(b []byte) (*Aloha, bool) {
 			if err != nil {
 				return nil, false
 			}
-			if key == "Challenge" {
-				a.Challenge = v
-			} else {
-				a.Proof = v
-			}
+			*f = v
 		default:
 			return nil, false
 		}
 	}
 	return &a, true
+}
+
+// fastIntField reads a JSON integer that fits an int at the start of b
+// and returns it and what follows.
+func fastIntField(b []byte) (int, []byte, bool) {
+	x, n, ok := fastInt(b)
+	if !ok || int64(int(x)) != x {
+		return 0, nil, false
+	}
+	return int(x), b[n:], true
+}
+
+// alohaField returns a pointer to a's field whose JSON key is key, or nil.
+func alohaField(a *Aloha, key string) any {
+	switch key {
+	case "V":
+		return &a.V
+	case "R":
+		return &a.R
+	case "N":
+		return &a.N
+	case "HeartBeat":
+		return &a.HeartBeat
+	case "Window":
+		return &a.Window
+	case "MaxLine":
+		return &a.MaxLine
+	case "HalfClose":
+		return &a.HalfClose
+	case "Owner":
+		return &a.Owner
+	case "Transport":
+		return &a.Transport
+	case "Error":
+		return &a.Error
+	case "Token":
+		return &a.Token
+	case "Via":
+		return &a.Via
+	case "Key":
+		return &a.Key
+	case "Challenge":
+		return &a.Challenge
+	case "Binding":
+		return &a.Binding
+	case "Proof":
+		return &a.Proof
+	}
+	return nil
 }
