@@ -26,8 +26,9 @@ func plainJSON[T string | []byte](s T) bool {
 	return true
 }
 
-// appendFast appends the JSON body of an Ack without a reason or of a
-// Connect of plain strings, and its '\n'; ok is false for anything else.
+// appendFast appends the JSON body of an Aloha or a Connect whose strings
+// are plain, or of an Ack without a reason, and its '\n'; ok is false for
+// anything else.
 func appendFast(dst []byte, m Message) (_ []byte, ok bool) {
 	switch m := m.(type) {
 	case *Aloha:
