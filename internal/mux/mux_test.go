@@ -836,3 +836,28 @@ func TestCloseDeliversEverything(t *testing.T) {
 		l.close()
 	}
 }
+
+// TestDrainEndsWhenPeerClosesLast is a regression test: when the peer
+// closed the last stream of a draining session, the read loop ended the
+// session itself and then waited, in lingerClose, for the read loop - its
+// own goroutine - to see the peer's end: CloseTimeout every time.
+func TestDrainEndsWhenPeerClosesLast(t *testing.T) {
+	ca, cb := tcpPair(t)
+	cfg := Config{CloseTimeout: time.Minute}
+	l := &link{a: New(ca, newJSONFramer(ca), cfg), b: New(cb, newJSONFramer(cb), cfg), ca: ca, cb: cb}
+	defer l.close()
+	fromA, _ := l.open(t)
+	l.b.Drain()
+	fromA.Close()
+	<-l.b.Done() // ended by its read loop
+	closed := make(chan struct{})
+	go func() {
+		l.b.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the drained session still had goroutines 30 s after the peer closed its last stream (CloseTimeout is a minute)")
+	}
+}

@@ -145,6 +145,7 @@ type Session struct {
 	readStop chan struct{}
 
 	keepAlive atomic.Int64 // time.Duration between KindKeepAlive frames
+	endIdle   bool         // the read loop ends the drained session (readerCloseIfIdle)
 
 	// split is fr, if it is a DataSplitter; linkRC is c's, when the rest
 	// of a split frame can be spliced from it; idle is the IdleReader
@@ -367,11 +368,26 @@ func (s *Session) Drain() {
 }
 
 func (s *Session) closeIfIdle() {
-	s.mu.Lock()
-	idle := s.drain && len(s.streams) == 0 && s.err == nil
-	s.mu.Unlock()
-	if idle {
+	if s.drained() {
 		s.shutdown(fmt.Errorf("rtcp: %s closed", s.cfg.Name), true)
+	}
+}
+
+// drained reports whether the session is draining and its last stream is
+// gone: it ends.
+func (s *Session) drained() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.drain && len(s.streams) == 0 && s.err == nil
+}
+
+// readerCloseIfIdle is closeIfIdle on the read loop: it only marks the end,
+// and the read loop ends the session once the frame is handled. Ending it
+// here would wait in lingerClose for the read loop to see the peer's end,
+// which it cannot while it waits (CloseTimeout, 5 s, every time).
+func (s *Session) readerCloseIfIdle() {
+	if s.drained() {
+		s.endIdle = true
 	}
 }
 
@@ -477,10 +493,16 @@ func (s *Session) readLoop() {
 		if err == nil {
 			err = s.handle(f)
 			if err == nil && f.Rest > 0 {
-				if err = s.takeRest(f); err == nil {
-					continue
+				if err = s.takeRest(f); err != nil {
+					s.readFailed(err)
+					return
 				}
-				s.readFailed(err)
+			}
+			if err == nil && s.endIdle {
+				// The last stream of a draining session is gone: end it
+				// from here, so that lingerClose drains the connection.
+				close(s.readStop)
+				s.shutdown(fmt.Errorf("rtcp: %s closed", s.cfg.Name), true)
 				return
 			}
 			if err != nil {
@@ -615,7 +637,7 @@ func (s *Session) handle(f *Frame) error {
 				s.enqueueStreamEnd(st, &Frame{Kind: KindClose, ID: f.ID}, true)
 			}
 			st.peerClose(f.Reason, f.Abort)
-			s.closeIfIdle()
+			s.readerCloseIfIdle()
 		}
 	case KindKeepAlive:
 		// Its arrival was all it had to say, unless it asks for an answer.

@@ -402,7 +402,7 @@ func (st *Stream) push(data []byte) {
 		signal(st.writeReady)
 		if st.s.remove(st) {
 			st.s.enqueue(&Frame{Kind: KindClose, ID: st.id, Reason: err.Error(), Abort: true})
-			st.s.closeIfIdle()
+			st.s.readerCloseIfIdle() // push runs on the read loop
 		}
 		return
 	}
@@ -511,7 +511,7 @@ func (st *Stream) peerCloseWrite() {
 	signal(st.readReady)
 	if done {
 		st.s.remove(st)
-		st.s.closeIfIdle()
+		st.s.readerCloseIfIdle() // on the read loop
 	}
 }
 
