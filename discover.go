@@ -755,11 +755,7 @@ func (dp *DiscoverPoint) serveRawClient(c net.Conn, r *plan5.Reader, a *plan5.Al
 	})
 }
 
-// closeWith tells a peer why its connection ends, as Close X=-1.
-func (dp *DiscoverPoint) closeWith(c net.Conn, x int64, reason string) {
-	plan5link.WriteMessage(c, closeMessage(x, reason), time.Second)
-}
-
+// closeMessage tells a peer why its connection ends.
 func closeMessage(x int64, reason string) *plan5.Close {
 	return &plan5.Close{X: x, R: reason, Abort: true}
 }

@@ -196,6 +196,19 @@ func (d *tcpDest) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// slowTCPDest returns a TCP destination with small socket buffers, and
+// its far end: the destination fills at once. Not smaller than 32 KiB:
+// with 8 KiB buffers loopback TCP waits on its persist timer for most of
+// a second per window (a plain Write of 4 MiB took 27 s).
+func slowTCPDest(t *testing.T) (*tcpDest, *net.TCPConn) {
+	t.Helper()
+	near, far := tcpPair(t)
+	t.Cleanup(func() { near.Close(); far.Close() })
+	near.SetWriteBuffer(32 << 10)
+	far.SetReadBuffer(32 << 10)
+	return newTCPDest(near), far
+}
+
 // readSlowly reads r in small pieces until an error, hashing what it
 // reads; it starts once start is closed.
 func readSlowly(r io.Reader, start <-chan struct{}, piece int) (sum [32]byte, n, reads int64, err error) {
@@ -231,15 +244,7 @@ func TestPushToTCPSlowReader(t *testing.T) {
 	defer x.Close()
 	defer y.Close()
 
-	near, far := tcpPair(t)
-	defer near.Close()
-	defer far.Close()
-	// Small enough that the socket fills at once; not smaller: with 8 KiB
-	// buffers loopback TCP waits on its persist timer for most of a
-	// second per window (a plain Write of 4 MiB took 27 s).
-	near.SetWriteBuffer(32 << 10)
-	far.SetReadBuffer(32 << 10)
-	dst := newTCPDest(near)
+	dst, far := slowTCPDest(t)
 
 	var c pushCounter
 	pushed := make(chan pushResult, 1)
@@ -276,7 +281,7 @@ func TestPushToTCPSlowReader(t *testing.T) {
 	if r.err != nil || r.n != total {
 		t.Fatalf("PushTo returned %d, %v; want %d, nil after the peer's CloseWrite", r.n, r.err, total)
 	}
-	near.CloseWrite()
+	dst.CloseWrite()
 	got := recvOrHang(t, read, "the far end's read")
 	if got.err != io.EOF || got.n != total || got.sum != sha256.Sum256(data) {
 		t.Fatalf("far end read %d bytes (%v), SHA-256 equal: %v; want %d bytes then io.EOF",
@@ -326,12 +331,7 @@ func TestPushToSlowDestinationDoesNotStallLink(t *testing.T) {
 	defer o1.Close()
 	defer o2.Close()
 
-	near, far := tcpPair(t)
-	defer near.Close()
-	defer far.Close()
-	near.SetWriteBuffer(32 << 10)
-	far.SetReadBuffer(32 << 10)
-	dst := newTCPDest(near)
+	dst, far := slowTCPDest(t)
 	pushed := make(chan pushResult, 1)
 	go func() {
 		n, err := y.PushTo(dst, nil)
@@ -368,7 +368,7 @@ func TestPushToSlowDestinationDoesNotStallLink(t *testing.T) {
 	if r := recvOrHang(t, pushed, "PushTo's return"); r.err != nil || r.n != total {
 		t.Fatalf("PushTo returned %d, %v; want %d, nil", r.n, r.err, total)
 	}
-	near.CloseWrite()
+	dst.CloseWrite()
 	if got := recvOrHang(t, read, "the far end's read"); got.err != io.EOF || got.n != total || got.sum != sha256.Sum256(data) {
 		t.Fatalf("far end read %d bytes (%v), SHA-256 equal: %v; want %d then io.EOF",
 			got.n, got.err, got.sum == sha256.Sum256(data), total)

@@ -490,37 +490,35 @@ func (s *Session) readLoop() {
 	defer close(s.readEnd)
 	for {
 		f, err := s.fr.ReadFrame()
-		if err == nil {
-			err = s.handle(f)
-			if err == nil && f.Rest > 0 {
-				if err = s.takeRest(f); err != nil {
-					s.readFailed(err)
-					return
-				}
-			}
-			if err == nil && s.endIdle {
-				// The last stream of a draining session is gone: end it
-				// from here, so that lingerClose drains the connection.
-				close(s.readStop)
-				s.shutdown(fmt.Errorf("rtcp: %s closed", s.cfg.Name), true)
-				return
-			}
-			if err != nil {
-				close(s.readStop)
-				var pc *PeerClosedError
-				if errors.As(err, &pc) {
-					// The peer ended the link: it wants no answer.
-					s.shutdown(err, false)
-					return
-				}
-				s.enqueue(&Frame{Kind: KindClose, ID: -1, Reason: err.Error(), Abort: true})
-				s.shutdown(err, true)
-				return
-			}
-			continue
+		if err != nil {
+			s.readFailed(err)
+			return
 		}
-		s.readFailed(err)
-		return
+		if err := s.handle(f); err != nil {
+			close(s.readStop)
+			var pc *PeerClosedError
+			if errors.As(err, &pc) {
+				// The peer ended the link: it wants no answer.
+				s.shutdown(err, false)
+				return
+			}
+			s.enqueue(&Frame{Kind: KindClose, ID: -1, Reason: err.Error(), Abort: true})
+			s.shutdown(err, true)
+			return
+		}
+		if f.Rest > 0 {
+			if err := s.takeRest(f); err != nil {
+				s.readFailed(err)
+				return
+			}
+		}
+		if s.endIdle {
+			// The last stream of a draining session is gone: end it from
+			// here, so that lingerClose drains the connection itself.
+			close(s.readStop)
+			s.shutdown(fmt.Errorf("rtcp: %s closed", s.cfg.Name), true)
+			return
+		}
 	}
 }
 

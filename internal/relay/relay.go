@@ -77,7 +77,7 @@ func pipe(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFin, sr
 		}
 		return n, finish(dst, src, err, failed, dstFin)
 	}
-	if sd := spliceDstOf(dst); sd != nil {
+	if sd := fastPath[spliceDst](dst); sd != nil {
 		if stc := tcpOf(src); stc != nil {
 			// TCP into a stream of a binary wire on a TCP link (yamux):
 			// the stream splices each frame's bytes from src to the link.
@@ -94,7 +94,7 @@ func pipe(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFin, sr
 			}
 		}
 	}
-	if ps := pushSourceOf(src); ps != nil {
+	if ps := fastPath[pushSource](src); ps != nil {
 		// An rtcp stream hands its bytes on itself, from its link's read
 		// loop where it can (mux.Stream.PushTo): no buffer, copy or
 		// wake-up of this goroutine per chunk.
@@ -198,28 +198,19 @@ type spliceDst interface {
 // uses the stream's fast paths.
 var Inner func(net.Conn) net.Conn
 
-func pushSourceOf(c net.Conn) pushSource {
-	if ps, ok := c.(pushSource); ok {
-		return ps
+// fastPath returns c, or the stream Inner finds inside it, as a T: one
+// of the fast paths above, or T's zero value.
+func fastPath[T any](c net.Conn) T {
+	if v, ok := c.(T); ok {
+		return v
 	}
 	if Inner != nil {
-		if ps, ok := Inner(c).(pushSource); ok {
-			return ps
+		if v, ok := Inner(c).(T); ok {
+			return v
 		}
 	}
-	return nil
-}
-
-func spliceDstOf(c net.Conn) spliceDst {
-	if sd, ok := c.(spliceDst); ok {
-		return sd
-	}
-	if Inner != nil {
-		if sd, ok := Inner(c).(spliceDst); ok {
-			return sd
-		}
-	}
-	return nil
+	var zero T
+	return zero
 }
 
 // TCPWrapper is a connection whose bytes are exactly those of a TCP
