@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -218,62 +219,125 @@ func TestFlowControl(t *testing.T) {
 	})
 }
 
-// TestNoFlowControlOverflow is the plain-peer fallback: without credit, a
-// stream whose reader falls behind by more than MaxBuffer is aborted with a
-// clear error on both ends, and the other stream on the link is untouched.
-func TestNoFlowControlOverflow(t *testing.T) {
-	const maxBuf = 64 << 10
-	l := newLink(t, Config{}, Config{MaxBuffer: maxBuf})
-	defer l.close()
-	aOut, aIn := l.open(t)
-	bOut, bIn := l.open(t)
+// TestNoFlowControlBackpressure is the plain-peer fallback: without
+// credit, a stream whose reader falls behind by MaxBuffer stops the link
+// being read, so TCP (here a net.Pipe) holds the writer back; nothing is
+// cut, and when the reader comes back every byte arrives.
+func TestNoFlowControlBackpressure(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const maxBuf = 64 << 10
+		l := newLink(t, Config{}, Config{MaxBuffer: maxBuf})
+		defer l.close()
+		out, in := l.open(t)
 
-	var wrote atomic.Int64
-	err := writePattern(aOut, 0, 1<<40, 8<<10, &wrote)
-	var ae *AbortError
-	if !errors.As(err, &ae) || !strings.Contains(ae.Reason, "receive buffer full") {
-		t.Fatalf("the writer of the overflowing stream got %v, want an AbortError saying the buffer is full", err)
-	}
-	var oe *net.OpError
-	if !errors.As(err, &oe) || oe.Op != "write" {
-		t.Errorf("write error %#v is not a *net.OpError for write", err)
-	}
-
-	if n, _ := buffered(aIn); n > maxBuf {
-		t.Errorf("the aborted stream holds %d bytes, more than MaxBuffer %d", n, maxBuf)
-	}
-	n, err := checkPattern(t, aIn, 0)
-	if err == nil || errors.Is(err, io.EOF) {
-		t.Fatalf("reader of the aborted stream: %d bytes then %v, want an error that is not io.EOF", n, err)
-	}
-	if !strings.Contains(err.Error(), "reader is too slow") {
-		t.Errorf("reader's error %q does not say why", err)
-	}
-	if n > maxBuf {
-		t.Errorf("reader got %d bytes, more than MaxBuffer %d", n, maxBuf)
-	}
-
-	// The other stream is untouched, both ways.
-	for _, dir := range []struct {
-		name string
-		w, r *Stream
-	}{{"a to b", bOut, bIn}, {"b to a", bIn, bOut}} {
-		msg := []byte("still here: " + dir.name)
-		if _, err := dir.w.Write(msg); err != nil {
-			t.Fatalf("%s: Write on the other stream: %v", dir.name, err)
+		var wrote atomic.Int64
+		done := make(chan error, 1)
+		go func() { done <- writePattern(out, 0, 8<<20, 8<<10, &wrote) }()
+		synctest.Wait() // the writer blocks: nobody reads the link
+		if n, _ := buffered(in); n < maxBuf || n > maxBuf+16<<10 {
+			t.Fatalf("the stalled stream holds %d bytes, want MaxBuffer %d and at most one frame more", n, maxBuf)
 		}
-		got := make([]byte, len(msg))
-		if _, err := io.ReadFull(dir.r, got); err != nil || !bytes.Equal(got, msg) {
-			t.Fatalf("%s: the other stream read %q, %v", dir.name, got, err)
+		if w := wrote.Load(); w >= 8<<20 {
+			t.Fatalf("the writer got all %d bytes out with nobody reading", w)
 		}
-	}
-	if err := l.a.Err(); err != nil {
-		t.Fatalf("the link ended: %v", err)
-	}
-	aOut.Close()
-	aIn.Close()
-	bOut.Close()
-	bIn.Close()
+		time.Sleep(time.Hour) // a link with one stream waits as long as it takes
+		synctest.Wait()
+		n, err := checkPattern(t, io.LimitReader(in, 8<<20), 0)
+		if err != nil || n != 8<<20 {
+			t.Fatalf("the reader came back after an hour and got %d bytes, %v; want all 8 MiB", n, err)
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("writer: %v", err)
+		}
+		if err := l.b.Err(); err != nil {
+			t.Fatalf("the link ended: %v", err)
+		}
+		out.Close()
+		in.Close()
+	})
+}
+
+// TestNoFlowControlStall bounds what a stalled stream costs the others on
+// its link: after StallTimeout without progress it is cut, with a reason
+// that names the remedy, on both ends; its reader still gets what it
+// holds; the other stream is untouched. Progress, however slow, is no
+// stall.
+func TestNoFlowControlStall(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const maxBuf = 64 << 10
+		var logs bytes.Buffer
+		logger := slog.New(slog.NewTextHandler(&logs, nil))
+		l := newLink(t, Config{}, Config{MaxBuffer: maxBuf, StallTimeout: time.Minute, Logger: logger})
+		defer l.close()
+		aOut, aIn := l.open(t)
+		bOut, bIn := l.open(t)
+
+		var wrote atomic.Int64
+		done := make(chan error, 1)
+		go func() { done <- writePattern(aOut, 0, 1<<40, 8<<10, &wrote) }()
+		synctest.Wait()
+
+		// A reader that takes a little every 50 s is slow, not stalled.
+		var got int64
+		for range 3 {
+			time.Sleep(50 * time.Second)
+			n, err := checkPattern(t, io.LimitReader(aIn, 4<<10), got)
+			if err != nil || n != 4<<10 {
+				t.Fatalf("slow reader: %d bytes, %v", n, err)
+			}
+			got += n
+			synctest.Wait()
+		}
+		if err := l.b.Err(); err != nil {
+			t.Fatalf("the link ended: %v", err)
+		}
+
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		err := <-done
+		var ae *AbortError
+		if !errors.As(err, &ae) || !strings.Contains(ae.Reason, "stall timeout") {
+			t.Fatalf("the writer of the stalled stream got %v, want an AbortError naming the stall timeout", err)
+		}
+		var oe *net.OpError
+		if !errors.As(err, &oe) || oe.Op != "write" {
+			t.Errorf("write error %#v is not a *net.OpError for write", err)
+		}
+		if !strings.Contains(logs.String(), "session cut") || !strings.Contains(logs.String(), "stall timeout") {
+			t.Errorf("the cut was not logged with its reason: %q", logs.String())
+		}
+
+		// The reader gets every byte that was accepted, then the error.
+		n, err := checkPattern(t, aIn, got)
+		if err == nil || errors.Is(err, io.EOF) || !strings.Contains(err.Error(), "stall timeout") {
+			t.Fatalf("reader of the cut stream: %d bytes then %v, want an error naming the stall timeout", n, err)
+		}
+		if n < maxBuf-got {
+			t.Errorf("reader got %d more bytes, less than what was buffered", n)
+		}
+
+		// The other stream is untouched, both ways.
+		for _, dir := range []struct {
+			name string
+			w, r *Stream
+		}{{"a to b", bOut, bIn}, {"b to a", bIn, bOut}} {
+			msg := []byte("still here: " + dir.name)
+			if _, err := dir.w.Write(msg); err != nil {
+				t.Fatalf("%s: Write on the other stream: %v", dir.name, err)
+			}
+			got := make([]byte, len(msg))
+			if _, err := io.ReadFull(dir.r, got); err != nil || !bytes.Equal(got, msg) {
+				t.Fatalf("%s: the other stream read %q, %v", dir.name, got, err)
+			}
+		}
+		if err := l.a.Err(); err != nil {
+			t.Fatalf("the link ended: %v", err)
+		}
+		aOut.Close()
+		aIn.Close()
+		bOut.Close()
+		bIn.Close()
+	})
 }
 
 func TestFlowControlPeerOverrunsWindow(t *testing.T) {

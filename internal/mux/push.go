@@ -68,7 +68,7 @@ func (st *Stream) PushTo(w io.Writer, count func(n int)) (int64, error) {
 			st.mu.Lock()
 			st.draining = 0
 			putRbuf(buf)
-			grant := st.consumed(n)
+			grant := st.consumed(n, err == nil && n == len(chunk) && st.roff == len(st.rbuf))
 			st.mu.Unlock()
 			st.grant(grant)
 			if err != nil {
@@ -105,7 +105,7 @@ func (st *Stream) deliver(data []byte) (rest []byte, delivered, grant int) {
 	n, err := tryWrite(p.raw, data)
 	if n > 0 {
 		p.n.Add(int64(n))
-		grant = st.consumed(n)
+		grant = st.consumed(n, n == len(data))
 	}
 	if err != nil {
 		// The destination failed: WriteTo returns the error, and what
@@ -114,21 +114,6 @@ func (st *Stream) deliver(data []byte) (rest []byte, delivered, grant int) {
 		return nil, n, grant
 	}
 	return data[n:], n, grant
-}
-
-// consumed counts n bytes handed on from the stream and returns the credit
-// to grant the peer now, if any. st.mu is held.
-func (st *Stream) consumed(n int) int {
-	if !st.s.cfg.FlowControl || st.rclosed || st.rerr != nil {
-		return 0
-	}
-	st.unacked += n
-	if st.unacked < st.s.cfg.Window/2 {
-		return 0
-	}
-	grant := st.unacked
-	st.unacked = 0
-	return grant
 }
 
 // grant sends the peer credit from consumed. st.mu must not be held: the

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -20,15 +21,45 @@ type Config struct {
 
 	// FlowControl turns on credit windows. Both sides must have agreed on
 	// it (each offered a window). Window is the credit this side grants
-	// each stream it receives; PeerWindow is the credit the peer grants.
+	// each stream at first; PeerWindow is the credit the peer grants.
 	FlowControl bool
 	Window      int
 	PeerWindow  int
 
+	// MaxWindow is the most a stream's receive window grows to (flow
+	// control). A stream's window doubles, from Window, each time its
+	// reader has caught up with everything that arrived while the peer
+	// had used most of its credit: the window, not the reader, was
+	// holding the peer back, as on a path with a long round trip. A
+	// stream whose reader falls behind never grows. Zero: Window (no
+	// growth).
+	MaxWindow int
+	// LinkWindowBudget bounds what the streams of this session together
+	// may grow their windows by, in bytes above Window each; Budget, if
+	// not nil, is shared with other sessions (a DP's, a Listener's) and
+	// bounds their sum. When a budget is spent, windows stop growing:
+	// credit is withheld, not memory taken. Default 64 MiB.
+	LinkWindowBudget int
+	Budget           *Budget
+
 	// MaxBuffer bounds the bytes a stream holds for its reader when there
-	// is no flow control; a stream that overflows is aborted. Default
-	// 256 KiB.
+	// is no flow control (a peer that writes as fast as TCP lets it, as
+	// every original does). A stream that reaches it stops the session
+	// reading the link until its reader takes some: TCP then holds the
+	// peer back. Default 256 KiB.
 	MaxBuffer int
+
+	// StallTimeout bounds how long one full stream (no flow control) may
+	// hold up the others on its link: if its reader takes nothing for
+	// that long while the link carries other streams, the stream is cut
+	// (with a reason naming StallTimeout) and the link reads on. A link
+	// with no other stream waits for as long as the stream lasts.
+	// Default 10 s; negative: never cut.
+	StallTimeout time.Duration
+
+	// Logger, if not nil, is told of every stream the session cuts and
+	// why.
+	Logger *slog.Logger
 
 	// ChunkSize is the most Data bytes one frame carries to the peer.
 	// Default 16 KiB.
@@ -153,10 +184,27 @@ type Session struct {
 	split  DataSplitter
 	linkRC syscall.RawConn
 	idle   atomic.Pointer[IdleReader]
+
+	// full is a stream that push found full (no flow control): the read
+	// loop waits for its reader before it reads the link again. Only the
+	// read loop uses it.
+	full *Stream
+	// linkBudget bounds the window growth of this session's streams.
+	linkBudget Budget
+	// rtt is the smoothed round trip to the peer in nanoseconds, 0 until
+	// timed (ObserveRTT).
+	rtt atomic.Int64
 }
+
+// Defaults of Config.
+const (
+	DefaultStallTimeout     = 10 * time.Second
+	DefaultLinkWindowBudget = 64 << 20
+)
 
 type pendingOpen struct {
 	ch        chan openResult // cap 1
+	sent      time.Time
 	name      string
 	addr      string
 	token     string
@@ -175,6 +223,13 @@ const maxQueuedBytes = 1 << 20
 func New(c net.Conn, fr Framer, cfg Config) *Session {
 	if cfg.MaxBuffer <= 0 {
 		cfg.MaxBuffer = 256 << 10
+	}
+	if cfg.StallTimeout == 0 {
+		cfg.StallTimeout = DefaultStallTimeout
+	}
+	cfg.MaxWindow = max(cfg.MaxWindow, cfg.Window)
+	if cfg.LinkWindowBudget <= 0 {
+		cfg.LinkWindowBudget = DefaultLinkWindowBudget
 	}
 	if cfg.ChunkSize <= 0 {
 		cfg.ChunkSize = 16 << 10
@@ -208,6 +263,7 @@ func New(c net.Conn, fr Framer, cfg Config) *Session {
 		readEnd:  make(chan struct{}),
 		readStop: make(chan struct{}),
 	}
+	s.linkBudget.limit = int64(cfg.LinkWindowBudget)
 	s.keepAlive.Store(int64(cfg.KeepAlive))
 	if ds, ok := fr.(DataSplitter); ok {
 		s.split = ds
@@ -431,6 +487,9 @@ func (s *Session) OpenToken(ctx context.Context, name, addr, token string) (*Str
 		st := s.newStream(id, name, addr, true)
 		st.acked = true
 		st.token = token
+		if s.cfg.AckOpens {
+			st.opened = time.Now()
+		}
 		s.streams[id] = st
 		s.enqueue(&Frame{Kind: KindOpen, ID: id, Name: name, Addr: addr, Token: token})
 		s.grantInitial(id)
@@ -441,7 +500,7 @@ func (s *Session) OpenToken(ctx context.Context, name, addr, token string) (*Str
 		s.mu.Unlock()
 		return nil, fmt.Errorf("rtcp: %d sessions are already being opened on the %s; retry later", len(s.pending), s.cfg.Name)
 	}
-	p := &pendingOpen{ch: make(chan openResult, 1), name: name, addr: addr, token: token}
+	p := &pendingOpen{ch: make(chan openResult, 1), name: name, addr: addr, token: token, sent: time.Now()}
 	s.pending = append(s.pending, p)
 	s.enqueue(&Frame{Kind: KindOpen, Name: name, Addr: addr, Token: token})
 	s.mu.Unlock()
@@ -478,13 +537,17 @@ func (s *Session) newStream(id int64, name, addr string, opened bool) *Stream {
 	}
 	if s.cfg.FlowControl {
 		st.credit = s.cfg.PeerWindow
+		st.win = s.cfg.Window
+		st.avail = s.cfg.Window
 	}
 	return st
 }
 
-// readLoop dispatches incoming frames. It never blocks on a stream: every
-// stream's buffer is bounded by its window (or MaxBuffer), so the link keeps
-// moving whatever any one reader does.
+// readLoop dispatches incoming frames. With flow control it never blocks
+// on a stream: every stream's buffer is bounded by its window, so the link
+// keeps moving whatever any one reader does. Without, a full stream holds
+// it (waitRoom): that is the only way to hold back a peer that does no
+// flow control.
 func (s *Session) readLoop() {
 	defer s.wg.Done()
 	defer close(s.readEnd)
@@ -511,6 +574,10 @@ func (s *Session) readLoop() {
 				s.readFailed(err)
 				return
 			}
+		}
+		if st := s.full; st != nil {
+			s.full = nil
+			s.waitRoom(st)
 		}
 		if s.endIdle {
 			// The last stream of a draining session is gone: end it from
@@ -729,7 +796,13 @@ func (s *Session) handleAck(f *Frame) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cfg.OpenerAssignsID && s.cfg.AckOpens {
-		return nil // the stream is open already; the Ack only confirms it
+		// The stream is open already; the Ack only confirms it, and
+		// times the round trip.
+		if st := s.streams[f.ID]; st != nil && !st.opened.IsZero() {
+			s.ObserveRTT(time.Since(st.opened))
+			st.opened = time.Time{}
+		}
+		return nil
 	}
 	if len(s.pending) == 0 {
 		return s.protoErr("Ack (X=%d) with no Connect waiting for it", f.ID)
@@ -737,6 +810,7 @@ func (s *Session) handleAck(f *Frame) error {
 	p := s.pending[0]
 	s.pending[0] = nil
 	s.pending = s.pending[1:]
+	s.ObserveRTT(time.Since(p.sent))
 	// Only X = -1 refuses: a plain peer may fill in R on success, and
 	// taking that for a refusal would leave its session open forever.
 	if f.ID < 0 {
@@ -780,6 +854,9 @@ func (s *Session) remove(st *Stream) bool {
 		delete(s.streams, st.id)
 	}
 	s.mu.Unlock()
+	if ok {
+		st.releaseWindow()
+	}
 	return ok
 }
 

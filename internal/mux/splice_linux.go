@@ -349,7 +349,8 @@ func (st *Stream) spliceRest(link syscall.RawConn, rest int, idle *IdleReader) (
 		sent, werr = spliceDrain(sink.raw, p, got)
 		if sent > 0 {
 			sink.n.Add(int64(sent))
-			grant = st.consumed(sent)
+			st.received(sent)
+			grant = st.consumed(sent, sent == got)
 		}
 		if werr != nil {
 			// As in deliver: WriteTo returns the error, and what still

@@ -23,14 +23,30 @@ type Stream struct {
 	token         string
 	local, remote net.Addr
 
-	mu         sync.Mutex
-	rbuf       []byte
-	roff       int
-	rclosed    bool    // the peer will send no more: io.EOF once rbuf is read
-	rerr       error   // the stream was cut off: returned once rbuf is read
-	werr       error   // writes fail with this
-	credit     int     // bytes we may still send (flow control)
-	unacked    int     // bytes read that we have not granted back yet
+	mu      sync.Mutex
+	rbuf    []byte
+	roff    int
+	rclosed bool  // the peer will send no more: io.EOF once rbuf is read
+	rerr    error // the stream was cut off: returned once rbuf is read
+	werr    error // writes fail with this
+	credit  int   // bytes we may still send (flow control)
+	unacked int   // bytes read that we have not granted back yet
+	// The receive window (flow control, flow.go): win is its size now,
+	// avail the credit the peer has left, grown what it took from the
+	// budgets. Its epoch began at the last grant; since then sinceGrow
+	// bytes were handed on, and caughtUp says the reader emptied the
+	// buffer at least once.
+	win, avail, sinceGrow, grown int
+	epoch                        time.Time
+	caughtUp                     bool
+	// opened is when the opener sent an open that is acknowledged
+	// (Config.AckOpens), to time the round trip; guarded by the
+	// session's mu.
+	opened time.Time
+	// taken counts bytes handed on without flow control; room is
+	// signalled as it grows, for a read loop waiting in waitRoom.
+	taken      int64
+	room       chan struct{}
 	wclosed    bool    // we sent CloseWrite or Close
 	endSent    bool    // we sent Close: no frame for this stream may follow
 	acked      bool    // the open was acknowledged
@@ -52,6 +68,7 @@ func newStream(s *Session, id int64, name, addr string) *Stream {
 		addr:       addr,
 		readReady:  make(chan struct{}, 1),
 		writeReady: make(chan struct{}, 1),
+		room:       make(chan struct{}, 1),
 		closed:     make(chan struct{}),
 		rd:         deadline.New(),
 		wd:         deadline.New(),
@@ -118,7 +135,7 @@ func (st *Stream) Read(p []byte) (int, error) {
 				}
 				st.roff = 0
 			}
-			grant := st.consumed(n)
+			grant := st.consumed(n, st.roff == 0 && len(st.rbuf) == 0)
 			st.mu.Unlock()
 			st.grant(grant)
 			return n, nil
@@ -384,26 +401,9 @@ func (st *Stream) push(data []byte) {
 		return
 	default:
 	}
-	limit := st.s.cfg.MaxBuffer
-	if st.s.cfg.FlowControl {
-		limit = st.s.cfg.Window
-	}
-	if len(st.rbuf)-st.roff+st.draining+len(data) > limit {
-		var err error
-		if st.s.cfg.FlowControl {
-			err = errors.New("rtcp: the peer sent more than the flow-control window allows")
-		} else {
-			err = errors.New("rtcp: session receive buffer full: the reader is too slow and the peer does no flow control")
-		}
-		st.rerr = err
-		st.werr = err
+	if st.received(len(data)) {
 		st.mu.Unlock()
-		signal(st.readReady)
-		signal(st.writeReady)
-		if st.s.remove(st) {
-			st.s.enqueue(&Frame{Kind: KindClose, ID: st.id, Reason: err.Error(), Abort: true})
-			st.s.readerCloseIfIdle() // push runs on the read loop
-		}
+		st.s.cut(st, errors.New("rtcp: the peer sent more than the flow-control window allows"))
 		return
 	}
 	var grant, delivered int
@@ -428,22 +428,22 @@ func (st *Stream) push(data []byte) {
 		n := copy(st.rbuf, st.rbuf[st.roff:])
 		st.rbuf, st.roff = st.rbuf[:n], 0
 	}
-	if need := len(st.rbuf) + len(data); need > cap(st.rbuf) && need > 16<<10 && limit >= bigRbuf {
-		// A burst: one pooled buffer, not a chain of growing ones: the
-		// default window's size, or the whole window when more than that
-		// is buffered (yamux's 4 MiB).
-		var b []byte
-		if need <= bigRbuf {
-			b = getRbuf()
-		} else {
-			b = getHugeRbuf(limit)
-		}
+	bound := st.s.cfg.MaxBuffer
+	if st.s.cfg.FlowControl {
+		bound = st.win
+	}
+	if need := len(st.rbuf) + len(data); need > cap(st.rbuf) && need > 16<<10 && bound >= bigRbuf {
+		// A burst: one pooled buffer, not a chain of growing ones (a
+		// stream with a smaller bound grows its buffer as it needs).
 		old := st.rbuf
-		st.rbuf = append(b, st.rbuf[st.roff:]...)
+		st.rbuf = append(getRbuf(need), st.rbuf[st.roff:]...)
 		st.roff = 0
 		putRbuf(old)
 	}
 	st.rbuf = append(st.rbuf, data...)
+	if !st.s.cfg.FlowControl && st.bufferedLocked() >= st.s.cfg.MaxBuffer {
+		st.s.full = st // push runs on the read loop: it waits for room
+	}
 	sink := st.sink
 	st.mu.Unlock()
 	if sink != nil {
@@ -453,37 +453,37 @@ func (st *Stream) push(data []byte) {
 	signal(st.readReady)
 }
 
-// bigRbuf is the capacity of the pooled receive buffers: the default
-// window, the most a flow-controlled peer may have in flight (a stream
-// with a smaller window grows its buffer as it needs). A stream
-// that receives a burst takes one from the pool and gives it back once
-// its reader has drained it; without the pool every burst allocated a
+// bigRbuf and hugeRbuf are the capacities of the pooled receive buffers.
+// A stream that receives a burst takes one from the pool and gives it back
+// once its reader has drained it; without the pool every burst allocated a
 // chain of growing buffers (a third of a relay's CPU went to the garbage
-// collector and to returning memory to the OS).
-const bigRbuf = 256 << 10
+// collector and to returning memory to the OS). bigRbuf is the default
+// window and MaxBuffer; hugeRbuf is for a reader that falls further behind
+// a window that has grown.
+const (
+	bigRbuf  = 256 << 10
+	hugeRbuf = 4 << 20
+)
 
+// rbufPool holds buffers of cap bigRbuf, hugePool of cap hugeRbuf.
 var rbufPool, hugePool sync.Pool
 
-// hugeRbuf is the capacity of the pooled buffers of streams with yamux's
-// 4 MiB window, for a reader that falls behind by more than bigRbuf.
-const hugeRbuf = 4 << 20
-
-func getRbuf() []byte {
-	if b, ok := rbufPool.Get().(*[]byte); ok {
-		return (*b)[:0]
+// getRbuf returns an empty buffer with room for need bytes: pooled if one
+// of the pools' sizes fits, made to measure (with room to grow) if not.
+func getRbuf(need int) []byte {
+	switch {
+	case need <= bigRbuf:
+		if b, ok := rbufPool.Get().(*[]byte); ok {
+			return (*b)[:0]
+		}
+		return make([]byte, 0, bigRbuf)
+	case need <= hugeRbuf:
+		if b, ok := hugePool.Get().(*[]byte); ok {
+			return (*b)[:0]
+		}
+		return make([]byte, 0, hugeRbuf)
 	}
-	return make([]byte, 0, bigRbuf)
-}
-
-// getHugeRbuf returns a buffer for up to limit bytes.
-func getHugeRbuf(limit int) []byte {
-	if limit != hugeRbuf {
-		return make([]byte, 0, limit)
-	}
-	if b, ok := hugePool.Get().(*[]byte); ok {
-		return (*b)[:0]
-	}
-	return make([]byte, 0, hugeRbuf)
+	return make([]byte, 0, need+need/2)
 }
 
 // putRbuf gives b back to its pool, if it came from one.
@@ -517,6 +517,7 @@ func (st *Stream) peerCloseWrite() {
 
 // peerClose handles the peer's Close (the stream is already forgotten).
 func (st *Stream) peerClose(reason string, abort bool) {
+	st.releaseWindow()
 	st.mu.Lock()
 	if abort {
 		if reason == "" {
@@ -535,6 +536,7 @@ func (st *Stream) peerClose(reason string, abort bool) {
 
 // linkDown cuts the stream off because its link ended with err.
 func (st *Stream) linkDown(err error) {
+	st.releaseWindow()
 	st.mu.Lock()
 	if st.rerr == nil && !st.rclosed {
 		st.rerr = err

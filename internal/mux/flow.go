@@ -1,0 +1,248 @@
+package mux
+
+import (
+	"fmt"
+	"sync/atomic"
+	"time"
+)
+
+// Flow control has two halves, one for each kind of peer.
+//
+// A peer that does flow control (rtcp's JSON credit extension, yamux)
+// sends no more than the credit it was granted. Each stream's receive
+// window starts at Config.Window and doubles, up to Config.MaxWindow, each
+// time the stream's reader has caught up with all that arrived while the
+// peer had spent most of its credit: then the window, not the reader, is
+// what holds the peer back, as on a path whose round trip is longer than
+// window/bandwidth. This finds the path's bandwidth-delay product the way
+// TCP's receive autotuning does, without measuring the round trip. A
+// stream whose reader falls behind never grows, and growth is paid for
+// from two budgets (the link's and, if set, one shared by many links), so
+// memory stays bounded: when a budget is spent, credit is withheld.
+//
+// A peer that does no flow control (every original: Plan5's own code,
+// Mihini, tcpipe) writes as fast as TCP takes its bytes. When one of its
+// streams has Config.MaxBuffer bytes waiting for their reader, the session
+// stops reading the link until the reader takes some, and TCP holds the
+// peer back. The link's other streams wait meanwhile; Config.StallTimeout
+// bounds how long a stream that makes no progress may hold them.
+
+// A Budget bounds the bytes that receive windows may grow by, across the
+// sessions that share it. It is safe for concurrent use.
+type Budget struct {
+	limit int64
+	used  atomic.Int64
+}
+
+// NewBudget returns a Budget of limit bytes.
+func NewBudget(limit int64) *Budget { return &Budget{limit: limit} }
+
+// Used returns the bytes taken from b now.
+func (b *Budget) Used() int64 { return b.used.Load() }
+
+// take takes up to want bytes from b and returns how many it took.
+func (b *Budget) take(want int) int {
+	for {
+		used := b.used.Load()
+		n := min(int64(want), b.limit-used)
+		if n <= 0 {
+			return 0
+		}
+		if b.used.CompareAndSwap(used, used+n) {
+			return int(n)
+		}
+	}
+}
+
+func (b *Budget) give(n int) { b.used.Add(-int64(n)) }
+
+// bufferedLocked returns the bytes the stream holds for its reader,
+// counting those a WriteTo is writing. st.mu is held.
+func (st *Stream) bufferedLocked() int {
+	return len(st.rbuf) - st.roff + st.draining
+}
+
+// received counts n bytes of the peer's arriving for st and reports
+// whether they overran the credit the peer was granted. st.mu is held.
+func (st *Stream) received(n int) (overrun bool) {
+	if !st.s.cfg.FlowControl {
+		return false
+	}
+	st.avail -= n
+	return st.avail < 0
+}
+
+// consumed counts n bytes handed on from the stream (read, or written to
+// its destination) and returns the credit to grant the peer now, if any.
+// caughtUp says nothing is left buffered: the reader waits for the peer.
+// st.mu is held.
+func (st *Stream) consumed(n int, caughtUp bool) int {
+	if !st.s.cfg.FlowControl {
+		if n > 0 {
+			st.taken += int64(n)
+			signal(st.room)
+		}
+		return 0
+	}
+	if st.rclosed || st.rerr != nil {
+		return 0
+	}
+	st.unacked += n
+	st.sinceGrow += n
+	st.caughtUp = st.caughtUp || caughtUp
+	if st.unacked < st.win/2 {
+		return 0
+	}
+	grant := st.unacked + st.maybeGrow()
+	st.unacked = 0
+	st.avail += grant
+	return grant
+}
+
+// maybeGrow ends the window's epoch, which began at the last grant. If
+// the reader caught up with the peer during it and took half the window
+// or more in less than two round trips, the window, not the reader, held
+// the peer back: it doubles, as far as MaxWindow and the budgets allow
+// (quic-go's rule). It returns the bytes added. st.mu is held.
+func (st *Stream) maybeGrow() int {
+	s := st.s
+	now := time.Now()
+	start, took, caughtUp := st.epoch, st.sinceGrow, st.caughtUp
+	st.epoch, st.sinceGrow, st.caughtUp = now, 0, false
+	if start.IsZero() || !caughtUp || st.win >= s.cfg.MaxWindow {
+		return 0
+	}
+	if limit := time.Duration(4 * float64(took) / float64(st.win) * float64(s.RTT())); now.Sub(start) >= limit {
+		return 0
+	}
+	want := min(st.win, s.cfg.MaxWindow-st.win)
+	got := s.linkBudget.take(want)
+	if b := s.cfg.Budget; b != nil && got > 0 {
+		shared := b.take(got)
+		s.linkBudget.give(got - shared)
+		got = shared
+	}
+	st.win += got
+	st.grown += got
+	return got
+}
+
+// ObserveRTT tells the session of a round trip to its peer that took d
+// (a handshake, say); the session times its own opens too. Window growth
+// uses the smoothed estimate.
+func (s *Session) ObserveRTT(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	for {
+		old := s.rtt.Load()
+		next := int64(d)
+		if old != 0 {
+			next = old + (int64(d)-old)/8
+		}
+		if s.rtt.CompareAndSwap(old, next) {
+			return
+		}
+	}
+}
+
+// RTT returns the session's smoothed round-trip estimate, or
+// DefaultRTT before it has one.
+func (s *Session) RTT() time.Duration {
+	if d := s.rtt.Load(); d > 0 {
+		return time.Duration(d)
+	}
+	return DefaultRTT
+}
+
+// DefaultMaxWindow is the MaxWindow rtcp's links use: room for a 200 ms
+// round trip at 80 MB/s, or 50 ms at 320 MB/s, per stream.
+const DefaultMaxWindow = 16 << 20
+
+// DefaultRTT is the round trip a session assumes until it has timed one.
+const DefaultRTT = 10 * time.Millisecond
+
+// releaseWindow gives back what the stream's window grew by, once the
+// stream is forgotten (no more bytes can arrive for it).
+func (st *Stream) releaseWindow() {
+	st.mu.Lock()
+	n := st.grown
+	st.grown = 0
+	st.mu.Unlock()
+	if n > 0 {
+		st.s.linkBudget.give(n)
+		if b := st.s.cfg.Budget; b != nil {
+			b.give(n)
+		}
+	}
+}
+
+// waitRoom holds the read loop while st, which push found full, has
+// MaxBuffer bytes waiting for its reader (no flow control). If the reader
+// takes nothing for StallTimeout while other streams share the link, st
+// is cut so that they can go on.
+func (s *Session) waitRoom(st *Stream) {
+	var stall *time.Timer
+	if s.cfg.StallTimeout > 0 {
+		stall = time.NewTimer(s.cfg.StallTimeout)
+		defer stall.Stop()
+	}
+	var expired <-chan time.Time
+	if stall != nil {
+		expired = stall.C
+	}
+	for {
+		st.mu.Lock()
+		full := st.bufferedLocked() >= s.cfg.MaxBuffer && st.rerr == nil
+		st.mu.Unlock()
+		if !full {
+			return
+		}
+		select {
+		case <-st.room:
+			if stall != nil {
+				stall.Reset(s.cfg.StallTimeout)
+			}
+		case <-st.closed:
+			return
+		case <-s.done:
+			return
+		case <-expired:
+			if others := s.NumStreams() - 1; others > 0 {
+				s.cutStalled(st, others)
+				return
+			}
+			stall.Reset(s.cfg.StallTimeout)
+		}
+	}
+}
+
+// cutStalled cuts st, whose reader took nothing for StallTimeout while
+// others streams waited behind it. Its reader still gets what it holds,
+// then the error.
+func (s *Session) cutStalled(st *Stream, others int) {
+	err := fmt.Errorf("rtcp: session %d on the %s cut: its reader took nothing for %v while %d other sessions waited behind it "+
+		"(the peer does no flow control, so a full session stops the whole link); raise the stall timeout if a reader may pause that long",
+		st.id, s.cfg.Name, s.cfg.StallTimeout, others)
+	s.cut(st, err)
+}
+
+// cut ends st for err from the read loop: its reader gets what it holds,
+// then err; its writer gets err; the peer is told.
+func (s *Session) cut(st *Stream, err error) {
+	st.mu.Lock()
+	if st.rerr == nil {
+		st.rerr = err
+	}
+	st.werr = err
+	st.mu.Unlock()
+	signal(st.readReady)
+	signal(st.writeReady)
+	if l := s.cfg.Logger; l != nil {
+		l.Warn("rtcp: session cut", "link", s.cfg.Name, "session", st.id, "reason", err)
+	}
+	if s.remove(st) {
+		s.enqueue(&Frame{Kind: KindClose, ID: st.id, Reason: err.Error(), Abort: true})
+		s.readerCloseIfIdle() // on the read loop
+	}
+}

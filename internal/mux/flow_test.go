@@ -1,0 +1,194 @@
+package mux
+
+import (
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// delayConns returns the two ends of an in-memory connection that holds
+// every byte for rtt/2 each way, without limiting bandwidth: a path with a
+// long round trip, for synctest's clock.
+func delayConns(rtt time.Duration) (a, b net.Conn, stop func()) {
+	a, fa := net.Pipe()
+	fb, b := net.Pipe()
+	var wg sync.WaitGroup
+	forward := func(dst, src net.Conn) {
+		type chunk struct {
+			p   []byte
+			due time.Time
+		}
+		q := make(chan chunk, 1<<16)
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			defer close(q)
+			for {
+				buf := make([]byte, 64<<10)
+				n, err := src.Read(buf)
+				if n > 0 {
+					q <- chunk{buf[:n], time.Now().Add(rtt / 2)}
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			defer dst.Close()
+			for c := range q {
+				time.Sleep(time.Until(c.due))
+				if _, err := dst.Write(c.p); err != nil {
+					src.Close()
+					for range q {
+					}
+					return
+				}
+			}
+		}()
+	}
+	forward(fb, fa)
+	forward(fa, fb)
+	return a, b, func() {
+		a.Close()
+		b.Close()
+		wg.Wait()
+	}
+}
+
+func delayLink(t *testing.T, rtt time.Duration, cfgA, cfgB Config) (*link, func()) {
+	ca, cb, stop := delayConns(rtt)
+	l := &link{ca: ca, cb: cb}
+	l.a = New(ca, newJSONFramer(ca), cfgA)
+	l.b = New(cb, newJSONFramer(cb), cfgB)
+	return l, func() { l.close(); stop() }
+}
+
+func window(st *Stream) int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.win
+}
+
+// transfer sends total bytes from out to in and returns how long that
+// took on the bubble's clock.
+func transfer(t *testing.T, out, in *Stream, total int64) time.Duration {
+	t.Helper()
+	start := time.Now()
+	go func() {
+		writePattern(out, 0, total, 64<<10, nil)
+		out.CloseWrite()
+	}()
+	n, err := checkPattern(t, in, 0)
+	if err != nil || n != total {
+		t.Fatalf("read %d of %d bytes: %v", n, total, err)
+	}
+	return time.Since(start)
+}
+
+// TestWindowGrowsToThePath: at a 100 ms round trip a 64 KiB window moves
+// 640 KB/s; the window must grow until the round trip no longer limits the
+// transfer, up to MaxWindow, and give its growth back when the stream ends.
+func TestWindowGrowsToThePath(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const rtt = 100 * time.Millisecond
+		budget := NewBudget(64 << 20)
+		cfg := flowConfig(64 << 10)
+		cfg.MaxWindow = 8 << 20
+		cfgB := cfg
+		cfgB.Budget = budget
+		l, stop := delayLink(t, rtt, cfg, cfgB)
+		defer stop()
+		out, in := l.open(t)
+
+		const total = 64 << 20
+		took := transfer(t, out, in, total)
+		// Fixed at 64 KiB, 64 MiB would take 100 s; grown to 8 MiB, about
+		// 8 round trips plus 64/8 windows, under 2 s.
+		if took > 3*time.Second {
+			t.Errorf("64 MiB at a %v round trip took %v: the window did not grow (it is %d)", rtt, took, window(in))
+		}
+		if w := window(in); w != 8<<20 {
+			t.Errorf("the window grew to %d, want MaxWindow %d", w, 8<<20)
+		}
+		if used := budget.Used(); used != 8<<20-64<<10 {
+			t.Errorf("the shared budget has %d taken, want the growth %d", used, 8<<20-64<<10)
+		}
+		out.Close()
+		in.Close()
+		if used := budget.Used(); used != 0 {
+			t.Errorf("after the stream ended, the shared budget still has %d taken", used)
+		}
+		t.Logf("64 MiB at a %v round trip: %v", rtt, took)
+	})
+}
+
+// TestWindowBudgets: when the budgets are spent, windows stop growing;
+// credit is withheld and the transfers still complete.
+func TestWindowBudgets(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const rtt = 100 * time.Millisecond
+		shared := NewBudget(1 << 20)
+		cfg := flowConfig(64 << 10)
+		cfg.MaxWindow = 8 << 20
+		cfgB := cfg
+		cfgB.Budget = shared
+		cfgB.LinkWindowBudget = 4 << 20
+		l, stop := delayLink(t, rtt, cfg, cfgB)
+		defer stop()
+		out1, in1 := l.open(t)
+		out2, in2 := l.open(t)
+		done := make(chan struct{})
+		go func() {
+			transfer(t, out2, in2, 8<<20)
+			close(done)
+		}()
+		transfer(t, out1, in1, 8<<20)
+		<-done
+		if sum := window(in1) + window(in2) - 2*(64<<10); sum > 1<<20 {
+			t.Errorf("the windows grew by %d together, more than the shared budget of 1 MiB", sum)
+		}
+		if used := shared.Used(); used > 1<<20 {
+			t.Errorf("the shared budget has %d taken, more than its limit", used)
+		}
+		for _, st := range []*Stream{out1, in1, out2, in2} {
+			st.Close()
+		}
+		if used := shared.Used(); used != 0 {
+			t.Errorf("after the streams ended, the shared budget still has %d taken", used)
+		}
+	})
+}
+
+// TestStalledWindowDoesNotGrow: a reader that stops never earns a larger
+// window, however long its peer waits: a stalled stream costs its initial
+// window and no more.
+func TestStalledWindowDoesNotGrow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := flowConfig(64 << 10)
+		cfg.MaxWindow = 8 << 20
+		l, stop := delayLink(t, 50*time.Millisecond, cfg, cfg)
+		defer stop()
+		out, in := l.open(t)
+		go writePattern(out, 0, 1<<40, 32<<10, nil)
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if n, c := buffered(in); n != 64<<10 || c > 128<<10 || window(in) != 64<<10 {
+			t.Errorf("a stalled stream holds %d bytes in %d, window %d; want its initial window %d", n, c, window(in), 64<<10)
+		}
+		// A slow reader that keeps the buffer full does not grow it either.
+		for range 100 {
+			io.ReadFull(in, make([]byte, 1<<10))
+			time.Sleep(time.Second)
+		}
+		if w := window(in); w != 64<<10 {
+			t.Errorf("a slow reader's window grew to %d", w)
+		}
+		out.Close()
+		in.Close()
+	})
+}
