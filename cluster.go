@@ -161,7 +161,7 @@ func (l *Listener) listenCluster(ctx context.Context, dps []string) (net.Listene
 	errs := make([]error, len(dps))
 	var wg sync.WaitGroup
 	for i, dp := range dps {
-		m := &Listener{cfg: l.cfg, dp: dp, addr: l.addr, accept: l.accept, closed: l.closed}
+		m := &Listener{cfg: l.cfg, dp: dp, addr: l.addr, accept: l.accept, closed: l.closed, flow: l.flow}
 		members[i] = m
 		wg.Go(func() { firsts[i], errs[i] = m.connect(ctx) })
 	}

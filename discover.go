@@ -65,6 +65,22 @@ type DiscoverPoint struct {
 	// Logger receives the DP's logs. Nil is silent.
 	Logger *slog.Logger
 
+	// WindowMemory bounds the bytes by which the flow-control windows of
+	// all the DP's sessions may grow together (each starts at 256 KiB and
+	// grows, up to 16 MiB, while the round trip rather than its reader
+	// holds its peer back): what readers that fall behind can make the DP
+	// hold. When it is spent, windows stop growing. Default
+	// DefaultWindowMemory (64 MiB).
+	WindowMemory int64
+
+	// StallTimeout bounds how long one session of a peer that does no
+	// flow control (a plain Plan5 server, say) may hold up the others on
+	// its link: when its client reads nothing, the DP stops reading the
+	// link (TCP holds the peer back), and after this long without
+	// progress it cuts the session, logging why. Default 10 s; negative
+	// never cuts.
+	StallTimeout time.Duration
+
 	// Ports maps TCP listen addresses to server names: ListenAndServe
 	// also accepts plain TCP on each address and carries every
 	// connection to that server (port mode, see ServePort).
@@ -98,6 +114,7 @@ type DiscoverPoint struct {
 	forwarded sync.Map             // client conns that another DP carried here (cluster.go)
 	nameLocks map[string]*nameLock // see lockName (cluster.go)
 	initOnce  sync.Once
+	flow      flowConfig // every session's window budget, stall timeout, logger
 	auth      authState
 	mu        sync.Mutex
 	g         serve.Group // listeners, connections, their goroutines
@@ -196,6 +213,7 @@ func (dp *DiscoverPoint) init() {
 			dp.MaxLine = plan5.DefaultMaxLine
 		}
 		dp.initLimits()
+		dp.flow = newFlowConfig(dp.WindowMemory, dp.StallTimeout)
 		dp.servers = make(map[string]*server)
 		dp.ctx, dp.cancel = context.WithCancel(context.Background())
 	})
@@ -447,13 +465,14 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	var startKA func() // keepalive, once the handshake is over
 	if a.Transport == wireYamux {
 		keepAlive := keepAlivePeriod(dp.KeepAlive)
-		s := newYamuxSession(c, r, ir, true, fmt.Sprintf("link to server %q at %s", a.N, c.RemoteAddr()))
+		s := newYamuxSession(c, r, ir, true, fmt.Sprintf("link to server %q at %s", a.N, c.RemoteAddr()), dp.flow, dp.log())
 		l, end = newYamuxLink(s), s.Close
 		startKA = func() { startYamuxKeepAlive(ir, s, keepAlive) }
 	} else {
 		cfg := plan5link.Config(ours, a)
 		cfg.Name = fmt.Sprintf("link to server %q at %s", a.N, c.RemoteAddr())
 		cfg.AcceptBacklog = -1 // a server opens nothing toward the DP
+		dp.flow.apply(&cfg, dp.log())
 		r.Grow(plan5link.LinkReadBuffer)
 		fr := plan5link.NewFramer(r, c)
 		fr.SetHeartbeat(ours)
@@ -662,6 +681,7 @@ func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	cfg.Name = "connection from client " + c.RemoteAddr().String()
 	cfg.ManualAck = true
 	cfg.AcceptBacklog = 1
+	dp.flow.apply(&cfg, dp.log())
 	fr := plan5link.NewFramer(r, c)
 	fr.SetHeartbeat(ours)
 	s := mux.New(c, fr, cfg)

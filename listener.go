@@ -66,6 +66,12 @@ type ListenConfig struct {
 
 	// Logger receives logs of links lost and regained. Nil is silent.
 	Logger *slog.Logger
+
+	// WindowMemory bounds the bytes by which the flow-control windows of
+	// the Listener's sessions may grow together (each starts at 256 KiB
+	// and grows, up to 16 MiB, while the round trip to the DP rather than
+	// its reader holds the DP back). Default DefaultWindowMemory (64 MiB).
+	WindowMemory int64
 }
 
 // Listen announces an indirect server named name at the DP addr, or, with
@@ -112,6 +118,7 @@ func (lc *ListenConfig) Listen(ctx context.Context, addr, name string) (net.List
 		rand.Read(b[:])
 		l.cfg.Owner = hex.EncodeToString(b[:])
 	}
+	l.flow = newFlowConfig(l.cfg.WindowMemory, 0)
 	if lc.Transport != TransportJSON && lc.Transport != TransportYamux && lc.Transport != TransportTCP {
 		return nil, l.opErr("listen", fmt.Errorf("%w: transport %v", ErrNotImplemented, lc.Transport))
 	}
@@ -143,6 +150,8 @@ type Listener struct {
 	cancel context.CancelFunc
 	once   sync.Once
 	wg     sync.WaitGroup
+
+	flow flowConfig // shared with the members of a cluster Listener
 
 	mu    sync.Mutex
 	links map[serverLink]struct{}
@@ -301,7 +310,9 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 	}
 	ir := mux.NewIdleReader(c)
 	r := plan5.NewReader(ir, plan5.DefaultMaxLine)
+	began := time.Now()
 	theirs, err := exchangeAloha(c, r, ours, l.dp, l.cfg.Credential, nil)
+	handshake := time.Since(began) // a round trip or two: the DP times none of its own toward us
 	if err == nil && ours.Transport != theirs.Transport {
 		err = fmt.Errorf("rtcp: the DP does not support the %s transport (it answered %q); use TransportJSON", l.cfg.Transport, theirs.Transport)
 	}
@@ -327,12 +338,14 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 	}
 	if l.cfg.Transport == TransportYamux {
 		c.SetDeadline(time.Time{})
-		s := newYamuxSession(c, r, ir, false, "link to DP "+l.dp)
+		s := newYamuxSession(c, r, ir, false, "link to DP "+l.dp, l.flow, l.log())
+		s.ObserveRTT(handshake)
 		startYamuxKeepAlive(ir, s, keepAlive)
 		return &yamuxServerLink{muxServerLink: muxServerLink{s: s}, local: local, remote: remote}, nil
 	}
 	cfg := plan5link.Config(ours, theirs)
 	cfg.Name = "link to DP " + l.dp
+	l.flow.apply(&cfg, l.log())
 	cfg.StreamAddrs = func(name, addr string, _ bool) (net.Addr, net.Addr) {
 		return local, remote(name, addr)
 	}
@@ -346,6 +359,7 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 	fr := plan5link.NewFramer(r, c)
 	fr.SetHeartbeat(ours)
 	link.s = mux.New(c, fr, cfg)
+	link.s.ObserveRTT(handshake)
 	startKeepAlive(ir, link.s, ours, theirs)
 	return link, nil
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"time"
 
@@ -21,11 +22,11 @@ const (
 	wireRaw   = "raw"   // client connection: raw bytes after the Ack
 )
 
-// yamuxWindow is the largest receive window of a yamux stream. yamux's
-// initial window (256 KiB) caps a stream at 256 KiB per round trip:
-// 2.5 MB/s over a 100 ms link. 4 MiB lets one stream fill 40 MB/s at
-// 100 ms while bounding what a stalled reader can make a peer buffer.
-const yamuxWindow = 4 << 20
+// A yamux stream's receive window starts at yamux's own 256 KiB and grows
+// to mux.DefaultMaxWindow while the round trip rather than the reader
+// holds the peer back (internal/mux, flow.go): a fixed window of w caps a
+// stream at w per round trip (4 MiB: 40 MB/s at 100 ms), and a large
+// fixed one makes every stalled reader cost that much.
 
 // yamuxMaxStreams caps the sessions one yamux link carries at once.
 const yamuxMaxStreams = 8192
@@ -44,9 +45,11 @@ const yamuxMaxStreams = 8192
 // newYamuxSession starts the yamux session of a link after its Aloha
 // exchange, read with r: the DP is yamux's client (it opens the streams),
 // the server its server.
-func newYamuxSession(c net.Conn, r *plan5.Reader, ir *mux.IdleReader, client bool, name string) *mux.Session {
-	cfg := yamuxlink.Config(client, yamuxWindow)
+func newYamuxSession(c net.Conn, r *plan5.Reader, ir *mux.IdleReader, client bool, name string, fc flowConfig, log *slog.Logger) *mux.Session {
+	cfg := yamuxlink.Config(client, 0) // yamux's 256 KiB, growing
+	cfg.MaxWindow = mux.DefaultMaxWindow
 	cfg.Name = name
+	fc.apply(&cfg, log)
 	if client {
 		cfg.AcceptBacklog = -1 // a server opens nothing toward the DP
 	}
@@ -58,7 +61,7 @@ func newYamuxSession(c net.Conn, r *plan5.Reader, ir *mux.IdleReader, client boo
 	if r.Buffered().Buffered() > 0 {
 		src = r.Buffered()
 	}
-	fr := yamuxlink.NewFramer(src, c, yamuxWindow)
+	fr := yamuxlink.NewFramer(src, c, cfg.MaxWindow)
 	fr.SplitData() // src reads c
 	return mux.New(c, fr, cfg)
 }

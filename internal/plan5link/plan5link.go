@@ -14,7 +14,10 @@ import (
 	"rtcp/protocol/plan5"
 )
 
-// DefaultWindow is the per-session flow-control window rtcp offers.
+// DefaultWindow is the per-session flow-control window rtcp offers: each
+// session's window starts there and grows, up to mux.DefaultMaxWindow,
+// while the round trip rather than the reader holds the peer back (the
+// peer sees only larger grants).
 const DefaultWindow = 256 << 10
 
 // Framer maps Plan5 messages to mux frames.
@@ -123,6 +126,7 @@ func Config(ours, theirs *plan5.Aloha) mux.Config {
 	return mux.Config{
 		FlowControl: ours.Window > 0 && theirs.Window > 0,
 		Window:      ours.Window,
+		MaxWindow:   mux.DefaultMaxWindow,
 		PeerWindow:  theirs.Window,
 		HalfClose:   ours.HalfClose && theirs.HalfClose,
 		ChunkSize:   plan5.ChunkSize(peerLine),

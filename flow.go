@@ -1,0 +1,35 @@
+package rtcp
+
+import (
+	"log/slog"
+	"time"
+
+	"rtcp/internal/mux"
+)
+
+// DefaultWindowMemory is the default of DiscoverPoint.WindowMemory and
+// ListenConfig.WindowMemory.
+const DefaultWindowMemory = 64 << 20
+
+// flowConfig is what a DP or a Listener gives each session it runs:
+// the budget its windows grow from, and how long a full session of a
+// peer without flow control may hold up its link.
+type flowConfig struct {
+	budget *mux.Budget
+	stall  time.Duration
+}
+
+func newFlowConfig(windowMemory int64, stall time.Duration) flowConfig {
+	if windowMemory <= 0 {
+		windowMemory = DefaultWindowMemory
+	}
+	return flowConfig{budget: mux.NewBudget(windowMemory), stall: stall}
+}
+
+// apply sets cfg's flow control, and the logger told of the sessions it
+// cuts.
+func (fc flowConfig) apply(cfg *mux.Config, log *slog.Logger) {
+	cfg.Budget = fc.budget
+	cfg.StallTimeout = fc.stall
+	cfg.Logger = log
+}
