@@ -158,8 +158,9 @@ func finish(dst, src net.Conn, err error, failed, dstFin *atomic.Bool) error {
 		dst.Close()
 		return nil
 	}
-	if errors.Is(err, net.ErrClosed) {
-		// We, or the other direction, closed one side: not a fault. But
+	if errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe) {
+		// We, or the other direction, closed one side (a net.Pipe says
+		// so with io.ErrClosedPipe): not a fault. But
 		// when the other direction failed and is cutting both sides, a
 		// clean Close here could reach a peer before the cut does.
 		if !failed.Load() {
