@@ -162,6 +162,14 @@ const DefaultMaxWindow = 16 << 20
 // DefaultRTT is the round trip a session assumes until it has timed one.
 const DefaultRTT = 10 * time.Millisecond
 
+// ReceiveWindow returns the stream's receive window now: the most its
+// peer may have sent and it not yet read (flow control), or 0.
+func (st *Stream) ReceiveWindow() int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.win
+}
+
 // releaseWindow gives back what the stream's window grew by, once the
 // stream is forgotten (no more bytes can arrive for it).
 func (st *Stream) releaseWindow() {

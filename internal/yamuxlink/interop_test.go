@@ -394,3 +394,78 @@ func TestInteropOpenTimeout(t *testing.T) {
 	within(t, "hashicorp's session to end", func() { <-l.h.CloseChan() })
 	within(t, "our session to end", func() { <-l.o.Done() })
 }
+
+// TestInteropGrowingWindow: with rtcp's windows, which start at yamux's
+// 256 KiB and grow while the reader keeps up, a plain hashicorp peer
+// sends into the grown window (one frame may then be a whole grant
+// larger than 256 KiB) and every byte arrives; what we send it is held to
+// its fixed window as before.
+func TestInteropGrowingWindow(t *testing.T) {
+	const total = 24 << 20
+	for _, r := range roles {
+		t.Run(r.name, func(t *testing.T) {
+			oc, hc := tcpPair(t)
+			cfg := Config(r.oursClient, 0)
+			cfg.MaxWindow = mux.DefaultMaxWindow
+			o := mux.New(oc, NewFramer(oc, oc, cfg.MaxWindow), cfg)
+			h := hcSession(t, hc, r.oursClient, hcConfig())
+			defer closeBothHC(o, h)
+			var (
+				st *mux.Stream
+				hs *hashicorp.Stream
+			)
+			if r.oursClient {
+				st, hs = openOurs(t, o, h.AcceptStream)
+			} else {
+				var err error
+				if hs, err = h.OpenStream(); err != nil {
+					t.Fatal(err)
+				}
+				if st, err = o.Accept(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sum := make(chan [32]byte, 1)
+			go func() {
+				s, err := writePattern(hs, total, 4<<20, 7)
+				if err != nil {
+					t.Error(err)
+				}
+				hs.Close() // hashicorp's Close only half-closes
+				sum <- s
+			}()
+			got, n, err := readSum(st)
+			if err != nil || n != total {
+				t.Fatalf("read %d of %d bytes from hashicorp: %v", n, total, err)
+			}
+			if want := <-sum; got != want {
+				t.Fatalf("the bytes from hashicorp differ")
+			}
+			if w := st.ReceiveWindow(); w <= 256<<10 {
+				t.Errorf("our window stayed at %d with a reader that kept up", w)
+			}
+
+			go func() {
+				s, err := writePattern(st, 8<<20, 1<<20, 8)
+				if err != nil {
+					t.Error(err)
+				}
+				st.CloseWrite()
+				sum <- s
+			}()
+			got, n, err = readSum(hs)
+			if err != nil || n != 8<<20 {
+				t.Fatalf("hashicorp read %d of %d bytes: %v", n, 8<<20, err)
+			}
+			if want := <-sum; got != want {
+				t.Fatalf("the bytes to hashicorp differ")
+			}
+			st.Close()
+		})
+	}
+}
+
+func closeBothHC(o *mux.Session, h *hashicorp.Session) {
+	h.Close()
+	o.Close()
+}
