@@ -32,10 +32,11 @@ import (
 )
 
 const (
-	// DefaultWindow is the receive window rtcp grants each yamux stream:
-	// 256 KiB (yamux's own) caps a stream at 2.5 MB/s over a 100 ms path;
-	// 4 MiB lets it reach 40 MB/s while bounding what a stalled reader
-	// makes the peer buffer.
+	// DefaultWindow is a fixed receive window for tests of this package,
+	// as hashicorp's MaxStreamWindowSize would be. rtcp's links start at
+	// yamux's 256 KiB instead and let the window grow (mux.Config's
+	// MaxWindow), because a fixed window w caps a stream at w per round
+	// trip and makes every stalled reader cost w.
 	DefaultWindow = 4 << 20
 
 	// ChunkSize is the most Data bytes one frame carries from this side:
