@@ -1,0 +1,509 @@
+// Package delay is a TCP relay that adds a round trip without limiting
+// bandwidth: a wide-area link on loopback, where the kernel may have no
+// netem. Every byte is held for half the round trip in each direction,
+// and the relay's dial onward waits half of it, as a SYN crossing the
+// link would; TCP on either side still sees loopback, so only windows
+// kept above TCP (a multiplexer's, a protocol's credit) meet the delay.
+//
+// Each direction of a connection is a reader that reads chunks as they
+// come, stamps each with the time it may leave and queues it, and a
+// writer that writes each chunk when its time comes. The queue holds up
+// to a bandwidth-delay product (Relay.MaxQueue); past it the reader stops
+// and TCP pushes back on the sender.
+package delay
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// A Relay accepts connections and joins each, through the delay, to a
+// connection of its own to To. With To set, the zero value is a plain
+// relay.
+type Relay struct {
+	// To is the address each accepted connection is relayed to.
+	To string
+
+	// RTT is the round trip the relay adds: bytes are held RTT/2 in each
+	// direction, and the dial to To waits RTT/2 while the first bytes
+	// already queue (the SYN's crossing; a dial and the server's first
+	// byte back take one RTT, as over a link that carries data with its
+	// SYN). A half-close is carried after the bytes before it, and so is
+	// a reset, which closes both sides. Zero makes a plain relay: io.Copy
+	// both ways (spliced on Linux), half-close passed on.
+	RTT time.Duration
+
+	// MaxQueue bounds the bytes held per direction of a connection;
+	// there the relay stops reading until the writer has made room. It
+	// caps a connection at MaxQueue/(RTT/2) bytes per second. Zero means
+	// the larger of 64 MiB and RTT/2 at 4 GB/s, more than loopback
+	// carries.
+	MaxQueue int
+
+	// Dial opens the connection to To. Nil means a net.Dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	mu        sync.Mutex // guards listeners and closed
+	listeners map[net.Listener]struct{}
+	closed    bool
+	serving   sync.WaitGroup // Serve calls running
+
+	bufs sync.Pool // *[]byte of readSize; empty: allocate
+	peak peakBytes // the most one direction has held (for tests)
+}
+
+// readSize is the most read at once. A read that fills less than half of
+// it is copied out, so a queue's memory is at most twice its bytes.
+const readSize = 256 << 10
+
+// MaxQueue's floor, and the rate whose bandwidth-delay product it grows
+// to.
+const (
+	minMaxQueue = 64 << 20
+	maxRate     = 4e9 // bytes per second
+)
+
+func (r *Relay) maxQueue() int {
+	if r.MaxQueue > 0 {
+		return r.MaxQueue
+	}
+	return max(minMaxQueue, int(maxRate*(r.RTT/2).Seconds()))
+}
+
+// Serve accepts connections on l and relays each until l fails or the
+// relay is closed. Before it returns it closes its connections and waits
+// for their goroutines. After Close it returns net.ErrClosed.
+func (r *Relay) Serve(l net.Listener) error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		l.Close()
+		return net.ErrClosed
+	}
+	if r.listeners == nil {
+		r.listeners = make(map[net.Listener]struct{})
+	}
+	r.listeners[l] = struct{}{}
+	r.serving.Add(1)
+	r.mu.Unlock()
+	defer r.serving.Done()
+	defer func() {
+		r.mu.Lock()
+		delete(r.listeners, l)
+		r.mu.Unlock()
+	}()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex // guards links
+		links = make(map[*link]struct{})
+	)
+	defer func() {
+		cancel()
+		mu.Lock()
+		for k := range links {
+			k.abort(false)
+		}
+		mu.Unlock()
+		wg.Wait()
+	}()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			r.mu.Lock()
+			closed := r.closed
+			r.mu.Unlock()
+			if closed {
+				return net.ErrClosed
+			}
+			return err
+		}
+		k := r.newLink(ctx, c)
+		mu.Lock()
+		links[k] = struct{}{}
+		mu.Unlock()
+		wg.Go(func() {
+			k.run()
+			mu.Lock()
+			delete(links, k)
+			mu.Unlock()
+		})
+	}
+}
+
+// Close stops every Serve: their listeners and connections are closed,
+// and Close returns when their goroutines have ended.
+func (r *Relay) Close() error {
+	r.mu.Lock()
+	r.closed = true
+	for l := range r.listeners {
+		l.Close()
+	}
+	r.mu.Unlock()
+	r.serving.Wait()
+	return nil
+}
+
+func (r *Relay) getBuf() *[]byte {
+	if bp, ok := r.bufs.Get().(*[]byte); ok {
+		return bp
+	}
+	b := make([]byte, readSize)
+	return &b
+}
+
+func (r *Relay) putBuf(bp *[]byte) { r.bufs.Put(bp) }
+
+// peakBytes is the most bytes one direction of a link has held at once.
+type peakBytes struct{ n atomic.Int64 }
+
+func (p *peakBytes) note(n int) {
+	for {
+		old := p.n.Load()
+		if int64(n) <= old || p.n.CompareAndSwap(old, int64(n)) {
+			return
+		}
+	}
+}
+
+func (p *peakBytes) get() int { return int(p.n.Load()) }
+
+// A link is an accepted connection a, the connection b dialed for it, and
+// the two directions between them.
+type link struct {
+	r      *Relay
+	a      net.Conn
+	ctx    context.Context // ends the dial
+	cancel context.CancelFunc
+	done   chan struct{} // closed by abort: every goroutine of the link ends
+
+	mu      sync.Mutex // guards b and aborted
+	b       net.Conn
+	aborted bool
+}
+
+func (r *Relay) newLink(ctx context.Context, a net.Conn) *link {
+	ctx, cancel := context.WithCancel(ctx)
+	return &link{r: r, a: a, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+}
+
+// abort ends the link at once: both connections are closed, with a reset
+// if reset is set (a peer reset, or an error).
+func (k *link) abort(reset bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.aborted {
+		return
+	}
+	k.aborted = true
+	close(k.done)
+	k.cancel()
+	for _, c := range []net.Conn{k.a, k.b} {
+		if c == nil {
+			continue
+		}
+		if tc, ok := c.(*net.TCPConn); ok && reset {
+			tc.SetLinger(0)
+		}
+		c.Close()
+	}
+}
+
+// setB records the dialed connection; false if the link was aborted
+// meanwhile (b is then closed).
+func (k *link) setB(b net.Conn) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.aborted {
+		b.Close()
+		return false
+	}
+	k.b = b
+	return true
+}
+
+func (k *link) dial() (net.Conn, error) {
+	dial := k.r.Dial
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	return dial(k.ctx, "tcp", k.r.To)
+}
+
+// run relays until both directions have ended, then closes both
+// connections.
+func (k *link) run() {
+	defer k.abort(false)
+	if k.r.RTT <= 0 {
+		k.plain()
+		return
+	}
+	half := k.r.RTT / 2
+	ab := k.newPipe(k.a)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(ab.read)
+
+	t := time.NewTimer(half)
+	select {
+	case <-t.C:
+	case <-k.done:
+		t.Stop()
+		return
+	}
+	b, err := k.dial()
+	if err != nil || !k.setB(b) {
+		k.abort(true)
+		return
+	}
+	ba := k.newPipe(b)
+	ab.dst, ba.dst = b, k.a
+	wg.Go(ab.write)
+	wg.Go(ba.read)
+	wg.Go(ba.write)
+}
+
+// plain relays without delay, as the reference relay of the bench does.
+func (k *link) plain() {
+	b, err := k.dial()
+	if err != nil || !k.setB(b) {
+		k.abort(true)
+		return
+	}
+	pass := func(dst, src net.Conn) {
+		if _, err := io.Copy(dst, src); err != nil {
+			k.abort(true)
+			return
+		}
+		closeWrite(dst)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { pass(b, k.a) })
+	pass(k.a, b)
+	wg.Wait()
+}
+
+// closeWrite half-closes c, or closes it if it cannot half-close.
+func closeWrite(c net.Conn) {
+	if hc, ok := c.(interface{ CloseWrite() error }); ok {
+		hc.CloseWrite()
+		return
+	}
+	c.Close()
+}
+
+// A chunk is bytes read at once, held until at. The last chunk of a
+// direction has no bytes and end set: io.EOF, or the read's error.
+type chunk struct {
+	at   time.Time
+	buf  *[]byte // the pooled buffer data is in; nil if data is its own
+	data []byte
+	end  error
+}
+
+// A pipe is one direction of a link: src is read into the queue, and the
+// queue written to dst (set before write starts).
+type pipe struct {
+	k    *link
+	src  net.Conn
+	dst  net.Conn
+	raw  rawReader // reads src without a buffer while idle; nil: src.Read
+	half time.Duration
+	max  int
+
+	ready chan struct{} // 1-buffered: a chunk was queued
+	room  chan struct{} // 1-buffered: bytes left the queue
+
+	mu     sync.Mutex // guards queue and queued
+	queue  []chunk
+	queued int // bytes in queue and being written
+}
+
+func (k *link) newPipe(src net.Conn) *pipe {
+	return &pipe{
+		k: k, src: src, raw: newRawReader(src),
+		half: k.r.RTT / 2, max: k.r.maxQueue(),
+		ready: make(chan struct{}, 1), room: make(chan struct{}, 1),
+	}
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// read queues what src gives until its end or an error.
+func (p *pipe) read() {
+	for {
+		if !p.waitRoom() {
+			return
+		}
+		bp, n, err := p.readChunk()
+		at := time.Now().Add(p.half)
+		if n > 0 {
+			c := chunk{at: at, buf: bp, data: (*bp)[:n]}
+			if n < readSize/2 {
+				c.data = append([]byte(nil), c.data...)
+				c.buf = nil
+				p.k.r.putBuf(bp)
+			}
+			p.push(c)
+		} else if bp != nil {
+			p.k.r.putBuf(bp)
+		}
+		if err != nil {
+			p.push(chunk{at: at, end: err})
+			return
+		}
+	}
+}
+
+// readChunk reads from src into a pooled buffer.
+func (p *pipe) readChunk() (*[]byte, int, error) {
+	if p.raw != nil {
+		return p.raw.read(p.k.r.getBuf, p.k.r.putBuf)
+	}
+	bp := p.k.r.getBuf()
+	n, err := p.src.Read(*bp)
+	return bp, n, err
+}
+
+// waitRoom waits until the queue is below its bound; false if the link
+// ended.
+func (p *pipe) waitRoom() bool {
+	for {
+		p.mu.Lock()
+		full := p.queued >= p.max
+		p.mu.Unlock()
+		if !full {
+			return true
+		}
+		select {
+		case <-p.room:
+		case <-p.k.done:
+			return false
+		}
+	}
+}
+
+func (p *pipe) push(c chunk) {
+	p.mu.Lock()
+	p.queue = append(p.queue, c)
+	p.queued += len(c.data)
+	queued := p.queued
+	p.mu.Unlock()
+	p.k.r.peak.note(queued)
+	signal(p.ready)
+}
+
+// write writes each chunk to dst when its time comes, and carries the
+// end: a half-close after EOF, an abort (with a reset) after an error.
+func (p *pipe) write() {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	for {
+		at, ok := p.waitHead()
+		if !ok {
+			return
+		}
+		if d := time.Until(at); d > 0 {
+			t.Reset(d)
+			select {
+			case <-t.C:
+			case <-p.k.done:
+				t.Stop()
+				return
+			}
+		}
+		batch := p.takeDue(time.Now())
+		var (
+			bufs net.Buffers
+			n    int
+			end  error
+		)
+		for _, c := range batch {
+			bufs = append(bufs, c.data)
+			n += len(c.data)
+			end = c.end
+		}
+		_, err := bufs.WriteTo(p.dst)
+		for _, c := range batch {
+			if c.buf != nil {
+				p.k.r.putBuf(c.buf)
+			}
+		}
+		if err != nil {
+			p.k.abort(true)
+			return
+		}
+		p.release(n)
+		switch {
+		case errors.Is(end, io.EOF):
+			closeWrite(p.dst)
+			return
+		case end != nil:
+			p.k.abort(true)
+			return
+		}
+	}
+}
+
+// waitHead waits for a chunk and returns when it is due; false if the
+// link ended.
+func (p *pipe) waitHead() (time.Time, bool) {
+	for {
+		p.mu.Lock()
+		if len(p.queue) > 0 {
+			at := p.queue[0].at
+			p.mu.Unlock()
+			return at, true
+		}
+		p.mu.Unlock()
+		select {
+		case <-p.ready:
+		case <-p.k.done:
+			return time.Time{}, false
+		}
+	}
+}
+
+// maxBatch bounds the bytes one write takes from the queue, so that room
+// is made as it goes.
+const maxBatch = 4 << 20
+
+// takeDue takes the chunks due by now off the queue: at least one, up to
+// maxBatch bytes, and none after an end.
+func (p *pipe) takeDue(now time.Time) []chunk {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n, size := 0, 0
+	for n < len(p.queue) && (n == 0 || !p.queue[n].at.After(now) && size < maxBatch) {
+		size += len(p.queue[n].data)
+		n++
+		if p.queue[n-1].end != nil {
+			break
+		}
+	}
+	batch := make([]chunk, n)
+	copy(batch, p.queue)
+	clear(p.queue[:n])
+	p.queue = p.queue[n:]
+	return batch
+}
+
+// release counts n written bytes out of the queue.
+func (p *pipe) release(n int) {
+	p.mu.Lock()
+	p.queued -= n
+	p.mu.Unlock()
+	signal(p.room)
+}

@@ -1,0 +1,479 @@
+package delay
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"syscall"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// serveTCP runs handle for each connection to a loopback listener until
+// the test ends.
+func serveTCP(t testing.TB, handle func(*net.TCPConn)) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				handle(c.(*net.TCPConn))
+			})
+		}
+	})
+	t.Cleanup(func() { l.Close(); wg.Wait() })
+	return l.Addr().String()
+}
+
+// startRelay runs r on a loopback listener until the test ends.
+func startRelay(t testing.TB, r *Relay) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.Serve(l) }()
+	t.Cleanup(func() {
+		r.Close()
+		if err := <-done; !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Serve after Close: %v, want net.ErrClosed", err)
+		}
+	})
+	return l.Addr().String()
+}
+
+func dialTCP(t testing.TB, addr string) *net.TCPConn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	return c.(*net.TCPConn)
+}
+
+// echo echoes until EOF, then half-closes.
+func echo(c *net.TCPConn) {
+	io.Copy(c, c)
+	c.CloseWrite()
+}
+
+// TestEchoTakesRTT: a 1-byte round trip through the relay takes at least
+// its RTT, the first (which includes the dial onward) as well as the next.
+func TestEchoTakesRTT(t *testing.T) {
+	const rtt = 20 * time.Millisecond
+	addr := startRelay(t, &Relay{To: serveTCP(t, echo), RTT: rtt})
+	start := time.Now()
+	c := dialTCP(t, addr)
+	var b [1]byte
+	for i := range 3 {
+		t0 := time.Now()
+		if i == 0 {
+			t0 = start
+		}
+		if _, err := c.Write([]byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, b[:]); err != nil || b[0] != byte(i) {
+			t.Fatalf("echo %d: %q, %v", i, b[0], err)
+		}
+		if d := time.Since(t0); d < rtt {
+			t.Errorf("echo %d took %v through a relay of RTT %v", i, d, rtt)
+		}
+	}
+}
+
+// TestHalfClose: a half-close crosses after the bytes before it, and the
+// other direction carries on; then both ends see EOF.
+func TestHalfClose(t *testing.T) {
+	for _, rtt := range []time.Duration{0, 10 * time.Millisecond} {
+		t.Run(rtt.String(), func(t *testing.T) {
+			msg := bytes.Repeat([]byte("half-close "), 100_000)
+			got := make(chan []byte, 1)
+			server := serveTCP(t, func(c *net.TCPConn) {
+				b, err := io.ReadAll(c)
+				if err != nil {
+					t.Errorf("server read: %v", err)
+				}
+				got <- b
+				c.Write([]byte("bye"))
+				c.CloseWrite()
+				io.ReadAll(c) // until the relay closes
+			})
+			c := dialTCP(t, startRelay(t, &Relay{To: server, RTT: rtt}))
+			if _, err := c.Write(msg); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			reply, err := io.ReadAll(c)
+			if err != nil || string(reply) != "bye" {
+				t.Fatalf("client read %q, %v; want \"bye\" and EOF", reply, err)
+			}
+			if b := <-got; !bytes.Equal(b, msg) {
+				t.Fatalf("server read %d bytes before EOF, want %d", len(b), len(msg))
+			}
+		})
+	}
+}
+
+// TestReset: a reset crosses as a reset, and so does a dial that fails.
+func TestReset(t *testing.T) {
+	reset := serveTCP(t, func(c *net.TCPConn) {
+		var b [1]byte
+		io.ReadFull(c, b[:])
+		c.SetLinger(0)
+	})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := l.Addr().String()
+	l.Close()
+	for _, to := range []struct{ name, addr string }{{"peer reset", reset}, {"dial refused", refused}} {
+		for _, rtt := range []time.Duration{0, 10 * time.Millisecond} {
+			t.Run(to.name+"/"+rtt.String(), func(t *testing.T) {
+				// The reset may come before the client's connect returns.
+				c, err := net.Dial("tcp", startRelay(t, &Relay{To: to.addr, RTT: rtt}))
+				if err == nil {
+					defer c.Close()
+					c.SetDeadline(time.Now().Add(20 * time.Second))
+					c.Write([]byte{1})
+					_, err = io.ReadAll(c)
+				}
+				if !errors.Is(err, syscall.ECONNRESET) {
+					t.Fatalf("read after the far end reset: %v, want a reset", err)
+				}
+			})
+		}
+	}
+}
+
+// sendAll writes blocks of block to c until n bytes, then half-closes;
+// it returns the SHA-256 of what it sent.
+func sendAll(c *net.TCPConn, block []byte, n int) ([]byte, error) {
+	h := sha256.New()
+	for sent := 0; sent < n; {
+		b := block[:min(len(block), n-sent)]
+		if _, err := c.Write(b); err != nil {
+			return nil, err
+		}
+		h.Write(b)
+		sent += len(b)
+	}
+	return h.Sum(nil), c.CloseWrite()
+}
+
+// sink returns a handler that hashes all it reads after start is closed,
+// and sends the hash and the count on got.
+func sink(start <-chan struct{}, got chan<- []byte) func(*net.TCPConn) {
+	return func(c *net.TCPConn) {
+		c.SetReadBuffer(smallBuffer) // the kernel, not only the relay, could hold a lot
+		<-start
+		h := sha256.New()
+		if _, err := io.Copy(h, c); err != nil {
+			got <- nil
+			return
+		}
+		got <- h.Sum(nil)
+	}
+}
+
+// randomBlock is random bytes of a length that is no power of two, so
+// that chunks out of order do not hash the same.
+func randomBlock(t testing.TB) []byte {
+	b := make([]byte, 1<<20+9)
+	rand.Read(b)
+	return b
+}
+
+// smallBuffers is a listener whose connections get small socket
+// buffers, so that the kernel holds little of what crosses them.
+type smallBuffers struct{ net.Listener }
+
+const smallBuffer = 64 << 10 // Linux doubles it for its bookkeeping
+
+func (l smallBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		c.(*net.TCPConn).SetReadBuffer(smallBuffer)
+		c.(*net.TCPConn).SetWriteBuffer(smallBuffer)
+	}
+	return c, err
+}
+
+// TestHoldsMoreThanAWindow: with a receiver that reads nothing yet, a
+// sender gets 16 MiB through the link, far more than a small fixed window
+// lets through (4 MiB, yamux's, is 40 MB/s at a 100 ms round trip). Every
+// socket on the way has small buffers (the kernel holds at most 1 MiB of
+// it), so the relay's queue held at least 15 MiB at once. The bytes then
+// arrive intact.
+func TestHoldsMoreThanAWindow(t *testing.T) {
+	const n = 16 << 20
+	start, got := make(chan struct{}), make(chan []byte, 1)
+	var d net.Dialer
+	r := &Relay{
+		To:  serveTCP(t, sink(start, got)),
+		RTT: 2 * time.Millisecond,
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := d.DialContext(ctx, network, addr)
+			if err == nil {
+				c.(*net.TCPConn).SetReadBuffer(smallBuffer)
+				c.(*net.TCPConn).SetWriteBuffer(smallBuffer)
+			}
+			return c, err
+		},
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.Serve(smallBuffers{l}) }()
+	defer func() {
+		r.Close()
+		<-done
+	}()
+	c := dialTCP(t, l.Addr().String())
+	c.SetWriteBuffer(smallBuffer)
+	sum, err := sendAll(c, randomBlock(t), n)
+	close(start)
+	if err != nil {
+		t.Fatalf("sending %d MiB while the receiver waits: %v", n>>20, err)
+	}
+	if h := <-got; !bytes.Equal(h, sum) {
+		t.Fatal("the bytes arrived changed")
+	}
+	if p := r.peak.get(); p < 15<<20 {
+		t.Errorf("the link held at most %d KiB at once, want at least 15 MiB", p>>10)
+	}
+}
+
+// TestMaxQueue: the queue stops reading at MaxQueue (past it by one read
+// at most) and the bytes still all arrive.
+func TestMaxQueue(t *testing.T) {
+	const n, max = 16 << 20, 1 << 20
+	start, got := make(chan struct{}), make(chan []byte, 1)
+	r := &Relay{To: serveTCP(t, sink(start, got)), RTT: 2 * time.Millisecond, MaxQueue: max}
+	c := dialTCP(t, startRelay(t, r))
+	close(start)
+	sum, err := sendAll(c, randomBlock(t), n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := <-got; !bytes.Equal(h, sum) {
+		t.Fatal("the bytes arrived changed")
+	}
+	if p := r.peak.get(); p > max+readSize {
+		t.Errorf("the link held %d KiB at once, want at most MaxQueue (%d KiB) and a read", p>>10, max>>10)
+	}
+}
+
+// memListener is a listener of in-memory connections (net.Pipe), for
+// tests in a synctest bubble, where time is fake and moves only when
+// every goroutine waits.
+type memListener struct {
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func newMemListener() *memListener {
+	return &memListener{conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *memListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *memListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *memListener) Addr() net.Addr { return &net.TCPAddr{} }
+
+// dial returns a client's end of a new connection to l.
+func (l *memListener) dial(t *testing.T) net.Conn {
+	a, b := net.Pipe()
+	select {
+	case l.conns <- b:
+	case <-l.done:
+		t.Fatal("dial: listener closed")
+	}
+	t.Cleanup(func() { a.Close() })
+	return a
+}
+
+// memServer returns a Dial that connects to handle over net.Pipe; the
+// handler's goroutines end when the relay closes its end.
+func memServer(handle func(net.Conn)) func(context.Context, string, string) (net.Conn, error) {
+	return func(context.Context, string, string) (net.Conn, error) {
+		a, b := net.Pipe()
+		go func() {
+			defer b.Close()
+			handle(b)
+		}()
+		return a, nil
+	}
+}
+
+// startMem runs r on a memListener inside the bubble.
+func startMem(t *testing.T, r *Relay) *memListener {
+	l := newMemListener()
+	done := make(chan error, 1)
+	go func() { done <- r.Serve(l) }()
+	t.Cleanup(func() {
+		r.Close()
+		if err := <-done; !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Serve after Close: %v, want net.ErrClosed", err)
+		}
+	})
+	return l
+}
+
+// TestFakeTime runs the relay in a synctest bubble, where only the
+// relay's timers make time pass: an echo takes exactly the RTT, and
+// 16 MiB cross in exactly RTT/2, as if the link had no bandwidth limit.
+func TestFakeTime(t *testing.T) {
+	const rtt = 20 * time.Millisecond
+	t.Run("echo", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			r := &Relay{RTT: rtt, Dial: memServer(func(c net.Conn) { io.Copy(c, c) })}
+			c := startMem(t, r).dial(t)
+			var b [1]byte
+			for i := range 3 {
+				t0 := time.Now()
+				c.Write([]byte{byte(i)})
+				if _, err := io.ReadFull(c, b[:]); err != nil || b[0] != byte(i) {
+					t.Fatalf("echo %d: %q, %v", i, b[0], err)
+				}
+				if d := time.Since(t0); d != rtt {
+					t.Errorf("echo %d took %v, want the RTT, %v", i, d, rtt)
+				}
+			}
+		})
+	})
+	t.Run("bulk", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			const n = 16 << 20
+			got := make(chan int, 1)
+			var last time.Time
+			r := &Relay{RTT: rtt, Dial: memServer(func(c net.Conn) {
+				buf := make([]byte, 1<<20)
+				total := 0
+				for total < n {
+					m, err := c.Read(buf)
+					total += m
+					if err != nil {
+						break
+					}
+				}
+				last = time.Now()
+				got <- total
+			})}
+			c := startMem(t, r).dial(t)
+			t0 := time.Now()
+			block := make([]byte, 1<<20)
+			for range n / len(block) {
+				if _, err := c.Write(block); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if m := <-got; m != n {
+				t.Fatalf("received %d bytes, want %d", m, n)
+			}
+			if d := last.Sub(t0); d != rtt/2 {
+				t.Errorf("%d MiB took %v one way, want RTT/2, %v: the link limits bandwidth", n>>20, d, rtt/2)
+			}
+		})
+	})
+}
+
+// TestClose: Close ends every link at once, one still waiting to dial
+// onward and one holding bytes, and returns when their goroutines have
+// ended (synctest.Test fails if one is left), with no time passed.
+func TestClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const rtt = time.Hour
+		dialed := make(chan struct{}, 1)
+		r := &Relay{RTT: rtt, Dial: memServer(func(c net.Conn) {
+			dialed <- struct{}{}
+			io.Copy(io.Discard, c)
+		})}
+		l := startMem(t, r)
+
+		held := l.dial(t)
+		<-dialed // after RTT/2 of fake time
+		held.Write([]byte("held for another RTT/2"))
+		waiting := l.dial(t)
+		waiting.Write([]byte("held until the dial"))
+		synctest.Wait() // both readers have queued their bytes
+
+		t1 := time.Now()
+		r.Close()
+		if d := time.Since(t1); d != 0 {
+			t.Errorf("Close took %v of fake time, want none", d)
+		}
+		for _, c := range []net.Conn{held, waiting} {
+			if _, err := c.Read(make([]byte, 1)); err == nil {
+				t.Error("a client's read after Close succeeded")
+			}
+		}
+	})
+}
+
+// BenchmarkRelay moves bytes through the relay on one connection: at a
+// round trip it should keep up with the plain relay (RTT 0), whose
+// io.Copy Linux splices.
+func BenchmarkRelay(b *testing.B) {
+	for _, rtt := range []time.Duration{0, 20 * time.Millisecond} {
+		b.Run("rtt="+rtt.String(), func(b *testing.B) {
+			got := make(chan int64, 1)
+			server := serveTCP(b, func(c *net.TCPConn) {
+				n, _ := io.Copy(io.Discard, c)
+				got <- n
+			})
+			c := dialTCP(b, startRelay(b, &Relay{To: server, RTT: rtt}))
+			c.SetDeadline(time.Time{})
+			block := make([]byte, 1<<20)
+			b.SetBytes(int64(len(block)))
+			for b.Loop() {
+				if _, err := c.Write(block); err != nil {
+					b.Fatal(err)
+				}
+			}
+			c.CloseWrite()
+			if n := <-got; n != int64(b.N)*int64(len(block)) {
+				b.Fatalf("%d bytes arrived, want %d", n, b.N*len(block))
+			}
+		})
+	}
+}

@@ -1,0 +1,13 @@
+//go:build !unix
+
+package delay
+
+import "net"
+
+// rawReader reads a connection without holding a buffer while idle; only
+// on unix. Elsewhere every connection is read through Read.
+type rawReader interface {
+	read(get func() *[]byte, put func(*[]byte)) (*[]byte, int, error)
+}
+
+func newRawReader(net.Conn) rawReader { return nil }
