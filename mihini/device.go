@@ -48,9 +48,10 @@ type Device struct {
 	// and never less than one full frame (65535 bytes).
 	EarlyData int
 
-	// CloseGrace and MaxBuffer are as in Server.
-	CloseGrace time.Duration
-	MaxBuffer  int
+	// CloseGrace, MaxBuffer and StallTimeout are as in Server.
+	CloseGrace   time.Duration
+	MaxBuffer    int
+	StallTimeout time.Duration
 
 	// Logger receives the device's logs. Nil is silent.
 	Logger *slog.Logger
@@ -126,17 +127,13 @@ func (d *Device) ServeConn(ctx context.Context, c net.Conn) error {
 		return fmt.Errorf("mihini: cannot send LISTEN to server %s: %w", c.RemoteAddr(), err)
 	}
 	c.SetWriteDeadline(time.Time{})
-	cfg := linkConfig{closeGrace: d.CloseGrace, maxBuffer: d.MaxBuffer, earlyMax: early, log: log}
+	cfg := linkConfig{closeGrace: d.CloseGrace, maxBuffer: d.MaxBuffer, stallTimeout: d.StallTimeout, earlyMax: early, log: log}
 	fr := newFramer(true, wire.NewReader(c), c, cfg.grace(), early, log)
-	s := mux.New(c, fr, mux.Config{
-		Name:            "Mihini link to server " + c.RemoteAddr().String(),
-		OpenerAssignsID: true,
-		NextID: func(string, string, func(int64) bool) (int64, error) {
-			return 0, errors.New("mihini: a device opens no sessions")
-		},
-		AnswerClose: true,
-		MaxBuffer:   cfg.maxBuffer,
-	})
+	mc := cfg.muxConfig("Mihini link to server " + c.RemoteAddr().String())
+	mc.NextID = func(string, string, func(int64) bool) (int64, error) {
+		return 0, errors.New("mihini: a device opens no sessions")
+	}
+	s := mux.New(c, fr, mc)
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() {
@@ -181,5 +178,6 @@ func (d *Device) serveSession(ctx context.Context, st *mux.Stream, log *slog.Log
 		return
 	}
 	log.Debug("mihini: session open")
-	relay.Join(relay.FullClose(c), st, nil)
+	_, err = relay.Join(relay.FullClose(c), st, nil)
+	logEnd(log, err, ctx.Err() != nil)
 }

@@ -37,10 +37,13 @@ type Door struct {
 	// device sees it (often 127.0.0.1:PORT). Required.
 	Service string
 
-	// HandshakeTimeout, CloseGrace, MaxBuffer and Logger are as in Server.
+	// HandshakeTimeout, CloseGrace, MaxBuffer, StallTimeout and Logger
+	// are as in Server. The DP relays each session: its client is the
+	// session's reader.
 	HandshakeTimeout time.Duration
 	CloseGrace       time.Duration
 	MaxBuffer        int
+	StallTimeout     time.Duration
 	Logger           *slog.Logger
 
 	once sync.Once
@@ -50,7 +53,7 @@ type Door struct {
 func (d *Door) init() {
 	d.once.Do(func() {
 		d.ls.handshakeTimeout = d.HandshakeTimeout
-		d.ls.cfg = linkConfig{closeGrace: d.CloseGrace, maxBuffer: d.MaxBuffer, log: orDiscard(d.Logger)}
+		d.ls.cfg = linkConfig{closeGrace: d.CloseGrace, maxBuffer: d.MaxBuffer, stallTimeout: d.StallTimeout, log: orDiscard(d.Logger)}
 		d.ls.up = d.register
 	})
 }
@@ -127,7 +130,11 @@ type dpLink struct {
 }
 
 func (d dpLink) Open(ctx context.Context, _, _ string) (net.Conn, error) {
-	return d.l.open(ctx, d.service)
+	st, err := d.l.open(ctx, d.service)
+	if err != nil {
+		return nil, err // not a nil *mux.Stream in a non-nil net.Conn
+	}
+	return st, nil
 }
 
 func (d dpLink) Done() <-chan struct{} { return d.l.s.Done() }

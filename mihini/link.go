@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"rtcp/internal/mux"
+	"rtcp/internal/relay"
 	"rtcp/internal/serve"
 	wire "rtcp/protocol/mihini"
 )
@@ -42,10 +43,39 @@ func orDiscard(l *slog.Logger) *slog.Logger {
 
 // linkConfig is what both ends of a link are tuned with.
 type linkConfig struct {
-	closeGrace time.Duration
-	maxBuffer  int
-	earlyMax   int // device side only
-	log        *slog.Logger
+	closeGrace   time.Duration
+	maxBuffer    int
+	stallTimeout time.Duration
+	earlyMax     int // device side only
+	log          *slog.Logger
+}
+
+// muxConfig returns the session layer's configuration of a link named
+// name: the wire has no flow control, so a full session holds the link
+// (MaxBuffer) and a stalled one is cut after StallTimeout, logged.
+func (c linkConfig) muxConfig(name string) mux.Config {
+	return mux.Config{
+		Name:            name,
+		OpenerAssignsID: true,
+		AnswerClose:     true,
+		MaxBuffer:       c.maxBuffer,
+		StallTimeout:    c.stallTimeout,
+		Logger:          c.log,
+	}
+}
+
+// logEnd logs how a session that relay.Join carried ended: a cut (a lost
+// link, a reset, a stalled reader) at Warn with its reason, unless this
+// side is shutting down; a clean end at Debug.
+func logEnd(log *slog.Logger, err error, closing bool) {
+	switch {
+	case !relay.Cut(err):
+		log.Debug("mihini: session closed")
+	case closing:
+		log.Info("mihini: session cut by the shutdown", "reason", err)
+	default:
+		log.Warn("mihini: session cut", "reason", err)
+	}
 }
 
 func (c linkConfig) grace() time.Duration {
@@ -76,26 +106,18 @@ func acceptLink(c net.Conn, timeout time.Duration, cfg linkConfig) (*deviceLink,
 	}
 	c.SetReadDeadline(time.Time{})
 	fr := newFramer(false, r, c, cfg.grace(), 0, cfg.log)
-	s := mux.New(c, fr, mux.Config{
-		Name:            "Mihini link from device " + c.RemoteAddr().String(),
-		OpenerAssignsID: true,
-		NextID:          fr.nextID,
-		AnswerClose:     true,
-		AcceptBacklog:   -1, // a device opens nothing
-		MaxBuffer:       cfg.maxBuffer,
-	})
+	mc := cfg.muxConfig("Mihini link from device " + c.RemoteAddr().String())
+	mc.NextID = fr.nextID
+	mc.AcceptBacklog = -1 // a device opens nothing
+	s := mux.New(c, fr, mc)
 	return &deviceLink{s: s, fr: fr, remote: c.RemoteAddr()}, nil
 }
 
 // open starts a session to service (host:port, already checked) on the
 // device: a CONNECT goes out at once, DATA may follow before the device
 // has dialled, and the device answers CLOSE if it cannot.
-func (l *deviceLink) open(ctx context.Context, service string) (net.Conn, error) {
-	st, err := l.s.Open(ctx, "", service)
-	if err != nil {
-		return nil, err
-	}
-	return st, nil
+func (l *deviceLink) open(ctx context.Context, service string) (*mux.Stream, error) {
+	return l.s.Open(ctx, "", service)
 }
 
 // linkServer accepts device links and keeps the newest: the code a Server

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"rtcp/internal/mux"
 	"rtcp/internal/relay"
 )
 
@@ -36,10 +37,17 @@ type Server struct {
 	CloseGrace time.Duration
 
 	// MaxBuffer bounds the bytes held for a client that reads more slowly
-	// than its service sends; the wire has no flow control, so a client
-	// that overflows it is closed rather than stalling the others.
-	// Default 256 KiB.
+	// than its service sends. The wire has no flow control: when a
+	// client's buffer is full, the link is not read until the client
+	// takes some, so TCP holds the device back (and the link's other
+	// clients wait). Default 256 KiB.
 	MaxBuffer int
+
+	// StallTimeout is how long one session whose reader takes nothing
+	// may hold up the other sessions on the link before it is cut (and
+	// the cut logged); a link that carries only that session waits for
+	// as long as it lasts. Default 10 s; negative never cuts.
+	StallTimeout time.Duration
 
 	// Logger receives the server's logs. Nil is silent.
 	Logger *slog.Logger
@@ -51,7 +59,7 @@ type Server struct {
 func (s *Server) init() {
 	s.once.Do(func() {
 		s.ls.handshakeTimeout = s.HandshakeTimeout
-		s.ls.cfg = linkConfig{closeGrace: s.CloseGrace, maxBuffer: s.MaxBuffer, log: orDiscard(s.Logger)}
+		s.ls.cfg = linkConfig{closeGrace: s.CloseGrace, maxBuffer: s.MaxBuffer, stallTimeout: s.StallTimeout, log: orDiscard(s.Logger)}
 		s.ls.up = func(l *deviceLink, done <-chan struct{}) {
 			s.ls.isReady()
 			select {
@@ -107,8 +115,10 @@ func (s *Server) ServeClients(l net.Listener, service string) error {
 			s.ls.cfg.log.Info("mihini: client refused", "client", c.RemoteAddr(), "service", service, "err", err)
 			return
 		}
-		s.ls.cfg.log.Debug("mihini: client connected", "client", c.RemoteAddr(), "service", service)
-		relay.Join(relay.FullClose(c), st, nil)
+		log := s.ls.cfg.log.With("client", c.RemoteAddr(), "service", service, "session", st.ID())
+		log.Debug("mihini: client connected")
+		_, err = relay.Join(relay.FullClose(c), st, nil)
+		logEnd(log, err, s.ls.g.Closed())
 	})
 }
 
@@ -131,7 +141,7 @@ func (s *Server) DialContext(ctx context.Context, network, address string) (net.
 	return c, nil
 }
 
-func (s *Server) dial(ctx context.Context, service string) (net.Conn, error) {
+func (s *Server) dial(ctx context.Context, service string) (*mux.Stream, error) {
 	if _, _, err := splitService(service); err != nil {
 		return nil, err
 	}

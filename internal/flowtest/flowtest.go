@@ -1,0 +1,202 @@
+// Package flowtest holds what the tests of a fast writer behind a slow
+// reader share, in every adapter: a byte pattern to send and check, a
+// reader that is slower than any writer, the heap's size, and a log
+// handler a test can read back.
+//
+// The tests run in a testing/synctest bubble over in-memory connections,
+// with peers written by hand that send as the originals do, as fast as
+// the connection takes their bytes. SlowRead reads only when the whole
+// bubble is still: the writer has then filled everything between itself
+// and the reader, so what sits in between at that moment is what rtcp
+// buffers, and a test can bound it exactly.
+package flowtest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing/synctest"
+)
+
+// period is the pattern's: byte i of every transfer is byte(i % period),
+// a prime, so that no frame or chunk size lines up with it.
+const period = 251
+
+// A Pattern hands out pieces of the byte pattern without allocating.
+type Pattern struct{ table []byte }
+
+// NewPattern returns a Pattern for pieces of up to max bytes.
+func NewPattern(max int) *Pattern {
+	t := make([]byte, period+max)
+	for i := range t {
+		t[i] = byte(i % period)
+	}
+	return &Pattern{t}
+}
+
+// At returns the n bytes of the pattern from offset off. The caller must
+// not modify them.
+func (p *Pattern) At(off int64, n int) []byte {
+	k := int(off % period)
+	return p.table[k : k+n : k+n]
+}
+
+// SlowRead reads total bytes of the pattern from r, from offset 0, in
+// pieces of step bytes. Before each piece it waits for the bubble to be
+// still (synctest.Wait) and calls still with the bytes read so far: the
+// writer is then held back, and everything it wrote beyond that sits
+// between it and r. It returns how many bytes it read and the first error
+// or difference. It must run in a synctest bubble, and no other goroutine
+// of the bubble may call synctest.Wait meanwhile.
+func SlowRead(r io.Reader, p *Pattern, total int64, step int, still func(read int64)) (int64, error) {
+	buf := make([]byte, step)
+	var read int64
+	for read < total {
+		synctest.Wait()
+		if still != nil {
+			still(read)
+		}
+		n, err := io.ReadFull(r, buf[:min(int64(step), total-read)])
+		if !bytes.Equal(buf[:n], p.At(read, n)) {
+			for i := range n {
+				if buf[i] != p.At(read+int64(i), 1)[0] {
+					return read + int64(i), fmt.Errorf("byte %d is %#x, want %#x: the stream lost or reordered bytes", read+int64(i), buf[i], p.At(read+int64(i), 1)[0])
+				}
+			}
+		}
+		read += int64(n)
+		if err != nil {
+			return read, err
+		}
+	}
+	return read, nil
+}
+
+// ReadAll reads r to its end, checking that it carries the pattern from
+// offset 0, and counts what it read in read (if not nil) as it goes. It
+// returns how many bytes it read and the first error or difference;
+// io.EOF is no error.
+func ReadAll(r io.Reader, p *Pattern, read *atomic.Int64) (int64, error) {
+	buf := make([]byte, 32<<10)
+	var n int64
+	for {
+		k, err := r.Read(buf)
+		if !bytes.Equal(buf[:k], p.At(n, k)) {
+			return n, fmt.Errorf("the bytes from %d on differ from what was sent: the stream lost or reordered bytes", n)
+		}
+		n += int64(k)
+		if read != nil {
+			read.Add(int64(k))
+		}
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+// HeapInuse collects the garbage and returns the bytes of the heap's
+// spans in use: what the process holds, not what it threw away.
+func HeapInuse() int64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapInuse)
+}
+
+// A Record is one logged message: its level, text, and attributes
+// (those of Logger.With included) as key=value.
+type Record struct {
+	Level slog.Level
+	Msg   string
+	Attrs map[string]string
+}
+
+func (r Record) String() string {
+	keys := slices.Sorted(func(yield func(string) bool) {
+		for k := range r.Attrs {
+			if !yield(k) {
+				return
+			}
+		}
+	})
+	var b strings.Builder
+	fmt.Fprintf(&b, "%v %q", r.Level, r.Msg)
+	for _, k := range keys {
+		fmt.Fprintf(&b, " %s=%q", k, r.Attrs[k])
+	}
+	return b.String()
+}
+
+// Logs is a slog.Handler that keeps every record, for a test to read.
+type Logs struct {
+	mu      *sync.Mutex
+	records *[]Record
+	attrs   []slog.Attr
+}
+
+// NewLogs returns an empty Logs and a Logger that writes to it.
+func NewLogs() (*Logs, *slog.Logger) {
+	l := &Logs{mu: new(sync.Mutex), records: new([]Record)}
+	return l, slog.New(l)
+}
+
+func (l *Logs) Enabled(context.Context, slog.Level) bool { return true }
+
+func (l *Logs) WithAttrs(as []slog.Attr) slog.Handler {
+	c := *l
+	c.attrs = append(slices.Clip(l.attrs), as...)
+	return &c
+}
+
+func (l *Logs) WithGroup(string) slog.Handler { return l }
+
+func (l *Logs) Handle(_ context.Context, r slog.Record) error {
+	rec := Record{Level: r.Level, Msg: r.Message, Attrs: make(map[string]string)}
+	for _, a := range l.attrs {
+		rec.Attrs[a.Key] = a.Value.String()
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		rec.Attrs[a.Key] = a.Value.String()
+		return true
+	})
+	l.mu.Lock()
+	*l.records = append(*l.records, rec)
+	l.mu.Unlock()
+	return nil
+}
+
+// Find returns the records at level or above whose message is msg.
+func (l *Logs) Find(level slog.Level, msg string) []Record {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []Record
+	for _, r := range *l.records {
+		if r.Level >= level && r.Msg == msg {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// AtLeast returns the records at level or above.
+func (l *Logs) AtLeast(level slog.Level) []Record {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []Record
+	for _, r := range *l.records {
+		if r.Level >= level {
+			out = append(out, r)
+		}
+	}
+	return out
+}
