@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -15,7 +16,7 @@ import (
 )
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("bench", "bench [-quick] [-transports LIST] [-pool N] [-duration D] [-repeat N] [-echoes N] [-dials N] [-sessions N] [-rows REGEXP]", `
+	fs := newFlagSet("bench", "bench [-quick] [-transports LIST] [-pool N] [-duration D] [-repeat N] [-echoes N] [-dials N] [-sessions N] [-rows REGEXP] [-rtt D]...", `
 Measure, on loopback and with one load generator, raw TCP; the limit, the
 same topology built from two plain Go relays that io.Copy between TCP
 connections (spliced on Linux); rtcp's command path ("rtcp dp -port" and
@@ -25,7 +26,16 @@ beside a one-relay limit. Each row gets throughput with 1 and 8
 connections, the 64-byte echo round trip, the time from dial to the
 server's first byte, and the memory per idle session, and each figure its
 ratio to the row's limit and to raw TCP. The table is Markdown on stdout,
-progress on stderr. A full run takes a few minutes, -quick under one.`)
+progress on stderr. A full run takes a few minutes, -quick under one.
+
+With -rtt (repeatable: -rtt 0 -rtt 50ms -rtt 200ms) the rows run once per
+round trip, with a delay link of that round trip on the hop between the
+server side and the DP (rtcp expose or rtcp.Listen, and the DP): a relay
+that holds every byte for RTT/2 each way without limiting bandwidth. The
+limits get the same link on the same hop (between their relays), raw TCP
+on its only one, and each round trip's ratios are to its own limit. At a
+round trip memory is not measured, and echoes and dials are cut to what
+fits in -duration (at least 20 each).`)
 	quick := fs.Bool("quick", false, "short runs: 1s throughput run once, 2000 echoes, 100 dials, 2000 idle sessions (flags given explicitly win)")
 	transports := fs.String("transports", "json,yamux,tcp", "comma-separated `list` of -transport values to measure")
 	pool := fs.Int("pool", 4, "links per server (expose -pool, ListenConfig.PoolSize)")
@@ -35,15 +45,26 @@ progress on stderr. A full run takes a few minutes, -quick under one.`)
 	dials := fs.Int("dials", 300, "dials timed to the first byte")
 	sessions := fs.Int("sessions", 10000, "idle sessions held to measure memory (fewer if a process would run out of file descriptors)")
 	rows := fs.String("rows", "", "run only the rows whose name matches `regexp` (and the rows they are compared with)")
+	var rtts durationsFlag
+	fs.Var(&rtts, "rtt", "run the rows with a delay link of round trip `duration` between the server side and the DP (repeatable: a group of rows each; default 0, no link)")
 	exe := fs.String("exe", "", "rtcp `binary` to run the DP, servers and helpers with (default: this one)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of this process (load generator and in-process rows) to `file`")
-	child := fs.String("child", "", "internal: run as the bench's `role` sink or relay")
-	to := fs.String("to", "", "internal: where a -child relay connects")
+	child := fs.String("child", "", "internal: run as the bench's `role` sink, relay or delay (a delay link of -rtt)")
+	to := fs.String("to", "", "internal: where a -child relay or delay connects")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
+	for _, rtt := range rtts {
+		if rtt < 0 {
+			return usageErrorf(fs, "-rtt %v: a round trip cannot be negative", rtt)
+		}
+	}
 	if *child != "" {
-		return bench.Child(ctx, *child, *to, stderr)
+		var rtt time.Duration
+		if len(rtts) > 0 {
+			rtt = rtts[len(rtts)-1]
+		}
+		return bench.Child(ctx, *child, *to, rtt, stderr)
 	}
 	set := make(map[string]bool)
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -56,6 +77,7 @@ progress on stderr. A full run takes a few minutes, -quick under one.`)
 		Echoes:     *echoes,
 		Dials:      *dials,
 		Sessions:   *sessions,
+		RTTs:       rtts,
 		Progress:   stderr,
 	}
 	if *quick {
@@ -106,5 +128,28 @@ progress on stderr. A full run takes a few minutes, -quick under one.`)
 		return err
 	}
 	fmt.Fprintf(stdout, "\n%s", bench.Legend)
+	if res.Delayed() {
+		fmt.Fprintf(stdout, "\n%s", bench.LegendRTT)
+	}
+	return nil
+}
+
+// durationsFlag is a repeatable flag of durations.
+type durationsFlag []time.Duration
+
+func (f *durationsFlag) String() string {
+	s := make([]string, len(*f))
+	for i, d := range *f {
+		s[i] = d.String()
+	}
+	return strings.Join(s, ",")
+}
+
+func (f *durationsFlag) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return errors.New("want a duration such as 50ms")
+	}
+	*f = append(*f, d)
 	return nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"os/exec"
@@ -87,8 +88,9 @@ func TestDPPort(t *testing.T) {
 	}
 }
 
-// TestBench runs a tiny bench (the command path as processes of the built
-// command) and checks the table's shape, not its figures.
+// TestBench runs tiny benches (the command path as processes of the
+// built command) and checks the tables' shape, not their figures: one
+// on loopback, and one at two round trips.
 func TestBench(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the command and runs processes")
@@ -101,11 +103,18 @@ func TestBench(t *testing.T) {
 	if out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	transports := []string{"json", "yamux", "tcp"}
+	t.Run("loopback", func(t *testing.T) { testBench(t, bin) })
+	t.Run("rtt", func(t *testing.T) { testBenchRTT(t, bin) })
+}
+
+// benchTable runs "rtcp bench args" with the binary bin and returns its
+// output and the lines of its table.
+func benchTable(t *testing.T, bin string, args ...string) (string, []string) {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
-	err = runBench(context.Background(), []string{"-exe", bin, "-duration", "50ms", "-repeat", "1", "-echoes", "20", "-dials", "5",
-		"-sessions", "30", "-pool", "2", "-transports", strings.Join(transports, ",")}, &stdout, &stderr)
-	if err != nil {
+	args = append([]string{"-exe", bin, "-duration", "50ms", "-repeat", "1", "-echoes", "20", "-dials", "5",
+		"-sessions", "30", "-pool", "2"}, args...)
+	if err := runBench(context.Background(), args, &stdout, &stderr); err != nil {
 		t.Fatalf("bench: %v\nstderr:\n%s", err, stderr.String())
 	}
 	var table []string
@@ -114,11 +123,8 @@ func TestBench(t *testing.T) {
 			table = append(table, l)
 		}
 	}
-	// raw, the limit, a command row per transport, the in-process limit,
-	// a library row per transport.
-	wantRows := 3 + 2*len(transports)
-	if len(table) != 2+wantRows {
-		t.Fatalf("table has %d lines, want a header, a separator and %d rows:\n%s", len(table), wantRows, stdout.String())
+	if len(table) < 2 {
+		t.Fatalf("no table:\n%s", stdout.String())
 	}
 	if want := "| " + strings.Join(bench.Columns, " | ") + " |"; table[0] != want {
 		t.Errorf("header = %q, want %q", table[0], want)
@@ -131,14 +137,54 @@ func TestBench(t *testing.T) {
 			t.Errorf("row has %d cells, want %d: %s", n, len(bench.Columns), l)
 		}
 	}
+	return stdout.String(), table
+}
+
+func testBench(t *testing.T, bin string) {
+	transports := []string{"json", "yamux", "tcp"}
+	out, table := benchTable(t, bin, "-transports", strings.Join(transports, ","))
+	// raw, the limit, a command row per transport, the in-process limit,
+	// a library row per transport.
+	wantRows := 3 + 2*len(transports)
+	if len(table) != 2+wantRows {
+		t.Fatalf("table has %d lines, want a header, a separator and %d rows:\n%s", len(table), wantRows, out)
+	}
 	for _, tr := range transports {
-		if !strings.Contains(stdout.String(), "expose -transport "+tr) {
-			t.Errorf("no command row for transport %s:\n%s", tr, stdout.String())
+		if !strings.Contains(out, "expose -transport "+tr) {
+			t.Errorf("no command row for transport %s:\n%s", tr, out)
 		}
 	}
 	for _, want := range []string{"Machine: ", "Load average", ", DP, ", ", relay, "} {
-		if !strings.Contains(stdout.String(), want) {
-			t.Errorf("output lacks %q:\n%s", want, stdout.String())
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
 		}
+	}
+	if strings.Contains(out, "RTT") {
+		t.Errorf("a bench without -rtt mentions round trips:\n%s", out)
+	}
+}
+
+// testBenchRTT: with -rtt 0 -rtt 20ms each round trip gets a heading and
+// its rows, and the echo of each row at 20 ms takes at least that.
+func testBenchRTT(t *testing.T, bin string) {
+	const rtt = 20 * time.Millisecond
+	out, table := benchTable(t, bin, "-transports", "yamux,tcp", "-rows", "limit|yamux", "-rtt", "0", "-rtt", rtt.String())
+	// Per round trip: a heading, raw, the limit, the yamux command row,
+	// the in-process limit, the yamux library row.
+	if len(table) != 2+2*6 {
+		t.Fatalf("table has %d lines, want a header, a separator and 2 groups of 6:\n%s", len(table), out)
+	}
+	if !strings.HasPrefix(table[2], "| **RTT 0**") || !strings.HasPrefix(table[8], "| **RTT 20ms**") {
+		t.Errorf("no heading for each round trip:\n%s", out)
+	}
+	for _, l := range table[9:] {
+		cells := strings.Split(l, "|")
+		var ms float64
+		if _, err := fmt.Sscanf(strings.TrimSpace(cells[4]), "%f ms", &ms); err != nil || ms < float64(rtt/time.Millisecond) {
+			t.Errorf("echo p50 at RTT %v: %q, want at least %v: %s", rtt, cells[4], rtt, l)
+		}
+	}
+	if !strings.Contains(out, bench.LegendRTT) {
+		t.Errorf("no legend for the round trips:\n%s", out)
 	}
 }

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"rtcp"
+	"rtcp/internal/delay"
 )
 
 // Config says what to measure and for how long. Zero fields take the
@@ -54,6 +54,18 @@ type Config struct {
 	// and the limits that the selected rows are compared with always run.
 	Rows *regexp.Regexp
 
+	// RTTs are the round trips the rows are run at, each a group of rows
+	// in this order. At a round trip above 0 a delay link (package
+	// internal/delay, a process of its own) holds every byte for RTT/2
+	// each way, without limiting bandwidth, on the hop between the
+	// server side and the DP: between "rtcp expose" or rtcp.Listen and
+	// the DP, between the limit's two relays, between the in-process
+	// limit's relay and the sink, and between raw TCP's load generator
+	// and the sink. There memory is not measured, and echoes and dials
+	// are each cut to what fits in Duration (at least 20). Default: just
+	// 0, no delay link.
+	RTTs []time.Duration
+
 	// Progress receives a line per step. Nil is silent.
 	Progress io.Writer
 }
@@ -90,12 +102,23 @@ func (c *Config) defaults() error {
 	if c.Progress == nil {
 		c.Progress = io.Discard
 	}
+	if len(c.RTTs) == 0 {
+		c.RTTs = []time.Duration{0}
+	}
+	for _, rtt := range c.RTTs {
+		if rtt < 0 {
+			return fmt.Errorf("a negative round trip, %v", rtt)
+		}
+	}
 	return nil
 }
 
 // A Row is what was measured through one path.
 type Row struct {
 	Name string
+	// RTT is the round trip of the delay link between the server side
+	// and the DP; 0: none.
+	RTT time.Duration
 	// Ref is the limit this row is compared with (nil for raw TCP and
 	// for the limits themselves, which are compared with their own).
 	Ref *Row
@@ -114,7 +137,7 @@ type Row struct {
 // Result is a whole run.
 type Result struct {
 	Config Config
-	Raw    *Row
+	Raw    *Row // raw TCP at the first round trip
 	Rows   []*Row
 }
 
@@ -128,11 +151,12 @@ type setup struct {
 }
 
 // A spec is a row to run: its name, the row it is compared with, and how
-// to build its path.
+// to build its path with a delay link of rtt on the hop between the
+// server side and the DP.
 type spec struct {
 	name  string
 	ref   string
-	start func(ctx context.Context, sink string) (*setup, error)
+	start func(ctx context.Context, sink string, rtt time.Duration) (*setup, error)
 }
 
 // Names of the reference rows.
@@ -156,7 +180,6 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 	specs := b.specs()
 	res := &Result{Config: cfg}
-	byName := make(map[string]*Row)
 	needed := map[string]bool{rowRaw: true}
 	for _, s := range specs {
 		if cfg.Rows == nil || cfg.Rows.MatchString(s.name) {
@@ -166,24 +189,31 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			}
 		}
 	}
-	for _, s := range specs {
-		if !needed[s.name] {
-			continue
+	for _, rtt := range cfg.RTTs {
+		byName := make(map[string]*Row)
+		for _, s := range specs {
+			if !needed[s.name] {
+				continue
+			}
+			row := &Row{Name: s.name, RTT: rtt, Ref: byName[s.ref]}
+			byName[s.name] = row
+			if rtt > 0 {
+				b.progress("RTT %v: %s", rtt, s.name)
+			} else {
+				b.progress("%s", s.name)
+			}
+			row.Err = b.runRow(ctx, s, b.sinkAddr, row)
+			if row.Err != nil {
+				b.progress("  failed: %v", row.Err)
+			}
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			if s.name == rowRaw && res.Raw == nil {
+				res.Raw = row
+			}
+			res.Rows = append(res.Rows, row)
 		}
-		row := &Row{Name: s.name, Ref: byName[s.ref]}
-		byName[s.name] = row
-		b.progress("%s", s.name)
-		row.Err = b.runRow(ctx, s, b.sinkAddr, row)
-		if row.Err != nil {
-			b.progress("  failed: %v", row.Err)
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		if s.name == rowRaw {
-			res.Raw = row
-		}
-		res.Rows = append(res.Rows, row)
 	}
 	return res, nil
 }
@@ -202,6 +232,7 @@ func (b *runner) progress(format string, args ...any) {
 var (
 	reSink  = regexp.MustCompile(`^rtcp bench: sink listening on (\S+)`)
 	reRelay = regexp.MustCompile(`^rtcp bench: relay listening on (\S+)`)
+	reDelay = regexp.MustCompile(`^rtcp bench: delay listening on (\S+)`)
 	reDP    = regexp.MustCompile(`^rtcp dp: listening on (\S+)`)
 	rePort  = regexp.MustCompile(`^rtcp dp: port (\S+) carries`)
 	reServe = regexp.MustCompile(`^rtcp expose: serving (\S+)`)
@@ -223,6 +254,46 @@ func (b *runner) startSink(ctx context.Context) (*proc, error) {
 	return p, nil
 }
 
+// A hop is where a setup reaches the far side of the hop between the
+// server side and the DP: a delay link to it, or itself at RTT 0.
+type hop struct {
+	addr string
+	p    *proc // the delay link; nil at RTT 0
+}
+
+// startHop starts a delay link of rtt to the address to, in a process of
+// its own so that it neither takes the load generator's threads nor
+// counts in the in-process rows' memory.
+func (b *runner) startHop(ctx context.Context, rtt time.Duration, to string) (*hop, error) {
+	if rtt <= 0 {
+		return &hop{addr: to}, nil
+	}
+	p, err := startProc(b.cfg.Exe, "delay link", "bench", "-child", "delay", "-to", to, "-rtt", rtt.String())
+	if err != nil {
+		return nil, err
+	}
+	got, err := p.expect(ctx, reDelay)
+	if err != nil {
+		p.stop()
+		return nil, err
+	}
+	return &hop{addr: got[0], p: p}, nil
+}
+
+// pids adds the delay link's process to pids.
+func (h *hop) pids(pids ...int) []int {
+	if h.p != nil {
+		pids = append(pids, h.p.pid())
+	}
+	return pids
+}
+
+func (h *hop) stop() {
+	if h.p != nil {
+		h.p.stop()
+	}
+}
+
 // specs lists every row in the order of the table.
 func (b *runner) specs() []spec {
 	pool := strconv.Itoa(b.cfg.Pool)
@@ -232,17 +303,21 @@ func (b *runner) specs() []spec {
 	}
 	for _, t := range b.cfg.Transports {
 		specs = append(specs, spec{
-			name:  "rtcp dp -port + expose -transport " + t + " -pool " + pool,
-			ref:   rowLimit,
-			start: func(ctx context.Context, sink string) (*setup, error) { return b.startCommand(ctx, sink, t) },
+			name: "rtcp dp -port + expose -transport " + t + " -pool " + pool,
+			ref:  rowLimit,
+			start: func(ctx context.Context, sink string, rtt time.Duration) (*setup, error) {
+				return b.startCommand(ctx, sink, rtt, t)
+			},
 		})
 	}
 	specs = append(specs, spec{name: rowLibLimit, start: b.startLibLimit})
 	for _, t := range b.cfg.Transports {
 		specs = append(specs, spec{
-			name:  "rtcp.Dial -> DP -> rtcp.Listen, " + t + ", pool " + pool + ", in process",
-			ref:   rowLibLimit,
-			start: func(ctx context.Context, sink string) (*setup, error) { return b.startLibrary(ctx, t) },
+			name: "rtcp.Dial -> DP -> rtcp.Listen, " + t + ", pool " + pool + ", in process",
+			ref:  rowLibLimit,
+			start: func(ctx context.Context, sink string, rtt time.Duration) (*setup, error) {
+				return b.startLibrary(ctx, rtt, t)
+			},
 		})
 	}
 	return specs
@@ -253,13 +328,18 @@ func tcpDialer(addr string) dialer {
 	return func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
 }
 
-func (b *runner) startRaw(ctx context.Context, sink string) (*setup, error) {
-	return &setup{dial: tcpDialer(sink), pids: []int{b.self, b.sinkPID}, close: func() {}}, nil
+// startRaw reaches the sink straight, or through the delay link alone.
+func (b *runner) startRaw(ctx context.Context, sink string, rtt time.Duration) (*setup, error) {
+	h, err := b.startHop(ctx, rtt, sink)
+	if err != nil {
+		return nil, err
+	}
+	return &setup{dial: tcpDialer(h.addr), pids: h.pids(b.self, b.sinkPID), close: h.stop}, nil
 }
 
 // startLimit runs two reference relays, each a process, in the places
-// of the DP and the server.
-func (b *runner) startLimit(ctx context.Context, sink string) (*setup, error) {
+// of the DP and the server; the delay link is between them.
+func (b *runner) startLimit(ctx context.Context, sink string, rtt time.Duration) (*setup, error) {
 	server, err := startProc(b.cfg.Exe, "relay 2", "bench", "-child", "relay", "-to", sink)
 	if err != nil {
 		return nil, err
@@ -269,27 +349,35 @@ func (b *runner) startLimit(ctx context.Context, sink string) (*setup, error) {
 		server.stop()
 		return nil, err
 	}
-	dp, err := startProc(b.cfg.Exe, "relay 1", "bench", "-child", "relay", "-to", got[0])
+	h, err := b.startHop(ctx, rtt, got[0])
 	if err != nil {
+		server.stop()
+		return nil, err
+	}
+	dp, err := startProc(b.cfg.Exe, "relay 1", "bench", "-child", "relay", "-to", h.addr)
+	if err != nil {
+		h.stop()
 		server.stop()
 		return nil, err
 	}
 	got, err = dp.expect(ctx, reRelay)
 	if err != nil {
 		dp.stop()
+		h.stop()
 		server.stop()
 		return nil, err
 	}
 	return &setup{
 		dial:   tcpDialer(got[0]),
 		memPID: dp.pid(), memOf: "relay",
-		pids:  []int{b.self, b.sinkPID, dp.pid(), server.pid()},
-		close: func() { dp.stop(); server.stop() },
+		pids:  h.pids(b.self, b.sinkPID, dp.pid(), server.pid()),
+		close: func() { dp.stop(); h.stop(); server.stop() },
 	}, nil
 }
 
-// startCommand runs "rtcp dp -port" and "rtcp expose" as processes.
-func (b *runner) startCommand(ctx context.Context, sink, transport string) (*setup, error) {
+// startCommand runs "rtcp dp -port" and "rtcp expose" as processes; the
+// server reaches the DP through the delay link.
+func (b *runner) startCommand(ctx context.Context, sink string, rtt time.Duration, transport string) (*setup, error) {
 	dp, err := startProc(b.cfg.Exe, "rtcp dp", "dp", "-listen", "127.0.0.1:0", "-port", "bench=127.0.0.1:0",
 		"-grace", "1s", "-log-level", "warn", "-max-sessions-per-server", strconv.Itoa(2*b.cfg.Sessions+1000))
 	if err != nil {
@@ -301,22 +389,29 @@ func (b *runner) startCommand(ctx context.Context, sink, transport string) (*set
 		return nil, err
 	}
 	dpAddr, port := got[0], got[1]
-	server, err := startProc(b.cfg.Exe, "rtcp expose", "expose", "-dp", dpAddr, "-name", "bench", "-to", sink,
+	h, err := b.startHop(ctx, rtt, dpAddr)
+	if err != nil {
+		dp.stop()
+		return nil, err
+	}
+	server, err := startProc(b.cfg.Exe, "rtcp expose", "expose", "-dp", h.addr, "-name", "bench", "-to", sink,
 		"-transport", transport, "-pool", strconv.Itoa(b.cfg.Pool), "-log-level", "warn")
 	if err != nil {
+		h.stop()
 		dp.stop()
 		return nil, err
 	}
 	if _, err := server.expect(ctx, reServe); err != nil {
 		server.stop()
+		h.stop()
 		dp.stop()
 		return nil, err
 	}
 	return &setup{
 		dial:   tcpDialer(port),
 		memPID: dp.pid(), memOf: "DP",
-		pids:  []int{b.self, b.sinkPID, dp.pid(), server.pid()},
-		close: func() { server.stop(); dp.stop() },
+		pids:  h.pids(b.self, b.sinkPID, dp.pid(), server.pid()),
+		close: func() { server.stop(); h.stop(); dp.stop() },
 	}, nil
 }
 
@@ -345,24 +440,36 @@ func (p *inProcess) close() {
 }
 
 // startLibLimit runs, in this process, the sink behind one reference
-// relay.
-func (b *runner) startLibLimit(ctx context.Context, _ string) (*setup, error) {
+// relay; the delay link is between them.
+func (b *runner) startLibLimit(ctx context.Context, _ string, rtt time.Duration) (*setup, error) {
 	var p inProcess
 	sink, err := p.listen(Serve)
 	if err != nil {
 		return nil, err
 	}
-	relay, err := p.listen(func(l net.Listener) error { return Relay(l, sink) })
+	h, err := b.startHop(ctx, rtt, sink)
 	if err != nil {
 		p.close()
 		return nil, err
 	}
-	return &setup{dial: tcpDialer(relay), memPID: b.self, memOf: "process", pids: []int{b.self}, close: p.close}, nil
+	relay, err := p.listen(func(l net.Listener) error { return Relay(l, h.addr) })
+	if err != nil {
+		h.stop()
+		p.close()
+		return nil, err
+	}
+	return &setup{
+		dial:   tcpDialer(relay),
+		memPID: b.self, memOf: "process",
+		pids:  h.pids(b.self),
+		close: func() { h.stop(); p.close() },
+	}, nil
 }
 
 // startLibrary runs, in this process, a DiscoverPoint and a sink served
-// through rtcp.Listen; rtcp.Dial reaches it.
-func (b *runner) startLibrary(ctx context.Context, transport string) (*setup, error) {
+// through rtcp.Listen, which reaches the DP through the delay link;
+// rtcp.Dial reaches the DP straight.
+func (b *runner) startLibrary(ctx context.Context, rtt time.Duration, transport string) (*setup, error) {
 	t, err := rtcp.ParseTransport(transport)
 	if err != nil {
 		return nil, err
@@ -374,9 +481,15 @@ func (b *runner) startLibrary(ctx context.Context, transport string) (*setup, er
 		return nil, err
 	}
 	p.closes = append(p.closes, func() { dp.Close() })
-	lc := rtcp.ListenConfig{Transport: t, PoolSize: b.cfg.Pool}
-	l, err := lc.Listen(ctx, addr, "bench")
+	h, err := b.startHop(ctx, rtt, addr)
 	if err != nil {
+		p.close()
+		return nil, err
+	}
+	lc := rtcp.ListenConfig{Transport: t, PoolSize: b.cfg.Pool}
+	l, err := lc.Listen(ctx, h.addr, "bench")
+	if err != nil {
+		h.stop()
 		p.close()
 		return nil, err
 	}
@@ -386,15 +499,16 @@ func (b *runner) startLibrary(ctx context.Context, transport string) (*setup, er
 	return &setup{
 		dial:   func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, addr, "bench") },
 		memPID: b.self, memOf: "process",
-		pids:  []int{b.self},
-		close: p.close,
+		pids:  h.pids(b.self),
+		close: func() { p.close(); h.stop() },
 	}, nil
 }
 
 // runRow measures one row: memory per idle session first, on fresh
-// processes, then dial to first byte, echo and throughput.
+// processes (at RTT 0 only), then dial to first byte, echo and
+// throughput.
 func (b *runner) runRow(ctx context.Context, s spec, sink string, row *Row) error {
-	st, err := s.start(ctx, sink)
+	st, err := s.start(ctx, sink, row.RTT)
 	if err != nil {
 		return err
 	}
@@ -406,18 +520,18 @@ func (b *runner) runRow(ctx context.Context, s spec, sink string, row *Row) erro
 		}
 		c.Close()
 	}
-	if st.memPID != 0 {
+	if st.memPID != 0 && row.RTT == 0 {
 		if err := b.measureIdle(ctx, st, row); err != nil {
 			return fmt.Errorf("idle sessions: %w", err)
 		}
 		b.progress("  %.1f KiB per idle session (%s RSS, %d sessions)", row.MemPerSession/1024, row.MemOf, row.MemSessions)
 	}
-	ds, err := dialFirstByte(ctx, st.dial, b.cfg.Dials)
+	ds, err := dialFirstByte(ctx, st.dial, b.fit(b.cfg.Dials, row.RTT))
 	if err != nil {
 		return fmt.Errorf("dial to first byte: %w", err)
 	}
 	row.DialP50 = percentile(ds, 50)
-	rtts, err := echo(ctx, st.dial, b.cfg.Echoes)
+	rtts, err := echo(ctx, st.dial, b.fit(b.cfg.Echoes, row.RTT))
 	if err != nil {
 		return fmt.Errorf("echo: %w", err)
 	}
@@ -434,6 +548,15 @@ func (b *runner) runRow(ctx context.Context, s spec, sink string, row *Row) erro
 	}
 	b.progress("  %.0f MB/s with 1 connection, %.0f MB/s with 8", row.MBps1, row.MBps8)
 	return nil
+}
+
+// fit cuts n round trips at rtt to what fits in a throughput run's
+// Duration, but not below 20.
+func (b *runner) fit(n int, rtt time.Duration) int {
+	if rtt <= 0 {
+		return n
+	}
+	return min(n, max(20, int(b.cfg.Duration/rtt)))
 }
 
 // throughput returns the median of Repeat throughput runs, in MB/s.
@@ -577,20 +700,26 @@ func (b *runner) settleSockets(pids, want []int) {
 }
 
 // Child runs a helper process of the bench: role "sink" (the server the
-// load generator talks to) or "relay" (the reference relay, to the
-// address to). It prints its address on stderr and runs until ctx ends.
-func Child(ctx context.Context, role, to string, stderr io.Writer) error {
+// load generator talks to), "relay" (the reference relay, to the address
+// to) or "delay" (a delay link of rtt to the address to). It prints its
+// address on stderr and runs until ctx ends.
+func Child(ctx context.Context, role, to string, rtt time.Duration, stderr io.Writer) error {
 	var serve func(net.Listener) error
 	switch role {
 	case "sink":
 		serve = Serve
-	case "relay":
+	case "relay", "delay":
 		if to == "" {
-			return errors.New("a relay needs -to")
+			return fmt.Errorf("a %s needs -to", role)
 		}
-		serve = func(l net.Listener) error { return Relay(l, to) }
+		if role == "relay" {
+			serve = func(l net.Listener) error { return Relay(l, to) }
+		} else {
+			r := &delay.Relay{To: to, RTT: rtt}
+			serve = r.Serve
+		}
 	default:
-		return fmt.Errorf("unknown -child role %q (want sink or relay)", role)
+		return fmt.Errorf("unknown -child role %q (want sink, relay or delay)", role)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

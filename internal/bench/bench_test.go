@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"rtcp/internal/delay"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -33,13 +35,19 @@ func serve(t *testing.T, serve func(net.Listener) error) string {
 }
 
 // TestLoad runs every measurement of the load generator against the sink,
-// directly and behind two reference relays (which must pass the
-// half-close on, or throughput never gets its answer).
+// directly, behind two reference relays (which must pass the half-close
+// on, or throughput never gets its answer), and behind the two with a
+// delay link between them, as at "rtcp bench -rtt 10ms".
 func TestLoad(t *testing.T) {
+	const rtt = 10 * time.Millisecond
 	sink := serve(t, Serve)
 	r2 := serve(t, func(l net.Listener) error { return Relay(l, sink) })
 	r1 := serve(t, func(l net.Listener) error { return Relay(l, r2) })
-	for name, addr := range map[string]string{"direct": sink, "two relays": r1} {
+	link := &delay.Relay{To: r2, RTT: rtt}
+	slow := serve(t, link.Serve)
+	r1slow := serve(t, func(l net.Listener) error { return Relay(l, slow) })
+	paths := map[string]string{"direct": sink, "two relays": r1, "two relays, delay link between": r1slow}
+	for name, addr := range paths {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
 			dial := tcpDialer(addr)
@@ -56,6 +64,9 @@ func TestLoad(t *testing.T) {
 			ds, err := dialFirstByte(ctx, dial, 5)
 			if err != nil || len(ds) != 5 {
 				t.Fatalf("dial to first byte: %d dials, %v", len(ds), err)
+			}
+			if addr == r1slow && (rtts[0] < rtt || ds[0] < rtt) {
+				t.Errorf("through a delay link of RTT %v: echo %v, dial to first byte %v; want at least the RTT", rtt, rtts[0], ds[0])
 			}
 			var s idle
 			defer s.close()
@@ -128,6 +139,24 @@ func TestPercentile(t *testing.T) {
 	}
 }
 
+func TestFit(t *testing.T) {
+	b := &runner{cfg: Config{Duration: 3 * time.Second}}
+	for _, c := range []struct {
+		n    int
+		rtt  time.Duration
+		want int
+	}{
+		{10000, 0, 10000},
+		{10000, 50 * time.Millisecond, 60},
+		{10000, 200 * time.Millisecond, 20},
+		{5, 200 * time.Millisecond, 5},
+	} {
+		if got := b.fit(c.n, c.rtt); got != c.want {
+			t.Errorf("fit(%d, %v) = %d, want %d", c.n, c.rtt, got, c.want)
+		}
+	}
+}
+
 func TestWriteTable(t *testing.T) {
 	raw := &Row{Name: rowRaw, MBps1: 1000, MBps8: 2000, EchoP50: 30 * time.Microsecond, EchoP99: 60 * time.Microsecond, DialP50: 100 * time.Microsecond}
 	limit := &Row{Name: rowLimit, MBps1: 500, MBps8: 1000, EchoP50: 100 * time.Microsecond, EchoP99: 200 * time.Microsecond,
@@ -152,5 +181,57 @@ func TestWriteTable(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+// TestWriteTableRTT: rows at a round trip come in a group under a
+// heading row, and their ratios are to the limit and raw TCP of their
+// own round trip.
+func TestWriteTableRTT(t *testing.T) {
+	var rows []*Row
+	for _, rtt := range []time.Duration{0, 50 * time.Millisecond} {
+		k := 1 + int64(rtt/time.Millisecond) // times grow with the RTT, rates fall
+		raw := &Row{Name: rowRaw, RTT: rtt, MBps1: 1000 / float64(k), MBps8: 2000, EchoP50: time.Duration(k) * 40 * time.Microsecond,
+			EchoP99: time.Duration(k) * 80 * time.Microsecond, DialP50: time.Duration(k) * 100 * time.Microsecond}
+		limit := &Row{Name: rowLimit, RTT: rtt, MBps1: 500 / float64(k), MBps8: 1000, EchoP50: time.Duration(k) * 100 * time.Microsecond,
+			EchoP99: time.Duration(k) * 200 * time.Microsecond, DialP50: time.Duration(k) * 200 * time.Microsecond}
+		x := &Row{Name: "rtcp x", RTT: rtt, Ref: limit, MBps1: 400 / float64(k), MBps8: 500, EchoP50: time.Duration(k) * 130 * time.Microsecond,
+			EchoP99: time.Duration(k) * 300 * time.Microsecond, DialP50: time.Duration(k) * 250 * time.Microsecond}
+		if rtt == 0 {
+			limit.MemPerSession, limit.MemSessions, limit.MemOf = 16<<10, 10000, "relay"
+			x.MemPerSession, x.MemSessions, x.MemOf = 8<<10, 10000, "DP"
+		}
+		rows = append(rows, raw, limit, x)
+	}
+	res := &Result{Raw: rows[0], Rows: rows}
+	if !res.Delayed() {
+		t.Fatal("a result with rows at 50ms is not Delayed")
+	}
+	var b strings.Builder
+	if err := res.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 2+2*4 {
+		t.Fatalf("table has %d lines, want header, separator and 2 groups of a heading and 3 rows:\n%s", len(lines), b.String())
+	}
+	for _, l := range lines {
+		if n := strings.Count(l, "|"); n != len(Columns)+1 {
+			t.Errorf("line has %d cells, want %d: %s", n-1, len(Columns), l)
+		}
+	}
+	for i, want := range map[int]string{
+		2: "| **RTT 0**: loopback",
+		3: "| raw TCP | 1000 |",
+		6: "| **RTT 50ms** between the server side and the DP |",
+		7: "| raw TCP | 20 | 2000 | 2040 µs | 4080 µs | 5100 µs | - |",
+		9: "| rtcp x | 8 (0.80 / 0.40) | 500 (0.50 / 0.25) | 6630 µs (1.30 / 3.25) | 15.3 ms (1.50 / 3.75) | 12.8 ms (1.25 / 2.50) | - |",
+	} {
+		if !strings.HasPrefix(lines[i], want) {
+			t.Errorf("line %d = %q, want it to begin %q", i, lines[i], want)
+		}
+	}
+	if !strings.Contains(lines[5], "8.0 KiB (0.50), DP, 10000") {
+		t.Errorf("line 5 lacks the memory of RTT 0: %s", lines[5])
 	}
 }

@@ -21,9 +21,17 @@ var Columns = []string{
 }
 
 // WriteTable writes the result as a Markdown table: each figure, then in
-// parentheses its ratio to the row's limit and to raw TCP. Throughput
-// ratios above 1 are better; latency and memory ratios below 1 are.
+// parentheses its ratio to the row's limit and to raw TCP at the same
+// round trip. Throughput ratios above 1 are better; latency and memory
+// ratios below 1 are. When a row has a round trip above 0, each round
+// trip's rows follow a heading row that names it.
 func (r *Result) WriteTable(w io.Writer) error {
+	raws := make(map[time.Duration]*Row)
+	for _, x := range r.Rows {
+		if x.Name == rowRaw && x.Ref == nil {
+			raws[x.RTT] = x
+		}
+	}
 	var b strings.Builder
 	row := func(cells ...string) {
 		b.WriteString("| " + strings.Join(cells, " | ") + " |\n")
@@ -35,9 +43,22 @@ func (r *Result) WriteTable(w io.Writer) error {
 	}
 	sep[0] = "---"
 	row(sep...)
-	for _, x := range r.Rows {
+	grouped := r.Delayed()
+	for i, x := range r.Rows {
+		if grouped && (i == 0 || r.Rows[i-1].RTT != x.RTT) {
+			heading := make([]string, len(Columns))
+			heading[0] = fmt.Sprintf("**RTT %v** between the server side and the DP", x.RTT)
+			if x.RTT == 0 {
+				heading[0] = "**RTT 0**: loopback, no delay link"
+			}
+			row(heading...)
+		}
+		raw := raws[x.RTT]
+		if raw == nil {
+			raw = r.Raw
+		}
 		ref := x.Ref
-		if ref == nil && x != r.Raw {
+		if ref == nil && x != raw {
 			ref = x // a limit: 1.00 of itself
 		}
 		if x.Err != nil {
@@ -45,16 +66,28 @@ func (r *Result) WriteTable(w io.Writer) error {
 			continue
 		}
 		row(x.Name,
-			r.rate(x.MBps1, ref, r.Raw, func(y *Row) float64 { return y.MBps1 }),
-			r.rate(x.MBps8, ref, r.Raw, func(y *Row) float64 { return y.MBps8 }),
-			r.time(x.EchoP50, ref, r.Raw, func(y *Row) time.Duration { return y.EchoP50 }),
-			r.time(x.EchoP99, ref, r.Raw, func(y *Row) time.Duration { return y.EchoP99 }),
-			r.time(x.DialP50, ref, r.Raw, func(y *Row) time.Duration { return y.DialP50 }),
+			r.rate(x.MBps1, ref, raw, func(y *Row) float64 { return y.MBps1 }),
+			r.rate(x.MBps8, ref, raw, func(y *Row) float64 { return y.MBps8 }),
+			r.time(x.EchoP50, ref, raw, func(y *Row) time.Duration { return y.EchoP50 }),
+			r.time(x.EchoP99, ref, raw, func(y *Row) time.Duration { return y.EchoP99 }),
+			r.time(x.DialP50, ref, raw, func(y *Row) time.Duration { return y.DialP50 }),
 			mem(x, ref),
 		)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// Delayed reports whether a row was run with a delay link (an RTT above
+// 0): the table then has a heading row per round trip, and LegendRTT
+// applies.
+func (r *Result) Delayed() bool {
+	for _, x := range r.Rows {
+		if x.RTT > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // ratios formats "(× ref / × raw)" for v; either is left out when it
@@ -83,7 +116,15 @@ func (r *Result) rate(v float64, ref, raw *Row, get func(*Row) float64) string {
 
 func (r *Result) time(v time.Duration, ref, raw *Row, get func(*Row) time.Duration) string {
 	f := func(y *Row) float64 { return float64(get(y)) }
-	return fmt.Sprintf("%.0f µs", float64(v)/float64(time.Microsecond)) + ratios(float64(v), ref, raw, f, ref == nil)
+	return formatTime(v) + ratios(float64(v), ref, raw, f, ref == nil)
+}
+
+// formatTime gives loopback's times in µs, a round trip's in ms.
+func formatTime(v time.Duration) string {
+	if v >= 10*time.Millisecond {
+		return fmt.Sprintf("%.1f ms", float64(v)/float64(time.Millisecond))
+	}
+	return fmt.Sprintf("%.0f µs", float64(v)/float64(time.Microsecond))
 }
 
 func mem(x, ref *Row) string {
@@ -110,6 +151,17 @@ many sessions were held (fewer than asked when a process on the path would
 run out of file descriptors: an idle spliced relay holds a pipe per direction).
 The rtcp rows are compared with the 2-relay limit, the in-process rows with the
 1-relay limit.
+`
+
+// LegendRTT explains the rows run at a round trip.
+const LegendRTT = `At an RTT above 0, a delay link (a user-space relay in a process of its own)
+holds every byte for RTT/2 each way, without limiting bandwidth, and waits
+RTT/2 before its own dial onward (a SYN crossing); it sits on the hop between
+the server side and the DP: between rtcp expose or rtcp.Listen and the DP,
+between the limit's two relays, between the in-process limit's relay and the
+sink, and between raw TCP's load generator and the sink. Ratios are to the
+rows of the same RTT. There memory is not measured, and echoes and dials are
+each cut to what fits in the throughput duration (at least 20).
 `
 
 // Machine describes the machine the bench runs on: CPUs, CPU model, Go.
