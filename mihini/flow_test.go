@@ -176,7 +176,7 @@ func TestDeviceFastServer(t *testing.T) {
 		srv.Write(connectFrame(1, "svc.test", 7))
 		svc := <-svcs
 
-		p := flowtest.NewPattern(wire.MaxPayload)
+		p := flowtest.NewPattern()
 		wrote := make([]atomic.Int64, 1)
 		flood := make(chan error, 1)
 		go func() { flood <- floodData(srv, p, bigTransfer, []uint8{1}, wrote) }()
@@ -266,7 +266,7 @@ func TestDeviceStallCut(t *testing.T) {
 		reader := <-svcs
 
 		const total = 8 << 20
-		p := flowtest.NewPattern(wire.MaxPayload)
+		p := flowtest.NewPattern()
 		wrote := make([]atomic.Int64, 2)
 		flood := make(chan error, 1)
 		go func() { flood <- floodData(srv, p, total, []uint8{1, 2}, wrote) }()
@@ -364,7 +364,7 @@ func TestServerFastDevice(t *testing.T) {
 		}
 		closes, linkDone := frameReader(dev)
 
-		p := flowtest.NewPattern(wire.MaxPayload)
+		p := flowtest.NewPattern()
 		wrote := make([]atomic.Int64, 1)
 		flood := make(chan error, 1)
 		go func() { flood <- floodData(dev, p, bigTransfer, []uint8{1}, wrote) }()
@@ -422,7 +422,7 @@ func TestServerStallCut(t *testing.T) {
 		closes, linkDone := frameReader(dev)
 
 		const total = 8 << 20
-		p := flowtest.NewPattern(wire.MaxPayload)
+		p := flowtest.NewPattern()
 		wrote := make([]atomic.Int64, 2)
 		flood := make(chan error, 1)
 		go func() { flood <- floodData(dev, p, total, []uint8{1, 2}, wrote) }()

@@ -21,15 +21,16 @@ type Client struct {
 	// Server is the host:port of the server instance. Required.
 	Server string
 
-	// Ports, Bind, Target, DialTarget, Quiet, MaxBuffer and Logger are as
-	// in Server.
-	Ports      []uint16
-	Bind       string
-	Target     string
-	DialTarget func(ctx context.Context, network, address string) (net.Conn, error)
-	Quiet      time.Duration
-	MaxBuffer  int
-	Logger     *slog.Logger
+	// Ports, Bind, Target, DialTarget, Quiet, MaxBuffer, StallTimeout
+	// and Logger are as in Server.
+	Ports        []uint16
+	Bind         string
+	Target       string
+	DialTarget   func(ctx context.Context, network, address string) (net.Conn, error)
+	Quiet        time.Duration
+	MaxBuffer    int
+	StallTimeout time.Duration
+	Logger       *slog.Logger
 
 	// Dial dials the server instance. Nil means a net.Dialer with a 10 s
 	// timeout.
@@ -51,8 +52,11 @@ func (c *Client) DialAndServe(ctx context.Context) error {
 		return errors.New("tcpipe: Client.Server is empty; set the host:port of the server instance")
 	}
 	in := &c.in
-	in.setup(c.Ports, c.Bind, c.Target, c.DialTarget, c.Quiet, c.MaxBuffer, c.Logger)
+	in.setup(settings{ports: c.Ports, bind: c.Bind, target: c.Target, dialTarget: c.DialTarget,
+		quiet: c.Quiet, maxBuffer: c.MaxBuffer, stallTimeout: c.StallTimeout, log: c.Logger})
 	defer in.close()
+	stop := context.AfterFunc(ctx, in.cancel) // the links' ends are the shutdown's
+	defer stop()
 	if err := in.listenUsers(); err != nil {
 		return err
 	}

@@ -28,17 +28,24 @@ const (
 
 var discard = slog.New(slog.DiscardHandler)
 
+// settings are the fields of a Server or a Client that the instance
+// runs with.
+type settings struct {
+	ports        []uint16
+	bind         string
+	target       string
+	dialTarget   func(ctx context.Context, network, address string) (net.Conn, error)
+	quiet        time.Duration
+	maxBuffer    int
+	stallTimeout time.Duration
+	log          *slog.Logger
+}
+
 // instance is what the two roles share: the ports where user applications
 // connect, the target the partner's connections go to, and the partner
 // link of the moment.
 type instance struct {
-	ports      []uint16
-	bind       string
-	target     string
-	dialTarget func(ctx context.Context, network, address string) (net.Conn, error)
-	quiet      time.Duration
-	maxBuffer  int
-	log        *slog.Logger
+	settings
 
 	// ready, if set, is called when a partner link takes connections,
 	// and released when a port accepts again: hooks for tests (the wire
@@ -51,19 +58,15 @@ type instance struct {
 	partner  *mux.Session
 	busy     map[uint16]bool // ports whose accepted connection is open or quiet
 	listened bool
-	ctx      context.Context // canceled by close
+	ctx      context.Context // canceled by close, and when a Client's context ends
 	cancel   context.CancelFunc
 }
 
-func (in *instance) setup(ports []uint16, bind, target string,
-	dialTarget func(context.Context, string, string) (net.Conn, error),
-	quiet time.Duration, maxBuffer int, log *slog.Logger) {
-	in.ports, in.bind, in.target, in.dialTarget = ports, bind, target, dialTarget
-	in.quiet, in.maxBuffer = quiet, maxBuffer
+func (in *instance) setup(s settings) {
+	in.settings = s
 	if in.quiet <= 0 {
 		in.quiet = defaultQuiet
 	}
-	in.log = log
 	if in.log == nil {
 		in.log = discard
 	}
@@ -71,6 +74,20 @@ func (in *instance) setup(ports []uint16, bind, target string,
 	in.g.Reset = true // a cut connection did not finish: its peer sees an error
 	in.busy = make(map[uint16]bool)
 	in.ctx, in.cancel = context.WithCancel(context.Background())
+}
+
+// logEnd logs how a connection that relay.Join carried ended: a cut (a
+// lost link, a reset, a stalled reader) at Warn with its reason, unless
+// the instance is closing; a clean end at Debug.
+func (in *instance) logEnd(err error, args ...any) {
+	switch {
+	case !relay.Cut(err):
+		in.log.Debug("tcpipe: connection closed", args...)
+	case in.ctx.Err() != nil:
+		in.log.Info("tcpipe: connection cut by the shutdown", append(args, "reason", err)...)
+	default:
+		in.log.Warn("tcpipe: connection cut", append(args, "reason", err)...)
+	}
 }
 
 // listenUsers listens on every port, once, and accepts user applications
@@ -160,7 +177,8 @@ func (in *instance) serveUser(c net.Conn, port uint16, s *mux.Session) {
 		return
 	}
 	in.log.Debug("tcpipe: carrying a user application", "port", port, "remote", c.RemoteAddr())
-	relay.Join(relay.FullClose(c), st, nil)
+	_, err = relay.Join(relay.FullClose(c), st, nil)
+	in.logEnd(err, "port", port, "remote", c.RemoteAddr())
 }
 
 // release frees port after the quiet period, during which Data the
@@ -194,6 +212,8 @@ func (in *instance) serveLink(c net.Conn, stop <-chan struct{}) error {
 		NextID:          portID,
 		AcceptBacklog:   backlog,
 		MaxBuffer:       in.maxBuffer,
+		StallTimeout:    in.stallTimeout,
+		Logger:          in.log,
 	})
 	in.mu.Lock()
 	if in.g.Closed() {
@@ -272,7 +292,8 @@ func (in *instance) serveTarget(st *mux.Stream) {
 	}
 	defer in.g.Release(c)
 	in.log.Debug("tcpipe: carrying the partner's connection", "target", addr)
-	relay.Join(relay.FullClose(c), st, nil)
+	_, err = relay.Join(relay.FullClose(c), st, nil)
+	in.logEnd(err, "port", port, "target", addr)
 }
 
 // close stops accepting, closes the partner link and every connection,

@@ -47,10 +47,18 @@ type Server struct {
 	Quiet time.Duration
 
 	// MaxBuffer bounds the bytes held for a user connection that reads
-	// more slowly than its partner sends: the wire has no flow control,
-	// so a connection that overflows it is closed (Disconnect) rather
-	// than stalling the others. Default 256 KiB.
+	// more slowly than its partner sends. The wire has no flow control:
+	// when a connection's buffer is full, the partner link is not read
+	// until the connection takes some, so TCP holds the partner back
+	// (and the link's other connections wait). Default 256 KiB.
 	MaxBuffer int
+
+	// StallTimeout is how long one connection whose reader takes nothing
+	// may hold up the other connections on the partner link before it is
+	// cut (Disconnect, and the cut logged); a link that carries only that
+	// connection waits for as long as it lasts. Default 10 s; negative
+	// never cuts.
+	StallTimeout time.Duration
 
 	// Logger receives the server's logs. Nil is silent.
 	Logger *slog.Logger
@@ -61,7 +69,8 @@ type Server struct {
 
 func (s *Server) init() {
 	s.once.Do(func() {
-		s.in.setup(s.Ports, s.Bind, s.Target, s.DialTarget, s.Quiet, s.MaxBuffer, s.Logger)
+		s.in.setup(settings{ports: s.Ports, bind: s.Bind, target: s.Target, dialTarget: s.DialTarget,
+			quiet: s.Quiet, maxBuffer: s.MaxBuffer, stallTimeout: s.StallTimeout, log: s.Logger})
 	})
 }
 

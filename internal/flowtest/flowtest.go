@@ -29,27 +29,30 @@ import (
 // a prime, so that no frame or chunk size lines up with it.
 const period = 251
 
+// MaxPiece is the most bytes Pattern.At hands out at once.
+const MaxPiece = 1 << 20
+
 // A Pattern hands out pieces of the byte pattern without allocating.
 type Pattern struct{ table []byte }
 
-// NewPattern returns a Pattern for pieces of up to max bytes.
-func NewPattern(max int) *Pattern {
-	t := make([]byte, period+max)
+// NewPattern returns a Pattern.
+func NewPattern() *Pattern {
+	t := make([]byte, period+MaxPiece)
 	for i := range t {
 		t[i] = byte(i % period)
 	}
 	return &Pattern{t}
 }
 
-// At returns the n bytes of the pattern from offset off. The caller must
-// not modify them.
+// At returns the n bytes of the pattern from offset off, n <= MaxPiece.
+// The caller must not modify them.
 func (p *Pattern) At(off int64, n int) []byte {
 	k := int(off % period)
 	return p.table[k : k+n : k+n]
 }
 
 // SlowRead reads total bytes of the pattern from r, from offset 0, in
-// pieces of step bytes. Before each piece it waits for the bubble to be
+// pieces of step bytes (at most MaxPiece). Before each piece it waits for the bubble to be
 // still (synctest.Wait) and calls still with the bytes read so far: the
 // writer is then held back, and everything it wrote beyond that sits
 // between it and r. It returns how many bytes it read and the first error
