@@ -110,6 +110,10 @@ func (a *Agent) Handle(ctx context.Context, op wire.Operation) error {
 	})
 	defer stop()
 	st, err := relay.Join(tcp, ws, nil)
+	if relay.Cut(err) && ctx.Err() == nil {
+		a.log().Warn("c8y: tunnel cut", "endpoint", endpoint(op), "to_websocket", st.AtoB, "to_tcp", st.BtoA, "reason", err)
+		return err
+	}
 	if ctx.Err() != nil && err == nil {
 		err = ctx.Err()
 	}

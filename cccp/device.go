@@ -109,6 +109,9 @@ func (d *Device) Once(ctx context.Context) error {
 	})
 	defer stop()
 	_, err = relay.Join(relay.FullClose(pc), relay.FullClose(svc), nil)
+	if relay.Cut(err) && ctx.Err() == nil && d.Logger != nil {
+		d.Logger.Warn("cccp: session cut", "serial", d.Serial, "service", d.To, "reason", err)
+	}
 	return err
 }
 
