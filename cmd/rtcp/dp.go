@@ -11,7 +11,7 @@ import (
 )
 
 func runDP(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("dp", "dp -listen ADDR [-port NAME=ADDR]... [-grace DURATION] [-tls-cert FILE -tls-key FILE [-tls-ca FILE]] [-config FILE] [-token-file FILE] [-etcd URLS -advertise ADDR [-etcd-ttl DURATION]] [-metrics ADDR] [-keepalive DURATION] [-max-... N] [-log-level LEVEL]", `
+	fs := newFlagSet("dp", "dp -listen ADDR [-port NAME=ADDR]... [-grace DURATION] [-tls-cert FILE -tls-key FILE [-tls-ca FILE]] [-config FILE] [-token-file FILE] [-etcd URLS -advertise ADDR [-etcd-ttl DURATION]] [-metrics ADDR] [-keepalive DURATION] [-stall-timeout DURATION] [-max-... N] [-log-level LEVEL]", `
 Run a discover point (DP): indirect servers (rtcp expose, rtcp.Listen)
 register their names with it, and indirect clients (rtcp connect,
 rtcp.Dial) reach them by name through it. It runs until SIGINT or
@@ -20,7 +20,10 @@ period, and cuts those still open. Each -port makes the DP accept plain
 TCP on ADDR and carry every connection to the server NAME (port mode),
 for clients that cannot run rtcp: ssh, psql, a SCADA system. With -etcd,
 the DP joins the cluster of DPs that share that etcd: a name has one
-owner across all of them, and a client may reach any DP for any name.`)
+owner across all of them, and a client may reach any DP for any name.
+Peers that do no flow control (plain Plan5 servers and clients, Mihini
+devices) are held back by TCP when a reader falls behind; a link's other
+sessions wait meanwhile, for at most -stall-timeout if it reads nothing.`)
 	listen := fs.String("listen", "", "TCP `address` to accept servers and clients on, e.g. :9000 (required)")
 	var ports portFlag
 	fs.Var(&ports, "port", "`NAME=ADDR`: carry plain TCP connections on ADDR to the server NAME (repeatable)")
@@ -31,6 +34,7 @@ owner across all of them, and a client may reach any DP for any name.`)
 	var mihinis mihiniFlag
 	fs.Var(&mihinis, "mihini", "`NAME=ADDR=SERVICE_HOST:PORT`: Mihini devices that dial ADDR become the server NAME, "+
 		"and each session to NAME is a CONNECT to SERVICE_HOST:PORT behind the device (repeatable)")
+	stall := stallFlag(fs)
 	logger := logFlags(fs, stderr)
 	sec := securityFlags(fs, true)
 	if err := parseFlags(fs, args, stdout); err != nil {
@@ -76,7 +80,7 @@ owner across all of them, and a client may reach any DP for any name.`)
 		ln.Close()
 		return err
 	}
-	dp := &rtcp.DiscoverPoint{Logger: log, TLSConfig: tlsCfg, Policy: pol}
+	dp := &rtcp.DiscoverPoint{Logger: log, TLSConfig: tlsCfg, Policy: pol, StallTimeout: *stall}
 	member.configure(dp)
 	hard.configure(dp)
 	waitPorts := servePorts(dp, ports.ports, portLns, stderr)
@@ -88,7 +92,7 @@ owner across all of them, and a client may reach any DP for any name.`)
 		return err
 	}
 	defer stopSeeds()
-	stopMihini, err := startMihini(dp, mihinis.doors, log, stderr)
+	stopMihini, err := startMihini(dp, mihinis.doors, *stall, log, stderr)
 	if err != nil {
 		ln.Close()
 		dp.Close()

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"rtcp"
 	"rtcp/mihini"
@@ -62,8 +63,9 @@ func checkService(s string) error {
 }
 
 // startMihini listens on the address of each door and serves it beside
-// dp. It returns a function that closes the doors and waits for them.
-func startMihini(dp *rtcp.DiscoverPoint, doors []mihiniDoor, log *slog.Logger, stderr io.Writer) (stop func(), err error) {
+// dp, with the stall timeout stall. It returns a function that closes the
+// doors and waits for them.
+func startMihini(dp *rtcp.DiscoverPoint, doors []mihiniDoor, stall time.Duration, log *slog.Logger, stderr io.Writer) (stop func(), err error) {
 	var lns []net.Listener
 	for _, d := range doors {
 		l, err := net.Listen("tcp", d.addr)
@@ -78,7 +80,7 @@ func startMihini(dp *rtcp.DiscoverPoint, doors []mihiniDoor, log *slog.Logger, s
 	var wg sync.WaitGroup
 	var opened []*mihini.Door
 	for i, d := range doors {
-		door := &mihini.Door{DP: dp, Name: d.name, Service: d.service, Logger: log}
+		door := &mihini.Door{DP: dp, Name: d.name, Service: d.service, StallTimeout: stall, Logger: log}
 		opened = append(opened, door)
 		l := lns[i]
 		fmt.Fprintf(stderr, "rtcp dp: Mihini devices on %s are the server %q, carrying sessions to %s\n", l.Addr(), d.name, d.service)

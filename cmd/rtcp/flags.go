@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"time"
 
 	"rtcp"
 )
@@ -77,6 +78,13 @@ func logFlags(fs *flag.FlagSet, stderr io.Writer) func() *slog.Logger {
 	return func() *slog.Logger {
 		return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	}
+}
+
+// stallFlag adds -stall-timeout to fs: how long a session of a peer that
+// does no flow control may hold up the other sessions on its link.
+func stallFlag(fs *flag.FlagSet) *time.Duration {
+	return fs.Duration("stall-timeout", 10*time.Second, "how long a session whose reader takes nothing may hold up the others "+
+		"on its link (a peer without flow control: a full session stops the link being read) before it is cut and logged; negative: never")
 }
 
 // transportFlag is a flag.Value for rtcp.Transport.

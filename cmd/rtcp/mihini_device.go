@@ -10,17 +10,20 @@ import (
 )
 
 func runMihiniDevice(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("mihini-device", "mihini-device -server HOST:PORT [-reconnect] [-log-level LEVEL]", `
+	fs := newFlagSet("mihini-device", "mihini-device -server HOST:PORT [-reconnect] [-stall-timeout DURATION] [-log-level LEVEL]", `
 Run the device side of the Mihini agent's TCP Remote Connection (the
 original's DeviceSideApp): dial the server side at HOST:PORT (rtcp
 mihini-server, a DP's -mihini door, or the original server), send LISTEN,
 and for each CONNECT connect to the address it names and carry the
 session. DATA that comes before its CONNECT is held. When the link drops,
 every session is closed; with -reconnect the device dials again with
-backoff (the original does not), otherwise it exits with status 1. It
-runs until SIGINT or SIGTERM.`)
+backoff (the original does not), otherwise it exits with status 1. The
+wire has no flow control: a service that reads slowly holds the server
+back, and the link's other sessions wait with it, for at most
+-stall-timeout if it reads nothing. It runs until SIGINT or SIGTERM.`)
 	server := fs.String("server", "", "`host:port` of the server side (required)")
 	reconnect := fs.Bool("reconnect", false, "dial the server again, with backoff, when the link cannot be made or drops")
+	stall := stallFlag(fs)
 	logger := logFlags(fs, stderr)
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
@@ -28,7 +31,7 @@ runs until SIGINT or SIGTERM.`)
 	if err := required(fs, "server"); err != nil {
 		return err
 	}
-	d := &mihini.Device{Server: *server, Reconnect: *reconnect, Logger: logger()}
+	d := &mihini.Device{Server: *server, Reconnect: *reconnect, StallTimeout: *stall, Logger: logger()}
 	fmt.Fprintf(stderr, "rtcp mihini-device: serving the link to %s\n", *server)
 	err := d.DialAndServe(ctx)
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {

@@ -36,17 +36,21 @@ func (f *mapFlag) Set(v string) error {
 }
 
 func runMihiniServer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("mihini-server", "mihini-server -listen DEVICE_ADDR -map CLIENT_ADDR=SERVICE_HOST:PORT [-map ...] [-log-level LEVEL]", `
+	fs := newFlagSet("mihini-server", "mihini-server -listen DEVICE_ADDR -map CLIENT_ADDR=SERVICE_HOST:PORT [-map ...] [-stall-timeout DURATION] [-log-level LEVEL]", `
 Run the server side of the Mihini agent's TCP Remote Connection (the
 original's ServerSideApp): a device dials DEVICE_ADDR and sends LISTEN
 (rtcp mihini-device, or the Mihini agent); then each client that connects
 to a CLIENT_ADDR is carried over the device's link, and the device
 connects to SERVICE_HOST:PORT for it, as the device sees that address. A
 device that dials again replaces its old link. Clients that come while no
-device is connected are closed. It runs until SIGINT or SIGTERM.`)
+device is connected are closed. The wire has no flow control: a client
+that reads slowly holds the device back, and its link's other clients
+wait with it, for at most -stall-timeout if it reads nothing. It runs
+until SIGINT or SIGTERM.`)
 	listen := fs.String("listen", "", "TCP `address` the device dials, e.g. :9100 (required)")
 	var maps mapFlag
 	fs.Var(&maps, "map", "`CLIENT_ADDR=SERVICE_HOST:PORT`: carry clients of CLIENT_ADDR to SERVICE_HOST:PORT behind the device (repeatable, at least one)")
+	stall := stallFlag(fs)
 	logger := logFlags(fs, stderr)
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
@@ -73,7 +77,7 @@ device is connected are closed. It runs until SIGINT or SIGTERM.`)
 		}
 		lns = append(lns, l)
 	}
-	srv := &mihini.Server{Logger: log}
+	srv := &mihini.Server{StallTimeout: *stall, Logger: log}
 	var wg sync.WaitGroup
 	failed := make(chan error, len(lns))
 	serve := func(f func() error) {

@@ -41,7 +41,7 @@ func (f *portsFlag) Set(v string) error {
 }
 
 func runTCPipe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("tcpipe", "tcpipe (-s PORT | -c HOST:PORT) [-p PORT[,PORT...]] [-t TARGET] [-b ADDR] [-log-level LEVEL]", `
+	fs := newFlagSet("tcpipe", "tcpipe (-s PORT | -c HOST:PORT) [-p PORT[,PORT...]] [-t TARGET] [-b ADDR] [-stall-timeout DURATION] [-log-level LEVEL]", `
 Run a tcpipe instance, compatible with the original tcpipe. Two instances
 share one TCP connection: the server (-s, --server) accepts it and the
 client (-c, --client) dials it, and dials again for ever when it drops. A
@@ -51,8 +51,10 @@ on the same port, and the two connections are joined. Each port carries
 one connection at a time; a failed connection to the target closes the
 user's; losing the partner closes every user connection. -b (an
 addition to the original) is the local address on which the ports accept
-user applications, default all addresses. It runs until SIGINT or
-SIGTERM.
+user applications, default all addresses. The wire has no flow control:
+a connection that reads slowly holds the partner back, and the link's
+other connections wait with it, for at most -stall-timeout if it reads
+nothing. It runs until SIGINT or SIGTERM.
 
 Example (the original's): on host1 "rtcp tcpipe -s 50000 -p 40000,40001",
 on host2 "rtcp tcpipe -c host1:50000 -t appli2": a connection to
@@ -72,6 +74,7 @@ host1:40000 reaches appli2:40000.`)
 		fs.StringVar(&target, name, "", "the `host` to connect to for the partner's user connections")
 	}
 	fs.StringVar(&bind, "b", "", "the local `address` on which the ports accept user applications (default: all)")
+	stall := stallFlag(fs)
 	logger := logFlags(fs, stderr)
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
@@ -85,7 +88,7 @@ host1:40000 reaches appli2:40000.`)
 	log := logger()
 
 	if client != "" {
-		c := &tcpipe.Client{Server: client, Ports: ports.ports, Bind: bind, Target: target, Logger: log}
+		c := &tcpipe.Client{Server: client, Ports: ports.ports, Bind: bind, Target: target, StallTimeout: *stall, Logger: log}
 		fmt.Fprintf(stderr, "rtcp tcpipe: serving as client of %s, ports %s, target %q\n", client, ports.String(), target)
 		err := c.DialAndServe(ctx)
 		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
@@ -102,7 +105,7 @@ host1:40000 reaches appli2:40000.`)
 	if err != nil {
 		return err
 	}
-	srv := &tcpipe.Server{Ports: ports.ports, Bind: bind, Target: target, Logger: log}
+	srv := &tcpipe.Server{Ports: ports.ports, Bind: bind, Target: target, StallTimeout: *stall, Logger: log}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	fmt.Fprintf(stderr, "rtcp tcpipe: listening on %s for the client instance, ports %s, target %q\n", l.Addr(), ports.String(), target)
