@@ -180,6 +180,7 @@ func appendAloha(dst []byte, a *Aloha) (_ []byte, ok bool) {
 	str("Transport", a.Transport)
 	str("Error", a.Error)
 	str("Token", a.Token)
+	num("Spares", a.Spares)
 	str("Via", a.Via)
 	str("Key", a.Key)
 	bin("Challenge", a.Challenge)
@@ -285,6 +286,8 @@ func alohaField(a *Aloha, key string) any {
 		return &a.Error
 	case "Token":
 		return &a.Token
+	case "Spares":
+		return &a.Spares
 	case "Via":
 		return &a.Via
 	case "Key":

@@ -73,6 +73,15 @@ func fuzzSeeds() [][]byte {
 			&Aloha{V: 10000, R: RoleIC, N: "alice", Window: 262144, MaxLine: 65536, HalfClose: true, Transport: "raw", Via: "10.0.0.3:9000"},
 			&Connect{N: "printer-7"},
 		),
+		// A control link of the TCP transport that keeps spare data links,
+		// and a session on one of them (SPEC.md, "Spare data links").
+		transcript(
+			&Aloha{V: 10000, R: RoleIS, N: "printer-7", Owner: "3f2a", Transport: "tcp", Spares: 2},
+			&Aloha{V: 10000, R: RoleDP, N: "rtcp", Transport: "tcp", Token: "9f1c", Spares: 2},
+			&Aloha{V: 10000, R: RoleIS, N: "printer-7", Owner: "3f2a", Transport: "spare", Token: "9f1c"},
+			&Connect{N: "alice", Addr: "203.0.113.5:40112"},
+			&Ack{X: 1},
+		),
 		// Forms only the encoding/json path reads.
 		[]byte("3\n{ \"C\" : \"AAEC/w==\", \"X\" : 7, \"Future\": [1, {\"a\": null}] }\n0\n{\"N\":\"caf\\u00e9\",\"V\":10000}\n"),
 		// Bad input.
@@ -130,7 +139,7 @@ func FuzzReadMessage(f *testing.F) {
 // TestFuzzSeedsDecode: the valid transcripts among the seeds decode
 // completely, so the fuzzer starts from real conversations.
 func TestFuzzSeedsDecode(t *testing.T) {
-	for i, s := range fuzzSeeds()[:7] {
+	for i, s := range fuzzSeeds()[:8] {
 		r := NewReader(bytes.NewReader(s), 0)
 		n := 0
 		for {
@@ -183,6 +192,7 @@ func FuzzHandshakeFastPath(f *testing.F) {
 		`{"N":"a\"b"}`, `{"N":"\u00e9"}`, `{"N":"a","Token":"t"}`, `{"N":"<b>"}`,
 		`{"V":10000,"R":3,"N":"c","HeartBeat":15000,"Window":262144,"MaxLine":65536,"HalfClose":true,"Transport":"raw"}`,
 		`{"V":10000,"R":4,"N":"dp","Challenge":"AAEC","Binding":"tls-exporter"}`,
+		`{"V":10000,"R":4,"N":"rtcp","Transport":"tcp","Token":"9f1c","Spares":2}`, `{"Spares":-1}`, `{"Spares":1.5}`,
 		`{"V":1,"R":2,"N":"s","Owner":"o","Key":"k","Proof":""}`, `{}`, `{"V":1,"V":2}`, `{"HalfClose":false}`,
 	} {
 		f.Add([]byte(s))
@@ -226,7 +236,7 @@ func FuzzAppendFast(f *testing.F) {
 	f.Add("\u00e9", "\x00", "", int64(0), "", []byte{})
 	f.Fuzz(func(t *testing.T, n, addr, token string, x int64, reason string, blob []byte) {
 		aloha := &Aloha{V: int(x), R: Role(x >> 3), N: n, HeartBeat: int(x >> 1), Window: int(x >> 2), MaxLine: int(x >> 4),
-			HalfClose: x&1 == 1, Owner: addr, Transport: token, Error: reason, Token: addr, Via: token, Key: n,
+			HalfClose: x&1 == 1, Owner: addr, Transport: token, Error: reason, Token: addr, Spares: int(x >> 5), Via: token, Key: n,
 			Challenge: blob, Binding: reason, Proof: blob[len(blob)/2:]}
 		for _, m := range []Message{&Connect{N: n, Addr: addr, Token: token}, &Ack{X: x, R: reason}, aloha} {
 			got, ok := appendFast(nil, m)

@@ -108,7 +108,7 @@ func longTranscript() []byte {
 // messages and the end are exactly those of a Reader that never grows,
 // including when Grow finds part of a line in the old buffer.
 func TestGrowKeepsBuffered(t *testing.T) {
-	transcripts := fuzzSeeds()[:7] // the valid conversations
+	transcripts := fuzzSeeds()[:8] // the valid conversations
 	transcripts = append(transcripts, longTranscript(),
 		// Truncated in the middle of a line: the end must be the same too.
 		longTranscript()[:20000])

@@ -139,6 +139,11 @@ type Aloha struct {
 	// Token names the session a data link is for (Transport "data"; see
 	// SPEC.md, "per-session data links").
 	Token string `json:"Token,omitempty"`
+	// Spares, on a control link of Transport "tcp", is how many spare
+	// data links the server would keep ready at the DP (its Aloha) and how
+	// many the DP holds for the link (the DP's answer, with the Token they
+	// present); see SPEC.md, "spare data links".
+	Spares int `json:"Spares,omitempty"`
 	// Via, on an IC Aloha, is the address of the DP that carries this
 	// client on behalf of another DP of its cluster: the receiving DP
 	// serves it from its own links only, never forwarding it again.
