@@ -453,46 +453,49 @@ func (st *Stream) push(data []byte) {
 	signal(st.readReady)
 }
 
-// bigRbuf and hugeRbuf are the capacities of the pooled receive buffers.
-// A stream that receives a burst takes one from the pool and gives it back
-// once its reader has drained it; without the pool every burst allocated a
-// chain of growing buffers (a third of a relay's CPU went to the garbage
-// collector and to returning memory to the OS). bigRbuf is the default
-// window and MaxBuffer; hugeRbuf is for a reader that falls further behind
-// a window that has grown.
+// Receive buffers come in size classes, bigRbuf (the default window and
+// MaxBuffer) doubling to rbufClasses' last: a stream that receives a burst
+// takes one from its class's pool, the smallest that holds the burst, and
+// gives it back once its reader has drained it. Without the pools every
+// burst allocated a chain of growing buffers (a third of a relay's CPU
+// went to the garbage collector and to returning memory to the OS); with
+// one pool of the largest size, every stalled reader whose window had
+// grown a little held a buffer of the largest size.
 const (
-	bigRbuf  = 256 << 10
-	hugeRbuf = 4 << 20
+	bigRbuf     = 256 << 10
+	rbufClasses = 7 // 256 KiB .. 16 MiB
 )
 
-// rbufPool holds buffers of cap bigRbuf, hugePool of cap hugeRbuf.
-var rbufPool, hugePool sync.Pool
+// rbufPools[i] holds buffers of cap bigRbuf<<i.
+var rbufPools [rbufClasses]sync.Pool
 
-// getRbuf returns an empty buffer with room for need bytes: pooled if one
-// of the pools' sizes fits, made to measure (with room to grow) if not.
-func getRbuf(need int) []byte {
-	switch {
-	case need <= bigRbuf:
-		if b, ok := rbufPool.Get().(*[]byte); ok {
-			return (*b)[:0]
+// rbufClass returns the class of the smallest pooled buffer that holds n
+// bytes, or -1 if none does.
+func rbufClass(n int) int {
+	for i := range rbufClasses {
+		if n <= bigRbuf<<i {
+			return i
 		}
-		return make([]byte, 0, bigRbuf)
-	case need <= hugeRbuf:
-		if b, ok := hugePool.Get().(*[]byte); ok {
-			return (*b)[:0]
-		}
-		return make([]byte, 0, hugeRbuf)
 	}
-	return make([]byte, 0, need+need/2)
+	return -1
+}
+
+// getRbuf returns an empty buffer with room for need bytes.
+func getRbuf(need int) []byte {
+	i := rbufClass(need)
+	if i < 0 {
+		return make([]byte, 0, need)
+	}
+	if b, ok := rbufPools[i].Get().(*[]byte); ok {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, bigRbuf<<i)
 }
 
 // putRbuf gives b back to its pool, if it came from one.
 func putRbuf(b []byte) {
-	switch cap(b) {
-	case bigRbuf:
-		rbufPool.Put(&b)
-	case hugeRbuf:
-		hugePool.Put(&b)
+	if i := rbufClass(cap(b)); i >= 0 && cap(b) == bigRbuf<<i {
+		rbufPools[i].Put(&b)
 	}
 }
 
