@@ -103,7 +103,9 @@ func (st *Stream) consumed(n int, caughtUp bool) int {
 // the reader caught up with the peer during it and took half the window
 // or more in less than two round trips, the window, not the reader, held
 // the peer back: it doubles, as far as MaxWindow and the budgets allow
-// (quic-go's rule). It returns the bytes added. st.mu is held.
+// (quic-go's rule), unless the reader is a TCP destination whose socket
+// still holds half a window unsent. It returns the bytes added. st.mu is
+// held.
 func (st *Stream) maybeGrow() int {
 	s := st.s
 	now := time.Now()
@@ -113,6 +115,13 @@ func (st *Stream) maybeGrow() int {
 		return 0
 	}
 	if limit := time.Duration(4 * float64(took) / float64(st.win) * float64(s.RTT())); now.Sub(start) >= limit {
+		return 0
+	}
+	if p := st.sink; p != nil && p.raw != nil && unsent(p.raw) >= st.win/2 {
+		// The bytes went into the destination's socket buffer, but not
+		// on to its peer: a client that has stopped reading looks fast
+		// until the kernel's buffers are full, and a window grown then
+		// is only what it holds once it stalls.
 		return 0
 	}
 	want := min(st.win, s.cfg.MaxWindow-st.win)
@@ -129,25 +138,27 @@ func (st *Stream) maybeGrow() int {
 
 // ObserveRTT tells the session of a round trip to its peer that took d
 // (a handshake, say); the session times its own opens too. Window growth
-// uses the smoothed estimate.
+// uses the shortest seen: an open's round trip includes the time the peer
+// took to answer, which a burst of opens or a slow accept makes long,
+// while only the path's own round trip says how much a window must hold
+// (as BBR keeps the minimum, not an average).
 func (s *Session) ObserveRTT(d time.Duration) {
 	if d <= 0 {
 		return
 	}
 	for {
 		old := s.rtt.Load()
-		next := int64(d)
-		if old != 0 {
-			next = old + (int64(d)-old)/8
+		if old != 0 && old <= int64(d) {
+			return
 		}
-		if s.rtt.CompareAndSwap(old, next) {
+		if s.rtt.CompareAndSwap(old, int64(d)) {
 			return
 		}
 	}
 }
 
-// RTT returns the session's smoothed round-trip estimate, or
-// DefaultRTT before it has one.
+// RTT returns the shortest round trip the session has seen, or DefaultRTT
+// before it has one.
 func (s *Session) RTT() time.Duration {
 	if d := s.rtt.Load(); d > 0 {
 		return time.Duration(d)

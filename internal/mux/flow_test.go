@@ -91,39 +91,39 @@ func transfer(t *testing.T, out, in *Stream, total int64) time.Duration {
 }
 
 // TestWindowGrowsToThePath: at a 100 ms round trip a 64 KiB window moves
-// 640 KB/s; the window must grow until the round trip no longer limits the
+// 655 KB/s; the window must grow until the round trip no longer limits the
 // transfer, up to MaxWindow, and give its growth back when the stream ends.
 func TestWindowGrowsToThePath(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const rtt = 100 * time.Millisecond
 		budget := NewBudget(64 << 20)
 		cfg := flowConfig(64 << 10)
-		cfg.MaxWindow = 8 << 20
+		cfg.MaxWindow = 4 << 20
 		cfgB := cfg
 		cfgB.Budget = budget
 		l, stop := delayLink(t, rtt, cfg, cfgB)
 		defer stop()
 		out, in := l.open(t)
 
-		const total = 64 << 20
+		const total = 16 << 20
 		took := transfer(t, out, in, total)
-		// Fixed at 64 KiB, 64 MiB would take 100 s; grown to 8 MiB, about
-		// 8 round trips plus 64/8 windows, under 2 s.
-		if took > 3*time.Second {
-			t.Errorf("64 MiB at a %v round trip took %v: the window did not grow (it is %d)", rtt, took, window(in))
+		// Fixed at 64 KiB, 16 MiB would take 25 s; grown to 4 MiB, about
+		// 6 round trips plus 16/4 windows, about 1 s.
+		if took > 2*time.Second {
+			t.Errorf("16 MiB at a %v round trip took %v: the window did not grow (it is %d)", rtt, took, window(in))
 		}
-		if w := window(in); w != 8<<20 {
-			t.Errorf("the window grew to %d, want MaxWindow %d", w, 8<<20)
+		if w := window(in); w != 4<<20 {
+			t.Errorf("the window grew to %d, want MaxWindow %d", w, 4<<20)
 		}
-		if used := budget.Used(); used != 8<<20-64<<10 {
-			t.Errorf("the shared budget has %d taken, want the growth %d", used, 8<<20-64<<10)
+		if used := budget.Used(); used != 4<<20-64<<10 {
+			t.Errorf("the shared budget has %d taken, want the growth %d", used, 4<<20-64<<10)
 		}
 		out.Close()
 		in.Close()
 		if used := budget.Used(); used != 0 {
 			t.Errorf("after the stream ended, the shared budget still has %d taken", used)
 		}
-		t.Logf("64 MiB at a %v round trip: %v", rtt, took)
+		t.Logf("16 MiB at a %v round trip: %v", rtt, took)
 	})
 }
 
@@ -144,10 +144,10 @@ func TestWindowBudgets(t *testing.T) {
 		out2, in2 := l.open(t)
 		done := make(chan struct{})
 		go func() {
-			transfer(t, out2, in2, 8<<20)
+			transfer(t, out2, in2, 4<<20)
 			close(done)
 		}()
-		transfer(t, out1, in1, 8<<20)
+		transfer(t, out1, in1, 4<<20)
 		<-done
 		if sum := window(in1) + window(in2) - 2*(64<<10); sum > 1<<20 {
 			t.Errorf("the windows grew by %d together, more than the shared budget of 1 MiB", sum)

@@ -191,8 +191,8 @@ type Session struct {
 	full *Stream
 	// linkBudget bounds the window growth of this session's streams.
 	linkBudget Budget
-	// rtt is the smoothed round trip to the peer in nanoseconds, 0 until
-	// timed (ObserveRTT).
+	// rtt is the shortest round trip to the peer seen, in nanoseconds, 0
+	// until timed (ObserveRTT).
 	rtt atomic.Int64
 }
 

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"unsafe"
 )
 
 // SpliceFrom sends src's bytes on the stream until src's end (it returns
@@ -445,4 +446,17 @@ func spliceDrain(dst syscall.RawConn, p *pipe, n int) (sent int, err error) {
 		return sent, &net.OpError{Op: "write", Net: "tcp", Err: werr}
 	}
 	return sent, nil
+}
+
+// unsent returns the bytes written to the socket rc that its peer has not
+// yet acknowledged (SIOCOUTQ), or 0 if that cannot be told.
+func unsent(rc syscall.RawConn) int {
+	n := 0
+	rc.Control(func(fd uintptr) {
+		var v int32
+		if _, _, errno := syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCOUTQ, uintptr(unsafe.Pointer(&v))); errno == 0 {
+			n = int(v)
+		}
+	})
+	return n
 }

@@ -18,3 +18,6 @@ const spliceRestOK = false
 func (st *Stream) spliceRest(link syscall.RawConn, rest int, idle *IdleReader) (n int, ok bool, err error) {
 	return 0, false, nil
 }
+
+// unsent cannot tell a socket's unsent bytes here.
+func unsent(rc syscall.RawConn) int { return 0 }
