@@ -9,7 +9,7 @@ import (
 
 // DefaultWindowMemory is the default of DiscoverPoint.WindowMemory and
 // ListenConfig.WindowMemory.
-const DefaultWindowMemory = 64 << 20
+const DefaultWindowMemory = 256 << 20
 
 // flowConfig is what a DP or a Listener gives each session it runs:
 // the budget its windows grow from, and how long a full session of a

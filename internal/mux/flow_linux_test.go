@@ -1,6 +1,9 @@
 package mux
 
 import (
+	"io"
+	"net"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -9,7 +12,8 @@ import (
 // socket looks fast while the kernel takes them, even when the socket's
 // peer has stopped reading. A window grown then is what the stream holds
 // once it stalls (100 stalled sessions cost the DP 50-100 MB that way), so
-// growth waits while the destination still holds half a window unsent.
+// growth needs the destination's peer to have taken half of what an epoch
+// handed on.
 func TestGrowthWaitsForTheDestination(t *testing.T) {
 	cfg := flowConfig(64 << 10)
 	cfg.MaxWindow = 1 << 20
@@ -19,45 +23,60 @@ func TestGrowthWaitsForTheDestination(t *testing.T) {
 	defer out.Close()
 	defer in.Close()
 
+	// fastEpoch hands 32 KiB to sink's connection c (half the window) in
+	// an epoch of a microsecond: fast by any round trip, with the reader
+	// caught up. With drain, it waits until c's peer has acknowledged the
+	// bytes, as it would have most of an epoch's by its end. It returns
+	// the window after it.
+	fastEpoch := func(c *net.TCPConn, sink *pusher, drain bool) int {
+		t.Helper()
+		n, err := c.Write(make([]byte, 32<<10))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sink.n.Add(int64(n))
+		for deadline := time.Now().Add(10 * time.Second); drain && unsent(sink.raw) > 0 && time.Now().Before(deadline); {
+			runtime.Gosched()
+		}
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		in.sink = sink
+		in.epoch = time.Now().Add(-time.Microsecond)
+		in.consumed(n, true)
+		in.sink = nil
+		return in.win
+	}
+	sinkOf := func(c *net.TCPConn) *pusher {
+		rc, err := c.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &pusher{raw: rc}
+	}
+
 	stalled, peer := tcpPair(t)
 	defer stalled.Close()
 	defer peer.Close()
 	peer.SetReadBuffer(4 << 10)
 	stalled.SetWriteBuffer(2 << 20)
-	if _, err := stalled.Write(make([]byte, 512<<10)); err != nil {
-		t.Fatal(err)
-	}
-	rc, err := stalled.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := unsent(rc); n < 64<<10 {
-		t.Fatalf("the stalled socket holds %d bytes unsent; the test needs more than half a window", n)
+	sink := sinkOf(stalled)
+	for range 8 {
+		if w := fastEpoch(stalled, sink, false); w != 64<<10 {
+			t.Fatalf("the window grew to %d while its destination's peer took nothing (%d bytes unsent)", w, unsent(sink.raw))
+		}
 	}
 
-	// An epoch in which the reader caught up and took half the window in
-	// a microsecond: fast by any round trip.
-	fastEpoch := func(sink *pusher) int {
-		in.mu.Lock()
-		defer in.mu.Unlock()
-		in.sink = sink
-		in.epoch = time.Now().Add(-time.Microsecond)
-		in.consumed(32<<10, true)
-		in.sink = nil
-		return in.win
-	}
-	if w := fastEpoch(&pusher{raw: rc}); w != 64<<10 {
-		t.Errorf("the window grew to %d while its destination held %d bytes unsent", w, unsent(rc))
-	}
-
-	idle, idlePeer := tcpPair(t)
-	defer idle.Close()
-	defer idlePeer.Close()
-	idleRC, err := idle.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if w := fastEpoch(&pusher{raw: idleRC}); w != 128<<10 {
+	draining, reader := tcpPair(t)
+	defer draining.Close()
+	done := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, reader)
+		close(done)
+	}()
+	defer func() { reader.Close(); <-done }()
+	sink = sinkOf(draining)
+	fastEpoch(draining, sink, true) // the first epoch with a destination only marks it
+	if w := fastEpoch(draining, sink, true); w != 128<<10 {
 		t.Errorf("the window is %d after a fast epoch into a destination that keeps up, want it doubled to %d", w, 128<<10)
 	}
 }

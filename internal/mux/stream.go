@@ -39,6 +39,10 @@ type Stream struct {
 	win, avail, sinceGrow, grown int
 	epoch                        time.Time
 	caughtUp                     bool
+	// destAcked is what the destination's peer had acknowledged of the
+	// bytes destSink wrote when the epoch began (SIOCOUTQ; flow.go).
+	destAcked int64
+	destSink  *pusher
 	// opened is when the opener sent an open that is acknowledged
 	// (Config.AckOpens), to time the round trip; guarded by the
 	// session's mu.
@@ -463,7 +467,7 @@ func (st *Stream) push(data []byte) {
 // grown a little held a buffer of the largest size.
 const (
 	bigRbuf     = 256 << 10
-	rbufClasses = 7 // 256 KiB .. 16 MiB
+	rbufClasses = 9 // 256 KiB .. 64 MiB
 )
 
 // rbufPools[i] holds buffers of cap bigRbuf<<i.
