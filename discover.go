@@ -120,6 +120,7 @@ type DiscoverPoint struct {
 	g         serve.Group // listeners, connections, their goroutines
 	servers   map[string]*server
 	dataWait  map[string]*dataWaiter // opens waiting for their data link, by token
+	sparing   map[string]*dataLink   // TCP control links that keep spare data links, by their token
 	sessions  int                    // client sessions being relayed
 	counts    dpCounts               // for limits and Stats (stats.go)
 	idle      chan struct{}          // closed when sessions drops to 0 during Shutdown
@@ -382,6 +383,9 @@ func (dp *DiscoverPoint) serveConn(c net.Conn) (kept bool) {
 		// Its Token, given over the server's admitted link, admits it.
 		return dp.serveData(c, r, a)
 	}
+	if a.R == plan5.RoleIS && a.Transport == wireSpare {
+		return dp.serveSpare(c, r, a) // admitted by its Token, as a data link
+	}
 	who, ok := dp.admit(c, r, a)
 	if !ok {
 		dp.refused(refusedUnauthorized)
@@ -480,7 +484,10 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		l, end = muxLink{s}, s.Close
 		startKA = func() { startKeepAlive(ir, s, ours, a) }
 		if a.Transport == wireTCP {
-			l = dataLink{s: s, dp: dp}
+			dl := dp.newDataLink(s, a.N, reg.Owner, a.Spares)
+			defer dl.end()
+			ours.Token, ours.Spares = dl.token, dl.max
+			l = dl
 		}
 	}
 	// The server's Listen returns when our Aloha arrives, and a client may

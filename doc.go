@@ -49,7 +49,10 @@
 //     over yamux links and gives a client raw bytes after its handshake;
 //     [TransportTCP] gives every session a TCP connection of its own that
 //     the DP joins to the client without looking at the bytes (the kernel
-//     splices them): the fastest.
+//     splices them): the fastest. The server keeps a few of those ready at
+//     the DP ([ListenConfig.Spares]), so that a session costs one round
+//     trip between server and DP, as on the other transports, rather than
+//     a dial and two.
 //
 // # An end-to-end example
 //

@@ -10,8 +10,10 @@ import (
 // the default below); reaching one refuses only the peer that asked, with
 // a reason, and leaves every other peer alone. Besides these: the
 // handshake timeout (HandshakeTimeout, 10 s), the longest JSON line
-// (MaxLine, 64 KiB), and per link the opens waiting for the server's
-// answer (1024) and the sessions one yamux link carries (8192).
+// (MaxLine, 64 KiB), per link the opens waiting for the server's answer
+// (1024) and the sessions one yamux link carries (8192), and per control
+// link of TransportTCP the spare data links held idle (maxSparesPerLink,
+// 4; a server's spares together are bounded by MaxLinksPerOwner too).
 const (
 	defaultMaxSessionsPerServer = 10000
 	defaultMaxPendingConnects   = 1024
@@ -28,6 +30,7 @@ func (dp *DiscoverPoint) initLimits() {
 	dp.counts.perServer = make(map[string]int)
 	dp.counts.pending = make(map[string]int)
 	dp.counts.owners = make(map[string]int)
+	dp.counts.spares = make(map[string]int)
 }
 
 func setDefault(p *int, def int) {
@@ -133,6 +136,22 @@ func (dp *DiscoverPoint) linkLimitLocked(reg Registration) error {
 func (dp *DiscoverPoint) countLinks(owner string, n int) {
 	if dp.counts.owners[owner] += n; dp.counts.owners[owner] <= 0 {
 		delete(dp.counts.owners, owner)
+	}
+}
+
+// countSpares adds n to owner's spare data links (n < 0 removes): those
+// idle at the DP and those in their handshake, bounded by
+// MaxLinksPerOwner apart from its links, so that spares never crowd out a
+// link.
+func (dp *DiscoverPoint) countSpares(owner string, n int) {
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	dp.countSparesLocked(owner, n)
+}
+
+func (dp *DiscoverPoint) countSparesLocked(owner string, n int) {
+	if dp.counts.spares[owner] += n; dp.counts.spares[owner] <= 0 {
+		delete(dp.counts.spares, owner)
 	}
 }
 

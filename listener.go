@@ -67,6 +67,15 @@ type ListenConfig struct {
 	// Logger receives logs of links lost and regained. Nil is silent.
 	Logger *slog.Logger
 
+	// Spares is the number of spare data links of TransportTCP that the
+	// server keeps at the DP for each of its links, already through their
+	// handshake: a session that finds one idle costs one crossing each
+	// way between server and DP, where a data link dialled for it costs
+	// a dial and two. Each spare used is dialled again at once. Zero
+	// means 2; negative means none. The DP holds at most 4 per link, and
+	// a DP that does not know spares holds none.
+	Spares int
+
 	// WindowMemory bounds the bytes by which the flow-control windows of
 	// the Listener's sessions may grow together (each starts at 256 KiB
 	// and grows, up to 16 MiB, while the round trip to the DP rather than
@@ -106,6 +115,9 @@ func (lc *ListenConfig) Listen(ctx context.Context, addr, name string) (net.List
 	}
 	if l.cfg.PoolSize <= 0 {
 		l.cfg.PoolSize = 1
+	}
+	if l.cfg.Spares == 0 {
+		l.cfg.Spares = defaultSpares
 	}
 	if l.cfg.MinBackoff <= 0 {
 		l.cfg.MinBackoff = 100 * time.Millisecond
@@ -253,6 +265,9 @@ func (l *Listener) serve(s serverLink) bool {
 	}
 	l.links[s] = struct{}{}
 	l.mu.Unlock()
+	if m, ok := s.(*muxServerLink); ok && m.spares != nil {
+		m.spares.start(l)
+	}
 	defer func() {
 		l.mu.Lock()
 		delete(l.links, s)
@@ -307,6 +322,7 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 		ours.Transport = wireYamux
 	case TransportTCP:
 		ours.Transport = wireTCP
+		ours.Spares = max(l.cfg.Spares, 0)
 	}
 	ir := mux.NewIdleReader(c)
 	r := plan5.NewReader(ir, plan5.DefaultMaxLine)
@@ -359,6 +375,9 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 	fr := plan5link.NewFramer(r, c)
 	fr.SetHeartbeat(ours)
 	link.s = mux.New(c, fr, cfg)
+	if l.cfg.Transport == TransportTCP {
+		link.spares = newSparePool(ours.Spares, theirs, link.s.Done())
+	}
 	link.s.ObserveRTT(handshake)
 	startKeepAlive(ir, link.s, ours, theirs)
 	return link, nil
@@ -367,8 +386,9 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 // muxServerLink is a server link of the JSON transport, or the control
 // link of the TCP transport (data is set).
 type muxServerLink struct {
-	s    *mux.Session
-	data func(*mux.Stream) (*Conn, error) // completes a TCP-transport open
+	s      *mux.Session
+	data   func(*mux.Stream) (*Conn, error) // completes a TCP-transport open
+	spares *sparePool                       // TCP transport: its spare data links, or nil
 }
 
 func (m *muxServerLink) accept(ctx context.Context) (*Conn, error) {
@@ -388,6 +408,7 @@ func (m *muxServerLink) accept(ctx context.Context) (*Conn, error) {
 			}
 			return c, nil
 		case <-m.s.Done():
+			m.spares.stop()
 			return nil, m.s.Err()
 		case <-ctx.Done():
 			return nil, net.ErrClosed
@@ -399,6 +420,7 @@ func (m *muxServerLink) accept(ctx context.Context) (*Conn, error) {
 // then it waits for the link's goroutines, so that Close leaves nothing
 // running that has no session to serve.
 func (m *muxServerLink) drain() {
+	m.spares.stop()
 	m.s.Drain()
 	select {
 	case <-m.s.Done():

@@ -66,6 +66,7 @@ type dpCounts struct {
 	perServer map[string]int // sessions by server name
 	pending   map[string]int // opens waiting for the server's answer, by name
 	owners    map[string]int // links by owner
+	spares    map[string]int // spare data links by owner (datalink.go)
 
 	sessionsTotal        atomic.Uint64
 	toServers, toClients atomic.Uint64
