@@ -78,8 +78,8 @@ type ListenConfig struct {
 
 	// WindowMemory bounds the bytes by which the flow-control windows of
 	// the Listener's sessions may grow together (each starts at 256 KiB
-	// and grows, up to 16 MiB, while the round trip to the DP rather than
-	// its reader holds the DP back). Default DefaultWindowMemory (64 MiB).
+	// and grows, up to 64 MiB, while the round trip to the DP rather than
+	// its reader holds the DP back). Default DefaultWindowMemory (256 MiB).
 	WindowMemory int64
 }
 
