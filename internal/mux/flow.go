@@ -258,11 +258,16 @@ func (s *Session) waitRoom(st *Stream) {
 // others streams waited behind it. Its reader still gets what it holds,
 // then the error.
 func (s *Session) cutStalled(st *Stream, others int) {
-	err := fmt.Errorf("rtcp: session %d on the %s cut: its reader took nothing for %v while %d other sessions waited behind it "+
+	s.cut(st, &CutError{Msg: fmt.Sprintf("rtcp: session %d on the %s cut: its reader took nothing for %v while %d other sessions waited behind it "+
 		"(the peer does no flow control, so a full session stops the whole link); raise the stall timeout if a reader may pause that long",
-		st.id, s.cfg.Name, s.cfg.StallTimeout, others)
-	s.cut(st, err)
+		st.id, s.cfg.Name, s.cfg.StallTimeout, others)})
 }
+
+// A CutError is why the session itself cut a stream; the session has
+// logged it (Config.Logger), so a relay that ends with it need not.
+type CutError struct{ Msg string }
+
+func (e *CutError) Error() string { return e.Msg }
 
 // cut ends st for err from the read loop: its reader gets what it holds,
 // then err; its writer gets err; the peer is told.
@@ -272,9 +277,16 @@ func (s *Session) cut(st *Stream, err error) {
 		st.rerr = err
 	}
 	st.werr = err
+	sink := st.sink
 	st.mu.Unlock()
 	signal(st.readReady)
 	signal(st.writeReady)
+	if sink != nil {
+		// A WriteTo blocked on a destination that reads nothing would
+		// never learn of the cut, and the session it relays would hold
+		// on for ever.
+		sink.abandon()
+	}
 	if l := s.cfg.Logger; l != nil {
 		l.Warn("rtcp: session cut", "link", s.cfg.Name, "session", st.id, "reason", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -79,4 +80,44 @@ func TestGrowthWaitsForTheDestination(t *testing.T) {
 	if w := fastEpoch(draining, sink, true); w != 128<<10 {
 		t.Errorf("the window is %d after a fast epoch into a destination that keeps up, want it doubled to %d", w, 128<<10)
 	}
+}
+
+// TestCutReachesABlockedWriteTo: a stalled stream relayed with WriteTo
+// into a socket whose peer reads nothing is blocked in the socket's
+// Write when the session cuts it; the cut must end that Write, or the
+// relay (and the client's connection) would be held for ever.
+func TestCutReachesABlockedWriteTo(t *testing.T) {
+	const maxBuf = 64 << 10
+	l := newLink(t, Config{}, Config{MaxBuffer: maxBuf, StallTimeout: 50 * time.Millisecond})
+	defer l.close()
+	aOut, aIn := l.open(t)
+	bOut, bIn := l.open(t)
+	defer bOut.Close()
+	defer bIn.Close()
+
+	dest, peer := tcpPair(t)
+	defer dest.Close()
+	defer peer.Close()
+	peer.SetReadBuffer(4 << 10)
+	dest.SetWriteBuffer(8 << 10)
+	pushed := make(chan error, 1)
+	go func() {
+		_, err := aIn.WriteTo(dest)
+		pushed <- err
+	}()
+	go writePattern(aOut, 0, 1<<40, 8<<10, nil)
+
+	err := <-pushed
+	if err == nil || !strings.Contains(err.Error(), "stall timeout") {
+		t.Fatalf("WriteTo of the cut stream returned %v, want the cut's error naming the stall timeout", err)
+	}
+	// The other stream goes on.
+	if _, err := bOut.Write([]byte("ok")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(bIn, make([]byte, 2)); err != nil {
+		t.Fatal(err)
+	}
+	aOut.Close()
+	aIn.Close()
 }

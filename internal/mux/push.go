@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // WriteTo writes the stream's bytes to w until the peer's end (it returns
@@ -66,6 +67,9 @@ func (st *Stream) PushTo(w io.Writer, count func(n int)) (int64, error) {
 			n, err := w.Write(chunk)
 			p.add(n)
 			st.mu.Lock()
+			if err != nil && st.rerr != nil {
+				err = st.opErr("read", st.rerr) // cut while it wrote (abandon)
+			}
 			st.draining = 0
 			putRbuf(buf)
 			grant := st.consumed(n, err == nil && n == len(chunk) && st.roff == len(st.rbuf))
@@ -166,6 +170,14 @@ type pusher struct {
 	err   error           // the destination failed (set under st.mu)
 	n     atomic.Int64
 	count func(int)
+}
+
+// abandon unblocks a write to the destination that may never end: the
+// stream was cut, and WriteTo returns the cut's error.
+func (p *pusher) abandon() {
+	if d, ok := p.w.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		d.SetWriteDeadline(time.Unix(1, 0))
+	}
 }
 
 func (p *pusher) add(n int) {

@@ -407,7 +407,7 @@ func (st *Stream) push(data []byte) {
 	}
 	if st.received(len(data)) {
 		st.mu.Unlock()
-		st.s.cut(st, errors.New("rtcp: the peer sent more than the flow-control window allows"))
+		st.s.cut(st, &CutError{Msg: "rtcp: the peer sent more than the flow-control window allows"})
 		return
 	}
 	var grant, delivered int
