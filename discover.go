@@ -743,7 +743,7 @@ func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		return
 	}
 	dp.log().Debug("rtcp: session open", "server", st.Name(), "client", c.RemoteAddr())
-	dp.join(st, is)
+	dp.join(st, is, st.Name())
 }
 
 // serveRawClient serves a client that asked for raw bytes after the Ack:
@@ -833,7 +833,7 @@ func (dp *DiscoverPoint) relayTo(c net.Conn, name, client string, who principal,
 		return errors.New("rtcp: the client went away")
 	}
 	dp.log().Debug("rtcp: session open", "server", name, "client", c.RemoteAddr())
-	_, err = dp.join(c, is)
+	_, err = dp.join(c, is, name)
 	return err
 }
 

@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync/atomic"
 
+	"rtcp/internal/mux"
 	"rtcp/internal/relay"
 )
 
@@ -116,13 +117,21 @@ func (dp *DiscoverPoint) refusedOpen(err error) {
 
 // join relays a client's connection and the session opened for it, and
 // counts the session and its bytes: an atomic add per chunk.
-func (dp *DiscoverPoint) join(client, server net.Conn) (relay.Stats, error) {
+func (dp *DiscoverPoint) join(client, server net.Conn, name string) (relay.Stats, error) {
 	dp.counts.sessionsTotal.Add(1)
-	return relay.Join(client, server, func(toServer bool, n int) {
+	st, err := relay.Join(client, server, func(toServer bool, n int) {
 		if toServer {
 			dp.counts.toServers.Add(uint64(n))
 		} else {
 			dp.counts.toClients.Add(uint64(n))
 		}
 	})
+	var logged *mux.CutError
+	if relay.Cut(err) && !errors.As(err, &logged) {
+		dp.log().Warn("rtcp: session cut", "server", name, "client", client.RemoteAddr(),
+			"to_server", st.AtoB, "to_client", st.BtoA, "reason", err)
+	} else {
+		dp.log().Debug("rtcp: session ended", "server", name, "client", client.RemoteAddr())
+	}
+	return st, err
 }
