@@ -16,7 +16,7 @@ import (
 )
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("bench", "bench [-quick] [-transports LIST] [-pool N] [-duration D] [-repeat N] [-echoes N] [-dials N] [-sessions N] [-rows REGEXP] [-rtt D]...", `
+	fs := newFlagSet("bench", "bench [-quick] [-transports LIST] [-pool N] [-duration D] [-repeat N] [-echoes N] [-dials N] [-sessions N] [-stalled N] [-rows REGEXP] [-rtt D]...", `
 Measure, on loopback and with one load generator, raw TCP; the limit, the
 same topology built from two plain Go relays that io.Copy between TCP
 connections (spliced on Linux); rtcp's command path ("rtcp dp -port" and
@@ -25,7 +25,9 @@ library path (rtcp.Dial -> DiscoverPoint -> rtcp.Listen in this process)
 beside a one-relay limit. Each row gets throughput with 1 and 8
 connections, the 64-byte echo round trip, the time from dial to the
 server's first byte, and the memory per idle session, and each figure its
-ratio to the row's limit and to raw TCP. The table is Markdown on stdout,
+ratio to the row's limit and to raw TCP; and the memory that -stalled
+sessions whose client never reads, while the sink floods them, cost the
+DP (relay, process) in all. The table is Markdown on stdout,
 progress on stderr. A full run takes a few minutes, -quick under one.
 
 With -rtt (repeatable: -rtt 0 -rtt 50ms -rtt 200ms) the rows run once per
@@ -44,6 +46,7 @@ fits in -duration (at least 20 each).`)
 	echoes := fs.Int("echoes", 10000, "64-byte round trips timed")
 	dials := fs.Int("dials", 300, "dials timed to the first byte")
 	sessions := fs.Int("sessions", 10000, "idle sessions held to measure memory (fewer if a process would run out of file descriptors)")
+	stalled := fs.Int("stalled", 100, "stalled sessions held to measure their memory: the client never reads while the sink floods each (0: none)")
 	rows := fs.String("rows", "", "run only the rows whose name matches `regexp` (and the rows they are compared with)")
 	var rtts durationsFlag
 	fs.Var(&rtts, "rtt", "run the rows with a delay link of round trip `duration` between the server side and the DP (repeatable: a group of rows each; default 0, no link)")
@@ -77,6 +80,7 @@ fits in -duration (at least 20 each).`)
 		Echoes:     *echoes,
 		Dials:      *dials,
 		Sessions:   *sessions,
+		Stalled:    *stalled,
 		RTTs:       rtts,
 		Progress:   stderr,
 	}
@@ -103,6 +107,12 @@ fits in -duration (at least 20 each).`)
 	if *pool < 1 || *repeat < 1 {
 		return usageErrorf(fs, "-pool and -repeat must be at least 1")
 	}
+	switch {
+	case *stalled < 0:
+		return usageErrorf(fs, "-stalled %d: want a number of sessions, or 0 for none", *stalled)
+	case *stalled == 0:
+		cfg.Stalled = -1 // bench.Config's zero means its default
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
@@ -121,8 +131,8 @@ fits in -duration (at least 20 each).`)
 	}
 	fmt.Fprintf(stdout, "rtcp bench %s\n\n", strings.Join(args, " "))
 	fmt.Fprintf(stdout, "Machine: %s\n", bench.Machine())
-	fmt.Fprintf(stdout, "Settings: throughput %v per run, median of %d; %d echoes, %d dials, up to %d idle sessions, pool %d; took %v\n",
-		cfg.Duration, cfg.Repeat, cfg.Echoes, cfg.Dials, cfg.Sessions, cfg.Pool, time.Since(start).Round(time.Second))
+	fmt.Fprintf(stdout, "Settings: throughput %v per run, median of %d; %d echoes, %d dials, up to %d idle sessions, %d stalled sessions, pool %d; took %v\n",
+		cfg.Duration, cfg.Repeat, cfg.Echoes, cfg.Dials, cfg.Sessions, max(0, *stalled), cfg.Pool, time.Since(start).Round(time.Second))
 	fmt.Fprintf(stdout, "Load average (1 min): %s at the start, %s at the end\n\n", load, bench.LoadAverage())
 	if err := res.WriteTable(stdout); err != nil {
 		return err

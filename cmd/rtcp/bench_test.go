@@ -113,7 +113,7 @@ func benchTable(t *testing.T, bin string, args ...string) (string, []string) {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
 	args = append([]string{"-exe", bin, "-duration", "50ms", "-repeat", "1", "-echoes", "20", "-dials", "5",
-		"-sessions", "30", "-pool", "2"}, args...)
+		"-sessions", "30", "-stalled", "5", "-pool", "2"}, args...)
 	if err := runBench(context.Background(), args, &stdout, &stderr); err != nil {
 		t.Fatalf("bench: %v\nstderr:\n%s", err, stderr.String())
 	}
@@ -154,9 +154,16 @@ func testBench(t *testing.T, bin string) {
 			t.Errorf("no command row for transport %s:\n%s", tr, out)
 		}
 	}
-	for _, want := range []string{"Machine: ", "Load average", ", DP, ", ", relay, "} {
+	for _, want := range []string{"Machine: ", "Load average", ", DP, ", ", relay, ", "5 stalled sessions"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	// The last cell: stalled sessions, held by every row but raw TCP's.
+	stalled := regexp.MustCompile(`\| -?\d+\.\d, (DP|relay|process), 5 \|$`)
+	for _, l := range table[3:] {
+		if !stalled.MatchString(l) {
+			t.Errorf("row lacks the memory of 5 stalled sessions: %s", l)
 		}
 	}
 	if strings.Contains(out, "RTT") {
@@ -182,6 +189,9 @@ func testBenchRTT(t *testing.T, bin string) {
 		var ms float64
 		if _, err := fmt.Sscanf(strings.TrimSpace(cells[4]), "%f ms", &ms); err != nil || ms < float64(rtt/time.Millisecond) {
 			t.Errorf("echo p50 at RTT %v: %q, want at least %v: %s", rtt, cells[4], rtt, l)
+		}
+		if !strings.HasSuffix(l, "| - | - |") {
+			t.Errorf("memory measured at RTT %v: %s", rtt, l)
 		}
 	}
 	if !strings.Contains(out, bench.LegendRTT) {

@@ -50,6 +50,12 @@ type Config struct {
 	// descriptors (the table says how many). Default 10000.
 	Sessions int
 
+	// Stalled is the number of stalled sessions held to measure what
+	// readers that stop cost: the client never reads while the sink
+	// floods each one. They are held on fresh processes of their own
+	// (at RTT 0 only). Default 100; below 0, not measured.
+	Stalled int
+
 	// Rows, if not nil, selects the rows to run by name. The raw row
 	// and the limits that the selected rows are compared with always run.
 	Rows *regexp.Regexp
@@ -99,6 +105,9 @@ func (c *Config) defaults() error {
 	if c.Sessions <= 0 {
 		c.Sessions = 10000
 	}
+	if c.Stalled == 0 {
+		c.Stalled = 100
+	}
 	if c.Progress == nil {
 		c.Progress = io.Discard
 	}
@@ -130,6 +139,9 @@ type Row struct {
 	MemPerSession float64 // bytes of RSS per idle session; 0: not measured
 	MemSessions   int     // idle sessions held for MemPerSession
 	MemOf         string  // whose memory: "DP", "relay", "process"
+
+	StalledMem      int64 // bytes of RSS growth for the stalled sessions held
+	StalledSessions int   // stalled sessions held for StalledMem; 0: not measured
 
 	Err error // why the row is incomplete
 }
@@ -506,19 +518,40 @@ func (b *runner) startLibrary(ctx context.Context, rtt time.Duration, transport 
 
 // runRow measures one row: memory per idle session first, on fresh
 // processes (at RTT 0 only), then dial to first byte, echo and
-// throughput.
+// throughput; then, on fresh processes again, the memory of stalled
+// sessions (at RTT 0 only).
 func (b *runner) runRow(ctx context.Context, s spec, sink string, row *Row) error {
-	st, err := s.start(ctx, sink, row.RTT)
-	if err != nil {
+	if err := b.runPath(ctx, s, sink, row); err != nil {
 		return err
 	}
-	defer st.close()
-	for range 3 { // warm up: links of the pool come up, first-use setup is done
+	if row.RTT == 0 && b.cfg.Stalled > 0 {
+		return b.runStalled(ctx, s, sink, row)
+	}
+	return nil
+}
+
+// warmUp dials a few sessions, so that the links of a pool come up and
+// first-use setup is done.
+func warmUp(ctx context.Context, st *setup) error {
+	for range 3 {
 		c, err := open(ctx, st.dial)
 		if err != nil {
 			return fmt.Errorf("first dial: %w", err)
 		}
 		c.Close()
+	}
+	return nil
+}
+
+// runPath measures all but stalled sessions on one path.
+func (b *runner) runPath(ctx context.Context, s spec, sink string, row *Row) error {
+	st, err := s.start(ctx, sink, row.RTT)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	if err := warmUp(ctx, st); err != nil {
+		return err
 	}
 	if st.memPID != 0 && row.RTT == 0 {
 		if err := b.measureIdle(ctx, st, row); err != nil {
@@ -573,21 +606,91 @@ func (b *runner) throughput(ctx context.Context, dial dialer, conns int) (float6
 	return rates[len(rates)/2], nil
 }
 
-// measureIdle holds up to Sessions idle sessions and takes the growth of
-// the RSS of st.memPID per session. It opens a probe of sessions first to
-// learn how many descriptors a session costs each process on the path,
-// and holds no more than the scarcest one can afford.
-func (b *runner) measureIdle(ctx context.Context, st *setup, row *Row) error {
+// runStalled measures stalled sessions on a path of its own: in the
+// processes the other measurements used, what the idle sessions and the
+// throughput runs freed is still in the heap, and the stalled sessions'
+// buffers would reuse it instead of growing the RSS.
+func (b *runner) runStalled(ctx context.Context, s spec, sink string, row *Row) error {
+	st, err := s.start(ctx, sink, row.RTT)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	if st.memPID == 0 {
+		return nil
+	}
+	if err := warmUp(ctx, st); err != nil {
+		return err
+	}
+	if err := b.measureStalled(ctx, st, row); err != nil {
+		return fmt.Errorf("stalled sessions: %w", err)
+	}
+	return nil
+}
+
+// measureStalled holds Stalled stalled sessions (the sink floods each one,
+// its client never reads) and takes the growth of the RSS of st.memPID
+// once it has settled: what the path buffers for readers that stop.
+// Then it closes them and waits for the processes to let their sockets
+// go.
+func (b *runner) measureStalled(ctx context.Context, st *setup, row *Row) error {
+	base, err := b.baseRSS(st)
+	if err != nil {
+		return err
+	}
+	sock0 := make([]int, len(st.pids))
+	for i, pid := range st.pids {
+		if sock0[i], err = sockets(pid); err != nil {
+			return err
+		}
+	}
+	s := held{stalled: true}
+	defer func() {
+		s.close()
+		b.settleSockets(st.pids, sock0)
+	}()
+	q0, err := queued([]int{st.memPID})
+	if err != nil {
+		return err
+	}
+	if err := s.add(ctx, st.dial, b.cfg.Stalled); err != nil {
+		return err
+	}
+	after, q, ok, err := settledFlood(st.memPID, st.pids)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		b.progress("  the floods still moved after %v", floodSettle)
+	}
+	row.StalledSessions = len(s.conns)
+	row.StalledMem = after - base
+	row.MemOf = st.memOf
+	b.progress("  %.1f MB for %d stalled sessions (%s RSS; and %.0f MB more in the kernel's queues of its sockets)",
+		float64(row.StalledMem)/1e6, row.StalledSessions, row.MemOf, float64(q-q0[0])/1e6)
+	return nil
+}
+
+// baseRSS returns the RSS of st.memPID before sessions are held. When
+// that is this process, it first closes the pipes earlier splices left in
+// Go's pool (a finalizer closes them after the pool is dropped) and gives
+// back what earlier rows freed.
+func (b *runner) baseRSS(st *setup) (int64, error) {
 	if st.memPID == b.self {
-		// Close the pipes earlier splices left in Go's pool (a finalizer
-		// closes them after the pool is dropped) and give back what
-		// earlier rows freed.
 		runtime.GC()
 		runtime.GC()
 		time.Sleep(100 * time.Millisecond)
 		debug.FreeOSMemory()
 	}
-	base, err := rss(st.memPID)
+	return rss(st.memPID)
+}
+
+// measureIdle holds up to Sessions idle sessions and takes the growth of
+// the RSS of st.memPID per session. It opens a probe of sessions first to
+// learn how many descriptors a session costs each process on the path,
+// and holds no more than the scarcest one can afford.
+func (b *runner) measureIdle(ctx context.Context, st *setup, row *Row) error {
+	base, err := b.baseRSS(st)
 	if err != nil {
 		return err
 	}
@@ -603,7 +706,7 @@ func (b *runner) measureIdle(ctx context.Context, st *setup, row *Row) error {
 			return err
 		}
 	}
-	var s idle
+	var s held
 	defer func() {
 		s.close()
 		b.settleSockets(st.pids, sock0)
@@ -678,6 +781,66 @@ func settledRSS(pid int) (int64, error) {
 		last = now
 	}
 	return last, nil
+}
+
+// floodSettle bounds settledFlood's wait.
+const floodSettle = 30 * time.Second
+
+// settledFlood waits until the floods of stalled sessions have stopped
+// moving: twice in a row, in 200 ms, the RSS of pid has grown by less
+// than 0.5 % or 1 MiB (a test's process under the race detector grows by
+// about that on its own) and the bytes in the kernel's queues of the
+// sockets of pids and pid have changed by less than 0.5 % or 256 KiB in
+// all; for up to floodSettle. The RSS alone may look settled while the
+// floods are still filling the kernel's socket buffers (on loopback one
+// socket takes up to 4 MiB) before they back up into the path's own; the
+// queues alone, while bytes flow through full ones into a growing
+// buffer. It returns the RSS and the queued bytes of pid, and whether
+// they settled.
+func settledFlood(pid int, pids []int) (int64, int64, bool, error) {
+	sum := func(q []int64) (n int64) {
+		for _, v := range q {
+			n += v
+		}
+		return n
+	}
+	all := []int{pid} // pid first
+	for _, p := range pids {
+		if p != pid {
+			all = append(all, p)
+		}
+	}
+	last, err := rss(pid)
+	if err != nil {
+		return 0, 0, false, err
+	}
+	lastQ, err := queued(all)
+	if err != nil {
+		return 0, 0, false, err
+	}
+	calm := 0
+	for range floodSettle / (200 * time.Millisecond) {
+		time.Sleep(200 * time.Millisecond)
+		now, err := rss(pid)
+		if err != nil {
+			return 0, 0, false, err
+		}
+		q, err := queued(all)
+		if err != nil {
+			return 0, 0, false, err
+		}
+		moved := sum(q) - sum(lastQ)
+		if now-last < max(last/200, 1<<20) && max(moved, -moved) <= max(sum(q)/200, 256<<10) {
+			calm++
+		} else {
+			calm = 0
+		}
+		last, lastQ = max(now, last), q
+		if calm == 2 {
+			return last, q[0], true, nil
+		}
+	}
+	return last, lastQ[0], false, nil
 }
 
 // settleSockets waits (up to 10 s) until the processes have closed the

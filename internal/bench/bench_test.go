@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -68,10 +69,71 @@ func TestLoad(t *testing.T) {
 			if addr == r1slow && (rtts[0] < rtt || ds[0] < rtt) {
 				t.Errorf("through a delay link of RTT %v: echo %v, dial to first byte %v; want at least the RTT", rtt, rtts[0], ds[0])
 			}
-			var s idle
+			var s held
 			defer s.close()
 			if err := s.add(ctx, dial, 50); err != nil || len(s.conns) != 50 {
 				t.Fatalf("idle: %d sessions, %v", len(s.conns), err)
+			}
+		})
+	}
+}
+
+// TestFlood: in flood mode the sink writes until the client goes, and a
+// held stalled session gets a small receive buffer and is flooded.
+func TestFlood(t *testing.T) {
+	sink := serve(t, Serve)
+	c, err := open(context.Background(), tcpDialer(sink))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte{modeFlood}); err != nil {
+		t.Fatal(err)
+	}
+	const want = 4 << 20
+	n, err := io.CopyN(io.Discard, c, want)
+	if err != nil {
+		t.Fatalf("flood: %d bytes, %v; want %d", n, err, want)
+	}
+
+	s := held{stalled: true}
+	defer s.close()
+	if err := s.add(context.Background(), tcpDialer(sink), 3); err != nil || len(s.conns) != 3 {
+		t.Fatalf("stalled: %d sessions, %v", len(s.conns), err)
+	}
+	// What the small receive buffer holds has arrived. (No more: once
+	// it is full, the kernel lets the flood in slowly.)
+	buf := make([]byte, 2048)
+	for _, c := range s.conns {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if n, err := io.ReadFull(c, buf); err != nil {
+			t.Fatalf("a stalled session's flood: %d bytes, %v", n, err)
+		}
+	}
+}
+
+// TestStalled measures stalled sessions on a path of its own, as "rtcp
+// bench" does after each row's other figures, through the in-process
+// limit and an in-process rtcp path.
+func TestStalled(t *testing.T) {
+	b := &runner{cfg: Config{Stalled: 5}, self: os.Getpid()}
+	if err := b.cfg.defaults(); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []spec{
+		{name: rowLibLimit, start: b.startLibLimit},
+		{name: "rtcp yamux, in process", start: func(ctx context.Context, _ string, rtt time.Duration) (*setup, error) {
+			return b.startLibrary(ctx, rtt, "yamux")
+		}},
+	} {
+		t.Run(s.name, func(t *testing.T) {
+			row := &Row{Name: s.name}
+			if err := b.runStalled(context.Background(), s, "", row); err != nil {
+				t.Fatal(err)
+			}
+			if row.StalledSessions != 5 || row.MemOf != "process" {
+				t.Errorf("%d stalled sessions, memory of %q; want 5 and \"process\"", row.StalledSessions, row.MemOf)
 			}
 		})
 	}
@@ -162,22 +224,25 @@ func TestWriteTable(t *testing.T) {
 	limit := &Row{Name: rowLimit, MBps1: 500, MBps8: 1000, EchoP50: 100 * time.Microsecond, EchoP99: 200 * time.Microsecond,
 		DialP50: 200 * time.Microsecond, MemPerSession: 16 << 10, MemSessions: 10000, MemOf: "relay"}
 	x := &Row{Name: "rtcp x", Ref: limit, MBps1: 400, MBps8: 500, EchoP50: 130 * time.Microsecond, EchoP99: 300 * time.Microsecond,
-		DialP50: 250 * time.Microsecond, MemPerSession: 8 << 10, MemSessions: 10000, MemOf: "DP"}
-	res := &Result{Raw: raw, Rows: []*Row{raw, limit, x}}
+		DialP50: 250 * time.Microsecond, MemPerSession: 8 << 10, MemSessions: 10000, MemOf: "DP",
+		StalledMem: 27.94e6, StalledSessions: 100}
+	broken := &Row{Name: "rtcp y", Ref: limit, Err: io.ErrUnexpectedEOF}
+	res := &Result{Raw: raw, Rows: []*Row{raw, limit, x, broken}}
 	var b strings.Builder
 	if err := res.WriteTable(&b); err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
-	if len(lines) != 5 {
-		t.Fatalf("table has %d lines, want header, separator and 3 rows:\n%s", len(lines), b.String())
+	if len(lines) != 6 {
+		t.Fatalf("table has %d lines, want header, separator and 4 rows:\n%s", len(lines), b.String())
 	}
 	for _, l := range lines {
 		if n := strings.Count(l, "|"); n != len(Columns)+1 {
 			t.Errorf("line has %d cells, want %d: %s", n-1, len(Columns), l)
 		}
 	}
-	for _, want := range []string{"| 400 (0.80 / 0.40) |", "130 µs (1.30 / 4.33)", "8.0 KiB (0.50), DP, 10000", "| 500 (1.00 / 0.50) |"} {
+	for _, want := range []string{"| 400 (0.80 / 0.40) |", "130 µs (1.30 / 4.33)", "8.0 KiB (0.50), DP, 10000 | 27.9, DP, 100 |",
+		"| 500 (1.00 / 0.50) |", "| 100 µs | - | - |", "| rtcp y | failed: unexpected EOF |"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, b.String())
 		}

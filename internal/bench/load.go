@@ -21,6 +21,8 @@ import (
 //	modeThroughput  read to EOF, then answer one byte and close
 //	modeEcho        echo until EOF, then close
 //	modeIdle        read to EOF, then close
+//	modeFlood       write 64 KiB chunks as fast as it can until a write
+//	                fails (the client has closed), then close
 //
 // A client that closes right after the greeting is a dial measurement.
 const (
@@ -29,6 +31,7 @@ const (
 	modeThroughput = 'T'
 	modeEcho       = 'E'
 	modeIdle       = 'I'
+	modeFlood      = 'F'
 )
 
 // A halfCloser is a connection whose write side can be shut alone.
@@ -103,6 +106,12 @@ func serveConn(c net.Conn) {
 		var b [64]byte
 		for {
 			if _, err := c.Read(b[:]); err != nil {
+				return
+			}
+		}
+	case modeFlood:
+		for {
+			if _, err := c.Write(payload[:64<<10]); err != nil {
 				return
 			}
 		}
@@ -345,11 +354,26 @@ func dialFirstByte(ctx context.Context, dial dialer, n int) ([]time.Duration, er
 	return ds, nil
 }
 
-// idle holds sessions open, each past its greeting and in idle mode.
-type idle struct{ conns []net.Conn }
+// held holds sessions open, each past its greeting: idle (the sink reads
+// and sends nothing), or, if stalled is set, stalled: the sink floods
+// each one and its client never reads, with a receive buffer of
+// stalledReadBuffer so that the client's kernel takes little of what
+// the path must then hold.
+type held struct {
+	stalled bool
+	conns   []net.Conn
+}
 
-// add opens n more idle sessions, workers at a time.
-func (s *idle) add(ctx context.Context, dial dialer, n int) error {
+// stalledReadBuffer is the receive buffer (SO_RCVBUF) of a stalled
+// session's client, where it is a TCP connection.
+const stalledReadBuffer = 4096
+
+// add opens n more sessions, workers at a time.
+func (s *held) add(ctx context.Context, dial dialer, n int) error {
+	mode, what := byte(modeIdle), "idle"
+	if s.stalled {
+		mode, what = modeFlood, "stalled"
+	}
 	const workers = 32
 	var (
 		mu   sync.Mutex
@@ -362,7 +386,15 @@ func (s *idle) add(ctx context.Context, dial dialer, n int) error {
 			for range jobs {
 				c, err := open(ctx, dial)
 				if err == nil {
-					_, err = c.Write([]byte{modeIdle})
+					if rb, ok := c.(interface{ SetReadBuffer(int) error }); ok && s.stalled {
+						err = rb.SetReadBuffer(stalledReadBuffer)
+					}
+					if err == nil {
+						_, err = c.Write([]byte{mode})
+					}
+					if err != nil {
+						c.Close()
+					}
 				}
 				mu.Lock()
 				if err != nil {
@@ -386,12 +418,12 @@ func (s *idle) add(ctx context.Context, dial dialer, n int) error {
 	close(jobs)
 	wg.Wait()
 	if len(errs) > 0 {
-		return fmt.Errorf("opening idle sessions (%d open): %w", len(s.conns), errors.Join(errs[0]))
+		return fmt.Errorf("opening %s sessions (%d open): %w", what, len(s.conns), errors.Join(errs[0]))
 	}
 	return ctx.Err()
 }
 
-func (s *idle) close() {
+func (s *held) close() {
 	for _, c := range s.conns {
 		c.Close()
 	}

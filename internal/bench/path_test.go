@@ -178,7 +178,7 @@ func BenchmarkPathIdle(b *testing.B) {
 			var per float64
 			for range b.N {
 				before := inUse()
-				var s idle
+				var s held
 				if err := s.add(context.Background(), dial, n); err != nil {
 					b.Fatal(err)
 				}

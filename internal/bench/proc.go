@@ -173,3 +173,57 @@ func fdLimit(pid int) (int, error) {
 	}
 	return 0, errors.New("no \"Max open files\" in /proc/PID/limits")
 }
+
+// queued returns the bytes waiting in the kernel's send and receive
+// queues of the TCP sockets that the processes pids have open (tx_queue
+// and rx_queue of /proc/net/tcp and tcp6), each process's apart.
+func queued(pids []int) ([]int64, error) {
+	owner := make(map[string]int) // socket inode -> index in pids
+	for i, pid := range pids {
+		dir := fmt.Sprintf("/proc/%d/fd", pid)
+		es, err := os.ReadDir(dir)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range es {
+			t, err := os.Readlink(dir + "/" + e.Name())
+			if err != nil {
+				continue // closed meanwhile
+			}
+			if inode, ok := strings.CutPrefix(t, "socket:["); ok {
+				owner[strings.TrimSuffix(inode, "]")] = i
+			}
+		}
+	}
+	q := make([]int64, len(pids))
+	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(table)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		for line := range strings.Lines(string(b)) {
+			// sl local rem st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode ...
+			f := strings.Fields(line)
+			if len(f) < 10 {
+				continue
+			}
+			i, ok := owner[f[9]]
+			if !ok {
+				continue
+			}
+			tx, rx, ok := strings.Cut(f[4], ":")
+			if !ok {
+				continue
+			}
+			t, err1 := strconv.ParseInt(tx, 16, 64)
+			r, err2 := strconv.ParseInt(rx, 16, 64)
+			if err1 == nil && err2 == nil {
+				q[i] += t + r
+			}
+		}
+	}
+	return q, nil
+}

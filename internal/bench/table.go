@@ -18,6 +18,7 @@ var Columns = []string{
 	"echo p99",
 	"dial to 1st byte p50",
 	"memory / idle session",
+	"stalled sessions, MB",
 }
 
 // WriteTable writes the result as a Markdown table: each figure, then in
@@ -62,7 +63,9 @@ func (r *Result) WriteTable(w io.Writer) error {
 			ref = x // a limit: 1.00 of itself
 		}
 		if x.Err != nil {
-			row(x.Name, "failed: "+strings.ReplaceAll(x.Err.Error(), "|", "/"), "", "", "", "", "")
+			cells := make([]string, len(Columns))
+			cells[0], cells[1] = x.Name, "failed: "+strings.ReplaceAll(x.Err.Error(), "|", "/")
+			row(cells...)
 			continue
 		}
 		row(x.Name,
@@ -72,6 +75,7 @@ func (r *Result) WriteTable(w io.Writer) error {
 			r.time(x.EchoP99, ref, raw, func(y *Row) time.Duration { return y.EchoP99 }),
 			r.time(x.DialP50, ref, raw, func(y *Row) time.Duration { return y.DialP50 }),
 			mem(x, ref),
+			stalled(x),
 		)
 	}
 	_, err := io.WriteString(w, b.String())
@@ -138,6 +142,16 @@ func mem(x, ref *Row) string {
 	return s + fmt.Sprintf(", %s, %d", x.MemOf, x.MemSessions)
 }
 
+// stalled gives no ratio: the limit's relays splice, so what backs up
+// behind a stalled reader waits in the kernel's socket queues, not in
+// their RSS, and their figure is about 0.
+func stalled(x *Row) string {
+	if x.StalledSessions == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f, %s, %d", float64(x.StalledMem)/1e6, x.MemOf, x.StalledSessions)
+}
+
 // Legend explains the table's cells.
 const Legend = `Each cell: the figure, then (its ratio to the row's limit / to raw TCP).
 Throughput is 10^6 bytes/s: each connection sends for the duration, half-closes
@@ -149,6 +163,14 @@ process's RSS per idle session held (VmRSS, /proc/PID/status), then whose RSS
 process, which holds client, DP and server of the in-process rows) and how
 many sessions were held (fewer than asked when a process on the path would
 run out of file descriptors: an idle spliced relay holds a pipe per direction).
+Stalled sessions: the growth of the same process's RSS, in 10^6 bytes, for
+all of the sessions held (the last number) whose client never reads (a 4 KiB
+receive buffer) while the sink writes to each as fast as it can, taken once
+the floods have stopped moving (RSS and the kernel's socket queues of every
+process on the path steady), on processes started afresh for it. No ratio:
+the limit's relays splice, so what backs up in them waits in the kernel's
+socket queues, not in their RSS (the progress lines on stderr give the
+kernel's share, which is not in this figure).
 The rtcp rows are compared with the 2-relay limit, the in-process rows with the
 1-relay limit.
 `
