@@ -73,6 +73,9 @@ func logEnd(log *slog.Logger, err error, closing bool) {
 		log.Debug("mihini: session closed")
 	case closing:
 		log.Info("mihini: session cut by the shutdown", "reason", err)
+	case errors.As(err, new(*mux.CutError)):
+		// The session layer cut it and logged why at Warn, as it did.
+		log.Info("mihini: session cut", "reason", err)
 	default:
 		log.Warn("mihini: session cut", "reason", err)
 	}

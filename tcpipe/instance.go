@@ -85,6 +85,9 @@ func (in *instance) logEnd(err error, args ...any) {
 		in.log.Debug("tcpipe: connection closed", args...)
 	case in.ctx.Err() != nil:
 		in.log.Info("tcpipe: connection cut by the shutdown", append(args, "reason", err)...)
+	case errors.As(err, new(*mux.CutError)):
+		// The session layer cut it and logged why at Warn, as it did.
+		in.log.Info("tcpipe: connection cut", append(args, "reason", err)...)
 	default:
 		in.log.Warn("tcpipe: connection cut", append(args, "reason", err)...)
 	}

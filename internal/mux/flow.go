@@ -79,13 +79,12 @@ func (st *Stream) received(n int) (overrun bool) {
 func (st *Stream) consumed(n int, caughtUp bool) int {
 	if !st.s.cfg.FlowControl {
 		if n > 0 {
-			st.taken += int64(n)
 			signal(st.room)
 		}
 		return 0
 	}
-	if st.rclosed || st.rerr != nil {
-		return 0
+	if st.rclosed || st.rerr != nil || st.released {
+		return 0 // nothing more comes: no credit, and no growth to give back
 	}
 	st.unacked += n
 	st.sinceGrow += n
@@ -178,9 +177,9 @@ func (s *Session) ObserveRTT(d time.Duration) {
 // before it has one.
 func (s *Session) RTT() time.Duration {
 	if d := s.rtt.Load(); d > 0 {
-		return time.Duration(d)
+		return max(time.Duration(d), s.cfg.MinRTT)
 	}
-	return DefaultRTT
+	return max(DefaultRTT, s.cfg.MinRTT)
 }
 
 // DefaultMaxWindow is the MaxWindow rtcp's links use: a stream with a
@@ -205,6 +204,7 @@ func (st *Stream) releaseWindow() {
 	st.mu.Lock()
 	n := st.grown
 	st.grown = 0
+	st.released = true
 	st.mu.Unlock()
 	if n > 0 {
 		st.s.linkBudget.give(n)
@@ -245,13 +245,21 @@ func (s *Session) waitRoom(st *Stream) {
 		case <-s.done:
 			return
 		case <-expired:
-			if others := s.NumStreams() - 1; others > 0 {
+			if others := s.waiting() - 1; others > 0 {
 				s.cutStalled(st, others)
 				return
 			}
 			stall.Reset(s.cfg.StallTimeout)
 		}
 	}
+}
+
+// waiting returns the streams and the opens waiting for their Ack on the
+// session: what a stalled stream holds up.
+func (s *Session) waiting() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.streams) + len(s.pending)
 }
 
 // cutStalled cuts st, whose reader took nothing for StallTimeout while
@@ -277,16 +285,15 @@ func (s *Session) cut(st *Stream, err error) {
 		st.rerr = err
 	}
 	st.werr = err
-	sink := st.sink
-	st.mu.Unlock()
-	signal(st.readReady)
-	signal(st.writeReady)
-	if sink != nil {
+	if st.sink != nil && st.draining > 0 {
 		// A WriteTo blocked on a destination that reads nothing would
 		// never learn of the cut, and the session it relays would hold
 		// on for ever.
-		sink.abandon()
+		st.sink.abandon()
 	}
+	st.mu.Unlock()
+	signal(st.readReady)
+	signal(st.writeReady)
 	if l := s.cfg.Logger; l != nil {
 		l.Warn("rtcp: session cut", "link", s.cfg.Name, "session", st.id, "reason", err)
 	}

@@ -18,6 +18,7 @@ import (
 func TestGrowthWaitsForTheDestination(t *testing.T) {
 	cfg := flowConfig(64 << 10)
 	cfg.MaxWindow = 1 << 20
+	cfg.MinRTT = time.Minute // every epoch below is fast, however slow the machine
 	l := newLink(t, cfg, cfg)
 	defer l.close()
 	out, in := l.open(t)

@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"context"
 	"io"
 	"net"
 	"sync"
@@ -188,6 +189,75 @@ func TestStalledWindowDoesNotGrow(t *testing.T) {
 		if w := window(in); w != 64<<10 {
 			t.Errorf("a slow reader's window grew to %d", w)
 		}
+		out.Close()
+		in.Close()
+	})
+}
+
+// TestClosedStreamGivesBackItsGrowth: a stream's reader may hand bytes on
+// after the stream is closed (a WriteTo whose Write returns late); that
+// must not grow the window again, or the growth would never be given back
+// and the shared budget would drain for good.
+func TestClosedStreamGivesBackItsGrowth(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		budget := NewBudget(64 << 20)
+		cfg := flowConfig(64 << 10)
+		cfg.MaxWindow = 1 << 20
+		cfg.MinRTT = time.Minute
+		cfgB := cfg
+		cfgB.Budget = budget
+		l := newLink(t, cfg, cfgB)
+		defer l.close()
+		out, in := l.open(t)
+		defer out.Close()
+		fastEpoch := func() {
+			in.mu.Lock()
+			in.epoch = time.Now().Add(-time.Microsecond)
+			in.consumed(32<<10, true)
+			in.mu.Unlock()
+		}
+		fastEpoch()
+		fastEpoch()
+		if used := budget.Used(); used == 0 {
+			t.Fatalf("two fast epochs took nothing from the budget; the test needs growth")
+		}
+		in.Close()
+		fastEpoch()
+		fastEpoch()
+		if used := budget.Used(); used != 0 {
+			t.Errorf("after the stream was closed the budget has %d taken, want 0", used)
+		}
+	})
+}
+
+// TestStallCountsPendingOpens: a full stream without flow control holds
+// the link, and with it the Acks of opens this side sent; those opens
+// wait behind the stall as much as other streams do, so the stall
+// timeout must cut the full stream for them too.
+func TestStallCountsPendingOpens(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const stall = 10 * time.Second
+		l := newLink(t, Config{}, Config{MaxBuffer: 64 << 10, StallTimeout: stall})
+		defer l.close()
+		out, in := l.open(t)
+		go writePattern(out, 0, 1<<40, 8<<10, nil)
+		synctest.Wait() // b's read loop waits for room in the full stream
+
+		accepted := make(chan *Stream, 1)
+		go func() {
+			st, _ := l.a.Accept()
+			accepted <- st
+		}()
+		start := time.Now()
+		st, err := l.b.Open(context.Background(), "client", "192.0.2.1:1")
+		if err != nil {
+			t.Fatalf("an open behind a stalled stream failed: %v", err)
+		}
+		if waited := time.Since(start); waited != stall {
+			t.Errorf("the open waited %v, want the stall timeout %v", waited, stall)
+		}
+		st.Close()
+		(<-accepted).Close()
 		out.Close()
 		in.Close()
 	})

@@ -21,6 +21,10 @@ import (
 // stream's buffer to w as it fills, with no copy through a buffer of its
 // own. Nothing else may read the stream, or write w, while WriteTo runs
 // (the read loop waits for w's write lock).
+//
+// If the session cuts the stream while WriteTo waits in w.Write (a stall,
+// say), it ends that write with a write deadline in the past, and WriteTo
+// clears w's write deadline before it returns the cut's error.
 func (st *Stream) WriteTo(w io.Writer) (int64, error) { return st.PushTo(w, nil) }
 
 // PushTo is WriteTo calling count (if not nil) with the size of each
@@ -40,6 +44,7 @@ func (st *Stream) PushTo(w io.Writer, count func(n int)) (int64, error) {
 	total := func() int64 {
 		st.mu.Lock()
 		st.sink = nil
+		st.destSink = nil // keep no reference to w
 		st.mu.Unlock()
 		return p.n.Load()
 	}
@@ -67,8 +72,14 @@ func (st *Stream) PushTo(w io.Writer, count func(n int)) (int64, error) {
 			n, err := w.Write(chunk)
 			p.add(n)
 			st.mu.Lock()
-			if err != nil && st.rerr != nil {
-				err = st.opErr("read", st.rerr) // cut while it wrote (abandon)
+			if p.abandoned {
+				// Cut while it wrote: the cut's error, not the deadline's,
+				// and no deadline left on w.
+				p.abandoned = false
+				w.(interface{ SetWriteDeadline(time.Time) error }).SetWriteDeadline(time.Time{})
+				if err != nil {
+					err = st.opErr("read", st.rerr)
+				}
 			}
 			st.draining = 0
 			putRbuf(buf)
@@ -165,17 +176,21 @@ func tryWrite(rc syscall.RawConn, p []byte) (int, error) {
 
 // pusher is WriteTo's destination, read by the read loop under st.mu.
 type pusher struct {
-	w     io.Writer
-	raw   syscall.RawConn // non-nil: the read loop may write without blocking
-	err   error           // the destination failed (set under st.mu)
-	n     atomic.Int64
-	count func(int)
+	w   io.Writer
+	raw syscall.RawConn // non-nil: the read loop may write without blocking
+	err error           // the destination failed (set under st.mu)
+	// abandoned says a cut set a past write deadline on w (under st.mu).
+	abandoned bool
+	n         atomic.Int64
+	count     func(int)
 }
 
-// abandon unblocks a write to the destination that may never end: the
-// stream was cut, and WriteTo returns the cut's error.
+// abandon ends PushTo's write to the destination, which may never end,
+// with a write deadline in the past: the stream was cut, and PushTo
+// returns the cut's error (and clears the deadline). st.mu is held.
 func (p *pusher) abandon() {
 	if d, ok := p.w.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		p.abandoned = true
 		d.SetWriteDeadline(time.Unix(1, 0))
 	}
 }

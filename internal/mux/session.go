@@ -41,6 +41,10 @@ type Config struct {
 	// credit is withheld, not memory taken. Default 128 MiB.
 	LinkWindowBudget int
 	Budget           *Budget
+	// MinRTT floors the session's round-trip estimate, which window
+	// growth uses (tests pin it, so that growth does not depend on how
+	// fast the machine answers an open).
+	MinRTT time.Duration
 
 	// MaxBuffer bounds the bytes a stream holds for its reader when there
 	// is no flow control (a peer that writes as fast as TCP lets it, as

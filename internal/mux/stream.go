@@ -37,6 +37,7 @@ type Stream struct {
 	// bytes were handed on, and caughtUp says the reader emptied the
 	// buffer at least once.
 	win, avail, sinceGrow, grown int
+	released                     bool // releaseWindow ran: the window never grows again
 	epoch                        time.Time
 	caughtUp                     bool
 	// destAcked is what the destination's peer had acknowledged of the
@@ -47,9 +48,8 @@ type Stream struct {
 	// (Config.AckOpens), to time the round trip; guarded by the
 	// session's mu.
 	opened time.Time
-	// taken counts bytes handed on without flow control; room is
-	// signalled as it grows, for a read loop waiting in waitRoom.
-	taken      int64
+	// room is signalled as bytes are handed on without flow control, for
+	// a read loop waiting in waitRoom.
 	room       chan struct{}
 	wclosed    bool    // we sent CloseWrite or Close
 	endSent    bool    // we sent Close: no frame for this stream may follow
@@ -439,8 +439,17 @@ func (st *Stream) push(data []byte) {
 	if need := len(st.rbuf) + len(data); need > cap(st.rbuf) && need > 16<<10 && bound >= bigRbuf {
 		// A burst: one pooled buffer, not a chain of growing ones (a
 		// stream with a smaller bound grows its buffer as it needs).
+		// Only the frame that fills a stream without flow control takes
+		// it past its bound: a buffer made to measure, not the next class
+		// up (a stalled stream would hold twice what it needs).
 		old := st.rbuf
-		st.rbuf = append(getRbuf(need), st.rbuf[st.roff:]...)
+		var b []byte
+		if need <= bound {
+			b = getRbuf(need)
+		} else {
+			b = make([]byte, 0, need)
+		}
+		st.rbuf = append(b, st.rbuf[st.roff:]...)
 		st.roff = 0
 		putRbuf(old)
 	}

@@ -407,6 +407,7 @@ func TestInteropGrowingWindow(t *testing.T) {
 			oc, hc := tcpPair(t)
 			cfg := Config(r.oursClient, 0)
 			cfg.MaxWindow = mux.DefaultMaxWindow
+			cfg.MinRTT = time.Second // growth must not hang on how fast loopback answers an open
 			o := mux.New(oc, NewFramer(oc, oc, cfg.MaxWindow), cfg)
 			h := hcSession(t, hc, r.oursClient, hcConfig())
 			defer closeBothHC(o, h)
