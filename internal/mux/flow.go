@@ -101,11 +101,13 @@ func (st *Stream) consumed(n int, caughtUp bool) int {
 // grantAt returns how many consumed bytes a stream with window win
 // gathers before it grants them back. Half the window keeps grant frames
 // few, but the sender then waits for a grant with half the window spent
-// in flight: a window w moves only w/(2 RTT). So a large window grants
-// every eighth of itself, which moves w/(1.125 RTT).
+// in flight: a window w moves only w/(2 RTT), and grows once per round
+// trip at most (an epoch ends at a grant). So a window grants every
+// quarter of itself, and one grown past 256 KiB every eighth, which
+// moves w/(1.125 RTT).
 func grantAt(win int) int {
 	if win <= 256<<10 {
-		return win / 2
+		return win / 4
 	}
 	return max(128<<10, win/8)
 }

@@ -543,6 +543,7 @@ func (s *Session) newStream(id int64, name, addr string, opened bool) *Stream {
 		st.credit = s.cfg.PeerWindow
 		st.win = s.cfg.Window
 		st.avail = s.cfg.Window
+		st.epoch = time.Now() // the first epoch runs from the open
 	}
 	return st
 }
