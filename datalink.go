@@ -107,14 +107,24 @@ func (l *dataLink) Done() <-chan struct{} { return l.s.Done() }
 // works, on a data link dialled for it.
 func (l *dataLink) Open(ctx context.Context, name, addr string) (net.Conn, error) {
 	for sp := l.takeSpare(); sp != nil; sp = l.takeSpare() {
-		c, err := sp.open(ctx, name, addr, l.dp.HandshakeTimeout)
+		// The server answers a spare's Connect at once, so a spare that
+		// says nothing for many round trips died without a FIN (a NAT
+		// that forgot it, a host gone): try the next, or dial, rather
+		// than fail the session after HandshakeTimeout.
+		spareCtx, cancel := context.WithTimeout(ctx, max(spareAnswerMin, 8*l.s.RTT()))
+		c, err := sp.open(spareCtx, name, addr, l.dp.HandshakeTimeout)
+		cancel()
 		if err == nil || refused(err) || ctx.Err() != nil {
 			return c, err
 		}
-		// The spare ended under the Connect: the server never saw it.
+		// The spare ended under the Connect, or never answered: the
+		// server never saw it.
 	}
 	return l.openDialled(ctx, name, addr)
 }
+
+// spareAnswerMin is the least time an open waits for a spare's answer.
+const spareAnswerMin = time.Second
 
 // openDialled asks the server over the control link to dial a data link
 // for this session, and waits for it.

@@ -375,6 +375,31 @@ func TestSpareWire(t *testing.T) {
 			t.Errorf("%d spares idle, want 0", got)
 		}
 
+		// A spare that never answers (it died without a FIN): after a
+		// second the open tries the control link's token path instead.
+		s6, r6, _ := spare(grant.Token)
+		defer s6.Close()
+		go dialGreetingAsync(n, clients)
+		hear(r6)
+		heard := time.Now()
+		ctlR := plan5.NewReader(ctl, 0)
+		for {
+			m := hear(ctlR)
+			if c, ok := m.(*plan5.Connect); ok {
+				if c.Token == "" {
+					t.Fatalf("the DP fell back with %#v on the control link, want a Connect with a Token", c)
+				}
+				break
+			}
+		}
+		if waited := time.Since(heard); waited != spareAnswerMin {
+			t.Errorf("the DP gave up on a silent spare after %v, want %v", waited, spareAnswerMin)
+		}
+		say(ctl, &plan5.Ack{X: -1, R: "printer: out of toner"})
+		if r := <-clients; r.err == nil || !strings.Contains(r.err.Error(), "out of toner") {
+			t.Fatalf("Dial = %v, want the refusal sent on the control link", r.err)
+		}
+
 		// An unknown token.
 		s5, _, a5 := spare("not-a-token")
 		defer s5.Close()
