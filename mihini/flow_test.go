@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -39,49 +38,15 @@ const (
 	heapBound = 8 << 20
 )
 
-// memListener is a net.Listener of in-memory connections, for a bubble.
-type memListener struct {
-	conns  chan net.Conn
-	closed chan struct{}
-	once   sync.Once
-}
-
-func newMemListener() *memListener {
-	return &memListener{conns: make(chan net.Conn), closed: make(chan struct{})}
-}
-
-func (l *memListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.closed:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *memListener) Close() error {
-	l.once.Do(func() { close(l.closed) })
-	return nil
-}
-
-func (l *memListener) Addr() net.Addr { return memAddr{} }
-
-// dial connects to l and returns the dialler's end.
-func (l *memListener) dial(t *testing.T) net.Conn {
+// dialMem connects to l and returns the dialler's end.
+func dialMem(t *testing.T, l *flowtest.Listener) net.Conn {
 	t.Helper()
-	a, b := net.Pipe()
-	select {
-	case l.conns <- b:
-	case <-l.closed:
-		t.Fatal("dial: the listener is closed")
+	c, err := l.DialContext(context.Background(), "", "")
+	if err != nil {
+		t.Fatalf("dial: %v", err)
 	}
-	return a
+	return c
 }
-
-type memAddr struct{}
-
-func (memAddr) Network() string { return "mem" }
-func (memAddr) String() string  { return "mem" }
 
 // frameReader reads the frames rtcp sends a hand-written peer, for as
 // long as the link lasts, so that rtcp is never held back by its peer;
@@ -329,12 +294,12 @@ func TestDeviceStallCut(t *testing.T) {
 // startMemServer runs srv in the bubble on in-memory listeners: one for
 // device links, one for clients of service. It returns them, and a
 // function that closes srv and waits for it.
-func startMemServer(t *testing.T, srv *Server, service string) (devices, clients *memListener, up <-chan struct{}, stop func()) {
+func startMemServer(t *testing.T, srv *Server, service string) (devices, clients *flowtest.Listener, up <-chan struct{}, stop func()) {
 	t.Helper()
 	srv.init()
 	ready := make(chan struct{}, 4)
 	srv.ls.ready = func() { ready <- struct{}{} }
-	devices, clients = newMemListener(), newMemListener()
+	devices, clients = flowtest.NewListener(), flowtest.NewListener()
 	done := make(chan error, 2)
 	go func() { done <- srv.Serve(devices) }()
 	go func() { done <- srv.ServeClients(clients, service) }()
@@ -359,10 +324,10 @@ func TestServerFastDevice(t *testing.T) {
 		srv := &Server{Logger: logger}
 		devices, clients, up, stop := startMemServer(t, srv, "svc.test:7")
 		defer stop()
-		dev := devices.dial(t)
+		dev := dialMem(t, devices)
 		dev.Write(unhex("00 00 04 00"))
 		<-up
-		c := clients.dial(t)
+		c := dialMem(t, clients)
 		r := wire.NewReader(dev)
 		if f, err := r.ReadFrame(); err != nil || f.Command != wire.Connect || f.Client != 1 {
 			t.Fatalf("the device read %v, %v; want CONNECT 1", f, err)
@@ -412,13 +377,13 @@ func TestServerStallCut(t *testing.T) {
 		srv := &Server{Logger: logger, StallTimeout: stall}
 		devices, clients, up, stop := startMemServer(t, srv, "svc.test:7")
 		defer stop()
-		dev := devices.dial(t)
+		dev := dialMem(t, devices)
 		dev.Write(unhex("00 00 04 00"))
 		<-up
 		r := wire.NewReader(dev)
 		var cs [2]net.Conn
 		for i := range cs {
-			cs[i] = clients.dial(t)
+			cs[i] = dialMem(t, clients)
 			if f, err := r.ReadFrame(); err != nil || f.Command != wire.Connect || int(f.Client) != i+1 {
 				t.Fatalf("the device read %v, %v; want CONNECT %d", f, err, i+1)
 			}

@@ -41,51 +41,6 @@ const (
 	heapBound = 8 << 20
 )
 
-// memListener is a net.Listener of in-memory connections, for a bubble.
-type memListener struct {
-	conns  chan net.Conn
-	closed chan struct{}
-	once   sync.Once
-}
-
-func newMemListener() *memListener {
-	return &memListener{conns: make(chan net.Conn), closed: make(chan struct{})}
-}
-
-func (l *memListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.closed:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *memListener) Close() error {
-	l.once.Do(func() { close(l.closed) })
-	return nil
-}
-
-func (l *memListener) Addr() net.Addr { return memAddr{} }
-
-// DialContext connects to l and returns the dialler's end.
-func (l *memListener) DialContext(ctx context.Context, _, _ string) (net.Conn, error) {
-	a, b := net.Pipe()
-	select {
-	case l.conns <- b:
-		return a, nil
-	case <-l.closed:
-		return nil, net.ErrClosed
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-type memAddr struct{}
-
-func (memAddr) Network() string { return "mem" }
-func (memAddr) String() string  { return "mem" }
-
 // targets is the target host of an instance under test: each connection
 // the instance makes to it goes, by port, to the test.
 type targets struct {
@@ -182,7 +137,7 @@ var roles = []role{
 		s.init()
 		up := make(chan struct{}, 1)
 		s.in.ready = func() { up <- struct{}{} }
-		l := newMemListener()
+		l := flowtest.NewListener()
 		done := make(chan error, 1)
 		go func() { done <- s.Serve(l) }()
 		partner, err := l.DialContext(t.Context(), "tcp", "")
@@ -198,7 +153,7 @@ var roles = []role{
 		}
 	}},
 	{"client", func(t *testing.T, ts *targets, stall time.Duration, log *slog.Logger) (net.Conn, func()) {
-		l := newMemListener()
+		l := flowtest.NewListener()
 		c := &Client{Server: "partner.test:50000", Target: "target.test", DialTarget: ts.dial,
 			Dial: l.DialContext, StallTimeout: stall, Logger: log}
 		up := make(chan struct{}, 1)
