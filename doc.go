@@ -77,6 +77,20 @@
 //	}
 //	defer c.Close()
 //
+// # Flow control
+//
+// Sessions that share a link never stall each other. Toward a peer that
+// does flow control (rtcp itself, on every transport) each session's
+// window starts at 256 KiB and grows, up to 64 MiB, while the round trip
+// rather than its reader holds the sender back, so one session fills a
+// long path; a reader that falls behind never grows its window, and
+// growth is bounded by [DiscoverPoint.WindowMemory] and
+// [ListenConfig.WindowMemory]. A peer without flow control (Plan5's own
+// code, the other seeds' originals) is held back by TCP: when one of its
+// sessions has 256 KiB waiting for a slow reader, its link is not read
+// until the reader takes some, and [DiscoverPoint.StallTimeout] bounds
+// how long that session may hold up the others on the link.
+//
 // The wire codec is in protocol/plan5; the command in
 // cmd/rtcp runs a DP, exposes a local TCP service under a name, and carries
 // local TCP connections to a name.
