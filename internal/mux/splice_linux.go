@@ -13,12 +13,16 @@ import (
 )
 
 // SpliceFrom sends src's bytes on the stream until src's end (it returns
-// nil) or an error, the way a relay between two TCP connections does:
-// each frame's bytes go from src's socket to the link's socket inside the
-// kernel (splice(2) through a pooled pipe), and only the frame's header is
-// written from user space. It needs a flow-controlled wire whose Framer is
-// a DataHeaderWriter (yamux) running on a *net.TCPConn; otherwise it
-// returns ok false at once, having read nothing. The stream's credit
+// nil) or an error, the way a relay between two TCP connections does.
+// Small reads (requests, replies) are copied through a pooled buffer: a
+// splice would cost three system calls where a read costs one. Once a
+// read fills that buffer, src is a bulk transfer: each frame's bytes go
+// from src's socket to the link's socket inside the kernel (splice(2)
+// through a pooled pipe), and only the frame's header is written from
+// user space, until a splice comes back small. It needs a
+// flow-controlled wire whose Framer is a DataHeaderWriter (yamux) running
+// on a *net.TCPConn; otherwise it returns ok false at once, having read
+// nothing. The stream's credit
 // bounds each frame, as for Write. Nothing else may write the stream
 // while SpliceFrom runs.
 func (st *Stream) SpliceFrom(src *net.TCPConn, count func(n int)) (n int64, ok bool, err error) {
@@ -34,7 +38,25 @@ func (st *Stream) SpliceFrom(src *net.TCPConn, count func(n int)) (n int64, ok b
 		return 0, false, nil
 	}
 	var batch []*Frame
+	bulk := false
 	for {
+		if !bulk {
+			k, err := st.takeCredit(smallSplice)
+			if err != nil {
+				return n, true, st.opErr("write", err)
+			}
+			got, err := st.copySmall(srcRC, k)
+			st.returnCredit(k - got)
+			if err != nil || got == 0 {
+				return n, true, err
+			}
+			n += int64(got)
+			if count != nil {
+				count(got)
+			}
+			bulk = got == smallSplice
+			continue
+		}
 		k, err := st.takeCredit(spliceChunk)
 		if err != nil {
 			return n, true, st.opErr("write", err)
@@ -62,6 +84,7 @@ func (st *Stream) SpliceFrom(src *net.TCPConn, count func(n int)) (n int64, ok b
 		if got == 0 {
 			return n, true, nil // src's end
 		}
+		bulk = got >= smallSplice
 		if got <= smallSplice {
 			// A small frame: header and bytes in one write (a header
 			// sent alone is a segment of its own, and latency).
@@ -125,6 +148,51 @@ func spliceIn(src syscall.RawConn, max int) (p *pipe, got int, err error) {
 const smallSplice = 32 << 10
 
 var smallPool = sync.Pool{New: func() any { b := make([]byte, smallSplice); return &b }}
+
+// copySmall reads up to max bytes of src into a pooled buffer, waiting
+// for src to have some, and writes them as Data. The buffer is taken only
+// once there are bytes, so a waiting stream holds none. got is 0 at src's
+// end.
+//
+// Reading on after a short read would save the read that fails with
+// EAGAIN before the wait, but not safely: a short read can leave src's
+// FIN (or a reset) unread, with no readiness to come for it.
+func (st *Stream) copySmall(src syscall.RawConn, max int) (got int, err error) {
+	var (
+		bp   *[]byte
+		rerr error
+	)
+	err = src.Read(func(fd uintptr) bool {
+		bp = smallPool.Get().(*[]byte)
+		for {
+			got, rerr = syscall.Read(int(fd), (*bp)[:min(max, smallSplice)])
+			if rerr != syscall.EINTR {
+				break
+			}
+		}
+		if rerr == syscall.EAGAIN {
+			smallPool.Put(bp)
+			bp = nil
+			return false // nothing to read: wait, without the buffer
+		}
+		return true
+	})
+	if bp != nil {
+		defer smallPool.Put(bp)
+	}
+	switch {
+	case err != nil: // closed, or a deadline
+		return 0, err
+	case rerr != nil:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", rerr)}
+	case got <= 0:
+		return 0, nil
+	}
+	if err := st.s.writeData(st, (*bp)[:got], st.wd.Wait()); err != nil {
+		return 0, st.opErr("write", err)
+	}
+	return got, nil
+}
 
 // copyIn reads up to max bytes of src and writes them as Data: SpliceFrom's
 // way when there is no pipe to be had. got is 0 at src's end.

@@ -580,30 +580,43 @@ func TestSpliceInterop(t *testing.T) {
 	}
 }
 
+// The functions in which SpliceFrom waits for src: copying small reads,
+// or splicing a bulk transfer.
+const (
+	waitsCopying  = "rtcp/internal/mux.(*Stream).copySmall"
+	waitsSplicing = "rtcp/internal/mux.spliceIn"
+)
+
 // TestSpliceFromAfterEnd ends the stream (Close, Abort) while SpliceFrom
 // waits for its source's next bytes, which then come: no Data may follow
 // the stream's FIN or RST on the wire, and SpliceFrom returns an error.
+// It waits copying after a small first piece, and splicing after a bulk
+// one (two full buffers, in src before SpliceFrom starts).
 //
 // spliceOut checks, under qmu, that the stream's end has not been queued
 // while it waited for src (the bug this test found in 2a0b698).
 func TestSpliceFromAfterEnd(t *testing.T) {
 	for _, c := range []struct {
-		name string
-		end  func(*mux.Stream)
+		name  string
+		end   func(*mux.Stream)
+		first int
+		waits string
 	}{
-		{"Close", func(st *mux.Stream) { st.Close() }},
-		{"Abort", func(st *mux.Stream) { st.Abort(errors.New("rtcp: cut off")) }},
+		{"Close", func(st *mux.Stream) { st.Close() }, 5, waitsCopying},
+		{"Abort", func(st *mux.Stream) { st.Abort(errors.New("rtcp: cut off")) }, 5, waitsCopying},
+		{"CloseBulk", func(st *mux.Stream) { st.Close() }, 2 * smallSplice, waitsSplicing},
+		{"AbortBulk", func(st *mux.Stream) { st.Abort(errors.New("rtcp: cut off")) }, 2 * smallSplice, waitsSplicing},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r := newSpliceRig(t, nil)
-			res := r.splice()
-			if _, err := r.feed.Write([]byte("first")); err != nil {
+			if _, err := r.feed.Write(make([]byte, c.first)); err != nil {
 				t.Fatal(err)
 			}
-			r.waitCounted(t, 5)
-			waitParked(t, "rtcp/internal/mux.spliceIn")
+			res := r.splice()
+			r.waitCounted(t, int64(c.first))
+			waitParked(t, c.waits)
 			c.end(r.a)
-			// Large enough for the splice path (the other one checks).
+			// Large enough for a frame of its own either way.
 			if _, err := r.feed.Write(make([]byte, 100<<10)); err != nil {
 				t.Fatal(err)
 			}
@@ -789,7 +802,7 @@ func TestSpliceFromAfterEndHashicorp(t *testing.T) {
 		t.Fatal(err)
 	}
 	recv(t, "SpliceFrom to send", counted)
-	waitParked(t, "rtcp/internal/mux.spliceIn")
+	waitParked(t, waitsCopying)
 	st.Close()
 	if got, err := io.ReadAll(hs); err != nil || string(got) != "first" {
 		t.Fatalf("hashicorp read %q, %v; want %q and the end", got, err, "first")
@@ -805,4 +818,68 @@ func TestSpliceFromAfterEndHashicorp(t *testing.T) {
 	if n, err := hs.Read(make([]byte, 200<<10)); n != 0 || err != io.EOF {
 		t.Errorf("hashicorp's Read after io.EOF: %d bytes, %v; want 0, io.EOF", n, err)
 	}
+}
+
+// TestSpliceFromCopiesSmall: SpliceFrom copies small pieces (a splice
+// would cost more system calls than it saves), splices a bulk transfer
+// that follows them, and copies again the small pieces after it; every
+// byte arrives, in order.
+func TestSpliceFromCopiesSmall(t *testing.T) {
+	r := newSpliceRig(t, nil)
+	res := r.splice()
+	var sent int64
+	const bulk = 4 << 20
+	exchange := func(rounds int) {
+		t.Helper()
+		msg := make([]byte, 30)
+		got := make([]byte, 30)
+		for i := 0; i < rounds; i++ {
+			for j := range msg {
+				msg[j] = byte(i + j)
+			}
+			if _, err := r.feed.Write(msg); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(r.b, got); err != nil || !bytes.Equal(got, msg) {
+				t.Fatalf("message %d: read %x, %v; want %x", i, got, err, msg)
+			}
+			sent += int64(len(msg))
+		}
+		r.waitCounted(t, sent)
+		waitParked(t, waitsCopying)
+	}
+	exchange(200)
+	if d := r.ca.sentData(r.a.ID()); d != int(sent) {
+		t.Fatalf("%d of %d bytes went through WriteFrame", d, sent)
+	}
+	before := r.ca.sentData(r.a.ID())
+	fed := feedPatternOpen(t, r.feed, bulk)
+	got := recv(t, "the bulk bytes", readSumAsync(io.LimitReader(r.b, bulk)))
+	if want := <-fed; got.err != nil || got.n != bulk || got.sum != want {
+		t.Fatalf("read %d bulk bytes, %v, SHA-256 match %v; want %d", got.n, got.err, got.sum == want, bulk)
+	}
+	sent += bulk
+	if d := r.ca.sentData(r.a.ID()) - before; d >= bulk {
+		t.Errorf("all %d bulk bytes went through WriteFrame: nothing was spliced", d)
+	}
+	exchange(200)
+	r.feed.CloseWrite()
+	r.check(t, recv(t, "SpliceFrom", res), int(sent))
+}
+
+// feedPatternOpen writes n pattern bytes to w without closing it, and
+// sends their SHA-256.
+func feedPatternOpen(t testing.TB, w io.Writer, n int) <-chan [32]byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i * 7)
+	}
+	sum := make(chan [32]byte, 1)
+	go func() {
+		if _, err := w.Write(b); err != nil {
+			t.Error(err)
+		}
+		sum <- sha256.Sum256(b)
+	}()
+	return sum
 }
