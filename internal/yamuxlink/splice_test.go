@@ -274,8 +274,8 @@ func TestSpliceFrom(t *testing.T) {
 	})
 
 	// Pieces of 1 to 40000 bytes, most written only once the one before
-	// has been sent, so that frames go both ways: read back from the pipe
-	// and written (<= 32 KiB), and spliced.
+	// has been sent, then a burst of 1 MiB, so that frames go both ways:
+	// copied and written (<= 32 KiB), and spliced.
 	t.Run("pieces", func(t *testing.T) {
 		r := newSpliceRig(t, nil)
 		res := r.splice()
@@ -298,6 +298,17 @@ func TestSpliceFrom(t *testing.T) {
 				r.waitCounted(t, int64(total))
 			}
 		}
+		// Small reads are copied; a bulk transfer, one that fills the
+		// copy buffer, is spliced: end with one, so that both paths run.
+		bulk := make([]byte, 1<<20)
+		for i := range bulk {
+			bulk[i] = byte(rng.Uint32())
+		}
+		h.Write(bulk)
+		if _, err := r.feed.Write(bulk); err != nil {
+			t.Fatal(err)
+		}
+		total += len(bulk)
 		r.feed.CloseWrite()
 		got := recv(t, "the peer to read to the end", read)
 		if want := [32]byte(h.Sum(nil)); got.err != nil || got.n != int64(total) || got.sum != want {
