@@ -10,15 +10,17 @@ import (
 //
 // A peer that does flow control (rtcp's JSON credit extension, yamux)
 // sends no more than the credit it was granted. Each stream's receive
-// window starts at Config.Window and doubles, up to Config.MaxWindow, each
-// time the stream's reader has caught up with all that arrived while the
-// peer had spent most of its credit: then the window, not the reader, is
-// what holds the peer back, as on a path whose round trip is longer than
-// window/bandwidth. This finds the path's bandwidth-delay product the way
-// TCP's receive autotuning does, without measuring the round trip. A
-// stream whose reader falls behind never grows, and growth is paid for
-// from two budgets (the link's and, if set, one shared by many links), so
-// memory stays bounded: when a budget is spent, credit is withheld.
+// window starts at Config.Window and doubles, up to Config.MaxWindow, at
+// the end of each epoch (from one grant to the next) in which the
+// stream's reader caught up with the peer and took the epoch's bytes
+// faster than a quarter of the window per round trip: then the window,
+// not the reader, holds the peer back, as on a path whose round trip is
+// longer than window/bandwidth (quic-go's rule). The round trip is the
+// shortest the session has timed. A stream whose reader falls behind
+// never grows, nor one whose TCP destination's peer is not taking the
+// bytes, and growth is paid for from two budgets (the link's and, if set,
+// one shared by many links), so memory stays bounded: when a budget is
+// spent, credit is withheld.
 //
 // A peer that does no flow control (every original: Plan5's own code,
 // Mihini, tcpipe) writes as fast as TCP takes its bytes. When one of its
@@ -112,12 +114,13 @@ func grantAt(win int) int {
 	return max(128<<10, win/8)
 }
 
-// maybeGrow ends the window's epoch, which began at the last grant. If
-// the reader caught up with the peer during it and took half the window
-// or more in less than two round trips, the window, not the reader, held
-// the peer back: it doubles, as far as MaxWindow and the budgets allow
-// (quic-go's rule), unless the reader is a TCP destination whose peer
-// did not take half of it. It returns the bytes added. st.mu is held.
+// maybeGrow ends the window's epoch, which began at the last grant (or
+// the open). If the reader caught up with the peer during it and took
+// the epoch's bytes faster than a quarter of the window per round trip,
+// the window, not the reader, held the peer back: it doubles, as far as
+// MaxWindow and the budgets allow (quic-go's rule), unless the reader is
+// a TCP destination whose peer did not take half of them. It returns the
+// bytes added. st.mu is held.
 func (st *Stream) maybeGrow() int {
 	s := st.s
 	now := time.Now()

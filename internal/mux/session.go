@@ -27,12 +27,10 @@ type Config struct {
 	PeerWindow  int
 
 	// MaxWindow is the most a stream's receive window grows to (flow
-	// control). A stream's window doubles, from Window, each time its
-	// reader has caught up with everything that arrived while the peer
-	// had used most of its credit: the window, not the reader, was
-	// holding the peer back, as on a path with a long round trip. A
-	// stream whose reader falls behind never grows. Zero: Window (no
-	// growth).
+	// control). A stream's window doubles, from Window, whenever its
+	// reader keeps up and the window, not the reader, holds the peer
+	// back, as on a path with a long round trip (flow.go). A stream whose
+	// reader falls behind never grows. Zero: Window (no growth).
 	MaxWindow int
 	// LinkWindowBudget bounds what the streams of this session together
 	// may grow their windows by, in bytes above Window each; Budget, if
