@@ -11,7 +11,7 @@ import (
 )
 
 func runDP(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("dp", "dp -listen ADDR [-port NAME=ADDR]... [-grace DURATION] [-tls-cert FILE -tls-key FILE [-tls-ca FILE]] [-config FILE] [-token-file FILE] [-etcd URLS -advertise ADDR [-etcd-ttl DURATION]] [-metrics ADDR] [-keepalive DURATION] [-stall-timeout DURATION] [-max-... N] [-log-level LEVEL]", `
+	fs := newFlagSet("dp", "dp -listen ADDR [-port NAME=ADDR]... [-grace DURATION] [-tls-cert FILE -tls-key FILE [-tls-ca FILE]] [-config FILE] [-token-file FILE] [-etcd URLS -advertise ADDR [-etcd-ttl DURATION]] [-metrics ADDR] [-keepalive DURATION] [-stall-timeout DURATION] [-window-memory MiB] [-max-... N] [-log-level LEVEL]", `
 Run a discover point (DP): indirect servers (rtcp expose, rtcp.Listen)
 register their names with it, and indirect clients (rtcp connect,
 rtcp.Dial) reach them by name through it. It runs until SIGINT or
@@ -35,10 +35,14 @@ sessions wait meanwhile, for at most -stall-timeout if it reads nothing.`)
 	fs.Var(&mihinis, "mihini", "`NAME=ADDR=SERVICE_HOST:PORT`: Mihini devices that dial ADDR become the server NAME, "+
 		"and each session to NAME is a CONNECT to SERVICE_HOST:PORT behind the device (repeatable)")
 	stall := stallFlag(fs)
+	windowMemory := windowMemoryFlag(fs)
 	logger := logFlags(fs, stderr)
 	sec := securityFlags(fs, true)
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
+	}
+	if *windowMemory < 1 {
+		return usageErrorf(fs, "-window-memory must be at least 1 (MiB)")
 	}
 	if err := required(fs, "listen"); err != nil {
 		return err
@@ -80,7 +84,7 @@ sessions wait meanwhile, for at most -stall-timeout if it reads nothing.`)
 		ln.Close()
 		return err
 	}
-	dp := &rtcp.DiscoverPoint{Logger: log, TLSConfig: tlsCfg, Policy: pol, StallTimeout: *stall}
+	dp := &rtcp.DiscoverPoint{Logger: log, TLSConfig: tlsCfg, Policy: pol, StallTimeout: *stall, WindowMemory: *windowMemory << 20}
 	member.configure(dp)
 	hard.configure(dp)
 	waitPorts := servePorts(dp, ports.ports, portLns, stderr)

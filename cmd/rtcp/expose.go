@@ -12,7 +12,7 @@ import (
 )
 
 func runExpose(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("expose", "expose -dp ADDR -name NAME -to HOST:PORT [-transport json|yamux|tcp] [-pool N] [-tls] [-tls-ca FILE] [-token-file FILE] [-log-level LEVEL]", `
+	fs := newFlagSet("expose", "expose -dp ADDR -name NAME -to HOST:PORT [-transport json|yamux|tcp] [-pool N] [-window-memory MiB] [-tls] [-tls-ca FILE] [-token-file FILE] [-log-level LEVEL]", `
 Run an indirect server: register NAME at the discover point ADDR and
 carry each session a client opens to NAME to a new TCP connection to
 HOST:PORT. If HOST:PORT refuses, only that session is closed. Lost links
@@ -23,6 +23,7 @@ SIGTERM.`)
 	to := fs.String("to", "", "`host:port` of the TCP service to carry sessions to (required)")
 	transport := transportVar(fs, "`kind` of links to the DP: json (the Plan5 protocol, the default), yamux (one multiplexed link, faster) or tcp (a TCP connection per session that the DP splices: the fastest)")
 	pool := fs.Int("pool", 1, "number of links to keep to the DP")
+	windowMemory := windowMemoryFlag(fs)
 	logger := logFlags(fs, stderr)
 	sec := securityFlags(fs, false)
 	if err := parseFlags(fs, args, stdout); err != nil {
@@ -34,6 +35,9 @@ SIGTERM.`)
 	if *pool < 1 {
 		return usageErrorf(fs, "-pool must be at least 1")
 	}
+	if *windowMemory < 1 {
+		return usageErrorf(fs, "-window-memory must be at least 1 (MiB)")
+	}
 	log := logger()
 	tlsCfg, err := sec.tlsConfig(fs, stderr)
 	if err != nil {
@@ -44,7 +48,7 @@ SIGTERM.`)
 		return err
 	}
 
-	lc := rtcp.ListenConfig{Transport: *transport, PoolSize: *pool, Logger: log, TLSConfig: tlsCfg, Credential: cred}
+	lc := rtcp.ListenConfig{Transport: *transport, PoolSize: *pool, Logger: log, TLSConfig: tlsCfg, Credential: cred, WindowMemory: *windowMemory << 20}
 	dpAddr, dial := dpDialer(*dp) // a ws:// URL: links over a WebSocket
 	lc.Dial = dial
 	l, err := lc.Listen(ctx, dpAddr, *name)

@@ -87,6 +87,14 @@ func stallFlag(fs *flag.FlagSet) *time.Duration {
 		"on its link (a peer without flow control: a full session stops the link being read) before it is cut and logged; negative: never")
 }
 
+// windowMemoryFlag adds -window-memory to fs, in MiB: what the
+// flow-control windows of all the process's sessions may grow by together
+// (DiscoverPoint.WindowMemory, ListenConfig.WindowMemory).
+func windowMemoryFlag(fs *flag.FlagSet) *int64 {
+	return fs.Int64("window-memory", rtcp.DefaultWindowMemory>>20, "`MiB` by which the flow-control windows of all sessions may grow together "+
+		"(each starts at 256 KiB and grows, up to 64 MiB, over a long round trip): what readers that fall behind can make this process hold")
+}
+
 // transportFlag is a flag.Value for rtcp.Transport.
 type transportFlag struct{ t rtcp.Transport }
 
