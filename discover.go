@@ -370,7 +370,7 @@ func (dp *DiscoverPoint) serveConn(c net.Conn) (kept bool) {
 		dp.refused(refusedVersion)
 		dp.log().Info("rtcp: incompatible version", "remote", c.RemoteAddr(), "version", a.V)
 		plan5link.WriteMessage(c, &plan5.Aloha{V: plan5.Version, R: plan5.RoleAbortVersion, N: dp.Name,
-			Error: fmt.Sprintf("rtcp: protocol version %d is not compatible with %d (10000-19999 are)", a.V, plan5.Version)}, time.Second)
+			Error: fmt.Sprintf("rtcp: protocol version %d is not compatible with %d (10000-19999 are, and Plan5's own %d)", a.V, plan5.Version, plan5.LegacyVersion)}, time.Second)
 		return false
 	}
 	if err := plan5link.CheckAloha(a, plan5.RoleIS, plan5.RoleIC); err != nil {
@@ -406,9 +406,15 @@ func (dp *DiscoverPoint) refuse(c net.Conn, reason string) {
 	plan5link.WriteMessage(c, &plan5.Aloha{V: plan5.Version, R: plan5.RoleDP, N: dp.Name, Error: reason}, time.Second)
 }
 
-func (dp *DiscoverPoint) ourAloha() *plan5.Aloha {
+// ourAloha is the DP's answer to theirs. It speaks the peer's version:
+// to Plan5's own code, which sent LegacyVersion, the DP answers in it
+// (SPEC.md, "Version").
+func (dp *DiscoverPoint) ourAloha(theirs *plan5.Aloha) *plan5.Aloha {
 	a := &plan5.Aloha{R: plan5.RoleDP, N: dp.Name}
 	plan5link.Offer(a, dp.MaxLine)
+	if plan5.Legacy(theirs.V) {
+		a.V = plan5.LegacyVersion
+	}
 	a.HeartBeat = plan5link.HeartBeatMS(keepAlivePeriod(dp.KeepAlive))
 	return a
 }
@@ -462,7 +468,7 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		dp.refuse(c, reason)
 		return
 	}
-	ours := dp.ourAloha()
+	ours := dp.ourAloha(a)
 	ours.Transport = a.Transport
 	var l Link
 	var end func() error
@@ -665,7 +671,7 @@ func refused(err error) bool {
 // serveClient serves an indirect client's connection: one Connect, one
 // session.
 func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha, who principal, ir *mux.IdleReader) {
-	ours := dp.ourAloha()
+	ours := dp.ourAloha(a)
 	if a.Transport == wireRaw {
 		ours.Transport = wireRaw
 		if r.Buffered().Buffered() > 0 {

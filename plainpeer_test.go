@@ -28,8 +28,9 @@ import (
 // byte must arrive in order, and what rtcp holds in between must stay
 // bounded, because a full session stops its connection being read.
 //
-// The peers send V=10000, not the 113 of Plan5's own code: the DP refuses
-// 113 today (SPEC.md, "Version"), though SEEDS.md §1 says to accept it.
+// The peers send V=10000 and read with one buffered reader: they test
+// flow control. legacy_test.go replays Plan5's own code, V=113 and its
+// reader included.
 
 // plainChunk is the Data a plain peer sends: what fits a 4096-byte line.
 const plainChunk = 3000

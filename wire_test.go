@@ -231,8 +231,8 @@ func TestDPBadInput(t *testing.T) {
 			refused(p, plan5.RoleDP, "role DS")
 		}},
 		{"incompatible version", func(p *rawPeer) {
-			p.send("0\n{\"V\":113,\"R\":3,\"N\":\"old\"}\n")
-			refused(p, plan5.RoleAbortVersion, "113", "not compatible")
+			p.send("0\n{\"V\":112,\"R\":3,\"N\":\"old\"}\n")
+			refused(p, plan5.RoleAbortVersion, "112", "not compatible")
 		}},
 		{"version too new", func(p *rawPeer) {
 			p.send("0\n{\"V\":20000,\"R\":2,\"N\":\"new\"}\n")

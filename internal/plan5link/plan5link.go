@@ -136,7 +136,7 @@ func Config(ours, theirs *plan5.Aloha) mux.Config {
 // CheckAloha validates a peer's Aloha: version, role, and limits.
 func CheckAloha(a *plan5.Aloha, roles ...plan5.Role) error {
 	if !plan5.Compatible(a.V) {
-		return fmt.Errorf("rtcp: incompatible protocol version %d (this side speaks %d..19999)", a.V, plan5.Version)
+		return fmt.Errorf("rtcp: incompatible protocol version %d (this side speaks %d..19999, and Plan5's own %d)", a.V, plan5.Version, plan5.LegacyVersion)
 	}
 	ok := len(roles) == 0
 	for _, r := range roles {

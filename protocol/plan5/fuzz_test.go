@@ -54,7 +54,7 @@ func fuzzSeeds() [][]byte {
 			&Close{X: 1, R: "bye"},
 		),
 		// Refusals.
-		transcript(&Aloha{V: 10000, R: RoleAbortVersion, N: "rtcp", Error: "version 113 is not compatible"}),
+		transcript(&Aloha{V: 10000, R: RoleAbortVersion, N: "rtcp", Error: "version 20000 is not compatible"}),
 		transcript(&Aloha{V: 10000, R: RoleDP, N: "rtcp", Error: "name \"x\" is taken"}, &Ack{X: -1, R: "no server"}),
 		// Every key, an empty payload, the longest X.
 		transcript(

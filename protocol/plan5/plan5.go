@@ -20,9 +20,17 @@ import (
 // Version is the protocol version rtcp sends in its Aloha.
 const Version = 10000
 
+// LegacyVersion is the version Plan5's own code sends (its constant 0x71):
+// the same protocol, in its legacy version. A side that hears it answers
+// in it (SPEC.md, "Version").
+const LegacyVersion = 113
+
 // Compatible reports whether a peer's Aloha version can be spoken to:
-// 10000 through 19999.
-func Compatible(v int) bool { return v >= 10000 && v <= 19999 }
+// 10000 through 19999, and LegacyVersion.
+func Compatible(v int) bool { return v == LegacyVersion || v >= 10000 && v <= 19999 }
+
+// Legacy reports whether v is LegacyVersion.
+func Legacy(v int) bool { return v == LegacyVersion }
 
 // Type is the message type carried on the first line of a message.
 type Type byte

@@ -35,8 +35,8 @@ var golden = []struct {
 		"0\n{\"V\":10000,\"R\":2,\"N\":\"printer-7\",\"Window\":262144,\"MaxLine\":65536,\"HalfClose\":true,\"Owner\":\"3f2a\"}\n"},
 	{"Aloha every key", &Aloha{V: 10000, R: RoleDP, N: "rtcp", HeartBeat: 15000, Window: 1, MaxLine: 1024, HalfClose: true, Owner: "o", Transport: "yamux", Error: "e"},
 		"0\n{\"V\":10000,\"R\":4,\"N\":\"rtcp\",\"HeartBeat\":15000,\"Window\":1,\"MaxLine\":1024,\"HalfClose\":true,\"Owner\":\"o\",\"Transport\":\"yamux\",\"Error\":\"e\"}\n"},
-	{"Aloha abort version", &Aloha{V: 10000, R: RoleAbortVersion, N: "rtcp", Error: "version 113 is not compatible"},
-		"0\n{\"V\":10000,\"R\":5,\"N\":\"rtcp\",\"Error\":\"version 113 is not compatible\"}\n"},
+	{"Aloha abort version", &Aloha{V: 10000, R: RoleAbortVersion, N: "rtcp", Error: "version 20000 is not compatible"},
+		"0\n{\"V\":10000,\"R\":5,\"N\":\"rtcp\",\"Error\":\"version 20000 is not compatible\"}\n"},
 	{"Aloha spares offered", &Aloha{V: 10000, R: RoleIS, N: "printer-7", Owner: "3f2a", Transport: "tcp", Spares: 2},
 		"0\n{\"V\":10000,\"R\":2,\"N\":\"printer-7\",\"Owner\":\"3f2a\",\"Transport\":\"tcp\",\"Spares\":2}\n"},
 	{"Aloha spares granted", &Aloha{V: 10000, R: RoleDP, N: "rtcp", Transport: "tcp", Token: "9f1c", Spares: 2},
@@ -374,8 +374,8 @@ func TestReaderBuffered(t *testing.T) {
 
 func TestCompatible(t *testing.T) {
 	for v, want := range map[int]bool{
-		Version: true, 10001: true, 19999: true,
-		113: false, 0: false, -10000: false, 9999: false, 20000: false, math.MaxInt: false,
+		Version: true, 10001: true, 19999: true, LegacyVersion: true,
+		112: false, 114: false, 0: false, -10000: false, 9999: false, 20000: false, math.MaxInt: false,
 	} {
 		if Compatible(v) != want {
 			t.Errorf("Compatible(%d) = %v, want %v", v, !want, want)
