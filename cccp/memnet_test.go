@@ -44,22 +44,30 @@ func (n *memNet) Listen(network, addr string) (net.Listener, error) {
 
 // Dial connects from the address from to port.
 func (n *memNet) Dial(ctx context.Context, from string, port int) (net.Conn, error) {
+	c, _, err := n.dialBoth(ctx, from, port)
+	return c, err
+}
+
+// dialBoth is Dial that also returns the listener's side of the
+// connection, to see when the server closes it.
+func (n *memNet) dialBoth(ctx context.Context, from string, port int) (net.Conn, *addrConn, error) {
 	n.mu.Lock()
 	l := n.lns[port]
 	n.mu.Unlock()
 	if l == nil {
-		return nil, fmt.Errorf("dial port %d: %w", port, syscall.ECONNREFUSED)
+		return nil, nil, fmt.Errorf("dial port %d: %w", port, syscall.ECONNREFUSED)
 	}
 	a, b := net.Pipe()
 	fromAddr := net.TCPAddrFromAddrPort(netip.MustParseAddrPort(from))
 	toAddr := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}
+	srv := newAddrConn(b, toAddr, fromAddr)
 	select {
-	case l.ch <- &addrConn{b, toAddr, fromAddr}:
-		return &addrConn{a, fromAddr, toAddr}, nil
+	case l.ch <- srv:
+		return newAddrConn(a, fromAddr, toAddr), srv, nil
 	case <-l.closed:
-		return nil, fmt.Errorf("dial port %d: %w", port, syscall.ECONNREFUSED)
+		return nil, nil, fmt.Errorf("dial port %d: %w", port, syscall.ECONNREFUSED)
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, nil, ctx.Err()
 	}
 }
 
@@ -104,6 +112,27 @@ func (l *memListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0,
 type addrConn struct {
 	net.Conn
 	local, remote net.Addr
+	once          sync.Once
+	closed        chan struct{} // closed by Close
+}
+
+func newAddrConn(c net.Conn, local, remote net.Addr) *addrConn {
+	return &addrConn{Conn: c, local: local, remote: remote, closed: make(chan struct{})}
+}
+
+func (c *addrConn) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return c.Conn.Close()
+}
+
+// isClosed reports whether Close has been called.
+func (c *addrConn) isClosed() bool {
+	select {
+	case <-c.closed:
+		return true
+	default:
+		return false
+	}
 }
 
 func (c *addrConn) LocalAddr() net.Addr  { return c.local }

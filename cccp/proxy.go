@@ -51,6 +51,12 @@ var ErrProxyClosed = errors.New("cccp: proxy closed")
 // client, disconnecting the other; what either sends before the other
 // has come is kept (up to BufferSize) and delivered.
 //
+// A device or client that sends more than BufferSize bytes while nothing
+// reads them (no partner yet, or no proxy on for a device) is
+// disconnected, with a logged reason: holding it back instead would hide
+// its close behind the bytes not read, and its connection would stay
+// open on the proxy's side for good.
+//
 // Set DP and the port range; the other fields have working defaults.
 type Proxy struct {
 	// DP is the discover point the proxy's sessions go through.
@@ -83,7 +89,9 @@ type Proxy struct {
 
 	// BufferSize bounds, per party, what is kept of what a device or
 	// client sends while its partner is absent (non-persistent proxies) or
-	// not reading. Default 64 KiB.
+	// not reading. A party that sends more while its partner is absent is
+	// disconnected; one whose partner is slow is held back. Default
+	// 64 KiB.
 	BufferSize int
 
 	// Listen opens a proxy port. Nil means net.Listen. Tests inject
@@ -224,7 +232,7 @@ func (p *Proxy) serveDevice(c net.Conn) (kept bool) {
 	}
 	old := p.devices[serial]
 	p.devices[serial] = d
-	p.setDiscardLocked(d)
+	p.setModeLocked(d)
 	p.notify()
 	p.mu.Unlock()
 	if old != nil {
@@ -239,13 +247,24 @@ func (p *Proxy) serveDevice(c net.Conn) (kept bool) {
 	case <-p.g.Done():
 	}
 	d.close()
-	p.log().Info("cccp: device left", "serial", serial, "remote", c.RemoteAddr(), "err", d.ra.Err())
+	if err := d.ra.Err(); errors.Is(err, readahead.ErrOverflow) {
+		p.log().Warn("cccp: device disconnected: it sent more than the proxy keeps for a client that is not there",
+			"serial", serial, "remote", c.RemoteAddr(), "buffer_size", p.bufferSize())
+	} else {
+		p.log().Info("cccp: device left", "serial", serial, "remote", c.RemoteAddr(), "err", err)
+	}
 	return true
 }
 
-// close ends the device's connection and takes it off the books.
+func (p *Proxy) bufferSize() int {
+	if p.BufferSize <= 0 {
+		return readahead.DefaultSize
+	}
+	return p.BufferSize
+}
+
+// close takes the device off the books and ends its connection.
 func (d *device) close() {
-	d.ra.Close()
 	d.remove()
 	p := d.p
 	p.mu.Lock()
@@ -254,6 +273,7 @@ func (d *device) close() {
 		p.notify()
 	}
 	p.mu.Unlock()
+	d.ra.Close()
 	d.mu.Lock()
 	v := d.view
 	d.mu.Unlock()
@@ -262,15 +282,30 @@ func (d *device) close() {
 	}
 }
 
-// setDiscardLocked sets whether what device d sends is thrown away: while
-// a persistent proxy is on for it and it is in no session. Otherwise it is
-// kept, up to BufferSize, for the next client. Call with p.mu held.
-func (p *Proxy) setDiscardLocked(d *device) {
+// setModeLocked sets what becomes of what device d sends while it is in
+// no session: thrown away while a persistent proxy is on for it, kept
+// otherwise, up to BufferSize, for the next client (one byte more
+// disconnects it). In a session the client's pace holds it back. Call with
+// p.mu held.
+func (p *Proxy) setModeLocked(d *device) {
 	pr := p.proxies[d.serial]
 	d.mu.Lock()
-	idle := d.view == nil
-	d.mu.Unlock()
-	d.ra.SetDiscard(idle && pr != nil && pr.req.Persistent)
+	defer d.mu.Unlock()
+	d.ra.SetMode(idleMode(d.view == nil, pr != nil && pr.req.Persistent))
+}
+
+// idleMode is the read-ahead mode of a party (device or client) of a
+// proxy: one nobody reads must not hide its close (Limit), nor keep what a
+// persistent proxy drops (Discard).
+func idleMode(idle, persistent bool) readahead.Mode {
+	switch {
+	case !idle:
+		return readahead.Hold
+	case persistent:
+		return readahead.Discard
+	default:
+		return readahead.Limit
+	}
 }
 
 func refused(format string, args ...any) error {
@@ -308,8 +343,8 @@ func (d *device) Open(ctx context.Context, client, addr string) (net.Conn, error
 	}
 	v := newView(d.ra, d.conn, &pr.transferred, func() { d.detached(pr) })
 	d.view = v
+	d.ra.SetMode(readahead.Hold)
 	d.mu.Unlock()
-	d.ra.SetDiscard(false)
 	p.clientCame(pr)
 	p.log().Info("cccp: session", "serial", d.serial, "client", client, "addr", addr)
 	return v, nil
@@ -322,7 +357,7 @@ func (d *device) detached(pr *proxy) {
 	d.view = nil
 	d.mu.Unlock()
 	p.mu.Lock()
-	p.setDiscardLocked(d)
+	p.setModeLocked(d)
 	p.notify()
 	p.mu.Unlock()
 	if !pr.req.Persistent {
@@ -415,7 +450,7 @@ func (p *Proxy) turnOn(req wire.OnRequest, host string) (*proxy, error) {
 			pr.timer = time.AfterFunc(req.Timeout, func() { p.timedOut(pr) })
 		}
 		if d := p.devices[req.Serial]; d != nil {
-			p.setDiscardLocked(d)
+			p.setModeLocked(d)
 		}
 		p.log().Info("cccp: proxy on", "serial", req.Serial, "port", port, "persistent", req.Persistent,
 			"whitelist", req.IPWhitelist, "timeout", req.Timeout)
@@ -453,7 +488,7 @@ func (p *Proxy) turnOff(pr *proxy, why string) bool {
 	client := pr.client
 	d := p.devices[pr.req.Serial]
 	if d != nil {
-		p.setDiscardLocked(d)
+		p.setModeLocked(d)
 	}
 	p.notify()
 	p.mu.Unlock()
@@ -528,26 +563,32 @@ func (p *Proxy) serveClient(pr *proxy, c net.Conn) {
 		}
 		p.notify()
 		p.mu.Unlock()
+		if errors.Is(ra.Err(), readahead.ErrOverflow) {
+			p.log().Warn("cccp: client disconnected: it sent more than the proxy keeps for a device that is not there",
+				"serial", pr.req.Serial, "client", c.RemoteAddr(), "buffer_size", p.bufferSize())
+		} else {
+			p.log().Info("cccp: client left", "serial", pr.req.Serial, "client", c.RemoteAddr())
+		}
 		if !pr.req.Persistent {
 			p.turnOff(pr, "the client left")
 		}
-		p.log().Info("cccp: client left", "serial", pr.req.Serial, "client", c.RemoteAddr())
 	}()
 	p.log().Info("cccp: client connected", "serial", pr.req.Serial, "client", c.RemoteAddr())
 	name := p.Name(pr.req.Serial)
+	waiting := idleMode(true, pr.req.Persistent)
 	for {
-		ra.SetDiscard(pr.req.Persistent)
+		ra.SetMode(waiting)
 		p.mu.Lock()
 		changed := p.changed
 		d := p.devices[pr.req.Serial]
 		p.mu.Unlock()
 		if d != nil {
-			ra.SetDiscard(false)
+			ra.SetMode(readahead.Hold)
 			v := newView(ra, c, nil, nil)
 			if err := p.DP.Relay(v, name, "cccp-client"); err != nil {
 				p.log().Debug("cccp: no session", "serial", pr.req.Serial, "err", err)
 			}
-			ra.SetDiscard(pr.req.Persistent)
+			ra.SetMode(waiting)
 		}
 		select {
 		case <-changed:

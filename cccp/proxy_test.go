@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -524,3 +525,180 @@ func TestBadRegistration(t *testing.T) {
 }
 
 func strconvQuote(s string) string { return strconv.Quote(s) }
+
+// ghost connects to port, sends line and then size bytes of data, and
+// closes, as the attack of issue 14 did; it returns the proxy's side of
+// the connection. The write gives up after a minute of bubble time, so
+// that a proxy that stops reading fails the test instead of hanging it.
+func (e *env) ghost(port int, from, line string, size int) *addrConn {
+	e.t.Helper()
+	c, srv, err := e.n.dialBoth(context.Background(), from, port)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	go func() {
+		defer c.Close()
+		c.SetWriteDeadline(time.Now().Add(time.Minute))
+		c.Write(append([]byte(line), make([]byte, size)...))
+	}()
+	return srv
+}
+
+// A device or client that sends more than the proxy keeps for an absent
+// partner, or exactly that much, and closes is noticed: its connection is
+// closed on the proxy's side and the device is forgotten. Before, the
+// read-ahead stopped reading when full and never saw the close (issue 14:
+// 20,000 of them in CLOSE-WAIT exhausted the DP's descriptors).
+func TestGhostsAreForgotten(t *testing.T) {
+	const bufSize = 64 << 10
+	for _, size := range []int{66 << 10, bufSize, bufSize - 1, 0} {
+		for _, proxy := range []string{"", "&persistent=false", "&persistent=true"} {
+			t.Run(fmt.Sprintf("device sends %d bytes, proxy %q", size, proxy), func(t *testing.T) {
+				synctest.Test(t, func(t *testing.T) {
+					e := newEnv(t, 40000, 40099)
+					defer e.close()
+					const n = 20
+					var ghosts []*addrConn
+					for i := range n {
+						serial := fmt.Sprintf("GHOST-%d", i)
+						if proxy != "" {
+							e.on("serial=" + serial + proxy)
+						}
+						ghosts = append(ghosts, e.ghost(devicePort, "198.51.100.7:50000", serial+"\r", size))
+					}
+					synctest.Wait()
+					for i, g := range ghosts {
+						if !g.isClosed() {
+							t.Errorf("ghost %d: the proxy has not closed its side", i)
+						}
+						if proxy != "" {
+							if st := e.status(fmt.Sprintf("GHOST-%d", i)); st.DeviceConnected {
+								t.Errorf("ghost %d: /status says the device is connected", i)
+							}
+						}
+					}
+					if names := e.dp.Registry.(*rtcp.MemoryRegistry).Len(); names != 0 {
+						t.Errorf("the DP still has %d names of ghost devices", names)
+					}
+				})
+			})
+		}
+	}
+	for _, size := range []int{66 << 10, bufSize, 0} {
+		for _, proxy := range []string{"&persistent=false", "&persistent=true"} {
+			t.Run(fmt.Sprintf("client sends %d bytes, proxy %q", size, proxy), func(t *testing.T) {
+				synctest.Test(t, func(t *testing.T) {
+					e := newEnv(t, 40000, 40099)
+					defer e.close()
+					port := e.on("serial=CLD-1" + proxy)
+					g := e.ghost(port, "203.0.113.5:40001", "", size)
+					synctest.Wait()
+					if !g.isClosed() {
+						t.Fatal("the proxy has not closed its side of the client")
+					}
+					if proxy == "&persistent=true" {
+						if st := e.status("CLD-1"); st.ClientConnected {
+							t.Error("/status says the client is connected")
+						}
+					} else {
+						e.wantOff("CLD-1", port)
+					}
+				})
+			})
+		}
+	}
+}
+
+// A device that sends more than the proxy keeps before a client comes is
+// disconnected; one that sends as much as it keeps and waits delivers all
+// of it to the client.
+func TestEarlyBytesBound(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, 40000, 40009)
+		defer e.close()
+		e.p.BufferSize = 10
+		port := e.on("serial=CLD-1")
+		dev := e.device("CLD-1")
+		send(t, dev, "0123456789")
+		cl := e.client(port, "203.0.113.5:40001")
+		expect(t, cl, "0123456789")
+		// In a session the client's pace holds the device back: more than
+		// the bound passes.
+		go dev.Write([]byte(strings.Repeat("x", 100)))
+		expect(t, cl, strings.Repeat("x", 100))
+		cl.Close()
+		expectClosed(t, dev, "device after its client left")
+
+		e.on("serial=CLD-2")
+		dev = e.device("CLD-2")
+		send(t, dev, "0123456789X")
+		expectClosed(t, dev, "device that sent more than the bound")
+		if st := e.status("CLD-2"); st.DeviceConnected {
+			t.Fatalf("status %+v after the device was disconnected", st)
+		}
+	})
+}
+
+// trackListener records the connections it accepts, to see when the
+// server closes them.
+type trackListener struct {
+	net.Listener
+	accepted chan *addrConn
+}
+
+func (l *trackListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	ac := newAddrConn(c, c.LocalAddr(), c.RemoteAddr())
+	l.accepted <- ac
+	return ac, nil
+}
+
+// The ghosts of issue 14 over real TCP on loopback, where the kernel takes
+// a ghost's whole write and its close at once: the proxy closes its side
+// of every one.
+func TestGhostsOverLoopback(t *testing.T) {
+	const n = 50
+	dp := new(rtcp.DiscoverPoint)
+	defer dp.Close()
+	p := &cccp.Proxy{DP: dp, MinPort: 1, MaxPort: 1}
+	defer p.Close()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl := &trackListener{Listener: l, accepted: make(chan *addrConn, n)}
+	served := make(chan error, 1)
+	go func() { served <- p.ServeDevices(tl) }()
+	defer func() { p.Close(); <-served }()
+	for i := range n {
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write(append([]byte(fmt.Sprintf("GHOST-%d\r", i)), make([]byte, 66<<10)...)); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	timeout := time.NewTimer(30 * time.Second) // only to fail, not to wait
+	defer timeout.Stop()
+	for i := range n {
+		var c *addrConn
+		select {
+		case c = <-tl.accepted:
+		case <-timeout.C:
+			t.Fatalf("%d of %d ghosts accepted", i, n)
+		}
+		select {
+		case <-c.closed:
+		case <-timeout.C:
+			t.Fatalf("the proxy has not closed its side of ghost %s", c.RemoteAddr())
+		}
+	}
+	if names := dp.Registry.(*rtcp.MemoryRegistry).Len(); names != 0 {
+		t.Errorf("the DP still has %d names of ghost devices", names)
+	}
+}

@@ -1,8 +1,15 @@
 // Package readahead reads a connection ahead of its user into a bounded
 // buffer. The Cumulocity agent uses it to keep what one side of a tunnel
 // sends while the other side is still being set up, and the CCCP proxy to
-// hold (or throw away) what a device or client sends while its partner is
+// keep (or throw away) what a device or client sends while its partner is
 // absent, and to notice at once when either leaves.
+//
+// A Conn whose buffer is full stops reading (Hold), which is TCP's own
+// backpressure but also hides the connection's end behind the bytes not
+// read: a peer that sends more than the bound and closes is never seen to
+// close. A connection that nobody reads yet is therefore read in Limit
+// mode, where reading never stops: its end is seen at once, and a byte
+// beyond the bound ends it with ErrOverflow.
 package readahead
 
 import (
@@ -19,8 +26,39 @@ import (
 // DefaultSize is the buffer size New uses when given zero.
 const DefaultSize = 64 << 10
 
-// ErrCanceled is what ReadCancel returns when its cancel channel closes.
-var ErrCanceled = errors.New("readahead: read canceled")
+var (
+	// ErrCanceled is what ReadCancel returns when its cancel channel
+	// closes.
+	ErrCanceled = errors.New("readahead: read canceled")
+
+	// ErrOverflow ends a Conn in Limit mode whose peer sent more than the
+	// buffer holds: what the buffer holds can still be read, then Read
+	// returns ErrOverflow.
+	ErrOverflow = errors.New("readahead: the peer sent more than the read-ahead buffer holds while nobody was reading")
+)
+
+// A Mode says what a Conn does with what the connection sends.
+type Mode int
+
+const (
+	// Hold keeps what arrives, up to the bound; when the buffer is full,
+	// reading stops until the user reads. It is the mode of a new Conn,
+	// for a connection that is being read: the reader's pace holds the
+	// peer back, and the connection's end is seen once the reader has
+	// caught up.
+	Hold Mode = iota
+
+	// Discard throws away what is in the buffer and whatever arrives;
+	// reading never stops, so the connection's end is seen at once.
+	Discard
+
+	// Limit keeps what arrives, up to the bound, and never stops reading:
+	// with the buffer full it still reads, to see the connection's end at
+	// once, and a byte beyond the bound ends the Conn with ErrOverflow
+	// (that byte is lost). It is for a connection that nobody reads yet,
+	// which must neither hold on to the peer nor hide its end.
+	Limit
+)
 
 // Conn is a net.Conn whose reads are served from a buffer that a goroutine
 // of its own fills from the connection, up to a bound. Writes, addresses
@@ -35,7 +73,7 @@ type Conn struct {
 
 	mu      sync.Mutex
 	buf     []byte
-	discard bool
+	mode    Mode
 	err     error         // the source's error, once it has failed or ended
 	changed chan struct{} // closed and replaced whenever the state above changes
 
@@ -45,7 +83,8 @@ type Conn struct {
 }
 
 // New starts reading c ahead into a buffer of at most size bytes (zero
-// means DefaultSize); when it is full, reading stops until the user reads.
+// means DefaultSize), in Hold mode: when it is full, reading stops until
+// the user reads.
 // src, if not nil, is where c's bytes come from (a bufio.Reader that holds
 // some of them already); nil means c itself. Close the Conn to end the
 // goroutine.
@@ -77,10 +116,12 @@ func (c *Conn) notify() {
 
 func (c *Conn) pump() {
 	defer close(c.done)
+	// tmp is never larger than the bound, so that a read sized while
+	// discarding still fits an empty buffer if the mode has changed since.
 	tmp := make([]byte, min(c.max, 32<<10))
 	for {
 		c.mu.Lock()
-		for !c.discard && len(c.buf) >= c.max {
+		for c.mode == Hold && len(c.buf) >= c.max {
 			ch := c.changed
 			c.mu.Unlock()
 			select {
@@ -91,16 +132,26 @@ func (c *Conn) pump() {
 			c.mu.Lock()
 		}
 		room := len(tmp)
-		if !c.discard {
-			room = min(room, c.max-len(c.buf))
+		if c.mode != Discard {
+			// In Limit mode a full buffer still reads one byte: the
+			// connection's end, or a byte too many.
+			room = max(1, min(room, c.max-len(c.buf)))
 		}
 		c.mu.Unlock()
 
 		n, err := c.src.Read(tmp[:room])
 
 		c.mu.Lock()
-		if n > 0 && !c.discard {
-			c.buf = append(c.buf, tmp[:n]...)
+		if n > 0 {
+			switch {
+			case c.mode == Discard:
+			case c.mode == Limit && len(c.buf)+n > c.max:
+				err = ErrOverflow
+			default:
+				// In Hold mode this may pass the bound by the one byte
+				// read in Limit mode.
+				c.buf = append(c.buf, tmp[:n]...)
+			}
 		}
 		if err != nil {
 			c.err = err
@@ -160,14 +211,13 @@ func (c *Conn) ReadCancel(p []byte, cancel <-chan struct{}) (int, error) {
 	}
 }
 
-// SetDiscard switches discarding on or off. While it is on, what is in
-// the buffer and whatever the connection sends is thrown away, and reading
-// never stops for lack of room.
-func (c *Conn) SetDiscard(on bool) {
+// SetMode sets what the Conn does with what the connection sends from
+// now on. Switching to Discard also throws away what is in the buffer.
+func (c *Conn) SetMode(m Mode) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.discard = on
-	if on {
+	c.mode = m
+	if m == Discard {
 		c.buf = c.buf[:0]
 	}
 	c.notify()
@@ -181,11 +231,12 @@ func (c *Conn) Buffered() int {
 }
 
 // Done is closed when the connection has ended or failed (or been
-// closed), even if bytes are still buffered.
+// closed, or overflowed in Limit mode), even if bytes are still buffered.
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
 // Err returns the error that ended the connection (io.EOF for a clean
-// end), or nil while it is open.
+// end, ErrOverflow for too many bytes in Limit mode), or nil while it is
+// open.
 func (c *Conn) Err() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()

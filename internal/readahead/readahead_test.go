@@ -98,21 +98,99 @@ func TestDiscard(t *testing.T) {
 		defer ra.Close()
 		b.Write([]byte("keep"))
 		synctest.Wait()
-		ra.SetDiscard(true)
+		ra.SetMode(Discard)
 		if ra.Buffered() != 0 {
-			t.Fatal("SetDiscard(true) kept the buffer")
+			t.Fatal("SetMode(Discard) kept the buffer")
 		}
 		// With discarding on, a writer is never held back by the bound.
 		if _, err := b.Write([]byte(strings.Repeat("x", 100))); err != nil {
 			t.Fatal(err)
 		}
 		synctest.Wait()
-		ra.SetDiscard(false)
+		ra.SetMode(Hold)
 		b.Write([]byte("new"))
 		buf := make([]byte, 10)
 		n, err := ra.Read(buf)
 		if err != nil || string(buf[:n]) != "new" {
 			t.Fatalf("Read = %q, %v; want only what came after discarding", buf[:n], err)
+		}
+	})
+}
+
+// In Limit mode a full buffer does not hide the peer's end, and a byte
+// beyond the bound ends the Conn; in Hold mode the same end goes unseen.
+func TestLimit(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		mode    Mode
+		sent    string
+		wantErr error // nil: the end stays unseen
+	}{
+		{"hold hides the end behind a full buffer", Hold, "0123456789", nil},
+		{"limit sees the end behind a full buffer", Limit, "0123456789", io.EOF},
+		{"limit ends a peer that sends too much", Limit, "0123456789X", ErrOverflow},
+		{"limit sees the end of a peer within the bound", Limit, "0123", io.EOF},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				a, b := net.Pipe()
+				ra := New(a, nil, 10)
+				defer ra.Close()
+				ra.SetMode(tt.mode)
+				go func() {
+					b.Write([]byte(tt.sent))
+					b.Close()
+				}()
+				synctest.Wait()
+				select {
+				case <-ra.Done():
+					if tt.wantErr == nil {
+						t.Fatalf("the Conn ended (%v); want it held", ra.Err())
+					}
+				default:
+					if tt.wantErr != nil {
+						t.Fatalf("the Conn is still open; want it ended with %v", tt.wantErr)
+					}
+					return
+				}
+				if ra.Err() != tt.wantErr {
+					t.Fatalf("Err = %v, want %v", ra.Err(), tt.wantErr)
+				}
+				got, err := io.ReadAll(io.LimitReader(ra, 10))
+				if want := min(len(tt.sent), 10); err != nil || string(got) != tt.sent[:want] {
+					t.Fatalf("read %q, %v; want what the buffer holds, %q", got, err, tt.sent[:want])
+				}
+				if _, err := ra.Read(make([]byte, 1)); err != tt.wantErr {
+					t.Fatalf("Read after the buffer = %v, want %v", err, tt.wantErr)
+				}
+			})
+		})
+	}
+}
+
+// A reader that comes while a full Limit Conn waits for its peer switches
+// it to Hold: nothing is lost, and the buffer passes its bound by at most
+// the one byte read to look for the end.
+func TestLimitThenHold(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b := net.Pipe()
+		ra := New(a, nil, 4)
+		defer ra.Close()
+		ra.SetMode(Limit)
+		sent := "0123456789"
+		go func() {
+			b.Write([]byte(sent[:4]))
+			ra.SetMode(Hold)
+			b.Write([]byte(sent[4:]))
+			b.Close()
+		}()
+		synctest.Wait()
+		if n := ra.Buffered(); n > 5 {
+			t.Fatalf("Buffered = %d, want at most the bound and one byte", n)
+		}
+		got, err := io.ReadAll(ra)
+		if err != nil || string(got) != sent {
+			t.Fatalf("ReadAll = %q, %v; want %q", got, err, sent)
 		}
 	})
 }
