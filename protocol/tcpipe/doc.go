@@ -18,4 +18,8 @@
 // frame. A wrong magic or size means the link is lost ([ErrCorrupt]); a well
 // delimited frame that breaks the protocol is reported with
 // [ErrInvalidFrame]. The decoder never panics, whatever the bytes.
+//
+// Two rtcp instances that share a secret first run a short handshake of
+// [AuthMessage]s, which have their own magic ("rtcp"); [AuthMAC] computes
+// each side's proof. An original tcpipe has no such handshake.
 package tcpipe

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 )
 
@@ -75,6 +76,44 @@ func FuzzReadFrame(f *testing.F) {
 			}
 			if !bytes.Equal(enc, raw) {
 				t.Fatalf("%v re-encodes to % x, read from % x", fr, enc, raw)
+			}
+		}
+	})
+}
+
+// FuzzReadAuth checks that the handshake's decoder never panics, that
+// every message it accepts re-encodes to its own bytes, and that it reads
+// nothing past the message.
+func FuzzReadAuth(f *testing.F) {
+	for _, g := range goldenAuth {
+		f.Add([]byte(g.wire))
+		f.Add([]byte(g.wire + golden[0].wire))
+	}
+	f.Add([]byte(golden[0].wire))
+	f.Add([]byte("rtcp" + unhex("00 00 00 c9 04") + strings.Repeat("é", 100)))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := NewReader(bytes.NewReader(data))
+		m, err := r.ReadAuth()
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) && !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("unexpected error from an in-memory stream: %v", err)
+			}
+			if _, again := r.ReadAuth(); again != err {
+				t.Fatalf("ReadAuth after %v returned %v", err, again)
+			}
+			return
+		}
+		enc, err := AppendAuth(nil, m)
+		if err != nil {
+			t.Fatalf("ReadAuth accepted %+v but AppendAuth rejects it: %v", m, err)
+		}
+		if !bytes.HasPrefix(data, enc) {
+			t.Fatalf("%+v re-encodes to % x, read from % x", m, enc, data[:min(len(data), len(enc))])
+		}
+		// What follows is the next message's or frame's.
+		if f, ferr := r.ReadFrame(); ferr == nil {
+			if n := len(enc) + HeaderLen + bodyHeaderLen + len(f.Data); n > len(data) {
+				t.Fatalf("a frame after the message runs past the input")
 			}
 		}
 	})

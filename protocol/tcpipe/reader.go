@@ -52,7 +52,9 @@ func (r *Reader) ReadFrame() (Frame, error) {
 		return Frame{}, r.fail(fmt.Errorf("tcpipe: link header cut short after %d of %d bytes: %w",
 			n, HeaderLen, err))
 	}
-	if magic := binary.BigEndian.Uint32(r.hdr[:4]); magic != Magic {
+	if magic := binary.BigEndian.Uint32(r.hdr[:4]); magic == AuthMagic {
+		return Frame{}, r.fail(corruptf("tcpipe: the partner sent an authentication message (magic \"rtcp\"): it holds a shared secret and this side none; give both instances the same secret"))
+	} else if magic != Magic {
 		return Frame{}, r.fail(corruptf("tcpipe: link header has magic 0x%08x, want 0x%08x (%d): the peer is not a tcpipe partner or the link is out of step; close it",
 			magic, Magic, Magic))
 	}
