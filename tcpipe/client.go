@@ -21,11 +21,12 @@ type Client struct {
 	// Server is the host:port of the server instance. Required.
 	Server string
 
-	// Ports, Bind, Target, DialTarget, Quiet, MaxBuffer, StallTimeout
-	// and Logger are as in Server.
+	// Ports, Bind, Target, TargetPorts, DialTarget, Quiet, MaxBuffer,
+	// StallTimeout and Logger are as in Server.
 	Ports        []uint16
 	Bind         string
 	Target       string
+	TargetPorts  []uint16
 	DialTarget   func(ctx context.Context, network, address string) (net.Conn, error)
 	Quiet        time.Duration
 	MaxBuffer    int
@@ -52,8 +53,8 @@ func (c *Client) DialAndServe(ctx context.Context) error {
 		return errors.New("tcpipe: Client.Server is empty; set the host:port of the server instance")
 	}
 	in := &c.in
-	in.setup(settings{ports: c.Ports, bind: c.Bind, target: c.Target, dialTarget: c.DialTarget,
-		quiet: c.Quiet, maxBuffer: c.MaxBuffer, stallTimeout: c.StallTimeout, log: c.Logger})
+	in.setup(settings{ports: c.Ports, bind: c.Bind, target: c.Target, targetPorts: c.TargetPorts,
+		dialTarget: c.DialTarget, quiet: c.Quiet, maxBuffer: c.MaxBuffer, stallTimeout: c.StallTimeout, log: c.Logger})
 	defer in.close()
 	stop := context.AfterFunc(ctx, in.cancel) // the links' ends are the shutdown's
 	defer stop()

@@ -73,6 +73,17 @@ func (ts *targets) dial(ctx context.Context, network, addr string) (net.Conn, er
 
 func (ts *targets) accept(port uint16) net.Conn { return <-ts.conns[port] }
 
+// ports are the ports of the targets, an instance's TargetPorts.
+func (ts *targets) ports() []uint16 {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	var ps []uint16
+	for p := range ts.conns {
+		ps = append(ps, p)
+	}
+	return ps
+}
+
 // appendFrame appends a frame built by hand from SPEC.md's layout, as the
 // original writes it.
 func appendFrame(b []byte, kind, local byte, port uint16, data []byte) []byte {
@@ -133,7 +144,7 @@ type role struct {
 
 var roles = []role{
 	{"server", func(t *testing.T, ts *targets, stall time.Duration, log *slog.Logger) (net.Conn, func()) {
-		s := &Server{Target: "target.test", DialTarget: ts.dial, StallTimeout: stall, Logger: log}
+		s := &Server{Target: "target.test", TargetPorts: ts.ports(), DialTarget: ts.dial, StallTimeout: stall, Logger: log}
 		s.init()
 		up := make(chan struct{}, 1)
 		s.in.ready = func() { up <- struct{}{} }

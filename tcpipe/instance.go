@@ -31,9 +31,11 @@ var discard = slog.New(slog.DiscardHandler)
 // settings are the fields of a Server or a Client that the instance
 // runs with.
 type settings struct {
+	server       bool
 	ports        []uint16
 	bind         string
 	target       string
+	targetPorts  []uint16
 	dialTarget   func(ctx context.Context, network, address string) (net.Conn, error)
 	quiet        time.Duration
 	maxBuffer    int
@@ -53,7 +55,8 @@ type instance struct {
 	ready    func()
 	released func(port uint16)
 
-	g        serve.Group // listeners, connections, goroutines
+	allowed  func(port uint16) bool // the ports of target the partner may reach
+	g        serve.Group            // listeners, connections, goroutines
 	mu       sync.Mutex
 	partner  *mux.Session
 	busy     map[uint16]bool // ports whose accepted connection is open or quiet
@@ -74,6 +77,34 @@ func (in *instance) setup(s settings) {
 	in.g.Reset = true // a cut connection did not finish: its peer sees an error
 	in.busy = make(map[uint16]bool)
 	in.ctx, in.cancel = context.WithCancel(context.Background())
+	in.allowed = allowedPorts(s.targetPorts, s.ports)
+}
+
+// allowedPorts is the rule of the ports of the target that the partner's
+// Connects may reach: targetPorts, else ports, else any (SPEC.md,
+// "Connect").
+func allowedPorts(targetPorts, ports []uint16) func(uint16) bool {
+	list := targetPorts
+	if len(list) == 0 {
+		list = ports
+	}
+	if len(list) == 0 {
+		return func(uint16) bool { return true }
+	}
+	var set [65536 / 64]uint64
+	for _, p := range list {
+		set[p/64] |= 1 << (p % 64)
+	}
+	return func(p uint16) bool { return set[p/64]&(1<<(p%64)) != 0 }
+}
+
+// warnOpenTarget says, at start, that a partner may reach any port of the
+// target: the partner is whoever connects first, unless a secret is set.
+func (in *instance) warnOpenTarget() {
+	if in.target != "" && len(in.targetPorts) == 0 && len(in.ports) == 0 {
+		in.log.Warn("tcpipe: the partner may have this instance connect to any port of the target; list the ports it needs in TargetPorts (rtcp tcpipe -target-ports)",
+			"target", in.target)
+	}
 }
 
 // logEnd logs how a connection that relay.Join carried ended: a cut (a
@@ -105,6 +136,11 @@ func (in *instance) listenUsers() error {
 	if in.g.Stopped() {
 		return ErrServerClosed
 	}
+	for _, p := range in.targetPorts {
+		if p == 0 {
+			return errors.New("tcpipe: port 0 in TargetPorts; list ports from 1 to 65535")
+		}
+	}
 	seen := make(map[uint16]bool)
 	var lns []net.Listener
 	fail := func(err error) error {
@@ -125,6 +161,9 @@ func (in *instance) listenUsers() error {
 		lns = append(lns, l)
 	}
 	in.listened = true
+	if in.server {
+		in.warnOpenTarget()
+	}
 	for i, l := range lns {
 		port := in.ports[i]
 		in.log.Info("tcpipe: accepting user applications", "addr", l.Addr())
@@ -273,6 +312,12 @@ loop:
 func (in *instance) serveTarget(st *mux.Stream) {
 	port := st.ID() - peerBase
 	addr := net.JoinHostPort(in.target, strconv.FormatInt(port, 10))
+	if !in.allowed(uint16(port)) {
+		in.log.Warn("tcpipe: the partner asked for a port of the target that is not allowed; answering Disconnect (allow it in TargetPorts, rtcp tcpipe -target-ports; by default the ports are -p's)",
+			"target", addr, "partner", st.Session().RemoteAddr())
+		st.Close()
+		return
+	}
 	ctx, cancel := context.WithTimeout(in.ctx, dialTimeout)
 	var c net.Conn
 	var err error

@@ -37,6 +37,13 @@ type Server struct {
 	// connections, on their port. Empty refuses them (Disconnect).
 	Target string
 
+	// TargetPorts are the ports of Target that the partner's connections
+	// may reach; a Connect for any other is refused (Disconnect, and a
+	// warning logged), so that a partner cannot reach every service of
+	// Target. Empty means Ports; if Ports is empty too, any port (as the
+	// original), and the server warns when it starts.
+	TargetPorts []uint16
+
 	// DialTarget dials Target. Nil means a net.Dialer with a 10 s
 	// timeout.
 	DialTarget func(ctx context.Context, network, address string) (net.Conn, error)
@@ -69,8 +76,8 @@ type Server struct {
 
 func (s *Server) init() {
 	s.once.Do(func() {
-		s.in.setup(settings{ports: s.Ports, bind: s.Bind, target: s.Target, dialTarget: s.DialTarget,
-			quiet: s.Quiet, maxBuffer: s.MaxBuffer, stallTimeout: s.StallTimeout, log: s.Logger})
+		s.in.setup(settings{server: true, ports: s.Ports, bind: s.Bind, target: s.Target, targetPorts: s.TargetPorts,
+			dialTarget: s.DialTarget, quiet: s.Quiet, maxBuffer: s.MaxBuffer, stallTimeout: s.StallTimeout, log: s.Logger})
 	})
 }
 

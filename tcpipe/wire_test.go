@@ -3,11 +3,14 @@ package tcpipe
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"testing"
 	"time"
 
+	"rtcp/internal/flowtest"
 	"rtcp/internal/mux"
 	wire "rtcp/protocol/tcpipe"
 )
@@ -39,7 +42,8 @@ func TestServerWire(t *testing.T) {
 	echo, echoEnds := startEcho(t, "127.0.0.3:0")
 	refused := freePort(t, "127.0.0.3")
 	p := freePort(t, "127.0.0.2")
-	srv := &Server{Ports: []uint16{p}, Bind: "127.0.0.2", Target: "127.0.0.3", Quiet: time.Millisecond, Logger: testLogger(t)}
+	srv := &Server{Ports: []uint16{p}, Bind: "127.0.0.2", Target: "127.0.0.3", TargetPorts: []uint16{echo, refused},
+		Quiet: time.Millisecond, Logger: testLogger(t)}
 	free := make(chan uint16, 16)
 	srv.init()
 	srv.in.released = func(port uint16) { free <- port }
@@ -197,3 +201,73 @@ func hexOf(b []byte) string {
 }
 
 var _ net.Conn = (*mux.Stream)(nil)
+
+// TestConnectPortNotAllowed checks that a partner cannot reach a port of
+// the target outside TargetPorts (by default Ports): the server answers
+// Disconnect, as for a refused target, logs why, and connects to nothing.
+func TestConnectPortNotAllowed(t *testing.T) {
+	target := listenOn(t, "127.0.0.3:0")
+	secret := portOf(t, target.Addr()) // a service nobody listed
+	listed, _ := startEcho(t, "127.0.0.3:0")
+	tests := []struct {
+		name               string
+		ports, targetPorts []uint16
+	}{
+		{"Ports", []uint16{listed}, nil},
+		{"TargetPorts", []uint16{freePort(t, "127.0.0.2")}, []uint16{listed}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			logs, logger := flowtest.NewLogs()
+			srv := &Server{Ports: tt.ports, TargetPorts: tt.targetPorts, Bind: "127.0.0.2", Target: "127.0.0.3", Logger: logger}
+			partnerAddr, up := startServer(t, srv, "127.0.0.2:0")
+			partner := dial(t, partnerAddr)
+			wait(t, up, "partner link")
+
+			accepted := make(chan net.Conn, 1)
+			go func() {
+				if c, err := target.Accept(); err == nil {
+					accepted <- c
+				}
+			}()
+			partner.Write(wireFrame(1, 0, secret, nil))
+			answered := make(chan error, 1)
+			go func() {
+				got := make([]byte, len(wireFrame(2, 1, secret, nil)))
+				partner.SetReadDeadline(time.Now().Add(time.Minute))
+				_, err := io.ReadFull(partner, got)
+				if err == nil && !bytes.Equal(got, wireFrame(2, 1, secret, nil)) {
+					err = fmt.Errorf("got % x, want Disconnect local 1 for port %d", got, secret)
+				}
+				answered <- err
+			}()
+			select {
+			case c := <-accepted:
+				c.Close()
+				t.Fatalf("the server connected to port %d of the target, which is not in its ports", secret)
+			case err := <-answered:
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			target.(*net.TCPListener).SetDeadline(time.Now())
+			if c, err := target.Accept(); err == nil {
+				c.Close()
+				t.Fatalf("the server connected to port %d of the target, which is not in its ports", secret)
+			}
+			// The deadline also ended the Accept above: the next subtest
+			// starts its own.
+			target.(*net.TCPListener).SetDeadline(time.Time{})
+			warned := logs.Find(slog.LevelWarn, "tcpipe: the partner asked for a port of the target that is not allowed; answering Disconnect (allow it in TargetPorts, rtcp tcpipe -target-ports; by default the ports are -p's)")
+			if len(warned) != 1 || warned[0].Attrs["target"] != hostPort("127.0.0.3", secret) {
+				t.Errorf("logged %v; want one warning naming the target %s", warned, hostPort("127.0.0.3", secret))
+			}
+
+			// A listed port is reached.
+			partner.Write(wireFrame(1, 0, listed, nil))
+			partner.Write(wireFrame(0, 0, listed, []byte("ping")))
+			expectBytes(t, partner, wireFrame(0, 1, listed, []byte("ping")), "the echo of the listed port")
+			partner.Write(wireFrame(2, 0, listed, nil))
+		})
+	}
+}

@@ -157,9 +157,22 @@ func TestTCPipePortsFlag(t *testing.T) {
 	if err := f.Set("40000,40001"); err != nil || f.String() != "40000,40001" {
 		t.Errorf("Set(40000,40001) = %v, %q", err, f.String())
 	}
-	for _, bad := range []string{"", "0", "65536", "1,1", "a"} {
+	for _, bad := range []string{"", "0", "65536", "1,1", "a", "1-3"} {
 		if err := f.Set(bad); err == nil {
 			t.Errorf("Set(%q) succeeded", bad)
+		}
+	}
+	// -target-ports also takes ranges.
+	r := portsFlag{ranges: true}
+	if err := r.Set("22,8000-8002"); err != nil || r.String() != "22,8000,8001,8002" {
+		t.Errorf("Set(22,8000-8002) = %v, %q", err, r.String())
+	}
+	if err := r.Set("1-65535"); err != nil || len(r.ports) != 65535 {
+		t.Errorf("Set(1-65535) = %v, %d ports", err, len(r.ports))
+	}
+	for _, bad := range []string{"", "0-2", "5-4", "1-65536", "1-3,2", "-", "a-b"} {
+		if err := r.Set(bad); err == nil {
+			t.Errorf("ranges: Set(%q) succeeded", bad)
 		}
 	}
 }

@@ -12,8 +12,12 @@ import (
 	"rtcp/tcpipe"
 )
 
-// portsFlag is tcpipe's -p PORT[,PORT...].
-type portsFlag struct{ ports []uint16 }
+// portsFlag is tcpipe's -p PORT[,PORT...]; with ranges, -target-ports,
+// which also takes LOW-HIGH.
+type portsFlag struct {
+	ports  []uint16
+	ranges bool
+}
 
 func (f *portsFlag) String() string {
 	s := make([]string, len(f.ports))
@@ -25,23 +29,44 @@ func (f *portsFlag) String() string {
 
 func (f *portsFlag) Set(v string) error {
 	f.ports = f.ports[:0]
+	seen := make(map[uint16]bool)
 	for _, s := range strings.Split(v, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 || n > 65535 {
+		lo, hi, ok := strings.Cut(s, "-")
+		if !ok || !f.ranges {
+			lo, hi = s, s
+		}
+		a, b := parsePort(lo), parsePort(hi)
+		if a == 0 || b == 0 || a > b {
+			if f.ranges {
+				return fmt.Errorf("%q is not a port or a range of ports from 1 to 65535; want PORT or LOW-HIGH, separated by commas", s)
+			}
 			return fmt.Errorf("%q is not a port from 1 to 65535; want PORT[,PORT...]", s)
 		}
-		for _, p := range f.ports {
-			if p == uint16(n) {
-				return fmt.Errorf("port %d is given twice", n)
+		for p := a; ; p++ {
+			if seen[p] {
+				return fmt.Errorf("port %d is given twice", p)
+			}
+			seen[p] = true
+			f.ports = append(f.ports, p)
+			if p == b {
+				break
 			}
 		}
-		f.ports = append(f.ports, uint16(n))
 	}
 	return nil
 }
 
+// parsePort returns the port s names, or 0.
+func parsePort(s string) uint16 {
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil || n < 1 || n > 65535 {
+		return 0
+	}
+	return uint16(n)
+}
+
 func runTCPipe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("tcpipe", "tcpipe (-s PORT | -c HOST:PORT) [-p PORT[,PORT...]] [-t TARGET] [-b ADDR] [-stall-timeout DURATION] [-log-level LEVEL]", `
+	fs := newFlagSet("tcpipe", "tcpipe (-s PORT | -c HOST:PORT) [-p PORT[,PORT...]] [-t TARGET] [-target-ports PORTS] [-b ADDR] [-stall-timeout DURATION] [-log-level LEVEL]", `
 Run a tcpipe instance, compatible with the original tcpipe. Two instances
 share one TCP connection: the server (-s, --server) accepts it and the
 client (-c, --client) dials it, and dials again for ever when it drops. A
@@ -49,7 +74,9 @@ user application that connects to one of an instance's ports (-p,
 --ports) makes the other instance connect to its target (-t, --target)
 on the same port, and the two connections are joined. Each port carries
 one connection at a time; a failed connection to the target closes the
-user's; losing the partner closes every user connection. -b (an
+user's; losing the partner closes every user connection. The partner
+reaches only the ports of the target in -target-ports (default: those of
+-p; if -p is empty too, any port, with a warning in server mode). -b (an
 addition to the original) is the local address on which the ports accept
 user applications, default all addresses. The wire has no flow control:
 a connection that reads slowly holds the partner back, and the link's
@@ -61,6 +88,7 @@ on host2 "rtcp tcpipe -c host1:50000 -t appli2": a connection to
 host1:40000 reaches appli2:40000.`)
 	var server, client, target, bind string
 	var ports portsFlag
+	targetPorts := portsFlag{ranges: true}
 	for _, name := range []string{"s", "server"} {
 		fs.StringVar(&server, name, "", "server mode: the `port` (or host:port) to accept the client instance on")
 	}
@@ -73,6 +101,7 @@ host1:40000 reaches appli2:40000.`)
 	for _, name := range []string{"t", "target"} {
 		fs.StringVar(&target, name, "", "the `host` to connect to for the partner's user connections")
 	}
+	fs.Var(&targetPorts, "target-ports", "`PORTS`: the ports of the target the partner may reach, PORT or LOW-HIGH, separated by commas (default: -p's)")
 	fs.StringVar(&bind, "b", "", "the local `address` on which the ports accept user applications (default: all)")
 	stall := stallFlag(fs)
 	logger := logFlags(fs, stderr)
@@ -88,7 +117,8 @@ host1:40000 reaches appli2:40000.`)
 	log := logger()
 
 	if client != "" {
-		c := &tcpipe.Client{Server: client, Ports: ports.ports, Bind: bind, Target: target, StallTimeout: *stall, Logger: log}
+		c := &tcpipe.Client{Server: client, Ports: ports.ports, Bind: bind, Target: target, TargetPorts: targetPorts.ports,
+			StallTimeout: *stall, Logger: log}
 		fmt.Fprintf(stderr, "rtcp tcpipe: serving as client of %s, ports %s, target %q\n", client, ports.String(), target)
 		err := c.DialAndServe(ctx)
 		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
@@ -105,7 +135,8 @@ host1:40000 reaches appli2:40000.`)
 	if err != nil {
 		return err
 	}
-	srv := &tcpipe.Server{Ports: ports.ports, Bind: bind, Target: target, StallTimeout: *stall, Logger: log}
+	srv := &tcpipe.Server{Ports: ports.ports, Bind: bind, Target: target, TargetPorts: targetPorts.ports,
+		StallTimeout: *stall, Logger: log}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	fmt.Fprintf(stderr, "rtcp tcpipe: listening on %s for the client instance, ports %s, target %q\n", l.Addr(), ports.String(), target)
