@@ -67,7 +67,7 @@ type DiscoverPoint struct {
 
 	// WindowMemory bounds the bytes by which the flow-control windows of
 	// all the DP's sessions may grow together (each starts at 256 KiB and
-	// grows, up to 64 MiB, while the round trip rather than its reader
+	// grows, up to 256 MiB, while the round trip rather than its reader
 	// holds its peer back): what readers that fall behind can make the DP
 	// hold. When it is spent, windows stop growing. Default
 	// DefaultWindowMemory (256 MiB).
@@ -486,6 +486,7 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		r.Grow(plan5link.LinkReadBuffer)
 		fr := plan5link.NewFramer(r, c)
 		fr.SetHeartbeat(ours)
+		fr.SetLegacy(plan5.Legacy(a.V))
 		s := mux.New(c, fr, cfg)
 		l, end = muxLink{s}, s.Close
 		startKA = func() { startKeepAlive(ir, s, ours, a) }
@@ -697,6 +698,7 @@ func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	dp.flow.apply(&cfg, dp.log())
 	fr := plan5link.NewFramer(r, c)
 	fr.SetHeartbeat(ours)
+	fr.SetLegacy(plan5.Legacy(a.V))
 	s := mux.New(c, fr, cfg)
 	defer s.Close()
 	startKeepAlive(ir, s, ours, a)

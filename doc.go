@@ -81,7 +81,7 @@
 //
 // Sessions that share a link never stall each other. Toward a peer that
 // does flow control (rtcp itself, on every transport) each session's
-// window starts at 256 KiB and grows, up to 64 MiB, while the round trip
+// window starts at 256 KiB and grows, up to 256 MiB, while the round trip
 // rather than its reader holds the sender back, so one session fills a
 // long path; a reader that falls behind never grows its window, and
 // growth is bounded by [DiscoverPoint.WindowMemory] and

@@ -78,7 +78,7 @@ type ListenConfig struct {
 
 	// WindowMemory bounds the bytes by which the flow-control windows of
 	// the Listener's sessions may grow together (each starts at 256 KiB
-	// and grows, up to 64 MiB, while the round trip to the DP rather than
+	// and grows, up to 256 MiB, while the round trip to the DP rather than
 	// its reader holds the DP back). Default DefaultWindowMemory (256 MiB).
 	WindowMemory int64
 }
@@ -374,6 +374,7 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 	r.Grow(plan5link.LinkReadBuffer)
 	fr := plan5link.NewFramer(r, c)
 	fr.SetHeartbeat(ours)
+	fr.SetLegacy(plan5.Legacy(theirs.V))
 	link.s = mux.New(c, fr, cfg)
 	if l.cfg.Transport == TransportTCP {
 		link.spares = newSparePool(ours.Spares, theirs, link.s.Done())

@@ -36,7 +36,7 @@ type Config struct {
 	// may grow their windows by, in bytes above Window each; Budget, if
 	// not nil, is shared with other sessions (a DP's, a Listener's) and
 	// bounds their sum. When a budget is spent, windows stop growing:
-	// credit is withheld, not memory taken. Default 128 MiB.
+	// credit is withheld, not memory taken. Default 256 MiB.
 	LinkWindowBudget int
 	Budget           *Budget
 	// MinRTT floors the session's round-trip estimate, which window
@@ -201,7 +201,7 @@ type Session struct {
 // Defaults of Config.
 const (
 	DefaultStallTimeout     = 10 * time.Second
-	DefaultLinkWindowBudget = 128 << 20
+	DefaultLinkWindowBudget = 256 << 20
 )
 
 type pendingOpen struct {

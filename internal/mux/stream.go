@@ -476,7 +476,7 @@ func (st *Stream) push(data []byte) {
 // grown a little held a buffer of the largest size.
 const (
 	bigRbuf     = 256 << 10
-	rbufClasses = 9 // 256 KiB .. 64 MiB
+	rbufClasses = 11 // 256 KiB .. 256 MiB
 )
 
 // rbufPools[i] holds buffers of cap bigRbuf<<i.
