@@ -35,9 +35,10 @@ round trip, with a delay link of that round trip on the hop between the
 server side and the DP (rtcp expose or rtcp.Listen, and the DP): a relay
 that holds every byte for RTT/2 each way without limiting bandwidth. The
 limits get the same link on the same hop (between their relays), raw TCP
-on its only one, and each round trip's ratios are to its own limit. At a
-round trip memory is not measured, and echoes and dials are cut to what
-fits in -duration (at least 20 each).`)
+on its only one, and each round trip's ratios are to its own limit. A
+throughput run there lasts at least 50 round trips (10 s at 200 ms): the
+windows take about 5 to grow to the path. Memory is not measured, and
+echoes and dials are cut to what fits in -duration (at least 20 each).`)
 	quick := fs.Bool("quick", false, "short runs: 1s throughput run once, 2000 echoes, 100 dials, 2000 idle sessions (flags given explicitly win)")
 	transports := fs.String("transports", "json,yamux,tcp", "comma-separated `list` of -transport values to measure")
 	pool := fs.Int("pool", 4, "links per server (expose -pool, ListenConfig.PoolSize)")

@@ -32,7 +32,8 @@ type Config struct {
 	// Pool is the -pool of the servers (ListenConfig.PoolSize). Default 4.
 	Pool int
 
-	// Duration of each throughput run. Default 3 s.
+	// Duration of each throughput run. Default 3 s. At a round trip
+	// (RTTs) a run lasts at least 50 round trips: 10 s at 200 ms.
 	Duration time.Duration
 
 	// Repeat is how many times each throughput run is made; the table
@@ -573,14 +574,24 @@ func (b *runner) runPath(ctx context.Context, s spec, sink string, row *Row) err
 	if _, err := throughput(ctx, st.dial, 2, min(b.cfg.Duration/4, 250*time.Millisecond)); err != nil {
 		return fmt.Errorf("throughput warm-up: %w", err)
 	}
-	if row.MBps1, err = b.throughput(ctx, st.dial, 1); err != nil {
+	if row.MBps1, err = b.throughput(ctx, st.dial, 1, row.RTT); err != nil {
 		return fmt.Errorf("throughput, 1 connection: %w", err)
 	}
-	if row.MBps8, err = b.throughput(ctx, st.dial, 8); err != nil {
+	if row.MBps8, err = b.throughput(ctx, st.dial, 8, row.RTT); err != nil {
 		return fmt.Errorf("throughput, 8 connections: %w", err)
 	}
 	b.progress("  %.0f MB/s with 1 connection, %.0f MB/s with 8", row.MBps1, row.MBps8)
 	return nil
+}
+
+// runLength is how long a throughput run at round trip rtt lasts:
+// Duration, but at least 50 round trips. A session's flow-control window
+// starts small and takes about 5 round trips to grow to the path (as TCP's
+// slow start does), 1 s at 200 ms, while the limit's TCP sees only
+// loopback and pays nothing for the round trip; a 3 s run would mostly
+// measure the growth.
+func (b *runner) runLength(rtt time.Duration) time.Duration {
+	return max(b.cfg.Duration, 50*rtt)
 }
 
 // fit cuts n round trips at rtt to what fits in a throughput run's
@@ -592,11 +603,12 @@ func (b *runner) fit(n int, rtt time.Duration) int {
 	return min(n, max(20, int(b.cfg.Duration/rtt)))
 }
 
-// throughput returns the median of Repeat throughput runs, in MB/s.
-func (b *runner) throughput(ctx context.Context, dial dialer, conns int) (float64, error) {
+// throughput returns the median of Repeat throughput runs at round trip
+// rtt, in MB/s.
+func (b *runner) throughput(ctx context.Context, dial dialer, conns int, rtt time.Duration) (float64, error) {
 	rates := make([]float64, b.cfg.Repeat)
 	for i := range rates {
-		r, err := throughput(ctx, dial, conns, b.cfg.Duration)
+		r, err := throughput(ctx, dial, conns, b.runLength(rtt))
 		if err != nil {
 			return 0, err
 		}
