@@ -14,11 +14,19 @@ var (
 	// that fragment). An agent that only tunnels ignores it or hands it on.
 	ErrNotRemoteAccess = errors.New("c8y: not a c8y_RemoteAccessConnect operation")
 
-	// ErrBadOperation means a c8y_RemoteAccessConnect operation, or a line
-	// that is no operation at all, that cannot be used: malformed JSON or
-	// CSV, a missing field, a port out of range, a key that cannot be
-	// sent. The agent reports the operation FAILED with the error's text.
+	// ErrBadOperation means a c8y_RemoteAccessConnect operation (a
+	// SmartREST 530 line, or a JSON object with that fragment) that cannot
+	// be used: malformed CSV, a missing field, a port out of range, a key
+	// that cannot be sent. The agent reports the operation FAILED with the
+	// error's text.
 	ErrBadOperation = errors.New("c8y: bad c8y_RemoteAccessConnect operation")
+
+	// ErrNotOperation means input that is no operation at all: empty,
+	// invalid JSON, or neither a JSON object nor a SmartREST line. Nothing
+	// says which operation it was meant to be, so the agent reports no
+	// status for it (a SmartREST 502 would fail another operation) and
+	// logs it instead.
+	ErrNotOperation = errors.New("c8y: not an operation")
 
 	// ErrBadStatusLine means a line that is not in the agent's stdout
 	// status format.

@@ -1,8 +1,10 @@
 package c8y_test
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
+	"strings"
 
 	"rtcp/protocol/c8y"
 )
@@ -36,8 +38,30 @@ func ExampleStatusLine() {
 	fmt.Println(c8y.StatusLine(c8y.StatusExecuting, key, ""))
 	fmt.Println(c8y.StatusLine(c8y.StatusFailed, key, "dial tcp 10.0.0.67:22: connect: connection refused"))
 	fmt.Println(c8y.SmartRESTStatus(c8y.StatusExecuting, ""))
+	fmt.Println(c8y.SmartRESTStatusID("4711", c8y.StatusFailed, "dial tcp 10.0.0.67:22: connect: connection refused"))
 	// Output:
 	// EXECUTING eb5e9d13-1caa-486b-bdda-130ca0d87df8
 	// FAILED eb5e9d13-1caa-486b-bdda-130ca0d87df8 dial tcp 10.0.0.67:22: connect: connection refused
 	// 501,c8y_RemoteAccessConnect
+	// 304,4711,"dial tcp 10.0.0.67:22: connect: connection refused"
+}
+
+// An agent reads operations from a stream with SplitOperations: JSON may
+// span lines.
+func ExampleSplitOperations() {
+	in := `530,DeviceSerial,10.0.0.67,22,k1
+{
+  "id": "4711",
+  "c8y_RemoteAccessConnect": {"hostname": "10.0.0.67", "port": 5900, "connectionKey": "k2"}
+}
+`
+	sc := bufio.NewScanner(strings.NewReader(in))
+	sc.Split(c8y.SplitOperations)
+	for sc.Scan() {
+		op, err := c8y.ParseOperation(sc.Bytes())
+		fmt.Printf("%+v %v\n", op, err)
+	}
+	// Output:
+	// {ID: DeviceID: ExternalID:DeviceSerial Host:10.0.0.67 Port:22 Key:k1} <nil>
+	// {ID:4711 DeviceID: ExternalID: Host:10.0.0.67 Port:5900 Key:k2} <nil>
 }

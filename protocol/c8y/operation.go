@@ -64,23 +64,31 @@ type Operation struct {
 //   - a SmartREST line (first byte a digit) of static template 530:
 //     530,<externalId>,<hostname>,<port>,<connectionKey>.
 //
-// Spaces and line ends around line are ignored. For an operation of another
-// kind, a JSON object without the fragment or another SmartREST template,
-// the error wraps ErrNotRemoteAccess; for anything else the error wraps
-// ErrBadOperation and says which field is wrong. SPEC.md lists what is
-// tolerated.
+// White space (line ends included, so a JSON operation may span lines)
+// around line is ignored. The error wraps exactly one of:
+//
+//   - ErrNotRemoteAccess: an operation of another kind, a JSON object
+//     without the fragment or another SmartREST template;
+//   - ErrBadOperation: a c8y_RemoteAccessConnect operation that cannot be
+//     used; the error says which field is wrong. The Operation returned
+//     with it carries the ID and DeviceID of a JSON operation when those
+//     could be read, so that the failure can be reported by ID;
+//   - ErrNotOperation: no operation at all (empty, invalid JSON, neither
+//     JSON nor SmartREST).
+//
+// SPEC.md lists what is tolerated.
 func ParseOperation(line []byte) (Operation, error) {
 	line = bytes.TrimPrefix(line, []byte("\uFEFF"))
 	line = bytes.TrimSpace(line)
 	switch {
 	case len(line) == 0:
-		return Operation{}, newError(ErrBadOperation, "c8y: empty operation; want JSON or a SmartREST 530 line")
+		return Operation{}, newError(ErrNotOperation, "c8y: empty operation; want JSON or a SmartREST 530 line")
 	case line[0] == '{':
 		return parseJSON(line)
 	case '0' <= line[0] && line[0] <= '9':
 		return parseSmartREST(string(line))
 	}
-	return Operation{}, newError(ErrBadOperation,
+	return Operation{}, newError(ErrNotOperation,
 		"c8y: operation %s is neither a JSON object nor a SmartREST line", quote(string(line)))
 }
 
@@ -89,7 +97,7 @@ func parseJSON(b []byte) (Operation, error) {
 	// regard to case, and the fragment's name must match exactly.
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(b, &top); err != nil {
-		return Operation{}, newError(ErrBadOperation, "c8y: operation is not valid JSON: %v", err)
+		return Operation{}, newError(ErrNotOperation, "c8y: operation is not valid JSON: %v", err)
 	}
 	raw, ok := top[Fragment]
 	if !ok {
@@ -106,13 +114,6 @@ func parseJSON(b []byte) (Operation, error) {
 		}
 		return Operation{}, newError(ErrNotRemoteAccess, "c8y: JSON operation has %s, not %s", has, Fragment)
 	}
-	var frag map[string]json.RawMessage
-	if kind := jsonKind(raw); kind != "an object" {
-		return Operation{}, newError(ErrBadOperation, "c8y: %s is %s, want an object", Fragment, kind)
-	}
-	if err := json.Unmarshal(raw, &frag); err != nil {
-		return Operation{}, newError(ErrBadOperation, "c8y: %s: %v", Fragment, err)
-	}
 
 	var op Operation
 	var err error
@@ -120,18 +121,27 @@ func parseJSON(b []byte) (Operation, error) {
 		return Operation{}, err
 	}
 	if op.DeviceID, err = jsonID(top, "deviceId"); err != nil {
-		return Operation{}, err
+		return Operation{ID: op.ID}, err
+	}
+	// From here on a failure is reported against the operation's ID.
+	ids := Operation{ID: op.ID, DeviceID: op.DeviceID}
+	var frag map[string]json.RawMessage
+	if kind := jsonKind(raw); kind != "an object" {
+		return ids, newError(ErrBadOperation, "c8y: %s is %s, want an object", Fragment, kind)
+	}
+	if err := json.Unmarshal(raw, &frag); err != nil {
+		return ids, newError(ErrBadOperation, "c8y: %s: %v", Fragment, err)
 	}
 	var host, key string
 	if host, err = jsonString(frag, "hostname"); err != nil {
-		return Operation{}, err
+		return ids, err
 	}
 	if op.Host, err = checkHost(host); err != nil {
-		return Operation{}, err
+		return ids, err
 	}
 	rawPort, ok := frag["port"]
 	if !ok {
-		return Operation{}, newError(ErrBadOperation, "c8y: %s has no port", Fragment)
+		return ids, newError(ErrBadOperation, "c8y: %s has no port", Fragment)
 	}
 	port := string(rawPort)
 	switch jsonKind(rawPort) {
@@ -139,16 +149,16 @@ func parseJSON(b []byte) (Operation, error) {
 	case "a string":
 		json.Unmarshal(rawPort, &port) // cannot fail: jsonKind saw a string in valid JSON
 	default:
-		return Operation{}, newError(ErrBadOperation, "c8y: port is %s, want a number", jsonKind(rawPort))
+		return ids, newError(ErrBadOperation, "c8y: port is %s, want a number", jsonKind(rawPort))
 	}
 	if op.Port, err = checkPort(port); err != nil {
-		return Operation{}, err
+		return ids, err
 	}
 	if key, err = jsonString(frag, "connectionKey"); err != nil {
-		return Operation{}, err
+		return ids, err
 	}
 	if op.Key, err = checkKey(key); err != nil {
-		return Operation{}, err
+		return ids, err
 	}
 	return op, nil
 }
@@ -230,7 +240,7 @@ func parseSmartREST(line string) (Operation, error) {
 			return Operation{}, newError(ErrNotRemoteAccess,
 				"c8y: SmartREST template %s, not %s (%s)", template, templateConnect, Fragment)
 		}
-		return Operation{}, newError(ErrBadOperation,
+		return Operation{}, newError(ErrNotOperation,
 			"c8y: operation %s is neither a JSON object nor a SmartREST line", quote(line))
 	}
 	fields, err := splitCSV(line)

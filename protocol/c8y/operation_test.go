@@ -106,12 +106,6 @@ func TestParseOperationBad(t *testing.T) {
 		name, line string
 		in         string // in the message
 	}{
-		{"empty", "", "empty operation"},
-		{"spaces", " \r\n", "empty operation"},
-		{"neither", "hello", "neither a JSON object nor a SmartREST line"},
-		{"JSON array", `[{"c8y_RemoteAccessConnect":{}}]`, "neither"},
-		{"bad JSON", `{"c8y_RemoteAccessConnect":`, "not valid JSON"},
-		{"JSON trailing data", `{} {}`, "not valid JSON"},
 		{"fragment null", op(`null`), "is null, want an object"},
 		{"fragment string", op(`"x"`), "is a string, want an object"},
 		{"no hostname", op(`{"port":1,"connectionKey":"k"}`), "has no hostname"},
@@ -162,11 +156,40 @@ func TestParseOperationBad(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := ParseOperation([]byte(tt.line))
-			if !errors.Is(err, ErrBadOperation) {
-				t.Fatalf("ParseOperation(%.60q) = %+v, %v; want an error wrapping ErrBadOperation", tt.line, got, err)
+			if !errors.Is(err, ErrBadOperation) || errors.Is(err, ErrNotOperation) {
+				t.Fatalf("ParseOperation(%.60q) = %+v, %v; want an error wrapping ErrBadOperation only", tt.line, got, err)
 			}
 			if !strings.Contains(err.Error(), tt.in) || !strings.HasPrefix(err.Error(), "c8y: ") {
 				t.Errorf("error %q does not start \"c8y: \" and contain %q", err, tt.in)
+			}
+			// The ID, where it could be read, comes back to report the
+			// failure by.
+			if want := (Operation{ID: "1"}); strings.HasPrefix(tt.line, `{"id":"1",`) && got != want {
+				t.Errorf("ParseOperation(%.60q) returned %+v with the error, want %+v", tt.line, got, want)
+			}
+		})
+	}
+}
+
+// Input that is no operation at all is told apart from a bad
+// c8y_RemoteAccessConnect: nothing says which operation to fail.
+func TestParseOperationNotOperation(t *testing.T) {
+	for _, tt := range []struct{ name, line, in string }{
+		{"empty", "", "empty operation"},
+		{"spaces", " \r\n", "empty operation"},
+		{"neither", "hello", "neither a JSON object nor a SmartREST line"},
+		{"letters after digits", "x530,d,h,1,k", "neither"},
+		{"JSON array", `[{"c8y_RemoteAccessConnect":{}}]`, "neither"},
+		{"bad JSON", `{"c8y_RemoteAccessConnect":`, "not valid JSON"},
+		{"JSON trailing data", `{} {}`, "not valid JSON"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseOperation([]byte(tt.line))
+			if !errors.Is(err, ErrNotOperation) || errors.Is(err, ErrBadOperation) || errors.Is(err, ErrNotRemoteAccess) {
+				t.Fatalf("ParseOperation(%q) = %+v, %v; want an error wrapping ErrNotOperation only", tt.line, got, err)
+			}
+			if !strings.Contains(err.Error(), tt.in) || got != (Operation{}) {
+				t.Errorf("ParseOperation(%q) = %+v, %v; want no fields and an error containing %q", tt.line, got, err, tt.in)
 			}
 		})
 	}
@@ -210,8 +233,17 @@ func FuzzParseOperation(f *testing.F) {
 	f.Fuzz(func(t *testing.T, line []byte) {
 		op, err := ParseOperation(line)
 		if err != nil {
-			if errors.Is(err, ErrNotRemoteAccess) == errors.Is(err, ErrBadOperation) {
+			n := 0
+			for _, s := range []error{ErrNotRemoteAccess, ErrBadOperation, ErrNotOperation} {
+				if errors.Is(err, s) {
+					n++
+				}
+			}
+			if n != 1 {
 				t.Fatalf("ParseOperation(%q) = %v; want exactly one of the sentinels", line, err)
+			}
+			if !errors.Is(err, ErrBadOperation) && op != (Operation{}) || op != (Operation{ID: op.ID, DeviceID: op.DeviceID}) {
+				t.Fatalf("ParseOperation(%q) = %+v, %v; want at most the IDs with an error", line, op, err)
 			}
 			return
 		}

@@ -26,6 +26,14 @@ var smartRESTTemplate = map[Status]string{
 	StatusFailed:     "502",
 }
 
+// Templates of the Cumulocity C reference agent's own SmartREST template
+// collection (cumulocity-agents-linux, srtemplate.txt; SmartREST 1.0 over
+// HTTP) that set an operation's status by its ID.
+const (
+	templateStatusByID = "303" // 303,<id>,<status>: PUT /devicecontrol/operations/<id>
+	templateFailedByID = "304" // 304,<id>,<reason>: the same, FAILED with a failureReason
+)
+
 // StatusUpdate is the JSON body of the REST request that sets an
 // operation's status: PUT /devicecontrol/operations/<Operation.ID>.
 type StatusUpdate struct {
@@ -52,6 +60,33 @@ func SmartRESTStatus(st Status, reason string) string {
 		}
 	}
 	return msg
+}
+
+// SmartRESTStatusID returns the SmartREST message, without line end, that
+// sets the operation with ID id (Operation.ID, from a JSON operation) to
+// status st, in the form the Cumulocity C reference agent sends:
+//
+//	303,<id>,EXECUTING
+//	303,<id>,SUCCESSFUL
+//	304,<id>,"<reason>"
+//
+// These are templates of that agent's SmartREST 1.0 template collection
+// (HTTP, with its X-Id), not MQTT static templates: on the MQTT topic s/us,
+// 303 and 304 raise alarms. The id is written as it is if it is digits,
+// as IDs are, and quoted otherwise; the reason is made one line and
+// quoted as in SmartRESTStatus, and is always present in a 304, empty if
+// need be. SmartRESTStatusID panics if st is not one of the Status
+// constants.
+func SmartRESTStatusID(id string, st Status, reason string) string {
+	mustTemplate(st)
+	field := id
+	if !isDigits(id) {
+		field = quoteCSV(oneLine(id))
+	}
+	if st == StatusFailed {
+		return templateFailedByID + "," + field + "," + quoteCSV(oneLine(reason))
+	}
+	return templateStatusByID + "," + field + "," + string(st)
 }
 
 // StatusLine returns the line, without line end, that the agent prints on

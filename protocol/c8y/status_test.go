@@ -33,6 +33,38 @@ func TestSmartRESTStatus(t *testing.T) {
 	}
 }
 
+// An operation with an ID is answered by ID, as the C reference agent
+// answers: 303,<id>,<status> and 304,<id>,<reason>.
+func TestSmartRESTStatusID(t *testing.T) {
+	tests := []struct {
+		id     string
+		st     Status
+		reason string
+		want   string
+	}{
+		{"4711", StatusExecuting, "", "303,4711,EXECUTING"},
+		{"4711", StatusExecuting, "ignored", "303,4711,EXECUTING"},
+		{"4711", StatusSuccessful, "", "303,4711,SUCCESSFUL"},
+		{"4711", StatusFailed, "connection refused", `304,4711,"connection refused"`},
+		{"4711", StatusFailed, `bad "port", try again` + "\n", `304,4711,"bad ""port"", try again"`},
+		{"4711", StatusFailed, "", `304,4711,""`},
+		{"op-7", StatusSuccessful, "", `303,"op-7",SUCCESSFUL`},
+		{`a,"b"`, StatusExecuting, "", `303,"a,""b""",EXECUTING`},
+	}
+	for _, tt := range tests {
+		got := SmartRESTStatusID(tt.id, tt.st, tt.reason)
+		if got != tt.want {
+			t.Errorf("SmartRESTStatusID(%q, %s, %q) = %q, want %q", tt.id, tt.st, tt.reason, got, tt.want)
+			continue
+		}
+		// Every message reads back as three SmartREST fields.
+		fields, err := splitCSV(got)
+		if err != nil || len(fields) != 3 || fields[1] != tt.id {
+			t.Errorf("%q splits into %q, %v", got, fields, err)
+		}
+	}
+}
+
 func TestStatusLine(t *testing.T) {
 	const key = "eb5e9d13-1caa-486b-bdda-130ca0d87df8"
 	tests := []struct {
@@ -80,8 +112,9 @@ func TestParseStatusLineBad(t *testing.T) {
 
 func TestUnknownStatusPanics(t *testing.T) {
 	for name, f := range map[string]func(){
-		"StatusLine":      func() { StatusLine("PENDING", "k", "") },
-		"SmartRESTStatus": func() { SmartRESTStatus("", "") },
+		"StatusLine":        func() { StatusLine("PENDING", "k", "") },
+		"SmartRESTStatus":   func() { SmartRESTStatus("", "") },
+		"SmartRESTStatusID": func() { SmartRESTStatusID("1", "PENDING", "") },
 	} {
 		func() {
 			defer func() {
