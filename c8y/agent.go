@@ -58,10 +58,14 @@ type Agent struct {
 	// Default 64 KiB.
 	BufferSize int
 
-	// Status receives a status line (protocol/c8y StatusLine, with "\n")
-	// each time an operation changes status: EXECUTING, then SUCCESSFUL or
-	// FAILED. Each line is one Write. Nil discards them.
+	// Status receives a line each time an operation changes status:
+	// EXECUTING, then SUCCESSFUL or FAILED, in the form StatusFormat says,
+	// with "\n". Each line is one Write. Nil discards them.
 	Status io.Writer
+
+	// StatusFormat is the form of the lines written to Status. The zero
+	// value is StatusSmartREST.
+	StatusFormat StatusFormat
 
 	// Logger receives logs of tunnels opened and closed. Nil is silent.
 	Logger *slog.Logger
@@ -69,7 +73,37 @@ type Agent struct {
 	mu sync.Mutex // serializes Status writes
 }
 
-// MaxOperationLine is the longest operation line Serve reads.
+// A StatusFormat is a form of the status lines an Agent writes.
+type StatusFormat int
+
+const (
+	// StatusSmartREST writes SmartREST, which Cumulocity understands
+	// (protocol/c8y SPEC.md §2): an operation that came as JSON with an
+	// "id" is answered by that ID as the C reference agent answers it,
+	//
+	//	303,<id>,EXECUTING
+	//	303,<id>,SUCCESSFUL
+	//	304,<id>,"<reason>"
+	//
+	// and any other (a SmartREST 530 line) with the MQTT static templates
+	// that thin-edge's mapper publishes,
+	//
+	//	501,c8y_RemoteAccessConnect
+	//	503,c8y_RemoteAccessConnect
+	//	502,c8y_RemoteAccessConnect,"<reason>"
+	StatusSmartREST StatusFormat = iota
+
+	// StatusText writes readable lines (protocol/c8y StatusLine) that
+	// name the operation by its connection key:
+	//
+	//	EXECUTING <key>
+	//	SUCCESSFUL <key>
+	//	FAILED <key> <reason>
+	StatusText
+)
+
+// MaxOperationLine is the longest operation Serve reads, in bytes; a JSON
+// operation may span several lines.
 const MaxOperationLine = 1 << 20
 
 func (a *Agent) log() *slog.Logger {
@@ -79,14 +113,57 @@ func (a *Agent) log() *slog.Logger {
 	return a.Logger
 }
 
-func (a *Agent) report(st wire.Status, key, reason string) {
+func (a *Agent) report(op wire.Operation, st wire.Status, reason string) {
 	if a.Status == nil {
 		return
 	}
+	var line string
+	switch {
+	case a.StatusFormat == StatusText:
+		line = wire.StatusLine(st, op.Key, reason)
+	case op.ID != "":
+		line = wire.SmartRESTStatusID(op.ID, st, reason)
+	default:
+		line = wire.SmartRESTStatus(st, reason)
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	io.WriteString(a.Status, wire.StatusLine(st, key, reason)+"\n")
+	io.WriteString(a.Status, line+"\n")
 }
+
+// keyHint names a connection key in logs without giving it away: the
+// key is a credential until its WebSocket is open, and after that it is
+// still the name of a device's tunnel.
+func keyHint(key string) string {
+	if len(key) < 16 {
+		return "…"
+	}
+	return key[:8] + "…"
+}
+
+// redactKey hides key in err's text (a WebSocket URL holds it) and keeps
+// err for errors.Is and errors.As.
+func redactKey(err error, key string) error {
+	if err == nil || key == "" {
+		return err
+	}
+	return &redactedError{err: err, key: key}
+}
+
+type redactedError struct {
+	err error
+	key string
+}
+
+func (e *redactedError) Error() string {
+	msg := e.err.Error()
+	for _, k := range []string{url.PathEscape(e.key), e.key} {
+		msg = strings.ReplaceAll(msg, k, keyHint(e.key))
+	}
+	return msg
+}
+
+func (e *redactedError) Unwrap() error { return e.err }
 
 // Handle carries out one operation: it reports EXECUTING, dials the TCP
 // endpoint op.Host:op.Port and the device WebSocket for op.Key at the same
@@ -94,30 +171,35 @@ func (a *Agent) report(st wire.Status, key, reason string) {
 // It then copies bytes both ways until either side ends, which ends both,
 // or ctx ends. It returns the error that failed the tunnel's setup or cut
 // it, and nil for a tunnel that ended cleanly.
+//
+// The connection key appears in no log and no error text: logs name it by
+// its first characters only.
 func (a *Agent) Handle(ctx context.Context, op wire.Operation) error {
-	a.report(wire.StatusExecuting, op.Key, "")
+	a.report(op, wire.StatusExecuting, "")
 	tcp, ws, err := a.connect(ctx, op)
 	if err != nil {
-		a.report(wire.StatusFailed, op.Key, err.Error())
-		a.log().Info("c8y: tunnel failed", "endpoint", endpoint(op), "err", err)
+		err = redactKey(err, op.Key)
+		a.report(op, wire.StatusFailed, err.Error())
+		a.log().Info("c8y: tunnel failed", "endpoint", endpoint(op), "key", keyHint(op.Key), "err", err)
 		return err
 	}
-	a.report(wire.StatusSuccessful, op.Key, "")
-	a.log().Info("c8y: tunnel open", "endpoint", endpoint(op), "websocket", ws.RemoteAddr())
+	a.report(op, wire.StatusSuccessful, "")
+	a.log().Info("c8y: tunnel open", "endpoint", endpoint(op), "key", keyHint(op.Key))
 	stop := context.AfterFunc(ctx, func() {
 		tcp.Close()
 		ws.Close()
 	})
 	defer stop()
 	st, err := relay.Join(tcp, ws, nil)
+	err = redactKey(err, op.Key)
 	if relay.Cut(err) && ctx.Err() == nil {
-		a.log().Warn("c8y: tunnel cut", "endpoint", endpoint(op), "to_websocket", st.AtoB, "to_tcp", st.BtoA, "reason", err)
+		a.log().Warn("c8y: tunnel cut", "endpoint", endpoint(op), "key", keyHint(op.Key), "to_websocket", st.AtoB, "to_tcp", st.BtoA, "reason", err)
 		return err
 	}
 	if ctx.Err() != nil && err == nil {
 		err = ctx.Err()
 	}
-	a.log().Info("c8y: tunnel closed", "endpoint", endpoint(op), "to_websocket", st.AtoB, "to_tcp", st.BtoA, "err", err)
+	a.log().Info("c8y: tunnel closed", "endpoint", endpoint(op), "key", keyHint(op.Key), "to_websocket", st.AtoB, "to_tcp", st.BtoA, "err", err)
 	return err
 }
 
@@ -230,25 +312,29 @@ func (a *Agent) header() http.Header {
 	return nil
 }
 
-// Serve reads operations from ops, one per line (JSON or SmartREST 530,
-// see protocol/c8y), and handles each in a goroutine of its own. A line
-// that is not a c8y_RemoteAccessConnect operation is logged and skipped; a
-// bad one is reported FAILED (with key "_" when it has none). Serve
-// returns when ops is exhausted and every tunnel has ended, or when ctx
-// ends (which ends the tunnels); the error is that of reading ops. A Read
-// of ops that is blocked when ctx ends is left to return on its own, and
-// what it returns is dropped: close ops to end it.
+// Serve reads operations from ops (JSON, which may span lines, or
+// SmartREST 530 lines; protocol/c8y SplitOperations) and handles each in a
+// goroutine of its own. An operation that is not a c8y_RemoteAccessConnect
+// is logged and skipped; a bad one is reported EXECUTING and FAILED at
+// once, by its ID where it has one; input that is no operation at all
+// (invalid JSON, say) is logged and gets no status, since no operation
+// can be named for it. Serve returns when ops is exhausted and every
+// tunnel has ended, or when ctx ends (which ends the tunnels); the error
+// is that of reading ops. A Read of ops that is blocked when ctx ends is
+// left to return on its own, and what it returns is dropped: close ops to
+// end it.
 func (a *Agent) Serve(ctx context.Context, ops io.Reader) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	lines := make(chan []byte)
+	tokens := make(chan []byte)
 	readErr := make(chan error, 1)
 	go func() {
 		sc := bufio.NewScanner(ops)
 		sc.Buffer(make([]byte, 4096), MaxOperationLine)
+		sc.Split(wire.SplitOperations)
 		for sc.Scan() {
 			select {
-			case lines <- bytes.Clone(sc.Bytes()):
+			case tokens <- bytes.Clone(sc.Bytes()):
 			case <-ctx.Done():
 				readErr <- nil
 				return
@@ -256,7 +342,7 @@ func (a *Agent) Serve(ctx context.Context, ops io.Reader) error {
 		}
 		err := sc.Err()
 		if errors.Is(err, bufio.ErrTooLong) {
-			err = fmt.Errorf("c8y: an operation line is longer than %d bytes; give one operation per line", MaxOperationLine)
+			err = fmt.Errorf("c8y: an operation is longer than %d bytes; is a JSON operation missing its closing brace?", MaxOperationLine)
 		}
 		readErr <- err
 	}()
@@ -264,23 +350,25 @@ func (a *Agent) Serve(ctx context.Context, ops io.Reader) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
-		var line []byte
+		var token []byte
 		select {
-		case line = <-lines:
+		case token = <-tokens:
 		case err := <-readErr:
 			wg.Wait()
 			return err
 		case <-ctx.Done():
 			return nil
 		}
-		op, err := wire.ParseOperation(line)
+		op, err := wire.ParseOperation(token)
 		switch {
-		case len(bytes.TrimSpace(line)) == 0:
 		case errors.Is(err, wire.ErrNotRemoteAccess):
 			a.log().Info("c8y: skipped an operation that is not c8y_RemoteAccessConnect", "err", err)
+		case errors.Is(err, wire.ErrNotOperation):
+			a.log().Warn("c8y: skipped input that is no operation; no status reported", "err", err)
 		case err != nil:
-			a.report(wire.StatusFailed, "", err.Error())
-			a.log().Info("c8y: bad operation", "err", err)
+			a.report(op, wire.StatusExecuting, "")
+			a.report(op, wire.StatusFailed, err.Error())
+			a.log().Info("c8y: bad operation", "id", op.ID, "err", err)
 		default:
 			wg.Go(func() { a.Handle(ctx, op) })
 		}

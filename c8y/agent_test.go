@@ -81,20 +81,39 @@ func (l *lines) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (l *lines) want(t *testing.T, want ...string) {
+// want reads status lines that start as want says, each one Write with
+// "\n". A line that starts with a letter must be a documented text status
+// line (StatusText); one that starts with a digit, SmartREST.
+func (l *lines) want(t *testing.T, want ...string) (lines []string) {
 	t.Helper()
 	for _, w := range want {
 		select {
 		case got := <-l.ch:
+			lines = append(lines, got)
 			if !strings.HasPrefix(got, w) || !strings.HasSuffix(got, "\n") {
 				t.Fatalf("status line %q, want one starting %q", got, w)
 			}
-			if _, _, _, err := wire.ParseStatusLine(got); err != nil {
-				t.Fatalf("status line %q is not in the documented format: %v", got, err)
+			if got[0] < '0' || got[0] > '9' {
+				if _, _, _, err := wire.ParseStatusLine(got); err != nil {
+					t.Fatalf("status line %q is not in the documented format: %v", got, err)
+				}
+			} else if strings.Count(got, "\n") != 1 {
+				t.Fatalf("SmartREST status %q is not one line", got)
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatalf("no status line, want %q", w)
 		}
+	}
+	return lines
+}
+
+// none checks that no status line is waiting.
+func (l *lines) none(t *testing.T) {
+	t.Helper()
+	select {
+	case got := <-l.ch:
+		t.Fatalf("status line %q, want none", got)
+	default:
 	}
 }
 
@@ -178,7 +197,7 @@ func TestAgentTunnel(t *testing.T) {
 			cl := newCloud(t, basic("t123/dev", "s3cret"))
 			l, op := service(t)
 			st := newLines()
-			a := &c8y.Agent{URL: cl.srv.URL, User: "t123/dev", Password: "s3cret", Status: st}
+			a := &c8y.Agent{URL: cl.srv.URL, User: "t123/dev", Password: "s3cret", Status: st, StatusFormat: c8y.StatusText}
 			done := handle(a, op)
 			tcp := accept(t, l)
 			ws := recv(t, cl.conns)
@@ -220,7 +239,7 @@ func TestAgentBearer(t *testing.T) {
 	cl := newCloud(t, "Bearer tok-1")
 	l, op := service(t)
 	st := newLines()
-	a := &c8y.Agent{URL: cl.srv.URL + "/", Token: "tok-1", User: "ignored", Status: st}
+	a := &c8y.Agent{URL: cl.srv.URL + "/", Token: "tok-1", User: "ignored", Status: st, StatusFormat: c8y.StatusText}
 	done := handle(a, op)
 	tcp := accept(t, l)
 	recv(t, cl.conns).Close()
@@ -247,7 +266,7 @@ func TestAgentFailures(t *testing.T) {
 			case <-stop:
 			}
 		}()
-		err := wait(t, handle(&c8y.Agent{URL: cl.srv.URL, Token: "t", Status: st}, op))
+		err := wait(t, handle(&c8y.Agent{URL: cl.srv.URL, Token: "t", Status: st, StatusFormat: c8y.StatusText}, op))
 		close(stop)
 		<-drained
 		if err == nil || !strings.Contains(err.Error(), "cannot connect to the endpoint 127.0.0.1:"+strconv.Itoa(op.Port)) {
@@ -259,7 +278,7 @@ func TestAgentFailures(t *testing.T) {
 		cl := newCloud(t, basic("t123/dev", "right"))
 		l, op := service(t)
 		st := newLines()
-		done := handle(&c8y.Agent{URL: cl.srv.URL, User: "t123/dev", Password: "wrong", Status: st}, op)
+		done := handle(&c8y.Agent{URL: cl.srv.URL, User: "t123/dev", Password: "wrong", Status: st, StatusFormat: c8y.StatusText}, op)
 		tcp := accept(t, l)
 		err := wait(t, done)
 		var he *wsconn.HandshakeError
@@ -267,6 +286,9 @@ func TestAgentFailures(t *testing.T) {
 			t.Fatalf("Handle = %v, want a 401 HandshakeError", err)
 		}
 		st.want(t, "EXECUTING", "FAILED "+testKey+" c8y: cannot open the remote access WebSocket: wsconn: ")
+		if strings.Contains(err.Error(), testKey) {
+			t.Errorf("Handle's error %q shows the connection key", err)
+		}
 		wantEnd(t, tcp, "endpoint after the WebSocket was refused")
 	})
 	t.Run("no subprotocol in the answer", func(t *testing.T) {
@@ -274,7 +296,7 @@ func TestAgentFailures(t *testing.T) {
 		cl.answer = ""
 		_, op := service(t)
 		st := newLines()
-		err := wait(t, handle(&c8y.Agent{URL: cl.srv.URL, Token: "t", Status: st}, op))
+		err := wait(t, handle(&c8y.Agent{URL: cl.srv.URL, Token: "t", Status: st, StatusFormat: c8y.StatusText}, op))
 		if err == nil || !strings.Contains(err.Error(), `not "binary"`) {
 			t.Fatalf("Handle = %v", err)
 		}
@@ -284,7 +306,7 @@ func TestAgentFailures(t *testing.T) {
 		l, op := service(t)
 		l.Close()
 		st := newLines()
-		err := wait(t, handle(&c8y.Agent{URL: "ws://127.0.0.1:1", Status: st, ConnectTimeout: 5 * time.Second}, op))
+		err := wait(t, handle(&c8y.Agent{URL: "ws://127.0.0.1:1", Status: st, StatusFormat: c8y.StatusText, ConnectTimeout: 5 * time.Second}, op))
 		if err == nil {
 			t.Fatal("Handle succeeded")
 		}
@@ -294,7 +316,7 @@ func TestAgentFailures(t *testing.T) {
 		_, op := service(t)
 		for _, u := range []string{"", "ftp://x", "https://", "::"} {
 			st := newLines()
-			err := wait(t, handle(&c8y.Agent{URL: u, Status: st}, op))
+			err := wait(t, handle(&c8y.Agent{URL: u, Status: st, StatusFormat: c8y.StatusText}, op))
 			if err == nil || !strings.Contains(err.Error(), "URL") {
 				t.Errorf("URL %q: Handle = %v", u, err)
 			}
@@ -352,13 +374,13 @@ func TestAgentServe(t *testing.T) {
 	cl := newCloud(t, "Bearer t")
 	l, op := service(t)
 	st := newLines()
-	a := &c8y.Agent{URL: cl.srv.URL, Token: "t", Status: st}
+	a := &c8y.Agent{URL: cl.srv.URL, Token: "t", Status: st, StatusFormat: c8y.StatusText}
 	pr, pw := io.Pipe()
 	served := make(chan error, 1)
 	go func() { served <- a.Serve(context.Background(), pr) }()
 
 	io.WriteString(pw, "\n510,DeviceSerial\n530,dev,127.0.0.1,70000,k2\n")
-	st.want(t, "FAILED _ c8y: port 70000 is out of range")
+	st.want(t, "EXECUTING _", "FAILED _ c8y: port 70000 is out of range")
 	io.WriteString(pw, `{"id":"7","c8y_RemoteAccessConnect":{"hostname":"127.0.0.1","port":`+strconv.Itoa(op.Port)+`,"connectionKey":"`+testKey+`"}}`+"\r\n")
 	tcp := accept(t, l)
 	ws := recv(t, cl.conns)

@@ -6,10 +6,12 @@
 // reports EXECUTING, dials the TCP endpoint host:port and the WebSocket
 // <URL>/service/remoteaccess/device/<key> at the same time (Authorization
 // Basic or Bearer, subprotocol "binary"), reports SUCCESSFUL and copies
-// bytes both ways, or reports FAILED with the reason:
+// bytes both ways, or reports FAILED with the reason. It reports in
+// SmartREST (303/304 by the operation's ID, as the C reference agent does,
+// or 501/503/502), or in readable lines with StatusText:
 //
 //	a := &c8y.Agent{URL: "https://t123.cumulocity.com", User: "t123/device", Password: pw, Status: os.Stdout}
-//	err := a.Serve(ctx, os.Stdin) // one operation per line
+//	err := a.Serve(ctx, os.Stdin) // JSON operations (any layout) or 530 lines
 //
 // The cloud side is the Server, an http.Handler that a DP runs so that the
 // same agent works with a self-hosted relay: it issues single-use,

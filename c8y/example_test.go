@@ -10,8 +10,9 @@ import (
 	"rtcp/c8y"
 )
 
-// An agent that takes its operations from standard input, one per line,
-// and prints a status line for each change.
+// An agent that takes its operations from standard input (JSON in any
+// layout, or SmartREST 530 lines) and prints the SmartREST message of each
+// status change.
 func ExampleAgent() {
 	a := &c8y.Agent{
 		URL:      "https://t123.cumulocity.com",

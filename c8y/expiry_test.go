@@ -77,9 +77,10 @@ func newInMemory() *inMemory {
 	go func() { hs.Serve(l); close(served) }()
 	tr := &http.Transport{DialContext: l.Dial}
 	m.agent = &c8y.Agent{
-		URL:        "ws://c8y.test",
-		HTTPClient: &http.Client{Transport: tr},
-		Status:     m.status,
+		URL:          "ws://c8y.test",
+		HTTPClient:   &http.Client{Transport: tr},
+		Status:       m.status,
+		StatusFormat: c8y.StatusText,
 		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			a, b := net.Pipe()
 			m.service <- b
