@@ -1,6 +1,7 @@
 package tcpipe
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"log/slog"
@@ -33,6 +34,12 @@ type Client struct {
 	StallTimeout time.Duration
 	Logger       *slog.Logger
 
+	// Secret and HandshakeTimeout are as in Server: with a secret, the
+	// client proves it holds it, and takes the link only once the server
+	// has proved it back.
+	Secret           []byte
+	HandshakeTimeout time.Duration
+
 	// Dial dials the server instance. Nil means a net.Dialer with a 10 s
 	// timeout.
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
@@ -54,7 +61,11 @@ func (c *Client) DialAndServe(ctx context.Context) error {
 	}
 	in := &c.in
 	in.setup(settings{ports: c.Ports, bind: c.Bind, target: c.Target, targetPorts: c.TargetPorts,
-		dialTarget: c.DialTarget, quiet: c.Quiet, maxBuffer: c.MaxBuffer, stallTimeout: c.StallTimeout, log: c.Logger})
+		dialTarget: c.DialTarget, quiet: c.Quiet, maxBuffer: c.MaxBuffer, stallTimeout: c.StallTimeout,
+		secret: c.Secret, handshake: c.HandshakeTimeout, log: c.Logger})
+	if err := checkSecret(c.Secret); err != nil {
+		return err
+	}
 	defer in.close()
 	stop := context.AfterFunc(ctx, in.cancel) // the links' ends are the shutdown's
 	defer stop()
@@ -72,9 +83,8 @@ func (c *Client) DialAndServe(ctx context.Context) error {
 	for {
 		conn, err := c.dial(ctx)
 		if err == nil {
-			failures = 0
 			if in.g.Track(conn) {
-				err = in.serveLink(conn, ctx.Done())
+				err = c.serve(ctx, conn, &failures)
 				in.g.Release(conn)
 			}
 			conn.Close()
@@ -89,6 +99,24 @@ func (c *Client) DialAndServe(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// serve runs the handshake, if there is a secret, and carries the link
+// conn until it ends. A link that came up resets failures.
+func (c *Client) serve(ctx context.Context, conn net.Conn, failures *int) error {
+	in := &c.in
+	keepAlive(conn)
+	br := bufio.NewReader(conn)
+	if in.secret != nil {
+		stop := context.AfterFunc(ctx, func() { conn.Close() })
+		err := clientHandshake(conn, br, in.secret, in.handshake)
+		stop()
+		if err != nil {
+			return err
+		}
+	}
+	*failures = 0
+	return in.serveLink(conn, br, ctx.Done())
 }
 
 func (c *Client) dial(ctx context.Context) (net.Conn, error) {

@@ -21,6 +21,14 @@
 // appli2:40000. Each port carries one connection at a time; losing the
 // link closes every user connection.
 //
+// The original trusts whoever connects: the first to reach the server is
+// its partner. Here a partner reaches only the target's ports it is
+// allowed (TargetPorts, by default Ports), a second partner is refused
+// while the first is up, and two instances given the same Secret prove
+// to each other that they hold it before the link is used; a partner
+// that proves it replaces a link it lost. Without a Secret the wire is
+// the original's.
+//
 // The frames are encoded by package rtcp/protocol/tcpipe; its SPEC.md has
 // the wire and the choices the original leaves open. Connections run on
 // rtcp's session layer and relay, like every other wire rtcp speaks.

@@ -1,6 +1,7 @@
 package tcpipe
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -40,6 +41,8 @@ type settings struct {
 	quiet        time.Duration
 	maxBuffer    int
 	stallTimeout time.Duration
+	secret       []byte
+	handshake    time.Duration // timeout
 	log          *slog.Logger
 }
 
@@ -55,20 +58,24 @@ type instance struct {
 	ready    func()
 	released func(port uint16)
 
-	allowed  func(port uint16) bool // the ports of target the partner may reach
-	g        serve.Group            // listeners, connections, goroutines
-	mu       sync.Mutex
-	partner  *mux.Session
-	busy     map[uint16]bool // ports whose accepted connection is open or quiet
-	listened bool
-	ctx      context.Context // canceled by close, and when a Client's context ends
-	cancel   context.CancelFunc
+	allowed    func(port uint16) bool // the ports of target the partner may reach
+	g          serve.Group            // listeners, connections, goroutines
+	mu         sync.Mutex
+	partner    *mux.Session
+	handshakes int             // partner links in their handshake
+	busy       map[uint16]bool // ports whose accepted connection is open or quiet
+	listened   bool
+	ctx        context.Context // canceled by close, and when a Client's context ends
+	cancel     context.CancelFunc
 }
 
 func (in *instance) setup(s settings) {
 	in.settings = s
 	if in.quiet <= 0 {
 		in.quiet = defaultQuiet
+	}
+	if in.handshake <= 0 {
+		in.handshake = defaultHandshakeTimeout
 	}
 	if in.log == nil {
 		in.log = discard
@@ -240,15 +247,59 @@ func (in *instance) release(port uint16) {
 	}
 }
 
-// serveLink carries connections over the partner link c until it ends,
-// the instance closes or stop is closed. The link replaces the one before
-// it: the wire has no keepalive, so the old one may be dead unnoticed.
-func (in *instance) serveLink(c net.Conn, stop <-chan struct{}) error {
+// acceptPartner takes c, a connection to the server's partner port, as
+// the partner link if it may be (SPEC.md, "One partner"): with a secret,
+// once it has proved it holds it, replacing the link before it; without,
+// only while there is no partner link.
+func (in *instance) acceptPartner(c net.Conn) {
+	keepAlive(c)
+	br := bufio.NewReader(c)
+	if in.secret != nil {
+		in.mu.Lock()
+		full := in.handshakes >= maxHandshakes
+		if !full {
+			in.handshakes++
+		}
+		in.mu.Unlock()
+		if full {
+			in.log.Warn("tcpipe: partner refused", "remote", c.RemoteAddr(),
+				"reason", fmt.Sprintf("tcpipe: %d partner links are in their handshake already", maxHandshakes))
+			return
+		}
+		err := serverHandshake(c, br, in.secret, in.handshake)
+		in.mu.Lock()
+		in.handshakes--
+		in.mu.Unlock()
+		if err != nil {
+			in.log.Warn("tcpipe: partner refused", "remote", c.RemoteAddr(), "reason", err)
+			return
+		}
+	}
+	in.serveLink(c, br, nil)
+}
+
+// serveLink carries connections over the partner link c, read through
+// br, until it ends, the instance closes or stop is closed. A partner
+// that proved the secret replaces the link before it, which may be dead
+// unnoticed (the wire has no keepalive); without a secret, a link while
+// another is up is refused with errPartnerUp.
+func (in *instance) serveLink(c net.Conn, br *bufio.Reader, stop <-chan struct{}) error {
 	backlog := 0 // the session's default
 	if in.target == "" {
 		backlog = -1 // no target: every Connect is answered with Disconnect
 	}
-	s := mux.New(c, newFramer(c, c), mux.Config{
+	in.mu.Lock()
+	if in.g.Closed() {
+		in.mu.Unlock()
+		return ErrServerClosed
+	}
+	old := in.partner
+	if old != nil && in.secret == nil {
+		in.mu.Unlock()
+		in.log.Warn("tcpipe: partner refused", "remote", c.RemoteAddr(), "partner", old.RemoteAddr(), "reason", errPartnerUp)
+		return errPartnerUp
+	}
+	s := mux.New(c, newFramer(br, c), mux.Config{
 		Name:            "tcpipe partner link with " + c.RemoteAddr().String(),
 		OpenerAssignsID: true,
 		NextID:          portID,
@@ -257,17 +308,11 @@ func (in *instance) serveLink(c net.Conn, stop <-chan struct{}) error {
 		StallTimeout:    in.stallTimeout,
 		Logger:          in.log,
 	})
-	in.mu.Lock()
-	if in.g.Closed() {
-		in.mu.Unlock()
-		s.Close()
-		return ErrServerClosed
-	}
-	old := in.partner
 	in.partner = s
 	in.mu.Unlock()
 	if old != nil {
-		in.log.Info("tcpipe: a new partner link replaces the old one")
+		in.log.Warn("tcpipe: a partner that proved the secret replaces the link before it; the old link's user connections are closed",
+			"remote", c.RemoteAddr(), "old", old.RemoteAddr())
 		closeOld := func() { old.Close() }
 		if !in.g.Go(closeOld) { // it may linger; the new link need not wait
 			closeOld()

@@ -18,9 +18,11 @@ import (
 // connect to its target on the same port; a connection the partner
 // accepted on a port is carried to Target on that port. Each port carries
 // one connection at a time. When the partner link drops, every user
-// connection is closed; a partner that connects again replaces the old
-// link (which may be dead without the server knowing: the wire has no
-// keepalive).
+// connection is closed. A second partner is refused while the first is
+// up, unless it proves it holds Secret: then it replaces the old link,
+// which may be dead without the server knowing (the wire has no
+// keepalive; the server has the kernel probe the link, and notices a
+// vanished partner within about 30 s).
 //
 // Set its fields, call Serve or ListenAndServe, and Close.
 type Server struct {
@@ -67,6 +69,19 @@ type Server struct {
 	// never cuts.
 	StallTimeout time.Duration
 
+	// Secret, if set, is a secret of at least 16 bytes that the server
+	// and its partner share: a partner must prove it holds it before
+	// its link is taken, and the server proves it back (SPEC.md,
+	// "Authentication"). A partner that proves it replaces the link
+	// before it (the partner reconnected; the old link may be dead
+	// unnoticed). Nil runs no handshake, as the original: anyone who
+	// connects can be the partner, so the server then refuses a partner
+	// while another is up. An original tcpipe holds no secret.
+	Secret []byte
+
+	// HandshakeTimeout bounds the handshake of Secret. Default 10 s.
+	HandshakeTimeout time.Duration
+
 	// Logger receives the server's logs. Nil is silent.
 	Logger *slog.Logger
 
@@ -77,7 +92,8 @@ type Server struct {
 func (s *Server) init() {
 	s.once.Do(func() {
 		s.in.setup(settings{server: true, ports: s.Ports, bind: s.Bind, target: s.Target, targetPorts: s.TargetPorts,
-			dialTarget: s.DialTarget, quiet: s.Quiet, maxBuffer: s.MaxBuffer, stallTimeout: s.StallTimeout, log: s.Logger})
+			dialTarget: s.DialTarget, quiet: s.Quiet, maxBuffer: s.MaxBuffer, stallTimeout: s.StallTimeout,
+			secret: s.Secret, handshake: s.HandshakeTimeout, log: s.Logger})
 	})
 }
 
@@ -99,12 +115,16 @@ func (s *Server) ListenAndServe(addr string) error {
 func (s *Server) Serve(l net.Listener) error {
 	s.init()
 	in := &s.in
+	if err := checkSecret(in.secret); err != nil {
+		l.Close()
+		return err
+	}
 	if err := in.listenUsers(); err != nil {
 		l.Close()
 		return err
 	}
 	err := in.g.Serve(l, func(c net.Conn) bool {
-		in.serveLink(c, nil)
+		in.acceptPartner(c)
 		return false
 	})
 	if err == serve.ErrClosed {
