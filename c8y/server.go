@@ -381,6 +381,11 @@ func keyFromPath(path, prefix string) (string, bool) {
 	return wire.ParseDevicePath(DevicePrefix + strings.TrimPrefix(path, prefix))
 }
 
+// deviceAcceptor takes the device agents that the cloud takes, the
+// Cumulocity C reference agent among them: it offers no subprotocol and
+// sends a Sec-WebSocket-Key that is not 16 bytes of base64.
+var deviceAcceptor = &wsconn.Acceptor{Subprotocol: wire.Subprotocol, LenientKey: true}
+
 // serveDevice takes a device agent's WebSocket for its key and holds it
 // until a client pairs with it and the tunnel ends, or the key expires.
 func (s *Server) serveDevice(w http.ResponseWriter, r *http.Request, path string) {
@@ -397,7 +402,7 @@ func (s *Server) serveDevice(w http.ResponseWriter, r *http.Request, path string
 		writeJSON(w, http.StatusConflict, errorBody{"c8y: a device is already connected for this key; a key is single use"})
 		return
 	}
-	c, err := wsconn.Accept(w, r, wire.Subprotocol)
+	c, err := deviceAcceptor.Accept(w, r)
 	if err != nil {
 		k.releaseDeviceSlot()
 		return

@@ -14,12 +14,15 @@
 //
 // The WebSocket protocol itself is github.com/coder/websocket's: this
 // package adds the net.Conn view of a dialled connection with addresses,
-// errors that say what the server answered, and a handler that hands
-// accepted connections on.
+// errors that say what the server answered, a handler that hands accepted
+// connections on, and an Acceptor that can take clients which bend RFC
+// 6455 as the Cumulocity C reference agent does.
 package wsconn
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -217,11 +220,51 @@ func oneLine(s string) string {
 // Accept upgrades an HTTP request to a WebSocket and returns it as a
 // net.Conn over binary messages, with the addresses of the connection
 // under it. If subprotocol is not empty it is answered when the client
-// offers it. On failure Accept has already answered the request.
+// offers it. On failure Accept has already answered the request. It is
+// (&Acceptor{Subprotocol: subprotocol}).Accept(w, r).
 func Accept(w http.ResponseWriter, r *http.Request, subprotocol string) (net.Conn, error) {
+	return (&Acceptor{Subprotocol: subprotocol}).Accept(w, r)
+}
+
+// An Acceptor upgrades HTTP requests to WebSockets. The zero value answers
+// no subprotocol and holds clients to RFC 6455.
+type Acceptor struct {
+	// Subprotocol, if not empty, is answered when the client offers it.
+	Subprotocol string
+
+	// LenientKey accepts a Sec-WebSocket-Key that is not, as RFC 6455
+	// asks, the base64 of 16 bytes, if it is 1 to 64 printable ASCII
+	// characters without spaces: the Cumulocity C reference agent sends
+	// the 25 characters "dGhlIHNhbXBsZSBub25jazz==", which the cloud
+	// accepts. Sec-WebSocket-Accept is computed from the key as sent, as
+	// RFC 6455 computes it. Anything else is still answered 400.
+	LenientKey bool
+}
+
+// websocketGUID is RFC 6455's constant for Sec-WebSocket-Accept.
+const websocketGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+// validKey stands in for a key the library would refuse. Any valid key
+// will do: the answer's Sec-WebSocket-Accept is replaced (acceptAnswer).
+const validKey = "AAAAAAAAAAAAAAAAAAAAAA=="
+
+// Accept upgrades the request r to a WebSocket and returns it as a
+// net.Conn over binary messages, with the addresses of the connection
+// under it. On failure it has already answered the request.
+func (a *Acceptor) Accept(w http.ResponseWriter, r *http.Request) (net.Conn, error) {
+	if a.LenientKey {
+		if key, ok := lenientKey(r.Header); ok {
+			// The library checks the key strictly: hand it a request
+			// with a valid one, and put the answer for the key the
+			// client sent into the response.
+			r = r.Clone(r.Context())
+			r.Header.Set("Sec-WebSocket-Key", validKey)
+			w = &acceptAnswer{ResponseWriter: w, accept: secWebSocketAccept(key)}
+		}
+	}
 	opts := &websocket.AcceptOptions{}
-	if subprotocol != "" {
-		opts.Subprotocols = []string{subprotocol}
+	if a.Subprotocol != "" {
+		opts.Subprotocols = []string{a.Subprotocol}
 	}
 	c, err := websocket.Accept(w, r, opts)
 	if err != nil {
@@ -229,6 +272,49 @@ func Accept(w http.ResponseWriter, r *http.Request, subprotocol string) (net.Con
 	}
 	return newConn(c, nil, nil), nil
 }
+
+// lenientKey returns the request's one Sec-WebSocket-Key when the
+// library would refuse it but LenientKey accepts it.
+func lenientKey(h http.Header) (string, bool) {
+	keys := h.Values("Sec-WebSocket-Key")
+	if len(keys) != 1 {
+		return "", false
+	}
+	key := strings.TrimSpace(keys[0])
+	if b, err := base64.StdEncoding.DecodeString(key); err == nil && len(b) == 16 {
+		return "", false // valid: nothing to do
+	}
+	if key == "" || len(key) > 64 {
+		return "", false
+	}
+	for i := 0; i < len(key); i++ {
+		if key[i] <= ' ' || key[i] > '~' {
+			return "", false
+		}
+	}
+	return key, true
+}
+
+func secWebSocketAccept(key string) string {
+	h := sha1.Sum([]byte(key + websocketGUID))
+	return base64.StdEncoding.EncodeToString(h[:])
+}
+
+// acceptAnswer sets Sec-WebSocket-Accept in a 101 answer. Unwrap lets the
+// library reach the http.Hijacker under it.
+type acceptAnswer struct {
+	http.ResponseWriter
+	accept string
+}
+
+func (w *acceptAnswer) WriteHeader(code int) {
+	if code == http.StatusSwitchingProtocols {
+		w.Header().Set("Sec-WebSocket-Accept", w.accept)
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *acceptAnswer) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // Handler returns an http.Handler that upgrades each request with Accept
 // and calls serve with the connection, in the request's goroutine; serve
