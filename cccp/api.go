@@ -15,9 +15,11 @@ import (
 
 // ServeHTTP serves the control API: GET /on, /off and /status, each with
 // its parameters in the query, answered with JSON (see
-// protocol/cccp/SPEC.md). Beyond the vendor's answers it gives 400 for a
-// bad query, 401 without the token, 404 for another path and 405 for
-// another method, each with a {"message": ...} body.
+// protocol/cccp/SPEC.md), but for /off's 200, which has no body. Beyond
+// the vendor's answers it gives 400 for a bad query, 401 without the
+// token, 404 for another path, 405 for another method and 409 for an /on
+// that asks a proxy already on for other parameters, each with a
+// {"message": ...} body.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.init()
 	if !p.authorized(r) {
@@ -85,7 +87,10 @@ func (p *Proxy) serveOn(w http.ResponseWriter, r *http.Request) {
 		host = requestHost(r)
 	}
 	pr, err := p.turnOn(req, host)
+	var conflict *onConflictError
 	switch {
+	case errors.As(err, &conflict):
+		writeError(w, http.StatusConflict, err.Error())
 	case errors.Is(err, errNoPorts):
 		writeError(w, http.StatusServiceUnavailable, wire.MsgNoAvailablePorts)
 	case errors.Is(err, ErrProxyClosed):
@@ -121,7 +126,9 @@ func (p *Proxy) serveOff(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("cccp: no proxy is on for serial %q", serial))
 		return
 	}
-	writeJSON(w, http.StatusOK, struct{}{})
+	// The documentation gives no body for this 200.
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
 }
 
 func (p *Proxy) serveStatus(w http.ResponseWriter, r *http.Request) {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -400,7 +401,28 @@ func (p *Proxy) Close() error {
 // errNoPorts is the reason /on answers 503.
 var errNoPorts = errors.New(wire.MsgNoAvailablePorts)
 
-// turnOn starts a proxy for req.Serial, or returns the one that is on.
+// An onConflictError is the reason /on answers 409: a proxy is on for the
+// serial with other parameters. A proxy keeps the parameters it was turned
+// on with: changing them under a client (a narrower whitelist, a timeout
+// that has passed, persistence) has no answer a user could predict.
+type onConflictError struct {
+	on   wire.OnRequest
+	port int
+}
+
+func (e *onConflictError) Error() string {
+	params := fmt.Sprintf("persistent=%t", e.on.Persistent)
+	if q, err := url.ParseQuery(e.on.Encode()); err == nil && q.Has("ip_whitelist") {
+		params += ", ip_whitelist=" + q.Get("ip_whitelist")
+	}
+	params += fmt.Sprintf(", timeout=%d", e.on.Timeout/time.Second)
+	return fmt.Sprintf("cccp: a proxy is already on for serial %q, on port %d, with other parameters (%s); "+
+		"repeat /on with those to get its port, or turn it off with /off?serial=%s first",
+		e.on.Serial, e.port, params, url.QueryEscape(e.on.Serial))
+}
+
+// turnOn starts a proxy for req.Serial, or returns the one that is on if
+// req asks for the same; an *onConflictError if it asks for another.
 func (p *Proxy) turnOn(req wire.OnRequest, host string) (*proxy, error) {
 	p.init()
 	p.mu.Lock()
@@ -409,6 +431,9 @@ func (p *Proxy) turnOn(req wire.OnRequest, host string) (*proxy, error) {
 		return nil, ErrProxyClosed
 	}
 	if pr := p.proxies[req.Serial]; pr != nil {
+		if !pr.req.Equal(&req) {
+			return nil, &onConflictError{on: pr.req, port: pr.port}
+		}
 		return pr, nil
 	}
 	if p.MinPort <= 0 || p.MaxPort < p.MinPort || p.MaxPort > 65535 {

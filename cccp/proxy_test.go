@@ -57,7 +57,7 @@ func (e *env) close() {
 }
 
 // get sends an API request from a loopback address and checks that the
-// answer is JSON.
+// answer is JSON, or empty.
 func (e *env) get(target string, hdr ...string) (int, string) {
 	e.t.Helper()
 	return apiGet(e.t, e.p, "GET", target, "127.0.0.1:50000", hdr...)
@@ -73,6 +73,9 @@ func apiGet(t *testing.T, h http.Handler, method, target, from string, hdr ...st
 	}
 	h.ServeHTTP(rec, req)
 	body := rec.Body.String()
+	if body == "" && rec.Header().Get("Content-Type") == "" {
+		return rec.Code, ""
+	}
 	if !json.Valid([]byte(body)) || rec.Header().Get("Content-Type") != "application/json" {
 		t.Fatalf("%s %s: %d %q is not a JSON answer", method, target, rec.Code, body)
 	}
@@ -186,10 +189,11 @@ func TestControlAPI(t *testing.T) {
 			{"/status?serial=CLD-1", 404, `"cccp: no proxy is on for serial \"CLD-1\""`},
 			{"/off?serial=CLD-1", 404, "no proxy is on"},
 			{"/on?serial=CLD-1", 200, `{"host":"proxy.example.net","port":40000}`},
-			{"/on?serial=CLD-1&persistent=true", 200, `{"host":"proxy.example.net","port":40000}`},
+			{"/on?serial=CLD-1", 200, `{"host":"proxy.example.net","port":40000}`},
+			{"/on?serial=CLD-1&persistent=true", 409, `already on for serial \"CLD-1\", on port 40000, with other parameters (persistent=false, timeout=0)`},
 			{"/on?serial=CLD-2&persistent=true&ip_whitelist=10.0.0.0/8,192.0.2.1&timeout=60", 200, `{"host":"proxy.example.net","port":40001}`},
 			{"/status?serial=CLD-1", 200, `{"device_connected":false,"client_connected":false,"transferred":0}`},
-			{"/off?serial=CLD-1", 200, `{}`},
+			{"/off?serial=CLD-1", 200, ""},
 			{"/off?serial=CLD-1", 404, "no proxy is on"},
 			{"/status?serial=CLD-1", 404, "no proxy is on"},
 			{"/on", 400, "serial is missing"},
@@ -205,7 +209,7 @@ func TestControlAPI(t *testing.T) {
 			{"/onn?serial=CLD-1", 404, "no endpoint"},
 		} {
 			code, body := e.get(tt.target)
-			if code != tt.code || !strings.Contains(body, tt.body) {
+			if code != tt.code || !strings.Contains(body, tt.body) || tt.body == "" && body != "" {
 				t.Errorf("GET %s: %d %s, want %d with %s", tt.target, code, body, tt.code, tt.body)
 			}
 			if code >= 400 {
@@ -224,6 +228,67 @@ func TestControlAPI(t *testing.T) {
 		}
 		if code, _ := apiGet(t, e.p, "GET", "/status?serial=CLD-2", "[::1]:1"); code != 200 {
 			t.Errorf("from ::1 without a token: %d", code)
+		}
+	})
+}
+
+// /off answers 200 with no body, as the documentation gives it.
+func TestOffHasNoBody(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, 40000, 40009)
+		defer e.close()
+		e.on("serial=CLD-1")
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("GET", "/off?serial=CLD-1", nil)
+		req.RemoteAddr = "127.0.0.1:50000"
+		e.p.ServeHTTP(rec, req)
+		if rec.Code != 200 || rec.Body.Len() != 0 || rec.Header().Get("Content-Type") != "" {
+			t.Fatalf("/off: %d, Content-Type %q, body %q; want 200 with no body",
+				rec.Code, rec.Header().Get("Content-Type"), rec.Body)
+		}
+	})
+}
+
+// An /on for a serial whose proxy is on gets that proxy if it asks for the
+// same, and 409 if it asks for something else; either way the proxy keeps
+// its parameters, its timeout included.
+func TestOnAgain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t, 40000, 40009)
+		defer e.close()
+		first := "serial=CLD-1&persistent=true&ip_whitelist=10.0.0.0/8,192.0.2.1&timeout=60"
+		port := e.on(first)
+		time.Sleep(50 * time.Second)
+		for _, same := range []string{
+			first,
+			"timeout=60&ip_whitelist=192.0.2.1,10.1.2.3/8,192.0.2.1&persistent=true&serial=CLD-1",
+		} {
+			if p := e.on(same); p != port {
+				t.Errorf("/on?%s: port %d, want the proxy's %d", same, p, port)
+			}
+		}
+		for _, other := range []string{
+			"serial=CLD-1",
+			"serial=CLD-1&persistent=false&ip_whitelist=10.0.0.0/8,192.0.2.1&timeout=60",
+			"serial=CLD-1&persistent=true&ip_whitelist=10.0.0.0/8&timeout=60",
+			"serial=CLD-1&persistent=true&timeout=60",
+			"serial=CLD-1&persistent=true&ip_whitelist=10.0.0.0/8,192.0.2.1&timeout=600",
+		} {
+			code, body := e.get("/on?" + other)
+			var er wire.ErrorResponse
+			json.Unmarshal([]byte(body), &er)
+			want := `cccp: a proxy is already on for serial "CLD-1", on port 40000, with other parameters ` +
+				`(persistent=true, ip_whitelist=10.0.0.0/8,192.0.2.1, timeout=60); ` +
+				`repeat /on with those to get its port, or turn it off with /off?serial=CLD-1 first`
+			if code != 409 || er.Message != want {
+				t.Errorf("/on?%s: %d %s, want 409 with %s", other, code, body, want)
+			}
+		}
+		// The timeout runs from the first /on: 60 s, not 600.
+		time.Sleep(11 * time.Second)
+		e.wantOff("CLD-1", port)
+		if p := e.on("serial=CLD-1&timeout=600"); p == 0 {
+			t.Fatal("no port after /off")
 		}
 	})
 }

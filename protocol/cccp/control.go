@@ -37,7 +37,7 @@ type StatusResponse struct {
 	Transferred int64 `json:"transferred"`
 }
 
-// ErrorResponse is the JSON body of an error answer (400, 500, 503).
+// ErrorResponse is the JSON body of an error answer (400, 409, 500, 503).
 type ErrorResponse struct {
 	Message string `json:"message"`
 }
@@ -75,6 +75,25 @@ func (q *OnRequest) Allows(addr netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// Equal reports whether q and o ask for the same proxy: the same serial,
+// persistence and timeout, and whitelists that hold the same entries, in
+// any order and each counted once (nil, any address, differs from every
+// list). A server answers a repeated /on with the proxy that is on when
+// the two are Equal, and with 409 when they are not.
+func (q *OnRequest) Equal(o *OnRequest) bool {
+	if q.Serial != o.Serial || q.Persistent != o.Persistent || q.Timeout != o.Timeout ||
+		(q.IPWhitelist == nil) != (o.IPWhitelist == nil) {
+		return false
+	}
+	return slices.Equal(prefixSet(q.IPWhitelist), prefixSet(o.IPWhitelist))
+}
+
+// prefixSet returns the prefixes of list sorted, without repeats.
+func prefixSet(list []netip.Prefix) []netip.Prefix {
+	set := slices.SortedFunc(slices.Values(list), netip.Prefix.Compare)
+	return slices.Compact(set)
 }
 
 // Encode returns q as an /on query string, the inverse of ParseOnQuery.

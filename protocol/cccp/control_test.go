@@ -195,6 +195,37 @@ func TestJSONBodies(t *testing.T) {
 	}
 }
 
+func TestOnRequestEqual(t *testing.T) {
+	base := "serial=a&persistent=true&ip_whitelist=10.0.0.0/8,192.0.2.1&timeout=60"
+	for _, tt := range []struct {
+		query string
+		equal bool
+	}{
+		{base, true},
+		{"timeout=60&serial=a&ip_whitelist=192.0.2.1,10.1.2.3/8,::ffff:192.0.2.1&persistent=true", true},
+		{"serial=b&persistent=true&ip_whitelist=10.0.0.0/8,192.0.2.1&timeout=60", false},
+		{"serial=a&ip_whitelist=10.0.0.0/8,192.0.2.1&timeout=60", false},
+		{"serial=a&persistent=true&ip_whitelist=10.0.0.0/8&timeout=60", false},
+		{"serial=a&persistent=true&ip_whitelist=10.0.0.0/8,192.0.2.1,192.0.2.2&timeout=60", false},
+		{"serial=a&persistent=true&timeout=60", false},
+		{"serial=a&persistent=true&ip_whitelist=10.0.0.0/8,192.0.2.1", false},
+	} {
+		q, err := ParseOnQuery(base)
+		o, err2 := ParseOnQuery(tt.query)
+		if err != nil || err2 != nil {
+			t.Fatal(err, err2)
+		}
+		if q.Equal(&o) != tt.equal || o.Equal(&q) != tt.equal {
+			t.Errorf("Equal(%q, %q) = %v, want %v", base, tt.query, !tt.equal, tt.equal)
+		}
+	}
+	var none, empty OnRequest
+	empty.IPWhitelist = []netip.Prefix{}
+	if none.Equal(&empty) {
+		t.Error("a nil whitelist (any address) equals an empty one")
+	}
+}
+
 func FuzzParseOnQuery(f *testing.F) {
 	for _, s := range []string{
 		"serial=CLD-123456",
@@ -236,6 +267,9 @@ func FuzzParseOnQuery(f *testing.F) {
 		}
 		if diff := cmp.Diff(q, again, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 			t.Fatalf("%q does not survive Encode (-first +again):\n%s", query, diff)
+		}
+		if !q.Equal(&again) {
+			t.Fatalf("%q is not Equal to itself after Encode", query)
 		}
 	})
 }
