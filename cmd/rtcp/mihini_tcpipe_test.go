@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -118,6 +120,34 @@ func TestTCPipeCommands(t *testing.T) {
 	mustLaunch(t, runTCPipe, "--client="+srv.addr, "--target=127.0.0.4", "-b", "127.0.0.3")
 	for i, p := range []string{p1, p2} {
 		echoVia(t, tcpDial(net.JoinHostPort("127.0.0.2", p)), []byte(fmt.Sprint("port ", i)))
+	}
+}
+
+// TestTCPipeSecretFile runs two instances that share a -secret-file, and
+// checks that a short secret is refused.
+func TestTCPipeSecretFile(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secret, []byte("c2VjcmV0IG9mIHRoZSB0d28gaW5zdGFuY2Vz\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	echo := startEchoUntilClose(t, "127.0.0.4:0")
+	_, p, _ := net.SplitHostPort(echo)
+	srv := mustLaunch(t, runTCPipe, "-s", "127.0.0.2:0", "-p", p, "-b", "127.0.0.2", "-secret-file", secret)
+	mustLaunch(t, runTCPipe, "-c", srv.addr, "-t", "127.0.0.4", "-b", "127.0.0.3", "-secret-file", secret)
+	echoVia(t, tcpDial(net.JoinHostPort("127.0.0.2", p)), []byte("with a secret"))
+	if strings.Contains(srv.out.String(), "WARNING") {
+		t.Errorf("a secret file of mode 600 drew a warning:\n%s", srv.out)
+	}
+
+	short := filepath.Join(dir, "short")
+	if err := os.WriteFile(short, []byte(" short \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run(t.Context(), []string{"tcpipe", "-s", "127.0.0.2:0", "-p", p, "-secret-file", short}, &stdout, &stderr); code != 1 ||
+		!strings.Contains(stderr.String(), "holds 5 bytes; a secret must be at least 16 random bytes") {
+		t.Errorf("a 5-byte secret: exit status %d, stderr %q; want 1 and the secret refused", code, stderr.String())
 	}
 }
 

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 
@@ -66,7 +68,7 @@ func parsePort(s string) uint16 {
 }
 
 func runTCPipe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("tcpipe", "tcpipe (-s PORT | -c HOST:PORT) [-p PORT[,PORT...]] [-t TARGET] [-target-ports PORTS] [-b ADDR] [-stall-timeout DURATION] [-log-level LEVEL]", `
+	fs := newFlagSet("tcpipe", "tcpipe (-s PORT | -c HOST:PORT) [-p PORT[,PORT...]] [-t TARGET] [-target-ports PORTS] [-secret-file FILE] [-b ADDR] [-stall-timeout DURATION] [-log-level LEVEL]", `
 Run a tcpipe instance, compatible with the original tcpipe. Two instances
 share one TCP connection: the server (-s, --server) accepts it and the
 client (-c, --client) dials it, and dials again for ever when it drops. A
@@ -76,9 +78,21 @@ on the same port, and the two connections are joined. Each port carries
 one connection at a time; a failed connection to the target closes the
 user's; losing the partner closes every user connection. The partner
 reaches only the ports of the target in -target-ports (default: those of
--p; if -p is empty too, any port, with a warning in server mode). -b (an
-addition to the original) is the local address on which the ports accept
-user applications, default all addresses. The wire has no flow control:
+-p; if -p is empty too, any port, with a warning in server mode).
+
+Without a secret, as with the original, whoever connects first to the
+server is its partner, and a second partner is refused while the first is
+up (the link is probed: a vanished partner is noticed within about 30 s).
+With -secret-file on both instances (an addition to the original, which
+cannot be the partner of an instance that has one), each proves to the
+other that it holds the file's secret before the link is used, and a
+partner that proves it replaces the link before it. The secret must be at
+least 16 bytes: head -c 32 /dev/urandom | base64 > FILE. It does not
+encrypt the link: carry the link over TLS, SSH or a VPN where others can
+see or change it.
+
+-b (an addition to the original) is the local address on which the ports
+accept user applications, default all addresses. The wire has no flow control:
 a connection that reads slowly holds the partner back, and the link's
 other connections wait with it, for at most -stall-timeout if it reads
 nothing. It runs until SIGINT or SIGTERM.
@@ -86,7 +100,7 @@ nothing. It runs until SIGINT or SIGTERM.
 Example (the original's): on host1 "rtcp tcpipe -s 50000 -p 40000,40001",
 on host2 "rtcp tcpipe -c host1:50000 -t appli2": a connection to
 host1:40000 reaches appli2:40000.`)
-	var server, client, target, bind string
+	var server, client, target, bind, secretFile string
 	var ports portsFlag
 	targetPorts := portsFlag{ranges: true}
 	for _, name := range []string{"s", "server"} {
@@ -102,6 +116,7 @@ host1:40000 reaches appli2:40000.`)
 		fs.StringVar(&target, name, "", "the `host` to connect to for the partner's user connections")
 	}
 	fs.Var(&targetPorts, "target-ports", "`PORTS`: the ports of the target the partner may reach, PORT or LOW-HIGH, separated by commas (default: -p's)")
+	fs.StringVar(&secretFile, "secret-file", "", "`file` holding the secret shared with the partner instance, at least 16 bytes (surrounding white space is ignored); the partner must hold the same")
 	fs.StringVar(&bind, "b", "", "the local `address` on which the ports accept user applications (default: all)")
 	stall := stallFlag(fs)
 	logger := logFlags(fs, stderr)
@@ -114,11 +129,22 @@ host1:40000 reaches appli2:40000.`)
 	if len(ports.ports) == 0 && target == "" {
 		return usageErrorf(fs, "give -p PORTS, -t TARGET or both: an instance with neither carries nothing")
 	}
+	var secret []byte
+	if secretFile != "" {
+		b, err := os.ReadFile(secretFile)
+		if err != nil {
+			return fmt.Errorf("-secret-file: %w", err)
+		}
+		if secret = bytes.TrimSpace(b); len(secret) < 16 {
+			return fmt.Errorf("-secret-file %s holds %d bytes; a secret must be at least 16 random bytes: head -c 32 /dev/urandom | base64 > %s", secretFile, len(secret), secretFile)
+		}
+		warnIfShared(secretFile, "-secret-file", stderr)
+	}
 	log := logger()
 
 	if client != "" {
 		c := &tcpipe.Client{Server: client, Ports: ports.ports, Bind: bind, Target: target, TargetPorts: targetPorts.ports,
-			StallTimeout: *stall, Logger: log}
+			Secret: secret, StallTimeout: *stall, Logger: log}
 		fmt.Fprintf(stderr, "rtcp tcpipe: serving as client of %s, ports %s, target %q\n", client, ports.String(), target)
 		err := c.DialAndServe(ctx)
 		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
@@ -136,7 +162,7 @@ host1:40000 reaches appli2:40000.`)
 		return err
 	}
 	srv := &tcpipe.Server{Ports: ports.ports, Bind: bind, Target: target, TargetPorts: targetPorts.ports,
-		StallTimeout: *stall, Logger: log}
+		Secret: secret, StallTimeout: *stall, Logger: log}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	fmt.Fprintf(stderr, "rtcp tcpipe: listening on %s for the client instance, ports %s, target %q\n", l.Addr(), ports.String(), target)
