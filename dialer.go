@@ -148,6 +148,7 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, m
 	cfg.StreamAddrs = func(string, string, bool) (net.Addr, net.Addr) { return local, remote }
 	fr := plan5link.NewFramer(r, c)
 	fr.SetHeartbeat(ours)
+	fr.SetLegacy(plan5.Legacy(theirs.V))
 	sess := mux.New(c, fr, cfg)
 	startKeepAlive(ir, sess, ours, theirs)
 	st, err := sess.Open(ctx, name, "")

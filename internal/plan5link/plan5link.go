@@ -22,11 +22,12 @@ const DefaultWindow = 256 << 10
 
 // Framer maps Plan5 messages to mux frames.
 type Framer struct {
-	r   *plan5.Reader
-	w   *bufio.Writer
-	buf []byte
-	f   mux.Frame
-	hb  *plan5.Aloha // the heartbeat (keepalive.go)
+	r      *plan5.Reader
+	w      *bufio.Writer
+	buf    []byte
+	f      mux.Frame
+	hb     *plan5.Aloha // the heartbeat (keepalive.go)
+	legacy bool         // write each message with a write of its own
 }
 
 // NewFramer returns a Framer reading with r (the connection's one Reader)
@@ -69,7 +70,17 @@ func (fr *Framer) ReadFrame() (*mux.Frame, error) {
 	}
 }
 
-// WriteFrame writes f as a Plan5 message into the write buffer.
+// SetLegacy makes the Framer write to a peer that announced the legacy
+// version (plan5.Legacy): each message goes to the connection with a
+// write of its own, never in one write with another. Plan5's own reader
+// loses whatever a read brings after the message it wanted; a write of its
+// own gives a message its own TCP segment, unless the peer is slow to read
+// (TCP then coalesces the segments in its receive buffer; SPEC.md, "The
+// legacy form").
+func (fr *Framer) SetLegacy(on bool) { fr.legacy = on }
+
+// WriteFrame writes f as a Plan5 message into the write buffer, or to a
+// legacy peer straight to the connection.
 func (fr *Framer) WriteFrame(f *mux.Frame) error {
 	var m plan5.Message
 	switch f.Kind {
@@ -94,6 +105,9 @@ func (fr *Framer) WriteFrame(f *mux.Frame) error {
 	}
 	fr.buf = plan5.AppendMessage(fr.buf[:0], m)
 	_, err := fr.w.Write(fr.buf)
+	if err == nil && fr.legacy {
+		err = fr.w.Flush()
+	}
 	if cap(fr.buf) > 2*plan5.DefaultMaxLine {
 		fr.buf = nil
 	}
@@ -116,6 +130,12 @@ func Offer(a *plan5.Aloha, maxLine int) {
 	a.HalfClose = true
 }
 
+// LegacyChunkSize is the most payload a Data carries to a peer that
+// announced the legacy version: its line, base64 and all, stays well
+// under the 4096 bytes of Plan5's own reader (at most 2765 bytes). See
+// SPEC.md, "The legacy form", for what that buys and what it does not.
+const LegacyChunkSize = 2048
+
 // Config returns the session configuration that our Aloha and the peer's
 // agree on: each extension is on only if both offered it.
 func Config(ours, theirs *plan5.Aloha) mux.Config {
@@ -123,13 +143,17 @@ func Config(ours, theirs *plan5.Aloha) mux.Config {
 	if peerLine == 0 {
 		peerLine = plan5.PlainMaxLine
 	}
+	chunk := plan5.ChunkSize(peerLine)
+	if plan5.Legacy(theirs.V) {
+		chunk = min(chunk, LegacyChunkSize)
+	}
 	return mux.Config{
 		FlowControl: ours.Window > 0 && theirs.Window > 0,
 		Window:      ours.Window,
 		MaxWindow:   mux.DefaultMaxWindow,
 		PeerWindow:  theirs.Window,
 		HalfClose:   ours.HalfClose && theirs.HalfClose,
-		ChunkSize:   plan5.ChunkSize(peerLine),
+		ChunkSize:   chunk,
 	}
 }
 

@@ -21,8 +21,9 @@ import (
 const Version = 10000
 
 // LegacyVersion is the version Plan5's own code sends (its constant 0x71):
-// the same protocol, in its legacy version. A side that hears it answers
-// in it (SPEC.md, "Version").
+// the same protocol, spoken by a peer whose reader loses whatever a read
+// brings after the message it wanted. A side that hears it answers in it
+// and writes it the legacy form (SPEC.md, "Version").
 const LegacyVersion = 113
 
 // Compatible reports whether a peer's Aloha version can be spoken to:
