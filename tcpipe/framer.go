@@ -27,6 +27,11 @@ type framer struct {
 	r  *wire.Reader
 	bw *bufio.Writer
 
+	// heard, if set, is told of every Disconnect for a connection this
+	// instance accepted, open or not. It runs on the read loop, and must
+	// be quick.
+	heard func(port uint16)
+
 	mu   sync.Mutex
 	open map[int64]bool // streams open on the wire
 
@@ -105,6 +110,9 @@ func (fr *framer) ReadFrame() (*mux.Frame, error) {
 			was := fr.open[id]
 			delete(fr.open, id)
 			fr.mu.Unlock()
+			if f.Local && fr.heard != nil {
+				fr.heard(f.Port)
+			}
 			if !was {
 				continue
 			}

@@ -53,17 +53,18 @@ type instance struct {
 	settings
 
 	// ready, if set, is called when a partner link takes connections,
-	// and released when a port accepts again: hooks for tests (the wire
-	// has no handshake to wait for).
+	// and released when a port's connection has ended; listen, if set,
+	// listens on the ports instead of net.Listen: hooks for tests.
 	ready    func()
 	released func(port uint16)
+	listen   func(network, address string) (net.Listener, error)
 
 	allowed    func(port uint16) bool // the ports of target the partner may reach
 	g          serve.Group            // listeners, connections, goroutines
 	mu         sync.Mutex
 	partner    *mux.Session
-	handshakes int             // partner links in their handshake
-	busy       map[uint16]bool // ports whose accepted connection is open or quiet
+	handshakes int                  // partner links in their handshake
+	users      map[uint16]*userPort // by port; the map is set once, by listenUsers
 	listened   bool
 	ctx        context.Context // canceled by close, and when a Client's context ends
 	cancel     context.CancelFunc
@@ -82,7 +83,6 @@ func (in *instance) setup(s settings) {
 	}
 	in.g.Logger = in.log
 	in.g.Reset = true // a cut connection did not finish: its peer sees an error
-	in.busy = make(map[uint16]bool)
 	in.ctx, in.cancel = context.WithCancel(context.Background())
 	in.allowed = allowedPorts(s.targetPorts, s.ports)
 }
@@ -148,6 +148,10 @@ func (in *instance) listenUsers() error {
 			return errors.New("tcpipe: port 0 in TargetPorts; list ports from 1 to 65535")
 		}
 	}
+	listen := in.listen
+	if listen == nil {
+		listen = net.Listen
+	}
 	seen := make(map[uint16]bool)
 	var lns []net.Listener
 	fail := func(err error) error {
@@ -161,13 +165,17 @@ func (in *instance) listenUsers() error {
 			return fail(fmt.Errorf("tcpipe: port %d given twice or zero; list each port once, 1 to 65535", p))
 		}
 		seen[p] = true
-		l, err := net.Listen("tcp", net.JoinHostPort(in.bind, strconv.Itoa(int(p))))
+		l, err := listen("tcp", net.JoinHostPort(in.bind, strconv.Itoa(int(p))))
 		if err != nil {
 			return fail(fmt.Errorf("tcpipe: cannot accept user applications on port %d: %w", p, err))
 		}
 		lns = append(lns, l)
 	}
 	in.listened = true
+	in.users = make(map[uint16]*userPort, len(in.ports))
+	for _, p := range in.ports {
+		in.users[p] = new(userPort)
+	}
 	if in.server {
 		in.warnOpenTarget()
 	}
@@ -179,72 +187,6 @@ func (in *instance) listenUsers() error {
 		}
 	}
 	return nil
-}
-
-// acceptUsers accepts user applications on port. A connection that comes
-// while the port carries one already, or while there is no partner, is
-// closed at once (SPEC.md, "One connection per port").
-func (in *instance) acceptUsers(l net.Listener, port uint16) {
-	err := in.g.Serve(l, func(c net.Conn) bool {
-		s, why := in.claim(port)
-		if s == nil {
-			in.log.Info("tcpipe: user application refused", "port", port, "remote", c.RemoteAddr(), "reason", why)
-			return false
-		}
-		in.serveUser(c, port, s)
-		return false
-	})
-	if err != serve.ErrClosed {
-		in.log.Error("tcpipe: stopped accepting user applications", "addr", l.Addr(), "err", err)
-	}
-}
-
-// claim takes port for a new accepted connection and returns the partner
-// link to carry it, or nil and the reason it cannot be carried.
-func (in *instance) claim(port uint16) (*mux.Session, string) {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	switch {
-	case in.partner == nil:
-		return nil, "no partner instance is connected"
-	case in.busy[port]:
-		return nil, "the port already carries a connection (one at a time)"
-	}
-	in.busy[port] = true
-	return in.partner, ""
-}
-
-// serveUser carries an accepted connection to the partner, which connects
-// to its target on the same port; then, after the quiet period, the port
-// accepts again.
-func (in *instance) serveUser(c net.Conn, port uint16, s *mux.Session) {
-	defer in.release(port)
-	st, err := s.Open(context.Background(), "", strconv.Itoa(int(port)))
-	if err != nil {
-		in.log.Info("tcpipe: user application refused", "port", port, "remote", c.RemoteAddr(), "err", err)
-		c.Close()
-		return
-	}
-	in.log.Debug("tcpipe: carrying a user application", "port", port, "remote", c.RemoteAddr())
-	_, err = relay.Join(relay.FullClose(c), st, nil)
-	in.logEnd(err, "port", port, "remote", c.RemoteAddr())
-}
-
-// release frees port after the quiet period, during which Data the
-// partner sent for the old connection drains (SPEC.md, "Stale Data").
-func (in *instance) release(port uint16) {
-	t := time.NewTimer(in.quiet)
-	select {
-	case <-t.C:
-	case <-in.g.Done():
-		t.Stop()
-	}
-	in.mu.Lock()
-	delete(in.busy, port)
-	in.mu.Unlock()
-	if in.released != nil {
-		in.released(port)
-	}
 }
 
 // acceptPartner takes c, a connection to the server's partner port, as
@@ -299,7 +241,14 @@ func (in *instance) serveLink(c net.Conn, br *bufio.Reader, stop <-chan struct{}
 		in.log.Warn("tcpipe: partner refused", "remote", c.RemoteAddr(), "partner", old.RemoteAddr(), "reason", errPartnerUp)
 		return errPartnerUp
 	}
-	s := mux.New(c, newFramer(br, c), mux.Config{
+	var s *mux.Session
+	fr := newFramer(br, c)
+	fr.heard = func(port uint16) {
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		in.partnerSaid(s, port) // s is set: the link is read only once in.mu is free
+	}
+	s = mux.New(c, fr, mux.Config{
 		Name:            "tcpipe partner link with " + c.RemoteAddr().String(),
 		OpenerAssignsID: true,
 		NextID:          portID,

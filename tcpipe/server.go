@@ -50,9 +50,12 @@ type Server struct {
 	// timeout.
 	DialTarget func(ctx context.Context, network, address string) (net.Conn, error)
 
-	// Quiet is how long a port waits after its connection ended before it
-	// accepts again, so that Data the partner sent for the old connection
-	// does not reach the new one. Default 200 ms.
+	// Quiet bounds how long a new user connection on a port is held
+	// (accepted, not yet carried) while the partner may still send Data
+	// for the port's last connection, which would otherwise reach the new
+	// one: until the partner's Disconnect for the last connection comes,
+	// or for at most Quiet after it ended. Only a connection that comes
+	// that soon waits. Default 200 ms.
 	Quiet time.Duration
 
 	// MaxBuffer bounds the bytes held for a user connection that reads
