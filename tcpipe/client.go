@@ -22,17 +22,18 @@ type Client struct {
 	// Server is the host:port of the server instance. Required.
 	Server string
 
-	// Ports, Bind, Target, TargetPorts, DialTarget, Quiet, MaxBuffer,
-	// StallTimeout and Logger are as in Server.
-	Ports        []uint16
-	Bind         string
-	Target       string
-	TargetPorts  []uint16
-	DialTarget   func(ctx context.Context, network, address string) (net.Conn, error)
-	Quiet        time.Duration
-	MaxBuffer    int
-	StallTimeout time.Duration
-	Logger       *slog.Logger
+	// Ports, Bind, Target, TargetPorts, DialTarget, Quiet,
+	// FirstDataHold, MaxBuffer, StallTimeout and Logger are as in Server.
+	Ports         []uint16
+	Bind          string
+	Target        string
+	TargetPorts   []uint16
+	DialTarget    func(ctx context.Context, network, address string) (net.Conn, error)
+	Quiet         time.Duration
+	FirstDataHold time.Duration
+	MaxBuffer     int
+	StallTimeout  time.Duration
+	Logger        *slog.Logger
 
 	// Secret and HandshakeTimeout are as in Server: with a secret, the
 	// client proves it holds it, and takes the link only once the server
@@ -61,8 +62,8 @@ func (c *Client) DialAndServe(ctx context.Context) error {
 	}
 	in := &c.in
 	in.setup(settings{ports: c.Ports, bind: c.Bind, target: c.Target, targetPorts: c.TargetPorts,
-		dialTarget: c.DialTarget, quiet: c.Quiet, maxBuffer: c.MaxBuffer, stallTimeout: c.StallTimeout,
-		secret: c.Secret, handshake: c.HandshakeTimeout, log: c.Logger})
+		dialTarget: c.DialTarget, quiet: c.Quiet, firstDataHold: c.FirstDataHold, maxBuffer: c.MaxBuffer,
+		stallTimeout: c.StallTimeout, secret: c.Secret, handshake: c.HandshakeTimeout, log: c.Logger})
 	if err := checkSecret(c.Secret); err != nil {
 		return err
 	}

@@ -27,13 +27,15 @@ type framer struct {
 	r  *wire.Reader
 	bw *bufio.Writer
 
-	// heard, if set, is told of every Disconnect for a connection this
-	// instance accepted, open or not. It runs on the read loop, and must
-	// be quick.
-	heard func(port uint16)
+	// heard, if set, is told of the partner's first Data for a connection
+	// this instance accepted, since its Connect (end false), and of every
+	// Disconnect for an accepted connection, open or not (end true). It
+	// runs on the read loop, and must be quick.
+	heard func(port uint16, end bool)
 
-	mu   sync.Mutex
-	open map[int64]bool // streams open on the wire
+	mu     sync.Mutex
+	open   map[int64]bool // streams open on the wire
+	silent map[int64]bool // accepted streams the partner has not spoken of since their Connect
 
 	f   mux.Frame // returned by ReadFrame
 	out []byte    // one encoded frame
@@ -41,9 +43,10 @@ type framer struct {
 
 func newFramer(r io.Reader, w io.Writer) *framer {
 	return &framer{
-		r:    wire.NewReader(r),
-		bw:   bufio.NewWriterSize(w, 32<<10),
-		open: make(map[int64]bool),
+		r:      wire.NewReader(r),
+		bw:     bufio.NewWriterSize(w, 32<<10),
+		open:   make(map[int64]bool),
+		silent: make(map[int64]bool),
 	}
 }
 
@@ -75,6 +78,18 @@ func (fr *framer) isOpen(id int64) bool {
 	return fr.open[id]
 }
 
+// dataFor reports whether Data for stream id goes to the session, and
+// whether it is the first the partner sends for it.
+func (fr *framer) dataFor(id int64) (open, first bool) {
+	fr.mu.Lock()
+	defer fr.mu.Unlock()
+	open, first = fr.open[id], fr.silent[id]
+	if first {
+		delete(fr.silent, id)
+	}
+	return open, first
+}
+
 // ReadFrame returns the next frame the session must see.
 func (fr *framer) ReadFrame() (*mux.Frame, error) {
 	for {
@@ -100,8 +115,15 @@ func (fr *framer) ReadFrame() (*mux.Frame, error) {
 			fr.f = mux.Frame{Kind: mux.KindOpen, ID: id, Addr: strconv.Itoa(int(f.Port))}
 			return &fr.f, nil
 		case wire.Data:
-			if len(f.Data) == 0 || !fr.isOpen(id) {
+			if len(f.Data) == 0 {
+				continue
+			}
+			open, first := fr.dataFor(id)
+			if !open {
 				continue // Data crossing our Disconnect on the wire
+			}
+			if first && fr.heard != nil {
+				fr.heard(f.Port, false)
 			}
 			fr.f = mux.Frame{Kind: mux.KindData, ID: id, Data: f.Data}
 			return &fr.f, nil
@@ -109,9 +131,10 @@ func (fr *framer) ReadFrame() (*mux.Frame, error) {
 			fr.mu.Lock()
 			was := fr.open[id]
 			delete(fr.open, id)
+			delete(fr.silent, id)
 			fr.mu.Unlock()
 			if f.Local && fr.heard != nil {
-				fr.heard(f.Port)
+				fr.heard(f.Port, true)
 			}
 			if !was {
 				continue
@@ -134,6 +157,7 @@ func (fr *framer) WriteFrame(f *mux.Frame) error {
 	case mux.KindOpen:
 		fr.mu.Lock()
 		fr.open[f.ID] = true
+		fr.silent[f.ID] = true // only accepted streams are opened here
 		fr.mu.Unlock()
 		return fr.write(wire.Frame{Kind: wire.Connect, Port: port})
 	case mux.KindData:
@@ -151,6 +175,7 @@ func (fr *framer) WriteFrame(f *mux.Frame) error {
 		fr.mu.Lock()
 		was := fr.open[f.ID]
 		delete(fr.open, f.ID)
+		delete(fr.silent, f.ID)
 		fr.mu.Unlock()
 		if was { // at most one Disconnect per connection
 			return fr.write(wire.Frame{Kind: wire.Disconnect, Local: local, Port: port})

@@ -23,8 +23,9 @@ var (
 )
 
 const (
-	defaultQuiet = 200 * time.Millisecond
-	dialTimeout  = 10 * time.Second
+	defaultQuiet         = 200 * time.Millisecond
+	defaultFirstDataHold = 100 * time.Millisecond
+	dialTimeout          = 10 * time.Second
 )
 
 var discard = slog.New(slog.DiscardHandler)
@@ -32,18 +33,19 @@ var discard = slog.New(slog.DiscardHandler)
 // settings are the fields of a Server or a Client that the instance
 // runs with.
 type settings struct {
-	server       bool
-	ports        []uint16
-	bind         string
-	target       string
-	targetPorts  []uint16
-	dialTarget   func(ctx context.Context, network, address string) (net.Conn, error)
-	quiet        time.Duration
-	maxBuffer    int
-	stallTimeout time.Duration
-	secret       []byte
-	handshake    time.Duration // timeout
-	log          *slog.Logger
+	server        bool
+	ports         []uint16
+	bind          string
+	target        string
+	targetPorts   []uint16
+	dialTarget    func(ctx context.Context, network, address string) (net.Conn, error)
+	quiet         time.Duration
+	firstDataHold time.Duration
+	maxBuffer     int
+	stallTimeout  time.Duration
+	secret        []byte
+	handshake     time.Duration // timeout
+	log           *slog.Logger
 }
 
 // instance is what the two roles share: the ports where user applications
@@ -74,6 +76,9 @@ func (in *instance) setup(s settings) {
 	in.settings = s
 	if in.quiet <= 0 {
 		in.quiet = defaultQuiet
+	}
+	if in.firstDataHold == 0 {
+		in.firstDataHold = defaultFirstDataHold
 	}
 	if in.handshake <= 0 {
 		in.handshake = defaultHandshakeTimeout
@@ -243,10 +248,10 @@ func (in *instance) serveLink(c net.Conn, br *bufio.Reader, stop <-chan struct{}
 	}
 	var s *mux.Session
 	fr := newFramer(br, c)
-	fr.heard = func(port uint16) {
+	fr.heard = func(port uint16, end bool) {
 		in.mu.Lock()
 		defer in.mu.Unlock()
-		in.partnerSaid(s, port) // s is set: the link is read only once in.mu is free
+		in.partnerSaid(s, port, end) // s is set: the link is read only once in.mu is free
 	}
 	s = mux.New(c, fr, mux.Config{
 		Name:            "tcpipe partner link with " + c.RemoteAddr().String(),

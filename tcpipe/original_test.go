@@ -1,6 +1,7 @@
 package tcpipe
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -278,7 +279,7 @@ func TestSequentialUsers(t *testing.T) {
 // close: 30 users in a tight loop, each carried.
 func TestSequentialUsersTCP(t *testing.T) {
 	p := freePort(t, "127.0.0.2")
-	srv := &Server{Ports: []uint16{p}, Bind: "127.0.0.2", Quiet: 5 * time.Millisecond}
+	srv := &Server{Ports: []uint16{p}, Bind: "127.0.0.2", Quiet: 5 * time.Millisecond, FirstDataHold: time.Millisecond}
 	partnerAddr, up := startServer(t, srv, "127.0.0.2:0")
 	link := dial(t, partnerAddr)
 	wait(t, up, "partner link")
@@ -309,5 +310,83 @@ func TestSequentialUsersTCP(t *testing.T) {
 	case why := <-o.fatal:
 		t.Errorf("the original partner failed: %s", why)
 	default:
+	}
+}
+
+// TestFirstDataHold checks, against an original partner, that a user's
+// first bytes wait for the partner to speak of the connection, for at most
+// FirstDataHold: if the partner's target refuses, they are dropped and the
+// original never gets Data for a connection it could not make.
+func TestFirstDataHold(t *testing.T) {
+	const port = 40001
+	const latency = 10 * time.Millisecond
+	refuse := func(uint16) (net.Conn, error) { return nil, errors.New("connection refused") }
+	tests := []struct {
+		name        string
+		hold        time.Duration
+		connectTime time.Duration
+		banner      bool          // the target speaks first
+		wantWait    time.Duration // from the Connect to the first Data at the partner; -1: none comes
+	}{
+		{"refused at once", 0, 0, false, -1},
+		{"refused after 50ms", 0, 50 * time.Millisecond, false, -1},
+		{"silent target", 0, 0, false, defaultFirstDataHold},
+		{"a target that speaks first", 0, 0, true, latency},
+		{"no hold", -1, 0, false, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var wg sync.WaitGroup
+				defer wg.Wait()
+				got := make(chan time.Time, 1)
+				target := refuse
+				if tt.wantWait >= 0 {
+					target = func(uint16) (net.Conn, error) {
+						a, b := net.Pipe()
+						wg.Go(func() {
+							defer b.Close()
+							if tt.banner {
+								b.Write([]byte("banner"))
+							}
+							if _, err := b.Read(make([]byte, 64)); err == nil {
+								got <- time.Now()
+							}
+							io.Copy(io.Discard, b)
+						})
+						return a, nil
+					}
+				}
+				srv := &Server{FirstDataHold: tt.hold}
+				o, users := startWithOriginal(t, srv, port, target, tt.connectTime, latency)
+				c, err := users.DialContext(t.Context(), "tcp", "")
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				if tt.banner {
+					if _, err := io.ReadFull(c, make([]byte, 6)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				c.Write([]byte("first bytes"))
+				connected := <-o.connects
+				if tt.wantWait < 0 {
+					if rest, err := io.ReadAll(c); len(rest) != 0 || err != nil {
+						t.Errorf("the user read %q, %v; want the end of a refused connection", rest, err)
+					}
+					synctest.Wait()
+					select {
+					case why := <-o.fatal:
+						t.Fatalf("the original partner failed: %s", why)
+					default:
+					}
+					return
+				}
+				if wait := (<-got).Sub(connected); wait != tt.wantWait+tt.connectTime {
+					t.Errorf("the first bytes reached the target %v after the Connect, want %v", wait, tt.wantWait)
+				}
+			})
+		})
 	}
 }

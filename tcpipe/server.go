@@ -58,6 +58,15 @@ type Server struct {
 	// that soon waits. Default 200 ms.
 	Quiet time.Duration
 
+	// FirstDataHold bounds how long a user's first bytes wait after the
+	// Connect for the partner to speak of the connection: its first Data,
+	// or its Disconnect if its target refused (the bytes are then
+	// dropped). An original partner exits when it gets Data for a
+	// connection it could not make, and says nothing when it could.
+	// Default 100 ms; negative: no wait. With Secret there is no wait:
+	// the partner is rtcp, which drops such Data.
+	FirstDataHold time.Duration
+
 	// MaxBuffer bounds the bytes held for a user connection that reads
 	// more slowly than its partner sends. The wire has no flow control:
 	// when a connection's buffer is full, the partner link is not read
@@ -95,8 +104,8 @@ type Server struct {
 func (s *Server) init() {
 	s.once.Do(func() {
 		s.in.setup(settings{server: true, ports: s.Ports, bind: s.Bind, target: s.Target, targetPorts: s.TargetPorts,
-			dialTarget: s.DialTarget, quiet: s.Quiet, maxBuffer: s.MaxBuffer, stallTimeout: s.StallTimeout,
-			secret: s.Secret, handshake: s.HandshakeTimeout, log: s.Logger})
+			dialTarget: s.DialTarget, quiet: s.Quiet, firstDataHold: s.FirstDataHold, maxBuffer: s.MaxBuffer,
+			stallTimeout: s.StallTimeout, secret: s.Secret, handshake: s.HandshakeTimeout, log: s.Logger})
 	})
 }
 

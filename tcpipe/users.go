@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"rtcp/internal/mux"
@@ -30,21 +31,30 @@ type userPort struct {
 // userConn is an accepted connection, as the partner answers it.
 type userConn struct {
 	link  *mux.Session
-	ended bool // the partner sent Disconnect for it
+	heard chan struct{} // closed when the partner first speaks of it
+	spoke bool          // heard is closed
+	data  bool          // the partner sent Data for it
+	ended bool          // the partner sent Disconnect for it
 }
 
-// partnerSaid is the framer telling, on link, of the partner's Disconnect
-// for the connection this instance accepted on port. The caller holds mu.
-func (in *instance) partnerSaid(link *mux.Session, port uint16) {
+// partnerSaid is the framer telling, on link, of the partner's first Data
+// for the connection this instance accepted on port since its Connect
+// (end false), or of a Disconnect for it (end true). The caller holds mu.
+func (in *instance) partnerSaid(link *mux.Session, port uint16, end bool) {
 	up := in.users[port]
 	if up == nil {
 		return
 	}
 	if c := up.conn; c != nil && c.link == link {
-		c.ended = true
+		c.ended = c.ended || end
+		c.data = c.data || !end
+		if !c.spoke {
+			c.spoke = true
+			close(c.heard)
+		}
 		return
 	}
-	if up.drain != nil && up.drainLink == link {
+	if end && up.drain != nil && up.drainLink == link {
 		close(up.drain)
 		up.drain = nil
 	}
@@ -123,7 +133,7 @@ func (in *instance) serveUser(c net.Conn, port uint16) {
 		in.log.Info("tcpipe: user application refused", "port", port, "remote", c.RemoteAddr(), "reason", "the partner link was lost")
 		return
 	}
-	uc := &userConn{link: s}
+	uc := &userConn{link: s, heard: make(chan struct{})}
 	up.conn = uc
 	in.mu.Unlock()
 	defer func() {
@@ -143,7 +153,25 @@ func (in *instance) serveUser(c net.Conn, port uint16) {
 		return
 	}
 	in.log.Debug("tcpipe: carrying a user application", "port", port, "remote", c.RemoteAddr())
-	_, err = relay.Join(relay.FullClose(c), st, nil)
+	var conn net.Conn = st
+	if in.secret == nil && in.firstDataHold > 0 {
+		// The partner may be an original, which exits on Data for a
+		// connection it could not make (SPEC.md, "First Data").
+		conn = &holdFirst{Stream: st, heard: uc.heard, hold: in.firstDataHold, refused: func() bool {
+			in.mu.Lock()
+			defer in.mu.Unlock()
+			return uc.ended
+		}, stop: in.g.Done()}
+	}
+	_, err = relay.Join(relay.FullClose(c), conn, nil)
+	in.mu.Lock()
+	ended, data := uc.ended, uc.data
+	in.mu.Unlock()
+	if ended && !data && err == nil {
+		in.log.Info("tcpipe: the partner ended a user application's connection before any data (its target refused it, or closed at once)",
+			"port", port, "remote", c.RemoteAddr())
+		return
+	}
 	in.logEnd(err, "port", port, "remote", c.RemoteAddr())
 }
 
@@ -193,4 +221,38 @@ func (in *instance) release(port uint16) {
 	if in.released != nil {
 		in.released(port)
 	}
+}
+
+// holdFirst is the stream of an accepted connection whose first write
+// waits until the partner speaks of the connection (its first Data, or
+// its Disconnect if its target refused), for at most hold. An original
+// partner exits on Data for a connection it could not make, and it
+// answers nothing when it could (SPEC.md, "First Data").
+type holdFirst struct {
+	*mux.Stream
+	heard   <-chan struct{}
+	hold    time.Duration
+	refused func() bool
+	stop    <-chan struct{}
+	held    atomic.Bool
+}
+
+func (h *holdFirst) Write(p []byte) (int, error) {
+	if !h.held.Load() {
+		t := time.NewTimer(h.hold)
+		select {
+		case <-h.heard:
+		case <-t.C:
+		case <-h.Session().Done():
+		case <-h.stop:
+		}
+		t.Stop()
+		h.held.Store(true)
+		if h.refused() {
+			// The partner refused the connection: its first bytes have
+			// nowhere to go, and the connection ends quietly.
+			return 0, &net.OpError{Op: "write", Net: "rtcp", Source: h.LocalAddr(), Addr: h.RemoteAddr(), Err: net.ErrClosed}
+		}
+	}
+	return h.Stream.Write(p)
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"rtcp/tcpipe"
 )
@@ -68,7 +69,7 @@ func parsePort(s string) uint16 {
 }
 
 func runTCPipe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("tcpipe", "tcpipe (-s PORT | -c HOST:PORT) [-p PORT[,PORT...]] [-t TARGET] [-target-ports PORTS] [-secret-file FILE] [-b ADDR] [-stall-timeout DURATION] [-log-level LEVEL]", `
+	fs := newFlagSet("tcpipe", "tcpipe (-s PORT | -c HOST:PORT) [-p PORT[,PORT...]] [-t TARGET] [-target-ports PORTS] [-secret-file FILE] [-b ADDR] [-first-data-hold DURATION] [-stall-timeout DURATION] [-log-level LEVEL]", `
 Run a tcpipe instance, compatible with the original tcpipe. Two instances
 share one TCP connection: the server (-s, --server) accepts it and the
 client (-c, --client) dials it, and dials again for ever when it drops. A
@@ -92,7 +93,12 @@ encrypt the link: carry the link over TLS, SSH or a VPN where others can
 see or change it.
 
 -b (an addition to the original) is the local address on which the ports
-accept user applications, default all addresses. The wire has no flow control:
+accept user applications, default all addresses. A user's first bytes wait
+up to -first-data-hold for the partner to answer its Connect, so that an
+original partner whose target refused gets no Data for it (it exits if it
+does); there is no wait with -secret-file. A user that connects just
+after the port's last connection ended is held (at most 200 ms) until the
+partner can send nothing more for the old one. The wire has no flow control:
 a connection that reads slowly holds the partner back, and the link's
 other connections wait with it, for at most -stall-timeout if it reads
 nothing. It runs until SIGINT or SIGTERM.
@@ -118,6 +124,7 @@ host1:40000 reaches appli2:40000.`)
 	fs.Var(&targetPorts, "target-ports", "`PORTS`: the ports of the target the partner may reach, PORT or LOW-HIGH, separated by commas (default: -p's)")
 	fs.StringVar(&secretFile, "secret-file", "", "`file` holding the secret shared with the partner instance, at least 16 bytes (surrounding white space is ignored); the partner must hold the same")
 	fs.StringVar(&bind, "b", "", "the local `address` on which the ports accept user applications (default: all)")
+	hold := fs.Duration("first-data-hold", 100*time.Millisecond, "how long a user's first bytes may wait for the partner to answer its Connect (Data, or Disconnect if its target refused); 0: no wait")
 	stall := stallFlag(fs)
 	logger := logFlags(fs, stderr)
 	if err := parseFlags(fs, args, stdout); err != nil {
@@ -140,11 +147,14 @@ host1:40000 reaches appli2:40000.`)
 		}
 		warnIfShared(secretFile, "-secret-file", stderr)
 	}
+	if *hold <= 0 {
+		*hold = -1 // the library's "no wait"
+	}
 	log := logger()
 
 	if client != "" {
 		c := &tcpipe.Client{Server: client, Ports: ports.ports, Bind: bind, Target: target, TargetPorts: targetPorts.ports,
-			Secret: secret, StallTimeout: *stall, Logger: log}
+			Secret: secret, FirstDataHold: *hold, StallTimeout: *stall, Logger: log}
 		fmt.Fprintf(stderr, "rtcp tcpipe: serving as client of %s, ports %s, target %q\n", client, ports.String(), target)
 		err := c.DialAndServe(ctx)
 		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
@@ -162,7 +172,7 @@ host1:40000 reaches appli2:40000.`)
 		return err
 	}
 	srv := &tcpipe.Server{Ports: ports.ports, Bind: bind, Target: target, TargetPorts: targetPorts.ports,
-		Secret: secret, StallTimeout: *stall, Logger: log}
+		Secret: secret, FirstDataHold: *hold, StallTimeout: *stall, Logger: log}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	fmt.Fprintf(stderr, "rtcp tcpipe: listening on %s for the client instance, ports %s, target %q\n", l.Addr(), ports.String(), target)
