@@ -18,7 +18,9 @@
 // A registered device is a server at the DP (named "cccp:" + serial), so
 // every session, from a proxy port or from rtcp.Dial, goes through the
 // DP's one relay, and the proxy's rules (on or off, ip_whitelist, timeout)
-// are checked for each. The wire formats are package rtcp/protocol/cccp's
-// and are written down in its SPEC.md, with the choices this
-// implementation makes.
+// are checked for each. A serial belongs to the connection that registered
+// it for as long as that connection lives: another registration of the
+// same serial is refused, not a replacement. The wire formats are package
+// rtcp/protocol/cccp's and are written down in its SPEC.md, with the
+// choices this implementation makes.
 package cccp

@@ -102,14 +102,15 @@ type Proxy struct {
 	// Logger receives logs of devices, proxies and clients. Nil is silent.
 	Logger *slog.Logger
 
-	initOnce sync.Once
-	mu       sync.Mutex
-	devices  map[string]*device
-	proxies  map[string]*proxy
-	ports    map[int]bool
-	nextPort int
-	changed  chan struct{} // closed and replaced when a device comes, goes or is freed
-	closed   bool
+	initOnce    sync.Once
+	mu          sync.Mutex
+	devices     map[string]*device
+	registering map[string]bool // serials of connections between claim and devices
+	proxies     map[string]*proxy
+	ports       map[int]bool
+	nextPort    int
+	changed     chan struct{} // closed and replaced when a device comes, goes or is freed
+	closed      bool
 	// g runs the device and proxy ports and their goroutines; it tracks
 	// device connections until they register, and clients.
 	g serve.Group
@@ -124,6 +125,7 @@ func (p *Proxy) init() {
 			p.RegisterTimeout = DefaultRegisterTimeout
 		}
 		p.devices = make(map[string]*device)
+		p.registering = make(map[string]bool)
 		p.proxies = make(map[string]*proxy)
 		p.ports = make(map[int]bool)
 		p.changed = make(chan struct{})
@@ -191,9 +193,12 @@ func (p *Proxy) ListenAndServeDevices(addr string) error {
 }
 
 // ServeDevices accepts device connections on l: each sends its serial and
-// "\r", and from then on is the device with that serial, replacing an
-// earlier connection of the same serial. It returns ErrProxyClosed after
-// Close, and closes l.
+// "\r", and from then on is the device with that serial. A connection
+// that names a serial a live connection holds is refused: closed, with a
+// logged reason (a stranger must not evict a device). One whose earlier
+// connection has ended takes its place; TCP keepalive ends the connection
+// of a device that vanished without a word within about 35 s. It returns
+// ErrProxyClosed after Close, and closes l.
 func (p *Proxy) ServeDevices(l net.Listener) error {
 	p.init()
 	err := p.g.Serve(l, p.serveDevice)
@@ -215,33 +220,34 @@ func (p *Proxy) serveDevice(c net.Conn) (kept bool) {
 		return false
 	}
 	c.SetReadDeadline(time.Time{})
+	if err := p.claim(serial); err != nil {
+		p.log().Warn("cccp: device refused", "serial", serial, "remote", c.RemoteAddr(), "reason", err)
+		return false
+	}
+	if kc, ok := c.(keepAliveConn); ok {
+		kc.SetKeepAliveConfig(deviceKeepAlive)
+	}
 	d := &device{p: p, serial: serial, conn: c, ra: readahead.New(c, br, p.BufferSize)}
 	remove, err := p.DP.AddLink(p.Name(serial), "cccp-device:"+serial, d)
 	p.g.Release(c)
-	if err != nil {
+	p.mu.Lock()
+	delete(p.registering, serial)
+	if err != nil || p.closed {
+		p.mu.Unlock()
+		if err != nil {
+			p.log().Warn("cccp: device refused by the DP", "serial", serial, "remote", c.RemoteAddr(), "err", err)
+		} else {
+			remove()
+		}
 		d.ra.Close()
-		p.log().Warn("cccp: device refused by the DP", "serial", serial, "remote", c.RemoteAddr(), "err", err)
 		return true
 	}
 	d.remove = remove
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		remove()
-		d.ra.Close()
-		return true
-	}
-	old := p.devices[serial]
 	p.devices[serial] = d
 	p.setModeLocked(d)
 	p.notify()
 	p.mu.Unlock()
-	if old != nil {
-		p.log().Info("cccp: device registered again; the old connection is closed", "serial", serial, "remote", c.RemoteAddr())
-		old.close()
-	} else {
-		p.log().Info("cccp: device registered", "serial", serial, "remote", c.RemoteAddr())
-	}
+	p.log().Info("cccp: device registered", "serial", serial, "remote", c.RemoteAddr())
 
 	select {
 	case <-d.ra.Done():
@@ -255,6 +261,52 @@ func (p *Proxy) serveDevice(c net.Conn) (kept bool) {
 		p.log().Info("cccp: device left", "serial", serial, "remote", c.RemoteAddr(), "err", err)
 	}
 	return true
+}
+
+// deviceKeepAlive finds a device that vanished without a word (power
+// lost, a NAT mapping dropped) about 35 s after it last sent: until then
+// its connection holds its serial and refuses the device's next
+// registration.
+var deviceKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Interval: 5 * time.Second, Count: 4}
+
+// keepAliveConn is a *net.TCPConn, or a wrapper that passes the setting on.
+type keepAliveConn interface {
+	SetKeepAliveConfig(net.KeepAliveConfig) error
+}
+
+// claim reserves serial for a registration, or says why it cannot: a live
+// device holds it, or another connection is registering it. A device whose
+// connection has ended is taken off the books first. The caller deletes
+// p.registering[serial] when it is done.
+func (p *Proxy) claim(serial string) error {
+	p.mu.Lock()
+	old := p.devices[serial]
+	switch {
+	case p.registering[serial]:
+		p.mu.Unlock()
+		return errors.New("another connection is registering the same serial")
+	case old != nil && old.alive():
+		p.mu.Unlock()
+		return fmt.Errorf("a live connection from %s holds the serial; a device that has gone is noticed "+
+			"within about %s, and then its next registration is taken", old.conn.RemoteAddr(),
+			deviceKeepAlive.Idle+time.Duration(deviceKeepAlive.Count)*deviceKeepAlive.Interval)
+	}
+	p.registering[serial] = true
+	p.mu.Unlock()
+	if old != nil {
+		old.close()
+	}
+	return nil
+}
+
+// alive reports whether the device's connection has not ended.
+func (d *device) alive() bool {
+	select {
+	case <-d.ra.Done():
+		return false
+	default:
+		return true
+	}
 }
 
 func (p *Proxy) bufferSize() int {

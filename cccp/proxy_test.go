@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -34,12 +36,19 @@ type env struct {
 	n      *memNet
 	dp     *rtcp.DiscoverPoint
 	p      *cccp.Proxy
+	logs   *logBuffer // the proxy's
 	served chan error
 }
 
 func newEnv(t *testing.T, minPort, maxPort int) *env {
-	e := &env{t: t, n: newMemNet(), dp: new(rtcp.DiscoverPoint), served: make(chan error, 1)}
-	e.p = &cccp.Proxy{DP: e.dp, MinPort: minPort, MaxPort: maxPort, Host: "proxy.example.net", Listen: e.n.Listen}
+	return newEnvDP(t, new(rtcp.DiscoverPoint), minPort, maxPort)
+}
+
+// newEnvDP is newEnv with a DP of the caller's.
+func newEnvDP(t *testing.T, dp *rtcp.DiscoverPoint, minPort, maxPort int) *env {
+	e := &env{t: t, n: newMemNet(), dp: dp, logs: new(logBuffer), served: make(chan error, 1)}
+	e.p = &cccp.Proxy{DP: e.dp, MinPort: minPort, MaxPort: maxPort, Host: "proxy.example.net", Listen: e.n.Listen,
+		Logger: slog.New(slog.NewTextHandler(e.logs, nil))}
 	l, err := e.n.Listen("tcp", ":"+strconv.Itoa(devicePort))
 	if err != nil {
 		t.Fatal(err)
@@ -54,6 +63,24 @@ func (e *env) close() {
 	if err := <-e.served; !errors.Is(err, cccp.ErrProxyClosed) {
 		e.t.Errorf("ServeDevices = %v, want ErrProxyClosed", err)
 	}
+}
+
+// logBuffer collects log lines from several goroutines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // get sends an API request from a loopback address and checks that the
@@ -546,8 +573,11 @@ func TestTimeout(t *testing.T) {
 	})
 }
 
-// A device that registers again replaces its old connection, and a
-// client in a persistent session carries on with the new one.
+// A connection that registers a serial a live device holds is refused,
+// with a logged reason, and the device carries on (issue 14: an anonymous
+// "CLD-1\r" used to evict the real CLD-1). Once the device has gone, its
+// next registration takes the serial, and a client in a persistent
+// session carries on with it.
 func TestReRegistration(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		e := newEnv(t, 40000, 40009)
@@ -557,13 +587,32 @@ func TestReRegistration(t *testing.T) {
 		cl := e.client(port, "203.0.113.5:40001")
 		send(t, cl, "one")
 		expect(t, old, "one")
+
+		c, err := e.n.Dial(context.Background(), "192.0.2.66:6666", devicePort)
+		if err != nil {
+			t.Fatal(err)
+		}
+		send(t, c, "CLD-1\r")
+		expectClosed(t, c, "a stranger registering a live device's serial")
+		if logs := e.logs.String(); !strings.Contains(logs, `msg="cccp: device refused" serial=CLD-1 remote=192.0.2.66:6666 `+
+			`reason="a live connection from 198.51.100.7:50000 holds the serial`) {
+			t.Errorf("no refusal with its reason in the log:\n%s", logs)
+		}
+		send(t, cl, "still")
+		expect(t, old, "still")
+		send(t, old, "here")
+		expect(t, cl, "here")
+
+		old.Close()
+		if st := e.status("CLD-1"); st.DeviceConnected {
+			t.Fatalf("status %+v after the device left", st)
+		}
 		dev := e.device("CLD-1")
-		expectClosed(t, old, "the replaced device connection")
 		send(t, cl, "two")
 		expect(t, dev, "two")
 		send(t, dev, "back")
 		expect(t, cl, "back")
-		if st := e.status("CLD-1"); st != (wire.StatusResponse{DeviceConnected: true, ClientConnected: true, Transferred: 10}) {
+		if st := e.status("CLD-1"); st != (wire.StatusResponse{DeviceConnected: true, ClientConnected: true, Transferred: 19}) {
 			t.Fatalf("status %+v", st)
 		}
 		cl.Close()
@@ -607,6 +656,44 @@ func (e *env) ghost(port int, from, line string, size int) *addrConn {
 		c.Write(append([]byte(line), make([]byte, size)...))
 	}()
 	return srv
+}
+
+// gatedRegistry holds every Register until gate is closed.
+type gatedRegistry struct {
+	rtcp.MemoryRegistry
+	gate chan struct{}
+}
+
+func (r *gatedRegistry) Register(ctx context.Context, reg rtcp.Registration) error {
+	select {
+	case <-r.gate:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return r.MemoryRegistry.Register(ctx, reg)
+}
+
+// Of two connections that register one serial at once, the first keeps
+// it and the second is refused.
+func TestRegistrationRace(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		reg := &gatedRegistry{gate: make(chan struct{})}
+		e := newEnvDP(t, &rtcp.DiscoverPoint{Registry: reg}, 40000, 40009)
+		defer e.close()
+		first := e.device("CLD-1") // held in Register
+		second := e.device("CLD-1")
+		expectClosed(t, second, "a second registration while the first is under way")
+		if logs := e.logs.String(); !strings.Contains(logs, "another connection is registering the same serial") {
+			t.Errorf("no refusal with its reason in the log:\n%s", logs)
+		}
+		close(reg.gate)
+		port := e.on("serial=CLD-1")
+		cl := e.client(port, "203.0.113.5:40001")
+		send(t, cl, "first?")
+		expect(t, first, "first?")
+		cl.Close()
+		expectClosed(t, first, "device of a non-persistent proxy whose client left")
+	})
 }
 
 // A device or client that sends more than the proxy keeps for an absent
