@@ -20,9 +20,26 @@ func FuzzFramer(f *testing.F) {
 	f.Add(cat(wireFrame(0, 0, 1, nil), wireFrame(3, 0, 1, nil)))
 	f.Add([]byte("GET / HTTP/1.1\r\n"))
 	f.Add(cat(wireFrame(1, 0, 65535, nil), wireFrame(0, 0, 65535, bytes.Repeat([]byte{1}, 1024))))
+	f.Add(cat(wireFrame(0, 1, 23, []byte("x")), wireFrame(0, 1, 23, []byte("y")), wireFrame(2, 1, 23, nil), wireFrame(0, 1, 23, []byte("z"))))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		var out bytes.Buffer
 		fr := newFramer(bytes.NewReader(in), &out)
+		// Connections this instance accepted on two ports: the framer tells
+		// of the partner's first Data for each, once, and of Disconnects.
+		spoke := make(map[uint16]int)
+		fr.heard = func(port uint16, end bool) {
+			if !end {
+				spoke[port]++
+				if port != 23 && port != 40000 || spoke[port] > 1 {
+					t.Fatalf("told of the first Data for port %d %d times; it accepted ports 23 and 40000, once", port, spoke[port])
+				}
+			}
+		}
+		for _, p := range []int64{23, 40000} {
+			fr.WriteFrame(&mux.Frame{Kind: mux.KindOpen, ID: p, Addr: strconv.Itoa(int(p))})
+		}
+		fr.Flush()
+		out.Reset()
 		for i := 0; ; i++ {
 			g, err := fr.ReadFrame()
 			if err != nil {
