@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 
 	"rtcp/internal/plan5link"
@@ -172,10 +171,11 @@ type authError struct{ reason string }
 func (e *authError) Error() string        { return e.reason }
 func (e *authError) Is(target error) bool { return target == ErrUnauthorized }
 
-// Is makes errors.Is(err, ErrUnauthorized) true for a refusal that says
-// the peer lacks a key, a valid proof or the right to a name.
+// Is makes errors.Is(err, ErrRefused) true, and errors.Is(err,
+// ErrUnauthorized) for a refusal that says the peer lacks a key, a valid
+// proof or the right to a name.
 func (e *RefusedError) Is(target error) bool {
-	return target == ErrUnauthorized && strings.HasPrefix(e.Reason, unauthorizedPrefix)
+	return target == ErrRefused || target == ErrUnauthorized && strings.HasPrefix(e.Reason, unauthorizedPrefix)
 }
 
 // principal is who a peer proved to be: the name of its key, or "" for an
@@ -189,19 +189,11 @@ func (p principal) String() string {
 	return "key " + strconv.Quote(p.key)
 }
 
-// authState is the DP's live policy and what it knows of each link's
-// principal, for the checks at every session open.
+// authState is the DP's live policy. What it knows of each link's
+// principal, for the checks at every session open, is in the link table.
 type authState struct {
 	policy atomic.Pointer[Policy]
 	set    atomic.Bool // SetPolicy was called: it wins over the field
-
-	mu    sync.Mutex
-	links map[Link]authLink
-}
-
-type authLink struct {
-	who principal
-	end func() error // closes the link
 }
 
 // SetPolicy replaces the DP's Policy while it runs; nil admits everyone.
@@ -408,69 +400,35 @@ func registryOwner(who principal, owner string) string {
 	return owner
 }
 
-// trackLink records the principal of a server link, for the check at each
-// session open; end closes the link. Call the returned function when the
-// link has ended.
-func (dp *DiscoverPoint) trackLink(l Link, who principal, end func() error) (untrack func()) {
-	dp.auth.mu.Lock()
-	if dp.auth.links == nil {
-		dp.auth.links = make(map[Link]authLink)
-	}
-	dp.auth.links[l] = authLink{who, end}
-	dp.auth.mu.Unlock()
-	return func() {
-		dp.auth.mu.Lock()
-		delete(dp.auth.links, l)
-		dp.auth.mu.Unlock()
-	}
-}
-
-// linkAllowed reports whether the link l may still serve name; a link the
-// policy no longer allows is closed. Links added with AddLink are the
-// program's own and always allowed.
-func (dp *DiscoverPoint) linkAllowed(l Link, name string) bool {
-	dp.auth.mu.Lock()
-	al, ok := dp.auth.links[l]
-	dp.auth.mu.Unlock()
-	if !ok {
+// linkAllowed reports whether the link e may still serve its name; a
+// link the policy no longer allows is closed. Links added with AddLink
+// are the program's own and always allowed.
+func (dp *DiscoverPoint) linkAllowed(e *linkEntry) bool {
+	if !e.policed {
 		return true
 	}
-	err := dp.policy().authorizeServer(al.who, name)
+	err := dp.policy().authorizeServer(e.who, e.reg.Name)
 	if err == nil {
 		return true
 	}
-	dp.log().Warn("rtcp: closing a server link the policy no longer allows", "name", name, "who", al.who, "reason", err)
-	al.end()
+	dp.log().Warn("rtcp: closing a server link the policy no longer allows", "name", e.reg.Name, "who", e.who, "reason", err)
+	e.end()
 	return false
 }
 
 // evictSquatter frees name for its owner when the server that holds it at
 // this DP may no longer hold it. It reports whether it freed the name.
 func (dp *DiscoverPoint) evictSquatter(name string) bool {
-	dp.mu.Lock()
-	srv := dp.servers[name]
-	var links []Link
-	var owner string
-	if srv != nil {
-		links, owner = slices.Clone(srv.links), srv.owner
-	}
-	dp.mu.Unlock()
-	if len(links) == 0 {
+	owner, es := dp.links.rotation(name)
+	if len(es) == 0 {
 		return false
 	}
-	for _, l := range links {
-		dp.auth.mu.Lock()
-		_, tracked := dp.auth.links[l]
-		dp.auth.mu.Unlock()
-		if !tracked || dp.linkAllowed(l, name) {
+	for _, e := range es {
+		if !e.policed || dp.linkAllowed(e) {
 			return false
 		}
 	}
-	dp.mu.Lock()
-	if dp.servers[name] == srv {
-		delete(dp.servers, name)
-	}
-	dp.mu.Unlock()
+	dp.links.forget(name, owner)
 	dp.unregister(Registration{Name: name, Owner: owner, DP: dp.Advertise})
 	return true
 }

@@ -221,37 +221,3 @@ func (d *Dialer) dialCluster(ctx context.Context, dps []string, name string) (ne
 	}
 	return nil, errors.Join(errs...)
 }
-
-// lockName serializes the registry calls of one name at this DP: a link
-// that registers the name and joins the table does so entirely before or
-// after another link's removal decides the name's last link is gone and
-// unregisters it, so a link coming back at that moment is never left
-// without its registry entry (which would hide it from the other DPs, and
-// let another owner take the name).
-func (dp *DiscoverPoint) lockName(name string) (unlock func()) {
-	dp.mu.Lock()
-	if dp.nameLocks == nil {
-		dp.nameLocks = make(map[string]*nameLock)
-	}
-	nl := dp.nameLocks[name]
-	if nl == nil {
-		nl = new(nameLock)
-		dp.nameLocks[name] = nl
-	}
-	nl.refs++
-	dp.mu.Unlock()
-	nl.mu.Lock()
-	return func() {
-		nl.mu.Unlock()
-		dp.mu.Lock()
-		if nl.refs--; nl.refs == 0 {
-			delete(dp.nameLocks, name)
-		}
-		dp.mu.Unlock()
-	}
-}
-
-type nameLock struct {
-	mu   sync.Mutex
-	refs int // guarded by the DP's mu
-}

@@ -114,7 +114,7 @@ func (l *dataLink) Open(ctx context.Context, name, addr string) (net.Conn, error
 		spareCtx, cancel := context.WithTimeout(ctx, max(spareAnswerMin, 8*l.s.RTT()))
 		c, err := sp.open(spareCtx, name, addr, l.dp.HandshakeTimeout)
 		cancel()
-		if err == nil || refused(err) || ctx.Err() != nil {
+		if err == nil || errors.Is(err, ErrRefused) || ctx.Err() != nil {
 			return c, err
 		}
 		// The spare ended under the Connect, or never answered: the
@@ -357,7 +357,7 @@ func (dp *DiscoverPoint) serveSpare(c net.Conn, r *plan5.Reader, a *plan5.Aloha)
 		return false
 	}
 	if err == nil && ack.X < 0 {
-		err = &muxRefused{ack.R}
+		err = &mux.RefusedError{Reason: ack.R}
 	}
 	if err != nil {
 		sp.answer <- spareAnswer{err: err}

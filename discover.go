@@ -111,14 +111,13 @@ type DiscoverPoint struct {
 	// Transport are set for each session.
 	Peer *Dialer
 
-	forwarded sync.Map             // client conns that another DP carried here (cluster.go)
-	nameLocks map[string]*nameLock // see lockName (cluster.go)
+	forwarded sync.Map // client conns that another DP carried here (cluster.go)
+	links     linkTable
 	initOnce  sync.Once
 	flow      flowConfig // every session's window budget, stall timeout, logger
 	auth      authState
 	mu        sync.Mutex
 	g         serve.Group // listeners, connections, their goroutines
-	servers   map[string]*server
 	dataWait  map[string]*dataWaiter // opens waiting for their data link, by token
 	sparing   map[string]*dataLink   // TCP control links that keep spare data links, by their token
 	sessions  int                    // client sessions being relayed
@@ -127,14 +126,6 @@ type DiscoverPoint struct {
 	shutdown  bool
 	ctx       context.Context // canceled by Close
 	cancel    context.CancelFunc
-}
-
-// server is one registered name and the links that serve it.
-type server struct {
-	name  string
-	owner string
-	links []Link
-	next  int
 }
 
 // A Link carries sessions to one server: the DP opens a session over it for
@@ -170,9 +161,9 @@ func (dp *DiscoverPoint) AddLink(name, owner string, l Link) (remove func(), err
 		return nil, ErrDiscoverPointClosed
 	}
 	reg := Registration{Name: name, Owner: owner, DP: dp.Advertise}
-	unlock := dp.lockName(name)
+	unlock := dp.links.lockName(name)
 	defer unlock()
-	if err := dp.checkLinkLimits(reg); err != nil {
+	if err := dp.links.check(reg, dp.linkLimits()); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(dp.ctx, dp.HandshakeTimeout)
@@ -181,7 +172,7 @@ func (dp *DiscoverPoint) AddLink(name, owner string, l Link) (remove func(), err
 	if err != nil {
 		return nil, err
 	}
-	if err := dp.addLink(reg, l); err != nil {
+	if err := dp.addLink(&linkEntry{link: l, reg: reg}); err != nil {
 		return nil, err
 	}
 	var once sync.Once
@@ -215,7 +206,7 @@ func (dp *DiscoverPoint) init() {
 		}
 		dp.initLimits()
 		dp.flow = newFlowConfig(dp.WindowMemory, dp.StallTimeout)
-		dp.servers = make(map[string]*server)
+		dp.links.init()
 		dp.ctx, dp.cancel = context.WithCancel(context.Background())
 	})
 }
@@ -444,11 +435,11 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		owner = "conn:" + c.RemoteAddr().String()
 	}
 	reg := Registration{Name: a.N, Owner: registryOwner(who, owner), DP: dp.Advertise}
-	if err := dp.checkLinkLimits(reg); err != nil {
+	if err := dp.links.check(reg, dp.linkLimits()); err != nil {
 		dp.refuseLink(c, a.N, err)
 		return
 	}
-	unlockName := dp.lockName(a.N) // until the link is in the table
+	unlockName := dp.links.lockName(a.N) // until the link is in the table
 	ctx, cancel := context.WithTimeout(context.Background(), dp.HandshakeTimeout)
 	err := dp.Registry.Register(ctx, reg)
 	if errors.Is(err, ErrNameTaken) && dp.evictSquatter(a.N) {
@@ -502,8 +493,7 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	// leaves, and its opens wait until the Aloha has been written.
 	g := &gatedLink{Link: l, ready: make(chan struct{})}
 	l = g
-	defer dp.trackLink(l, who, end)()
-	if err := dp.addLink(reg, l); err != nil {
+	if err := dp.addLink(&linkEntry{link: l, reg: reg, who: who, end: end, policed: true}); err != nil {
 		unlockName()
 		dp.refuseLink(c, a.N, err) // nothing else writes to c yet
 		end()
@@ -545,51 +535,22 @@ func (g *gatedLink) Open(ctx context.Context, name, addr string) (net.Conn, erro
 	return g.Link.Open(ctx, name, addr)
 }
 
-// addLink puts l in the table, or fails if a bound of the DP does not
-// let it in (then it unregisters the name if no link of its owner holds it
-// here). Each link added must be removed with removeLink.
-func (dp *DiscoverPoint) addLink(reg Registration, l Link) error {
-	dp.mu.Lock()
-	srv := dp.servers[reg.Name]
-	if err := dp.linkLimitLocked(reg); err != nil {
-		held := srv != nil && srv.owner == reg.Owner && len(srv.links) > 0
-		dp.mu.Unlock()
-		if !held {
-			dp.unregister(reg)
-		}
-		return err
+// addLink puts e in the link table, or fails if a bound of the DP does
+// not let it in (then it unregisters the name if no link of its owner
+// holds it here). Each link added must be removed with removeLink.
+func (dp *DiscoverPoint) addLink(e *linkEntry) error {
+	held, err := dp.links.add(e, dp.linkLimits())
+	if err != nil && !held {
+		dp.unregister(e.reg)
 	}
-	defer dp.mu.Unlock()
-	dp.countLinks(reg.Owner, 1) // until removeLink, wherever the table went
-	if srv == nil || srv.owner != reg.Owner {
-		// The registry gave the name to this owner: any other is stale.
-		srv = &server{name: reg.Name, owner: reg.Owner}
-		dp.servers[reg.Name] = srv
-	}
-	srv.links = append(srv.links, l)
-	return nil
+	return err
 }
 
+// removeLink takes l out of the link table, and frees its name in the
+// registry if it was the name's last link here.
 func (dp *DiscoverPoint) removeLink(reg Registration, l Link) {
-	defer dp.lockName(reg.Name)()
-	dp.mu.Lock()
-	dp.countLinks(reg.Owner, -1)
-	srv := dp.servers[reg.Name]
-	last := false
-	if srv != nil && srv.owner == reg.Owner {
-		for i, x := range srv.links {
-			if x == l {
-				srv.links = append(srv.links[:i], srv.links[i+1:]...)
-				break
-			}
-		}
-		if len(srv.links) == 0 {
-			delete(dp.servers, reg.Name)
-			last = true
-		}
-	}
-	dp.mu.Unlock()
-	if last {
+	defer dp.links.lockName(reg.Name)()
+	if dp.links.remove(reg, l) {
 		dp.unregister(reg)
 	}
 }
@@ -602,24 +563,6 @@ func (dp *DiscoverPoint) unregister(reg Registration) {
 	}
 }
 
-// pickLink returns the next link of the server name, round robin.
-func (dp *DiscoverPoint) pickLink(name string, skip map[Link]bool) (Link, bool) {
-	dp.mu.Lock()
-	defer dp.mu.Unlock()
-	srv := dp.servers[name]
-	if srv == nil {
-		return nil, false
-	}
-	for range srv.links {
-		l := srv.links[srv.next%len(srv.links)]
-		srv.next++
-		if !skip[l] {
-			return l, true
-		}
-	}
-	return nil, true
-}
-
 // openSession opens a session to the server name for a client, trying the
 // server's other links if one fails under it. The error is the reason to
 // give the client.
@@ -630,43 +573,47 @@ func (dp *DiscoverPoint) openSession(ctx context.Context, name, client, addr str
 	}
 	defer opened()
 	var tried map[Link]bool
+	var drained error // a draining link's refusal, for want of another link
 	for {
-		l, ok := dp.pickLink(name, tried)
-		if !ok || l == nil {
+		e, ok := dp.links.pick(name, tried)
+		if !ok || e == nil {
 			if c, handled, err := dp.openRemote(ctx, name, client); handled {
 				return c, err
 			}
 		}
-		if !ok {
+		if !ok && drained == nil {
 			return nil, &noServerError{name}
 		}
-		if l == nil {
+		if e == nil {
+			if drained != nil {
+				return nil, fmt.Errorf("rtcp: server %q refused: %w", name, drained)
+			}
 			return nil, fmt.Errorf("rtcp: every link to server %q failed", name)
 		}
 		var c net.Conn
 		err := errNotAllowed
-		if dp.linkAllowed(l, name) { // else it is closed now
-			c, err = l.Open(ctx, client, addr)
+		if dp.linkAllowed(e) { // else it is closed now
+			c, err = e.link.Open(ctx, client, addr)
 		}
 		if err == nil {
 			return c, nil
 		}
-		if refused(err) || ctx.Err() != nil {
-			return nil, fmt.Errorf("rtcp: server %q refused: %v", name, err)
+		if errors.Is(err, mux.ErrDraining) && ctx.Err() == nil {
+			// Its server is closing (a restart hands the name to a new
+			// process under the same key): the link leaves the rotation,
+			// and another link takes the client.
+			dp.links.drain(e.link)
+			drained = err
+			continue
+		}
+		if errors.Is(err, ErrRefused) || ctx.Err() != nil {
+			return nil, fmt.Errorf("rtcp: server %q refused: %w", name, err)
 		}
 		if tried == nil {
 			tried = make(map[Link]bool)
 		}
-		tried[l] = true
+		tried[e.link] = true
 	}
-}
-
-// refused reports whether err is a server's refusal (rather than a link
-// failing under the open).
-func refused(err error) bool {
-	var re *mux.RefusedError
-	var ye *muxRefused
-	return errors.As(err, &re) || errors.As(err, &ye)
 }
 
 // serveClient serves an indirect client's connection: one Connect, one

@@ -29,7 +29,6 @@ func (dp *DiscoverPoint) initLimits() {
 	setDefault(&dp.MaxLinksPerOwner, defaultMaxLinksPerOwner)
 	dp.counts.perServer = make(map[string]int)
 	dp.counts.pending = make(map[string]int)
-	dp.counts.owners = make(map[string]int)
 	dp.counts.spares = make(map[string]int)
 }
 
@@ -112,31 +111,9 @@ func (dp *DiscoverPoint) beginOpen(name string) (done func(), err error) {
 	}, nil
 }
 
-// checkLinkLimits reports whether one more link of reg fits: a new name
-// within MaxNames, and its owner's links within MaxLinksPerOwner.
-func (dp *DiscoverPoint) checkLinkLimits(reg Registration) error {
-	dp.mu.Lock()
-	defer dp.mu.Unlock()
-	return dp.linkLimitLocked(reg)
-}
-
-func (dp *DiscoverPoint) linkLimitLocked(reg Registration) error {
-	if dp.servers[reg.Name] == nil && len(dp.servers) >= dp.MaxNames {
-		return &limitError{refusedMaxNames, fmt.Sprintf(
-			"rtcp: this DP already serves %d names, its limit (MaxNames); register %q at another DP", len(dp.servers), reg.Name)}
-	}
-	if n := dp.counts.owners[reg.Owner]; n >= dp.MaxLinksPerOwner {
-		return &limitError{refusedMaxLinks, fmt.Sprintf(
-			"rtcp: server %q already has %d links to this DP, the limit for one server (MaxLinksPerOwner); use a smaller PoolSize", reg.Name, n)}
-	}
-	return nil
-}
-
-// countLinks adds n to owner's links (n < 0 removes).
-func (dp *DiscoverPoint) countLinks(owner string, n int) {
-	if dp.counts.owners[owner] += n; dp.counts.owners[owner] <= 0 {
-		delete(dp.counts.owners, owner)
-	}
+// linkLimits are the bounds of the link table.
+func (dp *DiscoverPoint) linkLimits() linkLimits {
+	return linkLimits{maxNames: dp.MaxNames, maxLinksPerOwner: dp.MaxLinksPerOwner}
 }
 
 // countSpares adds n to owner's spare data links (n < 0 removes): those

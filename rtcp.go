@@ -73,6 +73,13 @@ var (
 	// ErrNoHalfClose is returned by CloseWrite when the peer is a plain
 	// Plan5 peer that cannot half-close.
 	ErrNoHalfClose = mux.ErrNoHalfClose
+	// ErrRefused matches every refusal of a session or a registration,
+	// by the DP or the server: a *RefusedError, and the errors of Dial
+	// and Listen that wrap one. A Link refuses an open with an error that
+	// matches it (a *RefusedError with the Reason, say): the DP gives
+	// the client that reason, where any other error of Open is the link
+	// failing, and the DP tries the name's other links.
+	ErrRefused = mux.ErrRefused
 )
 
 // Addr is the address of an rtcp endpoint: a name at a network address,
@@ -103,7 +110,12 @@ type RefusedError struct {
 	Reason string // the reason the DP or server gave
 }
 
+// Error says who refused what and why. A RefusedError with no DP (a
+// Link's refusal) is its Reason.
 func (e *RefusedError) Error() string {
+	if e.DP == "" {
+		return e.Reason
+	}
 	return fmt.Sprintf("rtcp: DP %s refused %q: %s", e.DP, e.Name, e.Reason)
 }
 

@@ -66,7 +66,6 @@ type dpCounts struct {
 	// Guarded by the DP's mu.
 	perServer map[string]int // sessions by server name
 	pending   map[string]int // opens waiting for the server's answer, by name
-	owners    map[string]int // links by owner
 	spares    map[string]int // spare data links by owner (datalink.go)
 
 	sessionsTotal        atomic.Uint64
@@ -79,11 +78,9 @@ type dpCounts struct {
 func (dp *DiscoverPoint) Stats() Stats {
 	dp.init()
 	dp.mu.Lock()
-	st := Stats{Conns: dp.g.Conns(), Servers: len(dp.servers), Sessions: dp.sessions}
-	for _, srv := range dp.servers {
-		st.Links += len(srv.links)
-	}
+	st := Stats{Conns: dp.g.Conns(), Sessions: dp.sessions}
 	dp.mu.Unlock()
+	st.Servers, st.Links = dp.links.counts()
 	st.SessionsTotal = dp.counts.sessionsTotal.Load()
 	st.BytesToServers = dp.counts.toServers.Load()
 	st.BytesToClients = dp.counts.toClients.Load()

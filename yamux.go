@@ -140,7 +140,7 @@ func (l *yamuxLink) Open(ctx context.Context, name, addr string) (net.Conn, erro
 	// session for its whole life, stays small: an idle yamux session once
 	// cost the DP 12 KB of stacks against 6 KB on the JSON transport.
 	if err := connectStream(ctx, st, name, addr); err != nil {
-		if refused(err) {
+		if errors.Is(err, ErrRefused) {
 			st.Close()
 		} else {
 			st.Abort(err)
@@ -180,15 +180,10 @@ func connectStream(ctx context.Context, c net.Conn, name, addr string) (err erro
 		return fmt.Errorf("rtcp: server answered a session with %v, want Ack", m.Type())
 	}
 	if ack.X < 0 {
-		return &muxRefused{ack.R}
+		return &mux.RefusedError{Reason: ack.R}
 	}
 	return nil
 }
-
-// muxRefused is a server's refusal on a yamux stream.
-type muxRefused struct{ reason string }
-
-func (e *muxRefused) Error() string { return e.reason }
 
 // byteReader reads one byte at a time so that a bufio.Reader on top of it
 // never takes bytes past the line it needs.

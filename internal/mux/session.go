@@ -525,10 +525,28 @@ func (s *Session) OpenToken(ctx context.Context, name, addr, token string) (*Str
 	return nil, ctx.Err()
 }
 
-// RefusedError is the peer's refusal of an Open.
+// RefusedError is the peer's refusal of an Open. It matches ErrRefused,
+// and ErrDraining if the peer refused because it is closing.
 type RefusedError struct{ Reason string }
 
 func (e *RefusedError) Error() string { return e.Reason }
+
+func (e *RefusedError) Is(target error) bool {
+	return target == ErrRefused || target == ErrDraining && e.Reason == DrainReason
+}
+
+var (
+	// ErrRefused matches a refusal of an open, by whichever side.
+	ErrRefused = errors.New("rtcp: refused")
+	// ErrDraining matches the refusal of a session that is draining: its
+	// side is closing, its streams go on, and it takes no new ones.
+	ErrDraining = errors.New("rtcp: the peer is closing and takes no new sessions")
+)
+
+// DrainReason is the reason a draining session refuses opens with. It
+// crosses the wire (an Ack's R), so that the DP knows the link is
+// closing rather than refusing this one client, and tries another.
+const DrainReason = "rtcp: the server is closed and accepts no new sessions"
 
 func (s *Session) newStream(id int64, name, addr string, opened bool) *Stream {
 	st := newStream(s, id, name, addr)
@@ -749,7 +767,7 @@ func (s *Session) handleOpen(f *Frame) error {
 		reason := s.refuse
 		s.mu.Unlock()
 		if reason == "" {
-			reason = "rtcp: the server is closed and accepts no new sessions"
+			reason = DrainReason
 		}
 		refuse(reason)
 		return nil

@@ -1,0 +1,123 @@
+package rtcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// serveTagged serves l until it closes: each session gets tag, then an
+// echo of what it sends.
+func serveTagged(t *testing.T, l net.Listener, tag string) {
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				if _, err := io.WriteString(c, tag); err == nil {
+					io.Copy(c, c)
+				}
+			})
+		}
+	})
+	t.Cleanup(func() { l.Close(); wg.Wait() })
+}
+
+// dialTag dials the name and returns the tag its server sent.
+func dialTag(t *testing.T, d *Dialer, dp, name string) (net.Conn, string) {
+	t.Helper()
+	c, err := d.DialContext(context.Background(), dp, name)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	tag := make([]byte, 4)
+	if _, err := io.ReadFull(c, tag); err != nil {
+		c.Close()
+		t.Fatalf("reading the server's tag: %v", err)
+	}
+	return c, string(tag)
+}
+
+// TestBlueGreenHandover: a new server process (green) registers the name
+// under the same key while the old one (blue) still carries a session,
+// then blue closes. Blue's link with that session drains: it refuses new
+// sessions, and the DP must take it out of the rotation and carry every
+// later client to green, refusing nobody.
+func TestBlueGreenHandover(t *testing.T) {
+	for _, tr := range []Transport{TransportJSON, TransportYamux, TransportTCP} {
+		t.Run(tr.String(), func(t *testing.T) {
+			dp := startDP(t, &DiscoverPoint{Policy: &Policy{Keys: testKeys()}, Logger: testLogger()})
+			d := &Dialer{Credential: alice}
+			lc := &ListenConfig{Credential: alice, Transport: tr}
+			blue := listen(t, lc, dp, "svc")
+			serveTagged(t, blue, "blue")
+			held, tag := dialTag(t, d, dp, "svc")
+			defer held.Close()
+			if tag != "blue" {
+				t.Fatalf("first session reached %q, want blue", tag)
+			}
+
+			green := listen(t, lc, dp, "svc")
+			serveTagged(t, green, "gren")
+			blue.Close() // its link that carries held drains
+
+			for i := range 20 {
+				c, tag := dialTag(t, d, dp, "svc")
+				c.Close()
+				if tag != "gren" {
+					t.Fatalf("dial %d after blue closed reached %q, want green", i, tag)
+				}
+			}
+			ping(t, held, "blue's session goes on")
+		})
+	}
+}
+
+// refusingLink is a Link written outside the package: it refuses every
+// open with err.
+type refusingLink struct {
+	err  error
+	done chan struct{}
+}
+
+func (l *refusingLink) Open(context.Context, string, string) (net.Conn, error) { return nil, l.err }
+func (l *refusingLink) Done() <-chan struct{}                                  { return l.done }
+
+// TestForeignLinkRefuses: a Link of the program's own that refuses an
+// open with an error matching ErrRefused has its reason given to the
+// client, which sees a refusal, not a failed link.
+func TestForeignLinkRefuses(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"RefusedError", &RefusedError{Reason: "device busy: try at 5 pm"}, "device busy: try at 5 pm"},
+		{"wrapped", fmt.Errorf("plc offline: %w", ErrRefused), "plc offline"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dp := &DiscoverPoint{Logger: testLogger()}
+			addr := startDP(t, dp)
+			remove, err := dp.AddLink("plc", "owner", &refusingLink{err: tc.err, done: make(chan struct{})})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer remove()
+			for _, tr := range []Transport{TransportJSON, TransportYamux} {
+				_, err = (&Dialer{Transport: tr}).DialContext(context.Background(), addr, "plc")
+				if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), tc.want) {
+					t.Errorf("%v client: dial gave %v; want a refusal (ErrRefused) that says %q", tr, err, tc.want)
+				}
+			}
+		})
+	}
+}
