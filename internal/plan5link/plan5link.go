@@ -27,7 +27,8 @@ type Framer struct {
 	buf    []byte
 	f      mux.Frame
 	hb     *plan5.Aloha // the heartbeat (keepalive.go)
-	legacy bool         // write each message with a write of its own
+	legacy bool         // write each message with a write of its own, paced
+	last   time.Time    // of the last write to a legacy peer
 }
 
 // NewFramer returns a Framer reading with r (the connection's one Reader)
@@ -72,12 +73,20 @@ func (fr *Framer) ReadFrame() (*mux.Frame, error) {
 
 // SetLegacy makes the Framer write to a peer that announced the legacy
 // version (plan5.Legacy): each message goes to the connection with a
-// write of its own, never in one write with another. Plan5's own reader
-// loses whatever a read brings after the message it wanted; a write of its
-// own gives a message its own TCP segment, unless the peer is slow to read
-// (TCP then coalesces the segments in its receive buffer; SPEC.md, "The
-// legacy form").
-func (fr *Framer) SetLegacy(on bool) { fr.legacy = on }
+// write of its own, never in one write with another, and at least
+// LegacyGap after the one before (or after SetLegacy, which a DP calls
+// just before it writes its Aloha). Plan5's own reader loses whatever a
+// read brings after the message it wanted, and TCP hands it two writes in
+// one read whenever the second arrives before the reader is back: the gap
+// gives it time to come back (SPEC.md, "The legacy form").
+func (fr *Framer) SetLegacy(on bool) {
+	fr.legacy = on
+	fr.last = time.Now()
+}
+
+// LegacyGap is the least time between two writes to a legacy peer: with
+// Data of LegacyChunkSize bytes, at most 2 MB/s to such a peer.
+const LegacyGap = time.Millisecond
 
 // WriteFrame writes f as a Plan5 message into the write buffer, or to a
 // legacy peer straight to the connection.
@@ -106,7 +115,11 @@ func (fr *Framer) WriteFrame(f *mux.Frame) error {
 	fr.buf = plan5.AppendMessage(fr.buf[:0], m)
 	_, err := fr.w.Write(fr.buf)
 	if err == nil && fr.legacy {
+		if wait := LegacyGap - time.Since(fr.last); wait > 0 {
+			time.Sleep(wait)
+		}
 		err = fr.w.Flush()
+		fr.last = time.Now()
 	}
 	if cap(fr.buf) > 2*plan5.DefaultMaxLine {
 		fr.buf = nil
