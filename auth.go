@@ -307,11 +307,17 @@ func answerChallenge(c net.Conn, ours, ch *plan5.Aloha, cred *Credential) error 
 	if cred == nil || ours.Key == "" {
 		return errors.New("rtcp: the DP sent an authentication challenge to a peer that gave no key")
 	}
-	var binding []byte
+	binding := tlsBinding(c)
 	switch ch.Binding {
 	case "":
+		if binding != nil {
+			// A DP on TLS always binds: a challenge without it comes from
+			// whoever ended our TLS, to relay our proof to the DP over
+			// another connection.
+			return errors.New("rtcp: the DP did not bind authentication to this TLS connection, as a DP on TLS does: something between this side and the DP ends TLS and could reuse the proof; refusing to send it")
+		}
 	case bindingTLS:
-		if binding = tlsBinding(c); binding == nil {
+		if binding == nil {
 			return errors.New("rtcp: the DP binds authentication to TLS, but this connection is not TLS (set TLSConfig)")
 		}
 	default:
