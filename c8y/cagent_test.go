@@ -78,9 +78,9 @@ func (a *cAgent) send(p []byte) error {
 	return nil
 }
 
-// recv reads n bytes of data frames from the DP, failing on a frame whose
-// length the agent would read wrong: it reads the high byte of a 16-bit
-// length through a signed char.
+// recv reads n bytes of data frames from the DP, failing on a frame of
+// 32768 bytes or more, which the agent misreads: it reads the high byte of
+// a 16-bit length through a signed char.
 func (a *cAgent) recv(n int) ([]byte, error) {
 	var got []byte
 	for len(got) < n {
@@ -104,6 +104,9 @@ func (a *cAgent) recv(n int) ([]byte, error) {
 			var b [8]byte
 			io.ReadFull(a.br, b[:])
 			size = int(binary.BigEndian.Uint64(b[:]))
+		}
+		if size >= 1<<15 {
+			return got, fmt.Errorf("a frame of %d bytes; the C agent misreads frames of 32768 bytes or more", size)
 		}
 		p := make([]byte, size)
 		if _, err := io.ReadFull(a.br, p); err != nil {
@@ -143,6 +146,14 @@ func TestDeviceEndpointCReferenceAgent(t *testing.T) {
 	got, err := agent.recv(len(down))
 	if err != nil || string(got) != string(down) {
 		t.Fatalf("the device read %q, %v", got, err)
+	}
+	// A client that writes a lot at once: the DP writes it to the device
+	// in frames the agent reads right.
+	big := []byte(strings.Repeat("0123456789abcdef", 1<<16)) // 1 MiB
+	go client.Write(big)
+	got, err = agent.recv(len(big))
+	if err != nil || string(got) != string(big) {
+		t.Fatalf("the device read %d of %d bytes: %v", len(got), len(big), err)
 	}
 
 	// The agent's close ends the tunnel.

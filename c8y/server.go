@@ -382,9 +382,16 @@ func keyFromPath(path, prefix string) (string, bool) {
 }
 
 // deviceAcceptor takes the device agents that the cloud takes, the
-// Cumulocity C reference agent among them: it offers no subprotocol and
-// sends a Sec-WebSocket-Key that is not 16 bytes of base64.
-var deviceAcceptor = &wsconn.Acceptor{Subprotocol: wire.Subprotocol, LenientKey: true}
+// Cumulocity C reference agent among them: it offers no subprotocol,
+// sends a Sec-WebSocket-Key that is not 16 bytes of base64, and reads the
+// high byte of a 16-bit frame length through a signed char, so it
+// misreads messages of 32768 bytes or more (protocol/c8y SPEC.md §3).
+var deviceAcceptor = &wsconn.Acceptor{Subprotocol: wire.Subprotocol, LenientKey: true, MaxMessage: maxDeviceMessage}
+
+// maxDeviceMessage is the longest WebSocket message the Server writes to
+// a device: the C reference agent misreads longer ones. The relay's
+// chunks of up to 256 KiB are written as several messages.
+const maxDeviceMessage = 1<<15 - 1
 
 // serveDevice takes a device agent's WebSocket for its key and holds it
 // until a client pairs with it and the tunnel ends, or the key expires.

@@ -176,3 +176,53 @@ func TestAcceptLenientKeyRefusals(t *testing.T) {
 		}
 	}
 }
+
+// With MaxMessage, a long Write reaches the peer as messages no longer
+// than that, in order, and Write counts every byte.
+func TestAcceptMaxMessage(t *testing.T) {
+	const max = 1<<15 - 1
+	wrote := make(chan error, 1)
+	want := []byte(strings.Repeat("0123456789abcdef", 1<<14)) // 256 KiB, a relay chunk
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := (&wsconn.Acceptor{LenientKey: true, MaxMessage: max}).Accept(w, r)
+		if err != nil {
+			wrote <- err
+			return
+		}
+		defer c.Close()
+		n, err := c.Write(want)
+		if err == nil && n != len(want) {
+			err = fmt.Errorf("Write = %d, want %d", n, len(want))
+		}
+		wrote <- err
+		io.Copy(io.Discard, c) // until the client goes
+	}))
+	defer srv.Close()
+	c, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, cAgentUpgrade("/", "x", "Basic eA=="))
+	br := bufio.NewReader(c)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	var got []byte
+	for len(got) < len(want) {
+		op, p, agentLen, err := readFrame(br)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if op != 2 || len(p) > max || agentLen != int64(len(p)) {
+			t.Fatalf("frame: opcode %d, %d bytes (the C agent reads %d); want binary, at most %d", op, len(p), agentLen, max)
+		}
+		got = append(got, p...)
+	}
+	if string(got) != string(want) {
+		t.Fatal("the messages do not add up to what was written")
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+}

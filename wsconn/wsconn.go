@@ -138,6 +138,25 @@ type conn struct {
 	net.Conn
 	ws            *websocket.Conn
 	local, remote net.Addr // nil: those of the connection under it
+	maxMessage    int      // if positive, the longest message Write sends
+}
+
+// Write sends p as one binary message, or as messages of at most
+// maxMessage bytes.
+func (c *conn) Write(p []byte) (int, error) {
+	if c.maxMessage <= 0 || len(p) <= c.maxMessage {
+		return c.Conn.Write(p)
+	}
+	var n int
+	for len(p) > 0 {
+		k, err := c.Conn.Write(p[:min(len(p), c.maxMessage)])
+		n += k
+		if err != nil {
+			return n, err
+		}
+		p = p[k:]
+	}
+	return n, nil
 }
 
 func newConn(ws *websocket.Conn, local, remote net.Addr) *conn {
@@ -239,6 +258,13 @@ type Acceptor struct {
 	// accepts. Sec-WebSocket-Accept is computed from the key as sent, as
 	// RFC 6455 computes it. Anything else is still answered 400.
 	LenientKey bool
+
+	// MaxMessage, if positive, bounds the payload of each message the
+	// connection writes: a longer Write goes out as several messages, in
+	// order. For peers that misread long frames: the Cumulocity C
+	// reference agent reads a 16-bit length's high byte through a signed
+	// char, so it needs messages under 32768 bytes.
+	MaxMessage int
 }
 
 // websocketGUID is RFC 6455's constant for Sec-WebSocket-Accept.
@@ -270,7 +296,9 @@ func (a *Acceptor) Accept(w http.ResponseWriter, r *http.Request) (net.Conn, err
 	if err != nil {
 		return nil, err
 	}
-	return newConn(c, nil, nil), nil
+	nc := newConn(c, nil, nil)
+	nc.maxMessage = a.MaxMessage
+	return nc, nil
 }
 
 // lenientKey returns the request's one Sec-WebSocket-Key when the
