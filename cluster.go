@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"rtcp/protocol/plan5"
 )
 
 // A cluster is several DiscoverPoints that share one Registry (the
@@ -80,7 +82,7 @@ func (dp *DiscoverPoint) openRemote(ctx context.Context, name, client string) (c
 	}
 	d.Name = client
 	d.Transport = TransportYamux // the raw client leg: bytes as they are
-	d.via = dp.Advertise
+	d.hop = func(a *plan5.Aloha) { a.Via = dp.Advertise }
 	var errs []error
 	for i, r := range rs {
 		// A DP that died with its host may not even refuse: give each

@@ -53,7 +53,7 @@ type Dialer struct {
 	// the session's bytes and relies on TCP's keepalive.
 	KeepAlive time.Duration
 
-	via string // set when a DP carries a session to another DP (cluster.go)
+	hop func(*plan5.Aloha) // fills in the Aloha of a DP that carries a session to another DP (cluster.go)
 }
 
 // DialContext connects to the indirect server name through the DP at addr,
@@ -102,7 +102,10 @@ var errNoRawAnyMore = errors.New("rtcp: the DP no longer offers the raw transpor
 
 func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, mayEarly bool) (*Conn, error) {
 	stop := watchContext(ctx, c)
-	ours := &plan5.Aloha{R: plan5.RoleIC, N: d.Name, Via: d.via}
+	ours := &plan5.Aloha{R: plan5.RoleIC, N: d.Name}
+	if d.hop != nil {
+		d.hop(ours)
+	}
 	plan5link.Offer(ours, plan5.DefaultMaxLine)
 	ours.HeartBeat = plan5link.HeartBeatMS(keepAlivePeriod(d.KeepAlive))
 	if d.Transport != TransportJSON {
