@@ -31,6 +31,7 @@ type cloud struct {
 	srv      *httptest.Server
 	auth     string        // the Authorization header it wants
 	answer   string        // the subprotocol it answers ("" answers none)
+	before   chan struct{} // if not nil, every answer waits until it is closed
 	hold     chan struct{} // if not nil, upgrades wait until it is closed
 	conns    chan net.Conn
 	requests chan *http.Request
@@ -45,6 +46,9 @@ func newCloud(t *testing.T, auth string) *cloud {
 
 func (cl *cloud) serve(w http.ResponseWriter, r *http.Request) {
 	cl.requests <- r
+	if cl.before != nil {
+		<-cl.before
+	}
 	if _, ok := wire.ParseDevicePath(r.URL.EscapedPath()); !ok {
 		http.Error(w, "no such endpoint", http.StatusNotFound)
 		return
@@ -130,6 +134,7 @@ func service(t *testing.T) (net.Listener, wire.Operation) {
 
 func accept(t *testing.T, l net.Listener) net.Conn {
 	t.Helper()
+	l.(*net.TCPListener).SetDeadline(time.Now().Add(10 * time.Second))
 	c, err := l.Accept()
 	if err != nil {
 		t.Fatal(err)
@@ -276,10 +281,12 @@ func TestAgentFailures(t *testing.T) {
 	})
 	t.Run("WebSocket 401", func(t *testing.T) {
 		cl := newCloud(t, basic("t123/dev", "right"))
+		cl.before = make(chan struct{}) // the refusal comes once the endpoint is up
 		l, op := service(t)
 		st := newLines()
 		done := handle(&c8y.Agent{URL: cl.srv.URL, User: "t123/dev", Password: "wrong", Status: st, StatusFormat: c8y.StatusText}, op)
 		tcp := accept(t, l)
+		close(cl.before)
 		err := wait(t, done)
 		var he *wsconn.HandshakeError
 		if !errors.As(err, &he) || he.StatusCode != 401 {

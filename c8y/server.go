@@ -577,10 +577,13 @@ func (k *connKey) end(why string) {
 	}
 	remove := k.remove
 	k.mu.Unlock()
-	close(k.done)
+	// The name leaves the DP first: a device handler waiting on done
+	// closes the device, and whoever the device tells must find the name
+	// gone.
 	if remove != nil {
 		remove()
 	}
+	close(k.done)
 	k.s.mu.Lock()
 	if k.s.keys[k.id] == k {
 		delete(k.s.keys, k.id)

@@ -156,6 +156,7 @@ func TestAgentServeBadOperations(t *testing.T) {
 // agent's logs and SmartREST reasons do not show it.
 func TestAgentKeyNotShown(t *testing.T) {
 	cl := newCloud(t, "Bearer right")
+	cl.before = make(chan struct{}) // the refusal comes once the endpoint is up
 	l, op := service(t)
 	var logs syncBuffer
 	st := newLines()
@@ -163,6 +164,7 @@ func TestAgentKeyNotShown(t *testing.T) {
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	done := handle(a, op)
 	tcp := accept(t, l)
+	close(cl.before)
 	wait(t, done)
 	wantEnd(t, tcp, "endpoint after the WebSocket was refused")
 	failed := st.want(t, "501,", `502,c8y_RemoteAccessConnect,"c8y: cannot open the remote access WebSocket: wsconn: `)
