@@ -137,7 +137,7 @@ func fastField(b []byte, pre string, s *string) ([]byte, bool) {
 // appendAloha writes a as encoding/json does, field by field in the
 // struct's order, when every string in it is plain.
 func appendAloha(dst []byte, a *Aloha) (_ []byte, ok bool) {
-	strs := [...]string{a.N, a.Owner, a.Transport, a.Error, a.Token, a.Via, a.Key, a.Binding}
+	strs := [...]string{a.N, a.Owner, a.Transport, a.Error, a.Token, a.Via, a.Key, a.Binding, a.To, a.ClientKey, a.ClientAddr}
 	for _, s := range strs {
 		if !plainJSON(s) {
 			return dst, false
@@ -186,6 +186,9 @@ func appendAloha(dst []byte, a *Aloha) (_ []byte, ok bool) {
 	bin("Challenge", a.Challenge)
 	str("Binding", a.Binding)
 	bin("Proof", a.Proof)
+	str("To", a.To)
+	str("ClientKey", a.ClientKey)
+	str("ClientAddr", a.ClientAddr)
 	return append(dst, '}', '\n'), true
 }
 
@@ -298,6 +301,12 @@ func alohaField(a *Aloha, key string) any {
 		return &a.Binding
 	case "Proof":
 		return &a.Proof
+	case "To":
+		return &a.To
+	case "ClientKey":
+		return &a.ClientKey
+	case "ClientAddr":
+		return &a.ClientAddr
 	}
 	return nil
 }

@@ -73,6 +73,13 @@ func fuzzSeeds() [][]byte {
 			&Aloha{V: 10000, R: RoleIC, N: "alice", Window: 262144, MaxLine: 65536, HalfClose: true, Transport: "raw", Via: "10.0.0.3:9000"},
 			&Connect{N: "printer-7"},
 		),
+		// The same hop, by a DP that proves a key and speaks for its client.
+		transcript(
+			&Aloha{V: 10000, R: RoleIC, N: "alice", Transport: "raw", Via: "10.0.0.3:9000", Key: "cluster", To: "10.0.0.1:9000", ClientKey: "alice", ClientAddr: "203.0.113.5:40112"},
+			&Aloha{V: 10000, R: RoleDP, N: "rtcp", Challenge: payload[:32]},
+			&Aloha{V: 10000, R: RoleIC, N: "alice", Proof: payload[:32]},
+			&Connect{N: "printer-7"},
+		),
 		// A control link of the TCP transport that keeps spare data links,
 		// and a session on one of them (SPEC.md, "Spare data links").
 		transcript(
@@ -193,7 +200,8 @@ func FuzzHandshakeFastPath(f *testing.F) {
 		`{"V":10000,"R":3,"N":"c","HeartBeat":15000,"Window":262144,"MaxLine":65536,"HalfClose":true,"Transport":"raw"}`,
 		`{"V":10000,"R":4,"N":"dp","Challenge":"AAEC","Binding":"tls-exporter"}`,
 		`{"V":10000,"R":4,"N":"rtcp","Transport":"tcp","Token":"9f1c","Spares":2}`, `{"Spares":-1}`, `{"Spares":1.5}`,
-		`{"V":1,"R":2,"N":"s","Owner":"o","Key":"k","Proof":""}`, `{}`, `{"V":1,"V":2}`, `{"HalfClose":false}`,
+		`{"V":1,"R":2,"N":"s","Owner":"o","Key":"k","Proof":""}`,
+		`{"V":10000,"R":3,"N":"c","Via":"10.0.0.3:9000","Key":"k","To":"10.0.0.1:9000","ClientKey":"a","ClientAddr":"203.0.113.5:1"}`, `{}`, `{"V":1,"V":2}`, `{"HalfClose":false}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -237,7 +245,7 @@ func FuzzAppendFast(f *testing.F) {
 	f.Fuzz(func(t *testing.T, n, addr, token string, x int64, reason string, blob []byte) {
 		aloha := &Aloha{V: int(x), R: Role(x >> 3), N: n, HeartBeat: int(x >> 1), Window: int(x >> 2), MaxLine: int(x >> 4),
 			HalfClose: x&1 == 1, Owner: addr, Transport: token, Error: reason, Token: addr, Spares: int(x >> 5), Via: token, Key: n,
-			Challenge: blob, Binding: reason, Proof: blob[len(blob)/2:]}
+			Challenge: blob, Binding: reason, Proof: blob[len(blob)/2:], To: addr, ClientKey: n, ClientAddr: reason}
 		for _, m := range []Message{&Connect{N: n, Addr: addr, Token: token}, &Ack{X: x, R: reason}, aloha} {
 			got, ok := appendFast(nil, m)
 			if !ok {

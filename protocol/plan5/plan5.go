@@ -168,6 +168,18 @@ type Aloha struct {
 	Challenge []byte `json:"Challenge,omitempty"`
 	Binding   string `json:"Binding,omitempty"`
 	Proof     []byte `json:"Proof,omitempty"`
+
+	// To, ClientKey and ClientAddr bind a proof to more than the exchange
+	// (SPEC.md, "Authentication"; a proof covers them when any is set).
+	// To is the advertised address of the DP the proof is meant for: any
+	// other DP refuses it. On a session one DP of a cluster carries to
+	// another (with Via), ClientKey and ClientAddr are the key the client
+	// proved to the forwarding DP (empty: none) and the address it came
+	// from, which a DP that trusts the forwarding DP's key checks its
+	// rules against.
+	To         string `json:"To,omitempty"`
+	ClientKey  string `json:"ClientKey,omitempty"`
+	ClientAddr string `json:"ClientAddr,omitempty"`
 }
 
 // Connect asks for a session. IC->DP: N names the server. DP->IS: N names
