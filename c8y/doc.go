@@ -23,6 +23,11 @@
 //	http.Handle("/service/remoteaccess/", srv)
 //	k, err := srv.NewKey("pi-7-ssh", 0) // or POST /service/remoteaccess/keys
 //
+// A key's name obeys the DP's Policy as any server's name does (the Server
+// registers as Server.Key, or as an anonymous server), the keys held at
+// once are bounded by MaxKeys, and Stats counts what was refused and why.
+// Logs never show a key whole.
+//
 // The formats (operations, status lines, paths) are package
 // rtcp/protocol/c8y's and are written down in its SPEC.md; the tunnel's
 // bytes travel as binary WebSocket messages through package rtcp/wsconn,

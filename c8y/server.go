@@ -12,9 +12,12 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"rtcp"
@@ -33,14 +36,19 @@ const (
 
 // Defaults and bounds of connection keys.
 const (
-	DefaultKeyTTL = 5 * time.Minute
-	MaxKeyTTL     = 24 * time.Hour
+	DefaultKeyTTL  = 5 * time.Minute
+	MaxKeyTTL      = 24 * time.Hour
+	DefaultMaxKeys = 1000 // Server.MaxKeys when zero
 )
 
 // Errors of the Server.
 var (
 	// ErrServerClosed is returned by NewKey after Close.
 	ErrServerClosed = errors.New("c8y: remote access server closed")
+
+	// ErrTooManyKeys is returned by NewKey when the Server holds MaxKeys
+	// keys.
+	ErrTooManyKeys = errors.New("c8y: too many connection keys")
 )
 
 // A Server is the cloud side of Cumulocity remote access, run by a DP, so
@@ -60,6 +68,10 @@ var (
 // a key that pairs no client by its expiry is dropped, and its device
 // WebSocket closed.
 //
+// Each key's name is registered at the DP as a server's would be, under
+// the DP's Policy (see Key), and the keys held at once are bounded
+// (MaxKeys), since each holds a name.
+//
 // The zero value needs DP; Close ends what the Server holds.
 type Server struct {
 	// DP is the discover point that clients reach devices through.
@@ -75,13 +87,131 @@ type Server struct {
 	// need no token: the secret, single-use key is their credential.
 	Token string
 
-	// Logger receives logs of keys and tunnels. Nil is silent.
+	// Key is the key of the DP's Policy that this Server's names are
+	// registered as, so that they obey the Policy as any server's do: a
+	// name that a rule gives to Owners is refused unless Key is one of
+	// them. Empty means anonymous, which a Policy admits only with
+	// AnonymousServers, and only for names no rule gives to Owners.
+	// Without a Policy any free name may be taken. The Policy is read from
+	// the DP's Policy field; one installed later with SetPolicy is not
+	// seen.
+	Key string
+
+	// MaxKeys bounds the connection keys held at once: waiting for their
+	// device or client, or carrying a tunnel. Each holds a name at the DP.
+	// Zero means DefaultMaxKeys.
+	MaxKeys int
+
+	// Logger receives logs of keys and tunnels. Nil is silent. A key is
+	// never logged whole, and neither is a name that is the key itself:
+	// logs show their first 8 characters.
 	Logger *slog.Logger
 
 	mu     sync.Mutex
 	keys   map[string]*connKey
 	closed bool
 	wg     sync.WaitGroup
+
+	issued  atomic.Uint64
+	refused [numRefusals]atomic.Uint64
+}
+
+// Reasons a Server refuses a request, as ServerStats counts them.
+type refusal int
+
+const (
+	refusedUnauthorized refusal = iota // keys endpoint: no or a wrong token, or not loopback
+	refusedBadRequest                  // keys endpoint: bad method or parameters
+	refusedPolicy                      // the DP's Policy gives the name to another key
+	refusedNameTaken                   // another server holds the name
+	refusedMaxKeys                     // MaxKeys keys are held
+	refusedDP                          // the DP refused the name otherwise (MaxNames, closing)
+	refusedUnknownKey                  // device or client endpoint: unknown, used or expired key
+	numRefusals
+)
+
+var refusalNames = [numRefusals]string{
+	refusedUnauthorized: "unauthorized",
+	refusedBadRequest:   "bad_request",
+	refusedPolicy:       "policy",
+	refusedNameTaken:    "name_taken",
+	refusedMaxKeys:      "max_keys",
+	refusedDP:           "dp",
+	refusedUnknownKey:   "unknown_key",
+}
+
+// ServerStats are a Server's counts since it started, for metrics.
+type ServerStats struct {
+	Keys   int    // connection keys held now
+	Issued uint64 // connection keys issued
+	// Refused counts refused requests by reason: "unauthorized" (keys
+	// endpoint without the token, or not from loopback when there is
+	// none), "bad_request", "policy" (the DP's Policy gives the name to
+	// another key), "name_taken", "max_keys" (MaxKeys keys held), "dp"
+	// (the DP refused the name otherwise, e.g. MaxNames), "unknown_key"
+	// (a device or client with an unknown, used or expired key).
+	Refused map[string]uint64
+}
+
+// Stats returns the Server's counts.
+func (s *Server) Stats() ServerStats {
+	s.mu.Lock()
+	st := ServerStats{Keys: len(s.keys), Issued: s.issued.Load(), Refused: make(map[string]uint64, numRefusals)}
+	s.mu.Unlock()
+	for i := range s.refused {
+		st.Refused[refusalNames[i]] = s.refused[i].Load()
+	}
+	return st
+}
+
+func (s *Server) maxKeys() int {
+	if s.MaxKeys > 0 {
+		return s.MaxKeys
+	}
+	return DefaultMaxKeys
+}
+
+// authorizeName applies the DP's Policy to a name of this Server, as the
+// DP applies it to a server of key s.Key that registers the name.
+//
+// The DP does not apply its Policy to links added with AddLink, and keeps
+// its own check unexported, so this mirrors it (rtcp's authorizeServer
+// and matchName).
+func (s *Server) authorizeName(name string) error {
+	pol := s.DP.Policy
+	if pol == nil {
+		return nil
+	}
+	if s.Key == "" {
+		if !pol.AnonymousServers {
+			return fmt.Errorf("c8y: this DP registers only servers with a key, and its remote access server has none (Server.Key): %w", rtcp.ErrUnauthorized)
+		}
+	} else if _, ok := pol.Keys[s.Key]; !ok {
+		return fmt.Errorf("c8y: the remote access server's key %q is not one of the DP's keys: %w", s.Key, rtcp.ErrUnauthorized)
+	}
+	for _, r := range pol.Names {
+		if ok, _ := matchName(r.Name, name); !ok {
+			continue
+		}
+		if len(r.Owners) > 0 && !slices.Contains(r.Owners, s.Key) {
+			return fmt.Errorf("c8y: the name %q belongs to another key of the DP; choose a name the remote access server may register: %w", name, rtcp.ErrUnauthorized)
+		}
+		break
+	}
+	return nil
+}
+
+// matchName is path.Match with '/' as an ordinary character, as the DP's
+// Policy matches names.
+func matchName(pattern, name string) (bool, error) {
+	const sep = "\x00"
+	return path.Match(strings.ReplaceAll(pattern, "/", sep), strings.ReplaceAll(name, "/", sep))
+}
+
+// refuse counts a refusal and logs it.
+func (s *Server) refuse(r refusal, msg string, args ...any) {
+	s.refused[r].Add(1)
+	s.log().Info(msg, append(args, "refusal", refusalNames[r])...)
 }
 
 // A Key is a connection key the Server issued.
@@ -100,7 +230,10 @@ func (s *Server) log() *slog.Logger {
 
 // NewKey issues a connection key that is valid for ttl (zero means
 // KeyTTL) and registers name (empty means the key itself) at the DP for
-// it. It fails if another server holds name.
+// it. It fails with ErrTooManyKeys if the Server holds MaxKeys keys, with
+// an error matching rtcp.ErrUnauthorized if the DP's Policy does not let
+// the Server register name (see Server.Key), and with one matching
+// rtcp.ErrNameTaken if another server holds name.
 func (s *Server) NewKey(name string, ttl time.Duration) (Key, error) {
 	if s.DP == nil {
 		return Key{}, errors.New("c8y: Server.DP is nil; give the Server a DiscoverPoint")
@@ -124,10 +257,19 @@ func (s *Server) NewKey(name string, ttl time.Duration) (Key, error) {
 		arrived: make(chan struct{}),
 		done:    make(chan struct{}),
 	}
+	if err := s.authorizeName(name); err != nil {
+		s.refuse(refusedPolicy, "c8y: key refused", "name", k.logName(), "reason", err)
+		return Key{}, err
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return Key{}, ErrServerClosed
+	}
+	if n := len(s.keys); n >= s.maxKeys() {
+		s.mu.Unlock()
+		s.refuse(refusedMaxKeys, "c8y: key refused", "name", k.logName(), "keys", n)
+		return Key{}, fmt.Errorf("c8y: this DP holds %d connection keys, its limit (MaxKeys); retry when one has been used or has expired: %w", n, ErrTooManyKeys)
 	}
 	if s.keys == nil {
 		s.keys = make(map[string]*connKey)
@@ -140,16 +282,28 @@ func (s *Server) NewKey(name string, ttl time.Duration) (Key, error) {
 		delete(s.keys, id)
 		s.mu.Unlock()
 		if errors.Is(err, rtcp.ErrNameTaken) {
+			s.refuse(refusedNameTaken, "c8y: key refused", "name", k.logName(), "reason", err)
 			return Key{}, fmt.Errorf("c8y: the name %q is held by another server at the DP; choose another name or wait until it is free: %w", name, err)
 		}
+		s.refuse(refusedDP, "c8y: key refused", "name", k.logName(), "reason", err)
 		return Key{}, err
 	}
 	k.mu.Lock()
 	k.remove = remove
 	k.timer = time.AfterFunc(ttl, k.expire)
 	k.mu.Unlock()
-	s.log().Info("c8y: key issued", "name", name, "expires", k.expires)
+	s.issued.Add(1)
+	s.log().Info("c8y: key issued", "name", k.logName(), "expires", k.expires)
 	return Key{Key: id, Name: name, Expires: k.expires}, nil
+}
+
+// logName is the key's name as logs show it: a name that is the key
+// itself is a secret.
+func (k *connKey) logName() string {
+	if k.name == k.id {
+		return keyHint(k.id)
+	}
+	return k.name
 }
 
 // newKeyID returns a random key in the form of Cumulocity's: a UUID.
@@ -244,11 +398,13 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // parameters name, ttl (seconds), host and port in the query or a form.
 func (s *Server) serveKeys(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
+		s.refuse(refusedBadRequest, "c8y: keys request refused", "remote", r.RemoteAddr, "method", r.Method)
 		w.Header().Set("Allow", http.MethodPost)
 		writeJSON(w, http.StatusMethodNotAllowed, errorBody{"c8y: create a key with POST " + KeysPath})
 		return
 	}
 	if !s.authorized(r) {
+		s.refuse(refusedUnauthorized, "c8y: keys request refused", "remote", r.RemoteAddr)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="rtcp c8y keys"`)
 		msg := "c8y: creating keys needs the header Authorization: Bearer <token>"
 		if s.Token == "" {
@@ -259,11 +415,13 @@ func (s *Server) serveKeys(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, 4096)
 	if err := r.ParseForm(); err != nil {
+		s.refuse(refusedBadRequest, "c8y: keys request refused", "remote", r.RemoteAddr, "reason", err)
 		writeJSON(w, http.StatusBadRequest, errorBody{"c8y: bad parameters: " + err.Error()})
 		return
 	}
 	req, err := parseKeyRequest(r.Form)
 	if err != nil {
+		s.refuse(refusedBadRequest, "c8y: keys request refused", "remote", r.RemoteAddr, "reason", err)
 		writeJSON(w, http.StatusBadRequest, errorBody{err.Error()})
 		return
 	}
@@ -272,11 +430,12 @@ func (s *Server) serveKeys(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, rtcp.ErrNameTaken):
 		writeJSON(w, http.StatusConflict, errorBody{err.Error()})
 		return
-	case errors.Is(err, ErrServerClosed), errors.Is(err, rtcp.ErrDiscoverPointClosed):
-		writeJSON(w, http.StatusServiceUnavailable, errorBody{err.Error()})
+	case errors.Is(err, rtcp.ErrUnauthorized):
+		writeJSON(w, http.StatusForbidden, errorBody{err.Error()})
 		return
 	case err != nil:
-		writeJSON(w, http.StatusInternalServerError, errorBody{err.Error()})
+		// Closing, MaxKeys, or a bound of the DP (MaxNames): for now.
+		writeJSON(w, http.StatusServiceUnavailable, errorBody{err.Error()})
 		return
 	}
 	resp := KeyResponse{Key: k.Key, Name: k.Name, Expires: k.Expires.UTC().Truncate(time.Second),
@@ -402,6 +561,7 @@ func (s *Server) serveDevice(w http.ResponseWriter, r *http.Request, path string
 		k = s.lookup(id)
 	}
 	if k == nil {
+		s.refuse(refusedUnknownKey, "c8y: device refused", "remote", r.RemoteAddr)
 		writeJSON(w, http.StatusNotFound, errorBody{"c8y: unknown or expired connection key; ask for a new operation"})
 		return
 	}
@@ -415,7 +575,7 @@ func (s *Server) serveDevice(w http.ResponseWriter, r *http.Request, path string
 		return
 	}
 	dc := readahead.New(c, nil, 0)
-	s.log().Info("c8y: device connected", "name", k.name, "remote", r.RemoteAddr)
+	s.log().Info("c8y: device connected", "name", k.logName(), "remote", r.RemoteAddr)
 	k.device <- dc
 	close(k.arrived)
 	select {
@@ -440,6 +600,7 @@ func (s *Server) serveClient(w http.ResponseWriter, r *http.Request, path string
 		k = s.lookup(id)
 	}
 	if k == nil || k.isClaimed() {
+		s.refuse(refusedUnknownKey, "c8y: client refused", "remote", r.RemoteAddr)
 		writeJSON(w, http.StatusNotFound, errorBody{"c8y: unknown, used or expired connection key"})
 		return
 	}
@@ -457,9 +618,9 @@ func (s *Server) serveClient(w http.ResponseWriter, r *http.Request, path string
 		cc.Close()
 		return
 	}
-	s.log().Info("c8y: client connected", "name", k.name, "remote", r.RemoteAddr)
+	s.log().Info("c8y: client connected", "name", k.logName(), "remote", r.RemoteAddr)
 	if err := s.DP.Relay(cc, k.name, "c8y-client@"+r.RemoteAddr); err != nil {
-		s.log().Info("c8y: client refused", "name", k.name, "err", err)
+		s.log().Info("c8y: client refused", "name", k.logName(), "err", redactKey(err, k.id))
 	}
 }
 
@@ -531,11 +692,11 @@ func (k *connKey) Open(ctx context.Context, client, addr string) (net.Conn, erro
 			k.timer.Stop()
 		}
 		k.mu.Unlock()
-		k.s.log().Info("c8y: tunnel paired", "name", k.name, "client", client, "client_addr", addr)
+		k.s.log().Info("c8y: tunnel paired", "name", k.logName(), "client", client, "client_addr", addr)
 		return &pairedConn{Conn: dc, k: k}, nil
 	case <-ctx.Done():
 		k.unclaim()
-		return nil, fmt.Errorf("c8y: the device of %q did not connect in time: %w", k.name, ctx.Err())
+		return nil, fmt.Errorf("c8y: the device of %q did not connect in time: %w", k.logName(), ctx.Err())
 	case <-k.done:
 		return nil, &mux.RefusedError{Reason: "c8y: the connection key expired before its device connected"}
 	}
@@ -594,7 +755,7 @@ func (k *connKey) end(why string) {
 		dc.Close()
 	default:
 	}
-	k.s.log().Info("c8y: key dropped", "name", k.name, "why", why)
+	k.s.log().Info("c8y: key dropped", "name", k.logName(), "why", why)
 }
 
 // pairedConn is the device's WebSocket in a tunnel; closing it spends the

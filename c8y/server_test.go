@@ -31,8 +31,14 @@ type dpSetup struct {
 
 func newDP(t *testing.T, token string) *dpSetup {
 	t.Helper()
-	s := &dpSetup{dp: new(rtcp.DiscoverPoint)}
-	s.srv = &c8y.Server{DP: s.dp, Token: token}
+	dp := new(rtcp.DiscoverPoint)
+	return serveDP(t, &c8y.Server{DP: dp, Token: token})
+}
+
+// serveDP serves srv and its DP.
+func serveDP(t *testing.T, srv *c8y.Server) *dpSetup {
+	t.Helper()
+	s := &dpSetup{dp: srv.DP, srv: srv}
 	mux := http.NewServeMux()
 	mux.Handle("/service/remoteaccess/", s.srv)
 	s.http = httptest.NewServer(mux)
