@@ -252,8 +252,9 @@ type Acceptor struct {
 	Subprotocol string
 
 	// LenientKey accepts a Sec-WebSocket-Key that is not, as RFC 6455
-	// asks, the base64 of 16 bytes, if it is 1 to 64 printable ASCII
-	// characters without spaces: the Cumulocity C reference agent sends
+	// asks, the base64 of 16 bytes, if it is (white space around it
+	// dropped) 1 to 64 printable ASCII characters without spaces: the
+	// Cumulocity C reference agent sends
 	// the 25 characters "dGhlIHNhbXBsZSBub25jazz==", which the cloud
 	// accepts. Sec-WebSocket-Accept is computed from the key as sent, as
 	// RFC 6455 computes it. Anything else is still answered 400.
