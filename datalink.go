@@ -35,9 +35,10 @@ import (
 //     each way between server and DP, as for two plain relays.
 //   - A dial, when no spare is idle (or a peer does not keep spares): the
 //     DP asks over the control link with a Connect that carries a fresh
-//     Token, the server dials the DP and presents the token in an Aloha
-//     with Transport "data", and answers the Connect with Ack once the data
-//     link is up. A dial and two more crossings.
+//     Token, the server acknowledges it at once (Acks answer Connects in
+//     order) and dials off its accept loop, presenting the token in an
+//     Aloha with Transport "data"; a dial that fails ends the control
+//     stream with the reason. A dial and two more crossings.
 //
 // The server offers spares in its control link's Aloha (Spares), and the
 // DP grants them in its answer (Spares, and the Token the spares present).
@@ -155,14 +156,32 @@ func (l *dataLink) openDialled(ctx context.Context, name, addr string) (net.Conn
 	if err != nil {
 		return nil, err
 	}
-	// The control stream has done its work: the server acknowledges only
-	// once the DP has answered its data link, which is then on its way.
-	st.Close()
-	select {
-	case c := <-w.ch:
-		return c, nil
-	case <-ctx.Done():
-		return nil, errors.New("rtcp: the server acknowledged a session but its data link did not arrive")
+	defer st.Close()
+	// The server acknowledges the Connect at once, in the order of the
+	// Connects (Plan5's Acks carry no token), and then dials: a server
+	// that cannot dial its data link ends the control stream with the
+	// reason. (A server before that acknowledged once its data link was
+	// up, and closed the stream cleanly: a clean end means nothing.)
+	aborted := make(chan error, 1)
+	go func() {
+		err := st.WaitRead()
+		if err == nil {
+			_, err = st.Read(make([]byte, 1))
+		}
+		aborted <- err
+	}()
+	for {
+		select {
+		case c := <-w.ch:
+			return c, nil
+		case err := <-aborted:
+			if err != io.EOF && !errors.Is(err, net.ErrClosed) {
+				return nil, &mux.RefusedError{Reason: err.Error()}
+			}
+			aborted = nil
+		case <-ctx.Done():
+			return nil, errors.New("rtcp: the server acknowledged a session but its data link did not arrive")
+		}
 	}
 }
 
@@ -514,22 +533,19 @@ func (l *Listener) dialData(ctx context.Context, transport, token string) (c net
 	return c, r, nil
 }
 
-// acceptData completes an open on a control link of the TCP transport:
-// dial the data link, then acknowledge.
+// acceptData completes an open on a control link of the TCP transport,
+// which the accept loop has acknowledged: dial the data link, and end
+// the control stream, with the reason if the dial failed.
 func (l *Listener) acceptData(st *mux.Stream) (*Conn, error) {
+	defer st.Close()
 	ctx, cancel := context.WithTimeout(l.ctx, defaultHandshakeTimeout)
 	defer cancel()
 	c, r, err := l.dialData(ctx, wireData, st.Token())
 	if err != nil {
-		st.Ack(fmt.Errorf("rtcp: the server could not open a data link to the DP: %v", err))
+		st.Abort(fmt.Errorf("rtcp: the server could not open a data link to the DP: %v", err))
 		return nil, err
 	}
 	dc := afterHandshake(c, r.Buffered())
-	if err := st.Ack(nil); err != nil {
-		dc.Close()
-		return nil, err
-	}
-	st.Close()
 	resetOnDeath(dc)
 	return newConn(&rawConn{Conn: dc, local: st.LocalAddr(), remote: st.RemoteAddr()}, nil), nil
 }

@@ -121,3 +121,86 @@ func TestForeignLinkRefuses(t *testing.T) {
 		})
 	}
 }
+
+// TestSlowDataLinkDial: on the tcp transport each session dials a data
+// link of its own; a dial that hangs must hold up only its own session,
+// not the sessions opened after it on the same control link.
+func TestSlowDataLinkDial(t *testing.T) {
+	dp := startDP(t, &DiscoverPoint{Logger: testLogger()})
+	var (
+		mu      sync.Mutex
+		dials   int
+		started = make(chan struct{})
+		release = make(chan struct{})
+	)
+	var nd net.Dialer
+	lc := &ListenConfig{Transport: TransportTCP, Spares: -1, PoolSize: 1,
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			mu.Lock()
+			dials++
+			n := dials
+			mu.Unlock()
+			if n == 2 { // the first data link
+				close(started)
+				select {
+				case <-release:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+			}
+			return nd.DialContext(ctx, network, addr)
+		}}
+	serveTagged(t, listen(t, lc, dp, "svc"), "tagd")
+
+	first := make(chan error, 1)
+	go func() {
+		c, err := Dial(dp, "svc")
+		if err == nil {
+			c.Close()
+		}
+		first <- err
+	}()
+	<-started
+	c, tag := dialTag(t, &Dialer{}, dp, "svc")
+	c.Close()
+	if tag != "tagd" {
+		t.Fatalf("second session got %q", tag)
+	}
+	select {
+	case err := <-first:
+		t.Fatalf("the first session ended (%v) before its data link was dialled", err)
+	default:
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatalf("first session, once its data link was dialled: %v", err)
+	}
+}
+
+// TestDataLinkDialFails: a server that cannot dial a session's data link
+// tells the DP why, and the client gets that reason at once, not a
+// timeout.
+func TestDataLinkDialFails(t *testing.T) {
+	dp := startDP(t, &DiscoverPoint{Logger: testLogger()})
+	var (
+		mu    sync.Mutex
+		dials int
+	)
+	var nd net.Dialer
+	lc := &ListenConfig{Transport: TransportTCP, Spares: -1, PoolSize: 1,
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			mu.Lock()
+			dials++
+			n := dials
+			mu.Unlock()
+			if n > 1 {
+				return nil, errors.New("no route to the DP today")
+			}
+			return nd.DialContext(ctx, network, addr)
+		}}
+	serveTagged(t, listen(t, lc, dp, "svc"), "tagd")
+	_, err := Dial(dp, "svc")
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "no route to the DP today") {
+		t.Fatalf("dial gave %v; want a refusal that says why the data link failed", err)
+	}
+}

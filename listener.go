@@ -367,9 +367,10 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 	}
 	link := new(muxServerLink)
 	if l.cfg.Transport == TransportTCP {
-		// Each open is acknowledged once its data link is up.
+		// Each open is acknowledged before its data link is dialled.
 		cfg.ManualAck = true
 		link.data = l.acceptData
+		link.dialled = make(chan *Conn)
 	}
 	r.Grow(plan5link.LinkReadBuffer)
 	fr := plan5link.NewFramer(r, c)
@@ -390,6 +391,12 @@ type muxServerLink struct {
 	s      *mux.Session
 	data   func(*mux.Stream) (*Conn, error) // completes a TCP-transport open
 	spares *sparePool                       // TCP transport: its spare data links, or nil
+
+	// A TCP-transport open dials its data link off the accept loop, so
+	// that a slow dial holds up only its own session; dialled carries
+	// the sessions whose data link is up, and dials the dials running.
+	dialled chan *Conn
+	dials   sync.WaitGroup
 }
 
 func (m *muxServerLink) accept(ctx context.Context) (*Conn, error) {
@@ -403,17 +410,37 @@ func (m *muxServerLink) accept(ctx context.Context) (*Conn, error) {
 				st.Ack(nil) // a plain Connect: the session runs on the control link
 				return newConn(st, nil), nil
 			}
-			c, err := m.data(st)
-			if err != nil {
-				continue // only this session fails
+			// Acks answer Connects in order (they carry no token), so
+			// this one goes now, and the dial after it.
+			if st.Ack(nil) != nil {
+				continue
 			}
+			m.dials.Go(func() { m.dial(ctx, st) })
+		case c := <-m.dialled:
 			return c, nil
 		case <-m.s.Done():
 			m.spares.stop()
+			m.dials.Wait()
 			return nil, m.s.Err()
 		case <-ctx.Done():
 			return nil, net.ErrClosed
 		}
+	}
+}
+
+// dial completes the open st with its data link and hands the session
+// to accept; a failure fails only this session.
+func (m *muxServerLink) dial(ctx context.Context, st *mux.Stream) {
+	c, err := m.data(st)
+	if err != nil {
+		return
+	}
+	select {
+	case m.dialled <- c:
+	case <-m.s.Done():
+		c.Close()
+	case <-ctx.Done():
+		c.Close()
 	}
 }
 
@@ -428,6 +455,7 @@ func (m *muxServerLink) drain() {
 		m.s.Close()
 	default:
 	}
+	m.dials.Wait() // the listener's ctx has ended them
 }
 
 func (m *muxServerLink) err() error { return m.s.Err() }
