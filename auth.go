@@ -189,6 +189,16 @@ func (p principal) String() string {
 	return "key " + strconv.Quote(p.key)
 }
 
+// clientName is the name a server is told for a client that called
+// itself given: the name of its key when it proved one, so that a client
+// cannot pose to the server as the holder of another key.
+func (p principal) clientName(given string) string {
+	if p.key != "" {
+		return p.key
+	}
+	return given
+}
+
 // authState is the DP's live policy. What it knows of each link's
 // principal, for the checks at every session open, is in the link table.
 type authState struct {
