@@ -19,7 +19,8 @@ import (
 // A Dialer connects indirect clients. The zero value is ready to use.
 type Dialer struct {
 	// Name is this client's name, sent to the DP and shown to the server
-	// as the RemoteAddr of the session. Optional.
+	// as the RemoteAddr of the session. Optional. A DP that authenticates
+	// the client's Credential shows the key's name instead.
 	Name string
 
 	// Transport selects the client leg's wire. TransportJSON (the zero

@@ -685,7 +685,7 @@ func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	}
 	defer endSession()
 	ctx, cancel := context.WithTimeout(dp.ctx, dp.HandshakeTimeout)
-	is, err := dp.openSession(ctx, st.Name(), a.N, c.RemoteAddr().String())
+	is, err := dp.openSession(ctx, st.Name(), who.clientName(a.N), c.RemoteAddr().String())
 	cancel()
 	if err != nil {
 		dp.refusedOpen(err)
@@ -728,7 +728,7 @@ func (dp *DiscoverPoint) serveRawClient(c net.Conn, r *plan5.Reader, a *plan5.Al
 	c.SetDeadline(time.Time{})
 	cc := afterHandshake(c, r.Buffered())
 	defer dp.markForwarded(cc, a.Via)()
-	dp.relayTo(cc, cm.N, a.N, who, func(err error) bool {
+	dp.relayTo(cc, cm.N, who.clientName(a.N), who, func(err error) bool {
 		ack := &plan5.Ack{X: 1}
 		if err != nil {
 			ack = &plan5.Ack{X: -1, R: err.Error()}

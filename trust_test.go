@@ -107,3 +107,49 @@ func TestTLSBindingRequired(t *testing.T) {
 		})
 	}
 }
+
+// acceptNames serves l, sending the client name of each session it
+// accepts on the channel it returns, and closing the session.
+func acceptNames(t *testing.T, l net.Listener) <-chan string {
+	names := make(chan string, 16)
+	var wg sync.WaitGroup
+	t.Cleanup(func() { l.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			names <- c.RemoteAddr().(*Addr).Name
+			c.Close()
+		}
+	})
+	return names
+}
+
+// The server is told an authenticated client's key, whatever name the
+// client gives; an anonymous client keeps the name it gives.
+func TestClientNameIsKey(t *testing.T) {
+	dp := startDP(t, &DiscoverPoint{Policy: &Policy{Keys: testKeys(), AnonymousClients: true}, Logger: testLogger()})
+	names := acceptNames(t, listen(t, &ListenConfig{Credential: alice}, dp, "svc"))
+	for _, tr := range []Transport{TransportJSON, TransportYamux} {
+		for _, tc := range []struct {
+			cred       *Credential
+			name, want string
+		}{
+			{bob, "alice", "bob"},
+			{bob, "", "bob"},
+			{nil, "laptop", "laptop"},
+		} {
+			d := Dialer{Credential: tc.cred, Name: tc.name, Transport: tr}
+			c, err := d.DialContext(context.Background(), dp, "svc")
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Close()
+			if got := <-names; got != tc.want {
+				t.Errorf("transport %v, key %v, name %q: the server is told %q, want %q", tr, tc.cred != nil, tc.name, got, tc.want)
+			}
+		}
+	}
+}
