@@ -23,7 +23,10 @@
 //	http.Handle("/service/remoteaccess/", srv)
 //	k, err := srv.NewKey("pi-7-ssh", 0) // or POST /service/remoteaccess/keys
 //
-// A key's name obeys the DP's Policy as any server's name does (the Server
+// The device endpoint takes the agents the cloud takes, the C reference
+// agent's non-standard opening handshake included, and writes it messages
+// under 32768 bytes, which that agent can read. A key's name obeys the
+// DP's Policy as any server's name does (the Server
 // registers as Server.Key, or as an anonymous server), the keys held at
 // once are bounded by MaxKeys, and Stats counts what was refused and why.
 // Logs never show a key whole.

@@ -60,6 +60,12 @@ var (
 //	GET  /service/remoteaccess/device/<key>   WebSocket: the device agent's side of the tunnel
 //	GET  /service/remoteaccess/client/<key>   WebSocket: a client's side of the tunnel
 //
+// The keys endpoint answers 201 with a KeyResponse, or with a JSON
+// {"error": "..."}: 400 (bad parameters), 401 (no or a wrong Token, or
+// not loopback without one), 403 (the DP's Policy gives the name to
+// another key), 409 (another server holds the name), 503 (MaxKeys keys
+// held, a bound of the DP, or closing).
+//
 // A connection key is single use and expires. While it is valid, its name
 // (the key itself unless NewKey was given one) is a server at the DP, so
 // that a client reaches the device by that name in any of the DP's ways:
@@ -540,13 +546,6 @@ func keyFromPath(path, prefix string) (string, bool) {
 	return wire.ParseDevicePath(DevicePrefix + strings.TrimPrefix(path, prefix))
 }
 
-// deviceAcceptor takes the device agents that the cloud takes, the
-// Cumulocity C reference agent among them: it offers no subprotocol,
-// sends a Sec-WebSocket-Key that is not 16 bytes of base64, and reads the
-// high byte of a 16-bit frame length through a signed char, so it
-// misreads messages of 32768 bytes or more (protocol/c8y SPEC.md §3).
-var deviceAcceptor = &wsconn.Acceptor{Subprotocol: wire.Subprotocol, LenientKey: true, MaxMessage: maxDeviceMessage}
-
 // maxDeviceMessage is the longest WebSocket message the Server writes to
 // a device: the C reference agent misreads longer ones. The relay's
 // chunks of up to 256 KiB are written as several messages.
@@ -569,7 +568,13 @@ func (s *Server) serveDevice(w http.ResponseWriter, r *http.Request, path string
 		writeJSON(w, http.StatusConflict, errorBody{"c8y: a device is already connected for this key; a key is single use"})
 		return
 	}
-	c, err := deviceAcceptor.Accept(w, r)
+	// Take the device agents that the cloud takes, the Cumulocity C
+	// reference agent among them: it offers no subprotocol, sends a
+	// Sec-WebSocket-Key that is not 16 bytes of base64, and reads the high
+	// byte of a 16-bit frame length through a signed char, so it misreads
+	// messages of 32768 bytes or more (protocol/c8y SPEC.md §3).
+	a := wsconn.Acceptor{Subprotocol: wire.Subprotocol, LenientKey: true, MaxMessage: maxDeviceMessage}
+	c, err := a.Accept(w, r)
 	if err != nil {
 		k.releaseDeviceSlot()
 		return
