@@ -179,15 +179,45 @@ func (e *RefusedError) Is(target error) bool {
 }
 
 // principal is who a peer proved to be: the name of its key, or "" for an
-// anonymous peer.
-type principal struct{ key string }
+// anonymous peer. For a session that another DP of the cluster carried
+// here, it is the client that DP vouched for: its key, and the address
+// it came from; by is then the key of that DP.
+type principal struct {
+	key  string
+	addr string // "": the address of the peer's own connection
+	by   string
+}
 
 func (p principal) String() string {
-	if p.key == "" {
-		return "anonymous"
+	s := "anonymous"
+	if p.key != "" {
+		s = "key " + strconv.Quote(p.key)
 	}
-	return "key " + strconv.Quote(p.key)
+	if p.by != "" {
+		s += " at " + p.addr + ", carried by the DP of key " + strconv.Quote(p.by)
+	}
+	return s
 }
+
+// clientAddr is the address a client's rules are checked against and its
+// server is told: the one a DP of the cluster vouched for, else that of
+// the client's connection c.
+func (p principal) clientAddr(c net.Conn) net.Addr {
+	if p.addr == "" {
+		return c.RemoteAddr()
+	}
+	if ap, err := netip.ParseAddrPort(p.addr); err == nil {
+		return net.TCPAddrFromAddrPort(ap)
+	}
+	return carriedAddr(p.addr) // not an IP: no Allow rule matches it
+}
+
+// carriedAddr is a client address that another DP vouched for and that
+// is not host:port of an IP address.
+type carriedAddr string
+
+func (a carriedAddr) Network() string { return "rtcp" }
+func (a carriedAddr) String() string  { return string(a) }
 
 // clientName is the name a server is told for a client that called
 // itself given: the name of its key when it proved one, so that a client

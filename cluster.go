@@ -61,10 +61,11 @@ func (dp *DiscoverPoint) holders(ctx context.Context, name string) ([]Registrati
 }
 
 // openRemote carries a session for the server name to another DP of the
-// cluster that holds it. handled is false when the DP is not in a cluster,
-// the session came from another DP already, or no other DP holds name: the
-// caller then gives its own answer.
-func (dp *DiscoverPoint) openRemote(ctx context.Context, name, client string) (c net.Conn, handled bool, err error) {
+// cluster that holds it, for the client who, called client, at addr.
+// handled is false when the DP is not in a cluster, the session came from
+// another DP already, or no other DP holds name: the caller then gives its
+// own answer.
+func (dp *DiscoverPoint) openRemote(ctx context.Context, name, client, addr string, who principal) (c net.Conn, handled bool, err error) {
 	if dp.Advertise == "" || ctx.Value(forwardedKey{}) != nil {
 		return nil, false, nil
 	}

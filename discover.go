@@ -563,10 +563,10 @@ func (dp *DiscoverPoint) unregister(reg Registration) {
 	}
 }
 
-// openSession opens a session to the server name for a client, trying the
-// server's other links if one fails under it. The error is the reason to
-// give the client.
-func (dp *DiscoverPoint) openSession(ctx context.Context, name, client, addr string) (net.Conn, error) {
+// openSession opens a session to the server name for the client who
+// (called client, at addr), trying the server's other links if one fails
+// under it. The error is the reason to give the client.
+func (dp *DiscoverPoint) openSession(ctx context.Context, name, client, addr string, who principal) (net.Conn, error) {
 	opened, err := dp.beginOpen(name)
 	if err != nil {
 		return nil, err
@@ -577,7 +577,7 @@ func (dp *DiscoverPoint) openSession(ctx context.Context, name, client, addr str
 	for {
 		e, ok := dp.links.pick(name, tried)
 		if !ok || e == nil {
-			if c, handled, err := dp.openRemote(ctx, name, client); handled {
+			if c, handled, err := dp.openRemote(ctx, name, client, addr, who); handled {
 				return c, err
 			}
 		}
@@ -670,7 +670,7 @@ func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		t.Stop()
 		return
 	}
-	if err := dp.policy().authorizeClient(who, st.Name(), c.RemoteAddr()); err != nil {
+	if err := dp.policy().authorizeClient(who, st.Name(), who.clientAddr(c)); err != nil {
 		dp.refused(refusedUnauthorized)
 		dp.log().Info("rtcp: session refused", "server", st.Name(), "client", c.RemoteAddr(), "who", who, "reason", err)
 		st.Ack(err)
@@ -685,7 +685,7 @@ func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	}
 	defer endSession()
 	ctx, cancel := context.WithTimeout(dp.ctx, dp.HandshakeTimeout)
-	is, err := dp.openSession(ctx, st.Name(), who.clientName(a.N), c.RemoteAddr().String())
+	is, err := dp.openSession(ctx, st.Name(), who.clientName(a.N), who.clientAddr(c).String(), who)
 	cancel()
 	if err != nil {
 		dp.refusedOpen(err)
@@ -748,7 +748,7 @@ func closeMessage(x int64, reason string) *plan5.Close {
 // and reports whether the client can still be reached. who is the client's
 // principal (anonymous for port mode), checked against the policy first.
 func (dp *DiscoverPoint) relayTo(c net.Conn, name, client string, who principal, answer func(error) bool) error {
-	if err := dp.policy().authorizeClient(who, name, c.RemoteAddr()); err != nil {
+	if err := dp.policy().authorizeClient(who, name, who.clientAddr(c)); err != nil {
 		dp.refused(refusedUnauthorized)
 		dp.log().Info("rtcp: session refused", "server", name, "client", c.RemoteAddr(), "who", who, "reason", err)
 		if answer != nil {
@@ -773,7 +773,7 @@ func (dp *DiscoverPoint) relayTo(c net.Conn, name, client string, who principal,
 	}
 	ctx, cancel := context.WithTimeout(dp.ctx, dp.HandshakeTimeout)
 	ctx = dp.sessionContext(ctx, c)
-	is, err := dp.openSession(ctx, name, client, c.RemoteAddr().String())
+	is, err := dp.openSession(ctx, name, client, who.clientAddr(c).String(), who)
 	cancel()
 	if err != nil {
 		dp.refusedOpen(err)
