@@ -114,6 +114,7 @@ func TestDPSeedFlagErrors(t *testing.T) {
 		{[]string{"c8y-agent", "-url", "ws://x"}, "-ops is required"},
 		{[]string{"c8y-agent", "-url", "ws://x", "-ops", "-", "-user", "t/u"}, "together"},
 		{[]string{"c8y-agent", "-url", "ws://x", "-ops", "-", "-user", "t/u", "-password-file", "p", "-token-file", "t"}, "not both"},
+		{[]string{"c8y-agent", "-url", "ws://x", "-ops", "-", "-status", "xml"}, "smartrest or text"},
 		{[]string{"cccp-device", "-proxy", "h:1", "-serial", "bad\tserial", "-to", "h:2"}, "control character"},
 		{[]string{"cccp-device", "-proxy", "h:1", "-to", "h:2"}, "-serial is required"},
 	} {
@@ -159,8 +160,9 @@ func TestC8yCommands(t *testing.T) {
 		agentDone <- run(context.Background(), []string{"c8y-agent", "-url", "http://" + web,
 			"-token-file", filepath.Join(dir, "device-token"), "-ops", ops, "-log-level", "warn"}, stdout, io.Discard)
 	}()
-	stdout.wait(t, regexp.MustCompile(`^(EXECUTING) `+kr.Key+`$`))
-	stdout.wait(t, regexp.MustCompile(`^(SUCCESSFUL) `+kr.Key+`$`))
+	// SmartREST, the agent's default: the operation has no id.
+	stdout.wait(t, regexp.MustCompile(`^(501),c8y_RemoteAccessConnect$`))
+	stdout.wait(t, regexp.MustCompile(`^(503),c8y_RemoteAccessConnect$`))
 
 	c, err := rtcp.Dial(dp, "lab-vnc")
 	if err != nil {
