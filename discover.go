@@ -155,7 +155,35 @@ func (l muxLink) Done() <-chan struct{} { return l.s.Done() }
 // the server's other links. It fails with ErrNameTaken if another owner
 // holds name. Call remove when the link ends (or to withdraw it); a name
 // whose last link is removed is free again.
+//
+// The DP's Policy does not apply to such a link: it is the program's own.
+// A door that takes servers from the network uses AddLinkAs.
 func (dp *DiscoverPoint) AddLink(name, owner string, l Link) (remove func(), err error) {
+	return dp.addLinkOf(name, owner, l, nil)
+}
+
+// AddLinkAs is AddLink for a link whose server proved it holds the
+// Policy's key (or "" for an anonymous server): a door that takes
+// servers from the network by another protocol (a CCCP device, a Mihini
+// LISTEN, a Cumulocity key) registers its links with it, so that the
+// owner rules apply to its names as to a server that dials in. The
+// Policy must allow key to hold name (else an error matching
+// ErrUnauthorized), and is asked again at each session: a link it no
+// longer allows is withdrawn, as if remove had been called. Links of one
+// key share an owner, so a key's new link takes the name from its old
+// ones (a device that reconnects), while another key's link is refused.
+func (dp *DiscoverPoint) AddLinkAs(key, name, owner string, l Link) (remove func(), err error) {
+	dp.init()
+	who := principal{key: key}
+	if err := dp.policy().authorizeServer(who, name); err != nil {
+		dp.refused(refusedUnauthorized)
+		return nil, err
+	}
+	return dp.addLinkOf(name, registryOwner(who, owner), l, &who)
+}
+
+// addLinkOf adds a Link of the program's, or of the principal who.
+func (dp *DiscoverPoint) addLinkOf(name, owner string, l Link, who *principal) (remove func(), err error) {
 	dp.init()
 	if dp.closing() {
 		return nil, ErrDiscoverPointClosed
@@ -172,11 +200,24 @@ func (dp *DiscoverPoint) AddLink(name, owner string, l Link) (remove func(), err
 	if err != nil {
 		return nil, err
 	}
-	if err := dp.addLink(&linkEntry{link: l, reg: reg}); err != nil {
+	var once sync.Once
+	remove = func() { once.Do(func() { dp.removeLink(reg, l) }) }
+	e := &linkEntry{link: l, reg: reg}
+	if who != nil {
+		e.who, e.policed = *who, true
+		// Withdrawing takes the name's lock, which the caller may hold
+		// (evictSquatter): a goroutine of the DP's does it.
+		e.end = func() error {
+			if !dp.g.Go(remove) {
+				dp.links.remove(reg, l) // the DP is closing: no registry call
+			}
+			return nil
+		}
+	}
+	if err := dp.addLink(e); err != nil {
 		return nil, err
 	}
-	var once sync.Once
-	return func() { once.Do(func() { dp.removeLink(reg, l) }) }, nil
+	return remove, nil
 }
 
 // Relay carries the byte stream c to a new session of the server name and

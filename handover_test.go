@@ -204,3 +204,65 @@ func TestDataLinkDialFails(t *testing.T) {
 		t.Fatalf("dial gave %v; want a refusal that says why the data link failed", err)
 	}
 }
+
+// pipeLink is a Link of the program's own whose sessions are echoed.
+type pipeLink struct {
+	done chan struct{}
+	wg   sync.WaitGroup
+}
+
+func newPipeLink(t *testing.T) *pipeLink {
+	l := &pipeLink{done: make(chan struct{})}
+	t.Cleanup(func() { close(l.done); l.wg.Wait() })
+	return l
+}
+
+func (l *pipeLink) Open(context.Context, string, string) (net.Conn, error) {
+	a, b := net.Pipe()
+	l.wg.Go(func() { defer b.Close(); io.Copy(b, b) })
+	return a, nil
+}
+func (l *pipeLink) Done() <-chan struct{} { return l.done }
+
+// TestAddLinkAs: a door's link registers as a key, and the Policy's
+// owner rules apply to its name as to a server that dials in: another
+// key, or an anonymous server, is refused; the key's own new link takes
+// the name; a link the policy stops allowing is withdrawn.
+func TestAddLinkAs(t *testing.T) {
+	pol := &Policy{Keys: testKeys(), AnonymousClients: true,
+		Names: []NameRule{{Name: "plc", Owners: []string{"alice"}}}}
+	dp := &DiscoverPoint{Policy: pol, Logger: testLogger()}
+	addr := startDP(t, dp)
+
+	for _, key := range []string{"bob", ""} {
+		if _, err := dp.AddLinkAs(key, "plc", "x", newPipeLink(t)); !errors.Is(err, ErrUnauthorized) {
+			t.Errorf("AddLinkAs(%q, plc) = %v, want ErrUnauthorized", key, err)
+		}
+	}
+	remove, err := dp.AddLinkAs("alice", "plc", "device-1", newPipeLink(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer remove()
+	remove2, err := dp.AddLinkAs("alice", "plc", "device-1-again", newPipeLink(t))
+	if err != nil {
+		t.Fatalf("the key's second link: %v", err)
+	}
+	defer remove2()
+	if _, err := dp.AddLink("plc", "someone", newPipeLink(t)); !errors.Is(err, ErrNameTaken) {
+		t.Errorf("AddLink of another owner = %v, want ErrNameTaken", err)
+	}
+	c, err := Dial(addr, "plc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ping(t, c, "through a door's link")
+	c.Close()
+
+	// alice loses the name: her links are withdrawn at the next session.
+	dp.SetPolicy(&Policy{Keys: testKeys(), AnonymousClients: true,
+		Names: []NameRule{{Name: "plc", Owners: []string{"bob"}}}})
+	if _, err := Dial(addr, "plc"); err == nil || !strings.Contains(err.Error(), "plc") {
+		t.Fatalf("dial after the policy took the name away: %v, want a refusal", err)
+	}
+}
