@@ -324,15 +324,28 @@ func (dp *DiscoverPoint) admit(c net.Conn, r *plan5.Reader, a *plan5.Aloha) (pri
 		dp.refuse(c, unauthorizedPrefix+fmt.Sprintf("authentication with key %q failed: the DP does not know the key or the secret is wrong", a.Key))
 		return principal{}, false
 	}
+	if a.To != "" && a.To != dp.Advertise {
+		// A proof for another DP, relayed here by the one it was given
+		// to (a name pointed at it in a cluster's registry, say).
+		dp.log().Warn("rtcp: peer refused: its proof is meant for another DP", "remote", c.RemoteAddr(), "key", a.Key, "to", a.To, "advertise", dp.Advertise)
+		dp.refuse(c, unauthorizedPrefix+fmt.Sprintf("the proof of key %q is meant for the DP at %q, and this DP advertises %q", a.Key, a.To, dp.Advertise))
+		return principal{}, false
+	}
 	return principal{key: a.Key}, true
 }
 
 // authProof is the HMAC-SHA256, under secret, of the challenge and of what
-// the peer's first Aloha asks for (SPEC.md, "Authentication").
+// the peer's first Aloha asks for (SPEC.md, "Authentication"). The Aloha
+// keys that bind a proof further (To, ClientKey, ClientAddr) are covered
+// when any is set, so that a proof without them is what it always was.
 func authProof(secret, challenge []byte, a *plan5.Aloha, binding []byte) []byte {
 	m := hmac.New(sha256.New, secret)
 	m.Write([]byte("rtcp-auth-v1"))
-	for _, f := range [][]byte{challenge, []byte(strconv.Itoa(int(a.R))), []byte(a.N), []byte(a.Key), []byte(a.Owner), binding} {
+	fields := [][]byte{challenge, []byte(strconv.Itoa(int(a.R))), []byte(a.N), []byte(a.Key), []byte(a.Owner), binding}
+	if a.To != "" || a.ClientKey != "" || a.ClientAddr != "" {
+		fields = append(fields, []byte(a.To), []byte(a.ClientKey), []byte(a.ClientAddr))
+	}
+	for _, f := range fields {
 		var n [4]byte
 		binary.BigEndian.PutUint32(n[:], uint32(len(f)))
 		m.Write(n[:])

@@ -83,9 +83,16 @@ func (dp *DiscoverPoint) openRemote(ctx context.Context, name, client, addr stri
 	}
 	d.Name = client
 	d.Transport = TransportYamux // the raw client leg: bytes as they are
-	d.hop = func(a *plan5.Aloha) { a.Via = dp.Advertise }
 	var errs []error
 	for i, r := range rs {
+		d.hop = func(a *plan5.Aloha) {
+			a.Via = dp.Advertise
+			if d.Credential != nil {
+				// What the proof covers: the DP it is for, so that no
+				// other DP takes it, and the client it is made for.
+				a.To, a.ClientKey, a.ClientAddr = r.DP, who.key, addr
+			}
+		}
 		// A DP that died with its host may not even refuse: give each
 		// holder an equal share of what is left of the time, so that
 		// every one is tried.

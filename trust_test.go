@@ -3,6 +3,7 @@ package rtcp
 import (
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"net"
 	"strings"
 	"sync"
@@ -151,5 +152,183 @@ func TestClientNameIsKey(t *testing.T) {
 				t.Errorf("transport %v, key %v, name %q: the server is told %q, want %q", tr, tc.cred != nil, tc.name, got, tc.want)
 			}
 		}
+	}
+}
+
+var clusterCred = &Credential{Key: "cluster", Secret: []byte("cluster-0123456789abcdef01234567")}
+
+// clusterKeys are testKeys and the key the DPs of a test cluster prove
+// to each other.
+func clusterKeys() map[string][]byte {
+	k := testKeys()
+	k[clusterCred.Key] = clusterCred.Secret
+	return k
+}
+
+// startDPAt runs dp on a loopback port until the test ends; with
+// advertise, it advertises that port.
+func startDPAt(t *testing.T, dp *DiscoverPoint, advertise bool) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if advertise {
+		dp.Advertise = l.Addr().String()
+	}
+	if dp.Logger == nil {
+		dp.Logger = testLogger()
+	}
+	served := make(chan error, 1)
+	go func() { served <- dp.Serve(l) }()
+	t.Cleanup(func() {
+		dp.Close()
+		<-served
+	})
+	return l.Addr().String()
+}
+
+// relayingDP is a fake DP at an address someone who can write the
+// cluster's registry pointed a name at. It takes the hop a real DP
+// makes to it, opens its own connection to target, and relays the
+// authentication exchange between them, changing the hop's first Aloha
+// with tamper; it reports target's answer to the proof.
+func relayingDP(t *testing.T, target string, tamper func(*plan5.Aloha)) (string, <-chan *plan5.Aloha) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	answers := make(chan *plan5.Aloha, 16)
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	relay := func(hop net.Conn) error {
+		defer hop.Close()
+		hop.SetDeadline(time.Now().Add(10 * time.Second))
+		hr := plan5.NewReader(hop, 0)
+		first, err := plan5link.ReadAloha(hr)
+		if err != nil {
+			return err
+		}
+		tamper(first)
+		back, err := net.Dial("tcp", target)
+		if err != nil {
+			return err
+		}
+		defer back.Close()
+		back.SetDeadline(time.Now().Add(10 * time.Second))
+		br := plan5.NewReader(back, 0)
+		if err := plan5link.WriteMessage(back, first, 0); err != nil {
+			return err
+		}
+		challenge, err := plan5link.ReadAloha(br)
+		if err != nil {
+			return err
+		}
+		if err := plan5link.WriteMessage(hop, challenge, 0); err != nil {
+			return err
+		}
+		proof, err := plan5link.ReadAloha(hr)
+		if err != nil {
+			return err
+		}
+		if err := plan5link.WriteMessage(back, proof, 0); err != nil {
+			return err
+		}
+		answer, err := plan5link.ReadAloha(br)
+		if err != nil {
+			return err
+		}
+		answers <- answer
+		return nil
+	}
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				if err := relay(c); err != nil {
+					answers <- &plan5.Aloha{Error: "relay: " + err.Error()}
+				}
+			})
+		}
+	})
+	return ln.Addr().String(), answers
+}
+
+// Someone who can write the cluster's registry points a name at a fake
+// DP. The DP that carries a session there proves its cluster key to it,
+// and the fake relays that proof to a real DP, to log in there as a DP
+// of the cluster: the proof names the DP it was meant for, so no other
+// DP takes it, changed or not.
+func TestClusterHopProofNotRelayable(t *testing.T) {
+	reg := new(MemoryRegistry)
+	pol := &Policy{Keys: clusterKeys(), AnonymousClients: true}
+	member := startDPAt(t, &DiscoverPoint{Registry: reg, Policy: pol}, true)
+	lone := startDPAt(t, &DiscoverPoint{Policy: pol}, false)
+	forwarder := startDPAt(t, &DiscoverPoint{Registry: reg, Policy: pol, Peer: &Dialer{Credential: clusterCred}}, true)
+	for _, target := range []struct{ name, addr string }{{"to a DP of the cluster", member}, {"to a DP of no cluster", lone}} {
+		for _, tc := range []struct {
+			name   string
+			tamper func(*plan5.Aloha)
+			says   string
+		}{
+			{"as it is", func(*plan5.Aloha) {}, "is meant for the DP at"},
+			{"without To", func(a *plan5.Aloha) { a.To, a.ClientKey, a.ClientAddr = "", "", "" }, "failed"},
+			{"To the target", func(a *plan5.Aloha) { a.To = target.addr }, "failed"},
+		} {
+			t.Run(target.name+"/"+tc.name, func(t *testing.T) {
+				fake, answers := relayingDP(t, target.addr, tc.tamper)
+				name := "printer-" + fake
+				if err := reg.Register(context.Background(), Registration{Name: name, Owner: "mallory", DP: fake}); err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				if c, err := (&Dialer{Transport: TransportYamux}).DialContext(ctx, forwarder, name); err == nil {
+					c.Close()
+				}
+				answer := <-answers
+				if answer.Error == "" {
+					t.Fatalf("the DP took a proof relayed from another DP's hop: it answered %+v", answer)
+				}
+				wantUnauthorized(t, &RefusedError{Reason: answer.Error}, tc.says)
+			})
+		}
+	}
+}
+
+// The DPs of a cluster with keys carry sessions to each other: a proof
+// meant for the DP that gets it passes.
+func TestClusterHopWithKeys(t *testing.T) {
+	reg := new(MemoryRegistry)
+	pol := &Policy{Keys: clusterKeys()}
+	holder := startDPAt(t, &DiscoverPoint{Registry: reg, Policy: pol}, true)
+	forwarder := startDPAt(t, &DiscoverPoint{Registry: reg, Policy: pol, Peer: &Dialer{Credential: clusterCred}}, true)
+	echo(t, listen(t, &ListenConfig{Credential: alice, Transport: TransportYamux}, holder, "svc"))
+	for _, tr := range []Transport{TransportJSON, TransportYamux} {
+		c, err := (&Dialer{Credential: bob, Transport: tr}).DialContext(context.Background(), forwarder, "svc")
+		if err != nil {
+			t.Fatalf("transport %v: %v", tr, err)
+		}
+		ping(t, c, "through two DPs")
+		c.Close()
+	}
+}
+
+// TestHopProofVector checks the test vector of SPEC.md, "Authentication",
+// for a proof that names its DP and its client; it was computed with
+// Python's hmac module, apart from this code.
+func TestHopProofVector(t *testing.T) {
+	ch := make([]byte, 32)
+	for i := range ch {
+		ch[i] = byte(i)
+	}
+	a := &plan5.Aloha{R: plan5.RoleIC, N: "alice", Key: "cluster", Via: "10.0.0.3:9000", To: "10.0.0.1:9000", ClientKey: "alice", ClientAddr: "203.0.113.5:40112"}
+	got := base64.StdEncoding.EncodeToString(authProof([]byte("0123456789abcdef0123456789abcdef"), ch, a, nil))
+	if want := "OU03UnQwYtH19rSGw1Ob/YaPBbw9EqtR6js/Gga5EHs="; got != want {
+		t.Errorf("proof = %s, want %s", got, want)
 	}
 }
