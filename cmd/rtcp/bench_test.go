@@ -92,6 +92,7 @@ func TestDPPort(t *testing.T) {
 // built command) and checks the tables' shape, not their figures: one
 // on loopback, and one at two round trips.
 func TestBench(t *testing.T) {
+	needSlow(t)
 	if testing.Short() {
 		t.Skip("builds the command and runs processes")
 	}

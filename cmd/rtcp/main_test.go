@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -22,6 +23,20 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// slowTests names the environment variable that turns on the tests that
+// build the command and run it as processes (TestBench, TestBinaryDP):
+// they take minutes on a busy 2-core machine, so "go test ./..." leaves
+// them out and .ci/run, which sets it, runs them.
+const slowTests = "RTCP_TEST_SLOW"
+
+// needSlow skips t unless $RTCP_TEST_SLOW is set.
+func needSlow(t *testing.T) {
+	t.Helper()
+	if os.Getenv(slowTests) == "" {
+		t.Skipf("builds the command and runs it as processes: set %s=1 to run it (.ci/run does)", slowTests)
+	}
+}
 
 // readyLine matches the line a command prints on stderr once it is ready,
 // and captures the address it gives.
@@ -225,6 +240,7 @@ func TestHelp(t *testing.T) {
 // while a session is open: the session goes on until it is closed, then
 // the DP exits with status 0.
 func TestBinaryDP(t *testing.T) {
+	needSlow(t)
 	if testing.Short() {
 		t.Skip("builds the command")
 	}
