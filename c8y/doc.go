@@ -26,9 +26,10 @@
 // The device endpoint takes the agents the cloud takes, the C reference
 // agent's non-standard opening handshake included, and writes it messages
 // under 32768 bytes, which that agent can read. A key's name obeys the
-// DP's Policy as any server's name does (the Server
-// registers as Server.Key, or as an anonymous server), the keys held at
-// once are bounded by MaxKeys, and Stats counts what was refused and why.
+// DP's Policy in force, one set with SetPolicy included, as any server's
+// name does (the Server registers it with AddLinkAs, as Server.Key or as
+// an anonymous server), the keys held at once are bounded by MaxKeys, and
+// Stats counts what was refused and why.
 // Logs never show a key whole.
 //
 // The formats (operations, status lines, paths) are package

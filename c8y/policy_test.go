@@ -195,3 +195,51 @@ func TestServerDoesNotLogKeys(t *testing.T) {
 		t.Errorf("the log shows the key, or not even its start:\n%s", got)
 	}
 }
+
+// A Policy installed with SetPolicy governs the keys' names at once
+// (issue 14: the Server read the DP's Policy field, so a policy set while
+// the DP ran never reached it): a new key for a name the policy now gives
+// to another key is refused, and a key issued before is withdrawn at its
+// next session, so that the owner may take its name.
+func TestKeysAPIObeysSetPolicy(t *testing.T) {
+	s := policyDP(t, false, "c8y")
+	code, _, body := s.newKey(t, "", url.Values{"name": {"lab-vnc"}})
+	if code != http.StatusCreated {
+		t.Fatalf("key for a free name: %d %s", code, body)
+	}
+	// Two keys of the Server's one Key do not share a name.
+	if code, _, body := s.newKey(t, "", url.Values{"name": {"lab-vnc"}}); code != http.StatusConflict {
+		t.Fatalf("a second key for lab-vnc: %d %s, want 409", code, body)
+	}
+
+	if err := s.dp.SetPolicy(&rtcp.Policy{
+		Keys:             map[string][]byte{"printers": printersSecret, "c8y": c8ySecret},
+		AnonymousClients: true,
+		Names:            []rtcp.NameRule{{Name: "lab-*", Owners: []string{"printers"}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	code, _, body = s.newKey(t, "", url.Values{"name": {"lab-2"}})
+	if code != http.StatusForbidden || !strings.Contains(body, "belongs to another key") {
+		t.Fatalf("key for a name SetPolicy gave to another key: %d %s, want 403", code, body)
+	}
+	if _, err := s.srv.NewKey("lab-3", 0); !errors.Is(err, rtcp.ErrUnauthorized) {
+		t.Errorf("NewKey(lab-3) = %v, want ErrUnauthorized", err)
+	}
+	if st := s.srv.Stats(); st.Refused["policy"] != 2 || st.Refused["name_taken"] != 1 || st.Issued != 1 {
+		t.Errorf("Stats = %+v, want 2 policy refusals, 1 name_taken, 1 issued", st)
+	}
+
+	if c, err := rtcp.Dial(s.dpAddr, "lab-vnc"); err == nil {
+		c.Close()
+		t.Fatal("a client reached lab-vnc after SetPolicy gave the name to another key")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	lc := rtcp.ListenConfig{Credential: &rtcp.Credential{Key: "printers", Secret: printersSecret}}
+	l, err := lc.Listen(ctx, s.dpAddr, "lab-vnc")
+	if err != nil {
+		t.Fatalf("the owner cannot take its name from the withdrawn key: %v", err)
+	}
+	l.Close()
+}

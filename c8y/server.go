@@ -12,8 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"path"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -94,13 +92,18 @@ type Server struct {
 	Token string
 
 	// Key is the key of the DP's Policy that this Server's names are
-	// registered as, so that they obey the Policy as any server's do: a
-	// name that a rule gives to Owners is refused unless Key is one of
-	// them. Empty means anonymous, which a Policy admits only with
-	// AnonymousServers, and only for names no rule gives to Owners.
-	// Without a Policy any free name may be taken. The Policy is read from
-	// the DP's Policy field; one installed later with SetPolicy is not
-	// seen.
+	// registered as (rtcp.DiscoverPoint.AddLinkAs), so that they obey the
+	// Policy in force, one installed with SetPolicy included, as any
+	// server's do: a name that a rule gives to Owners is refused unless
+	// Key is one of them, and a key whose name the Policy no longer
+	// allows is withdrawn at its next session. Empty means anonymous,
+	// which a Policy admits only with AnonymousServers, and only for
+	// names no rule gives to Owners. Without a Policy any free name may
+	// be taken.
+	//
+	// Names of one key are one owner's: give the Server a key of its own,
+	// or a connection key's name may join the links of another server of
+	// Key that holds it.
 	Key string
 
 	// MaxKeys bounds the connection keys held at once: waiting for their
@@ -177,43 +180,6 @@ func (s *Server) maxKeys() int {
 	return DefaultMaxKeys
 }
 
-// authorizeName applies the DP's Policy to a name of this Server, as the
-// DP applies it to a server of key s.Key that registers the name.
-//
-// The DP does not apply its Policy to links added with AddLink, and keeps
-// its own check unexported, so this mirrors it (rtcp's authorizeServer
-// and matchName).
-func (s *Server) authorizeName(name string) error {
-	pol := s.DP.Policy
-	if pol == nil {
-		return nil
-	}
-	if s.Key == "" {
-		if !pol.AnonymousServers {
-			return fmt.Errorf("c8y: this DP registers only servers with a key, and its remote access server has none (Server.Key): %w", rtcp.ErrUnauthorized)
-		}
-	} else if _, ok := pol.Keys[s.Key]; !ok {
-		return fmt.Errorf("c8y: the remote access server's key %q is not one of the DP's keys: %w", s.Key, rtcp.ErrUnauthorized)
-	}
-	for _, r := range pol.Names {
-		if ok, _ := matchName(r.Name, name); !ok {
-			continue
-		}
-		if len(r.Owners) > 0 && !slices.Contains(r.Owners, s.Key) {
-			return fmt.Errorf("c8y: the name %q belongs to another key of the DP; choose a name the remote access server may register: %w", name, rtcp.ErrUnauthorized)
-		}
-		break
-	}
-	return nil
-}
-
-// matchName is path.Match with '/' as an ordinary character, as the DP's
-// Policy matches names.
-func matchName(pattern, name string) (bool, error) {
-	const sep = "\x00"
-	return path.Match(strings.ReplaceAll(pattern, "/", sep), strings.ReplaceAll(name, "/", sep))
-}
-
 // refuse counts a refusal and logs it.
 func (s *Server) refuse(r refusal, msg string, args ...any) {
 	s.refused[r].Add(1)
@@ -263,10 +229,6 @@ func (s *Server) NewKey(name string, ttl time.Duration) (Key, error) {
 		arrived: make(chan struct{}),
 		done:    make(chan struct{}),
 	}
-	if err := s.authorizeName(name); err != nil {
-		s.refuse(refusedPolicy, "c8y: key refused", "name", k.logName(), "reason", err)
-		return Key{}, err
-	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -277,21 +239,39 @@ func (s *Server) NewKey(name string, ttl time.Duration) (Key, error) {
 		s.refuse(refusedMaxKeys, "c8y: key refused", "name", k.logName(), "keys", n)
 		return Key{}, fmt.Errorf("c8y: this DP holds %d connection keys, its limit (MaxKeys); retry when one has been used or has expired: %w", n, ErrTooManyKeys)
 	}
+	if s.nameHeldLocked(name) {
+		// The DP would take a second key of one Key into the name's
+		// rotation, and a client of one key could pair with the device of
+		// the other.
+		s.mu.Unlock()
+		err := fmt.Errorf("c8y: the name %q is held by another server at the DP (a connection key of this remote access server); "+
+			"choose another name or wait until it is free: %w", name, rtcp.ErrNameTaken)
+		s.refuse(refusedNameTaken, "c8y: key refused", "name", k.logName(), "reason", err)
+		return Key{}, err
+	}
 	if s.keys == nil {
 		s.keys = make(map[string]*connKey)
 	}
 	s.keys[id] = k
 	s.mu.Unlock()
-	remove, err := s.DP.AddLink(name, "c8y-key:"+id, k)
+	// The owner counts only for an anonymous Server: with a Key, the DP
+	// registers the name as the key's.
+	remove, err := s.DP.AddLinkAs(s.Key, name, "c8y-key:"+id, k)
 	if err != nil {
 		s.mu.Lock()
 		delete(s.keys, id)
 		s.mu.Unlock()
-		if errors.Is(err, rtcp.ErrNameTaken) {
-			s.refuse(refusedNameTaken, "c8y: key refused", "name", k.logName(), "reason", err)
+		// The DP's reasons may name the name, which may be the key.
+		reason := redactKey(err, id)
+		switch {
+		case errors.Is(err, rtcp.ErrUnauthorized):
+			s.refuse(refusedPolicy, "c8y: key refused", "name", k.logName(), "reason", reason)
+			return Key{}, fmt.Errorf("c8y: the DP's Policy does not let this remote access server (Server.Key %q) register %q: %w", s.Key, name, err)
+		case errors.Is(err, rtcp.ErrNameTaken):
+			s.refuse(refusedNameTaken, "c8y: key refused", "name", k.logName(), "reason", reason)
 			return Key{}, fmt.Errorf("c8y: the name %q is held by another server at the DP; choose another name or wait until it is free: %w", name, err)
 		}
-		s.refuse(refusedDP, "c8y: key refused", "name", k.logName(), "reason", err)
+		s.refuse(refusedDP, "c8y: key refused", "name", k.logName(), "reason", reason)
 		return Key{}, err
 	}
 	k.mu.Lock()
@@ -301,6 +281,17 @@ func (s *Server) NewKey(name string, ttl time.Duration) (Key, error) {
 	s.issued.Add(1)
 	s.log().Info("c8y: key issued", "name", k.logName(), "expires", k.expires)
 	return Key{Key: id, Name: name, Expires: k.expires}, nil
+}
+
+// nameHeldLocked reports whether one of the Server's keys holds name.
+// Call with s.mu held.
+func (s *Server) nameHeldLocked(name string) bool {
+	for _, k := range s.keys {
+		if k.name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // logName is the key's name as logs show it: a name that is the key
