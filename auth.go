@@ -84,6 +84,16 @@ type Policy struct {
 	// registered by any admitted server (the first one holds it) and
 	// reached by any client.
 	Names []NameRule
+
+	// DPs are the keys of the DPs of this DP's cluster (the Credential of
+	// their Peer dialers). A DP that proves one of them and carries a
+	// session here speaks for the session's client: the session is
+	// checked against Names as that client (the key it proved to that
+	// DP, the address it came from), which the carrying DP's proof
+	// covers, and the server is told that client. A session carried by a
+	// DP of any other key is checked as that DP. Give these keys to DPs
+	// only: whoever holds one can speak for any client.
+	DPs []string
 }
 
 // A NameRule binds a name, or a pattern of names, to its owners, its
@@ -118,6 +128,11 @@ func (p *Policy) Validate() error {
 		}
 		if len(s) < MinSecretLen {
 			return fmt.Errorf("rtcp: policy: the secret of key %q is %d bytes; use at least %d random bytes (openssl rand -hex 32)", k, len(s), MinSecretLen)
+		}
+	}
+	for _, k := range p.DPs {
+		if _, ok := p.Keys[k]; !ok {
+			return fmt.Errorf("rtcp: policy: DPs names key %q, which is not in Keys", k)
 		}
 	}
 	for i, r := range p.Names {
@@ -331,6 +346,11 @@ func (dp *DiscoverPoint) admit(c net.Conn, r *plan5.Reader, a *plan5.Aloha) (pri
 		dp.refuse(c, unauthorizedPrefix+fmt.Sprintf("the proof of key %q is meant for the DP at %q, and this DP advertises %q", a.Key, a.To, dp.Advertise))
 		return principal{}, false
 	}
+	if a.R == plan5.RoleIC && a.Via != "" && a.To != "" && a.Transport == wireRaw && slices.Contains(pol.DPs, a.Key) {
+		// A DP of the cluster carries a session: the client it speaks
+		// for is the one its proof names.
+		return principal{key: a.ClientKey, addr: a.ClientAddr, by: a.Key}, true
+	}
 	return principal{key: a.Key}, true
 }
 
@@ -408,6 +428,9 @@ func (pol *Policy) authorizeClient(who principal, name string, addr net.Addr) er
 		if _, ok := pol.Keys[who.key]; !ok {
 			return unauthorized("key %q is no longer accepted by this DP", who.key)
 		}
+	}
+	if who.by != "" && !slices.Contains(pol.DPs, who.by) {
+		return unauthorized("key %q, which carried this client here, is no longer one of this DP's cluster", who.by)
 	}
 	rule := pol.rule(name)
 	if rule == nil {

@@ -107,6 +107,12 @@ func (dp *DiscoverPoint) openRemote(ctx context.Context, name, client, addr stri
 			return unwrapRaw(c), true, nil
 		}
 		dp.log().Info("rtcp: another DP of the cluster did not take a session", "server", name, "dp", r.DP, "err", err)
+		var re *RefusedError
+		if errors.As(err, &re) && errors.Is(re, ErrUnauthorized) {
+			// The holder's policy refused the client: its answer, as it
+			// is, so that the client can tell it from a DP that is down.
+			return nil, true, &authError{re.Reason}
+		}
 		errs = append(errs, err)
 		if ctx.Err() != nil {
 			break

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -330,5 +331,119 @@ func TestHopProofVector(t *testing.T) {
 	got := base64.StdEncoding.EncodeToString(authProof([]byte("0123456789abcdef0123456789abcdef"), ch, a, nil))
 	if want := "OU03UnQwYtH19rSGw1Ob/YaPBbw9EqtR6js/Gga5EHs="; got != want {
 		t.Errorf("proof = %s, want %s", got, want)
+	}
+}
+
+// dialFrom is a Dialer.Dial that dials from the loopback address ip.
+func dialFrom(ip string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	return d.DialContext
+}
+
+// accepted is what a server learns of a session: the client's name and
+// address.
+func acceptAddrs(t *testing.T, l net.Listener) <-chan *Addr {
+	addrs := make(chan *Addr, 16)
+	var wg sync.WaitGroup
+	t.Cleanup(func() { l.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			addrs <- c.RemoteAddr().(*Addr)
+			c.Close()
+		}
+	})
+	return addrs
+}
+
+// A DP of the cluster that carries a session speaks for its client: the
+// DP that holds the name checks its rules against the client's key and
+// address, not the carrying DP's, and tells the server who the client
+// is. Only a key the holder lists in DPs may speak for a client.
+func TestClusterHopSpeaksForClient(t *testing.T) {
+	rule := NameRule{Name: "svc", Clients: []string{"alice"}, Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}}
+	reg := new(MemoryRegistry)
+	holderPol := &Policy{Keys: clusterKeys(), DPs: []string{clusterCred.Key}, Names: []NameRule{rule}}
+	holderDP := &DiscoverPoint{Registry: reg, Policy: holderPol}
+	holder := startDPAt(t, holderDP, true)
+	// The carrying DP checks nothing of svc: what it lets through, the
+	// holder must judge.
+	forwarder := startDPAt(t, &DiscoverPoint{Registry: reg, Policy: &Policy{Keys: clusterKeys(), AnonymousClients: true}, Peer: &Dialer{Credential: clusterCred}}, true)
+	addrs := acceptAddrs(t, listen(t, &ListenConfig{Credential: bob, Transport: TransportYamux}, holder, "svc"))
+
+	for _, tc := range []struct {
+		name string
+		cred *Credential
+		from string
+		says string // "": the session opens
+	}{
+		{"alice from an allowed address", alice, "127.0.0.2", ""},
+		{"bob from an allowed address", bob, "127.0.0.2", `key "bob" may not open sessions`},
+		{"alice from another address", alice, "127.0.0.3", "clients from 127.0.0.3"},
+		{"anonymous from an allowed address", nil, "127.0.0.2", "takes only clients with a key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, tr := range []Transport{TransportJSON, TransportYamux} {
+				d := Dialer{Credential: tc.cred, Name: "laptop", Transport: tr, Dial: dialFrom(tc.from)}
+				c, err := d.DialContext(context.Background(), forwarder, "svc")
+				if tc.says != "" {
+					wantUnauthorized(t, err, tc.says)
+					if err == nil {
+						c.Close()
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatalf("transport %v: %v", tr, err)
+				}
+				c.Close()
+				a := <-addrs
+				if host, _, _ := net.SplitHostPort(a.Addr); a.Name != tc.cred.Key || host != tc.from {
+					t.Errorf("transport %v: the server is told the client is %q at %s, want %q at %s:*", tr, a.Name, a.Addr, tc.cred.Key, tc.from)
+				}
+			}
+		})
+	}
+
+	t.Run("a key that is not a DP's", func(t *testing.T) {
+		// mallory makes a hop of its own that claims to carry alice.
+		d := Dialer{Credential: mallory, Transport: TransportYamux, Dial: dialFrom("127.0.0.2")}
+		d.hop = func(a *plan5.Aloha) {
+			a.Via, a.To, a.ClientKey, a.ClientAddr = forwarder, holder, "alice", "127.0.0.2:1"
+		}
+		c, err := d.DialContext(context.Background(), holder, "svc")
+		wantUnauthorized(t, err, `key "mallory" may not open sessions`)
+		if err == nil {
+			c.Close()
+		}
+	})
+
+	t.Run("a DP key the holder no longer lists", func(t *testing.T) {
+		pol := *holderPol
+		pol.DPs = nil
+		if err := holderDP.SetPolicy(&pol); err != nil {
+			t.Fatal(err)
+		}
+		defer holderDP.SetPolicy(holderPol)
+		d := Dialer{Credential: alice, Transport: TransportYamux, Dial: dialFrom("127.0.0.2")}
+		c, err := d.DialContext(context.Background(), forwarder, "svc")
+		wantUnauthorized(t, err, `key "cluster" may not open sessions`)
+		if err == nil {
+			c.Close()
+		}
+	})
+}
+
+func TestPolicyValidateDPs(t *testing.T) {
+	p := &Policy{Keys: clusterKeys(), DPs: []string{"cluster", "nobody"}}
+	if err := p.Validate(); err == nil || !strings.Contains(err.Error(), `DPs names key "nobody"`) {
+		t.Errorf("Validate = %v, want it to name the unknown key of DPs", err)
+	}
+	p.DPs = p.DPs[:1]
+	if err := p.Validate(); err != nil {
+		t.Errorf("Validate = %v", err)
 	}
 }
