@@ -20,7 +20,8 @@
 // DP's one relay, and the proxy's rules (on or off, ip_whitelist, timeout)
 // are checked for each. A serial belongs to the connection that registered
 // it for as long as that connection lives: another registration of the
-// same serial is refused, not a replacement. The wire formats are package
-// rtcp/protocol/cccp's and are written down in its SPEC.md, with the
-// choices this implementation makes.
+// same serial is refused, not a replacement. The DP's Policy governs the
+// devices' names as any server's, with Proxy.Key as their key. The wire
+// formats are package rtcp/protocol/cccp's and are written down in its
+// SPEC.md, with the choices this implementation makes.
 package cccp

@@ -84,6 +84,17 @@ type Proxy struct {
 	// DefaultPrefix, "cccp:".
 	Prefix string
 
+	// Key is the key of the DP's Policy that the devices' names register
+	// as (rtcp.DiscoverPoint.AddLinkAs), so that they obey the Policy in
+	// force as any server's names do: a device whose name a rule gives to
+	// Owners without Key is refused (closed, with a logged reason), and
+	// one whose name the Policy stops allowing (SetPolicy) is withdrawn
+	// from the DP at its next session. Empty means anonymous, which a
+	// Policy admits only with AnonymousServers, and only for names no
+	// rule gives to Owners. Without a Policy any free name may be taken.
+	// Every device of the Proxy registers as this one key.
+	Key string
+
 	// RegisterTimeout bounds how long a device may take to send its serial
 	// after connecting. Default DefaultRegisterTimeout.
 	RegisterTimeout time.Duration
@@ -228,14 +239,16 @@ func (p *Proxy) serveDevice(c net.Conn) (kept bool) {
 		kc.SetKeepAliveConfig(deviceKeepAlive)
 	}
 	d := &device{p: p, serial: serial, conn: c, ra: readahead.New(c, br, p.BufferSize)}
-	remove, err := p.DP.AddLink(p.Name(serial), "cccp-device:"+serial, d)
+	// The owner counts only for an anonymous Proxy: with a Key, the DP
+	// registers the name as the key's.
+	remove, err := p.DP.AddLinkAs(p.Key, p.Name(serial), "cccp-device:"+serial, d)
 	p.g.Release(c)
 	p.mu.Lock()
 	delete(p.registering, serial)
 	if err != nil || p.closed {
 		p.mu.Unlock()
 		if err != nil {
-			p.log().Warn("cccp: device refused by the DP", "serial", serial, "remote", c.RemoteAddr(), "err", err)
+			p.log().Warn("cccp: device refused by the DP", "serial", serial, "remote", c.RemoteAddr(), "key", p.Key, "err", err)
 		} else {
 			remove()
 		}
