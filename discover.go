@@ -117,7 +117,7 @@ type DiscoverPoint struct {
 	flow      flowConfig // every session's window budget, stall timeout, logger
 	auth      authState
 	mu        sync.Mutex
-	g         serve.Group // listeners, connections, their goroutines
+	g         serve.Group            // listeners, connections, their goroutines
 	dataWait  map[string]*dataWaiter // opens waiting for their data link, by token
 	sparing   map[string]*dataLink   // TCP control links that keep spare data links, by their token
 	sessions  int                    // client sessions being relayed
@@ -459,9 +459,10 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		dp.refuse(c, "rtcp: an indirect server must give its name in N")
 		return
 	}
-	if a.Transport != "" && a.Transport != wireYamux && a.Transport != wireTCP {
+	transport := dpTransports[a.Transport]
+	if transport == nil {
 		dp.refused(refusedHandshake)
-		dp.refuse(c, fmt.Sprintf("rtcp: transport %q is not supported by this DP (it speaks %q, %q and the plain protocol)", a.Transport, wireYamux, wireTCP))
+		dp.refuse(c, fmt.Sprintf("rtcp: transport %q is not supported by this DP (it speaks %s)", a.Transport, dpTransportNames()))
 		return
 	}
 	if err := dp.policy().authorizeServer(who, a.N); err != nil {
@@ -502,33 +503,11 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	}
 	ours := dp.ourAloha(a)
 	ours.Transport = a.Transport
-	var l Link
-	var end func() error
-	var startKA func() // keepalive, once the handshake is over
-	if a.Transport == wireYamux {
-		keepAlive := keepAlivePeriod(dp.KeepAlive)
-		s := newYamuxSession(c, r, ir, true, fmt.Sprintf("link to server %q at %s", a.N, c.RemoteAddr()), dp.flow, dp.log())
-		l, end = newYamuxLink(s), s.Close
-		startKA = func() { startYamuxKeepAlive(ir, s, keepAlive) }
-	} else {
-		cfg := plan5link.Config(ours, a)
-		cfg.Name = fmt.Sprintf("link to server %q at %s", a.N, c.RemoteAddr())
-		cfg.AcceptBacklog = -1 // a server opens nothing toward the DP
-		dp.flow.apply(&cfg, dp.log())
-		r.Grow(plan5link.LinkReadBuffer)
-		fr := plan5link.NewFramer(r, c)
-		fr.SetHeartbeat(ours)
-		fr.SetLegacy(plan5.Legacy(a.V))
-		s := mux.New(c, fr, cfg)
-		l, end = muxLink{s}, s.Close
-		startKA = func() { startKeepAlive(ir, s, ours, a) }
-		if a.Transport == wireTCP {
-			dl := dp.newDataLink(s, a.N, reg.Owner, a.Spares)
-			defer dl.end()
-			ours.Token, ours.Spares = dl.token, dl.max
-			l = dl
-		}
+	sl := transport(dp, &serverHello{c: c, r: r, ir: ir, theirs: a, ours: ours, reg: reg})
+	if sl.ended != nil {
+		defer sl.ended()
 	}
+	l, end := sl.link, sl.end
 	// The server's Listen returns when our Aloha arrives, and a client may
 	// dial the name at once: the link is in the table before the Aloha
 	// leaves, and its opens wait until the Aloha has been written.
@@ -547,7 +526,7 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		return
 	}
 	c.SetDeadline(time.Time{})
-	startKA()
+	sl.start()
 	close(g.ready)
 	dp.log().Info("rtcp: server link up", "name", a.N, "remote", c.RemoteAddr(), "transport", a.Transport)
 	select {
