@@ -8,7 +8,8 @@
 // the service for each CONNECT). Either end interoperates with the
 // original. A [Door] is the server side for a [rtcp.DiscoverPoint]: it
 // makes the device reachable by name, so that rtcp.Dial and the DP's port
-// mode reach the service behind it.
+// mode reach the service behind it; the DP's Policy governs that name as
+// any server's, with Door.Key as the device's key.
 //
 // A server for one device, whose SSH server clients reach on port 2222:
 //

@@ -3,6 +3,7 @@ package mihini
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -21,6 +22,13 @@ import (
 // device is connected, Name is not registered and clients of it are
 // refused by the DP.
 //
+// The DP's Policy governs Name as it governs any server's name: the door
+// registers each link as Key (rtcp.DiscoverPoint.AddLinkAs). A LISTEN
+// whose link the Policy refuses (Name belongs to another key, or the
+// Policy admits no anonymous server) is closed with a logged reason and
+// replaces nothing, and a link whose name the Policy stops allowing
+// (SetPolicy) is withdrawn from the DP at its next session.
+//
 // Set DP, Name and Service, then call Serve or ListenAndServe, and Close.
 type Door struct {
 	// DP is the discover point the device is registered with. Required.
@@ -29,8 +37,16 @@ type Door struct {
 	// Name is the server name the device is reachable by. Required.
 	Name string
 
-	// Owner is who holds Name in the DP's registry. Default "mihini:"
-	// followed by Name.
+	// Key is the key of the DP's Policy that the device's links register
+	// as, so that a rule giving Name to Owners admits them only if Key is
+	// one of those. Empty means anonymous, which a Policy admits only
+	// with AnonymousServers, and only for names no rule gives to Owners.
+	// Without a Policy, Name is taken if it is free.
+	Key string
+
+	// Owner is who holds Name in the DP's registry when Key is empty.
+	// Default "mihini:" followed by Name. With a Key, Name is held as the
+	// key's, like the names of every server of that key.
 	Owner string
 
 	// Service is the host:port the device dials for each session, as the
@@ -54,7 +70,8 @@ func (d *Door) init() {
 	d.once.Do(func() {
 		d.ls.handshakeTimeout = d.HandshakeTimeout
 		d.ls.cfg = linkConfig{closeGrace: d.CloseGrace, maxBuffer: d.MaxBuffer, stallTimeout: d.StallTimeout, log: orDiscard(d.Logger)}
-		d.ls.up = d.register
+		d.ls.admit = d.register
+		d.ls.up = d.serveLink
 	})
 }
 
@@ -92,18 +109,21 @@ func (d *Door) Serve(l net.Listener) error {
 	return d.ls.serve(l, d.ls.serveDevice)
 }
 
-// register makes l a Link of Name while it is up.
-func (d *Door) register(l *deviceLink, done <-chan struct{}) {
+// register makes l a Link of Name, as Key, until release is called.
+func (d *Door) register(l *deviceLink) (release func(), err error) {
 	owner := d.Owner
 	if owner == "" {
 		owner = "mihini:" + d.Name
 	}
-	remove, err := d.DP.AddLink(d.Name, owner, dpLink{l, d.Service})
+	remove, err := d.DP.AddLinkAs(d.Key, d.Name, owner, dpLink{l, d.Service})
 	if err != nil {
-		d.ls.cfg.log.Warn("mihini: cannot register the device with the DP; closing its link", "name", d.Name, "remote", l.remote, "err", err)
-		return
+		return nil, fmt.Errorf("mihini: the DP does not take the device's link as the server %q (Door.Key %q): %w", d.Name, d.Key, err)
 	}
-	defer remove()
+	return remove, nil
+}
+
+// serveLink holds the registered link l until it ends or the door closes.
+func (d *Door) serveLink(l *deviceLink, done <-chan struct{}) {
 	d.ls.isReady()
 	d.ls.cfg.log.Info("mihini: device reachable through the DP", "name", d.Name, "remote", l.remote, "service", d.Service)
 	select {

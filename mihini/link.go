@@ -124,11 +124,15 @@ func (l *deviceLink) open(ctx context.Context, service string) (*mux.Stream, err
 }
 
 // linkServer accepts device links and keeps the newest: the code a Server
-// and a Door share. up is called with each link once its LISTEN has come,
-// and runs until the link ends or the server closes (done).
+// and a Door share. admit, if set, is asked about each link once its
+// LISTEN has come, before the link replaces the current one: a link it
+// refuses is closed and replaces nothing, and release is called when the
+// admitted link ends. up is then called with the link, and runs until the
+// link ends or the server closes (done).
 type linkServer struct {
 	handshakeTimeout time.Duration
 	cfg              linkConfig
+	admit            func(l *deviceLink) (release func(), err error)
 	up               func(l *deviceLink, done <-chan struct{})
 
 	// ready, if set, is called by up once a link takes clients, and gone
@@ -188,6 +192,16 @@ func (ls *linkServer) serveDevice(c net.Conn) {
 		ls.cfg.log.Info("mihini: device refused", "remote", c.RemoteAddr(), "err", err)
 		return
 	}
+	release := func() {}
+	if ls.admit != nil {
+		// A stranger's LISTEN that the admission refuses must not evict
+		// the device that holds the link.
+		if release, err = ls.admit(l); err != nil {
+			ls.cfg.log.Warn("mihini: device refused", "remote", l.remote, "err", err)
+			l.s.Close()
+			return
+		}
+	}
 	ls.mu.Lock()
 	old := ls.cur
 	ls.cur = l
@@ -201,6 +215,7 @@ func (ls *linkServer) serveDevice(c net.Conn) {
 	}
 	ls.cfg.log.Info("mihini: device link up", "remote", l.remote)
 	ls.up(l, ls.g.Done())
+	release()
 	ls.mu.Lock()
 	if ls.cur == l {
 		ls.cur = nil
