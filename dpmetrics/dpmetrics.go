@@ -18,6 +18,13 @@
 //	sessions_total         counter  sessions relayed
 //	bytes_total{direction} counter  bytes relayed, direction "to_server" or "to_client"
 //	refused_total{reason}  counter  refusals, by rtcp.RefusalReasons
+//
+// and those of a BudgetCollector, of the rtcp.ConnBudget over the doors:
+//
+//	conn_budget                 gauge    the most connections all doors hold at once
+//	door_connections{door}      gauge    connections open at the door
+//	door_part{door}             gauge    connections guaranteed to the door
+//	door_refused_total{door}    counter  connections the door refused, over its cap or the budget
 package dpmetrics
 
 import (
@@ -85,14 +92,54 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// Handler returns an http.Handler that serves dp's metrics, and the Go
-// runtime's and the process's, in Prometheus's text format.
-func Handler(dp *rtcp.DiscoverPoint) http.Handler {
+// BudgetCollector collects a ConnBudget's Stats: one snapshot per scrape.
+type BudgetCollector struct {
+	b *rtcp.ConnBudget
+
+	max, open, part, refused *prometheus.Desc
+}
+
+var _ prometheus.Collector = (*BudgetCollector)(nil)
+
+// NewBudgetCollector returns a BudgetCollector of b.
+func NewBudgetCollector(b *rtcp.ConnBudget) *BudgetCollector {
+	return &BudgetCollector{
+		b:       b,
+		max:     prometheus.NewDesc("rtcp_dp_conn_budget", "The most connections all doors hold at once.", nil, nil),
+		open:    prometheus.NewDesc("rtcp_dp_door_connections", "Connections open at the door.", []string{"door"}, nil),
+		part:    prometheus.NewDesc("rtcp_dp_door_part", "Connections guaranteed to the door.", []string{"door"}, nil),
+		refused: prometheus.NewDesc("rtcp_dp_door_refused_total", "Connections the door refused, over its cap or the budget.", []string{"door"}, nil),
+	}
+}
+
+// Describe sends the descriptions of every metric.
+func (c *BudgetCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.max, c.open, c.part, c.refused} {
+		ch <- d
+	}
+}
+
+// Collect takes a snapshot of the budget's Stats and sends it.
+func (c *BudgetCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.b.Stats()
+	ch <- prometheus.MustNewConstMetric(c.max, prometheus.GaugeValue, float64(st.Max))
+	for _, d := range st.Doors {
+		ch <- prometheus.MustNewConstMetric(c.open, prometheus.GaugeValue, float64(d.Open), d.Name)
+		ch <- prometheus.MustNewConstMetric(c.part, prometheus.GaugeValue, float64(d.Part), d.Name)
+		ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(d.Refused), d.Name)
+	}
+}
+
+// Handler returns an http.Handler that serves dp's metrics, those of the
+// collectors more (a BudgetCollector, say), and the Go runtime's and the
+// process's, in Prometheus's text format.
+func Handler(dp *rtcp.DiscoverPoint, more ...prometheus.Collector) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		NewCollector(dp),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	reg.MustRegister(more...)
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }

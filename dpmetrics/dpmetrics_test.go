@@ -73,3 +73,39 @@ func TestHandler(t *testing.T) {
 		}
 	}
 }
+
+func TestBudgetCollector(t *testing.T) {
+	tl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &rtcp.ConnBudget{Max: 10}
+	l := b.Door("api", 1).Listener(tl)
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := l.Accept()
+		accepted <- c
+	}()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sc := <-accepted
+	defer sc.Close()
+
+	rec := httptest.NewRecorder()
+	Handler(new(rtcp.DiscoverPoint), NewBudgetCollector(b)).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{
+		"rtcp_dp_conn_budget 10\n",
+		`rtcp_dp_door_connections{door="api"} 1` + "\n",
+		`rtcp_dp_door_part{door="api"} 1` + "\n",
+		`rtcp_dp_door_refused_total{door="api"} 0` + "\n",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q:\n%s", want, body)
+		}
+	}
+}

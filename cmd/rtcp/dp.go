@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"time"
 
 	"rtcp"
@@ -23,7 +22,10 @@ the DP joins the cluster of DPs that share that etcd: a name has one
 owner across all of them, and a client may reach any DP for any name.
 Peers that do no flow control (plain Plan5 servers and clients, Mihini
 devices) are held back by TCP when a reader falls behind; a link's other
-sessions wait meanwhile, for at most -stall-timeout if it reads nothing.`)
+sessions wait meanwhile, for at most -stall-timeout if it reads nothing.
+Every door (-listen, -port, -mihini, the seed doors, -metrics) takes
+its connections from one budget (-max-conns), in which each has a part
+of its own, so that a flood at one door cannot shut the others.`)
 	listen := fs.String("listen", "", "TCP `address` to accept servers and clients on, e.g. :9000 (required)")
 	var ports portFlag
 	fs.Var(&ports, "port", "`NAME=ADDR`: carry plain TCP connections on ADDR to the server NAME (repeatable)")
@@ -75,11 +77,12 @@ sessions wait meanwhile, for at most -stall-timeout if it reads nothing.`)
 	}
 	defer member.leave()
 
-	ln, err := net.Listen("tcp", *listen)
+	doors := hard.doors(seeds.proxyPorts(), log)
+	ln, err := doors.listen("listen", *listen, 0)
 	if err != nil {
 		return err
 	}
-	portLns, err := listenPorts(ports.ports)
+	portLns, err := listenPorts(ports.ports, doors)
 	if err != nil {
 		ln.Close()
 		return err
@@ -89,21 +92,21 @@ sessions wait meanwhile, for at most -stall-timeout if it reads nothing.`)
 	hard.configure(dp)
 	waitPorts := servePorts(dp, ports.ports, portLns, stderr)
 	defer waitPorts()
-	stopSeeds, err := seeds.start(dp, log, stderr)
+	stopSeeds, err := seeds.start(dp, doors, stderr)
 	if err != nil {
 		ln.Close()
 		dp.Close()
 		return err
 	}
 	defer stopSeeds()
-	stopMihini, err := startMihini(dp, mihinis.doors, *stall, log, stderr)
+	stopMihini, err := startMihini(dp, mihinis.doors, doors, *stall, log, stderr)
 	if err != nil {
 		ln.Close()
 		dp.Close()
 		return err
 	}
 	defer stopMihini()
-	stopMetrics, err := hard.serveMetrics(dp, log, stderr)
+	stopMetrics, err := hard.serveMetrics(dp, doors, stderr)
 	if err != nil {
 		ln.Close()
 		dp.Close()

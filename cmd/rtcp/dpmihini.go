@@ -62,13 +62,13 @@ func checkService(s string) error {
 	return nil
 }
 
-// startMihini listens on the address of each door and serves it beside
-// dp, with the stall timeout stall. It returns a function that closes the
-// doors and waits for them.
-func startMihini(dp *rtcp.DiscoverPoint, doors []mihiniDoor, stall time.Duration, log *slog.Logger, stderr io.Writer) (stop func(), err error) {
+// startMihini listens on the address of each door, as a door of budget,
+// and serves it beside dp, with the stall timeout stall. It returns a
+// function that closes the doors and waits for them.
+func startMihini(dp *rtcp.DiscoverPoint, doors []mihiniDoor, budget *dpDoors, stall time.Duration, log *slog.Logger, stderr io.Writer) (stop func(), err error) {
 	var lns []net.Listener
 	for _, d := range doors {
-		l, err := net.Listen("tcp", d.addr)
+		l, err := budget.listen("mihini "+d.name, d.addr, 0)
 		if err != nil {
 			for _, l := range lns {
 				l.Close()

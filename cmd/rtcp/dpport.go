@@ -38,12 +38,12 @@ func (f *portFlag) Set(v string) error {
 	return nil
 }
 
-// listenPorts listens on the address of each port, closing them all if one
-// fails.
-func listenPorts(ports [][2]string) ([]net.Listener, error) {
+// listenPorts listens on the address of each port, as a door of doors,
+// closing them all if one fails.
+func listenPorts(ports [][2]string, doors *dpDoors) ([]net.Listener, error) {
 	var lns []net.Listener
 	for _, p := range ports {
-		l, err := net.Listen("tcp", p[1])
+		l, err := doors.listen("port "+p[0], p[1], 0)
 		if err != nil {
 			for _, l := range lns {
 				l.Close()

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -14,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"rtcp"
 	"rtcp/c8y"
@@ -69,6 +67,16 @@ func (f *seedFlags) check(fs *flag.FlagSet) error {
 	return nil
 }
 
+// proxyPorts returns how many listeners the CCCP proxies may open: the
+// size of -cccp-ports.
+func (f *seedFlags) proxyPorts() int {
+	lo, hi, err := parsePortRange(*f.cccpPorts)
+	if err != nil {
+		return 0
+	}
+	return hi - lo + 1
+}
+
 // parsePortRange parses "LO-HI".
 func parsePortRange(s string) (lo, hi int, err error) {
 	a, b, ok := strings.Cut(s, "-")
@@ -94,9 +102,11 @@ func readToken(flagName, file string) (string, error) {
 	return tok, nil
 }
 
-// startSeeds starts the servers the flags ask for, beside dp, and returns
-// a function that stops them and waits for them.
-func (f *seedFlags) start(dp *rtcp.DiscoverPoint, log *slog.Logger, stderr io.Writer) (stop func(), err error) {
+// start starts the servers the flags ask for, beside dp, each listener a
+// door of doors, and returns a function that stops them and waits for
+// them.
+func (f *seedFlags) start(dp *rtcp.DiscoverPoint, doors *dpDoors, stderr io.Writer) (stop func(), err error) {
+	log := doors.log
 	var (
 		closers []func()
 		wg      sync.WaitGroup
@@ -112,8 +122,7 @@ func (f *seedFlags) start(dp *rtcp.DiscoverPoint, log *slog.Logger, stderr io.Wr
 		return nil, err
 	}
 	serveHTTP := func(what string, l net.Listener, h http.Handler, cert, key string) {
-		hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		hs := doors.httpServer(h)
 		closers = append(closers, func() { hs.Close() })
 		wg.Go(func() {
 			var err error
@@ -135,7 +144,7 @@ func (f *seedFlags) start(dp *rtcp.DiscoverPoint, log *slog.Logger, stderr io.Wr
 				return fail(err)
 			}
 		}
-		l, err := net.Listen("tcp", *f.c8yListen)
+		l, err := doors.listen("c8y", *f.c8yListen, 0)
 		if err != nil {
 			return fail(fmt.Errorf("-c8y-listen: %w", err))
 		}
@@ -149,17 +158,25 @@ func (f *seedFlags) start(dp *rtcp.DiscoverPoint, log *slog.Logger, stderr io.Wr
 
 	if *f.cccpAPI != "" {
 		lo, hi, _ := parsePortRange(*f.cccpPorts)
-		p := &cccp.Proxy{DP: dp, Host: *f.cccpHost, MinPort: lo, MaxPort: hi, Logger: log}
+		proxies := doors.door("cccp-proxies", 0) // all proxy ports: one door
+		p := &cccp.Proxy{DP: dp, Host: *f.cccpHost, MinPort: lo, MaxPort: hi, Logger: log,
+			Listen: func(network, addr string) (net.Listener, error) {
+				l, err := net.Listen(network, addr)
+				if err != nil {
+					return nil, err
+				}
+				return proxies.Listener(l), nil
+			}}
 		if *f.cccpToken != "" {
 			if p.Token, err = readToken("cccp-token-file", *f.cccpToken); err != nil {
 				return fail(err)
 			}
 		}
-		devl, err := net.Listen("tcp", *f.cccpDevices)
+		devl, err := doors.listen("cccp-devices", *f.cccpDevices, 0)
 		if err != nil {
 			return fail(fmt.Errorf("-cccp-devices: %w", err))
 		}
-		apil, err := net.Listen("tcp", *f.cccpAPI)
+		apil, err := doors.listen("cccp-api", *f.cccpAPI, cccpAPIDoorMax)
 		if err != nil {
 			devl.Close()
 			return fail(fmt.Errorf("-cccp-api: %w", err))
