@@ -3,11 +3,14 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,16 +24,30 @@ type clusterFlags struct {
 	etcd      *string
 	advertise *string
 	ttl       *time.Duration
+
+	// Whoever can write the registry can send sessions anywhere: these
+	// protect the way to etcd.
+	etcdCA, etcdCert, etcdKey  *string
+	etcdUser, etcdPasswordFile *string
 }
 
 func addClusterFlags(fs *flag.FlagSet) *clusterFlags {
 	return &clusterFlags{
-		etcd: fs.String("etcd", "", "etcd client `URLs`, comma-separated (http://HOST:2379,...): join the cluster of DPs "+
-			"that share them; a client may then reach any DP for any name (needs -advertise)"),
+		etcd: fs.String("etcd", "", "etcd client `URLs`, comma-separated (https://HOST:2379,...): join the cluster of DPs "+
+			"that share them; a client may then reach any DP for any name (needs -advertise). Whoever can write "+
+			"this etcd can send sessions where they like: protect it with -etcd-tls-* and -etcd-user"),
 		advertise: fs.String("advertise", "", "`host:port` at which the other DPs of the cluster reach this one "+
 			"(its -listen port, on an address they can dial; with TLS, a name its certificate holds)"),
 		ttl: fs.Duration("etcd-ttl", etcdregistry.DefaultTTL, "with -etcd: how long the names of a DP that died "+
 			"stay registered (whole seconds; etcd's minimum is about 2s)"),
+		etcdCA: fs.String("etcd-tls-ca", "", "PEM `file` of the CAs to trust for etcd's certificate instead of the "+
+			"system's (https:// -etcd URLs)"),
+		etcdCert: fs.String("etcd-tls-cert", "", "PEM `file` of a client certificate for an etcd that asks for one "+
+			"(etcd --client-cert-auth)"),
+		etcdKey: fs.String("etcd-tls-key", "", "PEM `file` of the private key of -etcd-tls-cert"),
+		etcdUser: fs.String("etcd-user", "", "etcd `user` to log in as, with -etcd-password-file; give it a role with "+
+			"read-write access to the prefix "+etcdregistry.DefaultPrefix+" only"),
+		etcdPasswordFile: fs.String("etcd-password-file", "", "`file` holding the password of -etcd-user"),
 	}
 }
 
@@ -38,6 +55,11 @@ func (f *clusterFlags) check(fs *flag.FlagSet) error {
 	if *f.etcd == "" {
 		if *f.advertise != "" {
 			return usageErrorf(fs, "-advertise is for a DP of a cluster: give -etcd too")
+		}
+		for _, name := range []string{"etcd-tls-ca", "etcd-tls-cert", "etcd-tls-key", "etcd-user", "etcd-password-file"} {
+			if fs.Lookup(name).Value.String() != "" {
+				return usageErrorf(fs, "-%s is for a DP of a cluster: give -etcd too", name)
+			}
 		}
 		return nil
 	}
@@ -51,7 +73,75 @@ func (f *clusterFlags) check(fs *flag.FlagSet) error {
 	if *f.ttl < time.Second {
 		return usageErrorf(fs, "-etcd-ttl %v: want at least 1s", *f.ttl)
 	}
+	if (*f.etcdCert == "") != (*f.etcdKey == "") {
+		return usageErrorf(fs, "-etcd-tls-cert and -etcd-tls-key go together")
+	}
+	if (*f.etcdUser == "") != (*f.etcdPasswordFile == "") {
+		return usageErrorf(fs, "-etcd-user and -etcd-password-file go together")
+	}
+	if *f.etcdCA != "" || *f.etcdCert != "" {
+		for _, u := range f.endpoints() {
+			if strings.HasPrefix(u, "http://") {
+				return usageErrorf(fs, "-etcd %s: the etcd client speaks no TLS to an http:// URL; write https:// to use -etcd-tls-*", u)
+			}
+		}
+	}
 	return nil
+}
+
+func (f *clusterFlags) endpoints() []string {
+	var eps []string
+	for u := range strings.SplitSeq(*f.etcd, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			eps = append(eps, u)
+		}
+	}
+	return eps
+}
+
+// etcdConfig is the registry's configuration the flags ask for: TLS to
+// etcd for https:// URLs (trusting -etcd-tls-ca, or the system's CAs),
+// and a user and password. Warnings go to stderr.
+func (f *clusterFlags) etcdConfig(stderr io.Writer) (etcdregistry.Config, error) {
+	cfg := etcdregistry.Config{Endpoints: f.endpoints(), TTL: *f.ttl}
+	https := slices.ContainsFunc(cfg.Endpoints, func(u string) bool { return strings.HasPrefix(u, "https://") })
+	if https || *f.etcdCA != "" || *f.etcdCert != "" {
+		t := &tls.Config{MinVersion: tls.VersionTLS12}
+		if *f.etcdCA != "" {
+			pem, err := os.ReadFile(*f.etcdCA)
+			if err != nil {
+				return cfg, fmt.Errorf("-etcd-tls-ca: %w", err)
+			}
+			t.RootCAs = x509.NewCertPool()
+			if !t.RootCAs.AppendCertsFromPEM(pem) {
+				return cfg, fmt.Errorf("-etcd-tls-ca %s: no PEM certificate in the file", *f.etcdCA)
+			}
+		}
+		if *f.etcdCert != "" {
+			c, err := tls.LoadX509KeyPair(*f.etcdCert, *f.etcdKey)
+			if err != nil {
+				return cfg, fmt.Errorf("-etcd-tls-cert %s, -etcd-tls-key %s: %w", *f.etcdCert, *f.etcdKey, err)
+			}
+			t.Certificates = []tls.Certificate{c}
+			warnIfShared(*f.etcdKey, "-etcd-tls-key", stderr)
+		}
+		cfg.TLS = t
+	}
+	if *f.etcdUser != "" {
+		warnIfShared(*f.etcdPasswordFile, "-etcd-password-file", stderr)
+		b, err := os.ReadFile(*f.etcdPasswordFile)
+		if err != nil {
+			return cfg, fmt.Errorf("-etcd-password-file: %w", err)
+		}
+		cfg.Username, cfg.Password = *f.etcdUser, strings.TrimRight(string(b), "\r\n")
+		if cfg.Password == "" {
+			return cfg, fmt.Errorf("-etcd-password-file %s is empty", *f.etcdPasswordFile)
+		}
+		if cfg.TLS == nil {
+			fmt.Fprintf(stderr, "rtcp dp: WARNING: -etcd-password-file without TLS: the password crosses the network in the clear; use https:// etcd URLs\n")
+		}
+	}
+	return cfg, nil
 }
 
 // clusterMember is a DP's membership of a cluster: its registry on etcd
@@ -70,26 +160,26 @@ func (f *clusterFlags) join(ctx context.Context, serverTLS *tls.Config, cred *rt
 	if *f.etcd == "" {
 		return nil, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	reg, err := etcdregistry.New(ctx, etcdregistry.Config{
-		Endpoints: strings.Split(*f.etcd, ","),
-		TTL:       *f.ttl,
-		Logger:    log,
-	})
-	if err != nil {
-		return nil, err
-	}
-	peer := &rtcp.Dialer{Credential: cred}
+	m := &clusterMember{advertise: *f.advertise, peer: &rtcp.Dialer{Credential: cred}}
 	if serverTLS != nil {
-		peer.TLSConfig = &tls.Config{
+		m.peer.TLSConfig = &tls.Config{
 			Certificates: serverTLS.Certificates,
 			RootCAs:      serverTLS.ClientCAs,
 			MinVersion:   tls.VersionTLS12,
 		}
 	}
+	cfg, err := f.etcdConfig(stderr)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Logger = log
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if m.reg, err = etcdregistry.New(ctx, cfg); err != nil {
+		return nil, err
+	}
 	fmt.Fprintf(stderr, "rtcp dp: in the cluster on etcd %s as %s\n", *f.etcd, *f.advertise)
-	return &clusterMember{reg: reg, advertise: *f.advertise, peer: peer}, nil
+	return m, nil
 }
 
 // configure makes dp a member; before dp serves anything.
