@@ -10,7 +10,7 @@ import (
 )
 
 func runDP(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("dp", "dp -listen ADDR [-port NAME=ADDR]... [-grace DURATION] [-tls-cert FILE -tls-key FILE [-tls-ca FILE]] [-config FILE] [-token-file FILE] [-etcd URLS -advertise ADDR [-etcd-ttl DURATION]] [-metrics ADDR] [-keepalive DURATION] [-stall-timeout DURATION] [-window-memory MiB] [-max-... N] [-log-level LEVEL]", `
+	fs := newFlagSet("dp", "dp -listen ADDR [-port NAME=ADDR]... [-grace DURATION] [-tls-cert FILE -tls-key FILE [-tls-ca FILE]] [-config FILE] [-token-file FILE] [-etcd URLS -advertise ADDR [-etcd-ttl DURATION] [-etcd-tls-ca FILE] [-etcd-tls-cert FILE -etcd-tls-key FILE] [-etcd-user NAME -etcd-password-file FILE] [-cluster-token-file FILE]] [-metrics ADDR] [-keepalive DURATION] [-stall-timeout DURATION] [-window-memory MiB] [-max-... N] [-log-level LEVEL]", `
 Run a discover point (DP): indirect servers (rtcp expose, rtcp.Listen)
 register their names with it, and indirect clients (rtcp connect,
 rtcp.Dial) reach them by name through it. It runs until SIGINT or
@@ -71,7 +71,7 @@ of its own, so that a flood at one door cannot shut the others.`)
 	if err != nil {
 		return err
 	}
-	member, err := cluster.join(ctx, tlsCfg, cred, log, stderr)
+	member, err := cluster.join(ctx, tlsCfg, pol, cred, log, stderr)
 	if err != nil {
 		return err
 	}

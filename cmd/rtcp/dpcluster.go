@@ -155,8 +155,9 @@ type clusterMember struct {
 // join opens the registry on etcd, or returns nil without -etcd. The
 // other DPs are dialled as this DP is served: with TLS when serverTLS is
 // set (presenting its own certificate, and trusting the CAs it trusts for
-// clients, or else the system's), and proving cred when it is set.
-func (f *clusterFlags) join(ctx context.Context, serverTLS *tls.Config, cred *rtcp.Credential, log *slog.Logger, stderr io.Writer) (*clusterMember, error) {
+// clients, or else the system's), and proving cred when it is set. pol
+// is the DP's policy.
+func (f *clusterFlags) join(ctx context.Context, serverTLS *tls.Config, pol *rtcp.Policy, cred *rtcp.Credential, log *slog.Logger, stderr io.Writer) (*clusterMember, error) {
 	if *f.etcd == "" {
 		return nil, nil
 	}
