@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"slices"
@@ -29,6 +31,8 @@ type clusterFlags struct {
 	// protect the way to etcd.
 	etcdCA, etcdCert, etcdKey  *string
 	etcdUser, etcdPasswordFile *string
+
+	tokenFile *string // the key the DPs prove to each other
 }
 
 func addClusterFlags(fs *flag.FlagSet) *clusterFlags {
@@ -48,6 +52,10 @@ func addClusterFlags(fs *flag.FlagSet) *clusterFlags {
 		etcdUser: fs.String("etcd-user", "", "etcd `user` to log in as, with -etcd-password-file; give it a role with "+
 			"read-write access to the prefix "+etcdregistry.DefaultPrefix+" only"),
 		etcdPasswordFile: fs.String("etcd-password-file", "", "`file` holding the password of -etcd-user"),
+		tokenFile: fs.String("cluster-token-file", "", "`file` holding the token KEY:SECRET that the DPs of the "+
+			"cluster prove to each other: the same on every DP, and given to no server or client. A DP that "+
+			"proves it speaks for the clients it carries, so that a name's client keys and allowed networks "+
+			"hold across DPs (default: the key of -token-file, and a carried client is checked as that key)"),
 	}
 }
 
@@ -56,7 +64,7 @@ func (f *clusterFlags) check(fs *flag.FlagSet) error {
 		if *f.advertise != "" {
 			return usageErrorf(fs, "-advertise is for a DP of a cluster: give -etcd too")
 		}
-		for _, name := range []string{"etcd-tls-ca", "etcd-tls-cert", "etcd-tls-key", "etcd-user", "etcd-password-file"} {
+		for _, name := range []string{"etcd-tls-ca", "etcd-tls-cert", "etcd-tls-key", "etcd-user", "etcd-password-file", "cluster-token-file"} {
 			if fs.Lookup(name).Value.String() != "" {
 				return usageErrorf(fs, "-%s is for a DP of a cluster: give -etcd too", name)
 			}
@@ -150,18 +158,30 @@ type clusterMember struct {
 	reg       *etcdregistry.Registry
 	advertise string
 	peer      *rtcp.Dialer
+	policy    *rtcp.Policy // the DP's policy with the cluster's key, or nil: as it is
 }
 
 // join opens the registry on etcd, or returns nil without -etcd. The
 // other DPs are dialled as this DP is served: with TLS when serverTLS is
 // set (presenting its own certificate, and trusting the CAs it trusts for
-// clients, or else the system's), and proving cred when it is set. pol
-// is the DP's policy.
+// clients, or else the system's), and proving the cluster's key, or else
+// cred, when it is set. pol is the DP's policy, to which the cluster's
+// key is added.
 func (f *clusterFlags) join(ctx context.Context, serverTLS *tls.Config, pol *rtcp.Policy, cred *rtcp.Credential, log *slog.Logger, stderr io.Writer) (*clusterMember, error) {
 	if *f.etcd == "" {
 		return nil, nil
 	}
 	m := &clusterMember{advertise: *f.advertise, peer: &rtcp.Dialer{Credential: cred}}
+	if *f.tokenFile != "" {
+		dpCred, err := f.clusterCredential(cred, stderr)
+		if err != nil {
+			return nil, err
+		}
+		m.peer.Credential = dpCred
+		if m.policy, err = withClusterKey(pol, dpCred); err != nil {
+			return nil, err
+		}
+	}
 	if serverTLS != nil {
 		m.peer.TLSConfig = &tls.Config{
 			Certificates: serverTLS.Certificates,
@@ -183,6 +203,45 @@ func (f *clusterFlags) join(ctx context.Context, serverTLS *tls.Config, pol *rtc
 	return m, nil
 }
 
+// clusterCredential reads -cluster-token-file.
+func (f *clusterFlags) clusterCredential(cred *rtcp.Credential, stderr io.Writer) (*rtcp.Credential, error) {
+	warnIfShared(*f.tokenFile, "-cluster-token-file", stderr)
+	b, err := os.ReadFile(*f.tokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("-cluster-token-file: %w", err)
+	}
+	c, err := rtcp.ParseCredential(string(b))
+	if err != nil {
+		return nil, fmt.Errorf("-cluster-token-file %s: %w", *f.tokenFile, err)
+	}
+	if cred != nil && c.Key == cred.Key {
+		return nil, fmt.Errorf("-cluster-token-file %s: key %q is also the key of -token-file, which servers and clients hold; give the DPs a key of their own", *f.tokenFile, c.Key)
+	}
+	return c, nil
+}
+
+// withClusterKey returns a copy of pol that knows the cluster's key as a
+// DP's (rtcp.Policy.DPs), or nil if pol is nil: a DP that admits
+// everyone checks no key.
+func withClusterKey(pol *rtcp.Policy, c *rtcp.Credential) (*rtcp.Policy, error) {
+	if pol == nil {
+		return nil, nil
+	}
+	if old, ok := pol.Keys[c.Key]; ok && !bytes.Equal(old, c.Secret) {
+		return nil, fmt.Errorf("key %q has one secret in -config and another in -cluster-token-file", c.Key)
+	}
+	p := *pol
+	p.Keys = maps.Clone(pol.Keys)
+	if p.Keys == nil {
+		p.Keys = make(map[string][]byte)
+	}
+	p.Keys[c.Key] = c.Secret
+	if !slices.Contains(p.DPs, c.Key) {
+		p.DPs = append(slices.Clip(p.DPs), c.Key)
+	}
+	return &p, p.Validate()
+}
+
 // configure makes dp a member; before dp serves anything.
 func (m *clusterMember) configure(dp *rtcp.DiscoverPoint) {
 	if m == nil {
@@ -191,6 +250,9 @@ func (m *clusterMember) configure(dp *rtcp.DiscoverPoint) {
 	dp.Registry = m.reg
 	dp.Advertise = m.advertise
 	dp.Peer = m.peer
+	if m.policy != nil {
+		dp.Policy = m.policy
+	}
 }
 
 // leave closes the registry, which removes this DP's names at once; after

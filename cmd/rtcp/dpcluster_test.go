@@ -24,6 +24,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"rtcp"
 	"rtcp/internal/etcdtest"
 )
 
@@ -39,6 +40,7 @@ func TestDPClusterFlagErrors(t *testing.T) {
 		{"advertise without host", []string{"-etcd", etcd, "-advertise", ":9000"}, `rtcp dp: -advertise ":9000": want host:port`},
 		{"short ttl", []string{"-etcd", etcd, "-advertise", adv, "-etcd-ttl", "10ms"}, "rtcp dp: -etcd-ttl 10ms: want at least 1s"},
 		{"etcd user without etcd", []string{"-etcd-user", "rtcp"}, "rtcp dp: -etcd-user is for a DP of a cluster: give -etcd too"},
+		{"cluster token without etcd", []string{"-cluster-token-file", "x"}, "rtcp dp: -cluster-token-file is for a DP of a cluster"},
 		{"etcd cert without key", []string{"-etcd", etcd, "-advertise", adv, "-etcd-tls-cert", "x.pem"}, "rtcp dp: -etcd-tls-cert and -etcd-tls-key go together"},
 		{"etcd user without password", []string{"-etcd", etcd, "-advertise", adv, "-etcd-user", "rtcp"}, "rtcp dp: -etcd-user and -etcd-password-file go together"},
 		{"etcd password without user", []string{"-etcd", etcd, "-advertise", adv, "-etcd-password-file", "x"}, "rtcp dp: -etcd-user and -etcd-password-file go together"},
@@ -161,6 +163,81 @@ func TestDPClusterSecureEtcd(t *testing.T) {
 	_, err := launch(t, runDP, append([]string{"-listen", a3, "-advertise", a3}, etcdFlags(bad)...)...)
 	if err == nil || !strings.Contains(err.Error(), "authentication failed") {
 		t.Errorf("a DP with a wrong etcd password: %v, want etcd's refusal", err)
+	}
+}
+
+// With -cluster-token-file, a DP that carries a client speaks for it: a
+// name whose rule takes only bob's key is reached by bob through the
+// other DP. Without it, the DPs prove -token-file's key, and bob is
+// checked as that key.
+func TestDPClusterToken(t *testing.T) {
+	etcd := etcdtest.Start(t)
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "dp.json", `{
+	"keys": {
+		"alice": "0123456789abcdef0123456789abcdef",
+		"bob": "fedcba9876543210fedcba9876543210"
+	},
+	"names": [{"name": "svc-*", "owners": ["alice"], "clients": ["bob"]}]
+}`)
+	dpToken := writeFile(t, dir, "dp.token", "dps:00112233445566778899aabbccddeeff\n")
+	clusterToken := writeFile(t, dir, "cluster.token", "cluster:ffeeddccbbaa99887766554433221100\n")
+	aliceFile := writeFile(t, dir, "alice.token", aliceToken+"\n")
+	bobFile := writeFile(t, dir, "bob.token", bobToken+"\n")
+	t.Setenv(tokenEnv, "")
+	echo := startEcho(t)
+	for _, tc := range []struct {
+		name    string
+		cluster []string
+		ok      bool
+	}{
+		{"with -cluster-token-file", []string{"-cluster-token-file", clusterToken}, true},
+		{"without", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a1, a2 := closedPort(t), closedPort(t)
+			for _, a := range []string{a1, a2} {
+				args := []string{"-listen", a, "-etcd", etcd.Endpoint, "-advertise", a, "-etcd-ttl", "2s", "-config", cfg, "-token-file", dpToken}
+				mustLaunch(t, runDP, append(args, tc.cluster...)...)
+			}
+			name := "svc-" + strings.ReplaceAll(tc.name, " ", "")
+			mustLaunch(t, runExpose, "-dp", a1, "-name", name, "-to", echo, "-token-file", aliceFile)
+			conn := mustLaunch(t, runConnect, "-dp", a2, "-name", name, "-listen", "127.0.0.1:0", "-transport", "yamux", "-token-file", bobFile)
+			err := exchange(conn.addr, []byte("carried for bob"))
+			if tc.ok && err != nil {
+				t.Errorf("bob through DP2: %v", err)
+			}
+			if !tc.ok && (err == nil || !strings.Contains(conn.out.String(), `key \"dps\" may not open sessions`)) {
+				t.Errorf("bob through DP2 without -cluster-token-file: %v, want a refusal of the DPs' key; connect said:\n%s", err, conn.out)
+			}
+		})
+	}
+}
+
+func TestWithClusterKey(t *testing.T) {
+	c := &rtcp.Credential{Key: "cluster", Secret: []byte("ffeeddccbbaa99887766554433221100")}
+	if p, err := withClusterKey(nil, c); p != nil || err != nil {
+		t.Errorf("no policy: %v, %v; want none", p, err)
+	}
+	pol := &rtcp.Policy{Keys: map[string][]byte{"alice": []byte("0123456789abcdef0123456789abcdef")}}
+	p, err := withClusterKey(pol, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(p.Keys["cluster"]) != string(c.Secret) || len(p.DPs) != 1 || p.DPs[0] != "cluster" {
+		t.Errorf("policy %+v does not know the cluster's key as a DP's", p)
+	}
+	if _, ok := pol.Keys["cluster"]; ok || pol.DPs != nil {
+		t.Error("withClusterKey changed the policy it was given")
+	}
+	pol.Keys["cluster"] = []byte("another-secret-0123456789abcdef0")
+	if _, err := withClusterKey(pol, c); err == nil || !strings.Contains(err.Error(), "one secret in -config and another") {
+		t.Errorf("a key with two secrets: %v", err)
+	}
+	f := &clusterFlags{tokenFile: new(string)}
+	*f.tokenFile = writeFile(t, t.TempDir(), "cluster.token", aliceToken)
+	if _, err := f.clusterCredential(&rtcp.Credential{Key: "alice"}, io.Discard); err == nil || !strings.Contains(err.Error(), "give the DPs a key of their own") {
+		t.Errorf("the cluster's key is -token-file's: %v", err)
 	}
 }
 
