@@ -28,6 +28,17 @@ import (
 // A session carried from one DP to another says so in its Aloha (Via):
 // the second DP serves it from its own links only, so a stale registry
 // entry can never make two DPs pass a session back and forth.
+//
+// What a cluster trusts: its registry says where each name is, so
+// whoever can write it can send the sessions of any name to an address of
+// their choosing (secure it: etcdregistry.Config's TLS and user). What
+// such a registry entry cannot do: a DP proves its Peer key with a proof
+// bound to the advertised address of the DP it dials (and to the TLS
+// connection, on TLS), which no other DP accepts; and a Peer with a
+// TLSConfig whose RootCAs trust only the cluster's CA hands sessions only
+// to DPs that CA certified. A DP whose Policy lists the carrying DP's key
+// in DPs checks a carried session as the client that DP names in the
+// proof, so that the name's rules hold after the hop.
 
 // A ClusterRegistry is a Registry that can list every DP holding a name.
 // A DiscoverPoint whose Registry is one tries each holder in turn when it

@@ -18,6 +18,17 @@
 // name's whole prefix: Register puts its key only if every key under the
 // name holds its owner, or if there is none, in one transaction.
 //
+// # Who may write it
+//
+// The registry is what the cluster trusts most: whoever can write the
+// prefix can register any name under any address, and every DP then
+// carries that name's clients there (a DP's proof of its key is bound to
+// the DP it dials, so it does not let that address log in at another DP,
+// but the sessions go where the registry says). Give the DPs an etcd user
+// of their own, allowed the prefix and nothing else (Config.Username and
+// Password), reach etcd over TLS (https:// endpoints and Config.TLS), and
+// let no one else write the prefix.
+//
 // # When etcd goes away
 //
 // Lookups fail while etcd cannot be reached, so sessions that must cross
@@ -60,7 +71,9 @@ type Config struct {
 	// "http://127.0.0.1:2379".
 	Endpoints []string
 
-	// TLS, Username and Password are passed to the etcd client.
+	// TLS, Username and Password are passed to the etcd client. TLS is
+	// used for https:// endpoints and those without a scheme: the etcd
+	// client speaks plain TCP to an http:// endpoint whatever TLS says.
 	TLS                *tls.Config
 	Username, Password string
 
