@@ -1,6 +1,8 @@
 package rtcp
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -23,7 +25,8 @@ type stream interface {
 type Conn struct {
 	s       stream
 	once    sync.Once
-	release func() // frees what the Conn owns (a client's DP connection)
+	release func()  // frees what the Conn owns (a client's DP connection)
+	answer  *answer // the client still waits for it (ListenConfig.ManualAck); else nil
 }
 
 var _ net.Conn = (*Conn)(nil)
@@ -34,6 +37,7 @@ func init() {
 	relay.Inner = func(c net.Conn) net.Conn {
 		if cc, ok := c.(*Conn); ok {
 			if st, ok := cc.s.(*mux.Stream); ok {
+				cc.open() // the relay reads and writes st itself
 				return st
 			}
 		}
@@ -43,17 +47,114 @@ func init() {
 
 func newConn(s stream, release func()) *Conn { return &Conn{s: s, release: release} }
 
+// newPendingConn returns a server's session that its client waits for:
+// send answers the client, accepting the session (nil) or refusing it.
+// After a refusal the Conn closes s. A session left unanswered for
+// defaultHandshakeTimeout is refused: the DP has given up on it by then
+// (with its default HandshakeTimeout), and on a link whose answers go in
+// order it would hold up every session after it.
+func newPendingConn(s stream, send func(refusal error) error) *Conn {
+	c := &Conn{s: s, answer: &answer{send: send}}
+	c.answer.mu.Lock()
+	c.answer.timer = time.AfterFunc(defaultHandshakeTimeout, func() { c.Ack(errNoAnswer) })
+	c.answer.mu.Unlock()
+	return c
+}
+
+// answer is a session's answer to its client, sent once.
+type answer struct {
+	once    sync.Once
+	send    func(refusal error) error
+	mu      sync.Mutex  // guards timer
+	timer   *time.Timer // refuses the session if nothing else answers it
+	err     error       // what send returned
+	refused bool
+}
+
+// Errors of Ack.
+var (
+	errAnswered    = errors.New("rtcp: the session has been answered already; Close or Abort it instead")
+	errNotAccepted = errors.New("rtcp: the server closed the session without accepting it")
+	errNoAnswer    = fmt.Errorf("rtcp: the server did not answer the session within %v", defaultHandshakeTimeout)
+)
+
+// Ack answers the client of a session that Accept returned before
+// answering it (ListenConfig.ManualAck): nil accepts the session, and the
+// client's Dial returns; an error refuses it, the client's Dial fails with
+// the error's text (on the wire, Ack X=-1 with that reason), and the Conn
+// is closed. The first Read, Write, CloseWrite, WriteTo or Unwrap accepts
+// the session too, and Close or Abort refuses it.
+//
+// Ack(nil) on a session that is open already does nothing; Ack with an
+// error then fails, since the session can no longer be refused.
+func (c *Conn) Ack(refusal error) error {
+	a := c.answer
+	if a == nil {
+		if refusal != nil {
+			return errAnswered
+		}
+		return nil
+	}
+	first := false
+	a.once.Do(func() {
+		first = true
+		a.mu.Lock()
+		a.timer.Stop()
+		a.mu.Unlock()
+		a.err = a.send(refusal)
+		a.refused = refusal != nil
+	})
+	switch {
+	case first && refusal != nil:
+		c.close()
+		return a.err
+	case refusal != nil:
+		return errAnswered
+	case a.refused:
+		return net.ErrClosed
+	}
+	return a.err // of the first accept, if this was not it
+}
+
+// open accepts the session if it is still waiting for its answer.
+func (c *Conn) open() error {
+	if c.answer == nil {
+		return nil
+	}
+	if err := c.Ack(nil); err != nil {
+		return &net.OpError{Op: "accept", Net: "rtcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+	}
+	return nil
+}
+
 // Read reads data from the session. It returns io.EOF once the peer has
 // closed or half-closed and all it sent has been read; a session cut off
 // by a lost link or a dead peer fails with an error, never io.EOF.
-func (c *Conn) Read(b []byte) (int, error) { return c.s.Read(b) }
+func (c *Conn) Read(b []byte) (int, error) {
+	if err := c.open(); err != nil {
+		return 0, err
+	}
+	return c.s.Read(b)
+}
 
 // Write writes data to the session; b is copied and never kept.
-func (c *Conn) Write(b []byte) (int, error) { return c.s.Write(b) }
+func (c *Conn) Write(b []byte) (int, error) {
+	if err := c.open(); err != nil {
+		return 0, err
+	}
+	return c.s.Write(b)
+}
 
 // Close closes the session in both directions and unblocks every call on
 // it. Closing twice is harmless.
 func (c *Conn) Close() error {
+	if c.answer != nil && c.Ack(errNotAccepted) == nil {
+		return nil // refused, and closed
+	}
+	return c.close()
+}
+
+func (c *Conn) close() error {
 	err := c.s.Close()
 	c.once.Do(func() {
 		if c.release != nil {
@@ -67,6 +168,9 @@ func (c *Conn) Close() error {
 // instead of io.EOF: a session cut off must not look complete. On a raw
 // TCP leg (the client's fast mode) the connection is reset.
 func (c *Conn) Abort(err error) {
+	if c.answer != nil && c.Ack(err) == nil {
+		return // refused with err, and closed
+	}
 	switch s := c.s.(type) {
 	case interface{ Abort(error) }:
 		s.Abort(err)
@@ -87,6 +191,9 @@ func (c *Conn) Abort(err error) {
 // bytes go from the link straight to w, without a copy through a buffer,
 // and to a *net.TCPConn w without waking the caller for each piece.
 func (c *Conn) WriteTo(w io.Writer) (int64, error) {
+	if err := c.open(); err != nil {
+		return 0, err
+	}
 	if wt, ok := c.s.(io.WriterTo); ok {
 		return wt.WriteTo(w)
 	}
@@ -100,8 +207,15 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 // splices them), as internal/relay and the rtcp command do; use Read,
 // Write, CloseWrite and Close of the Conn for everything else.
 func (c *Conn) Unwrap() *net.TCPConn {
+	if c.open() != nil {
+		return nil
+	}
 	if rc, ok := c.s.(*rawConn); ok {
-		tc, _ := rc.Conn.(*net.TCPConn)
+		inner := rc.Conn
+		if lc, ok := inner.(*lateConn); ok {
+			inner = lc.conn()
+		}
+		tc, _ := inner.(*net.TCPConn)
 		return tc
 	}
 	return nil
@@ -109,7 +223,12 @@ func (c *Conn) Unwrap() *net.TCPConn {
 
 // CloseWrite shuts down the writing side: the peer reads io.EOF after the
 // data already written and can still write back.
-func (c *Conn) CloseWrite() error { return c.s.CloseWrite() }
+func (c *Conn) CloseWrite() error {
+	if err := c.open(); err != nil {
+		return err
+	}
+	return c.s.CloseWrite()
+}
 
 // LocalAddr returns the local end: for an indirect server "name@DP".
 func (c *Conn) LocalAddr() net.Addr { return c.s.LocalAddr() }

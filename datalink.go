@@ -537,17 +537,144 @@ func (l *Listener) dialData(ctx context.Context, transport, token string) (c net
 // which the accept loop has acknowledged: dial the data link, and end
 // the control stream, with the reason if the dial failed.
 func (l *Listener) acceptData(st *mux.Stream) (*Conn, error) {
+	if l.cfg.ManualAck {
+		return l.lateData(st), nil
+	}
 	defer st.Close()
+	dc, err := l.dialDataFor(st)
+	if err != nil {
+		return nil, err
+	}
+	return newConn(&rawConn{Conn: dc, local: st.LocalAddr(), remote: st.RemoteAddr()}, nil), nil
+}
+
+// dialDataFor dials the data link of the open st, or ends st with the
+// reason it could not.
+func (l *Listener) dialDataFor(st *mux.Stream) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(l.ctx, defaultHandshakeTimeout)
 	defer cancel()
 	c, r, err := l.dialData(ctx, wireData, st.Token())
 	if err != nil {
-		st.Abort(fmt.Errorf("rtcp: the server could not open a data link to the DP: %v", err))
+		err = fmt.Errorf("rtcp: the server could not open a data link to the DP: %v", err)
+		st.Abort(err)
 		return nil, err
 	}
 	dc := afterHandshake(c, r.Buffered())
 	resetOnDeath(dc)
-	return newConn(&rawConn{Conn: dc, local: st.LocalAddr(), remote: st.RemoteAddr()}, nil), nil
+	return dc, nil
+}
+
+// lateData hands out the session of the open st before its data link is
+// dialled (ListenConfig.ManualAck): the application's accepting it dials
+// the link, as acceptData does at once, and its refusal ends the control
+// stream with the reason, as a failed dial does. A refused session costs
+// no connection to the DP, and an accepted one the same crossings.
+func (l *Listener) lateData(st *mux.Stream) *Conn {
+	lc := new(lateConn)
+	return newPendingConn(&rawConn{Conn: lc, local: st.LocalAddr(), remote: st.RemoteAddr()}, func(refusal error) error {
+		defer st.Close()
+		if refusal != nil {
+			st.Abort(refusal)
+			return nil
+		}
+		dc, err := l.dialDataFor(st)
+		if err != nil {
+			return err
+		}
+		lc.up(dc)
+		return nil
+	})
+}
+
+// lateConn is a data link that is dialled after its session was handed
+// out (lateData). Until it is up, reads and writes fail (a Conn answers
+// its session, and so dials, before its first I/O), and deadlines are
+// kept for it.
+type lateConn struct {
+	mu     sync.Mutex
+	c      net.Conn // nil until up
+	rd, wd time.Time
+	closed bool
+}
+
+func (x *lateConn) up(c net.Conn) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.closed {
+		c.Close()
+		return
+	}
+	c.SetReadDeadline(x.rd)
+	c.SetWriteDeadline(x.wd)
+	x.c = c
+}
+
+// conn returns the data link, or nil before it is up.
+func (x *lateConn) conn() net.Conn {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.c
+}
+
+func (x *lateConn) Read(p []byte) (int, error) {
+	if c := x.conn(); c != nil {
+		return c.Read(p)
+	}
+	return 0, net.ErrClosed
+}
+
+func (x *lateConn) Write(p []byte) (int, error) {
+	if c := x.conn(); c != nil {
+		return c.Write(p)
+	}
+	return 0, net.ErrClosed
+}
+
+func (x *lateConn) CloseWrite() error {
+	if cw, ok := x.conn().(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return ErrNoHalfClose
+}
+
+func (x *lateConn) Close() error {
+	x.mu.Lock()
+	x.closed = true
+	c := x.c
+	x.mu.Unlock()
+	if c != nil {
+		return c.Close()
+	}
+	return nil
+}
+
+// LocalAddr and RemoteAddr are the rawConn's, which wraps a lateConn.
+func (x *lateConn) LocalAddr() net.Addr  { return nil }
+func (x *lateConn) RemoteAddr() net.Addr { return nil }
+
+func (x *lateConn) SetDeadline(t time.Time) error {
+	x.SetReadDeadline(t)
+	return x.SetWriteDeadline(t)
+}
+
+func (x *lateConn) SetReadDeadline(t time.Time) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.rd = t
+	if x.c != nil {
+		return x.c.SetReadDeadline(t)
+	}
+	return nil
+}
+
+func (x *lateConn) SetWriteDeadline(t time.Time) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.wd = t
+	if x.c != nil {
+		return x.c.SetWriteDeadline(t)
+	}
+	return nil
 }
 
 // sparePool keeps a control link's spare data links at the DP: n slots,
@@ -673,15 +800,35 @@ func (l *Listener) waitSpare(p *sparePool, c net.Conn, r *plan5.Reader) (*Conn, 
 		return nil, net.ErrClosed
 	default:
 	}
-	if err := plan5link.WriteMessage(c, &plan5.Ack{X: 1}, defaultHandshakeTimeout); err != nil {
-		return nil, err
+	// The answer goes on the spare: Ack, or Ack X=-1 and the reason (after
+	// which the Conn closes c, with a FIN: a reset could destroy the
+	// answer before the DP reads it).
+	ack := func(refusal error) error {
+		m := &plan5.Ack{X: 1}
+		if refusal != nil {
+			m = &plan5.Ack{X: -1, R: refusal.Error()}
+		}
+		return plan5link.WriteMessage(c, m, defaultHandshakeTimeout)
 	}
-	resetOnDeath(c)
 	remote := &Addr{Name: cm.N, Addr: cm.Addr}
 	if remote.Addr == "" {
 		remote.Addr = l.dp
 	}
-	return newConn(&rawConn{Conn: afterHandshake(c, r.Buffered()), local: l.addr, remote: remote}, nil), nil
+	rc := &rawConn{Conn: afterHandshake(c, r.Buffered()), local: l.addr, remote: remote}
+	if l.cfg.ManualAck {
+		return newPendingConn(rc, func(refusal error) error {
+			if err := ack(refusal); err != nil || refusal != nil {
+				return err
+			}
+			resetOnDeath(c)
+			return nil
+		}), nil
+	}
+	if err := ack(nil); err != nil {
+		return nil, err
+	}
+	resetOnDeath(c)
+	return newConn(rc, nil), nil
 }
 
 // handOver gives Accept a session that came on a spare.

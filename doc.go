@@ -35,7 +35,9 @@
 //     link is lost the server dials again. See [Link].
 //   - Session: one client's connection to a server through the DP, what
 //     [Dial] returns and [Listener.Accept] hands out: a [*Conn], a full
-//     net.Conn with deadlines, and CloseWrite for half-close.
+//     net.Conn with deadlines, and CloseWrite for half-close. A server may
+//     answer each session itself ([ListenConfig.ManualAck], [Conn.Ack]),
+//     to refuse it with a reason the client's Dial returns.
 //   - Cluster: several DPs that share a [Registry] (package
 //     rtcp/etcdregistry keeps one on etcd), each with its
 //     [DiscoverPoint.Advertise] address. A name has one owner across the

@@ -124,6 +124,37 @@ func ExampleDial() {
 }
 
 // startDP runs a DiscoverPoint on a loopback port; stop closes it.
+// A server that answers its sessions itself (ListenConfig.ManualAck) can
+// refuse one with a reason, which the client's Dial returns: rtcp expose
+// refuses so when the service behind it refuses.
+func ExampleConn_Ack() {
+	dpAddr, stop := startDP()
+	defer stop()
+
+	lc := rtcp.ListenConfig{ManualAck: true}
+	l, err := lc.Listen(context.Background(), dpAddr, "db")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		// Accept with c.(*rtcp.Conn).Ack(nil), or the first Read or Write.
+		c.(*rtcp.Conn).Ack(errors.New("the database is down for maintenance"))
+	}()
+
+	_, err = rtcp.Dial(dpAddr, "db")
+	var re *rtcp.RefusedError
+	if errors.As(err, &re) {
+		fmt.Println("refused:", re.Reason)
+	}
+	// Output:
+	// refused: rtcp: server "db" refused: the database is down for maintenance
+}
+
 func startDP() (addr string, stop func()) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

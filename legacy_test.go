@@ -61,6 +61,7 @@ var errBroken = errors.New("legacy peer: broken protocol")
 type legacyPeer struct {
 	t       testing.TB
 	c       net.Conn
+	v       int    // the version it announces: 0 is Plan5's own, 113
 	dropped []byte // what the last recv read past its message, and lost
 }
 
@@ -198,10 +199,14 @@ func expect[T any](p *legacyPeer) *T {
 // hello sends the original's Aloha in role r and checks the DP's answer.
 func (p *legacyPeer) hello(r plan5.Role, name string) {
 	p.t.Helper()
-	p.mustSend(&legacyAloha{V: plan5.LegacyVersion, R: int(r), N: name})
+	v := p.v
+	if v == 0 {
+		v = plan5.LegacyVersion
+	}
+	p.mustSend(&legacyAloha{V: v, R: int(r), N: name})
 	a := expect[legacyAloha](p)
-	if a.R != int(plan5.RoleDP) || a.V != plan5.LegacyVersion {
-		p.t.Fatalf("the DP answered Plan5's Aloha with %+v; want R=4 in its version 113", a)
+	if a.R != int(plan5.RoleDP) || a.V != v {
+		p.t.Fatalf("the DP answered Plan5's Aloha (V=%d) with %+v; want R=4 in the same version", v, a)
 	}
 }
 

@@ -81,6 +81,20 @@ type ListenConfig struct {
 	// and grows, up to 256 MiB, while the round trip to the DP rather than
 	// its reader holds the DP back). Default DefaultWindowMemory (256 MiB).
 	WindowMemory int64
+
+	// ManualAck makes Accept return each session before the server has
+	// answered its client, so that the application can refuse it with a
+	// reason: the client waits until the application accepts the session
+	// with Conn.Ack(nil), or with its first Read, Write, CloseWrite,
+	// WriteTo or Unwrap, or refuses it with Conn.Ack(err), Abort or Close,
+	// and a refused client's Dial fails with the reason (a plain Plan5
+	// client reads Ack X=-1 and the reason). rtcp expose answers once it
+	// has connected to its service. On the JSON transport the answers go
+	// to the DP in the order the sessions came (the wire matches them by
+	// order), so a session waits for the answers to those before it; one
+	// left unanswered for 10 s is refused. Accepting costs no round trip
+	// to the DP more than without ManualAck.
+	ManualAck bool
 }
 
 // Listen announces an indirect server named name at the DP addr, or, with
@@ -357,7 +371,7 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 		s := newYamuxSession(c, r, ir, false, "link to DP "+l.dp, l.flow, l.log())
 		s.ObserveRTT(handshake)
 		startYamuxKeepAlive(ir, s, keepAlive)
-		return &yamuxServerLink{muxServerLink: muxServerLink{s: s}, local: local, remote: remote}, nil
+		return &yamuxServerLink{muxServerLink: muxServerLink{s: s}, local: local, remote: remote, manual: l.cfg.ManualAck}, nil
 	}
 	cfg := plan5link.Config(ours, theirs)
 	cfg.Name = "link to DP " + l.dp
@@ -365,7 +379,8 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 	cfg.StreamAddrs = func(name, addr string, _ bool) (net.Addr, net.Addr) {
 		return local, remote(name, addr)
 	}
-	link := new(muxServerLink)
+	cfg.ManualAck = l.cfg.ManualAck // the application answers (Conn.Ack)
+	link := &muxServerLink{manual: l.cfg.ManualAck}
 	if l.cfg.Transport == TransportTCP {
 		// Each open is acknowledged before its data link is dialled.
 		cfg.ManualAck = true
@@ -392,6 +407,9 @@ type muxServerLink struct {
 	data   func(*mux.Stream) (*Conn, error) // completes a TCP-transport open
 	spares *sparePool                       // TCP transport: its spare data links, or nil
 
+	manual bool     // ListenConfig.ManualAck: the application answers each open
+	order  ackOrder // the answers on the link itself go in the order of the opens
+
 	// A TCP-transport open dials its data link off the accept loop, so
 	// that a slow dial holds up only its own session; dialled carries
 	// the sessions whose data link is up, and dials the dials running.
@@ -403,12 +421,10 @@ func (m *muxServerLink) accept(ctx context.Context) (*Conn, error) {
 	for {
 		select {
 		case st := <-m.s.Streams():
-			if m.data == nil {
-				return newConn(st, nil), nil
-			}
-			if st.Token() == "" {
-				st.Ack(nil) // a plain Connect: the session runs on the control link
-				return newConn(st, nil), nil
+			if m.data == nil || st.Token() == "" {
+				// A JSON link, or a plain Connect on a TCP control link:
+				// the session runs on the link itself.
+				return m.conn(st), nil
 			}
 			// Acks answer Connects in order (they carry no token), so
 			// this one goes now, and the dial after it.
@@ -459,6 +475,51 @@ func (m *muxServerLink) drain() {
 }
 
 func (m *muxServerLink) err() error { return m.s.Err() }
+
+// conn hands out st, a session that runs on the link itself: on a JSON
+// link answered by the application under ManualAck, in turn, or else
+// already (by the session layer); on a TCP control link (a plain Connect,
+// from a DP that sends no token) now, since the Acks of its other opens
+// go at once.
+func (m *muxServerLink) conn(st *mux.Stream) *Conn {
+	if !m.manual || m.data != nil {
+		if m.data != nil {
+			st.Ack(nil)
+		}
+		return newConn(st, nil)
+	}
+	turn, done := m.order.next()
+	return newPendingConn(st, func(refusal error) error {
+		defer done()
+		select {
+		case <-turn:
+		case <-m.s.Done():
+			return m.s.Err()
+		}
+		return st.Ack(refusal)
+	})
+}
+
+// ackOrder puts the answers to the opens of one link in the order the
+// opens came: an Ack names no Connect, so the DP takes each for the oldest
+// Connect it has not had an answer to, and an answer out of order would
+// give one client another's session.
+type ackOrder struct {
+	last chan struct{} // closed once the latest open so far is answered
+}
+
+// next returns, for the next open, a channel closed when every open
+// before it is answered, and done, to call once its own answer is queued.
+// Only the link's accept loop calls it.
+func (o *ackOrder) next() (turn <-chan struct{}, done func()) {
+	if o.last == nil {
+		o.last = make(chan struct{})
+		close(o.last)
+	}
+	turn, mine := o.last, make(chan struct{})
+	o.last = mine
+	return turn, func() { close(mine) }
+}
 
 // errNameTakenReason is the DP's refusal text for a taken name; Listen
 // turns it back into ErrNameTaken.

@@ -31,6 +31,10 @@ func tcpUnder(c net.Conn) *net.TCPConn {
 			return x
 		case *bufferedConn:
 			c = x.Conn
+		case *lateConn:
+			if c = x.conn(); c == nil {
+				return nil
+			}
 		case *tls.Conn:
 			c = x.NetConn()
 		default:

@@ -203,6 +203,7 @@ type yamuxServerLink struct {
 	muxServerLink
 	local  net.Addr
 	remote func(name, addr string) net.Addr
+	manual bool // ListenConfig.ManualAck: the application answers
 }
 
 func (y *yamuxServerLink) accept(ctx context.Context) (*Conn, error) {
@@ -243,10 +244,22 @@ func (y *yamuxServerLink) handshake(st *mux.Stream) (*Conn, error) {
 		st.Write(plan5.AppendMessage(nil, &plan5.Ack{X: -1, R: refuse}))
 		return nil, errors.New(refuse)
 	}
-	if _, err := st.Write(plan5.AppendMessage(nil, &plan5.Ack{X: st.ID()})); err != nil {
+	ack := func(refusal error) error {
+		m := &plan5.Ack{X: st.ID()}
+		if refusal != nil {
+			m = &plan5.Ack{X: -1, R: refusal.Error()}
+		}
+		_, err := st.Write(plan5.AppendMessage(nil, m))
+		return err
+	}
+	st.SetAddrs(y.local, y.remote(cm.N, cm.Addr))
+	if y.manual {
+		st.SetDeadline(time.Time{})
+		return newPendingConn(st, ack), nil
+	}
+	if err := ack(nil); err != nil {
 		return nil, err
 	}
 	st.SetDeadline(time.Time{})
-	st.SetAddrs(y.local, y.remote(cm.N, cm.Addr))
 	return newConn(st, nil), nil
 }
