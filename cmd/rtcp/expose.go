@@ -15,9 +15,10 @@ func runExpose(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := newFlagSet("expose", "expose -dp ADDR -name NAME -to HOST:PORT [-transport json|yamux|tcp] [-pool N] [-window-memory MiB] [-tls] [-tls-ca FILE] [-token-file FILE] [-log-level LEVEL]", `
 Run an indirect server: register NAME at the discover point ADDR and
 carry each session a client opens to NAME to a new TCP connection to
-HOST:PORT. If HOST:PORT refuses, only that session is closed. Lost links
-to the DP are dialled again with backoff. It runs until SIGINT or
-SIGTERM.`)
+HOST:PORT. A session is accepted once HOST:PORT has answered; if it
+refuses, the client's session is refused with the reason, and only that
+session. Lost links to the DP are dialled again with backoff. It runs
+until SIGINT or SIGTERM.`)
 	dp := fs.String("dp", "", "`address` of the discover point, host:port, or ws://host:port/rtcp to reach it over a WebSocket (required)")
 	name := fs.String("name", "", "the `name` clients reach this server by (required)")
 	to := fs.String("to", "", "`host:port` of the TCP service to carry sessions to (required)")
@@ -48,7 +49,8 @@ SIGTERM.`)
 		return err
 	}
 
-	lc := rtcp.ListenConfig{Transport: *transport, PoolSize: *pool, Logger: log, TLSConfig: tlsCfg, Credential: cred, WindowMemory: *windowMemory << 20}
+	lc := rtcp.ListenConfig{Transport: *transport, PoolSize: *pool, Logger: log, TLSConfig: tlsCfg, Credential: cred, WindowMemory: *windowMemory << 20,
+		ManualAck: true} // a session is accepted once -to has answered (forward)
 	dpAddr, dial := dpDialer(*dp) // a ws:// URL: links over a WebSocket
 	lc.Dial = dial
 	l, err := lc.Listen(ctx, dpAddr, *name)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 
@@ -30,17 +31,34 @@ func forward(ctx context.Context, l net.Listener, dial func(context.Context) (ne
 	return err
 }
 
+// acker is a session whose client waits for the server's answer
+// (rtcp.ListenConfig.ManualAck), so that a refusal can tell it why.
+type acker interface {
+	Ack(refusal error) error
+}
+
 // carry joins c to a new connection from dial until both directions end
-// or ctx ends.
+// or ctx ends. A session whose client waits for an answer is answered
+// once dial has: accepted, or refused with dial's error.
 func carry(ctx context.Context, c net.Conn, dial func(context.Context) (net.Conn, error), log *slog.Logger) {
 	from := c.RemoteAddr().String()
 	out, err := dial(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
-			log.Warn("cannot connect; closing the incoming connection", "from", from, "err", err)
+			log.Warn("cannot connect; refusing the incoming connection", "from", from, "err", err)
 		}
-		c.Close()
+		if a, ok := c.(acker); !ok || a.Ack(fmt.Errorf("the server cannot reach its service: %w", err)) != nil {
+			c.Close()
+		}
 		return
+	}
+	if a, ok := c.(acker); ok {
+		if err := a.Ack(nil); err != nil {
+			log.Info("the client went away before its session was accepted", "from", from, "err", err)
+			c.Close()
+			out.Close()
+			return
+		}
 	}
 	stop := context.AfterFunc(ctx, func() {
 		c.Close()
