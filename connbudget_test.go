@@ -1,6 +1,8 @@
 package rtcp
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -228,5 +230,51 @@ func TestDefaultConnBudget(t *testing.T) {
 	}
 	if got := (&ConnBudget{}).Stats().Max; got != n {
 		t.Errorf("a zero ConnBudget's Max is %d, want %d", got, n)
+	}
+}
+
+// TestDiscoverPointOnDoor serves a DP on a door: every transport relays,
+// and every connection gives its place back when it ends.
+func TestDiscoverPointOnDoor(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			b := &ConnBudget{Max: 100}
+			tl, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			dp := new(DiscoverPoint)
+			served := make(chan error, 1)
+			go func() { served <- dp.Serve(b.Door("listen", 0).Listener(tl)) }()
+			addr := tl.Addr().String()
+
+			l, err := (&ListenConfig{Transport: m.server}).Listen(context.Background(), addr, "printer-7")
+			if err != nil {
+				t.Fatal(err)
+			}
+			echo(t, l)
+			c, err := (&Dialer{Transport: m.client}).DialContext(context.Background(), addr, "printer-7")
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg := bytes.Repeat([]byte("door "), 20000)
+			go func() {
+				c.Write(msg)
+				c.(*Conn).CloseWrite()
+			}()
+			got, err := io.ReadAll(c)
+			if err != nil || !bytes.Equal(got, msg) {
+				t.Fatalf("echo through a DP on a door: %d of %d bytes, %v", len(got), len(msg), err)
+			}
+			c.Close()
+			l.Close()
+			dp.Close()
+			if err := <-served; !errors.Is(err, ErrDiscoverPointClosed) {
+				t.Errorf("Serve = %v", err)
+			}
+			if st := b.Stats(); st.Open != 0 {
+				t.Errorf("%d connections still count against the budget after the DP closed", st.Open)
+			}
+		})
 	}
 }

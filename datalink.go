@@ -458,12 +458,12 @@ func (dp *DiscoverPoint) serveData(c net.Conn, r *plan5.Reader, a *plan5.Aloha) 
 // of a session: it leaves the DP's books when closed.
 func (dp *DiscoverPoint) keepData(c net.Conn) net.Conn {
 	release := func() { dp.g.Release(netConn(c)) }
-	if tc, ok := c.(*net.TCPConn); ok {
+	if tc := tcpConnOf(c); tc != nil {
 		// As for a raw client: until the session ends cleanly (the relay
 		// then undoes this), any end of the data link, the DP dying
 		// included, is a reset, so the server never takes a cut for an end.
 		tc.SetLinger(0)
-		return &dataConn{TCPConn: tc, release: release}
+		return &dataConn{TCPConn: tc, conn: c, release: release}
 	}
 	return &releaseConn{Conn: c, release: release}
 }
@@ -472,6 +472,7 @@ func (dp *DiscoverPoint) keepData(c net.Conn) net.Conn {
 // books when closed. The relay splices its TCPConn.
 type dataConn struct {
 	*net.TCPConn
+	conn    net.Conn // what the listener gave: a door's connection gives its place back on Close
 	once    sync.Once
 	release func()
 }
@@ -480,7 +481,7 @@ type dataConn struct {
 func (c *dataConn) Unwrap() *net.TCPConn { return c.TCPConn }
 
 func (c *dataConn) Close() error {
-	err := c.TCPConn.Close()
+	err := c.conn.Close()
 	c.once.Do(c.release)
 	return err
 }

@@ -786,7 +786,7 @@ func (dp *DiscoverPoint) relayTo(c net.Conn, name, client string, who principal,
 		return err
 	}
 	defer endSession()
-	if tc, ok := c.(*net.TCPConn); ok {
+	if tc := tcpConnOf(c); tc != nil {
 		// Until the session ends cleanly, any end of this connection -
 		// this process dying included - is a reset, never a clean FIN.
 		tc.SetLinger(0)

@@ -267,8 +267,8 @@ func (g *Group) Close() {
 		c.SetWriteDeadline(past)
 	}
 	for _, c := range conns {
-		if tc, ok := c.(*net.TCPConn); ok && g.Reset {
-			tc.SetLinger(0)
+		if g.Reset {
+			resetOnClose(c)
 		}
 		c.Close()
 	}
@@ -284,4 +284,17 @@ func temporary(err error) bool {
 	}
 	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
 		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS)
+}
+
+// resetOnClose makes c, a TCP connection or one that carries a TCP
+// connection unchanged (Unwrap() *net.TCPConn), reset when closed.
+func resetOnClose(c net.Conn) {
+	switch c := c.(type) {
+	case *net.TCPConn:
+		c.SetLinger(0)
+	case interface{ Unwrap() *net.TCPConn }:
+		if tc := c.Unwrap(); tc != nil {
+			tc.SetLinger(0)
+		}
+	}
 }
