@@ -316,12 +316,13 @@ func (dp *DiscoverPoint) Serve(l net.Listener) error {
 
 // ServeConn serves one connection that reached the DP some other way than
 // through Serve's listener (a WebSocket, for one: see package wsconn)
-// exactly as Serve serves the connections it accepts, and returns when it
-// is done with it. It closes c, unless c became part of a session that
+// exactly as Serve serves the connections it accepts - with a TLSConfig,
+// its TLS handshake and client certificate check first - and returns when
+// it is done with it. It closes c, unless c became part of a session that
 // closes it when it ends. Close and Shutdown end it like the others.
 func (dp *DiscoverPoint) ServeConn(c net.Conn) {
 	dp.init()
-	dp.g.ServeConn(c, dp.serveConn)
+	dp.g.ServeConn(c, dp.serveTLS)
 }
 
 // serve runs an accept loop on l, handing each connection to handle in a
