@@ -154,6 +154,12 @@ func (f *seedFlags) start(dp *rtcp.DiscoverPoint, doors *dpDoors, stderr io.Writ
 		mux.Handle(wsconn.DefaultPath, wsconn.Handler("", dp.ServeConn))
 		serveHTTP("remote access", l, mux, *f.c8yCert, *f.c8yKey)
 		fmt.Fprintf(stderr, "rtcp dp: remote access and rtcp over WebSocket on %s\n", l.Addr())
+		if dp.TLSConfig != nil {
+			// ServeConn runs the DP's TLS handshake, as Serve does: a
+			// WebSocket is one more way in, not a way around -tls-ca.
+			fmt.Fprintf(stderr, "rtcp dp: %s on %s asks for the TLS of -listen inside the WebSocket (rtcp -dp ws://... -tls...), "+
+				"and a client certificate if -tls-ca asks for one\n", wsconn.DefaultPath, l.Addr())
+		}
 	}
 
 	if *f.cccpAPI != "" {

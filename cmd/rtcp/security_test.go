@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -35,7 +36,8 @@ func writeFile(t *testing.T, dir, name, content string) string {
 }
 
 // writePKI writes a test CA and a certificate it signed for 127.0.0.1,
-// and returns the paths of the CA, the certificate and its key.
+// good for a server and a client, and returns the paths of the CA, the
+// certificate and its key.
 func writePKI(t *testing.T, dir string) (ca, cert, key string) {
 	t.Helper()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -60,7 +62,7 @@ func writePKI(t *testing.T, dir string) (ca, cert, key string) {
 	leaf := &x509.Certificate{
 		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "dp"},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, leaf, caCert, &leafKey.PublicKey, caKey)
@@ -118,6 +120,31 @@ func TestSecureDP(t *testing.T) {
 	_, err = launch(t, runExpose, "-dp", dp.addr, "-name", "pi-8", "-to", startEcho(t), "-tls-ca", ca)
 	if err == nil || !strings.Contains(err.Error(), "belongs to another key") {
 		t.Fatalf("expose of alice's name with bob's token: %v", err)
+	}
+}
+
+// TestWebSocketDoorTLS: on a DP with -tls-ca, the /rtcp door of
+// -c8y-listen asks for TLS and a client certificate as -listen does, and
+// says so.
+func TestWebSocketDoorTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca, cert, key := writePKI(t, dir)
+	t.Setenv(tokenEnv, "")
+	stderr := startSeedDP(t, "-tls-cert", cert, "-tls-key", key, "-tls-ca", ca, "-c8y-listen", "127.0.0.1:0")
+	web := stderr.wait(t, regexp.MustCompile(`^rtcp dp: remote access and rtcp over WebSocket on (\S+)`))
+	stderr.wait(t, regexp.MustCompile(`^rtcp dp: /rtcp on \S+ (asks for the TLS of -listen)`))
+	dp := "ws://" + web
+	if _, err := launch(t, runExpose, "-dp", dp, "-name", "pi-7", "-to", startEcho(t), "-log-level", "error"); err == nil {
+		t.Fatal("expose without TLS over ws:// got through a DP with -tls-ca")
+	}
+	if _, err := launch(t, runExpose, "-dp", dp, "-name", "pi-7", "-to", startEcho(t), "-tls-ca", ca, "-log-level", "error"); err == nil {
+		t.Fatal("expose without a client certificate over ws:// got through a DP with -tls-ca")
+	}
+	mine := []string{"-tls-ca", ca, "-tls-cert", cert, "-tls-key", key, "-log-level", "error"}
+	mustLaunch(t, runExpose, append([]string{"-dp", dp, "-name", "pi-7", "-to", startEcho(t)}, mine...)...)
+	conn := mustLaunch(t, runConnect, append([]string{"-dp", dp, "-name", "pi-7", "-listen", "127.0.0.1:0"}, mine...)...)
+	if err := exchange(conn.addr, bytes.Repeat([]byte("wss "), 10000)); err != nil {
+		t.Fatal(err)
 	}
 }
 
