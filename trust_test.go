@@ -447,3 +447,24 @@ func TestPolicyValidateDPs(t *testing.T) {
 		t.Errorf("Validate = %v", err)
 	}
 }
+
+// Hops over TLS: the proof is bound to the DP dialled and to the TLS
+// connection, and the DP that holds the name checks the client it names.
+func TestClusterHopOverTLS(t *testing.T) {
+	pki := newTestPKI(t, "dp")
+	reg := new(MemoryRegistry)
+	pol := &Policy{Keys: clusterKeys(), DPs: []string{clusterCred.Key}, Names: []NameRule{{Name: "svc", Clients: []string{"bob"}}}}
+	holder := startDPAt(t, &DiscoverPoint{Registry: reg, Policy: pol, TLSConfig: pki.serverConfig()}, true)
+	peer := &Dialer{Credential: clusterCred, TLSConfig: pki.clientConfig()}
+	forwarder := startDPAt(t, &DiscoverPoint{Registry: reg, Policy: pol, TLSConfig: pki.serverConfig(), Peer: peer}, true)
+	echo(t, listen(t, &ListenConfig{Credential: alice, TLSConfig: pki.clientConfig()}, holder, "svc"))
+	d := Dialer{Credential: bob, TLSConfig: pki.clientConfig(), Transport: TransportYamux}
+	c, err := d.DialContext(context.Background(), forwarder, "svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ping(t, c, "over two TLS legs")
+	c.Close()
+	d.Credential = alice
+	wantUnauthorized(t, dialErr(forwarder, "svc", d), `key "alice" may not open sessions`)
+}
