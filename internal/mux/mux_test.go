@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"rtcp/internal/relay"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -512,6 +514,93 @@ func TestLinkLoss(t *testing.T) {
 	}
 	if _, err := l.b.Open(context.Background(), "", ""); err == nil {
 		t.Error("Open after link loss succeeded")
+	}
+}
+
+// halves is a link's connection whose two directions are separate pipes,
+// as across a network: one direction can end while the other still waits.
+type halves struct {
+	net.Conn          // read from
+	w        net.Conn // written to
+}
+
+func (h halves) Write(p []byte) (int, error)        { return h.w.Write(p) }
+func (h halves) SetWriteDeadline(t time.Time) error { return h.w.SetWriteDeadline(t) }
+
+func (h halves) Close() error {
+	h.w.Close()
+	return h.Conn.Close()
+}
+
+// TestLinkLossIsACut: however the link's connection fails, its streams
+// fail with an error that a relay takes for a cut (relay.Cut), never for
+// a quiet close. A net.Pipe says io.ErrClosedPipe both when its own end
+// was closed and when a write finds its peer's end closed; a link lost
+// that way once reached its streams as that error, and a relay (the DP's)
+// passed the lost link on to the stream's other side as a clean end.
+func TestLinkLossIsACut(t *testing.T) {
+	for _, cfg := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"queued writes", Config{Name: "link under test"}},
+		{"direct writes", Config{Name: "link under test", FlowControl: true, Window: 64 << 10, PeerWindow: 64 << 10}},
+	} {
+		for _, tt := range []struct {
+			name string
+			fail func(ours, theirs halves)
+		}{
+			// The peer closed: the session's next write fails (with
+			// io.ErrClosedPipe) before a read could tell it.
+			{"a write finds the peer gone", func(ours, theirs halves) { theirs.Conn.Close() }},
+			// The peer closed: the session's read ends (io.EOF).
+			{"a read finds the peer gone", func(ours, theirs halves) { theirs.w.Close() }},
+			// Its owner closed the connection under the session: the
+			// read fails with io.ErrClosedPipe.
+			{"closed under the session", func(ours, theirs halves) { ours.Close() }},
+		} {
+			t.Run(cfg.name+"/"+tt.name, func(t *testing.T) {
+				in, peerOut := net.Pipe()
+				out, peerIn := net.Pipe()
+				ours, theirs := halves{in, out}, halves{peerIn, peerOut}
+				defer theirs.Close()
+				s := New(ours, newJSONFramer(ours), cfg.cfg)
+				defer s.Close()
+				peer := newJSONFramer(theirs)
+				opened := make(chan *Stream, 1)
+				go func() {
+					st, err := s.Open(context.Background(), "client", "")
+					if err != nil {
+						t.Errorf("Open: %v", err)
+					}
+					opened <- st
+				}()
+				if f, err := peer.ReadFrame(); err != nil || f.Kind != KindOpen {
+					t.Fatalf("peer read %+v, %v; want an Open", f, err)
+				}
+				peer.WriteFrame(&Frame{Kind: KindAck, ID: 1})
+				peer.Flush()
+				st := <-opened
+				if st == nil {
+					return
+				}
+
+				tt.fail(ours, theirs)
+				if _, err := st.Write([]byte("lost")); err != nil && !relay.Cut(err) {
+					t.Errorf("Write as the link fails: %v, which a relay takes for a quiet close", err)
+				}
+				if _, err := st.Read(make([]byte, 1)); !relay.Cut(err) {
+					t.Errorf("Read after the link failed: %v, which a relay takes for a quiet close", err)
+				}
+				if _, err := st.Write([]byte("lost")); !relay.Cut(err) {
+					t.Errorf("Write after the link failed: %v, which a relay takes for a quiet close", err)
+				}
+				<-s.Done()
+				if err := s.Err(); !relay.Cut(err) || !strings.Contains(err.Error(), "lost") {
+					t.Errorf("the session ended with %v, want a lost link", err)
+				}
+			})
+		}
 	}
 }
 

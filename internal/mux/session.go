@@ -643,11 +643,12 @@ func (s *Session) linkError(err error) error {
 		// end, so it must not match errors.Is(err, io.EOF).
 		err = io.ErrUnexpectedEOF
 	}
-	if errors.Is(err, net.ErrClosed) {
+	if errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe) {
 		// The connection was closed under the session (by its owner
-		// shutting down): for the streams that is a lost link, not their
-		// own Close, so it must not match errors.Is(err, net.ErrClosed),
-		// which a relay takes for a deliberate, quiet close.
+		// shutting down), or a write found the peer's end closed (a
+		// net.Pipe says io.ErrClosedPipe for both): for the streams that
+		// is a lost link, not their own Close, so it must match neither
+		// error, which a relay takes for a deliberate, quiet close.
 		return fmt.Errorf("rtcp: %s lost: its connection was closed", s.cfg.Name)
 	}
 	return fmt.Errorf("rtcp: %s lost: %w", s.cfg.Name, err)

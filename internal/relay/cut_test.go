@@ -1,11 +1,14 @@
 package relay
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"testing"
+
+	"rtcp/internal/mux"
 )
 
 func TestCut(t *testing.T) {
@@ -49,5 +52,68 @@ func TestJoinReportsTheFailure(t *testing.T) {
 	_, err := Join(a, failingConn{b, boom}, nil)
 	if !errors.Is(err, boom) {
 		t.Errorf("Join = %v, want the failure %v", err, boom)
+	}
+}
+
+// halves is a link's connection whose two directions are separate pipes,
+// as across a network: one direction can end while the other still waits.
+type halves struct {
+	net.Conn          // read from
+	w        net.Conn // written to
+}
+
+func (h halves) Write(p []byte) (int, error) { return h.w.Write(p) }
+
+func (h halves) Close() error {
+	h.w.Close()
+	return h.Conn.Close()
+}
+
+// TestJoinLinkLostIsACut is a DP's relay between a client's stream and a
+// server's, when the server's link dies and the DP learns it from a write
+// to a net.Pipe whose peer's end is closed (io.ErrClosedPipe, which Join
+// takes for a quiet close when it comes from a side closed under it). The
+// client must read an error, not a clean end: what it sent is lost.
+func TestJoinLinkLostIsACut(t *testing.T) {
+	client, dpClient, closeSessions := streamPair(t)
+	defer closeSessions()
+
+	in, peerOut := net.Pipe()
+	out, peerIn := net.Pipe()
+	link, server := halves{in, out}, halves{peerIn, peerOut}
+	defer server.Close()
+	s := mux.New(link, newJSONFramer(link), mux.Config{Name: "link to server"})
+	defer s.Close()
+	opened := make(chan *mux.Stream, 1)
+	go func() {
+		st, err := s.Open(context.Background(), "client", "")
+		if err != nil {
+			t.Errorf("Open: %v", err)
+		}
+		opened <- st
+	}()
+	peer := newJSONFramer(server)
+	if f, err := peer.ReadFrame(); err != nil || f.Kind != mux.KindOpen {
+		t.Fatalf("server read %+v, %v; want an Open", f, err)
+	}
+	peer.WriteFrame(&mux.Frame{Kind: mux.KindAck, ID: 1})
+	peer.Flush()
+	dpServer := <-opened
+	if dpServer == nil {
+		return
+	}
+
+	joined := make(chan error, 1)
+	go func() {
+		_, err := Join(dpClient, dpServer, nil)
+		joined <- err
+	}()
+	server.Conn.Close() // the server is gone; the DP's next write says so
+	client.Write([]byte("lost"))
+	if got, err := io.ReadAll(client); err == nil {
+		t.Errorf("the client read %q and a clean end, although the server's link died", got)
+	}
+	if err := <-joined; !Cut(err) {
+		t.Errorf("Join = %v, want the lost link", err)
 	}
 }
