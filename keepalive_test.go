@@ -145,34 +145,47 @@ func TestKeepAliveSilentServerLink(t *testing.T) {
 }
 
 func TestKeepAliveSilentClient(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		n := newFaultNet()
-		dp := &DiscoverPoint{KeepAlive: time.Second}
-		stop := serveFault(t, dp, n)
-		defer stop()
-		lc := ListenConfig{Dial: n.dialer("server")} // the default, 15 s
-		l, err := lc.Listen(context.Background(), faultDP, "printer")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		d := &Dialer{KeepAlive: 3 * time.Second, Dial: n.dialer("client")}
-		c, sc := dialAccept(t, d, l, faultDP, "printer")
-		defer c.Close()
-		defer sc.Close()
+	for _, tt := range []struct {
+		name   string
+		period time.Duration // the client's keepalive; the DP's is 1 s
+	}{
+		{"client slower", 3 * time.Second},
+		// Both ends give the link up at the same instant: the client's
+		// close may reach the DP before the DP's own silence timeout, and
+		// a write then finds the link closed.
+		{"same period", time.Second},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				n := newFaultNet()
+				dp := &DiscoverPoint{KeepAlive: time.Second}
+				stop := serveFault(t, dp, n)
+				defer stop()
+				lc := ListenConfig{Dial: n.dialer("server")} // the default, 15 s
+				l, err := lc.Listen(context.Background(), faultDP, "printer")
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer l.Close()
+				d := &Dialer{KeepAlive: tt.period, Dial: n.dialer("client")}
+				c, sc := dialAccept(t, d, l, faultDP, "printer")
+				defer c.Close()
+				defer sc.Close()
 
-		// The client's path drops everything: the client notices within
-		// twice its own period, the DP within twice its own, and the DP
-		// cuts the server's end of the session.
-		n.lastTap("client").blackhole()
-		client, server := readEnd(c), readEnd(sc)
-		wantCut(t, "client", <-client, 6*time.Second)
-		wantCut(t, "server", <-server, 2*time.Second)
-		synctest.Wait()
-		if st := dp.Stats(); st.Links != 1 {
-			t.Errorf("after a client's link died the DP has %d server links, want the 1 still up", st.Links)
-		}
-	})
+				// The client's path drops everything: the client notices
+				// within twice its own period, the DP within twice its
+				// own, and the DP cuts the server's end of the session.
+				n.lastTap("client").blackhole()
+				client, server := readEnd(c), readEnd(sc)
+				wantCut(t, "client", <-client, 2*tt.period)
+				wantCut(t, "server", <-server, 2*time.Second)
+				synctest.Wait()
+				if st := dp.Stats(); st.Links != 1 {
+					t.Errorf("after a client's link died the DP has %d server links, want the 1 still up", st.Links)
+				}
+			})
+		})
+	}
 }
 
 // TestHeartBeatWire is the wire of SPEC.md's HeartBeat section, seen from a
