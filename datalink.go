@@ -156,29 +156,46 @@ func (l *dataLink) openDialled(ctx context.Context, name, addr string) (net.Conn
 	if err != nil {
 		return nil, err
 	}
-	defer st.Close()
 	// The server acknowledges the Connect at once, in the order of the
 	// Connects (Plan5's Acks carry no token), and then dials: a server
-	// that cannot dial its data link ends the control stream with the
-	// reason. (A server before that acknowledged once its data link was
-	// up, and closed the stream cleanly: a clean end means nothing.)
-	aborted := make(chan error, 1)
+	// that cannot dial its data link ends the control stream X with
+	// Close and the reason (mux.DrainReason if it is closing). (A server
+	// before that acknowledged once its data link was up, and closed X
+	// cleanly: a clean end means nothing.) X carries no bytes.
+	ended := make(chan error, 1)
 	go func() {
 		err := st.WaitRead()
 		if err == nil {
-			_, err = st.Read(make([]byte, 1))
+			if _, err = st.Read(make([]byte, 1)); err == nil {
+				err = errors.New("rtcp: the server sent bytes on a data-link request, which carries none")
+			}
 		}
-		aborted <- err
+		ended <- err
+	}()
+	defer func() {
+		st.Close()
+		if ended != nil {
+			<-ended // Close ends its wait
+		}
 	}()
 	for {
 		select {
 		case c := <-w.ch:
 			return c, nil
-		case err := <-aborted:
-			if err != io.EOF && !errors.Is(err, net.ErrClosed) {
-				return nil, &mux.RefusedError{Reason: err.Error()}
+		case err := <-ended:
+			ended = nil
+			var ae *mux.AbortError
+			if errors.As(err, &ae) {
+				// The server's reason: a refusal of this session.
+				return nil, &mux.RefusedError{Reason: ae.Reason}
 			}
-			aborted = nil
+			if err != io.EOF {
+				// The control link failed under the open, or the server
+				// broke the protocol: a link failure, so the DP tries
+				// the name's other links.
+				st.Abort(err)
+				return nil, err
+			}
 		case <-ctx.Done():
 			return nil, errors.New("rtcp: the server acknowledged a session but its data link did not arrive")
 		}
@@ -556,6 +573,12 @@ func (l *Listener) dialDataFor(st *mux.Stream) (net.Conn, error) {
 	defer cancel()
 	c, r, err := l.dialData(ctx, wireData, st.Token())
 	if err != nil {
+		if l.ctx.Err() != nil {
+			// The listener is closing: the DP takes the session to
+			// another link of the name, if it has one.
+			st.Abort(errors.New(mux.DrainReason))
+			return nil, net.ErrClosed
+		}
 		err = fmt.Errorf("rtcp: the server could not open a data link to the DP: %v", err)
 		st.Abort(err)
 		return nil, err
@@ -797,7 +820,8 @@ func (l *Listener) waitSpare(p *sparePool, c net.Conn, r *plan5.Reader) (*Conn, 
 	}
 	select {
 	case <-l.closed:
-		plan5link.WriteMessage(c, &plan5.Ack{X: -1, R: "rtcp: the server is closing its listener"}, time.Second)
+		// The reason that makes the DP try the name's other links.
+		plan5link.WriteMessage(c, &plan5.Ack{X: -1, R: mux.DrainReason}, time.Second)
 		return nil, net.ErrClosed
 	default:
 	}

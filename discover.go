@@ -169,9 +169,13 @@ func (dp *DiscoverPoint) AddLink(name, owner string, l Link) (remove func(), err
 // owner rules apply to its names as to a server that dials in. The
 // Policy must allow key to hold name (else an error matching
 // ErrUnauthorized), and is asked again at each session: a link it no
-// longer allows is withdrawn, as if remove had been called. Links of one
-// key share an owner, so a key's new link takes the name from its old
-// ones (a device that reconnects), while another key's link is refused.
+// longer allows is withdrawn from the DP's table, as if remove had been
+// called (the door is not told; its connection stays up until it ends).
+// Links of one key share an owner: a key's new link joins the rotation
+// of its other links of the name, another key's link is refused, and a
+// link of the key the Policy gives the name to takes it from one the
+// Policy no longer allows. Door links do not count toward
+// MaxLinksPerOwner (a door has bounds of its own).
 func (dp *DiscoverPoint) AddLinkAs(key, name, owner string, l Link) (remove func(), err error) {
 	dp.init()
 	who := principal{key: key}
@@ -191,11 +195,14 @@ func (dp *DiscoverPoint) addLinkOf(name, owner string, l Link, who *principal) (
 	reg := Registration{Name: name, Owner: owner, DP: dp.Advertise}
 	unlock := dp.links.lockName(name)
 	defer unlock()
-	if err := dp.links.check(reg, dp.linkLimits()); err != nil {
+	if err := dp.links.check(reg, dp.linkLimits(), who != nil); err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(dp.ctx, dp.HandshakeTimeout)
 	err = dp.Registry.Register(ctx, reg)
+	if errors.Is(err, ErrNameTaken) && who != nil && dp.evictSquatter(name) {
+		err = dp.Registry.Register(ctx, reg) // the Policy gave the name to who
+	}
 	cancel()
 	if err != nil {
 		return nil, err
@@ -204,12 +211,16 @@ func (dp *DiscoverPoint) addLinkOf(name, owner string, l Link, who *principal) (
 	remove = func() { once.Do(func() { dp.removeLink(reg, l) }) }
 	e := &linkEntry{link: l, reg: reg}
 	if who != nil {
-		e.who, e.policed = *who, true
+		e.who, e.policed, e.door = *who, true, true
 		// Withdrawing takes the name's lock, which the caller may hold
 		// (evictSquatter): a goroutine of the DP's does it.
 		e.end = func() error {
 			if !dp.g.Go(remove) {
-				dp.links.remove(reg, l) // the DP is closing: no registry call
+				// The DP is closing: no name lock, but the registry,
+				// which may outlive the DP, must forget the name.
+				if dp.links.remove(reg, l) {
+					dp.unregister(reg)
+				}
 			}
 			return nil
 		}
@@ -460,7 +471,7 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		dp.refuse(c, "rtcp: an indirect server must give its name in N")
 		return
 	}
-	transport := dpTransports[a.Transport]
+	transport := dpTransport(a.Transport)
 	if transport == nil {
 		dp.refused(refusedHandshake)
 		dp.refuse(c, fmt.Sprintf("rtcp: transport %q is not supported by this DP (it speaks %s)", a.Transport, dpTransportNames()))
@@ -478,7 +489,7 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		owner = "conn:" + c.RemoteAddr().String()
 	}
 	reg := Registration{Name: a.N, Owner: registryOwner(who, owner), DP: dp.Advertise}
-	if err := dp.links.check(reg, dp.linkLimits()); err != nil {
+	if err := dp.links.check(reg, dp.linkLimits(), false); err != nil {
 		dp.refuseLink(c, a.N, err)
 		return
 	}

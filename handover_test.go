@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"rtcp/protocol/plan5"
 )
 
 // serveTagged serves l until it closes: each session gets tag, then an
@@ -264,5 +266,138 @@ func TestAddLinkAs(t *testing.T) {
 		Names: []NameRule{{Name: "plc", Owners: []string{"bob"}}}})
 	if _, err := Dial(addr, "plc"); err == nil || !strings.Contains(err.Error(), "plc") {
 		t.Fatalf("dial after the policy took the name away: %v, want a refusal", err)
+	}
+}
+
+// TestDataLinkRequestCarriesNoBytes: a tcp-transport server that answers
+// a data-link request (a Connect with a Token) with Ack and then sends
+// bytes on it breaks the protocol: that open fails as a link failure,
+// and the DP, and the other sessions through it, go on.
+func TestDataLinkRequestCarriesNoBytes(t *testing.T) {
+	addr := runDP(t, &DiscoverPoint{Logger: testLogger()})
+	h := newHealthy(t, addr)
+	srv := dialRaw(t, addr)
+	srv.sendMsg(&plan5.Aloha{V: plan5.Version, R: plan5.RoleIS, N: "bad", Transport: wireTCP})
+	if a, ok := srv.read().(*plan5.Aloha); !ok || a.Error != "" {
+		t.Fatalf("DP answered %+v", a)
+	}
+	dialed := make(chan error, 1)
+	go func() {
+		c, err := Dial(addr, "bad")
+		if err == nil {
+			c.Close()
+		}
+		dialed <- err
+	}()
+	if _, ok := srv.read().(*plan5.Connect); !ok {
+		t.Fatal("want the DP's Connect")
+	}
+	srv.sendMsg(&plan5.Ack{X: 101})
+	srv.sendMsg(&plan5.Data{X: 101, C: []byte("A")})
+	if err := <-dialed; err == nil || !strings.Contains(err.Error(), "failed") {
+		t.Fatalf("dial gave %v; want the open to fail as its link did", err)
+	}
+	h.check(t)
+}
+
+// TestHandoverDuringDataDial: on the tcp transport, a server that closes
+// while it dials a session's data link hands that session to the name's
+// other link (its successor under the same key), not a refusal.
+func TestHandoverDuringDataDial(t *testing.T) {
+	dp := startDP(t, &DiscoverPoint{Policy: &Policy{Keys: testKeys()}, Logger: testLogger()})
+	var (
+		mu      sync.Mutex
+		dials   int
+		started = make(chan struct{})
+	)
+	var nd net.Dialer
+	blueLC := &ListenConfig{Credential: alice, Transport: TransportTCP, Spares: -1, PoolSize: 1,
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			mu.Lock()
+			dials++
+			n := dials
+			mu.Unlock()
+			if n == 2 { // the session's data link: held until blue closes
+				close(started)
+				<-ctx.Done()
+				return nil, ctx.Err()
+			}
+			return nd.DialContext(ctx, network, addr)
+		}}
+	blue := listen(t, blueLC, dp, "svc")
+	serveTagged(t, blue, "blue")
+	d := &Dialer{Credential: alice}
+	got := make(chan string, 1)
+	go func() {
+		c, err := d.DialContext(context.Background(), dp, "svc")
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer c.Close()
+		tag := make([]byte, 4)
+		io.ReadFull(c, tag)
+		got <- string(tag)
+	}()
+	<-started
+	green := listen(t, &ListenConfig{Credential: alice, Transport: TransportTCP}, dp, "svc")
+	serveTagged(t, green, "gren")
+	blue.Close()
+	if tag := <-got; tag != "gren" {
+		t.Fatalf("the session whose data link blue was dialling got %q, want green's", tag)
+	}
+}
+
+// TestLinkTableGuards: a Link already in the table cannot serve a second
+// name (the table is keyed by Link), a Link that cannot be a map key is
+// refused, a door's links are not held to MaxLinksPerOwner, and a
+// door's key takes back a name the Policy now gives it from a squatter.
+func TestLinkTableGuards(t *testing.T) {
+	dp := &DiscoverPoint{MaxLinksPerOwner: 2, Policy: &Policy{Keys: testKeys(), AnonymousServers: true, AnonymousClients: true}, Logger: testLogger()}
+	startDP(t, dp)
+	l := newPipeLink(t)
+	remove, err := dp.AddLink("a", "o", l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dp.AddLink("b", "o", l); err == nil {
+		t.Error("the same Link under a second name was accepted")
+	}
+	remove()
+	if _, err := dp.AddLink("b", "other", newPipeLink(t)); err != nil {
+		t.Errorf("after its only link left, name b: %v", err)
+	}
+	if _, err := dp.AddLink("c", "o", uncomparableLink{}); err == nil || !strings.Contains(err.Error(), "comparable") {
+		t.Errorf("an uncomparable Link: %v, want a refusal that says why", err)
+	}
+	for i := range 5 { // more than MaxLinksPerOwner, one key
+		if _, err := dp.AddLinkAs("alice", fmt.Sprintf("dev-%d", i), "door", newPipeLink(t)); err != nil {
+			t.Fatalf("door link %d: %v", i, err)
+		}
+	}
+	if _, err := dp.AddLinkAs("", "plc", "squatter", newPipeLink(t)); err != nil {
+		t.Fatal(err)
+	}
+	dp.SetPolicy(&Policy{Keys: testKeys(), AnonymousServers: true, AnonymousClients: true,
+		Names: []NameRule{{Name: "plc", Owners: []string{"alice"}}}})
+	if _, err := dp.AddLinkAs("alice", "plc", "owner", newPipeLink(t)); err != nil {
+		t.Errorf("the owner taking its name back from a squatter: %v", err)
+	}
+}
+
+type uncomparableLink struct{ _ []int }
+
+func (uncomparableLink) Open(context.Context, string, string) (net.Conn, error) { return nil, errors.New("no") }
+func (uncomparableLink) Done() <-chan struct{}                                  { return nil }
+
+// TestDPTransportsListed: every transport the DP lists, it builds.
+func TestDPTransportsListed(t *testing.T) {
+	for _, tr := range dpTransports() {
+		if dpTransport(tr) == nil {
+			t.Errorf("transport %q is listed but not built", tr)
+		}
+	}
+	if dpTransport("carrier-pigeon") != nil {
+		t.Error("an unknown transport is built")
 	}
 }

@@ -2,6 +2,7 @@ package rtcp
 
 import (
 	"fmt"
+	"reflect"
 	"sync"
 )
 
@@ -41,6 +42,9 @@ type linkEntry struct {
 	// draining: the link refused an open because its server is closing.
 	// It is out of the rotation and ends with its last session.
 	draining bool
+	// door: added by AddLinkAs, for a door that bounds its own links:
+	// not counted toward MaxLinksPerOwner.
+	door bool
 }
 
 // nameLock serializes the registry calls of one name at this DP.
@@ -86,19 +90,20 @@ func (t *linkTable) lockName(name string) (unlock func()) {
 type linkLimits struct{ maxNames, maxLinksPerOwner int }
 
 // check reports whether one more link of reg fits: a new name within
-// MaxNames, and its owner's links within MaxLinksPerOwner.
-func (t *linkTable) check(reg Registration, lim linkLimits) error {
+// MaxNames, and its owner's links within MaxLinksPerOwner (unless it is
+// a door's).
+func (t *linkTable) check(reg Registration, lim linkLimits, door bool) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.checkLocked(reg, lim)
+	return t.checkLocked(reg, lim, door)
 }
 
-func (t *linkTable) checkLocked(reg Registration, lim linkLimits) error {
+func (t *linkTable) checkLocked(reg Registration, lim linkLimits, door bool) error {
 	if t.names[reg.Name] == nil && len(t.names) >= lim.maxNames {
 		return &limitError{refusedMaxNames, fmt.Sprintf(
 			"rtcp: this DP already serves %d names, its limit (MaxNames); register %q at another DP", len(t.names), reg.Name)}
 	}
-	if n := t.owners[reg.Owner]; n >= lim.maxLinksPerOwner {
+	if n := t.owners[reg.Owner]; !door && n >= lim.maxLinksPerOwner {
 		return &limitError{refusedMaxLinks, fmt.Sprintf(
 			"rtcp: server %q already has %d links to this DP, the limit for one server (MaxLinksPerOwner); use a smaller PoolSize", reg.Name, n)}
 	}
@@ -111,11 +116,18 @@ func (t *linkTable) checkLocked(reg Registration, lim linkLimits) error {
 // reports, on failure, whether the owner still has a link of the name in
 // the table.
 func (t *linkTable) add(e *linkEntry, lim linkLimits) (held bool, err error) {
+	if !reflect.TypeOf(e.link).Comparable() {
+		return false, fmt.Errorf("rtcp: a Link must be comparable, as a map key is (a pointer, say); %T is not", e.link)
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	srv := t.names[e.reg.Name]
-	if err := t.checkLocked(e.reg, lim); err != nil {
-		return srv != nil && srv.owner == e.reg.Owner && len(srv.links) > 0, err
+	if old := t.links[e.link]; old != nil {
+		return srv != nil && srv.owner == e.reg.Owner && t.servesLocked(srv, e.reg.Name),
+			fmt.Errorf("rtcp: this Link already serves %q here; a Link serves one name", old.reg.Name)
+	}
+	if err := t.checkLocked(e.reg, lim, e.door); err != nil {
+		return srv != nil && srv.owner == e.reg.Owner && t.servesLocked(srv, e.reg.Name), err
 	}
 	if srv == nil || srv.owner != e.reg.Owner {
 		srv = &server{owner: e.reg.Owner}

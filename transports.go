@@ -3,7 +3,6 @@ package rtcp
 import (
 	"fmt"
 	"net"
-	"slices"
 	"strings"
 
 	"rtcp/internal/mux"
@@ -11,14 +10,24 @@ import (
 	"rtcp/protocol/plan5"
 )
 
-// dpTransports are the transports a server link may ask for, by the
-// Transport of its Aloha ("" is the plain protocol, JSON): each builds
-// the DP's side of a link whose server is registered. Adding a transport
-// is adding an entry (and its server side in ListenConfig.Transport).
-var dpTransports = map[string]func(dp *DiscoverPoint, sl *serverHello) dpServerLink{
-	"":        (*DiscoverPoint).jsonServerLink,
-	wireYamux: (*DiscoverPoint).yamuxServerLink,
-	wireTCP:   (*DiscoverPoint).tcpServerLink,
+// dpTransports lists the transports a server link may ask for, by the
+// Transport of its Aloha ("" is the plain protocol, JSON).
+func dpTransports() []string { return []string{"", wireTCP, wireYamux} }
+
+// dpTransport returns the function that builds the DP's side of a server
+// link of transport t once its server is registered, or nil if the DP
+// does not speak t. Adding a transport is adding a case here (and to
+// dpTransports, and its server side in ListenConfig.Transport).
+func dpTransport(t string) func(dp *DiscoverPoint, h *serverHello) dpServerLink {
+	switch t {
+	case "":
+		return (*DiscoverPoint).jsonServerLink
+	case wireYamux:
+		return (*DiscoverPoint).yamuxServerLink
+	case wireTCP:
+		return (*DiscoverPoint).tcpServerLink
+	}
+	return nil
 }
 
 // serverHello is a server link at the DP once its Aloha is read and its
@@ -47,12 +56,11 @@ type dpServerLink struct {
 // dpTransportNames lists the transports for a refusal's text.
 func dpTransportNames() string {
 	var names []string
-	for t := range dpTransports {
+	for _, t := range dpTransports() {
 		if t != "" {
 			names = append(names, fmt.Sprintf("%q", t))
 		}
 	}
-	slices.Sort(names)
 	return strings.Join(names, ", ") + " and the plain protocol"
 }
 
