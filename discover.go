@@ -67,10 +67,10 @@ type DiscoverPoint struct {
 
 	// WindowMemory bounds the bytes by which the flow-control windows of
 	// all the DP's sessions may grow together (each starts at 256 KiB and
-	// grows, up to 256 MiB, while the round trip rather than its reader
+	// grows, up to 256 MiB and half of this, while the round trip rather than its reader
 	// holds its peer back): what readers that fall behind can make the DP
 	// hold. When it is spent, windows stop growing. Default
-	// DefaultWindowMemory (256 MiB).
+	// DefaultWindowMemory (512 MiB).
 	WindowMemory int64
 
 	// StallTimeout bounds how long one session of a peer that does no

@@ -8,8 +8,10 @@ import (
 )
 
 // DefaultWindowMemory is the default of DiscoverPoint.WindowMemory and
-// ListenConfig.WindowMemory.
-const DefaultWindowMemory = 256 << 20
+// ListenConfig.WindowMemory: one session grows by at most half of it, so
+// 512 MiB lets a session fill a 200 ms path at 1 GB/s (a 256 MiB window)
+// while leaving as much for the others.
+const DefaultWindowMemory = 512 << 20
 
 // flowConfig is what a DP or a Listener gives each session it runs:
 // the budget its windows grow from, and how long a full session of a

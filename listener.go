@@ -78,8 +78,9 @@ type ListenConfig struct {
 
 	// WindowMemory bounds the bytes by which the flow-control windows of
 	// the Listener's sessions may grow together (each starts at 256 KiB
-	// and grows, up to 256 MiB, while the round trip to the DP rather than
-	// its reader holds the DP back). Default DefaultWindowMemory (256 MiB).
+	// and grows, up to 256 MiB and half of this, while the round trip to
+	// the DP rather than its reader holds the DP back). Default
+	// DefaultWindowMemory (512 MiB).
 	WindowMemory int64
 
 	// ManualAck makes Accept return each session before the server has

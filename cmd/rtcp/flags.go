@@ -92,7 +92,7 @@ func stallFlag(fs *flag.FlagSet) *time.Duration {
 // (DiscoverPoint.WindowMemory, ListenConfig.WindowMemory).
 func windowMemoryFlag(fs *flag.FlagSet) *int64 {
 	return fs.Int64("window-memory", rtcp.DefaultWindowMemory>>20, "`MiB` by which the flow-control windows of all sessions may grow together "+
-		"(each starts at 256 KiB and grows, up to 256 MiB, over a long round trip): what readers that fall behind can make this process hold")
+		"(each starts at 256 KiB and grows, up to 256 MiB and half of this, over a long round trip): what readers that fall behind can make this process hold")
 }
 
 // transportFlag is a flag.Value for rtcp.Transport.

@@ -118,7 +118,8 @@ func grantAt(win int) int {
 // the open). If the reader caught up with the peer during it and took
 // the epoch's bytes faster than a quarter of the window per round trip,
 // the window, not the reader, held the peer back: it doubles, as far as
-// MaxWindow and the budgets allow (quic-go's rule), unless the reader is
+// MaxWindow and the budgets allow (one stream takes at most half of the
+// shared budget) (quic-go's rule), unless the reader is
 // a TCP destination whose peer did not take half of them. It returns the
 // bytes added. st.mu is held.
 func (st *Stream) maybeGrow() int {
@@ -146,6 +147,15 @@ func (st *Stream) maybeGrow() int {
 		}
 	}
 	want := min(st.win, s.cfg.MaxWindow-st.win)
+	if b := s.cfg.Budget; b != nil {
+		// One stream takes at most half of the shared budget: growth is
+		// given back only when the stream ends, and a session that was
+		// fast once must not keep every other from growing.
+		want = min(want, int(b.limit/2)-st.grown)
+	}
+	if want <= 0 {
+		return 0
+	}
 	got := s.linkBudget.take(want)
 	if b := s.cfg.Budget; b != nil && got > 0 {
 		shared := b.take(got)

@@ -262,3 +262,29 @@ func TestStallCountsPendingOpens(t *testing.T) {
 		in.Close()
 	})
 }
+
+// TestStreamTakesHalfTheBudget: one stream grows by at most half of the
+// shared budget, so a session that was fast once cannot keep every other
+// from growing.
+func TestStreamTakesHalfTheBudget(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const rtt = 100 * time.Millisecond
+		budget := NewBudget(4 << 20)
+		cfg := flowConfig(64 << 10)
+		cfg.MaxWindow = 16 << 20
+		cfgB := cfg
+		cfgB.Budget = budget
+		l, stop := delayLink(t, rtt, cfg, cfgB)
+		defer stop()
+		out, in := l.open(t)
+		transfer(t, out, in, 32<<20)
+		if w := window(in); w > 64<<10+2<<20 {
+			t.Errorf("one stream grew to %d, more than its start and half the 4 MiB budget", w)
+		}
+		if used := budget.Used(); used > 2<<20 {
+			t.Errorf("one stream took %d of a 4 MiB budget, want at most half", used)
+		}
+		out.Close()
+		in.Close()
+	})
+}

@@ -476,7 +476,7 @@ func (st *Stream) push(data []byte) {
 // grown a little held a buffer of the largest size.
 const (
 	bigRbuf     = 256 << 10
-	rbufClasses = 11 // 256 KiB .. 256 MiB
+	rbufClasses = 7 // 256 KiB .. 16 MiB: larger bursts are rare, and a pooled one is memory no budget counts
 )
 
 // rbufPools[i] holds buffers of cap bigRbuf<<i.
