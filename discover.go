@@ -62,6 +62,20 @@ type DiscoverPoint struct {
 	MaxNames             int
 	MaxLinksPerOwner     int
 
+	// Bounds per source address (an IPv4 address, or an IPv6 /64), on
+	// connections not yet admitted; zero means the default, negative no
+	// bound. MaxHandshakesPerSource bounds its connections still in their
+	// handshake (TLS, Aloha, the key's proof), each of which holds
+	// buffers until HandshakeTimeout (default 64).
+	// MaxAuthFailuresPerSource bounds its failed authentications (a wrong
+	// key or proof, no key where one is needed, an unknown data-link
+	// token) a minute (default 30). Over either, its new connections are
+	// refused at once. Loopback addresses are not bounded: this host's
+	// programs, or a proxy in front of the DP whose clients all share its
+	// address.
+	MaxHandshakesPerSource   int
+	MaxAuthFailuresPerSource int
+
 	// Logger receives the DP's logs. Nil is silent.
 	Logger *slog.Logger
 
@@ -423,6 +437,9 @@ func (dp *DiscoverPoint) serveConn(c net.Conn) (kept bool) {
 		dp.refuse(c, err.Error()+"; a DP serves indirect servers (R=2) and indirect clients (R=3)")
 		return false
 	}
+	if a.R == plan5.RoleIS && (a.Transport == wireData || a.Transport == wireSpare) {
+		dp.handshakeOver(c) // its Token admits it, or not, at once
+	}
 	if a.R == plan5.RoleIS && a.Transport == wireData {
 		// Its Token, given over the server's admitted link, admits it.
 		return dp.serveData(c, r, a)
@@ -433,8 +450,10 @@ func (dp *DiscoverPoint) serveConn(c net.Conn) (kept bool) {
 	who, ok := dp.admit(c, r, a)
 	if !ok {
 		dp.refused(refusedUnauthorized)
+		dp.authFailed(c)
 		return false
 	}
+	dp.handshakeOver(c)
 	switch a.R {
 	case plan5.RoleIS:
 		dp.serveServer(c, r, a, who, ir)

@@ -11,9 +11,13 @@ import (
 // a reason, and leaves every other peer alone. Besides these: the
 // handshake timeout (HandshakeTimeout, 10 s), the longest JSON line
 // (MaxLine, 64 KiB), per link the opens waiting for the server's answer
-// (1024) and the sessions one yamux link carries (8192), and per control
+// (1024) and the sessions one yamux link carries (8192), per control
 // link of TransportTCP the spare data links held idle (maxSparesPerLink,
-// 4; a server's spares together are bounded by MaxLinksPerOwner too).
+// 4; a server's spares together are bounded by MaxLinksPerOwner too), and
+// per source address the connections in their handshake
+// (MaxHandshakesPerSource, 64) and the failed authentications a minute
+// (MaxAuthFailuresPerSource, 30; sourcelimit.go). A ConnBudget bounds
+// the connections of all of a program's doors together.
 const (
 	defaultMaxSessionsPerServer = 10000
 	defaultMaxPendingConnects   = 1024
@@ -30,6 +34,7 @@ func (dp *DiscoverPoint) initLimits() {
 	dp.counts.perServer = make(map[string]int)
 	dp.counts.pending = make(map[string]int)
 	dp.counts.spares = make(map[string]int)
+	dp.counts.sources.init(dp.MaxHandshakesPerSource, dp.MaxAuthFailuresPerSource)
 }
 
 func setDefault(p *int, def int) {

@@ -30,35 +30,39 @@ type Stats struct {
 type refusal int
 
 const (
-	refusedHandshake    refusal = iota // no valid Aloha or Connect in time
-	refusedVersion                     // an incompatible protocol version
-	refusedUnauthorized                // the Policy said no
-	refusedNameTaken                   // another server holds the name
-	refusedRegistry                    // the Registry failed
-	refusedNoServer                    // nobody serves the name asked for
-	refusedServer                      // the server refused, or its links failed
-	refusedShutdown                    // the DP is shutting down
-	refusedMaxNames                    // MaxNames reached
-	refusedMaxLinks                    // MaxLinksPerOwner reached
-	refusedMaxSessions                 // MaxSessionsPerServer reached
-	refusedMaxPending                  // MaxPendingConnects reached
+	refusedHandshake          refusal = iota // no valid Aloha or Connect in time
+	refusedVersion                           // an incompatible protocol version
+	refusedUnauthorized                      // the Policy said no
+	refusedNameTaken                         // another server holds the name
+	refusedRegistry                          // the Registry failed
+	refusedNoServer                          // nobody serves the name asked for
+	refusedServer                            // the server refused, or its links failed
+	refusedShutdown                          // the DP is shutting down
+	refusedMaxNames                          // MaxNames reached
+	refusedMaxLinks                          // MaxLinksPerOwner reached
+	refusedMaxSessions                       // MaxSessionsPerServer reached
+	refusedMaxPending                        // MaxPendingConnects reached
+	refusedSourceHandshakes                  // MaxHandshakesPerSource reached
+	refusedSourceAuthFailures                // MaxAuthFailuresPerSource reached
 	numRefusals
 )
 
 // RefusalReasons are the keys of Stats.Refused.
 var RefusalReasons = []string{
-	refusedHandshake:    "handshake",
-	refusedVersion:      "version",
-	refusedUnauthorized: "unauthorized",
-	refusedNameTaken:    "name_taken",
-	refusedRegistry:     "registry",
-	refusedNoServer:     "no_server",
-	refusedServer:       "server_refused",
-	refusedShutdown:     "shutting_down",
-	refusedMaxNames:     "max_names",
-	refusedMaxLinks:     "max_links_per_owner",
-	refusedMaxSessions:  "max_sessions_per_server",
-	refusedMaxPending:   "max_pending_connects",
+	refusedHandshake:          "handshake",
+	refusedVersion:            "version",
+	refusedUnauthorized:       "unauthorized",
+	refusedNameTaken:          "name_taken",
+	refusedRegistry:           "registry",
+	refusedNoServer:           "no_server",
+	refusedServer:             "server_refused",
+	refusedShutdown:           "shutting_down",
+	refusedMaxNames:           "max_names",
+	refusedMaxLinks:           "max_links_per_owner",
+	refusedMaxSessions:        "max_sessions_per_server",
+	refusedMaxPending:         "max_pending_connects",
+	refusedSourceHandshakes:   "source_handshakes",
+	refusedSourceAuthFailures: "source_auth_failures",
 }
 
 // dpCounts is the DP's bookkeeping for its limits and its Stats.
@@ -67,6 +71,8 @@ type dpCounts struct {
 	perServer map[string]int // sessions by server name
 	pending   map[string]int // opens waiting for the server's answer, by name
 	spares    map[string]int // spare data links by owner (datalink.go)
+
+	sources sourceLimits // bounds per source address, with a lock of its own (sourcelimit.go)
 
 	sessionsTotal        atomic.Uint64
 	toServers, toClients atomic.Uint64

@@ -90,6 +90,10 @@ func tlsBinding(c net.Conn) []byte {
 // serveTLS is serveConn behind the DP's TLS handshake, if it has a
 // TLSConfig.
 func (dp *DiscoverPoint) serveTLS(c net.Conn) (kept bool) {
+	if !dp.enterHandshake(c) {
+		return false
+	}
+	defer dp.handshakeOver(c)
 	if dp.TLSConfig == nil {
 		return dp.serveConn(c)
 	}
