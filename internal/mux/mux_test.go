@@ -1014,3 +1014,40 @@ func TestDrainEndsWhenPeerClosesLast(t *testing.T) {
 		t.Fatal("the drained session still had goroutines 30 s after the peer closed its last stream (CloseTimeout is a minute)")
 	}
 }
+
+// TestAnswersKeepTheirOrder: on a wire whose Acks name no stream, an
+// answer the session gives at once (a drain's refusal) must not overtake
+// one the application still owes under ManualAck, or the opener would
+// take the refusal for the first open and the first open's Ack for the
+// second: one client would get another's session.
+func TestAnswersKeepTheirOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := newLink(t, Config{}, Config{ManualAck: true})
+		defer l.close()
+		type res struct {
+			st  *Stream
+			err error
+		}
+		first, second := make(chan res, 1), make(chan res, 1)
+		go func() { st, err := l.a.Open(context.Background(), "first", ""); first <- res{st, err} }()
+		st1, err := l.b.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.b.Drain() // st1 is owed its answer; new opens are refused
+		go func() { st, err := l.a.Open(context.Background(), "second", ""); second <- res{st, err} }()
+		synctest.Wait() // the second Connect has been answered, or held
+		if err := st1.Ack(nil); err != nil {
+			t.Fatal(err)
+		}
+		r1, r2 := <-first, <-second
+		if r1.err != nil {
+			t.Fatalf("the first open, accepted, got %v", r1.err)
+		}
+		if !errors.Is(r2.err, ErrDraining) {
+			t.Fatalf("the second open, refused by the drain, got %v (stream %v)", r2.err, r2.st)
+		}
+		r1.st.Close()
+		st1.Close()
+	})
+}

@@ -146,9 +146,14 @@ type Session struct {
 	fr  Framer
 	cfg Config
 
+	// answerMu orders the answers to the peer's opens (answer.go); it is
+	// taken before mu and qmu, never while holding them.
+	answerMu sync.Mutex
+
 	mu      sync.Mutex
 	streams map[int64]*Stream
 	pending []*pendingOpen
+	answers []*answerSlot // the peer's opens still owed an answer, in order (answer.go)
 	nextID  int64
 	err     error  // why the session ended; set once
 	cause   error  // why the connection was closed from inside, if it was
@@ -751,9 +756,15 @@ func (s *Session) handleOpen(f *Frame) error {
 	refuse := func(reason string) {
 		if s.cfg.OpenerAssignsID {
 			s.enqueue(&Frame{Kind: KindClose, ID: f.ID, Reason: reason, Abort: true})
-		} else {
-			s.enqueue(&Frame{Kind: KindAck, ID: -1, Reason: reason})
+			return
 		}
+		var a *answerSlot
+		if s.orderedAnswers() {
+			s.mu.Lock()
+			a = s.answerSlotLocked() // after the answers still owed
+			s.mu.Unlock()
+		}
+		s.answer(a, &Frame{Kind: KindAck, ID: -1, Reason: reason}, nil)
 	}
 	if s.cfg.AcceptBacklog < 0 {
 		refuse("rtcp: this side accepts no sessions")
@@ -801,6 +812,9 @@ func (s *Session) handleOpen(f *Frame) error {
 	st := s.newStream(id, f.Name, f.Addr, false)
 	st.token = f.Token
 	s.streams[id] = st
+	if s.orderedAnswers() {
+		st.answer = s.answerSlotLocked()
+	}
 	if !s.cfg.ManualAck {
 		st.acked = true
 		if !s.cfg.OpenerAssignsID || s.cfg.AckOpens {

@@ -51,11 +51,12 @@ type Stream struct {
 	// room is signalled as bytes are handed on without flow control, for
 	// a read loop waiting in waitRoom.
 	room       chan struct{}
-	wclosed    bool    // we sent CloseWrite or Close
-	endSent    bool    // we sent Close: no frame for this stream may follow
-	acked      bool    // the open was acknowledged
-	sink       *pusher // WriteTo is running: where the read loop delivers
-	draining   int     // WriteTo is writing this many bytes it took from rbuf
+	wclosed    bool        // we sent CloseWrite or Close
+	endSent    bool        // we sent Close: no frame for this stream may follow
+	acked      bool        // the open was acknowledged
+	answer     *answerSlot // its place in the order of answers, or nil (answer.go)
+	sink       *pusher     // WriteTo is running: where the read loop delivers
+	draining   int         // WriteTo is writing this many bytes it took from rbuf
 	readReady  chan struct{}
 	writeReady chan struct{}
 
@@ -330,7 +331,7 @@ func (st *Stream) close(f *Frame) error {
 			if st.s.cfg.OpenerAssignsID {
 				st.s.enqueue(&Frame{Kind: KindClose, ID: st.id, Reason: reason, Abort: true})
 			} else {
-				st.s.enqueue(&Frame{Kind: KindAck, ID: -1, Reason: reason})
+				st.s.answer(st.answer, &Frame{Kind: KindAck, ID: -1, Reason: reason}, nil)
 			}
 		} else {
 			st.s.enqueueStreamEnd(st, f, true)
@@ -362,17 +363,19 @@ func (st *Stream) Ack(err error) error {
 		if st.s.cfg.OpenerAssignsID {
 			st.s.enqueue(&Frame{Kind: KindClose, ID: st.id, Reason: err.Error(), Abort: true})
 		} else {
-			st.s.enqueue(&Frame{Kind: KindAck, ID: -1, Reason: err.Error()})
+			st.s.answer(st.answer, &Frame{Kind: KindAck, ID: -1, Reason: err.Error()}, nil)
 		}
 		st.s.closeIfIdle()
 		return nil
 	}
+	grant := func() { st.s.grantInitial(st.id) }
 	if !st.s.cfg.OpenerAssignsID || st.s.cfg.AckOpens {
-		if !st.s.enqueue(&Frame{Kind: KindAck, ID: st.id}) {
+		if !st.s.answer(st.answer, &Frame{Kind: KindAck, ID: st.id}, grant) {
 			return st.s.errOr(net.ErrClosed)
 		}
+		return nil
 	}
-	st.s.grantInitial(st.id)
+	grant()
 	return nil
 }
 
