@@ -5,29 +5,65 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 
 	"rtcp"
 )
 
 func runConnect(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("connect", "connect -dp ADDR -name NAME -listen ADDR [-transport json|yamux|tcp] [-tls] [-tls-ca FILE] [-token-file FILE] [-log-level LEVEL]", `
+	return connect(ctx, args, os.Stdin, stdout, stderr)
+}
+
+// connect is runConnect with stdin, for -stdio.
+func connect(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlagSet("connect", "connect -dp ADDR -name NAME -listen ADDR|-stdio [-transport json|yamux|tcp] [-tls] [-tls-ca FILE] [-token-file FILE] [-log-level LEVEL]", `
 Run an indirect client: accept plain TCP connections on -listen and
 carry each to the indirect server NAME through the discover point ADDR,
 so that programs that know nothing of rtcp (ssh, psql, a browser) reach
 it. The DP is dialled once per connection; a connection that cannot
 reach NAME is closed and the reason logged. It runs until SIGINT or
-SIGTERM.`)
+SIGTERM.
+
+With -stdio instead of -listen, it carries one session on stdin and
+stdout and exits when the session ends: the end of stdin is passed on
+as a half-close, and the server's end makes it exit once what came
+before is written to stdout. That is what ssh's ProxyCommand wants:
+
+	ssh -o ProxyCommand="rtcp connect -stdio -dp DP:9000 -name pi-7" user@pi-7
+
+or, for every host pi-* in ~/.ssh/config:
+
+	Host pi-*
+	    ProxyCommand rtcp connect -stdio -dp DP:9000 -name %h
+
+ssh keys the host key it remembers on the host name you give it (pi-7),
+not on an address, so each name keeps its own key and HostKeyAlias is
+not needed. (It is with -listen, where every server reached that way is
+127.0.0.1 to ssh: add -o HostKeyAlias=pi-7 there.)
+
+Exit status with -stdio: 0 the session ended (or SIGINT or SIGTERM
+ended it), 3 the DP or the server refused it (no server of that name,
+not authorized, the server cannot reach its service), 4 the DP could
+not be reached or did not complete the handshake, 5 the session was cut
+off (lost link, DP or server gone), 2 a usage error, 1 anything else.`)
 	dp := fs.String("dp", "", "`address` of the discover point, host:port, or ws://host:port/rtcp to reach it over a WebSocket (required)")
 	name := fs.String("name", "", "`name` of the server to reach (required)")
-	listen := fs.String("listen", "", "local TCP `address` to accept connections on, e.g. 127.0.0.1:2222 (required)")
+	listen := fs.String("listen", "", "local TCP `address` to accept connections on, e.g. 127.0.0.1:2222 (this or -stdio is required)")
+	stdio := fs.Bool("stdio", false, "carry one session on stdin and stdout instead of accepting connections, and exit when it ends (for ssh's ProxyCommand)")
 	transport := transportVar(fs, "`kind` of connection to the DP: json (Plan5 Data messages, the default), or yamux or tcp (either: raw bytes after the handshake; faster)")
 	logger := logFlags(fs, stderr)
 	sec := securityFlags(fs, false)
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
-	if err := required(fs, "dp", "name", "listen"); err != nil {
+	if err := required(fs, "dp", "name"); err != nil {
 		return err
+	}
+	if *stdio && *listen != "" {
+		return usageErrorf(fs, "-listen and -stdio exclude each other")
+	}
+	if !*stdio && *listen == "" {
+		return usageErrorf(fs, "-listen is required, or -stdio for one session on stdin and stdout")
 	}
 	log := logger()
 	tlsCfg, err := sec.tlsConfig(fs, stderr)
@@ -39,15 +75,19 @@ SIGTERM.`)
 		return err
 	}
 
+	d := rtcp.Dialer{Transport: *transport, Logger: log, TLSConfig: tlsCfg, Credential: cred}
+	dpAddr, dial := dpDialer(*dp) // a ws:// URL: the DP over a WebSocket
+	d.Dial = dial
+	dialName := func(ctx context.Context) (net.Conn, error) {
+		return d.DialContext(ctx, dpAddr, *name)
+	}
+	if *stdio {
+		return carryStdio(ctx, dialName, stdin, stdout, func(err error) error { return err }, log)
+	}
 	l, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stderr, "rtcp connect: listening on %s, carrying connections to %s@%s\n", l.Addr(), *name, *dp)
-	d := rtcp.Dialer{Transport: *transport, Logger: log, TLSConfig: tlsCfg, Credential: cred}
-	dpAddr, dial := dpDialer(*dp) // a ws:// URL: the DP over a WebSocket
-	d.Dial = dial
-	return forward(ctx, l, func(ctx context.Context) (net.Conn, error) {
-		return d.DialContext(ctx, dpAddr, *name)
-	}, log.With("to", *name+"@"+*dp))
+	return forward(ctx, l, dialName, log.With("to", *name+"@"+*dp))
 }

@@ -49,7 +49,8 @@ func main() {
 }
 
 // run runs the command line args (without the program name) and returns
-// the exit status: 0 on success, 2 for a usage error, 1 for any other.
+// the exit status: 0 on success, 2 for a usage error, 1 for any other
+// unless the command says otherwise (connect -stdio).
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		usage(stderr)
@@ -76,15 +77,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 // finish reports err from c on one line of stderr and returns the exit
-// status.
+// status: 2 for a usageError, an exitError's own, or 1.
 func finish(c *command, err error, stderr io.Writer) int {
 	if err == nil || errors.Is(err, errHelp) {
 		return 0
 	}
 	fmt.Fprintf(stderr, "rtcp %s: %v\n", c.name, err)
 	var ue *usageError
-	if errors.As(err, &ue) {
+	var xe *exitError
+	switch {
+	case errors.As(err, &ue):
 		return 2
+	case errors.As(err, &xe):
+		return xe.code
 	}
 	return 1
 }
@@ -119,7 +124,11 @@ Example: make the SSH server of a machine behind NAT reachable as "pi-7":
 
 	public-host$ rtcp dp -listen :9000
 	pi-7$        rtcp expose -dp public-host:9000 -name pi-7 -to 127.0.0.1:22
+	laptop$      ssh -o ProxyCommand="rtcp connect -stdio -dp public-host:9000 -name %h" pi-7
+
+or, for a program that cannot run a command to connect, give it a local
+port that leads to pi-7:
+
 	laptop$      rtcp connect -dp public-host:9000 -name pi-7 -listen 127.0.0.1:2222
-	laptop$      ssh -p 2222 127.0.0.1
 `)
 }
