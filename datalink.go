@@ -359,7 +359,7 @@ func (dp *DiscoverPoint) serveSpare(c net.Conn, r *plan5.Reader, a *plan5.Aloha)
 	l := dp.sparing[a.Token]
 	dp.mu.Unlock()
 	if l == nil {
-		dp.refuse(c, "rtcp: unknown spare-link token; the control link it was for is gone")
+		dp.refuseToken(c, a, "rtcp: unknown spare-link token; the control link it was for is gone")
 		return false
 	}
 	if r.Buffered().Buffered() > 0 {
@@ -449,7 +449,7 @@ func (dp *DiscoverPoint) serveData(c net.Conn, r *plan5.Reader, a *plan5.Aloha) 
 	delete(dp.dataWait, a.Token)
 	dp.mu.Unlock()
 	if w == nil {
-		dp.refuse(c, "rtcp: unknown or expired data-link token; the session it was for is gone")
+		dp.refuseToken(c, a, "rtcp: unknown or expired data-link token; the session it was for is gone")
 		return false
 	}
 	if r.Buffered().Buffered() > 0 {

@@ -68,11 +68,10 @@ type DiscoverPoint struct {
 	// handshake (TLS, Aloha, the key's proof), each of which holds
 	// buffers until HandshakeTimeout (default 64).
 	// MaxAuthFailuresPerSource bounds its failed authentications (a wrong
-	// key or proof, no key where one is needed, an unknown data-link
-	// token) a minute (default 30). Over either, its new connections are
-	// refused at once. Loopback addresses are not bounded: this host's
-	// programs, or a proxy in front of the DP whose clients all share its
-	// address.
+	// key or proof, no key where one is needed) a minute (default 30).
+	// Over either, its new connections are refused at once. Loopback
+	// addresses are not bounded: this host's programs, or a proxy in
+	// front of the DP whose clients all share its address.
 	MaxHandshakesPerSource   int
 	MaxAuthFailuresPerSource int
 

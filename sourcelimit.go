@@ -216,5 +216,5 @@ func (dp *DiscoverPoint) enterHandshake(c net.Conn) bool {
 func (dp *DiscoverPoint) handshakeOver(c net.Conn) { dp.counts.sources.over(netConn(c)) }
 
 // authFailed counts a failed authentication from c's source: a wrong key
-// or proof, no key where one is needed, an unknown data-link token.
+// or proof, no key where one is needed.
 func (dp *DiscoverPoint) authFailed(c net.Conn) { dp.counts.sources.failed(netConn(c)) }

@@ -44,6 +44,8 @@ const (
 	refusedMaxPending                        // MaxPendingConnects reached
 	refusedSourceHandshakes                  // MaxHandshakesPerSource reached
 	refusedSourceAuthFailures                // MaxAuthFailuresPerSource reached
+	refusedTLSHandshake                      // the TLS handshake failed
+	refusedDataToken                         // a data or spare link's token is unknown
 	numRefusals
 )
 
@@ -63,6 +65,8 @@ var RefusalReasons = []string{
 	refusedMaxPending:         "max_pending_connects",
 	refusedSourceHandshakes:   "source_handshakes",
 	refusedSourceAuthFailures: "source_auth_failures",
+	refusedTLSHandshake:       "tls_handshake",
+	refusedDataToken:          "data_token",
 }
 
 // dpCounts is the DP's bookkeeping for its limits and its Stats.

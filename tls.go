@@ -100,6 +100,7 @@ func (dp *DiscoverPoint) serveTLS(c net.Conn) (kept bool) {
 	c.SetDeadline(time.Now().Add(dp.HandshakeTimeout))
 	tc, err := dp.startTLS(c)
 	if err != nil {
+		dp.refused(refusedTLSHandshake)
 		dp.log().Info("rtcp: TLS handshake failed", "remote", c.RemoteAddr(), "err", err)
 		return false
 	}
