@@ -844,10 +844,16 @@ func (dp *DiscoverPoint) relayTo(c net.Conn, name, client string, who principal,
 
 // ServePort accepts plain TCP connections on l and carries each to the
 // server name, for clients that cannot run rtcp (ssh, psql, a SCADA
-// system). A connection that arrives while name has no server is closed at
-// once. ServePort returns as Serve does.
+// system). A connection the DP refuses - name has no server, the Policy
+// or a bound says no, the DP is shutting down - is reset at once, as one
+// cut off is: only a session that ends cleanly ends with a FIN. ServePort
+// returns as Serve does.
 func (dp *DiscoverPoint) ServePort(l net.Listener, name string) error {
-	return dp.serve(l, func(c net.Conn) bool { dp.relayTo(c, name, "", principal{}, nil); return false })
+	return dp.serve(l, func(c net.Conn) bool {
+		resetWhenClosed(c) // the relay undoes it if the session ends cleanly
+		dp.relayTo(c, name, "", principal{}, nil)
+		return false
+	})
 }
 
 // ListenAndServePort listens on the TCP address addr and calls ServePort.

@@ -16,3 +16,13 @@ func (dp *DiscoverPoint) refuseToken(c net.Conn, a *plan5.Aloha, reason string) 
 	dp.log().Info("rtcp: data link refused", "remote", c.RemoteAddr(), "transport", a.Transport, "reason", reason)
 	dp.refuse(c, reason)
 }
+
+// resetWhenClosed makes c, a TCP connection or one that carries it
+// unchanged, end with a reset when it is closed. A port-mode client has
+// no other way to learn that it was refused, or cut, rather than served
+// to the end; a relay that ends cleanly undoes it.
+func resetWhenClosed(c net.Conn) {
+	if tc := tcpConnOf(c); tc != nil {
+		tc.SetLinger(0)
+	}
+}

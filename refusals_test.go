@@ -1,15 +1,100 @@
 package rtcp
 
 import (
+	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"rtcp/internal/plan5link"
 	"rtcp/protocol/plan5"
 )
+
+// servePortOn runs ServePort(l, name) on dp until the test ends and
+// returns the address to dial.
+func servePortOn(t *testing.T, dp *DiscoverPoint, l net.Listener, name string) string {
+	t.Helper()
+	served := make(chan error, 1)
+	go func() { served <- dp.ServePort(l, name) }()
+	t.Cleanup(func() {
+		dp.Close()
+		<-served
+	})
+	return l.Addr().String()
+}
+
+// wantReset dials addr and checks that the connection ends with a
+// reset, not a clean FIN. It sends nothing: unread bytes would make any
+// close a reset.
+func wantReset(t *testing.T, addr string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err == nil {
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(time.Minute)) // only a hang ends here
+		_, err = io.Copy(io.Discard, c)
+		if err == nil {
+			err = io.EOF // io.Copy hides it
+		}
+	}
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("a refused port-mode connection ended with %v; want a reset", err)
+	}
+}
+
+// TestPortModeRefusalsReset: every refusal of a port-mode connection is
+// a reset, whatever refuses it.
+func TestPortModeRefusalsReset(t *testing.T) {
+	newPort := func(t *testing.T) net.Listener {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	t.Run("no server", func(t *testing.T) {
+		wantReset(t, servePortOn(t, new(DiscoverPoint), newPort(t), "nobody"))
+	})
+	t.Run("policy", func(t *testing.T) {
+		dp := &DiscoverPoint{Policy: &Policy{AnonymousServers: true, Names: []NameRule{
+			{Name: "db", Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}}}}
+		addr := startDP(t, dp)
+		echo(t, listen(t, nil, addr, "db"))
+		wantReset(t, servePortOn(t, dp, newPort(t), "db"))
+	})
+	t.Run("max sessions", func(t *testing.T) {
+		dp := &DiscoverPoint{MaxSessionsPerServer: 1}
+		addr := startDP(t, dp)
+		echo(t, listen(t, nil, addr, "db"))
+		port := servePortOn(t, dp, newPort(t), "db")
+		first, err := net.Dial("tcp", port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer first.Close()
+		ping(t, first, "the only session") // open at the DP
+		wantReset(t, port)
+	})
+	t.Run("door full", func(t *testing.T) {
+		b := &ConnBudget{Max: 10}
+		d := b.Door("port", 1)
+		dp := new(DiscoverPoint)
+		addr := startDP(t, dp)
+		echo(t, listen(t, nil, addr, "db"))
+		port := servePortOn(t, dp, d.Listener(newPort(t)), "db")
+		first, err := net.Dial("tcp", port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer first.Close()
+		ping(t, first, "the door's only connection")
+		wantReset(t, port)
+	})
+}
 
 // TestTLSHandshakeFailuresCounted: a failed TLS handshake is counted,
 // not only logged.
