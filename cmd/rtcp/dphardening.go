@@ -27,6 +27,8 @@ type hardeningFlags struct {
 	maxPending       *int
 	maxConns         *int
 	maxConnsPerDoor  *int
+	maxHandshakes    *int // per source
+	maxAuthFailures  *int // per source, a minute
 	httpTimeout      *time.Duration
 	httpIdleTimeout  *time.Duration
 }
@@ -64,6 +66,10 @@ func addHardeningFlags(fs *flag.FlagSet) *hardeningFlags {
 		maxConnsPerDoor: fs.Int("max-conns-per-door", 0, fmt.Sprintf("most connections one door holds at once "+
 			"(0: no cap of its own beyond its part of -max-conns and what is free to share; -metrics has a cap of %d, -cccp-api of %d)",
 			metricsDoorMax, cccpAPIDoorMax)),
+		maxHandshakes: fs.Int("max-handshakes-per-source", 0, "most connections from one address (an IPv6 /64) in their "+
+			"handshake at once; more are refused (0: 64; negative: no bound; loopback is never bounded)"),
+		maxAuthFailures: fs.Int("max-auth-failures-per-source", 0, "failed authentications one address may make a minute; "+
+			"past them its connections are refused until the minute is over (0: 30; negative: no bound; loopback is never bounded)"),
 		httpTimeout: fs.Duration("http-timeout", defaultHTTPTimeout, "longest `time` the HTTP servers (-metrics, -c8y-listen, "+
 			"-cccp-api) take to read a request, and to write its answer; a WebSocket, once open, is exempt"),
 		httpIdleTimeout: fs.Duration("http-idle-timeout", defaultHTTPIdle, "close an HTTP keep-alive connection that "+
@@ -100,6 +106,8 @@ func (f *hardeningFlags) configure(dp *rtcp.DiscoverPoint) {
 	dp.MaxLinksPerOwner = *f.maxLinks
 	dp.MaxSessionsPerServer = *f.maxSessions
 	dp.MaxPendingConnects = *f.maxPending
+	dp.MaxHandshakesPerSource = *f.maxHandshakes
+	dp.MaxAuthFailuresPerSource = *f.maxAuthFailures
 }
 
 // doors returns the DP's doors under the budget the flags set. reserved

@@ -45,6 +45,23 @@ func TestDPMetrics(t *testing.T) {
 	}
 }
 
+func TestDPSourceFlags(t *testing.T) {
+	fs := newFlagSet("dp", "", "")
+	f := addHardeningFlags(fs)
+	if err := fs.Parse([]string{"-max-handshakes-per-source", "8", "-max-auth-failures-per-source", "-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.check(fs); err != nil {
+		t.Fatal(err)
+	}
+	var dp rtcp.DiscoverPoint
+	f.configure(&dp)
+	if dp.MaxHandshakesPerSource != 8 || dp.MaxAuthFailuresPerSource != -1 {
+		t.Errorf("MaxHandshakesPerSource %d, MaxAuthFailuresPerSource %d; want 8 and -1 (no bound)",
+			dp.MaxHandshakesPerSource, dp.MaxAuthFailuresPerSource)
+	}
+}
+
 func TestDPHardeningUsage(t *testing.T) {
 	for _, args := range [][]string{
 		{"-listen", ":0", "-max-names", "-1"},
