@@ -5,10 +5,12 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"rtcp/internal/mux"
@@ -244,6 +246,7 @@ func exchangeAloha(c net.Conn, r *plan5.Reader, ours *plan5.Aloha, addr string, 
 		return nil, err
 	}
 	theirs, err := plan5link.ReadAloha(r)
+	err = firstAnswerError(err, c, addr)
 	if err == nil && theirs.Challenge != nil && theirs.Error == "" {
 		if err := answerChallenge(c, ours, theirs, cred); err != nil {
 			return nil, err
@@ -266,6 +269,24 @@ func exchangeAloha(c net.Conn, r *plan5.Reader, ours *plan5.Aloha, addr string, 
 		return nil, err
 	}
 	return theirs, nil
+}
+
+// firstAnswerError says what a failure to read the DP's first answer
+// most likely means: a peer that does not speak rtcp, or a DP that wants
+// TLS and closes a connection that does not start with it.
+func firstAnswerError(err error, c net.Conn, addr string) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, plan5.ErrBadType), errors.Is(err, plan5.ErrBadJSON), errors.Is(err, plan5.ErrLineTooLong):
+		return fmt.Errorf("rtcp: the peer at %s does not speak rtcp (is it a DP?): %w", addr, err)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
+		if _, ok := c.(*tls.Conn); !ok {
+			return fmt.Errorf("rtcp: the DP at %s closed the connection during the handshake; it may require TLS (TLSConfig): %w", addr, err)
+		}
+		return fmt.Errorf("rtcp: the DP at %s closed the connection during the handshake: %w", addr, err)
+	}
+	return err
 }
 
 // ctxErr prefers the context's error when the context ended the setup.
