@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -44,7 +45,9 @@ func newFlagSet(name, synopsis, doc string) *flag.FlagSet {
 // line.
 func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) error {
 	fs.SetOutput(io.Discard)
+	restore := explainDurations(fs)
 	err := fs.Parse(args)
+	restore()
 	if errors.Is(err, flag.ErrHelp) {
 		fs.SetOutput(stdout)
 		fs.Usage()
@@ -57,6 +60,41 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) error {
 		return usageErrorf(fs, "unexpected argument %q", fs.Arg(0))
 	}
 	return nil
+}
+
+// explainDurations makes a bad value of each time.Duration flag of fs
+// say what is wanted ("want a duration such as 10s") instead of the flag
+// package's "parse error", until the returned function puts the flags
+// back as they were (PrintDefaults names a flag's kind by its type).
+func explainDurations(fs *flag.FlagSet) (restore func()) {
+	var undo []func()
+	fs.VisitAll(func(f *flag.Flag) {
+		if g, ok := f.Value.(flag.Getter); ok {
+			if _, ok := g.Get().(time.Duration); ok {
+				v := f.Value
+				f.Value = durationValue{v}
+				undo = append(undo, func() { f.Value = v })
+			}
+		}
+	})
+	return func() {
+		for _, u := range undo {
+			u()
+		}
+	}
+}
+
+// durationValue is a time.Duration flag whose errors say what it wants.
+type durationValue struct{ flag.Value }
+
+func (d durationValue) Set(s string) error {
+	if d.Value.Set(s) == nil {
+		return nil
+	}
+	if _, err := strconv.ParseFloat(s, 64); err == nil {
+		return fmt.Errorf("want a duration such as %ss: a number needs a unit (ms, s, m or h)", s)
+	}
+	return errors.New("want a duration such as 10s, 1m30s or 500ms")
 }
 
 // required returns a usageError naming the first flag whose value is
