@@ -65,6 +65,9 @@ off (lost link, DP or server gone), 2 a usage error, 1 anything else.`)
 	if !*stdio && *listen == "" {
 		return usageErrorf(fs, "-listen is required, or -stdio for one session on stdin and stdout")
 	}
+	if err := checkDP(fs, *dp); err != nil {
+		return err
+	}
 	log := logger()
 	tlsCfg, err := sec.tlsConfig(fs, stderr)
 	if err != nil {
@@ -79,10 +82,14 @@ off (lost link, DP or server gone), 2 a usage error, 1 anything else.`)
 	dpAddr, dial := dpDialer(*dp) // a ws:// URL: the DP over a WebSocket
 	d.Dial = dial
 	dialName := func(ctx context.Context) (net.Conn, error) {
-		return d.DialContext(ctx, dpAddr, *name)
+		c, err := d.DialContext(ctx, dpAddr, *name)
+		if err != nil && ctx.Err() == nil {
+			err = explainDP(err, *dp, fmt.Sprintf("the session to %q", *name), tlsCfg != nil)
+		}
+		return c, err
 	}
 	if *stdio {
-		return carryStdio(ctx, dialName, stdin, stdout, func(err error) error { return err }, log)
+		return carryStdio(ctx, dialName, stdin, stdout, log)
 	}
 	l, err := net.Listen("tcp", *listen)
 	if err != nil {

@@ -33,6 +33,12 @@ until SIGINT or SIGTERM.`)
 	if err := required(fs, "dp", "name", "to"); err != nil {
 		return err
 	}
+	if err := checkDP(fs, *dp); err != nil {
+		return err
+	}
+	if err := checkHostPort(fs, "to", *to, "127.0.0.1:22"); err != nil {
+		return err
+	}
 	if *pool < 1 {
 		return usageErrorf(fs, "-pool must be at least 1")
 	}
@@ -55,7 +61,7 @@ until SIGINT or SIGTERM.`)
 	lc.Dial = dial
 	l, err := lc.Listen(ctx, dpAddr, *name)
 	if err != nil {
-		return listenError(err, *dp, *name, *transport)
+		return listenError(err, *dp, *name, *transport, tlsCfg != nil)
 	}
 	fmt.Fprintf(stderr, "rtcp expose: serving %s, carrying sessions to %s\n", l.Addr(), *to)
 	d := net.Dialer{Timeout: 10 * time.Second}
@@ -65,17 +71,9 @@ until SIGINT or SIGTERM.`)
 }
 
 // listenError explains why Listen failed, on one line.
-func listenError(err error, dp, name string, t rtcp.Transport) error {
-	var op *net.OpError
-	if errors.As(err, &op) && op.Net == "rtcp" {
-		err = op.Err // it repeats the name and the DP we say anyway
-	}
-	var re *rtcp.RefusedError
-	switch {
-	case errors.Is(err, rtcp.ErrNotImplemented):
+func listenError(err error, dp, name string, t rtcp.Transport, tlsOn bool) error {
+	if errors.Is(err, rtcp.ErrNotImplemented) {
 		return wrapf(err, "-transport %v is not implemented yet; use json", t)
-	case errors.As(err, &re):
-		return wrapf(err, "DP %s refused name %q: %s", dp, name, re.Reason)
 	}
-	return wrapf(err, "cannot reach DP %s: %v", dp, err)
+	return explainDP(err, dp, fmt.Sprintf("name %q", name), tlsOn)
 }

@@ -38,16 +38,16 @@ func (e *exitError) Unwrap() error { return e.err }
 // A goroutine blocked reading stdin when the session ends is left
 // behind: a read of a terminal or a pipe cannot be interrupted, and the
 // process exits anyway.
-func carryStdio(ctx context.Context, dial func(context.Context) (net.Conn, error), stdin io.Reader, stdout io.Writer, explain func(error) error, log *slog.Logger) error {
+func carryStdio(ctx context.Context, dial func(context.Context) (net.Conn, error), stdin io.Reader, stdout io.Writer, log *slog.Logger) error {
 	c, err := dial(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
 		if errors.Is(err, rtcp.ErrRefused) {
-			return &exitError{exitRefused, explain(err)}
+			return &exitError{exitRefused, err}
 		}
-		return &exitError{exitUnreachable, explain(err)}
+		return &exitError{exitUnreachable, err}
 	}
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
