@@ -36,6 +36,9 @@ of its own, so that a flood at one door cannot shut the others.`)
 	var mihinis mihiniFlag
 	fs.Var(&mihinis, "mihini", "`NAME=ADDR=SERVICE_HOST:PORT`: Mihini devices that dial ADDR become the server NAME, "+
 		"and each session to NAME is a CONNECT to SERVICE_HOST:PORT behind the device (repeatable)")
+	mihiniKey := fs.String("mihini-key", "", "`key` of the -config policy that the devices of every -mihini door register as; "+
+		"a LISTEN for a name the policy gives to another key is refused and replaces nothing; empty: anonymous, "+
+		"admitted only if the policy allows anonymous servers, and only for names no rule gives to owners")
 	stall := stallFlag(fs)
 	windowMemory := windowMemoryFlag(fs)
 	logger := logFlags(fs, stderr)
@@ -66,6 +69,11 @@ of its own, so that a flood at one door cannot shut the others.`)
 	pol, err := sec.policy(stderr)
 	if err != nil {
 		return err
+	}
+	for _, k := range [][2]string{{"c8y-server-key", *seeds.c8yServerKey}, {"cccp-key", *seeds.cccpKey}, {"mihini-key", *mihiniKey}} {
+		if err := policyKey(fs, k[0], k[1], pol); err != nil {
+			return err
+		}
 	}
 	cred, err := sec.credential()
 	if err != nil {
@@ -99,7 +107,7 @@ of its own, so that a flood at one door cannot shut the others.`)
 		return err
 	}
 	defer stopSeeds()
-	stopMihini, err := startMihini(dp, mihinis.doors, doors, *stall, log, stderr)
+	stopMihini, err := startMihini(dp, mihinis.doors, *mihiniKey, doors, *stall, log, stderr)
 	if err != nil {
 		ln.Close()
 		dp.Close()

@@ -24,7 +24,10 @@ import (
 // seed systems, and of rtcp links over WebSockets.
 type seedFlags struct {
 	c8yListen, c8yTokenFile, c8yCert, c8yKey             *string
+	c8yServerKey                                         *string
+	c8yMaxKeys                                           *int
 	cccpAPI, cccpDevices, cccpPorts, cccpHost, cccpToken *string
+	cccpKey                                              *string
 }
 
 func addSeedFlags(fs *flag.FlagSet) *seedFlags {
@@ -41,7 +44,30 @@ func addSeedFlags(fs *flag.FlagSet) *seedFlags {
 		cccpHost:    fs.String("cccp-host", "", "`host` the CCCP /on answer names (default: the host the API request was sent to)"),
 		cccpToken: fs.String("cccp-token-file", "", "`file` holding the bearer token of the CCCP control API; "+
 			"without it only loopback clients may use the API"),
+		c8yServerKey: fs.String("c8y-server-key", "", "`key` of the -config policy that remote access key names register as, "+
+			"so that the policy's name rules apply to them (not the TLS key: see -c8y-key); empty: anonymous, "+
+			"admitted only if the policy allows anonymous servers, and only for names no rule gives to owners"),
+		c8yMaxKeys: fs.Int("c8y-max-keys", c8y.DefaultMaxKeys, "remote access keys held at once, open tunnels included; beyond it the keys API answers 503"),
+		cccpKey: fs.String("cccp-key", "", "`key` of the -config policy that CCCP device names (cccp:SERIAL) register as; "+
+			"a device whose name the policy gives to another key is refused; empty: anonymous, admitted only if the "+
+			"policy allows anonymous servers, and only for names no rule gives to owners"),
 	}
+}
+
+// policyKey checks that key, given with flag, is a key of the policy pol
+// ("" is anonymous and always passes): a door registering as a key the
+// DP does not know would have every name refused.
+func policyKey(fs *flag.FlagSet, flag, key string, pol *rtcp.Policy) error {
+	if key == "" {
+		return nil
+	}
+	if pol == nil {
+		return usageErrorf(fs, "-%s names a key of the policy: give -config (or -token-file) with key %q", flag, key)
+	}
+	if _, ok := pol.Keys[key]; !ok {
+		return usageErrorf(fs, "-%s %q is not a key of the policy (-config's keys)", flag, key)
+	}
+	return nil
 }
 
 // check validates the flags' combinations, as usage errors.
@@ -56,8 +82,14 @@ func (f *seedFlags) check(fs *flag.FlagSet) error {
 	if cccpOn && (*f.cccpAPI == "" || *f.cccpDevices == "" || *f.cccpPorts == "") {
 		return usageErrorf(fs, "CCCP needs -cccp-api, -cccp-devices and -cccp-ports together")
 	}
-	if !cccpOn && (*f.cccpHost != "" || *f.cccpToken != "") {
-		return usageErrorf(fs, "-cccp-host and -cccp-token-file need -cccp-api, -cccp-devices and -cccp-ports")
+	if *f.c8yListen == "" && *f.c8yServerKey != "" {
+		return usageErrorf(fs, "-c8y-server-key needs -c8y-listen")
+	}
+	if *f.c8yMaxKeys < 1 {
+		return usageErrorf(fs, "-c8y-max-keys must be at least 1")
+	}
+	if !cccpOn && (*f.cccpHost != "" || *f.cccpToken != "" || *f.cccpKey != "") {
+		return usageErrorf(fs, "-cccp-host, -cccp-token-file and -cccp-key need -cccp-api, -cccp-devices and -cccp-ports")
 	}
 	if cccpOn {
 		if _, _, err := parsePortRange(*f.cccpPorts); err != nil {
@@ -138,7 +170,7 @@ func (f *seedFlags) start(dp *rtcp.DiscoverPoint, doors *dpDoors, stderr io.Writ
 	}
 
 	if *f.c8yListen != "" {
-		srv := &c8y.Server{DP: dp, Logger: log}
+		srv := &c8y.Server{DP: dp, Logger: log, Key: *f.c8yServerKey, MaxKeys: *f.c8yMaxKeys}
 		if *f.c8yTokenFile != "" {
 			if srv.Token, err = readToken("c8y-token-file", *f.c8yTokenFile); err != nil {
 				return fail(err)
@@ -165,7 +197,7 @@ func (f *seedFlags) start(dp *rtcp.DiscoverPoint, doors *dpDoors, stderr io.Writ
 	if *f.cccpAPI != "" {
 		lo, hi, _ := parsePortRange(*f.cccpPorts)
 		proxies := doors.door("cccp-proxies", 0) // all proxy ports: one door
-		p := &cccp.Proxy{DP: dp, Host: *f.cccpHost, MinPort: lo, MaxPort: hi, Logger: log,
+		p := &cccp.Proxy{DP: dp, Host: *f.cccpHost, MinPort: lo, MaxPort: hi, Logger: log, Key: *f.cccpKey,
 			Listen: func(network, addr string) (net.Listener, error) {
 				l, err := net.Listen(network, addr)
 				if err != nil {

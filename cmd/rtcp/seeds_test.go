@@ -100,6 +100,12 @@ func TestDPSeedFlagErrors(t *testing.T) {
 		{[]string{"-cccp-host", "h"}, "need -cccp-api"},
 		{[]string{"-c8y-token-file", "f"}, "need -c8y-listen"},
 		{[]string{"-c8y-listen", "127.0.0.1:0", "-c8y-cert", "c"}, "together"},
+		{[]string{"-c8y-server-key", "alice"}, "needs -c8y-listen"},
+		{[]string{"-c8y-listen", "127.0.0.1:0", "-c8y-max-keys", "0"}, "at least 1"},
+		{[]string{"-cccp-key", "alice"}, "need -cccp-api"},
+		{[]string{"-c8y-listen", "127.0.0.1:0", "-c8y-server-key", "alice"}, "give -config"},
+		{[]string{"-mihini-key", "alice"}, "give -config"},
+		{[]string{"-config", policyFile(t), "-mihini-key", "bob"}, `"bob" is not a key of the policy`},
 	} {
 		var stderr bytes.Buffer
 		code := run(context.Background(), append([]string{"dp", "-listen", "127.0.0.1:0"}, c.args...), io.Discard, &stderr)
@@ -267,4 +273,15 @@ func TestCCCPCommands(t *testing.T) {
 	if code, _ := get("/off?serial=CLD-123456"); code != 200 {
 		t.Fatalf("/off: %d", code)
 	}
+}
+
+// policyFile writes a -config policy with the key alice and returns its
+// path.
+func policyFile(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "dp.json")
+	if err := os.WriteFile(p, []byte(`{"keys": {"alice": "`+strings.Repeat("ab", 32)+`"}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
