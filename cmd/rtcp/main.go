@@ -36,6 +36,7 @@ var commands = []command{
 	{"mihini-server", "accept a Mihini device's link and carry clients to services behind it", runMihiniServer},
 	{"mihini-device", "dial a Mihini server side and carry its sessions to local services", runMihiniDevice},
 	{"tcpipe", "run a tcpipe instance that carries TCP connections to its partner instance", runTCPipe},
+	{"version", "print the version and source revision of this build", runVersion},
 }
 
 func main() {
@@ -67,6 +68,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		usage(stdout)
 		return 0
+	case "-version", "--version":
+		args = append([]string{"version"}, args[1:]...)
 	}
 	c := lookup(args[0])
 	if c == nil {
@@ -118,7 +121,8 @@ Commands:
 		fmt.Fprintf(w, "\t%-14s %s\n", c.name, c.summary)
 	}
 	fmt.Fprint(w, `
-Run "rtcp help COMMAND" (or "rtcp COMMAND -h") for a command's flags.
+Run "rtcp help COMMAND" (or "rtcp COMMAND -h") for a command's flags,
+and "rtcp version" (or "rtcp -version") for the version of this build.
 
 Example: make the SSH server of a machine behind NAT reachable as "pi-7":
 

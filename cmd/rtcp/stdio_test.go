@@ -204,16 +204,16 @@ func TestConnectStdioBinary(t *testing.T) {
 	}
 }
 
-// buildCommand builds the command into a temporary directory and returns
-// its path.
-func buildCommand(t *testing.T) string {
+// buildCommand builds the command, with the go build flags given, into
+// a temporary directory and returns its path.
+func buildCommand(t *testing.T, flags ...string) string {
 	t.Helper()
 	goTool, err := exec.LookPath("go")
 	if err != nil {
 		t.Skip("no go command in PATH")
 	}
 	bin := filepath.Join(t.TempDir(), "rtcp")
-	if out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
+	if out, err := exec.Command(goTool, append(append([]string{"build"}, flags...), "-o", bin, ".")...).CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	return bin
