@@ -16,7 +16,7 @@ func runConnect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 // connect is runConnect with stdin, for -stdio.
 func connect(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlagSet("connect", "connect -dp ADDR -name NAME -listen ADDR|-stdio [-transport json|yamux|tcp] [-tls] [-tls-ca FILE] [-token-file FILE] [-log-level LEVEL]", `
+	fs := newFlagSet("connect", "connect -dp ADDR -name NAME -listen ADDR|-stdio [-transport json|yamux|tcp] [-tls] [-tls-ca FILE] [-token-file FILE] [-log-level LEVEL] [-log-format text|json]", `
 Run an indirect client: accept plain TCP connections on -listen and
 carry each to the indirect server NAME through the discover point ADDR,
 so that programs that know nothing of rtcp (ssh, psql, a browser) reach

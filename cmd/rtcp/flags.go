@@ -108,14 +108,33 @@ func required(fs *flag.FlagSet, names ...string) error {
 	return nil
 }
 
-// logFlags adds -log-level to fs; call the returned function after
-// parsing for the logger it sets up on stderr.
+// logFlags adds -log-level and -log-format to fs; call the returned
+// function after parsing for the logger they set up on stderr.
 func logFlags(fs *flag.FlagSet, stderr io.Writer) func() *slog.Logger {
 	var level slog.Level
 	fs.TextVar(&level, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
+	format := logFormat("text")
+	fs.Var(&format, "log-format", "`format` of the log lines: text (key=value pairs) or json (a JSON object a line)")
 	return func() *slog.Logger {
-		return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+		opts := &slog.HandlerOptions{Level: level}
+		if format == "json" {
+			return slog.New(slog.NewJSONHandler(stderr, opts))
+		}
+		return slog.New(slog.NewTextHandler(stderr, opts))
 	}
+}
+
+// logFormat is the value of -log-format: "text" or "json".
+type logFormat string
+
+func (f *logFormat) String() string { return string(*f) }
+
+func (f *logFormat) Set(s string) error {
+	if s != "text" && s != "json" {
+		return errors.New("want text or json")
+	}
+	*f = logFormat(s)
+	return nil
 }
 
 // stallFlag adds -stall-timeout to fs: how long a session of a peer that
