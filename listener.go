@@ -54,8 +54,18 @@ type ListenConfig struct {
 	Credential *Credential
 
 	// MinBackoff and MaxBackoff bound the wait before dialling again after
-	// a link is lost (exponential, full jitter). Defaults 100 ms and 30 s.
+	// a link is lost (exponential, full jitter), and before each new
+	// attempt of a Listen that waits for its DP. Defaults 100 ms and 30 s.
 	MinBackoff, MaxBackoff time.Duration
+
+	// WaitForDP makes Listen dial the DP again, after a backoff, while it
+	// cannot be reached (the TCP dial fails: refused, no route, no such
+	// host, a timeout), until the name is registered or the context
+	// ends, logging each failure: for a server that may start before its
+	// network or its DP. A DP that answers and refuses, or that speaks
+	// another protocol or TLS setting, still fails Listen at once. False:
+	// Listen fails on the first error.
+	WaitForDP bool
 
 	// KeepAlive is the heartbeat period of each link: the server gives a
 	// link up, and dials again, when nothing has come from the DP for
@@ -100,7 +110,8 @@ type ListenConfig struct {
 
 // Listen announces an indirect server named name at the DP addr, or, with
 // an empty name, listens on the TCP address addr (a direct server). The
-// context bounds the first connection to the DP only.
+// context bounds the first connection to the DP only (with WaitForDP,
+// every attempt until the name is registered).
 //
 // The returned listener outlives its links: when a link or the DP goes
 // away it dials again, and Accept keeps blocking meanwhile.
@@ -113,6 +124,80 @@ type ListenConfig struct {
 // refuses the name to another owner. A DP lost takes only its own
 // sessions with it; new sessions go through the others.
 func (lc *ListenConfig) Listen(ctx context.Context, addr, name string) (net.Listener, error) {
+	if name == "" || !lc.WaitForDP {
+		return lc.listen(ctx, addr, name)
+	}
+	minWait, maxWait := lc.backoff()
+	for failures := 1; ; failures++ {
+		actx, cancel := context.WithTimeout(ctx, defaultHandshakeTimeout) // a DP that drops SYNs
+		l, err := lc.listen(actx, addr, name)
+		cancel()
+		switch {
+		case err == nil:
+			if failures > 1 {
+				lc.log().Info("rtcp: link to DP up", "name", name, "dp", addr)
+			}
+			return l, nil
+		case ctx.Err() != nil:
+			return nil, &net.OpError{Op: "listen", Net: "rtcp", Addr: &Addr{Name: name, Addr: addr}, Err: ctx.Err()}
+		case !unreachable(err):
+			return nil, err
+		}
+		wait := backoff.Delay(failures, minWait, maxWait)
+		lc.log().Warn("rtcp: cannot reach DP; retrying", "name", name, "dp", addr, "err", err, "retry_in", wait)
+		if backoff.Sleep(ctx, wait) != nil {
+			return nil, &net.OpError{Op: "listen", Net: "rtcp", Addr: &Addr{Name: name, Addr: addr}, Err: ctx.Err()}
+		}
+	}
+}
+
+// unreachable reports whether err, from an attempt to listen, is the
+// failure to open a connection to the DP at all, which waiting may cure:
+// of every DP, for a cluster.
+func unreachable(err error) bool {
+	switch e := err.(type) {
+	case *net.OpError:
+		if e.Op == "dial" && e.Net != "rtcp" {
+			return true
+		}
+	case *net.DNSError:
+		return true
+	case interface{ Unwrap() []error }:
+		errs := e.Unwrap()
+		for _, e := range errs {
+			if !unreachable(e) {
+				return false
+			}
+		}
+		return len(errs) > 0
+	}
+	if u := errors.Unwrap(err); u != nil {
+		return unreachable(u)
+	}
+	return false
+}
+
+// backoff returns MinBackoff and MaxBackoff, or their defaults.
+func (lc *ListenConfig) backoff() (minWait, maxWait time.Duration) {
+	minWait, maxWait = lc.MinBackoff, lc.MaxBackoff
+	if minWait <= 0 {
+		minWait = 100 * time.Millisecond
+	}
+	if maxWait <= 0 {
+		maxWait = 30 * time.Second
+	}
+	return minWait, maxWait
+}
+
+func (lc *ListenConfig) log() *slog.Logger {
+	if lc.Logger == nil {
+		return discardLogger
+	}
+	return lc.Logger
+}
+
+// listen is Listen without WaitForDP.
+func (lc *ListenConfig) listen(ctx context.Context, addr, name string) (net.Listener, error) {
 	if name == "" {
 		var nlc net.ListenConfig
 		nl, err := nlc.Listen(ctx, "tcp", addr)
@@ -134,12 +219,7 @@ func (lc *ListenConfig) Listen(ctx context.Context, addr, name string) (net.List
 	if l.cfg.Spares == 0 {
 		l.cfg.Spares = defaultSpares
 	}
-	if l.cfg.MinBackoff <= 0 {
-		l.cfg.MinBackoff = 100 * time.Millisecond
-	}
-	if l.cfg.MaxBackoff <= 0 {
-		l.cfg.MaxBackoff = 30 * time.Second
-	}
+	l.cfg.MinBackoff, l.cfg.MaxBackoff = lc.backoff()
 	if l.cfg.Owner == "" {
 		var b [16]byte
 		rand.Read(b[:])
