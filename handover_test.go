@@ -387,8 +387,10 @@ func TestLinkTableGuards(t *testing.T) {
 
 type uncomparableLink struct{ _ []int }
 
-func (uncomparableLink) Open(context.Context, string, string) (net.Conn, error) { return nil, errors.New("no") }
-func (uncomparableLink) Done() <-chan struct{}                                  { return nil }
+func (uncomparableLink) Open(context.Context, string, string) (net.Conn, error) {
+	return nil, errors.New("no")
+}
+func (uncomparableLink) Done() <-chan struct{} { return nil }
 
 // TestDPTransportsListed: every transport the DP lists, it builds.
 func TestDPTransportsListed(t *testing.T) {

@@ -51,7 +51,7 @@ func TestWindowMemoryFlag(t *testing.T) {
 			if code := run(t.Context(), []string{cmd[0], "-h"}, &stdout, &stderr); code != 0 {
 				t.Fatalf("rtcp %s -h: exit status %d, %s", cmd[0], code, stderr.String())
 			}
-			for _, want := range []string{"[-window-memory MiB]", "-window-memory MiB", "(default 256)"} {
+			for _, want := range []string{"[-window-memory MiB]", "-window-memory MiB", "(default 512)"} {
 				if !strings.Contains(stdout.String(), want) {
 					t.Errorf("rtcp %s -h does not say %q", cmd[0], want)
 				}
