@@ -571,6 +571,10 @@ func (s *Server) serveDevice(w http.ResponseWriter, r *http.Request, path string
 		return
 	}
 	dc := readahead.New(c, nil, 0)
+	// Until a client claims it, nobody reads the device: keep reading (a
+	// device that closes is noticed, and its connection released) and end
+	// one that sends more than the read-ahead holds (readahead.Limit).
+	dc.SetMode(readahead.Limit)
 	s.log().Info("c8y: device connected", "name", k.logName(), "remote", r.RemoteAddr)
 	k.device <- dc
 	close(k.arrived)
@@ -605,6 +609,7 @@ func (s *Server) serveClient(w http.ResponseWriter, r *http.Request, path string
 		return
 	}
 	cc := readahead.New(c, nil, 0)
+	cc.SetMode(readahead.Limit) // as a device's, until its device is there
 	select {
 	case <-k.arrived:
 	case <-k.done:
@@ -614,6 +619,7 @@ func (s *Server) serveClient(w http.ResponseWriter, r *http.Request, path string
 		cc.Close()
 		return
 	}
+	cc.SetMode(readahead.Hold)
 	s.log().Info("c8y: client connected", "name", k.logName(), "remote", r.RemoteAddr)
 	if err := s.DP.Relay(cc, k.name, "c8y-client@"+r.RemoteAddr); err != nil {
 		s.log().Info("c8y: client refused", "name", k.logName(), "err", redactKey(err, k.id))
@@ -689,6 +695,7 @@ func (k *connKey) Open(ctx context.Context, client, addr string) (net.Conn, erro
 		}
 		k.mu.Unlock()
 		k.s.log().Info("c8y: tunnel paired", "name", k.logName(), "client", client, "client_addr", addr)
+		dc.SetMode(readahead.Hold) // in a session: the client's pace holds it back
 		return &pairedConn{Conn: dc, k: k}, nil
 	case <-ctx.Done():
 		k.unclaim()
