@@ -75,6 +75,8 @@ func TestDPErrors(t *testing.T) {
 			"rtcp expose: DP " + plain + " does not speak TLS (it answered in plain text): leave out -tls and the other -tls flags"},
 		{"untrusted certificate", []string{"connect", "-stdio", "-dp", secure, "-name", "x", "-tls"}, exitUnreachable,
 			"rtcp connect: the certificate of DP " + secure + " is signed by a CA this side does not trust: give that CA with -tls-ca FILE"},
+		{"fail fast", []string{"expose", "-dp", to, "-name", "x", "-to", to, "-fail-fast"}, 1,
+			"rtcp expose: cannot reach DP " + to + ": connect: connection refused"},
 		{"redis", []string{"expose", "-dp", redis, "-name", "x", "-to", to}, 1,
 			"rtcp expose: " + redis + " does not speak rtcp: give -dp the address of an rtcp DP"},
 		{"sshd", []string{"expose", "-dp", sshd, "-name", "x", "-to", to}, 1,

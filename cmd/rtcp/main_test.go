@@ -168,7 +168,7 @@ func TestUsageErrors(t *testing.T) {
 		{"bad pool", []string{"expose", "-dp", dead, "-name", "x", "-to", dead, "-pool", "0"}, 2, "rtcp expose: -pool must be at least 1"},
 		{"connect missing listen", []string{"connect", "-dp", dead, "-name", "x"}, 2, "rtcp connect: -listen is required"},
 		{"help unknown", []string{"help", "frobnicate"}, 2, `rtcp help: unknown command "frobnicate"`},
-		{"unreachable DP", []string{"expose", "-dp", dead, "-name", "x", "-to", dead}, 1, "rtcp expose: cannot reach DP " + dead + ": "},
+		{"unreachable DP", []string{"expose", "-dp", dead, "-name", "x", "-to", dead, "-fail-fast"}, 1, "rtcp expose: cannot reach DP " + dead + ": "},
 		{"address in use", []string{"dp", "-listen", busy.Addr().String()}, 1, "rtcp dp: listen tcp " + busy.Addr().String() + ": "},
 		{"connect address in use", []string{"connect", "-dp", dead, "-name", "x", "-listen", busy.Addr().String()}, 1, "rtcp connect: listen tcp "},
 	}
