@@ -6,8 +6,10 @@ import (
 	"io"
 	"net"
 	"os"
+	"time"
 
 	"rtcp"
+	"rtcp/internal/backoff"
 )
 
 func runConnect(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -16,13 +18,16 @@ func runConnect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 // connect is runConnect with stdin, for -stdio.
 func connect(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlagSet("connect", "connect -dp ADDR -name NAME -listen ADDR|-stdio [-transport json|yamux|tcp] [-tls] [-tls-ca FILE] [-token-file FILE] [-log-level LEVEL] [-log-format text|json]", `
+	fs := newFlagSet("connect", "connect -dp ADDR -name NAME -listen ADDR|-stdio [-transport json|yamux|tcp] [-max-backoff DURATION] [-tls] [-tls-ca FILE] [-token-file FILE] [-log-level LEVEL] [-log-format text|json]", `
 Run an indirect client: accept plain TCP connections on -listen and
 carry each to the indirect server NAME through the discover point ADDR,
 so that programs that know nothing of rtcp (ssh, psql, a browser) reach
 it. The DP is dialled once per connection; a connection that cannot
 reach NAME is closed and the reason logged. It runs until SIGINT or
-SIGTERM.
+SIGTERM. With -max-backoff, a session whose DP cannot be reached (the
+connection is refused, no route, no such host) waits for it instead:
+it is dialled again, after waits that start at 100ms and double up to
+-max-backoff, until it can be or connect is stopped.
 
 With -stdio instead of -listen, it carries one session on stdin and
 stdout and exits when the session ends: the end of stdin is passed on
@@ -50,6 +55,7 @@ off (lost link, DP or server gone), 2 a usage error, 1 anything else.`)
 	name := fs.String("name", "", "`name` of the server to reach (required)")
 	listen := fs.String("listen", "", "local TCP `address` to accept connections on, e.g. 127.0.0.1:2222 (this or -stdio is required)")
 	stdio := fs.Bool("stdio", false, "carry one session on stdin and stdout instead of accepting connections, and exit when it ends (for ssh's ProxyCommand)")
+	maxBackoff := fs.Duration("max-backoff", 0, "if positive, dial a DP that cannot be reached again, waiting at most this `long` between two attempts, instead of giving the session up at once")
 	transport := transportVar(fs, "`kind` of connection to the DP: json (Plan5 Data messages, the default), or yamux or tcp (either: raw bytes after the handshake; faster)")
 	logger := logFlags(fs, stderr)
 	sec := securityFlags(fs, false)
@@ -82,11 +88,21 @@ off (lost link, DP or server gone), 2 a usage error, 1 anything else.`)
 	dpAddr, dial := dpDialer(*dp) // a ws:// URL: the DP over a WebSocket
 	d.Dial = dial
 	dialName := func(ctx context.Context) (net.Conn, error) {
-		c, err := d.DialContext(ctx, dpAddr, *name)
-		if err != nil && ctx.Err() == nil {
-			err = explainDP(err, *dp, fmt.Sprintf("the session to %q", *name), tlsCfg != nil)
+		for failures := 1; ; failures++ {
+			c, err := d.DialContext(ctx, dpAddr, *name)
+			if err == nil || ctx.Err() != nil {
+				return c, err
+			}
+			var op *net.OpError
+			if *maxBackoff <= 0 || !isDial(err, &op) {
+				return nil, explainDP(err, *dp, fmt.Sprintf("the session to %q", *name), tlsCfg != nil)
+			}
+			wait := backoff.Delay(failures, 100*time.Millisecond, *maxBackoff)
+			log.Warn("cannot reach DP; retrying", "dp", *dp, "err", op.Err, "retry_in", wait)
+			if err := backoff.Sleep(ctx, wait); err != nil {
+				return nil, err
+			}
 		}
-		return c, err
 	}
 	if *stdio {
 		return carryStdio(ctx, dialName, stdin, stdout, log)

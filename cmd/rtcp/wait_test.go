@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -38,4 +40,72 @@ func TestExposeWaitsForDP(t *testing.T) {
 	if want := "ping" + trailer(4); stdout.String() != want {
 		t.Errorf("read %q, want %q", stdout.String(), want)
 	}
+}
+
+// TestConnectWaitsForDP: connect -max-backoff dials a DP that cannot be
+// reached again until it can, and the session then goes through.
+func TestConnectWaitsForDP(t *testing.T) {
+	dp := stdioServers(t)
+	front := closedPort(t) // where the DP will be reachable
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	out := newLines()
+	var stdout bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		done <- connect(ctx, []string{"-stdio", "-dp", front, "-name", "echo", "-max-backoff", "20ms"}, strings.NewReader("ping"), &stdout, out)
+	}()
+	out.wait(t, regexp.MustCompile(`(cannot reach DP; retrying)`))
+	out.wait(t, regexp.MustCompile(`(cannot reach DP; retrying)`))
+	relayTo(t, front, dp)
+	if err := <-done; err != nil {
+		t.Fatalf("connect -stdio: %v", err)
+	}
+	if want := "ping" + trailer(4); stdout.String() != want {
+		t.Errorf("read %q, want %q", stdout.String(), want)
+	}
+}
+
+// relayTo listens on addr and carries each connection to to, both ways,
+// until the test ends.
+func relayTo(t *testing.T, addr, to string) {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			a, err := l.Accept()
+			if err != nil {
+				return
+			}
+			b, err := net.Dial("tcp", to)
+			if err != nil {
+				a.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, a, b)
+			mu.Unlock()
+			pipe := func(dst, src net.Conn) {
+				io.Copy(dst, src)
+				dst.(*net.TCPConn).CloseWrite()
+			}
+			wg.Go(func() { pipe(a, b) })
+			wg.Go(func() { pipe(b, a) })
+		}
+	})
 }
