@@ -4,6 +4,8 @@ import (
 	"flag"
 	"io"
 	"net"
+	"net/url"
+	"strings"
 	"sync"
 	"testing"
 
@@ -136,4 +138,30 @@ func TestCheckDP(t *testing.T) {
 			t.Errorf("checkDP(%q) = %v, want ok %v", tt.dp, err, tt.ok)
 		}
 	}
+}
+
+// FuzzCheckDP: checkDP never panics, and what it accepts is a ws:// or
+// wss:// URL or host:port pairs with a port in 1-65535.
+func FuzzCheckDP(f *testing.F) {
+	for _, s := range []string{"h:9000", "[::1]:9000", "h1:1,h2:2", "ws://h:8080/rtcp", "h", "h:0", "a b:1", "ftp://h:21", ":ssh", "h:99999"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, dp string) {
+		fs := flag.NewFlagSet("connect", flag.ContinueOnError)
+		if checkDP(fs, dp) != nil {
+			return
+		}
+		if u, err := url.Parse(dp); err == nil && u.Scheme != "" && u.Host != "" {
+			return
+		}
+		for _, a := range strings.Split(dp, ",") {
+			_, port, err := net.SplitHostPort(a)
+			if err != nil {
+				t.Fatalf("checkDP accepted %q: %v", dp, err)
+			}
+			if p, err := net.LookupPort("tcp", port); err != nil || p < 1 || p > 65535 {
+				t.Fatalf("checkDP accepted %q with port %q", dp, port)
+			}
+		}
+	})
 }

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"flag"
 	"strings"
 	"testing"
+	"time"
 )
 
 // runCLI runs the command line args as run does, with an empty stdin for
@@ -56,4 +58,29 @@ func TestDurationFlagErrors(t *testing.T) {
 	if !strings.Contains(stdout.String(), "-grace duration") {
 		t.Errorf("rtcp dp -h does not say %q:\n%s", "-grace duration", stdout.String())
 	}
+}
+
+// FuzzDurationFlag: a duration flag takes exactly what time.ParseDuration
+// takes, and explains every refusal.
+func FuzzDurationFlag(f *testing.F) {
+	for _, s := range []string{"10s", "10", "1.5", "soon", "-1", "1m30s", "", "1e3"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		fs := flag.NewFlagSet("x", flag.ContinueOnError)
+		d := fs.Duration("d", 0, "")
+		restore := explainDurations(fs)
+		err := fs.Lookup("d").Value.Set(s)
+		restore()
+		want, werr := time.ParseDuration(s)
+		if (err == nil) != (werr == nil) || err == nil && *d != want {
+			t.Fatalf("Set(%q) = %v, %v; time.ParseDuration: %v, %v", s, *d, err, want, werr)
+		}
+		if err != nil && !strings.HasPrefix(err.Error(), "want a duration such as ") {
+			t.Fatalf("Set(%q): %v", s, err)
+		}
+		if _, ok := fs.Lookup("d").Value.(durationValue); ok {
+			t.Fatal("the flag was not put back")
+		}
+	})
 }
