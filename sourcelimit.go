@@ -98,6 +98,19 @@ func (s *sourceLimits) forgive(src *source, now time.Time) {
 
 // enter counts c as a connection in its handshake, or refuses it. On
 // refusal, err says why, and first is true for the source's first
+// sourceLocked returns key's source, made if it has none, with its old
+// failures forgiven as of now. s.mu is held.
+func (s *sourceLimits) sourceLocked(key netip.Prefix, now time.Time) *source {
+	src := s.sources[key]
+	if src == nil {
+		s.sweepLocked(now)
+		src = &source{at: now}
+		s.sources[key] = src
+	}
+	s.forgive(src, now)
+	return src
+}
+
 // refusal in a row (the one to log loudly).
 func (s *sourceLimits) enter(c net.Conn) (first bool, err error) {
 	key, ok := s.bounded(c.RemoteAddr())
@@ -107,13 +120,7 @@ func (s *sourceLimits) enter(c net.Conn) (first bool, err error) {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	src := s.sources[key]
-	if src == nil {
-		s.sweepLocked(now)
-		src = &source{at: now}
-		s.sources[key] = src
-	}
-	s.forgive(src, now)
+	src := s.sourceLocked(key, now)
 	switch {
 	case s.maxFails > 0 && src.fails >= float64(s.maxFails):
 		err = &limitError{refusedSourceAuthFailures, fmt.Sprintf(
@@ -159,13 +166,7 @@ func (s *sourceLimits) failed(c net.Conn) {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	src := s.sources[key]
-	if src == nil {
-		s.sweepLocked(now)
-		src = &source{at: now}
-		s.sources[key] = src
-	}
-	s.forgive(src, now)
+	src := s.sourceLocked(key, now)
 	src.fails = min(src.fails+1, float64(s.maxFails))
 }
 
