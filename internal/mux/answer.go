@@ -13,7 +13,8 @@ package mux
 type answerSlot struct {
 	ready bool
 	f     *Frame
-	after func() // runs once f is queued (the initial grant of an accepted stream)
+	after func()        // runs once f is queued (the initial grant of an accepted stream)
+	sent  chan struct{} // closed once f is queued (or the session has ended)
 }
 
 // orderedAnswers reports whether the session must order its answers.
@@ -23,9 +24,38 @@ func (s *Session) orderedAnswers() bool {
 
 // answerSlotLocked takes the next slot in the order. s.mu is held.
 func (s *Session) answerSlotLocked() *answerSlot {
-	a := new(answerSlot)
+	a := &answerSlot{sent: make(chan struct{})}
 	s.answers = append(s.answers, a)
 	return a
+}
+
+// unanswered fills st's slot with a refusal if st goes away before it
+// is answered (the peer closed it): its open is still owed an answer,
+// and every later answer waits for it.
+func (st *Stream) unanswered(reason string) {
+	st.mu.Lock()
+	owed := !st.acked && st.answer != nil
+	st.acked = true
+	st.mu.Unlock()
+	if !owed {
+		return
+	}
+	if reason == "" {
+		reason = "rtcp: refused"
+	}
+	st.s.answer(st.answer, &Frame{Kind: KindAck, ID: -1, Reason: reason}, nil)
+}
+
+// waitSent waits until the answer of slot a is queued, so that nothing
+// the stream sends after its Ack can go before it.
+func (s *Session) waitSent(a *answerSlot) {
+	if a == nil {
+		return
+	}
+	select {
+	case <-a.sent:
+	case <-s.done:
+	}
 }
 
 // answer sends f (then runs after) as the answer of slot a, once the
@@ -55,11 +85,10 @@ func (s *Session) answer(a *answerSlot, f *Frame, after func()) bool {
 	for _, x := range out {
 		if !s.enqueue(x.f) {
 			ok = false
-			continue
-		}
-		if x.after != nil {
+		} else if x.after != nil {
 			x.after()
 		}
+		close(x.sent)
 	}
 	return ok
 }

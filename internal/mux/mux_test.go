@@ -1051,3 +1051,47 @@ func TestAnswersKeepTheirOrder(t *testing.T) {
 		st1.Close()
 	})
 }
+
+// TestAnsweredInOrderAfterPeerClose: a stream the peer closes before it
+// is answered must still give its open an answer, or every later answer
+// on the link waits for it; and an Ack that waits its turn goes out
+// before the stream's own later frames.
+func TestAnsweredInOrderAfterPeerClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := newLink(t, Config{}, Config{ManualAck: true})
+		defer l.close()
+		type res struct {
+			st  *Stream
+			err error
+		}
+		first := make(chan res, 1)
+		go func() { st, err := l.a.Open(context.Background(), "first", ""); first <- res{st, err} }()
+		st1, err := l.b.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The opener closes session 1 (its ID is guessable) before the
+		// answer: the stream leaves b's table unanswered.
+		l.a.enqueue(&Frame{Kind: KindClose, ID: st1.ID()})
+		synctest.Wait()
+		st1.Close()
+		second := make(chan res, 1)
+		go func() { st, err := l.a.Open(context.Background(), "second", ""); second <- res{st, err} }()
+		st2, err := l.b.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st2.Ack(nil); err != nil {
+			t.Fatal(err)
+		}
+		if r := <-first; r.err == nil {
+			t.Errorf("the first open, closed before its answer, opened")
+		}
+		r := <-second
+		if r.err != nil {
+			t.Fatalf("the second open waited behind the first's slot: %v", r.err)
+		}
+		r.st.Close()
+		st2.Close()
+	})
+}

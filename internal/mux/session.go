@@ -155,10 +155,10 @@ type Session struct {
 	pending []*pendingOpen
 	answers []*answerSlot // the peer's opens still owed an answer, in order (answer.go)
 	nextID  int64
-	err     error  // why the session ended; set once
-	cause   error  // why the connection was closed from inside, if it was
-	drain   bool   // refuse opens; end the session with its last stream
-	refuse  string // refuse opens with this reason (RefuseOpens)
+	err     error                 // why the session ended; set once
+	cause   atomic.Pointer[error] // why the connection was closed from inside, if it was (set once; any goroutine, any lock held)
+	drain   bool                  // refuse opens; end the session with its last stream
+	refuse  string                // refuse opens with this reason (RefuseOpens)
 
 	qmu    sync.Mutex
 	q      []*Frame
@@ -637,11 +637,8 @@ func (s *Session) linkError(err error) error {
 		return s.Err()
 	default:
 	}
-	s.mu.Lock()
-	cause := s.cause
-	s.mu.Unlock()
-	if cause != nil {
-		return cause
+	if cause := s.cause.Load(); cause != nil {
+		return *cause
 	}
 	if err == io.EOF {
 		// The link ended under its sessions: for them that is no clean
@@ -723,6 +720,7 @@ func (s *Session) handle(f *Frame) error {
 		delete(s.streams, f.ID)
 		s.mu.Unlock()
 		if st != nil {
+			st.unanswered("rtcp: the peer closed the session before it was answered")
 			if s.cfg.AnswerClose {
 				// Queued before the stream's reader wakes, so the answer
 				// goes out even if the session is closed right after.
@@ -907,11 +905,9 @@ func (s *Session) enqueue(f *Frame) bool {
 	}
 	if len(s.q) >= s.cfg.MaxQueuedFrames {
 		s.qmu.Unlock()
-		s.mu.Lock()
-		if s.cause == nil {
-			s.cause = fmt.Errorf("rtcp: the peer on the %s sends but does not read; link closed", s.cfg.Name)
-		}
-		s.mu.Unlock()
+		// Callers may hold s.mu (handleOpen, handleAck, OpenToken): the
+		// cause is set without it.
+		s.setCause(fmt.Errorf("rtcp: the peer on the %s sends but does not read; link closed", s.cfg.Name))
 		s.c.Close() // the read loop ends the session with cause
 		return false
 	}
@@ -974,14 +970,13 @@ func (s *Session) writeData(st *Stream, p []byte, deadline <-chan struct{}) erro
 // shutdown: a Close that is flushing holds the session's once while it
 // waits for the write loop.)
 func (s *Session) writeFailed(err error) {
-	lerr := s.linkError(err)
-	s.mu.Lock()
-	if s.cause == nil {
-		s.cause = lerr
-	}
-	s.mu.Unlock()
+	s.setCause(s.linkError(err))
 	s.c.Close()
 }
+
+// setCause records why the connection is being closed from inside, if
+// nothing has yet.
+func (s *Session) setCause(err error) { s.cause.CompareAndSwap(nil, &err) }
 
 // enqueueData queues a copy of p for stream st, waiting while too much is
 // queued. It fails on a passed deadline, a closed stream or session.

@@ -316,7 +316,8 @@ func (st *Stream) close(f *Frame) error {
 		st.rd.Stop()
 		st.wd.Stop()
 		if !st.s.remove(st) {
-			return // the peer closed it, or the link is gone
+			st.unanswered(f.Reason) // the peer closed it: its slot is still owed
+			return                  // the peer closed it, or the link is gone
 		}
 		st.mu.Lock()
 		acked := st.acked
@@ -373,6 +374,9 @@ func (st *Stream) Ack(err error) error {
 		if !st.s.answer(st.answer, &Frame{Kind: KindAck, ID: st.id}, grant) {
 			return st.s.errOr(net.ErrClosed)
 		}
+		// An Ack that waits its turn must leave before anything the
+		// stream sends after it.
+		st.s.waitSent(st.answer)
 		return nil
 	}
 	grant()
