@@ -116,7 +116,10 @@ func (t *linkTable) checkLocked(reg Registration, lim linkLimits, door bool) err
 // reports, on failure, whether the owner still has a link of the name in
 // the table.
 func (t *linkTable) add(e *linkEntry, lim linkLimits) (held bool, err error) {
-	if !reflect.TypeOf(e.link).Comparable() {
+	if e.link == nil {
+		return false, fmt.Errorf("rtcp: a nil Link for %q", e.reg.Name)
+	}
+	if !reflect.ValueOf(e.link).Comparable() {
 		return false, fmt.Errorf("rtcp: a Link must be comparable, as a map key is (a pointer, say); %T is not", e.link)
 	}
 	t.mu.Lock()
