@@ -118,8 +118,9 @@ func grantAt(win int) int {
 // the open). If the reader caught up with the peer during it and took
 // the epoch's bytes faster than a quarter of the window per round trip,
 // the window, not the reader, held the peer back: it doubles, as far as
-// MaxWindow and the budgets allow (one stream takes at most half of the
-// shared budget) (quic-go's rule), unless the reader is
+// MaxWindow and the budgets allow (quic-go's rule; one stream takes at
+// most half of the shared budget, so two that were fast once can still
+// hold it all), unless the reader is
 // a TCP destination whose peer did not take half of them. It returns the
 // bytes added. st.mu is held.
 func (st *Stream) maybeGrow() int {
