@@ -613,6 +613,26 @@ func (dp *DiscoverPoint) unregister(reg Registration) {
 	}
 }
 
+// openAside is openSession on a goroutine of its own, which it waits
+// for. The open path is deep (the link, its Connect and Ack, a cluster
+// lookup), and a goroutine keeps the largest stack it ever needed for
+// as long as it lives: here, the whole relayed session. Opening aside
+// keeps an idle session's relay goroutine at its small stack (port mode
+// measured 8.8 KB of stack per idle session this way, 12.3 KB inline).
+func (dp *DiscoverPoint) openAside(ctx context.Context, name, client, addr string, who principal) (net.Conn, error) {
+	type opened struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan opened, 1)
+	go func() {
+		c, err := dp.openSession(ctx, name, client, addr, who)
+		ch <- opened{c, err}
+	}()
+	r := <-ch
+	return r.c, r.err
+}
+
 // openSession opens a session to the server name for the client who
 // (called client, at addr), trying the server's other links if one fails
 // under it. The error is the reason to give the client.
@@ -735,7 +755,7 @@ func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	}
 	defer endSession()
 	ctx, cancel := context.WithTimeout(dp.ctx, dp.HandshakeTimeout)
-	is, err := dp.openSession(ctx, st.Name(), who.clientName(a.N), who.clientAddr(c).String(), who)
+	is, err := dp.openAside(ctx, st.Name(), who.clientName(a.N), who.clientAddr(c).String(), who)
 	cancel()
 	if err != nil {
 		dp.refusedOpen(err)
@@ -823,7 +843,7 @@ func (dp *DiscoverPoint) relayTo(c net.Conn, name, client string, who principal,
 	}
 	ctx, cancel := context.WithTimeout(dp.ctx, dp.HandshakeTimeout)
 	ctx = dp.sessionContext(ctx, c)
-	is, err := dp.openSession(ctx, name, client, who.clientAddr(c).String(), who)
+	is, err := dp.openAside(ctx, name, client, who.clientAddr(c).String(), who)
 	cancel()
 	if err != nil {
 		dp.refusedOpen(err)
