@@ -18,20 +18,27 @@ const DefaultWindowMemory = 512 << 20
 // peer without flow control may hold up its link.
 type flowConfig struct {
 	budget *mux.Budget
+	pipes  *mux.Budget
 	stall  time.Duration
 }
+
+// relayPipes bounds the pipes (two descriptors, up to 1 MiB of the
+// kernel's memory each) in which the sessions of one DP or Listener keep
+// a burst that outruns a destination socket (mux.Config.Pipes).
+const relayPipes = 128
 
 func newFlowConfig(windowMemory int64, stall time.Duration) flowConfig {
 	if windowMemory <= 0 {
 		windowMemory = DefaultWindowMemory
 	}
-	return flowConfig{budget: mux.NewBudget(windowMemory), stall: stall}
+	return flowConfig{budget: mux.NewBudget(windowMemory), pipes: mux.NewBudget(relayPipes), stall: stall}
 }
 
 // apply sets cfg's flow control, and the logger told of the sessions it
 // cuts.
 func (fc flowConfig) apply(cfg *mux.Config, log *slog.Logger) {
 	cfg.Budget = fc.budget
+	cfg.Pipes = fc.pipes
 	cfg.StallTimeout = fc.stall
 	cfg.Logger = log
 }

@@ -61,7 +61,7 @@ func (b *Budget) give(n int) { b.used.Add(-int64(n)) }
 // bufferedLocked returns the bytes the stream holds for its reader,
 // counting those a WriteTo is writing. st.mu is held.
 func (st *Stream) bufferedLocked() int {
-	return len(st.rbuf) - st.roff + st.draining
+	return len(st.rbuf) - st.roff + st.draining + st.queued
 }
 
 // received counts n bytes of the peer's arriving for st and reports

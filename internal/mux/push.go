@@ -44,7 +44,8 @@ func (st *Stream) PushTo(w io.Writer, count func(n int)) (int64, error) {
 	total := func() int64 {
 		st.mu.Lock()
 		st.sink = nil
-		st.destSink = nil // keep no reference to w
+		st.destSink = nil  // keep no reference to w
+		st.unqueueLocked() // a Read may follow: what is queued goes to rbuf
 		st.mu.Unlock()
 		return p.n.Load()
 	}
@@ -63,6 +64,35 @@ func (st *Stream) PushTo(w io.Writer, count func(n int)) (int64, error) {
 			st.mu.Unlock()
 			return total(), err
 		}
+		if len(st.queue) > 0 {
+			// Bytes that came while the destination was full wait in
+			// the queue, ahead of rbuf's: write them, waiting for room.
+			q := st.popLocked()
+			st.draining = q.n
+			st.mu.Unlock()
+			var (
+				n   int
+				err error
+			)
+			if q.p != nil {
+				n, err = spliceOutWait(p.raw, q.p, q.n)
+				putPipe(q.p, q.n-n)
+			} else {
+				n, err = w.Write(q.data)
+				putRbuf(q.buf)
+			}
+			p.add(n)
+			st.mu.Lock()
+			err = st.pushedLocked(p, err)
+			st.draining = 0
+			grant := st.consumed(n, err == nil && n == q.n && st.bufferedLocked() == 0)
+			st.mu.Unlock()
+			st.grant(grant)
+			if err != nil {
+				return total(), err
+			}
+			continue
+		}
 		if st.roff < len(st.rbuf) {
 			buf := st.rbuf
 			chunk := buf[st.roff:]
@@ -72,15 +102,7 @@ func (st *Stream) PushTo(w io.Writer, count func(n int)) (int64, error) {
 			n, err := w.Write(chunk)
 			p.add(n)
 			st.mu.Lock()
-			if p.abandoned {
-				// Cut while it wrote: the cut's error, not the deadline's,
-				// and no deadline left on w.
-				p.abandoned = false
-				w.(interface{ SetWriteDeadline(time.Time) error }).SetWriteDeadline(time.Time{})
-				if err != nil {
-					err = st.opErr("read", st.rerr)
-				}
-			}
+			err = st.pushedLocked(p, err)
 			st.draining = 0
 			putRbuf(buf)
 			grant := st.consumed(n, err == nil && n == len(chunk) && st.roff == len(st.rbuf))
@@ -109,12 +131,27 @@ func (st *Stream) PushTo(w io.Writer, count func(n int)) (int64, error) {
 	}
 }
 
+// pushedLocked returns the error of a write of PushTo's: if a cut
+// abandoned it meanwhile, the cut's error, not the deadline's, and no
+// deadline is left on the destination. st.mu is held.
+func (st *Stream) pushedLocked(p *pusher, err error) error {
+	if !p.abandoned {
+		return err
+	}
+	p.abandoned = false
+	p.w.(interface{ SetWriteDeadline(time.Time) error }).SetWriteDeadline(time.Time{})
+	if err != nil {
+		err = st.opErr("read", st.rerr)
+	}
+	return err
+}
+
 // deliver is push's fast path under WriteTo: with st.mu held and nothing
 // buffered, write what the socket takes at once. It returns the bytes
 // left for the buffer.
 func (st *Stream) deliver(data []byte) (rest []byte, delivered, grant int) {
 	p := st.sink
-	if p == nil || p.raw == nil || st.draining > 0 || st.roff < len(st.rbuf) || p.err != nil {
+	if p == nil || p.raw == nil || st.draining > 0 || st.roff < len(st.rbuf) || len(st.queue) > 0 || p.err != nil {
 		return data, 0, 0
 	}
 	n, err := tryWrite(p.raw, data)

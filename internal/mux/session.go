@@ -39,6 +39,14 @@ type Config struct {
 	// credit is withheld, not memory taken. Default 256 MiB.
 	LinkWindowBudget int
 	Budget           *Budget
+	// Pipes bounds, in pipes, where streams relayed to TCP sockets
+	// (WriteTo) keep the bytes that arrive while a destination socket is
+	// full: in the pipes they were spliced into from the link, each up to
+	// 1 MiB in the kernel and two descriptors, so that a burst costs no
+	// copy through user space; beyond it, and for a stream holding
+	// maxStreamPipes, they are read into memory. It may be shared by
+	// many sessions; nil: DefaultPipes for the session.
+	Pipes *Budget
 	// MinRTT floors the session's round-trip estimate, which window
 	// growth uses (tests pin it, so that growth does not depend on how
 	// fast the machine answers an open).
@@ -198,6 +206,8 @@ type Session struct {
 	full *Stream
 	// linkBudget bounds the window growth of this session's streams.
 	linkBudget Budget
+	// pipes bounds the pipes its streams hold bytes in (Config.Pipes).
+	pipes *Budget
 	// rtt is the shortest round trip to the peer seen, in nanoseconds, 0
 	// until timed (ObserveRTT).
 	rtt atomic.Int64
@@ -207,6 +217,8 @@ type Session struct {
 const (
 	DefaultStallTimeout     = 10 * time.Second
 	DefaultLinkWindowBudget = 256 << 20
+	// DefaultPipes is a session's Config.Pipes when none is given.
+	DefaultPipes = 32
 )
 
 type pendingOpen struct {
@@ -271,6 +283,10 @@ func New(c net.Conn, fr Framer, cfg Config) *Session {
 		readStop: make(chan struct{}),
 	}
 	s.linkBudget.limit = int64(cfg.LinkWindowBudget)
+	s.pipes = cfg.Pipes
+	if s.pipes == nil {
+		s.pipes = NewBudget(DefaultPipes)
+	}
 	s.keepAlive.Store(int64(cfg.KeepAlive))
 	if ds, ok := fr.(DataSplitter); ok {
 		s.split = ds

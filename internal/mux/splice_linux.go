@@ -386,15 +386,18 @@ const spliceRestOK = true
 // spliceRest moves up to rest bytes of a split Data frame (the next bytes
 // on link) to the stream's TCP destination inside the kernel: from the
 // link into a pipe, waiting for the link, then from the pipe to the
-// destination without waiting. What the destination has no room for is
-// read back from the pipe and buffered, as push does. ok is false, with
-// nothing taken, when the stream cannot take bytes that way now (no TCP
-// destination, bytes buffered ahead of these, no pipe to be had). err is
-// the link's.
+// destination without waiting. What the destination has no room for
+// stays in the pipe, queued for WriteTo to splice out when there is room
+// (a burst that outruns the destination costs no copy through user
+// space, as for a relay between two TCP connections), or, past the
+// stream's and the session's bounds on pipes, is read back and buffered,
+// as push does. ok is false, with nothing taken, when the stream cannot
+// take bytes that way now (no TCP destination, bytes buffered in memory
+// ahead of these, no pipe to be had). err is the link's.
 func (st *Stream) spliceRest(link syscall.RawConn, rest int, idle *IdleReader) (n int, ok bool, err error) {
 	st.mu.Lock()
 	sink := st.sink
-	can := st.spliceableLocked(sink)
+	can := st.spliceableLocked(sink) || st.queueableLocked(sink)
 	st.mu.Unlock()
 	if !can {
 		return 0, false, nil
@@ -428,13 +431,35 @@ func (st *Stream) spliceRest(link syscall.RawConn, rest int, idle *IdleReader) (
 		}
 	}
 	failed := sink.err != nil
+	left := got - sent
+	queued, overrun := false, false
+	if left > 0 && !failed && st.queueableLocked(sink) && st.s.pipes.take(1) == 1 {
+		if overrun = st.received(left); !overrun {
+			st.queueRbufLocked()
+			st.queue = append(st.queue, segment{p: p, n: left})
+			st.queued += left
+			st.npipes++
+			queued = true
+		} else {
+			st.s.pipes.give(1)
+		}
+	}
 	st.mu.Unlock()
 	sink.counted(sent)
 	st.grant(grant)
+	switch {
+	case overrun:
+		putPipe(p, left)
+		st.s.cut(st, &CutError{Msg: "rtcp: the peer sent more than the flow-control window allows"})
+		return got, true, nil
+	case queued:
+		signal(st.readReady)
+		return got, true, nil
+	}
 	if failed {
 		signal(st.readReady)
 	}
-	if left := got - sent; left > 0 {
+	if left > 0 {
 		st.pushFromPipe(p, left)
 		return got, true, nil
 	}
@@ -442,12 +467,89 @@ func (st *Stream) spliceRest(link syscall.RawConn, rest int, idle *IdleReader) (
 	return got, true, nil
 }
 
+// maxStreamPipes bounds the pipes one stream queues (spliceRest).
+const maxStreamPipes = 16
+
+// queueableLocked reports whether bytes for the stream that sink cannot
+// take now may wait in a pipe: the stream relays to a TCP destination,
+// and holds fewer than maxStreamPipes. st.mu is held.
+func (st *Stream) queueableLocked(sink *pusher) bool {
+	if sink == nil || st.sink != sink || sink.raw == nil || sink.err != nil ||
+		st.npipes >= maxStreamPipes || st.rclosed || st.rerr != nil {
+		return false
+	}
+	select {
+	case <-st.closed:
+		return false
+	default:
+		return true
+	}
+}
+
+// readPipe reads the n bytes that p holds into b, and gives p back.
+func readPipe(p *pipe, b []byte) (int, error) {
+	n, err := readFull(p.r, b)
+	putPipe(p, len(b)-n)
+	return n, err
+}
+
+// readFull reads len(b) bytes from the pipe fd, which holds them.
+func readFull(fd int, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := syscall.Read(fd, b[n:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		if m <= 0 {
+			return n, io.ErrUnexpectedEOF
+		}
+		n += m
+	}
+	return n, nil
+}
+
+// spliceOutWait moves the n bytes in p to dst, waiting for room (and
+// honouring dst's write deadline). It returns what it moved.
+func spliceOutWait(dst syscall.RawConn, p *pipe, n int) (sent int, err error) {
+	var serr error
+	werr := dst.Write(func(fd uintptr) bool {
+		for sent < n {
+			m, e := syscall.Splice(p.r, nil, int(fd), nil, n-sent, spliceNonblock|spliceMove)
+			switch {
+			case e == syscall.EINTR:
+				continue
+			case e == syscall.EAGAIN:
+				return false // full: wait for room
+			case e != nil:
+				serr = os.NewSyscallError("splice", e)
+				return true
+			case m <= 0:
+				serr = io.ErrUnexpectedEOF
+				return true
+			}
+			sent += int(m)
+		}
+		return true
+	})
+	if werr == nil {
+		werr = serr
+	}
+	if werr != nil {
+		return sent, &net.OpError{Op: "write", Net: "tcp", Err: werr}
+	}
+	return sent, nil
+}
+
 // spliceableLocked reports whether the stream's next bytes may go
 // straight to sink: its TCP destination, with nothing buffered ahead of
 // them. st.mu is held.
 func (st *Stream) spliceableLocked(sink *pusher) bool {
 	if sink == nil || st.sink != sink || sink.raw == nil || sink.err != nil ||
-		st.draining > 0 || st.roff < len(st.rbuf) || st.rclosed || st.rerr != nil {
+		st.draining > 0 || st.roff < len(st.rbuf) || len(st.queue) > 0 || st.rclosed || st.rerr != nil {
 		return false
 	}
 	select {

@@ -3,6 +3,7 @@
 package mux
 
 import (
+	"errors"
 	"net"
 	"syscall"
 )
@@ -21,3 +22,12 @@ func (st *Stream) spliceRest(link syscall.RawConn, rest int, idle *IdleReader) (
 
 // unsent cannot tell a socket's unsent bytes here.
 func unsent(rc syscall.RawConn) int { return 0 }
+
+// pipe stands for a Linux pipe; streams here never hold one.
+type pipe struct{}
+
+func putPipe(*pipe, int) {}
+
+func spliceOutWait(syscall.RawConn, *pipe, int) (int, error) { return 0, nil }
+
+func readPipe(*pipe, []byte) (int, error) { return 0, errors.New("no pipes here") }

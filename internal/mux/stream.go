@@ -50,15 +50,21 @@ type Stream struct {
 	opened time.Time
 	// room is signalled as bytes are handed on without flow control, for
 	// a read loop waiting in waitRoom.
-	room       chan struct{}
-	wclosed    bool        // we sent CloseWrite or Close
-	endSent    bool        // we sent Close: no frame for this stream may follow
-	acked      bool        // the open was acknowledged
-	answer     *answerSlot // its place in the order of answers, or nil (answer.go)
-	sink       *pusher     // WriteTo is running: where the read loop delivers
-	draining   int         // WriteTo is writing this many bytes it took from rbuf
-	readReady  chan struct{}
-	writeReady chan struct{}
+	room     chan struct{}
+	wclosed  bool        // we sent CloseWrite or Close
+	endSent  bool        // we sent Close: no frame for this stream may follow
+	acked    bool        // the open was acknowledged
+	answer   *answerSlot // its place in the order of answers, or nil (answer.go)
+	sink     *pusher     // WriteTo is running: where the read loop delivers
+	draining int         // WriteTo is writing this many bytes it took from rbuf or a pipe
+	// queue holds, ahead of rbuf's, bytes that arrived for sink while
+	// its socket was full (queue.go): in the pipes they were spliced
+	// into, or in buffers rbuf filled. queued counts its bytes, npipes
+	// its pipes.
+	queue          []segment
+	queued, npipes int
+	readReady      chan struct{}
+	writeReady     chan struct{}
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -181,7 +187,7 @@ func (st *Stream) WaitRead() error {
 			return st.opErr("read", errTimeout)
 		}
 		st.mu.Lock()
-		ready := st.roff < len(st.rbuf) || st.rerr != nil || st.rclosed
+		ready := st.roff < len(st.rbuf) || len(st.queue) > 0 || st.rerr != nil || st.rclosed
 		st.mu.Unlock()
 		if ready {
 			return nil
@@ -344,6 +350,7 @@ func (st *Stream) close(f *Frame) error {
 	}
 	st.mu.Lock()
 	st.rbuf = nil
+	st.releaseQueueLocked()
 	st.mu.Unlock()
 	return nil
 }
@@ -434,6 +441,11 @@ func (st *Stream) push(data []byte) {
 	}
 	if st.roff > 0 && st.roff == len(st.rbuf) {
 		st.rbuf, st.roff = st.rbuf[:0], 0
+	} else if st.queueingLocked() && cap(st.rbuf)-len(st.rbuf) < len(data) && len(st.rbuf)-st.roff >= bigRbuf {
+		// A burst for a destination that is full: the full buffer
+		// waits in the queue, and the bytes go to a new one, so no
+		// byte is copied twice.
+		st.queueRbufLocked()
 	} else if st.roff > 0 && cap(st.rbuf)-len(st.rbuf) < len(data) {
 		// Compact rather than grow.
 		n := copy(st.rbuf, st.rbuf[st.roff:])

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"rtcp/internal/mux"
 	"rtcp/protocol/yamux"
@@ -60,12 +62,14 @@ type splitRig struct {
 	split          *splitCount
 }
 
-func newSplitRig(t *testing.T) *splitRig {
+func newSplitRig(t *testing.T, pipes *mux.Budget) *splitRig {
 	t.Helper()
 	cc, sc := tcpPair(t)
 	r := &splitRig{ca: newAudit(t, cc), split: newSplitCount(sc)}
 	r.client = ours(cc, true, r.ca, nil)
-	r.server = mux.New(sc, r.split, Config(false, DefaultWindow))
+	cfg := Config(false, DefaultWindow)
+	cfg.Pipes = pipes
+	r.server = mux.New(sc, r.split, cfg)
 	t.Cleanup(func() { closeBoth(r.client, r.server) })
 	return r
 }
@@ -90,19 +94,24 @@ func sinkTo(t *testing.T, st *mux.Stream) (out net.Conn, res <-chan error) {
 // TestSplitDelivery sends bulk data from our client to a server that
 // splits long frames, the server's stream relayed into a TCP socket by
 // WriteTo: every byte arrives, in order, then the end; long frames were
-// split.
+// split. When the destination stalls, what it has no room for waits in
+// pipes while the session's budget of pipes lasts, and in memory after.
 func TestSplitDelivery(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		chunk int // the sender's Write size
 		stall bool
+		pipes int64 // the session's budget of pipes
 	}{
-		{"1 MiB writes", 1 << 20, false},
-		{"100 KiB writes", 100 << 10, false},
-		{"destination stalled", 1 << 20, true},
+		{"1 MiB writes", 1 << 20, false, mux.DefaultPipes},
+		{"100 KiB writes", 100 << 10, false, mux.DefaultPipes},
+		{"destination stalled", 1 << 20, true, mux.DefaultPipes},
+		{"destination stalled, one pipe", 100 << 10, true, 1},
+		{"destination stalled, no pipes", 1 << 20, true, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := newSplitRig(t)
+			pipes := mux.NewBudget(tc.pipes)
+			r := newSplitRig(t, pipes)
 			a, b := openOurs(t, r.client, r.server.Accept)
 			out, res := sinkTo(t, b)
 			n := spliceSize
@@ -127,6 +136,9 @@ func TestSplitDelivery(t *testing.T) {
 				// and did not fit is read back and buffered, and so is
 				// what follows.
 				recv(t, "the sender's window to run out", r.ca.sendFull)
+				if used := pipes.Used(); tc.pipes > 0 && used == 0 {
+					t.Errorf("the stalled stream holds no pipe; want some of the %d", tc.pipes)
+				}
 			}
 			got := recv(t, "the destination's bytes", readSumAsync(out))
 			want := recv(t, "the sender", sent)
@@ -138,6 +150,9 @@ func TestSplitDelivery(t *testing.T) {
 			}
 			if r.split.frames.Load() == 0 || r.split.spliced() == 0 {
 				t.Errorf("%d frames split, %d bytes spliced; want some of each", r.split.frames.Load(), r.split.spliced())
+			}
+			if used := pipes.Used(); used != 0 {
+				t.Errorf("after the stream's end, %d pipes are still taken", used)
 			}
 		})
 	}
@@ -272,7 +287,7 @@ func sha(b []byte) [32]byte {
 // frames are spliced: WriteTo fails, and the session and its other
 // streams go on.
 func TestSplitDestinationFails(t *testing.T) {
-	r := newSplitRig(t)
+	r := newSplitRig(t, nil)
 	a, b := openOurs(t, r.client, r.server.Accept)
 	out, res := sinkTo(t, b)
 	writing := feedForever(a)
@@ -333,5 +348,57 @@ func TestSplitWaitHoldsNoPipe(t *testing.T) {
 	}
 	if extra := openFDs(t) - before; extra >= links {
 		t.Errorf("%d links waiting inside a frame hold %d more descriptors, want fewer than %d (no pipe each)", links, extra, links)
+	}
+}
+
+// TestSplitPipesThenRead: WriteTo returns (a read deadline) while bytes
+// wait for its destination in pipes; they move to the stream's buffer,
+// and Read returns them after what the destination got, in order.
+func TestSplitPipesThenRead(t *testing.T) {
+	pipes := mux.NewBudget(mux.DefaultPipes)
+	r := newSplitRig(t, pipes)
+	a, b := openOurs(t, r.client, r.server.Accept)
+	w, out := tcpPair(t)
+	defer w.Close()
+	defer out.Close()
+	out.(*net.TCPConn).SetReadBuffer(32 << 10)
+	res := make(chan error, 1)
+	go func() {
+		_, err := b.WriteTo(w)
+		res <- err
+	}()
+	n := 3 * DefaultWindow
+	sent := make(chan [32]byte, 1)
+	go func() {
+		sum, err := writePattern(a, n, 1<<20, 5)
+		if err != nil {
+			t.Errorf("writing: %v", err)
+		}
+		a.CloseWrite()
+		sent <- sum
+	}()
+	recv(t, "the sender's window to run out", r.ca.sendFull)
+	if pipes.Used() == 0 {
+		t.Fatal("the stalled stream holds no pipe")
+	}
+	b.SetReadDeadline(time.Unix(1, 0))
+	prefix := make(chan []byte, 1)
+	go func() {
+		p, _ := io.ReadAll(out)
+		prefix <- p
+	}()
+	if err := recv(t, "WriteTo", res); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("WriteTo returned %v, want the read deadline's error", err)
+	}
+	if used := pipes.Used(); used != 0 {
+		t.Errorf("WriteTo returned with %d pipes still taken", used)
+	}
+	w.Close()
+	head := recv(t, "the destination's bytes", prefix)
+	b.SetReadDeadline(time.Time{})
+	sum, got, err := readSum(io.MultiReader(bytes.NewReader(head), b))
+	want := recv(t, "the sender", sent)
+	if err != nil || got != int64(n) || sum != want {
+		t.Fatalf("read %d bytes (%d through the destination, %v), sum match %v; want %d", got, len(head), err, sum == want, n)
 	}
 }

@@ -1,0 +1,102 @@
+package mux
+
+import "fmt"
+
+// A stream relayed to a TCP socket (WriteTo) whose socket is full keeps
+// what arrives for it in a queue, ahead of rbuf: the pipes the bytes were
+// spliced into from the link (splice_linux.go), and the buffers rbuf
+// filled (push). WriteTo writes the queue in order, then rbuf. Neither
+// kind of segment is copied again: a burst that outruns the destination
+// costs no more than one that does not, where one growing buffer cost a
+// copy per doubling and a pipe read back a copy more.
+
+// A segment is n bytes of the queue: in pipe p, or data, a part of the
+// pooled buffer buf.
+type segment struct {
+	p    *pipe
+	buf  []byte
+	data []byte
+	n    int
+}
+
+// queueingLocked reports whether bytes buffered for the stream wait for
+// a TCP destination (WriteTo), where a full buffer may join the queue.
+// st.mu is held.
+func (st *Stream) queueingLocked() bool {
+	return st.sink != nil && st.sink.raw != nil
+}
+
+// queueRbufLocked moves rbuf's bytes, if any, to the end of the queue, so
+// that what arrives next may follow them in a pipe or a new buffer.
+// st.mu is held.
+func (st *Stream) queueRbufLocked() {
+	if st.roff == len(st.rbuf) {
+		return
+	}
+	data := st.rbuf[st.roff:]
+	st.queue = append(st.queue, segment{buf: st.rbuf, data: data, n: len(data)})
+	st.queued += len(data)
+	st.rbuf, st.roff = nil, 0
+}
+
+// popLocked takes the queue's first segment. st.mu is held.
+func (st *Stream) popLocked() segment {
+	q := st.queue[0]
+	st.queue[0] = segment{}
+	st.queue = st.queue[1:]
+	if len(st.queue) == 0 {
+		st.queue = nil
+	}
+	st.queued -= q.n
+	if q.p != nil {
+		st.npipes--
+		st.s.pipes.give(1)
+	}
+	return q
+}
+
+// unqueueLocked moves the queue's bytes into rbuf, ahead of what rbuf
+// holds: WriteTo has returned, and Read takes them from there. st.mu is
+// held.
+func (st *Stream) unqueueLocked() {
+	if len(st.queue) == 0 {
+		return
+	}
+	b := getRbuf(st.queued + len(st.rbuf) - st.roff)
+	for len(st.queue) > 0 {
+		q := st.popLocked()
+		k := len(b)
+		if q.p == nil {
+			b = append(b, q.data...)
+			putRbuf(q.buf)
+			continue
+		}
+		b = b[:k+q.n]
+		m, err := readPipe(q.p, b[k:])
+		if err != nil {
+			// A pipe that holds bytes gives them: the stream lost some,
+			// so it cannot go on, and what follows the gap is dropped.
+			st.rerr = fmt.Errorf("rtcp: reading back %d spliced bytes from a pipe: %v", q.n, err)
+			st.releaseQueueLocked()
+			putRbuf(st.rbuf)
+			st.rbuf, st.roff = b[:k+m], 0
+			return
+		}
+	}
+	b = append(b, st.rbuf[st.roff:]...)
+	putRbuf(st.rbuf)
+	st.rbuf, st.roff = b, 0
+}
+
+// releaseQueueLocked drops the queue: the stream is closed. st.mu is
+// held.
+func (st *Stream) releaseQueueLocked() {
+	for len(st.queue) > 0 {
+		q := st.popLocked()
+		if q.p != nil {
+			putPipe(q.p, q.n)
+		} else {
+			putRbuf(q.buf)
+		}
+	}
+}
