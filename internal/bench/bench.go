@@ -675,11 +675,17 @@ func (b *runner) measureStalled(ctx context.Context, st *setup, row *Row) error 
 	if !ok {
 		b.progress("  the floods still moved after %v", floodSettle)
 	}
+	// Bytes a stream keeps in pipes (internal/mux, queue.go) are the
+	// process's memory too, though its RSS does not show them.
+	p, err := piped(st.memPID)
+	if err != nil {
+		return err
+	}
 	row.StalledSessions = len(s.conns)
-	row.StalledMem = after - base
+	row.StalledMem = after - base + p
 	row.MemOf = st.memOf
-	b.progress("  %.1f MB for %d stalled sessions (%s RSS; and %.0f MB more in the kernel's queues of its sockets)",
-		float64(row.StalledMem)/1e6, row.StalledSessions, row.MemOf, float64(q-q0[0])/1e6)
+	b.progress("  %.1f MB for %d stalled sessions (%s RSS and pipes, %.1f MB in pipes; and %.0f MB more in the kernel's queues of its sockets)",
+		float64(row.StalledMem)/1e6, row.StalledSessions, row.MemOf, float64(p)/1e6, float64(q-q0[0])/1e6)
 	return nil
 }
 

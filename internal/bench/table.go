@@ -163,8 +163,9 @@ process's RSS per idle session held (VmRSS, /proc/PID/status), then whose RSS
 process, which holds client, DP and server of the in-process rows) and how
 many sessions were held (fewer than asked when a process on the path would
 run out of file descriptors: an idle spliced relay holds a pipe per direction).
-Stalled sessions: the growth of the same process's RSS, in 10^6 bytes, for
-all of the sessions held (the last number) whose client never reads (a 4 KiB
+Stalled sessions: the growth of the same process's RSS, plus the bytes in its
+pipes (where rtcp keeps a burst its destination had no room for), in 10^6
+bytes, for all of the sessions held (the last number) whose client never reads (a 4 KiB
 receive buffer) while the sink writes to each as fast as it can, taken once
 the floods have stopped moving (RSS and the kernel's socket queues of every
 process on the path steady), on processes started afresh for it. No ratio:
