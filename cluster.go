@@ -188,7 +188,7 @@ func (l *Listener) listenCluster(ctx context.Context, dps []string) (net.Listene
 	errs := make([]error, len(dps))
 	var wg sync.WaitGroup
 	for i, dp := range dps {
-		m := &Listener{cfg: l.cfg, dp: dp, addr: l.addr, accept: l.accept, closed: l.closed, flow: l.flow}
+		m := &Listener{cfg: l.cfg, dp: dp, addr: l.addr, accept: l.accept, closed: l.closed, flow: l.flow, ev: l.ev}
 		members[i] = m
 		wg.Go(func() { firsts[i], errs[i] = m.connect(ctx) })
 	}

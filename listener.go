@@ -106,6 +106,20 @@ type ListenConfig struct {
 	// left unanswered for 10 s is refused. Accepting costs no round trip
 	// to the DP more than without ManualAck.
 	ManualAck bool
+
+	// OnEvent, if set, is told of each change in the Listener's links
+	// and in its name's registration: a link up or down, the name
+	// registered or lost to another server, an attempt to reach the DP
+	// that failed (see EventKind). It is called from one goroutine of
+	// the Listener's own, one event at a time, in the order they
+	// happened; the links never wait for it (the events queue meanwhile),
+	// but it should return soon, and it must not call the Listener's
+	// Close, which waits for it to return: start a goroutine for that.
+	// Events begin with Listen's attempts (the first link's EventLinkUp
+	// and EventRegistered may come after Listen has returned) and end
+	// with Close; a Listen that fails returns once OnEvent has returned
+	// for its events.
+	OnEvent func(Event)
 }
 
 // Listen announces an indirect server named name at the DP addr, or, with
@@ -124,13 +138,26 @@ type ListenConfig struct {
 // refuses the name to another owner. A DP lost takes only its own
 // sessions with it; new sessions go through the others.
 func (lc *ListenConfig) Listen(ctx context.Context, addr, name string) (net.Listener, error) {
-	if name == "" || !lc.WaitForDP {
-		return lc.listen(ctx, addr, name)
+	if name == "" {
+		return lc.listen(ctx, addr, name, nil)
+	}
+	ev := newEventQueue(lc.OnEvent)
+	l, err := lc.listenEvents(ctx, addr, name, ev)
+	if err != nil {
+		ev.close()
+	}
+	return l, err
+}
+
+// listenEvents is Listen for an indirect server, with ev for its events.
+func (lc *ListenConfig) listenEvents(ctx context.Context, addr, name string, ev *eventQueue) (net.Listener, error) {
+	if !lc.WaitForDP {
+		return lc.listen(ctx, addr, name, ev)
 	}
 	minWait, maxWait := lc.backoff()
 	for failures := 1; ; failures++ {
 		actx, cancel := context.WithTimeout(ctx, defaultHandshakeTimeout) // a DP that drops SYNs
-		l, err := lc.listen(actx, addr, name)
+		l, err := lc.listen(actx, addr, name, ev)
 		cancel()
 		switch {
 		case err == nil:
@@ -145,6 +172,7 @@ func (lc *ListenConfig) Listen(ctx context.Context, addr, name string) (net.List
 		}
 		wait := backoff.Delay(failures, minWait, maxWait)
 		lc.log().Warn("rtcp: cannot reach DP; retrying", "name", name, "dp", addr, "err", err, "retry_in", wait)
+		ev.emit(Event{Kind: EventReconnecting, DP: addr, Transport: lc.Transport, Err: err, Attempt: failures, Backoff: wait})
 		if backoff.Sleep(ctx, wait) != nil {
 			return nil, &net.OpError{Op: "listen", Net: "rtcp", Addr: &Addr{Name: name, Addr: addr}, Err: ctx.Err()}
 		}
@@ -196,8 +224,8 @@ func (lc *ListenConfig) log() *slog.Logger {
 	return lc.Logger
 }
 
-// listen is Listen without WaitForDP.
-func (lc *ListenConfig) listen(ctx context.Context, addr, name string) (net.Listener, error) {
+// listen is Listen without WaitForDP; ev takes the events.
+func (lc *ListenConfig) listen(ctx context.Context, addr, name string, ev *eventQueue) (net.Listener, error) {
 	if name == "" {
 		var nlc net.ListenConfig
 		nl, err := nlc.Listen(ctx, "tcp", addr)
@@ -212,6 +240,7 @@ func (lc *ListenConfig) listen(ctx context.Context, addr, name string) (net.List
 		addr:   &Addr{Name: name, Addr: addr},
 		accept: make(chan *Conn),
 		closed: make(chan struct{}),
+		ev:     ev,
 	}
 	if l.cfg.PoolSize <= 0 {
 		l.cfg.PoolSize = 1
@@ -258,10 +287,12 @@ type Listener struct {
 	once   sync.Once
 	wg     sync.WaitGroup
 
-	flow flowConfig // shared with the members of a cluster Listener
+	flow flowConfig  // shared with the members of a cluster Listener
+	ev   *eventQueue // ListenConfig.OnEvent's; shared with the members
 
-	mu    sync.Mutex
+	mu    sync.Mutex // guards links and lost, and orders the events of links
 	links map[serverLink]struct{}
+	lost  bool // the DP refused the name to another server; no link since
 
 	members []*Listener // one per DP when listening on several (cluster.go)
 }
@@ -291,6 +322,7 @@ func (l *Listener) Close() error {
 	for _, m := range l.members {
 		m.wg.Wait()
 	}
+	l.ev.close()
 	return nil
 }
 
@@ -332,9 +364,16 @@ func (l *Listener) keep(s serverLink) {
 			s, err = l.connect(ctx)
 			cancel()
 			if err != nil {
+				if l.ctx.Err() != nil {
+					return // closed
+				}
 				failures++
 				wait := backoff.Delay(failures, l.cfg.MinBackoff, l.cfg.MaxBackoff)
+				if errors.Is(err, ErrNameTaken) {
+					l.nameLost(err)
+				}
 				l.log().Warn("rtcp: cannot reach DP; retrying", "name", l.addr.Name, "dp", l.dp, "err", err, "retry_in", wait)
+				l.ev.emit(Event{Kind: EventReconnecting, DP: l.dp, Transport: l.cfg.Transport, Err: err, Attempt: failures, Backoff: wait})
 				if backoff.Sleep(l.ctx, wait) != nil {
 					return // closed
 				}
@@ -354,39 +393,81 @@ func (l *Listener) keep(s serverLink) {
 // serve hands out s's sessions until s ends (true: dial again) or the
 // listener is closed (false).
 func (l *Listener) serve(s serverLink) bool {
-	l.mu.Lock()
-	if l.links == nil {
-		l.links = make(map[serverLink]struct{})
-	}
-	l.links[s] = struct{}{}
-	l.mu.Unlock()
+	l.linkUp(s)
 	if m, ok := s.(*muxServerLink); ok && m.spares != nil {
 		m.spares.start(l)
 	}
-	defer func() {
-		l.mu.Lock()
-		delete(l.links, s)
-		l.mu.Unlock()
-	}()
 	for {
 		c, err := s.accept(l.ctx)
 		if err != nil {
 			select {
 			case <-l.closed:
+				l.linkDown(s, false)
 				s.drain()
 				return false
 			default:
 			}
+			l.linkDown(s, true)
 			return true
 		}
 		select {
 		case l.accept <- c:
 		case <-l.closed:
 			c.Close()
+			l.linkDown(s, false)
 			s.drain()
 			return false
 		}
 	}
+}
+
+// linkUp adds s to the links that are up, and reports it.
+func (l *Listener) linkUp(s serverLink) {
+	l.mu.Lock()
+	if l.links == nil {
+		l.links = make(map[serverLink]struct{})
+	}
+	l.links[s] = struct{}{}
+	n := len(l.links)
+	l.ev.emit(Event{Kind: EventLinkUp, DP: l.dp, Transport: l.cfg.Transport, Links: n})
+	back := false
+	if n == 1 {
+		back, l.lost = l.lost, false
+		l.ev.emit(Event{Kind: EventRegistered, DP: l.dp, Transport: l.cfg.Transport, Links: n})
+	}
+	l.mu.Unlock()
+	if back {
+		l.log().Warn("rtcp: name taken back; this server is reachable under it again", "name", l.addr.Name, "dp", l.dp)
+	}
+}
+
+// linkDown takes s out of the links that are up, and reports it if
+// report (the listener is not closing).
+func (l *Listener) linkDown(s serverLink, report bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.links, s)
+	if report {
+		l.ev.emit(Event{Kind: EventLinkDown, DP: l.dp, Transport: l.cfg.Transport, Links: len(l.links), Err: s.err()})
+	}
+}
+
+// nameLost reports, once, that the DP refused the name to one of this
+// server's links because another server holds it now: clients reach that
+// server, and this one is reachable under its name no more.
+func (l *Listener) nameLost(err error) {
+	l.mu.Lock()
+	changed := !l.lost && len(l.links) == 0
+	if changed {
+		l.lost = true
+		l.ev.emit(Event{Kind: EventNameLost, DP: l.dp, Transport: l.cfg.Transport, Err: err})
+	}
+	l.mu.Unlock()
+	if !changed {
+		return
+	}
+	l.log().Error("rtcp: name lost: the DP gave it to another server; this server is no longer reachable under it, and keeps dialling to take it back",
+		"name", l.addr.Name, "dp", l.dp, "err", err)
 }
 
 // serverLink is one link of an indirect server to its DP.
