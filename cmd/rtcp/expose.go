@@ -40,6 +40,7 @@ Examples:
 	windowMemory := windowMemoryFlag(fs)
 	failFast := fs.Bool("fail-fast", false, "exit at once if the DP cannot be reached at start, instead of dialling it again until it can")
 	maxBackoff := fs.Duration("max-backoff", 30*time.Second, "longest `wait` between two attempts to reach the DP, at start and after a lost link (the waits start at 100ms and double, with jitter)")
+	lostNameTimeout := fs.Duration("lost-name-timeout", defaultLostNameTimeout, "after another server took the name (while the links were down), exit with status 6 if it is not taken back within this `duration`; 0: keep trying")
 	logger := logFlags(fs, stderr)
 	sec := securityFlags(fs, false)
 	if err := parseFlags(fs, args, stdout); err != nil {
@@ -63,6 +64,9 @@ Examples:
 	if *maxBackoff <= 0 {
 		return usageErrorf(fs, "-max-backoff must be positive")
 	}
+	if *lostNameTimeout < 0 {
+		return usageErrorf(fs, "-lost-name-timeout must be 0 (keep trying) or positive")
+	}
 	log := logger()
 	tlsCfg, err := sec.tlsConfig(fs, stderr)
 	if err != nil {
@@ -78,6 +82,10 @@ Examples:
 		WaitForDP: !*failFast, MaxBackoff: *maxBackoff}
 	dpAddr, dial := dpDialer(*dp) // a ws:// URL: links over a WebSocket
 	lc.Dial = dial
+	defer ignoreHangup(log)()
+	ctx, watch := watchName(ctx, *name, *lostNameTimeout, log)
+	defer watch.stop()
+	lc.OnEvent = watch.onEvent
 	l, err := lc.Listen(ctx, dpAddr, *name)
 	if err != nil && ctx.Err() != nil {
 		return nil // stopped while waiting for the DP
@@ -87,9 +95,9 @@ Examples:
 	}
 	fmt.Fprintf(stderr, "rtcp expose: serving %s, carrying sessions to %s\n", l.Addr(), *to)
 	d := net.Dialer{Timeout: 10 * time.Second}
-	return forward(ctx, l, func(ctx context.Context) (net.Conn, error) {
+	return watch.result(ctx, forward(ctx, l, func(ctx context.Context) (net.Conn, error) {
 		return d.DialContext(ctx, "tcp", *to)
-	}, log.With("to", *to))
+	}, log.With("to", *to)))
 }
 
 // listenError explains why Listen failed, on one line.
