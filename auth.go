@@ -247,15 +247,20 @@ func (p principal) clientName(given string) string {
 // authState is the DP's live policy. What it knows of each link's
 // principal, for the checks at every session open, is in the link table.
 type authState struct {
-	policy atomic.Pointer[Policy]
-	set    atomic.Bool // SetPolicy was called: it wins over the field
+	policy   atomic.Pointer[Policy]
+	set      atomic.Bool    // SetPolicy was called: it wins over the field
+	sessions clientSessions // the client sessions open, for SetPolicy (reauth.go)
 }
 
 // SetPolicy replaces the DP's Policy while it runs; nil admits everyone.
-// Servers that the new policy no longer allows to hold their names lose
-// them at their next session open (their links are closed), and clients
-// are checked against it from their next session. It returns p's
-// Validate error, and then changes nothing.
+// It applies at once to what is open: the links of servers it no longer
+// allows to hold their names are closed (their sessions end, and the
+// names are free), and so are the sessions of clients it no longer
+// allows (a revoked key, a name's Clients or Allow that leave them out),
+// each logged with the reason. Links and sessions it still allows go on
+// untouched. Servers and clients are checked against it from their next
+// registration or session. It returns p's Validate error, and then
+// changes nothing.
 func (dp *DiscoverPoint) SetPolicy(p *Policy) error {
 	if p != nil {
 		if err := p.Validate(); err != nil {
@@ -264,6 +269,7 @@ func (dp *DiscoverPoint) SetPolicy(p *Policy) error {
 	}
 	dp.auth.set.Store(true)
 	dp.auth.policy.Store(p)
+	dp.enforcePolicy()
 	return nil
 }
 

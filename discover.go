@@ -740,6 +740,7 @@ func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		t.Stop()
 		return
 	}
+	defer dp.policeSession(who, st.Name(), who.clientAddr(c), s.Abort)()
 	if err := dp.policy().authorizeClient(who, st.Name(), who.clientAddr(c)); err != nil {
 		dp.refused(refusedUnauthorized)
 		dp.log().Info("rtcp: session refused", "server", st.Name(), "client", c.RemoteAddr(), "who", who, "reason", err)
@@ -818,6 +819,7 @@ func closeMessage(x int64, reason string) *plan5.Close {
 // and reports whether the client can still be reached. who is the client's
 // principal (anonymous for port mode), checked against the policy first.
 func (dp *DiscoverPoint) relayTo(c net.Conn, name, client string, who principal, answer func(error) bool) error {
+	defer dp.policeSession(who, name, who.clientAddr(c), func(error) { c.Close() })()
 	if err := dp.policy().authorizeClient(who, name, who.clientAddr(c)); err != nil {
 		dp.refused(refusedUnauthorized)
 		dp.log().Info("rtcp: session refused", "server", name, "client", c.RemoteAddr(), "who", who, "reason", err)

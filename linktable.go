@@ -245,6 +245,17 @@ func (t *linkTable) forget(name, owner string) {
 	}
 }
 
+// entries returns every link in the table.
+func (t *linkTable) entries() []*linkEntry {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	es := make([]*linkEntry, 0, len(t.links))
+	for _, e := range t.links {
+		es = append(es, e)
+	}
+	return es
+}
+
 // counts returns the names served and the links in the table.
 func (t *linkTable) counts() (names, links int) {
 	t.mu.Lock()

@@ -1,0 +1,94 @@
+package rtcp
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+)
+
+// TestSetPolicyOpenSessions: a new policy ends at once the links and the
+// sessions it no longer allows, and leaves alone those it still allows,
+// on every client transport.
+func TestSetPolicyOpenSessions(t *testing.T) {
+	printer := NameRule{Name: "printer", Owners: []string{"alice"}, Clients: []string{"bob", "mallory"}}
+	dpv := &DiscoverPoint{Logger: testLogger(), Policy: &Policy{Keys: testKeys(),
+		Names: []NameRule{printer, {Name: "scanner", Owners: []string{"mallory"}}}}}
+	dp := startDP(t, dpv)
+
+	aliceEvents := newEventLog()
+	printerL := listen(t, &ListenConfig{Credential: alice, OnEvent: aliceEvents.onEvent}, dp, "printer")
+	echo(t, printerL)
+	malloryEvents := newEventLog()
+	scannerL := listen(t, &ListenConfig{Credential: mallory, OnEvent: malloryEvents.onEvent,
+		MinBackoff: time.Hour, MaxBackoff: time.Hour}, dp, "scanner")
+	echo(t, scannerL)
+
+	type session struct {
+		name string
+		c    net.Conn
+	}
+	var keep, lose []session
+	for _, tr := range []Transport{TransportJSON, TransportYamux} {
+		for _, who := range []*Credential{bob, mallory} {
+			c, err := (&Dialer{Credential: who, Transport: tr}).DialContext(context.Background(), dp, "printer")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			s := session{who.Key + " over " + tr.String(), c}
+			ping(t, c, "before")
+			if who == bob {
+				keep = append(keep, s)
+			} else {
+				lose = append(lose, s)
+			}
+		}
+	}
+
+	// mallory's key is revoked.
+	keys := testKeys()
+	delete(keys, "mallory")
+	printer.Clients = []string{"bob"}
+	if err := dpv.SetPolicy(&Policy{Keys: keys, Names: []NameRule{printer}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range lose {
+		s.c.SetReadDeadline(time.Now().Add(time.Minute)) // a hang fails, not blocks
+		if _, err := io.ReadAll(s.c); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("%s: session read %v after its key was revoked, want it cut", s.name, err)
+		}
+	}
+	for _, s := range keep {
+		ping(t, s.c, "after")
+	}
+	if e, _ := malloryEvents.next(t); e.Kind != EventLinkUp {
+		t.Fatalf("mallory's server: %v, want link up", e)
+	}
+	malloryEvents.next(t) // registered
+	if e, _ := malloryEvents.next(t); e.Kind != EventLinkDown {
+		t.Fatalf("mallory's server after its key was revoked: %v, want link down", e)
+	}
+	select {
+	case e := <-malloryEvents.ch:
+		if e.Kind != EventReconnecting || !errors.Is(e.Err, ErrUnauthorized) {
+			t.Errorf("mallory's server dialled again: %v, want refused as unauthorized", e)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("mallory's server did not dial again")
+	}
+	wantUnauthorized(t, dialErr(dp, "printer", Dialer{Credential: mallory}), `key "mallory"`)
+	if n := printerL.(*Listener).NumLinks(); n != 1 {
+		t.Errorf("alice's server has %d links, want its 1 untouched", n)
+	}
+	aliceEvents.next(t) // link up
+	aliceEvents.next(t) // registered
+	select {
+	case e := <-aliceEvents.ch:
+		t.Errorf("alice's server: %v after a policy that still allows it", e)
+	default:
+	}
+}
