@@ -70,7 +70,8 @@ of its own, so that a flood at one door cannot shut the others.`)
 	if err != nil {
 		return err
 	}
-	for _, k := range [][2]string{{"c8y-server-key", *seeds.c8yServerKey}, {"cccp-key", *seeds.cccpKey}, {"mihini-key", *mihiniKey}} {
+	policyKeys := [][2]string{{"c8y-server-key", *seeds.c8yServerKey}, {"cccp-key", *seeds.cccpKey}, {"mihini-key", *mihiniKey}}
+	for _, k := range policyKeys {
 		if err := policyKey(fs, k[0], k[1], pol); err != nil {
 			return err
 		}
@@ -98,6 +99,7 @@ of its own, so that a flood at one door cannot shut the others.`)
 	dp := &rtcp.DiscoverPoint{Logger: log, TLSConfig: tlsCfg, Policy: pol, StallTimeout: *stall, WindowMemory: *windowMemory << 20}
 	member.configure(dp)
 	hard.configure(dp)
+	defer reloadOnHangup(&policyReloader{sec: sec, keys: policyKeys, member: member, dp: dp, stderr: stderr}, log)()
 	waitPorts := servePorts(dp, ports.ports, portLns, stderr)
 	defer waitPorts()
 	stopSeeds, err := seeds.start(dp, doors, stderr)
