@@ -201,6 +201,10 @@ type principal struct {
 	key  string
 	addr string // "": the address of the peer's own connection
 	by   string
+	// secret is the secret the peer proved (by's, when carried), or
+	// empty when it proved none here: a policy that gives the key
+	// another secret disowns it (SetPolicy, reauth.go).
+	secret string
 }
 
 func (p principal) String() string {
@@ -256,8 +260,8 @@ type authState struct {
 // It applies at once to what is open: the links of servers it no longer
 // allows to hold their names are closed (their sessions end, and the
 // names are free), and so are the sessions of clients it no longer
-// allows (a revoked key, a name's Clients or Allow that leave them out),
-// each logged with the reason. Links and sessions it still allows go on
+// allows (a revoked key, a key given a new secret, a name's Clients or
+// Allow that leave them out), each logged with the reason. Links and sessions it still allows go on
 // untouched. Servers and clients are checked against it from their next
 // registration or session. It returns p's Validate error, and then
 // changes nothing.
@@ -355,9 +359,9 @@ func (dp *DiscoverPoint) admit(c net.Conn, r *plan5.Reader, a *plan5.Aloha) (pri
 	if a.R == plan5.RoleIC && a.Via != "" && a.To != "" && a.Transport == wireRaw && slices.Contains(pol.DPs, a.Key) {
 		// A DP of the cluster carries a session: the client it speaks
 		// for is the one its proof names.
-		return principal{key: a.ClientKey, addr: a.ClientAddr, by: a.Key}, true
+		return principal{key: a.ClientKey, addr: a.ClientAddr, by: a.Key, secret: string(secret)}, true
 	}
-	return principal{key: a.Key}, true
+	return principal{key: a.Key, secret: string(secret)}, true
 }
 
 // authProof is the HMAC-SHA256, under secret, of the challenge and of what
@@ -418,6 +422,9 @@ func (pol *Policy) authorizeServer(who principal, name string) error {
 	} else if _, ok := pol.Keys[who.key]; !ok {
 		return unauthorized("key %q is no longer accepted by this DP", who.key)
 	}
+	if err := pol.checkSecret(who); err != nil {
+		return err
+	}
 	if rule := pol.rule(name); rule != nil && len(rule.Owners) > 0 && !slices.Contains(rule.Owners, who.key) {
 		return unauthorized("name %q belongs to another key; register a name your key owns", name)
 	}
@@ -437,6 +444,9 @@ func (pol *Policy) authorizeClient(who principal, name string, addr net.Addr) er
 	}
 	if who.by != "" && !slices.Contains(pol.DPs, who.by) {
 		return unauthorized("key %q, which carried this client here, is no longer one of this DP's cluster", who.by)
+	}
+	if err := pol.checkSecret(who); err != nil {
+		return err
 	}
 	rule := pol.rule(name)
 	if rule == nil {

@@ -79,3 +79,19 @@ func (dp *DiscoverPoint) enforcePolicy() (links, sessions int) {
 	}
 	return links, len(refused)
 }
+
+// checkSecret refuses a peer that proved a secret its key no longer has:
+// giving a key a new secret cuts whoever proved the old one.
+func (pol *Policy) checkSecret(who principal) error {
+	if who.secret == "" {
+		return nil
+	}
+	key := who.key
+	if who.by != "" {
+		key = who.by
+	}
+	if s, ok := pol.Keys[key]; ok && string(s) != who.secret {
+		return unauthorized("the secret of key %q has changed since this peer proved it; connect again with the new one", key)
+	}
+	return nil
+}

@@ -92,3 +92,47 @@ func TestSetPolicyOpenSessions(t *testing.T) {
 	default:
 	}
 }
+
+// TestSetPolicyNewSecret: giving a key a new secret cuts the links and
+// sessions that proved the old one; the key's new secret is admitted,
+// and the other keys go on.
+func TestSetPolicyNewSecret(t *testing.T) {
+	dpv := &DiscoverPoint{Logger: testLogger(), Policy: &Policy{Keys: testKeys()}}
+	dp := startDP(t, dpv)
+	echo(t, listen(t, &ListenConfig{Credential: alice}, dp, "printer"))
+	malloryEvents := newEventLog()
+	echo(t, listen(t, &ListenConfig{Credential: mallory, OnEvent: malloryEvents.onEvent,
+		MinBackoff: time.Hour, MaxBackoff: time.Hour}, dp, "scanner"))
+	bobs, err := (&Dialer{Credential: bob}).DialContext(context.Background(), dp, "printer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bobs.Close()
+	alices, err := (&Dialer{Credential: alice, Transport: TransportYamux}).DialContext(context.Background(), dp, "printer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alices.Close()
+
+	keys := testKeys()
+	newBob := &Credential{Key: "bob", Secret: []byte("bob-a-new-secret-0123456789abcd")}
+	keys["bob"] = newBob.Secret
+	keys["mallory"] = []byte("mallory-a-new-secret-0123456789")
+	if err := dpv.SetPolicy(&Policy{Keys: keys}); err != nil {
+		t.Fatal(err)
+	}
+	bobs.SetReadDeadline(time.Now().Add(time.Minute)) // a hang fails, not blocks
+	if _, err := io.ReadAll(bobs); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("bob's session read %v after bob's secret changed, want it cut", err)
+	}
+	for e, _ := malloryEvents.next(t); e.Kind != EventLinkDown; e, _ = malloryEvents.next(t) {
+	}
+	ping(t, alices, "alice goes on")
+	c, err := (&Dialer{Credential: newBob}).DialContext(context.Background(), dp, "printer")
+	if err != nil {
+		t.Fatalf("bob with the new secret: %v", err)
+	}
+	ping(t, c, "new bob")
+	c.Close()
+	wantUnauthorized(t, dialErr(dp, "printer", Dialer{Credential: bob}), `key "bob" failed`)
+}
