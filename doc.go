@@ -32,7 +32,9 @@
 //   - Link: a long-lived connection from an indirect server to the DP that
 //     carries that server's sessions. A server may keep a pool of them
 //     ([ListenConfig.PoolSize]); the DP spreads sessions over them. When a
-//     link is lost the server dials again. See [Link].
+//     link is lost the server dials again; [ListenConfig.OnEvent] reports
+//     each link up and down, and the name registered or lost to another
+//     server. See [Link].
 //   - Session: one client's connection to a server through the DP, what
 //     [Dial] returns and [Listener.Accept] hands out: a [*Conn], a full
 //     net.Conn with deadlines, and CloseWrite for half-close. A server may
