@@ -161,4 +161,3 @@ func (r *policyReloader) logReload(log *slog.Logger) {
 	}
 	log.Info("rtcp dp: policy reloaded; links and sessions it no longer allows are closed", "changes", changes)
 }
-

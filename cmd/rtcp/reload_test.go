@@ -303,4 +303,3 @@ func waitRecord(t *testing.T, out *lines, level string) map[string]any {
 		}
 	}
 }
-
