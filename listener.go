@@ -369,10 +369,12 @@ func (l *Listener) keep(s serverLink) {
 				}
 				failures++
 				wait := backoff.Delay(failures, l.cfg.MinBackoff, l.cfg.MaxBackoff)
+				msg := "rtcp: cannot reach DP; retrying"
 				if errors.Is(err, ErrNameTaken) {
 					l.nameLost(err)
+					msg = "rtcp: name still held by another server; retrying"
 				}
-				l.log().Warn("rtcp: cannot reach DP; retrying", "name", l.addr.Name, "dp", l.dp, "err", err, "retry_in", wait)
+				l.log().Warn(msg, "name", l.addr.Name, "dp", l.dp, "err", err, "retry_in", wait)
 				l.ev.emit(Event{Kind: EventReconnecting, DP: l.dp, Transport: l.cfg.Transport, Err: err, Attempt: failures, Backoff: wait})
 				if backoff.Sleep(l.ctx, wait) != nil {
 					return // closed
