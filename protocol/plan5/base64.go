@@ -3,6 +3,7 @@ package plan5
 import (
 	"encoding/base64"
 	"encoding/binary"
+	"sync"
 )
 
 // enc12 maps 12 bits to their two base64 characters (standard alphabet),
@@ -38,6 +39,57 @@ func appendBase64(dst, src []byte) []byte {
 	}
 	base64.StdEncoding.Encode(out[di:], src)
 	return dst[:len(dst)+n]
+}
+
+// dec12 maps two base64 characters (standard alphabet), the first in
+// the low byte, to their 12 bits; a pair with a character outside the
+// alphabet (or '=') maps to 1<<15. It is made when first used: 128 KiB
+// that a program which decodes no Data does not pay for.
+var dec12 = sync.OnceValue(func() *[1 << 16]uint16 {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+	var val [256]int
+	for c := range val {
+		val[c] = -1
+	}
+	for v, c := range []byte(alphabet) {
+		val[c] = v
+	}
+	t := new([1 << 16]uint16)
+	for i := range t {
+		hi, lo := val[i&0xff], val[i>>8]
+		if hi < 0 || lo < 0 {
+			t[i] = 1 << 15
+		} else {
+			t[i] = uint16(hi<<6 | lo)
+		}
+	}
+	return t
+})
+
+// decodeBase64 decodes the padded standard base64 src into dst, which has
+// room for base64.StdEncoding.DecodedLen(len(src)) bytes, and returns the
+// bytes written, as base64.StdEncoding.Decode does, faster: it decodes 8
+// characters at a time into 6 bytes with a table of character pairs, and
+// leaves the last characters, and any it does not know, to the standard
+// library (which also says what is wrong with them). Unlike Decode it
+// does not skip '\r' and '\n': the caller refuses them first.
+func decodeBase64(dst, src []byte) (int, error) {
+	n := 0
+	t := dec12()
+	// Stop 8 characters short of the end, so that the standard library
+	// sees the padding, and while dst has 8 bytes for each 6 written.
+	for len(src) >= 16 && len(dst)-n >= 8 {
+		v := binary.LittleEndian.Uint64(src)
+		a, b, c, d := t[uint16(v)], t[uint16(v>>16)], t[uint16(v>>32)], t[uint16(v>>48)]
+		if (a|b|c|d)&(1<<15) != 0 {
+			break
+		}
+		binary.BigEndian.PutUint64(dst[n:], uint64(a)<<52|uint64(b)<<40|uint64(c)<<28|uint64(d)<<16)
+		n += 6
+		src = src[8:]
+	}
+	m, err := base64.StdEncoding.Decode(dst[n:], src)
+	return n + m, err
 }
 
 // growBytes returns b with room for n more bytes.

@@ -408,7 +408,7 @@ func (r *Reader) fastData(b []byte) bool {
 	if cap(r.cbuf) < need {
 		r.cbuf = make([]byte, need)
 	}
-	n, err := base64.StdEncoding.Decode(r.cbuf[:need], enc)
+	n, err := decodeBase64(r.cbuf[:need], enc)
 	if err != nil {
 		return false // let encoding/json name the error
 	}
