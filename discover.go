@@ -62,6 +62,11 @@ type DiscoverPoint struct {
 	MaxNames             int
 	MaxLinksPerOwner     int
 
+	// MaxNameStats bounds the names whose sessions, bytes and refusals
+	// Status (and rtcp/dpmetrics) counts on their own (default 1000;
+	// negative: none); the others are summed as one, Status.Other.
+	MaxNameStats int
+
 	// Bounds per source address (an IPv4 address, or an IPv6 /64), on
 	// connections not yet admitted; zero means the default, negative no
 	// bound. MaxHandshakesPerSource bounds its connections still in their
@@ -193,7 +198,7 @@ func (dp *DiscoverPoint) AddLinkAs(key, name, owner string, l Link) (remove func
 	dp.init()
 	who := principal{key: key}
 	if err := dp.policy().authorizeServer(who, name); err != nil {
-		dp.refused(refusedUnauthorized)
+		dp.refusedName(refusedUnauthorized, name)
 		return nil, err
 	}
 	return dp.addLinkOf(name, registryOwner(who, owner), l, &who)
@@ -271,7 +276,7 @@ func (dp *DiscoverPoint) init() {
 		}
 		dp.initLimits()
 		dp.flow = newFlowConfig(dp.WindowMemory, dp.StallTimeout)
-		dp.links.init()
+		dp.links.init(&dp.counts.names)
 		dp.ctx, dp.cancel = context.WithCancel(context.Background())
 	})
 }
@@ -496,7 +501,7 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		return
 	}
 	if err := dp.policy().authorizeServer(who, a.N); err != nil {
-		dp.refused(refusedUnauthorized)
+		dp.refusedName(refusedUnauthorized, a.N)
 		dp.log().Info("rtcp: server refused", "name", a.N, "remote", c.RemoteAddr(), "who", who, "reason", err)
 		dp.refuse(c, err.Error())
 		return
@@ -522,10 +527,10 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		unlockName()
 		reason := err.Error()
 		if errors.Is(err, ErrNameTaken) {
-			dp.refused(refusedNameTaken)
+			dp.refusedName(refusedNameTaken, a.N)
 			reason = errNameTakenReason(a.N)
 		} else {
-			dp.refused(refusedRegistry)
+			dp.refusedName(refusedRegistry, a.N)
 		}
 		dp.log().Info("rtcp: server refused", "name", a.N, "remote", c.RemoteAddr(), "reason", reason)
 		dp.refuse(c, reason)
@@ -543,7 +548,8 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	// leaves, and its opens wait until the Aloha has been written.
 	g := &gatedLink{Link: l, ready: make(chan struct{})}
 	l = g
-	if err := dp.addLink(&linkEntry{link: l, reg: reg, who: who, end: end, policed: true}); err != nil {
+	if err := dp.addLink(&linkEntry{link: l, reg: reg, who: who, end: end, policed: true,
+		transport: transportName(a.Transport), remote: c.RemoteAddr().String()}); err != nil {
 		unlockName()
 		dp.refuseLink(c, a.N, err) // nothing else writes to c yet
 		end()
@@ -742,14 +748,14 @@ func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	}
 	defer dp.policeSession(who, st.Name(), who.clientAddr(c), s.Abort)()
 	if err := dp.policy().authorizeClient(who, st.Name(), who.clientAddr(c)); err != nil {
-		dp.refused(refusedUnauthorized)
+		dp.refusedName(refusedUnauthorized, st.Name())
 		dp.log().Info("rtcp: session refused", "server", st.Name(), "client", c.RemoteAddr(), "who", who, "reason", err)
 		st.Ack(err)
 		return
 	}
 	endSession, err := dp.beginSession(st.Name())
 	if err != nil {
-		dp.refusedOpen(err)
+		dp.refusedOpen(st.Name(), err)
 		dp.log().Info("rtcp: session refused", "server", st.Name(), "client", c.RemoteAddr(), "reason", err)
 		st.Ack(err)
 		return
@@ -759,7 +765,7 @@ func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	is, err := dp.openAside(ctx, st.Name(), who.clientName(a.N), who.clientAddr(c).String(), who)
 	cancel()
 	if err != nil {
-		dp.refusedOpen(err)
+		dp.refusedOpen(st.Name(), err)
 		dp.log().Info("rtcp: session refused", "server", st.Name(), "client", c.RemoteAddr(), "reason", err)
 		st.Ack(err)
 		return
@@ -821,7 +827,7 @@ func closeMessage(x int64, reason string) *plan5.Close {
 func (dp *DiscoverPoint) relayTo(c net.Conn, name, client string, who principal, answer func(error) bool) error {
 	defer dp.policeSession(who, name, who.clientAddr(c), func(error) { c.Close() })()
 	if err := dp.policy().authorizeClient(who, name, who.clientAddr(c)); err != nil {
-		dp.refused(refusedUnauthorized)
+		dp.refusedName(refusedUnauthorized, name)
 		dp.log().Info("rtcp: session refused", "server", name, "client", c.RemoteAddr(), "who", who, "reason", err)
 		if answer != nil {
 			answer(err)
@@ -830,7 +836,7 @@ func (dp *DiscoverPoint) relayTo(c net.Conn, name, client string, who principal,
 	}
 	endSession, err := dp.beginSession(name)
 	if err != nil {
-		dp.refusedOpen(err)
+		dp.refusedOpen(name, err)
 		dp.log().Info("rtcp: session refused", "server", name, "client", c.RemoteAddr(), "reason", err)
 		if answer != nil {
 			answer(err)
@@ -848,7 +854,7 @@ func (dp *DiscoverPoint) relayTo(c net.Conn, name, client string, who principal,
 	is, err := dp.openAside(ctx, name, client, who.clientAddr(c).String(), who)
 	cancel()
 	if err != nil {
-		dp.refusedOpen(err)
+		dp.refusedOpen(name, err)
 		dp.log().Info("rtcp: session refused", "server", name, "client", c.RemoteAddr(), "reason", err)
 		if answer != nil {
 			answer(err)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 )
 
 // Bounds of a DiscoverPoint. Each is a field of DiscoverPoint (zero means
@@ -35,6 +36,8 @@ func (dp *DiscoverPoint) initLimits() {
 	dp.counts.pending = make(map[string]int)
 	dp.counts.spares = make(map[string]int)
 	dp.counts.sources.init(dp.MaxHandshakesPerSource, dp.MaxAuthFailuresPerSource)
+	dp.counts.names.init(dp.MaxNameStats)
+	dp.counts.started = time.Now()
 }
 
 func setDefault(p *int, def int) {
@@ -140,7 +143,7 @@ func (dp *DiscoverPoint) countSparesLocked(owner string, n int) {
 // refuseLink tells a server why its link is refused by a bound of the DP,
 // and counts the refusal.
 func (dp *DiscoverPoint) refuseLink(c net.Conn, name string, err error) {
-	dp.refusedOpen(err)
+	dp.refusedOpen(name, err)
 	dp.log().Warn("rtcp: server link refused", "name", name, "remote", c.RemoteAddr(), "reason", err)
 	dp.refuse(c, err.Error())
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"reflect"
 	"sync"
+	"time"
 )
 
 // linkTable is the DP's one table of server links: for each name its
@@ -14,12 +15,15 @@ import (
 // Lock order: a name's registration lock (lockName) is taken before the
 // table's mu, and both before the DP's mu; the table's mu is never held
 // while calling out (into a Link, the Registry, the Policy or a log).
+// The counts by name (nameStats, status.go) have a leaf lock, taken
+// under any of these.
 type linkTable struct {
 	mu     sync.Mutex           // guards the fields below and every linkEntry's draining
 	names  map[string]*server   // the links in each name's rotation
 	links  map[Link]*linkEntry  // every link in the table, in rotation or not
 	owners map[string]int       // links by owner, for MaxLinksPerOwner
 	locks  map[string]*nameLock // registrations in progress, by name
+	stats  *nameStats           // the DP's counts by name: a name's links hold its counts
 }
 
 // server is one name: the owner the registry gave it to, and that
@@ -45,6 +49,11 @@ type linkEntry struct {
 	// door: added by AddLinkAs, for a door that bounds its own links:
 	// not counted toward MaxLinksPerOwner.
 	door bool
+	// For Status (status.go): the transport, the server's address, when
+	// the link joined the table, and the name's counts it holds.
+	transport, remote string
+	since             time.Time
+	counts            *nameCount
 }
 
 // nameLock serializes the registry calls of one name at this DP.
@@ -53,7 +62,8 @@ type nameLock struct {
 	refs int // guarded by the table's mu
 }
 
-func (t *linkTable) init() {
+func (t *linkTable) init(stats *nameStats) {
+	t.stats = stats
 	t.names = make(map[string]*server)
 	t.links = make(map[Link]*linkEntry)
 	t.owners = make(map[string]int)
@@ -122,6 +132,7 @@ func (t *linkTable) add(e *linkEntry, lim linkLimits) (held bool, err error) {
 	if !reflect.ValueOf(e.link).Comparable() {
 		return false, fmt.Errorf("rtcp: a Link must be comparable, as a map key is (a pointer, say); %T is not", e.link)
 	}
+	describeLink(e)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	srv := t.names[e.reg.Name]
@@ -137,6 +148,7 @@ func (t *linkTable) add(e *linkEntry, lim linkLimits) (held bool, err error) {
 		t.names[e.reg.Name] = srv
 	}
 	srv.links = append(srv.links, e)
+	e.since, e.counts = time.Now(), t.stats.hold(e.reg.Name)
 	t.links[e.link] = e
 	t.owners[e.reg.Owner]++
 	return false, nil
@@ -147,9 +159,11 @@ func (t *linkTable) add(e *linkEntry, lim linkLimits) (held bool, err error) {
 func (t *linkTable) remove(reg Registration, l Link) (last bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.links[l] == nil {
+	e := t.links[l]
+	if e == nil {
 		return false
 	}
+	t.stats.release(e.counts)
 	delete(t.links, l)
 	if t.owners[reg.Owner]--; t.owners[reg.Owner] <= 0 {
 		delete(t.owners, reg.Owner)

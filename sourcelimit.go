@@ -194,7 +194,7 @@ func (dp *DiscoverPoint) enterHandshake(c net.Conn) bool {
 	if refusal == nil {
 		return true
 	}
-	dp.refusedOpen(refusal)
+	dp.refusedOpen("", refusal) // before the peer names anything
 	if first {
 		dp.log().Warn("rtcp: source over a bound; refusing its connections", "remote", c.RemoteAddr(), "reason", refusal)
 	} else {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"sync/atomic"
+	"time"
 
 	"rtcp/internal/mux"
 	"rtcp/internal/relay"
@@ -12,18 +13,18 @@ import (
 // Stats is a snapshot of what a DiscoverPoint is doing, for monitoring
 // (rtcp/dpmetrics serves it to Prometheus).
 type Stats struct {
-	Conns    int // connections open: links, clients, handshakes under way
-	Servers  int // names with at least one link here
-	Links    int // server links up (and links added with AddLink)
-	Sessions int // client sessions being opened or relayed now
+	Conns    int `json:"connections"` // connections open: links, clients, handshakes under way
+	Servers  int `json:"servers"`     // names with at least one link here
+	Links    int `json:"links"`       // server links up (and links added with AddLink)
+	Sessions int `json:"sessions"`    // client sessions being opened or relayed now
 
-	SessionsTotal  uint64 // sessions relayed since the DP started
-	BytesToServers uint64 // bytes relayed from clients to servers
-	BytesToClients uint64 // bytes relayed from servers to clients
+	SessionsTotal  uint64 `json:"sessions_total"`   // sessions relayed since the DP started
+	BytesToServers uint64 `json:"bytes_to_servers"` // bytes relayed from clients to servers
+	BytesToClients uint64 `json:"bytes_to_clients"` // bytes relayed from servers to clients
 
 	// Refused counts refusals by reason since the DP started, one key for
 	// each of RefusalReasons (zeros included).
-	Refused map[string]uint64
+	Refused map[string]uint64 `json:"refused"`
 }
 
 // A refusal is why the DP turned a peer or a session away.
@@ -77,6 +78,8 @@ type dpCounts struct {
 	spares    map[string]int // spare data links by owner (datalink.go)
 
 	sources sourceLimits // bounds per source address, with a lock of its own (sourcelimit.go)
+	names   nameStats    // counts by name, with a lock of its own (status.go)
+	started time.Time    // when init ran
 
 	sessionsTotal        atomic.Uint64
 	toServers, toClients atomic.Uint64
@@ -104,21 +107,22 @@ func (dp *DiscoverPoint) Stats() Stats {
 // refused counts a refusal.
 func (dp *DiscoverPoint) refused(r refusal) { dp.counts.refused[r].Add(1) }
 
-// refusedOpen counts the refusal of a session whose open failed with err.
-func (dp *DiscoverPoint) refusedOpen(err error) {
+// refusedOpen counts the refusal of a session (or a link) of the server
+// name whose open failed with err.
+func (dp *DiscoverPoint) refusedOpen(name string, err error) {
 	var le *limitError
 	var ns *noServerError
 	switch {
 	case errors.As(err, &le):
-		dp.refused(le.kind)
+		dp.refusedName(le.kind, name)
 	case errors.As(err, &ns):
-		dp.refused(refusedNoServer)
+		dp.refusedName(refusedNoServer, name)
 	case errors.Is(err, ErrUnauthorized):
-		dp.refused(refusedUnauthorized)
+		dp.refusedName(refusedUnauthorized, name)
 	case errors.Is(err, errShuttingDown):
-		dp.refused(refusedShutdown)
+		dp.refusedName(refusedShutdown, name)
 	default:
-		dp.refused(refusedServer)
+		dp.refusedName(refusedServer, name)
 	}
 }
 
@@ -126,11 +130,16 @@ func (dp *DiscoverPoint) refusedOpen(err error) {
 // counts the session and its bytes: an atomic add per chunk.
 func (dp *DiscoverPoint) join(client, server net.Conn, name string) (relay.Stats, error) {
 	dp.counts.sessionsTotal.Add(1)
+	nc := dp.counts.names.relay(name)
+	defer dp.counts.names.release(nc)
+	nc.sessionsTotal.Add(1)
 	st, err := relay.Join(client, server, func(toServer bool, n int) {
 		if toServer {
 			dp.counts.toServers.Add(uint64(n))
+			nc.toServer.Add(uint64(n))
 		} else {
 			dp.counts.toClients.Add(uint64(n))
+			nc.toClient.Add(uint64(n))
 		}
 	})
 	var logged *mux.CutError
