@@ -19,6 +19,20 @@
 //	bytes_total{direction} counter  bytes relayed, direction "to_server" or "to_client"
 //	refused_total{reason}  counter  refusals, by rtcp.RefusalReasons
 //
+// and, for each name that the DP counts on its own (at most its
+// MaxNameStats, 1000 by default), the same by name; the other names are
+// summed under name="other" (a name spelt "other" is always among them,
+// as is a name that is not valid UTF-8):
+//
+//	name_links{name}                   gauge    the name's links in the DP's table
+//	name_sessions{name}                gauge    sessions being opened or relayed
+//	name_sessions_total{name}          counter  sessions relayed
+//	name_bytes_total{name,direction}   counter  bytes relayed, by direction
+//	name_refused_total{name,reason}    counter  refusals, only reasons that happened
+//
+// That is at most 5 series a name, and one a reason that happened, so
+// with the default bound some 5000 series and the refusals.
+//
 // and those of a BudgetCollector, of the rtcp.ConnBudget over the doors:
 //
 //	conn_budget                 gauge    the most connections all doors hold at once
@@ -28,7 +42,9 @@
 package dpmetrics
 
 import (
+	"maps"
 	"net/http"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -43,6 +59,8 @@ type Collector struct {
 
 	conns, servers, links, sessions *prometheus.Desc
 	sessionsTotal, bytes, refused   *prometheus.Desc
+
+	nameLinks, nameSessions, nameSessionsTotal, nameBytes, nameRefused *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
@@ -61,19 +79,26 @@ func NewCollector(dp *rtcp.DiscoverPoint) *Collector {
 		sessionsTotal: d("sessions_total", "Client sessions relayed since the DP started."),
 		bytes:         d("bytes_total", "Bytes relayed, by direction (to_server, to_client).", "direction"),
 		refused:       d("refused_total", "Peers and sessions refused, by reason.", "reason"),
+
+		nameLinks:         d("name_links", "Links of the name in the DP's table.", "name"),
+		nameSessions:      d("name_sessions", "Client sessions of the name being opened or relayed.", "name"),
+		nameSessionsTotal: d("name_sessions_total", "Client sessions of the name relayed.", "name"),
+		nameBytes:         d("name_bytes_total", "Bytes relayed for the name, by direction (to_server, to_client).", "name", "direction"),
+		nameRefused:       d("name_refused_total", "Clients and servers of the name refused, by reason.", "name", "reason"),
 	}
 }
 
 // Describe sends the descriptions of every metric.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.conns, c.servers, c.links, c.sessions, c.sessionsTotal, c.bytes, c.refused} {
+	for _, d := range []*prometheus.Desc{c.conns, c.servers, c.links, c.sessions, c.sessionsTotal, c.bytes, c.refused,
+		c.nameLinks, c.nameSessions, c.nameSessionsTotal, c.nameBytes, c.nameRefused} {
 		ch <- d
 	}
 }
 
-// Collect takes a snapshot of the DP's Stats and sends it.
+// Collect takes a snapshot of the DP's Status and sends it.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
-	st := c.dp.Stats()
+	st := c.dp.Status()
 	gauge := func(d *prometheus.Desc, v int) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v))
 	}
@@ -90,6 +115,51 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for _, reason := range rtcp.RefusalReasons {
 		counter(c.refused, st.Refused[reason], reason)
 	}
+	c.collectNames(ch, st)
+}
+
+// otherName labels the names summed together.
+const otherName = "other"
+
+// collectNames sends the metrics by name.
+func (c *Collector) collectNames(ch chan<- prometheus.Metric, st rtcp.Status) {
+	send := func(d *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, t, v, labels...)
+	}
+	name := func(n rtcp.NameCounts, links int, label string) {
+		send(c.nameLinks, prometheus.GaugeValue, float64(links), label)
+		send(c.nameSessions, prometheus.GaugeValue, float64(n.Sessions), label)
+		send(c.nameSessionsTotal, prometheus.CounterValue, float64(n.SessionsTotal), label)
+		send(c.nameBytes, prometheus.CounterValue, float64(n.BytesToServer), label, "to_server")
+		send(c.nameBytes, prometheus.CounterValue, float64(n.BytesToClient), label, "to_client")
+		for reason, v := range n.Refused {
+			send(c.nameRefused, prometheus.CounterValue, float64(v), label, reason)
+		}
+	}
+	other, otherLinks := st.Other, 0
+	other.Refused = maps.Clone(other.Refused)
+	if other.Refused == nil {
+		other.Refused = make(map[string]uint64)
+	}
+	for _, ns := range st.Names {
+		// A label must be UTF-8 (MustNewConstMetric would panic), and
+		// each name's series its own: any other name is summed.
+		if !ns.Counted || ns.Name == otherName || !utf8.ValidString(ns.Name) {
+			otherLinks += len(ns.Links)
+			if ns.Counted {
+				other.Sessions += ns.Sessions
+				other.SessionsTotal += ns.SessionsTotal
+				other.BytesToServer += ns.BytesToServer
+				other.BytesToClient += ns.BytesToClient
+				for reason, v := range ns.Refused {
+					other.Refused[reason] += v
+				}
+			}
+			continue
+		}
+		name(ns.NameCounts, len(ns.Links), ns.Name)
+	}
+	name(other, otherLinks, otherName)
 }
 
 // BudgetCollector collects a ConnBudget's Stats: one snapshot per scrape.

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"rtcp"
@@ -66,6 +68,10 @@ func TestHandler(t *testing.T) {
 		`rtcp_dp_refused_total{reason="max_names"} 0` + "\n",
 		`rtcp_dp_bytes_total{direction="to_server"} 10` + "\n",
 		"# TYPE rtcp_dp_sessions_total counter\n",
+		`rtcp_dp_name_links{name="metered"} 1` + "\n",
+		`rtcp_dp_name_sessions_total{name="metered"} 1` + "\n",
+		`rtcp_dp_name_refused_total{name="other",reason="no_server"} 1` + "\n",
+		`rtcp_dp_name_sessions_total{name="other"} 0` + "\n",
 		"go_goroutines ",
 	} {
 		if !strings.Contains(body, want) {
@@ -107,5 +113,48 @@ func TestBudgetCollector(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q:\n%s", want, body)
 		}
+	}
+}
+
+// nopLink is a Link that opens nothing.
+type nopLink struct{ done chan struct{} }
+
+func (l *nopLink) Open(context.Context, string, string) (net.Conn, error) {
+	return nil, errors.New("nopLink opens nothing")
+}
+func (l *nopLink) Done() <-chan struct{} { return l.done }
+
+// TestNameMetricsBound: names past MaxNameStats, a name spelt "other"
+// and one that is not UTF-8 are summed under name="other", and the
+// scrape stays whole.
+func TestNameMetricsBound(t *testing.T) {
+	dp := &rtcp.DiscoverPoint{MaxNameStats: 2}
+	defer dp.Close()
+	for _, name := range []string{"other", "bad\xff", "x", "y"} {
+		remove, err := dp.AddLink(name, "owner", &nopLink{done: make(chan struct{})})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer remove()
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewCollector(dp))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	links := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "rtcp_dp_name_links" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			links[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
+		}
+	}
+	// "other" is never counted on its own, "bad\xff" and "x" take the
+	// two places, and "bad\xff" cannot be a label.
+	if want := map[string]float64{"x": 1, "other": 3}; !maps.Equal(links, want) {
+		t.Errorf("rtcp_dp_name_links: %v, want %v", links, want)
 	}
 }
