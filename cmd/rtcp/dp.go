@@ -10,7 +10,7 @@ import (
 )
 
 func runDP(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("dp", "dp -listen ADDR [-port NAME=ADDR]... [-grace DURATION] [-tls-cert FILE -tls-key FILE [-tls-ca FILE]] [-config FILE] [-token-file FILE] [-etcd URLS -advertise ADDR [-etcd-ttl DURATION] [-etcd-tls-ca FILE] [-etcd-tls-cert FILE -etcd-tls-key FILE] [-etcd-user NAME -etcd-password-file FILE] [-cluster-token-file FILE]] [-metrics ADDR] [-keepalive DURATION] [-stall-timeout DURATION] [-window-memory MiB] [-max-... N] [-log-level LEVEL]", `
+	fs := newFlagSet("dp", "dp -listen ADDR [-port NAME=ADDR]... [-grace DURATION] [-tls-cert FILE -tls-key FILE [-tls-ca FILE]] [-config FILE] [-token-file FILE] [-etcd URLS -advertise ADDR [-etcd-ttl DURATION] [-etcd-tls-ca FILE] [-etcd-tls-cert FILE -etcd-tls-key FILE] [-etcd-user NAME -etcd-password-file FILE] [-cluster-token-file FILE]] [-metrics ADDR] [-admin ADDR [-admin-token-file FILE]] [-keepalive DURATION] [-stall-timeout DURATION] [-window-memory MiB] [-max-... N] [-log-level LEVEL]", `
 Run a discover point (DP): indirect servers (rtcp expose, rtcp.Listen)
 register their names with it, and indirect clients (rtcp connect,
 rtcp.Dial) reach them by name through it. It runs until SIGINT or
@@ -23,7 +23,7 @@ owner across all of them, and a client may reach any DP for any name.
 Peers that do no flow control (plain Plan5 servers and clients, Mihini
 devices) are held back by TCP when a reader falls behind; a link's other
 sessions wait meanwhile, for at most -stall-timeout if it reads nothing.
-Every door (-listen, -port, -mihini, the seed doors, -metrics) takes
+Every door (-listen, -port, -mihini, the seed doors, -metrics, -admin) takes
 its connections from one budget (-max-conns), in which each has a part
 of its own, so that a flood at one door cannot shut the others.`)
 	listen := fs.String("listen", "", "TCP `address` to accept servers and clients on, e.g. :9000 (required)")
@@ -33,6 +33,7 @@ of its own, so that a flood at one door cannot shut the others.`)
 	seeds := addSeedFlags(fs)
 	cluster := addClusterFlags(fs)
 	hard := addHardeningFlags(fs)
+	admin := addAdminFlags(fs)
 	var mihinis mihiniFlag
 	fs.Var(&mihinis, "mihini", "`NAME=ADDR=SERVICE_HOST:PORT`: Mihini devices that dial ADDR become the server NAME, "+
 		"and each session to NAME is a CONNECT to SERVICE_HOST:PORT behind the device (repeatable)")
@@ -59,6 +60,9 @@ of its own, so that a flood at one door cannot shut the others.`)
 		return err
 	}
 	if err := hard.check(fs); err != nil {
+		return err
+	}
+	if err := admin.check(fs); err != nil {
 		return err
 	}
 	log := logger()
@@ -99,6 +103,7 @@ of its own, so that a flood at one door cannot shut the others.`)
 	dp := &rtcp.DiscoverPoint{Logger: log, TLSConfig: tlsCfg, Policy: pol, StallTimeout: *stall, WindowMemory: *windowMemory << 20}
 	member.configure(dp)
 	hard.configure(dp)
+	admin.configure(dp)
 	defer reloadOnHangup(&policyReloader{sec: sec, keys: policyKeys, member: member, dp: dp, stderr: stderr}, log)()
 	waitPorts := servePorts(dp, ports.ports, portLns, stderr)
 	defer waitPorts()
@@ -116,13 +121,21 @@ of its own, so that a flood at one door cannot shut the others.`)
 		return err
 	}
 	defer stopMihini()
-	stopMetrics, err := hard.serveMetrics(dp, doors, stderr)
+	metrics := dpMetricsHandler(dp, doors)
+	stopMetrics, err := hard.serveMetrics(metrics, doors, stderr)
 	if err != nil {
 		ln.Close()
 		dp.Close()
 		return err
 	}
 	defer stopMetrics()
+	stopAdmin, err := admin.serve(dp, metrics, doors, stderr)
+	if err != nil {
+		ln.Close()
+		dp.Close()
+		return err
+	}
+	defer stopAdmin()
 	served := make(chan error, 1)
 	go func() { served <- dp.Serve(ln) }()
 	warnOpen(pol, stderr)

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"rtcp"
-	"rtcp/dpmetrics"
 )
 
 // hardeningFlags are the dp command's flags for its bounds, keepalive and
@@ -36,11 +35,11 @@ type hardeningFlags struct {
 // Caps of the doors that need few connections, whatever -max-conns-per-door
 // says (it may set a lower one).
 const (
-	metricsDoorMax = 32  // -metrics: scrapers and people
+	metricsDoorMax = 32  // -metrics, and -admin: scrapers and people
 	cccpAPIDoorMax = 256 // -cccp-api: requests to open and close proxies
 )
 
-// Bounds of the HTTP servers' requests (-metrics, -c8y-listen, -cccp-api).
+// Bounds of the HTTP servers' requests (-metrics, -admin, -c8y-listen, -cccp-api).
 const (
 	defaultHTTPTimeout = 30 * time.Second // to read a request, and to write its answer
 	defaultHTTPIdle    = 30 * time.Second // a keep-alive connection between requests
@@ -51,7 +50,7 @@ const (
 func addHardeningFlags(fs *flag.FlagSet) *hardeningFlags {
 	return &hardeningFlags{
 		metrics: fs.String("metrics", "", "serve Prometheus metrics on http://`ADDR`/metrics "+
-			"(servers, links, sessions, bytes each way, refusals by reason)"),
+			"(servers, links, sessions, bytes each way, refusals by reason; in all and by name), as -admin does"),
 		keepAlive: fs.Duration("keepalive", 0, "heartbeat period asked of every link; a link silent for twice "+
 			"as long is dropped (0: 15s; negative: off)"),
 		handshakeTimeout: fs.Duration("handshake-timeout", 0, "close a connection that completes no handshake in this `time` (0: 10s)"),
@@ -60,17 +59,17 @@ func addHardeningFlags(fs *flag.FlagSet) *hardeningFlags {
 		maxSessions:      fs.Int("max-sessions-per-server", 0, "most sessions relayed to one name at once (0: 10000)"),
 		maxPending:       fs.Int("max-pending-connects", 0, "most sessions to one name waiting for its answer (0: 1024)"),
 		maxConns: fs.Int("max-conns", 0, "most connections all doors hold at once (-listen, each -port and -mihini, "+
-			"-c8y-listen, the CCCP doors and proxy ports, -metrics): half is split into a part guaranteed to each door, "+
+			"-c8y-listen, the CCCP doors and proxy ports, -metrics, -admin): half is split into a part guaranteed to each door, "+
 			"the rest goes to whichever asks first, and a connection over the bound is reset "+
 			"(0: the open-file limit, less a tenth and the -cccp-ports range)"),
 		maxConnsPerDoor: fs.Int("max-conns-per-door", 0, fmt.Sprintf("most connections one door holds at once "+
-			"(0: no cap of its own beyond its part of -max-conns and what is free to share; -metrics has a cap of %d, -cccp-api of %d)",
+			"(0: no cap of its own beyond its part of -max-conns and what is free to share; -metrics and -admin have a cap of %d each, -cccp-api of %d)",
 			metricsDoorMax, cccpAPIDoorMax)),
 		maxHandshakes: fs.Int("max-handshakes-per-source", 0, "most connections from one address (an IPv6 /64) in their "+
 			"handshake at once; more are refused (0: 64; negative: no bound; loopback is never bounded)"),
 		maxAuthFailures: fs.Int("max-auth-failures-per-source", 0, "failed authentications one address may make a minute; "+
 			"past them its connections are refused until the minute is over (0: 30; negative: no bound; loopback is never bounded)"),
-		httpTimeout: fs.Duration("http-timeout", defaultHTTPTimeout, "longest `time` the HTTP servers (-metrics, -c8y-listen, "+
+		httpTimeout: fs.Duration("http-timeout", defaultHTTPTimeout, "longest `time` the HTTP servers (-metrics, -admin, -c8y-listen, "+
 			"-cccp-api) take to read a request, and to write its answer; a WebSocket, once open, is exempt"),
 		httpIdleTimeout: fs.Duration("http-idle-timeout", defaultHTTPIdle, "close an HTTP keep-alive connection that "+
 			"sends no request for this `time`"),
@@ -180,9 +179,9 @@ func webSocketsLive(h http.Handler) http.Handler {
 	})
 }
 
-// serveMetrics serves dp's metrics, and those of the doors' budget, on
-// -metrics, if given, until stop.
-func (f *hardeningFlags) serveMetrics(dp *rtcp.DiscoverPoint, doors *dpDoors, stderr io.Writer) (stop func(), err error) {
+// serveMetrics serves metrics (dpMetricsHandler: dp's metrics, and
+// those of the doors' budget) on -metrics, if given, until stop.
+func (f *hardeningFlags) serveMetrics(metrics http.Handler, doors *dpDoors, stderr io.Writer) (stop func(), err error) {
 	if *f.metrics == "" {
 		return func() {}, nil
 	}
@@ -192,7 +191,7 @@ func (f *hardeningFlags) serveMetrics(dp *rtcp.DiscoverPoint, doors *dpDoors, st
 	}
 	log := doors.log
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", dpmetrics.Handler(dp, dpmetrics.NewBudgetCollector(doors.budget)))
+	mux.Handle("/metrics", metrics)
 	srv := doors.httpServer(mux)
 	done := make(chan struct{})
 	go func() {

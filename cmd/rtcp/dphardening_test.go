@@ -98,10 +98,11 @@ func TestDPHTTPServersBounded(t *testing.T) {
 	port := seedFreePort(t)
 	stderr := startSeedDP(t, "-metrics", "127.0.0.1:0", "-c8y-listen", "127.0.0.1:0",
 		"-cccp-api", "127.0.0.1:0", "-cccp-devices", "127.0.0.1:0", "-cccp-ports", strconv.Itoa(port)+"-"+strconv.Itoa(port),
-		"-http-timeout", limit, "-http-idle-timeout", limit)
+		"-admin", "127.0.0.1:0", "-http-timeout", limit, "-http-idle-timeout", limit)
 	web := stderr.wait(t, regexp.MustCompile(`^rtcp dp: remote access and rtcp over WebSocket on (\S+)`))
 	api := stderr.wait(t, regexp.MustCompile(`^rtcp dp: CCCP devices on \S+, control API on (\S+),`))
 	metrics := stderr.wait(t, regexp.MustCompile(`^rtcp dp: metrics on http://(\S+)/metrics`))
+	admin := stderr.wait(t, regexp.MustCompile(`^rtcp dp: status page on http://(\S+)/`))
 
 	// A WebSocket opened now must outlive the server's request times.
 	ws, err := (&wsconn.Dialer{URL: "ws://" + web + wsconn.DefaultPath}).DialContext(context.Background(), "tcp", web)
@@ -112,6 +113,7 @@ func TestDPHTTPServersBounded(t *testing.T) {
 
 	for _, s := range []struct{ name, addr, path string }{
 		{"metrics", metrics, "/metrics"},
+		{"admin", admin, "/api/status"},
 		{"c8y", web, "/service/remoteaccess/nothing"},
 		{"cccp-api", api, "/status?serial=CLD-1"},
 	} {
