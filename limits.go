@@ -17,8 +17,9 @@ import (
 // 4; a server's spares together are bounded by MaxLinksPerOwner too), and
 // per source address the connections in their handshake
 // (MaxHandshakesPerSource, 64) and the failed authentications a minute
-// (MaxAuthFailuresPerSource, 30; sourcelimit.go). A ConnBudget bounds
-// the connections of all of a program's doors together.
+// (MaxAuthFailuresPerSource, 30; sourcelimit.go), and the names counted
+// on their own in Status (MaxNameStats, 1000; status.go). A ConnBudget
+// bounds the connections of all of a program's doors together.
 const (
 	defaultMaxSessionsPerServer = 10000
 	defaultMaxPendingConnects   = 1024

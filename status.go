@@ -236,7 +236,8 @@ func (dp *DiscoverPoint) refusedName(r refusal, name string) {
 
 // Status returns a snapshot of the DP for its operator. It takes the
 // DP's locks one at a time, never two together, so its parts may be a
-// moment apart; it costs about a microsecond a name and a link.
+// moment apart. Its cost grows with the names: some 25 ms for 10000
+// names on a busy 2-core machine (BenchmarkStatus).
 func (dp *DiscoverPoint) Status() Status {
 	dp.init()
 	st := Status{Stats: dp.Stats(), Started: dp.counts.started, MaxNameStats: dp.counts.names.max}

@@ -93,8 +93,9 @@ function render(st) {
   other.append(...countCells(st.other));
   rows.push(other);
   document.querySelector("#names tbody").replaceChildren(...rows);
-  text("names-note", "Names past the first " + st.max_name_stats +
-    " (and names not served here) are counted together as other names.");
+  text("names-note", st.max_name_stats > 0
+    ? "Names past the first " + st.max_name_stats + " (and names not served here) are counted together as other names."
+    : "No name is counted on its own (-max-name-stats is negative): all are counted as other names.");
 
   const reasons = Object.entries(st.refused || {}).filter(([, n]) => n > 0).sort();
   document.querySelector("#refusals tbody").replaceChildren(...reasons.map(([reason, n]) =>
@@ -104,6 +105,7 @@ function render(st) {
 
 async function refresh() {
   const error = document.getElementById("error");
+  const start = performance.now();
   try {
     const resp = await fetch("api/status", { cache: "no-store" });
     if (!resp.ok) throw new Error(resp.status + " " + (await resp.text()).trim());
@@ -116,7 +118,9 @@ async function refresh() {
     state.textContent = "unreachable";
     state.className = "state bad";
   }
-  setTimeout(refresh, period);
+  // A DP with many names makes a large answer: ask no more often than
+  // ten times what the last answer took to fetch and show.
+  setTimeout(refresh, Math.max(period, 10 * (performance.now() - start)));
 }
 
 refresh();
