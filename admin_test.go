@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -265,12 +266,31 @@ func chromium(t *testing.T) string {
 
 // TestAdminPageInBrowser loads the status page in a headless Chromium
 // and checks that the page, once its script has run, shows the server's
-// name, its owner and its session counts.
+// name, its owner and its session counts, and that it is live: a
+// session opened after the page first asked is on it, unreloaded.
 func TestAdminPageInBrowser(t *testing.T) {
 	bin := chromium(t)
 	dp := &DiscoverPoint{Logger: testLogger()}
 	addr := startDP(t, dp)
-	srv := httptest.NewServer(AdminHandler(dp, AdminOptions{}))
+	admin := AdminHandler(dp, AdminOptions{})
+	var asked atomic.Int32
+	var second net.Conn // set before opened is sent
+	opened := make(chan error, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/status" && asked.Add(1) == 2 {
+			// Before the page's second question, a second session.
+			c, err := Dial(addr, "web")
+			if err == nil {
+				second = c
+				_, err = c.Write([]byte("pong"))
+			}
+			if err == nil {
+				_, err = io.ReadFull(c, make([]byte, 4)) // the relay runs: the session is counted
+			}
+			opened <- err
+		}
+		admin.ServeHTTP(w, r)
+	}))
 	defer srv.Close()
 	l := listen(t, &ListenConfig{Owner: "owner-<b>1</b>"}, addr, "web")
 	echo(t, l)
@@ -284,17 +304,29 @@ func TestAdminPageInBrowser(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // 5-10 s here; more only on a loaded machine
 	defer cancel()
 	// One run, for its start takes seconds: the page's DOM once its
-	// script has had a second of (virtual) time, and a screenshot.
+	// script has had ten seconds of virtual time (which passes at once
+	// when the page waits for nothing), and a screenshot.
 	shot := t.TempDir() + "/status.png"
 	cmd := exec.CommandContext(ctx, bin, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
 		"--disable-extensions", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--user-data-dir="+t.TempDir(), "--virtual-time-budget=1000", "--window-size=1200,800",
+		"--user-data-dir="+t.TempDir(), "--virtual-time-budget=10000", "--window-size=1200,800",
 		"--screenshot="+shot, "--dump-dom", srv.URL+"/")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("%s: %v\n%s", bin, err, stderr.Bytes())
+	}
+	select {
+	case err := <-opened:
+		if second != nil {
+			defer second.Close()
+		}
+		if err != nil {
+			t.Fatalf("the second session: %v", err)
+		}
+	default:
+		t.Fatalf("the page asked for the status %d times in ten seconds; want it to ask every two", asked.Load())
 	}
 	dom := string(out)
 	row := regexp.MustCompile(`(?s)<tr data-name="web"[^>]*>(.*?)</tr>`).FindStringSubmatch(dom)
@@ -304,15 +336,15 @@ func TestAdminPageInBrowser(t *testing.T) {
 	for _, want := range []string{
 		`<td class="c-name">web</td>`,
 		`<td class="c-owner">owner-&lt;b&gt;1&lt;/b&gt;</td>`, // text, never markup
-		`<td class="num c-sessions">1</td>`,
-		`<td class="num c-sessions-total">1</td>`,
+		`<td class="num c-sessions">2</td>`,
+		`<td class="num c-sessions-total">2</td>`,
 		`json from 127.0.0.1:`,
 	} {
 		if !strings.Contains(row[1], want) {
 			t.Errorf("web's row lacks %s:\n%s", want, row[1])
 		}
 	}
-	for _, want := range []string{`<dd id="s-sessions">1</dd>`, `<span id="state" class="state ok">accepting</span>`} {
+	for _, want := range []string{`<dd id="s-sessions">2</dd>`, `<span id="state" class="state ok">accepting</span>`} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("the page lacks %s:\n%s", want, dom)
 		}
