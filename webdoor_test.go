@@ -2,12 +2,19 @@ package rtcp
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
+	"html"
+	"image"
+	_ "image/png"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -305,6 +312,65 @@ func TestWebName(t *testing.T) {
 		name, err := webName(tc.host, tc.domain)
 		if name != tc.name || (err == nil) != (tc.name != "") {
 			t.Errorf("webName(%q, %q) = %q, %v; want %q", tc.host, tc.domain, name, err, tc.name)
+		}
+	}
+}
+
+// TestHTTPDoorChromium opens http://printer-7.localhost:PORT/ in headless
+// Chromium (which resolves *.localhost to loopback) through the DP's HTTP
+// door, to a server that runs http.Serve on its rtcp Listener: a
+// screenshot of the page, and the page as the browser built it.
+func TestHTTPDoorChromium(t *testing.T) {
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Skip("no chromium on PATH (Debian: apt-get install chromium; .ci/run installs it)")
+	}
+	dp := &DiscoverPoint{Logger: testLogger()}
+	addr := startDP(t, dp)
+	serveBackend(t, listen(t, nil, addr, "printer-7"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprintf(w, "<!doctype html><title>printer-7</title><h1>Hello from printer-7</h1><p id=via>via %s for %s</p>",
+			html.EscapeString(r.Header.Get("X-Forwarded-Host")), html.EscapeString(r.Header.Get("X-Forwarded-For")))
+	}))
+	door := serveWeb(t, dp.HTTPHandler("localhost"))
+	_, port, _ := net.SplitHostPort(door)
+	url := "http://printer-7.localhost:" + port + "/"
+
+	browse := func(args ...string) []byte {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		args = append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+			"--user-data-dir=" + t.TempDir()}, append(args, url)...)
+		cmd := exec.CommandContext(ctx, chromium, args...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("chromium %s: %v\n%s", strings.Join(args, " "), err, stderr.Bytes())
+		}
+		return out
+	}
+
+	shot := filepath.Join(t.TempDir(), "page.png")
+	if d := os.Getenv("RTCP_TEST_SCREENSHOT_DIR"); d != "" { // to look at it
+		shot = filepath.Join(d, "page.png")
+	}
+	browse("--screenshot="+shot, "--window-size=800,600")
+	f, err := os.Open(shot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cfg, format, err := image.DecodeConfig(f)
+	if err != nil || format != "png" || cfg.Width != 800 || cfg.Height != 600 {
+		t.Errorf("screenshot: %s %dx%d, %v; want an 800x600 png", format, cfg.Width, cfg.Height, err)
+	}
+
+	dom := string(browse("--dump-dom"))
+	for _, want := range []string{"<h1>Hello from printer-7</h1>", "via printer-7.localhost:" + port + " for 127.0.0.1"} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("the page does not say %q:\n%s", want, dom)
 		}
 	}
 }
