@@ -10,22 +10,25 @@ import (
 )
 
 func runDP(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("dp", "dp -listen ADDR [-port NAME=ADDR]... [-grace DURATION] [-tls-cert FILE -tls-key FILE [-tls-ca FILE]] [-config FILE] [-token-file FILE] [-etcd URLS -advertise ADDR [-etcd-ttl DURATION] [-etcd-tls-ca FILE] [-etcd-tls-cert FILE -etcd-tls-key FILE] [-etcd-user NAME -etcd-password-file FILE] [-cluster-token-file FILE]] [-metrics ADDR] [-admin ADDR [-admin-token-file FILE]] [-keepalive DURATION] [-stall-timeout DURATION] [-window-memory MiB] [-max-... N] [-log-level LEVEL]", `
+	fs := newFlagSet("dp", "dp -listen ADDR [-port NAME=ADDR]... [-grace DURATION] [-tls-cert FILE -tls-key FILE [-tls-ca FILE]] [-config FILE] [-token-file FILE] [-etcd URLS -advertise ADDR [-etcd-ttl DURATION] [-etcd-tls-ca FILE] [-etcd-tls-cert FILE -etcd-tls-key FILE] [-etcd-user NAME -etcd-password-file FILE] [-cluster-token-file FILE]] [-http ADDR] [-https ADDR] [-domain DOMAIN] [-metrics ADDR] [-admin ADDR [-admin-token-file FILE]] [-keepalive DURATION] [-stall-timeout DURATION] [-window-memory MiB] [-max-... N] [-log-level LEVEL]", `
 Run a discover point (DP): indirect servers (rtcp expose, rtcp.Listen)
 register their names with it, and indirect clients (rtcp connect,
 rtcp.Dial) reach them by name through it. It runs until SIGINT or
 SIGTERM, then stops accepting, lets open sessions finish for the grace
 period, and cuts those still open. Each -port makes the DP accept plain
 TCP on ADDR and carry every connection to the server NAME (port mode),
-for clients that cannot run rtcp: ssh, psql, a SCADA system. With -etcd,
-the DP joins the cluster of DPs that share that etcd: a name has one
-owner across all of them, and a client may reach any DP for any name.
-Peers that do no flow control (plain Plan5 servers and clients, Mihini
-devices) are held back by TCP when a reader falls behind; a link's other
-sessions wait meanwhile, for at most -stall-timeout if it reads nothing.
-Every door (-listen, -port, -mihini, the seed doors, -metrics, -admin) takes
-its connections from one budget (-max-conns), in which each has a part
-of its own, so that a flood at one door cannot shut the others.`)
+for clients that cannot run rtcp: ssh, psql, a SCADA system. -http and
+-https are the doors for browsers: http://NAME.DOMAIN/, and TLS for
+NAME.DOMAIN, reach the server NAME (-domain). With -etcd, the DP joins
+the cluster of DPs that share that etcd: a name has one owner across
+all of them, and a client may reach any DP for any name. Peers that do
+no flow control (plain Plan5 servers and clients, Mihini devices) are
+held back by TCP when a reader falls behind; a link's other sessions
+wait meanwhile, for at most -stall-timeout if it reads nothing. Every
+door (-listen, -port, -http, -https, -mihini, the seed doors, -metrics,
+-admin) takes its connections from one budget (-max-conns), in which
+each has a part of its own, so that a flood at one door cannot shut the
+others.`)
 	listen := fs.String("listen", "", "TCP `address` to accept servers and clients on, e.g. :9000 (required)")
 	var ports portFlag
 	fs.Var(&ports, "port", "`NAME=ADDR`: carry plain TCP connections on ADDR to the server NAME (repeatable)")
@@ -34,6 +37,7 @@ of its own, so that a flood at one door cannot shut the others.`)
 	cluster := addClusterFlags(fs)
 	hard := addHardeningFlags(fs)
 	admin := addAdminFlags(fs)
+	web := addWebFlags(fs)
 	var mihinis mihiniFlag
 	fs.Var(&mihinis, "mihini", "`NAME=ADDR=SERVICE_HOST:PORT`: Mihini devices that dial ADDR become the server NAME, "+
 		"and each session to NAME is a CONNECT to SERVICE_HOST:PORT behind the device (repeatable)")
@@ -63,6 +67,9 @@ of its own, so that a flood at one door cannot shut the others.`)
 		return err
 	}
 	if err := admin.check(fs); err != nil {
+		return err
+	}
+	if err := web.check(fs); err != nil {
 		return err
 	}
 	log := logger()
@@ -136,6 +143,13 @@ of its own, so that a flood at one door cannot shut the others.`)
 		return err
 	}
 	defer stopAdmin()
+	webDoors, err := web.start(dp, doors, stderr)
+	if err != nil {
+		ln.Close()
+		dp.Close()
+		return err
+	}
+	defer webDoors.stop()
 	served := make(chan error, 1)
 	go func() { served <- dp.Serve(ln) }()
 	warnOpen(pol, stderr)
@@ -150,9 +164,12 @@ of its own, so that a flood at one door cannot shut the others.`)
 	log.Info("rtcp dp: shutting down", "grace", *grace)
 	sctx, cancel := context.WithTimeout(context.Background(), *grace)
 	defer cancel()
+	webDone := make(chan struct{})
+	go func() { defer close(webDone); webDoors.shutdown(sctx) }() // its idle sessions end
 	if err := dp.Shutdown(sctx); err != nil {
 		log.Warn("rtcp dp: grace period over; cut the sessions still open")
 	}
+	<-webDone
 	<-served
 	log.Info("rtcp dp: stopped")
 	return nil

@@ -58,7 +58,7 @@ func addHardeningFlags(fs *flag.FlagSet) *hardeningFlags {
 		maxLinks:         fs.Int("max-links-per-owner", 0, "most links of one server, over all its names (0: 64)"),
 		maxSessions:      fs.Int("max-sessions-per-server", 0, "most sessions relayed to one name at once (0: 10000)"),
 		maxPending:       fs.Int("max-pending-connects", 0, "most sessions to one name waiting for its answer (0: 1024)"),
-		maxConns: fs.Int("max-conns", 0, "most connections all doors hold at once (-listen, each -port and -mihini, "+
+		maxConns: fs.Int("max-conns", 0, "most connections all doors hold at once (-listen, each -port and -mihini, -http, -https, "+
 			"-c8y-listen, the CCCP doors and proxy ports, -metrics, -admin): half is split into a part guaranteed to each door, "+
 			"the rest goes to whichever asks first, and a connection over the bound is reset "+
 			"(0: the open-file limit, less a tenth and the -cccp-ports range)"),
