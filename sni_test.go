@@ -77,16 +77,33 @@ func TestSNIDoor(t *testing.T) {
 	dp := &DiscoverPoint{Logger: testLogger()}
 	addr := startDP(t, dp)
 	pool := x509.NewCertPool()
+	var mu sync.Mutex            // guards clients
+	clients := map[string]bool{} // the local addresses of the client's connections
 	for _, name := range []string{"alpha", "beta"} {
 		cert := selfSigned(t, name+".dp.test", pool)
 		l := tls.NewListener(listen(t, nil, addr, name), &tls.Config{Certificates: []tls.Certificate{cert}})
-		serveBackend(t, l, whoAmI(name))
+		serveBackend(t, l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// The server's Conn has the client's address.
+			mu.Lock()
+			ok := clients[r.RemoteAddr]
+			mu.Unlock()
+			if !ok {
+				t.Errorf("%s: request from %q, not the client's address", name, r.RemoteAddr)
+			}
+			whoAmI(name).ServeHTTP(w, r)
+		}))
 	}
 	door := serveSNIDoor(t, dp, "dp.test")
 	tr := &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: pool},
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return new(net.Dialer).DialContext(ctx, network, door)
+			c, err := new(net.Dialer).DialContext(ctx, network, door)
+			if err == nil {
+				mu.Lock()
+				clients[c.LocalAddr().String()] = true
+				mu.Unlock()
+			}
+			return c, err
 		},
 	}
 	defer tr.CloseIdleConnections()
