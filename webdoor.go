@@ -26,7 +26,7 @@ import (
 // names on one client connection, bodies streamed both ways at once and
 // WebSocket (and other) upgrades pass through. The server gets
 // X-Forwarded-For, X-Forwarded-Host and X-Forwarded-Proto; any that the
-// client sent are dropped.
+// client sent are dropped, and so are Forwarded and X-Real-IP.
 //
 // An idle connection to a server is a session the DP holds, counted in
 // Stats and toward MaxSessionsPerServer, and one that the DP's Shutdown
@@ -109,6 +109,10 @@ func (h *HTTPDoor) CloseIdleConnections() { h.transport.CloseIdleConnections() }
 
 func (h *HTTPDoor) rewrite(pr *httputil.ProxyRequest) {
 	wr, _ := pr.In.Context().Value(webRequestKey{}).(webRequest)
+	// Only what the door saw is passed on: the proxy drops the client's
+	// own X-Forwarded-* headers, and these tell the same story.
+	pr.Out.Header.Del("Forwarded")
+	pr.Out.Header.Del("X-Real-Ip")
 	pr.SetXForwarded()
 	pr.Out.URL.Scheme = "http"
 	pr.Out.URL.Host = wr.name // the transport's key: connections are kept per server

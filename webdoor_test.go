@@ -70,8 +70,9 @@ func (l *countingListener) Accept() (net.Conn, error) {
 // whoAmI answers with the server's name and what the door told it.
 func whoAmI(name string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "%s|%s|%s|%s|%s", name, r.Host, r.Header.Get("X-Forwarded-For"),
-			r.Header.Get("X-Forwarded-Host"), r.Header.Get("X-Forwarded-Proto"))
+		fmt.Fprintf(w, "%s|%s|%s|%s|%s%s%s", name, r.Host, r.Header.Get("X-Forwarded-For"),
+			r.Header.Get("X-Forwarded-Host"), r.Header.Get("X-Forwarded-Proto"),
+			r.Header.Get("Forwarded"), r.Header.Get("X-Real-Ip"))
 	})
 }
 
@@ -122,7 +123,7 @@ func TestHTTPDoorKeepAlive(t *testing.T) {
 	br := bufio.NewReader(c)
 	for i, host := range []string{"alpha.dp.test:" + port, "BETA.dp.test", "alpha.dp.test.:" + port, "beta.dp.test"} {
 		// A client's own X-Forwarded-For is not passed on.
-		code, body := webGet(t, c, br, host, "X-Forwarded-For: 192.0.2.1")
+		code, body := webGet(t, c, br, host, "X-Forwarded-For: 192.0.2.1", "Forwarded: for=192.0.2.1", "X-Real-IP: 192.0.2.1")
 		name := strings.ToLower(strings.Split(host, ".")[0])
 		want := fmt.Sprintf("%s|%s|127.0.0.1|%s|http", name, host, host)
 		if code != http.StatusOK || body != want {
