@@ -80,6 +80,55 @@ func TestDPWebDoors(t *testing.T) {
 	}
 }
 
+// TestDPWebShutdown: the -http door's idle connections to servers are
+// sessions, which the DP's graceful shutdown must not wait out its grace
+// period for.
+func TestDPWebShutdown(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := newOutput()
+	done := make(chan error, 1)
+	go func() {
+		done <- runDP(ctx, []string{"-listen", "127.0.0.1:0", "-http", "127.0.0.1:0", "-domain", "dp.test", "-grace", "10m"}, io.Discard, out)
+	}()
+	var dpAddr string
+	select {
+	case dpAddr = <-out.ready:
+	case err := <-done:
+		t.Fatalf("dp ended before it was ready: %v\n%s", err, out)
+	}
+	httpAddr := regexp.MustCompile(`\(-http (\S+)\)`).FindStringSubmatch(out.String())
+	l, err := rtcp.Listen(dpAddr, "idle")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })}
+	served := make(chan struct{})
+	go func() { defer close(served); srv.Serve(l) }()
+	defer func() { srv.Close(); <-served }()
+
+	req, _ := http.NewRequest("GET", "http://"+httpAddr[1]+"/", nil)
+	req.Host = "idle.dp.test"
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close() // the door's connection to the server is idle now, kept alive
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second): // under the 60 s after which the door drops an idle connection
+		t.Fatalf("dp still shutting down after 30s: it waits for the door's idle session\n%s", out)
+	}
+}
+
 func TestDPWebUsage(t *testing.T) {
 	for _, tt := range []struct {
 		args []string
