@@ -38,7 +38,13 @@ limits get the same link on the same hop (between their relays), raw TCP
 on its only one, and each round trip's ratios are to its own limit. A
 throughput run there lasts at least 50 round trips (10 s at 200 ms): the
 windows take about 5 to grow to the path. Memory is not measured, and
-echoes and dials are cut to what fits in -duration (at least 20 each).`)
+echoes and dials are cut to what fits in -duration (at least 20 each).
+
+Examples:
+
+	rtcp bench -quick
+	rtcp bench -transports yamux,tcp -rtt 0 -rtt 50ms
+	rtcp bench -rows 'dp -port' -repeat 5`)
 	quick := fs.Bool("quick", false, "short runs: 1s throughput run once, 2000 echoes, 100 dials, 2000 idle sessions (flags given explicitly win)")
 	transports := fs.String("transports", "json,yamux,tcp", "comma-separated `list` of -transport values to measure")
 	pool := fs.Int("pool", 4, "links per server (expose -pool, ListenConfig.PoolSize)")
@@ -53,8 +59,8 @@ echoes and dials are cut to what fits in -duration (at least 20 each).`)
 	fs.Var(&rtts, "rtt", "run the rows with a delay link of round trip `duration` between the server side and the DP (repeatable: a group of rows each; default 0, no link)")
 	exe := fs.String("exe", "", "rtcp `binary` to run the DP, servers and helpers with (default: this one)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of this process (load generator and in-process rows) to `file`")
-	child := fs.String("child", "", "internal: run as the bench's `role` sink, relay or delay (a delay link of -rtt)")
-	to := fs.String("to", "", "internal: where a -child relay or delay connects")
+	child := fs.String("child", "", internalUsage+"run as the bench's `role` sink, relay or delay (a delay link of -rtt)")
+	to := fs.String("to", "", internalUsage+"where a -child relay or delay connects")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}

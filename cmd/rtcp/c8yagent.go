@@ -45,7 +45,12 @@ credential until its tunnel is open):
 	FAILED <key> <reason>
 
 It runs until the operations end and every tunnel has closed, or until
-SIGINT or SIGTERM.`)
+SIGINT or SIGTERM.
+
+Examples:
+
+	rtcp c8y-agent -url https://t123.cumulocity.com -user t123/device -password-file pw -ops -
+	rtcp c8y-agent -url ws://dp.example.com:8080 -ops ops.txt -status text`)
 	u := fs.String("url", "", "base `URL` of the tenant or DP: https://..., wss://..., http://... or ws://... (required)")
 	user := fs.String("user", "", "`tenant/user` for Basic authorization (with -password-file)")
 	pwFile := fs.String("password-file", "", "`file` holding the password of -user")

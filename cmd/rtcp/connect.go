@@ -50,7 +50,13 @@ Exit status with -stdio: 0 the session ended (or SIGINT or SIGTERM
 ended it), 3 the DP or the server refused it (no server of that name,
 not authorized, the server cannot reach its service), 4 the DP could
 not be reached or did not complete the handshake, 5 the session was cut
-off (lost link, DP or server gone), 2 a usage error, 1 anything else.`)
+off (lost link, DP or server gone), 2 a usage error, 1 anything else.
+
+Examples:
+
+	rtcp connect -stdio -dp dp.example.com:9000 -name pi-7
+	rtcp connect -dp dp.example.com:9000 -name pi-7 -listen 127.0.0.1:2222
+	rtcp connect -dp dp.example.com:9000 -name web -listen 127.0.0.1:8080 -tls -token-file ~/.rtcp/laptop.token`)
 	dp := fs.String("dp", "", "`address` of the discover point, host:port, or ws://host:port/rtcp to reach it over a WebSocket (required)")
 	name := fs.String("name", "", "`name` of the server to reach (required)")
 	listen := fs.String("listen", "", "local TCP `address` to accept connections on, e.g. 127.0.0.1:2222 (this or -stdio is required)")

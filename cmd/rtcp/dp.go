@@ -28,7 +28,13 @@ wait meanwhile, for at most -stall-timeout if it reads nothing. Every
 door (-listen, -port, -http, -https, -mihini, the seed doors, -metrics,
 -admin) takes its connections from one budget (-max-conns), in which
 each has a part of its own, so that a flood at one door cannot shut the
-others.`)
+others.
+
+Examples:
+
+	rtcp dp -listen :9000
+	rtcp dp -listen :9000 -tls-cert dp.crt -tls-key dp.key -config /etc/rtcp/dp.json -metrics 127.0.0.1:9100
+	rtcp dp -listen :9000 -port pi-7=127.0.0.1:2222`)
 	listen := fs.String("listen", "", "TCP `address` to accept servers and clients on, e.g. :9000 (required)")
 	var ports portFlag
 	fs.Var(&ports, "port", "`NAME=ADDR`: carry plain TCP connections on ADDR to the server NAME (repeatable)")

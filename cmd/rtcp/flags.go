@@ -28,13 +28,15 @@ func usageErrorf(fs *flag.FlagSet, format string, args ...any) error {
 }
 
 // newFlagSet returns the flag set of the subcommand name. synopsis is
-// the usage line after "rtcp", doc a paragraph that says what it does.
+// the usage line after "rtcp", doc a paragraph that says what it does and
+// ends with two or three examples. Its -h lists the flags in the groups
+// of flagGroups, without the internal ones (help.go).
 func newFlagSet(name, synopsis, doc string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.Usage = func() {
 		w := fs.Output()
-		fmt.Fprintf(w, "Usage: rtcp %s\n\n%s\n\nFlags:\n", synopsis, strings.TrimSpace(doc))
-		fs.PrintDefaults()
+		fmt.Fprintf(w, "Usage: rtcp %s\n\n%s\n", synopsis, strings.TrimSpace(doc))
+		printFlags(w, fs)
 	}
 	return fs
 }

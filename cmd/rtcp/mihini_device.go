@@ -20,7 +20,12 @@ every session is closed; with -reconnect the device dials again with
 backoff (the original does not), otherwise it exits with status 1. The
 wire has no flow control: a service that reads slowly holds the server
 back, and the link's other sessions wait with it, for at most
--stall-timeout if it reads nothing. It runs until SIGINT or SIGTERM.`)
+-stall-timeout if it reads nothing. It runs until SIGINT or SIGTERM.
+
+Examples:
+
+	rtcp mihini-device -server server.example.com:9100 -reconnect
+	rtcp mihini-device -server 127.0.0.1:9100 -log-level debug`)
 	server := fs.String("server", "", "`host:port` of the server side (required)")
 	reconnect := fs.Bool("reconnect", false, "dial the server again, with backoff, when the link cannot be made or drops")
 	stall := stallFlag(fs)

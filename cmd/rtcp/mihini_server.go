@@ -46,7 +46,12 @@ device that dials again replaces its old link. Clients that come while no
 device is connected are closed. The wire has no flow control: a client
 that reads slowly holds the device back, and its link's other clients
 wait with it, for at most -stall-timeout if it reads nothing. It runs
-until SIGINT or SIGTERM.`)
+until SIGINT or SIGTERM.
+
+Examples:
+
+	rtcp mihini-server -listen :9100 -map 127.0.0.1:2222=127.0.0.1:22
+	rtcp mihini-server -listen :9100 -map :8080=192.168.1.10:80 -map :2222=127.0.0.1:22`)
 	listen := fs.String("listen", "", "TCP `address` the device dials, e.g. :9100 (required)")
 	var maps mapFlag
 	fs.Var(&maps, "map", "`CLIENT_ADDR=SERVICE_HOST:PORT`: carry clients of CLIENT_ADDR to SERVICE_HOST:PORT behind the device (repeatable, at least one)")

@@ -103,9 +103,12 @@ a connection that reads slowly holds the partner back, and the link's
 other connections wait with it, for at most -stall-timeout if it reads
 nothing. It runs until SIGINT or SIGTERM.
 
-Example (the original's): on host1 "rtcp tcpipe -s 50000 -p 40000,40001",
-on host2 "rtcp tcpipe -c host1:50000 -t appli2": a connection to
-host1:40000 reaches appli2:40000.`)
+Examples (the original's): on host1 and host2, so that a connection to
+host1:40000 reaches appli2:40000, and the same with a shared secret:
+
+	rtcp tcpipe -s 50000 -p 40000,40001
+	rtcp tcpipe -c host1:50000 -t appli2
+	rtcp tcpipe -c host1:50000 -t appli2 -secret-file /etc/rtcp/tcpipe.secret`)
 	var server, client, target, bind, secretFile string
 	var ports portsFlag
 	targetPorts := portsFlag{ranges: true}

@@ -14,7 +14,12 @@ func runVersion(ctx context.Context, args []string, stdout, stderr io.Writer) er
 Print the module version and the source revision this rtcp was built
 from, and the Go release and platform it was built with, on one line;
 "rtcp -version" does the same. A revision ending in "+modified" was
-built from a tree with changes not committed.`)
+built from a tree with changes not committed.
+
+Examples:
+
+	rtcp version
+	rtcp -version`)
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
