@@ -51,8 +51,8 @@ func TestDPPort(t *testing.T) {
 			t.Errorf("dp: %v", err)
 		}
 	}()
-	port := stderr.wait(t, regexp.MustCompile(`^rtcp dp: port (\S+) carries connections to "db"`))
-	dp := stderr.wait(t, regexp.MustCompile(`^rtcp dp: listening on (\S+)`))
+	port := stderr.wait(t, regexp.MustCompile(`msg="rtcp dp: port" addr=(\S+) name=db`))
+	dp := stderr.wait(t, logRe("rtcp dp: listening", "addr"))
 
 	l, err := rtcp.Listen(dp, "db")
 	if err != nil {

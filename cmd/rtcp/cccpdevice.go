@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 
 	"rtcp/cccp"
@@ -35,8 +34,9 @@ Examples:
 	if err := wire.CheckSerial(*serial); err != nil {
 		return usageErrorf(fs, "-serial: %v", err)
 	}
-	d := &cccp.Device{Proxy: *proxy, Serial: *serial, To: *to, Logger: logger()}
-	fmt.Fprintf(stderr, "rtcp cccp-device: serving %s as %q at %s\n", *to, *serial, *proxy)
+	log := logger()
+	d := &cccp.Device{Proxy: *proxy, Serial: *serial, To: *to, Logger: log}
+	ready(log, "rtcp cccp-device: serving", "to", *to, "serial", *serial, "proxy", *proxy)
 	err := d.Run(ctx)
 	if errors.Is(err, context.Canceled) {
 		return nil

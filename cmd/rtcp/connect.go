@@ -81,11 +81,11 @@ Examples:
 		return err
 	}
 	log := logger()
-	tlsCfg, err := sec.tlsConfig(fs, stderr)
+	tlsCfg, err := sec.tlsConfig(fs, log)
 	if err != nil {
 		return err
 	}
-	cred, err := sec.peerCredential(stderr)
+	cred, err := sec.peerCredential(log)
 	if err != nil {
 		return err
 	}
@@ -117,6 +117,6 @@ Examples:
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "rtcp connect: listening on %s, carrying connections to %s@%s\n", l.Addr(), *name, *dp)
+	ready(log, "rtcp connect: listening", "addr", l.Addr().String(), "to", *name+"@"+*dp)
 	return forward(ctx, l, dialName, log.With("to", *name+"@"+*dp))
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"time"
 
@@ -79,11 +78,11 @@ Examples:
 		return err
 	}
 	log := logger()
-	tlsCfg, err := sec.tlsConfig(fs, stderr)
+	tlsCfg, err := sec.tlsConfig(fs, log)
 	if err != nil {
 		return err
 	}
-	pol, err := sec.policy(stderr)
+	pol, err := sec.policy(log)
 	if err != nil {
 		return err
 	}
@@ -97,7 +96,7 @@ Examples:
 	if err != nil {
 		return err
 	}
-	member, err := cluster.join(ctx, tlsCfg, pol, cred, log, stderr)
+	member, err := cluster.join(ctx, tlsCfg, pol, cred, log)
 	if err != nil {
 		return err
 	}
@@ -117,17 +116,17 @@ Examples:
 	member.configure(dp)
 	hard.configure(dp)
 	admin.configure(dp)
-	defer reloadOnHangup(&policyReloader{sec: sec, keys: policyKeys, member: member, dp: dp, stderr: stderr}, log)()
-	waitPorts := servePorts(dp, ports.ports, portLns, stderr)
+	defer reloadOnHangup(&policyReloader{sec: sec, keys: policyKeys, member: member, dp: dp, log: log}, log)()
+	waitPorts := servePorts(dp, ports.ports, portLns, log)
 	defer waitPorts()
-	stopSeeds, err := seeds.start(dp, doors, stderr)
+	stopSeeds, err := seeds.start(dp, doors)
 	if err != nil {
 		ln.Close()
 		dp.Close()
 		return err
 	}
 	defer stopSeeds()
-	stopMihini, err := startMihini(dp, mihinis.doors, *mihiniKey, doors, *stall, log, stderr)
+	stopMihini, err := startMihini(dp, mihinis.doors, *mihiniKey, doors, *stall, log)
 	if err != nil {
 		ln.Close()
 		dp.Close()
@@ -135,7 +134,7 @@ Examples:
 	}
 	defer stopMihini()
 	metrics := dpMetricsHandler(dp, doors)
-	stopMetrics, err := hard.serveMetrics(metrics, doors, stderr)
+	stopMetrics, err := hard.serveMetrics(metrics, doors)
 	if err != nil {
 		ln.Close()
 		dp.Close()
@@ -158,8 +157,8 @@ Examples:
 	defer webDoors.stop()
 	served := make(chan error, 1)
 	go func() { served <- dp.Serve(ln) }()
-	warnOpen(pol, stderr)
-	fmt.Fprintf(stderr, "rtcp dp: listening on %s\n", ln.Addr())
+	warnOpen(pol, log)
+	ready(log, "rtcp dp: listening", "addr", ln.Addr().String())
 
 	select {
 	case err := <-served:

@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"net"
@@ -109,8 +108,8 @@ func (f *clusterFlags) endpoints() []string {
 
 // etcdConfig is the registry's configuration the flags ask for: TLS to
 // etcd for https:// URLs (trusting -etcd-tls-ca, or the system's CAs),
-// and a user and password. Warnings go to stderr.
-func (f *clusterFlags) etcdConfig(stderr io.Writer) (etcdregistry.Config, error) {
+// and a user and password. Warnings go to log.
+func (f *clusterFlags) etcdConfig(log *slog.Logger) (etcdregistry.Config, error) {
 	cfg := etcdregistry.Config{Endpoints: f.endpoints(), TTL: *f.ttl}
 	https := slices.ContainsFunc(cfg.Endpoints, func(u string) bool { return strings.HasPrefix(u, "https://") })
 	if https || *f.etcdCA != "" || *f.etcdCert != "" {
@@ -131,12 +130,12 @@ func (f *clusterFlags) etcdConfig(stderr io.Writer) (etcdregistry.Config, error)
 				return cfg, fmt.Errorf("-etcd-tls-cert %s, -etcd-tls-key %s: %w", *f.etcdCert, *f.etcdKey, err)
 			}
 			t.Certificates = []tls.Certificate{c}
-			warnIfShared(*f.etcdKey, "-etcd-tls-key", stderr)
+			warnIfShared(*f.etcdKey, "-etcd-tls-key", log)
 		}
 		cfg.TLS = t
 	}
 	if *f.etcdUser != "" {
-		warnIfShared(*f.etcdPasswordFile, "-etcd-password-file", stderr)
+		warnIfShared(*f.etcdPasswordFile, "-etcd-password-file", log)
 		b, err := os.ReadFile(*f.etcdPasswordFile)
 		if err != nil {
 			return cfg, fmt.Errorf("-etcd-password-file: %w", err)
@@ -146,7 +145,7 @@ func (f *clusterFlags) etcdConfig(stderr io.Writer) (etcdregistry.Config, error)
 			return cfg, fmt.Errorf("-etcd-password-file %s is empty", *f.etcdPasswordFile)
 		}
 		if cfg.TLS == nil {
-			fmt.Fprintf(stderr, "rtcp dp: WARNING: -etcd-password-file without TLS: the password crosses the network in the clear; use https:// etcd URLs\n")
+			log.Warn("rtcp dp: -etcd-password-file without TLS: the password crosses the network in the clear; use https:// etcd URLs")
 		}
 	}
 	return cfg, nil
@@ -167,13 +166,13 @@ type clusterMember struct {
 // clients, or else the system's), and proving the cluster's key, or else
 // cred, when it is set. pol is the DP's policy, to which the cluster's
 // key is added.
-func (f *clusterFlags) join(ctx context.Context, serverTLS *tls.Config, pol *rtcp.Policy, cred *rtcp.Credential, log *slog.Logger, stderr io.Writer) (*clusterMember, error) {
+func (f *clusterFlags) join(ctx context.Context, serverTLS *tls.Config, pol *rtcp.Policy, cred *rtcp.Credential, log *slog.Logger) (*clusterMember, error) {
 	if *f.etcd == "" {
 		return nil, nil
 	}
 	m := &clusterMember{advertise: *f.advertise, peer: &rtcp.Dialer{Credential: cred}}
 	if *f.tokenFile != "" {
-		dpCred, err := f.clusterCredential(cred, stderr)
+		dpCred, err := f.clusterCredential(cred, log)
 		if err != nil {
 			return nil, err
 		}
@@ -189,7 +188,7 @@ func (f *clusterFlags) join(ctx context.Context, serverTLS *tls.Config, pol *rtc
 			MinVersion:   tls.VersionTLS12,
 		}
 	}
-	cfg, err := f.etcdConfig(stderr)
+	cfg, err := f.etcdConfig(log)
 	if err != nil {
 		return nil, err
 	}
@@ -199,13 +198,13 @@ func (f *clusterFlags) join(ctx context.Context, serverTLS *tls.Config, pol *rtc
 	if m.reg, err = etcdregistry.New(ctx, cfg); err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(stderr, "rtcp dp: in the cluster on etcd %s as %s\n", *f.etcd, *f.advertise)
+	ready(log, "rtcp dp: in the cluster", "etcd", *f.etcd, "advertise", *f.advertise)
 	return m, nil
 }
 
 // clusterCredential reads -cluster-token-file.
-func (f *clusterFlags) clusterCredential(cred *rtcp.Credential, stderr io.Writer) (*rtcp.Credential, error) {
-	warnIfShared(*f.tokenFile, "-cluster-token-file", stderr)
+func (f *clusterFlags) clusterCredential(cred *rtcp.Credential, log *slog.Logger) (*rtcp.Credential, error) {
+	warnIfShared(*f.tokenFile, "-cluster-token-file", log)
 	b, err := os.ReadFile(*f.tokenFile)
 	if err != nil {
 		return nil, fmt.Errorf("-cluster-token-file: %w", err)

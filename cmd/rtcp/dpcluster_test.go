@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -26,6 +27,7 @@ import (
 
 	"rtcp"
 	"rtcp/internal/etcdtest"
+	"rtcp/internal/flowtest"
 )
 
 func TestDPClusterFlagErrors(t *testing.T) {
@@ -109,8 +111,8 @@ func TestDPClusterEtcdConfig(t *testing.T) {
 			if err := f.check(fs); err != nil {
 				t.Fatal(err)
 			}
-			var stderr bytes.Buffer
-			cfg, err := f.etcdConfig(&stderr)
+			logs, log := flowtest.NewLogs()
+			cfg, err := f.etcdConfig(log)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -128,8 +130,8 @@ func TestDPClusterEtcdConfig(t *testing.T) {
 			if cfg.Username != tt.user || cfg.Password != tt.password {
 				t.Errorf("user %q, password %q; want %q, %q", cfg.Username, cfg.Password, tt.user, tt.password)
 			}
-			if !strings.Contains(stderr.String(), tt.warn) || tt.warn == "" && stderr.Len() > 0 {
-				t.Errorf("stderr = %q, want %q", stderr.String(), tt.warn)
+			if warned := logs.AtLeast(slog.LevelWarn); len(warned) != 0 != (tt.warn != "") {
+				t.Errorf("warnings %v, want one that says %q", warned, tt.warn)
 			}
 		})
 	}
@@ -236,7 +238,7 @@ func TestWithClusterKey(t *testing.T) {
 	}
 	f := &clusterFlags{tokenFile: new(string)}
 	*f.tokenFile = writeFile(t, t.TempDir(), "cluster.token", aliceToken)
-	if _, err := f.clusterCredential(&rtcp.Credential{Key: "alice"}, io.Discard); err == nil || !strings.Contains(err.Error(), "give the DPs a key of their own") {
+	if _, err := f.clusterCredential(&rtcp.Credential{Key: "alice"}, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "give the DPs a key of their own") {
 		t.Errorf("the cluster's key is -token-file's: %v", err)
 	}
 }

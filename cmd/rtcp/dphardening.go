@@ -4,7 +4,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -181,7 +180,7 @@ func webSocketsLive(h http.Handler) http.Handler {
 
 // serveMetrics serves metrics (dpMetricsHandler: dp's metrics, and
 // those of the doors' budget) on -metrics, if given, until stop.
-func (f *hardeningFlags) serveMetrics(metrics http.Handler, doors *dpDoors, stderr io.Writer) (stop func(), err error) {
+func (f *hardeningFlags) serveMetrics(metrics http.Handler, doors *dpDoors) (stop func(), err error) {
 	if *f.metrics == "" {
 		return func() {}, nil
 	}
@@ -200,6 +199,6 @@ func (f *hardeningFlags) serveMetrics(metrics http.Handler, doors *dpDoors, stde
 			log.Error("rtcp dp: metrics server stopped", "addr", l.Addr(), "err", err)
 		}
 	}()
-	fmt.Fprintf(stderr, "rtcp dp: metrics on http://%s/metrics\n", l.Addr())
+	ready(log, "rtcp dp: metrics", "url", "http://"+l.Addr().String()+"/metrics")
 	return func() { srv.Close(); <-done }, nil
 }

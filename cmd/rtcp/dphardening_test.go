@@ -20,7 +20,7 @@ import (
 
 func TestDPMetrics(t *testing.T) {
 	p := mustLaunch(t, runDP, "-listen", "127.0.0.1:0", "-metrics", "127.0.0.1:0", "-max-names", "1", "-keepalive", "5s")
-	m := regexp.MustCompile(`metrics on (http://\S+/metrics)`).FindStringSubmatch(p.out.String())
+	m := logRe("rtcp dp: metrics", "url").FindStringSubmatch(p.out.String())
 	if m == nil {
 		t.Fatalf("no metrics address on stderr:\n%s", p.out)
 	}
@@ -99,10 +99,10 @@ func TestDPHTTPServersBounded(t *testing.T) {
 	stderr := startSeedDP(t, "-metrics", "127.0.0.1:0", "-c8y-listen", "127.0.0.1:0",
 		"-cccp-api", "127.0.0.1:0", "-cccp-devices", "127.0.0.1:0", "-cccp-ports", strconv.Itoa(port)+"-"+strconv.Itoa(port),
 		"-admin", "127.0.0.1:0", "-http-timeout", limit, "-http-idle-timeout", limit)
-	web := stderr.wait(t, regexp.MustCompile(`^rtcp dp: remote access and rtcp over WebSocket on (\S+)`))
-	api := stderr.wait(t, regexp.MustCompile(`^rtcp dp: CCCP devices on \S+, control API on (\S+),`))
-	metrics := stderr.wait(t, regexp.MustCompile(`^rtcp dp: metrics on http://(\S+)/metrics`))
-	admin := stderr.wait(t, regexp.MustCompile(`^rtcp dp: status page on http://(\S+)/`))
+	web := stderr.wait(t, logRe("rtcp dp: remote access and rtcp over WebSocket", "addr"))
+	api := stderr.wait(t, logRe("rtcp dp: CCCP doors", "api"))
+	metrics := stderr.wait(t, regexp.MustCompile(`msg="rtcp dp: metrics" url=http://(\S+)/metrics`))
+	admin := stderr.wait(t, regexp.MustCompile(`msg="rtcp dp: status page" url=http://(\S+)/`))
 
 	// A WebSocket opened now must outlive the server's request times.
 	ws, err := (&wsconn.Dialer{URL: "ws://" + web + wsconn.DefaultPath}).DialContext(context.Background(), "tcp", web)
@@ -230,7 +230,7 @@ func TestDPDoorsShareBudget(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			p := mustLaunch(t, runDP, append([]string{"-listen", "127.0.0.1:0", "-metrics", "127.0.0.1:0",
 				"-handshake-timeout", "1m", "-log-level", "error"}, c.args...)...)
-			m := regexp.MustCompile(`metrics on (http://\S+/metrics)`).FindStringSubmatch(p.out.String())
+			m := logRe("rtcp dp: metrics", "url").FindStringSubmatch(p.out.String())
 			if m == nil {
 				t.Fatalf("no metrics address on stderr:\n%s", p.out)
 			}

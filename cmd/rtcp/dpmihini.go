@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -65,7 +64,7 @@ func checkService(s string) error {
 // startMihini listens on the address of each door, as a door of budget,
 // and serves it beside dp, with the stall timeout stall. It returns a
 // function that closes the doors and waits for them.
-func startMihini(dp *rtcp.DiscoverPoint, doors []mihiniDoor, key string, budget *dpDoors, stall time.Duration, log *slog.Logger, stderr io.Writer) (stop func(), err error) {
+func startMihini(dp *rtcp.DiscoverPoint, doors []mihiniDoor, key string, budget *dpDoors, stall time.Duration, log *slog.Logger) (stop func(), err error) {
 	var lns []net.Listener
 	for _, d := range doors {
 		l, err := budget.listen("mihini "+d.name, d.addr, 0)
@@ -83,7 +82,7 @@ func startMihini(dp *rtcp.DiscoverPoint, doors []mihiniDoor, key string, budget 
 		door := &mihini.Door{DP: dp, Name: d.name, Service: d.service, Key: key, StallTimeout: stall, Logger: log}
 		opened = append(opened, door)
 		l := lns[i]
-		fmt.Fprintf(stderr, "rtcp dp: Mihini devices on %s are the server %q, carrying sessions to %s\n", l.Addr(), d.name, d.service)
+		ready(log, "rtcp dp: Mihini devices become a server", "addr", l.Addr().String(), "name", d.name, "service", d.service)
 		wg.Go(func() {
 			if err := door.Serve(l); !errors.Is(err, mihini.ErrServerClosed) {
 				log.Error("rtcp dp: Mihini door stopped", "name", d.name, "err", err)

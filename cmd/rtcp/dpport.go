@@ -3,7 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
+	"log/slog"
 	"net"
 	"strings"
 
@@ -57,13 +57,13 @@ func listenPorts(ports [][2]string, doors *dpDoors) ([]net.Listener, error) {
 
 // servePorts serves each listener in port mode until the DP is closed and
 // returns a function that waits for them.
-func servePorts(dp *rtcp.DiscoverPoint, ports [][2]string, lns []net.Listener, stderr io.Writer) (wait func()) {
+func servePorts(dp *rtcp.DiscoverPoint, ports [][2]string, lns []net.Listener, log *slog.Logger) (wait func()) {
 	// Each ServePort ends with the DP (ErrDiscoverPointClosed), so the
 	// group's error says nothing new: only the waiting matters.
 	var g errgroup.Group
 	for i, l := range lns {
 		name := ports[i][0]
-		fmt.Fprintf(stderr, "rtcp dp: port %s carries connections to %q\n", l.Addr(), name)
+		ready(log, "rtcp dp: port", "addr", l.Addr().String(), "name", name)
 		g.Go(func() error { return dp.ServePort(l, name) })
 	}
 	return func() { g.Wait() }

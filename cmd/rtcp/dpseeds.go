@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -137,7 +136,7 @@ func readToken(flagName, file string) (string, error) {
 // start starts the servers the flags ask for, beside dp, each listener a
 // door of doors, and returns a function that stops them and waits for
 // them.
-func (f *seedFlags) start(dp *rtcp.DiscoverPoint, doors *dpDoors, stderr io.Writer) (stop func(), err error) {
+func (f *seedFlags) start(dp *rtcp.DiscoverPoint, doors *dpDoors) (stop func(), err error) {
 	log := doors.log
 	var (
 		closers []func()
@@ -185,12 +184,12 @@ func (f *seedFlags) start(dp *rtcp.DiscoverPoint, doors *dpDoors, stderr io.Writ
 		mux.Handle("/service/remoteaccess/", srv)
 		mux.Handle(wsconn.DefaultPath, wsconn.Handler("", dp.ServeConn))
 		serveHTTP("remote access", l, mux, *f.c8yCert, *f.c8yKey)
-		fmt.Fprintf(stderr, "rtcp dp: remote access and rtcp over WebSocket on %s\n", l.Addr())
+		ready(log, "rtcp dp: remote access and rtcp over WebSocket", "addr", l.Addr().String())
 		if dp.TLSConfig != nil {
 			// ServeConn runs the DP's TLS handshake, as Serve does: a
 			// WebSocket is one more way in, not a way around -tls-ca.
-			fmt.Fprintf(stderr, "rtcp dp: %s on %s asks for the TLS of -listen inside the WebSocket (rtcp -dp ws://... -tls...), "+
-				"and a client certificate if -tls-ca asks for one\n", wsconn.DefaultPath, l.Addr())
+			ready(log, "rtcp dp: "+wsconn.DefaultPath+" asks for the TLS of -listen inside the WebSocket (rtcp -dp ws://... -tls...), "+
+				"and a client certificate if -tls-ca asks for one", "addr", l.Addr().String())
 		}
 	}
 
@@ -226,8 +225,7 @@ func (f *seedFlags) start(dp *rtcp.DiscoverPoint, doors *dpDoors, stderr io.Writ
 			}
 		})
 		serveHTTP("CCCP control API", apil, p, "", "")
-		fmt.Fprintf(stderr, "rtcp dp: CCCP devices on %s, control API on %s, proxy ports %d-%d\n",
-			devl.Addr(), apil.Addr(), lo, hi)
+		ready(log, "rtcp dp: CCCP doors", "devices", devl.Addr().String(), "api", apil.Addr().String(), "ports", fmt.Sprintf("%d-%d", lo, hi))
 	}
 	return stop, nil
 }

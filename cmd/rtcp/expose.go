@@ -68,11 +68,11 @@ Examples:
 		return usageErrorf(fs, "-lost-name-timeout must be 0 (keep trying) or positive")
 	}
 	log := logger()
-	tlsCfg, err := sec.tlsConfig(fs, stderr)
+	tlsCfg, err := sec.tlsConfig(fs, log)
 	if err != nil {
 		return err
 	}
-	cred, err := sec.peerCredential(stderr)
+	cred, err := sec.peerCredential(log)
 	if err != nil {
 		return err
 	}
@@ -93,7 +93,7 @@ Examples:
 	if err != nil {
 		return listenError(err, *dp, *name, *transport, tlsCfg != nil)
 	}
-	fmt.Fprintf(stderr, "rtcp expose: serving %s, carrying sessions to %s\n", l.Addr(), *to)
+	ready(log, "rtcp expose: serving", "addr", l.Addr().String(), "to", *to)
 	d := net.Dialer{Timeout: 10 * time.Second}
 	return watch.result(ctx, forward(ctx, l, func(ctx context.Context) (net.Conn, error) {
 		return d.DialContext(ctx, "tcp", *to)

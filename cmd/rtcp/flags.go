@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -118,12 +119,34 @@ func logFlags(fs *flag.FlagSet, stderr io.Writer) func() *slog.Logger {
 	format := logFormat("text")
 	fs.Var(&format, "log-format", "`format` of the log lines: text (key=value pairs) or json (a JSON object a line)")
 	return func() *slog.Logger {
-		opts := &slog.HandlerOptions{Level: level}
+		opts := &slog.HandlerOptions{Level: level, ReplaceAttr: showReady}
 		if format == "json" {
 			return slog.New(slog.NewJSONHandler(stderr, opts))
 		}
 		return slog.New(slog.NewTextHandler(stderr, opts))
 	}
+}
+
+// levelReady is the level of the lines that say a command is ready
+// (listening, serving): above every level -log-level can set, so that
+// they are logged whatever it says, and shown as INFO.
+const levelReady = slog.LevelError + 4
+
+// ready logs that a command is ready: msg ("rtcp dp: listening") and
+// args, the first of which is usually "addr" and what it listens on.
+func ready(log *slog.Logger, msg string, args ...any) {
+	log.Log(context.Background(), levelReady, msg, args...)
+}
+
+// showReady is the ReplaceAttr of the command's handlers: it shows
+// levelReady as INFO.
+func showReady(groups []string, a slog.Attr) slog.Attr {
+	if a.Key == slog.LevelKey && len(groups) == 0 {
+		if l, ok := a.Value.Any().(slog.Level); ok && l == levelReady {
+			a.Value = slog.StringValue(slog.LevelInfo.String())
+		}
+	}
+	return a
 }
 
 // logFormat is the value of -log-format: "text" or "json".

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"os"
 	"strings"
 	"testing"
 
@@ -34,11 +35,25 @@ func TestLogFormatFlag(t *testing.T) {
 	}
 }
 
-// TestLogFormatJSON: with -log-format json, log lines are JSON objects
-// with the time, the level and the message.
+// TestLogFormatJSON: with -log-format json, every line a command writes
+// on stderr is a JSON object with the time, the level and the message:
+// the ready lines and the warnings about flags too.
 func TestLogFormatJSON(t *testing.T) {
-	dp := stdioServers(t)
-	expose := mustLaunch(t, runExpose, "-dp", dp, "-name", "json-logs", "-to", closedPort(t), "-log-format", "json")
+	t.Setenv(tokenEnv, "")
+	dir := t.TempDir()
+	shared := writeFile(t, dir, "shared.token", aliceToken) // a warning: others can read it
+	if err := os.Chmod(shared, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// An open DP (a warning) with a port door and metrics (ready lines).
+	dpProc := mustLaunch(t, runDP, "-listen", "127.0.0.1:0", "-port", "json-logs=127.0.0.1:0", "-metrics", "127.0.0.1:0",
+		"-log-format", "json")
+	dp := dpProc.addr
+	expose := mustLaunch(t, runExpose, "-dp", dp, "-name", "json-logs", "-to", closedPort(t), "-log-format", "json",
+		"-token-file", shared)
+	echo := mustLaunch(t, runExpose, "-dp", dp, "-name", "echo", "-to", startEcho(t), "-log-format", "json")
+	conn := mustLaunch(t, runConnect, "-dp", dp, "-name", "echo", "-listen", "127.0.0.1:0", "-log-format", "json",
+		"-tls-insecure-skip-verify", "-log-level", "debug") // a warning; the DP speaks no TLS, so no session
 	var stdout, stderr bytes.Buffer
 	err := connect(t.Context(), []string{"-stdio", "-dp", dp, "-name", "echo", "-log-format", "json", "-log-level", "debug"},
 		strings.NewReader("hi"), &stdout, &stderr)
@@ -50,15 +65,22 @@ func TestLogFormatJSON(t *testing.T) {
 	if !errors.Is(err, rtcp.ErrRefused) {
 		t.Fatalf("connect -stdio to a server whose -to refuses: %v, want a refusal", err)
 	}
-	for name, out := range map[string]string{"expose": expose.out.String(), "connect": stderr.String()} {
-		n := 0
-		for _, line := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
-			if strings.HasPrefix(line, "rtcp "+name+": ") {
-				continue // the line that says it is ready, for people and scripts
-			}
+	for name, tt := range map[string]struct {
+		out   string
+		ready string // the message of the line that says it is ready
+		warns int
+	}{
+		"dp":             {dpProc.out.String(), "rtcp dp: listening", 1},
+		"expose":         {expose.out.String(), "rtcp expose: serving", 2}, // the shared file; the refused session
+		"expose echo":    {echo.out.String(), "rtcp expose: serving", 0},
+		"connect":        {conn.out.String(), "rtcp connect: listening", 1},
+		"connect -stdio": {stderr.String(), "", 0},
+	} {
+		n, ready, warns := 0, 0, 0
+		for _, line := range strings.Split(strings.TrimSuffix(tt.out, "\n"), "\n") {
 			var m map[string]any
 			if err := json.Unmarshal([]byte(line), &m); err != nil {
-				t.Errorf("%s logged a line that is not JSON: %q", name, line)
+				t.Errorf("%s wrote a line that is not JSON: %q", name, line)
 				continue
 			}
 			for _, key := range []string{"time", "level", "msg"} {
@@ -66,10 +88,33 @@ func TestLogFormatJSON(t *testing.T) {
 					t.Errorf("%s logged %q without %q", name, line, key)
 				}
 			}
+			if m["msg"] == tt.ready && m["level"] == "INFO" && m["addr"] != nil {
+				ready++
+			}
+			if m["level"] == "WARN" {
+				warns++
+			}
 			n++
 		}
 		if n == 0 {
-			t.Errorf("%s logged nothing; its stderr:\n%s", name, out)
+			t.Errorf("%s logged nothing", name)
 		}
+		if tt.ready != "" && ready != 1 {
+			t.Errorf("%s logged %d ready lines (INFO %q with an addr), want 1; its stderr:\n%s", name, ready, tt.ready, tt.out)
+		}
+		if warns != tt.warns {
+			t.Errorf("%s logged %d warnings, want %d; its stderr:\n%s", name, warns, tt.warns, tt.out)
+		}
+	}
+}
+
+// TestReadyWhateverTheLevel: -log-level error silences INFO, but not the
+// line that says the command is ready.
+func TestReadyWhateverTheLevel(t *testing.T) {
+	dp := mustLaunch(t, runDP, "-listen", "127.0.0.1:0", "-log-level", "error", "-log-format", "json")
+	var m map[string]any
+	line, _, _ := strings.Cut(dp.out.String(), "\n")
+	if err := json.Unmarshal([]byte(line), &m); err != nil || m["level"] != "INFO" || m["msg"] != "rtcp dp: listening" {
+		t.Errorf("rtcp dp -log-level error: first line %q (%v), want its ready line at INFO", line, err)
 	}
 }

@@ -38,9 +38,15 @@ func needSlow(t *testing.T) {
 	}
 }
 
-// readyLine matches the line a command prints on stderr once it is ready,
-// and captures the address it gives.
-var readyLine = regexp.MustCompile(`^rtcp [\w-]+: (?:listening on|serving) ([^\s,]+)`)
+// readyLine matches the line a command logs once it is ready, in text or
+// JSON, and captures the address it gives.
+var readyLine = regexp.MustCompile(`msg"?[=:]"rtcp [\w-]+: (?:listening|serving)[^"]*"(?:[ ,]"?addr"?[=:]"?([^\s",]+))?`)
+
+// logRe matches a text log line whose message is msg and captures the
+// value of its attribute key.
+func logRe(msg, key string) *regexp.Regexp {
+	return regexp.MustCompile(`msg="` + regexp.QuoteMeta(msg) + `"(?: .*)? ` + regexp.QuoteMeta(key) + `=(\S+)`)
+}
 
 // output collects what a command writes and reports its readiness line.
 type output struct {

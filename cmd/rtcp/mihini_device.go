@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 
 	"rtcp/mihini"
@@ -36,8 +35,9 @@ Examples:
 	if err := required(fs, "server"); err != nil {
 		return err
 	}
-	d := &mihini.Device{Server: *server, Reconnect: *reconnect, StallTimeout: *stall, Logger: logger()}
-	fmt.Fprintf(stderr, "rtcp mihini-device: serving the link to %s\n", *server)
+	log := logger()
+	d := &mihini.Device{Server: *server, Reconnect: *reconnect, StallTimeout: *stall, Logger: log}
+	ready(log, "rtcp mihini-device: serving", "server", *server)
 	err := d.DialAndServe(ctx)
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return nil

@@ -99,7 +99,7 @@ Examples:
 		serve(func() error { return srv.ServeClients(l, m[1]) })
 		clients = append(clients, fmt.Sprintf("%s -> %s", l.Addr(), m[1]))
 	}
-	fmt.Fprintf(stderr, "rtcp mihini-server: listening on %s for the device; clients %s\n", lns[0].Addr(), strings.Join(clients, ", "))
+	ready(log, "rtcp mihini-server: listening", "addr", lns[0].Addr().String(), "clients", strings.Join(clients, ", "))
 
 	var err error
 	select {

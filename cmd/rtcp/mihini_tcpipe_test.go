@@ -89,7 +89,7 @@ func outputAddr(t *testing.T, p *proc, re string) string {
 func TestMihiniCommands(t *testing.T) {
 	echo := startEchoUntilClose(t, "127.0.0.1:0")
 	srv := mustLaunch(t, runMihiniServer, "-listen", "127.0.0.1:0", "-map", "127.0.0.1:0="+echo)
-	clients := outputAddr(t, srv, `clients (\S+) -> `)
+	clients := outputAddr(t, srv, `clients="(\S+) -> `)
 	mustLaunch(t, runMihiniDevice, "-server", srv.addr, "-reconnect")
 	echoVia(t, tcpDial(clients), bytes.Repeat([]byte("mihini "), 20000))
 }
@@ -100,7 +100,7 @@ func TestMihiniCommands(t *testing.T) {
 func TestDPMihini(t *testing.T) {
 	echo := startEchoUntilClose(t, "127.0.0.1:0")
 	dp := mustLaunch(t, runDP, "-listen", "127.0.0.1:0", "-mihini", "plc-7=127.0.0.1:0="+echo)
-	door := outputAddr(t, dp, `Mihini devices on (\S+) are the server "plc-7"`)
+	door := outputAddr(t, dp, `msg="rtcp dp: Mihini devices become a server" addr=(\S+) name=plc-7`)
 	mustLaunch(t, runMihiniDevice, "-server", door, "-reconnect")
 	echoVia(t, func() (net.Conn, error) { return rtcp.Dial(dp.addr, "plc-7") }, []byte("by name"))
 	conn := mustLaunch(t, runConnect, "-dp", dp.addr, "-name", "plc-7", "-listen", "127.0.0.1:0")
@@ -136,7 +136,7 @@ func TestTCPipeSecretFile(t *testing.T) {
 	srv := mustLaunch(t, runTCPipe, "-s", "127.0.0.2:0", "-p", p, "-b", "127.0.0.2", "-secret-file", secret)
 	mustLaunch(t, runTCPipe, "-c", srv.addr, "-t", "127.0.0.4", "-b", "127.0.0.3", "-secret-file", secret)
 	echoVia(t, tcpDial(net.JoinHostPort("127.0.0.2", p)), []byte("with a secret"))
-	if strings.Contains(srv.out.String(), "WARNING") {
+	if strings.Contains(srv.out.String(), "level=WARN") {
 		t.Errorf("a secret file of mode 600 drew a warning:\n%s", srv.out)
 	}
 

@@ -8,7 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
+	"log/slog"
 	"net/netip"
 	"os"
 	"strings"
@@ -56,8 +56,8 @@ func securityFlags(fs *flag.FlagSet, dp bool) *security {
 }
 
 // tlsConfig returns the TLS configuration the flags ask for, or nil.
-// Warnings go to stderr.
-func (s *security) tlsConfig(fs *flag.FlagSet, stderr io.Writer) (*tls.Config, error) {
+// Warnings go to log.
+func (s *security) tlsConfig(fs *flag.FlagSet, log *slog.Logger) (*tls.Config, error) {
 	if (s.cert == "") != (s.key == "") {
 		return nil, usageErrorf(fs, "-tls-cert and -tls-key go together")
 	}
@@ -68,7 +68,7 @@ func (s *security) tlsConfig(fs *flag.FlagSet, stderr io.Writer) (*tls.Config, e
 			return nil, fmt.Errorf("-tls-cert %s, -tls-key %s: %w", s.cert, s.key, err)
 		}
 		cfg.Certificates = []tls.Certificate{c}
-		warnIfShared(s.key, "-tls-key", stderr)
+		warnIfShared(s.key, "-tls-key", log)
 	}
 	var pool *x509.CertPool
 	if s.ca != "" {
@@ -99,7 +99,7 @@ func (s *security) tlsConfig(fs *flag.FlagSet, stderr io.Writer) (*tls.Config, e
 	}
 	cfg.RootCAs = pool
 	if s.insecure {
-		fmt.Fprintf(stderr, "rtcp %s: WARNING: -tls-insecure-skip-verify: the DP's certificate is NOT checked; anyone on the network path can pose as the DP and read or change every session. Use -tls-ca instead.\n", fs.Name())
+		log.Warn("rtcp " + fs.Name() + ": -tls-insecure-skip-verify: the DP's certificate is NOT checked; anyone on the network path can pose as the DP and read or change every session. Use -tls-ca instead")
 		cfg.InsecureSkipVerify = true
 	}
 	return &cfg, nil
@@ -130,9 +130,9 @@ func (s *security) credential() (*rtcp.Credential, error) {
 
 // peerCredential is credential with a warning for a token file others
 // can read.
-func (s *security) peerCredential(stderr io.Writer) (*rtcp.Credential, error) {
+func (s *security) peerCredential(log *slog.Logger) (*rtcp.Credential, error) {
 	if s.tokenFile != "" {
-		warnIfShared(s.tokenFile, "-token-file", stderr)
+		warnIfShared(s.tokenFile, "-token-file", log)
 	}
 	return s.credential()
 }
@@ -140,10 +140,10 @@ func (s *security) peerCredential(stderr io.Writer) (*rtcp.Credential, error) {
 // policy returns the DP's policy: the -config file, plus the key of
 // -token-file or $RTCP_TOKEN, which every peer must then prove. Nil
 // means the DP admits everyone (see warnOpen).
-func (s *security) policy(stderr io.Writer) (*rtcp.Policy, error) {
+func (s *security) policy(log *slog.Logger) (*rtcp.Policy, error) {
 	var pol *rtcp.Policy
 	if s.configFile != "" {
-		warnIfShared(s.configFile, "-config", stderr)
+		warnIfShared(s.configFile, "-config", log)
 		b, err := os.ReadFile(s.configFile)
 		if err != nil {
 			return nil, fmt.Errorf("-config: %w", err)
@@ -153,7 +153,7 @@ func (s *security) policy(stderr io.Writer) (*rtcp.Policy, error) {
 		}
 	}
 	if s.tokenFile != "" {
-		warnIfShared(s.tokenFile, "-token-file", stderr)
+		warnIfShared(s.tokenFile, "-token-file", log)
 	}
 	cred, err := s.credential()
 	if err != nil {
@@ -181,17 +181,17 @@ func (s *security) policy(stderr io.Writer) (*rtcp.Policy, error) {
 }
 
 // warnOpen says, once the DP serves, that it admits everyone.
-func warnOpen(pol *rtcp.Policy, stderr io.Writer) {
+func warnOpen(pol *rtcp.Policy, log *slog.Logger) {
 	if pol == nil {
-		fmt.Fprintf(stderr, "rtcp dp: WARNING: no -config, -token-file or $%s: every server and client is admitted, and any server may take any free name\n", tokenEnv)
+		log.Warn("rtcp dp: no -config, -token-file or $" + tokenEnv + ": every server and client is admitted, and any server may take any free name")
 	}
 }
 
 // warnIfShared warns when the secret file path is readable by others.
-func warnIfShared(path, flagName string, stderr io.Writer) {
+func warnIfShared(path, flagName string, log *slog.Logger) {
 	fi, err := os.Stat(path)
 	if err == nil && fi.Mode().Perm()&0o077 != 0 {
-		fmt.Fprintf(stderr, "rtcp: WARNING: %s %s is readable by other users (mode %v); chmod 600 %s\n", flagName, path, fi.Mode().Perm(), path)
+		log.Warn("rtcp: a secret file is readable by other users; chmod 600 it", "flag", flagName, "file", path, "mode", fi.Mode().Perm().String())
 	}
 }
 

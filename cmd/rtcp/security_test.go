@@ -9,7 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"flag"
-	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -18,6 +18,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"rtcp/internal/flowtest"
 )
 
 const (
@@ -97,7 +99,7 @@ func TestSecureDP(t *testing.T) {
 	t.Setenv(tokenEnv, "")
 
 	dp := mustLaunch(t, runDP, "-listen", "127.0.0.1:0", "-tls-cert", cert, "-tls-key", key, "-config", cfg)
-	if strings.Contains(dp.out.String(), "WARNING") {
+	if strings.Contains(dp.out.String(), "level=WARN") {
 		t.Errorf("warnings from a DP with a config:\n%s", dp.out)
 	}
 	// No token: refused, and told why.
@@ -131,8 +133,8 @@ func TestWebSocketDoorTLS(t *testing.T) {
 	ca, cert, key := writePKI(t, dir)
 	t.Setenv(tokenEnv, "")
 	stderr := startSeedDP(t, "-tls-cert", cert, "-tls-key", key, "-tls-ca", ca, "-c8y-listen", "127.0.0.1:0")
-	web := stderr.wait(t, regexp.MustCompile(`^rtcp dp: remote access and rtcp over WebSocket on (\S+)`))
-	stderr.wait(t, regexp.MustCompile(`^rtcp dp: /rtcp on \S+ (asks for the TLS of -listen)`))
+	web := stderr.wait(t, logRe("rtcp dp: remote access and rtcp over WebSocket", "addr"))
+	stderr.wait(t, regexp.MustCompile(`msg="rtcp dp: /rtcp (asks for the TLS of -listen)`))
 	dp := "ws://" + web
 	if _, err := launch(t, runExpose, "-dp", dp, "-name", "pi-7", "-to", startEcho(t), "-log-level", "error"); err == nil {
 		t.Fatal("expose without TLS over ws:// got through a DP with -tls-ca")
@@ -151,7 +153,7 @@ func TestWebSocketDoorTLS(t *testing.T) {
 func TestOpenDPWarns(t *testing.T) {
 	t.Setenv(tokenEnv, "")
 	dp := mustLaunch(t, runDP, "-listen", "127.0.0.1:0")
-	if !strings.Contains(dp.out.String(), "WARNING: no -config") {
+	if !strings.Contains(dp.out.String(), `level=WARN msg="rtcp dp: no -config`) {
 		t.Errorf("an open DP does not say so:\n%s", dp.out)
 	}
 }
@@ -162,13 +164,13 @@ func TestInsecureSkipVerifyWarns(t *testing.T) {
 	if err := fs.Parse([]string{"-tls-insecure-skip-verify"}); err != nil {
 		t.Fatal(err)
 	}
-	var stderr bytes.Buffer
-	cfg, err := s.tlsConfig(fs, &stderr)
+	logs, log := flowtest.NewLogs()
+	cfg, err := s.tlsConfig(fs, log)
 	if err != nil || cfg == nil || !cfg.InsecureSkipVerify {
 		t.Fatalf("tlsConfig = %+v, %v", cfg, err)
 	}
-	if !strings.Contains(stderr.String(), "WARNING") || !strings.Contains(stderr.String(), "NOT checked") {
-		t.Errorf("no loud warning: %q", stderr.String())
+	if w := logs.AtLeast(slog.LevelWarn); len(w) != 1 {
+		t.Errorf("warnings %v, want one", w)
 	}
 }
 
@@ -195,12 +197,13 @@ func TestSecurityFlagErrors(t *testing.T) {
 		if err := fs.Parse(tc.args); err != nil {
 			t.Fatal(err)
 		}
-		_, err := s.tlsConfig(fs, io.Discard)
+		discard := slog.New(slog.DiscardHandler)
+		_, err := s.tlsConfig(fs, discard)
 		if err == nil {
 			if tc.dp {
-				_, err = s.policy(io.Discard)
+				_, err = s.policy(discard)
 			} else {
-				_, err = s.peerCredential(io.Discard)
+				_, err = s.peerCredential(discard)
 			}
 		}
 		if err == nil || !strings.Contains(err.Error(), tc.says) {
@@ -211,12 +214,12 @@ func TestSecurityFlagErrors(t *testing.T) {
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
 	s := securityFlags(fs, false)
 	fs.Parse([]string{"-token-file", shared})
-	var stderr bytes.Buffer
-	if c, err := s.peerCredential(&stderr); err != nil || c.Key != "alice" {
+	logs, log := flowtest.NewLogs()
+	if c, err := s.peerCredential(log); err != nil || c.Key != "alice" {
 		t.Fatalf("credential = %v, %v", c, err)
 	}
-	if !strings.Contains(stderr.String(), "chmod 600") {
-		t.Errorf("no warning for a shared token file: %q", stderr.String())
+	if w := logs.AtLeast(slog.LevelWarn); len(w) != 1 || w[0].Attrs["file"] != shared || w[0].Attrs["mode"] != "-rw-r--r--" {
+		t.Errorf("warnings for a shared token file: %v, want one that names it and its mode", w)
 	}
 }
 

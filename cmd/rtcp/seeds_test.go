@@ -139,8 +139,8 @@ func TestC8yCommands(t *testing.T) {
 	tokFile := filepath.Join(dir, "token")
 	os.WriteFile(tokFile, []byte("keys-token\n"), 0o600)
 	stderr := startSeedDP(t, "-c8y-listen", "127.0.0.1:0", "-c8y-token-file", tokFile)
-	web := stderr.wait(t, regexp.MustCompile(`^rtcp dp: remote access and rtcp over WebSocket on (\S+)`))
-	dp := stderr.wait(t, regexp.MustCompile(`^rtcp dp: listening on (\S+)`))
+	web := stderr.wait(t, logRe("rtcp dp: remote access and rtcp over WebSocket", "addr"))
+	dp := stderr.wait(t, logRe("rtcp dp: listening", "addr"))
 
 	svc := plainEcho(t)
 	host, port, _ := net.SplitHostPort(svc)
@@ -189,7 +189,7 @@ func TestC8yCommands(t *testing.T) {
 // DP's WebSocket endpoint.
 func TestExposeOverWebSocket(t *testing.T) {
 	stderr := startSeedDP(t, "-c8y-listen", "127.0.0.1:0")
-	web := stderr.wait(t, regexp.MustCompile(`^rtcp dp: remote access and rtcp over WebSocket on (\S+)`))
+	web := stderr.wait(t, logRe("rtcp dp: remote access and rtcp over WebSocket", "addr"))
 	mustLaunch(t, runExpose, "-dp", "ws://"+web+"/rtcp", "-name", "printer", "-to", plainEcho(t), "-log-level", "warn")
 	conn := mustLaunch(t, runConnect, "-dp", "ws://"+web, "-name", "printer", "-listen", "127.0.0.1:0", "-log-level", "warn")
 	c, err := net.Dial("tcp", conn.addr)
@@ -207,7 +207,7 @@ func TestCCCPCommands(t *testing.T) {
 	port := seedFreePort(t)
 	stderr := startSeedDP(t, "-cccp-api", "127.0.0.1:0", "-cccp-devices", "127.0.0.1:0",
 		"-cccp-ports", strconv.Itoa(port)+"-"+strconv.Itoa(port), "-cccp-host", "127.0.0.1", "-cccp-token-file", tokFile)
-	m := regexp.MustCompile(`^rtcp dp: CCCP devices on (\S+), control API on (\S+),`)
+	m := regexp.MustCompile(`msg="rtcp dp: CCCP doors" devices=(\S+) api=(\S+)`)
 	var devices, api string
 	for devices == "" {
 		select {
@@ -231,7 +231,7 @@ func TestCCCPCommands(t *testing.T) {
 			t.Errorf("cccp-device: %v", err)
 		}
 	}()
-	devOut.wait(t, regexp.MustCompile(`^rtcp cccp-device: (serving) `))
+	devOut.wait(t, logRe("rtcp cccp-device: serving", "to"))
 
 	get := func(path string) (int, []byte) {
 		req, _ := http.NewRequest("GET", "http://"+api+path, nil)

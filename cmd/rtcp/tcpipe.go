@@ -139,6 +139,7 @@ host1:40000 reaches appli2:40000, and the same with a shared secret:
 	if len(ports.ports) == 0 && target == "" {
 		return usageErrorf(fs, "give -p PORTS, -t TARGET or both: an instance with neither carries nothing")
 	}
+	log := logger()
 	var secret []byte
 	if secretFile != "" {
 		b, err := os.ReadFile(secretFile)
@@ -148,17 +149,16 @@ host1:40000 reaches appli2:40000, and the same with a shared secret:
 		if secret = bytes.TrimSpace(b); len(secret) < 16 {
 			return fmt.Errorf("-secret-file %s holds %d bytes; a secret must be at least 16 random bytes: head -c 32 /dev/urandom | base64 > %s", secretFile, len(secret), secretFile)
 		}
-		warnIfShared(secretFile, "-secret-file", stderr)
+		warnIfShared(secretFile, "-secret-file", log)
 	}
 	if *hold <= 0 {
 		*hold = -1 // the library's "no wait"
 	}
-	log := logger()
 
 	if client != "" {
 		c := &tcpipe.Client{Server: client, Ports: ports.ports, Bind: bind, Target: target, TargetPorts: targetPorts.ports,
 			Secret: secret, FirstDataHold: *hold, StallTimeout: *stall, Logger: log}
-		fmt.Fprintf(stderr, "rtcp tcpipe: serving as client of %s, ports %s, target %q\n", client, ports.String(), target)
+		ready(log, "rtcp tcpipe: serving as client", "server", client, "ports", ports.String(), "target", target)
 		err := c.DialAndServe(ctx)
 		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 			return nil
@@ -178,7 +178,7 @@ host1:40000 reaches appli2:40000, and the same with a shared secret:
 		Secret: secret, FirstDataHold: *hold, StallTimeout: *stall, Logger: log}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
-	fmt.Fprintf(stderr, "rtcp tcpipe: listening on %s for the client instance, ports %s, target %q\n", l.Addr(), ports.String(), target)
+	ready(log, "rtcp tcpipe: listening", "addr", l.Addr().String(), "ports", ports.String(), "target", target)
 	select {
 	case err := <-served:
 		srv.Close()

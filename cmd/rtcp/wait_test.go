@@ -32,7 +32,7 @@ func TestExposeWaitsForDP(t *testing.T) {
 	out.wait(t, regexp.MustCompile(`(cannot reach DP; retrying)`)) // and again
 
 	mustLaunch(t, runDP, "-listen", dpAddr)
-	out.wait(t, regexp.MustCompile(`^rtcp expose: (serving) late@`))
+	out.wait(t, regexp.MustCompile(`msg="rtcp expose: (serving)" addr=late@`))
 	var stdout bytes.Buffer
 	if err := connect(t.Context(), []string{"-stdio", "-dp", dpAddr, "-name", "late"}, strings.NewReader("ping"), &stdout, io.Discard); err != nil {
 		t.Fatalf("connect -stdio: %v", err)

@@ -246,9 +246,9 @@ var (
 	reSink  = regexp.MustCompile(`^rtcp bench: sink listening on (\S+)`)
 	reRelay = regexp.MustCompile(`^rtcp bench: relay listening on (\S+)`)
 	reDelay = regexp.MustCompile(`^rtcp bench: delay listening on (\S+)`)
-	reDP    = regexp.MustCompile(`^rtcp dp: listening on (\S+)`)
-	rePort  = regexp.MustCompile(`^rtcp dp: port (\S+) carries`)
-	reServe = regexp.MustCompile(`^rtcp expose: serving (\S+)`)
+	reDP    = regexp.MustCompile(`msg="rtcp dp: listening" addr=(\S+)`)
+	rePort  = regexp.MustCompile(`msg="rtcp dp: port" addr=(\S+)`)
+	reServe = regexp.MustCompile(`msg="rtcp expose: serving" addr=(\S+)`)
 )
 
 // startSink runs the sink in a process of its own, so that its
