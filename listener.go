@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -508,7 +509,7 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 	theirs, err := exchangeAloha(c, r, ours, l.dp, l.cfg.Credential, nil)
 	handshake := time.Since(began) // a round trip or two: the DP times none of its own toward us
 	if err == nil && ours.Transport != theirs.Transport {
-		err = fmt.Errorf("rtcp: the DP does not support the %s transport (it answered %q); use TransportJSON", l.cfg.Transport, theirs.Transport)
+		err = fmt.Errorf("%w %s (it answered %q); use TransportJSON", ErrTransportNotOffered, l.cfg.Transport, theirs.Transport)
 	}
 	stopErr := stop()
 	if err == nil {
@@ -519,6 +520,9 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 		var re *RefusedError
 		if errors.As(err, &re) && re.Reason == errNameTakenReason(l.addr.Name) {
 			return nil, fmt.Errorf("%w: %v", ErrNameTaken, err)
+		}
+		if errors.As(err, &re) && strings.HasPrefix(re.Reason, errTransportReason(ours.Transport)) {
+			return nil, fmt.Errorf("%w %s: %v", ErrTransportNotOffered, l.cfg.Transport, err)
 		}
 		return nil, ctxErr(ctx, err)
 	}

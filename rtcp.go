@@ -70,6 +70,11 @@ var (
 	ErrUnauthorized = errors.New("rtcp: unauthorized")
 	// ErrNotImplemented is returned for a Transport this build cannot use.
 	ErrNotImplemented = errors.New("rtcp: not implemented")
+	// ErrTransportNotOffered is returned by Listen when the DP does not
+	// offer the Transport asked for: an rtcp DP that does not speak it
+	// refuses it, and a plain Plan5 DP answers without it. Every DP
+	// speaks TransportJSON.
+	ErrTransportNotOffered = errors.New("rtcp: the DP does not offer the transport")
 	// ErrNoHalfClose is returned by CloseWrite when the peer is a plain
 	// Plan5 peer that cannot half-close.
 	ErrNoHalfClose = mux.ErrNoHalfClose

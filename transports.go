@@ -53,6 +53,13 @@ type dpServerLink struct {
 	ended func()       // once the link has ended, or nil
 }
 
+// errTransportReason starts the DP's refusal of a server link that asks
+// for transport t, which it does not speak: Listen knows it by it, as
+// ErrTransportNotOffered.
+func errTransportReason(t string) string {
+	return fmt.Sprintf("rtcp: transport %q is not supported by this DP", t)
+}
+
 // dpTransportNames lists the transports for a refusal's text.
 func dpTransportNames() string {
 	var names []string

@@ -62,7 +62,8 @@ Examples:
 	listen := fs.String("listen", "", "local TCP `address` to accept connections on, e.g. 127.0.0.1:2222 (this or -stdio is required)")
 	stdio := fs.Bool("stdio", false, "carry one session on stdin and stdout instead of accepting connections, and exit when it ends (for ssh's ProxyCommand)")
 	maxBackoff := fs.Duration("max-backoff", 0, "if positive, dial a DP that cannot be reached again, waiting at most this `long` between two attempts, instead of giving the session up at once")
-	transport := transportVar(fs, "`kind` of connection to the DP: json (Plan5 Data messages, the default), or yamux or tcp (either: raw bytes after the handshake; faster)")
+	transport := transportVar(fs, "`kind` of connection to the DP: json (Plan5 Data messages), or yamux or tcp (either: raw bytes after the handshake; faster); "+
+		"default: raw bytes if the DP offers them, else json (a plain Plan5 DP)")
 	logger := logFlags(fs, stderr)
 	sec := securityFlags(fs, false)
 	if err := parseFlags(fs, args, stdout); err != nil {
@@ -90,7 +91,7 @@ Examples:
 		return err
 	}
 
-	d := rtcp.Dialer{Transport: *transport, Logger: log, TLSConfig: tlsCfg, Credential: cred}
+	d := rtcp.Dialer{Transport: clientTransport(fs, *transport), Logger: log, TLSConfig: tlsCfg, Credential: cred}
 	dpAddr, dial := dpDialer(*dp) // a ws:// URL: the DP over a WebSocket
 	d.Dial = dial
 	dialName := func(ctx context.Context) (net.Conn, error) {

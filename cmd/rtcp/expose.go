@@ -35,7 +35,8 @@ Examples:
 	dp := fs.String("dp", "", "`address` of the discover point, host:port, or ws://host:port/rtcp to reach it over a WebSocket (required)")
 	name := fs.String("name", "", "the `name` clients reach this server by (required)")
 	to := fs.String("to", "", "`host:port` of the TCP service to carry sessions to (required)")
-	transport := transportVar(fs, "`kind` of links to the DP: json (the Plan5 protocol, the default), yamux (one multiplexed link, faster) or tcp (a TCP connection per session that the DP splices: the fastest)")
+	transport := transportVar(fs, "`kind` of links to the DP: json (the Plan5 protocol), yamux (one multiplexed link, faster) or tcp (a TCP connection per session that the DP splices: the fastest); "+
+		"default: the fastest the DP offers, tcp, else yamux, else json (a plain Plan5 DP)")
 	pool := fs.Int("pool", 1, "number of links to keep to the DP")
 	windowMemory := windowMemoryFlag(fs)
 	failFast := fs.Bool("fail-fast", false, "exit at once if the DP cannot be reached at start, instead of dialling it again until it can")
@@ -86,14 +87,14 @@ Examples:
 	ctx, watch := watchName(ctx, *name, *lostNameTimeout, log)
 	defer watch.stop()
 	lc.OnEvent = watch.onEvent
-	l, err := lc.Listen(ctx, dpAddr, *name)
+	l, t, err := listenFastest(ctx, lc, transportsToTry(fs, *transport), dpAddr, *name, log)
 	if err != nil && ctx.Err() != nil {
 		return nil // stopped while waiting for the DP
 	}
 	if err != nil {
-		return listenError(err, *dp, *name, *transport, tlsCfg != nil)
+		return listenError(err, *dp, *name, t, tlsCfg != nil)
 	}
-	ready(log, "rtcp expose: serving", "addr", l.Addr().String(), "to", *to)
+	ready(log, "rtcp expose: serving", "addr", l.Addr().String(), "to", *to, "transport", t.String())
 	d := net.Dialer{Timeout: 10 * time.Second}
 	return watch.result(ctx, forward(ctx, l, func(ctx context.Context) (net.Conn, error) {
 		return d.DialContext(ctx, "tcp", *to)
@@ -104,6 +105,9 @@ Examples:
 func listenError(err error, dp, name string, t rtcp.Transport, tlsOn bool) error {
 	if errors.Is(err, rtcp.ErrNotImplemented) {
 		return wrapf(err, "-transport %v is not implemented yet; use json", t)
+	}
+	if errors.Is(err, rtcp.ErrTransportNotOffered) {
+		return wrapf(err, "DP %s does not offer -transport %v; leave -transport out for the fastest it offers", dp, t)
 	}
 	return explainDP(err, dp, fmt.Sprintf("name %q", name), tlsOn)
 }

@@ -78,6 +78,9 @@ func TestLogFormatJSON(t *testing.T) {
 	} {
 		n, ready, warns := 0, 0, 0
 		for _, line := range strings.Split(strings.TrimSuffix(tt.out, "\n"), "\n") {
+			if line == "" && tt.out == "" {
+				break // connect -stdio on the raw leg logs nothing
+			}
 			var m map[string]any
 			if err := json.Unmarshal([]byte(line), &m); err != nil {
 				t.Errorf("%s wrote a line that is not JSON: %q", name, line)
@@ -96,7 +99,7 @@ func TestLogFormatJSON(t *testing.T) {
 			}
 			n++
 		}
-		if n == 0 {
+		if n == 0 && tt.ready != "" {
 			t.Errorf("%s logged nothing", name)
 		}
 		if tt.ready != "" && ready != 1 {
