@@ -12,7 +12,7 @@ import (
 )
 
 func runExpose(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("expose", "expose -dp ADDR -name NAME -to HOST:PORT [-transport json|yamux|tcp] [-pool N] [-window-memory MiB] [-fail-fast] [-max-backoff DURATION] [-tls] [-tls-ca FILE] [-token-file FILE] [-log-level LEVEL] [-log-format text|json]", `
+	fs := newFlagSet("expose", "expose -dp ADDR -name NAME -to HOST:PORT (or -config FILE) [-transport json|yamux|tcp] [-pool N] [-window-memory MiB] [-fail-fast] [-max-backoff DURATION] [-tls] [-tls-ca FILE] [-token-file FILE] [-log-level LEVEL] [-log-format text|json]", `
 Run an indirect server: register NAME at the discover point ADDR and
 carry each session a client opens to NAME to a new TCP connection to
 HOST:PORT. A session is accepted once HOST:PORT has answered; if it
@@ -27,19 +27,25 @@ logged; -fail-fast exits at once instead. A DP that answers and refuses
 the name, or that speaks another protocol or TLS setting, ends it at
 once either way.
 
+With -config, one process exposes several services, each under its own
+name: a service that fails is logged and started again with backoff,
+and the others go on.
+
 Examples:
 
 	rtcp expose -dp dp.example.com:9000 -name pi-7 -to 127.0.0.1:22
 	rtcp expose -dp dp.example.com:9000 -name pi-7 -to 127.0.0.1:22 -tls -token-file /etc/rtcp/pi-7.token
-	rtcp expose -dp 127.0.0.1:9000 -name web -to 127.0.0.1:8080 -fail-fast`)
+	rtcp expose -dp dp.example.com:9000 -config /etc/rtcp/expose.json -tls`)
 	dp := fs.String("dp", "", "`address` of the discover point, host:port, or ws://host:port/rtcp to reach it over a WebSocket (required)")
-	name := fs.String("name", "", "the `name` clients reach this server by (required)")
-	to := fs.String("to", "", "`host:port` of the TCP service to carry sessions to (required)")
+	name := fs.String("name", "", "the `name` clients reach this server by (required, unless -config)")
+	to := fs.String("to", "", "`host:port` of the TCP service to carry sessions to (required, unless -config)")
 	transport := transportVar(fs, "`kind` of links to the DP: json (the Plan5 protocol), yamux (one multiplexed link, faster) or tcp (a TCP connection per session that the DP splices: the fastest); "+
 		"default: the fastest the DP offers, tcp, else yamux, else json (a plain Plan5 DP)")
 	pool := fs.Int("pool", 1, "number of links to keep to the DP")
 	windowMemory := windowMemoryFlag(fs)
 	failFast := fs.Bool("fail-fast", false, "exit at once if the DP cannot be reached at start, instead of dialling it again until it can")
+	config := fs.String("config", "", "JSON `file` of several services to expose in one process, instead of -name and -to: "+
+		`{"services": [{"name": "NAME", "to": "HOST:PORT"}, ...]}, each with optional "transport", "pool" and "token_file" (docs/cli.md)`)
 	maxBackoff := fs.Duration("max-backoff", 30*time.Second, "longest `wait` between two attempts to reach the DP, at start and after a lost link (the waits start at 100ms and double, with jitter)")
 	lostNameTimeout := fs.Duration("lost-name-timeout", defaultLostNameTimeout, "after another server took the name (while the links were down), exit with status 6 if it is not taken back within this `duration`; 0: keep trying")
 	logger := logFlags(fs, stderr)
@@ -47,13 +53,10 @@ Examples:
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
-	if err := required(fs, "dp", "name", "to"); err != nil {
+	if err := checkServiceFlags(fs, *config); err != nil {
 		return err
 	}
 	if err := checkDP(fs, *dp); err != nil {
-		return err
-	}
-	if err := checkHostPort(fs, "to", *to, "127.0.0.1:22"); err != nil {
 		return err
 	}
 	if *pool < 1 {
@@ -83,6 +86,9 @@ Examples:
 		WaitForDP: !*failFast, MaxBackoff: *maxBackoff}
 	dpAddr, dial := dpDialer(*dp) // a ws:// URL: links over a WebSocket
 	lc.Dial = dial
+	if *config != "" {
+		return exposeServices(ctx, *config, lc, *dp, dpAddr, transportsToTry(fs, *transport), *maxBackoff, tlsCfg != nil, log)
+	}
 	defer ignoreHangup(log)()
 	ctx, watch := watchName(ctx, *name, *lostNameTimeout, log)
 	defer watch.stop()
