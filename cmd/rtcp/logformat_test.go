@@ -121,3 +121,44 @@ func TestReadyWhateverTheLevel(t *testing.T) {
 		t.Errorf("rtcp dp -log-level error: first line %q (%v), want its ready line at INFO", line, err)
 	}
 }
+
+// TestLogFormatJSONFailure: with -log-format json, the line that says why
+// a command failed is JSON too (level ERROR, with err); a usage error
+// stays plain text, since the flags may not have been understood.
+func TestLogFormatJSONFailure(t *testing.T) {
+	dead := closedPort(t)
+	var stdout, stderr bytes.Buffer
+	code := run(t.Context(), []string{"expose", "-dp", dead, "-name", "x", "-to", dead, "-fail-fast", "-log-format=json"}, &stdout, &stderr)
+	if code != 1 {
+		t.Errorf("exit status %d, want 1", code)
+	}
+	lines := strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n")
+	var last map[string]any
+	for _, line := range lines {
+		last = nil
+		if err := json.Unmarshal([]byte(line), &last); err != nil {
+			t.Errorf("a line that is not JSON: %q", line)
+		}
+	}
+	if last["level"] != "ERROR" || last["msg"] != "rtcp expose: failed" || last["err"] == nil {
+		t.Errorf("last line %v, want the failure at ERROR with its err", last)
+	}
+	for _, args := range [][]string{
+		{"-log-format", "json"}, {"--log-format=json"}, {"-log-format", "text", "-log-format", "json"},
+	} {
+		if !jsonLogs(args) {
+			t.Errorf("jsonLogs(%q) = false", args)
+		}
+	}
+	for _, args := range [][]string{
+		nil, {"-log-format", "text"}, {"-log-format", "json", "-log-format", "text"}, {"-name", "log-format", "json"}, {"--", "-log-format", "json"},
+	} {
+		if jsonLogs(args) {
+			t.Errorf("jsonLogs(%q) = true", args)
+		}
+	}
+	stderr.Reset()
+	if code := run(t.Context(), []string{"expose", "-log-format", "json"}, &stdout, &stderr); code != 2 || json.Valid(stderr.Bytes()) {
+		t.Errorf("a usage error with -log-format json: exit status %d, %q; want 2 and plain text", code, stderr.String())
+	}
+}

@@ -10,8 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -76,7 +78,35 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "rtcp: unknown command %q; run 'rtcp help' for the list\n", args[0])
 		return 2
 	}
-	return finish(c, c.run(ctx, args[1:], stdout, stderr), stderr)
+	err := c.run(ctx, args[1:], stdout, stderr)
+	var ue *usageError
+	if err != nil && !errors.Is(err, errHelp) && !errors.As(err, &ue) && jsonLogs(args[1:]) {
+		// -log-format json: the failure is one more JSON line, so that
+		// stderr holds nothing else. A usage error stays plain text.
+		slog.New(slog.NewJSONHandler(stderr, nil)).Error("rtcp "+c.name+": failed", "err", err.Error())
+		return finish(c, err, io.Discard)
+	}
+	return finish(c, err, stderr)
+}
+
+// jsonLogs reports whether the command line args ask for -log-format
+// json (the last -log-format given wins, as for the flag).
+func jsonLogs(args []string) bool {
+	json := false
+	for i, a := range args {
+		if a == "--" {
+			break
+		}
+		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || name != "log-format" {
+			continue
+		}
+		if !hasValue && i+1 < len(args) {
+			value = args[i+1]
+		}
+		json = value == "json"
+	}
+	return json
 }
 
 // finish reports err from c on one line of stderr and returns the exit
