@@ -141,14 +141,14 @@ Examples:
 		return err
 	}
 	defer stopMetrics()
-	stopAdmin, err := admin.serve(dp, metrics, doors, stderr)
+	stopAdmin, err := admin.serve(dp, metrics, doors, log)
 	if err != nil {
 		ln.Close()
 		dp.Close()
 		return err
 	}
 	defer stopAdmin()
-	webDoors, err := web.start(dp, doors, stderr)
+	webDoors, err := web.start(dp, doors, log)
 	if err != nil {
 		ln.Close()
 		dp.Close()

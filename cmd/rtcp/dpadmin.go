@@ -5,7 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -60,7 +60,7 @@ func dpMetricsHandler(dp *rtcp.DiscoverPoint, doors *dpDoors) http.Handler {
 // serve serves the admin server on -admin, if given, until stop. It
 // refuses an address beyond this host without -admin-token-file: the
 // page names every server and its owner.
-func (f *adminFlags) serve(dp *rtcp.DiscoverPoint, metrics http.Handler, doors *dpDoors, stderr io.Writer) (stop func(), err error) {
+func (f *adminFlags) serve(dp *rtcp.DiscoverPoint, metrics http.Handler, doors *dpDoors, log *slog.Logger) (stop func(), err error) {
 	if *f.addr == "" {
 		return func() {}, nil
 	}
@@ -69,7 +69,7 @@ func (f *adminFlags) serve(dp *rtcp.DiscoverPoint, metrics http.Handler, doors *
 		if token, err = readAdminToken(*f.tokenFile); err != nil {
 			return nil, err
 		}
-		warnIfShared(*f.tokenFile, "-admin-token-file", stderr)
+		warnIfShared(*f.tokenFile, "-admin-token-file", log)
 	} else if err := checkLoopback(*f.addr); err != nil {
 		return nil, err
 	}
@@ -85,7 +85,6 @@ func (f *adminFlags) serve(dp *rtcp.DiscoverPoint, metrics http.Handler, doors *
 			return nil, adminNotLoopback(*f.addr, l.Addr().String())
 		}
 	}
-	log := doors.log
 	srv := doors.httpServer(rtcp.AdminHandler(dp, rtcp.AdminOptions{Metrics: metrics, Token: token}))
 	done := make(chan struct{})
 	go func() {
@@ -94,7 +93,7 @@ func (f *adminFlags) serve(dp *rtcp.DiscoverPoint, metrics http.Handler, doors *
 			log.Error("rtcp dp: admin server stopped", "addr", l.Addr(), "err", err)
 		}
 	}()
-	fmt.Fprintf(stderr, "rtcp dp: status page on http://%s/\n", l.Addr())
+	ready(log, "rtcp dp: status page", "url", "http://"+l.Addr().String()+"/")
 	return func() { srv.Close(); <-done }, nil
 }
 

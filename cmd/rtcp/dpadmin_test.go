@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 
@@ -16,11 +15,11 @@ import (
 // adminURL is the address of the status page that p announced.
 func adminURL(t *testing.T, p *proc) string {
 	t.Helper()
-	m := regexp.MustCompile(`status page on (http://\S+)/`).FindStringSubmatch(p.out.String())
+	m := logRe("rtcp dp: status page", "url").FindStringSubmatch(p.out.String())
 	if m == nil {
 		t.Fatalf("no status page address on stderr:\n%s", p.out)
 	}
-	return m[1]
+	return strings.TrimSuffix(m[1], "/")
 }
 
 // httpGet gets url with the Authorization header auth (if not empty).
@@ -51,7 +50,7 @@ func TestDPAdmin(t *testing.T) {
 	p := mustLaunch(t, runDP, "-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0", "-metrics", "127.0.0.1:0",
 		"-max-name-stats", "5")
 	url := adminURL(t, p)
-	metricsURL := regexp.MustCompile(`metrics on (http://\S+/metrics)`).FindStringSubmatch(p.out.String())
+	metricsURL := logRe("rtcp dp: metrics", "url").FindStringSubmatch(p.out.String())
 	if metricsURL == nil {
 		t.Fatalf("no metrics address on stderr:\n%s", p.out)
 	}

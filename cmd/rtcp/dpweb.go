@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -50,7 +49,7 @@ type dpWeb struct {
 
 // start listens on -http and -https, each a door of doors, and serves
 // them until stop; ServeSNI also ends when dp is closed.
-func (f *webFlags) start(dp *rtcp.DiscoverPoint, doors *dpDoors, stderr io.Writer) (*dpWeb, error) {
+func (f *webFlags) start(dp *rtcp.DiscoverPoint, doors *dpDoors, log *slog.Logger) (*dpWeb, error) {
 	w := new(dpWeb)
 	var hl, sl net.Listener
 	var err error
@@ -67,7 +66,6 @@ func (f *webFlags) start(dp *rtcp.DiscoverPoint, doors *dpDoors, stderr io.Write
 			return nil, fmt.Errorf("-https: %w", err)
 		}
 	}
-	log := doors.log
 	if hl != nil {
 		w.door = dp.HTTPHandler(*f.domain)
 		w.srv = doors.webServer(w.door)
@@ -76,7 +74,7 @@ func (f *webFlags) start(dp *rtcp.DiscoverPoint, doors *dpDoors, stderr io.Write
 				log.Error("rtcp dp: -http stopped", "addr", hl.Addr(), "err", err)
 			}
 		})
-		fmt.Fprintf(stderr, "rtcp dp: http://NAME.%s:%s/ reaches the server NAME (-http %s)\n", *f.domain, port(hl), hl.Addr())
+		ready(log, "rtcp dp: web door", "url", "http://NAME."+*f.domain+":"+port(hl)+"/", "addr", hl.Addr())
 	}
 	if sl != nil {
 		w.wg.Go(func() {
@@ -84,7 +82,7 @@ func (f *webFlags) start(dp *rtcp.DiscoverPoint, doors *dpDoors, stderr io.Write
 				log.Error("rtcp dp: -https stopped", "addr", sl.Addr(), "err", err)
 			}
 		})
-		fmt.Fprintf(stderr, "rtcp dp: TLS for NAME.%s on port %s reaches the server NAME (-https %s)\n", *f.domain, port(sl), sl.Addr())
+		ready(log, "rtcp dp: TLS door", "host", "NAME."+*f.domain, "port", port(sl), "addr", sl.Addr())
 	}
 	return w, nil
 }

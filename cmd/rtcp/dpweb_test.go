@@ -14,7 +14,6 @@ import (
 	"math/big"
 	"net"
 	"net/http"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -26,8 +25,8 @@ import (
 // that terminates TLS by server name through -https.
 func TestDPWebDoors(t *testing.T) {
 	p := mustLaunch(t, runDP, "-listen", "127.0.0.1:0", "-http", "127.0.0.1:0", "-https", "127.0.0.1:0", "-domain", "dp.test")
-	httpAddr := regexp.MustCompile(`\(-http (\S+)\)`).FindStringSubmatch(p.out.String())
-	httpsAddr := regexp.MustCompile(`\(-https (\S+)\)`).FindStringSubmatch(p.out.String())
+	httpAddr := logRe("rtcp dp: web door", "addr").FindStringSubmatch(p.out.String())
+	httpsAddr := logRe("rtcp dp: TLS door", "addr").FindStringSubmatch(p.out.String())
 	if httpAddr == nil || httpsAddr == nil {
 		t.Fatalf("no -http or -https address on stderr:\n%s", p.out)
 	}
@@ -97,7 +96,7 @@ func TestDPWebShutdown(t *testing.T) {
 	case err := <-done:
 		t.Fatalf("dp ended before it was ready: %v\n%s", err, out)
 	}
-	httpAddr := regexp.MustCompile(`\(-http (\S+)\)`).FindStringSubmatch(out.String())
+	httpAddr := logRe("rtcp dp: web door", "addr").FindStringSubmatch(out.String())
 	l, err := rtcp.Listen(dpAddr, "idle")
 	if err != nil {
 		t.Fatal(err)

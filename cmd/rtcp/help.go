@@ -29,10 +29,11 @@ var flagGroups = map[string][]flagGroup{
 			"etcd-tls-key", "etcd-user", "etcd-password-file", "cluster-token-file"}},
 		{"Seed doors (Mihini, Cumulocity, CCCP)", []string{"mihini", "mihini-key", "c8y-listen", "c8y-token-file", "c8y-cert",
 			"c8y-key", "c8y-server-key", "c8y-max-keys", "cccp-api", "cccp-devices", "cccp-ports", "cccp-host", "cccp-token-file", "cccp-key"}},
+		{"Web doors (browsers reach NAME.DOMAIN)", []string{"http", "https", "domain"}},
 		{"Limits and timeouts", []string{"max-conns", "max-conns-per-door", "max-names", "max-links-per-owner",
 			"max-sessions-per-server", "max-pending-connects", "max-handshakes-per-source", "max-auth-failures-per-source",
 			"handshake-timeout", "keepalive", "stall-timeout", "window-memory", "http-timeout", "http-idle-timeout"}},
-		{"Observability", []string{"metrics", "log-level", "log-format"}},
+		{"Observability", []string{"metrics", "admin", "admin-token-file", "max-name-stats", "log-level", "log-format"}},
 	},
 }
 

@@ -149,7 +149,7 @@ func TestExposeLostName(t *testing.T) {
 		done <- runExpose(t.Context(), []string{"-dp", f.addr, "-name", "printer", "-to", startEcho(t),
 			"-max-backoff", "20ms", "-lost-name-timeout", "50ms"}, io.Discard, out)
 	}()
-	out.wait(t, regexp.MustCompile(`^rtcp expose: (serving) printer@`))
+	out.wait(t, regexp.MustCompile(`msg="rtcp expose: (serving)" addr=printer@`))
 	takeName(t, f, dp, gone, "printer")
 
 	var err error
@@ -185,7 +185,7 @@ func TestExposeBinaryHangupAndLostName(t *testing.T) {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	out.wait(t, regexp.MustCompile(`^rtcp expose: (serving) printer@`))
+	out.wait(t, regexp.MustCompile(`msg="rtcp expose: (serving)" addr=printer@`))
 
 	for range 2 {
 		if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -26,7 +25,7 @@ type policyReloader struct {
 	keys   [][2]string    // flags that name keys of the policy, and the keys
 	member *clusterMember // adds the cluster's key, read at start only; or nil
 	dp     *rtcp.DiscoverPoint
-	stderr io.Writer // for the warnings about files others can read
+	log    *slog.Logger // for the warnings about files others can read
 
 	mu  sync.Mutex // guards cur, and makes reloads one at a time
 	cur *rtcp.Policy
@@ -37,7 +36,7 @@ type policyReloader struct {
 func (r *policyReloader) reload() (changes string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	pol, err := r.sec.policy(r.stderr)
+	pol, err := r.sec.policy(r.log)
 	if err != nil {
 		return "", err
 	}

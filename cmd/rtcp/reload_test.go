@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
-	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -125,7 +125,7 @@ func TestPolicyReload(t *testing.T) {
 	writeConfig(t, cfg, "alice", "bob", "mallory")
 	tok := writeFile(t, dir, "dp.token", "dp:dp-0123456789abcdef0")
 	sec := &security{dp: true, configFile: cfg, tokenFile: tok, getenv: func(string) string { return "" }}
-	pol, err := sec.policy(io.Discard)
+	pol, err := sec.policy(slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func TestPolicyReload(t *testing.T) {
 		<-served
 	}()
 	dp := ln.Addr().String()
-	r := &policyReloader{sec: sec, keys: [][2]string{{"mihini-key", "bob"}}, dp: dpv, stderr: io.Discard, cur: pol}
+	r := &policyReloader{sec: sec, keys: [][2]string{{"mihini-key", "bob"}}, dp: dpv, log: slog.New(slog.DiscardHandler), cur: pol}
 
 	reloadServer(t, dp, "printer", "alice")
 	mallorys := reloadServer(t, dp, "mallory-box", "mallory")
@@ -244,7 +244,7 @@ func TestBinaryDPReload(t *testing.T) {
 			t.Errorf("rtcp dp after SIGTERM: %v", err)
 		}
 	}()
-	dp := out.wait(t, regexp.MustCompile(`^rtcp dp: listening on (\S+)`))
+	dp := out.wait(t, logRe("rtcp dp: listening", "addr"))
 
 	reloadServer(t, dp, "printer", "alice")
 	mallorys := reloadServer(t, dp, "mallory-box", "mallory")
