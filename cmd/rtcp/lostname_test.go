@@ -92,13 +92,27 @@ func (f *front) open() {
 			f.mu.Lock()
 			f.conns = append(f.conns, a, b)
 			f.mu.Unlock()
+			// Each way ends with a half-close, as TCP's own, and both
+			// connections close once both ways have ended: the tcp
+			// transport's data links carry a session's half-close so.
+			var ends sync.WaitGroup
 			pipe := func(dst, src net.Conn) {
-				io.Copy(dst, src)
-				dst.Close()
-				src.Close()
+				defer ends.Done()
+				if _, err := io.Copy(dst, src); err != nil {
+					dst.Close()
+					src.Close()
+					return
+				}
+				dst.(*net.TCPConn).CloseWrite()
 			}
+			ends.Add(2)
 			f.wg.Go(func() { pipe(a, b) })
 			f.wg.Go(func() { pipe(b, a) })
+			f.wg.Go(func() {
+				ends.Wait()
+				a.Close()
+				b.Close()
+			})
 		}
 	})
 }

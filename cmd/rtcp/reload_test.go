@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -244,7 +245,7 @@ func TestBinaryDPReload(t *testing.T) {
 			t.Errorf("rtcp dp after SIGTERM: %v", err)
 		}
 	}()
-	dp := out.wait(t, logRe("rtcp dp: listening", "addr"))
+	dp := out.wait(t, regexp.MustCompile(`"msg":"rtcp dp: listening","addr":"([^"]+)"`))
 
 	reloadServer(t, dp, "printer", "alice")
 	mallorys := reloadServer(t, dp, "mallory-box", "mallory")
