@@ -2,33 +2,73 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
+	"syscall"
+	"time"
 
-	"rtcp/internal/relay"
-	"rtcp/internal/serve"
+	"rtcp"
+)
+
+// Bounds of the wait before Accept is tried again after a temporary error:
+// it starts at minAcceptDelay and doubles up to maxAcceptDelay, as in
+// net/http.
+const (
+	minAcceptDelay = 5 * time.Millisecond
+	maxAcceptDelay = time.Second
 )
 
 // forward accepts connections on l and joins each, both ways with
-// half-close passed on, to a connection that dial opens for it. When ctx
-// ends it closes l and every connection still open, and returns nil once
-// all their goroutines have ended. It closes l in any case.
+// half-close passed on (rtcp.Join), to a connection that dial opens for
+// it. When ctx ends it closes l and every connection still open, and
+// returns nil once all their goroutines have ended. It closes l in any
+// case. Accept errors that may pass (too many open files, a connection
+// aborted before it was accepted) are retried after a wait.
 func forward(ctx context.Context, l net.Listener, dial func(context.Context) (net.Conn, error), log *slog.Logger) error {
-	g := serve.Group{Logger: log}
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
-	defer g.Close()
-	defer cancel() // before g.Close: it ends the joins still running
-	stop := context.AfterFunc(ctx, g.CloseListeners)
+	defer cancel() // before wg.Wait: it ends the joins still running
+	defer l.Close()
+	stop := context.AfterFunc(ctx, func() { l.Close() })
 	defer stop()
-	err := g.Serve(l, func(c net.Conn) bool {
-		carry(ctx, c, dial, log)
-		return false
-	})
-	if err == serve.ErrClosed {
-		return nil
+	var delay time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if !temporary(err) {
+				return err
+			}
+			delay = min(max(2*delay, minAcceptDelay), maxAcceptDelay)
+			log.Warn("accept failed; retrying", "addr", l.Addr(), "err", err, "retry_in", delay)
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+			}
+			continue
+		}
+		delay = 0
+		wg.Go(func() { carry(ctx, c, dial, log) })
 	}
-	return err
+}
+
+// temporary reports whether an Accept error may pass by itself, so that
+// accepting again later can succeed.
+func temporary(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS)
 }
 
 // acker is a session whose client waits for the server's answer
@@ -38,9 +78,12 @@ type acker interface {
 }
 
 // carry joins c to a new connection from dial until both directions end
-// or ctx ends. A session whose client waits for an answer is answered
-// once dial has: accepted, or refused with dial's error.
+// or ctx ends, and closes c in any case. A session whose client waits for
+// an answer is answered once dial has: accepted, or refused with dial's
+// error.
 func carry(ctx context.Context, c net.Conn, dial func(context.Context) (net.Conn, error), log *slog.Logger) {
+	stopC := context.AfterFunc(ctx, func() { c.Close() })
+	defer stopC()
 	from := c.RemoteAddr().String()
 	out, err := dial(ctx)
 	if err != nil {
@@ -60,16 +103,13 @@ func carry(ctx context.Context, c net.Conn, dial func(context.Context) (net.Conn
 			return
 		}
 	}
-	stop := context.AfterFunc(ctx, func() {
-		c.Close()
-		out.Close()
-	})
-	defer stop()
+	stopOut := context.AfterFunc(ctx, func() { out.Close() })
+	defer stopOut()
 	log.Debug("connection open", "from", from)
-	st, err := relay.Join(c, out, nil)
+	in, back, err := rtcp.Join(c, out)
 	if err != nil && ctx.Err() == nil {
-		log.Info("connection cut", "from", from, "in", st.AtoB, "out", st.BtoA, "err", err)
+		log.Info("connection cut", "from", from, "in", in, "out", back, "err", err)
 		return
 	}
-	log.Debug("connection closed", "from", from, "in", st.AtoB, "out", st.BtoA)
+	log.Debug("connection closed", "from", from, "in", in, "out", back)
 }

@@ -18,9 +18,13 @@ type Aborter interface {
 	Abort(err error)
 }
 
-// Stats counts the bytes a Join moved.
+// Stats counts the bytes a Join moved, and says which direction failed.
 type Stats struct {
 	AtoB, BtoA int64
+	// FailedAtoB is true when Join's error came from copying a to b
+	// (reading a or writing b); false when it came from b to a, or there
+	// was none.
+	FailedAtoB bool
 }
 
 // Join copies a to b and b to a until both directions end, then closes both.
@@ -56,6 +60,7 @@ func Join(a, b net.Conn, count func(aToB bool, n int)) (Stats, error) {
 	a.Close()
 	b.Close()
 	if errB != nil {
+		st.FailedAtoB = true
 		return st, errB
 	}
 	return st, errA
