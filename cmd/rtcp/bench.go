@@ -6,12 +6,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"regexp"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"time"
 
+	"rtcp"
 	"rtcp/internal/bench"
 )
 
@@ -90,6 +93,7 @@ Examples:
 		Stalled:    *stalled,
 		RTTs:       rtts,
 		Progress:   stderr,
+		Library:    benchLibrary,
 	}
 	if *quick {
 		for name, v := range map[string]func(){
@@ -169,4 +173,42 @@ func (f *durationsFlag) Set(s string) error {
 	}
 	*f = append(*f, d)
 	return nil
+}
+
+// benchLibrary runs the in-process rows of rtcp bench (bench.Library): a
+// DiscoverPoint on loopback, a server of the name "bench" that reaches it
+// through p.Via, and a Dialer that reaches it straight.
+func benchLibrary(ctx context.Context, p bench.LibraryPath) (func(context.Context) (net.Conn, error), func(), error) {
+	t, err := rtcp.ParseTransport(p.Transport)
+	if err != nil {
+		return nil, nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, err
+	}
+	dp := &rtcp.DiscoverPoint{MaxSessionsPerServer: p.MaxSessions}
+	var wg sync.WaitGroup
+	wg.Go(func() { dp.Serve(ln) })
+	stopDP := func() {
+		dp.Close()
+		ln.Close()
+		wg.Wait()
+	}
+	via, err := p.Via(ln.Addr().String())
+	if err != nil {
+		stopDP()
+		return nil, nil, err
+	}
+	lc := rtcp.ListenConfig{Transport: t, PoolSize: p.Pool}
+	l, err := lc.Listen(ctx, via, "bench")
+	if err != nil {
+		stopDP()
+		return nil, nil, err
+	}
+	wg.Go(func() { p.Serve(l) })
+	d := rtcp.Dialer{Transport: t}
+	addr := ln.Addr().String()
+	dial := func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, addr, "bench") }
+	return dial, func() { l.Close(); stopDP() }, nil
 }

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"rtcp"
 	"rtcp/internal/delay"
 )
 
@@ -75,6 +75,31 @@ type Config struct {
 
 	// Progress receives a line per step. Nil is silent.
 	Progress io.Writer
+
+	// Library runs rtcp in this process for the rows "rtcp.Dial -> DP
+	// -> rtcp.Listen" (the rtcp command gives it: the bench measures
+	// package rtcp without importing it). Nil leaves those rows out.
+	Library Library
+}
+
+// A Library runs a DP, and a server that serves every session of one
+// name with p.Serve, in this process, and returns how a client dials the
+// name, and stop, which ends them all.
+type Library func(ctx context.Context, p LibraryPath) (dial func(context.Context) (net.Conn, error), stop func(), err error)
+
+// LibraryPath is what a Library is asked to run.
+type LibraryPath struct {
+	Transport   string // the -transport of the row: "json", "yamux" or "tcp"
+	Pool        int    // the server's pool of links (ListenConfig.PoolSize)
+	MaxSessions int    // the sessions per server the DP admits, at least
+
+	// Via returns the address the server reaches the DP at, given the
+	// DP's own: the delay link's, at a round trip above 0.
+	Via func(dpAddr string) (string, error)
+
+	// Serve serves the server's sessions, accepted from l, until l is
+	// closed.
+	Serve func(l net.Listener) error
 }
 
 func (c *Config) defaults() error {
@@ -325,6 +350,9 @@ func (b *runner) specs() []spec {
 	}
 	specs = append(specs, spec{name: rowLibLimit, start: b.startLibLimit})
 	for _, t := range b.cfg.Transports {
+		if b.cfg.Library == nil {
+			break
+		}
 		specs = append(specs, spec{
 			name: "rtcp.Dial -> DP -> rtcp.Listen, " + t + ", pool " + pool + ", in process",
 			ref:  rowLibLimit,
@@ -481,39 +509,37 @@ func (b *runner) startLibLimit(ctx context.Context, _ string, rtt time.Duration)
 
 // startLibrary runs, in this process, a DiscoverPoint and a sink served
 // through rtcp.Listen, which reaches the DP through the delay link;
-// rtcp.Dial reaches the DP straight.
+// rtcp.Dial reaches the DP straight (Config.Library).
 func (b *runner) startLibrary(ctx context.Context, rtt time.Duration, transport string) (*setup, error) {
-	t, err := rtcp.ParseTransport(transport)
+	var h *hop
+	dial, stop, err := b.cfg.Library(ctx, LibraryPath{
+		Transport:   transport,
+		Pool:        b.cfg.Pool,
+		MaxSessions: 2*b.cfg.Sessions + 1000,
+		Via: func(dpAddr string) (string, error) {
+			var err error
+			if h, err = b.startHop(ctx, rtt, dpAddr); err != nil {
+				return "", err
+			}
+			return h.addr, nil
+		},
+		Serve: Serve,
+	})
 	if err != nil {
+		if h != nil {
+			h.stop()
+		}
 		return nil, err
 	}
-	var p inProcess
-	dp := &rtcp.DiscoverPoint{MaxSessionsPerServer: 2*b.cfg.Sessions + 1000}
-	addr, err := p.listen(dp.Serve)
-	if err != nil {
-		return nil, err
+	if h == nil { // a Library that did not ask for the way to its DP
+		stop()
+		return nil, errors.New("bench: the in-process library did not reach its DP through LibraryPath.Via")
 	}
-	p.closes = append(p.closes, func() { dp.Close() })
-	h, err := b.startHop(ctx, rtt, addr)
-	if err != nil {
-		p.close()
-		return nil, err
-	}
-	lc := rtcp.ListenConfig{Transport: t, PoolSize: b.cfg.Pool}
-	l, err := lc.Listen(ctx, h.addr, "bench")
-	if err != nil {
-		h.stop()
-		p.close()
-		return nil, err
-	}
-	p.wg.Go(func() { Serve(l) })
-	p.closes = append(p.closes, func() { l.Close() })
-	d := rtcp.Dialer{Transport: t}
 	return &setup{
-		dial:   func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, addr, "bench") },
+		dial:   dial,
 		memPID: b.self, memOf: "process",
 		pids:  h.pids(b.self),
-		close: func() { p.close(); h.stop() },
+		close: func() { stop(); h.stop() },
 	}, nil
 }
 

@@ -129,7 +129,7 @@ func TestFlood(t *testing.T) {
 // limit and an in-process rtcp path.
 func TestStalled(t *testing.T) {
 	needSlow(t)
-	b := &runner{cfg: Config{Stalled: 5}, self: os.Getpid()}
+	b := &runner{cfg: Config{Stalled: 5, Library: testLibrary}, self: os.Getpid()}
 	if err := b.cfg.defaults(); err != nil {
 		t.Fatal(err)
 	}
