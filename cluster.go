@@ -88,15 +88,14 @@ func (dp *DiscoverPoint) openRemote(ctx context.Context, name, client, addr stri
 		dp.log().Warn("rtcp: registry lookup failed", "server", name, "err", err)
 		return nil, true, fmt.Errorf("rtcp: cannot look up server %q in the cluster's registry: %v; retry later", name, err)
 	}
-	var d Dialer
-	if dp.Peer != nil {
-		d = *dp.Peer
+	d := dp.Peer
+	if d == nil {
+		d = &dp.peer
 	}
-	d.Name = client
-	d.Transport = TransportYamux // the raw client leg: bytes as they are
+	as := dialAs{name: client, transport: TransportYamux} // the raw client leg: bytes as they are
 	var errs []error
 	for i, r := range rs {
-		d.hop = func(a *plan5.Aloha) {
+		as.hop = func(a *plan5.Aloha) {
 			a.Via = dp.Advertise
 			if d.Credential != nil {
 				// What the proof covers: the DP it is for, so that no
@@ -111,7 +110,7 @@ func (dp *DiscoverPoint) openRemote(ctx context.Context, name, client, addr stri
 		if deadline, ok := ctx.Deadline(); ok && i < len(rs)-1 {
 			actx, cancel = context.WithTimeout(ctx, time.Until(deadline)/time.Duration(len(rs)-i))
 		}
-		c, err := d.DialContext(actx, r.DP, name)
+		c, err := d.dial(actx, r.DP, name, as)
 		cancel()
 		if err == nil {
 			dp.log().Debug("rtcp: session carried to another DP", "server", name, "dp", r.DP)

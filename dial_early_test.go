@@ -22,8 +22,8 @@ func TestDialEarlyConnectFallback(t *testing.T) {
 	}
 	defer ln.Close()
 	addr := ln.Addr().String()
-	rawDPs.Store(addr, true)
-	defer rawDPs.Delete(addr)
+	d := &Dialer{Transport: TransportYamux}
+	d.raw.set(addr, true)
 
 	plain := func(c net.Conn) (connects int, err error) {
 		defer c.Close()
@@ -77,7 +77,7 @@ func TestDialEarlyConnectFallback(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, err := (&Dialer{Transport: TransportYamux}).DialContext(ctx, addr, "printer")
+	c, err := d.DialContext(ctx, addr, "printer")
 	if err != nil {
 		t.Fatalf("Dial: %v", err)
 	}
@@ -92,7 +92,7 @@ func TestDialEarlyConnectFallback(t *testing.T) {
 	if second := <-results; second.err != nil || second.connects != 1 {
 		t.Errorf("second connection: %d Connects, %v; want 1, nil", second.connects, second.err)
 	}
-	if _, ok := rawDPs.Load(addr); ok {
+	if d.raw.has(addr) {
 		t.Errorf("the DP is still taken to offer the raw leg")
 	}
 }

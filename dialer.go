@@ -18,7 +18,10 @@ import (
 	"rtcp/protocol/plan5"
 )
 
-// A Dialer connects indirect clients. The zero value is ready to use.
+// A Dialer connects indirect clients. The zero value is ready to use. A
+// Dialer remembers which DPs offered the raw client leg, to save a round
+// trip on the next dial to them: keep one for many dials, and do not copy
+// it after its first use.
 type Dialer struct {
 	// Name is this client's name, sent to the DP and shown to the server
 	// as the RemoteAddr of the session. Optional. A DP that authenticates
@@ -56,7 +59,44 @@ type Dialer struct {
 	// the session's bytes and relies on TCP's keepalive.
 	KeepAlive time.Duration
 
-	hop func(*plan5.Aloha) // fills in the Aloha of a DP that carries a session to another DP (cluster.go)
+	raw rawDPs // the DPs that offered the raw client leg
+}
+
+// dialAs is what a dial says of its client: its name and the transport it
+// asks for, and for a DP that carries a session on to another DP
+// (cluster.go), hop, which fills in the Aloha of that hop.
+type dialAs struct {
+	name      string
+	transport Transport
+	hop       func(*plan5.Aloha)
+}
+
+// rawDPs holds the DP addresses that offered the raw client leg: a Dialer
+// sends its Connect to them with its Aloha, without waiting for the DP's,
+// which saves a round trip on each dial. The zero value is empty.
+type rawDPs struct {
+	mu    sync.Mutex // guards addrs
+	addrs map[string]bool
+}
+
+func (r *rawDPs) has(addr string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.addrs[addr]
+}
+
+// set records whether the DP at addr offered the raw leg.
+func (r *rawDPs) set(addr string, raw bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !raw {
+		delete(r.addrs, addr)
+		return
+	}
+	if r.addrs == nil {
+		r.addrs = make(map[string]bool)
+	}
+	r.addrs[addr] = true
 }
 
 // DialContext connects to the indirect server name through the DP at addr,
@@ -65,6 +105,11 @@ type Dialer struct {
 // cluster separated by commas: each is tried in turn until one opens the
 // session.
 func (d *Dialer) DialContext(ctx context.Context, addr, name string) (net.Conn, error) {
+	return d.dial(ctx, addr, name, dialAs{name: d.Name, transport: d.Transport})
+}
+
+// dial is DialContext for the client as.
+func (d *Dialer) dial(ctx context.Context, addr, name string, as dialAs) (net.Conn, error) {
 	if name == "" {
 		return dialDP(ctx, d.Dial, d.TLSConfig, addr)
 	}
@@ -80,7 +125,7 @@ func (d *Dialer) DialContext(ctx context.Context, addr, name string) (net.Conn, 
 		if err != nil {
 			return nil, opErr(err)
 		}
-		conn, err := d.handshake(ctx, c, addr, name, early)
+		conn, err := d.handshake(ctx, c, addr, name, as, early)
 		if err == errNoRawAnyMore && early {
 			c.Close()
 			continue // the DP at addr changed: dial again, once, without the shortcut
@@ -93,31 +138,26 @@ func (d *Dialer) DialContext(ctx context.Context, addr, name string) (net.Conn, 
 	}
 }
 
-// rawDPs holds the DP addresses that offered the raw client leg: a Dialer
-// sends its Connect to them with its Aloha, without waiting for the DP's,
-// which saves a round trip on each dial.
-var rawDPs sync.Map // string -> bool
-
-// errNoRawAnyMore is handshake's report that a DP in rawDPs did not offer
+// errNoRawAnyMore is handshake's report that a DP in Dialer.raw did not offer
 // the raw leg after all (another DP at its address): the Connect sent
 // early must not be answered on this connection.
 var errNoRawAnyMore = errors.New("rtcp: the DP no longer offers the raw transport")
 
-func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, mayEarly bool) (*Conn, error) {
+func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, as dialAs, mayEarly bool) (*Conn, error) {
 	stop := watchContext(ctx, c)
-	ours := &plan5.Aloha{R: plan5.RoleIC, N: d.Name}
-	if d.hop != nil {
-		d.hop(ours)
+	ours := &plan5.Aloha{R: plan5.RoleIC, N: as.name}
+	if as.hop != nil {
+		as.hop(ours)
 	}
 	plan5link.Offer(ours, plan5.DefaultMaxLine)
 	ours.HeartBeat = plan5link.HeartBeatMS(keepAlivePeriod(d.KeepAlive))
-	if d.Transport != TransportJSON {
+	if as.transport != TransportJSON {
 		ours.Transport = wireRaw
 	}
 	ir := mux.NewIdleReader(c)
 	r := plan5.NewReader(ir, plan5.DefaultMaxLine)
 	var early plan5.Message // a Connect sent with the Aloha
-	if _, ok := rawDPs.Load(addr); ok && mayEarly && ours.Transport == wireRaw && d.Credential == nil {
+	if d.raw.has(addr) && mayEarly && ours.Transport == wireRaw && d.Credential == nil {
 		early = &plan5.Connect{N: name}
 	}
 	theirs, err := exchangeAloha(c, r, ours, addr, d.Credential, early)
@@ -126,13 +166,13 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, m
 		return nil, ctxErr(ctx, renamed(err, name))
 	}
 	if theirs.Transport == wireRaw {
-		rawDPs.Store(addr, true)
+		d.raw.set(addr, true)
 	} else if early != nil {
-		rawDPs.Delete(addr)
+		d.raw.set(addr, false)
 		stop()
 		return nil, errNoRawAnyMore
 	}
-	local := &Addr{Name: d.Name, Addr: c.LocalAddr().String()}
+	local := &Addr{Name: as.name, Addr: c.LocalAddr().String()}
 	remote := &Addr{Name: name, Addr: addr}
 	if theirs.Transport == wireRaw && ours.Transport == wireRaw {
 		rc, err := d.connectRaw(c, r, name, addr, local, remote, early != nil)

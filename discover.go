@@ -126,8 +126,10 @@ type DiscoverPoint struct {
 	// Peer is the template of the Dialer this DP uses to carry a session
 	// to another DP of its cluster: set its Dial, and the TLS and key the
 	// other DPs ask of clients. Nil means a zero Dialer. Its Name and
-	// Transport are set for each session.
+	// Transport are not used: each session gives its client's name and
+	// the raw leg.
 	Peer *Dialer
+	peer Dialer // the Dialer of the hops to other DPs when Peer is nil
 
 	forwarded sync.Map // client conns that another DP carried here (cluster.go)
 	links     linkTable

@@ -76,7 +76,7 @@ func listenErr(dp, name string, lc ListenConfig) error {
 	return err
 }
 
-func dialErr(dp, name string, d Dialer) error {
+func dialErr(dp, name string, d *Dialer) error {
 	c, err := d.DialContext(context.Background(), dp, name)
 	if err == nil {
 		c.Close()
@@ -111,7 +111,7 @@ func TestAuthRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, tr := range []Transport{TransportJSON, TransportYamux, TransportTCP} {
 				wantUnauthorized(t, listenErr(dp, "other", ListenConfig{Credential: tc.cred, Transport: tr}), tc.says)
-				wantUnauthorized(t, dialErr(dp, "printer-7", Dialer{Credential: tc.cred, Transport: tr}), tc.says)
+				wantUnauthorized(t, dialErr(dp, "printer-7", &Dialer{Credential: tc.cred, Transport: tr}), tc.says)
 			}
 		})
 	}
@@ -321,7 +321,7 @@ func TestAllowList(t *testing.T) {
 	t.Run("indirect client outside", func(t *testing.T) {
 		for _, tr := range []Transport{TransportJSON, TransportYamux} {
 			var re *RefusedError
-			err := dialErr(dp, "db", Dialer{Transport: tr, Credential: alice})
+			err := dialErr(dp, "db", &Dialer{Transport: tr, Credential: alice})
 			if !errors.As(err, &re) {
 				t.Fatalf("%v: %v, want a RefusedError", tr, err)
 			}
@@ -350,8 +350,8 @@ func TestAllowList(t *testing.T) {
 		}
 	})
 	t.Run("client without the name's key", func(t *testing.T) {
-		wantUnauthorized(t, dialErr(dp, "vault", Dialer{}), `server "vault" takes only clients with a key`)
-		wantUnauthorized(t, dialErr(dp, "vault", Dialer{Credential: bob, Transport: TransportYamux}), `key "bob" may not open sessions to server "vault"`)
+		wantUnauthorized(t, dialErr(dp, "vault", &Dialer{}), `server "vault" takes only clients with a key`)
+		wantUnauthorized(t, dialErr(dp, "vault", &Dialer{Credential: bob, Transport: TransportYamux}), `key "bob" may not open sessions to server "vault"`)
 	})
 	select {
 	case c := <-accepted:
@@ -401,7 +401,7 @@ func TestSetPolicy(t *testing.T) {
 		Names: []NameRule{{Name: "printer-*", Owners: []string{"alice"}}}}); err != nil {
 		t.Fatal(err)
 	}
-	wantUnauthorized(t, dialErr(dp, "printer-7", Dialer{Credential: bob}), `key "bob"`)
+	wantUnauthorized(t, dialErr(dp, "printer-7", &Dialer{Credential: bob}), `key "bob"`)
 	// The owner takes the name back from the squatter.
 	l := listen(t, &ListenConfig{Credential: alice}, dp, "printer-7")
 	echo(t, l)
@@ -555,12 +555,12 @@ func TestTLS(t *testing.T) {
 			}
 			// A client that does not trust the DP's CA, or speaks no TLS.
 			other := newTestPKI(t, "other")
-			err := dialErr(dp, "tls-json/json", Dialer{TLSConfig: other.clientConfig(), Credential: cred})
+			err := dialErr(dp, "tls-json/json", &Dialer{TLSConfig: other.clientConfig(), Credential: cred})
 			var ue x509.UnknownAuthorityError
 			if !errors.As(err, &ue) || !strings.Contains(err.Error(), "TLS handshake") {
 				t.Errorf("dial with another CA: %v, want an x509.UnknownAuthorityError", err)
 			}
-			if err := dialErr(dp, "tls-json/json", Dialer{Credential: cred}); err == nil {
+			if err := dialErr(dp, "tls-json/json", &Dialer{Credential: cred}); err == nil {
 				t.Error("a client without TLS got a session from a TLS DP")
 			}
 		})
@@ -599,7 +599,7 @@ func TestTLSBinding(t *testing.T) {
 		}
 	})
 	naive := &tls.Config{InsecureSkipVerify: true}
-	wantUnauthorized(t, dialErr(ml.Addr().String(), "x", Dialer{TLSConfig: naive, Credential: alice}), "failed")
+	wantUnauthorized(t, dialErr(ml.Addr().String(), "x", &Dialer{TLSConfig: naive, Credential: alice}), "failed")
 	wantUnauthorized(t, listenErr(ml.Addr().String(), "x", ListenConfig{TLSConfig: naive, Credential: alice}), "failed")
 }
 

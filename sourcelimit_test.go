@@ -39,7 +39,7 @@ func (n *sourceNet) from(ip string) net.Conn {
 
 // dial dials the name nobody as d, from ip: nil means the DP admitted the
 // peer (and said that nobody serves the name), else its refusal.
-func (n *sourceNet) dial(ip string, d Dialer) error {
+func (n *sourceNet) dial(ip string, d *Dialer) error {
 	d.Dial = func(context.Context, string, string) (net.Conn, error) { return n.from(ip), nil }
 	_, err := d.DialContext(context.Background(), "127.0.0.1:9000", "nobody")
 	if errors.Is(err, ErrRefused) && strings.Contains(err.Error(), "no server named") {
@@ -75,21 +75,21 @@ func TestHandshakesPerSource(t *testing.T) {
 		defer silent[1].Close()
 		synctest.Wait()
 
-		err := n.dial("127.0.0.1", Dialer{})
+		err := n.dial("127.0.0.1", &Dialer{})
 		if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "MaxHandshakesPerSource") {
 			t.Fatalf("a third handshake from one address: %v; want a refusal that names MaxHandshakesPerSource", err)
 		}
-		if err := n.dial("127.0.0.2", Dialer{}); err != nil {
+		if err := n.dial("127.0.0.2", &Dialer{}); err != nil {
 			t.Fatalf("another address: %v", err)
 		}
 		silent[0].Close()
 		synctest.Wait() // the DP is done with it
-		if err := n.dial("127.0.0.1", Dialer{}); err != nil {
+		if err := n.dial("127.0.0.1", &Dialer{}); err != nil {
 			t.Fatalf("after one handshake of the address ended: %v", err)
 		}
 		// A peer admitted no longer counts: many sessions of one client.
 		for range 5 {
-			if err := n.dial("127.0.0.1", Dialer{}); err != nil {
+			if err := n.dial("127.0.0.1", &Dialer{}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -108,18 +108,18 @@ func TestAuthFailuresPerSource(t *testing.T) {
 		defer n.close()
 		wrong := Dialer{Credential: &Credential{Key: "alice", Secret: []byte("not-alice-0123456789abcdef012345")}}
 		for range 3 {
-			wantUnauthorized(t, n.dial("127.0.0.1", wrong), "authentication")
+			wantUnauthorized(t, n.dial("127.0.0.1", &wrong), "authentication")
 		}
 		synctest.Wait() // the DP has counted the last one too
-		err := n.dial("127.0.0.1", Dialer{Credential: alice})
+		err := n.dial("127.0.0.1", &Dialer{Credential: alice})
 		if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "MaxAuthFailuresPerSource") {
 			t.Fatalf("the right key after 3 failures: %v; want a refusal that names MaxAuthFailuresPerSource", err)
 		}
-		if err := n.dial("127.0.0.2", Dialer{Credential: alice}); err != nil {
+		if err := n.dial("127.0.0.2", &Dialer{Credential: alice}); err != nil {
 			t.Fatalf("another address: %v", err)
 		}
 		time.Sleep(time.Minute/3 + time.Second) // one failure forgiven
-		if err := n.dial("127.0.0.1", Dialer{Credential: alice}); err != nil {
+		if err := n.dial("127.0.0.1", &Dialer{Credential: alice}); err != nil {
 			t.Fatalf("the right key a third of a minute later: %v", err)
 		}
 		st := n.dp.Stats()
@@ -138,7 +138,7 @@ func TestLoopbackSourcesUnbounded(t *testing.T) {
 		silent := n.from("127.0.0.1")
 		defer silent.Close()
 		synctest.Wait()
-		if err := n.dial("127.0.0.1", Dialer{}); err != nil {
+		if err := n.dial("127.0.0.1", &Dialer{}); err != nil {
 			t.Fatalf("a second handshake from loopback: %v", err)
 		}
 	})

@@ -411,10 +411,10 @@ func TestClusterHopSpeaksForClient(t *testing.T) {
 	t.Run("a key that is not a DP's", func(t *testing.T) {
 		// mallory makes a hop of its own that claims to carry alice.
 		d := Dialer{Credential: mallory, Transport: TransportYamux, Dial: dialFrom("127.0.0.2")}
-		d.hop = func(a *plan5.Aloha) {
+		hop := func(a *plan5.Aloha) {
 			a.Via, a.To, a.ClientKey, a.ClientAddr = forwarder, holder, "alice", "127.0.0.2:1"
 		}
-		c, err := d.DialContext(context.Background(), holder, "svc")
+		c, err := d.dial(context.Background(), holder, "svc", dialAs{transport: d.Transport, hop: hop})
 		wantUnauthorized(t, err, `key "mallory" may not open sessions`)
 		if err == nil {
 			c.Close()
@@ -466,5 +466,5 @@ func TestClusterHopOverTLS(t *testing.T) {
 	ping(t, c, "over two TLS legs")
 	c.Close()
 	d.Credential = alice
-	wantUnauthorized(t, dialErr(forwarder, "svc", d), `key "alice" may not open sessions`)
+	wantUnauthorized(t, dialErr(forwarder, "svc", &d), `key "alice" may not open sessions`)
 }

@@ -265,7 +265,7 @@ func listen(t testing.TB, lc *rtcp.ListenConfig, addr, name string) net.Listener
 }
 
 // check dials name through addr and checks an echo.
-func check(t testing.TB, addr, name string, d rtcp.Dialer) error {
+func check(t testing.TB, addr, name string, d *rtcp.Dialer) error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -296,7 +296,7 @@ func TestClusterDPDies(t *testing.T) {
 	c := startCluster(t, e, 3)
 	l := listen(t, &rtcp.ListenConfig{Transport: rtcp.TransportYamux}, c.addrs[0]+","+c.addrs[1], "printer-7")
 	echoServer(t, l)
-	for _, d := range []rtcp.Dialer{{}, {Transport: rtcp.TransportYamux}} {
+	for _, d := range []*rtcp.Dialer{{}, {Transport: rtcp.TransportYamux}} {
 		if err := check(t, c.addrs[2], "printer-7", d); err != nil {
 			t.Fatalf("client on DP3 (%v): %v", d.Transport, err)
 		}
@@ -325,7 +325,7 @@ func TestClusterDPDies(t *testing.T) {
 		t.Fatalf("holders right after DP1 died: %v, %v; want DP1's stale entry and DP2's", hs, err)
 	}
 	for i := range 4 {
-		if err := check(t, c.addrs[2], "printer-7", rtcp.Dialer{Transport: rtcp.TransportYamux}); err != nil {
+		if err := check(t, c.addrs[2], "printer-7", &rtcp.Dialer{Transport: rtcp.TransportYamux}); err != nil {
 			t.Fatalf("session %d through DP3 after DP1 died: %v", i, err)
 		}
 	}
@@ -338,19 +338,19 @@ func TestEtcdRestart(t *testing.T) {
 	c := startCluster(t, e, 2)
 	l := listen(t, &rtcp.ListenConfig{Transport: rtcp.TransportYamux}, c.addrs[0], "printer-7")
 	echoServer(t, l)
-	if err := check(t, c.addrs[1], "printer-7", rtcp.Dialer{}); err != nil {
+	if err := check(t, c.addrs[1], "printer-7", &rtcp.Dialer{}); err != nil {
 		t.Fatal(err)
 	}
 
 	e.Stop()
 	waitFor(t, c.lost[0], "DP1 to notice its lease is lost")
 	// Sessions on DP1's own links need no etcd.
-	if err := check(t, c.addrs[0], "printer-7", rtcp.Dialer{}); err != nil {
+	if err := check(t, c.addrs[0], "printer-7", &rtcp.Dialer{}); err != nil {
 		t.Fatalf("session on DP1 while etcd is down: %v", err)
 	}
 	e.Start()
 	waitFor(t, c.back[0], "DP1 to regain a lease")
-	if err := check(t, c.addrs[1], "printer-7", rtcp.Dialer{}); err != nil {
+	if err := check(t, c.addrs[1], "printer-7", &rtcp.Dialer{}); err != nil {
 		t.Fatalf("client on DP2 after etcd came back: %v", err)
 	}
 	// The name is still owned: another server cannot take it.
