@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"rtcp/internal/mux"
-	"rtcp/internal/relay"
 )
 
 // stream is what a Conn runs on: a session of the JSON transport or a
@@ -30,20 +29,6 @@ type Conn struct {
 }
 
 var _ net.Conn = (*Conn)(nil)
-
-func init() {
-	// Let the relay (the DP, rtcp expose) reach the stream inside a Conn
-	// for its fast paths.
-	relay.Inner = func(c net.Conn) net.Conn {
-		if cc, ok := c.(*Conn); ok {
-			if st, ok := cc.s.(*mux.Stream); ok {
-				cc.open() // the relay reads and writes st itself
-				return st
-			}
-		}
-		return nil
-	}
-}
 
 func newConn(s stream, release func()) *Conn { return &Conn{s: s, release: release} }
 
@@ -82,7 +67,7 @@ var (
 // answering it (ListenConfig.ManualAck): nil accepts the session, and the
 // client's Dial returns; an error refuses it, the client's Dial fails with
 // the error's text (on the wire, Ack X=-1 with that reason), and the Conn
-// is closed. The first Read, Write, CloseWrite, WriteTo or Unwrap accepts
+// is closed. The first Read, Write, CloseWrite, WriteTo, Unwrap or NetConn accepts
 // the session too, and Close or Abort refuses it.
 //
 // Ack(nil) on a session that is open already does nothing; Ack with an
@@ -198,6 +183,22 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 		return wt.WriteTo(w)
 	}
 	return io.Copy(w, struct{ io.Reader }{c.s})
+}
+
+// NetConn returns the stream that carries this session on a multiplexed
+// link (TransportJSON, TransportYamux), or nil for a session that has a
+// TCP connection of its own (see Unwrap). A relay such as Join moves the
+// stream's bytes with its fast paths: from the link's reader straight to
+// the destination, and on Linux spliced from a TCP source into the link.
+// Reading or writing the stream is reading or writing the session.
+func (c *Conn) NetConn() net.Conn {
+	if c.open() != nil {
+		return nil
+	}
+	if st, ok := c.s.(*mux.Stream); ok {
+		return st
+	}
+	return nil
 }
 
 // Unwrap returns the TCP connection that carries this session's bytes

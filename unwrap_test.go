@@ -84,3 +84,53 @@ func TestUnwrapSplice(t *testing.T) {
 		})
 	}
 }
+
+// TestConnNetConn: a Conn on a multiplexed link gives a relay its stream,
+// whose bytes the relay then moves with the stream's fast paths
+// (relay.Carrier); a Conn with a TCP connection of its own gives none.
+func TestConnNetConn(t *testing.T) {
+	type pusher interface {
+		PushTo(w io.Writer, count func(n int)) (int64, error)
+	}
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			dp := startDP(t, nil)
+			l := listen(t, &ListenConfig{Transport: m.server}, dp, "svc")
+			accepted := make(chan net.Conn, 1)
+			go func() {
+				c, err := l.Accept()
+				if err != nil {
+					t.Error(err)
+				}
+				accepted <- c
+			}()
+			d := Dialer{Transport: m.client}
+			c, err := d.DialContext(context.Background(), dp, "svc")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			s := <-accepted
+			if s == nil {
+				return
+			}
+			defer s.Close()
+			for _, side := range []struct {
+				who  string
+				c    net.Conn
+				want bool
+			}{
+				{"client", c, m.client == TransportJSON},
+				{"server", s, m.server != TransportTCP},
+			} {
+				st := side.c.(*Conn).NetConn()
+				if got := st != nil; got != side.want {
+					t.Errorf("%s Conn.NetConn() != nil is %v, want %v", side.who, got, side.want)
+				}
+				if _, ok := st.(pusher); st != nil && !ok {
+					t.Errorf("%s Conn.NetConn() is a %T, which has no PushTo", side.who, st)
+				}
+			}
+		})
+	}
+}

@@ -5,16 +5,6 @@ import (
 	"sync"
 )
 
-// A ReadWaiter is a connection that can wait until its next Read will not
-// block (bytes have arrived, or the end, an error or a deadline), without
-// a buffer. The relay reads such a source into a pooled buffer only once
-// there is something to read, so an idle direction holds no buffer.
-// rtcp's streams (internal/mux, every transport) are ReadWaiters, though
-// the relay moves their bytes with PushTo instead (relay.go).
-type ReadWaiter interface {
-	WaitRead() error
-}
-
 // A chunkReader reads a relay direction's source chunk by chunk without
 // holding a buffer while the source has nothing to give, where the source
 // allows it: an idle session must cost the relay little memory. The
@@ -23,14 +13,14 @@ type ReadWaiter interface {
 //
 // A TCP source (or a wrapper of one) is read through its descriptor: the
 // read is tried into a pooled buffer, and if there is nothing to read the
-// buffer goes back to the pool before the wait (read_unix.go). A
-// ReadWaiter is waited on first. Any other source (a *tls.Conn, say)
-// keeps one buffer for the whole relay, as io.Copy would.
+// buffer goes back to the pool before the wait (read_unix.go). Any other
+// source (a *tls.Conn, say) keeps one buffer for the whole relay, as
+// io.Copy would. (An rtcp stream never gets here: it pushes its bytes
+// itself, relay.go.)
 type chunkReader struct {
-	src    net.Conn
-	raw    rawSource  // src is TCP, on a platform with raw reads
-	waiter ReadWaiter // src can wait without a buffer
-	buf    *[]byte    // the chunk being written (held throughout for other sources)
+	src net.Conn
+	raw rawSource // src is TCP, on a platform with raw reads
+	buf *[]byte   // the chunk being written (held throughout for other sources)
 }
 
 // chunkSize is the relay's chunk when it holds a buffer only while a
@@ -60,32 +50,21 @@ func newChunkReader(src net.Conn) *chunkReader {
 	if tc := tcpOf(src); tc != nil {
 		r.raw = newRawReader(tc)
 	}
-	if r.raw == nil {
-		r.waiter, _ = src.(ReadWaiter)
-	}
 	return r
 }
 
 // read returns the next chunk of the source; it is valid until release.
 func (r *chunkReader) read() ([]byte, error) {
-	switch {
-	case r.raw != nil:
+	if r.raw != nil {
 		bp, n, err := r.raw.read(&bufPool)
 		r.buf = bp
 		if bp == nil {
 			return nil, err
 		}
 		return (*bp)[:n], err
-	case r.waiter != nil:
-		// Any error comes again from Read, which says what it is.
-		r.waiter.WaitRead()
 	}
 	if r.buf == nil {
-		if r.waiter != nil {
-			r.buf = bufPool.Get().(*[]byte)
-		} else {
-			r.buf = plainPool.Get().(*[]byte)
-		}
+		r.buf = plainPool.Get().(*[]byte)
 	}
 	n, err := r.src.Read(*r.buf)
 	return (*r.buf)[:n], err
@@ -94,7 +73,7 @@ func (r *chunkReader) read() ([]byte, error) {
 // release gives the last chunk's buffer back, except for a source that
 // cannot wait without one.
 func (r *chunkReader) release() {
-	if r.buf != nil && (r.raw != nil || r.waiter != nil) {
+	if r.buf != nil && r.raw != nil {
 		bufPool.Put(r.buf)
 		r.buf = nil
 	}
@@ -103,7 +82,7 @@ func (r *chunkReader) release() {
 // close gives back any buffer still held.
 func (r *chunkReader) close() {
 	if r.buf != nil {
-		if r.raw != nil || r.waiter != nil {
+		if r.raw != nil {
 			bufPool.Put(r.buf)
 		} else {
 			plainPool.Put(r.buf)

@@ -3,6 +3,7 @@
 package relay
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -199,19 +200,28 @@ type spliceDst interface {
 	SpliceFrom(src *net.TCPConn, count func(n int)) (n int64, ok bool, err error)
 }
 
-// Inner, if set, returns the rtcp stream that a wrapper connection
-// carries (package rtcp sets it for its *Conn), or nil: the relay then
-// uses the stream's fast paths.
-var Inner func(net.Conn) net.Conn
+// A Carrier is a connection that carries another, whose fast paths the
+// relay then uses: an rtcp *Conn returns its stream (a *mux.Stream), or
+// nil. Only a stream's fast paths are taken from it (PushTo, SpliceFrom,
+// which move the stream's bytes, the Carrier's own), never a TCP
+// connection's: a *tls.Conn, or a connection read ahead, has the method
+// too, but its bytes are not those of the connection under it.
+type Carrier interface {
+	NetConn() net.Conn
+}
 
-// fastPath returns c, or the stream Inner finds inside it, as a T: one
-// of the fast paths above, or T's zero value.
+// fastPath returns c, or the connection it carries, as a T: one of the
+// fast paths above, or T's zero value.
 func fastPath[T any](c net.Conn) T {
 	if v, ok := c.(T); ok {
 		return v
 	}
-	if Inner != nil {
-		if v, ok := Inner(c).(T); ok {
+	if _, ok := c.(*tls.Conn); ok {
+		var zero T
+		return zero
+	}
+	if cr, ok := c.(Carrier); ok {
+		if v, ok := cr.NetConn().(T); ok {
 			return v
 		}
 	}
