@@ -5,6 +5,8 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+
+	"rtcp/internal/tcpreset"
 )
 
 // A ConnBudget bounds the connections that the doors of a program hold
@@ -176,9 +178,7 @@ func (l *DoorListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		if !l.d.take() {
-			if tc := tcpConnOf(c); tc != nil {
-				tc.SetLinger(0)
-			}
+			tcpreset.SetReset(tcpreset.Of(c), true)
 			c.Close()
 			continue
 		}
@@ -224,18 +224,6 @@ func (c *budgetTCPConn) Close() error {
 	err := c.TCPConn.Close()
 	c.once.Do(c.d.release)
 	return err
-}
-
-// tcpConnOf returns the TCP connection that c is, or carries unchanged
-// (a connection of a DoorListener), or nil.
-func tcpConnOf(c net.Conn) *net.TCPConn {
-	switch c := c.(type) {
-	case *net.TCPConn:
-		return c
-	case interface{ Unwrap() *net.TCPConn }:
-		return c.Unwrap()
-	}
-	return nil
 }
 
 // BudgetStats is a snapshot of a ConnBudget, for monitoring

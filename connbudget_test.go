@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"rtcp/internal/tcpreset"
 )
 
 // chanListener is an in-memory listener: each connection sent on conns is
@@ -188,7 +190,7 @@ func TestConnBudgetTCP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tcpConnOf(c) == nil {
+	if tcpreset.Of(c) == nil {
 		t.Errorf("an admitted connection is %T, which does not unwrap to its TCP connection", c)
 	}
 	accepted := make(chan net.Conn, 1)

@@ -16,6 +16,7 @@ import (
 	"rtcp/internal/backoff"
 	"rtcp/internal/mux"
 	"rtcp/internal/plan5link"
+	"rtcp/internal/tcpreset"
 	"rtcp/protocol/plan5"
 )
 
@@ -475,11 +476,11 @@ func (dp *DiscoverPoint) serveData(c net.Conn, r *plan5.Reader, a *plan5.Aloha) 
 // of a session: it leaves the DP's books when closed.
 func (dp *DiscoverPoint) keepData(c net.Conn) net.Conn {
 	release := func() { dp.g.Release(netConn(c)) }
-	if tc := tcpConnOf(c); tc != nil {
+	if tc := tcpreset.Of(c); tc != nil {
 		// As for a raw client: until the session ends cleanly (the relay
 		// then undoes this), any end of the data link, the DP dying
 		// included, is a reset, so the server never takes a cut for an end.
-		tc.SetLinger(0)
+		tcpreset.SetReset(tc, true)
 		return &dataConn{TCPConn: tc, conn: c, release: release}
 	}
 	return &releaseConn{Conn: c, release: release}
@@ -639,6 +640,10 @@ func (x *lateConn) conn() net.Conn {
 	defer x.mu.Unlock()
 	return x.c
 }
+
+// NetConn returns the data link, or nil before it is up: the socket whose
+// end tcpreset.Under finds.
+func (x *lateConn) NetConn() net.Conn { return x.conn() }
 
 func (x *lateConn) Read(p []byte) (int, error) {
 	if c := x.conn(); c != nil {

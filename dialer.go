@@ -15,6 +15,7 @@ import (
 
 	"rtcp/internal/mux"
 	"rtcp/internal/plan5link"
+	"rtcp/internal/tcpreset"
 	"rtcp/protocol/plan5"
 )
 
@@ -252,9 +253,7 @@ func (c *rawConn) RemoteAddr() net.Addr { return c.remote }
 
 func (c *rawConn) CloseWrite() error {
 	c.fin.Store(true)
-	if tc := tcpUnder(c.Conn); tc != nil {
-		tc.SetLinger(-1) // our side ends cleanly
-	}
+	tcpreset.SetReset(tcpreset.Under(c.Conn), false) // our side ends cleanly
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}

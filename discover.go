@@ -13,6 +13,7 @@ import (
 	"rtcp/internal/mux"
 	"rtcp/internal/plan5link"
 	"rtcp/internal/serve"
+	"rtcp/internal/tcpreset"
 	"rtcp/protocol/plan5"
 )
 
@@ -846,11 +847,9 @@ func (dp *DiscoverPoint) relayTo(c net.Conn, name, client string, who principal,
 		return err
 	}
 	defer endSession()
-	if tc := tcpConnOf(c); tc != nil {
-		// Until the session ends cleanly, any end of this connection -
-		// this process dying included - is a reset, never a clean FIN.
-		tc.SetLinger(0)
-	}
+	// Until the session ends cleanly, any end of this connection - this
+	// process dying included - is a reset, never a clean FIN.
+	tcpreset.SetReset(tcpreset.Of(c), true)
 	ctx, cancel := context.WithTimeout(dp.ctx, dp.HandshakeTimeout)
 	ctx = dp.sessionContext(ctx, c)
 	is, err := dp.openAside(ctx, name, client, who.clientAddr(c).String(), who)

@@ -1,7 +1,6 @@
 package rtcp
 
 import (
-	"crypto/tls"
 	"io"
 	"net"
 
@@ -18,29 +17,7 @@ import (
 // resetOnDeath makes c, or the TCP connection under it, reset when it is
 // closed other than by rawConn.Close or CloseWrite.
 func resetOnDeath(c net.Conn) {
-	if tc := tcpUnder(c); tc != nil {
-		tc.SetLinger(0)
-	}
-}
-
-// tcpUnder returns the TCP connection c is or wraps, or nil.
-func tcpUnder(c net.Conn) *net.TCPConn {
-	for {
-		switch x := c.(type) {
-		case *net.TCPConn:
-			return x
-		case *bufferedConn:
-			c = x.Conn
-		case *lateConn:
-			if c = x.conn(); c == nil {
-				return nil
-			}
-		case *tls.Conn:
-			c = x.NetConn()
-		default:
-			return nil
-		}
-	}
+	tcpreset.SetReset(tcpreset.Under(c), true)
 }
 
 // Read reads the session's bytes. Linux reports a reset to one call only:
@@ -53,7 +30,7 @@ func (c *rawConn) Read(p []byte) (int, error) {
 		if werr := c.reset.Load(); werr != nil {
 			return n, *werr
 		}
-		if tc := tcpUnder(c.Conn); tc != nil && !c.fin.Load() && tcpreset.WasReset(tc) {
+		if tc := tcpreset.Under(c.Conn); tc != nil && !c.fin.Load() && tcpreset.WasReset(tc) {
 			return n, &net.OpError{Op: "read", Net: "tcp", Source: tc.LocalAddr(), Addr: tc.RemoteAddr(), Err: tcpreset.ErrReset}
 		}
 	}
@@ -70,9 +47,7 @@ func (c *rawConn) Write(p []byte) (int, error) {
 
 // Close ends the session cleanly: the peer reads io.EOF.
 func (c *rawConn) Close() error {
-	if tc := tcpUnder(c.Conn); tc != nil {
-		tc.SetLinger(-1)
-	}
+	tcpreset.SetReset(tcpreset.Under(c.Conn), false)
 	return c.Conn.Close()
 }
 

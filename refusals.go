@@ -3,6 +3,7 @@ package rtcp
 import (
 	"net"
 
+	"rtcp/internal/tcpreset"
 	"rtcp/protocol/plan5"
 )
 
@@ -22,7 +23,5 @@ func (dp *DiscoverPoint) refuseToken(c net.Conn, a *plan5.Aloha, reason string) 
 // no other way to learn that it was refused, or cut, rather than served
 // to the end; a relay that ends cleanly undoes it.
 func resetWhenClosed(c net.Conn) {
-	if tc := tcpConnOf(c); tc != nil {
-		tc.SetLinger(0)
-	}
+	tcpreset.SetReset(tcpreset.Of(c), true)
 }

@@ -86,6 +86,11 @@ type bufferedConn struct {
 
 func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
+// NetConn returns the connection under c (a raw leg's TCP or TLS
+// connection, never a stream), whose socket tcpreset.Under finds. Its
+// bytes are not c's: the relay never moves them itself (relay.Carrier).
+func (c *bufferedConn) NetConn() net.Conn { return c.Conn }
+
 func (c *bufferedConn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()

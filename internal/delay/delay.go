@@ -20,6 +20,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"rtcp/internal/tcpreset"
 )
 
 // A Relay accepts connections and joins each, through the delay, to a
@@ -208,8 +210,8 @@ func (k *link) abort(reset bool) {
 		if c == nil {
 			continue
 		}
-		if tc, ok := c.(*net.TCPConn); ok && reset {
-			tc.SetLinger(0)
+		if reset {
+			tcpreset.SetReset(tcpreset.Of(c), true)
 		}
 		c.Close()
 	}

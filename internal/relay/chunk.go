@@ -3,6 +3,8 @@ package relay
 import (
 	"net"
 	"sync"
+
+	"rtcp/internal/tcpreset"
 )
 
 // A chunkReader reads a relay direction's source chunk by chunk without
@@ -47,7 +49,7 @@ type rawSource interface {
 
 func newChunkReader(src net.Conn) *chunkReader {
 	r := &chunkReader{src: src}
-	if tc := tcpOf(src); tc != nil {
+	if tc := tcpreset.Of(src); tc != nil {
 		r.raw = newRawReader(tc)
 	}
 	return r

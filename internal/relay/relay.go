@@ -71,7 +71,7 @@ func Join(a, b net.Conn, count func(aToB bool, n int)) (Stats, error) {
 func pipe(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFin, srcFin *atomic.Bool) (int64, error) {
 	var n int64
 	var err error
-	if dt, st := tcpOf(dst), tcpOf(src); dt != nil && st != nil {
+	if dt, st := tcpreset.Of(dst), tcpreset.Of(src); dt != nil && st != nil {
 		// Both are TCP: io.Copy splices on Linux, and the bytes never
 		// enter this process. They are counted when the copy ends.
 		n, err = io.Copy(dt, st)
@@ -84,7 +84,7 @@ func pipe(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFin, sr
 		return n, finish(dst, src, err, failed, dstFin)
 	}
 	if sd := fastPath[spliceDst](dst); sd != nil {
-		if stc := tcpOf(src); stc != nil {
+		if stc := tcpreset.Of(src); stc != nil {
 			// TCP into a stream of a binary wire on a TCP link (yamux):
 			// the stream splices each frame's bytes from src to the link.
 			n, ok, err := sd.SpliceFrom(stc, func(k int) {
@@ -111,7 +111,7 @@ func pipe(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFin, sr
 		})
 		return n, finish(dst, src, err, failed, dstFin)
 	}
-	if wt, ok := src.(io.WriterTo); ok && tcpOf(src) == nil {
+	if wt, ok := src.(io.WriterTo); ok && tcpreset.Of(src) == nil {
 		// Any other source that writes itself out: counted when the copy
 		// ends.
 		n, err = wt.WriteTo(dst)
@@ -140,7 +140,7 @@ func pipe(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFin, sr
 		if rerr != nil {
 			if rerr != io.EOF {
 				err = rerr
-			} else if tc := tcpOf(src); tc != nil && !srcFin.Load() && tcpreset.WasReset(tc) {
+			} else if tc := tcpreset.Of(src); tc != nil && !srcFin.Load() && tcpreset.WasReset(tc) {
 				err = tcpreset.ErrReset // a reset, not an end: see package tcpreset
 			}
 			break
@@ -182,9 +182,7 @@ func finish(dst, src net.Conn, err error, failed, dstFin *atomic.Bool) error {
 }
 
 func graceful(c net.Conn) {
-	if tc := tcpOf(c); tc != nil {
-		tc.SetLinger(-1)
-	}
+	tcpreset.SetReset(tcpreset.Of(c), false)
 }
 
 // A pushSource writes its bytes to a writer itself, calling count with
@@ -229,32 +227,12 @@ func fastPath[T any](c net.Conn) T {
 	return zero
 }
 
-// TCPWrapper is a connection whose bytes are exactly those of a TCP
-// connection it wraps (it adds bookkeeping, not encoding), so the relay may
-// copy between the TCP connections themselves. A *tls.Conn is not one.
-type TCPWrapper interface {
-	Unwrap() *net.TCPConn
-}
-
-// tcpOf returns the *net.TCPConn that c is or wraps, or nil.
-func tcpOf(c net.Conn) *net.TCPConn {
-	switch c := c.(type) {
-	case *net.TCPConn:
-		return c
-	case TCPWrapper:
-		return c.Unwrap()
-	}
-	return nil
-}
-
 // cut ends c so that its peer sees an error, not a clean end.
 func cut(c net.Conn, err error) {
 	if a, ok := c.(Aborter); ok {
 		a.Abort(err)
 		return
 	}
-	if tc := tcpOf(c); tc != nil {
-		tc.SetLinger(0)
-	}
+	tcpreset.SetReset(tcpreset.Of(c), true)
 	c.Close()
 }

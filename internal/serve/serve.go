@@ -10,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"rtcp/internal/tcpreset"
 )
 
 // ErrClosed is returned by Serve once the Group no longer accepts
@@ -268,7 +270,7 @@ func (g *Group) Close() {
 	}
 	for _, c := range conns {
 		if g.Reset {
-			resetOnClose(c)
+			tcpreset.SetReset(tcpreset.Of(c), true)
 		}
 		c.Close()
 	}
@@ -284,17 +286,4 @@ func temporary(err error) bool {
 	}
 	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
 		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS)
-}
-
-// resetOnClose makes c, a TCP connection or one that carries a TCP
-// connection unchanged (Unwrap() *net.TCPConn), reset when closed.
-func resetOnClose(c net.Conn) {
-	switch c := c.(type) {
-	case *net.TCPConn:
-		c.SetLinger(0)
-	case interface{ Unwrap() *net.TCPConn }:
-		if tc := c.Unwrap(); tc != nil {
-			tc.SetLinger(0)
-		}
-	}
 }

@@ -39,3 +39,49 @@ func WasReset(tc *net.TCPConn) bool {
 func Is(err error) bool {
 	return errors.Is(err, ErrReset) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
+
+// Of returns the TCP connection that c is, or carries byte for byte
+// (Unwrap() *net.TCPConn: a wrapper that adds bookkeeping, not encoding),
+// or nil. A relay may move the bytes of such a connection itself (splice
+// them); a *tls.Conn is not one.
+func Of(c net.Conn) *net.TCPConn {
+	switch c := c.(type) {
+	case *net.TCPConn:
+		return c
+	case interface{ Unwrap() *net.TCPConn }:
+		return c.Unwrap()
+	}
+	return nil
+}
+
+// Under returns the TCP connection under c: Of's, or, through the
+// layers that change the bytes (NetConn() net.Conn: a *tls.Conn, a
+// connection read ahead), the one at the bottom; nil if there is none.
+// Its socket is the one whose end is a FIN or a reset.
+func Under(c net.Conn) *net.TCPConn {
+	for c != nil {
+		if tc := Of(c); tc != nil {
+			return tc
+		}
+		nc, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return nil
+		}
+		c = nc.NetConn()
+	}
+	return nil
+}
+
+// SetReset makes tc end with a reset when it is closed (SO_LINGER 0), so
+// that its peer sees an error rather than a clean end; or, with reset
+// false, with a FIN again, the default. A nil tc is left alone.
+func SetReset(tc *net.TCPConn, reset bool) {
+	if tc == nil {
+		return
+	}
+	if reset {
+		tc.SetLinger(0)
+	} else {
+		tc.SetLinger(-1)
+	}
+}

@@ -70,3 +70,59 @@ func TestResetTakenByWrite(t *testing.T) {
 		t.Fatal("a read after a reset returned io.EOF, and WasReset says it was clean")
 	}
 }
+
+type unwrapper struct {
+	net.Conn
+	tc *net.TCPConn
+}
+
+func (u unwrapper) Unwrap() *net.TCPConn { return u.tc }
+
+type layer struct{ net.Conn }
+
+func (l layer) NetConn() net.Conn { return l.Conn }
+
+type opaque struct{ net.Conn }
+
+// TestOfAndUnder: Of sees through wrappers that keep the bytes, Under
+// also through layers that change them.
+func TestOfAndUnder(t *testing.T) {
+	a, _ := pair(t)
+	for _, tc := range []struct {
+		name      string
+		c         net.Conn
+		of, under bool
+	}{
+		{"TCP", a, true, true},
+		{"Unwrap", unwrapper{a, a}, true, true},
+		{"NetConn", layer{a}, false, true},
+		{"NetConn of Unwrap", layer{unwrapper{a, a}}, false, true},
+		{"NetConn of nil", layer{nil}, false, false},
+		{"opaque", opaque{a}, false, false},
+	} {
+		if got := Of(tc.c) == a; got != tc.of {
+			t.Errorf("%s: Of finds the TCP connection: %v, want %v", tc.name, got, tc.of)
+		}
+		if got := Under(tc.c) == a; got != tc.under {
+			t.Errorf("%s: Under finds the TCP connection: %v, want %v", tc.name, got, tc.under)
+		}
+	}
+}
+
+// TestSetReset: a connection set to reset is seen reset by its peer, and
+// one set back ends with a FIN; a nil one is left alone.
+func TestSetReset(t *testing.T) {
+	SetReset(nil, true)
+	for _, reset := range []bool{true, false} {
+		a, b := pair(t)
+		SetReset(a, true)
+		if !reset {
+			SetReset(a, false)
+		}
+		a.Close()
+		_, err := b.Read(make([]byte, 1))
+		if got := Is(err); got != reset {
+			t.Errorf("SetReset(%v): the peer read %v", reset, err)
+		}
+	}
+}
