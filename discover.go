@@ -520,7 +520,7 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		return
 	}
 	unlockName := dp.links.lockName(a.N) // until the link is in the table
-	ctx, cancel := context.WithTimeout(context.Background(), dp.HandshakeTimeout)
+	ctx, cancel := context.WithTimeout(dp.ctx, dp.HandshakeTimeout) // Close ends a hung registry call
 	err := dp.Registry.Register(ctx, reg)
 	if errors.Is(err, ErrNameTaken) && dp.evictSquatter(a.N) {
 		err = dp.Registry.Register(ctx, reg)
