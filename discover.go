@@ -520,7 +520,8 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		return
 	}
 	unlockName := dp.links.lockName(a.N) // until the link is in the table
-	ctx, cancel := context.WithTimeout(dp.ctx, dp.HandshakeTimeout) // Close ends a hung registry call
+	// Under the DP's context: Close ends a registry call that hangs.
+	ctx, cancel := context.WithTimeout(dp.ctx, dp.HandshakeTimeout)
 	err := dp.Registry.Register(ctx, reg)
 	if errors.Is(err, ErrNameTaken) && dp.evictSquatter(a.N) {
 		err = dp.Registry.Register(ctx, reg)
