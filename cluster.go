@@ -145,26 +145,8 @@ func unwrapRaw(c net.Conn) net.Conn {
 }
 
 // forwardedKey marks the context of a session that another DP carried
-// here: it is served from local links only.
+// here (sessionRequest.via): it is served from local links only.
 type forwardedKey struct{}
-
-// markForwarded records that c came from the DP via (if via is not
-// empty); call the returned function when c's session ends.
-func (dp *DiscoverPoint) markForwarded(c net.Conn, via string) func() {
-	if via == "" {
-		return func() {}
-	}
-	dp.forwarded.Store(c, via)
-	return func() { dp.forwarded.Delete(c) }
-}
-
-// sessionContext returns ctx, marked if c came from another DP.
-func (dp *DiscoverPoint) sessionContext(ctx context.Context, c net.Conn) context.Context {
-	if via, ok := dp.forwarded.Load(c); ok {
-		return context.WithValue(ctx, forwardedKey{}, via)
-	}
-	return ctx
-}
 
 // splitDPs splits a comma-separated list of DP addresses.
 func splitDPs(addr string) []string {

@@ -132,21 +132,20 @@ type DiscoverPoint struct {
 	Peer *Dialer
 	peer Dialer // the Dialer of the hops to other DPs when Peer is nil
 
-	forwarded sync.Map // client conns that another DP carried here (cluster.go)
-	links     linkTable
-	initOnce  sync.Once
-	flow      flowConfig // every session's window budget, stall timeout, logger
-	auth      authState
-	mu        sync.Mutex
-	g         serve.Group            // listeners, connections, their goroutines
-	dataWait  map[string]*dataWaiter // opens waiting for their data link, by token
-	sparing   map[string]*dataLink   // TCP control links that keep spare data links, by their token
-	sessions  int                    // client sessions being relayed
-	counts    dpCounts               // for limits and Stats (stats.go)
-	idle      chan struct{}          // closed when sessions drops to 0 during Shutdown
-	shutdown  bool
-	ctx       context.Context // canceled by Close
-	cancel    context.CancelFunc
+	links    linkTable
+	initOnce sync.Once
+	flow     flowConfig // every session's window budget, stall timeout, logger
+	auth     authState
+	mu       sync.Mutex
+	g        serve.Group            // listeners, connections, their goroutines
+	dataWait map[string]*dataWaiter // opens waiting for their data link, by token
+	sparing  map[string]*dataLink   // TCP control links that keep spare data links, by their token
+	sessions int                    // client sessions being relayed
+	counts   dpCounts               // for limits and Stats (stats.go)
+	idle     chan struct{}          // closed when sessions drops to 0 during Shutdown
+	shutdown bool
+	ctx      context.Context // canceled by Close
+	cancel   context.CancelFunc
 }
 
 // A Link carries sessions to one server: the DP opens a session over it for
@@ -260,7 +259,7 @@ func (dp *DiscoverPoint) addLinkOf(name, owner string, l Link, who *principal) (
 func (dp *DiscoverPoint) Relay(c net.Conn, name, client string) error {
 	dp.init()
 	defer c.Close()
-	return dp.relayTo(c, name, client, principal{}, nil)
+	return dp.serveSession(sessionRequest{conn: c, name: name, client: client, addr: c.RemoteAddr()})
 }
 
 func (dp *DiscoverPoint) init() {
@@ -750,36 +749,11 @@ func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		t.Stop()
 		return
 	}
-	defer dp.policeSession(who, st.Name(), who.clientAddr(c), s.Abort)()
-	if err := dp.policy().authorizeClient(who, st.Name(), who.clientAddr(c)); err != nil {
-		dp.refusedName(refusedUnauthorized, st.Name())
-		dp.log().Info("rtcp: session refused", "server", st.Name(), "client", c.RemoteAddr(), "who", who, "reason", err)
-		st.Ack(err)
-		return
-	}
-	endSession, err := dp.beginSession(st.Name())
-	if err != nil {
-		dp.refusedOpen(st.Name(), err)
-		dp.log().Info("rtcp: session refused", "server", st.Name(), "client", c.RemoteAddr(), "reason", err)
-		st.Ack(err)
-		return
-	}
-	defer endSession()
-	ctx, cancel := context.WithTimeout(dp.ctx, dp.HandshakeTimeout)
-	is, err := dp.openAside(ctx, st.Name(), who.clientName(a.N), who.clientAddr(c).String(), who)
-	cancel()
-	if err != nil {
-		dp.refusedOpen(st.Name(), err)
-		dp.log().Info("rtcp: session refused", "server", st.Name(), "client", c.RemoteAddr(), "reason", err)
-		st.Ack(err)
-		return
-	}
-	if err := st.Ack(nil); err != nil {
-		is.Close()
-		return
-	}
-	dp.log().Debug("rtcp: session open", "server", st.Name(), "client", c.RemoteAddr())
-	dp.join(st, is, st.Name())
+	dp.serveSession(sessionRequest{
+		conn: st, name: st.Name(), client: who.clientName(a.N), who: who, addr: who.clientAddr(c), via: a.Via,
+		answer: func(err error) bool { return st.Ack(err) == nil },
+		end:    s.Abort,
+	})
 }
 
 // serveRawClient serves a client that asked for raw bytes after the Ack:
@@ -808,13 +782,15 @@ func (dp *DiscoverPoint) serveRawClient(c net.Conn, r *plan5.Reader, a *plan5.Al
 	}
 	c.SetDeadline(time.Time{})
 	cc := afterHandshake(c, r.Buffered())
-	defer dp.markForwarded(cc, a.Via)()
-	dp.relayTo(cc, cm.N, who.clientName(a.N), who, func(err error) bool {
-		ack := &plan5.Ack{X: 1}
-		if err != nil {
-			ack = &plan5.Ack{X: -1, R: err.Error()}
-		}
-		return answer(ack, dp.HandshakeTimeout) == nil
+	dp.serveSession(sessionRequest{
+		conn: cc, name: cm.N, client: who.clientName(a.N), who: who, addr: who.clientAddr(cc), via: a.Via,
+		answer: func(err error) bool {
+			ack := &plan5.Ack{X: 1}
+			if err != nil {
+				ack = &plan5.Ack{X: -1, R: err.Error()}
+			}
+			return answer(ack, dp.HandshakeTimeout) == nil
+		},
 	})
 }
 
@@ -823,52 +799,79 @@ func closeMessage(x int64, reason string) *plan5.Close {
 	return &plan5.Close{X: x, R: reason, Abort: true}
 }
 
-// relayTo opens a session to the server name for the plain byte stream c
-// (a raw client, or a port-mode connection) and relays until it ends.
-// answer, if not nil, tells the client the outcome of the open (nil: open)
-// and reports whether the client can still be reached. who is the client's
-// principal (anonymous for port mode), checked against the policy first.
-func (dp *DiscoverPoint) relayTo(c net.Conn, name, client string, who principal, answer func(error) bool) error {
-	defer dp.policeSession(who, name, who.clientAddr(c), func(error) { c.Close() })()
-	if err := dp.policy().authorizeClient(who, name, who.clientAddr(c)); err != nil {
-		dp.refusedName(refusedUnauthorized, name)
-		dp.log().Info("rtcp: session refused", "server", name, "client", c.RemoteAddr(), "who", who, "reason", err)
-		if answer != nil {
-			answer(err)
+// A sessionRequest is what a door asks of the DP: a session to the server
+// name for a client whose bytes come and go on conn. Every door fills one
+// in - the JSON client (conn is its stream), the raw client, port mode,
+// Relay (the seed doors) - and serveSession does the rest.
+type sessionRequest struct {
+	conn   net.Conn  // the client's side of the session
+	name   string    // the server asked for
+	client string    // the client's name, as the server is told it
+	who    principal // whom the Policy judges: anonymous at a door without keys
+	addr   net.Addr  // the client's address: for Allow rules, and told to the server
+	via    string    // the DP that carried the client here, if one did
+
+	// answer, if not nil, tells the client the outcome of the open (nil:
+	// open) and reports whether the client can still be reached. A door
+	// without it (port mode, Relay) has only the bytes: a refusal ends
+	// conn.
+	answer func(refusal error) bool
+	// end, if not nil, ends the session when a SetPolicy no longer
+	// allows it (the JSON client's whole link); nil: conn is closed.
+	end func(reason error)
+}
+
+// serveSession is the one path from a door to a server: it authorises
+// the client, counts the session against the DP's bounds, opens the
+// session on one of the server's links (a session that another DP
+// carried here, req.via, on local links only), answers the client, and
+// joins conn to the session until both ends are done. It returns why the
+// session was refused, or how the relay ended. It does not close conn on
+// a refusal: the door does (after its answer, if it has one).
+func (dp *DiscoverPoint) serveSession(req sessionRequest) error {
+	c := req.conn
+	end := req.end
+	if end == nil {
+		end = func(error) { c.Close() }
+	}
+	defer dp.policeSession(req.who, req.name, req.addr, end)()
+	refuse := func(err error) error {
+		dp.log().Info("rtcp: session refused", "server", req.name, "client", c.RemoteAddr(), "who", req.who, "reason", err)
+		if req.answer != nil {
+			req.answer(err)
 		}
 		return err
 	}
-	endSession, err := dp.beginSession(name)
+	if err := dp.policy().authorizeClient(req.who, req.name, req.addr); err != nil {
+		dp.refusedName(refusedUnauthorized, req.name)
+		return refuse(err)
+	}
+	endSession, err := dp.beginSession(req.name)
 	if err != nil {
-		dp.refusedOpen(name, err)
-		dp.log().Info("rtcp: session refused", "server", name, "client", c.RemoteAddr(), "reason", err)
-		if answer != nil {
-			answer(err)
-		}
-		return err
+		dp.refusedOpen(req.name, err)
+		return refuse(err)
 	}
 	defer endSession()
-	// Until the session ends cleanly, any end of this connection - this
-	// process dying included - is a reset, never a clean FIN.
+	// Until the session ends cleanly, any end of a TCP client's
+	// connection - this process dying included - is a reset, never a
+	// clean FIN.
 	tcpreset.SetReset(tcpreset.Of(c), true)
 	ctx, cancel := context.WithTimeout(dp.ctx, dp.HandshakeTimeout)
-	ctx = dp.sessionContext(ctx, c)
-	is, err := dp.openAside(ctx, name, client, who.clientAddr(c).String(), who)
+	if req.via != "" {
+		ctx = context.WithValue(ctx, forwardedKey{}, req.via)
+	}
+	is, err := dp.openAside(ctx, req.name, req.client, req.addr.String(), req.who)
 	cancel()
 	if err != nil {
-		dp.refusedOpen(name, err)
-		dp.log().Info("rtcp: session refused", "server", name, "client", c.RemoteAddr(), "reason", err)
-		if answer != nil {
-			answer(err)
-		}
-		return err
+		dp.refusedOpen(req.name, err)
+		return refuse(err)
 	}
-	if answer != nil && !answer(nil) {
+	if req.answer != nil && !req.answer(nil) {
 		is.Close()
 		return errors.New("rtcp: the client went away")
 	}
-	dp.log().Debug("rtcp: session open", "server", name, "client", c.RemoteAddr())
-	_, err = dp.join(c, is, name)
+	dp.log().Debug("rtcp: session open", "server", req.name, "client", c.RemoteAddr())
+	_, err = dp.join(c, is, req.name)
 	return err
 }
 
@@ -881,7 +884,7 @@ func (dp *DiscoverPoint) relayTo(c net.Conn, name, client string, who principal,
 func (dp *DiscoverPoint) ServePort(l net.Listener, name string) error {
 	return dp.serve(l, func(c net.Conn) bool {
 		resetWhenClosed(c) // the relay undoes it if the session ends cleanly
-		dp.relayTo(c, name, "", principal{}, nil)
+		dp.serveSession(sessionRequest{conn: c, name: name, addr: c.RemoteAddr()})
 		return false
 	})
 }

@@ -80,7 +80,7 @@ func TestSetPolicyOpenSessions(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("mallory's server did not dial again")
 	}
-	wantUnauthorized(t, dialErr(dp, "printer", Dialer{Credential: mallory}), `key "mallory"`)
+	wantUnauthorized(t, dialErr(dp, "printer", &Dialer{Credential: mallory}), `key "mallory"`)
 	if n := printerL.(*Listener).NumLinks(); n != 1 {
 		t.Errorf("alice's server has %d links, want its 1 untouched", n)
 	}
@@ -134,5 +134,5 @@ func TestSetPolicyNewSecret(t *testing.T) {
 	}
 	ping(t, c, "new bob")
 	c.Close()
-	wantUnauthorized(t, dialErr(dp, "printer", Dialer{Credential: bob}), `key "bob" failed`)
+	wantUnauthorized(t, dialErr(dp, "printer", &Dialer{Credential: bob}), `key "bob" failed`)
 }

@@ -77,7 +77,7 @@ func (dp *DiscoverPoint) serveSNI(c net.Conn, domain string) {
 	}
 	c.SetReadDeadline(time.Time{})
 	replayed := &bufferedConn{Conn: c, r: io.MultiReader(bytes.NewReader(hello), c)}
-	dp.relayTo(replayed, name, "", principal{}, func(err error) bool {
+	dp.serveSession(sessionRequest{conn: replayed, name: name, addr: c.RemoteAddr(), answer: func(err error) bool {
 		switch {
 		case err == nil:
 		case errors.Is(err, ErrNoServer):
@@ -88,7 +88,7 @@ func (dp *DiscoverPoint) serveSNI(c net.Conn, domain string) {
 			writeAlert(c, alertInternalError)
 		}
 		return true
-	})
+	}})
 }
 
 // TLS alerts (RFC 8446, section 6).

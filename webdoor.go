@@ -220,7 +220,7 @@ func (dp *DiscoverPoint) webAuthorize(name string, client net.Addr) error {
 // openWeb opens a session to the server name for the web door, on behalf
 // of the client at client, and returns the door's end of it. The session
 // takes the DP's one path for a client that arrives by another protocol
-// (relayTo, as port mode and Relay do, so that the Policy, the bounds and
+// (serveSession, as every door does, so that the Policy, the bounds and
 // the counts apply); the door's end is an in-memory pipe to the relay.
 func (dp *DiscoverPoint) openWeb(ctx context.Context, name string, client net.Addr) (net.Conn, error) {
 	door, relayed := net.Pipe()
@@ -238,10 +238,10 @@ func (dp *DiscoverPoint) openWeb(ctx context.Context, name string, client net.Ad
 	if !dp.g.Go(func() {
 		defer relayEnd.Close()
 		answered := false
-		err := dp.relayTo(relayEnd, name, "", principal{}, func(err error) bool {
+		err := dp.serveSession(sessionRequest{conn: relayEnd, name: name, addr: client, answer: func(err error) bool {
 			answered = true
 			return answer(err)
-		})
+		}})
 		if !answered {
 			if err == nil {
 				err = fmt.Errorf("rtcp: no session to server %q", name)
