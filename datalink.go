@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -64,37 +65,45 @@ type dataWaiter struct {
 }
 
 // dataLink is a server's control link at the DP on the TCP transport, with
-// the spare data links it keeps here.
+// the data links that come to it: the spares it keeps here, and those its
+// server dials for a session (as frp's control keeps its work
+// connections). The DP finds it by its token (DiscoverPoint.tcpLinks).
 type dataLink struct {
 	s     *mux.Session
 	dp    *DiscoverPoint
 	name  string // the server's, for messages
 	owner string // the server's, for MaxLinksPerOwner
-	token string // what its spares present; empty when it keeps none
-	max   int    // spares it may keep
+	token string // what its spares present, and the prefix of its sessions' data-link tokens
+	max   int    // spares it may keep; 0: its server keeps none
 
-	mu    sync.Mutex // guards idle, held, ended and every idle spare's state
-	idle  []*spare   // ready for a session, oldest first
-	held  int        // idle spares and spares in their handshake
-	ended bool       // the control link has ended: no more spares
+	mu    sync.Mutex             // guards idle, held, ended, waits and every idle spare's state
+	idle  []*spare               // ready for a session, oldest first
+	held  int                    // idle spares and spares in their handshake
+	ended bool                   // the control link has ended: no more spares
+	waits map[string]*dataWaiter // opens waiting for the data link dialled for them, by its token
 }
 
 // newDataLink makes the DP's side of a TCP control link whose server asked
 // to keep asked spares, granting at most maxSparesPerLink.
 func (dp *DiscoverPoint) newDataLink(s *mux.Session, name, owner string, asked int) *dataLink {
-	l := &dataLink{s: s, dp: dp, name: name, owner: owner, max: min(asked, maxSparesPerLink)}
-	if l.max <= 0 {
-		l.max = 0
-		return l
-	}
-	l.token = newToken()
+	l := &dataLink{s: s, dp: dp, name: name, owner: owner, max: max(0, min(asked, maxSparesPerLink)), token: newToken()}
 	dp.mu.Lock()
-	if dp.sparing == nil {
-		dp.sparing = make(map[string]*dataLink)
+	if dp.tcpLinks == nil {
+		dp.tcpLinks = make(map[string]*dataLink)
 	}
-	dp.sparing[l.token] = l
+	dp.tcpLinks[l.token] = l
 	dp.mu.Unlock()
 	return l
+}
+
+// tcpLink returns the control link whose token begins token (a spare's
+// token is the link's; a dialled data link's is the link's, a dot and its
+// own), or nil.
+func (dp *DiscoverPoint) tcpLink(token string) *dataLink {
+	link, _, _ := strings.Cut(token, ".")
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	return dp.tcpLinks[link]
 }
 
 func newToken() string {
@@ -131,18 +140,18 @@ const spareAnswerMin = time.Second
 // openDialled asks the server over the control link to dial a data link
 // for this session, and waits for it.
 func (l *dataLink) openDialled(ctx context.Context, name, addr string) (net.Conn, error) {
-	token := newToken()
+	token := l.token + "." + newToken()
 	w := &dataWaiter{name: name, ch: make(chan net.Conn, 1)}
-	l.dp.mu.Lock()
-	if l.dp.dataWait == nil {
-		l.dp.dataWait = make(map[string]*dataWaiter)
+	l.mu.Lock()
+	if l.waits == nil {
+		l.waits = make(map[string]*dataWaiter)
 	}
-	l.dp.dataWait[token] = w
-	l.dp.mu.Unlock()
+	l.waits[token] = w
+	l.mu.Unlock()
 	defer func() {
-		l.dp.mu.Lock()
-		delete(l.dp.dataWait, token)
-		l.dp.mu.Unlock()
+		l.mu.Lock()
+		delete(l.waits, token)
+		l.mu.Unlock()
 		w.mu.Lock()
 		w.done = true
 		w.mu.Unlock()
@@ -206,11 +215,8 @@ func (l *dataLink) openDialled(ctx context.Context, name, addr string) (net.Conn
 // end ends the link's spares, idle or in their handshake, with the
 // control link.
 func (l *dataLink) end() {
-	if l.token == "" {
-		return
-	}
 	l.dp.mu.Lock()
-	delete(l.dp.sparing, l.token)
+	delete(l.dp.tcpLinks, l.token)
 	l.dp.mu.Unlock()
 	l.mu.Lock()
 	l.ended = true
@@ -356,10 +362,8 @@ func (sp *spare) open(ctx context.Context, name, addr string, timeout time.Durat
 // with the server's answer to a Connect that an open wrote on it. It
 // reports whether it kept c.
 func (dp *DiscoverPoint) serveSpare(c net.Conn, r *plan5.Reader, a *plan5.Aloha) bool {
-	dp.mu.Lock()
-	l := dp.sparing[a.Token]
-	dp.mu.Unlock()
-	if l == nil {
+	l := dp.tcpLink(a.Token)
+	if l == nil || l.max == 0 || l.token != a.Token {
 		dp.refuseToken(c, a, "rtcp: unknown spare-link token; the control link it was for is gone")
 		return false
 	}
@@ -445,10 +449,13 @@ func readAck(c net.Conn) (*plan5.Ack, error) {
 // serveData takes a server's data link for the open waiting for its token.
 // It reports whether it kept c.
 func (dp *DiscoverPoint) serveData(c net.Conn, r *plan5.Reader, a *plan5.Aloha) bool {
-	dp.mu.Lock()
-	w := dp.dataWait[a.Token]
-	delete(dp.dataWait, a.Token)
-	dp.mu.Unlock()
+	var w *dataWaiter
+	if l := dp.tcpLink(a.Token); l != nil {
+		l.mu.Lock()
+		w = l.waits[a.Token]
+		delete(l.waits, a.Token)
+		l.mu.Unlock()
+	}
 	if w == nil {
 		dp.refuseToken(c, a, "rtcp: unknown or expired data-link token; the session it was for is gone")
 		return false

@@ -136,13 +136,12 @@ type DiscoverPoint struct {
 	initOnce sync.Once
 	flow     flowConfig // every session's window budget, stall timeout, logger
 	auth     authState
-	mu       sync.Mutex
-	g        serve.Group            // listeners, connections, their goroutines
-	dataWait map[string]*dataWaiter // opens waiting for their data link, by token
-	sparing  map[string]*dataLink   // TCP control links that keep spare data links, by their token
-	sessions int                    // client sessions being relayed
-	counts   dpCounts               // for limits and Stats (stats.go)
-	idle     chan struct{}          // closed when sessions drops to 0 during Shutdown
+	mu       sync.Mutex           // guards tcpLinks, sessions, the maps of counts, idle and shutdown
+	g        serve.Group          // listeners, connections, their goroutines
+	tcpLinks map[string]*dataLink // the tcp transport's control links, by token: their data links find them here
+	sessions int                  // client sessions being relayed
+	counts   dpCounts             // for limits and Stats (stats.go)
+	idle     chan struct{}        // closed when sessions drops to 0 during Shutdown
 	shutdown bool
 	ctx      context.Context // canceled by Close
 	cancel   context.CancelFunc

@@ -93,12 +93,7 @@ func dialGreeting(t *testing.T, n *delayNet, ping string) (time.Duration, net.Co
 // against the DP's books.
 func (dp *DiscoverPoint) idleSpares(t *testing.T) int {
 	t.Helper()
-	dp.mu.Lock()
-	links := make([]*dataLink, 0, len(dp.sparing))
-	for _, l := range dp.sparing {
-		links = append(links, l)
-	}
-	dp.mu.Unlock()
+	links := dp.sparingLinks()
 	n, held := 0, 0
 	for _, l := range links {
 		l.mu.Lock()

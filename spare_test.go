@@ -125,9 +125,7 @@ func TestSpareEnds(t *testing.T) {
 		if got := dp.idleSpares(t); got != defaultSpares {
 			t.Errorf("%d spares idle after the server's link came back, want %d", got, defaultSpares)
 		}
-		dp.mu.Lock()
-		links := len(dp.sparing)
-		dp.mu.Unlock()
+		links := len(dp.sparingLinks())
 		if got := links; got != 1 {
 			t.Errorf("the DP knows %d control links with spares, want 1", got)
 		}
@@ -183,9 +181,7 @@ func TestSpareOldPeers(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			n, dp, _, stop := spareTestNet(t, nil, ListenConfig{Transport: TransportTCP, Spares: -1}, 0)
 			defer stop()
-			dp.mu.Lock()
-			links := len(dp.sparing)
-			dp.mu.Unlock()
+			links := len(dp.sparingLinks())
 			if links != 0 {
 				t.Error("the DP granted spares to a server that asked for none")
 			}
@@ -432,4 +428,17 @@ func TestConnNettestDialled(t *testing.T) {
 		}
 		return server, client, func() { client.Close(); server.Close() }, nil
 	})
+}
+
+// sparingLinks returns the tcp control links at dp that keep spares.
+func (dp *DiscoverPoint) sparingLinks() []*dataLink {
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	var links []*dataLink
+	for _, l := range dp.tcpLinks {
+		if l.max > 0 {
+			links = append(links, l)
+		}
+	}
+	return links
 }

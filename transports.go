@@ -89,7 +89,9 @@ func (dp *DiscoverPoint) jsonServerLink(h *serverHello) dpServerLink {
 func (dp *DiscoverPoint) tcpServerLink(h *serverHello) dpServerLink {
 	s := dp.jsonSession(h)
 	dl := dp.newDataLink(s, h.theirs.N, h.reg.Owner, h.theirs.Spares)
-	h.ours.Token, h.ours.Spares = dl.token, dl.max
+	if dl.max > 0 {
+		h.ours.Token, h.ours.Spares = dl.token, dl.max // the spares present the token
+	}
 	return dpServerLink{link: dl, end: s.Close,
 		start: func() { startKeepAlive(h.ir, s, h.ours, h.theirs) },
 		ended: dl.end}
