@@ -820,58 +820,82 @@ type sessionRequest struct {
 	end func(reason error)
 }
 
-// serveSession is the one path from a door to a server: it authorises
-// the client, counts the session against the DP's bounds, opens the
-// session on one of the server's links (a session that another DP
-// carried here, req.via, on local links only), answers the client, and
-// joins conn to the session until both ends are done. It returns why the
-// session was refused, or how the relay ended. It does not close conn on
-// a refusal: the door does (after its answer, if it has one).
+// serveSession is the one path from a door to a server: openRequested,
+// then it joins req.conn to the session until both ends are done. It
+// returns why the session was refused, or how the relay ended. It does
+// not close req.conn on a refusal: the door does (after its answer, if it
+// has one).
 func (dp *DiscoverPoint) serveSession(req sessionRequest) error {
-	c := req.conn
+	is, endSession, err := dp.openRequested(req)
+	if err != nil {
+		return err
+	}
+	defer endSession()
+	dp.log().Debug("rtcp: session open", "server", req.name, "client", req.addr)
+	_, err = dp.join(req.conn, is, req.name)
+	return err
+}
+
+// openRequested authorises the client of req, counts the session against
+// the DP's bounds, opens it on one of the server's links (a session that
+// another DP carried here, req.via, on local links only) and answers the
+// client. It returns the server's side of the session and endSession,
+// which the caller calls once the session has ended; or the reason for
+// the refusal, which the client has been told. A door that does not join
+// a connection to the session (an HTTP proxy, say) may leave req.conn nil.
+func (dp *DiscoverPoint) openRequested(req sessionRequest) (is net.Conn, endSession func(), err error) {
+	// A SetPolicy from here on that no longer allows the session ends it
+	// (policeSession: before the check, so that none is missed).
 	end := req.end
 	if end == nil {
-		end = func(error) { c.Close() }
+		end = func(error) {
+			if req.conn != nil {
+				req.conn.Close()
+			}
+		}
 	}
-	defer dp.policeSession(req.who, req.name, req.addr, end)()
-	refuse := func(err error) error {
-		dp.log().Info("rtcp: session refused", "server", req.name, "client", c.RemoteAddr(), "who", req.who, "reason", err)
+	policed := dp.policeSession(req.who, req.name, req.addr, end)
+	refuse := func(err error) (net.Conn, func(), error) {
+		policed()
+		dp.log().Info("rtcp: session refused", "server", req.name, "client", req.addr, "who", req.who, "reason", err)
 		if req.answer != nil {
 			req.answer(err)
 		}
-		return err
+		return nil, nil, err
 	}
 	if err := dp.policy().authorizeClient(req.who, req.name, req.addr); err != nil {
 		dp.refusedName(refusedUnauthorized, req.name)
 		return refuse(err)
 	}
-	endSession, err := dp.beginSession(req.name)
+	endSession, err = dp.beginSession(req.name)
 	if err != nil {
 		dp.refusedOpen(req.name, err)
 		return refuse(err)
 	}
-	defer endSession()
 	// Until the session ends cleanly, any end of a TCP client's
 	// connection - this process dying included - is a reset, never a
 	// clean FIN.
-	tcpreset.SetReset(tcpreset.Of(c), true)
+	tcpreset.SetReset(tcpreset.Of(req.conn), true)
 	ctx, cancel := context.WithTimeout(dp.ctx, dp.HandshakeTimeout)
 	if req.via != "" {
 		ctx = context.WithValue(ctx, forwardedKey{}, req.via)
 	}
-	is, err := dp.openAside(ctx, req.name, req.client, req.addr.String(), req.who)
+	is, err = dp.openAside(ctx, req.name, req.client, req.addr.String(), req.who)
 	cancel()
 	if err != nil {
 		dp.refusedOpen(req.name, err)
-		return refuse(err)
+		refuse(err) // before endSession: Shutdown waits for the answer
+		endSession()
+		return nil, nil, err
 	}
 	if req.answer != nil && !req.answer(nil) {
 		is.Close()
-		return errors.New("rtcp: the client went away")
+		endSession()
+		policed()
+		return nil, nil, errors.New("rtcp: the client went away")
 	}
-	dp.log().Debug("rtcp: session open", "server", req.name, "client", c.RemoteAddr())
-	_, err = dp.join(c, is, req.name)
-	return err
+	counted := endSession
+	return is, func() { counted(); policed() }, nil
 }
 
 // ServePort accepts plain TCP connections on l and carries each to the

@@ -9,6 +9,9 @@
 // its own FIN: a socket whose orderly close it began is handed over to
 // TIME_WAIT and left in CLOSE too. So ask only of a connection this side
 // has not half-closed.
+//
+// It is also where rtcp finds the TCP connection under a connection (Of,
+// Under) and chooses how it ends, with a FIN or a reset (SetReset).
 package tcpreset
 
 import (
