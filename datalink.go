@@ -114,6 +114,9 @@ func newToken() string {
 
 func (l *dataLink) Done() <-chan struct{} { return l.s.Done() }
 
+// Close closes the control link; its spares end with it (end).
+func (l *dataLink) Close() error { return l.s.Close() }
+
 // Open opens a session on the oldest idle spare, or, with none left that
 // works, on a data link dialled for it.
 func (l *dataLink) Open(ctx context.Context, name, addr string) (net.Conn, error) {

@@ -168,6 +168,7 @@ func (l muxLink) Open(ctx context.Context, name, addr string) (net.Conn, error) 
 	return l.s.Open(ctx, name, addr)
 }
 func (l muxLink) Done() <-chan struct{} { return l.s.Done() }
+func (l muxLink) Close() error          { return l.s.Close() }
 
 // AddLink registers l as a Link of the server name, owned by owner, as if
 // that server had dialled in: clients of name reach it, round robin with
@@ -544,41 +545,39 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	if sl.ended != nil {
 		defer sl.ended()
 	}
-	l, end := sl.link, sl.end
 	// The server's Listen returns when our Aloha arrives, and a client may
 	// dial the name at once: the link is in the table before the Aloha
 	// leaves, and its opens wait until the Aloha has been written.
-	g := &gatedLink{Link: l, ready: make(chan struct{})}
-	l = g
-	if err := dp.addLink(&linkEntry{link: l, reg: reg, who: who, end: end, policed: true,
+	l := &gatedLink{dpLink: sl.link, ready: make(chan struct{})}
+	if err := dp.addLink(&linkEntry{link: l, reg: reg, who: who, end: l.Close, policed: true,
 		transport: transportName(a.Transport), remote: c.RemoteAddr().String()}); err != nil {
 		unlockName()
 		dp.refuseLink(c, a.N, err) // nothing else writes to c yet
-		end()
+		l.Close()
 		return
 	}
 	unlockName()
 	if err := plan5link.WriteMessage(c, ours, 0); err != nil {
-		end()
+		l.Close()
 		dp.removeLink(reg, l)
 		return
 	}
 	c.SetDeadline(time.Time{})
 	sl.start()
-	close(g.ready)
+	close(l.ready)
 	dp.log().Info("rtcp: server link up", "name", a.N, "remote", c.RemoteAddr(), "transport", a.Transport)
 	select {
 	case <-l.Done():
 	case <-dp.g.Done():
 	}
-	end()
+	l.Close()
 	dp.removeLink(reg, l)
 	dp.log().Info("rtcp: server link down", "name", a.N, "remote", c.RemoteAddr())
 }
 
-// gatedLink is a Link whose opens wait until ready is closed.
+// gatedLink is a server link whose opens wait until ready is closed.
 type gatedLink struct {
-	Link
+	dpLink
 	ready chan struct{}
 }
 
@@ -590,7 +589,7 @@ func (g *gatedLink) Open(ctx context.Context, name, addr string) (net.Conn, erro
 	case <-g.Done():
 		return nil, errors.New("rtcp: the server's link ended during its handshake")
 	}
-	return g.Link.Open(ctx, name, addr)
+	return g.dpLink.Open(ctx, name, addr)
 }
 
 // addLink puts e in the link table, or fails if a bound of the DP does

@@ -47,10 +47,16 @@ func (h *serverHello) name() string {
 
 // dpServerLink is the DP's side of one server link.
 type dpServerLink struct {
-	link  Link
-	end   func() error // closes the link
-	start func()       // once the DP's Aloha is written: keepalive
-	ended func()       // once the link has ended, or nil
+	link  dpLink
+	start func() // once the DP's Aloha is written: keepalive
+	ended func() // once the link has ended, or nil
+}
+
+// A dpLink is a Link that a server dialled in: the DP closes it when
+// it ends, or when the Policy no longer lets its server serve the name.
+type dpLink interface {
+	Link
+	Close() error
 }
 
 // errTransportReason starts the DP's refusal of a server link that asks
@@ -74,13 +80,13 @@ func dpTransportNames() string {
 func (dp *DiscoverPoint) yamuxServerLink(h *serverHello) dpServerLink {
 	keepAlive := keepAlivePeriod(dp.KeepAlive)
 	s := newYamuxSession(h.c, h.r, h.ir, true, h.name(), dp.flow, dp.log())
-	return dpServerLink{link: newYamuxLink(s), end: s.Close,
+	return dpServerLink{link: newYamuxLink(s),
 		start: func() { startYamuxKeepAlive(h.ir, s, keepAlive) }}
 }
 
 func (dp *DiscoverPoint) jsonServerLink(h *serverHello) dpServerLink {
 	s := dp.jsonSession(h)
-	return dpServerLink{link: muxLink{s}, end: s.Close,
+	return dpServerLink{link: muxLink{s},
 		start: func() { startKeepAlive(h.ir, s, h.ours, h.theirs) }}
 }
 
@@ -92,7 +98,7 @@ func (dp *DiscoverPoint) tcpServerLink(h *serverHello) dpServerLink {
 	if dl.max > 0 {
 		h.ours.Token, h.ours.Spares = dl.token, dl.max // the spares present the token
 	}
-	return dpServerLink{link: dl, end: s.Close,
+	return dpServerLink{link: dl,
 		start: func() { startKeepAlive(h.ir, s, h.ours, h.theirs) },
 		ended: dl.end}
 }

@@ -128,6 +128,7 @@ func newYamuxLink(s *mux.Session) *yamuxLink {
 }
 
 func (l *yamuxLink) Done() <-chan struct{} { return l.s.Done() }
+func (l *yamuxLink) Close() error          { return l.s.Close() }
 
 func (l *yamuxLink) Open(ctx context.Context, name, addr string) (net.Conn, error) {
 	select {
