@@ -168,3 +168,64 @@ func startDP() (addr string, stop func()) {
 		<-served
 	}
 }
+
+// Join carries a server's sessions to a service on its own host, as "rtcp
+// expose" does: the service needs to know nothing of rtcp. The client's
+// half-close reaches the service, and the service's answer comes back.
+func ExampleJoin() {
+	dpAddr, stop := startDP()
+	defer stop()
+
+	// The service: it answers what it reads, in capitals, once its client
+	// is done.
+	svc, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer svc.Close()
+	go func() {
+		c, err := svc.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		b, _ := io.ReadAll(c)
+		c.Write([]byte(strings.ToUpper(string(b))))
+	}()
+
+	l, err := rtcp.Listen(dpAddr, "upper")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	joined := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			joined <- err
+			return
+		}
+		s, err := net.Dial("tcp", svc.Addr().String())
+		if err != nil {
+			c.Close()
+			joined <- err
+			return
+		}
+		_, _, err = rtcp.Join(c, s)
+		joined <- err
+	}()
+
+	c, err := rtcp.Dial(dpAddr, "upper")
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "hello")
+	c.(*rtcp.Conn).CloseWrite()
+	answer, _ := io.ReadAll(c)
+	fmt.Println("client got:", string(answer))
+	fmt.Println("join:", <-joined)
+	// Output:
+	// client got: HELLO
+	// join: <nil>
+}
