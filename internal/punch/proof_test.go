@@ -1,0 +1,219 @@
+package punch
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"syscall"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// tcpPair is a connected pair of TCP connections on loopback (the proof
+// has both sides write at once, which net.Pipe cannot buffer).
+func tcpPair(t *testing.T) (a, b net.Conn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	a, err = net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err = l.Accept()
+	if err != nil {
+		a.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+func proveBoth(a, b net.Conn, sa, sb []byte) (errA, errB error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- Prove(ctx, b, sb) }()
+	errA = Prove(ctx, a, sa)
+	return errA, <-done
+}
+
+var secret = []byte("0123456789abcdef0123456789abcdef")
+
+func TestProve(t *testing.T) {
+	a, b := tcpPair(t)
+	errA, errB := proveBoth(a, b, secret, secret)
+	if errA != nil || errB != nil {
+		t.Fatalf("the same secret: %v, %v", errA, errB)
+	}
+	// Nothing of the proof is left for the caller to read.
+	a.Write([]byte("x"))
+	got := make([]byte, 1)
+	if _, err := io.ReadFull(b, got); err != nil || got[0] != 'x' {
+		t.Fatalf("first byte after the proof: %q, %v", got, err)
+	}
+}
+
+func TestProveWrongSecret(t *testing.T) {
+	a, b := tcpPair(t)
+	other := bytes.ToUpper(secret)
+	errA, errB := proveBoth(a, b, secret, other)
+	for _, err := range []error{errA, errB} {
+		if !errors.Is(err, ErrProof) {
+			t.Errorf("different secrets: %v, want ErrProof", err)
+		}
+	}
+}
+
+// TestProveReflected: a peer that sends back what it is sent must not
+// pass for one that holds the secret.
+func TestProveReflected(t *testing.T) {
+	a, b := tcpPair(t)
+	go io.Copy(b, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := Prove(ctx, a, secret); !errors.Is(err, ErrProof) {
+		t.Fatalf("a reflecting peer: %v, want ErrProof", err)
+	}
+	a.Close() // ends the copy
+}
+
+// TestProveNotAPeer: something else answers at the address.
+func TestProveNotAPeer(t *testing.T) {
+	for _, tc := range []struct{ name, sent string }{
+		{"http", "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"},
+		{"version", "rtcp-punch\x02" + string(make([]byte, nonceLen))},
+		{"short", "rtcp"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := tcpPair(t)
+			b.Write([]byte(tc.sent))
+			b.(*net.TCPConn).CloseWrite()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := Prove(ctx, a, secret); !errors.Is(err, ErrProof) {
+				t.Fatalf("%q: %v, want ErrProof", tc.sent, err)
+			}
+		})
+	}
+}
+
+// TestProveDeadline: a peer that says nothing holds Prove only until its
+// context ends.
+func TestProveDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b := net.Pipe()
+		defer a.Close()
+		defer b.Close()
+		go io.Copy(io.Discard, b) // reads the hello, answers nothing
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		start := time.Now()
+		err := Prove(ctx, a, secret)
+		if !errors.Is(err, ErrProof) || !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("a silent peer: %v, want ErrProof and a deadline", err)
+		}
+		if d := time.Since(start); d != time.Second {
+			t.Fatalf("gave up after %v, want the context's second", d)
+		}
+		a.Close()
+	})
+}
+
+func TestProveCancel(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b := net.Pipe()
+		defer b.Close()
+		go io.Copy(io.Discard, b)
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		go func() { errc <- Prove(ctx, a, secret) }()
+		synctest.Wait()
+		cancel()
+		if err := <-errc; !errors.Is(err, ErrProof) {
+			t.Fatalf("canceled: %v, want ErrProof", err)
+		}
+		a.Close()
+	})
+}
+
+func TestPunchBadConfig(t *testing.T) {
+	ctx := context.Background()
+	if _, err := Punch(ctx, Config{Peer: netip.MustParseAddrPort("10.0.0.1:1"), Secret: []byte("short")}); err == nil {
+		t.Error("a 5-byte secret was accepted")
+	}
+	if _, err := Punch(ctx, Config{Secret: secret}); err == nil {
+		t.Error("no peer address was accepted")
+	}
+}
+
+// script is a peer whose bytes are given: Read returns them, Write
+// swallows.
+type script struct{ r io.Reader }
+
+func (s script) Read(b []byte) (int, error)  { return s.r.Read(b) }
+func (s script) Write(b []byte) (int, error) { return len(b), nil }
+
+// validPeer is what a peer that holds secret sends to a side whose nonce
+// is mine: its hello, then its proof.
+func validPeer(secret []byte, mine, theirs nonce) []byte {
+	b := append([]byte(magic), version)
+	b = append(b, theirs[:]...)
+	return append(b, mac(secret, theirs, mine)...)
+}
+
+// FuzzProve feeds the proof arbitrary bytes from the peer: it must never
+// panic, and must succeed exactly when they start with a hello and the
+// proof that the secret's holder would send.
+func FuzzProve(f *testing.F) {
+	var mine, theirs nonce
+	mine[0], theirs[0] = 1, 2
+	f.Add(validPeer(secret, mine, theirs))
+	f.Add(append(validPeer(secret, mine, theirs), "and then the session"...))
+	f.Add(validPeer([]byte("another secret, as long as it is"), mine, theirs))
+	f.Add(validPeer(secret, mine, mine))
+	f.Add([]byte("rtcp-punch\x01"))
+	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		err := prove(script{bytes.NewReader(data)}, secret, mine)
+		want := len(data) >= helloLen+proofLen
+		if want {
+			n, perr := parseHello(data[:helloLen])
+			want = perr == nil && n != mine && bytes.Equal(data[helloLen:helloLen+proofLen], mac(secret, n, mine))
+		}
+		if (err == nil) != want {
+			t.Fatalf("prove(%q) = %v, want success %v", data, err, want)
+		}
+	})
+}
+
+// TestPunchPortTaken: a local port bound without SO_REUSEPORT cannot be
+// bound again, and Punch says so at once rather than at its deadline.
+func TestPunchPortTaken(t *testing.T) {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err = Punch(ctx, Config{
+		Local:  l.Addr().(*net.TCPAddr).AddrPort(),
+		Peer:   netip.MustParseAddrPort("127.0.0.1:9"),
+		Secret: secret,
+	})
+	if !errors.Is(err, ErrNoPath) || !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("a taken port: %v, want ErrNoPath and EADDRINUSE", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("gave up only at the deadline, after %v", time.Since(start))
+	}
+}

@@ -1,0 +1,328 @@
+package punch
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"rtcp/internal/natlab"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// A peer is one side of a punch: where its sockets are made.
+type peer struct {
+	host  *natlab.Host // nil: this process's own namespace, on loopback
+	local netip.Addr   // the address it binds
+}
+
+func loopbackPeer() peer { return peer{local: netip.MustParseAddr("127.0.0.1")} }
+
+func labPeer(h *natlab.Host) peer { return peer{host: h, local: h.Addr} }
+
+func (p peer) dial(ctx context.Context, laddr, raddr netip.AddrPort) (net.Conn, error) {
+	if p.host == nil {
+		return DialFrom(ctx, laddr, raddr)
+	}
+	var c net.Conn
+	err := p.host.Do(func() (err error) {
+		c, err = DialFrom(ctx, laddr, raddr)
+		return err
+	})
+	return c, err
+}
+
+func (p peer) listen(t testing.TB) net.Listener {
+	t.Helper()
+	var l net.Listener
+	listen := func() (err error) {
+		l, err = net.Listen("tcp4", netip.AddrPortFrom(p.local, 0).String())
+		return err
+	}
+	var err error
+	if p.host == nil {
+		err = listen()
+	} else {
+		err = p.host.Do(listen)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// outcome is one side's result of a punch.
+type outcome struct {
+	conn     net.Conn
+	err      error
+	took     time.Duration // from the rendezvous's answer to a proven connection
+	attempts int
+}
+
+// punchPair meets a and b at the rendezvous at rv and punches from both at
+// once, each with timeout.
+func punchPair(t testing.TB, a, b peer, rv netip.AddrPort, key string, timeout time.Duration) [2]outcome {
+	t.Helper()
+	var out [2]outcome
+	done := make(chan struct{}, 2)
+	for i, p := range []peer{a, b} {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			m, err := meet(ctx, p.dial, rv, p.local, key)
+			if err != nil {
+				out[i].err = err
+				return
+			}
+			defer m.conn.Close()
+			start := time.Now()
+			ctx, cancel = context.WithTimeout(ctx, timeout)
+			defer cancel()
+			out[i].conn, out[i].err = Punch(ctx, Config{
+				Local:  m.local,
+				Peer:   m.peer,
+				Secret: m.secret,
+				Dial: func(ctx context.Context, laddr, raddr netip.AddrPort) (net.Conn, error) {
+					out[i].attempts++
+					return p.dial(ctx, laddr, raddr)
+				},
+			})
+			out[i].took = time.Since(start)
+		}()
+	}
+	<-done
+	<-done
+	for _, o := range out {
+		if o.conn != nil {
+			t.Cleanup(func() { o.conn.Close() })
+		}
+	}
+	return out
+}
+
+// exchange checks that bytes flow both ways on a punched pair.
+func exchange(t testing.TB, a, b net.Conn) {
+	t.Helper()
+	for _, c := range [][2]net.Conn{{a, b}, {b, a}} {
+		msg := []byte("hello over the direct path from " + c[0].LocalAddr().String())
+		if _, err := c[0].Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(c[1], got); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, msg) {
+			t.Fatalf("read %q, want %q", got, msg)
+		}
+	}
+}
+
+// rtt is the median of a few one-byte echoes over a and b.
+func rtt(t testing.TB, a, b net.Conn) time.Duration {
+	t.Helper()
+	var d []time.Duration
+	buf := make([]byte, 1)
+	for range 21 {
+		start := time.Now()
+		if _, err := a.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(b, buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(a, buf); err != nil {
+			t.Fatal(err)
+		}
+		d = append(d, time.Since(start))
+	}
+	slices.Sort(d)
+	return d[len(d)/2]
+}
+
+func TestPunchLoopback(t *testing.T) {
+	l := loopbackPeer().listen(t)
+	startRendezvous(t, l)
+	rv := l.Addr().(*net.TCPAddr).AddrPort()
+	out := punchPair(t, loopbackPeer(), loopbackPeer(), rv, "loopback", 5*time.Second)
+	for i, o := range out {
+		if o.err != nil {
+			t.Fatalf("side %d: %v", i, o.err)
+		}
+	}
+	exchange(t, out[0].conn, out[1].conn)
+}
+
+// lab is a public network with a rendezvous on its router.
+type lab struct {
+	*natlab.Lab
+	rv netip.AddrPort
+}
+
+func newLab(t testing.TB) lab {
+	nl := natlab.New(t)
+	var l net.Listener
+	err := nl.Router().Do(func() (err error) {
+		l, err = net.Listen("tcp4", ":0")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startRendezvous(t, l)
+	return lab{nl, netip.AddrPortFrom(natlab.RouterAddr, l.Addr().(*net.TCPAddr).AddrPort().Port())}
+}
+
+// punchRuns is how many punches TestPunchEndpointIndependent makes.
+const punchRuns = 50
+
+// TestPunchEndpointIndependent punches between two hosts each behind its
+// own endpoint-independent NAT, punchRuns times: every one must succeed.
+func TestPunchEndpointIndependent(t *testing.T) {
+	lab := newLab(t)
+	a := labPeer(lab.AddHost(natlab.EndpointIndependent))
+	b := labPeer(lab.AddHost(natlab.EndpointIndependent))
+	var took []time.Duration
+	var rtts []time.Duration
+	firstTry := 0
+	for i := range punchRuns {
+		out := punchPair(t, a, b, lab.rv, "eim", 5*time.Second)
+		for side, o := range out {
+			if o.err != nil {
+				t.Fatalf("run %d, side %d: %v", i, side, o.err)
+			}
+			took = append(took, o.took)
+			if o.attempts == 1 {
+				firstTry++
+			}
+		}
+		if got, want := out[0].conn.RemoteAddr().(*net.TCPAddr).AddrPort().Addr(), b.host.PublicAddr; got != want {
+			t.Fatalf("side 0 is connected to %v, want the other NAT %v", got, want)
+		}
+		exchange(t, out[0].conn, out[1].conn)
+		rtts = append(rtts, rtt(t, out[0].conn, out[1].conn))
+		out[0].conn.Close()
+		out[1].conn.Close()
+	}
+	slices.Sort(took)
+	slices.Sort(rtts)
+	r := rtts[len(rtts)/2]
+	p50, max := took[len(took)/2], took[len(took)-1]
+	t.Logf("%d/%d punches direct, %d of %d sides on the first attempt; time to a proven direct connection p50 %v (%.1f round trips of %v), max %v (%.1f)",
+		punchRuns, punchRuns, firstTry, len(took), p50, float64(p50)/float64(r), r, max, float64(max)/float64(r))
+}
+
+// TestPunchOnePublic punches between a public host and one behind an
+// endpoint-independent NAT, each side starting the meeting first in turn.
+func TestPunchOnePublic(t *testing.T) {
+	lab := newLab(t)
+	pub := labPeer(lab.AddHost(natlab.Public))
+	nat := labPeer(lab.AddHost(natlab.EndpointIndependent))
+	for i := range 10 {
+		a, b := pub, nat
+		if i%2 == 1 {
+			a, b = nat, pub
+		}
+		out := punchPair(t, a, b, lab.rv, "one-public", 5*time.Second)
+		for side, o := range out {
+			if o.err != nil {
+				t.Fatalf("run %d, side %d: %v", i, side, o.err)
+			}
+		}
+		exchange(t, out[0].conn, out[1].conn)
+		out[0].conn.Close()
+		out[1].conn.Close()
+	}
+}
+
+// TestPunchRandomPorts punches between two hosts behind NATs that pick a
+// new port per destination: both sides must give up with ErrNoPath by
+// their deadline, so that the caller can use the relay.
+func TestPunchRandomPorts(t *testing.T) {
+	lab := newLab(t)
+	a := labPeer(lab.AddHost(natlab.RandomPorts))
+	b := labPeer(lab.AddHost(natlab.RandomPorts))
+	const timeout = time.Second
+	out := punchPair(t, a, b, lab.rv, "random", timeout)
+	for side, o := range out {
+		if o.conn != nil {
+			t.Fatalf("side %d: a direct connection through random-port NATs (to %v)", side, o.conn.RemoteAddr())
+		}
+		if !errors.Is(o.err, ErrNoPath) {
+			t.Fatalf("side %d: %v, want ErrNoPath", side, o.err)
+		}
+		// The deadline, and the last attempt's end at most a scheduler's
+		// while after it.
+		if o.took > timeout+500*time.Millisecond {
+			t.Errorf("side %d gave up after %v, want about its deadline %v", side, o.took, timeout)
+		}
+		t.Logf("side %d after %v: %v", side, o.took, o.err)
+	}
+}
+
+// BenchmarkDirect moves bytes over a punched connection between two hosts
+// behind endpoint-independent NATs; BenchmarkRawTCP moves them over a
+// plain TCP connection between the same two hosts through a port forward.
+func BenchmarkDirect(b *testing.B) {
+	lab := newLab(b)
+	x := labPeer(lab.AddHost(natlab.EndpointIndependent))
+	y := labPeer(lab.AddHost(natlab.EndpointIndependent))
+	out := punchPair(b, x, y, lab.rv, "bench", 5*time.Second)
+	for _, o := range out {
+		if o.err != nil {
+			b.Fatal(o.err)
+		}
+	}
+	stream(b, out[0].conn, out[1].conn)
+}
+
+func BenchmarkRawTCP(b *testing.B) {
+	lab := newLab(b)
+	x := labPeer(lab.AddHost(natlab.EndpointIndependent))
+	yh := lab.AddHost(natlab.EndpointIndependent)
+	l := labPeer(yh).listen(b)
+	defer l.Close()
+	port := l.Addr().(*net.TCPAddr).AddrPort().Port()
+	yh.Forward(b, port)
+	c, err := x.dial(context.Background(), netip.AddrPortFrom(x.local, 0), netip.AddrPortFrom(yh.PublicAddr, port))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	s, err := l.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	stream(b, c, s)
+}
+
+func stream(b *testing.B, w, r net.Conn) {
+	buf := make([]byte, 64<<10)
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, r)
+		done <- err
+	}()
+	b.SetBytes(int64(len(buf)))
+	for b.Loop() {
+		if _, err := w.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	w.(*net.TCPConn).CloseWrite()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+}
