@@ -307,27 +307,24 @@ func TestPunchRandomPorts(t *testing.T) {
 	}
 }
 
-// BenchmarkDirect moves bytes over a punched connection between two hosts
-// behind endpoint-independent NATs; BenchmarkRawTCP moves them over a
-// plain TCP connection between the same two hosts through a port forward.
-func BenchmarkDirect(b *testing.B) {
+// BenchmarkStream moves bytes one way between two hosts behind
+// endpoint-independent NATs: over a punched connection (direct), and over
+// a plain TCP connection between the same two hosts through a port forward
+// on the receiver's NAT (raw), side by side.
+func BenchmarkStream(b *testing.B) {
 	lab := newLab(b)
 	x := labPeer(lab.AddHost(natlab.EndpointIndependent))
-	y := labPeer(lab.AddHost(natlab.EndpointIndependent))
+	yh := lab.AddHost(natlab.EndpointIndependent)
+	y := labPeer(yh)
+
 	out := punchPair(b, x, y, lab.rv, "bench", 5*time.Second)
 	for _, o := range out {
 		if o.err != nil {
 			b.Fatal(o.err)
 		}
 	}
-	stream(b, out[0].conn, out[1].conn)
-}
 
-func BenchmarkRawTCP(b *testing.B) {
-	lab := newLab(b)
-	x := labPeer(lab.AddHost(natlab.EndpointIndependent))
-	yh := lab.AddHost(natlab.EndpointIndependent)
-	l := labPeer(yh).listen(b)
+	l := y.listen(b)
 	defer l.Close()
 	port := l.Addr().(*net.TCPAddr).AddrPort().Port()
 	yh.Forward(b, port)
@@ -341,24 +338,34 @@ func BenchmarkRawTCP(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer s.Close()
-	stream(b, c, s)
+
+	drain(b, out[1].conn)
+	drain(b, s)
+	b.Run("direct", func(b *testing.B) { stream(b, out[0].conn) })
+	b.Run("raw", func(b *testing.B) { stream(b, c) })
 }
 
-func stream(b *testing.B, w, r net.Conn) {
+// stream writes 64 KiB at a time to w for the benchmark, while drain
+// reads them from the other end.
+func stream(b *testing.B, w net.Conn) {
 	buf := make([]byte, 64<<10)
-	done := make(chan error, 1)
-	go func() {
-		_, err := io.Copy(io.Discard, r)
-		done <- err
-	}()
 	b.SetBytes(int64(len(buf)))
 	for b.Loop() {
 		if _, err := w.Write(buf); err != nil {
 			b.Fatal(err)
 		}
 	}
-	w.(*net.TCPConn).CloseWrite()
-	if err := <-done; err != nil {
-		b.Fatal(err)
-	}
+}
+
+// drain reads r until it ends, and until then holds the benchmark's end.
+func drain(b *testing.B, r net.Conn) {
+	done := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, r)
+		close(done)
+	}()
+	b.Cleanup(func() {
+		r.Close()
+		<-done
+	})
 }
