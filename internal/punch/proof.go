@@ -56,11 +56,11 @@ func prove(rw io.ReadWriter, secret []byte, mine nonce) error {
 	hello = append(hello, version)
 	hello = append(hello, mine[:]...)
 	if _, err := rw.Write(hello); err != nil {
-		return fmt.Errorf("send hello: %w", err)
+		return &cutError{"send hello", err}
 	}
 	buf := make([]byte, helloLen)
 	if _, err := io.ReadFull(rw, buf); err != nil {
-		return fmt.Errorf("read the peer's hello: %w", err)
+		return &cutError{"read the peer's hello", err}
 	}
 	theirs, err := parseHello(buf)
 	if err != nil {
@@ -70,11 +70,11 @@ func prove(rw io.ReadWriter, secret []byte, mine nonce) error {
 		return errors.New("the peer's nonce is this side's own: a reflected hello")
 	}
 	if _, err := rw.Write(mac(secret, mine, theirs)); err != nil {
-		return fmt.Errorf("send proof: %w", err)
+		return &cutError{"send proof", err}
 	}
 	got := buf[:proofLen]
 	if _, err := io.ReadFull(rw, got); err != nil {
-		return fmt.Errorf("read the peer's proof: %w", err)
+		return &cutError{"read the peer's proof", err}
 	}
 	if !hmac.Equal(got, mac(secret, theirs, mine)) {
 		return errors.New("its proof does not match the secret: it is not the peer the rendezvous announced")
@@ -108,3 +108,13 @@ func mac(secret []byte, from, to nonce) []byte {
 	h.Write(to[:])
 	return h.Sum(nil)
 }
+
+// cutError is a proof that ended because the connection did, before either
+// side could tell whether the other holds the secret: Punch tries again.
+type cutError struct {
+	op  string
+	err error
+}
+
+func (e *cutError) Error() string { return e.op + ": " + e.err.Error() }
+func (e *cutError) Unwrap() error { return e.err }

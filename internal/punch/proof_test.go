@@ -217,3 +217,52 @@ func TestPunchPortTaken(t *testing.T) {
 		t.Fatalf("gave up only at the deadline, after %v", time.Since(start))
 	}
 }
+
+// TestPunchRetriesACutProof: a connection that ends before the proof says
+// nothing about the peer, so Punch dials again; a wrong proof ends it.
+func TestPunchRetriesACutProof(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cut, cutPeer := tcpPair(t)
+	good, goodPeer := tcpPair(t)
+	cutPeer.Close()
+	peerDone := make(chan error, 1)
+	go func() { peerDone <- Prove(ctx, goodPeer, secret) }()
+	attempts := 0
+	conn, err := Punch(ctx, Config{
+		Peer:   netip.MustParseAddrPort("127.0.0.1:9"),
+		Secret: secret,
+		Dial: func(ctx context.Context, laddr, raddr netip.AddrPort) (net.Conn, error) {
+			attempts++
+			if attempts == 1 {
+				return cut, nil
+			}
+			return good, nil
+		},
+	})
+	if err != nil {
+		t.Fatalf("after a cut proof: %v", err)
+	}
+	if conn != good || attempts != 2 {
+		t.Fatalf("got the connection of attempt %d, want the second's", attempts)
+	}
+	if err := <-peerDone; err != nil {
+		t.Fatal(err)
+	}
+
+	wrong, wrongPeer := tcpPair(t)
+	go func() { peerDone <- Prove(ctx, wrongPeer, bytes.ToUpper(secret)) }()
+	attempts = 0
+	_, err = Punch(ctx, Config{
+		Peer:   netip.MustParseAddrPort("127.0.0.1:9"),
+		Secret: secret,
+		Dial: func(ctx context.Context, laddr, raddr netip.AddrPort) (net.Conn, error) {
+			attempts++
+			return wrong, nil
+		},
+	})
+	if !errors.Is(err, ErrProof) || attempts != 1 {
+		t.Fatalf("a wrong proof: %v after %d attempts, want ErrProof after 1", err, attempts)
+	}
+	<-peerDone
+}

@@ -99,11 +99,18 @@ func Punch(ctx context.Context, c Config) (net.Conn, error) {
 		conn, err := dial(actx, c.Local, c.Peer)
 		cancel()
 		if err == nil {
-			if err := Prove(ctx, conn, c.Secret); err != nil {
-				conn.Close()
+			err = Prove(ctx, conn, c.Secret)
+			if err == nil {
+				return conn, nil
+			}
+			conn.Close()
+			// A connection cut before the proof (the other side's attempt
+			// ended just as it came up) says nothing about the peer: try
+			// again. A wrong proof ends the punch.
+			var cut *cutError
+			if !errors.As(err, &cut) || ctx.Err() != nil {
 				return nil, err
 			}
-			return conn, nil
 		}
 		if errors.Is(err, ErrNoPath) { // Control: not on this system
 			return nil, err
