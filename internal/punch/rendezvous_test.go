@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // rendezvous is the tests' stand-in for the DP: two peers that send it the
@@ -96,6 +97,9 @@ func meet(ctx context.Context, dial func(ctx context.Context, laddr, raddr netip
 		return meeting{}, err
 	}
 	m := meeting{conn: c, local: c.LocalAddr().(*net.TCPAddr).AddrPort()}
+	if d, ok := ctx.Deadline(); ok {
+		c.SetDeadline(d) // the peer may never come
+	}
 	if _, err := fmt.Fprintf(c, "%s\n", key); err != nil {
 		c.Close()
 		return meeting{}, err
@@ -113,5 +117,6 @@ func meet(ctx context.Context, dial func(ctx context.Context, laddr, raddr netip
 		c.Close()
 		return meeting{}, fmt.Errorf("the rendezvous said %q: %w", line, err)
 	}
+	c.SetDeadline(time.Time{})
 	return m, nil
 }
