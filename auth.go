@@ -510,7 +510,11 @@ func (dp *DiscoverPoint) linkAllowed(e *linkEntry) bool {
 		return true
 	}
 	dp.log().Warn("rtcp: closing a server link the policy no longer allows", "name", e.reg.Name, "who", e.who, "reason", err)
-	e.end()
+	// Closing waits for the peer (mux's CloseTimeout): not here, where a
+	// SetPolicy or an open is waiting, and one link after another.
+	if !dp.g.Go(func() { e.end() }) {
+		e.end()
+	}
 	return false
 }
 

@@ -248,6 +248,17 @@ func (dp *DiscoverPoint) addLinkOf(name, owner string, l Link, who *principal) (
 	if err := dp.addLink(e); err != nil {
 		return nil, err
 	}
+	if who != nil {
+		// A SetPolicy since the check above swept the table without
+		// this link: judge it again by the policy in force now.
+		if err := dp.policy().authorizeServer(*who, name); err != nil {
+			if dp.links.remove(reg, l) {
+				dp.unregister(reg)
+			}
+			dp.refusedName(refusedUnauthorized, name)
+			return nil, err
+		}
+	}
 	return remove, nil
 }
 
@@ -553,6 +564,18 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		transport: transportName(a.Transport), remote: c.RemoteAddr().String()}); err != nil {
 		unlockName()
 		dp.refuseLink(c, a.N, err) // nothing else writes to c yet
+		l.Close()
+		return
+	}
+	// A SetPolicy since the check above swept the table without this
+	// link: judge it again by the policy in force now.
+	if err := dp.policy().authorizeServer(who, a.N); err != nil {
+		if dp.links.remove(reg, l) {
+			dp.unregister(reg)
+		}
+		unlockName()
+		dp.refusedName(refusedUnauthorized, a.N)
+		dp.refuseLink(c, a.N, err)
 		l.Close()
 		return
 	}

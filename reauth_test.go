@@ -136,3 +136,56 @@ func TestSetPolicyNewSecret(t *testing.T) {
 	c.Close()
 	wantUnauthorized(t, dialErr(dp, "printer", &Dialer{Credential: bob}), `key "bob" failed`)
 }
+
+// gateRegistry is a MemoryRegistry whose Register waits for release,
+// having said so on entered.
+type gateRegistry struct {
+	*MemoryRegistry
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (r *gateRegistry) Register(ctx context.Context, reg Registration) error {
+	select {
+	case r.entered <- struct{}{}:
+	default:
+	}
+	select {
+	case <-r.release:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return r.MemoryRegistry.Register(ctx, reg)
+}
+
+// TestSetPolicyDuringRegistration: a server whose key is revoked while
+// its link is being registered (after the DP checked the key, before the
+// link is in the table that SetPolicy sweeps) does not keep the link.
+func TestSetPolicyDuringRegistration(t *testing.T) {
+	reg := &gateRegistry{MemoryRegistry: new(MemoryRegistry), entered: make(chan struct{}, 1), release: make(chan struct{})}
+	dpv := &DiscoverPoint{Logger: testLogger(), Registry: reg, Policy: &Policy{Keys: testKeys(),
+		Names: []NameRule{{Name: "scanner", Owners: []string{"mallory"}}}}}
+	dp := startDP(t, dpv)
+	lc := &ListenConfig{Credential: mallory, MinBackoff: time.Hour, MaxBackoff: time.Hour}
+	done := make(chan error, 1)
+	go func() {
+		l, err := lc.Listen(context.Background(), dp, "scanner")
+		if err == nil {
+			l.Close()
+		}
+		done <- err
+	}()
+	<-reg.entered
+	keys := testKeys()
+	delete(keys, "mallory")
+	if err := dpv.SetPolicy(&Policy{Keys: keys}); err != nil {
+		t.Fatal(err)
+	}
+	close(reg.release)
+	if err := <-done; !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("Listen with a key revoked during its registration returned %v, want ErrUnauthorized", err)
+	}
+	if n := dpv.Stats().Links; n != 0 {
+		t.Errorf("the DP holds %d links after the revoked server's registration, want 0", n)
+	}
+}
