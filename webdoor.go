@@ -210,7 +210,7 @@ func webClientAddr(remote string) net.Addr {
 // the server name.
 func (dp *DiscoverPoint) webAuthorize(name string, client net.Addr) error {
 	if err := dp.policy().authorizeClient(principal{}, name, client); err != nil {
-		dp.refused(refusedUnauthorized)
+		dp.refusedName(refusedUnauthorized, name)
 		dp.log().Info("rtcp: session refused", "server", name, "client", client, "reason", err)
 		return err
 	}
