@@ -76,11 +76,10 @@ func (st *Stream) PushTo(w io.Writer, count func(n int)) (int64, error) {
 			)
 			if q.p != nil {
 				n, err = spliceOutWait(p.raw, q.p, q.n)
-				putPipe(q.p, q.n-n)
 			} else {
 				n, err = w.Write(q.data)
-				putRbuf(q.buf)
 			}
+			st.done(q, q.n-n)
 			p.add(n)
 			st.mu.Lock()
 			err = st.pushedLocked(p, err)
@@ -105,7 +104,7 @@ func (st *Stream) PushTo(w io.Writer, count func(n int)) (int64, error) {
 			err = st.pushedLocked(p, err)
 			st.draining = 0
 			putRbuf(buf)
-			grant := st.consumed(n, err == nil && n == len(chunk) && st.roff == len(st.rbuf))
+			grant := st.consumed(n, err == nil && n == len(chunk) && st.bufferedLocked() == 0)
 			st.mu.Unlock()
 			st.grant(grant)
 			if err != nil {
@@ -184,31 +183,6 @@ func tcpConnOf(w io.Writer) *net.TCPConn {
 		return c.Unwrap()
 	}
 	return nil
-}
-
-// tryWrite writes what the socket takes of p without waiting.
-func tryWrite(rc syscall.RawConn, p []byte) (int, error) {
-	var (
-		n    int
-		werr error
-	)
-	err := rc.Write(func(fd uintptr) bool {
-		for {
-			n, werr = syscall.Write(int(fd), p)
-			if werr != syscall.EINTR {
-				return true
-			}
-		}
-	})
-	switch {
-	case err != nil:
-		return 0, err
-	case werr == syscall.EAGAIN:
-		return 0, nil
-	case werr != nil:
-		return 0, &net.OpError{Op: "write", Net: "tcp", Err: werr}
-	}
-	return max(n, 0), nil
 }
 
 // pusher is WriteTo's destination, read by the read loop under st.mu.

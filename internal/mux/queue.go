@@ -39,7 +39,8 @@ func (st *Stream) queueRbufLocked() {
 	st.rbuf, st.roff = nil, 0
 }
 
-// popLocked takes the queue's first segment. st.mu is held.
+// popLocked takes the queue's first segment. A pipe stays counted in the
+// session's budget until the caller gives it back (done). st.mu is held.
 func (st *Stream) popLocked() segment {
 	q := st.queue[0]
 	st.queue[0] = segment{}
@@ -50,9 +51,18 @@ func (st *Stream) popLocked() segment {
 	st.queued -= q.n
 	if q.p != nil {
 		st.npipes--
-		st.s.pipes.give(1)
 	}
 	return q
+}
+
+// done gives back what segment q held, n of its bytes still in it.
+func (st *Stream) done(q segment, n int) {
+	if q.p != nil {
+		putPipe(q.p, n)
+		st.s.pipes.give(1)
+		return
+	}
+	putRbuf(q.buf)
 }
 
 // unqueueLocked moves the queue's bytes into rbuf, ahead of what rbuf
@@ -68,11 +78,12 @@ func (st *Stream) unqueueLocked() {
 		k := len(b)
 		if q.p == nil {
 			b = append(b, q.data...)
-			putRbuf(q.buf)
+			st.done(q, 0)
 			continue
 		}
 		b = b[:k+q.n]
-		m, err := readPipe(q.p, b[k:])
+		m, err := readFull(q.p.r, b[k:])
+		st.done(q, q.n-m)
 		if err != nil {
 			// A pipe that holds bytes gives them: the stream lost some,
 			// so it cannot go on, and what follows the gap is dropped.
@@ -93,10 +104,6 @@ func (st *Stream) unqueueLocked() {
 func (st *Stream) releaseQueueLocked() {
 	for len(st.queue) > 0 {
 		q := st.popLocked()
-		if q.p != nil {
-			putPipe(q.p, q.n)
-		} else {
-			putRbuf(q.buf)
-		}
+		st.done(q, q.n)
 	}
 }

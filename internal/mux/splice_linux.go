@@ -397,7 +397,9 @@ const spliceRestOK = true
 func (st *Stream) spliceRest(link syscall.RawConn, rest int, idle *IdleReader) (n int, ok bool, err error) {
 	st.mu.Lock()
 	sink := st.sink
-	can := st.spliceableLocked(sink) || st.queueableLocked(sink)
+	// Queueing needs a pipe from the budget: without one, the bytes would
+	// only be spliced into a pipe to be read back.
+	can := st.spliceableLocked(sink) || st.queueableLocked(sink) && st.s.pipes.Used() < st.s.pipes.limit
 	st.mu.Unlock()
 	if !can {
 		return 0, false, nil
@@ -484,13 +486,6 @@ func (st *Stream) queueableLocked(sink *pusher) bool {
 	default:
 		return true
 	}
-}
-
-// readPipe reads the n bytes that p holds into b, and gives p back.
-func readPipe(p *pipe, b []byte) (int, error) {
-	n, err := readFull(p.r, b)
-	putPipe(p, len(b)-n)
-	return n, err
 }
 
 // readFull reads len(b) bytes from the pipe fd, which holds them.
