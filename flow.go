@@ -24,14 +24,23 @@ type flowConfig struct {
 
 // relayPipes bounds the pipes (two descriptors, up to 1 MiB of the
 // kernel's memory each) in which the sessions of one DP or Listener keep
-// a burst that outruns a destination socket (mux.Config.Pipes).
-const relayPipes = 128
+// a burst that outruns a destination socket (mux.Config.Pipes): 128, or
+// fewer when the process may open few files, so that the pipes take at
+// most a sixteenth of its descriptors and stay inside the reserve that
+// DefaultConnBudget leaves beside the connections.
+func relayPipes() int64 {
+	n := int64(128)
+	if limit := openFileLimit(); limit > 0 {
+		n = min(n, max(4, int64(limit)/32))
+	}
+	return n
+}
 
 func newFlowConfig(windowMemory int64, stall time.Duration) flowConfig {
 	if windowMemory <= 0 {
 		windowMemory = DefaultWindowMemory
 	}
-	return flowConfig{budget: mux.NewBudget(windowMemory), pipes: mux.NewBudget(relayPipes), stall: stall}
+	return flowConfig{budget: mux.NewBudget(windowMemory), pipes: mux.NewBudget(relayPipes()), stall: stall}
 }
 
 // apply sets cfg's flow control, and the logger told of the sessions it
