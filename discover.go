@@ -166,12 +166,17 @@ func (l muxLink) Done() <-chan struct{} { return l.s.Done() }
 // AddLink registers l as a Link of the server name, owned by owner, as if
 // that server had dialled in: clients of name reach it, round robin with
 // the server's other links. It fails with ErrNameTaken if another owner
-// holds name. Call remove when the link ends (or to withdraw it); a name
-// whose last link is removed is free again.
+// holds name, and with one matching ErrBadName if name is not a
+// ValidDoorName. Call remove when the link ends (or to withdraw it); a
+// name whose last link is removed is free again.
 //
 // The DP's Policy does not apply to such a link: it is the program's own.
 // A door that takes servers from the network uses AddLinkAs.
 func (dp *DiscoverPoint) AddLink(name, owner string, l Link) (remove func(), err error) {
+	dp.init()
+	if err := dp.checkLinkName(name); err != nil {
+		return nil, err
+	}
 	return dp.addLinkOf(name, owner, l, nil)
 }
 
@@ -191,6 +196,9 @@ func (dp *DiscoverPoint) AddLink(name, owner string, l Link) (remove func(), err
 // MaxLinksPerOwner (a door has bounds of its own).
 func (dp *DiscoverPoint) AddLinkAs(key, name, owner string, l Link) (remove func(), err error) {
 	dp.init()
+	if err := dp.checkLinkName(name); err != nil {
+		return nil, err
+	}
 	who := principal{key: key}
 	if err := dp.policy().authorizeServer(who, name); err != nil {
 		dp.refused(refusedUnauthorized)
@@ -285,12 +293,17 @@ func (dp *DiscoverPoint) log() *slog.Logger {
 
 // ListenAndServe listens on the TCP address addr and calls Serve. It also
 // listens on each address of Ports and serves it as ServePort does, until
-// the DP is closed; if any address cannot be listened on, it returns that
-// error and serves none.
+// the DP is closed; if any address cannot be listened on, or a name of
+// Ports is not a ValidDoorName, it returns that error and serves none.
 func (dp *DiscoverPoint) ListenAndServe(addr string) error {
 	dp.init()
 	if dp.closing() {
 		return ErrDiscoverPointClosed
+	}
+	for _, name := range dp.Ports {
+		if err := ValidDoorName(name); err != nil {
+			return fmt.Errorf("rtcp: Ports: %w", err)
+		}
 	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -487,6 +500,11 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	if a.N == "" {
 		dp.refused(refusedHandshake)
 		dp.refuse(c, "rtcp: an indirect server must give its name in N")
+		return
+	}
+	if err := ValidName(a.N); err != nil {
+		dp.refusedName(err, c.RemoteAddr())
+		dp.refuse(c, err.Error())
 		return
 	}
 	transport := dpTransport(a.Transport)
@@ -740,6 +758,11 @@ func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		t.Stop()
 		return
 	}
+	if err := ValidDoorName(st.Name()); err != nil {
+		dp.refusedName(err, c.RemoteAddr())
+		st.Ack(err)
+		return
+	}
 	if err := dp.policy().authorizeClient(who, st.Name(), who.clientAddr(c)); err != nil {
 		dp.refused(refusedUnauthorized)
 		dp.log().Info("rtcp: session refused", "server", st.Name(), "client", c.RemoteAddr(), "who", who, "reason", err)
@@ -818,6 +841,13 @@ func closeMessage(x int64, reason string) *plan5.Close {
 // and reports whether the client can still be reached. who is the client's
 // principal (anonymous for port mode), checked against the policy first.
 func (dp *DiscoverPoint) relayTo(c net.Conn, name, client string, who principal, answer func(error) bool) error {
+	if err := ValidDoorName(name); err != nil {
+		dp.refusedName(err, c.RemoteAddr())
+		if answer != nil {
+			answer(err)
+		}
+		return err
+	}
 	if err := dp.policy().authorizeClient(who, name, who.clientAddr(c)); err != nil {
 		dp.refused(refusedUnauthorized)
 		dp.log().Info("rtcp: session refused", "server", name, "client", c.RemoteAddr(), "who", who, "reason", err)
@@ -867,8 +897,13 @@ func (dp *DiscoverPoint) relayTo(c net.Conn, name, client string, who principal,
 // system). A connection the DP refuses - name has no server, the Policy
 // or a bound says no, the DP is shutting down - is reset at once, as one
 // cut off is: only a session that ends cleanly ends with a FIN. ServePort
-// returns as Serve does.
+// returns as Serve does, or at once, closing l, with an error matching
+// ErrBadName if name is not a ValidDoorName.
 func (dp *DiscoverPoint) ServePort(l net.Listener, name string) error {
+	if err := ValidDoorName(name); err != nil {
+		l.Close()
+		return err
+	}
 	return dp.serve(l, func(c net.Conn) bool {
 		resetWhenClosed(c) // the relay undoes it if the session ends cleanly
 		dp.relayTo(c, name, "", principal{}, nil)
@@ -879,6 +914,9 @@ func (dp *DiscoverPoint) ServePort(l net.Listener, name string) error {
 // ListenAndServePort listens on the TCP address addr and calls ServePort.
 func (dp *DiscoverPoint) ListenAndServePort(addr, name string) error {
 	dp.init()
+	if err := ValidDoorName(name); err != nil {
+		return err
+	}
 	if dp.closing() {
 		return ErrDiscoverPointClosed
 	}

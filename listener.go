@@ -109,7 +109,9 @@ type ListenConfig struct {
 }
 
 // Listen announces an indirect server named name at the DP addr, or, with
-// an empty name, listens on the TCP address addr (a direct server). The
+// an empty name, listens on the TCP address addr (a direct server). A
+// name that is not a ValidName fails at once with an error matching
+// ErrBadName, before any connection is made. The
 // context bounds the first connection to the DP only (with WaitForDP,
 // every attempt until the name is registered).
 //
@@ -124,6 +126,11 @@ type ListenConfig struct {
 // refuses the name to another owner. A DP lost takes only its own
 // sessions with it; new sessions go through the others.
 func (lc *ListenConfig) Listen(ctx context.Context, addr, name string) (net.Listener, error) {
+	if name != "" {
+		if err := ValidName(name); err != nil {
+			return nil, &net.OpError{Op: "listen", Net: "rtcp", Addr: &Addr{Name: name, Addr: addr}, Err: err}
+		}
+	}
 	if name == "" || !lc.WaitForDP {
 		return lc.listen(ctx, addr, name)
 	}

@@ -46,6 +46,7 @@ const (
 	refusedSourceAuthFailures                // MaxAuthFailuresPerSource reached
 	refusedTLSHandshake                      // the TLS handshake failed
 	refusedDataToken                         // a data or spare link's token is unknown
+	refusedBadName                           // a name that is not one (names.go)
 	numRefusals
 )
 
@@ -67,6 +68,7 @@ var RefusalReasons = []string{
 	refusedSourceAuthFailures: "source_auth_failures",
 	refusedTLSHandshake:       "tls_handshake",
 	refusedDataToken:          "data_token",
+	refusedBadName:            "bad_name",
 }
 
 // dpCounts is the DP's bookkeeping for its limits and its Stats.
