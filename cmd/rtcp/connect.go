@@ -52,7 +52,7 @@ not authorized, the server cannot reach its service), 4 the DP could
 not be reached or did not complete the handshake, 5 the session was cut
 off (lost link, DP or server gone), 2 a usage error, 1 anything else.`)
 	dp := fs.String("dp", "", "`address` of the discover point, host:port, or ws://host:port/rtcp to reach it over a WebSocket (required)")
-	name := fs.String("name", "", "`name` of the server to reach (required)")
+	name := fs.String("name", "", "`name` of the server to reach, or of a seed door's device such as cccp:SERIAL (required)")
 	listen := fs.String("listen", "", "local TCP `address` to accept connections on, e.g. 127.0.0.1:2222 (this or -stdio is required)")
 	stdio := fs.Bool("stdio", false, "carry one session on stdin and stdout instead of accepting connections, and exit when it ends (for ssh's ProxyCommand)")
 	maxBackoff := fs.Duration("max-backoff", 0, "if positive, dial a DP that cannot be reached again, waiting at most this `long` between two attempts, instead of giving the session up at once")
@@ -72,6 +72,9 @@ off (lost link, DP or server gone), 2 a usage error, 1 anything else.`)
 		return usageErrorf(fs, "-listen is required, or -stdio for one session on stdin and stdout")
 	}
 	if err := checkDP(fs, *dp); err != nil {
+		return err
+	}
+	if err := checkName(fs, "name", *name, true); err != nil {
 		return err
 	}
 	log := logger()

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"net"
 	"net/url"
@@ -104,4 +105,30 @@ func isHostPort(s string) bool {
 	}
 	p, err := net.LookupPort("tcp", port)
 	return err == nil && p != 0
+}
+
+// checkName returns a usageError unless name, the value of -flag, is a
+// name a server may register (an rtcp.ValidName), or, with door, one a
+// client may ask for (an rtcp.ValidDoorName: a seed door's cccp:SERIAL
+// too).
+func checkName(fs *flag.FlagSet, flag, name string, door bool) error {
+	if err := validName(name, door); err != nil {
+		return usageErrorf(fs, "-%s %s", flag, err)
+	}
+	return nil
+}
+
+// validName is rtcp.ValidName, or with door rtcp.ValidDoorName, with an
+// error in the terms of the command line: the name, and what is wrong
+// with it.
+func validName(name string, door bool) error {
+	err := rtcp.ValidName(name)
+	if door {
+		err = rtcp.ValidDoorName(name)
+	}
+	var ne *rtcp.NameError
+	if errors.As(err, &ne) {
+		return fmt.Errorf("%q: %s", name, ne.Reason)
+	}
+	return err
 }

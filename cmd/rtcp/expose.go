@@ -33,7 +33,7 @@ Examples:
 	rtcp expose -dp dp.example.com:9000 -name pi-7 -to 127.0.0.1:22 -tls -token-file /etc/rtcp/pi-7.token
 	rtcp expose -dp 127.0.0.1:9000 -name web -to 127.0.0.1:8080 -fail-fast`)
 	dp := fs.String("dp", "", "`address` of the discover point, host:port, or ws://host:port/rtcp to reach it over a WebSocket (required)")
-	name := fs.String("name", "", "the `name` clients reach this server by (required)")
+	name := fs.String("name", "", "the `name` clients reach this server by: a DNS label, 1-63 of a-z, 0-9 and '-' (required)")
 	to := fs.String("to", "", "`host:port` of the TCP service to carry sessions to (required)")
 	transport := transportVar(fs, "`kind` of links to the DP: json (the Plan5 protocol, the default), yamux (one multiplexed link, faster) or tcp (a TCP connection per session that the DP splices: the fastest)")
 	pool := fs.Int("pool", 1, "number of links to keep to the DP")
@@ -49,6 +49,9 @@ Examples:
 		return err
 	}
 	if err := checkDP(fs, *dp); err != nil {
+		return err
+	}
+	if err := checkName(fs, "name", *name, false); err != nil {
 		return err
 	}
 	if err := checkHostPort(fs, "to", *to, "127.0.0.1:22"); err != nil {
