@@ -193,11 +193,13 @@ func (e *authError) Is(target error) bool { return target == ErrUnauthorized }
 
 // Is makes errors.Is(err, ErrRefused) true, errors.Is(err,
 // ErrUnauthorized) for a refusal that says the peer lacks a key, a valid
-// proof or the right to a name, and errors.Is(err, ErrBadName) for one
-// of a name that is not one.
+// proof or the right to a name, errors.Is(err, ErrBadName) for one of a
+// name that is not one, and errors.Is(err, ErrTransportNotOffered) for
+// one of a Transport the DP does not speak.
 func (e *RefusedError) Is(target error) bool {
 	return target == ErrRefused || target == ErrUnauthorized && strings.HasPrefix(e.Reason, unauthorizedPrefix) ||
-		target == ErrBadName && strings.HasPrefix(e.Reason, badNamePrefix)
+		target == ErrBadName && strings.HasPrefix(e.Reason, badNamePrefix) ||
+		target == ErrTransportNotOffered && strings.HasPrefix(e.Reason, transportPrefix)
 }
 
 // principal is who a peer proved to be: the name of its key, or "" for an
@@ -309,7 +311,7 @@ func (dp *DiscoverPoint) admit(c net.Conn, r *plan5.Reader, a *plan5.Aloha) (pri
 			return principal{}, true
 		}
 		dp.log().Info("rtcp: peer refused: no key", "remote", c.RemoteAddr(), "role", a.R, "name", a.N)
-		dp.refuse(c, unauthorizedPrefix+"this DP admits only peers with a key; give one (ListenConfig.Credential, Dialer.Credential, rtcp -token-file)")
+		dp.refuse(c, unauthorizedPrefix+"this DP admits only peers that prove a key, and this one gave none: give it a key the DP's operator issued")
 		return principal{}, false
 	}
 	ch := &plan5.Aloha{V: plan5.Version, R: plan5.RoleDP, N: dp.Name, Challenge: make([]byte, challengeLen)}
@@ -398,7 +400,7 @@ func answerChallenge(c net.Conn, ours, ch *plan5.Aloha, cred *Credential) error 
 		}
 	case bindingTLS:
 		if binding == nil {
-			return errors.New("rtcp: the DP binds authentication to TLS, but this connection is not TLS (set TLSConfig)")
+			return errors.New("rtcp: the DP binds authentication to TLS, but this connection to it is not TLS: connect to it with TLS")
 		}
 	default:
 		return fmt.Errorf("rtcp: the DP asks for authentication binding %q, which this side does not know", ch.Binding)

@@ -510,7 +510,7 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	transport := dpTransport(a.Transport)
 	if transport == nil {
 		dp.refused(refusedHandshake)
-		dp.refuse(c, fmt.Sprintf("rtcp: transport %q is not supported by this DP (it speaks %s)", a.Transport, dpTransportNames()))
+		dp.refuse(c, fmt.Sprintf(transportPrefix+"this DP does not speak %q (it speaks %s)", a.Transport, dpTransportNames()))
 		return
 	}
 	if err := dp.policy().authorizeServer(who, a.N); err != nil {

@@ -432,7 +432,7 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 	theirs, err := exchangeAloha(c, r, ours, l.dp, l.cfg.Credential, nil)
 	handshake := time.Since(began) // a round trip or two: the DP times none of its own toward us
 	if err == nil && ours.Transport != theirs.Transport {
-		err = fmt.Errorf("rtcp: the DP does not support the %s transport (it answered %q); use TransportJSON", l.cfg.Transport, theirs.Transport)
+		err = fmt.Errorf("%w: it answered the %s transport with %q (an older or plain DP); json is the one every DP speaks", ErrTransportNotOffered, l.cfg.Transport, theirs.Transport)
 	}
 	stopErr := stop()
 	if err == nil {
