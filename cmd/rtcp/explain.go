@@ -16,12 +16,16 @@ import (
 	"rtcp/protocol/plan5"
 )
 
+// dialSide is what this side brought to the DP: TLS (-tls, -tls-ca), a
+// key (-token-file, $RTCP_TOKEN).
+type dialSide struct{ tls, key bool }
+
 // explainDP returns err, an error of Listen or Dial toward the DP at dp,
 // as one line that says what happened and what to do, in the terms of
 // the command line. what is the object of a refusal: `name "pi-7"` for
-// a server, `the session to "pi-7"` for a client; tlsOn says whether
-// TLS was asked for. The result still matches what err matches.
-func explainDP(err error, dp, what string, tlsOn bool) error {
+// a server, `the session to "pi-7"` for a client; side says what this
+// side brought. The result still matches what err matches.
+func explainDP(err error, dp, what string, side dialSide) error {
 	var (
 		re   *rtcp.RefusedError
 		rhe  tls.RecordHeaderError
@@ -33,6 +37,10 @@ func explainDP(err error, dp, what string, tlsOn bool) error {
 	case errors.Is(err, rtcp.ErrNameTaken):
 		return wrapf(err, "DP %s refused %s: already served by another server; choose another -name, or stop the other server", dp, what)
 	case errors.As(err, &re):
+		if errors.Is(err, rtcp.ErrUnauthorized) && !side.key {
+			return wrapf(err, "DP %s refused %s: %s (this side gave no key: give one with -token-file FILE, or $%s)",
+				dp, what, strings.TrimPrefix(re.Reason, "rtcp: "), tokenEnv)
+		}
 		return wrapf(err, "DP %s refused %s: %s", dp, what, strings.TrimPrefix(re.Reason, "rtcp: "))
 	case errors.As(err, &rhe):
 		return wrapf(err, "DP %s does not speak TLS (it answered in plain text): leave out -tls and the other -tls flags", dp)
@@ -45,7 +53,7 @@ func explainDP(err error, dp, what string, tlsOn bool) error {
 	case isDial(err, &dial):
 		return wrapf(err, "cannot reach DP %s: %v", dp, dial.Err)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
-		if tlsOn {
+		if side.tls {
 			return wrapf(err, "DP %s closed the connection during the handshake", dp)
 		}
 		return wrapf(err, "DP %s closed the connection during the handshake: it may require TLS (-tls, or -tls-ca FILE for a private CA)", dp)

@@ -86,7 +86,7 @@ Examples:
 		return nil // stopped while waiting for the DP
 	}
 	if err != nil {
-		return listenError(err, *dp, *name, *transport, tlsCfg != nil)
+		return listenError(err, *dp, *name, *transport, dialSide{tls: tlsCfg != nil, key: cred != nil})
 	}
 	fmt.Fprintf(stderr, "rtcp expose: serving %s, carrying sessions to %s\n", l.Addr(), *to)
 	d := net.Dialer{Timeout: 10 * time.Second}
@@ -96,9 +96,12 @@ Examples:
 }
 
 // listenError explains why Listen failed, on one line.
-func listenError(err error, dp, name string, t rtcp.Transport, tlsOn bool) error {
-	if errors.Is(err, rtcp.ErrNotImplemented) {
+func listenError(err error, dp, name string, t rtcp.Transport, side dialSide) error {
+	switch {
+	case errors.Is(err, rtcp.ErrNotImplemented):
 		return wrapf(err, "-transport %v is not implemented yet; use json", t)
+	case errors.Is(err, rtcp.ErrTransportNotOffered):
+		return wrapf(err, "DP %s does not offer -transport %v: choose another -transport (json is offered by every DP)", dp, t)
 	}
-	return explainDP(err, dp, fmt.Sprintf("name %q", name), tlsOn)
+	return explainDP(err, dp, fmt.Sprintf("name %q", name), side)
 }
