@@ -71,7 +71,7 @@ func quoteName(s string) string {
 // case, so a web door folds the host it is asked for instead.
 func ValidName(name string) error {
 	if reason := labelFault(name); reason != "" {
-		if _, _, door := strings.Cut(name, ":"); door && ValidDoorName(name) == nil {
+		if strings.Contains(name, ":") && ValidDoorName(name) == nil {
 			reason = "the form DOOR:ID is kept for the devices of a seed door (cccp:SERIAL), which the DP's own doors register; " + nameRule
 		}
 		return &NameError{Name: name, Reason: reason}
