@@ -311,7 +311,7 @@ func (dp *DiscoverPoint) admit(c net.Conn, r *plan5.Reader, a *plan5.Aloha) (pri
 			return principal{}, true
 		}
 		dp.log().Info("rtcp: peer refused: no key", "remote", c.RemoteAddr(), "role", a.R, "name", a.N)
-		dp.refuse(c, unauthorizedPrefix+"this DP admits only peers that prove a key, and this one gave none: give it a key the DP's operator issued")
+		dp.refuse(c, unauthorizedPrefix+"this DP admits only peers with a key, and this one gave none: give it a key the DP's operator issued")
 		return principal{}, false
 	}
 	ch := &plan5.Aloha{V: plan5.Version, R: plan5.RoleDP, N: dp.Name, Challenge: make([]byte, challengeLen)}

@@ -81,10 +81,10 @@ func TestDPErrors(t *testing.T) {
 		{"untrusted certificate", []string{"connect", "-stdio", "-dp", secure, "-name", "x", "-tls"}, exitUnreachable,
 			"rtcp connect: the certificate of DP " + secure + " is signed by a CA this side does not trust: give that CA with -tls-ca FILE"},
 		{"no key", []string{"expose", "-dp", keyed, "-name", "x", "-to", to}, 1,
-			`rtcp expose: DP ` + keyed + ` refused name "x": unauthorized: this DP admits only peers that prove a key, and this one gave none: ` +
+			`rtcp expose: DP ` + keyed + ` refused name "x": unauthorized: this DP admits only peers with a key, and this one gave none: ` +
 				`give it a key the DP's operator issued (this side gave no key: give one with -token-file FILE, or $RTCP_TOKEN)`},
 		{"connect without a key", []string{"connect", "-stdio", "-dp", keyed, "-name", "x"}, exitRefused,
-			`rtcp connect: DP ` + keyed + ` refused the session to "x": unauthorized: this DP admits only peers that prove a key, and this one gave none: ` +
+			`rtcp connect: DP ` + keyed + ` refused the session to "x": unauthorized: this DP admits only peers with a key, and this one gave none: ` +
 				`give it a key the DP's operator issued (this side gave no key: give one with -token-file FILE, or $RTCP_TOKEN)`},
 		{"transport not offered", []string{"expose", "-dp", plainDP, "-name", "x", "-to", to, "-transport", "yamux"}, 1,
 			`rtcp expose: DP ` + plainDP + ` does not offer -transport yamux: choose another -transport (json is offered by every DP)`},
