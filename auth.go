@@ -193,13 +193,11 @@ func (e *authError) Is(target error) bool { return target == ErrUnauthorized }
 
 // Is makes errors.Is(err, ErrRefused) true, errors.Is(err,
 // ErrUnauthorized) for a refusal that says the peer lacks a key, a valid
-// proof or the right to a name, errors.Is(err, ErrBadName) for one of a
-// name that is not one, and errors.Is(err, ErrTransportNotOffered) for
-// one of a Transport the DP does not speak.
+// proof or the right to a name, and errors.Is(err, ErrBadName) for one
+// of a name that is not one.
 func (e *RefusedError) Is(target error) bool {
 	return target == ErrRefused || target == ErrUnauthorized && strings.HasPrefix(e.Reason, unauthorizedPrefix) ||
-		target == ErrBadName && strings.HasPrefix(e.Reason, badNamePrefix) ||
-		target == ErrTransportNotOffered && strings.HasPrefix(e.Reason, transportPrefix)
+		target == ErrBadName && strings.HasPrefix(e.Reason, badNamePrefix)
 }
 
 // principal is who a peer proved to be: the name of its key, or "" for an

@@ -256,10 +256,15 @@ func (dp *DiscoverPoint) addLinkOf(name, owner string, l Link, who *principal) (
 // copies both ways until the session ends, then closes c: the door for
 // clients that arrive by other protocols (port mode, a CCCP client port, a
 // Cumulocity client). client names the client to the server. It returns
-// at once, closing c, if name has no server or refuses.
+// at once, closing c, if name has no server or refuses, or is not a
+// ValidDoorName (an error matching ErrBadName).
 func (dp *DiscoverPoint) Relay(c net.Conn, name, client string) error {
 	dp.init()
 	defer c.Close()
+	if err := ValidDoorName(name); err != nil {
+		dp.refuseBadName(err, c.RemoteAddr())
+		return err
+	}
 	return dp.relayTo(c, name, client, principal{}, nil)
 }
 
@@ -503,14 +508,14 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		return
 	}
 	if err := ValidName(a.N); err != nil {
-		dp.refusedName(err, c.RemoteAddr())
+		dp.refuseBadName(err, c.RemoteAddr())
 		dp.refuse(c, err.Error())
 		return
 	}
 	transport := dpTransport(a.Transport)
 	if transport == nil {
 		dp.refused(refusedHandshake)
-		dp.refuse(c, fmt.Sprintf(transportPrefix+"this DP does not speak %q (it speaks %s)", a.Transport, dpTransportNames()))
+		dp.refuse(c, fmt.Sprintf("rtcp: transport %q is not supported by this DP (it speaks %s)", a.Transport, dpTransportNames()))
 		return
 	}
 	if err := dp.policy().authorizeServer(who, a.N); err != nil {
@@ -746,6 +751,11 @@ func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		// A client connection carries one session; say so to a second
 		// Connect rather than leave it waiting.
 		s.RefuseOpens("rtcp: a client connection carries one session; dial the DP again for another")
+		if err := ValidDoorName(st.Name()); err != nil {
+			dp.refuseBadName(err, c.RemoteAddr())
+			st.Ack(err)
+			return
+		}
 	case <-t.C:
 		dp.refused(refusedHandshake)
 		dp.log().Info("rtcp: client sent no Connect in time", "remote", c.RemoteAddr())
@@ -756,11 +766,6 @@ func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		return
 	case <-dp.g.Done():
 		t.Stop()
-		return
-	}
-	if err := ValidDoorName(st.Name()); err != nil {
-		dp.refusedName(err, c.RemoteAddr())
-		st.Ack(err)
 		return
 	}
 	if err := dp.policy().authorizeClient(who, st.Name(), who.clientAddr(c)); err != nil {
@@ -818,6 +823,11 @@ func (dp *DiscoverPoint) serveRawClient(c net.Conn, r *plan5.Reader, a *plan5.Al
 		answer(closeMessage(-1, fmt.Sprintf("rtcp: want Connect after the Aloha, got %v", m.Type())), time.Second)
 		return
 	}
+	if err := ValidDoorName(cm.N); err != nil {
+		dp.refuseBadName(err, c.RemoteAddr())
+		answer(&plan5.Ack{X: -1, R: err.Error()}, time.Second)
+		return
+	}
 	c.SetDeadline(time.Time{})
 	cc := afterHandshake(c, r.Buffered())
 	defer dp.markForwarded(cc, a.Via)()
@@ -841,13 +851,6 @@ func closeMessage(x int64, reason string) *plan5.Close {
 // and reports whether the client can still be reached. who is the client's
 // principal (anonymous for port mode), checked against the policy first.
 func (dp *DiscoverPoint) relayTo(c net.Conn, name, client string, who principal, answer func(error) bool) error {
-	if err := ValidDoorName(name); err != nil {
-		dp.refusedName(err, c.RemoteAddr())
-		if answer != nil {
-			answer(err)
-		}
-		return err
-	}
 	if err := dp.policy().authorizeClient(who, name, who.clientAddr(c)); err != nil {
 		dp.refused(refusedUnauthorized)
 		dp.log().Info("rtcp: session refused", "server", name, "client", c.RemoteAddr(), "who", who, "reason", err)

@@ -126,11 +126,6 @@ type ListenConfig struct {
 // refuses the name to another owner. A DP lost takes only its own
 // sessions with it; new sessions go through the others.
 func (lc *ListenConfig) Listen(ctx context.Context, addr, name string) (net.Listener, error) {
-	if name != "" {
-		if err := ValidName(name); err != nil {
-			return nil, &net.OpError{Op: "listen", Net: "rtcp", Addr: &Addr{Name: name, Addr: addr}, Err: err}
-		}
-	}
 	if name == "" || !lc.WaitForDP {
 		return lc.listen(ctx, addr, name)
 	}
@@ -212,6 +207,9 @@ func (lc *ListenConfig) listen(ctx context.Context, addr, name string) (net.List
 			return nl, err
 		}
 		return tls.NewListener(nl, lc.TLSConfig), nil
+	}
+	if err := ValidName(name); err != nil { // before any dial, and not worth waiting for
+		return nil, &net.OpError{Op: "listen", Net: "rtcp", Addr: &Addr{Name: name, Addr: addr}, Err: err}
 	}
 	l := &Listener{
 		cfg:    *lc,
@@ -432,7 +430,7 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 	theirs, err := exchangeAloha(c, r, ours, l.dp, l.cfg.Credential, nil)
 	handshake := time.Since(began) // a round trip or two: the DP times none of its own toward us
 	if err == nil && ours.Transport != theirs.Transport {
-		err = fmt.Errorf("%w: it answered the %s transport with %q (an older or plain DP); json is the one every DP speaks", ErrTransportNotOffered, l.cfg.Transport, theirs.Transport)
+		err = fmt.Errorf("rtcp: the DP does not support the %s transport (it answered %q); use TransportJSON", l.cfg.Transport, theirs.Transport)
 	}
 	stopErr := stop()
 	if err == nil {

@@ -203,9 +203,9 @@ func nameByte(c byte) bool {
 	return 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-'
 }
 
-// refusedName counts and logs a name the DP refuses; the caller tells
+// refuseBadName counts and logs a name the DP refuses; the caller tells
 // the peer.
-func (dp *DiscoverPoint) refusedName(err error, remote net.Addr) {
+func (dp *DiscoverPoint) refuseBadName(err error, remote net.Addr) {
 	dp.refused(refusedBadName)
 	dp.log().Info("rtcp: name refused", "remote", remote, "reason", err)
 }

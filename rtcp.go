@@ -70,12 +70,6 @@ var (
 	ErrUnauthorized = errors.New("rtcp: unauthorized")
 	// ErrNotImplemented is returned for a Transport this build cannot use.
 	ErrNotImplemented = errors.New("rtcp: not implemented")
-	// ErrTransportNotOffered matches Listen's error when the DP does not
-	// speak the ListenConfig's Transport: it refused it (a *RefusedError
-	// whose Reason starts "rtcp: unsupported transport: "), or it
-	// answered with another (an older or plain DP). TransportJSON is the
-	// one every DP speaks.
-	ErrTransportNotOffered = errors.New("rtcp: the DP does not offer that transport")
 	// ErrNoHalfClose is returned by CloseWrite when the peer is a plain
 	// Plan5 peer that cannot half-close.
 	ErrNoHalfClose = mux.ErrNoHalfClose

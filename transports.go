@@ -100,7 +100,3 @@ func (dp *DiscoverPoint) jsonSession(h *serverHello) *mux.Session {
 	fr.SetLegacy(plan5.Legacy(h.theirs.V))
 	return mux.New(h.c, fr, cfg)
 }
-
-// transportPrefix starts the refusal of a Transport the DP does not
-// speak, so that a RefusedError matches ErrTransportNotOffered.
-const transportPrefix = "rtcp: unsupported transport: "

@@ -57,7 +57,6 @@ func TestDPErrors(t *testing.T) {
 	defer l.Close()
 	keyed := mustLaunch(t, runDP, "-listen", "127.0.0.1:0",
 		"-config", writeFile(t, dir, "keys.json", `{"keys":{"alice":"0123456789abcdef0123456789abcdef"}}`)).addr
-	plainDP := notDP(t, "0\n{\"V\":10000,\"R\":4,\"N\":\"plain\"}\n") // answers any Aloha, offers no transport
 	redis := notDP(t, "-ERR unknown command\r\n")
 	sshd := notDP(t, "SSH-2.0-OpenSSH_9\r\n")
 	to := closedPort(t) // expose fails before it dials -to
@@ -86,8 +85,6 @@ func TestDPErrors(t *testing.T) {
 		{"connect without a key", []string{"connect", "-stdio", "-dp", keyed, "-name", "x"}, exitRefused,
 			`rtcp connect: DP ` + keyed + ` refused the session to "x": unauthorized: this DP admits only peers with a key, and this one gave none: ` +
 				`give it a key the DP's operator issued (this side gave no key: give one with -token-file FILE, or $RTCP_TOKEN)`},
-		{"transport not offered", []string{"expose", "-dp", plainDP, "-name", "x", "-to", to, "-transport", "yamux"}, 1,
-			`rtcp expose: DP ` + plainDP + ` does not offer -transport yamux: choose another -transport (json is offered by every DP)`},
 		{"fail fast", []string{"expose", "-dp", to, "-name", "x", "-to", to, "-fail-fast"}, 1,
 			"rtcp expose: cannot reach DP " + to + ": connect: connection refused"},
 		{"redis", []string{"expose", "-dp", redis, "-name", "x", "-to", to}, 1,

@@ -97,11 +97,8 @@ Examples:
 
 // listenError explains why Listen failed, on one line.
 func listenError(err error, dp, name string, t rtcp.Transport, side dialSide) error {
-	switch {
-	case errors.Is(err, rtcp.ErrNotImplemented):
+	if errors.Is(err, rtcp.ErrNotImplemented) {
 		return wrapf(err, "-transport %v is not implemented yet; use json", t)
-	case errors.Is(err, rtcp.ErrTransportNotOffered):
-		return wrapf(err, "DP %s does not offer -transport %v: choose another -transport (json is offered by every DP)", dp, t)
 	}
 	return explainDP(err, dp, fmt.Sprintf("name %q", name), side)
 }
