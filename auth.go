@@ -181,6 +181,11 @@ func (p *Policy) rule(name string) *NameRule {
 // that a RefusedError matches ErrUnauthorized.
 const unauthorizedPrefix = "rtcp: unauthorized: "
 
+// errKeyRequiredReason is the DP's refusal of a peer that gave no key
+// where it admits none without; a RefusedError with it matches
+// ErrKeyRequired.
+const errKeyRequiredReason = unauthorizedPrefix + "this DP admits only peers with a key, and this one gave none: give it a key the DP's operator issued"
+
 // unauthorized is a refusal for want of authorization.
 func unauthorized(format string, args ...any) error {
 	return &authError{unauthorizedPrefix + fmt.Sprintf(format, args...)}
@@ -193,11 +198,13 @@ func (e *authError) Is(target error) bool { return target == ErrUnauthorized }
 
 // Is makes errors.Is(err, ErrRefused) true, errors.Is(err,
 // ErrUnauthorized) for a refusal that says the peer lacks a key, a valid
-// proof or the right to a name, and errors.Is(err, ErrBadName) for one
-// of a name that is not one.
+// proof or the right to a name (and ErrKeyRequired too, when the peer
+// gave no key to a DP that admits none without), and errors.Is(err,
+// ErrBadName) for one of a name that is not one.
 func (e *RefusedError) Is(target error) bool {
 	return target == ErrRefused || target == ErrUnauthorized && strings.HasPrefix(e.Reason, unauthorizedPrefix) ||
-		target == ErrBadName && strings.HasPrefix(e.Reason, badNamePrefix)
+		target == ErrBadName && strings.HasPrefix(e.Reason, badNamePrefix) ||
+		target == ErrKeyRequired && e.Reason == errKeyRequiredReason
 }
 
 // principal is who a peer proved to be: the name of its key, or "" for an
@@ -309,7 +316,7 @@ func (dp *DiscoverPoint) admit(c net.Conn, r *plan5.Reader, a *plan5.Aloha) (pri
 			return principal{}, true
 		}
 		dp.log().Info("rtcp: peer refused: no key", "remote", c.RemoteAddr(), "role", a.R, "name", a.N)
-		dp.refuse(c, unauthorizedPrefix+"this DP admits only peers with a key, and this one gave none: give it a key the DP's operator issued")
+		dp.refuse(c, errKeyRequiredReason)
 		return principal{}, false
 	}
 	ch := &plan5.Aloha{V: plan5.Version, R: plan5.RoleDP, N: dp.Name, Challenge: make([]byte, challengeLen)}

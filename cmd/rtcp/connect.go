@@ -98,7 +98,7 @@ off (lost link, DP or server gone), 2 a usage error, 1 anything else.`)
 			}
 			var op *net.OpError
 			if *maxBackoff <= 0 || !isDial(err, &op) {
-				return nil, explainDP(err, *dp, fmt.Sprintf("the session to %q", *name), dialSide{tls: tlsCfg != nil, key: cred != nil})
+				return nil, explainDP(err, *dp, fmt.Sprintf("the session to %q", *name), tlsCfg != nil)
 			}
 			wait := backoff.Delay(failures, 100*time.Millisecond, *maxBackoff)
 			log.Warn("cannot reach DP; retrying", "dp", *dp, "err", op.Err, "retry_in", wait)

@@ -16,16 +16,12 @@ import (
 	"rtcp/protocol/plan5"
 )
 
-// dialSide is what this side brought to the DP: TLS (-tls, -tls-ca), a
-// key (-token-file, $RTCP_TOKEN).
-type dialSide struct{ tls, key bool }
-
 // explainDP returns err, an error of Listen or Dial toward the DP at dp,
 // as one line that says what happened and what to do, in the terms of
 // the command line. what is the object of a refusal: `name "pi-7"` for
-// a server, `the session to "pi-7"` for a client; side says what this
-// side brought. The result still matches what err matches.
-func explainDP(err error, dp, what string, side dialSide) error {
+// a server, `the session to "pi-7"` for a client; tlsOn says whether
+// TLS was asked for. The result still matches what err matches.
+func explainDP(err error, dp, what string, tlsOn bool) error {
 	var (
 		re   *rtcp.RefusedError
 		rhe  tls.RecordHeaderError
@@ -36,11 +32,9 @@ func explainDP(err error, dp, what string, side dialSide) error {
 	switch {
 	case errors.Is(err, rtcp.ErrNameTaken):
 		return wrapf(err, "DP %s refused %s: already served by another server; choose another -name, or stop the other server", dp, what)
+	case errors.Is(err, rtcp.ErrKeyRequired):
+		return wrapf(err, "DP %s refused %s: it admits only peers with a key, and this side gave none: give one with -token-file FILE (or $%s)", dp, what, tokenEnv)
 	case errors.As(err, &re):
-		if errors.Is(err, rtcp.ErrUnauthorized) && !side.key {
-			return wrapf(err, "DP %s refused %s: %s (this side gave no key: give one with -token-file FILE, or $%s)",
-				dp, what, strings.TrimPrefix(re.Reason, "rtcp: "), tokenEnv)
-		}
 		return wrapf(err, "DP %s refused %s: %s", dp, what, strings.TrimPrefix(re.Reason, "rtcp: "))
 	case errors.As(err, &rhe):
 		return wrapf(err, "DP %s does not speak TLS (it answered in plain text): leave out -tls and the other -tls flags", dp)
@@ -53,7 +47,7 @@ func explainDP(err error, dp, what string, side dialSide) error {
 	case isDial(err, &dial):
 		return wrapf(err, "cannot reach DP %s: %v", dp, dial.Err)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
-		if side.tls {
+		if tlsOn {
 			return wrapf(err, "DP %s closed the connection during the handshake", dp)
 		}
 		return wrapf(err, "DP %s closed the connection during the handshake: it may require TLS (-tls, or -tls-ca FILE for a private CA)", dp)

@@ -33,7 +33,7 @@ Examples:
 	rtcp expose -dp dp.example.com:9000 -name pi-7 -to 127.0.0.1:22 -tls -token-file /etc/rtcp/pi-7.token
 	rtcp expose -dp 127.0.0.1:9000 -name web -to 127.0.0.1:8080 -fail-fast`)
 	dp := fs.String("dp", "", "`address` of the discover point, host:port, or ws://host:port/rtcp to reach it over a WebSocket (required)")
-	name := fs.String("name", "", "the `name` clients reach this server by: a DNS label, 1-63 of a-z, 0-9 and '-' (required)")
+	name := fs.String("name", "", "the `name` clients reach this server by (required)")
 	to := fs.String("to", "", "`host:port` of the TCP service to carry sessions to (required)")
 	transport := transportVar(fs, "`kind` of links to the DP: json (the Plan5 protocol, the default), yamux (one multiplexed link, faster) or tcp (a TCP connection per session that the DP splices: the fastest)")
 	pool := fs.Int("pool", 1, "number of links to keep to the DP")
@@ -51,14 +51,14 @@ Examples:
 	if err := checkDP(fs, *dp); err != nil {
 		return err
 	}
-	if err := checkName(fs, "name", *name, false); err != nil {
-		return err
-	}
 	if err := checkHostPort(fs, "to", *to, "127.0.0.1:22"); err != nil {
 		return err
 	}
 	if *pool < 1 {
 		return usageErrorf(fs, "-pool must be at least 1")
+	}
+	if err := checkName(fs, "name", *name, false); *name != "" && err != nil {
+		return err
 	}
 	if *windowMemory < 1 {
 		return usageErrorf(fs, "-window-memory must be at least 1 (MiB)")
@@ -86,7 +86,7 @@ Examples:
 		return nil // stopped while waiting for the DP
 	}
 	if err != nil {
-		return listenError(err, *dp, *name, *transport, dialSide{tls: tlsCfg != nil, key: cred != nil})
+		return listenError(err, *dp, *name, *transport, tlsCfg != nil)
 	}
 	fmt.Fprintf(stderr, "rtcp expose: serving %s, carrying sessions to %s\n", l.Addr(), *to)
 	d := net.Dialer{Timeout: 10 * time.Second}
@@ -96,9 +96,9 @@ Examples:
 }
 
 // listenError explains why Listen failed, on one line.
-func listenError(err error, dp, name string, t rtcp.Transport, side dialSide) error {
+func listenError(err error, dp, name string, t rtcp.Transport, tlsOn bool) error {
 	if errors.Is(err, rtcp.ErrNotImplemented) {
 		return wrapf(err, "-transport %v is not implemented yet; use json", t)
 	}
-	return explainDP(err, dp, fmt.Sprintf("name %q", name), side)
+	return explainDP(err, dp, fmt.Sprintf("name %q", name), tlsOn)
 }
