@@ -24,6 +24,7 @@ import (
 func explainDP(err error, dp, what string, tlsOn bool) error {
 	var (
 		re   *rtcp.RefusedError
+		ne   *rtcp.NameError
 		rhe  tls.RecordHeaderError
 		cve  *tls.CertificateVerificationError
 		uae  x509.UnknownAuthorityError
@@ -32,6 +33,9 @@ func explainDP(err error, dp, what string, tlsOn bool) error {
 	switch {
 	case errors.Is(err, rtcp.ErrNameTaken):
 		return wrapf(err, "DP %s refused %s: already served by another server; choose another -name, or stop the other server", dp, what)
+	case errors.As(err, &ne):
+		// This side's own check (a name the command line did not check).
+		return wrapf(err, "name %q: %s", ne.Name, ne.Reason)
 	case errors.Is(err, rtcp.ErrKeyRequired):
 		return wrapf(err, "DP %s refused %s: it admits only peers with a key, and this side gave none: give one with -token-file FILE (or $%s)", dp, what, tokenEnv)
 	case errors.As(err, &re):

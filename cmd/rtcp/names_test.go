@@ -64,3 +64,19 @@ func TestConfigRuleNames(t *testing.T) {
 		}
 	}
 }
+
+// TestExplainBadName: a name Listen or Dial refused before dialling is
+// explained as the name, not as a DP that cannot be reached; one the DP
+// refused, as the DP's refusal.
+func TestExplainBadName(t *testing.T) {
+	_, err := rtcp.Listen("127.0.0.1:1", "Pi-7")
+	want := `name "Pi-7": upper case 'P' at byte 0; names are lower case: use "pi-7"`
+	if got := explainDP(err, "127.0.0.1:1", `name "Pi-7"`, false); !errors.Is(got, rtcp.ErrBadName) || got.Error() != want {
+		t.Errorf("explainDP(%v) = %q, want %q", err, got, want)
+	}
+	refused := &rtcp.RefusedError{Name: "a@b", DP: "127.0.0.1:1", Reason: rtcp.ValidName("a@b").Error()}
+	want = `DP 127.0.0.1:1 refused name "a@b": bad name "a@b": '@' at byte 1; a name is a DNS label: 1 to 63 of a-z, 0-9 and '-', not starting or ending with '-'`
+	if got := explainDP(refused, "127.0.0.1:1", `name "a@b"`, false); !errors.Is(got, rtcp.ErrBadName) || got.Error() != want {
+		t.Errorf("explainDP(%v) = %q, want %q", refused, got, want)
+	}
+}
