@@ -37,7 +37,7 @@ func explainDP(err error, dp, what string, tlsOn bool) error {
 		// This side's own check (a name the command line did not check).
 		return wrapf(err, "name %q: %s", ne.Name, ne.Reason)
 	case errors.Is(err, rtcp.ErrKeyRequired):
-		return wrapf(err, "DP %s refused %s: it admits only peers with a key, and this side gave none: give one with -token-file FILE (or $%s)", dp, what, tokenEnv)
+		return wrapf(err, "DP %s refused %s: unauthorized: it admits only peers with a key, and this side gave none: give one with -token-file FILE (or $%s)", dp, what, tokenEnv)
 	case errors.As(err, &re):
 		return wrapf(err, "DP %s refused %s: %s", dp, what, strings.TrimPrefix(re.Reason, "rtcp: "))
 	case errors.As(err, &rhe):
