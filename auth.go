@@ -100,7 +100,8 @@ type Policy struct {
 // clients and the networks its clients may come from.
 type NameRule struct {
 	// Name is a name or a pattern in the syntax of path.Match ("printer-*",
-	// "site-[0-9]*"), except that '*' and '?' also match '/'.
+	// "site-[0-9]*", "cccp:*"), except that '*' and '?' also match '/'.
+	// Validate refuses one that can match no ValidDoorName ("Printer-*").
 	Name string
 
 	// Owners are the keys that may register a matching name. Empty: any
@@ -119,8 +120,9 @@ type NameRule struct {
 	Allow []netip.Prefix
 }
 
-// Validate reports the first mistake in p: a short secret, a bad pattern,
-// a rule that names a key that is not in Keys, an invalid prefix.
+// Validate reports the first mistake in p: a short secret, a bad pattern
+// (or one that can match no name: an error matching ErrBadName), a rule
+// that names a key that is not in Keys, an invalid prefix.
 func (p *Policy) Validate() error {
 	for k, s := range p.Keys {
 		if k == "" || strings.Contains(k, ":") {
@@ -141,6 +143,9 @@ func (p *Policy) Validate() error {
 		}
 		if _, err := matchName(r.Name, ""); err != nil {
 			return fmt.Errorf("rtcp: policy: rule %q: bad pattern: %v", r.Name, err)
+		}
+		if err := checkPattern(r.Name); err != nil {
+			return err
 		}
 		for _, k := range append(slices.Clip(r.Owners), r.Clients...) {
 			if _, ok := p.Keys[k]; !ok {
@@ -176,6 +181,11 @@ func (p *Policy) rule(name string) *NameRule {
 // that a RefusedError matches ErrUnauthorized.
 const unauthorizedPrefix = "rtcp: unauthorized: "
 
+// errKeyRequiredReason is the DP's refusal of a peer that gave no key
+// where it admits none without; a RefusedError with it matches
+// ErrKeyRequired.
+const errKeyRequiredReason = unauthorizedPrefix + "this DP admits only peers with a key, and this one gave none: give it a key the DP's operator issued"
+
 // unauthorized is a refusal for want of authorization.
 func unauthorized(format string, args ...any) error {
 	return &authError{unauthorizedPrefix + fmt.Sprintf(format, args...)}
@@ -186,11 +196,15 @@ type authError struct{ reason string }
 func (e *authError) Error() string        { return e.reason }
 func (e *authError) Is(target error) bool { return target == ErrUnauthorized }
 
-// Is makes errors.Is(err, ErrRefused) true, and errors.Is(err,
+// Is makes errors.Is(err, ErrRefused) true, errors.Is(err,
 // ErrUnauthorized) for a refusal that says the peer lacks a key, a valid
-// proof or the right to a name.
+// proof or the right to a name (and ErrKeyRequired too, when the peer
+// gave no key to a DP that admits none without), and errors.Is(err,
+// ErrBadName) for one of a name that is not one.
 func (e *RefusedError) Is(target error) bool {
-	return target == ErrRefused || target == ErrUnauthorized && strings.HasPrefix(e.Reason, unauthorizedPrefix)
+	return target == ErrRefused || target == ErrUnauthorized && strings.HasPrefix(e.Reason, unauthorizedPrefix) ||
+		target == ErrBadName && strings.HasPrefix(e.Reason, badNamePrefix) ||
+		target == ErrKeyRequired && e.Reason == errKeyRequiredReason
 }
 
 // principal is who a peer proved to be: the name of its key, or "" for an
@@ -312,7 +326,7 @@ func (dp *DiscoverPoint) admit(c net.Conn, r *plan5.Reader, a *plan5.Aloha) (pri
 			return principal{}, true
 		}
 		dp.log().Info("rtcp: peer refused: no key", "remote", c.RemoteAddr(), "role", a.R, "name", a.N)
-		dp.refuse(c, unauthorizedPrefix+"this DP admits only peers with a key; give one (ListenConfig.Credential, Dialer.Credential, rtcp -token-file)")
+		dp.refuse(c, errKeyRequiredReason)
 		return principal{}, false
 	}
 	ch := &plan5.Aloha{V: plan5.Version, R: plan5.RoleDP, N: dp.Name, Challenge: make([]byte, challengeLen)}
@@ -401,7 +415,7 @@ func answerChallenge(c net.Conn, ours, ch *plan5.Aloha, cred *Credential) error 
 		}
 	case bindingTLS:
 		if binding == nil {
-			return errors.New("rtcp: the DP binds authentication to TLS, but this connection is not TLS (set TLSConfig)")
+			return errors.New("rtcp: the DP binds authentication to TLS, but this connection to it is not TLS: connect to it with TLS")
 		}
 	default:
 		return fmt.Errorf("rtcp: the DP asks for authentication binding %q, which this side does not know", ch.Binding)

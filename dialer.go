@@ -101,10 +101,11 @@ func (r *rawDPs) set(addr string, raw bool) {
 }
 
 // DialContext connects to the indirect server name through the DP at addr,
-// or, with an empty name, directly to the TCP server at addr. The context
-// bounds connecting, not the session. addr may list several DPs of a
-// cluster separated by commas: each is tried in turn until one opens the
-// session.
+// or, with an empty name, directly to the TCP server at addr. A name that
+// is not a ValidDoorName fails at once with an error matching ErrBadName.
+// The context bounds connecting, not the session. addr may list several
+// DPs of a cluster separated by commas: each is tried in turn until one
+// opens the session.
 func (d *Dialer) DialContext(ctx context.Context, addr, name string) (net.Conn, error) {
 	return d.dial(ctx, addr, name, dialAs{name: d.Name, transport: d.Transport})
 }
@@ -113,6 +114,9 @@ func (d *Dialer) DialContext(ctx context.Context, addr, name string) (net.Conn, 
 func (d *Dialer) dial(ctx context.Context, addr, name string, as dialAs) (net.Conn, error) {
 	if name == "" {
 		return dialDP(ctx, d.Dial, d.TLSConfig, addr)
+	}
+	if err := ValidDoorName(name); err != nil {
+		return nil, &net.OpError{Op: "dial", Net: "rtcp", Addr: &Addr{Name: name, Addr: addr}, Err: err}
 	}
 	if dps := splitDPs(addr); len(dps) > 1 {
 		return d.dialCluster(ctx, dps, name)

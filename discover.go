@@ -173,12 +173,17 @@ func (l muxLink) Close() error          { return l.s.Close() }
 // AddLink registers l as a Link of the server name, owned by owner, as if
 // that server had dialled in: clients of name reach it, round robin with
 // the server's other links. It fails with ErrNameTaken if another owner
-// holds name. Call remove when the link ends (or to withdraw it); a name
-// whose last link is removed is free again.
+// holds name, and with one matching ErrBadName if name is not a
+// ValidDoorName. Call remove when the link ends (or to withdraw it); a
+// name whose last link is removed is free again.
 //
 // The DP's Policy does not apply to such a link: it is the program's own.
 // A door that takes servers from the network uses AddLinkAs.
 func (dp *DiscoverPoint) AddLink(name, owner string, l Link) (remove func(), err error) {
+	dp.init()
+	if err := dp.checkLinkName(name); err != nil {
+		return nil, err
+	}
 	return dp.addLinkOf(name, owner, l, nil)
 }
 
@@ -198,6 +203,9 @@ func (dp *DiscoverPoint) AddLink(name, owner string, l Link) (remove func(), err
 // MaxLinksPerOwner (a door has bounds of its own).
 func (dp *DiscoverPoint) AddLinkAs(key, name, owner string, l Link) (remove func(), err error) {
 	dp.init()
+	if err := dp.checkLinkName(name); err != nil {
+		return nil, err
+	}
 	who := principal{key: key}
 	if err := dp.policy().authorizeServer(who, name); err != nil {
 		dp.refusedName(refusedUnauthorized, name)
@@ -266,10 +274,15 @@ func (dp *DiscoverPoint) addLinkOf(name, owner string, l Link, who *principal) (
 // copies both ways until the session ends, then closes c: the door for
 // clients that arrive by other protocols (port mode, a CCCP client port, a
 // Cumulocity client). client names the client to the server. It returns
-// at once, closing c, if name has no server or refuses.
+// at once, closing c, if name has no server or refuses, or is not a
+// ValidDoorName (an error matching ErrBadName).
 func (dp *DiscoverPoint) Relay(c net.Conn, name, client string) error {
 	dp.init()
 	defer c.Close()
+	if err := ValidDoorName(name); err != nil {
+		dp.refuseBadName(err, c.RemoteAddr())
+		return err
+	}
 	return dp.serveSession(sessionRequest{conn: c, name: name, client: client, addr: c.RemoteAddr()})
 }
 
@@ -303,12 +316,17 @@ func (dp *DiscoverPoint) log() *slog.Logger {
 
 // ListenAndServe listens on the TCP address addr and calls Serve. It also
 // listens on each address of Ports and serves it as ServePort does, until
-// the DP is closed; if any address cannot be listened on, it returns that
-// error and serves none.
+// the DP is closed; if any address cannot be listened on, or a name of
+// Ports is not a ValidDoorName, it returns that error and serves none.
 func (dp *DiscoverPoint) ListenAndServe(addr string) error {
 	dp.init()
 	if dp.closing() {
 		return ErrDiscoverPointClosed
+	}
+	for _, name := range dp.Ports {
+		if err := ValidDoorName(name); err != nil {
+			return fmt.Errorf("rtcp: Ports: %w", err)
+		}
 	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -505,6 +523,11 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	if a.N == "" {
 		dp.refused(refusedHandshake)
 		dp.refuse(c, "rtcp: an indirect server must give its name in N")
+		return
+	}
+	if err := ValidName(a.N); err != nil {
+		dp.refuseBadName(err, c.RemoteAddr())
+		dp.refuse(c, err.Error())
 		return
 	}
 	transport := dpTransport(a.Transport)
@@ -758,6 +781,11 @@ func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 		// A client connection carries one session; say so to a second
 		// Connect rather than leave it waiting.
 		s.RefuseOpens("rtcp: a client connection carries one session; dial the DP again for another")
+		if err := ValidDoorName(st.Name()); err != nil {
+			dp.refuseBadName(err, c.RemoteAddr())
+			st.Ack(err)
+			return
+		}
 	case <-t.C:
 		dp.refused(refusedHandshake)
 		dp.log().Info("rtcp: client sent no Connect in time", "remote", c.RemoteAddr())
@@ -799,6 +827,11 @@ func (dp *DiscoverPoint) serveRawClient(c net.Conn, r *plan5.Reader, a *plan5.Al
 	cm, ok := m.(*plan5.Connect)
 	if !ok {
 		answer(closeMessage(-1, fmt.Sprintf("rtcp: want Connect after the Aloha, got %v", m.Type())), time.Second)
+		return
+	}
+	if err := ValidDoorName(cm.N); err != nil {
+		dp.refuseBadName(err, c.RemoteAddr())
+		answer(&plan5.Ack{X: -1, R: err.Error()}, time.Second)
 		return
 	}
 	c.SetDeadline(time.Time{})
@@ -925,8 +958,13 @@ func (dp *DiscoverPoint) openRequested(req sessionRequest) (is net.Conn, endSess
 // system). A connection the DP refuses - name has no server, the Policy
 // or a bound says no, the DP is shutting down - is reset at once, as one
 // cut off is: only a session that ends cleanly ends with a FIN. ServePort
-// returns as Serve does.
+// returns as Serve does, or at once, closing l, with an error matching
+// ErrBadName if name is not a ValidDoorName.
 func (dp *DiscoverPoint) ServePort(l net.Listener, name string) error {
+	if err := ValidDoorName(name); err != nil {
+		l.Close()
+		return err
+	}
 	return dp.serve(l, func(c net.Conn) bool {
 		resetWhenClosed(c) // the relay undoes it if the session ends cleanly
 		dp.serveSession(sessionRequest{conn: c, name: name, addr: c.RemoteAddr()})
@@ -937,6 +975,9 @@ func (dp *DiscoverPoint) ServePort(l net.Listener, name string) error {
 // ListenAndServePort listens on the TCP address addr and calls ServePort.
 func (dp *DiscoverPoint) ListenAndServePort(addr, name string) error {
 	dp.init()
+	if err := ValidDoorName(name); err != nil {
+		return err
+	}
 	if dp.closing() {
 		return ErrDiscoverPointClosed
 	}

@@ -25,8 +25,16 @@
 //   - Direct server, direct client: plain TCP, with no DP. [Listen] and
 //     [Dial] with an empty name are exactly net.Listen("tcp", addr) and
 //     net.Dial("tcp", addr), so one code path serves both cases.
-//   - Name: what a server is known by at a DP, such as "printer-7". One
-//     server holds a name at a time; another server asking for it is
+//   - Name: what a server is known by at a DP, such as "printer-7": a DNS
+//     label, 1 to 63 of a-z, 0-9 and '-', not starting or ending with
+//     '-' ([ValidName]), so that the web doors can route
+//     "<name>.<domain>" to it. Upper case is refused, not folded. The
+//     devices of the seed doors keep their own identifiers behind the
+//     door's prefix ("cccp:CLD-1", [ValidDoorName]): only the DP's doors
+//     register such names, clients may ask for them, and the web doors do
+//     not reach them. Every entry point refuses any other name with an
+//     error matching [ErrBadName], the DP with a refusal that says why.
+//     One server holds a name at a time; another server asking for it is
 //     refused with [ErrNameTaken]. Addresses are written "name@host:port"
 //     (see [Addr]).
 //   - Link: a long-lived connection from an indirect server to the DP that

@@ -124,7 +124,9 @@ type ListenConfig struct {
 }
 
 // Listen announces an indirect server named name at the DP addr, or, with
-// an empty name, listens on the TCP address addr (a direct server). The
+// an empty name, listens on the TCP address addr (a direct server). A
+// name that is not a ValidName fails at once with an error matching
+// ErrBadName, before any connection is made. The
 // context bounds the first connection to the DP only (with WaitForDP,
 // every attempt until the name is registered).
 //
@@ -234,6 +236,9 @@ func (lc *ListenConfig) listen(ctx context.Context, addr, name string, ev *event
 			return nl, err
 		}
 		return tls.NewListener(nl, lc.TLSConfig), nil
+	}
+	if err := ValidName(name); err != nil { // before any dial, and not worth waiting for
+		return nil, &net.OpError{Op: "listen", Net: "rtcp", Addr: &Addr{Name: name, Addr: addr}, Err: err}
 	}
 	l := &Listener{
 		cfg:    *lc,

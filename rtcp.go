@@ -68,6 +68,12 @@ var (
 	// Dial's errors that wrap one) because the peer gave no key, a wrong
 	// proof, or a key without the right to the name; see Policy.
 	ErrUnauthorized = errors.New("rtcp: unauthorized")
+	// ErrKeyRequired matches the refusal (a *RefusedError, or Listen's
+	// and Dial's errors that wrap one) of a peer that gave no key
+	// (ListenConfig.Credential, Dialer.Credential) by a DP whose Policy
+	// admits none without one. Such a refusal matches ErrUnauthorized
+	// too.
+	ErrKeyRequired = errors.New("rtcp: the DP requires a key")
 	// ErrNotImplemented is returned for a Transport this build cannot use.
 	ErrNotImplemented = errors.New("rtcp: not implemented")
 	// ErrTransportNotOffered is returned by Listen when the DP does not

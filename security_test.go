@@ -534,10 +534,10 @@ func TestTLS(t *testing.T) {
 				{"tcp/raw", TransportTCP, TransportYamux},
 			} {
 				t.Run(m.name, func(t *testing.T) {
-					l := listen(t, &ListenConfig{Transport: m.server, TLSConfig: pki.clientConfig(), Credential: cred}, dp, "tls-"+m.name)
+					l := listen(t, &ListenConfig{Transport: m.server, TLSConfig: pki.clientConfig(), Credential: cred}, dp, "tls-"+strings.ReplaceAll(m.name, "/", "-"))
 					echo(t, l)
 					d := Dialer{Transport: m.client, TLSConfig: pki.clientConfig(), Credential: cred}
-					c, err := d.DialContext(context.Background(), dp, "tls-"+m.name)
+					c, err := d.DialContext(context.Background(), dp, "tls-"+strings.ReplaceAll(m.name, "/", "-"))
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -555,12 +555,12 @@ func TestTLS(t *testing.T) {
 			}
 			// A client that does not trust the DP's CA, or speaks no TLS.
 			other := newTestPKI(t, "other")
-			err := dialErr(dp, "tls-json/json", &Dialer{TLSConfig: other.clientConfig(), Credential: cred})
+			err := dialErr(dp, "tls-json-json", &Dialer{TLSConfig: other.clientConfig(), Credential: cred})
 			var ue x509.UnknownAuthorityError
 			if !errors.As(err, &ue) || !strings.Contains(err.Error(), "TLS handshake") {
 				t.Errorf("dial with another CA: %v, want an x509.UnknownAuthorityError", err)
 			}
-			if err := dialErr(dp, "tls-json/json", &Dialer{Credential: cred}); err == nil {
+			if err := dialErr(dp, "tls-json-json", &Dialer{Credential: cred}); err == nil {
 				t.Error("a client without TLS got a session from a TLS DP")
 			}
 		})

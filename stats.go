@@ -47,6 +47,7 @@ const (
 	refusedSourceAuthFailures                // MaxAuthFailuresPerSource reached
 	refusedTLSHandshake                      // the TLS handshake failed
 	refusedDataToken                         // a data or spare link's token is unknown
+	refusedBadName                           // a name that is not one (names.go)
 	numRefusals
 )
 
@@ -68,6 +69,7 @@ var RefusalReasons = []string{
 	refusedSourceAuthFailures: "source_auth_failures",
 	refusedTLSHandshake:       "tls_handshake",
 	refusedDataToken:          "data_token",
+	refusedBadName:            "bad_name",
 }
 
 // dpCounts is the DP's bookkeeping for its limits and its Stats.

@@ -40,7 +40,7 @@ func dialDP(ctx context.Context, dial func(ctx context.Context, network, addr st
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("rtcp: TLS handshake with %s failed (check -tls-ca or TLSConfig.RootCAs and the DP's certificate): %w", addr, err)
+		return nil, fmt.Errorf("rtcp: TLS handshake with %s failed: %w", addr, err)
 	}
 	return tc, nil
 }

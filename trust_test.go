@@ -282,7 +282,8 @@ func TestClusterHopProofNotRelayable(t *testing.T) {
 		} {
 			t.Run(target.name+"/"+tc.name, func(t *testing.T) {
 				fake, answers := relayingDP(t, target.addr, tc.tamper)
-				name := "printer-" + fake
+				_, port, _ := net.SplitHostPort(fake)
+				name := "printer-" + port
 				if err := reg.Register(context.Background(), Registration{Name: name, Owner: "mallory", DP: fake}); err != nil {
 					t.Fatal(err)
 				}

@@ -202,10 +202,11 @@ func (s *Server) log() *slog.Logger {
 
 // NewKey issues a connection key that is valid for ttl (zero means
 // KeyTTL) and registers name (empty means the key itself) at the DP for
-// it. It fails with ErrTooManyKeys if the Server holds MaxKeys keys, with
-// an error matching rtcp.ErrUnauthorized if the DP's Policy does not let
-// the Server register name (see Server.Key), and with one matching
-// rtcp.ErrNameTaken if another server holds name.
+// it. It fails with an error matching rtcp.ErrBadName if name is not an
+// rtcp.ValidDoorName, with ErrTooManyKeys if the Server holds MaxKeys
+// keys, with an error matching rtcp.ErrUnauthorized if the DP's Policy
+// does not let the Server register name (see Server.Key), and with one
+// matching rtcp.ErrNameTaken if another server holds name.
 func (s *Server) NewKey(name string, ttl time.Duration) (Key, error) {
 	if s.DP == nil {
 		return Key{}, errors.New("c8y: Server.DP is nil; give the Server a DiscoverPoint")
@@ -219,6 +220,9 @@ func (s *Server) NewKey(name string, ttl time.Duration) (Key, error) {
 	id := newKeyID()
 	if name == "" {
 		name = id
+	} else if err := rtcp.ValidDoorName(name); err != nil {
+		s.refuse(refusedBadRequest, "c8y: key refused", "reason", err)
+		return Key{}, fmt.Errorf("c8y: the name of a key: %w", err)
 	}
 	k := &connKey{
 		s:       s,
@@ -424,6 +428,9 @@ func (s *Server) serveKeys(w http.ResponseWriter, r *http.Request) {
 	}
 	k, err := s.NewKey(req.name, req.ttl)
 	switch {
+	case errors.Is(err, rtcp.ErrBadName):
+		writeJSON(w, http.StatusBadRequest, errorBody{err.Error()})
+		return
 	case errors.Is(err, rtcp.ErrNameTaken):
 		writeJSON(w, http.StatusConflict, errorBody{err.Error()})
 		return

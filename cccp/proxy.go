@@ -81,7 +81,12 @@ type Proxy struct {
 	Token string
 
 	// Prefix makes a device's name at the DP: Prefix + serial. Default
-	// DefaultPrefix, "cccp:".
+	// DefaultPrefix, "cccp:", with which every serial a device may send
+	// makes a name (an rtcp.ValidDoorName, which the web doors do not
+	// reach). With a prefix without ':', such as "cccp-", the name must
+	// be an rtcp.ValidName (the web doors reach it): a device whose
+	// serial makes it something else (upper case, '.', a space) is
+	// refused by the DP, closed, with a logged reason.
 	Prefix string
 
 	// Key is the key of the DP's Policy that the devices' names register
@@ -209,9 +214,14 @@ func (p *Proxy) ListenAndServeDevices(addr string) error {
 // logged reason (a stranger must not evict a device). One whose earlier
 // connection has ended takes its place; TCP keepalive ends the connection
 // of a device that vanished without a word within about 35 s. It returns
-// ErrProxyClosed after Close, and closes l.
+// ErrProxyClosed after Close, and closes l; at once, with an error
+// matching rtcp.ErrBadName, if Prefix can make no valid name.
 func (p *Proxy) ServeDevices(l net.Listener) error {
 	p.init()
+	if err := rtcp.ValidDoorName(p.Name("0")); err != nil {
+		l.Close()
+		return fmt.Errorf("cccp: Proxy.Prefix %q makes no valid name: %w", p.Prefix, err)
+	}
 	err := p.g.Serve(l, p.serveDevice)
 	if err == serve.ErrClosed {
 		return ErrProxyClosed

@@ -238,8 +238,12 @@ func (r *Registry) namePrefix(name string) string {
 
 // Register records that reg.DP holds links of reg.Name for reg.Owner, in
 // one etcd transaction: it fails with rtcp.ErrNameTaken if any DP holds
-// the name for another owner.
+// the name for another owner, and with an error matching rtcp.ErrBadName,
+// before it asks etcd, if reg.Name is not an rtcp.ValidDoorName.
 func (r *Registry) Register(ctx context.Context, reg rtcp.Registration) error {
+	if err := rtcp.ValidDoorName(reg.Name); err != nil {
+		return err
+	}
 	ctx, cancel, err := r.opContext(ctx)
 	if err != nil {
 		return err

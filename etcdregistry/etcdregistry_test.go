@@ -61,13 +61,19 @@ func TestRegistry(t *testing.T) {
 	e := etcdtest.Start(t)
 	r1, r2 := openRegistry(t, e, nil), openRegistry(t, e, nil)
 	ctx := context.Background()
-	name := "printer/7 ü" // escaping keeps it one name
+	name := "cccp:printer/7 ü" // a door's name; escaping keeps it one name
 	a1 := rtcp.Registration{Name: name, Owner: "alice", DP: "127.0.0.1:9001"}
 	a2 := rtcp.Registration{Name: name, Owner: "alice", DP: "127.0.0.1:9002"}
 	m2 := rtcp.Registration{Name: name, Owner: "mallory", DP: "127.0.0.1:9002"}
 
 	if _, err := r1.Lookup(ctx, name); !errors.Is(err, rtcp.ErrNoServer) {
 		t.Fatalf("Lookup of a free name: %v, want ErrNoServer", err)
+	}
+	for _, bad := range []string{"", "printer/7", "Printer-7", "a@b", "x\ny", "cccp:"} {
+		reg := rtcp.Registration{Name: bad, Owner: "alice", DP: "127.0.0.1:9001"}
+		if err := r1.Register(ctx, reg); !errors.Is(err, rtcp.ErrBadName) {
+			t.Errorf("Register(%q) = %v, want ErrBadName", bad, err)
+		}
 	}
 	if err := r1.Register(ctx, a1); err != nil {
 		t.Fatal(err)
@@ -85,7 +91,7 @@ func TestRegistry(t *testing.T) {
 	if err != nil || len(hs) != 2 || hs[0] != a1 || hs[1] != a2 {
 		t.Fatalf("Holders = %v, %v; want %v and %v", hs, err, a1, a2)
 	}
-	if _, err := r1.Holders(ctx, "printer"); !errors.Is(err, rtcp.ErrNoServer) {
+	if _, err := r1.Holders(ctx, "cccp:printer"); !errors.Is(err, rtcp.ErrNoServer) {
 		t.Fatalf("a name that is a prefix of another: %v, want ErrNoServer", err)
 	}
 	if err := r2.Unregister(ctx, m2); err != nil {

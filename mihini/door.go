@@ -34,7 +34,9 @@ type Door struct {
 	// DP is the discover point the device is registered with. Required.
 	DP *rtcp.DiscoverPoint
 
-	// Name is the server name the device is reachable by. Required.
+	// Name is the server name the device is reachable by: an
+	// rtcp.ValidName (one the web doors reach), or an rtcp.ValidDoorName
+	// such as "mihini:plc-7". Required.
 	Name string
 
 	// Key is the key of the DP's Policy that the device's links register
@@ -81,6 +83,9 @@ func (d *Door) check() error {
 		return errors.New("mihini: Door.DP is nil; set the DiscoverPoint to register devices with")
 	case d.Name == "":
 		return errors.New("mihini: Door.Name is empty; set the name clients reach the device by")
+	}
+	if err := rtcp.ValidDoorName(d.Name); err != nil {
+		return fmt.Errorf("mihini: Door.Name: %w", err)
 	}
 	_, _, err := splitService(d.Service)
 	return err

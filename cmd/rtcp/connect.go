@@ -58,7 +58,7 @@ Examples:
 	rtcp connect -dp dp.example.com:9000 -name pi-7 -listen 127.0.0.1:2222
 	rtcp connect -dp dp.example.com:9000 -name web -listen 127.0.0.1:8080 -tls -token-file ~/.rtcp/laptop.token`)
 	dp := fs.String("dp", "", "`address` of the discover point, host:port, or ws://host:port/rtcp to reach it over a WebSocket (required)")
-	name := fs.String("name", "", "`name` of the server to reach (required)")
+	name := fs.String("name", "", "`name` of the server to reach, or of a seed door's device such as cccp:SERIAL (required)")
 	listen := fs.String("listen", "", "local TCP `address` to accept connections on, e.g. 127.0.0.1:2222 (this or -stdio is required)")
 	stdio := fs.Bool("stdio", false, "carry one session on stdin and stdout instead of accepting connections, and exit when it ends (for ssh's ProxyCommand)")
 	maxBackoff := fs.Duration("max-backoff", 0, "if positive, dial a DP that cannot be reached again, waiting at most this `long` between two attempts, instead of giving the session up at once")
@@ -79,6 +79,9 @@ Examples:
 		return usageErrorf(fs, "-listen is required, or -stdio for one session on stdin and stdout")
 	}
 	if err := checkDP(fs, *dp); err != nil {
+		return err
+	}
+	if err := checkName(fs, "name", *name, true); err != nil {
 		return err
 	}
 	log := logger()

@@ -34,6 +34,9 @@ func (f *mihiniFlag) Set(v string) error {
 	if len(parts) != 3 || parts[0] == "" || parts[1] == "" {
 		return errors.New("want NAME=ADDR=SERVICE_HOST:PORT, e.g. plc-7=:9100=127.0.0.1:502")
 	}
+	if err := validName(parts[0], true); err != nil {
+		return fmt.Errorf("NAME %w", err)
+	}
 	if err := checkService(parts[2]); err != nil {
 		return err
 	}

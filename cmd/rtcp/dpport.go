@@ -29,6 +29,9 @@ func (f *portFlag) Set(v string) error {
 	if !ok || name == "" || addr == "" {
 		return errors.New("want NAME=ADDR, e.g. pi-7=:2222")
 	}
+	if err := validName(name, true); err != nil {
+		return fmt.Errorf("NAME %w", err)
+	}
 	for _, p := range f.ports {
 		if p[1] == addr {
 			return fmt.Errorf("address %s is already given to %q", addr, p[0])

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"net"
 	"net/url"
@@ -23,6 +24,7 @@ import (
 func explainDP(err error, dp, what string, tlsOn bool) error {
 	var (
 		re   *rtcp.RefusedError
+		ne   *rtcp.NameError
 		rhe  tls.RecordHeaderError
 		cve  *tls.CertificateVerificationError
 		uae  x509.UnknownAuthorityError
@@ -31,6 +33,11 @@ func explainDP(err error, dp, what string, tlsOn bool) error {
 	switch {
 	case errors.Is(err, rtcp.ErrNameTaken):
 		return wrapf(err, "DP %s refused %s: already served by another server; choose another -name, or stop the other server", dp, what)
+	case errors.As(err, &ne):
+		// This side's own check (a name the command line did not check).
+		return wrapf(err, "name %q: %s", ne.Name, ne.Reason)
+	case errors.Is(err, rtcp.ErrKeyRequired):
+		return wrapf(err, "DP %s refused %s: unauthorized: it admits only peers with a key, and this side gave none: give one with -token-file FILE (or $%s)", dp, what, tokenEnv)
 	case errors.As(err, &re):
 		return wrapf(err, "DP %s refused %s: %s", dp, what, strings.TrimPrefix(re.Reason, "rtcp: "))
 	case errors.As(err, &rhe):
@@ -104,4 +111,30 @@ func isHostPort(s string) bool {
 	}
 	p, err := net.LookupPort("tcp", port)
 	return err == nil && p != 0
+}
+
+// checkName returns a usageError unless name, the value of -flag, is a
+// name a server may register (an rtcp.ValidName), or, with door, one a
+// client may ask for (an rtcp.ValidDoorName: a seed door's cccp:SERIAL
+// too).
+func checkName(fs *flag.FlagSet, flag, name string, door bool) error {
+	if err := validName(name, door); err != nil {
+		return usageErrorf(fs, "-%s %s", flag, err)
+	}
+	return nil
+}
+
+// validName is rtcp.ValidName, or with door rtcp.ValidDoorName, with an
+// error in the terms of the command line: the name, and what is wrong
+// with it.
+func validName(name string, door bool) error {
+	err := rtcp.ValidName(name)
+	if door {
+		err = rtcp.ValidDoorName(name)
+	}
+	var ne *rtcp.NameError
+	if errors.As(err, &ne) {
+		return fmt.Errorf("%q: %s", name, ne.Reason)
+	}
+	return err
 }

@@ -55,6 +55,8 @@ func TestDPErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
+	keyed := mustLaunch(t, runDP, "-listen", "127.0.0.1:0",
+		"-config", writeFile(t, dir, "keys.json", `{"keys":{"alice":"0123456789abcdef0123456789abcdef"}}`)).addr
 	redis := notDP(t, "-ERR unknown command\r\n")
 	sshd := notDP(t, "SSH-2.0-OpenSSH_9\r\n")
 	to := closedPort(t) // expose fails before it dials -to
@@ -77,6 +79,10 @@ func TestDPErrors(t *testing.T) {
 			"rtcp expose: DP " + plain + " does not speak TLS (it answered in plain text): leave out -tls and the other -tls flags"},
 		{"untrusted certificate", []string{"connect", "-stdio", "-dp", secure, "-name", "x", "-tls"}, exitUnreachable,
 			"rtcp connect: the certificate of DP " + secure + " is signed by a CA this side does not trust: give that CA with -tls-ca FILE"},
+		{"no key", []string{"expose", "-dp", keyed, "-name", "x", "-to", to}, 1,
+			`rtcp expose: DP ` + keyed + ` refused name "x": unauthorized: it admits only peers with a key, and this side gave none: give one with -token-file FILE (or $RTCP_TOKEN)`},
+		{"connect without a key", []string{"connect", "-stdio", "-dp", keyed, "-name", "x"}, exitRefused,
+			`rtcp connect: DP ` + keyed + ` refused the session to "x": unauthorized: it admits only peers with a key, and this side gave none: give one with -token-file FILE (or $RTCP_TOKEN)`},
 		{"fail fast", []string{"expose", "-dp", to, "-name", "x", "-to", to, "-fail-fast"}, 1,
 			"rtcp expose: cannot reach DP " + to + ": connect: connection refused"},
 		{"redis", []string{"expose", "-dp", redis, "-name", "x", "-to", to}, 1,

@@ -62,6 +62,9 @@ Examples:
 	if *pool < 1 {
 		return usageErrorf(fs, "-pool must be at least 1")
 	}
+	if err := checkName(fs, "name", *name, false); *name != "" && err != nil {
+		return err
+	}
 	if *windowMemory < 1 {
 		return usageErrorf(fs, "-window-memory must be at least 1 (MiB)")
 	}

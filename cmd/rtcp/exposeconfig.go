@@ -83,6 +83,8 @@ func parseExposeFile(b []byte) (*exposeFile, error) {
 		switch {
 		case s.Name == "":
 			return nil, fmt.Errorf("service %d: no name", i+1)
+		case validName(s.Name, false) != nil:
+			return nil, fmt.Errorf("service %d: %w", i+1, validName(s.Name, false))
 		case seen[s.Name]:
 			return nil, fmt.Errorf("service %q: given twice", s.Name)
 		case !isHostPort(s.To):

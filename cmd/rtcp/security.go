@@ -248,7 +248,7 @@ func parseConfig(b []byte) (*rtcp.Policy, error) {
 		pol.Names = append(pol.Names, r)
 	}
 	if err := pol.Validate(); err != nil {
-		return nil, errors.New(strings.TrimPrefix(err.Error(), "rtcp: policy: "))
+		return nil, wrapf(err, "%s", strings.TrimPrefix(err.Error(), "rtcp: policy: "))
 	}
 	return pol, nil
 }
