@@ -10,6 +10,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 )
 
 // The PROXY protocol (HAProxy's proxy-protocol.txt, versions 1 and 2)
@@ -239,4 +241,172 @@ func readProxyV2(r io.Reader) (net.Addr, error) {
 		return nil, nil
 	}
 	return net.TCPAddrFromAddrPort(netip.AddrPortFrom(a, binary.BigEndian.Uint16(port))), nil
+}
+
+// proxiedConn is a connection from a load balancer whose PROXY header
+// named the client: RemoteAddr is the client's address.
+type proxiedConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c *proxiedConn) RemoteAddr() net.Addr { return c.remote }
+
+// CloseWrite passes a half-close on, so that it crosses the relay.
+func (c *proxiedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
+// Unwrap lets the relay splice the TCP connection: the header is read to
+// its last byte, and nothing after it.
+func (c *proxiedConn) Unwrap() *net.TCPConn { return tcpConnOf(c.Conn) }
+
+// fromBalancer reports whether c comes from an address of
+// ProxyProtocolFrom.
+func (dp *DiscoverPoint) fromBalancer(c net.Conn) bool {
+	if len(dp.ProxyProtocolFrom) == 0 {
+		return false
+	}
+	ap, ok := addrPortOf(c.RemoteAddr())
+	if !ok {
+		return false
+	}
+	a := ap.Addr().Unmap()
+	for _, p := range dp.ProxyProtocolFrom {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// readProxied reads the PROXY header of c, from a balancer, within
+// HandshakeTimeout, and returns c as the client's connection: its
+// RemoteAddr is the client's, or c's own for a header that names none
+// (a balancer's health check). A connection whose header is missing or
+// bad is refused: counted, logged, and the error returned; the caller
+// closes it.
+func (dp *DiscoverPoint) readProxied(c net.Conn) (net.Conn, error) {
+	c.SetReadDeadline(time.Now().Add(dp.HandshakeTimeout))
+	client, err := readProxyHeader(c)
+	c.SetReadDeadline(time.Time{})
+	if err != nil {
+		dp.refused(refusedHandshake)
+		dp.log().Info("rtcp: connection from a load balancer refused", "remote", c.RemoteAddr(), "reason", err)
+		return nil, err
+	}
+	if client == nil {
+		return c, nil
+	}
+	return &proxiedConn{Conn: c, remote: client}, nil
+}
+
+// proxiedHandler is handle for the connections of a door: those from
+// ProxyProtocolFrom read their PROXY header first.
+func (dp *DiscoverPoint) proxiedHandler(handle func(net.Conn) bool) func(net.Conn) bool {
+	if len(dp.ProxyProtocolFrom) == 0 {
+		return handle
+	}
+	return func(c net.Conn) bool {
+		if !dp.fromBalancer(c) {
+			return handle(c)
+		}
+		pc, err := dp.readProxied(c)
+		if err != nil {
+			return false
+		}
+		return handle(pc)
+	}
+}
+
+// ProxyProtocolListener returns l, whose connections from
+// ProxyProtocolFrom give the client's address from their PROXY header as
+// RemoteAddr: for the http.Server of an HTTPDoor, so that the Policy and
+// the X-Forwarded-For header see the client rather than the balancer.
+// (Serve, ServePort and ServeSNI do this themselves.) The header is read
+// on the connection's first Read or RemoteAddr (http.Server asks for it
+// in the connection's own goroutine), within HandshakeTimeout; a
+// connection without a valid one fails its reads, and the server closes
+// it. With no ProxyProtocolFrom, it returns l.
+func (dp *DiscoverPoint) ProxyProtocolListener(l net.Listener) net.Listener {
+	dp.init()
+	if len(dp.ProxyProtocolFrom) == 0 {
+		return l
+	}
+	return &proxiedListener{Listener: l, dp: dp}
+}
+
+type proxiedListener struct {
+	net.Listener
+	dp *DiscoverPoint
+}
+
+func (l *proxiedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil || !l.dp.fromBalancer(c) {
+		return c, err
+	}
+	return &lazyProxiedConn{Conn: c, dp: l.dp}, nil
+}
+
+// lazyProxiedConn is a connection from a balancer whose PROXY header is
+// read on its first Read or RemoteAddr.
+type lazyProxiedConn struct {
+	net.Conn
+	dp     *DiscoverPoint
+	once   sync.Once
+	remote net.Addr // the client's, once read; nil: the connection's own
+	err    error    // the header's, once read
+
+	mu       sync.Mutex // guards deadline
+	deadline time.Time  // the read deadline last set, put back after the header
+}
+
+func (c *lazyProxiedConn) header() error {
+	c.once.Do(func() {
+		pc, err := c.dp.readProxied(c.Conn)
+		c.mu.Lock()
+		c.Conn.SetReadDeadline(c.deadline)
+		c.mu.Unlock()
+		if err != nil {
+			c.err = err
+			c.Conn.Close()
+			return
+		}
+		if pc != c.Conn {
+			c.remote = pc.RemoteAddr()
+		}
+	})
+	return c.err
+}
+
+func (c *lazyProxiedConn) Read(b []byte) (int, error) {
+	if err := c.header(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(b)
+}
+
+func (c *lazyProxiedConn) RemoteAddr() net.Addr {
+	if c.header() == nil && c.remote != nil {
+		return c.remote
+	}
+	return c.Conn.RemoteAddr()
+}
+
+func (c *lazyProxiedConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.deadline = t
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *lazyProxiedConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.deadline = t
+	return c.Conn.SetReadDeadline(t)
 }

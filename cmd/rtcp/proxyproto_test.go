@@ -124,3 +124,21 @@ func TestExposeProxyProtocol(t *testing.T) {
 		}
 	}
 }
+
+// TestProxyFromFlag checks -proxy-protocol-from's parsing: networks and
+// bare addresses, comma-separated; anything else is an error.
+func TestProxyFromFlag(t *testing.T) {
+	var l prefixList
+	if err := l.Set("10.1.2.3/8, 192.0.2.1,::1"); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := l.String(), "10.0.0.0/8,192.0.2.1/32,::1/128"; got != want {
+		t.Errorf("got %s, want %s", got, want)
+	}
+	if err := l.Set("balancer.example.com"); err == nil {
+		t.Error("a host name: no error")
+	}
+	if err := runDP(context.Background(), []string{"-listen", "127.0.0.1:0", "-proxy-protocol-from", "10.0.0.0/33"}, io.Discard, io.Discard); err == nil {
+		t.Error("rtcp dp -proxy-protocol-from 10.0.0.0/33: no error")
+	}
+}
