@@ -150,6 +150,7 @@ type DiscoverPoint struct {
 	initOnce sync.Once
 	flow     flowConfig // every session's window budget, stall timeout, logger
 	auth     authState
+	limits   rateLimits           // the buckets of the Policy's Limits (limits_rate.go)
 	mu       sync.Mutex           // guards tcpLinks, sessions, the maps of counts, idle and shutdown
 	g        serve.Group          // listeners, connections, their goroutines
 	tcpLinks map[string]*dataLink // the tcp transport's control links, by token: their data links find them here
@@ -670,7 +671,7 @@ func (dp *DiscoverPoint) openAside(ctx context.Context, name, client, addr strin
 	}
 	ch := make(chan opened, 1)
 	go func() {
-		c, err := dp.openSession(ctx, name, client, addr, who)
+		c, err := dp.openLimited(ctx, name, client, addr, who) // limits_rate.go
 		ch <- opened{c, err}
 	}()
 	r := <-ch

@@ -84,13 +84,13 @@ func TestProxyProtocolFrom(t *testing.T) {
 
 	refused := []struct {
 		what string
-		d    Dialer
+		d    *Dialer
 		want error
 	}{
-		{"a client the allow list refuses", Dialer{Dial: balancerDial(proxyHeader(t, 2, "198.51.100.1:5"))}, ErrUnauthorized},
-		{"a v1 client the allow list refuses", Dialer{Dial: balancerDial(proxyHeader(t, 1, "[2001:db9::1]:5"))}, ErrUnauthorized},
-		{"no header from the balancer", Dialer{Dial: balancerDial(nil)}, nil},
-		{"a header from elsewhere", Dialer{Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		{"a client the allow list refuses", &Dialer{Dial: balancerDial(proxyHeader(t, 2, "198.51.100.1:5"))}, ErrUnauthorized},
+		{"a v1 client the allow list refuses", &Dialer{Dial: balancerDial(proxyHeader(t, 1, "[2001:db9::1]:5"))}, ErrUnauthorized},
+		{"no header from the balancer", &Dialer{Dial: balancerDial(nil)}, nil},
+		{"a header from elsewhere", &Dialer{Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := new(net.Dialer).DialContext(ctx, network, addr)
 			if err == nil {
 				c.Write(proxyHeader(t, 1, "192.0.2.7:1234"))

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"rtcp/internal/tcpreset"
 	"strconv"
 	"strings"
 	"sync"
@@ -262,7 +263,7 @@ func (c *proxiedConn) CloseWrite() error {
 
 // Unwrap lets the relay splice the TCP connection: the header is read to
 // its last byte, and nothing after it.
-func (c *proxiedConn) Unwrap() *net.TCPConn { return tcpConnOf(c.Conn) }
+func (c *proxiedConn) Unwrap() *net.TCPConn { return tcpreset.Of(c.Conn) }
 
 // fromBalancer reports whether c comes from an address of
 // ProxyProtocolFrom.

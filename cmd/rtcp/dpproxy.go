@@ -40,3 +40,11 @@ func (l *prefixList) Set(v string) error {
 	}
 	return nil
 }
+
+// limitsConfig is the "limits" of a name, or of a key in "key_limits",
+// in the -config file: rtcp.Limits.
+type limitsConfig struct {
+	BytesPerSecond    int64   `json:"bytes_per_second"`
+	SessionsPerSecond float64 `json:"sessions_per_second"`
+	MaxSessions       int     `json:"max_sessions"`
+}

@@ -203,13 +203,16 @@ type config struct {
 	AnonymousServers bool              `json:"anonymous_servers"`
 	AnonymousClients bool              `json:"anonymous_clients"`
 	Names            []nameConfig      `json:"names"`
+	// KeyLimits bound the sessions of each key's clients (limitsConfig, dpproxy.go).
+	KeyLimits map[string]limitsConfig `json:"key_limits"`
 }
 
 type nameConfig struct {
-	Name    string   `json:"name"`
-	Owners  []string `json:"owners"`
-	Clients []string `json:"clients"`
-	Allow   []string `json:"allow"` // CIDRs or single addresses
+	Name    string       `json:"name"`
+	Owners  []string     `json:"owners"`
+	Clients []string     `json:"clients"`
+	Allow   []string     `json:"allow"` // CIDRs or single addresses
+	Limits  limitsConfig `json:"limits"`
 }
 
 // parseConfig parses a -config file into a policy. Unknown fields are an
@@ -233,7 +236,7 @@ func parseConfig(b []byte) (*rtcp.Policy, error) {
 		pol.Keys[k] = []byte(s)
 	}
 	for _, n := range c.Names {
-		r := rtcp.NameRule{Name: n.Name, Owners: n.Owners, Clients: n.Clients}
+		r := rtcp.NameRule{Name: n.Name, Owners: n.Owners, Clients: n.Clients, Limits: rtcp.Limits(n.Limits)}
 		for _, a := range n.Allow {
 			p, err := netip.ParsePrefix(a)
 			if err != nil {
@@ -246,6 +249,12 @@ func parseConfig(b []byte) (*rtcp.Policy, error) {
 			r.Allow = append(r.Allow, p.Masked())
 		}
 		pol.Names = append(pol.Names, r)
+	}
+	for k, l := range c.KeyLimits {
+		if pol.KeyLimits == nil {
+			pol.KeyLimits = make(map[string]rtcp.Limits)
+		}
+		pol.KeyLimits[k] = rtcp.Limits(l)
 	}
 	if err := pol.Validate(); err != nil {
 		return nil, errors.New(strings.TrimPrefix(err.Error(), "rtcp: policy: "))
