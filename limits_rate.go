@@ -53,26 +53,55 @@ func (l Limits) validate() error {
 // move at once, before it waits.
 const minBytesBurst = 16 << 10
 
-// limitBucket is the state of one name's, or one key's, Limits.
+// limitBucket is the state of one name's, or one key's, Limits. Its
+// fields are guarded by rateLimits.mu; the limiters are safe to use
+// without it.
 type limitBucket struct {
 	lim      Limits
-	active   int           // sessions open; guarded by rateLimits.mu
+	active   int           // sessions open
 	sessions *rate.Limiter // nil: no rate of sessions
 	// toServer and toClient pace bytes; nil: not paced.
 	toServer, toClient *rate.Limiter
 }
 
 func newLimitBucket(l Limits) *limitBucket {
-	b := &limitBucket{lim: l}
+	b := new(limitBucket)
+	b.set(l)
+	return b
+}
+
+// set makes b's limits l. A policy that changes them changes the pace of
+// the sessions open (a bandwidth limit removed lets them run free); one
+// that adds a bandwidth limit paces the sessions that open next.
+func (b *limitBucket) set(l Limits) {
+	b.lim = l
 	if l.SessionsPerSecond > 0 {
-		b.sessions = rate.NewLimiter(rate.Limit(l.SessionsPerSecond), max(1, int(math.Ceil(l.SessionsPerSecond))))
+		r, burst := rate.Limit(l.SessionsPerSecond), max(1, int(math.Ceil(l.SessionsPerSecond)))
+		if b.sessions == nil {
+			b.sessions = rate.NewLimiter(r, burst)
+		} else {
+			b.sessions.SetLimit(r)
+			b.sessions.SetBurst(burst)
+		}
+	} else {
+		b.sessions = nil
 	}
 	if l.BytesPerSecond > 0 {
-		burst := int(max(l.BytesPerSecond/10, minBytesBurst))
-		b.toServer = rate.NewLimiter(rate.Limit(l.BytesPerSecond), burst)
-		b.toClient = rate.NewLimiter(rate.Limit(l.BytesPerSecond), burst)
+		r, burst := rate.Limit(l.BytesPerSecond), int(max(l.BytesPerSecond/10, minBytesBurst))
+		if b.toServer == nil {
+			b.toServer = rate.NewLimiter(r, burst)
+			b.toClient = rate.NewLimiter(r, burst)
+		} else {
+			for _, lr := range []*rate.Limiter{b.toServer, b.toClient} {
+				lr.SetLimit(r)
+				lr.SetBurst(burst)
+			}
+		}
+	} else if b.toServer != nil {
+		b.toServer.SetLimit(rate.Inf)
+		b.toClient.SetLimit(rate.Inf)
+		b.toServer, b.toClient = nil, nil
 	}
-	return b
 }
 
 // idle reports whether b holds nothing worth keeping: no session open,
@@ -101,10 +130,13 @@ func (r *rateLimits) bucketLocked(m *map[string]*limitBucket, id string, l Limit
 		*m = make(map[string]*limitBucket)
 	}
 	b := (*m)[id]
-	if b != nil && b.lim == l {
+	if b != nil {
+		if b.lim != l {
+			b.set(l) // the policy changed
+		}
 		return b
 	}
-	if b == nil && len(*m) >= max(r.sweepAt, minLimitSweep) {
+	if len(*m) >= max(r.sweepAt, minLimitSweep) {
 		// Names and keys that come and go leave buckets behind: drop
 		// those that hold nothing, at most once per doubling.
 		now := time.Now()
@@ -115,12 +147,9 @@ func (r *rateLimits) bucketLocked(m *map[string]*limitBucket, id string, l Limit
 		}
 		r.sweepAt = 2 * len(*m)
 	}
-	nb := newLimitBucket(l)
-	if b != nil { // the policy changed: its open sessions go on counting
-		nb.active = b.active
-	}
-	(*m)[id] = nb
-	return nb
+	b = newLimitBucket(l)
+	(*m)[id] = b
+	return b
 }
 
 // openLimited is openSession under the Limits of name and of who's key:
@@ -211,6 +240,7 @@ func (dp *DiscoverPoint) endLimited(bs []*limitBucket) {
 // of its link.
 func (dp *DiscoverPoint) paced(c net.Conn, bs []*limitBucket) net.Conn {
 	pc := &pacedConn{Conn: c, dp: dp, buckets: bs, chunk: math.MaxInt}
+	dp.limits.mu.Lock()
 	for _, b := range bs {
 		if b.toServer != nil {
 			pc.toServer = append(pc.toServer, b.toServer)
@@ -218,6 +248,7 @@ func (dp *DiscoverPoint) paced(c net.Conn, bs []*limitBucket) net.Conn {
 			pc.chunk = min(pc.chunk, b.toServer.Burst())
 		}
 	}
+	dp.limits.mu.Unlock()
 	pc.ctx, pc.cancel = context.WithCancel(dp.ctx)
 	return pc
 }
@@ -242,8 +273,14 @@ func (c *pacedConn) wait(ls []*rate.Limiter, n int) error {
 	start := time.Now()
 	defer func() { c.dp.limits.pacedNanos.Add(int64(time.Since(start))) }()
 	for _, l := range ls {
-		if err := l.WaitN(c.ctx, n); err != nil {
-			return fmt.Errorf("rtcp: session closed while paced: %w", net.ErrClosed)
+		for left := n; left > 0; {
+			// A policy changed since the session began may have made
+			// the burst smaller than the chunk: wait for it in parts.
+			k := min(left, max(l.Burst(), 1))
+			if err := l.WaitN(c.ctx, k); err != nil {
+				return fmt.Errorf("rtcp: session closed while paced: %w", net.ErrClosed)
+			}
+			left -= k
 		}
 	}
 	return nil

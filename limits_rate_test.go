@@ -204,3 +204,31 @@ func TestLimitsValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestLimitsSetPolicy checks that a policy changed with SetPolicy keeps
+// counting the sessions open under the old one.
+func TestLimitsSetPolicy(t *testing.T) {
+	dp, addr, bob := limitsDP(t)
+	c, err := Dial(addr, "one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pol := *dp.Policy
+	pol.Names = append([]NameRule{{Name: "one", Limits: Limits{MaxSessions: 2}}}, pol.Names[1:]...)
+	pol.KeyLimits = map[string]Limits{bob.Key: {MaxSessions: 1}}
+	if err := dp.SetPolicy(&pol); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := Dial(addr, "one")
+	if err != nil {
+		t.Fatalf("a second session under max_sessions 2: %v", err)
+	}
+	defer c2.Close()
+	if c3, err := Dial(addr, "one"); !errors.Is(err, ErrRefused) {
+		if err == nil {
+			c3.Close()
+		}
+		t.Errorf("a third session under max_sessions 2: %v, want ErrRefused", err)
+	}
+}
