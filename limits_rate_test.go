@@ -232,3 +232,90 @@ func TestLimitsSetPolicy(t *testing.T) {
 		t.Errorf("a third session under max_sessions 2: %v, want ErrRefused", err)
 	}
 }
+
+// TestLimitsThroughDPSynctest runs a DP on an in-memory network in
+// synctest time: a name limited to 1 MiB/s moves 10 MiB in 10 s within
+// 10 %, with 1 and 8 sessions, while another name beside it, limited to
+// 2 MiB/s, keeps its own rate (yamux links and raw clients).
+func TestLimitsThroughDPSynctest(t *testing.T) {
+	const rateSlow, rateOther = 1 << 20, 2 << 20
+	for _, conns := range []int{1, 8} {
+		synctest.Test(t, func(t *testing.T) {
+			n := newDelayNet()
+			dp := &DiscoverPoint{Policy: &Policy{AnonymousServers: true, AnonymousClients: true, Names: []NameRule{
+				{Name: "slow", Limits: Limits{BytesPerSecond: rateSlow}},
+				{Name: "other", Limits: Limits{BytesPerSecond: rateOther}},
+			}}}
+			served := make(chan error, 1)
+			go func() { served <- dp.Serve(n) }()
+			var wg sync.WaitGroup
+			var mu sync.Mutex // guards closers
+			var closers []io.Closer
+			keep := func(c io.Closer) {
+				mu.Lock()
+				defer mu.Unlock()
+				closers = append(closers, c)
+			}
+			received := map[string]*atomic.Int64{"slow": new(atomic.Int64), "other": new(atomic.Int64)}
+			for name, got := range received {
+				l, err := (&ListenConfig{Dial: n.dialer("server", 0), Transport: TransportYamux}).Listen(context.Background(), delayDP, name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				keep(l)
+				wg.Go(func() {
+					for {
+						c, err := l.Accept()
+						if err != nil {
+							return
+						}
+						keep(c)
+						wg.Go(func() { io.Copy(countWriter{got}, c) })
+					}
+				})
+			}
+			d := Dialer{Dial: n.dialer("client", 0), Transport: TransportYamux}
+			dial := func(name string) {
+				c, err := d.DialContext(context.Background(), delayDP, name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				keep(c)
+				wg.Go(func() {
+					chunk := make([]byte, 32<<10)
+					for {
+						if _, err := c.Write(chunk); err != nil {
+							return
+						}
+					}
+				})
+			}
+			for range conns {
+				dial("slow")
+			}
+			dial("other")
+			synctest.Wait()
+			start := map[string]int64{"slow": received["slow"].Load(), "other": received["other"].Load()}
+			time.Sleep(10 * time.Second)
+			for name, want := range map[string]int64{"slow": 10 * rateSlow, "other": 10 * rateOther} {
+				got := received[name].Load() - start[name]
+				t.Logf("%d sessions of slow: %s moved %d bytes in 10 s", conns, name, got)
+				if d := float64(got-want) / float64(want); d < -0.1 || d > 0.1 {
+					t.Errorf("%d sessions of slow: %s moved %d bytes in 10 s, want %d within 10%% (%+.1f%%)", conns, name, got, want, 100*d)
+				}
+			}
+			dp.Close()
+			if err := <-served; !errors.Is(err, ErrDiscoverPointClosed) {
+				t.Errorf("Serve returned %v", err)
+			}
+			synctest.Wait() // the accept loops have seen their links go
+			mu.Lock()
+			for _, c := range closers {
+				c.Close()
+			}
+			mu.Unlock()
+			n.cutAll()
+			wg.Wait()
+		})
+	}
+}
