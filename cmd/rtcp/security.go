@@ -42,7 +42,7 @@ func securityFlags(fs *flag.FlagSet, dp bool) *security {
 		fs.StringVar(&s.cert, "tls-cert", "", "PEM `file` of the DP's TLS certificate (chain); with -tls-key, servers and clients must speak TLS")
 		fs.StringVar(&s.key, "tls-key", "", "PEM `file` of the private key of -tls-cert")
 		fs.StringVar(&s.ca, "tls-ca", "", "PEM `file` of CAs: require every server and client to present a certificate they signed (mutual TLS)")
-		fs.StringVar(&s.configFile, "config", "", "JSON `file` of keys, owned names and client allow lists (see README, \"Running a DP on the internet\"); SIGHUP reads it again")
+		fs.StringVar(&s.configFile, "config", "", "JSON `file` of keys, owned names, client allow lists and limits of bandwidth and sessions by name and key (docs/security.md); SIGHUP reads it again")
 		fs.StringVar(&s.tokenFile, "token-file", "", "`file` holding a token KEY:SECRET that every server and client must prove (default $"+tokenEnv+"); SIGHUP reads it again")
 		return s
 	}
