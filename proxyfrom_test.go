@@ -3,6 +3,7 @@ package rtcp
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -195,4 +196,37 @@ func TestProxyProtocolFromDoors(t *testing.T) {
 	if b, _ := io.ReadAll(hc); len(b) != 0 {
 		t.Errorf("HTTP without a header from the balancer: answered %q", b)
 	}
+}
+
+// TestProxyProtocolFromSNI checks the TLS door behind a balancer: the
+// server is told the client the header names, and gets the ClientHello
+// that follows the header untouched.
+func TestProxyProtocolFromSNI(t *testing.T) {
+	dp := proxyFromDP()
+	addr := startDP(t, dp)
+	l := listen(t, nil, addr, "web")
+	sni := serveSNIDoor(t, dp, "example.test")
+
+	c, err := balancerDial(proxyHeader(t, 1, "192.0.2.11:4433"))(context.Background(), "tcp", sni)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	tc := tls.Client(c, &tls.Config{ServerName: "web.example.test", InsecureSkipVerify: true})
+	handshake := make(chan error, 1)
+	go func() { handshake <- tc.Handshake() }()
+	s, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.RemoteAddr().(*Addr).Addr; got != "192.0.2.11:4433" {
+		t.Errorf("the server was told the client is at %s", got)
+	}
+	s.SetDeadline(time.Now().Add(time.Minute)) // a hang fails, not blocks
+	hdr := make([]byte, 5)
+	if _, err := io.ReadFull(s, hdr); err != nil || hdr[0] != 0x16 {
+		t.Errorf("the server read % x, %v; want a TLS handshake record", hdr, err)
+	}
+	s.Close()
+	<-handshake // fails: nobody answers it
 }
