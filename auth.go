@@ -94,6 +94,11 @@ type Policy struct {
 	// DP of any other key is checked as that DP. Give these keys to DPs
 	// only: whoever holds one can speak for any client.
 	DPs []string
+
+	// KeyLimits bound the sessions of the clients that prove each key,
+	// to any names together, at this DP (limits_rate.go). A session
+	// under both a name's Limits and its client's key's obeys both.
+	KeyLimits map[string]Limits
 }
 
 // A NameRule binds a name, or a pattern of names, to its owners, its
@@ -118,6 +123,10 @@ type NameRule struct {
 	// clients and port-mode connections alike. Empty: anywhere. A client
 	// refused here never reaches the server.
 	Allow []netip.Prefix
+
+	// Limits bound each matching name's sessions at this DP: each name
+	// has its own (a pattern's names do not share them).
+	Limits Limits
 }
 
 // Validate reports the first mistake in p: a short secret, a bad pattern
@@ -137,7 +146,18 @@ func (p *Policy) Validate() error {
 			return fmt.Errorf("rtcp: policy: DPs names key %q, which is not in Keys", k)
 		}
 	}
+	for k, l := range p.KeyLimits {
+		if _, ok := p.Keys[k]; !ok {
+			return fmt.Errorf("rtcp: policy: KeyLimits names key %q, which is not in Keys", k)
+		}
+		if err := l.validate(); err != nil {
+			return fmt.Errorf("rtcp: policy: the limits of key %q: %v", k, err)
+		}
+	}
 	for i, r := range p.Names {
+		if err := r.Limits.validate(); err != nil {
+			return fmt.Errorf("rtcp: policy: rule %q: limits: %v", r.Name, err)
+		}
 		if r.Name == "" {
 			return fmt.Errorf("rtcp: policy: rule %d has no name or pattern", i+1)
 		}

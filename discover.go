@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -124,6 +125,19 @@ type DiscoverPoint struct {
 	// carried there. Empty: a DP on its own, which never forwards.
 	Advertise string
 
+	// ProxyProtocolFrom are the networks of load balancers in front of
+	// the DP that send a PROXY protocol header (version 1 or 2) with each
+	// connection: on a connection from one of them, every door the DP
+	// serves (Serve, ServePort, ServeSNI; an HTTPDoor through
+	// ProxyProtocolListener) reads the header first, within
+	// HandshakeTimeout, and the client it names is the connection's
+	// address for the Policy, the bounds per source and the logs. A
+	// connection from these networks without a valid header is refused
+	// (a header that names no client, a balancer's health check, keeps
+	// the connection's own address). Connections from elsewhere are read
+	// as they are: a header from them is not honoured. Empty: none.
+	ProxyProtocolFrom []netip.Prefix
+
 	// Peer is the template of the Dialer this DP uses to carry a session
 	// to another DP of its cluster: set its Dial, and the TLS and key the
 	// other DPs ask of clients. Nil means a zero Dialer. Its Name and
@@ -136,6 +150,7 @@ type DiscoverPoint struct {
 	initOnce sync.Once
 	flow     flowConfig // every session's window budget, stall timeout, logger
 	auth     authState
+	limits   rateLimits           // the buckets of the Policy's Limits (limits_rate.go)
 	mu       sync.Mutex           // guards tcpLinks, sessions, the maps of counts, idle and shutdown
 	g        serve.Group          // listeners, connections, their goroutines
 	tcpLinks map[string]*dataLink // the tcp transport's control links, by token: their data links find them here
@@ -393,7 +408,7 @@ func (dp *DiscoverPoint) serve(l net.Listener, handle func(net.Conn) (kept bool)
 		l.Close()
 		return err
 	}
-	if err := dp.g.Serve(l, handle); err != serve.ErrClosed {
+	if err := dp.g.Serve(l, dp.proxiedHandler(handle)); err != serve.ErrClosed {
 		return err
 	}
 	return ErrDiscoverPointClosed
@@ -679,7 +694,7 @@ func (dp *DiscoverPoint) openAside(ctx context.Context, name, client, addr strin
 	}
 	ch := make(chan opened, 1)
 	go func() {
-		c, err := dp.openSession(ctx, name, client, addr, who)
+		c, err := dp.openLimited(ctx, name, client, addr, who) // limits_rate.go
 		ch <- opened{c, err}
 	}()
 	r := <-ch

@@ -22,6 +22,11 @@ type Stats struct {
 	BytesToServers uint64 `json:"bytes_to_servers"` // bytes relayed from clients to servers
 	BytesToClients uint64 `json:"bytes_to_clients"` // bytes relayed from servers to clients
 
+	// PacedSeconds is the time sessions have waited for the bandwidth
+	// limits of the Policy (Limits.BytesPerSecond), summed over sessions
+	// and directions.
+	PacedSeconds float64 `json:"paced_seconds"`
+
 	// Refused counts refusals by reason since the DP started, one key for
 	// each of RefusalReasons (zeros included).
 	Refused map[string]uint64 `json:"refused"`
@@ -48,6 +53,8 @@ const (
 	refusedTLSHandshake                      // the TLS handshake failed
 	refusedDataToken                         // a data or spare link's token is unknown
 	refusedBadName                           // a name that is not one (names.go)
+	refusedLimitSessions                     // a Limits.MaxSessions of the Policy reached
+	refusedLimitRate                         // a Limits.SessionsPerSecond of the Policy reached
 	numRefusals
 )
 
@@ -70,6 +77,8 @@ var RefusalReasons = []string{
 	refusedTLSHandshake:       "tls_handshake",
 	refusedDataToken:          "data_token",
 	refusedBadName:            "bad_name",
+	refusedLimitSessions:      "limit_sessions",
+	refusedLimitRate:          "limit_session_rate",
 }
 
 // dpCounts is the DP's bookkeeping for its limits and its Stats.
@@ -99,6 +108,7 @@ func (dp *DiscoverPoint) Stats() Stats {
 	st.SessionsTotal = dp.counts.sessionsTotal.Load()
 	st.BytesToServers = dp.counts.toServers.Load()
 	st.BytesToClients = dp.counts.toClients.Load()
+	st.PacedSeconds = time.Duration(dp.limits.pacedNanos.Load()).Seconds()
 	st.Refused = make(map[string]uint64, numRefusals)
 	for i, name := range RefusalReasons {
 		st.Refused[name] = dp.counts.refused[i].Load()

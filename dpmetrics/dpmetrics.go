@@ -17,7 +17,9 @@
 //	sessions               gauge    client sessions being opened or relayed
 //	sessions_total         counter  sessions relayed
 //	bytes_total{direction} counter  bytes relayed, direction "to_server" or "to_client"
-//	refused_total{reason}  counter  refusals, by rtcp.RefusalReasons
+//	refused_total{reason}  counter  refusals, by rtcp.RefusalReasons (limit_sessions and
+//	                                 limit_session_rate: the Limits of the DP's Policy)
+//	paced_seconds_total    counter  time sessions waited for the Policy's bandwidth limits
 //
 // and, for each name that the DP counts on its own (at most its
 // MaxNameStats, 1000 by default), the same by name; the other names are
@@ -59,6 +61,7 @@ type Collector struct {
 
 	conns, servers, links, sessions *prometheus.Desc
 	sessionsTotal, bytes, refused   *prometheus.Desc
+	paced                           *prometheus.Desc
 
 	nameLinks, nameSessions, nameSessionsTotal, nameBytes, nameRefused *prometheus.Desc
 }
@@ -79,6 +82,7 @@ func NewCollector(dp *rtcp.DiscoverPoint) *Collector {
 		sessionsTotal: d("sessions_total", "Client sessions relayed since the DP started."),
 		bytes:         d("bytes_total", "Bytes relayed, by direction (to_server, to_client).", "direction"),
 		refused:       d("refused_total", "Peers and sessions refused, by reason.", "reason"),
+		paced:         d("paced_seconds_total", "Time sessions waited for the bandwidth limits of the DP's policy, summed over sessions and directions."),
 
 		nameLinks:         d("name_links", "Links of the name in the DP's table.", "name"),
 		nameSessions:      d("name_sessions", "Client sessions of the name being opened or relayed.", "name"),
@@ -90,7 +94,7 @@ func NewCollector(dp *rtcp.DiscoverPoint) *Collector {
 
 // Describe sends the descriptions of every metric.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.conns, c.servers, c.links, c.sessions, c.sessionsTotal, c.bytes, c.refused,
+	for _, d := range []*prometheus.Desc{c.conns, c.servers, c.links, c.sessions, c.sessionsTotal, c.bytes, c.refused, c.paced,
 		c.nameLinks, c.nameSessions, c.nameSessionsTotal, c.nameBytes, c.nameRefused} {
 		ch <- d
 	}
@@ -115,6 +119,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for _, reason := range rtcp.RefusalReasons {
 		counter(c.refused, st.Refused[reason], reason)
 	}
+	ch <- prometheus.MustNewConstMetric(c.paced, prometheus.CounterValue, st.PacedSeconds)
 	c.collectNames(ch, st)
 }
 

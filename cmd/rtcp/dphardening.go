@@ -29,6 +29,7 @@ type hardeningFlags struct {
 	maxAuthFailures  *int // per source, a minute
 	httpTimeout      *time.Duration
 	httpIdleTimeout  *time.Duration
+	proxyFrom        prefixList // -proxy-protocol-from (dpproxy.go)
 }
 
 // Caps of the doors that need few connections, whatever -max-conns-per-door
@@ -47,7 +48,7 @@ const (
 )
 
 func addHardeningFlags(fs *flag.FlagSet) *hardeningFlags {
-	return &hardeningFlags{
+	f := &hardeningFlags{
 		metrics: fs.String("metrics", "", "serve Prometheus metrics on http://`ADDR`/metrics "+
 			"(servers, links, sessions, bytes each way, refusals by reason; in all and by name), as -admin does"),
 		keepAlive: fs.Duration("keepalive", 0, "heartbeat period asked of every link; a link silent for twice "+
@@ -73,6 +74,8 @@ func addHardeningFlags(fs *flag.FlagSet) *hardeningFlags {
 		httpIdleTimeout: fs.Duration("http-idle-timeout", defaultHTTPIdle, "close an HTTP keep-alive connection that "+
 			"sends no request for this `time`"),
 	}
+	fs.Var(&f.proxyFrom, "proxy-protocol-from", proxyFromUsage)
+	return f
 }
 
 func (f *hardeningFlags) check(fs *flag.FlagSet) error {
@@ -106,6 +109,7 @@ func (f *hardeningFlags) configure(dp *rtcp.DiscoverPoint) {
 	dp.MaxPendingConnects = *f.maxPending
 	dp.MaxHandshakesPerSource = *f.maxHandshakes
 	dp.MaxAuthFailuresPerSource = *f.maxAuthFailures
+	dp.ProxyProtocolFrom = f.proxyFrom
 }
 
 // doors returns the DP's doors under the budget the flags set. reserved

@@ -67,6 +67,7 @@ func (f *webFlags) start(dp *rtcp.DiscoverPoint, doors *dpDoors, log *slog.Logge
 		}
 	}
 	if hl != nil {
+		hl = dp.ProxyProtocolListener(hl) // -proxy-protocol-from
 		w.door = dp.HTTPHandler(*f.domain)
 		w.srv = doors.webServer(w.door)
 		w.wg.Go(func() {

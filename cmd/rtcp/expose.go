@@ -5,14 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"time"
 
 	"rtcp"
 )
 
 func runExpose(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("expose", "expose -dp ADDR -name NAME -to HOST:PORT (or -config FILE) [-transport json|yamux|tcp] [-pool N] [-window-memory MiB] [-fail-fast] [-max-backoff DURATION] [-tls] [-tls-ca FILE] [-token-file FILE] [-log-level LEVEL] [-log-format text|json]", `
+	fs := newFlagSet("expose", "expose -dp ADDR -name NAME -to HOST:PORT (or -config FILE) [-transport json|yamux|tcp] [-pool N] [-proxy-protocol v1|v2] [-window-memory MiB] [-fail-fast] [-max-backoff DURATION] [-tls] [-tls-ca FILE] [-token-file FILE] [-log-level LEVEL] [-log-format text|json]", `
 Run an indirect server: register NAME at the discover point ADDR and
 carry each session a client opens to NAME to a new TCP connection to
 HOST:PORT. A session is accepted once HOST:PORT has answered; if it
@@ -48,6 +47,7 @@ Examples:
 		`{"services": [{"name": "NAME", "to": "HOST:PORT"}, ...]}, each with optional "transport", "pool" and "token_file" (docs/cli.md)`)
 	maxBackoff := fs.Duration("max-backoff", 30*time.Second, "longest `wait` between two attempts to reach the DP, at start and after a lost link (the waits start at 100ms and double, with jitter)")
 	lostNameTimeout := fs.Duration("lost-name-timeout", defaultLostNameTimeout, "after another server took the name (while the links were down), exit with status 6 if it is not taken back within this `duration`; 0: keep trying")
+	proxyProto := fs.String("proxy-protocol", "", "send each session's client address (as the DP saw it) to the service first, in a PROXY protocol header of `version` v1 (text) or v2 (binary), for nginx (listen ... proxy_protocol), HAProxy (accept-proxy) and the like")
 	logger := logFlags(fs, stderr)
 	sec := securityFlags(fs, false)
 	if err := parseFlags(fs, args, stdout); err != nil {
@@ -73,6 +73,10 @@ Examples:
 	}
 	if *lostNameTimeout < 0 {
 		return usageErrorf(fs, "-lost-name-timeout must be 0 (keep trying) or positive")
+	}
+	proxyVersion, err := proxyProtocolVersion(fs, *proxyProto)
+	if err != nil {
+		return err
 	}
 	log := logger()
 	tlsCfg, err := sec.tlsConfig(fs, log)
@@ -104,10 +108,7 @@ Examples:
 		return listenError(err, *dp, *name, t, tlsCfg != nil)
 	}
 	ready(log, "rtcp expose: serving", "addr", l.Addr().String(), "to", *to, "transport", t.String())
-	d := net.Dialer{Timeout: 10 * time.Second}
-	return watch.result(ctx, forward(ctx, l, func(ctx context.Context) (net.Conn, error) {
-		return d.DialContext(ctx, "tcp", *to)
-	}, log.With("to", *to)))
+	return watch.result(ctx, forwardConns(ctx, l, dialService(*to, proxyVersion), log.With("to", *to)))
 }
 
 // listenError explains why Listen failed, on one line.

@@ -28,6 +28,12 @@ const (
 // case. Accept errors that may pass (too many open files, a connection
 // aborted before it was accepted) are retried after a wait.
 func forward(ctx context.Context, l net.Listener, dial func(context.Context) (net.Conn, error), log *slog.Logger) error {
+	return forwardConns(ctx, l, func(ctx context.Context, _ net.Conn) (net.Conn, error) { return dial(ctx) }, log)
+}
+
+// forwardConns is forward with a dial that is told the connection it
+// opens for (expose -proxy-protocol writes its client's address).
+func forwardConns(ctx context.Context, l net.Listener, dial func(context.Context, net.Conn) (net.Conn, error), log *slog.Logger) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
@@ -81,11 +87,11 @@ type acker interface {
 // or ctx ends, and closes c in any case. A session whose client waits for
 // an answer is answered once dial has: accepted, or refused with dial's
 // error.
-func carry(ctx context.Context, c net.Conn, dial func(context.Context) (net.Conn, error), log *slog.Logger) {
+func carry(ctx context.Context, c net.Conn, dial func(context.Context, net.Conn) (net.Conn, error), log *slog.Logger) {
 	stopC := context.AfterFunc(ctx, func() { c.Close() })
 	defer stopC()
 	from := c.RemoteAddr().String()
-	out, err := dial(ctx)
+	out, err := dial(ctx, c)
 	if err != nil {
 		if ctx.Err() == nil {
 			log.Warn("cannot connect; refusing the incoming connection", "from", from, "err", err)

@@ -24,7 +24,7 @@ type flagGroup struct {
 var flagGroups = map[string][]flagGroup{
 	"dp": {
 		{"Core", []string{"listen", "port", "grace"}},
-		{"Security", []string{"tls-cert", "tls-key", "tls-ca", "config", "token-file"}},
+		{"Security", []string{"tls-cert", "tls-key", "tls-ca", "config", "token-file", "proxy-protocol-from"}},
 		{"Cluster (several DPs sharing one etcd)", []string{"etcd", "advertise", "etcd-ttl", "etcd-tls-ca", "etcd-tls-cert",
 			"etcd-tls-key", "etcd-user", "etcd-password-file", "cluster-token-file"}},
 		{"Seed doors (Mihini, Cumulocity, CCCP)", []string{"mihini", "mihini-key", "c8y-listen", "c8y-token-file", "c8y-cert",

@@ -42,7 +42,7 @@ func securityFlags(fs *flag.FlagSet, dp bool) *security {
 		fs.StringVar(&s.cert, "tls-cert", "", "PEM `file` of the DP's TLS certificate (chain); with -tls-key, servers and clients must speak TLS")
 		fs.StringVar(&s.key, "tls-key", "", "PEM `file` of the private key of -tls-cert")
 		fs.StringVar(&s.ca, "tls-ca", "", "PEM `file` of CAs: require every server and client to present a certificate they signed (mutual TLS)")
-		fs.StringVar(&s.configFile, "config", "", "JSON `file` of keys, owned names and client allow lists (see README, \"Running a DP on the internet\"); SIGHUP reads it again")
+		fs.StringVar(&s.configFile, "config", "", "JSON `file` of keys, owned names, client allow lists and limits of bandwidth and sessions by name and key (docs/security.md); SIGHUP reads it again")
 		fs.StringVar(&s.tokenFile, "token-file", "", "`file` holding a token KEY:SECRET that every server and client must prove (default $"+tokenEnv+"); SIGHUP reads it again")
 		return s
 	}
@@ -203,13 +203,16 @@ type config struct {
 	AnonymousServers bool              `json:"anonymous_servers"`
 	AnonymousClients bool              `json:"anonymous_clients"`
 	Names            []nameConfig      `json:"names"`
+	// KeyLimits bound the sessions of each key's clients (limitsConfig, dpproxy.go).
+	KeyLimits map[string]limitsConfig `json:"key_limits"`
 }
 
 type nameConfig struct {
-	Name    string   `json:"name"`
-	Owners  []string `json:"owners"`
-	Clients []string `json:"clients"`
-	Allow   []string `json:"allow"` // CIDRs or single addresses
+	Name    string       `json:"name"`
+	Owners  []string     `json:"owners"`
+	Clients []string     `json:"clients"`
+	Allow   []string     `json:"allow"` // CIDRs or single addresses
+	Limits  limitsConfig `json:"limits"`
 }
 
 // parseConfig parses a -config file into a policy. Unknown fields are an
@@ -233,7 +236,7 @@ func parseConfig(b []byte) (*rtcp.Policy, error) {
 		pol.Keys[k] = []byte(s)
 	}
 	for _, n := range c.Names {
-		r := rtcp.NameRule{Name: n.Name, Owners: n.Owners, Clients: n.Clients}
+		r := rtcp.NameRule{Name: n.Name, Owners: n.Owners, Clients: n.Clients, Limits: rtcp.Limits(n.Limits)}
 		for _, a := range n.Allow {
 			p, err := netip.ParsePrefix(a)
 			if err != nil {
@@ -246,6 +249,12 @@ func parseConfig(b []byte) (*rtcp.Policy, error) {
 			r.Allow = append(r.Allow, p.Masked())
 		}
 		pol.Names = append(pol.Names, r)
+	}
+	for k, l := range c.KeyLimits {
+		if pol.KeyLimits == nil {
+			pol.KeyLimits = make(map[string]rtcp.Limits)
+		}
+		pol.KeyLimits[k] = rtcp.Limits(l)
 	}
 	if err := pol.Validate(); err != nil {
 		return nil, wrapf(err, "%s", strings.TrimPrefix(err.Error(), "rtcp: policy: "))

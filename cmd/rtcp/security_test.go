@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"rtcp"
 	"rtcp/internal/flowtest"
 )
 
@@ -238,10 +239,29 @@ func TestParseConfig(t *testing.T) {
 		{`{"names":[{"name":"[x"}]}`, "bad pattern"},
 		{`{} {}`, "more than one"},
 		{`[]`, "cannot unmarshal"},
+		{`{"names":[{"name":"x","limits":{"max_sessions":-1}}]}`, "limits"},
+		{`{"names":[{"name":"x","limits":{"bytes_per_sec":1}}]}`, "unknown field"},
+		{`{"key_limits":{"nobody":{"max_sessions":1}}}`, `key "nobody"`},
 	} {
 		if _, err := parseConfig([]byte(bad.in)); err == nil || !strings.Contains(err.Error(), bad.says) {
 			t.Errorf("parseConfig(%s) = %v, want an error saying %q", bad.in, err, bad.says)
 		}
+	}
+}
+
+// TestParseConfigLimits checks the limits of names and keys in -config.
+func TestParseConfigLimits(t *testing.T) {
+	pol, err := parseConfig([]byte(`{"keys":{"bob":"0123456789abcdef0123"},
+		"names":[{"name":"web-*","limits":{"bytes_per_second":1000000,"sessions_per_second":5.5,"max_sessions":10}}],
+		"key_limits":{"bob":{"max_sessions":3}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := pol.Names[0].Limits, (rtcp.Limits{BytesPerSecond: 1000000, SessionsPerSecond: 5.5, MaxSessions: 10}); got != want {
+		t.Errorf("name limits %+v, want %+v", got, want)
+	}
+	if got := pol.KeyLimits["bob"]; got != (rtcp.Limits{MaxSessions: 3}) {
+		t.Errorf("key limits %+v", got)
 	}
 }
 

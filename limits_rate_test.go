@@ -1,0 +1,321 @@
+package rtcp
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// countWriter counts what is written to it.
+type countWriter struct{ n *atomic.Int64 }
+
+func (w countWriter) Write(p []byte) (int, error) { w.n.Add(int64(len(p))); return len(p), nil }
+
+// runPaced moves bytes through conns paced sessions of each bucket, in
+// the direction toServer (Write) or toClient (Read), for 10 s of
+// synctest time, and returns the bytes each bucket's sessions moved.
+func runPaced(t *testing.T, buckets []*limitBucket, conns int, toServer bool) []int64 {
+	dp := new(DiscoverPoint)
+	dp.init()
+	moved := make([]atomic.Int64, len(buckets))
+	var pcs []net.Conn
+	var wg sync.WaitGroup
+	for i, b := range buckets {
+		b.active = conns
+		for range conns {
+			server, relayEnd := net.Pipe()
+			pc := dp.paced(server, []*limitBucket{b})
+			pcs = append(pcs, pc, relayEnd)
+			chunk := make([]byte, 64<<10)
+			if toServer { // the relay writes the client's bytes to pc
+				wg.Go(func() {
+					for {
+						if _, err := pc.Write(chunk); err != nil {
+							return
+						}
+					}
+				})
+				wg.Go(func() { io.Copy(countWriter{&moved[i]}, relayEnd) })
+			} else { // the server writes, the relay reads pc
+				wg.Go(func() {
+					for {
+						if _, err := relayEnd.Write(chunk); err != nil {
+							return
+						}
+					}
+				})
+				wg.Go(func() { io.Copy(countWriter{&moved[i]}, pc) })
+			}
+		}
+	}
+	time.Sleep(10 * time.Second)
+	got := make([]int64, len(buckets))
+	for i := range moved {
+		got[i] = moved[i].Load()
+	}
+	for _, c := range pcs {
+		c.Close()
+	}
+	wg.Wait()
+	dp.Close()
+	return got
+}
+
+// TestPacedRate checks, in synctest time, that a name's BytesPerSecond
+// holds within 10 % over 10 s in each direction, with 1 and 8 sessions
+// sharing it, and that another name, with a limit of its own, keeps its
+// own rate beside it.
+func TestPacedRate(t *testing.T) {
+	const rateA, rateB = 1 << 20, 4 << 20
+	for _, conns := range []int{1, 8} {
+		for _, toServer := range []bool{true, false} {
+			synctest.Test(t, func(t *testing.T) {
+				a := newLimitBucket(Limits{BytesPerSecond: rateA})
+				b := newLimitBucket(Limits{BytesPerSecond: rateB})
+				got := runPaced(t, []*limitBucket{a, b}, conns, toServer)
+				t.Logf("%d sessions, to server %v: %d and %d bytes in 10 s", conns, toServer, got[0], got[1])
+				for i, want := range []int64{10 * rateA, 10 * rateB} {
+					if d := float64(got[i]-want) / float64(want); d < -0.1 || d > 0.1 {
+						t.Errorf("%d sessions, to server %v: name %d moved %d bytes in 10 s, want %d within 10%% (%+.1f%%)",
+							conns, toServer, i, got[i], want, 100*d)
+					}
+				}
+				if a.active != 0 || b.active != 0 {
+					t.Errorf("sessions still counted after Close: %d, %d", a.active, b.active)
+				}
+			})
+		}
+	}
+}
+
+// limitsDP runs a DP whose Policy limits names and a key, with a server
+// that echoes on each name.
+func limitsDP(t *testing.T) (*DiscoverPoint, string, *Credential) {
+	bob := &Credential{Key: "bob", Secret: bytes.Repeat([]byte("b"), 32)}
+	dp := &DiscoverPoint{Logger: testLogger(), Policy: &Policy{
+		Keys:             map[string][]byte{bob.Key: bob.Secret},
+		AnonymousServers: true, AnonymousClients: true,
+		Names: []NameRule{
+			{Name: "one", Limits: Limits{MaxSessions: 1}},
+			{Name: "rate", Limits: Limits{SessionsPerSecond: 0.001}}, // one, then none for 1000 s
+			{Name: "slow", Limits: Limits{BytesPerSecond: 256 << 10}},
+		},
+		KeyLimits: map[string]Limits{"bob": {MaxSessions: 1}},
+	}}
+	addr := startDP(t, dp)
+	for _, name := range []string{"one", "rate", "slow", "any"} {
+		echo(t, listen(t, nil, addr, name))
+	}
+	return dp, addr, bob
+}
+
+// TestLimitRefusals checks that a session over a name's MaxSessions or
+// SessionsPerSecond, or over its client key's MaxSessions, is refused
+// with ErrRefused and counted by reason, and that others go on.
+func TestLimitRefusals(t *testing.T) {
+	dp, addr, bob := limitsDP(t)
+	ctx := context.Background()
+	dial := func(d *Dialer, name string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, addr, name)
+		if err == nil {
+			t.Cleanup(func() { c.Close() })
+		}
+		return c, err
+	}
+	anon, asBob := new(Dialer), &Dialer{Credential: bob}
+	for _, tt := range []struct {
+		what   string
+		d      *Dialer
+		name   string
+		reason string
+	}{
+		{"a name's max_sessions", anon, "one", "limit_sessions"},
+		{"a name's sessions_per_second", anon, "rate", "limit_session_rate"},
+		{"a key's max_sessions", asBob, "any", "limit_sessions"},
+	} {
+		before := dp.Stats().Refused[tt.reason]
+		if _, err := dial(tt.d, tt.name); err != nil {
+			t.Fatalf("%s: the first session: %v", tt.what, err)
+		}
+		_, err := dial(tt.d, tt.name)
+		if !errors.Is(err, ErrRefused) {
+			t.Errorf("%s: the second session: %v, want ErrRefused", tt.what, err)
+		}
+		if got := dp.Stats().Refused[tt.reason] - before; got != 1 {
+			t.Errorf("%s: %d refusals counted as %s, want 1", tt.what, got, tt.reason)
+		}
+	}
+	// Others are not held to those limits.
+	if _, err := dial(anon, "any"); err != nil {
+		t.Errorf("an anonymous client of a name without limits: %v", err)
+	}
+}
+
+// TestLimitPacesThroughDP sends 512 KiB through a name paced at
+// 256 KiB/s: it takes at least as long as the limit allows, and every
+// byte arrives.
+func TestLimitPacesThroughDP(t *testing.T) {
+	dp, addr, _ := limitsDP(t)
+	c, err := Dial(addr, "slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Minute)) // a hang fails, not blocks
+	const size, rate = 512 << 10, 256 << 10
+	msg := bytes.Repeat([]byte("x"), size)
+	start := time.Now()
+	go func() {
+		c.Write(msg)
+		c.(*Conn).CloseWrite()
+	}()
+	got, err := io.ReadAll(c)
+	elapsed := time.Since(start)
+	if err != nil || len(got) != size {
+		t.Fatalf("read %d bytes, %v; want %d", len(got), err, size)
+	}
+	// Each direction may run a burst (a tenth of the rate, at least
+	// 16 KiB) ahead; the echo's two directions overlap.
+	if least := time.Duration(float64(size-(32<<10)) / rate * float64(time.Second)); elapsed < least {
+		t.Errorf("512 KiB at 256 KiB/s took %v, want at least %v", elapsed, least)
+	}
+	if dp.Stats().PacedSeconds <= 0 {
+		t.Error("Stats.PacedSeconds is 0 after a paced session")
+	}
+}
+
+// TestLimitsValidate checks that the Policy refuses bad limits.
+func TestLimitsValidate(t *testing.T) {
+	for _, p := range []*Policy{
+		{Names: []NameRule{{Name: "a", Limits: Limits{BytesPerSecond: -1}}}},
+		{Names: []NameRule{{Name: "a", Limits: Limits{MaxSessions: -1}}}},
+		{Names: []NameRule{{Name: "a", Limits: Limits{SessionsPerSecond: -0.5}}}},
+		{KeyLimits: map[string]Limits{"nobody": {MaxSessions: 1}}},
+	} {
+		if err := p.Validate(); err == nil {
+			t.Errorf("%+v: no error", p)
+		}
+	}
+}
+
+// TestLimitsSetPolicy checks that a policy changed with SetPolicy keeps
+// counting the sessions open under the old one.
+func TestLimitsSetPolicy(t *testing.T) {
+	dp, addr, bob := limitsDP(t)
+	c, err := Dial(addr, "one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pol := *dp.Policy
+	pol.Names = append([]NameRule{{Name: "one", Limits: Limits{MaxSessions: 2}}}, pol.Names[1:]...)
+	pol.KeyLimits = map[string]Limits{bob.Key: {MaxSessions: 1}}
+	if err := dp.SetPolicy(&pol); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := Dial(addr, "one")
+	if err != nil {
+		t.Fatalf("a second session under max_sessions 2: %v", err)
+	}
+	defer c2.Close()
+	if c3, err := Dial(addr, "one"); !errors.Is(err, ErrRefused) {
+		if err == nil {
+			c3.Close()
+		}
+		t.Errorf("a third session under max_sessions 2: %v, want ErrRefused", err)
+	}
+}
+
+// TestLimitsThroughDPSynctest runs a DP on an in-memory network in
+// synctest time: a name limited to 1 MiB/s moves 10 MiB in 10 s within
+// 10 %, with 1 and 8 sessions, while another name beside it, limited to
+// 2 MiB/s, keeps its own rate (yamux links and raw clients).
+func TestLimitsThroughDPSynctest(t *testing.T) {
+	const rateSlow, rateOther = 1 << 20, 2 << 20
+	for _, conns := range []int{1, 8} {
+		synctest.Test(t, func(t *testing.T) {
+			n := newDelayNet()
+			dp := &DiscoverPoint{Policy: &Policy{AnonymousServers: true, AnonymousClients: true, Names: []NameRule{
+				{Name: "slow", Limits: Limits{BytesPerSecond: rateSlow}},
+				{Name: "other", Limits: Limits{BytesPerSecond: rateOther}},
+			}}}
+			served := make(chan error, 1)
+			go func() { served <- dp.Serve(n) }()
+			var wg sync.WaitGroup
+			var mu sync.Mutex // guards closers
+			var closers []io.Closer
+			keep := func(c io.Closer) {
+				mu.Lock()
+				defer mu.Unlock()
+				closers = append(closers, c)
+			}
+			received := map[string]*atomic.Int64{"slow": new(atomic.Int64), "other": new(atomic.Int64)}
+			for name, got := range received {
+				l, err := (&ListenConfig{Dial: n.dialer("server", 0), Transport: TransportYamux}).Listen(context.Background(), delayDP, name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				keep(l)
+				wg.Go(func() {
+					for {
+						c, err := l.Accept()
+						if err != nil {
+							return
+						}
+						keep(c)
+						wg.Go(func() { io.Copy(countWriter{got}, c) })
+					}
+				})
+			}
+			d := Dialer{Dial: n.dialer("client", 0), Transport: TransportYamux}
+			dial := func(name string) {
+				c, err := d.DialContext(context.Background(), delayDP, name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				keep(c)
+				wg.Go(func() {
+					chunk := make([]byte, 32<<10)
+					for {
+						if _, err := c.Write(chunk); err != nil {
+							return
+						}
+					}
+				})
+			}
+			for range conns {
+				dial("slow")
+			}
+			dial("other")
+			synctest.Wait()
+			start := map[string]int64{"slow": received["slow"].Load(), "other": received["other"].Load()}
+			time.Sleep(10 * time.Second)
+			for name, want := range map[string]int64{"slow": 10 * rateSlow, "other": 10 * rateOther} {
+				got := received[name].Load() - start[name]
+				t.Logf("%d sessions of slow: %s moved %d bytes in 10 s", conns, name, got)
+				if d := float64(got-want) / float64(want); d < -0.1 || d > 0.1 {
+					t.Errorf("%d sessions of slow: %s moved %d bytes in 10 s, want %d within 10%% (%+.1f%%)", conns, name, got, want, 100*d)
+				}
+			}
+			dp.Close()
+			if err := <-served; !errors.Is(err, ErrDiscoverPointClosed) {
+				t.Errorf("Serve returned %v", err)
+			}
+			synctest.Wait() // the accept loops have seen their links go
+			mu.Lock()
+			for _, c := range closers {
+				c.Close()
+			}
+			mu.Unlock()
+			n.cutAll()
+			wg.Wait()
+		})
+	}
+}
