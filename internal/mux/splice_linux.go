@@ -510,33 +510,7 @@ func readFull(fd int, b []byte) (int, error) {
 // spliceOutWait moves the n bytes in p to dst, waiting for room (and
 // honouring dst's write deadline). It returns what it moved.
 func spliceOutWait(dst syscall.RawConn, p *pipe, n int) (sent int, err error) {
-	var serr error
-	werr := dst.Write(func(fd uintptr) bool {
-		for sent < n {
-			m, e := syscall.Splice(p.r, nil, int(fd), nil, n-sent, spliceNonblock|spliceMove)
-			switch {
-			case e == syscall.EINTR:
-				continue
-			case e == syscall.EAGAIN:
-				return false // full: wait for room
-			case e != nil:
-				serr = os.NewSyscallError("splice", e)
-				return true
-			case m <= 0:
-				serr = io.ErrUnexpectedEOF
-				return true
-			}
-			sent += int(m)
-		}
-		return true
-	})
-	if werr == nil {
-		werr = serr
-	}
-	if werr != nil {
-		return sent, &net.OpError{Op: "write", Net: "tcp", Err: werr}
-	}
-	return sent, nil
+	return spliceOut(dst, p, n, true)
 }
 
 // spliceableLocked reports whether the stream's next bytes may go
@@ -584,6 +558,12 @@ func (st *Stream) pushFromPipe(p *pipe, n int) {
 // spliceDrain moves up to n bytes from p to the socket of dst without
 // waiting, and returns how many it moved.
 func spliceDrain(dst syscall.RawConn, p *pipe, n int) (sent int, err error) {
+	return spliceOut(dst, p, n, false)
+}
+
+// spliceOut moves up to n bytes from p to dst; when dst is full it waits
+// for room if wait says so, and returns what it moved if not.
+func spliceOut(dst syscall.RawConn, p *pipe, n int, wait bool) (sent int, err error) {
 	var serr error
 	werr := dst.Write(func(fd uintptr) bool {
 		for sent < n {
@@ -592,7 +572,7 @@ func spliceDrain(dst syscall.RawConn, p *pipe, n int) (sent int, err error) {
 			case e == syscall.EINTR:
 				continue
 			case e == syscall.EAGAIN:
-				return true // full: the rest is buffered
+				return !wait // full: wait for room, or leave the rest
 			case e != nil:
 				serr = os.NewSyscallError("splice", e)
 				return true
