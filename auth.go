@@ -307,6 +307,7 @@ func (dp *DiscoverPoint) SetPolicy(p *Policy) error {
 	}
 	dp.auth.set.Store(true)
 	dp.auth.policy.Store(p)
+	dp.limits.update(p)
 	dp.enforcePolicy()
 	return nil
 }

@@ -123,6 +123,34 @@ type rateLimits struct {
 
 const minLimitSweep = 1024
 
+// update brings every bucket to the Limits of pol, so that a SetPolicy
+// changes the pace of the sessions open (and a limit removed lets them
+// run free), as the Limits documentation says.
+func (r *rateLimits) update(pol *Policy) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for name, b := range r.names {
+		var l Limits
+		if pol != nil {
+			if rule := pol.rule(name); rule != nil {
+				l = rule.Limits
+			}
+		}
+		if b.lim != l {
+			b.set(l)
+		}
+	}
+	for key, b := range r.keys {
+		var l Limits
+		if pol != nil {
+			l = pol.KeyLimits[key]
+		}
+		if b.lim != l {
+			b.set(l)
+		}
+	}
+}
+
 // bucketLocked returns the bucket of id in m for l, made or brought up
 // to date.
 func (r *rateLimits) bucketLocked(m *map[string]*limitBucket, id string, l Limits) *limitBucket {
@@ -278,7 +306,12 @@ func (c *pacedConn) wait(ls []*rate.Limiter, n int) error {
 			// the burst smaller than the chunk: wait for it in parts.
 			k := min(left, max(l.Burst(), 1))
 			if err := l.WaitN(c.ctx, k); err != nil {
-				return fmt.Errorf("rtcp: session closed while paced: %w", net.ErrClosed)
+				if c.ctx.Err() != nil {
+					return fmt.Errorf("rtcp: session closed while paced: %w", net.ErrClosed)
+				}
+				// The burst shrank between Burst and WaitN (a new
+				// policy): wait again for the new one.
+				continue
 			}
 			left -= k
 		}
@@ -323,6 +356,13 @@ func (c *pacedConn) Close() error {
 		c.dp.endLimited(c.buckets)
 	})
 	return c.Conn.Close()
+}
+
+// SetReset sets whether the TCP socket under the session, if any (a tcp
+// transport's data link), ends with a reset: the relay clears it for a
+// session that ends cleanly, which it cannot see through pacedConn.
+func (c *pacedConn) SetReset(on bool) {
+	tcpreset.SetReset(tcpreset.Of(c.Conn), on)
 }
 
 // CloseWrite passes a half-close on, so that it crosses the relay.

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"golang.org/x/time/rate"
 	"io"
 	"net"
 	"sync"
@@ -317,5 +319,83 @@ func TestLimitsThroughDPSynctest(t *testing.T) {
 			n.cutAll()
 			wg.Wait()
 		})
+	}
+}
+
+// TestLimitedSessionEndsCleanly: a session of a name under Limits, on the
+// tcp transport, ends with every byte delivered and no reset, as one
+// without limits does (the relay clears the data link's reset on a clean
+// end through the paced wrapper).
+func TestLimitedSessionEndsCleanly(t *testing.T) {
+	for _, lim := range []Limits{{MaxSessions: 100}, {BytesPerSecond: 1 << 40}} {
+		dp := &DiscoverPoint{Logger: testLogger(), Policy: &Policy{
+			AnonymousServers: true, AnonymousClients: true,
+			Names: []NameRule{{Name: "sink", Limits: lim}},
+		}}
+		addr := startDP(t, dp)
+		l := listen(t, &ListenConfig{Transport: TransportTCP}, addr, "sink")
+		const size = 2 << 20
+		sent := make(chan struct{})
+		got := make(chan error, 1)
+		go func() {
+			c, err := l.Accept()
+			if err != nil {
+				got <- err
+				return
+			}
+			defer c.Close()
+			c.(*Conn).CloseWrite()
+			<-sent // the client has written everything and closed
+			b, err := io.ReadAll(c)
+			if err == nil && len(b) != size {
+				err = fmt.Errorf("read %d bytes, want %d", len(b), size)
+			}
+			got <- err
+		}()
+		c, err := (&Dialer{Transport: TransportTCP}).DialContext(context.Background(), addr, "sink")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write(make([]byte, size)); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		close(sent)
+		if err := <-got; err != nil {
+			t.Errorf("%+v: the server's read: %v", lim, err)
+		}
+	}
+}
+
+// TestSetPolicyRepaces: a SetPolicy changes the pace of the sessions
+// open: a bandwidth limit changed takes effect on their limiters, and one
+// removed lets them run free.
+func TestSetPolicyRepaces(t *testing.T) {
+	dp, addr, _ := limitsDP(t)
+	c, err := Dial(addr, "slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	dp.limits.mu.Lock()
+	lr := dp.limits.names["slow"].toServer
+	dp.limits.mu.Unlock()
+	if lr == nil || lr.Limit() != 256<<10 {
+		t.Fatalf("the open session's limiter: %v, want 256 KiB/s", lr)
+	}
+	pol := *dp.Policy
+	pol.Names = []NameRule{{Name: "slow", Limits: Limits{BytesPerSecond: 1 << 20}}}
+	if err := dp.SetPolicy(&pol); err != nil {
+		t.Fatal(err)
+	}
+	if got := lr.Limit(); got != 1<<20 {
+		t.Errorf("after a new limit the open session's limiter is at %v, want 1 MiB/s", got)
+	}
+	pol.Names = nil
+	if err := dp.SetPolicy(&pol); err != nil {
+		t.Fatal(err)
+	}
+	if got := lr.Limit(); got != rate.Inf {
+		t.Errorf("after the limit was removed the open session's limiter is at %v, want none", got)
 	}
 }

@@ -181,7 +181,14 @@ func finish(dst, src net.Conn, err error, failed, dstFin *atomic.Bool) error {
 	return err
 }
 
+// graceful undoes, for a connection that ends cleanly, the reset it was
+// set to end with if cut: on its TCP socket, or through its own SetReset
+// where it wraps one that the relay must not see (a paced session).
 func graceful(c net.Conn) {
+	if r, ok := c.(interface{ SetReset(on bool) }); ok {
+		r.SetReset(false)
+		return
+	}
 	tcpreset.SetReset(tcpreset.Of(c), false)
 }
 
