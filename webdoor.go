@@ -187,6 +187,11 @@ func webName(host, domain string) (string, error) {
 	if strings.Contains(name, ".") {
 		return "", fmt.Errorf("rtcp: %q: only a server name that is one DNS label is reachable as <name>.%s", name, domain)
 	}
+	if err := ValidName(name); err != nil {
+		// A Host of "[cccp:x.dp.example.com]" would otherwise reach a
+		// seed door's name, which the web doors do not.
+		return "", err
+	}
 	return name, nil
 }
 

@@ -309,6 +309,9 @@ func TestWebName(t *testing.T) {
 		{"a.b.dp.example.com", "dp.example.com", ""},
 		{"printer-7.xdp.example.com", "dp.example.com", ""},
 		{"printer-7dp.example.com", "dp.example.com", ""},
+		{"cccp:cld-1.dp.example.com", "dp.example.com", ""}, // a seed door's name
+		{"a_b.dp.example.com", "dp.example.com", ""},
+		{"-x.dp.example.com", "dp.example.com", ""},
 	} {
 		name, err := webName(tc.host, tc.domain)
 		if name != tc.name || (err == nil) != (tc.name != "") {
