@@ -59,8 +59,8 @@ const (
 // dataWaiter is an open waiting for its data link.
 type dataWaiter struct {
 	name string
-	mu   sync.Mutex
-	done bool
+	mu   sync.Mutex    // guards done, and makes a data link's hand-over and the open's giving up one at a time
+	done bool          // the open has its data link, or gave up
 	ch   chan net.Conn // cap 1
 }
 
@@ -626,8 +626,8 @@ func (l *Listener) lateData(st *mux.Stream) *Conn {
 // its session, and so dials, before its first I/O), and deadlines are
 // kept for it.
 type lateConn struct {
-	mu     sync.Mutex
-	c      net.Conn // nil until up
+	mu     sync.Mutex // guards c, rd, wd and closed
+	c      net.Conn   // nil until up
 	rd, wd time.Time
 	closed bool
 }

@@ -950,7 +950,11 @@ func (dp *DiscoverPoint) openRequested(req sessionRequest) (is net.Conn, endSess
 	if req.via != "" {
 		ctx = context.WithValue(ctx, forwardedKey{}, req.via)
 	}
-	is, err = dp.openAside(ctx, req.name, req.client, req.addr.String(), req.who)
+	addr := ""
+	if req.addr != nil { // a Relay's conn may have no RemoteAddr
+		addr = req.addr.String()
+	}
+	is, err = dp.openAside(ctx, req.name, req.client, addr, req.who)
 	cancel()
 	if err != nil {
 		dp.refusedOpen(req.name, err)

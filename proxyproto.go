@@ -226,19 +226,19 @@ func readProxyV2(r io.Reader) (net.Addr, error) {
 	var a netip.Addr
 	var port []byte
 	switch h[1] {
-	case 0x11, 0x12: // TCP or UDP over IPv4
+	case 0x11: // TCP over IPv4
 		if len(body) < 12 {
 			return nil, fmt.Errorf("rtcp: PROXY protocol v2 header: %d bytes of IPv4 addresses, want 12", len(body))
 		}
 		a = netip.AddrFrom4([4]byte(body[:4]))
 		port = body[8:10]
-	case 0x21, 0x22: // over IPv6
+	case 0x21: // TCP over IPv6
 		if len(body) < 36 {
 			return nil, fmt.Errorf("rtcp: PROXY protocol v2 header: %d bytes of IPv6 addresses, want 36", len(body))
 		}
 		a = netip.AddrFrom16([16]byte(body[:16]))
 		port = body[32:34]
-	default: // AF_UNSPEC, AF_UNIX: no IP address to give
+	default: // AF_UNSPEC, AF_UNIX, UDP: no TCP client to give
 		return nil, nil
 	}
 	return net.TCPAddrFromAddrPort(netip.AddrPortFrom(a, binary.BigEndian.Uint16(port))), nil

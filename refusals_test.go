@@ -140,3 +140,23 @@ func TestDataTokenRefusals(t *testing.T) {
 		}
 	}
 }
+
+// nilAddrConn is a connection that cannot tell its peer's address.
+type nilAddrConn struct{ net.Conn }
+
+func (nilAddrConn) RemoteAddr() net.Addr { return nil }
+
+// TestRelayWithoutRemoteAddr: Relay takes a connection whose RemoteAddr
+// is nil (a door's own kind of conn) and carries it like any other.
+func TestRelayWithoutRemoteAddr(t *testing.T) {
+	dp := &DiscoverPoint{Logger: testLogger()}
+	addr := startDP(t, dp)
+	echo(t, listen(t, nil, addr, "echo"))
+	a, b := net.Pipe()
+	defer a.Close()
+	done := make(chan error, 1)
+	go func() { done <- dp.Relay(nilAddrConn{b}, "echo", "door") }()
+	ping(t, a, "through a conn without an address")
+	a.Close()
+	<-done
+}
