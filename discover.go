@@ -917,12 +917,11 @@ func (dp *DiscoverPoint) openRequested(req sessionRequest) (is net.Conn, endSess
 	// A SetPolicy from here on that no longer allows the session ends it
 	// (policeSession: before the check, so that none is missed).
 	end := req.end
-	if end == nil {
-		end = func(error) {
-			if req.conn != nil {
-				req.conn.Close()
-			}
-		}
+	if end == nil && req.conn != nil {
+		c := req.conn // not req, which the closure would move to the heap
+		end = func(error) { c.Close() }
+	} else if end == nil {
+		end = func(error) {}
 	}
 	policed := dp.policeSession(req.who, req.name, req.addr, end)
 	refuse := func(err error) (net.Conn, func(), error) {
