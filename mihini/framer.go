@@ -291,6 +291,12 @@ func (fr *framer) WriteFrame(f *mux.Frame) error {
 
 func (fr *framer) Flush() error { return fr.bw.Flush() }
 
+// Semantics says how Mihini's wire works: a Close is a handshake, so that
+// both ends learn when a client id is free again.
+func (fr *framer) Semantics() mux.Semantics {
+	return mux.Semantics{AnswerClose: true}
+}
+
 // connectPayload appends the CONNECT payload for addr, host:port.
 func connectPayload(dst []byte, addr string) ([]byte, error) {
 	host, port, err := splitService(addr)

@@ -57,7 +57,6 @@ func (c linkConfig) muxConfig(name string) mux.Config {
 	return mux.Config{
 		Name:            name,
 		OpenerAssignsID: true,
-		AnswerClose:     true,
 		MaxBuffer:       c.maxBuffer,
 		StallTimeout:    c.stallTimeout,
 		Logger:          c.log,

@@ -6,6 +6,16 @@
 // A wire adapter supplies a Framer, which turns the wire's messages into
 // Frames and back; everything else (ordering, flow control, deadlines,
 // lifetimes) lives here once for every wire.
+//
+// What a session needs to know splits in two. How the wire works is the
+// Framer's to say: a Framer that is a Wire returns its Semantics (such as
+// whether a Close is a handshake), which New reads
+// once; a plain Framer has Plan5's, the zero Semantics. Config holds the
+// rest, which the caller chooses or has agreed with the peer in a
+// handshake before the session starts: limits (windows, buffers, budgets,
+// timeouts, backlogs), what the handshake settled (FlowControl,
+// PeerWindow, HalfClose, ChunkSize), and behaviour such as ManualAck,
+// StreamAddrs, KeepAlive and Logger.
 package mux
 
 import "strconv"
@@ -73,6 +83,23 @@ type Frame struct {
 	Credit int    // KindData
 	Ping   bool   // KindKeepAlive: the peer wants an answer
 	Pong   bool   // KindKeepAlive: the answer to a Ping
+}
+
+// Semantics says how a wire works, as fixed by its format rather than
+// chosen by the caller. The zero Semantics is Plan5's: a Close is not
+// answered.
+type Semantics struct {
+	// AnswerClose makes the wire's Close a handshake (Mihini): a Close from
+	// the peer for an open stream is answered with a Close, so that both
+	// ends learn when the stream's ID is free again.
+	AnswerClose bool
+}
+
+// A Wire is a Framer that says how its wire works. New calls Semantics
+// once; a Framer that is not a Wire has the zero Semantics.
+type Wire interface {
+	Framer
+	Semantics() Semantics
 }
 
 // A Framer reads and writes Frames on one connection in a wire's own format.

@@ -31,7 +31,10 @@ type jsonFramer struct {
 	bw  *bufio.Writer
 	enc *json.Encoder
 	f   Frame
+	sem Semantics // the wire's, as a test sets it
 }
+
+func (fr *jsonFramer) Semantics() Semantics { return fr.sem }
 
 func newJSONFramer(c net.Conn) *jsonFramer {
 	bw := bufio.NewWriter(c)

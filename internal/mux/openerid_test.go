@@ -64,9 +64,11 @@ func TestAnswerClose(t *testing.T) {
 	for _, answer := range []bool{false, true} {
 		t.Run("AnswerClose="+strconv.FormatBool(answer), func(t *testing.T) {
 			ca, cb := net.Pipe()
-			cfg := Config{OpenerAssignsID: true, NextID: portIDs, AnswerClose: answer}
-			frB := &recordingFramer{newJSONFramer(cb), make(chan Frame, 16)}
-			a := New(ca, newJSONFramer(ca), cfg)
+			cfg := Config{OpenerAssignsID: true, NextID: portIDs}
+			sem := Semantics{AnswerClose: answer}
+			frA, frB := newJSONFramer(ca), &recordingFramer{newJSONFramer(cb), make(chan Frame, 16)}
+			frA.sem, frB.sem = sem, sem
+			a := New(ca, frA, cfg)
 			b := New(cb, frB, cfg)
 			st, err := a.Open(context.Background(), "", "7")
 			if err != nil {

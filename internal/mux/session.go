@@ -99,11 +99,6 @@ type Config struct {
 	// opens or accepts it.
 	InitialWindow int
 
-	// AnswerClose makes the wire's Close a handshake (Mihini): a Close from
-	// the peer for an open stream is answered with a Close, so that both
-	// ends learn when the stream's ID is free again.
-	AnswerClose bool
-
 	// ManualAck makes Accept return streams that are not yet acknowledged:
 	// the caller answers each with Stream.Ack.
 	ManualAck bool
@@ -153,6 +148,7 @@ type Session struct {
 	c   net.Conn
 	fr  Framer
 	cfg Config
+	sem Semantics // fr's, read once by New
 
 	// answerMu orders the answers to the peer's opens (answer.go); it is
 	// taken before mu and qmu, never while holding them.
@@ -281,6 +277,9 @@ func New(c net.Conn, fr Framer, cfg Config) *Session {
 		done:     make(chan struct{}),
 		readEnd:  make(chan struct{}),
 		readStop: make(chan struct{}),
+	}
+	if w, ok := fr.(Wire); ok {
+		s.sem = w.Semantics()
 	}
 	s.linkBudget.limit = int64(cfg.LinkWindowBudget)
 	s.pipes = cfg.Pipes
@@ -737,7 +736,7 @@ func (s *Session) handle(f *Frame) error {
 		s.mu.Unlock()
 		if st != nil {
 			st.unanswered("rtcp: the peer closed the session before it was answered")
-			if s.cfg.AnswerClose {
+			if s.sem.AnswerClose {
 				// Queued before the stream's reader wakes, so the answer
 				// goes out even if the session is closed right after.
 				s.enqueueStreamEnd(st, &Frame{Kind: KindClose, ID: f.ID}, true)
