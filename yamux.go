@@ -46,7 +46,7 @@ const yamuxMaxStreams = 8192
 // exchange, read with r: the DP is yamux's client (it opens the streams),
 // the server its server.
 func newYamuxSession(c net.Conn, r *plan5.Reader, ir *mux.IdleReader, client bool, name string, fc flowConfig, log *slog.Logger) *mux.Session {
-	cfg := yamuxlink.Config(client, 0) // yamux's 256 KiB, growing
+	cfg := yamuxlink.Config(0) // yamux's 256 KiB, growing
 	cfg.MaxWindow = mux.DefaultMaxWindow
 	cfg.Name = name
 	fc.apply(&cfg, log)
@@ -61,7 +61,7 @@ func newYamuxSession(c net.Conn, r *plan5.Reader, ir *mux.IdleReader, client boo
 	if r.Buffered().Buffered() > 0 {
 		src = r.Buffered()
 	}
-	fr := yamuxlink.NewFramer(src, c, cfg.MaxWindow)
+	fr := yamuxlink.NewFramer(src, c, cfg.MaxWindow, client)
 	fr.SplitData() // src reads c
 	return mux.New(c, fr, cfg)
 }

@@ -129,11 +129,7 @@ func (d *Device) ServeConn(ctx context.Context, c net.Conn) error {
 	c.SetWriteDeadline(time.Time{})
 	cfg := linkConfig{closeGrace: d.CloseGrace, maxBuffer: d.MaxBuffer, stallTimeout: d.StallTimeout, earlyMax: early, log: log}
 	fr := newFramer(true, wire.NewReader(c), c, cfg.grace(), early, log)
-	mc := cfg.muxConfig("Mihini link to server " + c.RemoteAddr().String())
-	mc.NextID = func(string, string, func(int64) bool) (int64, error) {
-		return 0, errors.New("mihini: a device opens no sessions")
-	}
-	s := mux.New(c, fr, mc)
+	s := mux.New(c, fr, cfg.muxConfig("Mihini link to server "+c.RemoteAddr().String()))
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() {

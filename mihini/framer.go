@@ -79,7 +79,7 @@ func (fr *framer) expired(e *idEntry) bool {
 
 // nextID picks the id of a new client on the server side: the one after
 // the last, in the order 1..255, 0, skipping ids whose session is open or
-// whose close has not finished. It is the session's Config.NextID.
+// whose close has not finished. It is the session's NextID (Semantics).
 func (fr *framer) nextID(_, _ string, inUse func(int64) bool) (int64, error) {
 	fr.mu.Lock()
 	defer fr.mu.Unlock()
@@ -291,10 +291,17 @@ func (fr *framer) WriteFrame(f *mux.Frame) error {
 
 func (fr *framer) Flush() error { return fr.bw.Flush() }
 
-// Semantics says how Mihini's wire works: a Close is a handshake, so that
-// both ends learn when a client id is free again.
+// Semantics says how Mihini's wire works: the server picks a new client's
+// id in its CONNECT (nextID; a device opens nothing), and a Close is a
+// handshake, so that both ends learn when a client id is free again.
 func (fr *framer) Semantics() mux.Semantics {
-	return mux.Semantics{AnswerClose: true}
+	next := fr.nextID
+	if fr.device {
+		next = func(string, string, func(int64) bool) (int64, error) {
+			return 0, errors.New("mihini: a device opens no sessions")
+		}
+	}
+	return mux.Semantics{OpenerAssignsID: true, NextID: next, AnswerClose: true}
 }
 
 // connectPayload appends the CONNECT payload for addr, host:port.

@@ -55,11 +55,10 @@ type linkConfig struct {
 // (MaxBuffer) and a stalled one is cut after StallTimeout, logged.
 func (c linkConfig) muxConfig(name string) mux.Config {
 	return mux.Config{
-		Name:            name,
-		OpenerAssignsID: true,
-		MaxBuffer:       c.maxBuffer,
-		StallTimeout:    c.stallTimeout,
-		Logger:          c.log,
+		Name:         name,
+		MaxBuffer:    c.maxBuffer,
+		StallTimeout: c.stallTimeout,
+		Logger:       c.log,
 	}
 }
 
@@ -109,7 +108,6 @@ func acceptLink(c net.Conn, timeout time.Duration, cfg linkConfig) (*deviceLink,
 	c.SetReadDeadline(time.Time{})
 	fr := newFramer(false, r, c, cfg.grace(), 0, cfg.log)
 	mc := cfg.muxConfig("Mihini link from device " + c.RemoteAddr().String())
-	mc.NextID = fr.nextID
 	mc.AcceptBacklog = -1 // a device opens nothing
 	s := mux.New(c, fr, mc)
 	return &deviceLink{s: s, fr: fr, remote: c.RemoteAddr()}, nil

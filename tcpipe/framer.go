@@ -59,8 +59,8 @@ func streamID(port uint16, local bool) int64 {
 	return peerBase + int64(port)
 }
 
-// portID is the session's Config.NextID: the stream of a connection this
-// instance accepted is its port.
+// portID is the session's NextID (Semantics): the stream of a connection
+// this instance accepted is its port.
 func portID(_, addr string, inUse func(int64) bool) (int64, error) {
 	port, err := strconv.ParseUint(addr, 10, 16)
 	if err != nil {
@@ -194,3 +194,10 @@ func (fr *framer) write(f wire.Frame) error {
 }
 
 func (fr *framer) Flush() error { return fr.bw.Flush() }
+
+// Semantics says how tcpipe's wire works: the instance that accepted a
+// connection opens its stream, whose ID is the connection's port (portID),
+// with no answer on the wire.
+func (fr *framer) Semantics() mux.Semantics {
+	return mux.Semantics{OpenerAssignsID: true, NextID: portID}
+}

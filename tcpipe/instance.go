@@ -254,13 +254,11 @@ func (in *instance) serveLink(c net.Conn, br *bufio.Reader, stop <-chan struct{}
 		in.partnerSaid(s, port, end) // s is set: the link is read only once in.mu is free
 	}
 	s = mux.New(c, fr, mux.Config{
-		Name:            "tcpipe partner link with " + c.RemoteAddr().String(),
-		OpenerAssignsID: true,
-		NextID:          portID,
-		AcceptBacklog:   backlog,
-		MaxBuffer:       in.maxBuffer,
-		StallTimeout:    in.stallTimeout,
-		Logger:          in.log,
+		Name:          "tcpipe partner link with " + c.RemoteAddr().String(),
+		AcceptBacklog: backlog,
+		MaxBuffer:     in.maxBuffer,
+		StallTimeout:  in.stallTimeout,
+		Logger:        in.log,
 	})
 	in.partner = s
 	in.mu.Unlock()

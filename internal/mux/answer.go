@@ -19,7 +19,7 @@ type answerSlot struct {
 
 // orderedAnswers reports whether the session must order its answers.
 func (s *Session) orderedAnswers() bool {
-	return s.cfg.ManualAck && !s.cfg.OpenerAssignsID
+	return s.cfg.ManualAck && !s.sem.OpenerAssignsID
 }
 
 // answerSlotLocked takes the next slot in the order. s.mu is held.

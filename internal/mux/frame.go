@@ -8,8 +8,9 @@
 // lifetimes) lives here once for every wire.
 //
 // What a session needs to know splits in two. How the wire works is the
-// Framer's to say: a Framer that is a Wire returns its Semantics (such as
-// whether a Close is a handshake), which New reads
+// Framer's to say: a Framer that is a Wire returns its Semantics (who
+// picks a stream's ID, whether an open is acknowledged, the window a
+// stream starts with, whether a Close is a handshake), which New reads
 // once; a plain Framer has Plan5's, the zero Semantics. Config holds the
 // rest, which the caller chooses or has agreed with the peer in a
 // handshake before the session starts: limits (windows, buffers, budgets,
@@ -86,9 +87,30 @@ type Frame struct {
 }
 
 // Semantics says how a wire works, as fixed by its format rather than
-// chosen by the caller. The zero Semantics is Plan5's: a Close is not
+// chosen by the caller. The zero Semantics is Plan5's: the acceptor picks
+// each stream's ID and answers the open with KindAck, and a Close is not
 // answered.
 type Semantics struct {
+	// OpenerAssignsID makes Open pick the stream ID (NextID) and return at
+	// once, with no KindAck on the wire; the peer refuses with KindClose.
+	OpenerAssignsID bool
+	// NextID returns a free stream ID for Open when OpenerAssignsID is set;
+	// it is called with the session's lock held, the open's name and addr
+	// (a wire whose ID means something, such as tcpipe's port, derives it
+	// from them) and the set of IDs in use. It belongs to one session.
+	NextID func(name, addr string, inUse func(int64) bool) (int64, error)
+
+	// AckOpens makes an acceptor answer each open it accepts with a
+	// KindAck carrying the stream's ID even when OpenerAssignsID is set
+	// (yamux's ACK flag); Acks received for such streams are ignored.
+	AckOpens bool
+
+	// InitialWindow is the window every new stream has on the wire before
+	// any grant (yamux: 256 KiB), when it is not Config.Window. If
+	// Config.Window is larger, the session grants each new stream the
+	// difference as it opens or accepts it.
+	InitialWindow int
+
 	// AnswerClose makes the wire's Close a handshake (Mihini): a Close from
 	// the peer for an open stream is answered with a Close, so that both
 	// ends learn when the stream's ID is free again.
@@ -96,7 +118,8 @@ type Semantics struct {
 }
 
 // A Wire is a Framer that says how its wire works. New calls Semantics
-// once; a Framer that is not a Wire has the zero Semantics.
+// once; a Framer that is not a Wire has the zero Semantics, so a Framer
+// that wraps a Wire must be one too (embed the Wire, not a Framer).
 type Wire interface {
 	Framer
 	Semantics() Semantics

@@ -65,10 +65,18 @@ type link struct {
 
 func newLink(t testing.TB, cfgA, cfgB Config) *link {
 	t.Helper()
+	return newWireLink(t, Semantics{}, cfgA, cfgB)
+}
+
+// newWireLink is newLink on a wire whose Framers say sem.
+func newWireLink(t testing.TB, sem Semantics, cfgA, cfgB Config) *link {
+	t.Helper()
 	ca, cb := net.Pipe()
 	l := &link{ca: ca, cb: cb}
-	l.a = New(ca, newJSONFramer(ca), cfgA)
-	l.b = New(cb, newJSONFramer(cb), cfgB)
+	frA, frB := newJSONFramer(ca), newJSONFramer(cb)
+	frA.sem, frB.sem = sem, sem
+	l.a = New(ca, frA, cfgA)
+	l.b = New(cb, frB, cfgB)
 	return l
 }
 

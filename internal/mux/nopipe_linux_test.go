@@ -47,10 +47,10 @@ func TestSpliceWithoutPipes(t *testing.T) {
 	defer mux.SetNoPipes(false)
 
 	cc, sc := tcpPair(t)
-	client := mux.New(cc, yamuxlink.NewFramer(cc, cc, yamuxlink.DefaultWindow), yamuxlink.Config(true, yamuxlink.DefaultWindow))
-	sfr := yamuxlink.NewFramer(sc, sc, yamuxlink.DefaultWindow)
+	client := mux.New(cc, yamuxlink.NewFramer(cc, cc, yamuxlink.DefaultWindow, true), yamuxlink.Config(yamuxlink.DefaultWindow))
+	sfr := yamuxlink.NewFramer(sc, sc, yamuxlink.DefaultWindow, false)
 	sfr.SplitData()
-	server := mux.New(sc, sfr, yamuxlink.Config(false, yamuxlink.DefaultWindow))
+	server := mux.New(sc, sfr, yamuxlink.Config(yamuxlink.DefaultWindow))
 	defer func() {
 		done := make(chan struct{})
 		go func() { server.Close(); close(done) }()

@@ -36,8 +36,8 @@ func portIDs(name, addr string, inUse func(int64) bool) (int64, error) {
 // TestOpenerAssignsIDFromAddr checks that NextID sees the open's address
 // and that its ID reaches the peer, with no Ack on the wire.
 func TestOpenerAssignsIDFromAddr(t *testing.T) {
-	cfg := Config{OpenerAssignsID: true, NextID: portIDs}
-	l := newLink(t, cfg, cfg)
+	sem := Semantics{OpenerAssignsID: true, NextID: portIDs}
+	l := newWireLink(t, sem, Config{}, Config{})
 	defer l.close()
 	a, err := l.a.Open(context.Background(), "", "40000")
 	if err != nil {
@@ -64,8 +64,8 @@ func TestAnswerClose(t *testing.T) {
 	for _, answer := range []bool{false, true} {
 		t.Run("AnswerClose="+strconv.FormatBool(answer), func(t *testing.T) {
 			ca, cb := net.Pipe()
-			cfg := Config{OpenerAssignsID: true, NextID: portIDs}
-			sem := Semantics{AnswerClose: answer}
+			cfg := Config{}
+			sem := Semantics{OpenerAssignsID: true, NextID: portIDs, AnswerClose: answer}
 			frA, frB := newJSONFramer(ca), &recordingFramer{newJSONFramer(cb), make(chan Frame, 16)}
 			frA.sem, frB.sem = sem, sem
 			a := New(ca, frA, cfg)

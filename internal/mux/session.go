@@ -13,8 +13,10 @@ import (
 	"time"
 )
 
-// Config sets up a Session. Its zero value is a session without flow
-// control, acceptor-assigned IDs and default limits.
+// Config sets up a Session: the limits and behaviour its caller chooses,
+// and what a handshake agreed with the peer before it started; how the
+// wire works comes from the Framer (Semantics). Its zero value is a
+// session without flow control and with default limits.
 type Config struct {
 	// Name describes the link in errors, as in "link to DP 10.0.0.1:9000".
 	Name string
@@ -78,26 +80,6 @@ type Config struct {
 	// HalfClose says the peer understands KindCloseWrite. Without it,
 	// Stream.CloseWrite fails with ErrNoHalfClose.
 	HalfClose bool
-
-	// OpenerAssignsID makes Open pick the stream ID (NextID) and return at
-	// once, with no KindAck on the wire; the peer refuses with KindClose.
-	OpenerAssignsID bool
-	// NextID returns a free stream ID for Open when OpenerAssignsID is set;
-	// it is called with the session's lock held, the open's name and addr
-	// (a wire whose ID means something, such as tcpipe's port, derives it
-	// from them) and the set of IDs in use.
-	NextID func(name, addr string, inUse func(int64) bool) (int64, error)
-
-	// AckOpens makes an acceptor answer each open it accepts with a
-	// KindAck carrying the stream's ID even when OpenerAssignsID is set
-	// (yamux's ACK flag); Acks received for such streams are ignored.
-	AckOpens bool
-
-	// InitialWindow is the window every new stream has on the wire before
-	// any grant (yamux: 256 KiB), when it is not Window. If Window is
-	// larger, the session grants each new stream the difference as it
-	// opens or accepts it.
-	InitialWindow int
 
 	// ManualAck makes Accept return streams that are not yet acknowledged:
 	// the caller answers each with Stream.Ack.
@@ -486,8 +468,8 @@ func (s *Session) Accept() (*Stream, error) {
 }
 
 // Open opens a stream to the peer, telling it name and addr (who connects).
-// Unless Config.OpenerAssignsID is set, it waits for the peer's answer; a
-// refusal is returned as a *RefusedError.
+// Unless the wire's Semantics.OpenerAssignsID is set, it waits for the
+// peer's answer; a refusal is returned as a *RefusedError.
 func (s *Session) Open(ctx context.Context, name, addr string) (*Stream, error) {
 	return s.OpenToken(ctx, name, addr, "")
 }
@@ -500,8 +482,8 @@ func (s *Session) OpenToken(ctx context.Context, name, addr, token string) (*Str
 		s.mu.Unlock()
 		return nil, err
 	}
-	if s.cfg.OpenerAssignsID {
-		id, err := s.cfg.NextID(name, addr, func(id int64) bool { return s.streams[id] != nil })
+	if s.sem.OpenerAssignsID {
+		id, err := s.sem.NextID(name, addr, func(id int64) bool { return s.streams[id] != nil })
 		if err != nil {
 			s.mu.Unlock()
 			return nil, err
@@ -509,7 +491,7 @@ func (s *Session) OpenToken(ctx context.Context, name, addr, token string) (*Str
 		st := s.newStream(id, name, addr, true)
 		st.acked = true
 		st.token = token
-		if s.cfg.AckOpens {
+		if s.sem.AckOpens {
 			st.opened = time.Now()
 		}
 		s.streams[id] = st
@@ -767,7 +749,7 @@ func (e *PeerClosedError) Error() string {
 
 func (s *Session) handleOpen(f *Frame) error {
 	refuse := func(reason string) {
-		if s.cfg.OpenerAssignsID {
+		if s.sem.OpenerAssignsID {
 			s.enqueue(&Frame{Kind: KindClose, ID: f.ID, Reason: reason, Abort: true})
 			return
 		}
@@ -798,7 +780,7 @@ func (s *Session) handleOpen(f *Frame) error {
 		return nil
 	}
 	var id int64
-	if s.cfg.OpenerAssignsID {
+	if s.sem.OpenerAssignsID {
 		id = f.ID
 		if old := s.streams[id]; old != nil {
 			// Reusing an open ID closes the old stream (Mihini's rule).
@@ -830,7 +812,7 @@ func (s *Session) handleOpen(f *Frame) error {
 	}
 	if !s.cfg.ManualAck {
 		st.acked = true
-		if !s.cfg.OpenerAssignsID || s.cfg.AckOpens {
+		if !s.sem.OpenerAssignsID || s.sem.AckOpens {
 			s.enqueue(&Frame{Kind: KindAck, ID: id})
 		}
 		s.grantInitial(id)
@@ -844,7 +826,7 @@ func (s *Session) handleOpen(f *Frame) error {
 func (s *Session) handleAck(f *Frame) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cfg.OpenerAssignsID && s.cfg.AckOpens {
+	if s.sem.OpenerAssignsID && s.sem.AckOpens {
 		// The stream is open already; the Ack only confirms it, and
 		// times the round trip.
 		if st := s.streams[f.ID]; st != nil && !st.opened.IsZero() {
@@ -887,10 +869,10 @@ func (s *Session) handleAck(f *Frame) error {
 }
 
 // grantInitial grants a new stream the part of Window above the wire's
-// InitialWindow.
+// Semantics.InitialWindow.
 func (s *Session) grantInitial(id int64) {
-	if s.cfg.FlowControl && s.cfg.InitialWindow > 0 && s.cfg.Window > s.cfg.InitialWindow {
-		s.enqueue(&Frame{Kind: KindData, ID: id, Credit: s.cfg.Window - s.cfg.InitialWindow})
+	if s.cfg.FlowControl && s.sem.InitialWindow > 0 && s.cfg.Window > s.sem.InitialWindow {
+		s.enqueue(&Frame{Kind: KindData, ID: id, Credit: s.cfg.Window - s.sem.InitialWindow})
 	}
 }
 

@@ -45,7 +45,7 @@ type Stream struct {
 	destAcked int64
 	destSink  *pusher
 	// opened is when the opener sent an open that is acknowledged
-	// (Config.AckOpens), to time the round trip; guarded by the
+	// (Semantics.AckOpens), to time the round trip; guarded by the
 	// session's mu.
 	opened time.Time
 	// room is signalled as bytes are handed on without flow control, for
@@ -335,7 +335,7 @@ func (st *Stream) close(f *Frame) error {
 			if reason == "" {
 				reason = "rtcp: refused"
 			}
-			if st.s.cfg.OpenerAssignsID {
+			if st.s.sem.OpenerAssignsID {
 				st.s.enqueue(&Frame{Kind: KindClose, ID: st.id, Reason: reason, Abort: true})
 			} else {
 				st.s.answer(st.answer, &Frame{Kind: KindAck, ID: -1, Reason: reason}, nil)
@@ -368,7 +368,7 @@ func (st *Stream) Ack(err error) error {
 	if err != nil {
 		st.closeOnce.Do(func() { close(st.closed) })
 		st.s.remove(st)
-		if st.s.cfg.OpenerAssignsID {
+		if st.s.sem.OpenerAssignsID {
 			st.s.enqueue(&Frame{Kind: KindClose, ID: st.id, Reason: err.Error(), Abort: true})
 		} else {
 			st.s.answer(st.answer, &Frame{Kind: KindAck, ID: -1, Reason: err.Error()}, nil)
@@ -377,7 +377,7 @@ func (st *Stream) Ack(err error) error {
 		return nil
 	}
 	grant := func() { st.s.grantInitial(st.id) }
-	if !st.s.cfg.OpenerAssignsID || st.s.cfg.AckOpens {
+	if !st.s.sem.OpenerAssignsID || st.s.sem.AckOpens {
 		if !st.s.answer(st.answer, &Frame{Kind: KindAck, ID: st.id}, grant) {
 			return st.s.errOr(net.ErrClosed)
 		}

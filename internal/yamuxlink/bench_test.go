@@ -25,7 +25,7 @@ func sizeName(n int) string {
 func BenchmarkWriteFrame(b *testing.B) {
 	for _, size := range frameSizes {
 		b.Run(sizeName(size), func(b *testing.B) {
-			fr := NewFramer(bytes.NewReader(nil), io.Discard, DefaultWindow)
+			fr := NewFramer(bytes.NewReader(nil), io.Discard, DefaultWindow, false)
 			f := &mux.Frame{Kind: mux.KindData, ID: 7, Data: make([]byte, size)}
 			b.SetBytes(int64(size))
 			b.ReportAllocs()
@@ -59,7 +59,7 @@ func BenchmarkReadFrame(b *testing.B) {
 		b.Run(sizeName(size), func(b *testing.B) {
 			wire := yamux.Header{Type: yamux.TypeData, StreamID: 7, Length: uint32(size)}.Append(nil)
 			wire = append(wire, make([]byte, size)...)
-			fr := NewFramer(&loopReader{b: wire}, io.Discard, DefaultWindow)
+			fr := NewFramer(&loopReader{b: wire}, io.Discard, DefaultWindow, false)
 			b.SetBytes(int64(size))
 			b.ReportAllocs()
 			for b.Loop() {

@@ -39,7 +39,7 @@ func FuzzFramer(f *testing.F) {
 	f.Add([]byte("GET / HTTP/1.1\r\n"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		var out bytes.Buffer
-		fr := NewFramer(bytes.NewReader(in), &out, 1<<10)
+		fr := NewFramer(bytes.NewReader(in), &out, 1<<10, false)
 		for i := 0; i < 10000; i++ {
 			g, err := fr.ReadFrame()
 			if err != nil {

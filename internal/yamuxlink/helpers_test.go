@@ -51,9 +51,9 @@ func tcpPair(t testing.TB) (net.Conn, net.Conn) {
 // (nil: a plain Framer) and cfg adjusted by adjust (if not nil).
 func ours(c net.Conn, client bool, fr mux.Framer, adjust func(*mux.Config)) *mux.Session {
 	if fr == nil {
-		fr = NewFramer(c, c, DefaultWindow)
+		fr = NewFramer(c, c, DefaultWindow, client)
 	}
-	cfg := Config(client, DefaultWindow)
+	cfg := Config(DefaultWindow)
 	if adjust != nil {
 		adjust(&cfg)
 	}
@@ -190,9 +190,9 @@ type audit struct {
 	pongs     chan struct{}
 }
 
-func newAudit(t testing.TB, c net.Conn) *audit {
+func newAudit(t testing.TB, c net.Conn, client bool) *audit {
 	return &audit{
-		Framer:    NewFramer(c, c, DefaultWindow),
+		Framer:    NewFramer(c, c, DefaultWindow, client),
 		t:         t,
 		recvd:     map[int64]int{},
 		recvAllow: map[int64]int{},

@@ -34,7 +34,7 @@ type hlink struct {
 func newHLink(t *testing.T, oursClient bool, hcfg *hashicorp.Config, adjust func(*mux.Config)) *hlink {
 	t.Helper()
 	oc, hc := tcpPair(t)
-	l := &hlink{a: newAudit(t, oc)}
+	l := &hlink{a: newAudit(t, oc, oursClient)}
 	l.o = ours(oc, oursClient, l.a, adjust)
 	l.h = hcSession(t, hc, oursClient, hcfg)
 	t.Cleanup(func() {
@@ -405,10 +405,10 @@ func TestInteropGrowingWindow(t *testing.T) {
 	for _, r := range roles {
 		t.Run(r.name, func(t *testing.T) {
 			oc, hc := tcpPair(t)
-			cfg := Config(r.oursClient, 0)
+			cfg := Config(0)
 			cfg.MaxWindow = mux.DefaultMaxWindow
 			cfg.MinRTT = time.Second // growth must not hang on how fast loopback answers an open
-			o := mux.New(oc, NewFramer(oc, oc, cfg.MaxWindow), cfg)
+			o := mux.New(oc, NewFramer(oc, oc, cfg.MaxWindow, r.oursClient), cfg)
 			h := hcSession(t, hc, r.oursClient, hcConfig())
 			defer closeBothHC(o, h)
 			var (

@@ -20,7 +20,7 @@ type pair struct {
 
 func newPair(t *testing.T) *pair {
 	c, s := tcpPair(t)
-	p := &pair{ca: newAudit(t, c), sa: newAudit(t, s)}
+	p := &pair{ca: newAudit(t, c, true), sa: newAudit(t, s, false)}
 	p.client = ours(c, true, p.ca, nil)
 	p.server = ours(s, false, p.sa, nil)
 	t.Cleanup(func() { closeBoth(p.client, p.server) })

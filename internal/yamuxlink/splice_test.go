@@ -114,8 +114,8 @@ func newSpliceRig(t testing.TB, adjust func(*mux.Config)) *spliceRig {
 	t.Helper()
 	r := &spliceRig{t: t, counted: make(chan struct{}, 1)}
 	r.cc, r.sc = tcpPair(t)
-	r.ca = newAudit(t, r.cc)
-	r.sa = &endWatch{audit: newAudit(t, r.sc), ended: map[int64]bool{}, resume: make(chan struct{})}
+	r.ca = newAudit(t, r.cc, true)
+	r.sa = &endWatch{audit: newAudit(t, r.sc, false), ended: map[int64]bool{}, resume: make(chan struct{})}
 	r.client = ours(r.cc, true, r.ca, adjust)
 	r.server = ours(r.sc, false, r.sa, adjust)
 	feed, src := tcpPair(t)
@@ -338,7 +338,7 @@ func TestSpliceFrom(t *testing.T) {
 }
 
 // plainFramer hides the Framer's WriteDataHeader.
-type plainFramer struct{ mux.Framer }
+type plainFramer struct{ mux.Wire }
 
 // TestSpliceFromUnsupported: where SpliceFrom cannot splice, it says so
 // (ok false) without reading anything.
@@ -346,18 +346,18 @@ func TestSpliceFromUnsupported(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		link func(t testing.TB) (net.Conn, net.Conn)
-		fr   func(net.Conn) mux.Framer
+		fr   func(c net.Conn, client bool) mux.Framer
 	}{
 		{"link over net.Pipe", func(testing.TB) (net.Conn, net.Conn) { return net.Pipe() }, nil},
-		{"Framer without WriteDataHeader", tcpPair, func(c net.Conn) mux.Framer {
-			return plainFramer{NewFramer(c, c, DefaultWindow)}
+		{"Framer without WriteDataHeader", tcpPair, func(c net.Conn, client bool) mux.Framer {
+			return plainFramer{NewFramer(c, c, DefaultWindow, client)}
 		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cc, sc := c.link(t)
 			var cfr, sfr mux.Framer
 			if c.fr != nil {
-				cfr, sfr = c.fr(cc), c.fr(sc)
+				cfr, sfr = c.fr(cc, true), c.fr(sc, false)
 			}
 			client, server := ours(cc, true, cfr, nil), ours(sc, false, sfr, nil)
 			t.Cleanup(func() { closeBoth(client, server) })

@@ -40,7 +40,7 @@ func (s *splitCount) ReadRest(p []byte) (int, error) {
 func (s *splitCount) spliced() int64 { return s.rest.Load() - s.read.Load() }
 
 func newSplitCount(c net.Conn) *splitCount {
-	fr := NewFramer(c, c, DefaultWindow)
+	fr := NewFramer(c, c, DefaultWindow, false)
 	fr.SplitData()
 	return &splitCount{Framer: fr}
 }
@@ -65,9 +65,9 @@ type splitRig struct {
 func newSplitRig(t *testing.T, pipes *mux.Budget) *splitRig {
 	t.Helper()
 	cc, sc := tcpPair(t)
-	r := &splitRig{ca: newAudit(t, cc), split: newSplitCount(sc)}
+	r := &splitRig{ca: newAudit(t, cc, true), split: newSplitCount(sc)}
 	r.client = ours(cc, true, r.ca, nil)
-	cfg := Config(false, DefaultWindow)
+	cfg := Config(DefaultWindow)
 	cfg.Pipes = pipes
 	r.server = mux.New(sc, r.split, cfg)
 	t.Cleanup(func() { closeBoth(r.client, r.server) })
@@ -164,7 +164,7 @@ func rawSplitServer(t *testing.T) (raw net.Conn, s *mux.Session, split *splitCou
 	t.Helper()
 	raw, sc := tcpPair(t)
 	split = newSplitCount(sc)
-	s = mux.New(sc, split, Config(false, DefaultWindow))
+	s = mux.New(sc, split, Config(DefaultWindow))
 	drained := make(chan struct{})
 	go func() {
 		io.Copy(io.Discard, raw)

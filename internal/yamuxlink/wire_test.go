@@ -289,7 +289,7 @@ const none = ^uint32(0)
 // SYN or ACK written just before it, and nothing else.
 func TestWriteFrameCoalesces(t *testing.T) {
 	var out bytes.Buffer
-	fr := NewFramer(strings.NewReader(""), &out, 0)
+	fr := NewFramer(strings.NewReader(""), &out, 0, false)
 	for _, f := range []mux.Frame{
 		{Kind: mux.KindOpen, ID: 1},
 		{Kind: mux.KindData, ID: 1, Credit: 100},
@@ -357,7 +357,7 @@ func TestReadFrameSplits(t *testing.T) {
 	in = hdr(yamux.TypeWindowUpdate, yamux.FlagACK|yamux.FlagRST, 4, 10).Append(in)
 	in = hdr(yamux.TypeData, 0, 6, 0).Append(in) // says nothing: skipped
 	in = hdr(yamux.TypePing, yamux.FlagACK, 0, 3).Append(in)
-	fr := NewFramer(bytes.NewReader(in), io.Discard, 0)
+	fr := NewFramer(bytes.NewReader(in), io.Discard, 0, false)
 	want := []mux.Frame{
 		{Kind: mux.KindOpen, ID: 2},
 		{Kind: mux.KindData, ID: 2, Data: []byte("abc")},

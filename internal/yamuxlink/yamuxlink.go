@@ -84,6 +84,8 @@ type Framer struct {
 	// itself for a protocol error and ends the whole session.
 	mu  sync.Mutex
 	fin map[uint32]finState
+
+	client bool // this side is yamux's client: its stream IDs are odd
 }
 
 type finState uint8
@@ -99,8 +101,11 @@ const (
 // peer may have in flight on a stream and so the longest frame it can send
 // (hashicorp/yamux sends a Write of any size as one frame, up to its whole
 // send window). maxData <= 0 means yamux's initial window, 256 KiB.
-func NewFramer(r io.Reader, w io.Writer, maxData int) *Framer {
+// client says which end of the link this side is: yamux's client opens
+// streams with odd IDs, its server with even ones.
+func NewFramer(r io.Reader, w io.Writer, maxData int, client bool) *Framer {
 	return &Framer{
+		client:  client,
 		r:       yamux.NewReader(r, maxData),
 		src:     r,
 		w:       w,
@@ -472,21 +477,29 @@ func (fr *Framer) Flush() error {
 // Config returns the session configuration for a yamux link: flow control
 // with yamux's 256 KiB initial windows, window granted to each stream (the
 // session grants the part above 256 KiB as the stream opens; at least
-// 256 KiB; DefaultWindow is what rtcp uses), half-close, stream IDs picked
-// by the opener (odd for the client, even for the server) and acknowledged
-// with ACK. Call it once per session: its NextID counts that session's IDs.
-func Config(client bool, window int) mux.Config {
+// 256 KiB; DefaultWindow is what rtcp uses) and half-close. How the wire
+// picks and acknowledges stream IDs is the Framer's (Semantics).
+func Config(window int) mux.Config {
 	window = max(window, yamux.InitialWindow)
 	return mux.Config{
-		FlowControl:     true,
-		Window:          window,
-		PeerWindow:      yamux.InitialWindow,
-		InitialWindow:   yamux.InitialWindow,
-		HalfClose:       true,
+		FlowControl: true,
+		Window:      window,
+		PeerWindow:  yamux.InitialWindow,
+		HalfClose:   true,
+		ChunkSize:   ChunkSize,
+	}
+}
+
+// Semantics says how yamux works: stream IDs are picked by the opener
+// (odd for the client, even for the server) and acknowledged with ACK,
+// and every stream starts with a 256 KiB window. mux.New calls it once
+// per session: its NextID counts that session's IDs.
+func (fr *Framer) Semantics() mux.Semantics {
+	return mux.Semantics{
 		OpenerAssignsID: true,
+		NextID:          nextIDs(fr.client),
 		AckOpens:        true,
-		NextID:          nextIDs(client),
-		ChunkSize:       ChunkSize,
+		InitialWindow:   yamux.InitialWindow,
 	}
 }
 
@@ -501,7 +514,7 @@ func nextIDs(client bool) func(name, addr string, inUse func(int64) bool) (int64
 	if client {
 		first = 1
 	}
-	var mu sync.Mutex // the session holds its lock, but a Config may be shared by mistake
+	var mu sync.Mutex // the session holds its lock, but Semantics may be shared by mistake
 	next := first
 	return func(_, _ string, inUse func(int64) bool) (int64, error) {
 		mu.Lock()
