@@ -7,6 +7,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"rtcp/internal/memnet"
 )
 
 // eventLog collects a Listener's events for a test.
@@ -65,12 +67,12 @@ func (el *eventLog) want(t *testing.T, kind EventKind, links int) Event {
 // after Close.
 func TestListenerEvents(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newFaultNet()
+		n := memnet.New(faultDP)
 		dp := &DiscoverPoint{Logger: testLogger()}
 		stop := serveFault(t, dp, n)
 		defer stop()
 		el := newEventLog()
-		lc := ListenConfig{Transport: TransportYamux, Dial: n.dialer("server"), Logger: testLogger(),
+		lc := ListenConfig{Transport: TransportYamux, Dial: n.TapDialer("server"), Logger: testLogger(),
 			MinBackoff: time.Second, MaxBackoff: 4 * time.Second, OnEvent: el.onEvent}
 		l, err := lc.Listen(context.Background(), faultDP, "printer")
 		if err != nil {
@@ -80,8 +82,8 @@ func TestListenerEvents(t *testing.T) {
 		el.want(t, EventRegistered, 1)
 
 		// The link is cut, and the DP cannot be reached for a while.
-		n.setDown("server", true)
-		n.lastTap("server").close()
+		n.SetDown("server", true)
+		n.Last("server").Cut()
 		if e := el.want(t, EventLinkDown, 0); e.Err == nil {
 			t.Error("link down without the error that ended it")
 		}
@@ -96,12 +98,12 @@ func TestListenerEvents(t *testing.T) {
 
 		// Meanwhile another server takes the name.
 		synctest.Wait() // the DP has seen the link end
-		other := ListenConfig{Transport: TransportYamux, Dial: n.dialer("other")}
+		other := ListenConfig{Transport: TransportYamux, Dial: n.TapDialer("other")}
 		ol, err := other.Listen(context.Background(), faultDP, "printer")
 		if err != nil {
 			t.Fatal(err)
 		}
-		n.setDown("server", false)
+		n.SetDown("server", false)
 		e := el.want(t, EventNameLost, 0)
 		if !errors.Is(e.Err, ErrNameTaken) {
 			t.Errorf("name lost with %v, want ErrNameTaken", e.Err)

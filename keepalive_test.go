@@ -11,17 +11,18 @@ import (
 	"testing/synctest"
 	"time"
 
+	"rtcp/internal/memnet"
 	"rtcp/protocol/plan5"
 )
 
 // Tests of time: keepalive, handshake timeout, backoff and shutdown, in a
-// synctest bubble over a faultNet, so that an hour passes in no time and
+// synctest bubble over a memnet.Listener, so that an hour passes in no time and
 // every duration measured is exact.
 
 const faultDP = "dp.test:9000"
 
 // serveFault runs dp on n; stop closes both.
-func serveFault(t *testing.T, dp *DiscoverPoint, n *faultNet) (stop func()) {
+func serveFault(t *testing.T, dp *DiscoverPoint, n *memnet.Listener) (stop func()) {
 	t.Helper()
 	served := make(chan error, 1)
 	go func() { served <- dp.Serve(n) }()
@@ -30,7 +31,7 @@ func serveFault(t *testing.T, dp *DiscoverPoint, n *faultNet) (stop func()) {
 		if err := <-served; !errors.Is(err, ErrDiscoverPointClosed) {
 			t.Errorf("Serve returned %v, want ErrDiscoverPointClosed", err)
 		}
-		n.cutAll()
+		n.CutAll()
 	}
 }
 
@@ -104,18 +105,18 @@ func wantCut(t *testing.T, who string, r readResult, limit time.Duration) {
 
 func TestKeepAliveSilentServerLink(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newFaultNet()
+		n := memnet.New(faultDP)
 		dp := &DiscoverPoint{KeepAlive: time.Second, Logger: testLogger()}
 		stop := serveFault(t, dp, n)
 		defer stop()
-		lc := ListenConfig{KeepAlive: time.Second, Dial: n.dialer("server"),
+		lc := ListenConfig{KeepAlive: time.Second, Dial: n.TapDialer("server"),
 			MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}
 		l, err := lc.Listen(context.Background(), faultDP, "printer")
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer l.Close()
-		d := &Dialer{KeepAlive: time.Second, Dial: n.dialer("client")}
+		d := &Dialer{KeepAlive: time.Second, Dial: n.TapDialer("client")}
 		c, sc := dialAccept(t, d, l, faultDP, "printer")
 		defer c.Close()
 		defer sc.Close()
@@ -126,7 +127,7 @@ func TestKeepAliveSilentServerLink(t *testing.T) {
 		exchange(t, c, sc, "after ten minutes")
 
 		// The server's path now drops everything, silently.
-		n.lastTap("server").blackhole()
+		n.Last("server").Blackhole()
 		server, client := readEnd(sc), readEnd(c)
 		wantCut(t, "server", <-server, 2*time.Second)
 		wantCut(t, "client", <-client, 2*time.Second)
@@ -134,7 +135,7 @@ func TestKeepAliveSilentServerLink(t *testing.T) {
 		// The server dials again and serves its name once more.
 		time.Sleep(time.Second)
 		synctest.Wait()
-		if got := n.dialTimes("server"); len(got) < 2 {
+		if got := n.Dials("server"); len(got) < 2 {
 			t.Fatalf("the server dialled the DP %d times, want it to dial again", len(got))
 		}
 		c2, sc2 := dialAccept(t, d, l, faultDP, "printer")
@@ -157,17 +158,17 @@ func TestKeepAliveSilentClient(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				n := newFaultNet()
+				n := memnet.New(faultDP)
 				dp := &DiscoverPoint{KeepAlive: time.Second}
 				stop := serveFault(t, dp, n)
 				defer stop()
-				lc := ListenConfig{Dial: n.dialer("server")} // the default, 15 s
+				lc := ListenConfig{Dial: n.TapDialer("server")} // the default, 15 s
 				l, err := lc.Listen(context.Background(), faultDP, "printer")
 				if err != nil {
 					t.Fatal(err)
 				}
 				defer l.Close()
-				d := &Dialer{KeepAlive: tt.period, Dial: n.dialer("client")}
+				d := &Dialer{KeepAlive: tt.period, Dial: n.TapDialer("client")}
 				c, sc := dialAccept(t, d, l, faultDP, "printer")
 				defer c.Close()
 				defer sc.Close()
@@ -175,7 +176,7 @@ func TestKeepAliveSilentClient(t *testing.T) {
 				// The client's path drops everything: the client notices
 				// within twice its own period, the DP within twice its
 				// own, and the DP cuts the server's end of the session.
-				n.lastTap("client").blackhole()
+				n.Last("client").Blackhole()
 				client, server := readEnd(c), readEnd(sc)
 				wantCut(t, "client", <-client, 2*tt.period)
 				wantCut(t, "server", <-server, 2*time.Second)
@@ -194,11 +195,11 @@ func TestKeepAliveSilentClient(t *testing.T) {
 // heartbeats is held to the DP's period.
 func TestHeartBeatWire(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newFaultNet()
+		n := memnet.New(faultDP)
 		dp := &DiscoverPoint{KeepAlive: time.Second}
 		stop := serveFault(t, dp, n)
 		defer stop()
-		dial := n.dialer("plain")
+		dial := n.TapDialer("plain")
 
 		// A plain server: no HeartBeat.
 		c, err := dial(context.Background(), "tcp", faultDP)
@@ -265,7 +266,7 @@ func TestHeartBeatWire(t *testing.T) {
 
 func TestHandshakeTimeoutIdleConns(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newFaultNet()
+		n := memnet.New(faultDP)
 		dp := &DiscoverPoint{HandshakeTimeout: 10 * time.Second}
 		stop := serveFault(t, dp, n)
 		defer stop()
@@ -273,7 +274,7 @@ func TestHandshakeTimeoutIdleConns(t *testing.T) {
 		// 1000 connections that never say a word.
 		idle := make([]net.Conn, 1000)
 		for i := range idle {
-			c, err := n.dialDirect()
+			c, err := n.DialContext(context.Background(), "tcp", faultDP)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -281,13 +282,13 @@ func TestHandshakeTimeoutIdleConns(t *testing.T) {
 			idle[i] = c
 		}
 		// Everyone else is served meanwhile.
-		lc := ListenConfig{Dial: n.dialer("server")}
+		lc := ListenConfig{Dial: n.TapDialer("server")}
 		l, err := lc.Listen(context.Background(), faultDP, "printer")
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer l.Close()
-		d := &Dialer{Dial: n.dialer("client")}
+		d := &Dialer{Dial: n.TapDialer("client")}
 		c, sc := dialAccept(t, d, l, faultDP, "printer")
 		defer c.Close()
 		defer sc.Close()
@@ -320,12 +321,12 @@ func TestHandshakeTimeoutIdleConns(t *testing.T) {
 
 func TestListenerBackoff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newFaultNet()
+		n := memnet.New(faultDP)
 		dp := new(DiscoverPoint)
 		stop := serveFault(t, dp, n)
 		defer stop()
 		const minB, maxB = 100 * time.Millisecond, 2 * time.Second
-		lc := ListenConfig{Dial: n.dialer("server"), MinBackoff: minB, MaxBackoff: maxB}
+		lc := ListenConfig{Dial: n.TapDialer("server"), MinBackoff: minB, MaxBackoff: maxB}
 		l, err := lc.Listen(context.Background(), faultDP, "printer")
 		if err != nil {
 			t.Fatal(err)
@@ -342,8 +343,8 @@ func TestListenerBackoff(t *testing.T) {
 		}()
 
 		// The DP goes away for a minute.
-		n.setDown("server", true)
-		n.lastTap("server").close()
+		n.SetDown("server", true)
+		n.Last("server").Cut()
 		time.Sleep(time.Minute)
 		synctest.Wait()
 		select {
@@ -351,7 +352,7 @@ func TestListenerBackoff(t *testing.T) {
 			t.Fatal("Accept returned while the DP was away")
 		default:
 		}
-		tries := n.dialTimes("server")[1:]
+		tries := n.Dials("server")[1:]
 		if len(tries) < 10 || len(tries) > 200 {
 			t.Fatalf("%d dials in a minute without a DP, want a handful (backoff between 100 ms and 2 s)", len(tries))
 		}
@@ -373,13 +374,13 @@ func TestListenerBackoff(t *testing.T) {
 
 		// The DP is back: the server registers again and Accept returns
 		// the next session.
-		n.setDown("server", false)
+		n.SetDown("server", false)
 		time.Sleep(maxB)
 		synctest.Wait()
 		if l.(*Listener).NumLinks() != 1 {
 			t.Fatalf("%d links after the DP came back, want 1", l.(*Listener).NumLinks())
 		}
-		c, err := (&Dialer{Dial: n.dialer("client")}).DialContext(context.Background(), faultDP, "printer")
+		c, err := (&Dialer{Dial: n.TapDialer("client")}).DialContext(context.Background(), faultDP, "printer")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -392,17 +393,17 @@ func TestListenerBackoff(t *testing.T) {
 
 func TestShutdownWaitsForSessions(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newFaultNet()
+		n := memnet.New(faultDP)
 		dp := new(DiscoverPoint)
 		stop := serveFault(t, dp, n)
 		defer stop()
-		lc := ListenConfig{Dial: n.dialer("server")}
+		lc := ListenConfig{Dial: n.TapDialer("server")}
 		l, err := lc.Listen(context.Background(), faultDP, "printer")
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer l.Close()
-		d := &Dialer{Dial: n.dialer("client")}
+		d := &Dialer{Dial: n.TapDialer("client")}
 		c, sc := dialAccept(t, d, l, faultDP, "printer")
 
 		ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
@@ -430,17 +431,17 @@ func TestShutdownWaitsForSessions(t *testing.T) {
 
 func TestShutdownGraceOver(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newFaultNet()
+		n := memnet.New(faultDP)
 		dp := new(DiscoverPoint)
 		stop := serveFault(t, dp, n)
 		defer stop()
-		lc := ListenConfig{Dial: n.dialer("server")}
+		lc := ListenConfig{Dial: n.TapDialer("server")}
 		l, err := lc.Listen(context.Background(), faultDP, "printer")
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer l.Close()
-		d := &Dialer{Dial: n.dialer("client")}
+		d := &Dialer{Dial: n.TapDialer("client")}
 		c, sc := dialAccept(t, d, l, faultDP, "printer")
 		defer c.Close()
 		defer sc.Close()
@@ -465,16 +466,16 @@ func TestShutdownGraceOver(t *testing.T) {
 // already accepted go on, and the link ends with the last of them.
 func TestListenerCloseLeavesSessions(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newFaultNet()
+		n := memnet.New(faultDP)
 		dp := new(DiscoverPoint)
 		stop := serveFault(t, dp, n)
 		defer stop()
-		lc := ListenConfig{Dial: n.dialer("server")}
+		lc := ListenConfig{Dial: n.TapDialer("server")}
 		l, err := lc.Listen(context.Background(), faultDP, "printer")
 		if err != nil {
 			t.Fatal(err)
 		}
-		d := &Dialer{Dial: n.dialer("client")}
+		d := &Dialer{Dial: n.TapDialer("client")}
 		c, sc := dialAccept(t, d, l, faultDP, "printer")
 		defer c.Close()
 		l.Close()

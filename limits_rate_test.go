@@ -13,6 +13,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"rtcp/internal/memnet"
 )
 
 // countWriter counts what is written to it.
@@ -243,7 +245,7 @@ func TestLimitsThroughDPSynctest(t *testing.T) {
 	const rateSlow, rateOther = 1 << 20, 2 << 20
 	for _, conns := range []int{1, 8} {
 		synctest.Test(t, func(t *testing.T) {
-			n := newDelayNet()
+			n := memnet.New(delayDP)
 			dp := &DiscoverPoint{Policy: &Policy{AnonymousServers: true, AnonymousClients: true, Names: []NameRule{
 				{Name: "slow", Limits: Limits{BytesPerSecond: rateSlow}},
 				{Name: "other", Limits: Limits{BytesPerSecond: rateOther}},
@@ -260,7 +262,7 @@ func TestLimitsThroughDPSynctest(t *testing.T) {
 			}
 			received := map[string]*atomic.Int64{"slow": new(atomic.Int64), "other": new(atomic.Int64)}
 			for name, got := range received {
-				l, err := (&ListenConfig{Dial: n.dialer("server", 0), Transport: TransportYamux}).Listen(context.Background(), delayDP, name)
+				l, err := (&ListenConfig{Dial: n.Dialer("server", 0), Transport: TransportYamux}).Listen(context.Background(), delayDP, name)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -276,7 +278,7 @@ func TestLimitsThroughDPSynctest(t *testing.T) {
 					}
 				})
 			}
-			d := Dialer{Dial: n.dialer("client", 0), Transport: TransportYamux}
+			d := Dialer{Dial: n.Dialer("client", 0), Transport: TransportYamux}
 			dial := func(name string) {
 				c, err := d.DialContext(context.Background(), delayDP, name)
 				if err != nil {
@@ -316,7 +318,7 @@ func TestLimitsThroughDPSynctest(t *testing.T) {
 				c.Close()
 			}
 			mu.Unlock()
-			n.cutAll()
+			n.CutAll()
 			wg.Wait()
 		})
 	}

@@ -6,67 +6,17 @@ import (
 	"io"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
+
+	"rtcp/internal/memnet"
 )
 
-// memNet is an in-memory network with one listening address: every dial
-// gets one end of a net.Pipe and the listener the other. It lets a whole
-// DP, server and client run inside a synctest bubble.
-type memNet struct {
-	addr   string
-	conns  chan net.Conn
-	closed chan struct{}
-	once   sync.Once
-}
-
-func newMemNet(addr string) *memNet {
-	return &memNet{addr: addr, conns: make(chan net.Conn), closed: make(chan struct{})}
-}
-
-type memAddr string
-
-func (a memAddr) Network() string { return "mem" }
-func (a memAddr) String() string  { return string(a) }
-
-func (m *memNet) Accept() (net.Conn, error) {
-	select {
-	case c := <-m.conns:
-		return c, nil
-	case <-m.closed:
-		return nil, net.ErrClosed
-	}
-}
-
-func (m *memNet) Close() error {
-	m.once.Do(func() { close(m.closed) })
-	return nil
-}
-
-func (m *memNet) Addr() net.Addr { return memAddr(m.addr) }
-
-func (m *memNet) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	if addr != m.addr {
-		return nil, &net.OpError{Op: "dial", Net: network, Err: errors.New("no such host in memNet: " + addr)}
-	}
-	c1, c2 := net.Pipe()
-	select {
-	case m.conns <- c2:
-		return c1, nil
-	case <-m.closed:
-	case <-ctx.Done():
-	}
-	c1.Close()
-	c2.Close()
-	return nil, &net.OpError{Op: "dial", Net: network, Err: errors.New("connection refused")}
-}
-
-// memDP runs a DiscoverPoint on a memNet until cleanup; call it inside
+// memDP runs a DiscoverPoint on a memnet.Listener until cleanup; call it inside
 // the bubble that uses it.
-func memDP(t *testing.T) (*memNet, func()) {
+func memDP(t *testing.T) (*memnet.Listener, func()) {
 	t.Helper()
-	mn := newMemNet("dp.example:9000")
+	mn := memnet.New("dp.example:9000")
 	dp := new(DiscoverPoint)
 	served := make(chan error, 1)
 	go func() { served <- dp.Serve(mn) }()
@@ -84,9 +34,9 @@ func TestListenerTable(t *testing.T) {
 	const name = "svc"
 	tests := []struct {
 		name string
-		run  func(t *testing.T, mn *memNet, l net.Listener)
+		run  func(t *testing.T, mn *memnet.Listener, l net.Listener)
 	}{
-		{"Accept blocks until a session arrives", func(t *testing.T, mn *memNet, l net.Listener) {
+		{"Accept blocks until a session arrives", func(t *testing.T, mn *memnet.Listener, l net.Listener) {
 			accepted := make(chan net.Conn, 1)
 			go func() {
 				c, err := l.Accept()
@@ -101,8 +51,8 @@ func TestListenerTable(t *testing.T) {
 				t.Fatalf("Accept returned %v before any client dialled", c)
 			default:
 			}
-			d := Dialer{Name: "alice", Dial: mn.Dial}
-			c, err := d.DialContext(context.Background(), mn.addr, name)
+			d := Dialer{Name: "alice", Dial: mn.DialContext}
+			c, err := d.DialContext(context.Background(), mn.Addr().String(), name)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -115,7 +65,7 @@ func TestListenerTable(t *testing.T) {
 			if got := s.RemoteAddr().String(); !strings.HasPrefix(got, "alice@") {
 				t.Errorf("accepted session's RemoteAddr = %q, want alice@...", got)
 			}
-			if got, want := s.LocalAddr().String(), name+"@"+mn.addr; got != want {
+			if got, want := s.LocalAddr().String(), name+"@"+mn.Addr().String(); got != want {
 				t.Errorf("accepted session's LocalAddr = %q, want %q", got, want)
 			}
 			c.Write([]byte("hi"))
@@ -124,7 +74,7 @@ func TestListenerTable(t *testing.T) {
 				t.Fatalf("server read %q, %v", buf, err)
 			}
 		}},
-		{"Close unblocks a blocked Accept", func(t *testing.T, mn *memNet, l net.Listener) {
+		{"Close unblocks a blocked Accept", func(t *testing.T, mn *memnet.Listener, l net.Listener) {
 			errc := make(chan error, 1)
 			go func() {
 				_, err := l.Accept()
@@ -143,13 +93,13 @@ func TestListenerTable(t *testing.T) {
 				t.Errorf("Accept error %#v, want a *net.OpError{Op: accept, Net: rtcp}", err)
 			}
 		}},
-		{"Accept after Close", func(t *testing.T, mn *memNet, l net.Listener) {
+		{"Accept after Close", func(t *testing.T, mn *memnet.Listener, l net.Listener) {
 			l.Close()
 			if _, err := l.Accept(); !errors.Is(err, net.ErrClosed) {
 				t.Fatalf("Accept after Close: %v, want net.ErrClosed", err)
 			}
 		}},
-		{"Close twice", func(t *testing.T, mn *memNet, l net.Listener) {
+		{"Close twice", func(t *testing.T, mn *memnet.Listener, l net.Listener) {
 			if err := l.Close(); err != nil {
 				t.Fatalf("first Close: %v", err)
 			}
@@ -157,26 +107,26 @@ func TestListenerTable(t *testing.T) {
 				t.Fatalf("second Close: %v", err)
 			}
 		}},
-		{"Addr after Close", func(t *testing.T, mn *memNet, l net.Listener) {
+		{"Addr after Close", func(t *testing.T, mn *memnet.Listener, l net.Listener) {
 			l.Close()
 			a := l.Addr()
-			if a.Network() != "rtcp" || a.String() != name+"@"+mn.addr {
-				t.Fatalf("Addr after Close = %s %q, want rtcp %q", a.Network(), a, name+"@"+mn.addr)
+			if a.Network() != "rtcp" || a.String() != name+"@"+mn.Addr().String() {
+				t.Fatalf("Addr after Close = %s %q, want rtcp %q", a.Network(), a, name+"@"+mn.Addr().String())
 			}
 		}},
-		{"Close lets the DP refuse new sessions", func(t *testing.T, mn *memNet, l net.Listener) {
+		{"Close lets the DP refuse new sessions", func(t *testing.T, mn *memnet.Listener, l net.Listener) {
 			l.Close()
 			synctest.Wait() // the DP has seen the link end
-			d := Dialer{Dial: mn.Dial}
-			_, err := d.DialContext(context.Background(), mn.addr, name)
+			d := Dialer{Dial: mn.DialContext}
+			_, err := d.DialContext(context.Background(), mn.Addr().String(), name)
 			var re *RefusedError
 			if !errors.As(err, &re) || !strings.Contains(err.Error(), `"`+name+`"`) {
 				t.Fatalf("Dial after the listener closed: %v, want a refusal naming %q", err, name)
 			}
 		}},
-		{"accepted sessions outlive Close", func(t *testing.T, mn *memNet, l net.Listener) {
-			d := Dialer{Dial: mn.Dial}
-			c, err := d.DialContext(context.Background(), mn.addr, name)
+		{"accepted sessions outlive Close", func(t *testing.T, mn *memnet.Listener, l net.Listener) {
+			d := Dialer{Dial: mn.DialContext}
+			c, err := d.DialContext(context.Background(), mn.Addr().String(), name)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -211,8 +161,8 @@ func TestListenerTable(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				mn, stopDP := memDP(t)
 				defer stopDP()
-				lc := ListenConfig{Dial: mn.Dial}
-				l, err := lc.Listen(context.Background(), mn.addr, name)
+				lc := ListenConfig{Dial: mn.DialContext}
+				l, err := lc.Listen(context.Background(), mn.Addr().String(), name)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/net/nettest"
 
+	"rtcp/internal/memnet"
 	"rtcp/protocol/plan5"
 )
 
@@ -79,17 +80,17 @@ func TestManualAckRefusal(t *testing.T) {
 }
 
 func testManualAckRefusal(t *testing.T, lc ListenConfig) {
-	n := newDelayNet()
+	n := memnet.New(delayDP)
 	dp := new(DiscoverPoint)
 	served := make(chan error, 1)
 	go func() { served <- dp.Serve(n) }()
 	defer func() {
 		dp.Close()
 		<-served
-		n.cutAll()
+		n.CutAll()
 	}()
 	lc.ManualAck = true
-	lc.Dial = n.dialer("server", 0)
+	lc.Dial = n.Dialer("server", 0)
 	l, err := lc.Listen(context.Background(), delayDP, "svc")
 	if err != nil {
 		t.Fatal(err)
@@ -100,7 +101,7 @@ func testManualAckRefusal(t *testing.T, lc ListenConfig) {
 		t.Fatalf("%d spares idle at the DP, want %d", dp.idleSpares(t), want)
 	}
 	plain := func(name string) *legacyPeer {
-		c, err := n.dialer("client", 0)(context.Background(), "tcp", delayDP)
+		c, err := n.Dialer("client", 0)(context.Background(), "tcp", delayDP)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -135,7 +136,7 @@ func testManualAckRefusal(t *testing.T, lc ListenConfig) {
 	p.mustSend(&legacyClose{X: ack.X})
 
 	for _, ct := range []Transport{TransportJSON, TransportYamux} {
-		d := Dialer{Name: "refused", Transport: ct, Dial: n.dialer("client", 0)}
+		d := Dialer{Name: "refused", Transport: ct, Dial: n.Dialer("client", 0)}
 		c, err := d.DialContext(context.Background(), delayDP, "svc")
 		var re *RefusedError
 		if !errors.As(err, &re) || !strings.Contains(re.Reason, serviceRefused) {
@@ -150,16 +151,16 @@ func testManualAckRefusal(t *testing.T, lc ListenConfig) {
 // client would get the other's session.
 func TestManualAckOrder(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newDelayNet()
+		n := memnet.New(delayDP)
 		dp := new(DiscoverPoint)
 		served := make(chan error, 1)
 		go func() { served <- dp.Serve(n) }()
 		defer func() {
 			dp.Close()
 			<-served
-			n.cutAll()
+			n.CutAll()
 		}()
-		lc := ListenConfig{ManualAck: true, Dial: n.dialer("server", 0)}
+		lc := ListenConfig{ManualAck: true, Dial: n.Dialer("server", 0)}
 		l, err := lc.Listen(context.Background(), delayDP, "svc")
 		if err != nil {
 			t.Fatal(err)
@@ -169,7 +170,7 @@ func TestManualAckOrder(t *testing.T) {
 		var sessions []net.Conn
 		for _, name := range []string{"alice", "bob"} {
 			go func() {
-				d := Dialer{Name: name, Dial: n.dialer("client", 0)}
+				d := Dialer{Name: name, Dial: n.Dialer("client", 0)}
 				c, err := d.DialContext(context.Background(), delayDP, "svc")
 				if err == nil {
 					defer c.Close()
@@ -217,7 +218,7 @@ func TestManualAckOrder(t *testing.T) {
 // at once, waits for that refusal and is then accepted.
 func TestManualAckUnanswered(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newDelayNet()
+		n := memnet.New(delayDP)
 		// The DP waits longer than the server: the server's own refusal
 		// is what the client reads.
 		dp := &DiscoverPoint{HandshakeTimeout: time.Minute}
@@ -226,9 +227,9 @@ func TestManualAckUnanswered(t *testing.T) {
 		defer func() {
 			dp.Close()
 			<-served
-			n.cutAll()
+			n.CutAll()
 		}()
-		lc := ListenConfig{ManualAck: true, Dial: n.dialer("server", 0)}
+		lc := ListenConfig{ManualAck: true, Dial: n.Dialer("server", 0)}
 		l, err := lc.Listen(context.Background(), delayDP, "svc")
 		if err != nil {
 			t.Fatal(err)
@@ -242,7 +243,7 @@ func TestManualAckUnanswered(t *testing.T) {
 			ch := make(chan result, 1)
 			go func() {
 				start := time.Now()
-				d := Dialer{Name: name, Dial: n.dialer("client", 0)}
+				d := Dialer{Name: name, Dial: n.Dialer("client", 0)}
 				c, err := d.DialContext(context.Background(), delayDP, "svc")
 				if c != nil {
 					c.Close()
@@ -365,18 +366,18 @@ func TestManualAckDeadline(t *testing.T) {
 	for _, tr := range manualTransports {
 		t.Run(tr.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				n := newDelayNet()
+				n := memnet.New(delayDP)
 				dp := new(DiscoverPoint)
 				served := make(chan error, 1)
 				go func() { served <- dp.Serve(n) }()
 				defer func() {
 					dp.Close()
 					<-served
-					n.cutAll()
+					n.CutAll()
 				}()
 				lc := tr.lc
 				lc.ManualAck = true
-				lc.Dial = n.dialer("server", 0)
+				lc.Dial = n.Dialer("server", 0)
 				l, err := lc.Listen(context.Background(), delayDP, "svc")
 				if err != nil {
 					t.Fatal(err)
@@ -385,7 +386,7 @@ func TestManualAckDeadline(t *testing.T) {
 				settle()
 				dialed := make(chan net.Conn, 1)
 				go func() {
-					d := Dialer{Dial: n.dialer("client", 0)}
+					d := Dialer{Dial: n.Dialer("client", 0)}
 					c, err := d.DialContext(context.Background(), delayDP, "svc")
 					if err != nil {
 						t.Errorf("Dial: %v", err)

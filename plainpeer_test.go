@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"rtcp/internal/flowtest"
+	"rtcp/internal/memnet"
 	"rtcp/protocol/plan5"
 )
 
@@ -24,7 +25,7 @@ import (
 // writes ("3", "\n", the JSON, "\n"), Data of about 3000 bytes, as fast as
 // TCP takes them. These tests put such a peer, written by hand, in front
 // of a reader that is slower than it, through a DP, in a synctest bubble
-// over in-memory connections (faultNet): no session may be lost, every
+// over in-memory connections (memnet): no session may be lost, every
 // byte must arrive in order, and what rtcp holds in between must stay
 // bounded, because a full session stops its connection being read.
 //
@@ -84,11 +85,11 @@ func TestPlainClientFastWriter(t *testing.T) {
 		// flight.
 		const heldBound = 2*256<<10 + 64<<10
 		logs, logger := flowtest.NewLogs()
-		n := newFaultNet()
+		n := memnet.New(faultDP)
 		dp := &DiscoverPoint{Logger: logger}
 		stop := serveFault(t, dp, n)
 		defer stop()
-		lc := ListenConfig{Dial: n.dialer("server"), Logger: logger}
+		lc := ListenConfig{Dial: n.TapDialer("server"), Logger: logger}
 		l, err := lc.Listen(context.Background(), faultDP, "svc")
 		if err != nil {
 			t.Fatal(err)
@@ -103,7 +104,7 @@ func TestPlainClientFastWriter(t *testing.T) {
 			accepted <- c
 		}()
 
-		c, err := n.dialDirect()
+		c, err := n.DialContext(context.Background(), "tcp", faultDP)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -174,9 +175,9 @@ func TestPlainClientFastWriter(t *testing.T) {
 // client. It returns the server's connection, the first Close the DP sends
 // it (the DP answers each Data for a session after its Close with a Close
 // too), and the clients' connections.
-func plainServer(t *testing.T, n *faultNet, k int) (srv net.Conn, closes <-chan *plan5.Close, clients []net.Conn) {
+func plainServer(t *testing.T, n *memnet.Listener, k int) (srv net.Conn, closes <-chan *plan5.Close, clients []net.Conn) {
 	t.Helper()
-	srv, err := n.dialer("plain")(context.Background(), "tcp", faultDP)
+	srv, err := n.TapDialer("plain")(context.Background(), "tcp", faultDP)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +188,7 @@ func plainServer(t *testing.T, n *faultNet, k int) (srv net.Conn, closes <-chan 
 	} else if a, ok := m.(*plan5.Aloha); !ok || a.R != plan5.RoleDP {
 		t.Fatalf("the DP answered the Aloha with %+v", m)
 	}
-	d := &Dialer{Dial: n.dialer("client")}
+	d := &Dialer{Dial: n.TapDialer("client")}
 	for i := range k {
 		dialed := make(chan net.Conn, 1)
 		go func() {
@@ -238,7 +239,7 @@ func TestPlainServerStall(t *testing.T) {
 		const stall = 5 * time.Second
 		const total = 4 << 20
 		logs, logger := flowtest.NewLogs()
-		n := newFaultNet()
+		n := memnet.New(faultDP)
 		dp := &DiscoverPoint{Logger: logger, StallTimeout: stall}
 		stop := serveFault(t, dp, n)
 		defer stop()
@@ -304,7 +305,7 @@ func TestPlainServerStall(t *testing.T) {
 func TestStallCutReleasesTheClient(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const stall = 5 * time.Second
-		n := newFaultNet()
+		n := memnet.New(faultDP)
 		dp := &DiscoverPoint{StallTimeout: stall}
 		stop := serveFault(t, dp, n)
 		defer stop()

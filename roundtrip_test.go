@@ -8,6 +8,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"rtcp/internal/memnet"
 )
 
 // Round trips per dial at a distance (issue 13, item 3): how many times
@@ -19,18 +21,21 @@ import (
 
 const roundTripRTT = 100 * time.Millisecond
 
-// spareTestNet runs dp (nil: a new one) on a delayNet and a server named
+// delayDP is the address of the DP on a memnet.Listener of a round trip.
+const delayDP = "dp.delay:9000"
+
+// spareTestNet runs dp (nil: a new one) on a memnet.Listener and a server named
 // "printer" configured by lc whose links cross rtt, whose sessions greet their client
 // with "hi" at once and then echo. stop ends it all.
-func spareTestNet(t *testing.T, dp *DiscoverPoint, lc ListenConfig, rtt time.Duration) (n *delayNet, _ *DiscoverPoint, l net.Listener, stop func()) {
+func spareTestNet(t *testing.T, dp *DiscoverPoint, lc ListenConfig, rtt time.Duration) (n *memnet.Listener, _ *DiscoverPoint, l net.Listener, stop func()) {
 	t.Helper()
-	n = newDelayNet()
+	n = memnet.New(delayDP)
 	if dp == nil {
 		dp = new(DiscoverPoint)
 	}
 	served := make(chan error, 1)
 	go func() { served <- dp.Serve(n) }()
-	lc.Dial = n.dialer("server", rtt)
+	lc.Dial = n.Dialer("server", rtt)
 	l, err := lc.Listen(context.Background(), delayDP, "printer")
 	if err != nil {
 		t.Fatal(err)
@@ -63,16 +68,16 @@ func spareTestNet(t *testing.T, dp *DiscoverPoint, lc ListenConfig, rtt time.Dur
 		if err := <-served; !errors.Is(err, ErrDiscoverPointClosed) {
 			t.Errorf("Serve returned %v, want ErrDiscoverPointClosed", err)
 		}
-		n.cutAll()
+		n.CutAll()
 	}
 }
 
 // dialGreeting dials "printer" from next to the DP and returns the time to
 // the server's first byte. With ping, the client writes it as soon as Dial
 // returns, and the time is to its echo.
-func dialGreeting(t *testing.T, n *delayNet, ping string) (time.Duration, net.Conn) {
+func dialGreeting(t *testing.T, n *memnet.Listener, ping string) (time.Duration, net.Conn) {
 	t.Helper()
-	d := &Dialer{Transport: TransportYamux, Dial: n.dialer("client", 0)}
+	d := &Dialer{Transport: TransportYamux, Dial: n.Dialer("client", 0)}
 	start := time.Now()
 	c, err := d.DialContext(context.Background(), delayDP, "printer")
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/net/nettest"
 
+	"rtcp/internal/memnet"
 	"rtcp/protocol/plan5"
 )
 
@@ -35,8 +36,8 @@ type dialResult struct {
 }
 
 // dialGreetingAsync is dialGreeting for a goroutine.
-func dialGreetingAsync(n *delayNet, ch chan<- dialResult) {
-	d := &Dialer{Transport: TransportYamux, Dial: n.dialer("client", 0)}
+func dialGreetingAsync(n *memnet.Listener, ch chan<- dialResult) {
+	d := &Dialer{Transport: TransportYamux, Dial: n.Dialer("client", 0)}
 	start := time.Now()
 	c, err := d.DialContext(context.Background(), delayDP, "printer")
 	if err == nil {
@@ -88,8 +89,8 @@ func TestSpareDiesIdle(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		n, dp, _, stop := spareTestNet(t, nil, ListenConfig{Transport: TransportTCP}, spareRTT)
 		defer stop()
-		dials := n.dialCount("server")
-		n.link("server", 1).peer.Close() // a spare, at the server's end
+		dials := len(n.Dials("server"))
+		n.Link("server", 1).Peer.Close() // a spare, at the server's end
 		time.Sleep(spareRTT / 2)
 		synctest.Wait()
 		if got := dp.idleSpares(t); got != defaultSpares-1 {
@@ -99,7 +100,7 @@ func TestSpareDiesIdle(t *testing.T) {
 		if got := dp.idleSpares(t); got != defaultSpares {
 			t.Errorf("%d spares idle after the server dialled again, want %d", got, defaultSpares)
 		}
-		if got := n.dialCount("server") - dials; got != 1 {
+		if got := len(n.Dials("server")) - dials; got != 1 {
 			t.Errorf("the server dialled %d times, want once (the lost spare)", got)
 		}
 		took, c := dialGreeting(t, n, "")
@@ -116,10 +117,10 @@ func TestSpareEnds(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		n, dp, l, stop := spareTestNet(t, nil, ListenConfig{Transport: TransportTCP}, spareRTT)
 		defer stop()
-		spare := n.link("server", 1)
-		n.link("server", 0).cut() // the control link
+		spare := n.Link("server", 1)
+		n.Link("server", 0).Cut() // the control link
 		settle()
-		if _, err := spare.peer.Write([]byte{0}); err == nil {
+		if _, err := spare.Peer.Write([]byte{0}); err == nil {
 			t.Error("a spare of the lost control link is still open at the server")
 		}
 		if got := dp.idleSpares(t); got != defaultSpares {
@@ -191,11 +192,11 @@ func TestSpareOldPeers(t *testing.T) {
 	})
 	t.Run("old DP", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			n := newDelayNet()
+			n := memnet.New(delayDP)
 			dp := new(DiscoverPoint)
 			served := make(chan error, 1)
 			go func() { served <- dp.Serve(n) }()
-			dial := n.dialer("server", 0)
+			dial := n.Dialer("server", 0)
 			lc := ListenConfig{Transport: TransportTCP, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 				c, err := dial(ctx, network, addr)
 				if err != nil {
@@ -215,7 +216,7 @@ func TestSpareOldPeers(t *testing.T) {
 				}
 			}()
 			settle()
-			if got := n.dialCount("server"); got != 1 {
+			if got := len(n.Dials("server")); got != 1 {
 				t.Errorf("the server dialled %d times before any session, want once (its link)", got)
 			}
 			_, c := dialGreeting(t, n, "")
@@ -223,7 +224,7 @@ func TestSpareOldPeers(t *testing.T) {
 			l.Close()
 			dp.Close()
 			<-served
-			n.cutAll()
+			n.CutAll()
 		})
 	})
 }
@@ -254,16 +255,16 @@ func (c *oldDPConn) Read(p []byte) (int, error) {
 // sends while idle or presents a token it does not know.
 func TestSpareWire(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		n := newDelayNet()
+		n := memnet.New(delayDP)
 		dp := new(DiscoverPoint)
 		served := make(chan error, 1)
 		go func() { served <- dp.Serve(n) }()
 		defer func() {
 			dp.Close()
 			<-served
-			n.cutAll()
+			n.CutAll()
 		}()
-		dial := n.dialer("server", 0)
+		dial := n.Dialer("server", 0)
 		say := func(c net.Conn, ms ...plan5.Message) {
 			t.Helper()
 			var b []byte

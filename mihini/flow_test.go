@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"rtcp/internal/flowtest"
+	"rtcp/internal/memnet"
 	wire "rtcp/protocol/mihini"
 )
 
@@ -39,7 +40,7 @@ const (
 )
 
 // dialMem connects to l and returns the dialler's end.
-func dialMem(t *testing.T, l *flowtest.Listener) net.Conn {
+func dialMem(t *testing.T, l *memnet.Listener) net.Conn {
 	t.Helper()
 	c, err := l.DialContext(context.Background(), "", "")
 	if err != nil {
@@ -294,12 +295,12 @@ func TestDeviceStallCut(t *testing.T) {
 // startMemServer runs srv in the bubble on in-memory listeners: one for
 // device links, one for clients of service. It returns them, and a
 // function that closes srv and waits for it.
-func startMemServer(t *testing.T, srv *Server, service string) (devices, clients *flowtest.Listener, up <-chan struct{}, stop func()) {
+func startMemServer(t *testing.T, srv *Server, service string) (devices, clients *memnet.Listener, up <-chan struct{}, stop func()) {
 	t.Helper()
 	srv.init()
 	ready := make(chan struct{}, 4)
 	srv.ls.ready = func() { ready <- struct{}{} }
-	devices, clients = flowtest.NewListener(), flowtest.NewListener()
+	devices, clients = memnet.New(""), memnet.New("")
 	done := make(chan error, 2)
 	go func() { done <- srv.Serve(devices) }()
 	go func() { done <- srv.ServeClients(clients, service) }()

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"rtcp/internal/flowtest"
+	"rtcp/internal/memnet"
 )
 
 var testSecret = []byte("a shared secret of 32 bytes, ok!")
@@ -207,7 +208,7 @@ func TestSecretHandshakeTimeout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const timeout = 3 * time.Second
 		logs, logger := flowtest.NewLogs()
-		l := flowtest.NewListener()
+		l := memnet.New("")
 		srv := &Server{Secret: testSecret, HandshakeTimeout: timeout, Logger: logger}
 		done := make(chan error, 1)
 		go func() { done <- srv.Serve(l) }()
@@ -232,7 +233,7 @@ func TestSecretHandshakeTimeout(t *testing.T) {
 
 		// A client with a secret, and a server without: the client says so.
 		logs, logger = flowtest.NewLogs()
-		l = flowtest.NewListener()
+		l = memnet.New("")
 		ctx, cancel := context.WithCancel(t.Context())
 		cl := &Client{Server: "partner.test:1", Dial: l.DialContext, Secret: testSecret, HandshakeTimeout: timeout,
 			MinBackoff: time.Hour, MaxBackoff: time.Hour, Logger: logger}
@@ -297,7 +298,7 @@ func TestSecretInstances(t *testing.T) {
 func TestSecretMismatch(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		srvLogs, srvLogger := flowtest.NewLogs()
-		l := flowtest.NewListener()
+		l := memnet.New("")
 		srv := &Server{Secret: testSecret, Logger: srvLogger}
 		srv.init()
 		srv.in.ready = func() { t.Error("the server took a partner with another secret") }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"rtcp/internal/flowtest"
+	"rtcp/internal/memnet"
 	wire "rtcp/protocol/tcpipe"
 )
 
@@ -148,7 +149,7 @@ var roles = []role{
 		s.init()
 		up := make(chan struct{}, 1)
 		s.in.ready = func() { up <- struct{}{} }
-		l := flowtest.NewListener()
+		l := memnet.New("")
 		done := make(chan error, 1)
 		go func() { done <- s.Serve(l) }()
 		partner, err := l.DialContext(t.Context(), "tcp", "")
@@ -164,7 +165,7 @@ var roles = []role{
 		}
 	}},
 	{"client", func(t *testing.T, ts *targets, stall time.Duration, log *slog.Logger) (net.Conn, func()) {
-		l := flowtest.NewListener()
+		l := memnet.New("")
 		c := &Client{Server: "partner.test:50000", Target: "target.test", DialTarget: ts.dial,
 			Dial: l.DialContext, StallTimeout: stall, Logger: log}
 		up := make(chan struct{}, 1)

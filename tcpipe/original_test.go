@@ -11,7 +11,7 @@ import (
 	"testing/synctest"
 	"time"
 
-	"rtcp/internal/flowtest"
+	"rtcp/internal/memnet"
 	wire "rtcp/protocol/tcpipe"
 )
 
@@ -155,7 +155,7 @@ func (o *original) carry(port uint16, c net.Conn) {
 }
 
 // userPorts is the in-memory listener of each port of an instance.
-type userPorts map[uint16]*flowtest.Listener
+type userPorts map[uint16]*memnet.Listener
 
 func (u userPorts) listen(_, addr string) (net.Listener, error) {
 	_, ps, _ := net.SplitHostPort(addr)
@@ -169,15 +169,15 @@ func (u userPorts) listen(_, addr string) (net.Listener, error) {
 // startWithOriginal runs a server instance with the given settings,
 // accepting users on port in memory, with an original as its partner.
 // Call it in a synctest bubble.
-func startWithOriginal(t *testing.T, srv *Server, port uint16, target func(uint16) (net.Conn, error), connectTime, latency time.Duration) (*original, *flowtest.Listener) {
+func startWithOriginal(t *testing.T, srv *Server, port uint16, target func(uint16) (net.Conn, error), connectTime, latency time.Duration) (*original, *memnet.Listener) {
 	t.Helper()
-	users := userPorts{port: flowtest.NewListener()}
+	users := userPorts{port: memnet.New("")}
 	srv.Ports = []uint16{port}
 	srv.init()
 	srv.in.listen = users.listen
 	up := make(chan struct{}, 1)
 	srv.in.ready = func() { up <- struct{}{} }
-	l := flowtest.NewListener()
+	l := memnet.New("")
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(l) }()
 	link, err := l.DialContext(t.Context(), "tcp", "")
