@@ -9,13 +9,16 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+
+	"rtcp/internal/memnet"
 )
 
-// memNet is an in-memory network of listeners by port, with connections
-// that carry the addresses a test gives them, so that the proxy runs
-// inside a synctest bubble and ip_whitelist sees real-looking addresses.
+// memNet is a host of in-memory listeners by port (memnet.Listener),
+// with connections that carry the addresses a test gives them, so that
+// the proxy runs inside a synctest bubble and ip_whitelist sees
+// real-looking addresses.
 type memNet struct {
-	mu   sync.Mutex
+	mu   sync.Mutex // guards lns and fail
 	lns  map[int]*memListener
 	fail error // if not nil, Listen fails with it
 }
@@ -37,7 +40,7 @@ func (n *memNet) Listen(network, addr string) (net.Listener, error) {
 	if n.lns[port] != nil {
 		return nil, &net.OpError{Op: "listen", Net: network, Err: syscall.EADDRINUSE}
 	}
-	l := &memListener{n: n, port: port, ch: make(chan net.Conn), closed: make(chan struct{})}
+	l := &memListener{Listener: memnet.NewAt(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}), n: n, port: port}
 	n.lns[port] = l
 	return l, nil
 }
@@ -50,25 +53,21 @@ func (n *memNet) Dial(ctx context.Context, from string, port int) (net.Conn, err
 
 // dialBoth is Dial that also returns the listener's side of the
 // connection, to see when the server closes it.
-func (n *memNet) dialBoth(ctx context.Context, from string, port int) (net.Conn, *addrConn, error) {
+func (n *memNet) dialBoth(ctx context.Context, from string, port int) (net.Conn, *memnet.Conn, error) {
 	n.mu.Lock()
 	l := n.lns[port]
 	n.mu.Unlock()
 	if l == nil {
 		return nil, nil, fmt.Errorf("dial port %d: %w", port, syscall.ECONNREFUSED)
 	}
-	a, b := net.Pipe()
-	fromAddr := net.TCPAddrFromAddrPort(netip.MustParseAddrPort(from))
-	toAddr := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}
-	srv := newAddrConn(b, toAddr, fromAddr)
-	select {
-	case l.ch <- srv:
-		return newAddrConn(a, fromAddr, toAddr), srv, nil
-	case <-l.closed:
+	c, srv, err := l.DialFrom(ctx, net.TCPAddrFromAddrPort(netip.MustParseAddrPort(from)))
+	if errors.Is(err, net.ErrClosed) {
 		return nil, nil, fmt.Errorf("dial port %d: %w", port, syscall.ECONNREFUSED)
-	case <-ctx.Done():
-		return nil, nil, ctx.Err()
 	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, srv, nil
 }
 
 // open reports whether something listens on port.
@@ -78,26 +77,17 @@ func (n *memNet) open(port int) bool {
 	return n.lns[port] != nil
 }
 
+// memListener is a memnet.Listener that frees its port when closed.
 type memListener struct {
-	n      *memNet
-	port   int
-	ch     chan net.Conn
-	once   sync.Once
-	closed chan struct{}
-}
-
-func (l *memListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ch:
-		return c, nil
-	case <-l.closed:
-		return nil, net.ErrClosed
-	}
+	*memnet.Listener
+	n    *memNet
+	port int
+	once sync.Once
 }
 
 func (l *memListener) Close() error {
 	l.once.Do(func() {
-		close(l.closed)
+		l.Listener.Close()
 		l.n.mu.Lock()
 		if l.n.lns[l.port] == l {
 			delete(l.n.lns, l.port)
@@ -106,36 +96,5 @@ func (l *memListener) Close() error {
 	})
 	return nil
 }
-
-func (l *memListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: l.port} }
-
-type addrConn struct {
-	net.Conn
-	local, remote net.Addr
-	once          sync.Once
-	closed        chan struct{} // closed by Close
-}
-
-func newAddrConn(c net.Conn, local, remote net.Addr) *addrConn {
-	return &addrConn{Conn: c, local: local, remote: remote, closed: make(chan struct{})}
-}
-
-func (c *addrConn) Close() error {
-	c.once.Do(func() { close(c.closed) })
-	return c.Conn.Close()
-}
-
-// isClosed reports whether Close has been called.
-func (c *addrConn) isClosed() bool {
-	select {
-	case <-c.closed:
-		return true
-	default:
-		return false
-	}
-}
-
-func (c *addrConn) LocalAddr() net.Addr  { return c.local }
-func (c *addrConn) RemoteAddr() net.Addr { return c.remote }
 
 var errListen = errors.New("listen: permission denied")

@@ -22,6 +22,7 @@ import (
 
 	"rtcp"
 	"rtcp/cccp"
+	"rtcp/internal/memnet"
 	wire "rtcp/protocol/cccp"
 )
 
@@ -644,7 +645,7 @@ func strconvQuote(s string) string { return strconv.Quote(s) }
 // closes, as the attack of issue 14 did; it returns the proxy's side of
 // the connection. The write gives up after a minute of bubble time, so
 // that a proxy that stops reading fails the test instead of hanging it.
-func (e *env) ghost(port int, from, line string, size int) *addrConn {
+func (e *env) ghost(port int, from, line string, size int) *memnet.Conn {
 	e.t.Helper()
 	c, srv, err := e.n.dialBoth(context.Background(), from, port)
 	if err != nil {
@@ -710,7 +711,7 @@ func TestGhostsAreForgotten(t *testing.T) {
 					e := newEnv(t, 40000, 40099)
 					defer e.close()
 					const n = 20
-					var ghosts []*addrConn
+					var ghosts []*memnet.Conn
 					for i := range n {
 						serial := fmt.Sprintf("GHOST-%d", i)
 						if proxy != "" {
@@ -720,7 +721,7 @@ func TestGhostsAreForgotten(t *testing.T) {
 					}
 					synctest.Wait()
 					for i, g := range ghosts {
-						if !g.isClosed() {
+						if !isClosed(g) {
 							t.Errorf("ghost %d: the proxy has not closed its side", i)
 						}
 						if proxy != "" {
@@ -745,7 +746,7 @@ func TestGhostsAreForgotten(t *testing.T) {
 					port := e.on("serial=CLD-1" + proxy)
 					g := e.ghost(port, "203.0.113.5:40001", "", size)
 					synctest.Wait()
-					if !g.isClosed() {
+					if !isClosed(g) {
 						t.Fatal("the proxy has not closed its side of the client")
 					}
 					if proxy == "&persistent=true" {
@@ -795,7 +796,29 @@ func TestEarlyBytesBound(t *testing.T) {
 // server closes them.
 type trackListener struct {
 	net.Listener
-	accepted chan *addrConn
+	accepted chan *closeConn
+}
+
+// closeConn is a net.Conn that tells when it was closed.
+type closeConn struct {
+	net.Conn
+	once   sync.Once
+	closed chan struct{} // closed by Close
+}
+
+func (c *closeConn) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return c.Conn.Close()
+}
+
+// isClosed reports whether the proxy has closed c.
+func isClosed(c *memnet.Conn) bool {
+	select {
+	case <-c.Closed():
+		return true
+	default:
+		return false
+	}
 }
 
 func (l *trackListener) Accept() (net.Conn, error) {
@@ -803,7 +826,7 @@ func (l *trackListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	ac := newAddrConn(c, c.LocalAddr(), c.RemoteAddr())
+	ac := &closeConn{Conn: c, closed: make(chan struct{})}
 	l.accepted <- ac
 	return ac, nil
 }
@@ -821,7 +844,7 @@ func TestGhostsOverLoopback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tl := &trackListener{Listener: l, accepted: make(chan *addrConn, n)}
+	tl := &trackListener{Listener: l, accepted: make(chan *closeConn, n)}
 	served := make(chan error, 1)
 	go func() { served <- p.ServeDevices(tl) }()
 	defer func() { p.Close(); <-served }()
@@ -838,7 +861,7 @@ func TestGhostsOverLoopback(t *testing.T) {
 	timeout := time.NewTimer(30 * time.Second) // only to fail, not to wait
 	defer timeout.Stop()
 	for i := range n {
-		var c *addrConn
+		var c *closeConn
 		select {
 		case c = <-tl.accepted:
 		case <-timeout.C:

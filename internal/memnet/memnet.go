@@ -32,7 +32,7 @@ type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 // A Listener is a net.Listener of in-memory connections and the network
 // they are dialled on.
 type Listener struct {
-	addr   string
+	addr   net.Addr
 	conns  chan net.Conn
 	closed chan struct{}
 	once   sync.Once
@@ -49,6 +49,12 @@ func New(addr string) *Listener {
 	if addr == "" {
 		addr = "mem"
 	}
+	return NewAt(Addr(addr))
+}
+
+// NewAt returns a Listener whose Addr is addr: a *net.TCPAddr, say, for
+// code that looks at the addresses of its connections (see DialFrom).
+func NewAt(addr net.Addr) *Listener {
 	return &Listener{
 		addr:   addr,
 		conns:  make(chan net.Conn),
@@ -76,8 +82,8 @@ func (l *Listener) Close() error {
 	return nil
 }
 
-// Addr returns the address given to New.
-func (l *Listener) Addr() net.Addr { return Addr(l.addr) }
+// Addr returns the address given to New or NewAt.
+func (l *Listener) Addr() net.Addr { return l.addr }
 
 // An Addr is a Listener's address.
 type Addr string
@@ -110,6 +116,42 @@ func (l *Listener) DialContext(ctx context.Context, network, _ string) (net.Conn
 	}
 	return peer, nil
 }
+
+// DialFrom connects to l from the address from over a plain pipe,
+// unlabelled. Each end reports from and l.Addr() as its addresses, as a
+// TCP connection does. It returns the dialler's end and the listener's.
+func (l *Listener) DialFrom(ctx context.Context, from net.Addr) (peer, far *Conn, err error) {
+	a, b := net.Pipe()
+	peer = &Conn{Conn: a, local: from, remote: l.addr, closed: make(chan struct{})}
+	far = &Conn{Conn: b, local: l.addr, remote: from, closed: make(chan struct{})}
+	if err := l.hand(ctx, "tcp", far); err != nil {
+		a.Close()
+		b.Close()
+		return nil, nil, err
+	}
+	return peer, far, nil
+}
+
+// A Conn is an end of a connection made by DialFrom: a pipe with
+// addresses, which tells when it was closed.
+type Conn struct {
+	net.Conn
+	local, remote net.Addr
+	once          sync.Once
+	closed        chan struct{} // closed by Close
+}
+
+// Close closes the pipe's end.
+func (c *Conn) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return c.Conn.Close()
+}
+
+// Closed is closed once Close has been called.
+func (c *Conn) Closed() <-chan struct{} { return c.closed }
+
+func (c *Conn) LocalAddr() net.Addr  { return c.local }
+func (c *Conn) RemoteAddr() net.Addr { return c.remote }
 
 // hand gives c to Accept.
 func (l *Listener) hand(ctx context.Context, network string, c net.Conn) error {

@@ -102,3 +102,34 @@ func TestDownAndClosed(t *testing.T) {
 		}
 	})
 }
+
+func TestDialFrom(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		at := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
+		from := &net.TCPAddr{IP: net.IPv4(198, 51, 100, 7), Port: 50000}
+		l := NewAt(at)
+		got := make(chan net.Conn, 1)
+		go func() {
+			c, _ := l.Accept()
+			got <- c
+		}()
+		peer, far, err := l.DialFrom(t.Context(), from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := <-got; c != far {
+			t.Errorf("Accept returned %v, want DialFrom's far end", c)
+		}
+		if peer.LocalAddr() != from || peer.RemoteAddr() != at || far.LocalAddr() != at || far.RemoteAddr() != from {
+			t.Errorf("addresses: peer %v->%v, far %v->%v", peer.LocalAddr(), peer.RemoteAddr(), far.LocalAddr(), far.RemoteAddr())
+		}
+		far.Close()
+		select {
+		case <-far.Closed():
+		default:
+			t.Error("Closed is open after Close")
+		}
+		peer.Close()
+		l.Close()
+	})
+}
