@@ -2,20 +2,21 @@ package cccp_test
 
 import (
 	"errors"
-	"log/slog"
 	"strconv"
 	"testing"
 	"testing/synctest"
 
 	"rtcp"
 	"rtcp/cccp"
+	"rtcp/internal/flowtest"
 )
 
 // newEnvPrefix is newEnv with a Proxy.Prefix.
 func newEnvPrefix(t *testing.T, prefix string) *env {
-	e := &env{t: t, n: newMemNet(), dp: new(rtcp.DiscoverPoint), logs: new(logBuffer), served: make(chan error, 1)}
+	logs, logger := flowtest.NewLogs()
+	e := &env{t: t, n: newMemNet(), dp: new(rtcp.DiscoverPoint), logs: logs, served: make(chan error, 1)}
 	e.p = &cccp.Proxy{DP: e.dp, MinPort: 40000, MaxPort: 40009, Host: "proxy.example.net", Listen: e.n.Listen,
-		Prefix: prefix, Logger: slog.New(slog.NewTextHandler(e.logs, nil))}
+		Prefix: prefix, Logger: logger}
 	l, err := e.n.Listen("tcp", ":"+strconv.Itoa(devicePort))
 	if err != nil {
 		t.Fatal(err)

@@ -1,11 +1,13 @@
 package cccp_test
 
 import (
+	"log/slog"
 	"strings"
 	"testing"
 	"testing/synctest"
 
 	"rtcp"
+	"rtcp/internal/flowtest"
 )
 
 // plantPolicy gives the CCCP names cccp:CLD-* to the key owner, and
@@ -46,10 +48,11 @@ func TestDevicePolicy(t *testing.T) {
 				dev := e.device("CLD-1")
 				if !tt.ok {
 					expectClosed(t, dev, "a device whose name the policy gives to another key")
-					logs := e.logs.String()
-					if !strings.Contains(logs, `msg="cccp: device refused by the DP" serial=CLD-1 remote=198.51.100.7:50000 key=`+tt.key) ||
-						!strings.Contains(logs, `name \"cccp:CLD-1\" belongs to another key`) {
-						t.Errorf("no refusal with its reason in the log:\n%s", logs)
+					if !e.warned("cccp: device refused by the DP", func(r flowtest.Record) bool {
+						return r.Attrs["serial"] == "CLD-1" && r.Attrs["remote"] == "198.51.100.7:50000" && r.Attrs["key"] == tt.key &&
+							strings.Contains(r.Attrs["err"], `name "cccp:CLD-1" belongs to another key`)
+					}) {
+						t.Errorf("no refusal with its reason in the log: %v", e.logs.AtLeast(slog.LevelWarn))
 					}
 					if st := e.status("CLD-1"); st.DeviceConnected {
 						t.Errorf("status %+v after the device was refused", st)

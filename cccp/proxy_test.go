@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +23,7 @@ import (
 
 	"rtcp"
 	"rtcp/cccp"
+	"rtcp/internal/flowtest"
 	"rtcp/internal/memnet"
 	wire "rtcp/protocol/cccp"
 )
@@ -37,7 +39,7 @@ type env struct {
 	n      *memNet
 	dp     *rtcp.DiscoverPoint
 	p      *cccp.Proxy
-	logs   *logBuffer // the proxy's
+	logs   *flowtest.Logs // the proxy's
 	served chan error
 }
 
@@ -47,9 +49,10 @@ func newEnv(t *testing.T, minPort, maxPort int) *env {
 
 // newEnvDP is newEnv with a DP of the caller's.
 func newEnvDP(t *testing.T, dp *rtcp.DiscoverPoint, minPort, maxPort int) *env {
-	e := &env{t: t, n: newMemNet(), dp: dp, logs: new(logBuffer), served: make(chan error, 1)}
+	logs, logger := flowtest.NewLogs()
+	e := &env{t: t, n: newMemNet(), dp: dp, logs: logs, served: make(chan error, 1)}
 	e.p = &cccp.Proxy{DP: e.dp, MinPort: minPort, MaxPort: maxPort, Host: "proxy.example.net", Listen: e.n.Listen,
-		Logger: slog.New(slog.NewTextHandler(e.logs, nil))}
+		Logger: logger}
 	l, err := e.n.Listen("tcp", ":"+strconv.Itoa(devicePort))
 	if err != nil {
 		t.Fatal(err)
@@ -66,22 +69,10 @@ func (e *env) close() {
 	}
 }
 
-// logBuffer collects log lines from several goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+// warned reports whether the proxy logged a warning msg for which ok
+// holds.
+func (e *env) warned(msg string, ok func(r flowtest.Record) bool) bool {
+	return slices.ContainsFunc(e.logs.Find(slog.LevelWarn, msg), ok)
 }
 
 // get sends an API request from a loopback address and checks that the
@@ -595,9 +586,11 @@ func TestReRegistration(t *testing.T) {
 		}
 		send(t, c, "CLD-1\r")
 		expectClosed(t, c, "a stranger registering a live device's serial")
-		if logs := e.logs.String(); !strings.Contains(logs, `msg="cccp: device refused" serial=CLD-1 remote=192.0.2.66:6666 `+
-			`reason="a live connection from 198.51.100.7:50000 holds the serial`) {
-			t.Errorf("no refusal with its reason in the log:\n%s", logs)
+		if !e.warned("cccp: device refused", func(r flowtest.Record) bool {
+			return r.Attrs["serial"] == "CLD-1" && r.Attrs["remote"] == "192.0.2.66:6666" &&
+				strings.HasPrefix(r.Attrs["reason"], "a live connection from 198.51.100.7:50000 holds the serial")
+		}) {
+			t.Errorf("no refusal with its reason in the log: %v", e.logs.AtLeast(slog.LevelWarn))
 		}
 		send(t, cl, "still")
 		expect(t, old, "still")
@@ -684,8 +677,10 @@ func TestRegistrationRace(t *testing.T) {
 		first := e.device("CLD-1") // held in Register
 		second := e.device("CLD-1")
 		expectClosed(t, second, "a second registration while the first is under way")
-		if logs := e.logs.String(); !strings.Contains(logs, "another connection is registering the same serial") {
-			t.Errorf("no refusal with its reason in the log:\n%s", logs)
+		if !e.warned("cccp: device refused", func(r flowtest.Record) bool {
+			return r.Attrs["reason"] == "another connection is registering the same serial"
+		}) {
+			t.Errorf("no refusal with its reason in the log: %v", e.logs.AtLeast(slog.LevelWarn))
 		}
 		close(reg.gate)
 		port := e.on("serial=CLD-1")
