@@ -19,6 +19,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"rtcp/internal/flowtest"
 	"rtcp/internal/relay"
 )
 
@@ -278,8 +279,7 @@ func TestNoFlowControlBackpressure(t *testing.T) {
 func TestNoFlowControlStall(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const maxBuf = 64 << 10
-		var logs bytes.Buffer
-		logger := slog.New(slog.NewTextHandler(&logs, nil))
+		logs, logger := flowtest.NewLogs()
 		l := newLink(t, Config{}, Config{MaxBuffer: maxBuf, StallTimeout: time.Minute, Logger: logger})
 		defer l.close()
 		aOut, aIn := l.open(t)
@@ -316,8 +316,8 @@ func TestNoFlowControlStall(t *testing.T) {
 		if !errors.As(err, &oe) || oe.Op != "write" {
 			t.Errorf("write error %#v is not a *net.OpError for write", err)
 		}
-		if !strings.Contains(logs.String(), "session cut") || !strings.Contains(logs.String(), "stall timeout") {
-			t.Errorf("the cut was not logged with its reason: %q", logs.String())
+		if cuts := logs.Find(slog.LevelWarn, "rtcp: session cut"); len(cuts) == 0 || !strings.Contains(cuts[0].Attrs["reason"], "stall timeout") {
+			t.Errorf("the cut was not logged with its reason: %v", logs.AtLeast(slog.LevelDebug))
 		}
 
 		// The reader gets every byte that was accepted, then the error.
