@@ -2,60 +2,19 @@ package c8y_test
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"rtcp"
 	"rtcp/c8y"
+	"rtcp/internal/memnet"
 	wire "rtcp/protocol/c8y"
 )
-
-// memListener is a net.Listener of in-memory connections, so that a test
-// runs entirely inside a synctest bubble.
-type memListener struct {
-	ch     chan net.Conn
-	once   sync.Once
-	closed chan struct{}
-}
-
-func newMemListener() *memListener {
-	return &memListener{ch: make(chan net.Conn), closed: make(chan struct{})}
-}
-
-func (l *memListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ch:
-		return c, nil
-	case <-l.closed:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *memListener) Close() error {
-	l.once.Do(func() { close(l.closed) })
-	return nil
-}
-
-func (l *memListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 443} }
-
-func (l *memListener) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	a, b := net.Pipe()
-	select {
-	case l.ch <- b:
-		return a, nil
-	case <-l.closed:
-		return nil, errors.New("connection refused")
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
 
 // inMemory runs a DP, its remote access Server on an in-memory HTTP
 // server, and an agent that reaches both through memory.
@@ -71,11 +30,11 @@ type inMemory struct {
 func newInMemory() *inMemory {
 	m := &inMemory{dp: new(rtcp.DiscoverPoint), status: newLines(), service: make(chan net.Conn, 4)}
 	m.srv = &c8y.Server{DP: m.dp}
-	l := newMemListener()
+	l := memnet.NewAt(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 443})
 	hs := &http.Server{Handler: m.srv}
 	served := make(chan struct{})
 	go func() { hs.Serve(l); close(served) }()
-	tr := &http.Transport{DialContext: l.Dial}
+	tr := &http.Transport{DialContext: l.DialContext}
 	m.agent = &c8y.Agent{
 		URL:          "ws://c8y.test",
 		HTTPClient:   &http.Client{Transport: tr},

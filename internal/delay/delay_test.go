@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"rtcp/internal/memnet"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -291,42 +293,11 @@ func TestMaxQueue(t *testing.T) {
 	}
 }
 
-// memListener is a listener of in-memory connections (net.Pipe), for
-// tests in a synctest bubble, where time is fake and moves only when
-// every goroutine waits.
-type memListener struct {
-	conns chan net.Conn
-	done  chan struct{}
-	once  sync.Once
-}
-
-func newMemListener() *memListener {
-	return &memListener{conns: make(chan net.Conn), done: make(chan struct{})}
-}
-
-func (l *memListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *memListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return nil
-}
-
-func (l *memListener) Addr() net.Addr { return &net.TCPAddr{} }
-
-// dial returns a client's end of a new connection to l.
-func (l *memListener) dial(t *testing.T) net.Conn {
-	a, b := net.Pipe()
-	select {
-	case l.conns <- b:
-	case <-l.done:
-		t.Fatal("dial: listener closed")
+// dialMem returns a client's end of a new connection to l.
+func dialMem(t *testing.T, l *memnet.Listener) net.Conn {
+	a, err := l.DialContext(t.Context(), "tcp", "")
+	if err != nil {
+		t.Fatalf("dial: %v", err)
 	}
 	t.Cleanup(func() { a.Close() })
 	return a
@@ -345,9 +316,9 @@ func memServer(handle func(net.Conn)) func(context.Context, string, string) (net
 	}
 }
 
-// startMem runs r on a memListener inside the bubble.
-func startMem(t *testing.T, r *Relay) *memListener {
-	l := newMemListener()
+// startMem runs r on a memnet.Listener inside the bubble.
+func startMem(t *testing.T, r *Relay) *memnet.Listener {
+	l := memnet.New("")
 	done := make(chan error, 1)
 	go func() { done <- r.Serve(l) }()
 	t.Cleanup(func() {
@@ -367,7 +338,7 @@ func TestFakeTime(t *testing.T) {
 	t.Run("echo", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			r := &Relay{RTT: rtt, Dial: memServer(func(c net.Conn) { io.Copy(c, c) })}
-			c := startMem(t, r).dial(t)
+			c := dialMem(t, startMem(t, r))
 			var b [1]byte
 			for i := range 3 {
 				t0 := time.Now()
@@ -399,7 +370,7 @@ func TestFakeTime(t *testing.T) {
 				last = time.Now()
 				got <- total
 			})}
-			c := startMem(t, r).dial(t)
+			c := dialMem(t, startMem(t, r))
 			t0 := time.Now()
 			block := make([]byte, 1<<20)
 			for range n / len(block) {
@@ -430,10 +401,10 @@ func TestClose(t *testing.T) {
 		})}
 		l := startMem(t, r)
 
-		held := l.dial(t)
+		held := dialMem(t, l)
 		<-dialed // after RTT/2 of fake time
 		held.Write([]byte("held for another RTT/2"))
-		waiting := l.dial(t)
+		waiting := dialMem(t, l)
 		waiting.Write([]byte("held until the dial"))
 		synctest.Wait() // both readers have queued their bytes
 
