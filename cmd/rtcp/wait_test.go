@@ -5,7 +5,6 @@ import (
 	"context"
 	"io"
 	"net"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -17,10 +16,10 @@ func TestExposeWaitsForDP(t *testing.T) {
 	dpAddr := closedPort(t)
 	echo := startEcho(t)
 	ctx, cancel := context.WithCancel(t.Context())
-	out := newLines()
+	out := newJSONLog()
 	done := make(chan error, 1)
 	go func() {
-		done <- runExpose(ctx, []string{"-dp", dpAddr, "-name", "late", "-to", echo, "-max-backoff", "20ms"}, io.Discard, out)
+		done <- runExpose(ctx, []string{"-dp", dpAddr, "-name", "late", "-to", echo, "-max-backoff", "20ms", "-log-format", "json"}, io.Discard, out)
 	}()
 	defer func() {
 		cancel()
@@ -28,11 +27,15 @@ func TestExposeWaitsForDP(t *testing.T) {
 			t.Errorf("expose returned %v after cancel", err)
 		}
 	}()
-	out.wait(t, regexp.MustCompile(`(cannot reach DP; retrying)`))
-	out.wait(t, regexp.MustCompile(`(cannot reach DP; retrying)`)) // and again
+	retrying := func(m map[string]any) bool { return m["msg"] == "rtcp: cannot reach DP; retrying" && m["name"] == "late" }
+	out.wait(t, "retry", retrying)
+	out.wait(t, "second retry", retrying)
 
 	mustLaunch(t, runDP, "-listen", dpAddr)
-	out.wait(t, regexp.MustCompile(`msg="rtcp expose: (serving)" addr=late@`))
+	out.wait(t, "serving record", func(m map[string]any) bool {
+		addr, _ := m["addr"].(string)
+		return m["msg"] == "rtcp expose: serving" && strings.HasPrefix(addr, "late@")
+	})
 	var stdout bytes.Buffer
 	if err := connect(t.Context(), []string{"-stdio", "-dp", dpAddr, "-name", "late"}, strings.NewReader("ping"), &stdout, io.Discard); err != nil {
 		t.Fatalf("connect -stdio: %v", err)
@@ -49,14 +52,15 @@ func TestConnectWaitsForDP(t *testing.T) {
 	front := closedPort(t) // where the DP will be reachable
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	out := newLines()
+	out := newJSONLog()
 	var stdout bytes.Buffer
 	done := make(chan error, 1)
 	go func() {
-		done <- connect(ctx, []string{"-stdio", "-dp", front, "-name", "echo", "-max-backoff", "20ms"}, strings.NewReader("ping"), &stdout, out)
+		done <- connect(ctx, []string{"-stdio", "-dp", front, "-name", "echo", "-max-backoff", "20ms", "-log-format", "json"}, strings.NewReader("ping"), &stdout, out)
 	}()
-	out.wait(t, regexp.MustCompile(`(cannot reach DP; retrying)`))
-	out.wait(t, regexp.MustCompile(`(cannot reach DP; retrying)`))
+	retrying := func(m map[string]any) bool { return m["msg"] == "cannot reach DP; retrying" && m["dp"] == front }
+	out.wait(t, "retry", retrying)
+	out.wait(t, "second retry", retrying)
 	relayTo(t, front, dp)
 	if err := <-done; err != nil {
 		t.Fatalf("connect -stdio: %v", err)
