@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,14 +18,37 @@ import (
 // readyAttrs returns the attributes of p's ready line (-log-format json).
 func readyAttrs(t *testing.T, p *proc, msg string) map[string]any {
 	t.Helper()
-	for _, line := range strings.Split(p.out.String(), "\n") {
-		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == msg {
+	for _, m := range records(t, p) {
+		if m["msg"] == msg {
 			return m
 		}
 	}
 	t.Fatalf("no %q line in:\n%s", msg, p.out)
 	return nil
+}
+
+// records returns the records p has logged so far (-log-format json).
+func records(t *testing.T, p *proc) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSuffix(p.out.String(), "\n"), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Errorf("a line that is not JSON: %q", line)
+			continue
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// logged reports whether p has logged a record at level (as JSON writes
+// it: "WARN") whose message is msg, or any message if msg is empty.
+func logged(t *testing.T, p *proc, level, msg string) bool {
+	t.Helper()
+	return slices.ContainsFunc(records(t, p), func(m map[string]any) bool {
+		return m["level"] == level && (msg == "" || m["msg"] == msg)
+	})
 }
 
 // alohaRecorder is a TCP relay to a DP that records the transport each

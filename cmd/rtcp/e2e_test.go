@@ -129,7 +129,7 @@ func TestEndToEnd(t *testing.T) {
 // closed alone, and that expose goes on serving.
 func TestExposeTargetRefuses(t *testing.T) {
 	dp := mustLaunch(t, runDP, "-listen", "127.0.0.1:0")
-	expose := mustLaunch(t, runExpose, "-dp", dp.addr, "-name", "nowhere", "-to", closedPort(t))
+	expose := mustLaunch(t, runExpose, "-dp", dp.addr, "-name", "nowhere", "-to", closedPort(t), "-log-format", "json")
 	conn := mustLaunch(t, runConnect, "-dp", dp.addr, "-name", "nowhere", "-listen", "127.0.0.1:0")
 	for i := range 2 {
 		c, err := net.Dial("tcp", conn.addr)
@@ -147,7 +147,7 @@ func TestExposeTargetRefuses(t *testing.T) {
 		t.Fatalf("expose ended: %v", expose.err)
 	default:
 	}
-	if !strings.Contains(expose.out.String(), "cannot connect") {
+	if !logged(t, expose, "WARN", "cannot connect; refusing the incoming connection") {
 		t.Errorf("expose did not log the refusal; its output:\n%s", expose.out)
 	}
 }

@@ -133,10 +133,10 @@ func TestTCPipeSecretFile(t *testing.T) {
 	}
 	echo := startEchoUntilClose(t, "127.0.0.4:0")
 	_, p, _ := net.SplitHostPort(echo)
-	srv := mustLaunch(t, runTCPipe, "-s", "127.0.0.2:0", "-p", p, "-b", "127.0.0.2", "-secret-file", secret)
+	srv := mustLaunch(t, runTCPipe, "-s", "127.0.0.2:0", "-p", p, "-b", "127.0.0.2", "-secret-file", secret, "-log-format", "json")
 	mustLaunch(t, runTCPipe, "-c", srv.addr, "-t", "127.0.0.4", "-b", "127.0.0.3", "-secret-file", secret)
 	echoVia(t, tcpDial(net.JoinHostPort("127.0.0.2", p)), []byte("with a secret"))
-	if strings.Contains(srv.out.String(), "level=WARN") {
+	if logged(t, srv, "WARN", "") {
 		t.Errorf("a secret file of mode 600 drew a warning:\n%s", srv.out)
 	}
 

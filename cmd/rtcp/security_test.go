@@ -99,8 +99,8 @@ func TestSecureDP(t *testing.T) {
 	aliceFile := writeFile(t, dir, "alice.token", aliceToken+"\n")
 	t.Setenv(tokenEnv, "")
 
-	dp := mustLaunch(t, runDP, "-listen", "127.0.0.1:0", "-tls-cert", cert, "-tls-key", key, "-config", cfg)
-	if strings.Contains(dp.out.String(), "level=WARN") {
+	dp := mustLaunch(t, runDP, "-listen", "127.0.0.1:0", "-tls-cert", cert, "-tls-key", key, "-config", cfg, "-log-format", "json")
+	if logged(t, dp, "WARN", "") {
 		t.Errorf("warnings from a DP with a config:\n%s", dp.out)
 	}
 	// No token: refused, and told why.

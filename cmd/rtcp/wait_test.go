@@ -27,7 +27,9 @@ func TestExposeWaitsForDP(t *testing.T) {
 			t.Errorf("expose returned %v after cancel", err)
 		}
 	}()
-	retrying := func(m map[string]any) bool { return m["msg"] == "rtcp: cannot reach DP; retrying" && m["name"] == "late" }
+	retrying := func(m map[string]any) bool {
+		return m["msg"] == "rtcp: cannot reach DP; retrying" && m["name"] == "late"
+	}
 	out.wait(t, "retry", retrying)
 	out.wait(t, "second retry", retrying)
 
