@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -259,7 +261,7 @@ func TestBinaryDP(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 
-	cmd := exec.Command(bin, "dp", "-listen", "127.0.0.1:0", "-grace", "1m")
+	cmd := exec.Command(bin, "dp", "-listen", "127.0.0.1:0", "-grace", "1m", "-log-format", "json")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -270,19 +272,38 @@ func TestBinaryDP(t *testing.T) {
 	defer cmd.Process.Kill() // if the test fails before Wait
 	lines := bufio.NewScanner(stderr)
 	var log strings.Builder
-	// waitFor reads stderr up to a line that matches re.
-	waitFor := func(re *regexp.Regexp) []string {
+	var msgs []string // of every record read
+	// next reads stderr's next record, and returns false at its end.
+	next := func() (map[string]any, bool) {
 		t.Helper()
-		for lines.Scan() {
-			log.WriteString(lines.Text() + "\n")
-			if m := re.FindStringSubmatch(lines.Text()); m != nil {
+		if !lines.Scan() {
+			return nil, false
+		}
+		log.WriteString(lines.Text() + "\n")
+		var m map[string]any
+		if err := json.Unmarshal(lines.Bytes(), &m); err != nil {
+			t.Errorf("a line that is not JSON: %q", lines.Text())
+		}
+		msg, _ := m["msg"].(string)
+		msgs = append(msgs, msg)
+		return m, true
+	}
+	// waitFor reads stderr up to a record whose message is msg.
+	waitFor := func(msg string) map[string]any {
+		t.Helper()
+		for {
+			m, ok := next()
+			if !ok {
+				break
+			}
+			if m["msg"] == msg {
 				return m
 			}
 		}
-		t.Fatalf("no line matching %q; stderr:\n%s", re, log.String())
+		t.Fatalf("no record %q; stderr:\n%s", msg, log.String())
 		return nil
 	}
-	dp := waitFor(readyLine)[1]
+	dp, _ := waitFor("rtcp dp: listening")["addr"].(string)
 
 	l, err := rtcp.Listen(dp, "echo")
 	if err != nil {
@@ -323,19 +344,21 @@ func TestBinaryDP(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(regexp.MustCompile(`shutting down`))
+	waitFor("rtcp dp: shutting down")
 	roundTrip("during the grace period")
 	c.Close()
 	l.Close()
 
-	waitFor(regexp.MustCompile(`rtcp dp: stopped`))
-	for lines.Scan() {
-		log.WriteString(lines.Text() + "\n")
+	waitFor("rtcp dp: stopped")
+	for {
+		if _, ok := next(); !ok {
+			break
+		}
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("rtcp dp after SIGTERM: %v; stderr:\n%s", err, log.String())
 	}
-	if strings.Contains(log.String(), "grace period over") {
+	if slices.Contains(msgs, "rtcp dp: grace period over; cut the sessions still open") {
 		t.Errorf("the DP waited out its grace period instead of ending with the last session:\n%s", log.String())
 	}
 }
