@@ -118,6 +118,15 @@ func (l *jsonLog) wait(t *testing.T, what string, ok func(map[string]any) bool) 
 	}
 }
 
+// withAttr returns a jsonLog.wait test for a record msg whose attribute
+// key is a string that begins with prefix.
+func withAttr(msg, key, prefix string) func(map[string]any) bool {
+	return func(m map[string]any) bool {
+		v, ok := m[key].(string)
+		return m["msg"] == msg && ok && strings.HasPrefix(v, prefix)
+	}
+}
+
 // TestExposeConfig: one expose carries several names to several local
 // services, each with its own settings (transport, token); a service
 // whose name is taken is logged and started again until it can be

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"os/exec"
-	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -157,13 +156,13 @@ func takeName(t *testing.T, f *front, dp string, gone <-chan string, name string
 func TestExposeLostName(t *testing.T) {
 	dp, gone := startNoticeDP(t)
 	f := startFront(t, dp)
-	out := newLines()
+	out := newJSONLog()
 	done := make(chan error, 1)
 	go func() {
 		done <- runExpose(t.Context(), []string{"-dp", f.addr, "-name", "printer", "-to", startEcho(t),
-			"-max-backoff", "20ms", "-lost-name-timeout", "50ms"}, io.Discard, out)
+			"-max-backoff", "20ms", "-lost-name-timeout", "50ms", "-log-format", "json"}, io.Discard, out)
 	}()
-	out.wait(t, regexp.MustCompile(`msg="rtcp expose: (serving)" addr=printer@`))
+	out.wait(t, "serving record", withAttr("rtcp expose: serving", "addr", "printer@"))
 	takeName(t, f, dp, gone, "printer")
 
 	var err error
@@ -191,15 +190,15 @@ func TestExposeBinaryHangupAndLostName(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute) // a hang fails, not blocks
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "expose", "-dp", f.addr, "-name", "printer", "-to", startEcho(t),
-		"-max-backoff", "20ms", "-lost-name-timeout", "100ms")
-	out := newLines()
+		"-max-backoff", "20ms", "-lost-name-timeout", "100ms", "-log-format", "json")
+	out := newJSONLog()
 	cmd.Stderr = out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	out.wait(t, regexp.MustCompile(`msg="rtcp expose: (serving)" addr=printer@`))
+	out.wait(t, "serving record", withAttr("rtcp expose: serving", "addr", "printer@"))
 
 	for range 2 {
 		if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {

@@ -34,10 +34,7 @@ func TestExposeWaitsForDP(t *testing.T) {
 	out.wait(t, "second retry", retrying)
 
 	mustLaunch(t, runDP, "-listen", dpAddr)
-	out.wait(t, "serving record", func(m map[string]any) bool {
-		addr, _ := m["addr"].(string)
-		return m["msg"] == "rtcp expose: serving" && strings.HasPrefix(addr, "late@")
-	})
+	out.wait(t, "serving record", withAttr("rtcp expose: serving", "addr", "late@"))
 	var stdout bytes.Buffer
 	if err := connect(t.Context(), []string{"-stdio", "-dp", dpAddr, "-name", "late"}, strings.NewReader("ping"), &stdout, io.Discard); err != nil {
 		t.Fatalf("connect -stdio: %v", err)
