@@ -61,7 +61,7 @@ type dataWaiter struct {
 	name string
 	mu   sync.Mutex    // guards done, and makes a data link's hand-over and the open's giving up one at a time
 	done bool          // the open has its data link, or gave up
-	ch   chan net.Conn // cap 1
+	ch   chan net.Conn // cap 1: the data link, or nil if it came and failed
 }
 
 // dataLink is a server's control link at the DP on the TCP transport, with
@@ -160,7 +160,9 @@ func (l *dataLink) openDialled(ctx context.Context, name, addr string) (net.Conn
 		w.mu.Unlock()
 		select {
 		case c := <-w.ch: // arrived after we gave up
-			c.Close()
+			if c != nil {
+				c.Close()
+			}
 		default:
 		}
 	}()
@@ -194,6 +196,10 @@ func (l *dataLink) openDialled(ctx context.Context, name, addr string) (net.Conn
 	for {
 		select {
 		case c := <-w.ch:
+			if c == nil {
+				// A link failure, so the DP tries the name's other links.
+				return nil, errors.New("rtcp: the server's data link for this session failed its handshake with the DP")
+			}
 			return c, nil
 		case err := <-ended:
 			ended = nil
@@ -463,18 +469,20 @@ func (dp *DiscoverPoint) serveData(c net.Conn, r *plan5.Reader, a *plan5.Aloha) 
 		dp.refuseToken(c, a, "rtcp: unknown or expired data-link token; the session it was for is gone")
 		return false
 	}
-	if r.Buffered().Buffered() > 0 {
-		dp.refuse(c, "rtcp: a data link must wait for the DP's Aloha before it sends")
-		return false
-	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.done {
 		dp.refuse(c, "rtcp: the session this data link was for has given up")
 		return false
 	}
+	if r.Buffered().Buffered() > 0 {
+		dp.refuse(c, "rtcp: a data link must wait for the DP's Aloha before it sends")
+		w.ch <- nil // the open fails now, not at its timeout
+		return false
+	}
 	ours := &plan5.Aloha{V: plan5.Version, R: plan5.RoleDP, N: dp.Name, Transport: wireData}
 	if err := plan5link.WriteMessage(c, ours, dp.HandshakeTimeout); err != nil {
+		w.ch <- nil
 		return false
 	}
 	c.SetDeadline(time.Time{})

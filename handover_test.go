@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"rtcp/protocol/plan5"
 )
@@ -401,5 +402,48 @@ func TestDPTransportsListed(t *testing.T) {
 	}
 	if dpTransport("carrier-pigeon") != nil {
 		t.Error("an unknown transport is built")
+	}
+}
+
+// TestDataLinkFailsItsHandshake: a tcp-transport server whose data link
+// for a session sends before the DP's Aloha breaks the protocol; the
+// open fails at once (the DP tries the name's other links, here none),
+// rather than waiting out the DP's HandshakeTimeout for a data link that
+// came.
+func TestDataLinkFailsItsHandshake(t *testing.T) {
+	addr := runDP(t, &DiscoverPoint{Logger: testLogger(), HandshakeTimeout: time.Hour})
+	srv := dialRaw(t, addr)
+	srv.sendMsg(&plan5.Aloha{V: plan5.Version, R: plan5.RoleIS, N: "bad", Transport: wireTCP})
+	if a, ok := srv.read().(*plan5.Aloha); !ok || a.Error != "" {
+		t.Fatalf("DP answered %+v", a)
+	}
+	dialed := make(chan error, 1)
+	go func() {
+		c, err := Dial(addr, "bad")
+		if err == nil {
+			c.Close()
+		}
+		dialed <- err
+	}()
+	cm, ok := srv.read().(*plan5.Connect)
+	if !ok || cm.Token == "" {
+		t.Fatalf("want the DP's Connect for a data link, got %+v", cm)
+	}
+	srv.sendMsg(&plan5.Ack{X: 101})
+	data, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer data.Close()
+	// The Aloha and, at once, a byte that must wait for the DP's Aloha.
+	b := plan5.AppendMessage(nil, &plan5.Aloha{V: plan5.Version, R: plan5.RoleIS, N: "bad", Transport: wireData, Token: cm.Token})
+	data.Write(append(b, 'x'))
+	select {
+	case err := <-dialed:
+		if err == nil {
+			t.Fatal("the dial succeeded over a data link that broke the protocol")
+		}
+	case <-time.After(time.Minute): // a hang fails, not blocks
+		t.Fatal("the open waited for the DP's HandshakeTimeout")
 	}
 }
