@@ -3,44 +3,12 @@ package rtcp
 import (
 	"context"
 	"errors"
-	"io"
-	"net"
+	"rtcp/internal/flowtest"
 	"strings"
-	"sync"
 	"testing"
 
 	"rtcp/protocol/plan5"
 )
-
-// greeter runs a loopback server that is not a DP: it greets each
-// connection with greeting, as redis or sshd do, and closes it when the
-// client does.
-func greeter(t *testing.T, greeting string) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		l.Close()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				io.WriteString(c, greeting)
-				io.Copy(io.Discard, c)
-			})
-		}
-	})
-	return l.Addr().String()
-}
 
 // TestHandshakeErrors checks that Dial and Listen say what a failed
 // handshake most likely means, and still match the error under it.
@@ -53,8 +21,8 @@ func TestHandshakeErrors(t *testing.T) {
 		says  string
 		under error
 	}{
-		{"redis", greeter(t, "-ERR unknown command\r\n"), "does not speak rtcp (is it a DP?)", plan5.ErrBadType},
-		{"sshd", greeter(t, "SSH-2.0-OpenSSH_9\r\n"), "does not speak rtcp (is it a DP?)", plan5.ErrBadType},
+		{"redis", flowtest.Greeter(t, "-ERR unknown command\r\n"), "does not speak rtcp (is it a DP?)", plan5.ErrBadType},
+		{"sshd", flowtest.Greeter(t, "SSH-2.0-OpenSSH_9\r\n"), "does not speak rtcp (is it a DP?)", plan5.ErrBadType},
 		{"plain to a TLS DP", secure, "closed the connection during the handshake; it may require TLS", nil},
 	}
 	for _, tt := range tests {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"rtcp/internal/flowtest"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -23,7 +24,7 @@ func refusedDial(addr string) error {
 func TestListenWaitForDP(t *testing.T) {
 	dp := startDP(t, nil)
 	listen(t, nil, dp, "taken")
-	notDP := greeter(t, "SSH-2.0-OpenSSH_9\r\n")
+	notDP := flowtest.Greeter(t, "SSH-2.0-OpenSSH_9\r\n")
 	var nd net.Dialer
 
 	t.Run("DP up after three failures", func(t *testing.T) {

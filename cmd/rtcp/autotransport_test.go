@@ -62,57 +62,15 @@ type alohaRecorder struct {
 
 func recordAlohas(t *testing.T, dp string) *alohaRecorder {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &alohaRecorder{addr: l.Addr().String()}
-	var wg sync.WaitGroup
-	var mu sync.Mutex // guards conns
-	var conns []net.Conn
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
+	r := new(alohaRecorder)
+	r.addr = relayTo(t, "127.0.0.1:0", dp, func(from io.Reader) {
+		m, err := plan5.NewReader(from, plan5.DefaultMaxLine).ReadMessage()
+		if a, ok := m.(*plan5.Aloha); ok && err == nil {
+			r.mu.Lock()
+			r.asked = append(r.asked, a.Transport)
+			r.mu.Unlock()
 		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", dp)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, c, up)
-			mu.Unlock()
-			pr, pw := io.Pipe()
-			wg.Go(func() {
-				m, err := plan5.NewReader(pr, plan5.DefaultMaxLine).ReadMessage()
-				if a, ok := m.(*plan5.Aloha); ok && err == nil {
-					r.mu.Lock()
-					r.asked = append(r.asked, a.Transport)
-					r.mu.Unlock()
-				}
-				io.Copy(io.Discard, pr)
-			})
-			wg.Go(func() {
-				io.Copy(up, io.TeeReader(c, pw))
-				pw.Close()
-				up.Close()
-			})
-			wg.Go(func() {
-				io.Copy(c, up)
-				c.Close()
-			})
-		}
+		io.Copy(io.Discard, from)
 	})
 	return r
 }

@@ -2,45 +2,14 @@ package main
 
 import (
 	"flag"
-	"io"
 	"net"
 	"net/url"
+	"rtcp/internal/flowtest"
 	"strings"
-	"sync"
 	"testing"
 
 	"rtcp"
 )
-
-// notDP runs a loopback server that is not a DP: it greets each
-// connection with greeting, as redis or sshd would, and closes it when
-// the client does.
-func notDP(t *testing.T, greeting string) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		l.Close()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				io.WriteString(c, greeting)
-				io.Copy(io.Discard, c)
-			})
-		}
-	})
-	return l.Addr().String()
-}
 
 // TestDPErrors checks that each way of failing to reach a DP, or of
 // giving a flag a bad value, is one line that says what to do.
@@ -57,8 +26,8 @@ func TestDPErrors(t *testing.T) {
 	defer l.Close()
 	keyed := mustLaunch(t, runDP, "-listen", "127.0.0.1:0",
 		"-config", writeFile(t, dir, "keys.json", `{"keys":{"alice":"0123456789abcdef0123456789abcdef"}}`)).addr
-	redis := notDP(t, "-ERR unknown command\r\n")
-	sshd := notDP(t, "SSH-2.0-OpenSSH_9\r\n")
+	redis := flowtest.Greeter(t, "-ERR unknown command\r\n")
+	sshd := flowtest.Greeter(t, "SSH-2.0-OpenSSH_9\r\n")
 	to := closedPort(t) // expose fails before it dials -to
 
 	tests := []struct {

@@ -60,7 +60,7 @@ func TestConnectWaitsForDP(t *testing.T) {
 	retrying := func(m map[string]any) bool { return m["msg"] == "cannot reach DP; retrying" && m["dp"] == front }
 	out.wait(t, "retry", retrying)
 	out.wait(t, "second retry", retrying)
-	relayTo(t, front, dp)
+	relayTo(t, front, dp, nil)
 	if err := <-done; err != nil {
 		t.Fatalf("connect -stdio: %v", err)
 	}
@@ -69,16 +69,19 @@ func TestConnectWaitsForDP(t *testing.T) {
 	}
 }
 
-// relayTo listens on addr and carries each connection to to, both ways,
-// until the test ends.
-func relayTo(t *testing.T, addr, to string) {
+// relayTo listens on addr and carries each connection to to, both ways
+// with half-close, until the test ends. It returns the address it
+// listens on. If tap is not nil, it is called on a goroutine of its own
+// for each connection with what the client sends, which it must read to
+// the end.
+func relayTo(t *testing.T, addr, to string, tap func(io.Reader)) string {
 	t.Helper()
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
-	var mu sync.Mutex
+	var mu sync.Mutex // guards conns
 	var conns []net.Conn
 	t.Cleanup(func() {
 		l.Close()
@@ -103,12 +106,25 @@ func relayTo(t *testing.T, addr, to string) {
 			mu.Lock()
 			conns = append(conns, a, b)
 			mu.Unlock()
-			pipe := func(dst, src net.Conn) {
-				io.Copy(dst, src)
-				dst.(*net.TCPConn).CloseWrite()
+			var src io.Reader = a
+			var tapped *io.PipeWriter
+			if tap != nil {
+				pr, pw := io.Pipe()
+				src, tapped = io.TeeReader(a, pw), pw
+				wg.Go(func() { tap(pr) })
 			}
-			wg.Go(func() { pipe(a, b) })
-			wg.Go(func() { pipe(b, a) })
+			wg.Go(func() {
+				io.Copy(b, src)
+				if tapped != nil {
+					tapped.Close()
+				}
+				b.(*net.TCPConn).CloseWrite()
+			})
+			wg.Go(func() {
+				io.Copy(a, b)
+				a.(*net.TCPConn).CloseWrite()
+			})
 		}
 	})
+	return l.Addr().String()
 }

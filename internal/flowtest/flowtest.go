@@ -17,11 +17,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"testing"
 	"testing/synctest"
 )
 
@@ -202,4 +204,34 @@ func (l *Logs) AtLeast(level slog.Level) []Record {
 		}
 	}
 	return out
+}
+
+// Greeter runs a loopback server that is not a DP: it greets each
+// connection with greeting, as redis or sshd do, and closes it when the
+// client does. It stops, with its goroutines, when the test ends.
+func Greeter(t testing.TB, greeting string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		l.Close()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				io.WriteString(c, greeting)
+				io.Copy(io.Discard, c)
+			})
+		}
+	})
+	return l.Addr().String()
 }
