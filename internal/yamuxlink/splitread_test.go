@@ -402,3 +402,49 @@ func TestSplitPipesThenRead(t *testing.T) {
 		t.Fatalf("read %d bytes (%d through the destination, %v), sum match %v; want %d", got, len(head), err, sum == want, n)
 	}
 }
+
+// TestSplitFromHashicorp: a plain hashicorp/yamux client sends a burst to
+// a stream of ours whose destination, a TCP socket, is not being read:
+// what does not fit waits in the stream's queue (pipes, while the budget
+// lasts), and once the destination reads, every byte arrives in order,
+// then the end.
+func TestSplitFromHashicorp(t *testing.T) {
+	hc, sc := tcpPair(t)
+	pipes := mux.NewBudget(mux.DefaultPipes)
+	cfg := Config(DefaultWindow)
+	cfg.Pipes = pipes
+	server := mux.New(sc, newSplitCount(sc), cfg)
+	client := hcSession(t, hc, false, hcConfig())
+	t.Cleanup(func() {
+		client.Close()
+		server.Close()
+	})
+	hs, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := server.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, res := sinkTo(t, st)
+	out.(*net.TCPConn).SetReadBuffer(32 << 10)
+	// Within hashicorp's first window, so its writes need no grant while
+	// nobody reads the destination.
+	n := DefaultWindow * 3 / 4
+	want, err := writePattern(hs, n, 64<<10, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs.Close() // hashicorp's half-close: FIN
+	got := recv(t, "the destination's bytes", readSumAsync(out))
+	if got.err != nil || got.n != int64(n) || got.sum != want {
+		t.Fatalf("destination read %d bytes (%v), sum match %v; want %d", got.n, got.err, got.sum == want, n)
+	}
+	if err := recv(t, "WriteTo", res); err != nil {
+		t.Fatalf("WriteTo: %v", err)
+	}
+	if used := pipes.Used(); used != 0 {
+		t.Errorf("after the stream's end, %d pipes are still taken", used)
+	}
+}
