@@ -277,19 +277,7 @@ func TestAddLinkAs(t *testing.T) {
 func TestDataLinkRequestCarriesNoBytes(t *testing.T) {
 	addr := runDP(t, &DiscoverPoint{Logger: testLogger()})
 	h := newHealthy(t, addr)
-	srv := dialRaw(t, addr)
-	srv.sendMsg(&plan5.Aloha{V: plan5.Version, R: plan5.RoleIS, N: "bad", Transport: wireTCP})
-	if a, ok := srv.read().(*plan5.Aloha); !ok || a.Error != "" {
-		t.Fatalf("DP answered %+v", a)
-	}
-	dialed := make(chan error, 1)
-	go func() {
-		c, err := Dial(addr, "bad")
-		if err == nil {
-			c.Close()
-		}
-		dialed <- err
-	}()
+	srv, dialed := rawTCPServer(t, addr, "bad")
 	if _, ok := srv.read().(*plan5.Connect); !ok {
 		t.Fatal("want the DP's Connect")
 	}
@@ -412,19 +400,7 @@ func TestDPTransportsListed(t *testing.T) {
 // came.
 func TestDataLinkFailsItsHandshake(t *testing.T) {
 	addr := runDP(t, &DiscoverPoint{Logger: testLogger(), HandshakeTimeout: time.Hour})
-	srv := dialRaw(t, addr)
-	srv.sendMsg(&plan5.Aloha{V: plan5.Version, R: plan5.RoleIS, N: "bad", Transport: wireTCP})
-	if a, ok := srv.read().(*plan5.Aloha); !ok || a.Error != "" {
-		t.Fatalf("DP answered %+v", a)
-	}
-	dialed := make(chan error, 1)
-	go func() {
-		c, err := Dial(addr, "bad")
-		if err == nil {
-			c.Close()
-		}
-		dialed <- err
-	}()
+	srv, dialed := rawTCPServer(t, addr, "bad")
 	cm, ok := srv.read().(*plan5.Connect)
 	if !ok || cm.Token == "" {
 		t.Fatalf("want the DP's Connect for a data link, got %+v", cm)
@@ -446,4 +422,26 @@ func TestDataLinkFailsItsHandshake(t *testing.T) {
 	case <-time.After(time.Minute): // a hang fails, not blocks
 		t.Fatal("the open waited for the DP's HandshakeTimeout")
 	}
+}
+
+// rawTCPServer registers name at the DP addr as a hand-written server of
+// the tcp transport, without spares, and dials name: the DP's Connect for
+// that session is the server's next message, and dialed reports how the
+// dial ended.
+func rawTCPServer(t *testing.T, addr, name string) (srv *rawPeer, dialed <-chan error) {
+	t.Helper()
+	srv = dialRaw(t, addr)
+	srv.sendMsg(&plan5.Aloha{V: plan5.Version, R: plan5.RoleIS, N: name, Transport: wireTCP})
+	if a, ok := srv.read().(*plan5.Aloha); !ok || a.Error != "" {
+		t.Fatalf("DP answered %+v", a)
+	}
+	ch := make(chan error, 1)
+	go func() {
+		c, err := Dial(addr, name)
+		if err == nil {
+			c.Close()
+		}
+		ch <- err
+	}()
+	return srv, ch
 }
