@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -536,4 +537,88 @@ func TestCloseWriteWakesWriteBlockedOnCredit(t *testing.T) {
 		}
 		x.Close()
 	})
+}
+
+// flushCounter counts the Flushes that put Data on the wire: one per
+// system call on a link that buffers frames until Flush.
+type flushCounter struct {
+	Framer
+	mu      sync.Mutex // guards data and flushes
+	data    int        // Data frames written since the last Flush
+	flushes int        // Flushes that had Data to write
+}
+
+func (fc *flushCounter) WriteFrame(f *Frame) error {
+	if f.Kind == KindData {
+		fc.mu.Lock()
+		fc.data++
+		fc.mu.Unlock()
+	}
+	return fc.Framer.WriteFrame(f)
+}
+
+func (fc *flushCounter) Flush() error {
+	fc.mu.Lock()
+	if fc.data > 0 {
+		fc.flushes++
+		fc.data = 0
+	}
+	fc.mu.Unlock()
+	return fc.Framer.Flush()
+}
+
+// TestCombineSmallWrites has many streams of a link write a small message
+// each at once, as a DP's readers do when one poll wakes them for many
+// clients' requests: the message of the stream that finds the link idle
+// waits while the others queue theirs, and all leave in a few writes, not
+// one each (combine). Every message arrives, on its own stream.
+func TestCombineSmallWrites(t *testing.T) {
+	// One P: the writers run one after another, as the goroutines that
+	// one poll wakes do on a busy machine.
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	ca, cb := tcpPair(t)
+	fc := &flushCounter{Framer: newBinFramer(ca)}
+	l := &link{a: New(ca, fc, flowConfig(1<<20)), b: New(cb, newBinFramer(cb), flowConfig(1<<20)), ca: ca, cb: cb}
+	defer l.close()
+
+	const n = 20
+	var from, at [n]*Stream
+	for i := range n {
+		from[i], at[i] = l.open(t)
+	}
+	fc.mu.Lock()
+	fc.flushes, fc.data = 0, 0
+	fc.mu.Unlock()
+
+	start := make(chan struct{})
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			<-start
+			_, err := fmt.Fprintf(from[i], "request %02d", i)
+			errs <- err
+		}()
+	}
+	close(start)
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatalf("Write: %v", err)
+		}
+	}
+	for i := range n {
+		got := make([]byte, len("request 00"))
+		if _, err := io.ReadFull(at[i], got); err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		if want := fmt.Sprintf("request %02d", i); string(got) != want {
+			t.Errorf("stream %d got %q, want %q", i, got, want)
+		}
+	}
+	fc.mu.Lock()
+	flushes := fc.flushes
+	fc.mu.Unlock()
+	t.Logf("%d messages in %d writes", n, flushes)
+	if flushes > n/2 {
+		t.Errorf("%d small messages of %d streams took %d writes to the link; want them combined into at most %d", n, n, flushes, n/2)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -150,11 +151,15 @@ type Session struct {
 	q      []*Frame
 	qbytes int
 	qclose bool // no more frames; the writer drains and exits
+	// combining: a direct write holds wmu and will write the queue with
+	// its own frame (combine), so enqueueData need not wake the writer.
+	combining bool
 	// wmu is held by whoever writes frames to the connection: the write
 	// loop, a Stream.Write writing its own frame (writeData), a splice
 	// (SpliceFrom). Taken before qmu; whoever takes a batch from the
 	// queue holds it, so a direct write never overtakes a queued frame.
 	wmu     sync.Mutex
+	cbatch  []*Frame      // combine's list of frames; guarded by wmu
 	qwake   chan struct{} // cap 1: the writer has work
 	qspace  chan struct{} // closed when the queue drains
 	qdone   chan struct{} // closed when the writer has exited
@@ -944,8 +949,16 @@ func (s *Session) writeData(st *Stream, p []byte, deadline <-chan struct{}) erro
 	s.qmu.Unlock()
 
 	err := s.fr.WriteFrame(&Frame{Kind: KindData, ID: st.id, Data: p})
+	var batch []*Frame
+	if err == nil && len(p) <= combineMax {
+		batch, err = s.combine()
+	}
 	if err == nil {
 		err = s.fr.Flush()
+	}
+	if batch != nil {
+		release(batch)
+		s.cbatch = batch[:0]
 	}
 	s.wmu.Unlock()
 	if err != nil {
@@ -960,6 +973,33 @@ func (s *Session) writeData(st *Stream, p []byte, deadline <-chan struct{}) erro
 		s.wake()
 	}
 	return nil
+}
+
+// combineMax is the largest frame a direct write holds back in combine.
+// Above it the system call is a small part of the frame's cost.
+const combineMax = 16 << 10
+
+// combine lets the goroutines that are ready to run go first while the
+// caller, in a direct write, holds wmu with its own small frame buffered
+// and not yet flushed. Those that write meanwhile (readers of other
+// connections that the same poll woke: many clients' small requests) find
+// wmu held and queue their frames, and the caller writes them with its
+// own: one system call for all, and no hand-off to the write loop. With
+// nothing else ready to run, runtime.Gosched returns at once. The caller
+// flushes, then gives the frames back with release.
+func (s *Session) combine() ([]*Frame, error) {
+	s.qmu.Lock()
+	s.combining = true
+	s.qmu.Unlock()
+	runtime.Gosched()
+	s.qmu.Lock()
+	s.combining = false
+	n := len(s.q)
+	s.qmu.Unlock()
+	if n == 0 {
+		return nil, nil
+	}
+	return s.writeQueued(s.cbatch)
 }
 
 // writeFailed records that writing the connection failed and closes it;
@@ -991,8 +1031,11 @@ func (s *Session) enqueueData(st *Stream, p []byte, deadline <-chan struct{}) er
 			}
 			s.q = append(s.q, &Frame{Kind: KindData, ID: st.id, Data: getBuf(p)})
 			s.qbytes += len(p)
+			combining := s.combining
 			s.qmu.Unlock()
-			s.wake()
+			if !combining {
+				s.wake()
+			}
 			return nil
 		}
 		space := s.qspace
@@ -1119,22 +1162,39 @@ func release(batch []*Frame) {
 	}
 }
 
-const poolBufSize = 256 << 10
+// Queued Data is copied into pooled buffers: small ones for small frames
+// (a request of a few bytes, queued behind another stream's write, does
+// not take 256 KiB), big ones for the rest.
+const (
+	poolBufSize  = 256 << 10
+	smallBufSize = 4 << 10
+)
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, poolBufSize); return &b }}
+var (
+	bufPool      = sync.Pool{New: func() any { b := make([]byte, poolBufSize); return &b }}
+	smallBufPool = sync.Pool{New: func() any { b := make([]byte, smallBufSize); return &b }}
+)
 
 func getBuf(p []byte) []byte {
-	if len(p) > poolBufSize {
+	var b []byte
+	switch {
+	case len(p) <= smallBufSize:
+		b = *smallBufPool.Get().(*[]byte)
+	case len(p) <= poolBufSize:
+		b = *bufPool.Get().(*[]byte)
+	default:
 		return append([]byte(nil), p...)
 	}
-	b := *bufPool.Get().(*[]byte)
 	return b[:copy(b[:len(p)], p)]
 }
 
 func putBuf(b []byte) {
-	if cap(b) != poolBufSize {
-		return
+	switch cap(b) {
+	case smallBufSize:
+		b = b[:cap(b)]
+		smallBufPool.Put(&b)
+	case poolBufSize:
+		b = b[:cap(b)]
+		bufPool.Put(&b)
 	}
-	b = b[:cap(b)]
-	bufPool.Put(&b)
 }
