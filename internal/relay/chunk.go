@@ -36,7 +36,15 @@ const (
 	plainSize = 32 << 10
 )
 
+// smallSize is copyTCP's buffer for small messages, and bulkChunk what it
+// splices before it looks again.
+const (
+	smallSize = 32 << 10
+	bulkChunk = 4 << 20
+)
+
 var (
+	smallPool = sync.Pool{New: func() any { b := make([]byte, smallSize); return &b }}
 	bufPool   = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
 	plainPool = sync.Pool{New: func() any { b := make([]byte, plainSize); return &b }}
 )

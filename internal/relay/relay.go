@@ -72,14 +72,14 @@ func pipe(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFin, sr
 	var n int64
 	var err error
 	if dt, st := tcpreset.Of(dst), tcpreset.Of(src); dt != nil && st != nil {
-		// Both are TCP: io.Copy splices on Linux, and the bytes never
-		// enter this process. They are counted when the copy ends.
-		n, err = io.Copy(dt, st)
+		// Both are TCP: small messages are copied, bulk is spliced.
+		n, err = copyTCP(dt, st, func(k int64) {
+			if count != nil && k > 0 {
+				count(dir, int(k))
+			}
+		})
 		if err == nil && !srcFin.Load() && tcpreset.WasReset(st) {
 			err = tcpreset.ErrReset // a reset, not an end: see package tcpreset
-		}
-		if count != nil && n > 0 {
-			count(dir, int(n))
 		}
 		return n, finish(dst, src, err, failed, dstFin)
 	}
@@ -242,4 +242,51 @@ func cut(c net.Conn, err error) {
 	}
 	tcpreset.SetReset(tcpreset.Of(c), true)
 	c.Close()
+}
+
+// Between two TCP connections copyTCP reads what src has into a small
+// buffer and writes it, while what comes is small (requests and answers
+// of a few bytes: a read and a write cost less than two splices and their
+// pipe); a read that fills the buffer starts a bulk transfer, which
+// io.CopyN splices on Linux (the bytes never enter this process) for up to
+// bulkChunk bytes before the next small read looks again. Where raw reads
+// are not available it is io.Copy. count is called with each piece.
+func copyTCP(dst, src *net.TCPConn, count func(int64)) (int64, error) {
+	raw := newRawReader(src)
+	if raw == nil {
+		n, err := io.Copy(dst, src)
+		count(n)
+		return n, err
+	}
+	var n int64
+	for {
+		bp, k, err := raw.read(&smallPool)
+		if k > 0 {
+			w, werr := dst.Write((*bp)[:k])
+			smallPool.Put(bp)
+			n += int64(w)
+			count(int64(w))
+			if werr != nil {
+				return n, werr
+			}
+		}
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		if k < smallSize {
+			continue
+		}
+		m, err := io.CopyN(dst, src, bulkChunk)
+		n += m
+		count(m)
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
 }

@@ -1,0 +1,149 @@
+package relay
+
+import (
+	"bytes"
+	"io"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestJoinTCPSmallAndBulk relays, between two TCP connections, small
+// messages answered one by one, then a bulk transfer, then small messages
+// again: copyTCP moves from copying to splicing and back, and every byte
+// arrives in order, each direction's count matches, and the half-close
+// crosses.
+func TestJoinTCPSmallAndBulk(t *testing.T) {
+	client, a := tcpPair(t)
+	b, server := tcpPair(t)
+	var counted [2]atomic.Int64
+	joined := make(chan error, 1)
+	go func() {
+		_, err := Join(a, b, func(aToB bool, n int) {
+			if aToB {
+				counted[0].Add(int64(n))
+			} else {
+				counted[1].Add(int64(n))
+			}
+		})
+		joined <- err
+	}()
+	client.SetDeadline(time.Now().Add(time.Minute))
+	server.SetDeadline(time.Now().Add(time.Minute))
+
+	echo := func(msg string) {
+		t.Helper()
+		if _, err := client.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(server, got); err != nil || string(got) != msg {
+			t.Fatalf("server read %q, %v; want %q", got, err, msg)
+		}
+		if _, err := server.Write(got); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(client, got); err != nil || string(got) != msg {
+			t.Fatalf("client read %q, %v; want %q", got, err, msg)
+		}
+	}
+	for i := range 20 {
+		echo("small request " + string(rune('a'+i)))
+	}
+	bulk := make([]byte, 3*(4<<20)+12345) // more than one bulk chunk (bulkChunk)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range bulk {
+		bulk[i] = byte(rng.Uint32())
+	}
+	sent := make(chan error, 1)
+	go func() {
+		_, err := client.Write(bulk)
+		sent <- err
+	}()
+	got := make([]byte, len(bulk))
+	if _, err := io.ReadFull(server, got); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, bulk) {
+		t.Fatal("the bulk transfer arrived changed")
+	}
+	for i := range 20 {
+		echo("small again " + string(rune('a'+i)))
+	}
+	client.CloseWrite()
+	if n, err := server.Read(got[:1]); n != 0 || err != io.EOF {
+		t.Fatalf("server read %d, %v after the client's half-close; want 0, EOF", n, err)
+	}
+	server.CloseWrite()
+	if n, err := client.Read(got[:1]); n != 0 || err != io.EOF {
+		t.Fatalf("client read %d, %v after the server's half-close; want 0, EOF", n, err)
+	}
+	if err := <-joined; err != nil {
+		t.Fatalf("Join = %v", err)
+	}
+	small := int64(20 * (len("small request a") + len("small again a")))
+	if a2b, b2a := counted[0].Load(), counted[1].Load(); a2b != small+int64(len(bulk)) || b2a != small {
+		t.Errorf("counted %d and %d bytes, want %d and %d", a2b, b2a, small+int64(len(bulk)), small)
+	}
+}
+
+// TestJoinTCPIdleHoldsNoPipe checks that idle relays between TCP
+// connections hold no pipe: a splice waiting for its source holds two
+// descriptors and a pipe's buffers, four descriptors per idle session
+// more than its two sockets, which a DP with many idle sessions runs out
+// of.
+func TestJoinTCPIdleHoldsNoPipe(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("counts descriptors in /proc/self/fd")
+	}
+	count := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	const n = 20
+	before := count()
+	var ends []interface{ Close() error }
+	done := make(chan error, n)
+	for range n {
+		client, a := tcpPair(t)
+		b, server := tcpPair(t)
+		go func() {
+			_, err := Join(a, b, nil)
+			done <- err
+		}()
+		// One exchange each way, so both directions have read and
+		// wait again.
+		client.SetDeadline(time.Now().Add(time.Minute))
+		server.SetDeadline(time.Now().Add(time.Minute))
+		buf := make([]byte, 5)
+		client.Write([]byte("hello"))
+		if _, err := io.ReadFull(server, buf); err != nil {
+			t.Fatal(err)
+		}
+		server.Write([]byte("olleh"))
+		if _, err := io.ReadFull(client, buf); err != nil {
+			t.Fatal(err)
+		}
+		ends = append(ends, client, server)
+	}
+	grown := count() - before
+	t.Logf("%d idle relays: %d more descriptors", n, grown)
+	if grown > 4*n {
+		t.Errorf("%d idle relays hold %d descriptors, want at most %d (their sockets): pipes held while waiting", n, grown, 4*n)
+	}
+	for _, c := range ends {
+		c.Close()
+	}
+	for range n {
+		<-done
+	}
+}
