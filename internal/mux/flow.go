@@ -34,6 +34,7 @@ import (
 type Budget struct {
 	limit int64
 	used  atomic.Int64
+	peak  atomic.Int64 // the most used at once
 }
 
 // NewBudget returns a Budget of limit bytes.
@@ -41,6 +42,9 @@ func NewBudget(limit int64) *Budget { return &Budget{limit: limit} }
 
 // Used returns the bytes taken from b now.
 func (b *Budget) Used() int64 { return b.used.Load() }
+
+// Peak returns the most ever taken from b at once.
+func (b *Budget) Peak() int64 { return b.peak.Load() }
 
 // take takes up to want bytes from b and returns how many it took.
 func (b *Budget) take(want int) int {
@@ -51,6 +55,8 @@ func (b *Budget) take(want int) int {
 			return 0
 		}
 		if b.used.CompareAndSwap(used, used+n) {
+			for p := b.peak.Load(); used+n > p && !b.peak.CompareAndSwap(p, used+n); p = b.peak.Load() {
+			}
 			return int(n)
 		}
 	}

@@ -435,7 +435,19 @@ func (st *Stream) spliceRest(link syscall.RawConn, rest int, idle *IdleReader) (
 	failed := sink.err != nil
 	left := got - sent
 	queued, overrun := false, false
-	if left > 0 && !failed && st.queueableLocked(sink) && st.s.pipes.take(1) == 1 {
+	if left > 0 && !failed && st.queueableLocked(sink) {
+		// Into the pipe at the queue's tail while it has room: each
+		// splice from the link brings what the link had, often far
+		// less than a pipe holds, and a pipe per piece would spend the
+		// stream's pipes on a small part of the burst.
+		if m := st.appendPipeLocked(p, left); m > 0 {
+			if overrun = st.received(m); !overrun {
+				left -= m
+				queued = left == 0
+			}
+		}
+	}
+	if left > 0 && !failed && !overrun && st.queueableLocked(sink) && st.s.pipes.take(1) == 1 {
 		if overrun = st.received(left); !overrun {
 			st.queueRbufLocked()
 			st.queue = append(st.queue, segment{p: p, n: left})
@@ -455,6 +467,9 @@ func (st *Stream) spliceRest(link syscall.RawConn, rest int, idle *IdleReader) (
 		st.s.cut(st, &CutError{Msg: "rtcp: the peer sent more than the flow-control window allows"})
 		return got, true, nil
 	case queued:
+		if left == 0 {
+			putPipe(p, 0) // all of it went to the tail's pipe
+		}
 		signal(st.readReady)
 		return got, true, nil
 	}
@@ -467,6 +482,36 @@ func (st *Stream) spliceRest(link syscall.RawConn, rest int, idle *IdleReader) (
 	}
 	putPipe(p, 0)
 	return got, true, nil
+}
+
+// appendPipeLocked moves up to n bytes from p into the pipe at the end of
+// the stream's queue, if the queue ends with a pipe and nothing is
+// buffered behind it, without waiting (a pipe moves its pages to another,
+// no copy). It returns what it moved, already counted in the tail's
+// segment. st.mu is held: WriteTo takes only segments it pops under it,
+// so nobody else uses the tail's pipe.
+func (st *Stream) appendPipeLocked(p *pipe, n int) int {
+	if len(st.queue) == 0 || st.roff < len(st.rbuf) {
+		return 0
+	}
+	t := &st.queue[len(st.queue)-1]
+	if t.p == nil {
+		return 0
+	}
+	moved := 0
+	for moved < n {
+		m, err := syscall.Splice(p.r, nil, t.p.w, nil, n-moved, spliceNonblock|spliceMove)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil || m <= 0 {
+			break // full (EAGAIN), or it cannot: a pipe of its own
+		}
+		moved += int(m)
+	}
+	t.n += moved
+	st.queued += moved
+	return moved
 }
 
 // maxStreamPipes bounds the pipes one stream queues (spliceRest).

@@ -106,6 +106,7 @@ func TestSplitDelivery(t *testing.T) {
 		{"1 MiB writes", 1 << 20, false, mux.DefaultPipes},
 		{"100 KiB writes", 100 << 10, false, mux.DefaultPipes},
 		{"destination stalled", 1 << 20, true, mux.DefaultPipes},
+		{"destination stalled, 100 KiB writes", 100 << 10, true, mux.DefaultPipes},
 		{"destination stalled, one pipe", 100 << 10, true, 1},
 		{"destination stalled, no pipes", 1 << 20, true, 0},
 	} {
@@ -120,6 +121,15 @@ func TestSplitDelivery(t *testing.T) {
 				// sockets, holds the sender.
 				out.(*net.TCPConn).SetReadBuffer(32 << 10)
 				n = max(n, 3*DefaultWindow)
+			}
+			// Once one byte is out, WriteTo runs: what follows meets a
+			// stream relayed to its TCP destination, not one whose
+			// bytes wait for a WriteTo still to come.
+			if _, err := a.Write([]byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(out, make([]byte, 1)); err != nil {
+				t.Fatal(err)
 			}
 			sent := make(chan [32]byte, 1)
 			go func() {
@@ -136,9 +146,6 @@ func TestSplitDelivery(t *testing.T) {
 				// and did not fit is read back and buffered, and so is
 				// what follows.
 				recv(t, "the sender's window to run out", r.ca.sendFull)
-				if used := pipes.Used(); tc.pipes > 0 && used == 0 {
-					t.Errorf("the stalled stream holds no pipe; want some of the %d", tc.pipes)
-				}
 			}
 			got := recv(t, "the destination's bytes", readSumAsync(out))
 			want := recv(t, "the sender", sent)
@@ -153,6 +160,13 @@ func TestSplitDelivery(t *testing.T) {
 			}
 			if used := pipes.Used(); used != 0 {
 				t.Errorf("after the stream's end, %d pipes are still taken", used)
+			}
+			// Whether a stalled stream queues in pipes at all depends on
+			// how much the destination's socket buffers take first (in
+			// about one run of ten here they take all of it), so only
+			// the most it held at once is checked.
+			if tc.stall && tc.pipes == mux.DefaultPipes && pipes.Peak() > 4 {
+				t.Errorf("the stalled stream held %d pipes at once; want its burst in a few, each filled before the next is taken", pipes.Peak())
 			}
 		})
 	}
