@@ -2,10 +2,13 @@ package rtcp
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // The benchmarks below come in pairs: one session through an in-process DP
@@ -145,4 +148,51 @@ func BenchmarkRoundTrip(b *testing.B) {
 // BenchmarkRoundTripTCP is the baseline: a 64-byte echo on raw TCP.
 func BenchmarkRoundTripTCP(b *testing.B) {
 	pingPong(b, tcpSession(b, echoConn))
+}
+
+// BenchmarkThroughputLimited streams one session through the DP to a
+// name under Limits of sessions only (MaxSessions, SessionsPerSecond),
+// beside the same name without Limits, per server transport (raw client
+// leg): a limit on sessions costs nothing per byte.
+//
+//	go test -run='^$' -bench=ThroughputLimited -benchtime=2s .
+func BenchmarkThroughputLimited(b *testing.B) {
+	for _, tr := range []Transport{TransportTCP, TransportYamux, TransportJSON} {
+		for _, lim := range []struct {
+			name string
+			l    Limits
+		}{
+			{"none", Limits{}},
+			{"sessions", Limits{MaxSessions: 100, SessionsPerSecond: 1000}},
+		} {
+			b.Run(fmt.Sprintf("%v/%s", tr, lim.name), func(b *testing.B) {
+				dp := runDP(b, &DiscoverPoint{Policy: &Policy{
+					AnonymousServers: true, AnonymousClients: true,
+					Names: []NameRule{{Name: "bench", Limits: lim.l}},
+				}})
+				l, err := (&ListenConfig{Transport: tr}).Listen(context.Background(), dp, "bench")
+				if err != nil {
+					b.Fatal(err)
+				}
+				serveWith(b, l, sink)
+				c, err := (&Dialer{Transport: TransportYamux}).DialContext(context.Background(), dp, "bench")
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { c.Close() })
+				cpu0 := cpuTime()
+				streamTo(b, c, c.(*Conn).CloseWrite)
+				// The whole process (client, DP, server) per KiB: a
+				// figure that a busy machine changes less than MB/s.
+				b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N)/throughputChunk*(1<<10), "cpu-ns/KiB")
+			})
+		}
+	}
+}
+
+// cpuTime is the CPU time the process has used, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

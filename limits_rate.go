@@ -182,8 +182,15 @@ func (r *rateLimits) bucketLocked(m *map[string]*limitBucket, id string, l Limit
 
 // openLimited is openSession under the Limits of name and of who's key:
 // it refuses a session over a MaxSessions or SessionsPerSecond, and
-// paces the bytes of the session it opens under a BytesPerSecond.
-func (dp *DiscoverPoint) openLimited(ctx context.Context, name, client, addr string, who principal) (net.Conn, error) {
+// paces the bytes of the session it opens under a BytesPerSecond. With
+// the session it returns unlimit, which takes the session out of the
+// Limits' counts: its caller calls it once, when the session has ended
+// (openRequested's endSession). It is nil when no Limits apply.
+//
+// Only a session whose bytes are paced is wrapped (pacedConn); one under
+// limits of sessions alone is the link's own connection, and the relay
+// keeps its fast paths (splice, a stream's push).
+func (dp *DiscoverPoint) openLimited(ctx context.Context, name, client, addr string, who principal) (c net.Conn, unlimit func(), err error) {
 	var nl, kl Limits
 	if pol := dp.policy(); pol != nil {
 		if r := pol.rule(name); r != nil {
@@ -194,18 +201,19 @@ func (dp *DiscoverPoint) openLimited(ctx context.Context, name, client, addr str
 		}
 	}
 	if nl.zero() && kl.zero() {
-		return dp.openSession(ctx, name, client, addr, who)
+		c, err := dp.openSession(ctx, name, client, addr, who)
+		return c, nil, err
 	}
 	buckets, err := dp.beginLimited(name, who.key, nl, kl)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	c, err := dp.openSession(ctx, name, client, addr, who)
+	c, err = dp.openSession(ctx, name, client, addr, who)
 	if err != nil {
 		dp.endLimited(buckets)
-		return nil, err
+		return nil, nil, err
 	}
-	return dp.paced(c, buckets), nil
+	return dp.paced(c, buckets), func() { dp.endLimited(buckets) }, nil
 }
 
 // beginLimited counts a session in the buckets of name (nl) and key (kl),
@@ -261,13 +269,13 @@ func (dp *DiscoverPoint) endLimited(bs []*limitBucket) {
 	}
 }
 
-// paced returns the server's side of a session, c, counted in bs until
-// it is closed, and its bytes paced by the buckets that pace. The relay
+// paced returns the server's side of a session, c, with its bytes paced
+// by the buckets of bs that pace bytes; c itself if none does. The relay
 // then copies through it, on its own goroutines, rather than by the
 // stream's fast paths: a session that waits holds up no other session
 // of its link.
 func (dp *DiscoverPoint) paced(c net.Conn, bs []*limitBucket) net.Conn {
-	pc := &pacedConn{Conn: c, dp: dp, buckets: bs, chunk: math.MaxInt}
+	pc := &pacedConn{Conn: c, dp: dp, chunk: math.MaxInt}
 	dp.limits.mu.Lock()
 	for _, b := range bs {
 		if b.toServer != nil {
@@ -277,25 +285,28 @@ func (dp *DiscoverPoint) paced(c net.Conn, bs []*limitBucket) net.Conn {
 		}
 	}
 	dp.limits.mu.Unlock()
+	if len(pc.toServer) == 0 {
+		return c
+	}
 	pc.ctx, pc.cancel = context.WithCancel(dp.ctx)
 	return pc
 }
 
-// pacedConn is the server's side of a session under Limits: Write (the
-// client's bytes) and Read (the server's) wait for their limiters.
+// pacedConn is the server's side of a session under a BytesPerSecond:
+// Write (the client's bytes) and Read (the server's) wait for their
+// limiters. The session's counts in its Limits are not its to release:
+// openLimited's unlimit does, at the session's end.
 type pacedConn struct {
 	net.Conn
 	dp                 *DiscoverPoint
-	buckets            []*limitBucket
 	toServer, toClient []*rate.Limiter
 	chunk              int // the most bytes one wait covers: the least burst
 	ctx                context.Context
 	cancel             context.CancelFunc
-	closed             sync.Once
 }
 
 func (c *pacedConn) wait(ls []*rate.Limiter, n int) error {
-	if len(ls) == 0 || n == 0 {
+	if n == 0 {
 		return nil
 	}
 	start := time.Now()
@@ -320,7 +331,7 @@ func (c *pacedConn) wait(ls []*rate.Limiter, n int) error {
 }
 
 func (c *pacedConn) Read(p []byte) (int, error) {
-	if len(c.toClient) > 0 && len(p) > c.chunk {
+	if len(p) > c.chunk {
 		p = p[:c.chunk]
 	}
 	n, err := c.Conn.Read(p)
@@ -331,9 +342,6 @@ func (c *pacedConn) Read(p []byte) (int, error) {
 }
 
 func (c *pacedConn) Write(p []byte) (int, error) {
-	if len(c.toServer) == 0 {
-		return c.Conn.Write(p)
-	}
 	written := 0
 	for len(p) > 0 {
 		k := min(len(p), c.chunk)
@@ -351,10 +359,7 @@ func (c *pacedConn) Write(p []byte) (int, error) {
 }
 
 func (c *pacedConn) Close() error {
-	c.closed.Do(func() {
-		c.cancel()
-		c.dp.endLimited(c.buckets)
-	})
+	c.cancel() // ends the waits of Read and Write
 	return c.Conn.Close()
 }
 

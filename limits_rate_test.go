@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"rtcp/internal/memnet"
+	"rtcp/internal/tcpreset"
 )
 
 // countWriter counts what is written to it.
@@ -32,7 +33,6 @@ func runPaced(t *testing.T, buckets []*limitBucket, conns int, toServer bool) []
 	var pcs []net.Conn
 	var wg sync.WaitGroup
 	for i, b := range buckets {
-		b.active = conns
 		for range conns {
 			server, relayEnd := net.Pipe()
 			pc := dp.paced(server, []*limitBucket{b})
@@ -90,9 +90,6 @@ func TestPacedRate(t *testing.T) {
 						t.Errorf("%d sessions, to server %v: name %d moved %d bytes in 10 s, want %d within 10%% (%+.1f%%)",
 							conns, toServer, i, got[i], want, 100*d)
 					}
-				}
-				if a.active != 0 || b.active != 0 {
-					t.Errorf("sessions still counted after Close: %d, %d", a.active, b.active)
 				}
 			})
 		}
@@ -399,5 +396,208 @@ func TestSetPolicyRepaces(t *testing.T) {
 	}
 	if got := lr.Limit(); got != rate.Inf {
 		t.Errorf("after the limit was removed the open session's limiter is at %v, want none", got)
+	}
+}
+
+// activeLimited returns the sessions counted in the Limits of name.
+func activeLimited(dp *DiscoverPoint, name string) int {
+	dp.limits.mu.Lock()
+	defer dp.limits.mu.Unlock()
+	if b := dp.limits.names[name]; b != nil {
+		return b.active
+	}
+	return 0
+}
+
+// TestLimitsOfSessionsUnwrapped: a session of a name under limits of
+// sessions alone (MaxSessions, SessionsPerSecond) is the link's own
+// connection, whose fast paths the relay takes (a tcp data link splices),
+// not a pacedConn; one under a BytesPerSecond is paced. Either way it is
+// counted until openRequested's endSession, and released there once:
+// closing the connection releases nothing, and each end frees one place
+// under MaxSessions, over and over.
+func TestLimitsOfSessionsUnwrapped(t *testing.T) {
+	for _, tr := range []Transport{TransportTCP, TransportYamux, TransportJSON} {
+		t.Run(tr.String(), func(t *testing.T) {
+			dp := &DiscoverPoint{Logger: testLogger(), Policy: &Policy{
+				AnonymousServers: true, AnonymousClients: true,
+				Names: []NameRule{
+					{Name: "count", Limits: Limits{MaxSessions: 2, SessionsPerSecond: 1e6}},
+					{Name: "paced", Limits: Limits{MaxSessions: 2, BytesPerSecond: 1 << 30}},
+				},
+			}}
+			addr := startDP(t, dp)
+			for _, name := range []string{"count", "paced"} {
+				echo(t, listen(t, &ListenConfig{Transport: tr}, addr, name))
+			}
+			type session struct {
+				is, client net.Conn
+				end        func()
+			}
+			open := func(name string) (session, error) {
+				client, door := net.Pipe()
+				is, end, err := dp.openRequested(sessionRequest{conn: door, name: name, addr: door.RemoteAddr()})
+				if err != nil {
+					client.Close()
+					door.Close()
+					return session{}, err
+				}
+				// Before the echo's cleanup, which waits for its sessions.
+				t.Cleanup(func() { is.Close(); client.Close(); door.Close() })
+				return session{is, client, end}, nil
+			}
+			for _, name := range []string{"count", "paced"} {
+				var open2 [2]session
+				for round := range 20 {
+					for i := range open2 {
+						if open2[i].is != nil {
+							continue
+						}
+						s, err := open(name)
+						if err != nil {
+							t.Fatalf("%s, round %d: session %d under max_sessions 2: %v", name, round, i, err)
+						}
+						open2[i] = s
+					}
+					if _, err := open(name); err == nil {
+						t.Fatalf("%s, round %d: a third session under max_sessions 2 opened", name, round)
+					}
+					if got := activeLimited(dp, name); got != 2 {
+						t.Fatalf("%s, round %d: %d sessions counted, want 2", name, round, got)
+					}
+					s := open2[round%2]
+					_, paced := s.is.(*pacedConn)
+					if want := name == "paced"; paced != want {
+						t.Fatalf("%s: the server's side of the session is a %T, paced %v, want paced %v", name, s.is, paced, want)
+					}
+					if tr == TransportTCP && !paced && tcpreset.Of(s.is) == nil {
+						t.Fatalf("%s: the server's side of the session, a %T, has no TCP connection to splice", name, s.is)
+					}
+					s.is.Close()
+					if got := activeLimited(dp, name); got != 2 {
+						t.Fatalf("%s, round %d: %d sessions counted after one's connection closed, want 2 until it ends", name, round, got)
+					}
+					s.end()
+					if got := activeLimited(dp, name); got != 1 {
+						t.Fatalf("%s, round %d: %d sessions counted after one ended, want 1", name, round, got)
+					}
+					open2[round%2] = session{}
+				}
+				for _, s := range open2 {
+					if s.is != nil {
+						s.is.Close()
+						s.end()
+					}
+				}
+				if got := activeLimited(dp, name); got != 0 {
+					t.Errorf("%s: %d sessions counted after all ended, want 0", name, got)
+				}
+			}
+		})
+	}
+}
+
+// TestLimitsReleasedEveryDoor: through every door (a JSON leg, a raw
+// leg, port mode, Relay, the web doors' openWeb), a session under limits
+// of sessions alone is counted while it is open, refused over
+// MaxSessions, and released once when it ends, so that the next one
+// opens, over and over; in synctest time on an in-memory network.
+func TestLimitsReleasedEveryDoor(t *testing.T) {
+	for _, server := range []Transport{TransportYamux, TransportJSON} {
+		synctest.Test(t, func(t *testing.T) {
+			n := memnet.New(delayDP)
+			port := memnet.New("port.delay:22")
+			dp := &DiscoverPoint{Logger: testLogger(), Policy: &Policy{
+				AnonymousServers: true, AnonymousClients: true,
+				Names: []NameRule{{Name: "count", Limits: Limits{MaxSessions: 1, SessionsPerSecond: 1e6}}},
+			}}
+			served := make(chan error, 2)
+			go func() { served <- dp.Serve(n) }()
+			go func() { served <- dp.ServePort(port, "count") }()
+			l, err := (&ListenConfig{Dial: n.Dialer("server", 0), Transport: server}).Listen(context.Background(), delayDP, "count")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var wg sync.WaitGroup
+			wg.Go(func() {
+				for {
+					c, err := l.Accept()
+					if err != nil {
+						return
+					}
+					wg.Go(func() { defer c.Close(); io.Copy(c, c) })
+				}
+			})
+			ctx := context.Background()
+			doors := []struct {
+				name string
+				dial func() (net.Conn, error)
+			}{
+				{"json leg", func() (net.Conn, error) {
+					return (&Dialer{Dial: n.Dialer("client", 0)}).DialContext(ctx, delayDP, "count")
+				}},
+				{"raw leg", func() (net.Conn, error) {
+					return (&Dialer{Dial: n.Dialer("client", 0), Transport: TransportYamux}).DialContext(ctx, delayDP, "count")
+				}},
+				{"port mode", func() (net.Conn, error) { return port.DialContext(ctx, "tcp", "") }},
+				{"Relay", func() (net.Conn, error) {
+					c, door := net.Pipe()
+					wg.Go(func() { dp.Relay(door, "count", "relayed") })
+					return c, nil
+				}},
+				{"web", func() (net.Conn, error) {
+					return dp.openWeb(ctx, "count", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1})
+				}},
+			}
+			// open opens a session through door and has it echo a byte:
+			// an error if the door or the session refused it.
+			open := func(dial func() (net.Conn, error)) (net.Conn, error) {
+				c, err := dial()
+				if err != nil {
+					return nil, err
+				}
+				b := []byte{'x'}
+				if _, err = c.Write(b); err == nil {
+					_, err = io.ReadFull(c, b)
+				}
+				if err != nil {
+					c.Close()
+					return nil, err
+				}
+				return c, nil
+			}
+			for _, door := range doors {
+				for round := range 5 {
+					c, err := open(door.dial)
+					if err != nil {
+						t.Fatalf("%v server, %s, round %d: the session under max_sessions 1: %v", server, door.name, round, err)
+					}
+					if got := activeLimited(dp, "count"); got != 1 {
+						t.Errorf("%v server, %s, round %d: %d sessions counted while one is open, want 1", server, door.name, round, got)
+					}
+					if c2, err := open(door.dial); err == nil {
+						c2.Close()
+						t.Errorf("%v server, %s, round %d: a second session under max_sessions 1 opened", server, door.name, round)
+					}
+					c.Close()
+					synctest.Wait() // the DP has seen the session end
+					if got := activeLimited(dp, "count"); got != 0 {
+						t.Fatalf("%v server, %s, round %d: %d sessions counted after the session ended, want 0", server, door.name, round, got)
+					}
+				}
+			}
+			if s := dp.Stats().Sessions; s != 0 {
+				t.Errorf("%d sessions at the DP after all ended", s)
+			}
+			dp.Close()
+			for range 2 {
+				if err := <-served; !errors.Is(err, ErrDiscoverPointClosed) {
+					t.Errorf("Serve returned %v", err)
+				}
+			}
+			l.Close()
+			n.CutAll()
+			wg.Wait()
+		})
 	}
 }
