@@ -303,6 +303,23 @@ func (e *CutError) Error() string { return e.Msg }
 // cut ends st for err from the read loop: its reader gets what it holds,
 // then err; its writer gets err; the peer is told.
 func (s *Session) cut(st *Stream, err error) {
+	if s.cutStream(st, err) {
+		s.readerCloseIfIdle() // on the read loop
+	}
+}
+
+// cutAside is cut from another goroutine than the read loop (the
+// stream's own reader).
+func (s *Session) cutAside(st *Stream, err error) {
+	if s.cutStream(st, err) {
+		s.closeIfIdle()
+	}
+}
+
+// cutStream is cut but for ending a draining session that it leaves
+// idle: it reports whether st was the session's still, and so whether
+// the peer was told.
+func (s *Session) cutStream(st *Stream, err error) bool {
 	st.mu.Lock()
 	if st.rerr == nil {
 		st.rerr = err
@@ -320,8 +337,9 @@ func (s *Session) cut(st *Stream, err error) {
 	if l := s.cfg.Logger; l != nil {
 		l.Warn("rtcp: session cut", "link", s.cfg.Name, "session", st.id, "reason", err)
 	}
-	if s.remove(st) {
-		s.enqueue(&Frame{Kind: KindClose, ID: st.id, Reason: err.Error(), Abort: true})
-		s.readerCloseIfIdle() // on the read loop
+	if !s.remove(st) {
+		return false
 	}
+	s.enqueue(&Frame{Kind: KindClose, ID: st.id, Reason: err.Error(), Abort: true})
+	return true
 }

@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"errors"
 	"io"
 	"net"
 	"runtime"
@@ -121,4 +122,57 @@ func TestCutReachesABlockedWriteTo(t *testing.T) {
 	}
 	aOut.Close()
 	aIn.Close()
+}
+
+// lostBytesCut checks what a stream cut for lost bytes shows at both
+// ends: in's reader gets want (what came before the gap), then the cut's
+// error, and out, its peer, gets the stream reset with the same reason.
+func lostBytesCut(t *testing.T, out, in *Stream, want string) {
+	t.Helper()
+	got, err := io.ReadAll(in)
+	var cut *CutError
+	if string(got) != want || !errors.As(err, &cut) {
+		t.Fatalf("the stream's reader got %q, %v; want %q, then a CutError", got, err, want)
+	}
+	// A peer never told would wait for ever: fail instead.
+	out.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = io.ReadAll(out)
+	var aborted *AbortError
+	if !errors.As(err, &aborted) || aborted.Reason != cut.Msg {
+		t.Fatalf("the peer's reader got %v; want the stream aborted with %q", err, cut.Msg)
+	}
+	if _, err := out.Write([]byte("x")); !errors.As(err, &aborted) {
+		t.Errorf("the peer's writer got %v after the abort, want it", err)
+	}
+}
+
+// TestLostQueuedPipeCutsBothEnds: when WriteTo returns with bytes queued
+// in a pipe that does not give them back (here an empty one, as a pipe
+// closed or read by mistake would), the stream has lost them: it is cut
+// at both ends, not left for its reader to see an error its peer never
+// hears of.
+func TestLostQueuedPipeCutsBothEnds(t *testing.T) {
+	l := newLink(t, Config{}, Config{})
+	defer l.close()
+	out, in := l.open(t)
+	defer out.Close()
+	defer in.Close()
+	p := getPipe()
+	if p == nil {
+		t.Skip("no pipe to be had")
+	}
+	in.s.pipes.take(1)
+	in.mu.Lock()
+	in.queue = append(in.queue, segment{data: []byte("before"), n: 6}, segment{p: p, n: 100})
+	in.queued += 106
+	in.npipes++
+	in.mu.Unlock()
+	// WriteTo returns at once (its deadline has passed), and the queue
+	// goes back to the stream's buffer for Read.
+	in.SetReadDeadline(time.Unix(1, 0))
+	if _, err := in.WriteTo(io.Discard); !errors.Is(err, errTimeout) {
+		t.Fatalf("WriteTo returned %v, want its deadline's error", err)
+	}
+	in.SetReadDeadline(time.Time{})
+	lostBytesCut(t, out, in, "before")
 }

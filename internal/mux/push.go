@@ -44,9 +44,12 @@ func (st *Stream) PushTo(w io.Writer, count func(n int)) (int64, error) {
 	total := func() int64 {
 		st.mu.Lock()
 		st.sink = nil
-		st.destSink = nil  // keep no reference to w
-		st.unqueueLocked() // a Read may follow: what is queued goes to rbuf
+		st.destSink = nil          // keep no reference to w
+		lost := st.unqueueLocked() // a Read may follow: what is queued goes to rbuf
 		st.mu.Unlock()
+		if lost != nil {
+			st.s.cutAside(st, lost)
+		}
 		return p.n.Load()
 	}
 	for {

@@ -67,10 +67,13 @@ func (st *Stream) done(q segment, n int) {
 
 // unqueueLocked moves the queue's bytes into rbuf, ahead of what rbuf
 // holds: WriteTo has returned, and Read takes them from there. st.mu is
-// held.
-func (st *Stream) unqueueLocked() {
+// held. If a pipe does not give its bytes back, the stream has lost them:
+// Read gets what came before the gap, then the error unqueueLocked
+// returns, with which the caller cuts the stream once st.mu is released
+// (Session.cutAside), so that its peer learns of the loss too.
+func (st *Stream) unqueueLocked() error {
 	if len(st.queue) == 0 {
-		return
+		return nil
 	}
 	b := getRbuf(st.queued + len(st.rbuf) - st.roff)
 	for len(st.queue) > 0 {
@@ -87,16 +90,21 @@ func (st *Stream) unqueueLocked() {
 		if err != nil {
 			// A pipe that holds bytes gives them: the stream lost some,
 			// so it cannot go on, and what follows the gap is dropped.
-			st.rerr = fmt.Errorf("rtcp: reading back %d spliced bytes from a pipe: %v", q.n, err)
+			cut := &CutError{Msg: fmt.Sprintf("rtcp: session %d on the %s cut: reading back %d spliced bytes from a pipe: %v",
+				st.id, st.s.cfg.Name, q.n, err)}
+			if st.rerr == nil {
+				st.rerr = cut
+			}
 			st.releaseQueueLocked()
 			putRbuf(st.rbuf)
 			st.rbuf, st.roff = b[:k+m], 0
-			return
+			return cut
 		}
 	}
 	b = append(b, st.rbuf[st.roff:]...)
 	putRbuf(st.rbuf)
 	st.rbuf, st.roff = b, 0
+	return nil
 }
 
 // releaseQueueLocked drops the queue: the stream is closed. st.mu is
