@@ -6,6 +6,7 @@ import (
 	"net"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -175,4 +176,26 @@ func TestLostQueuedPipeCutsBothEnds(t *testing.T) {
 	}
 	in.SetReadDeadline(time.Time{})
 	lostBytesCut(t, out, in, "before")
+}
+
+// TestLostSplicedRestCutsBothEnds: when the bytes of a frame spliced into
+// a pipe cannot all be read back for the stream's buffer
+// (pushFromPipe), the stream is cut: its reader gets what was read back,
+// then the cut's error (not a closed stream, which a relay takes for a
+// clean end), and its peer gets the stream reset.
+func TestLostSplicedRestCutsBothEnds(t *testing.T) {
+	l := newLink(t, Config{}, Config{})
+	defer l.close()
+	out, in := l.open(t)
+	defer out.Close()
+	defer in.Close()
+	p := getPipe()
+	if p == nil {
+		t.Skip("no pipe to be had")
+	}
+	if _, err := syscall.Write(p.w, []byte("0123456789")); err != nil {
+		t.Fatal(err)
+	}
+	in.pushFromPipe(p, 100) // 90 bytes are missing
+	lostBytesCut(t, out, in, "0123456789")
 }

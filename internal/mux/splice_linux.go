@@ -586,12 +586,15 @@ func (st *Stream) pushFromPipe(p *pipe, n int) {
 		}
 		if err != nil || m <= 0 {
 			// Not expected of a pipe holding n bytes; the stream has
-			// lost bytes, so it cannot go on.
+			// lost bytes, so it cannot go on. A cut, not an Abort: its
+			// reader gets what came before the gap and then why, where
+			// a closed stream would end a relay as cleanly as a FIN.
 			if err == nil {
 				err = io.ErrUnexpectedEOF
 			}
 			putPipe(p, n)
-			st.Abort(fmt.Errorf("rtcp: reading back %d spliced bytes from a pipe: %v", n, err))
+			st.s.cut(st, &CutError{Msg: fmt.Sprintf("rtcp: session %d on the %s cut: reading back %d spliced bytes from a pipe: %v",
+				st.id, st.s.cfg.Name, n, err)})
 			return
 		}
 		st.push((*bp)[:m])
