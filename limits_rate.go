@@ -305,6 +305,8 @@ type pacedConn struct {
 	cancel             context.CancelFunc
 }
 
+var errPacedDPClosed = errors.New("rtcp: session cut while paced: the DP is closing")
+
 func (c *pacedConn) wait(ls []*rate.Limiter, n int) error {
 	if n == 0 {
 		return nil
@@ -317,6 +319,13 @@ func (c *pacedConn) wait(ls []*rate.Limiter, n int) error {
 			// the burst smaller than the chunk: wait for it in parts.
 			k := min(left, max(l.Burst(), 1))
 			if err := l.WaitN(c.ctx, k); err != nil {
+				if c.dp.ctx.Err() != nil {
+					// The DP is closing (Close ends its context before
+					// it cuts the connections): a cut, which the relay
+					// passes on as one, never a clean end of a session
+					// whose bytes were still on their way.
+					return errPacedDPClosed
+				}
 				if c.ctx.Err() != nil {
 					return fmt.Errorf("rtcp: session closed while paced: %w", net.ErrClosed)
 				}

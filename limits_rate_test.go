@@ -601,3 +601,34 @@ func TestLimitsReleasedEveryDoor(t *testing.T) {
 		})
 	}
 }
+
+// TestPacedSessionCutWhenDPCloses: a paced session whose client's bytes
+// wait for their pace when the DP closes (Close ends the DP's context
+// before it cuts the connections) ends with an error, not as a session
+// that ended cleanly with its bytes still on their way.
+func TestPacedSessionCutWhenDPCloses(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		dp := new(DiscoverPoint)
+		dp.init()
+		b := newLimitBucket(Limits{BytesPerSecond: minBytesBurst})
+		server, serverPeer := net.Pipe()
+		client, clientPeer := net.Pipe()
+		pc := dp.paced(server, []*limitBucket{b})
+		go io.Copy(io.Discard, serverPeer)
+		go io.Copy(io.Discard, clientPeer)
+		go clientPeer.Write(make([]byte, 1<<20)) // ends when the relay closes client
+		joined := make(chan error, 1)
+		go func() {
+			_, err := dp.join(client, pc, "slow")
+			joined <- err
+		}()
+		synctest.Wait() // the client's bytes wait for their pace
+		dp.cancel()
+		if err := <-joined; err == nil {
+			t.Error("the relay of a paced session ended cleanly when the DP closed under it, want an error")
+		}
+		serverPeer.Close()
+		clientPeer.Close()
+		dp.Close()
+	})
+}
