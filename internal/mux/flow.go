@@ -70,6 +70,12 @@ func (st *Stream) bufferedLocked() int {
 	return len(st.rbuf) - st.roff + st.draining + st.queued
 }
 
+// wouldOverrun reports whether n more bytes would pass the window the
+// stream gave its peer. st.mu is held.
+func (st *Stream) wouldOverrun(n int) bool {
+	return st.s.cfg.FlowControl && st.avail < n
+}
+
 // received counts n bytes of the peer's arriving for st and reports
 // whether they overran the credit the peer was granted. st.mu is held.
 func (st *Stream) received(n int) (overrun bool) {

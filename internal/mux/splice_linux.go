@@ -435,16 +435,16 @@ func (st *Stream) spliceRest(link syscall.RawConn, rest int, idle *IdleReader) (
 	failed := sink.err != nil
 	left := got - sent
 	queued, overrun := false, false
-	if left > 0 && !failed && st.queueableLocked(sink) {
+	if left > 0 && !failed && st.queueableLocked(sink) && !st.wouldOverrun(left) {
 		// Into the pipe at the queue's tail while it has room: each
 		// splice from the link brings what the link had, often far
 		// less than a pipe holds, and a pipe per piece would spend the
-		// stream's pipes on a small part of the burst.
+		// stream's pipes on a small part of the burst. (Bytes past
+		// the window are never queued: the stream is cut below.)
 		if m := st.appendPipeLocked(p, left); m > 0 {
-			if overrun = st.received(m); !overrun {
-				left -= m
-				queued = left == 0
-			}
+			st.received(m)
+			left -= m
+			queued = left == 0
 		}
 	}
 	if left > 0 && !failed && !overrun && st.queueableLocked(sink) && st.s.pipes.take(1) == 1 {
@@ -463,7 +463,7 @@ func (st *Stream) spliceRest(link syscall.RawConn, rest int, idle *IdleReader) (
 	st.grant(grant)
 	switch {
 	case overrun:
-		putPipe(p, left)
+		putPipe(p, left) // closed, with the bytes past the window
 		st.s.cut(st, &CutError{Msg: "rtcp: the peer sent more than the flow-control window allows"})
 		return got, true, nil
 	case queued:
