@@ -653,3 +653,42 @@ func unsent(rc syscall.RawConn) int {
 	})
 	return n
 }
+
+// SpliceBulk moves bytes from src to dst inside the kernel, through a
+// pooled pipe taken only while bytes are in it: a splice waits for src
+// without one. It returns when it has moved at least max bytes, at src's
+// end (eof), on an error, or after a splice that brought less than 32
+// KiB: what comes now is small, and the caller reads it instead (a read
+// and a write cost less than two splices). Without a pipe to be had it
+// returns ok false, having moved nothing. For relays between two TCP
+// connections (internal/relay), which then hold no pipe while idle,
+// where io.Copy's splice holds one while it waits.
+func SpliceBulk(dst, src *net.TCPConn, max int64) (n int64, eof, ok bool, err error) {
+	srcRC, err1 := src.SyscallConn()
+	dstRC, err2 := dst.SyscallConn()
+	if err1 != nil || err2 != nil {
+		return 0, false, false, nil
+	}
+	for n < max {
+		p, got, err := spliceIn(srcRC, int(min(max-n, spliceChunk)))
+		if err == errNoPipe {
+			return n, false, n > 0, nil
+		}
+		if err != nil {
+			return n, false, true, err
+		}
+		if got == 0 {
+			return n, true, true, nil
+		}
+		sent, err := spliceOutWait(dstRC, p, got)
+		putPipe(p, got-sent)
+		n += int64(sent)
+		if err != nil {
+			return n, false, true, err
+		}
+		if got < smallSplice {
+			break
+		}
+	}
+	return n, false, true, nil
+}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"rtcp/internal/mux"
 	"rtcp/internal/tcpreset"
 )
 
@@ -247,10 +248,11 @@ func cut(c net.Conn, err error) {
 // Between two TCP connections copyTCP reads what src has into a small
 // buffer and writes it, while what comes is small (requests and answers
 // of a few bytes: a read and a write cost less than two splices and their
-// pipe); a read that fills the buffer starts a bulk transfer, which
-// io.CopyN splices on Linux (the bytes never enter this process) for up to
-// bulkChunk bytes before the next small read looks again. Where raw reads
-// are not available it is io.Copy. count is called with each piece.
+// pipe); a read that fills the buffer starts a bulk transfer, spliced in
+// the kernel (mux.SpliceBulk) until a splice brings little again. Neither
+// holds a buffer or a pipe while src has nothing: an idle relay costs its
+// two sockets only, where io.Copy's splice holds a pipe (two descriptors)
+// per direction while it waits. count is called with each piece.
 func copyTCP(dst, src *net.TCPConn, count func(int64)) (int64, error) {
 	raw := newRawReader(src)
 	if raw == nil {
@@ -279,11 +281,21 @@ func copyTCP(dst, src *net.TCPConn, count func(int64)) (int64, error) {
 		if k < smallSize {
 			continue
 		}
-		m, err := io.CopyN(dst, src, bulkChunk)
+		m, eof, ok, err := mux.SpliceBulk(dst, src, bulkChunk)
 		n += m
 		count(m)
-		if err == io.EOF {
-			return n, nil
+		if !ok {
+			// No pipe to be had (or not Linux): copy.
+			m, err = io.CopyN(dst, src, bulkChunk)
+			n += m
+			count(m)
+			eof = err == io.EOF
+			if eof {
+				err = nil
+			}
+		}
+		if eof {
+			return n, err
 		}
 		if err != nil {
 			return n, err
