@@ -26,6 +26,7 @@ type Framer struct {
 	w      *bufio.Writer
 	buf    []byte
 	f      mux.Frame
+	data   plan5.Data   // the message of each Data frame written: no allocation
 	hb     *plan5.Aloha // the heartbeat (keepalive.go)
 	legacy bool         // write each message with a write of its own, paced
 	last   time.Time    // of the last write to a legacy peer
@@ -98,7 +99,8 @@ func (fr *Framer) WriteFrame(f *mux.Frame) error {
 	case mux.KindAck:
 		m = &plan5.Ack{X: f.ID, R: f.Reason}
 	case mux.KindData:
-		m = &plan5.Data{X: f.ID, C: f.Data, Window: f.Credit}
+		fr.data = plan5.Data{X: f.ID, C: f.Data, Window: f.Credit}
+		m = &fr.data
 	case mux.KindCloseWrite:
 		m = &plan5.Close{X: f.ID, Half: true}
 	case mux.KindClose:
@@ -124,6 +126,7 @@ func (fr *Framer) WriteFrame(f *mux.Frame) error {
 	if cap(fr.buf) > 2*plan5.DefaultMaxLine {
 		fr.buf = nil
 	}
+	fr.data.C = nil // the caller's buffer is not kept
 	return err
 }
 
