@@ -59,6 +59,7 @@ func BenchmarkDataDecode(b *testing.B) {
 
 func benchDecode(b *testing.B, wire []byte, n int) {
 	r := NewReader(&loopReader{b: wire}, DefaultMaxLine)
+	r.Grow(2 * DefaultMaxLine) // as a link's
 	b.SetBytes(int64(n))
 	b.ReportAllocs()
 	for b.Loop() {

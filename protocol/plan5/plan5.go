@@ -328,6 +328,13 @@ func (r *Reader) ReadMessage() (Message, error) {
 		return nil, fmt.Errorf("%w %q: want one digit 0-4 then a newline", ErrBadType, clip(tl))
 	}
 	t := Type(tl[0] - '0')
+	if t == TypeData && r.br.Size() > r.maxLine {
+		// The buffer holds any line: decode it where it lies (a buffer
+		// that may not would be decoded into twice).
+		if d, ok := r.readData(); ok {
+			return d, nil
+		}
+	}
 	body, err := r.readLine(r.maxLine)
 	if err != nil {
 		if err == io.EOF {
