@@ -25,8 +25,13 @@ func testSizes() []int {
 	for n := 0; n < 300; n++ {
 		ns = append(ns, n)
 	}
-	for _, base := range []int{24 * 20, 24 * 41, 32 * 30, 4096, ChunkSize(PlainMaxLine), ChunkSize(DefaultMaxLine)} {
+	for _, base := range []int{24 * 20, 24 * 41, 32 * 30} {
 		for d := -9; d <= 9; d++ {
+			ns = append(ns, base+d)
+		}
+	}
+	for _, base := range []int{4096, ChunkSize(PlainMaxLine), ChunkSize(DefaultMaxLine)} {
+		for d := -4; d <= 4; d++ {
 			ns = append(ns, base+d)
 		}
 	}
@@ -110,10 +115,22 @@ func TestDecodeBase64(t *testing.T) {
 	for _, n := range testSizes() {
 		enc := base64.StdEncoding.EncodeToString(randomBytes(r, n))
 		checkDecode(t, []byte(enc))
-		// A character that is not base64 at every place, and padding
-		// where it does not belong.
-		for i := 0; i < len(enc); i += 1 + len(enc)/20 {
-			for _, c := range []byte{'=', '"', '\\', 0, 0x80, '-', '_', ' ', '\r', '\n'} {
+		// A character that is not base64 at places all along, and
+		// padding where it does not belong; in a long one, around the
+		// first SIMD blocks and the tail.
+		places := []int{0, 31, 32, 33, 63, len(enc) / 2, len(enc) - 9, len(enc) - 5, len(enc) - 3, len(enc) - 1}
+		if n <= 300 {
+			places = places[:0]
+			for i := 0; i < len(enc); i += 1 + len(enc)/20 {
+				places = append(places, i)
+			}
+		}
+		chars := []byte{'=', '"', '\\', 0, 0x80, '-', '_', ' ', '\r', '\n'}
+		if n > 1000 {
+			chars = []byte{'=', '"', '\r'} // TestDecodeBase64Bytes tries them all
+		}
+		for _, i := range places {
+			for _, c := range chars {
 				bad := []byte(enc)
 				bad[i] = c
 				checkDecode(t, bad)
