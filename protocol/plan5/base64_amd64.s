@@ -1,3 +1,5 @@
+//go:build !purego
+
 #include "textflag.h"
 
 // The AVX2 loops of base64_amd64.go, after Wojciech Muła and Daniel

@@ -1,8 +1,9 @@
-//go:build !amd64
+//go:build !amd64 || purego
 
 package plan5
 
-// Without an assembly loop the portable ones of base64.go do it all.
+// Without an assembly loop (another CPU, or built with -tags purego) the
+// portable ones of base64.go do it all.
 
 func hasSIMD() bool { return false }
 
