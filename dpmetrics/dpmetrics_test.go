@@ -51,8 +51,14 @@ func TestHandler(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The answer's end, after the half-close, says the DP's copy toward
+	// the server has ended, and so has counted its bytes (the echo alone
+	// may come back before the DP's relay counts what it carried).
 	c.Write([]byte("0123456789"))
-	io.ReadFull(c, make([]byte, 10))
+	c.(*rtcp.Conn).CloseWrite()
+	if got, err := io.ReadAll(c); string(got) != "0123456789" || err != nil {
+		t.Fatalf("echo: %q, %v", got, err)
+	}
 	c.Close()
 	if _, err := rtcp.DialContext(context.Background(), addr, "nobody"); err == nil {
 		t.Fatal("dialled nobody")
