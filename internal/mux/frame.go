@@ -77,6 +77,7 @@ type Frame struct {
 	Name   string // KindOpen
 	Addr   string // KindOpen
 	Token  string // KindOpen: an opaque value the adapter passes along
+	Ext    any    // KindOpen: the adapter's further fields, passed along as they are
 	Reason string // KindAck (refusal), KindClose
 	Abort  bool   // KindClose
 	Data   []byte // KindData

@@ -481,6 +481,12 @@ func (s *Session) Open(ctx context.Context, name, addr string) (*Stream, error) 
 
 // OpenToken is Open with a token passed to the peer in the open frame.
 func (s *Session) OpenToken(ctx context.Context, name, addr, token string) (*Stream, error) {
+	return s.OpenExt(ctx, name, addr, token, nil)
+}
+
+// OpenExt is OpenToken with ext, the wire adapter's further fields of the
+// open frame (Frame.Ext), which the peer's stream gives as Stream.Ext.
+func (s *Session) OpenExt(ctx context.Context, name, addr, token string, ext any) (*Stream, error) {
 	s.mu.Lock()
 	if s.err != nil {
 		err := s.err
@@ -500,7 +506,7 @@ func (s *Session) OpenToken(ctx context.Context, name, addr, token string) (*Str
 			st.opened = time.Now()
 		}
 		s.streams[id] = st
-		s.enqueue(&Frame{Kind: KindOpen, ID: id, Name: name, Addr: addr, Token: token})
+		s.enqueue(&Frame{Kind: KindOpen, ID: id, Name: name, Addr: addr, Token: token, Ext: ext})
 		s.grantInitial(id)
 		s.mu.Unlock()
 		return st, nil
@@ -511,7 +517,7 @@ func (s *Session) OpenToken(ctx context.Context, name, addr, token string) (*Str
 	}
 	p := &pendingOpen{ch: make(chan openResult, 1), name: name, addr: addr, token: token, sent: time.Now()}
 	s.pending = append(s.pending, p)
-	s.enqueue(&Frame{Kind: KindOpen, Name: name, Addr: addr, Token: token})
+	s.enqueue(&Frame{Kind: KindOpen, Name: name, Addr: addr, Token: token, Ext: ext})
 	s.mu.Unlock()
 
 	select {
@@ -810,7 +816,7 @@ func (s *Session) handleOpen(f *Frame) error {
 		return nil
 	}
 	st := s.newStream(id, f.Name, f.Addr, false)
-	st.token = f.Token
+	st.token, st.ext = f.Token, f.Ext
 	s.streams[id] = st
 	if s.orderedAnswers() {
 		st.answer = s.answerSlotLocked()

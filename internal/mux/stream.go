@@ -21,6 +21,7 @@ type Stream struct {
 	id            int64
 	name, addr    string
 	token         string
+	ext           any // the open frame's Frame.Ext, on the accepting side
 	local, remote net.Addr
 
 	mu      sync.Mutex
@@ -99,6 +100,10 @@ func (st *Stream) Addr() string { return st.addr }
 
 // Token returns the token given when the stream was opened.
 func (st *Stream) Token() string { return st.token }
+
+// Ext returns the further fields of the open frame that made an accepted
+// stream (Frame.Ext), or nil.
+func (st *Stream) Ext() any { return st.ext }
 
 // Session returns the session the stream runs on.
 func (st *Stream) Session() *Session { return st.s }

@@ -57,6 +57,9 @@ func (fr *Framer) ReadFrame() (*mux.Frame, error) {
 			continue
 		case *plan5.Connect:
 			*f = mux.Frame{Kind: mux.KindOpen, Name: m.N, Addr: m.Addr, Token: m.Token}
+			if m.Peer != "" || m.Secret != nil || m.Direct {
+				f.Ext = m // a direct session's fields: the Connect itself
+			}
 		case *plan5.Ack:
 			*f = mux.Frame{Kind: mux.KindAck, ID: m.X, Reason: m.R}
 		case *plan5.Data:
@@ -95,7 +98,11 @@ func (fr *Framer) WriteFrame(f *mux.Frame) error {
 	var m plan5.Message
 	switch f.Kind {
 	case mux.KindOpen:
-		m = &plan5.Connect{N: f.Name, Addr: f.Addr, Token: f.Token}
+		c := &plan5.Connect{N: f.Name, Addr: f.Addr, Token: f.Token}
+		if ext, ok := f.Ext.(*plan5.Connect); ok {
+			c.Direct, c.Peer, c.Secret = ext.Direct, ext.Peer, ext.Secret
+		}
+		m = c
 	case mux.KindAck:
 		m = &plan5.Ack{X: f.ID, R: f.Reason}
 	case mux.KindData:

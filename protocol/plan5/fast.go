@@ -34,14 +34,16 @@ func appendFast(dst []byte, m Message) (_ []byte, ok bool) {
 	case *Aloha:
 		return appendAloha(dst, m)
 	case *Ack:
-		if m.R != "" {
+		if m.R != "" || m.Peer != "" || m.Secret != nil {
 			return dst, false
 		}
 		dst = append(dst, `{"X":`...)
 		dst = strconv.AppendInt(dst, m.X, 10)
 		return append(dst, '}', '\n'), true
 	case *Connect:
-		if !plainJSON(m.N) || !plainJSON(m.Addr) || !plainJSON(m.Token) {
+		// A direct session's Connect (once a session) goes through
+		// encoding/json.
+		if m.Direct || m.Peer != "" || m.Secret != nil || !plainJSON(m.N) || !plainJSON(m.Addr) || !plainJSON(m.Token) {
 			return dst, false
 		}
 		dst = append(dst, `{"N":"`...)
@@ -189,6 +191,9 @@ func appendAloha(dst []byte, a *Aloha) (_ []byte, ok bool) {
 	str("To", a.To)
 	str("ClientKey", a.ClientKey)
 	str("ClientAddr", a.ClientAddr)
+	if a.Direct {
+		dst = append(dst, `,"Direct":true`...)
+	}
 	return append(dst, '}', '\n'), true
 }
 
@@ -307,6 +312,8 @@ func alohaField(a *Aloha, key string) any {
 		return &a.ClientKey
 	case "ClientAddr":
 		return &a.ClientAddr
+	case "Direct":
+		return &a.Direct
 	}
 	return nil
 }

@@ -68,6 +68,14 @@ func fuzzSeeds() [][]byte {
 			&Aloha{V: 10000, R: RoleDP, N: "rtcp", Challenge: payload[:32], Binding: "tls-exporter"},
 			&Aloha{V: 10000, R: RoleIS, N: "printer-7", Proof: payload[:32]},
 		),
+		// A direct session (SPEC.md, "Direct sessions"): the server's
+		// Aloha, the client's Connect, and what the DP sends each side.
+		transcript(
+			&Aloha{V: 10000, R: RoleIS, N: "printer-7", Owner: "3f2a", Direct: true},
+			&Connect{N: "printer-7", Direct: true},
+			&Connect{N: "alice", Addr: "203.0.113.5:40112", Peer: "203.0.113.5:40112", Secret: payload[:32]},
+			&Ack{X: 1, Peer: "198.51.100.7:51000", Secret: payload[:32]},
+		),
 		// A session one DP of a cluster carries to another (SPEC.md, "Via").
 		transcript(
 			&Aloha{V: 10000, R: RoleIC, N: "alice", Window: 262144, MaxLine: 65536, HalfClose: true, Transport: "raw", Via: "10.0.0.3:9000"},
@@ -196,6 +204,8 @@ func FuzzHandshakeFastPath(f *testing.F) {
 	for _, s := range []string{
 		`{"X":7}`, `{"X":-1}`, `{"X":007}`, `{"X":1,"R":"no"}`, `{"x":1}`,
 		`{"N":"printer-7"}`, `{"N":"a","Addr":"10.0.0.1:5"}`, `{"N":"a","Addr":"b","Token":"t0k"}`,
+		`{"N":"a","Direct":true}`, `{"N":"a","Addr":"b","Peer":"10.0.0.2:5","Secret":"AAEC"}`, `{"X":1,"Peer":"10.0.0.2:5","Secret":"AAEC"}`,
+		`{"V":10000,"R":2,"N":"s","Owner":"o","Direct":true}`, `{"Direct":1}`,
 		`{"N":"a\"b"}`, `{"N":"\u00e9"}`, `{"N":"a","Token":"t"}`, `{"N":"<b>"}`,
 		`{"V":10000,"R":3,"N":"c","HeartBeat":15000,"Window":262144,"MaxLine":65536,"HalfClose":true,"Transport":"raw"}`,
 		`{"V":10000,"R":4,"N":"dp","Challenge":"AAEC","Binding":"tls-exporter"}`,
@@ -220,7 +230,7 @@ func FuzzHandshakeFastPath(f *testing.F) {
 			if err := json.Unmarshal(body, &want); err != nil {
 				t.Fatalf("fast path accepted Ack %q, encoding/json refuses it: %v", body, err)
 			}
-			if *got != want {
+			if !reflect.DeepEqual(*got, want) {
 				t.Fatalf("fast path read Ack %q as %+v, encoding/json as %+v", body, *got, want)
 			}
 		}
@@ -229,7 +239,7 @@ func FuzzHandshakeFastPath(f *testing.F) {
 			if err := json.Unmarshal(body, &want); err != nil {
 				t.Fatalf("fast path accepted Connect %q, encoding/json refuses it: %v", body, err)
 			}
-			if *got != want {
+			if !reflect.DeepEqual(*got, want) {
 				t.Fatalf("fast path read Connect %q as %+v, encoding/json as %+v", body, *got, want)
 			}
 		}
@@ -246,7 +256,9 @@ func FuzzAppendFast(f *testing.F) {
 		aloha := &Aloha{V: int(x), R: Role(x >> 3), N: n, HeartBeat: int(x >> 1), Window: int(x >> 2), MaxLine: int(x >> 4),
 			HalfClose: x&1 == 1, Owner: addr, Transport: token, Error: reason, Token: addr, Spares: int(x >> 5), Via: token, Key: n,
 			Challenge: blob, Binding: reason, Proof: blob[len(blob)/2:], To: addr, ClientKey: n, ClientAddr: reason}
-		for _, m := range []Message{&Connect{N: n, Addr: addr, Token: token}, &Ack{X: x, R: reason}, aloha} {
+		aloha.Direct = x&2 == 2
+		direct := &Connect{N: n, Addr: addr, Direct: x&4 == 4, Peer: addr, Secret: blob}
+		for _, m := range []Message{&Connect{N: n, Addr: addr, Token: token}, &Ack{X: x, R: reason}, aloha, direct, &Ack{X: x, Peer: addr, Secret: blob}} {
 			got, ok := appendFast(nil, m)
 			if !ok {
 				continue

@@ -180,6 +180,11 @@ type Aloha struct {
 	To         string `json:"To,omitempty"`
 	ClientKey  string `json:"ClientKey,omitempty"`
 	ClientAddr string `json:"ClientAddr,omitempty"`
+
+	// Direct, in an IS's Aloha, says the server takes part in direct
+	// sessions: the DP may send it, in a Connect, a client's address and a
+	// secret to punch with (SPEC.md, "Direct sessions").
+	Direct bool `json:"Direct,omitempty"`
 }
 
 // Connect asks for a session. IC->DP: N names the server. DP->IS: N names
@@ -190,12 +195,25 @@ type Connect struct {
 	// Token, an extension on a link of Transport "tcp", asks the server to
 	// carry the session on a new data link that presents this token.
 	Token string `json:"Token,omitempty"`
+	// Direct, IC->DP on the raw leg, asks for a direct path to the server
+	// (SPEC.md, "Direct sessions").
+	Direct bool `json:"Direct,omitempty"`
+	// Peer and Secret, DP->IS, broker a direct session: the client's
+	// address as the DP observed it, and the one-time secret both sides
+	// prove they hold.
+	Peer   string `json:"Peer,omitempty"`
+	Secret []byte `json:"Secret,omitempty"`
 }
 
 // Ack answers a Connect: X is the session number, or -1 with reason R.
 type Ack struct {
 	X int64  `json:"X"`
 	R string `json:"R,omitempty"`
+	// Peer and Secret, DP->IC, broker a direct session (SPEC.md, "Direct
+	// sessions"): the server's address as the DP observed it, and the
+	// one-time secret.
+	Peer   string `json:"Peer,omitempty"`
+	Secret []byte `json:"Secret,omitempty"`
 }
 
 // Data carries bytes of session X. C is standard padded base64 on the wire.
