@@ -26,6 +26,12 @@ type Conn struct {
 	once    sync.Once
 	release func()  // frees what the Conn owns (a client's DP connection)
 	answer  *answer // the client still waits for it (ListenConfig.ManualAck); else nil
+
+	// path is set on a session that asked for a direct path (direct.go).
+	// A server's brokered session chooses it at its first use, and may
+	// then replace s: until then local and remote stand for s's.
+	path          *sessionPath
+	local, remote net.Addr
 }
 
 var _ net.Conn = (*Conn)(nil)
@@ -101,13 +107,20 @@ func (c *Conn) Ack(refusal error) error {
 	return a.err // of the first accept, if this was not it
 }
 
-// open accepts the session if it is still waiting for its answer.
+// open accepts the session if it is still waiting for its answer, and
+// on a server's session that the DP brokered for a direct path, waits for
+// the client's choice of path.
 func (c *Conn) open() error {
-	if c.answer == nil {
-		return nil
+	if c.answer != nil {
+		if err := c.Ack(nil); err != nil {
+			return &net.OpError{Op: "accept", Net: "rtcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+		}
 	}
-	if err := c.Ack(nil); err != nil {
-		return &net.OpError{Op: "accept", Net: "rtcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+	if c.path != nil && c.path.server != nil {
+		c.path.server.choose(c)
+		if c.path.failed {
+			return &net.OpError{Op: "read", Net: "rtcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: c.path.err}
+		}
 	}
 	return nil
 }
@@ -140,6 +153,9 @@ func (c *Conn) Close() error {
 }
 
 func (c *Conn) close() error {
+	if c.path != nil && c.path.server != nil {
+		c.path.server.abandon(c)
+	}
 	err := c.s.Close()
 	c.once.Do(func() {
 		if c.release != nil {
@@ -155,6 +171,9 @@ func (c *Conn) close() error {
 func (c *Conn) Abort(err error) {
 	if c.answer != nil && c.Ack(err) == nil {
 		return // refused with err, and closed
+	}
+	if c.path != nil && c.path.server != nil {
+		c.path.server.abandon(c)
 	}
 	switch s := c.s.(type) {
 	case interface{ Abort(error) }:
@@ -232,12 +251,29 @@ func (c *Conn) CloseWrite() error {
 }
 
 // LocalAddr returns the local end: for an indirect server "name@DP".
-func (c *Conn) LocalAddr() net.Addr { return c.s.LocalAddr() }
+func (c *Conn) LocalAddr() net.Addr {
+	if c.local != nil {
+		return c.local
+	}
+	return c.s.LocalAddr()
+}
 
 // RemoteAddr returns the remote end: for an indirect client "server@DP",
 // for an indirect server "client@client-address".
-func (c *Conn) RemoteAddr() net.Addr { return c.s.RemoteAddr() }
+func (c *Conn) RemoteAddr() net.Addr {
+	if c.remote != nil {
+		return c.remote
+	}
+	return c.s.RemoteAddr()
+}
 
-func (c *Conn) SetDeadline(t time.Time) error      { return c.s.SetDeadline(t) }
-func (c *Conn) SetReadDeadline(t time.Time) error  { return c.s.SetReadDeadline(t) }
-func (c *Conn) SetWriteDeadline(t time.Time) error { return c.s.SetWriteDeadline(t) }
+func (c *Conn) SetDeadline(t time.Time) error      { return c.setDeadline(true, true, t) }
+func (c *Conn) SetReadDeadline(t time.Time) error  { return c.setDeadline(true, false, t) }
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.setDeadline(false, true, t) }
+
+func (c *Conn) setDeadline(read, write bool, t time.Time) error {
+	if c.path != nil && c.path.server != nil {
+		return c.path.server.setDeadline(c, read, write, t)
+	}
+	return setDeadlines(c.s, read, write, t)
+}

@@ -167,7 +167,7 @@ func (l *dataLink) openDialled(ctx context.Context, name, addr string) (net.Conn
 		}
 	}()
 
-	st, err := l.s.OpenToken(ctx, name, addr, token)
+	st, err := l.s.OpenExt(ctx, name, addr, token, directOf(ctx).ext())
 	if err != nil {
 		return nil, err
 	}
@@ -348,7 +348,7 @@ type spareAnswer struct {
 // open writes the session's Connect on the spare and waits for the
 // server's answer, which serveSpare reads.
 func (sp *spare) open(ctx context.Context, name, addr string, timeout time.Duration) (net.Conn, error) {
-	if err := plan5link.WriteMessage(sp.c, &plan5.Connect{N: name, Addr: addr}, timeout); err != nil {
+	if err := plan5link.WriteMessage(sp.c, directOf(ctx).connect(name, addr), timeout); err != nil {
 		sp.c.Close()
 		<-sp.answer // serveSpare's read fails now
 		return nil, err
@@ -735,6 +735,8 @@ type sparePool struct {
 	ctx    context.Context // ends with the control link or the listener
 	cancel context.CancelFunc
 
+	direct *linkDirect // the control link's (ListenConfig.Direct), or nil
+
 	mu      sync.Mutex // guards idle and stopped
 	idle    map[net.Conn]struct{}
 	stopped bool
@@ -864,19 +866,19 @@ func (l *Listener) waitSpare(p *sparePool, c net.Conn, r *plan5.Reader) (*Conn, 
 	}
 	rc := &rawConn{Conn: afterHandshake(c, r.Buffered()), local: l.addr, remote: remote}
 	if l.cfg.ManualAck {
-		return newPendingConn(rc, func(refusal error) error {
+		return p.direct.wrap(newPendingConn(rc, func(refusal error) error {
 			if err := ack(refusal); err != nil || refusal != nil {
 				return err
 			}
 			resetOnDeath(c)
 			return nil
-		}), nil
+		}), cm), nil
 	}
 	if err := ack(nil); err != nil {
 		return nil, err
 	}
 	resetOnDeath(c)
-	return newConn(rc, nil), nil
+	return p.direct.wrap(newConn(rc, nil), cm), nil
 }
 
 // handOver gives Accept a session that came on a spare.

@@ -60,8 +60,34 @@ type Dialer struct {
 	// the session's bytes and relies on TCP's keepalive.
 	KeepAlive time.Duration
 
+	// Direct asks the DP for a direct path to the server, on the raw leg
+	// (as TransportYamux does, whatever Transport says): if the server
+	// takes part too (ListenConfig.Direct) and the DP brokers the session,
+	// Dial tries, for DirectTimeout, to reach the server directly, and
+	// returns the session on the direct connection if it could, or on the
+	// relay if not: a failed punch is no error (Conn.Direct and
+	// Conn.DirectError say what happened). The connection to the DP is
+	// then dialled with SO_REUSEPORT (with Dial set, the connection Dial
+	// makes must be bound so). A direct connection is not encrypted: with
+	// TLSConfig set, Direct is ignored. See docs/direct.md.
+	Direct bool
+
+	// DirectTimeout bounds the attempt to reach the server directly, and
+	// so the time a session whose NATs allow no direct path waits before
+	// it starts on the relay; default DefaultDirectTimeout (1 s). It must
+	// stay well below the DP's HandshakeTimeout. A direct connection that
+	// goes silent fails after about twice KeepAlive (TCP keepalive and
+	// TCP_USER_TIMEOUT), so that a path that drops is an error, never a
+	// clean end.
+	DirectTimeout time.Duration
+
+	netns nsFunc // where sockets are made (tests: a network namespace); nil: here
+
 	raw rawDPs // the DPs that offered the raw client leg
 }
+
+// direct reports whether the Dialer asks for direct sessions.
+func (d *Dialer) direct() bool { return d.Direct && d.TLSConfig == nil }
 
 // dialAs is what a dial says of its client: its name and the transport it
 // asks for, and for a DP that carries a session on to another DP
@@ -107,7 +133,11 @@ func (r *rawDPs) set(addr string, raw bool) {
 // DPs of a cluster separated by commas: each is tried in turn until one
 // opens the session.
 func (d *Dialer) DialContext(ctx context.Context, addr, name string) (net.Conn, error) {
-	return d.dial(ctx, addr, name, dialAs{name: d.Name, transport: d.Transport})
+	as := dialAs{name: d.Name, transport: d.Transport}
+	if d.direct() {
+		as.transport = TransportYamux // a direct path is brokered on the raw leg
+	}
+	return d.dial(ctx, addr, name, as)
 }
 
 // dial is DialContext for the client as.
@@ -125,8 +155,9 @@ func (d *Dialer) dial(ctx context.Context, addr, name string, as dialAs) (net.Co
 	opErr := func(err error) error {
 		return &net.OpError{Op: "dial", Net: "rtcp", Addr: raddr, Err: err}
 	}
+	dial := dpDialer(d.Dial, d.direct(), d.netns)
 	for early := true; ; early = false {
-		c, err := dialDP(ctx, d.Dial, d.TLSConfig, addr)
+		c, err := dialDP(ctx, dial, d.TLSConfig, addr)
 		if err != nil {
 			return nil, opErr(err)
 		}
@@ -161,9 +192,13 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 	}
 	ir := mux.NewIdleReader(c)
 	r := plan5.NewReader(ir, plan5.DefaultMaxLine)
+	var side *directSide // how this session punches, if it asks for a direct path
+	if d.direct() && as.hop == nil {
+		side = newDirectSide(c, d.DirectTimeout, d.KeepAlive, d.netns)
+	}
 	var early plan5.Message // a Connect sent with the Aloha
 	if d.raw.has(addr) && mayEarly && ours.Transport == wireRaw && d.Credential == nil {
-		early = &plan5.Connect{N: name}
+		early = &plan5.Connect{N: name, Direct: side != nil}
 	}
 	theirs, err := exchangeAloha(c, r, ours, addr, d.Credential, early)
 	if err != nil {
@@ -180,7 +215,7 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 	local := &Addr{Name: as.name, Addr: c.LocalAddr().String()}
 	remote := &Addr{Name: name, Addr: addr}
 	if theirs.Transport == wireRaw && ours.Transport == wireRaw {
-		rc, err := d.connectRaw(c, r, name, addr, local, remote, early != nil)
+		rc, ack, err := d.connectRaw(c, r, name, addr, local, remote, early != nil, side != nil)
 		stopErr := stop()
 		if err != nil {
 			return nil, ctxErr(ctx, err)
@@ -188,7 +223,14 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 		if stopErr != nil {
 			return nil, stopErr
 		}
-		return newConn(rc, nil), nil
+		if side == nil || ack.Peer == "" || len(ack.Secret) == 0 {
+			conn := newConn(rc, nil)
+			if side != nil {
+				conn.path = &sessionPath{} // asked, and not brokered
+			}
+			return conn, nil
+		}
+		return d.clientDirect(ctx, side, rc, ack)
 	}
 	if err := stop(); err != nil {
 		return nil, err
@@ -217,30 +259,32 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 	return newConn(st, func() { sess.Close() }), nil
 }
 
-// connectRaw sends Connect and reads the Ack; after it, c carries the
-// session's bytes as they are.
-func (d *Dialer) connectRaw(c net.Conn, r *plan5.Reader, name, addr string, local, remote net.Addr, sent bool) (stream, error) {
+// connectRaw sends Connect (asking for a direct path if direct) and reads
+// the Ack; after it, c carries the session's bytes as they are.
+func (d *Dialer) connectRaw(c net.Conn, r *plan5.Reader, name, addr string, local, remote net.Addr, sent, direct bool) (*rawConn, *plan5.Ack, error) {
 	if !sent {
-		if err := plan5link.WriteMessage(c, &plan5.Connect{N: name}, 0); err != nil {
-			return nil, err
+		if err := plan5link.WriteMessage(c, &plan5.Connect{N: name, Direct: direct}, 0); err != nil {
+			return nil, nil, err
 		}
 	}
 	m, err := r.ReadMessage()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	var ack *plan5.Ack
 	switch m := m.(type) {
 	case *plan5.Ack:
 		if m.X < 0 {
-			return nil, &RefusedError{Name: name, DP: addr, Reason: m.R}
+			return nil, nil, &RefusedError{Name: name, DP: addr, Reason: m.R}
 		}
+		ack = m
 	case *plan5.Close:
-		return nil, &RefusedError{Name: name, DP: addr, Reason: m.R}
+		return nil, nil, &RefusedError{Name: name, DP: addr, Reason: m.R}
 	default:
-		return nil, fmt.Errorf("rtcp: the DP answered Connect with %v, want Ack", m.Type())
+		return nil, nil, fmt.Errorf("rtcp: the DP answered Connect with %v, want Ack", m.Type())
 	}
 	resetOnDeath(c)
-	return &rawConn{Conn: afterHandshake(c, r.Buffered()), local: local, remote: remote}, nil
+	return &rawConn{Conn: afterHandshake(c, r.Buffered()), local: local, remote: remote}, ack, nil
 }
 
 // rawConn is a client's raw session: the TCP connection to the DP, with

@@ -138,6 +138,15 @@ type DiscoverPoint struct {
 	// as they are: a header from them is not honoured. Empty: none.
 	ProxyProtocolFrom []netip.Prefix
 
+	// NoDirect makes the DP refuse to broker direct sessions
+	// (Dialer.Direct, ListenConfig.Direct): every session stays on its
+	// relay, as for peers that do not ask. By default the DP brokers a
+	// session when both its client and its server asked and the Policy
+	// allows the session: it tells each the other's address as it sees
+	// it, and carries the session only if they cannot reach each other
+	// (docs/direct.md).
+	NoDirect bool
+
 	// Peer is the template of the Dialer this DP uses to carry a session
 	// to another DP of its cluster: set its Dial, and the TLS and key the
 	// other DPs ask of clients. Nil means a zero Dialer. Its Name and
@@ -180,7 +189,7 @@ type Link interface {
 type muxLink struct{ s *mux.Session }
 
 func (l muxLink) Open(ctx context.Context, name, addr string) (net.Conn, error) {
-	return l.s.Open(ctx, name, addr)
+	return l.s.OpenExt(ctx, name, addr, "", directOf(ctx).ext())
 }
 func (l muxLink) Done() <-chan struct{} { return l.s.Done() }
 func (l muxLink) Close() error          { return l.s.Close() }
@@ -599,7 +608,7 @@ func (dp *DiscoverPoint) serveServer(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	// leaves, and its opens wait until the Aloha has been written.
 	l := &gatedLink{dpLink: sl.link, ready: make(chan struct{})}
 	if err := dp.addLink(&linkEntry{link: l, reg: reg, who: who, end: l.Close, policed: true,
-		transport: transportName(a.Transport), remote: c.RemoteAddr().String()}); err != nil {
+		transport: transportName(a.Transport), remote: c.RemoteAddr().String(), direct: a.Direct && !dp.NoDirect}); err != nil {
 		unlockName()
 		dp.refuseLink(c, a.N, err) // nothing else writes to c yet
 		l.Close()
@@ -731,10 +740,18 @@ func (dp *DiscoverPoint) openSession(ctx context.Context, name, client, addr str
 		}
 		var c net.Conn
 		err := errNotAllowed
+		offer, _ := ctx.Value(directRequestKey{}).(*directOffer)
 		if dp.linkAllowed(e) { // else it is closed now
-			c, err = e.link.Open(ctx, client, addr)
+			octx := ctx
+			if offer != nil && e.direct {
+				octx = context.WithValue(ctx, directKey{}, offer)
+			}
+			c, err = e.link.Open(octx, client, addr)
 		}
 		if err == nil {
+			if offer != nil && e.direct {
+				offer.server = e.remote
+			}
 			return c, nil
 		}
 		if errors.Is(err, mux.ErrDraining) && ctx.Err() == nil {
@@ -852,12 +869,19 @@ func (dp *DiscoverPoint) serveRawClient(c net.Conn, r *plan5.Reader, a *plan5.Al
 	}
 	c.SetDeadline(time.Time{})
 	cc := afterHandshake(c, r.Buffered())
+	var offer *directOffer
+	if cm.Direct && !dp.NoDirect && a.Via == "" {
+		offer = newDirectOffer(who.clientAddr(cc))
+	}
 	dp.serveSession(sessionRequest{
 		conn: cc, name: cm.N, client: who.clientName(a.N), who: who, addr: who.clientAddr(cc), via: a.Via,
+		direct: offer,
 		answer: func(err error) bool {
 			ack := &plan5.Ack{X: 1}
 			if err != nil {
 				ack = &plan5.Ack{X: -1, R: err.Error()}
+			} else if offer.brokered() {
+				ack.Peer, ack.Secret = offer.server, offer.secret
 			}
 			return answer(ack, dp.HandshakeTimeout) == nil
 		},
@@ -881,6 +905,11 @@ type sessionRequest struct {
 	addr   net.Addr  // the client's address: for Allow rules, and told to the server
 	via    string    // the DP that carried the client here, if one did
 
+	// direct, if not nil, is the client's request for a direct path:
+	// the open sends it to a server link that takes part, and the answer
+	// carries it back to the client (direct.go).
+	direct *directOffer
+
 	// answer, if not nil, tells the client the outcome of the open (nil:
 	// open) and reports whether the client can still be reached. A door
 	// without it (port mode, Relay) has only the bytes: a refusal ends
@@ -903,6 +932,10 @@ func (dp *DiscoverPoint) serveSession(req sessionRequest) error {
 	}
 	defer endSession()
 	dp.log().Debug("rtcp: session open", "server", req.name, "client", req.addr)
+	if req.direct.brokered() && !dp.relayMarker(req.conn, is, req.name) {
+		is.Close()
+		return errors.New("rtcp: a brokered session ended before its client chose a path")
+	}
 	_, err = dp.join(req.conn, is, req.name)
 	return err
 }
@@ -949,6 +982,9 @@ func (dp *DiscoverPoint) openRequested(req sessionRequest) (is net.Conn, endSess
 	ctx, cancel := context.WithTimeout(dp.ctx, dp.HandshakeTimeout)
 	if req.via != "" {
 		ctx = context.WithValue(ctx, forwardedKey{}, req.via)
+	}
+	if req.direct != nil {
+		ctx = context.WithValue(ctx, directRequestKey{}, req.direct)
 	}
 	addr := ""
 	if req.addr != nil { // a Relay's conn may have no RemoteAddr

@@ -29,6 +29,11 @@ const (
 	// why; Attempt counts the failures in a row, from 1), and the next
 	// comes after Backoff.
 	EventReconnecting
+	// EventDirect: a session that the DP brokered for a direct path
+	// (ListenConfig.Direct) has chosen its path, at its first use: Err
+	// nil, it runs on a direct connection to its client; else Err says
+	// why it stays on the relay (a failed punch), or why it failed.
+	EventDirect
 )
 
 var eventKindNames = [...]string{
@@ -37,6 +42,7 @@ var eventKindNames = [...]string{
 	EventRegistered:   "registered",
 	EventNameLost:     "name lost",
 	EventReconnecting: "reconnecting",
+	EventDirect:       "direct",
 }
 
 func (k EventKind) String() string {

@@ -49,6 +49,10 @@ type linkEntry struct {
 	// door: added by AddLinkAs, for a door that bounds its own links:
 	// not counted toward MaxLinksPerOwner.
 	door bool
+	// direct: the server takes part in direct sessions (its Aloha's
+	// Direct) and the DP brokers them: an open for a client that asked
+	// carries the client's address and a secret (direct.go).
+	direct bool
 	// For Status (status.go): the transport, the server's address, when
 	// the link joined the table, and the name's counts it holds.
 	transport, remote string

@@ -121,7 +121,32 @@ type ListenConfig struct {
 	// with Close; a Listen that fails returns once OnEvent has returned
 	// for its events.
 	OnEvent func(Event)
+
+	// Direct makes the server take part in direct sessions: when a client
+	// that asked for one (Dialer.Direct) dials it, the DP tells both each
+	// other's address, both try to reach each other for DirectTimeout,
+	// and the session runs on the direct connection if they can, else on
+	// the relay, with no error either way (Conn.Direct says which; an
+	// EventDirect reports each). The links to the DP are then dialled with
+	// SO_REUSEPORT (with Dial set, the connection Dial makes must be bound
+	// so, or no punch succeeds), and the DP learns the links' public
+	// addresses. A direct connection is not encrypted: with TLSConfig set,
+	// Direct is ignored. See docs/direct.md.
+	Direct bool
+
+	// DirectTimeout bounds how long this side tries to reach a client
+	// directly; default DefaultDirectTimeout (1 s). The client's own
+	// DirectTimeout decides: keep this one at least as long. A direct
+	// connection that goes silent fails after about twice KeepAlive (TCP
+	// keepalive and TCP_USER_TIMEOUT), so that a path that drops is an
+	// error, never a clean end.
+	DirectTimeout time.Duration
+
+	netns nsFunc // where sockets are made (tests: a network namespace); nil: here
 }
+
+// direct reports whether the Listener takes part in direct sessions.
+func (lc *ListenConfig) direct() bool { return lc.Direct && lc.TLSConfig == nil }
 
 // Listen announces an indirect server named name at the DP addr, or, with
 // an empty name, listens on the TCP address addr (a direct server). A
@@ -255,6 +280,7 @@ func (lc *ListenConfig) listen(ctx context.Context, addr, name string, ev *event
 		l.cfg.Spares = defaultSpares
 	}
 	l.cfg.MinBackoff, l.cfg.MaxBackoff = lc.backoff()
+	l.cfg.Dial = dpDialer(lc.Dial, lc.direct(), lc.netns)
 	if l.cfg.Owner == "" {
 		var b [16]byte
 		rand.Read(b[:])
@@ -501,6 +527,13 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 	plan5link.Offer(ours, plan5.DefaultMaxLine)
 	keepAlive := keepAlivePeriod(l.cfg.KeepAlive)
 	ours.HeartBeat = plan5link.HeartBeatMS(keepAlive)
+	var direct *linkDirect
+	if l.cfg.direct() {
+		if side := newDirectSide(c, l.cfg.DirectTimeout, l.cfg.KeepAlive, l.cfg.netns); side != nil {
+			ours.Direct = true
+			direct = &linkDirect{side: side, event: l.directEvent}
+		}
+	}
 	switch l.cfg.Transport {
 	case TransportYamux:
 		ours.Transport = wireYamux
@@ -544,7 +577,7 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 		s := newYamuxSession(c, r, ir, false, "link to DP "+l.dp, l.flow, l.log())
 		s.ObserveRTT(handshake)
 		startYamuxKeepAlive(ir, s, keepAlive)
-		return &yamuxServerLink{muxServerLink: muxServerLink{s: s}, local: local, remote: remote, manual: l.cfg.ManualAck}, nil
+		return &yamuxServerLink{muxServerLink: muxServerLink{s: s, direct: direct}, local: local, remote: remote, manual: l.cfg.ManualAck}, nil
 	}
 	cfg := plan5link.Config(ours, theirs)
 	cfg.Name = "link to DP " + l.dp
@@ -553,7 +586,7 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 		return local, remote(name, addr)
 	}
 	cfg.ManualAck = l.cfg.ManualAck // the application answers (Conn.Ack)
-	link := &muxServerLink{manual: l.cfg.ManualAck}
+	link := &muxServerLink{manual: l.cfg.ManualAck, direct: direct}
 	if l.cfg.Transport == TransportTCP {
 		// Each open is acknowledged before its data link is dialled.
 		cfg.ManualAck = true
@@ -567,6 +600,9 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 	link.s = mux.New(c, fr, cfg)
 	if l.cfg.Transport == TransportTCP {
 		link.spares = newSparePool(ours.Spares, theirs, link.s.Done())
+		if link.spares != nil {
+			link.spares.direct = direct
+		}
 	}
 	link.s.ObserveRTT(handshake)
 	startKeepAlive(ir, link.s, ours, theirs)
@@ -580,8 +616,9 @@ type muxServerLink struct {
 	data   func(*mux.Stream) (*Conn, error) // completes a TCP-transport open
 	spares *sparePool                       // TCP transport: its spare data links, or nil
 
-	manual bool     // ListenConfig.ManualAck: the application answers each open
-	order  ackOrder // the answers on the link itself go in the order of the opens
+	manual bool        // ListenConfig.ManualAck: the application answers each open
+	order  ackOrder    // the answers on the link itself go in the order of the opens
+	direct *linkDirect // ListenConfig.Direct: how its brokered sessions punch; else nil
 
 	// A TCP-transport open dials its data link off the accept loop, so
 	// that a slow dial holds up only its own session; dialled carries
@@ -597,7 +634,7 @@ func (m *muxServerLink) accept(ctx context.Context) (*Conn, error) {
 			if m.data == nil || st.Token() == "" {
 				// A JSON link, or a plain Connect on a TCP control link:
 				// the session runs on the link itself.
-				return m.conn(st), nil
+				return m.direct.wrap(m.conn(st), st.Ext()), nil
 			}
 			// Acks answer Connects in order (they carry no token), so
 			// this one goes now, and the dial after it.
@@ -624,6 +661,7 @@ func (m *muxServerLink) dial(ctx context.Context, st *mux.Stream) {
 	if err != nil {
 		return
 	}
+	c = m.direct.wrap(c, st.Ext())
 	select {
 	case m.dialled <- c:
 	case <-m.s.Done():

@@ -22,6 +22,16 @@ type Stats struct {
 	BytesToServers uint64 `json:"bytes_to_servers"` // bytes relayed from clients to servers
 	BytesToClients uint64 `json:"bytes_to_clients"` // bytes relayed from servers to clients
 
+	// Direct sessions (docs/direct.md): DirectBrokered counts the
+	// sessions whose client and server both asked for a direct path and
+	// were told each other's address; of those, DirectSessions went
+	// direct, and DirectFallbacks stayed on the relay (their bytes are in
+	// the Bytes counts). The bytes of a direct session never reach the DP
+	// and are not counted anywhere.
+	DirectBrokered  uint64 `json:"direct_brokered"`
+	DirectSessions  uint64 `json:"direct_sessions"`
+	DirectFallbacks uint64 `json:"direct_fallbacks"`
+
 	// PacedSeconds is the time sessions have waited for the bandwidth
 	// limits of the Policy (Limits.BytesPerSecond), summed over sessions
 	// and directions.
@@ -94,6 +104,8 @@ type dpCounts struct {
 
 	sessionsTotal        atomic.Uint64
 	toServers, toClients atomic.Uint64
+
+	directBrokered, directSessions, directFallbacks atomic.Uint64
 	refused              [numRefusals]atomic.Uint64
 }
 
@@ -108,6 +120,9 @@ func (dp *DiscoverPoint) Stats() Stats {
 	st.SessionsTotal = dp.counts.sessionsTotal.Load()
 	st.BytesToServers = dp.counts.toServers.Load()
 	st.BytesToClients = dp.counts.toClients.Load()
+	st.DirectBrokered = dp.counts.directBrokered.Load()
+	st.DirectSessions = dp.counts.directSessions.Load()
+	st.DirectFallbacks = dp.counts.directFallbacks.Load()
 	st.PacedSeconds = time.Duration(dp.limits.pacedNanos.Load()).Seconds()
 	st.Refused = make(map[string]uint64, numRefusals)
 	for i, name := range RefusalReasons {

@@ -171,7 +171,7 @@ func connectStream(ctx context.Context, c net.Conn, name, addr string) (err erro
 			err = ctx.Err()
 		}
 	}()
-	if _, err := c.Write(plan5.AppendMessage(nil, &plan5.Connect{N: name, Addr: addr})); err != nil {
+	if _, err := c.Write(plan5.AppendMessage(nil, directOf(ctx).connect(name, addr))); err != nil {
 		return err
 	}
 	// The server answers with one Ack and sends nothing more until the
@@ -261,11 +261,11 @@ func (y *yamuxServerLink) handshake(st *mux.Stream) (*Conn, error) {
 	st.SetAddrs(y.local, y.remote(cm.N, cm.Addr))
 	if y.manual {
 		st.SetDeadline(time.Time{})
-		return newPendingConn(st, ack), nil
+		return y.direct.wrap(newPendingConn(st, ack), cm), nil
 	}
 	if err := ack(nil); err != nil {
 		return nil, err
 	}
 	st.SetDeadline(time.Time{})
-	return newConn(st, nil), nil
+	return y.direct.wrap(newConn(st, nil), cm), nil
 }

@@ -1,0 +1,479 @@
+package rtcp
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"rtcp/internal/punch"
+	"rtcp/protocol/plan5"
+)
+
+// Direct sessions (docs/direct.md, protocol/plan5/SPEC.md "Direct
+// sessions"): the DP brokers a session on its relay as always, and tells
+// the client and the server each other's address as it observed it and a
+// one-time secret. Both punch (internal/punch) for at most DirectTimeout;
+// then the client writes one marker byte on the relayed session, before
+// any byte of the application: markerDirect if its punch came up (it then
+// closes the relayed session and uses the direct connection), else
+// markerRelay (both stay on the relay). The server reads the marker
+// before it hands out a byte, and follows it.
+
+// The marker bytes.
+const (
+	markerDirect = 'D'
+	markerRelay  = 'R'
+)
+
+// DefaultDirectTimeout is how long both sides of a brokered session try
+// to reach each other when DirectTimeout is zero. A punch between peers
+// that can reach each other takes about two round trips (the simultaneous
+// open and the proof), and punch retries a connect that waits 500 ms; one
+// second covers round trips up to a few hundred milliseconds, and is what
+// a client whose NATs do not allow a direct path waits before its session
+// starts on the relay.
+const DefaultDirectTimeout = time.Second
+
+// secretLen is the size of a brokered session's secret.
+const secretLen = 32
+
+// dialFunc is the type of the Dial fields of Dialer and ListenConfig.
+type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// nsFunc runs f where the side's sockets are made: nil runs it in place.
+// The tests set it to run f inside a network namespace (internal/natlab).
+type nsFunc func(f func() error) error
+
+func (ns nsFunc) run(f func() error) error {
+	if ns == nil {
+		return f()
+	}
+	return ns(f)
+}
+
+// dpDialer returns the dial of a side's connections to the DP: dial if the
+// caller gave one; else, for a side that asks for direct sessions, one
+// that binds with punch.Control, so that a punch can bind the same port
+// again.
+func dpDialer(dial dialFunc, direct bool, ns nsFunc) dialFunc {
+	if dial != nil || !direct && ns == nil {
+		return dial
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		if direct {
+			d.Control = dpControl
+		}
+		var c net.Conn
+		err := ns.run(func() (err error) {
+			c, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
+}
+
+// localAddrPort is c's local TCP address, or an invalid one.
+func localAddrPort(c net.Conn) netip.AddrPort {
+	ap, err := netip.ParseAddrPort(c.LocalAddr().String())
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// directSide is how one side punches: from where, for how long, and how
+// its direct connections watch for a dead path.
+type directSide struct {
+	local     netip.AddrPort // this side's address toward the DP
+	timeout   time.Duration  // DirectTimeout, its default filled in
+	keepAlive time.Duration  // the side's keepalive period; 0: off
+	ns        nsFunc
+}
+
+// newDirectSide returns the directSide of a connection c to the DP, or nil
+// if a punch cannot bind c's address (c is not TCP).
+func newDirectSide(c net.Conn, timeout, keepAlive time.Duration, ns nsFunc) *directSide {
+	local := localAddrPort(c)
+	if !local.IsValid() {
+		return nil
+	}
+	if timeout <= 0 {
+		timeout = DefaultDirectTimeout
+	}
+	return &directSide{local: local, timeout: timeout, keepAlive: keepAlivePeriod(keepAlive), ns: ns}
+}
+
+// punch tries to reach peer for at most the side's timeout (and ctx), and
+// returns a proven direct connection, watched for a dead path.
+func (s *directSide) punch(ctx context.Context, peer string, secret []byte) (net.Conn, error) {
+	pa, err := netip.ParseAddrPort(peer)
+	if err != nil {
+		return nil, fmt.Errorf("rtcp: the DP gave the peer's address as %q: %w", peer, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	cfg := punch.Config{Local: s.local, Peer: netip.AddrPortFrom(pa.Addr().Unmap(), pa.Port()), Secret: secret}
+	if s.ns != nil {
+		cfg.Dial = func(ctx context.Context, laddr, raddr netip.AddrPort) (net.Conn, error) {
+			var c net.Conn
+			err := s.ns(func() (err error) {
+				c, err = punch.DialFrom(ctx, laddr, raddr)
+				return err
+			})
+			return c, err
+		}
+	}
+	c, err := punch.Punch(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := watchDirect(c, s.keepAlive); err != nil {
+		c.Close()
+		return nil, err
+	}
+	resetOnDeath(c)
+	return c, nil
+}
+
+// watchDirect makes a direct connection fail, with an error, when its path
+// goes silent for about twice period: TCP keepalive probes after period of
+// silence, and (Linux) TCP_USER_TIMEOUT for data that goes unacknowledged.
+// Nothing else watches it: a direct session has no DP and no heartbeat.
+func watchDirect(c net.Conn, period time.Duration) error {
+	tc, ok := c.(*net.TCPConn)
+	if !ok || period <= 0 {
+		return nil
+	}
+	if err := tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: period, Interval: period, Count: 1}); err != nil {
+		return err
+	}
+	return setUserTimeout(tc, 2*period)
+}
+
+// directOffer is the DP's brokering of one session: set up by the door of
+// a client that asked (client's address, secret), and completed by the
+// open, with the address of the server's link, if that link takes part.
+type directOffer struct {
+	client string // the client's address as the DP observed it
+	secret []byte
+	server string // the server link's address, once the session opened on a link that takes part
+}
+
+// directKey is the context key of the directOffer of the open under way,
+// set only for a link that takes part (linkEntry.direct).
+type directKey struct{}
+
+// directRequestKey is the context key of a client's request for a direct
+// path, for the open to pass to a link that takes part.
+type directRequestKey struct{}
+
+// directOf returns the offer a Link's Open should send, or nil.
+func directOf(ctx context.Context) *directOffer {
+	o, _ := ctx.Value(directKey{}).(*directOffer)
+	return o
+}
+
+// connect returns the Connect that opens a session to the server for the
+// client name at addr, with the offer's fields if o is not nil.
+func (o *directOffer) connect(name, addr string) *plan5.Connect {
+	m := &plan5.Connect{N: name, Addr: addr}
+	if o != nil {
+		m.Peer, m.Secret = o.client, o.secret
+	}
+	return m
+}
+
+// ext is the offer as the Frame.Ext of a mux open, or nil.
+func (o *directOffer) ext() any {
+	if o == nil {
+		return nil
+	}
+	return o.connect("", "")
+}
+
+// newDirectOffer returns the offer for a client at addr.
+func newDirectOffer(addr net.Addr) *directOffer {
+	o := &directOffer{client: addr.String(), secret: make([]byte, secretLen)}
+	rand.Read(o.secret)
+	return o
+}
+
+// brokered reports whether the offer went to the server.
+func (o *directOffer) brokered() bool { return o != nil && o.server != "" }
+
+// relayMarker reads the client's marker on a brokered session, passes it
+// to the server, and counts the outcome; false: the session ends here.
+func (dp *DiscoverPoint) relayMarker(client, server net.Conn, name string) bool {
+	dp.counts.directBrokered.Add(1)
+	var b [1]byte
+	client.SetReadDeadline(time.Now().Add(dp.HandshakeTimeout))
+	_, err := io.ReadFull(client, b[:])
+	client.SetReadDeadline(time.Time{})
+	if err == nil && b[0] != markerDirect && b[0] != markerRelay {
+		err = fmt.Errorf("the client sent %q, not a direct-path marker", b[0])
+	}
+	if err == nil {
+		_, err = server.Write(b[:])
+	}
+	if err != nil {
+		dp.log().Info("rtcp: brokered session ended before its path was chosen", "server", name, "client", client.RemoteAddr(), "err", err)
+		return false
+	}
+	if b[0] == markerDirect {
+		dp.counts.directSessions.Add(1)
+	} else {
+		dp.counts.directFallbacks.Add(1)
+	}
+	dp.log().Debug("rtcp: brokered session chose its path", "server", name, "client", client.RemoteAddr(), "direct", b[0] == markerDirect)
+	return true
+}
+
+// clientDirect completes a client's raw session that the DP brokered
+// (ack carries the server's address and the secret): it punches, writes
+// the marker on rc, and returns the Conn on the path chosen. A failed
+// punch is no error: the session stays on the relay, and the Conn says
+// why (DirectError).
+func (d *Dialer) clientDirect(ctx context.Context, side *directSide, rc *rawConn, ack *plan5.Ack) (*Conn, error) {
+	dc, perr := side.punch(ctx, ack.Peer, ack.Secret)
+	marker := []byte{markerRelay}
+	if perr == nil {
+		marker[0] = markerDirect
+	}
+	if _, err := rc.Write(marker); err != nil {
+		if dc != nil {
+			dc.Close()
+		}
+		return nil, err
+	}
+	if perr != nil {
+		if d.Logger != nil {
+			d.Logger.Debug("rtcp: session stays on the relay", "server", rc.remote, "err", perr)
+		}
+		c := newConn(rc, nil)
+		c.path = &sessionPath{err: perr}
+		return c, nil
+	}
+	rc.Close() // the relayed session ends cleanly; the DP passes the end on
+	if d.Logger != nil {
+		d.Logger.Debug("rtcp: session direct", "server", rc.remote, "peer", dc.RemoteAddr())
+	}
+	c := newConn(&rawConn{Conn: dc, local: rc.local, remote: rc.remote}, nil)
+	c.path = &sessionPath{direct: true}
+	return c, nil
+}
+
+// sessionPath is what a Conn that asked for a direct path knows of it.
+// A server's session learns it from the client's marker, at its first
+// use (serverPath); a client's knows it when Dial returns.
+type sessionPath struct {
+	direct bool  // the session runs on a direct connection
+	err    error // why it stays on the relay; or, with failed, why it failed
+	failed bool  // the session could not continue: every use returns err
+
+	server *serverPath // nil on a client's session
+}
+
+// serverPath is a server's session that the DP brokered: it starts on the
+// relay (relay, Conn.s until chosen) while this side punches, and follows
+// the client's marker at its first use.
+type serverPath struct {
+	relay  stream
+	cancel context.CancelFunc // ends the punch
+	punch  chan punchResult   // cap 1: the punch's outcome
+	event  func(err error)    // reports the outcome (ListenConfig.OnEvent)
+
+	once     sync.Once
+	mu       sync.Mutex // guards rd and wd, and orders resolved with them
+	rd, wd   time.Time  // deadlines set before the path was chosen
+	resolved atomic.Bool
+}
+
+type punchResult struct {
+	c   net.Conn
+	err error
+}
+
+// startServerPath starts this side's punch for a brokered session that
+// runs on relay, and returns the Conn that will follow the client's
+// marker. c is the session's Conn as the link made it (pending under
+// ManualAck).
+func startServerPath(c *Conn, side *directSide, cm *plan5.Connect, event func(error)) *Conn {
+	ctx, cancel := context.WithCancel(context.Background())
+	sp := &serverPath{relay: c.s, cancel: cancel, punch: make(chan punchResult, 1), event: event}
+	go func() {
+		dc, err := side.punch(ctx, cm.Peer, cm.Secret)
+		sp.punch <- punchResult{dc, err}
+	}()
+	c.path = &sessionPath{server: sp}
+	c.local, c.remote = c.s.LocalAddr(), c.s.RemoteAddr()
+	return c
+}
+
+// choose reads the client's marker and moves c onto the path it names.
+// It runs once, at the Conn's first use, with the session accepted.
+func (sp *serverPath) choose(c *Conn) {
+	sp.once.Do(func() {
+		p := c.path
+		var b [1]byte
+		_, err := io.ReadFull(sp.relay, b[:])
+		switch {
+		case err != nil:
+			sp.cancel()
+			r := <-sp.punch
+			closeIf(r.c)
+			p.failed = true
+			p.err = fmt.Errorf("rtcp: the session ended before its client chose a path (direct or relayed): %v", err)
+		case b[0] == markerRelay:
+			sp.cancel()
+			r := <-sp.punch
+			closeIf(r.c)
+			p.err = r.err
+			if p.err == nil {
+				p.err = errors.New("rtcp: the client's punch did not come up in time")
+			}
+		case b[0] == markerDirect:
+			r := <-sp.punch // ends by its deadline
+			sp.cancel()
+			if r.err != nil {
+				p.failed = true
+				p.err = fmt.Errorf("rtcp: the client reached this server directly, but this side's punch failed (the connection died during the proof): %w", r.err)
+				sp.relay.Close()
+				break
+			}
+			sp.relay.Close() // the client closed its side already
+			sp.mu.Lock()
+			c.s = &rawConn{Conn: r.c, local: c.local, remote: c.remote}
+			if !sp.rd.IsZero() {
+				c.s.SetReadDeadline(sp.rd)
+			}
+			if !sp.wd.IsZero() {
+				c.s.SetWriteDeadline(sp.wd)
+			}
+			sp.mu.Unlock()
+			p.direct = true
+		default:
+			sp.cancel()
+			r := <-sp.punch
+			closeIf(r.c)
+			p.failed = true
+			p.err = fmt.Errorf("rtcp: the session began with %q, not the marker of a direct path (%q or %q)", b[0], markerDirect, markerRelay)
+		}
+		if p.failed {
+			sp.relay.Close()
+		}
+		sp.mu.Lock()
+		sp.resolved.Store(true)
+		sp.mu.Unlock()
+		if sp.event != nil {
+			if p.direct {
+				sp.event(nil)
+			} else {
+				sp.event(p.err)
+			}
+		}
+	})
+}
+
+// abandon ends the choice of a Conn being closed: the punch stops, the
+// relay closes (a marker read under way returns), and once the choice has
+// run c.s is final.
+func (sp *serverPath) abandon(c *Conn) {
+	sp.cancel()
+	sp.relay.Close()
+	sp.choose(c)
+}
+
+// setDeadline sets a deadline of a session whose path may not be chosen
+// yet: on the relay now (it bounds the marker's read too), and on the
+// direct connection if it goes there.
+func (sp *serverPath) setDeadline(c *Conn, read, write bool, t time.Time) error {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	if sp.resolved.Load() {
+		return setDeadlines(c.s, read, write, t)
+	}
+	if read {
+		sp.rd = t
+	}
+	if write {
+		sp.wd = t
+	}
+	return setDeadlines(sp.relay, read, write, t)
+}
+
+func setDeadlines(c net.Conn, read, write bool, t time.Time) error {
+	switch {
+	case read && write:
+		return c.SetDeadline(t)
+	case read:
+		return c.SetReadDeadline(t)
+	}
+	return c.SetWriteDeadline(t)
+}
+
+func closeIf(c net.Conn) {
+	if c != nil {
+		c.Close()
+	}
+}
+
+// Direct reports whether the session runs on a direct connection between
+// client and server (Dialer.Direct, ListenConfig.Direct) rather than
+// through the DP. On a server's session that the DP brokered, it waits
+// for the client's choice, which comes within the client's
+// DirectTimeout, and accepts a session under ManualAck, as Read does.
+func (c *Conn) Direct() bool {
+	if c.path == nil || c.open() != nil {
+		return false
+	}
+	return c.path.direct
+}
+
+// DirectError says why a session that asked for a direct path runs on the
+// relay: the DP did not broker it (nil then; see docs/direct.md), or the
+// punch failed (an error wrapping the reason). It is nil for a direct
+// session and one that never asked. Like Direct, it waits on a server's
+// brokered session for the client's choice.
+func (c *Conn) DirectError() error {
+	if c.path == nil {
+		return nil
+	}
+	if err := c.open(); err != nil {
+		return err
+	}
+	return c.path.err
+}
+
+// linkDirect is how a server link's brokered sessions punch
+// (ListenConfig.Direct): from the link's address toward the DP (a TCP
+// transport's control link's, for its data links too).
+type linkDirect struct {
+	side  *directSide
+	event func(error)
+}
+
+// wrap returns c, a session a link of this server accepted, made to
+// follow its client's choice of path if the DP brokered it (ext, the
+// session's Connect, carries the client's address and the secret).
+func (ld *linkDirect) wrap(c *Conn, ext any) *Conn {
+	cm, _ := ext.(*plan5.Connect)
+	if ld == nil || cm == nil || cm.Peer == "" || len(cm.Secret) < punch.MinSecret {
+		return c
+	}
+	return startServerPath(c, ld.side, cm, ld.event)
+}
+
+// directEvent reports how a brokered session chose its path.
+func (l *Listener) directEvent(err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.ev.emit(Event{Kind: EventDirect, DP: l.dp, Transport: l.cfg.Transport, Links: len(l.links), Err: err})
+}

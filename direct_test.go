@@ -1,0 +1,212 @@
+package rtcp
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"rtcp/internal/punch"
+	"rtcp/protocol/plan5"
+)
+
+// The whole path of a brokered session on loopback, without network
+// namespaces: the Aloha's and the Connect's keys, the DP's offer on each
+// transport's open, the punch, the marker, the Conn that follows it. On
+// loopback a SYN to a port with no socket yet is refused at once, so the
+// simultaneous open is a race that the punch may lose within its
+// deadline: either path is right here, as long as both sides and the DP
+// agree on it. The tests in natlab_test.go, behind NATs that drop what
+// they did not ask for, hold the punch to succeeding.
+func TestDirectLoopback(t *testing.T) {
+	for _, tr := range []Transport{TransportJSON, TransportYamux, TransportTCP} {
+		for _, manual := range []bool{false, true} {
+			name := tr.String()
+			if manual {
+				name += "/manual-ack"
+			}
+			t.Run(name, func(t *testing.T) {
+				dp := new(DiscoverPoint)
+				addr := startDP(t, dp)
+				events := make(chan Event, 16)
+				l := listen(t, &ListenConfig{Transport: tr, Direct: true, ManualAck: manual, OnEvent: func(e Event) {
+					if e.Kind == EventDirect {
+						events <- e
+					}
+				}}, addr, "printer-7")
+				echo(t, l)
+				d := Dialer{Direct: true}
+				c, err := d.DialContext(context.Background(), addr, "printer-7")
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				rc := c.(*Conn)
+				direct := rc.Direct()
+				if !direct && rc.DirectError() == nil {
+					t.Error("a relayed session of a brokered dial has no DirectError")
+				}
+				echoCheck(t, c, 1<<20)
+				if e := <-events; (e.Err == nil) != direct {
+					t.Errorf("the client went direct: %v; the server's EventDirect says %v", direct, e.Err)
+				}
+				want := [3]uint64{1, 0, 1}
+				if direct {
+					want = [3]uint64{1, 1, 0}
+				}
+				if st := dp.Stats(); [3]uint64{st.DirectBrokered, st.DirectSessions, st.DirectFallbacks} != want {
+					t.Errorf("Stats: brokered %d, direct %d, fell back %d; want %v", st.DirectBrokered, st.DirectSessions, st.DirectFallbacks, want)
+				}
+			})
+		}
+	}
+}
+
+// echoCheck writes n bytes to c, half-closes, and wants them back.
+func echoCheck(t testing.TB, c net.Conn, n int) {
+	t.Helper()
+	msg := bytes.Repeat([]byte("direct "), n/7+1)[:n]
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Write(msg)
+		if err == nil {
+			err = c.(*Conn).CloseWrite()
+		}
+		errc <- err
+	}()
+	got, err := io.ReadAll(c)
+	if werr := <-errc; werr != nil {
+		t.Fatalf("write: %v", werr)
+	}
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if !bytes.Equal(got, msg) {
+		t.Fatalf("echoed %d bytes, want the %d sent", len(got), len(msg))
+	}
+}
+
+// A side that does not ask, or a DP that does not broker, leaves the
+// session on the relay, with no error and no marker.
+func TestDirectNotBrokered(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		dp             *DiscoverPoint
+		server, client bool
+	}{
+		{"server did not ask", &DiscoverPoint{}, false, true},
+		{"client did not ask", &DiscoverPoint{}, true, false},
+		{"NoDirect", &DiscoverPoint{NoDirect: true}, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := startDP(t, tc.dp)
+			l := listen(t, &ListenConfig{Transport: TransportYamux, Direct: tc.server}, addr, "printer-7")
+			echo(t, l)
+			d := Dialer{Direct: tc.client, Transport: TransportYamux}
+			c, err := d.DialContext(context.Background(), addr, "printer-7")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if rc := c.(*Conn); rc.Direct() || rc.DirectError() != nil {
+				t.Fatalf("Direct %v, DirectError %v; want a relayed session and no error", rc.Direct(), rc.DirectError())
+			}
+			echoCheck(t, c, 64<<10)
+			if st := tc.dp.Stats(); st.DirectBrokered != 0 {
+				t.Errorf("Stats: %d sessions brokered, want 0", st.DirectBrokered)
+			}
+		})
+	}
+}
+
+// noPunch is a directSide whose punch fails at once.
+func noPunch() *directSide {
+	return &directSide{
+		local:   netip.MustParseAddrPort("127.0.0.1:1"),
+		timeout: time.Second,
+		ns:      func(func() error) error { return punch.ErrNoPath },
+	}
+}
+
+// brokered returns a server's session on one end of a pipe, brokered
+// with a punch that fails, and the client's end of the relay.
+func brokered(t *testing.T) (*Conn, net.Conn, chan error) {
+	server, client := net.Pipe()
+	t.Cleanup(func() { client.Close() })
+	events := make(chan error, 1)
+	cm := &plan5.Connect{N: "alice", Peer: "127.0.0.1:2", Secret: make([]byte, secretLen)}
+	c := startServerPath(newConn(pipeStream{server}, nil), noPunch(), cm, func(err error) { events <- err })
+	return c, client, events
+}
+
+// pipeStream is a net.Pipe end as a stream.
+type pipeStream struct{ net.Conn }
+
+func (pipeStream) CloseWrite() error { return ErrNoHalfClose }
+
+// The server's side follows the client's marker; a client that went
+// direct when this side's punch failed fails the session loudly.
+func TestDirectMarker(t *testing.T) {
+	t.Run("R", func(t *testing.T) {
+		c, client, events := brokered(t)
+		defer c.Close()
+		go client.Write([]byte("Rhello"))
+		buf := make([]byte, 5)
+		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "hello" {
+			t.Fatalf("read %q, %v; want the bytes after the marker", buf, err)
+		}
+		if c.Direct() || c.DirectError() == nil {
+			t.Errorf("Direct %v, DirectError %v: want relayed, with the punch's error", c.Direct(), c.DirectError())
+		}
+		if err := <-events; err == nil {
+			t.Error("EventDirect without an error for a relayed session")
+		}
+	})
+	t.Run("D with the punch failed", func(t *testing.T) {
+		c, client, events := brokered(t)
+		defer c.Close()
+		go client.Write([]byte("D"))
+		n, err := c.Read(make([]byte, 8))
+		if n != 0 || err == nil || err == io.EOF {
+			t.Fatalf("Read: %d, %v; want an error other than io.EOF", n, err)
+		}
+		if !errors.Is(err, punch.ErrNoPath) {
+			t.Errorf("Read: %v; want the punch's error in it", err)
+		}
+		if _, err := c.Write([]byte("x")); err == nil {
+			t.Error("Write succeeded on a failed session")
+		}
+		if err := <-events; err == nil {
+			t.Error("EventDirect without an error for a failed session")
+		}
+	})
+	t.Run("no marker", func(t *testing.T) {
+		c, client, _ := brokered(t)
+		defer c.Close()
+		client.Close()
+		if _, err := c.Read(make([]byte, 8)); err == nil || errors.Is(err, io.EOF) {
+			t.Fatalf("Read: %v; want an error other than io.EOF", err)
+		}
+	})
+	t.Run("bad marker", func(t *testing.T) {
+		c, client, _ := brokered(t)
+		defer c.Close()
+		go client.Write([]byte("GET /"))
+		if _, err := c.Read(make([]byte, 8)); err == nil || errors.Is(err, io.EOF) {
+			t.Fatalf("Read: %v; want an error other than io.EOF", err)
+		}
+	})
+	t.Run("closed before the marker", func(t *testing.T) {
+		c, _, _ := brokered(t)
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Fatal("Read after Close succeeded")
+		}
+	})
+}
