@@ -226,6 +226,41 @@ func (h *Host) Forward(t testing.TB, port uint16) {
 	}
 }
 
+// Blackhole makes the host's NAT (the host itself, for a public host)
+// drop every packet between the host and peer, from now on, without a
+// reset or an ICMP error: a path that goes silent, as when a NAT on the
+// way forgets its mapping or a link dies. Other paths (to the router, to
+// other hosts) go on.
+func (h *Host) Blackhole(t testing.TB, peer netip.Addr) {
+	t.Helper()
+	ns := h.NAT
+	if ns == nil {
+		ns = h.NS
+	}
+	p := peer.String()
+	cmd := ns.Command("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(`
+table ip natlab_blackhole {
+	chain forward {
+		type filter hook forward priority filter - 10; policy accept;
+		ip saddr ` + p + ` drop
+		ip daddr ` + p + ` drop
+	}
+	chain input {
+		type filter hook input priority filter - 10; policy accept;
+		ip saddr ` + p + ` drop
+	}
+	chain output {
+		type filter hook output priority filter - 10; policy accept;
+		ip daddr ` + p + ` drop
+	}
+}
+`)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("natlab: blackhole %v in %s: %v: %s", peer, ns.Name, err, bytes.TrimSpace(out))
+	}
+}
+
 // Command is exec.Command for a process that runs in the namespace.
 func (n *NS) Command(name string, args ...string) *exec.Cmd {
 	return exec.Command("ip", append([]string{"netns", "exec", n.Name, name}, args...)...)

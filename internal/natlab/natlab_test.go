@@ -145,3 +145,26 @@ func TestCommand(t *testing.T) {
 		t.Fatalf("eth0 in %s has %q, want %v", h.Name, bytes.TrimSpace(out), h.Addr)
 	}
 }
+
+// TestBlackhole checks that a blackholed peer goes silent while the
+// router stays reachable.
+func TestBlackhole(t *testing.T) {
+	lab := New(t)
+	h := lab.AddHost(EndpointIndependent)
+	peer := lab.AddHost(Public)
+	rv := listen(t, lab.Router())
+	pl := listen(t, peer.NS)
+	h.Blackhole(t, peer.PublicAddr)
+	err := h.Do(func() error {
+		d := net.Dialer{Timeout: 200 * time.Millisecond}
+		c, err := d.Dial("tcp4", netip.AddrPortFrom(peer.Addr, port(pl)).String())
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+		t.Errorf("dial a blackholed peer: %v, want a timeout", err)
+	}
+	observe(t, h.NS, rv, netip.AddrPortFrom(RouterAddr, port(rv)))
+}

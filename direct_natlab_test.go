@@ -1,0 +1,253 @@
+package rtcp
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"rtcp/internal/natlab"
+)
+
+// directLab is a DP on the public network of a natlab.Lab, a server and
+// a client each on a host of its own, through the public API with Direct
+// on both sides (the sockets each side makes are made in its namespace).
+type directLab struct {
+	lab            *natlab.Lab
+	dp             *DiscoverPoint
+	addr           string
+	server, client *natlab.Host
+	l              *Listener
+	accepted       chan *Conn // the server's sessions, once they chose their path
+	events         chan Event // the server's EventDirect
+}
+
+// newDirectLab builds the lab, or skips the test where it cannot (natlab:
+// root, ip, nft). lc and dp may be nil.
+func newDirectLab(t testing.TB, server, client natlab.NAT, dp *DiscoverPoint, lc *ListenConfig) *directLab {
+	t.Helper()
+	lab := natlab.New(t)
+	x := &directLab{lab: lab, server: lab.AddHost(server), client: lab.AddHost(client),
+		accepted: make(chan *Conn, 16), events: make(chan Event, 1024)}
+	if dp == nil {
+		dp = new(DiscoverPoint)
+	}
+	x.dp = dp
+	var dl net.Listener
+	err := lab.Router().Do(func() (err error) {
+		dl, err = net.Listen("tcp4", netip.AddrPortFrom(natlab.RouterAddr, 0).String())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.addr = dl.Addr().String()
+	served := make(chan error, 1)
+	go func() { served <- dp.Serve(dl) }()
+	t.Cleanup(func() {
+		dp.Close()
+		<-served
+	})
+	if lc == nil {
+		lc = &ListenConfig{Transport: TransportYamux}
+	}
+	lc.Direct = true
+	lc.netns = x.server.Do
+	lc.OnEvent = func(e Event) {
+		if e.Kind == EventDirect {
+			select {
+			case x.events <- e:
+			default:
+			}
+		}
+	}
+	l, err := lc.Listen(context.Background(), x.addr, "printer-7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.l = l.(*Listener)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				rc := c.(*Conn)
+				rc.Direct() // waits for the client's marker
+				select {
+				case x.accepted <- rc:
+				default:
+				}
+				io.Copy(c, c)
+				rc.CloseWrite()
+			})
+		}
+	})
+	t.Cleanup(func() { l.Close(); wg.Wait() })
+	return x
+}
+
+// dialer returns a Dialer of the client's host.
+func (x *directLab) dialer() *Dialer {
+	return &Dialer{Direct: true, netns: x.client.Do}
+}
+
+func (x *directLab) dial(t testing.TB, d *Dialer) *Conn {
+	t.Helper()
+	c, err := d.DialContext(context.Background(), x.addr, "printer-7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.(*Conn)
+}
+
+// TestDirectNAT: behind NATs that keep a port's mapping toward every
+// destination, or with one side public, every session goes direct.
+func TestDirectNAT(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		server, client natlab.NAT
+		transport      Transport
+	}{
+		{"both behind NATs", natlab.EndpointIndependent, natlab.EndpointIndependent, TransportYamux},
+		{"both behind NATs/json", natlab.EndpointIndependent, natlab.EndpointIndependent, TransportJSON},
+		{"both behind NATs/tcp", natlab.EndpointIndependent, natlab.EndpointIndependent, TransportTCP},
+		{"public server", natlab.Public, natlab.EndpointIndependent, TransportYamux},
+		{"public client", natlab.EndpointIndependent, natlab.Public, TransportYamux},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			x := newDirectLab(t, tc.server, tc.client, nil, &ListenConfig{Transport: tc.transport})
+			c := x.dial(t, x.dialer())
+			defer c.Close()
+			if !c.Direct() {
+				t.Fatalf("the session is relayed: %v", c.DirectError())
+			}
+			echoCheck(t, c, 4<<20)
+			if sc := <-x.accepted; !sc.Direct() {
+				t.Errorf("the server's session is relayed: %v", sc.DirectError())
+			}
+			if e := <-x.events; e.Err != nil {
+				t.Errorf("EventDirect: %v", e.Err)
+			}
+			st := x.dp.Stats()
+			if st.DirectBrokered != 1 || st.DirectSessions != 1 || st.DirectFallbacks != 0 {
+				t.Errorf("Stats: brokered %d, direct %d, fell back %d; want 1, 1, 0", st.DirectBrokered, st.DirectSessions, st.DirectFallbacks)
+			}
+			if carried := st.BytesToServers + st.BytesToClients; carried > 0 {
+				t.Errorf("the DP carried %d bytes of a direct session", carried)
+			}
+		})
+	}
+}
+
+// TestDirectNATMany: punching on endpoint-independent NATs succeeds every
+// time: 1000 dials with RTCP_TEST_SLOW set, 100 without.
+func TestDirectNATMany(t *testing.T) {
+	n := 100
+	if os.Getenv("RTCP_TEST_SLOW") != "" {
+		n = 1000
+	}
+	x := newDirectLab(t, natlab.EndpointIndependent, natlab.EndpointIndependent, nil, nil)
+	d := x.dialer()
+	var slowest time.Duration
+	for i := range n {
+		began := time.Now()
+		c := x.dial(t, d)
+		slowest = max(slowest, time.Since(began))
+		if !c.Direct() {
+			c.Close()
+			t.Fatalf("dial %d of %d is relayed: %v", i+1, n, c.DirectError())
+		}
+		echoCheck(t, c, 100)
+		c.Close()
+		<-x.accepted
+	}
+	if st := x.dp.Stats(); st.DirectSessions != uint64(n) {
+		t.Errorf("Stats: %d sessions direct, want %d", st.DirectSessions, n)
+	}
+	t.Logf("%d dials direct; the slowest took %v", n, slowest)
+}
+
+// TestDirectNATRandomPorts: behind NATs that pick a new port per
+// destination no punch comes up; the session starts on the relay after
+// DirectTimeout, with no error, and carries its bytes.
+func TestDirectNATRandomPorts(t *testing.T) {
+	x := newDirectLab(t, natlab.RandomPorts, natlab.RandomPorts, nil, nil)
+	d := x.dialer()
+	d.DirectTimeout = 300 * time.Millisecond
+	began := time.Now()
+	c := x.dial(t, d)
+	took := time.Since(began)
+	defer c.Close()
+	if c.Direct() || c.DirectError() == nil {
+		t.Fatalf("Direct %v, DirectError %v: want a relayed session that says why", c.Direct(), c.DirectError())
+	}
+	if took > d.DirectTimeout+2*time.Second {
+		t.Errorf("the dial took %v, for a DirectTimeout of %v", took, d.DirectTimeout)
+	}
+	echoCheck(t, c, 1<<20)
+	if sc := <-x.accepted; sc.Direct() {
+		t.Error("the server's session says direct")
+	}
+	if e := <-x.events; e.Err == nil {
+		t.Error("EventDirect without an error for a relayed session")
+	}
+	st := x.dp.Stats()
+	if st.DirectBrokered != 1 || st.DirectSessions != 0 || st.DirectFallbacks != 1 {
+		t.Errorf("Stats: brokered %d, direct %d, fell back %d; want 1, 0, 1", st.DirectBrokered, st.DirectSessions, st.DirectFallbacks)
+	}
+}
+
+// TestDirectNATNoDirect: a DP that does not broker leaves every session
+// on the relay, and says nothing of it.
+func TestDirectNATNoDirect(t *testing.T) {
+	x := newDirectLab(t, natlab.EndpointIndependent, natlab.EndpointIndependent, &DiscoverPoint{NoDirect: true}, nil)
+	c := x.dial(t, x.dialer())
+	defer c.Close()
+	if c.Direct() || c.DirectError() != nil {
+		t.Fatalf("Direct %v, DirectError %v: want a relayed session, not brokered", c.Direct(), c.DirectError())
+	}
+	echoCheck(t, c, 1<<20)
+	if st := x.dp.Stats(); st.DirectBrokered != 0 {
+		t.Errorf("Stats: %d brokered, want 0", st.DirectBrokered)
+	}
+}
+
+// TestDirectNATBlackhole: a direct path that goes silent mid-session
+// fails the session's reads with an error on both sides, never io.EOF.
+func TestDirectNATBlackhole(t *testing.T) {
+	const keepAlive = 200 * time.Millisecond
+	x := newDirectLab(t, natlab.EndpointIndependent, natlab.EndpointIndependent, nil,
+		&ListenConfig{Transport: TransportYamux, KeepAlive: keepAlive})
+	d := x.dialer()
+	d.KeepAlive = keepAlive
+	c := x.dial(t, d)
+	defer c.Close()
+	if !c.Direct() {
+		t.Fatalf("the session is relayed: %v", c.DirectError())
+	}
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatal(err)
+	}
+	<-x.accepted
+	x.client.Blackhole(t, x.server.PublicAddr)
+	began := time.Now()
+	c.Write([]byte("lost")) // unacknowledged data: TCP_USER_TIMEOUT
+	_, err := c.Read(buf)
+	if err == nil || errors.Is(err, io.EOF) {
+		t.Fatalf("Read on a blackholed direct path: %v; want an error, not io.EOF", err)
+	}
+	t.Logf("the client's Read failed after %v: %v", time.Since(began), err)
+}
