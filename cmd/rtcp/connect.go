@@ -64,6 +64,8 @@ Examples:
 	maxBackoff := fs.Duration("max-backoff", 0, "if positive, dial a DP that cannot be reached again, waiting at most this `long` between two attempts, instead of giving the session up at once")
 	transport := transportVar(fs, "`kind` of connection to the DP: json (Plan5 Data messages), or yamux or tcp (either: raw bytes after the handshake; faster); "+
 		"default: raw bytes if the DP offers them, else json (a plain Plan5 DP)")
+	direct := fs.Bool("direct", false, "try to reach the server directly, through the NATs, for about a second per session, and use the DP's relay only if that fails: "+
+		"the server must run expose -direct, and the DP broker it; the direct path is not encrypted, so -tls turns it off (docs/direct.md)")
 	logger := logFlags(fs, stderr)
 	sec := securityFlags(fs, false)
 	if err := parseFlags(fs, args, stdout); err != nil {
@@ -94,7 +96,7 @@ Examples:
 		return err
 	}
 
-	d := rtcp.Dialer{Transport: clientTransport(fs, *transport), Logger: log, TLSConfig: tlsCfg, Credential: cred}
+	d := rtcp.Dialer{Transport: clientTransport(fs, *transport), Logger: log, TLSConfig: tlsCfg, Credential: cred, Direct: *direct}
 	dpAddr, dial := dpDialer(*dp) // a ws:// URL: the DP over a WebSocket
 	d.Dial = dial
 	dialName := func(ctx context.Context) (net.Conn, error) {

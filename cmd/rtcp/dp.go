@@ -38,6 +38,7 @@ Examples:
 	var ports portFlag
 	fs.Var(&ports, "port", "`NAME=ADDR`: carry plain TCP connections on ADDR to the server NAME (repeatable)")
 	grace := fs.Duration("grace", 10*time.Second, "on SIGINT or SIGTERM, how long open sessions may go on")
+	noDirect := fs.Bool("no-direct", false, "never broker direct sessions: a client and a server that both ask for one (-direct) stay on this DP's relay (docs/direct.md)")
 	seeds := addSeedFlags(fs)
 	cluster := addClusterFlags(fs)
 	hard := addHardeningFlags(fs)
@@ -112,7 +113,7 @@ Examples:
 		ln.Close()
 		return err
 	}
-	dp := &rtcp.DiscoverPoint{Logger: log, TLSConfig: tlsCfg, Policy: pol, StallTimeout: *stall, WindowMemory: *windowMemory << 20}
+	dp := &rtcp.DiscoverPoint{Logger: log, TLSConfig: tlsCfg, Policy: pol, StallTimeout: *stall, WindowMemory: *windowMemory << 20, NoDirect: *noDirect}
 	member.configure(dp)
 	hard.configure(dp)
 	admin.configure(dp)

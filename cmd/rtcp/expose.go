@@ -48,6 +48,8 @@ Examples:
 	maxBackoff := fs.Duration("max-backoff", 30*time.Second, "longest `wait` between two attempts to reach the DP, at start and after a lost link (the waits start at 100ms and double, with jitter)")
 	lostNameTimeout := fs.Duration("lost-name-timeout", defaultLostNameTimeout, "after another server took the name (while the links were down), exit with status 6 if it is not taken back within this `duration`; 0: keep trying")
 	proxyProto := fs.String("proxy-protocol", "", "send each session's client address (as the DP saw it) to the service first, in a PROXY protocol header of `version` v1 (text) or v2 (binary), for nginx (listen ... proxy_protocol), HAProxy (accept-proxy) and the like")
+	direct := fs.Bool("direct", false, "take part in direct sessions: a client that asks (connect -direct) is met through the NATs if it can be, and its session skips the DP's relay; "+
+		"the direct path is not encrypted, so -tls turns it off (docs/direct.md)")
 	logger := logFlags(fs, stderr)
 	sec := securityFlags(fs, false)
 	if err := parseFlags(fs, args, stdout); err != nil {
@@ -90,7 +92,7 @@ Examples:
 
 	lc := rtcp.ListenConfig{Transport: *transport, PoolSize: *pool, Logger: log, TLSConfig: tlsCfg, Credential: cred, WindowMemory: *windowMemory << 20,
 		ManualAck: true, // a session is accepted once -to has answered (forward)
-		WaitForDP: !*failFast, MaxBackoff: *maxBackoff}
+		WaitForDP: !*failFast, MaxBackoff: *maxBackoff, Direct: *direct}
 	dpAddr, dial := dpDialer(*dp) // a ws:// URL: links over a WebSocket
 	lc.Dial = dial
 	if *config != "" {

@@ -23,7 +23,7 @@ type flagGroup struct {
 // TestHelpGroups fails: a new flag goes into one group here.
 var flagGroups = map[string][]flagGroup{
 	"dp": {
-		{"Core", []string{"listen", "port", "grace"}},
+		{"Core", []string{"listen", "port", "grace", "no-direct"}},
 		{"Security", []string{"tls-cert", "tls-key", "tls-ca", "config", "token-file", "proxy-protocol-from"}},
 		{"Cluster (several DPs sharing one etcd)", []string{"etcd", "advertise", "etcd-ttl", "etcd-tls-ca", "etcd-tls-cert",
 			"etcd-tls-key", "etcd-user", "etcd-password-file", "cluster-token-file"}},
