@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -250,4 +251,113 @@ func TestDirectNATBlackhole(t *testing.T) {
 		t.Fatalf("Read on a blackholed direct path: %v; want an error, not io.EOF", err)
 	}
 	t.Logf("the client's Read failed after %v: %v", time.Since(began), err)
+}
+
+// rawEcho serves an echo on the server's host, behind a port forward on
+// its NAT, and returns a dial of it from the client's host: plain TCP
+// between the same two namespaces, the baseline of a direct session.
+func (x *directLab) rawEcho(t testing.TB) func() (net.Conn, error) {
+	var l net.Listener
+	err := x.server.Do(func() (err error) {
+		l, err = net.Listen("tcp4", netip.AddrPortFrom(x.server.Addr, 0).String())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).AddrPort().Port()
+	x.server.Forward(t, port)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				io.Copy(c, c)
+			})
+		}
+	})
+	t.Cleanup(func() { l.Close(); wg.Wait() })
+	to := netip.AddrPortFrom(x.server.PublicAddr, port).String()
+	return func() (c net.Conn, err error) {
+		err = x.client.Do(func() (err error) {
+			c, err = net.Dial("tcp4", to)
+			return err
+		})
+		return c, err
+	}
+}
+
+// BenchmarkDirect compares a direct session between two hosts behind
+// endpoint-independent NATs with plain TCP between the same namespaces:
+// stream (64 KiB writes echoed back, read as they come) and echo (one
+// byte there and back; p50-ns is the median round trip).
+func BenchmarkDirect(b *testing.B) {
+	x := newDirectLab(b, natlab.EndpointIndependent, natlab.EndpointIndependent, nil, nil)
+	rawDial := x.rawEcho(b)
+	dials := []struct {
+		name string
+		dial func() (net.Conn, error)
+	}{
+		{"direct", func() (net.Conn, error) {
+			c := x.dial(b, x.dialer())
+			if !c.Direct() {
+				c.Close()
+				return nil, c.DirectError()
+			}
+			return c, nil
+		}},
+		{"raw-tcp", rawDial},
+	}
+	for _, d := range dials {
+		b.Run("stream/"+d.name, func(b *testing.B) {
+			c, err := d.dial()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			buf := make([]byte, 64<<10)
+			b.SetBytes(int64(len(buf)))
+			b.ResetTimer()
+			done := make(chan error, 1)
+			go func() {
+				_, err := io.CopyN(io.Discard, c, int64(b.N)*int64(len(buf)))
+				done <- err
+			}()
+			for range b.N {
+				if _, err := c.Write(buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := <-done; err != nil {
+				b.Fatal(err)
+			}
+		})
+		b.Run("echo/"+d.name, func(b *testing.B) {
+			c, err := d.dial()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			one := make([]byte, 1)
+			took := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for range b.N {
+				began := time.Now()
+				if _, err := c.Write(one); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, one); err != nil {
+					b.Fatal(err)
+				}
+				took = append(took, time.Since(began))
+			}
+			b.StopTimer()
+			slices.Sort(took)
+			b.ReportMetric(float64(took[len(took)/2].Nanoseconds()), "p50-ns")
+		})
+	}
 }
