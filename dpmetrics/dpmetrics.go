@@ -62,6 +62,7 @@ type Collector struct {
 	conns, servers, links, sessions *prometheus.Desc
 	sessionsTotal, bytes, refused   *prometheus.Desc
 	paced                           *prometheus.Desc
+	direct                          *prometheus.Desc
 
 	nameLinks, nameSessions, nameSessionsTotal, nameBytes, nameRefused *prometheus.Desc
 }
@@ -83,6 +84,7 @@ func NewCollector(dp *rtcp.DiscoverPoint) *Collector {
 		bytes:         d("bytes_total", "Bytes relayed, by direction (to_server, to_client).", "direction"),
 		refused:       d("refused_total", "Peers and sessions refused, by reason.", "reason"),
 		paced:         d("paced_seconds_total", "Time sessions waited for the bandwidth limits of the DP's policy, summed over sessions and directions."),
+		direct:        d("direct_sessions_total", "Sessions brokered for a direct path, by outcome (direct: the DP carried none of their bytes; relayed: the punch failed).", "path"),
 
 		nameLinks:         d("name_links", "Links of the name in the DP's table.", "name"),
 		nameSessions:      d("name_sessions", "Client sessions of the name being opened or relayed.", "name"),
@@ -94,7 +96,7 @@ func NewCollector(dp *rtcp.DiscoverPoint) *Collector {
 
 // Describe sends the descriptions of every metric.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.conns, c.servers, c.links, c.sessions, c.sessionsTotal, c.bytes, c.refused, c.paced,
+	for _, d := range []*prometheus.Desc{c.conns, c.servers, c.links, c.sessions, c.sessionsTotal, c.bytes, c.refused, c.paced, c.direct,
 		c.nameLinks, c.nameSessions, c.nameSessionsTotal, c.nameBytes, c.nameRefused} {
 		ch <- d
 	}
@@ -120,6 +122,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.refused, st.Refused[reason], reason)
 	}
 	ch <- prometheus.MustNewConstMetric(c.paced, prometheus.CounterValue, st.PacedSeconds)
+	counter(c.direct, st.DirectSessions, "direct")
+	counter(c.direct, st.DirectFallbacks, "relayed")
 	c.collectNames(ch, st)
 }
 
