@@ -173,9 +173,22 @@ func (c *Conn) Abort(err error) {
 		return // refused with err, and closed
 	}
 	if c.path != nil && c.path.server != nil {
-		c.path.server.abandon(c)
+		sp := c.path.server
+		sp.cancel()
+		abortStream(sp.relay, err) // the client reads the cut, not an end
+		sp.choose(c)
 	}
-	switch s := c.s.(type) {
+	abortStream(c.s, err)
+	c.once.Do(func() {
+		if c.release != nil {
+			c.release()
+		}
+	})
+}
+
+// abortStream ends s so that its peer's reads fail.
+func abortStream(s stream, err error) {
+	switch s := s.(type) {
 	case interface{ Abort(error) }:
 		s.Abort(err)
 	case *rawConn:
@@ -183,11 +196,6 @@ func (c *Conn) Abort(err error) {
 	default:
 		s.Close()
 	}
-	c.once.Do(func() {
-		if c.release != nil {
-			c.release()
-		}
-	})
 }
 
 // WriteTo writes the session's bytes to w until the peer's end (it

@@ -243,6 +243,10 @@ func (dp *DiscoverPoint) relayMarker(client, server net.Conn, name string) bool 
 // why (DirectError).
 func (d *Dialer) clientDirect(ctx context.Context, side *directSide, rc *rawConn, ack *plan5.Ack) (*Conn, error) {
 	dc, perr := side.punch(ctx, ack.Peer, ack.Secret)
+	if ctx.Err() != nil { // the caller gave up on the dial
+		closeIf(dc)
+		return nil, ctx.Err()
+	}
 	marker := []byte{markerRelay}
 	if perr == nil {
 		marker[0] = markerDirect

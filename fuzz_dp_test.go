@@ -59,6 +59,11 @@ func FuzzDPConn(f *testing.F) {
 	f.Add(msgs(&plan5.Aloha{V: v, R: plan5.RoleIS, N: "d", Transport: "data", Token: "00ff"}))
 	f.Add(msgs(&plan5.Aloha{V: v, R: plan5.RoleIS, N: "t", Transport: "tcp"}, &plan5.Ack{X: -1, R: "no"}))
 	f.Add(msgs(&plan5.Aloha{V: 113, R: plan5.RoleIS, N: "old"}))
+	f.Add(append(msgs( // a raw client that asks for a direct path, and its marker
+		&plan5.Aloha{V: v, R: plan5.RoleIC, Transport: "raw"}, &plan5.Connect{N: "echo", Direct: true}), "Rbytes"...))
+	f.Add(msgs( // a server that takes part in direct sessions, and a Connect with an offer
+		&plan5.Aloha{V: v, R: plan5.RoleIS, N: "direct", Direct: true, Transport: "yamux"},
+		&plan5.Connect{N: "c", Peer: "10.0.0.2:5", Secret: make([]byte, 32)}))
 	f.Add(msgs(&plan5.Aloha{V: v, R: plan5.RoleIS, N: "k", Key: "key-1"}, &plan5.Aloha{V: v, Proof: []byte("x")}))
 	f.Add([]byte("0\n{\"V\":10000,\"R\":3,\"N\":\"\"}\n1\n{\"N\":\"echo\"}\n3\n{\"X\":1,\"C\":\"!!\"}\n"))
 	f.Add([]byte("GET / HTTP/1.1\r\nHost: dp\r\n\r\n"))

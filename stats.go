@@ -104,9 +104,9 @@ type dpCounts struct {
 
 	sessionsTotal        atomic.Uint64
 	toServers, toClients atomic.Uint64
-
-	directBrokered, directSessions, directFallbacks atomic.Uint64
 	refused              [numRefusals]atomic.Uint64
+
+	directBrokered, directSessions, directFallbacks atomic.Uint64 // direct.go
 }
 
 // Stats returns a snapshot of the DP's activity. It is cheap enough to
