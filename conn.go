@@ -110,16 +110,26 @@ func (c *Conn) Ack(refusal error) error {
 // open accepts the session if it is still waiting for its answer, and
 // on a server's session that the DP brokered for a direct path, waits for
 // the client's choice of path.
-func (c *Conn) open() error {
+func (c *Conn) open() error { return c.openFor(waitNone) }
+
+// openFor is open for a call bounded by the read or write deadline (kind,
+// direct.go).
+func (c *Conn) openFor(kind int) error {
 	if c.answer != nil {
 		if err := c.Ack(nil); err != nil {
 			return &net.OpError{Op: "accept", Net: "rtcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 		}
 	}
 	if c.path != nil && c.path.server != nil {
-		c.path.server.choose(c)
+		op := "read"
+		if kind == waitWrite {
+			op = "write"
+		}
+		if err := c.path.server.wait(c, kind); err != nil {
+			return &net.OpError{Op: op, Net: "rtcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+		}
 		if c.path.failed {
-			return &net.OpError{Op: "read", Net: "rtcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: c.path.err}
+			return &net.OpError{Op: op, Net: "rtcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: c.path.err}
 		}
 	}
 	return nil
@@ -129,7 +139,7 @@ func (c *Conn) open() error {
 // closed or half-closed and all it sent has been read; a session cut off
 // by a lost link or a dead peer fails with an error, never io.EOF.
 func (c *Conn) Read(b []byte) (int, error) {
-	if err := c.open(); err != nil {
+	if err := c.openFor(waitRead); err != nil {
 		return 0, err
 	}
 	return c.s.Read(b)
@@ -137,7 +147,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 
 // Write writes data to the session; b is copied and never kept.
 func (c *Conn) Write(b []byte) (int, error) {
-	if err := c.open(); err != nil {
+	if err := c.openFor(waitWrite); err != nil {
 		return 0, err
 	}
 	return c.s.Write(b)
@@ -154,7 +164,7 @@ func (c *Conn) Close() error {
 
 func (c *Conn) close() error {
 	if c.path != nil && c.path.server != nil {
-		c.path.server.abandon(c)
+		c.path.server.abandon(c, nil)
 	}
 	err := c.s.Close()
 	c.once.Do(func() {
@@ -173,10 +183,7 @@ func (c *Conn) Abort(err error) {
 		return // refused with err, and closed
 	}
 	if c.path != nil && c.path.server != nil {
-		sp := c.path.server
-		sp.cancel()
-		abortStream(sp.relay, err) // the client reads the cut, not an end
-		sp.choose(c)
+		c.path.server.abandon(c, err) // the client reads the cut, not an end
 	}
 	abortStream(c.s, err)
 	c.once.Do(func() {
@@ -203,7 +210,7 @@ func abortStream(s stream, err error) {
 // bytes go from the link straight to w, without a copy through a buffer,
 // and to a *net.TCPConn w without waking the caller for each piece.
 func (c *Conn) WriteTo(w io.Writer) (int64, error) {
-	if err := c.open(); err != nil {
+	if err := c.openFor(waitRead); err != nil {
 		return 0, err
 	}
 	if wt, ok := c.s.(io.WriterTo); ok {
@@ -253,7 +260,7 @@ func (c *Conn) Unwrap() *net.TCPConn {
 // CloseWrite shuts down the writing side: the peer reads io.EOF after the
 // data already written and can still write back.
 func (c *Conn) CloseWrite() error {
-	if err := c.open(); err != nil {
+	if err := c.openFor(waitWrite); err != nil {
 		return err
 	}
 	return c.s.CloseWrite()

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -286,18 +287,25 @@ type sessionPath struct {
 }
 
 // serverPath is a server's session that the DP brokered: it starts on the
-// relay (relay, Conn.s until chosen) while this side punches, and follows
-// the client's marker at its first use.
+// relay (relay, Conn.s until chosen) while this side punches, and once
+// the session is accepted, a goroutine of its own (run) reads the client's
+// marker and moves the Conn to the path it names. Calls on the Conn wait
+// for that, within their deadlines, which are kept meanwhile and set on the
+// path chosen.
 type serverPath struct {
 	relay  stream
 	cancel context.CancelFunc // ends the punch
 	punch  chan punchResult   // cap 1: the punch's outcome
 	event  func(err error)    // reports the outcome (ListenConfig.OnEvent)
 
-	once     sync.Once
-	mu       sync.Mutex // guards rd and wd, and orders resolved with them
-	rd, wd   time.Time  // deadlines set before the path was chosen
-	resolved atomic.Bool
+	start  sync.Once
+	ready  chan struct{} // closed once the path is chosen (Conn.s final)
+	closed atomic.Bool   // the Conn was closed or aborted before that
+
+	mu       sync.Mutex    // guards the fields below, and Conn.s's replacement
+	rd, wd   time.Time     // deadlines set before the path was chosen
+	changed  chan struct{} // closed, and replaced, when one of them changes
+	resolved bool          // ready is closed, and deadlines go to Conn.s
 }
 
 type punchResult struct {
@@ -311,7 +319,8 @@ type punchResult struct {
 // ManualAck).
 func startServerPath(c *Conn, side *directSide, cm *plan5.Connect, event func(error)) *Conn {
 	ctx, cancel := context.WithCancel(context.Background())
-	sp := &serverPath{relay: c.s, cancel: cancel, punch: make(chan punchResult, 1), event: event}
+	sp := &serverPath{relay: c.s, cancel: cancel, punch: make(chan punchResult, 1), event: event,
+		ready: make(chan struct{}), changed: make(chan struct{})}
 	go func() {
 		dc, err := side.punch(ctx, cm.Peer, cm.Secret)
 		sp.punch <- punchResult{dc, err}
@@ -321,87 +330,148 @@ func startServerPath(c *Conn, side *directSide, cm *plan5.Connect, event func(er
 	return c
 }
 
-// choose reads the client's marker and moves c onto the path it names.
-// It runs once, at the Conn's first use, with the session accepted.
-func (sp *serverPath) choose(c *Conn) {
-	sp.once.Do(func() {
-		p := c.path
-		var b [1]byte
-		_, err := io.ReadFull(sp.relay, b[:])
-		switch {
-		case err != nil:
-			sp.cancel()
-			r := <-sp.punch
-			closeIf(r.c)
-			p.failed = true
-			p.err = fmt.Errorf("rtcp: the session ended before its client chose a path (direct or relayed): %v", err)
-		case b[0] == markerRelay:
-			sp.cancel()
-			r := <-sp.punch
-			closeIf(r.c)
-			p.err = r.err
-			if p.err == nil {
-				p.err = errors.New("rtcp: the client's punch did not come up in time")
-			}
-		case b[0] == markerDirect:
-			r := <-sp.punch // ends by its deadline
-			sp.cancel()
-			if r.err != nil {
-				p.failed = true
-				p.err = fmt.Errorf("rtcp: the client reached this server directly, but this side's punch failed (the connection died during the proof): %w", r.err)
-				sp.relay.Close()
-				break
-			}
-			sp.relay.Close() // the client closed its side already
-			sp.mu.Lock()
-			c.s = &rawConn{Conn: r.c, local: c.local, remote: c.remote}
-			if !sp.rd.IsZero() {
-				c.s.SetReadDeadline(sp.rd)
-			}
-			if !sp.wd.IsZero() {
-				c.s.SetWriteDeadline(sp.wd)
-			}
-			sp.mu.Unlock()
-			p.direct = true
-		default:
-			sp.cancel()
-			r := <-sp.punch
-			closeIf(r.c)
-			p.failed = true
-			p.err = fmt.Errorf("rtcp: the session began with %q, not the marker of a direct path (%q or %q)", b[0], markerDirect, markerRelay)
+// Kinds of wait for the path, by the deadline that bounds them.
+const (
+	waitNone = iota
+	waitRead
+	waitWrite
+)
+
+// wait starts the choice of the path of c, a session now accepted, and
+// waits for it within the read or write deadline (kind).
+func (sp *serverPath) wait(c *Conn, kind int) error {
+	sp.start.Do(func() { go sp.run(c) })
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
 		}
-		if p.failed {
-			sp.relay.Close()
-		}
+	}()
+	for {
 		sp.mu.Lock()
-		sp.resolved.Store(true)
-		sp.mu.Unlock()
-		if sp.event != nil {
-			if p.direct {
-				sp.event(nil)
-			} else {
-				sp.event(p.err)
-			}
+		var dl time.Time
+		switch kind {
+		case waitRead:
+			dl = sp.rd
+		case waitWrite:
+			dl = sp.wd
 		}
-	})
+		changed, resolved := sp.changed, sp.resolved
+		sp.mu.Unlock()
+		if resolved {
+			return nil
+		}
+		var expired <-chan time.Time
+		if !dl.IsZero() {
+			d := time.Until(dl)
+			if d <= 0 {
+				return os.ErrDeadlineExceeded
+			}
+			if timer == nil {
+				timer = time.NewTimer(d)
+			} else {
+				timer.Reset(d)
+			}
+			expired = timer.C
+		}
+		select {
+		case <-sp.ready:
+			return nil
+		case <-changed:
+		case <-expired:
+			return os.ErrDeadlineExceeded
+		}
+	}
 }
 
-// abandon ends the choice of a Conn being closed: the punch stops, the
-// relay closes (a marker read under way returns), and once the choice has
-// run c.s is final.
-func (sp *serverPath) abandon(c *Conn) {
+// run reads the client's marker and moves c onto the path it names.
+func (sp *serverPath) run(c *Conn) {
+	p := c.path
+	var b [1]byte
+	_, err := io.ReadFull(sp.relay, b[:])
+	var chosen net.Conn // the direct connection, if the session goes there
+	switch {
+	case sp.closed.Load():
+		sp.cancel()
+		closeIf((<-sp.punch).c)
+		p.failed, p.err = true, net.ErrClosed
+	case err != nil:
+		sp.cancel()
+		closeIf((<-sp.punch).c)
+		p.failed = true
+		p.err = fmt.Errorf("rtcp: the session ended before its client chose a path (direct or relayed): %v", err)
+	case b[0] == markerRelay:
+		sp.cancel()
+		r := <-sp.punch
+		closeIf(r.c)
+		p.err = r.err
+		if p.err == nil {
+			p.err = errors.New("rtcp: the client's punch did not come up in time")
+		}
+	case b[0] == markerDirect:
+		r := <-sp.punch // ends by its deadline
+		sp.cancel()
+		if r.err != nil {
+			p.failed = true
+			p.err = fmt.Errorf("rtcp: the client reached this server directly, but this side's punch failed (the connection died during the proof): %w", r.err)
+			break
+		}
+		chosen = r.c
+		p.direct = true
+	default:
+		sp.cancel()
+		closeIf((<-sp.punch).c)
+		p.failed = true
+		p.err = fmt.Errorf("rtcp: the session began with %q, not the marker of a direct path (%q or %q)", b[0], markerDirect, markerRelay)
+	}
+	if p.failed || p.direct {
+		sp.relay.Close() // on D, the client has closed its side already
+	}
+	sp.mu.Lock()
+	if chosen != nil {
+		c.s = &rawConn{Conn: chosen, local: c.local, remote: c.remote}
+	}
+	if !sp.rd.IsZero() {
+		c.s.SetReadDeadline(sp.rd)
+	}
+	if !sp.wd.IsZero() {
+		c.s.SetWriteDeadline(sp.wd)
+	}
+	sp.resolved = true
+	close(sp.ready)
+	sp.mu.Unlock()
+	if sp.event != nil {
+		if p.direct {
+			sp.event(nil)
+		} else {
+			sp.event(p.err)
+		}
+	}
+}
+
+// abandon ends the choice of a Conn being closed (or aborted, with abort:
+// the client reads a cut, not an end): the punch stops, the relay ends (a
+// marker read under way returns), and once the choice has run, c.s is
+// final.
+func (sp *serverPath) abandon(c *Conn, abort error) {
+	sp.closed.Store(true)
 	sp.cancel()
-	sp.relay.Close()
-	sp.choose(c)
+	if abort != nil {
+		abortStream(sp.relay, abort)
+	} else {
+		sp.relay.Close()
+	}
+	sp.start.Do(func() { go sp.run(c) })
+	<-sp.ready
 }
 
 // setDeadline sets a deadline of a session whose path may not be chosen
-// yet: on the relay now (it bounds the marker's read too), and on the
-// direct connection if it goes there.
+// yet: kept, for the calls that wait for the choice and for the path
+// chosen.
 func (sp *serverPath) setDeadline(c *Conn, read, write bool, t time.Time) error {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
-	if sp.resolved.Load() {
+	if sp.resolved {
 		return setDeadlines(c.s, read, write, t)
 	}
 	if read {
@@ -410,7 +480,9 @@ func (sp *serverPath) setDeadline(c *Conn, read, write bool, t time.Time) error 
 	if write {
 		sp.wd = t
 	}
-	return setDeadlines(sp.relay, read, write, t)
+	close(sp.changed)
+	sp.changed = make(chan struct{})
+	return nil
 }
 
 func setDeadlines(c net.Conn, read, write bool, t time.Time) error {

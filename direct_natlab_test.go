@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/nettest"
+
 	"rtcp/internal/natlab"
 )
 
@@ -29,8 +31,15 @@ type directLab struct {
 }
 
 // newDirectLab builds the lab, or skips the test where it cannot (natlab:
-// root, ip, nft). lc and dp may be nil.
+// root, ip, nft), with an echo server. lc and dp may be nil.
 func newDirectLab(t testing.TB, server, client natlab.NAT, dp *DiscoverPoint, lc *ListenConfig) *directLab {
+	x := newDirectLabOnly(t, server, client, dp, lc)
+	x.echo(t)
+	return x
+}
+
+// newDirectLabOnly is newDirectLab without the echo: the test accepts.
+func newDirectLabOnly(t testing.TB, server, client natlab.NAT, dp *DiscoverPoint, lc *ListenConfig) *directLab {
 	t.Helper()
 	lab := natlab.New(t)
 	x := &directLab{lab: lab, server: lab.AddHost(server), client: lab.AddHost(client),
@@ -72,6 +81,14 @@ func newDirectLab(t testing.TB, server, client natlab.NAT, dp *DiscoverPoint, lc
 		t.Fatal(err)
 	}
 	x.l = l.(*Listener)
+	t.Cleanup(func() { l.Close() })
+	return x
+}
+
+// echo serves the lab's listener: each session echoes, and goes to
+// accepted once it has chosen its path.
+func (x *directLab) echo(t testing.TB) {
+	l := x.l
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for {
@@ -93,7 +110,6 @@ func newDirectLab(t testing.TB, server, client natlab.NAT, dp *DiscoverPoint, lc
 		}
 	})
 	t.Cleanup(func() { l.Close(); wg.Wait() })
-	return x
 }
 
 // dialer returns a Dialer of the client's host.
@@ -145,6 +161,51 @@ func TestDirectNAT(t *testing.T) {
 			if carried := st.BytesToServers + st.BytesToClients; carried > 0 {
 				t.Errorf("the DP carried %d bytes of a direct session", carried)
 			}
+		})
+	}
+}
+
+// TestDirectNATConn holds a direct session, and a brokered session that
+// stays on the relay, to net.Conn's contract (nettest.TestConn): the
+// server's Conn, which chooses its path at its first use, is c1, which
+// nettest drives hardest.
+func TestDirectNATConn(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		nat    natlab.NAT
+		direct bool
+	}{
+		{"direct", natlab.EndpointIndependent, true},
+		{"relayed", natlab.RandomPorts, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			x := newDirectLabOnly(t, tc.nat, tc.nat, nil, nil)
+			d := x.dialer()
+			d.DirectTimeout = 100 * time.Millisecond
+			nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
+				type res struct {
+					c   net.Conn
+					err error
+				}
+				ch := make(chan res, 1)
+				go func() {
+					c, err := x.l.Accept()
+					ch <- res{c, err}
+				}()
+				client, err := d.DialContext(context.Background(), x.addr, "printer-7")
+				if err != nil {
+					return nil, nil, nil, err
+				}
+				r := <-ch
+				if r.err != nil {
+					client.Close()
+					return nil, nil, nil, r.err
+				}
+				if got := client.(*Conn).Direct(); got != tc.direct {
+					t.Errorf("the client's session: direct %v, want %v (%v)", got, tc.direct, client.(*Conn).DirectError())
+				}
+				return r.c, client, func() { client.Close(); r.c.Close() }, nil
+			})
 		})
 	}
 }
