@@ -104,6 +104,11 @@ func (x *directLab) echo(t testing.TB) {
 				case x.accepted <- rc:
 				default:
 				}
+				if tc := rc.Unwrap(); tc != nil {
+					io.Copy(tc, tc) // spliced, as the plain TCP echo's is
+					tc.CloseWrite()
+					return
+				}
 				io.Copy(c, c)
 				rc.CloseWrite()
 			})
@@ -354,8 +359,9 @@ func (x *directLab) rawEcho(t testing.TB) func() (net.Conn, error) {
 
 // BenchmarkDirect compares a direct session between two hosts behind
 // endpoint-independent NATs with plain TCP between the same namespaces:
-// stream (64 KiB writes echoed back, read as they come) and echo (one
-// byte there and back; p50-ns is the median round trip).
+// dial (a new session and its first byte back; also for a relayed
+// session), stream (64 KiB writes echoed back, read as they come) and
+// echo (one byte there and back; p50-ns is the median round trip).
 func BenchmarkDirect(b *testing.B) {
 	x := newDirectLab(b, natlab.EndpointIndependent, natlab.EndpointIndependent, nil, nil)
 	rawDial := x.rawEcho(b)
@@ -373,7 +379,35 @@ func BenchmarkDirect(b *testing.B) {
 		}},
 		{"raw-tcp", rawDial},
 	}
+	relayed := &Dialer{Transport: TransportYamux, netns: x.client.Do}
+	dials = append(dials, struct {
+		name string
+		dial func() (net.Conn, error)
+	}{"relayed", func() (net.Conn, error) {
+		return relayed.DialContext(context.Background(), x.addr, "printer-7")
+	}})
 	for _, d := range dials {
+		// A new session and one byte there and back: the time to first
+		// byte of each kind of dial.
+		b.Run("dial/"+d.name, func(b *testing.B) {
+			one := make([]byte, 1)
+			for range b.N {
+				c, err := d.dial()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := c.Write(one); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, one); err != nil {
+					b.Fatal(err)
+				}
+				c.Close()
+			}
+		})
+		if d.name == "relayed" {
+			continue
+		}
 		b.Run("stream/"+d.name, func(b *testing.B) {
 			c, err := d.dial()
 			if err != nil {
