@@ -266,3 +266,42 @@ func TestPunchRetriesACutProof(t *testing.T) {
 	}
 	<-peerDone
 }
+
+// TestPunchFailedProofResets: when this side gives up inside the proof
+// (its deadline), after the other side may already hold both proofs and
+// have taken the connection for its session, the connection is reset,
+// not closed: the other side reads an error, never a clean end.
+func TestPunchFailedProofResets(t *testing.T) {
+	ours, theirs := tcpPair(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := Punch(ctx, Config{
+			Peer:   netip.MustParseAddrPort("127.0.0.1:9"),
+			Secret: secret,
+			Dial: func(context.Context, netip.AddrPort, netip.AddrPort) (net.Conn, error) {
+				return ours, nil
+			},
+		})
+		done <- err
+	}()
+	// The other side: its hello out, Punch's hello and proof in; its own
+	// proof it never sends.
+	theirs.SetDeadline(time.Now().Add(time.Minute))
+	hello := append([]byte(magic), version)
+	hello = append(hello, bytes.Repeat([]byte{7}, nonceLen)...)
+	if _, err := theirs.Write(hello); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(theirs, make([]byte, helloLen+32)); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-done; err == nil {
+		t.Fatal("Punch succeeded without the other side's proof")
+	}
+	if n, err := theirs.Read(make([]byte, 1)); err == nil || err == io.EOF {
+		t.Fatalf("the other side read %d, %v after Punch gave up; want a reset", n, err)
+	}
+}

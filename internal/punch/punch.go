@@ -103,6 +103,13 @@ func Punch(ctx context.Context, c Config) (net.Conn, error) {
 			if err == nil {
 				return conn, nil
 			}
+			// Reset, not a FIN: the other side may have completed its
+			// proof (it needs only ours, we need its too) and taken the
+			// connection for the session's path, where a clean end
+			// would read as the session's end.
+			if tc, ok := conn.(*net.TCPConn); ok {
+				tc.SetLinger(0)
+			}
 			conn.Close()
 			// A connection cut before the proof (the other side's attempt
 			// ended just as it came up) says nothing about the peer: try
