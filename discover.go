@@ -2,6 +2,7 @@ package rtcp
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -744,6 +745,10 @@ func (dp *DiscoverPoint) openSession(ctx context.Context, name, client, addr str
 		if dp.linkAllowed(e) { // else it is closed now
 			octx := ctx
 			if offer != nil && e.direct {
+				// A fresh secret for each server asked: one whose open
+				// fails after it took the offer must not hold the
+				// secret of the session another server gets.
+				rand.Read(offer.secret)
 				octx = context.WithValue(ctx, directKey{}, offer)
 			}
 			c, err = e.link.Open(octx, client, addr)
