@@ -163,16 +163,33 @@ func (c *Conn) Close() error {
 }
 
 func (c *Conn) close() error {
-	if c.path != nil && c.path.server != nil {
-		c.path.server.abandon(c, nil)
+	var err error
+	if sp := c.serverPath(); sp != nil {
+		sp.abandon(c, nil)
+		if c.s == sp.relay {
+			// Stayed on the relay, which abandon closed (or the
+			// choice did): one Close, its result.
+			err = sp.closeRelay(nil)
+		} else {
+			err = c.s.Close()
+		}
+	} else {
+		err = c.s.Close()
 	}
-	err := c.s.Close()
 	c.once.Do(func() {
 		if c.release != nil {
 			c.release()
 		}
 	})
 	return err
+}
+
+// serverPath is c's choice of path if c is a brokered server session.
+func (c *Conn) serverPath() *serverPath {
+	if c.path != nil {
+		return c.path.server
+	}
+	return nil
 }
 
 // Abort ends the session so that the peer's reads fail with err's text

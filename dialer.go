@@ -223,7 +223,7 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 		if stopErr != nil {
 			return nil, stopErr
 		}
-		if side == nil || ack.Peer == "" || len(ack.Secret) == 0 {
+		if side == nil || !brokersDirect(ack.Peer, ack.Secret) {
 			conn := newConn(rc, nil)
 			if side != nil {
 				conn.path = &sessionPath{} // asked, and not brokered

@@ -42,6 +42,10 @@ const (
 // starts on the relay.
 const DefaultDirectTimeout = time.Second
 
+// serverSlack is how many DirectTimeouts a server's punch may take: the
+// client's marker normally ends it well before (startServerPath).
+const serverSlack = 3
+
 // secretLen is the size of a brokered session's secret.
 const secretLen = 32
 
@@ -114,12 +118,12 @@ func newDirectSide(c net.Conn, timeout, keepAlive time.Duration, ns nsFunc) *dir
 
 // punch tries to reach peer for at most the side's timeout (and ctx), and
 // returns a proven direct connection, watched for a dead path.
-func (s *directSide) punch(ctx context.Context, peer string, secret []byte) (net.Conn, error) {
+func (s *directSide) punch(ctx context.Context, peer string, secret []byte, timeout time.Duration) (net.Conn, error) {
 	pa, err := netip.ParseAddrPort(peer)
 	if err != nil {
 		return nil, fmt.Errorf("rtcp: the DP gave the peer's address as %q: %w", peer, err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cfg := punch.Config{Local: s.local, Peer: netip.AddrPortFrom(pa.Addr().Unmap(), pa.Port()), Secret: secret}
 	if s.ns != nil {
@@ -207,6 +211,13 @@ func newDirectOffer(addr net.Addr) *directOffer {
 	return o
 }
 
+// brokersDirect reports whether a Connect or Ack with peer and secret brokers
+// a direct session: both sides apply the one rule, so that they agree on
+// whether a marker begins the session (SPEC.md, "Direct sessions").
+func brokersDirect(peer string, secret []byte) bool {
+	return peer != "" && len(secret) >= punch.MinSecret
+}
+
 // brokered reports whether the offer went to the server.
 func (o *directOffer) brokered() bool { return o != nil && o.server != "" }
 
@@ -243,7 +254,7 @@ func (dp *DiscoverPoint) relayMarker(client, server net.Conn, name string) bool 
 // punch is no error: the session stays on the relay, and the Conn says
 // why (DirectError).
 func (d *Dialer) clientDirect(ctx context.Context, side *directSide, rc *rawConn, ack *plan5.Ack) (*Conn, error) {
-	dc, perr := side.punch(ctx, ack.Peer, ack.Secret)
+	dc, perr := side.punch(ctx, ack.Peer, ack.Secret, side.timeout)
 	if ctx.Err() != nil { // the caller gave up on the dial
 		closeIf(dc)
 		return nil, ctx.Err()
@@ -298,9 +309,12 @@ type serverPath struct {
 	punch  chan punchResult   // cap 1: the punch's outcome
 	event  func(err error)    // reports the outcome (ListenConfig.OnEvent)
 
-	start  sync.Once
-	ready  chan struct{} // closed once the path is chosen (Conn.s final)
-	closed atomic.Bool   // the Conn was closed or aborted before that
+	start sync.Once
+	ready chan struct{} // closed once the path is chosen (Conn.s final)
+
+	relayOnce sync.Once   // closeRelay
+	relayErr  error       // what the relay's Close returned; set in relayOnce
+	closed    atomic.Bool // the Conn was closed or aborted before that
 
 	mu       sync.Mutex    // guards the fields below, and Conn.s's replacement
 	rd, wd   time.Time     // deadlines set before the path was chosen
@@ -322,7 +336,14 @@ func startServerPath(c *Conn, side *directSide, cm *plan5.Connect, event func(er
 	sp := &serverPath{relay: c.s, cancel: cancel, punch: make(chan punchResult, 1), event: event,
 		ready: make(chan struct{}), changed: make(chan struct{})}
 	go func() {
-		dc, err := side.punch(ctx, cm.Peer, cm.Secret)
+		// The server's clock starts before the client's (at the open,
+		// not at the Ack; under ManualAck, before the application
+		// answers), and the client, which needs only the server's
+		// proof, may finish the proof first: the server keeps trying
+		// until the client's marker ends it (cancel), up to serverSlack
+		// times its DirectTimeout, so that it does not give up on a
+		// connection the client has just taken.
+		dc, err := side.punch(ctx, cm.Peer, cm.Secret, serverSlack*side.timeout)
 		sp.punch <- punchResult{dc, err}
 	}()
 	c.path = &sessionPath{server: sp}
@@ -425,7 +446,7 @@ func (sp *serverPath) run(c *Conn) {
 		p.err = fmt.Errorf("rtcp: the session began with %q, not the marker of a direct path (%q or %q)", b[0], markerDirect, markerRelay)
 	}
 	if p.failed || p.direct {
-		sp.relay.Close() // on D, the client has closed its side already
+		sp.closeRelay(nil) // on D, the client has closed its side already
 	}
 	sp.mu.Lock()
 	if chosen != nil {
@@ -449,6 +470,19 @@ func (sp *serverPath) run(c *Conn) {
 	}
 }
 
+// closeRelay closes the relay once (aborted with abort, if not nil) and
+// returns what that Close returned, every time.
+func (sp *serverPath) closeRelay(abort error) error {
+	sp.relayOnce.Do(func() {
+		if abort != nil {
+			abortStream(sp.relay, abort)
+			return
+		}
+		sp.relayErr = sp.relay.Close()
+	})
+	return sp.relayErr
+}
+
 // abandon ends the choice of a Conn being closed (or aborted, with abort:
 // the client reads a cut, not an end): the punch stops, the relay ends (a
 // marker read under way returns), and once the choice has run, c.s is
@@ -456,11 +490,7 @@ func (sp *serverPath) run(c *Conn) {
 func (sp *serverPath) abandon(c *Conn, abort error) {
 	sp.closed.Store(true)
 	sp.cancel()
-	if abort != nil {
-		abortStream(sp.relay, abort)
-	} else {
-		sp.relay.Close()
-	}
+	sp.closeRelay(abort)
 	sp.start.Do(func() { go sp.run(c) })
 	<-sp.ready
 }
@@ -541,7 +571,7 @@ type linkDirect struct {
 // session's Connect, carries the client's address and the secret).
 func (ld *linkDirect) wrap(c *Conn, ext any) *Conn {
 	cm, _ := ext.(*plan5.Connect)
-	if ld == nil || cm == nil || cm.Peer == "" || len(cm.Secret) < punch.MinSecret {
+	if ld == nil || cm == nil || !brokersDirect(cm.Peer, cm.Secret) {
 		return c
 	}
 	return startServerPath(c, ld.side, cm, ld.event)

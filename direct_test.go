@@ -166,6 +166,21 @@ func TestDirectMarker(t *testing.T) {
 			t.Error("EventDirect without an error for a relayed session")
 		}
 	})
+	t.Run("R, on TCP, closes once", func(t *testing.T) {
+		// A session that stayed on its relay closes it once: Close
+		// reports no error of a second close.
+		server, client := tcpPair(t)
+		cm := &plan5.Connect{N: "alice", Peer: "127.0.0.1:2", Secret: make([]byte, secretLen)}
+		c := startServerPath(newConn(&rawConn{Conn: server}, nil), noPunch(), cm, nil)
+		go client.Write([]byte("Rhello"))
+		buf := make([]byte, 5)
+		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "hello" {
+			t.Fatalf("read %q, %v; want the bytes after the marker", buf, err)
+		}
+		if err := c.Close(); err != nil {
+			t.Errorf("Close of a session that stayed on its relay: %v", err)
+		}
+	})
 	t.Run("D with the punch failed", func(t *testing.T) {
 		c, client, events := brokered(t)
 		defer c.Close()
