@@ -1,6 +1,7 @@
 package plan5
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/base64"
 	"encoding/binary"
@@ -13,10 +14,11 @@ import (
 // end (4 % of a busy link's CPU). ok is false when the line is of another
 // form, longer than the read buffer or maxLine, or reading failed; then
 // nothing is consumed and the line goes the usual way, from its start.
-// It asks the connection for more only while the bytes of the line it has
+// A read that fails returns its error (bufio keeps it for one call only:
+// the usual way would not see it). It asks the connection for more only while the bytes of the line it has
 // looked at hold no newline, as ReadSlice would: it never waits for bytes
 // past the end of a line.
-func (r *Reader) readData() (*Data, bool) {
+func (r *Reader) readData() (*Data, bool, error) {
 	b, _ := r.br.Peek(r.br.Buffered())
 	var (
 		x  int64
@@ -30,21 +32,24 @@ func (r *Reader) readData() (*Data, bool) {
 			break
 		}
 		if !more {
-			return nil, false
+			return nil, false, nil
 		}
-		if b = r.peekMore(len(b)); b == nil {
-			return nil, false
+		var err error
+		if b, err = r.peekMore(len(b)); b == nil {
+			return nil, false, err
 		}
 	}
 	out := 0 // bytes decoded into r.cbuf
 	for {
 		if p > r.maxLine {
-			return nil, false
+			return nil, false, nil
 		}
 		// Whole quanta of the alphabet, up to the longest line's worth.
 		src := b[p:min(len(b), r.maxLine+1)]
 		if need := out + len(src)/4*3 + 32; cap(r.cbuf) < need {
-			nb := make([]byte, need)
+			// Doubling: a line that comes a few bytes a read must not
+			// cost a buffer and a copy each time.
+			nb := make([]byte, max(need, 2*cap(r.cbuf)))
 			copy(nb, r.cbuf[:out])
 			r.cbuf = nb
 		}
@@ -56,13 +61,15 @@ func (r *Reader) readData() (*Data, bool) {
 		tail := b[p:]
 		const tailMax = len(`AA=="}` + "\n")
 		if i := bytes.IndexByte(tail[:min(len(tail), tailMax)], '\n'); i >= 0 {
-			return r.dataEnd(x, out, p, tail[:i])
+			d, ok := r.dataEnd(x, out, p, tail[:i])
+			return d, ok, nil
 		}
 		if len(tail) >= tailMax {
-			return nil, false // not the form: an escape, another field
+			return nil, false, nil // not the form: an escape, another field
 		}
-		if b = r.peekMore(len(b)); b == nil {
-			return nil, false
+		var err error
+		if b, err = r.peekMore(len(b)); b == nil {
+			return nil, false, err
 		}
 	}
 }
@@ -87,16 +94,20 @@ func (r *Reader) dataEnd(x int64, out, p int, tail []byte) (*Data, bool) {
 }
 
 // peekMore returns the buffered bytes once there are more than n, or nil
-// if the buffer is full or reading fails.
-func (r *Reader) peekMore(n int) []byte {
+// if the buffer is full (the line goes the usual way), or nil and the
+// error if reading fails.
+func (r *Reader) peekMore(n int) ([]byte, error) {
 	if n >= r.br.Size() || n > r.maxLine {
-		return nil
+		return nil, nil
 	}
 	if _, err := r.br.Peek(n + 1); err != nil {
-		return nil
+		if err == bufio.ErrBufferFull {
+			return nil, nil
+		}
+		return nil, err
 	}
 	b, _ := r.br.Peek(r.br.Buffered())
-	return b
+	return b, nil
 }
 
 // dataHead reads {"X":n,"C":" at the start of b, returning n and the

@@ -190,3 +190,56 @@ func TestDecodeQuanta(t *testing.T) {
 		}
 	}
 }
+
+// errOnceReader gives its pieces, failing once with err before the last
+// one, as a connection whose read fails does (bufio passes such an error
+// on once).
+type errOnceReader struct {
+	pieces []string
+	err    error
+}
+
+func (r *errOnceReader) Read(p []byte) (int, error) {
+	if r.err != nil && len(r.pieces) == 1 {
+		err := r.err
+		r.err = nil
+		return 0, err
+	}
+	if len(r.pieces) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, r.pieces[0])
+	r.pieces = r.pieces[1:]
+	return n, nil
+}
+
+// TestReadDataKeepsReadError: a read that fails inside a Data line ends
+// ReadMessage with its error, on the usual path and on readData's (which
+// must not swallow it, and then decode what came after it).
+func TestReadDataKeepsReadError(t *testing.T) {
+	errReset := errors.New("connection reset by peer")
+	for _, maxLine := range []int{4096, MinMaxLine} { // the usual path, readData
+		src := &errOnceReader{pieces: []string{"3\n{\"X\":1,\"C\":\"QU", "JD\"}\n"}, err: errReset}
+		if m, err := NewReader(src, maxLine).ReadMessage(); !errors.Is(err, errReset) {
+			t.Errorf("maxLine %d: %+v, %v; want %v", maxLine, m, err, errReset)
+		}
+	}
+}
+
+// TestReadDataSlowLineAllocs: a long Data line that comes a few bytes a
+// read costs a few buffers, not one (and a copy) per read.
+func TestReadDataSlowLineAllocs(t *testing.T) {
+	line := "3\n{\"X\":1,\"C\":\"" + base64.StdEncoding.EncodeToString(make([]byte, ChunkSize(DefaultMaxLine))) + "\"}\n"
+	r := NewReader(&pieceReader{strings.NewReader(line), 4}, 0)
+	r.Grow(128 << 10)
+	allocs := testing.AllocsPerRun(1, func() {
+		if _, err := r.ReadMessage(); err != nil {
+			t.Fatal(err)
+		}
+		r = NewReader(&pieceReader{strings.NewReader(line), 4}, 0)
+		r.Grow(128 << 10)
+	})
+	if allocs > 100 {
+		t.Errorf("a %d-byte Data line read 4 bytes at a time took %v allocations; want a few", len(line), allocs)
+	}
+}

@@ -349,7 +349,14 @@ func (r *Reader) ReadMessage() (Message, error) {
 	if t == TypeData && r.br.Size() > r.maxLine {
 		// The buffer holds any line: decode it where it lies (a buffer
 		// that may not would be decoded into twice).
-		if d, ok := r.readData(); ok {
+		d, ok, err := r.readData()
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		if ok {
 			return d, nil
 		}
 	}
