@@ -657,8 +657,8 @@ func unsent(rc syscall.RawConn) int {
 // SpliceBulk moves bytes from src to dst inside the kernel, through a
 // pooled pipe taken only while bytes are in it: a splice waits for src
 // without one. It returns when it has moved at least max bytes, at src's
-// end (eof), on an error, or after a splice that brought less than 32
-// KiB: what comes now is small, and the caller reads it instead (a read
+// end (eof), on an error, or after a splice that brought less than 4
+// KiB (bulkLeave): what comes now is small, and the caller reads it instead (a read
 // and a write cost less than two splices). Without a pipe to be had it
 // returns ok false, having moved nothing. For relays between two TCP
 // connections (internal/relay), which then hold no pipe while idle,
@@ -686,9 +686,14 @@ func SpliceBulk(dst, src *net.TCPConn, max int64) (n int64, eof, ok bool, err er
 		if err != nil {
 			return n, false, true, err
 		}
-		if got < smallSplice {
+		if got < bulkLeave {
 			break
 		}
 	}
 	return n, false, true, nil
 }
+
+// bulkLeave: a splice that brings less than this ends SpliceBulk's bulk
+// transfer (a request or an answer, not a burst in pieces, which at a
+// round trip often come in under 32 KiB).
+const bulkLeave = 4 << 10
