@@ -1,0 +1,488 @@
+package rtcp
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// A moving session (docs/direct.md, protocol/plan5/SPEC.md "Direct
+// sessions", marker F): a brokered session that starts on the relay at
+// once and moves to the direct connection when both sides' punch has
+// proven it. Until a direction moves, its bytes on the relay are records:
+//
+//	'd' len(2, big-endian, 1..65535) bytes   data
+//	'm'                                      moved: this direction's bytes go on
+//	                                         on the direct connection
+//	'u'                                      unframed: the punch failed; this
+//	                                         direction's bytes go on on the relay,
+//	                                         as they are
+//
+// A side sends 'm' only once it holds a proven direct connection, and
+// nothing on the relay after 'm' or 'u'. The end of the relay at a record
+// boundary, before 'm', is that direction's clean end. The DP relays the
+// records as bytes: it never parses them.
+
+// The record types.
+const (
+	recData  = 'd'
+	recMoved = 'm'
+	recRaw   = 'u'
+)
+
+// maxWriteRecord is the payload of the largest data record a side writes
+// (the wire allows 65535): the buffer a framed write copies into.
+const maxWriteRecord = 16 << 10
+
+// States of one direction of a moveConn.
+const (
+	dirFramed = iota // records on the relay
+	dirDirect        // on the direct connection ('m')
+	dirRaw           // bytes as they are on the relay ('u')
+	dirEnded         // the relay ended before 'm' (read), or CloseWrite (write)
+	dirFailed        // sticky error
+)
+
+// Errors of a moving session's records.
+var (
+	errMovedNoDirect = errors.New("rtcp: the peer moved the session to the direct connection, but this side holds none (its punch failed)")
+	errRecordCut     = errors.New("rtcp: the relayed session ended in the middle of a record")
+)
+
+// moveConn is a session that runs framed on its relay and moves to the
+// direct connection when one is proven: a stream (net.Conn and CloseWrite).
+type moveConn struct {
+	relay         stream
+	local, remote net.Addr
+	stopPunch     func()                       // ends the punch (Close); may be nil
+	onResult      func(direct bool, err error) // reports the move or the failed punch, once; may be nil
+
+	closed     chan struct{} // closed by Close or Abort
+	closeOnce  sync.Once
+	relayOnce  sync.Once     // closes the relay once neither direction uses it
+	relayUsers atomic.Int32  // directions still on the relay (2, then down)
+	moved      chan struct{} // closed once both directions run on the direct connection
+	movedN     atomic.Int32
+	resultOnce sync.Once
+
+	punchDone chan struct{} // closed once the punch has ended: direct or perr set
+	dmu       sync.Mutex    // guards direct, perr, rd, wd, dlChanged, isClosed
+	direct    stream        // the proven direct connection, or nil
+	perr      error         // why the punch failed
+	rd, wd    time.Time     // the deadlines, set on whichever connection carries bytes
+	dlChanged chan struct{} // closed, and replaced, when rd changes
+	isClosed  bool
+
+	rmu    sync.Mutex // guards the read side below (one Read at a time)
+	rstate int
+	rerr   error   // with dirFailed
+	hdr    [3]byte // a record header being read
+	hn     int     // bytes of hdr read
+	rleft  int     // payload bytes left in the current data record
+	pend   []byte  // relay bytes read past a 'u' record, served first
+
+	wmu    sync.Mutex // guards the write side below (one Write at a time)
+	wstate int
+	werr   error
+	whdr   [3]byte
+	owh    []byte // header bytes of the current record not yet written
+	owp    int    // payload bytes the current record still owes
+	wbuf   []byte // header and payload of a framed write
+}
+
+// newMoveConn returns the moving session over relay; setPunch delivers
+// the punch's outcome.
+func newMoveConn(relay stream, stopPunch func(), onResult func(bool, error)) *moveConn {
+	m := &moveConn{relay: relay, local: relay.LocalAddr(), remote: relay.RemoteAddr(), stopPunch: stopPunch, onResult: onResult,
+		closed: make(chan struct{}), moved: make(chan struct{}), punchDone: make(chan struct{}), dlChanged: make(chan struct{})}
+	m.relayUsers.Store(2)
+	return m
+}
+
+// setPunch delivers the punch's outcome: a proven direct connection c, or
+// why there is none. Each direction then moves (or goes unframed) at its
+// next Write or CloseWrite, never on its own: a record that the peer has
+// not read when it closes would make its kernel reset the relay, and the
+// reset can destroy bytes still on their way to the peer's peer.
+func (m *moveConn) setPunch(c net.Conn, err error) {
+	m.dmu.Lock()
+	if m.isClosed {
+		m.dmu.Unlock()
+		closeIf(c)
+		return
+	}
+	if c != nil {
+		d := &rawConn{Conn: c, local: m.local, remote: m.remote}
+		if !m.rd.IsZero() {
+			d.SetReadDeadline(m.rd)
+		}
+		if !m.wd.IsZero() {
+			d.SetWriteDeadline(m.wd)
+		}
+		m.direct = d
+	} else {
+		m.perr = err
+		m.report(false, err)
+	}
+	close(m.punchDone)
+	m.dmu.Unlock()
+}
+
+func (m *moveConn) report(direct bool, err error) {
+	if m.onResult != nil {
+		m.resultOnce.Do(func() { m.onResult(direct, err) })
+	}
+}
+
+// punchResult returns the punch's outcome, if it has ended.
+func (m *moveConn) punched() (direct stream, err error, done bool) {
+	select {
+	case <-m.punchDone:
+		return m.direct, m.perr, true
+	default:
+		return nil, nil, false
+	}
+}
+
+// relayDone is called once by each direction that no longer uses the
+// relay; the second closes it.
+func (m *moveConn) relayDone() {
+	if m.relayUsers.Add(-1) == 0 {
+		m.relayOnce.Do(func() { m.relay.Close() })
+	}
+}
+
+// directionMoved is called once by each direction that moved.
+func (m *moveConn) directionMoved() {
+	if m.movedN.Add(1) == 2 {
+		close(m.moved)
+		m.report(true, nil)
+	}
+}
+
+// isDirect reports whether both directions run on the direct connection.
+func (m *moveConn) isDirect() bool {
+	select {
+	case <-m.moved:
+		return true
+	default:
+		return false
+	}
+}
+
+// punchErr is why the punch failed, or nil.
+func (m *moveConn) punchErr() error {
+	_, err, _ := m.punched()
+	return err
+}
+
+// switchWrite (wmu held, framed) sends 'm' or 'u' if the punch has ended
+// and no record is under way.
+func (m *moveConn) switchWrite() error {
+	d, _, done := m.punched()
+	if !done || len(m.owh) > 0 || m.owp > 0 {
+		return nil
+	}
+	rec := []byte{recRaw}
+	if d != nil {
+		rec[0] = recMoved
+	}
+	n, err := m.relay.Write(rec)
+	if n == 0 {
+		return err // a deadline, say: the next Write tries again
+	}
+	m.wbuf = nil
+	if d == nil {
+		m.wstate = dirRaw
+		return nil
+	}
+	m.wstate = dirDirect
+	m.relayDone()
+	m.directionMoved()
+	return nil
+}
+
+func (m *moveConn) Write(b []byte) (int, error) {
+	m.wmu.Lock()
+	defer m.wmu.Unlock()
+	if m.wstate == dirFramed {
+		if err := m.switchWrite(); err != nil {
+			return 0, err
+		}
+	}
+	switch m.wstate {
+	case dirDirect:
+		return m.direct.Write(b)
+	case dirRaw:
+		return m.relay.Write(b)
+	case dirEnded:
+		return 0, &net.OpError{Op: "write", Net: "rtcp", Source: m.local, Addr: m.remote, Err: errors.New("rtcp: write after CloseWrite")}
+	case dirFailed:
+		return 0, m.werr
+	}
+	return m.writeFramed(b)
+}
+
+// writeFramed writes b as data records on the relay. A write cut short
+// (a deadline) leaves the record it was in owing its rest: the next
+// Write's bytes complete it, so the records stay whole.
+func (m *moveConn) writeFramed(b []byte) (int, error) {
+	if m.wbuf == nil {
+		m.wbuf = make([]byte, 0, 3+maxWriteRecord)
+	}
+	total := 0
+	for len(b) > 0 {
+		if len(m.owh) == 0 && m.owp == 0 {
+			l := min(len(b), maxWriteRecord)
+			m.whdr = [3]byte{recData, byte(l >> 8), byte(l)}
+			m.owh, m.owp = m.whdr[:], l
+		}
+		k := min(len(b), m.owp)
+		buf := append(append(m.wbuf[:0], m.owh...), b[:k]...)
+		n, err := m.relay.Write(buf)
+		hw := min(n, len(m.owh))
+		m.owh = m.owh[hw:]
+		pw := n - hw
+		m.owp -= pw
+		total += pw
+		b = b[pw:]
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// CloseWrite ends this side's direction: on the relay (its end there, at
+// a record boundary, is a clean end) or on the direct connection.
+func (m *moveConn) CloseWrite() error {
+	m.wmu.Lock()
+	defer m.wmu.Unlock()
+	if m.wstate == dirFramed {
+		m.switchWrite()
+	}
+	switch m.wstate {
+	case dirDirect:
+		m.wstate = dirEnded
+		return m.direct.CloseWrite()
+	case dirRaw:
+		m.wstate = dirEnded
+		return m.relay.CloseWrite()
+	case dirFramed:
+		m.wstate = dirEnded
+		err := m.relay.CloseWrite()
+		m.relayDone()
+		return err
+	case dirFailed:
+		return m.werr
+	}
+	return nil
+}
+
+func (m *moveConn) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	m.rmu.Lock()
+	defer m.rmu.Unlock()
+	for {
+		switch m.rstate {
+		case dirDirect:
+			return m.direct.Read(b)
+		case dirRaw:
+			if len(m.pend) > 0 {
+				n := copy(b, m.pend)
+				m.pend = m.pend[n:]
+				return n, nil
+			}
+			return m.relay.Read(b)
+		case dirEnded:
+			return 0, io.EOF
+		case dirFailed:
+			return 0, m.rerr
+		}
+		if m.rleft > 0 {
+			n, err := m.relay.Read(b[:min(len(b), m.rleft)])
+			m.rleft -= n
+			if err == io.EOF {
+				err = m.failRead(errRecordCut)
+			}
+			return n, err
+		}
+		if err := m.readHeader(); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// readHeader (rmu held) reads the next record's header and acts on it.
+func (m *moveConn) readHeader() error {
+	need := 1
+	if m.hn > 0 && m.hdr[0] == recData {
+		need = 3
+	}
+	for m.hn < need {
+		// Read up to a whole data header at once: nothing follows 'm',
+		// and what follows 'u' is kept (pend).
+		n, err := m.relay.Read(m.hdr[m.hn:])
+		m.hn += n
+		if m.hn > 0 && m.hdr[0] == recData {
+			need = 3
+		}
+		if m.hn >= need {
+			break
+		}
+		if err == io.EOF {
+			if m.hn == 0 {
+				m.rstate = dirEnded
+				m.relayDone()
+				return nil
+			}
+			return m.failRead(errRecordCut)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	switch m.hdr[0] {
+	case recData:
+		l := int(m.hdr[1])<<8 | int(m.hdr[2])
+		if l == 0 {
+			return m.failRead(errors.New("rtcp: the relayed session sent an empty data record"))
+		}
+		m.rleft, m.hn = l, 0
+	case recRaw:
+		m.pend = append([]byte(nil), m.hdr[1:m.hn]...)
+		m.rstate, m.hn = dirRaw, 0
+	case recMoved:
+		if m.hn > 1 {
+			return m.failRead(fmt.Errorf("rtcp: the relayed session sent %q after its moved record", m.hdr[1:m.hn]))
+		}
+		if err := m.waitPunch(); err != nil {
+			return err // the record is kept for the next Read
+		}
+		m.hn = 0
+		if m.direct == nil {
+			return m.failRead(fmt.Errorf("%w: %v", errMovedNoDirect, m.perr))
+		}
+		m.rstate = dirDirect
+		m.relayDone()
+		m.directionMoved()
+	default:
+		return m.failRead(fmt.Errorf("rtcp: the relayed session sent a record of type %q, not d, m or u (a peer of another version?)", m.hdr[0]))
+	}
+	return nil
+}
+
+func (m *moveConn) failRead(err error) error {
+	m.rstate, m.rerr = dirFailed, &net.OpError{Op: "read", Net: "rtcp", Source: m.local, Addr: m.remote, Err: err}
+	return m.rerr
+}
+
+// waitPunch waits for this side's punch to end (its own deadline bounds
+// it), within the read deadline.
+func (m *moveConn) waitPunch() error {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		m.dmu.Lock()
+		rd, changed := m.rd, m.dlChanged
+		m.dmu.Unlock()
+		var expired <-chan time.Time
+		if !rd.IsZero() {
+			d := time.Until(rd)
+			if d <= 0 {
+				return os.ErrDeadlineExceeded
+			}
+			if timer == nil {
+				timer = time.NewTimer(d)
+			} else {
+				timer.Reset(d)
+			}
+			expired = timer.C
+		}
+		select {
+		case <-m.punchDone:
+			return nil
+		case <-m.closed:
+			return net.ErrClosed
+		case <-changed:
+		case <-expired:
+			return os.ErrDeadlineExceeded
+		}
+	}
+}
+
+func (m *moveConn) SetDeadline(t time.Time) error      { return m.setDeadline(true, true, t) }
+func (m *moveConn) SetReadDeadline(t time.Time) error  { return m.setDeadline(true, false, t) }
+func (m *moveConn) SetWriteDeadline(t time.Time) error { return m.setDeadline(false, true, t) }
+
+// setDeadline sets the deadline on both connections, and keeps it for a
+// direct connection still to come.
+func (m *moveConn) setDeadline(read, write bool, t time.Time) error {
+	m.dmu.Lock()
+	defer m.dmu.Unlock()
+	if read {
+		m.rd = t
+		close(m.dlChanged)
+		m.dlChanged = make(chan struct{})
+	}
+	if write {
+		m.wd = t
+	}
+	err := setDeadlines(m.relay, read, write, t)
+	if m.direct != nil {
+		if derr := setDeadlines(m.direct, read, write, t); err == nil || errors.Is(err, net.ErrClosed) {
+			err = derr // the relay closes once both directions moved
+		}
+	}
+	return err
+}
+
+func (m *moveConn) LocalAddr() net.Addr  { return m.local }
+func (m *moveConn) RemoteAddr() net.Addr { return m.remote }
+
+// Close ends the session both ways, on both connections, and the punch.
+func (m *moveConn) Close() error {
+	m.shut(nil)
+	return nil
+}
+
+// Abort ends the session so that the peer's reads fail.
+func (m *moveConn) Abort(err error) { m.shut(err) }
+
+func (m *moveConn) shut(abort error) {
+	m.closeOnce.Do(func() {
+		close(m.closed)
+		if m.stopPunch != nil {
+			m.stopPunch()
+		}
+		m.dmu.Lock()
+		m.isClosed = true
+		d := m.direct
+		m.dmu.Unlock()
+		m.relayOnce.Do(func() {
+			if abort != nil {
+				abortStream(m.relay, abort)
+			} else {
+				m.relay.Close()
+			}
+		})
+		if d != nil {
+			if abort != nil {
+				abortStream(d, abort)
+			} else {
+				d.Close()
+			}
+		}
+	})
+}

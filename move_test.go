@@ -1,0 +1,375 @@
+package rtcp
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/nettest"
+)
+
+// The framing and the move of a moving session (move.go), on loopback TCP
+// pairs standing for the relay and the direct connection, without a DP.
+
+func asStream(c net.Conn) stream {
+	return &rawConn{Conn: c, local: c.LocalAddr(), remote: c.RemoteAddr()}
+}
+
+// movePair is a moving session's two ends over a relay, and the direct
+// connection their punches will deliver.
+type movePair struct {
+	a, b   *moveConn
+	da, db net.Conn // the direct connection's ends
+}
+
+func newMovePair(t *testing.T, hook func(n int)) *movePair {
+	ra, rb := tcpPair(t)
+	da, db := tcpPair(t)
+	var relayA stream = asStream(ra)
+	if hook != nil {
+		relayA = &hookedStream{stream: relayA, hook: hook}
+	}
+	p := &movePair{a: newMoveConn(relayA, nil, nil), b: newMoveConn(asStream(rb), nil, nil), da: da, db: db}
+	t.Cleanup(func() {
+		p.a.Close()
+		p.b.Close()
+		da.Close()
+		db.Close()
+	})
+	return p
+}
+
+// punch delivers both punches' success.
+func (p *movePair) punch() {
+	p.a.setPunch(p.da, nil)
+	p.b.setPunch(p.db, nil)
+}
+
+// hookedStream calls hook with the bytes each Write wrote.
+type hookedStream struct {
+	stream
+	hook func(n int)
+}
+
+func (h *hookedStream) Write(b []byte) (int, error) {
+	n, err := h.stream.Write(b)
+	h.hook(n)
+	return n, err
+}
+
+// pattern is the byte at offset i of a test stream.
+func pattern(i int64) byte { return byte(i*7 + i>>8) }
+
+// writeStream writes n pattern bytes to c in pieces of varying size,
+// calling mid once half of them are written, then half-closes.
+func writeStream(c *moveConn, n int64, mid func()) error {
+	var off int64
+	buf := make([]byte, 40000)
+	size := 1
+	for off < n {
+		if off >= n/2 && mid != nil {
+			mid()
+			mid = nil
+		}
+		k := min(int64(size), n-off)
+		for i := range k {
+			buf[i] = pattern(off + i)
+		}
+		w, err := c.Write(buf[:k])
+		off += int64(w)
+		if err != nil {
+			return err
+		}
+		size = size*3%len(buf) + 1
+	}
+	return c.CloseWrite()
+}
+
+// readStream reads c to its end and checks it holds n pattern bytes.
+func readStream(c *moveConn, n int64) error {
+	buf := make([]byte, 5000)
+	var off int64
+	for {
+		k, err := c.Read(buf)
+		for i := range k {
+			if buf[i] != pattern(off+int64(i)) {
+				return errors.New("a byte differs: lost, duplicated or reordered")
+			}
+		}
+		off += int64(k)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if off != n {
+		return errors.New("the stream's length differs")
+	}
+	return nil
+}
+
+func TestMoveBytesInFlight(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		punch func(p *movePair)
+		moved bool
+	}{
+		{"moves", (*movePair).punch, true},
+		{"one side first", func(p *movePair) {
+			p.b.setPunch(p.db, nil)
+			p.a.setPunch(p.da, nil)
+		}, true},
+		{"punch fails", func(p *movePair) {
+			p.a.setPunch(nil, errors.New("no path"))
+			p.b.setPunch(nil, errors.New("no path"))
+			p.da.Close()
+			p.db.Close()
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newMovePair(t, nil)
+			const n = 3 << 20
+			var once sync.Once
+			mid := func() { once.Do(func() { tc.punch(p) }) }
+			errs := make(chan error, 4)
+			go func() { errs <- writeStream(p.a, n, mid) }()
+			go func() { errs <- writeStream(p.b, n, mid) }()
+			go func() { errs <- readStream(p.a, n) }()
+			go func() { errs <- readStream(p.b, n) }()
+			for range 4 {
+				if err := <-errs; err != nil {
+					t.Error(err)
+				}
+			}
+			if p.a.isDirect() != tc.moved || p.b.isDirect() != tc.moved {
+				t.Errorf("direct: %v and %v, want %v", p.a.isDirect(), p.b.isDirect(), tc.moved)
+			}
+			if !tc.moved && p.a.punchErr() == nil {
+				t.Error("a failed punch left no error")
+			}
+		})
+	}
+}
+
+// A peer that moved, to a side without a direct connection: an error,
+// never a clean end.
+func TestMoveNoDirectHere(t *testing.T) {
+	p := newMovePair(t, nil)
+	p.a.setPunch(p.da, nil)
+	p.b.setPunch(nil, errors.New("the proof failed"))
+	if _, err := p.a.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := p.b.Read(make([]byte, 10))
+	if !errors.Is(err, errMovedNoDirect) {
+		t.Fatalf("Read: %v, want errMovedNoDirect", err)
+	}
+	if _, err := p.b.Read(make([]byte, 10)); !errors.Is(err, errMovedNoDirect) {
+		t.Errorf("the second Read: %v, want the same error", err)
+	}
+}
+
+// The relay's end before moved is that direction's clean end; the other
+// direction goes on.
+func TestMoveHalfClose(t *testing.T) {
+	p := newMovePair(t, nil)
+	if _, err := p.a.Write([]byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.a.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(p.b)
+	if err != nil || string(got) != "abc" {
+		t.Fatalf("ReadAll: %q, %v", got, err)
+	}
+	p.punch() // b's direction moves; a's has ended
+	if _, err := p.b.Write([]byte("back")); err != nil {
+		t.Fatal(err)
+	}
+	p.b.CloseWrite()
+	got, err = io.ReadAll(p.a)
+	if err != nil || string(got) != "back" {
+		t.Fatalf("ReadAll: %q, %v", got, err)
+	}
+}
+
+// Bad and cut records fail the read, never end it cleanly.
+func TestMoveBadRecord(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   string
+		want error
+	}{
+		{"unknown type", "x", nil},
+		{"empty data", "d\x00\x00", nil},
+		{"cut header", "d\x00", errRecordCut},
+		{"cut payload", "d\x00\x05ab", errRecordCut},
+		{"bytes after moved", "mzz", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ra, rb := tcpPair(t)
+			defer ra.Close()
+			m := newMoveConn(asStream(rb), nil, nil)
+			defer m.Close()
+			go func() {
+				ra.Write([]byte(tc.in))
+				ra.(*net.TCPConn).CloseWrite()
+			}()
+			_, err := io.ReadAll(m)
+			if err == nil {
+				t.Fatal("ReadAll ended cleanly")
+			}
+			if tc.want != nil && !errors.Is(err, tc.want) {
+				t.Errorf("ReadAll: %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+// Deadlines set before the move, while the read waits for this side's
+// punch, and after it, apply to the connection that carries the bytes.
+func TestMoveDeadlines(t *testing.T) {
+	p := newMovePair(t, nil)
+	p.b.SetReadDeadline(time.Now().Add(-time.Second))
+	if _, err := p.b.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read before the move: %v, want a timeout", err)
+	}
+	p.a.setPunch(p.da, nil) // a moves; b's punch is still under way
+	if _, err := p.a.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	p.b.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, err := p.b.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read waiting for the punch: %v, want a timeout", err)
+	}
+	p.b.SetReadDeadline(time.Time{})
+	p.b.SetWriteDeadline(time.Now().Add(-time.Second)) // kept for the direct connection
+	p.b.setPunch(p.db, nil)
+	buf := make([]byte, 1)
+	if _, err := io.ReadFull(p.b, buf); err != nil || buf[0] != 'x' {
+		t.Fatalf("Read after the move: %q, %v", buf, err)
+	}
+	if _, err := p.b.Write([]byte("y")); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Write after the move, past its deadline: %v", err)
+	}
+	p.b.SetWriteDeadline(time.Time{})
+	if _, err := p.b.Write([]byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(p.a, buf); err != nil || buf[0] != 'y' {
+		t.Fatalf("Read: %q, %v", buf, err)
+	}
+	if !p.a.isDirect() || !p.b.isDirect() {
+		t.Error("the session did not move both ways")
+	}
+	p.a.SetReadDeadline(time.Now().Add(-time.Second))
+	if _, err := p.a.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read after the move, past its deadline: %v", err)
+	}
+}
+
+// Close unblocks a Read that waits for the punch.
+func TestMoveCloseWaitingRead(t *testing.T) {
+	p := newMovePair(t, nil)
+	p.a.setPunch(p.da, nil)
+	if _, err := p.a.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error)
+	go func() {
+		_, err := p.b.Read(make([]byte, 1))
+		done <- err
+	}()
+	p.b.Close()
+	if err := <-done; err == nil || err == io.EOF {
+		t.Fatalf("Read after Close: %v", err)
+	}
+}
+
+// nettest.TestConn on moving sessions: one that moves once its first
+// kilobyte has crossed, one whose punch fails and one that never moves.
+func TestMoveConnNettest(t *testing.T) {
+	for _, mode := range []string{"moves", "fails", "never"} {
+		t.Run(mode, func(t *testing.T) {
+			nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
+				var p *movePair
+				var written atomic.Int64
+				var once sync.Once
+				hook := func(n int) {
+					if written.Add(int64(n)) > 1024 && mode != "never" {
+						once.Do(func() {
+							if mode == "moves" {
+								go p.punch()
+								return
+							}
+							go func() {
+								p.a.setPunch(nil, errors.New("no path"))
+								p.b.setPunch(nil, errors.New("no path"))
+							}()
+						})
+					}
+				}
+				p = newMovePair(t, hook)
+				stop = func() {
+					p.a.Close()
+					p.b.Close()
+					p.da.Close()
+					p.db.Close()
+				}
+				return p.a, p.b, stop, nil
+			})
+		})
+	}
+}
+
+// The record reader never panics, and what it returns is the payload of
+// the records it read.
+func FuzzMoveRecords(f *testing.F) {
+	f.Add([]byte("d\x00\x03abcd\x00\x01zm"))
+	f.Add([]byte("d\x00\x02hiu raw bytes"))
+	f.Add([]byte("d\x00\x05ab"))
+	f.Add([]byte("x"))
+	f.Add([]byte("mzz"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		m := newMoveConn(&bytesStream{r: bytes.NewReader(in)}, nil, nil)
+		m.setPunch(nil, errors.New("no path"))
+		defer m.Close()
+		got, err := io.ReadAll(m)
+		if len(got) > len(in) {
+			t.Fatalf("%d bytes out of %d in", len(got), len(in))
+		}
+		if err == nil && len(in) > 0 && in[0] == 'x' {
+			t.Fatal("a bad record ended cleanly")
+		}
+	})
+}
+
+// bytesStream is a stream that reads from r and writes nowhere.
+type bytesStream struct {
+	net.Conn
+	r *bytes.Reader
+}
+
+func (s *bytesStream) Read(b []byte) (int, error) {
+	if len(b) > 2 {
+		b = b[:2] // records split across reads
+	}
+	return s.r.Read(b)
+}
+func (s *bytesStream) Write(b []byte) (int, error)        { return len(b), nil }
+func (s *bytesStream) Close() error                       { return nil }
+func (s *bytesStream) CloseWrite() error                  { return nil }
+func (s *bytesStream) LocalAddr() net.Addr                { return nil }
+func (s *bytesStream) RemoteAddr() net.Addr               { return nil }
+func (s *bytesStream) SetDeadline(t time.Time) error      { return nil }
+func (s *bytesStream) SetReadDeadline(t time.Time) error  { return nil }
+func (s *bytesStream) SetWriteDeadline(t time.Time) error { return nil }
