@@ -63,18 +63,20 @@ type Dialer struct {
 	// Direct asks the DP for a direct path to the server, on the raw leg
 	// (as TransportYamux does, whatever Transport says): if the server
 	// takes part too (ListenConfig.Direct) and the DP brokers the session,
-	// Dial tries, for DirectTimeout, to reach the server directly, and
-	// returns the session on the direct connection if it could, or on the
-	// relay if not: a failed punch is no error (Conn.Direct and
-	// Conn.DirectError say what happened). The connection to the DP is
+	// Dial returns the session on the relay at once, both sides try, for
+	// DirectTimeout, to reach each other directly, and the session moves
+	// to the direct connection, each direction at its next Write, without
+	// losing or reordering a byte. A failed punch is no error: the session
+	// stays on the relay (Conn.Direct and Conn.DirectError say what
+	// happened). The connection to the DP is
 	// then dialled with SO_REUSEPORT (with Dial set, the connection Dial
 	// makes must be bound so). A direct connection is not encrypted: with
 	// TLSConfig set, Direct is ignored. See docs/direct.md.
 	Direct bool
 
-	// DirectTimeout bounds the attempt to reach the server directly, and
-	// so the time a session whose NATs allow no direct path waits before
-	// it starts on the relay; default DefaultDirectTimeout (1 s). It must
+	// DirectTimeout bounds the attempt to reach the server directly, in
+	// the background of a session that runs on the relay meanwhile;
+	// default DefaultDirectTimeout (1 s). It must
 	// stay well below the DP's HandshakeTimeout. A direct connection that
 	// goes silent fails after about twice KeepAlive (TCP keepalive and
 	// TCP_USER_TIMEOUT), so that a path that drops is an error, never a
@@ -230,7 +232,7 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 			}
 			return conn, nil
 		}
-		return d.clientDirect(ctx, side, rc, ack)
+		return d.clientMove(side, rc, ack)
 	}
 	if err := stop(); err != nil {
 		return nil, err

@@ -27,10 +27,15 @@ import (
 // markerRelay (both stay on the relay). The server reads the marker
 // before it hands out a byte, and follows it.
 
-// The marker bytes.
+// The marker bytes. A client writes markerFramed at once, and its session
+// runs framed on the relay until it moves to the direct connection
+// (move.go); markerDirect and markerRelay are those of clients that
+// waited for their punch before their session began (up to rtcp 0.x of
+// 2026-12-05), which servers and DPs still follow.
 const (
 	markerDirect = 'D'
 	markerRelay  = 'R'
+	markerFramed = 'F'
 )
 
 // DefaultDirectTimeout is how long both sides of a brokered session try
@@ -229,7 +234,7 @@ func (dp *DiscoverPoint) relayMarker(client, server net.Conn, name string) bool 
 	client.SetReadDeadline(time.Now().Add(dp.HandshakeTimeout))
 	_, err := io.ReadFull(client, b[:])
 	client.SetReadDeadline(time.Time{})
-	if err == nil && b[0] != markerDirect && b[0] != markerRelay {
+	if err == nil && b[0] != markerDirect && b[0] != markerRelay && b[0] != markerFramed {
 		err = fmt.Errorf("the client sent %q, not a direct-path marker", b[0])
 	}
 	if err == nil {
@@ -239,50 +244,50 @@ func (dp *DiscoverPoint) relayMarker(client, server net.Conn, name string) bool 
 		dp.log().Info("rtcp: brokered session ended before its path was chosen", "server", name, "client", client.RemoteAddr(), "err", err)
 		return false
 	}
-	if b[0] == markerDirect {
+	switch b[0] {
+	case markerDirect:
 		dp.counts.directSessions.Add(1)
-	} else {
+	case markerRelay:
 		dp.counts.directFallbacks.Add(1)
+	default:
+		// A framed session moves, or not, in records that the DP relays
+		// as bytes without reading them: it counts as brokered only.
+		dp.log().Debug("rtcp: brokered session starts on the relay, and may move", "server", name, "client", client.RemoteAddr())
+		return true
 	}
 	dp.log().Debug("rtcp: brokered session chose its path", "server", name, "client", client.RemoteAddr(), "direct", b[0] == markerDirect)
 	return true
 }
 
-// clientDirect completes a client's raw session that the DP brokered
-// (ack carries the server's address and the secret): it punches, writes
-// the marker on rc, and returns the Conn on the path chosen. A failed
-// punch is no error: the session stays on the relay, and the Conn says
-// why (DirectError).
-func (d *Dialer) clientDirect(ctx context.Context, side *directSide, rc *rawConn, ack *plan5.Ack) (*Conn, error) {
-	dc, perr := side.punch(ctx, ack.Peer, ack.Secret, side.timeout)
-	if ctx.Err() != nil { // the caller gave up on the dial
-		closeIf(dc)
-		return nil, ctx.Err()
-	}
-	marker := []byte{markerRelay}
-	if perr == nil {
-		marker[0] = markerDirect
-	}
-	if _, err := rc.Write(marker); err != nil {
-		if dc != nil {
-			dc.Close()
-		}
+// clientMove completes a client's raw session that the DP brokered (ack
+// carries the server's address and the secret): it writes markerFramed on
+// rc and returns the session, which runs on the relay at once while the
+// punch runs in the background, and moves to the direct connection once
+// the punch has proven it (move.go). A failed punch is no error: the
+// session stays on the relay, and the Conn says why (DirectError).
+func (d *Dialer) clientMove(side *directSide, rc *rawConn, ack *plan5.Ack) (*Conn, error) {
+	if _, err := rc.Write([]byte{markerFramed}); err != nil {
+		rc.abort()
 		return nil, err
 	}
-	if perr != nil {
-		if d.Logger != nil {
-			d.Logger.Debug("rtcp: session stays on the relay", "server", rc.remote, "err", perr)
+	ctx, cancel := context.WithCancel(context.Background())
+	log := d.Logger
+	m := newMoveConn(rc, cancel, func(direct bool, err error) {
+		if log == nil {
+			return
 		}
-		c := newConn(rc, nil)
-		c.path = &sessionPath{err: perr}
-		return c, nil
-	}
-	rc.Close() // the relayed session ends cleanly; the DP passes the end on
-	if d.Logger != nil {
-		d.Logger.Debug("rtcp: session direct", "server", rc.remote, "peer", dc.RemoteAddr())
-	}
-	c := newConn(&rawConn{Conn: dc, local: rc.local, remote: rc.remote}, nil)
-	c.path = &sessionPath{direct: true}
+		if direct {
+			log.Debug("rtcp: session moved to the direct path", "server", rc.remote)
+		} else {
+			log.Debug("rtcp: session stays on the relay", "server", rc.remote, "err", err)
+		}
+	})
+	go func() {
+		dc, err := side.punch(ctx, ack.Peer, ack.Secret, side.timeout)
+		m.setPunch(dc, err)
+	}()
+	c := newConn(m, nil)
+	c.path = &sessionPath{}
 	return c, nil
 }
 
@@ -410,7 +415,8 @@ func (sp *serverPath) run(c *Conn) {
 	p := c.path
 	var b [1]byte
 	_, err := io.ReadFull(sp.relay, b[:])
-	var chosen net.Conn // the direct connection, if the session goes there
+	var chosen net.Conn  // the direct connection, if the session goes there
+	var moving *moveConn // the framed session, if the client runs one
 	switch {
 	case sp.closed.Load():
 		sp.cancel()
@@ -429,6 +435,17 @@ func (sp *serverPath) run(c *Conn) {
 		if p.err == nil {
 			p.err = errors.New("rtcp: the client's punch did not come up in time")
 		}
+	case b[0] == markerFramed:
+		m := newMoveConn(sp.relay, sp.cancel, func(direct bool, err error) {
+			if sp.event != nil {
+				sp.event(err)
+			}
+		})
+		go func() {
+			r := <-sp.punch
+			m.setPunch(r.c, r.err)
+		}()
+		moving = m
 	case b[0] == markerDirect:
 		r := <-sp.punch // ends by its deadline
 		sp.cancel()
@@ -452,6 +469,9 @@ func (sp *serverPath) run(c *Conn) {
 	if chosen != nil {
 		c.s = &rawConn{Conn: chosen, local: c.local, remote: c.remote}
 	}
+	if moving != nil {
+		c.s = moving
+	}
 	if !sp.rd.IsZero() {
 		c.s.SetReadDeadline(sp.rd)
 	}
@@ -461,7 +481,7 @@ func (sp *serverPath) run(c *Conn) {
 	sp.resolved = true
 	close(sp.ready)
 	sp.mu.Unlock()
-	if sp.event != nil {
+	if sp.event != nil && moving == nil { // a moving session reports its move
 		if p.direct {
 			sp.event(nil)
 		} else {
@@ -540,6 +560,9 @@ func (c *Conn) Direct() bool {
 	if c.path == nil || c.open() != nil {
 		return false
 	}
+	if m, ok := c.s.(*moveConn); ok {
+		return m.isDirect()
+	}
 	return c.path.direct
 }
 
@@ -554,6 +577,9 @@ func (c *Conn) DirectError() error {
 	}
 	if err := c.open(); err != nil {
 		return err
+	}
+	if m, ok := c.s.(*moveConn); ok {
+		return m.punchErr()
 	}
 	return c.path.err
 }

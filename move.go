@@ -1,6 +1,7 @@
 package rtcp
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -52,6 +53,7 @@ const (
 var (
 	errMovedNoDirect = errors.New("rtcp: the peer moved the session to the direct connection, but this side holds none (its punch failed)")
 	errRecordCut     = errors.New("rtcp: the relayed session ended in the middle of a record")
+	errEndedUnmoved  = errors.New("rtcp: the session ended before both its directions moved to the direct connection")
 )
 
 // moveConn is a session that runs framed on its relay and moves to the
@@ -114,6 +116,7 @@ func (m *moveConn) setPunch(c net.Conn, err error) {
 	if m.isClosed {
 		m.dmu.Unlock()
 		closeIf(c)
+		m.report(false, cmp.Or(err, errEndedUnmoved))
 		return
 	}
 	if c != nil {
@@ -467,9 +470,12 @@ func (m *moveConn) shut(abort error) {
 			m.stopPunch()
 		}
 		m.dmu.Lock()
-		m.isClosed = true
-		d := m.direct
+		m.isClosed = true // a punch that ends later reports (setPunch)
+		d, perr, done := m.punched()
 		m.dmu.Unlock()
+		if done {
+			m.report(false, cmp.Or(perr, errEndedUnmoved)) // unless it moved
+		}
 		m.relayOnce.Do(func() {
 			if abort != nil {
 				abortStream(m.relay, abort)
