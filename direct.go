@@ -251,7 +251,8 @@ func (dp *DiscoverPoint) relayMarker(client, server net.Conn, name string) bool 
 		dp.counts.directFallbacks.Add(1)
 	default:
 		// A framed session moves, or not, in records that the DP relays
-		// as bytes without reading them: it counts as brokered only.
+		// as bytes without reading them: it counts as moving.
+		dp.counts.directMoving.Add(1)
 		dp.log().Debug("rtcp: brokered session starts on the relay, and may move", "server", name, "client", client.RemoteAddr())
 		return true
 	}

@@ -162,8 +162,8 @@ func TestDirectNAT(t *testing.T) {
 				t.Errorf("EventDirect: %v", e.Err)
 			}
 			st := x.dp.Stats()
-			if st.DirectBrokered != 1 || st.DirectSessions != 0 || st.DirectFallbacks != 0 {
-				t.Errorf("Stats: brokered %d, direct %d, fell back %d; want 1, 0, 0", st.DirectBrokered, st.DirectSessions, st.DirectFallbacks)
+			if st.DirectBrokered != 1 || st.DirectMoving != 1 || st.DirectSessions != 0 || st.DirectFallbacks != 0 {
+				t.Errorf("Stats: brokered %d, moving %d, direct %d, fell back %d; want 1, 1, 0, 0", st.DirectBrokered, st.DirectMoving, st.DirectSessions, st.DirectFallbacks)
 			}
 			// The marker and each direction's moved record.
 			if carried := st.BytesToServers + st.BytesToClients; carried > 3 {
@@ -285,8 +285,8 @@ func TestDirectNATRandomPorts(t *testing.T) {
 		t.Error("EventDirect without an error for a relayed session")
 	}
 	st := x.dp.Stats()
-	if st.DirectBrokered != 1 || st.DirectSessions != 0 || st.DirectFallbacks != 0 {
-		t.Errorf("Stats: brokered %d, direct %d, fell back %d; want 1, 0, 0", st.DirectBrokered, st.DirectSessions, st.DirectFallbacks)
+	if st.DirectBrokered != 1 || st.DirectMoving != 1 || st.DirectSessions != 0 || st.DirectFallbacks != 0 {
+		t.Errorf("Stats: brokered %d, moving %d, direct %d, fell back %d; want 1, 1, 0, 0", st.DirectBrokered, st.DirectMoving, st.DirectSessions, st.DirectFallbacks)
 	}
 }
 

@@ -58,9 +58,9 @@ func TestDirectLoopback(t *testing.T) {
 				if e := <-events; (e.Err == nil) != direct {
 					t.Errorf("the client went direct: %v; the server's EventDirect says %v", direct, e.Err)
 				}
-				want := [3]uint64{1, 0, 0} // a moving session is counted as brokered only
-				if st := dp.Stats(); [3]uint64{st.DirectBrokered, st.DirectSessions, st.DirectFallbacks} != want {
-					t.Errorf("Stats: brokered %d, direct %d, fell back %d; want %v", st.DirectBrokered, st.DirectSessions, st.DirectFallbacks, want)
+				want := [4]uint64{1, 1, 0, 0} // the DP does not see the move
+				if st := dp.Stats(); [4]uint64{st.DirectBrokered, st.DirectMoving, st.DirectSessions, st.DirectFallbacks} != want {
+					t.Errorf("Stats: brokered %d, moving %d, direct %d, fell back %d; want %v", st.DirectBrokered, st.DirectMoving, st.DirectSessions, st.DirectFallbacks, want)
 				}
 			})
 		}

@@ -443,9 +443,12 @@ func (m *moveConn) setDeadline(read, write bool, t time.Time) error {
 		m.wd = t
 	}
 	err := setDeadlines(m.relay, read, write, t)
+	if m.relayUsers.Load() == 0 {
+		err = nil // this side closed the relay: neither direction uses it
+	}
 	if m.direct != nil {
-		if derr := setDeadlines(m.direct, read, write, t); err == nil || errors.Is(err, net.ErrClosed) {
-			err = derr // the relay closes once both directions moved
+		if derr := setDeadlines(m.direct, read, write, t); err == nil {
+			err = derr
 		}
 	}
 	return err

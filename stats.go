@@ -24,13 +24,17 @@ type Stats struct {
 
 	// Direct sessions (docs/direct.md): DirectBrokered counts the
 	// sessions whose client and server both asked for a direct path and
-	// were told each other's address; of those, DirectSessions went
-	// direct, and DirectFallbacks stayed on the relay (their bytes are in
-	// the Bytes counts). The bytes of a direct session never reach the DP
-	// and are not counted anywhere.
+	// were told each other's address. Of those, DirectMoving started on
+	// the relay and may have moved (marker F, rtcp's clients: the DP does
+	// not read the records that move it, so it does not know); of those
+	// whose client waited for its punch (marker D or R), DirectSessions
+	// went direct and DirectFallbacks stayed on the relay. Bytes relayed
+	// are in the Bytes counts; bytes on a direct connection never reach
+	// the DP and are not counted anywhere.
 	DirectBrokered  uint64 `json:"direct_brokered"`
 	DirectSessions  uint64 `json:"direct_sessions"`
 	DirectFallbacks uint64 `json:"direct_fallbacks"`
+	DirectMoving    uint64 `json:"direct_moving"`
 
 	// PacedSeconds is the time sessions have waited for the bandwidth
 	// limits of the Policy (Limits.BytesPerSecond), summed over sessions
@@ -106,7 +110,7 @@ type dpCounts struct {
 	toServers, toClients atomic.Uint64
 	refused              [numRefusals]atomic.Uint64
 
-	directBrokered, directSessions, directFallbacks atomic.Uint64 // direct.go
+	directBrokered, directSessions, directFallbacks, directMoving atomic.Uint64 // direct.go
 }
 
 // Stats returns a snapshot of the DP's activity. It is cheap enough to
@@ -123,6 +127,7 @@ func (dp *DiscoverPoint) Stats() Stats {
 	st.DirectBrokered = dp.counts.directBrokered.Load()
 	st.DirectSessions = dp.counts.directSessions.Load()
 	st.DirectFallbacks = dp.counts.directFallbacks.Load()
+	st.DirectMoving = dp.counts.directMoving.Load()
 	st.PacedSeconds = time.Duration(dp.limits.pacedNanos.Load()).Seconds()
 	st.Refused = make(map[string]uint64, numRefusals)
 	for i, name := range RefusalReasons {

@@ -84,7 +84,7 @@ func NewCollector(dp *rtcp.DiscoverPoint) *Collector {
 		bytes:         d("bytes_total", "Bytes relayed, by direction (to_server, to_client).", "direction"),
 		refused:       d("refused_total", "Peers and sessions refused, by reason.", "reason"),
 		paced:         d("paced_seconds_total", "Time sessions waited for the bandwidth limits of the DP's policy, summed over sessions and directions."),
-		direct:        d("direct_sessions_total", "Sessions brokered for a direct path, by outcome (direct: the DP carried none of their bytes; relayed: the punch failed).", "path"),
+		direct:        d("direct_sessions_total", "Sessions brokered for a direct path, by path (moving: started on the relay and may have moved to the direct path, which the DP does not see; direct and relayed: clients that waited for their punch, direct when the DP carried none of their bytes).", "path"),
 
 		nameLinks:         d("name_links", "Links of the name in the DP's table.", "name"),
 		nameSessions:      d("name_sessions", "Client sessions of the name being opened or relayed.", "name"),
@@ -124,6 +124,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.paced, prometheus.CounterValue, st.PacedSeconds)
 	counter(c.direct, st.DirectSessions, "direct")
 	counter(c.direct, st.DirectFallbacks, "relayed")
+	counter(c.direct, st.DirectMoving, "moving")
 	c.collectNames(ch, st)
 }
 
