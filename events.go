@@ -30,9 +30,10 @@ const (
 	// comes after Backoff.
 	EventReconnecting
 	// EventDirect: a session that the DP brokered for a direct path
-	// (ListenConfig.Direct) has chosen its path, at its first use: Err
-	// nil, it runs on a direct connection to its client; else Err says
-	// why it stays on the relay (a failed punch), or why it failed.
+	// (ListenConfig.Direct) has its path: Err nil, it moved to a direct
+	// connection to its client (both directions); else Err says why it
+	// stays on the relay (a failed punch, or the session ended before it
+	// moved), or why it failed.
 	EventDirect
 )
 

@@ -124,10 +124,10 @@ type ListenConfig struct {
 
 	// Direct makes the server take part in direct sessions: when a client
 	// that asked for one (Dialer.Direct) dials it, the DP tells both each
-	// other's address, both try to reach each other for DirectTimeout,
-	// and the session runs on the direct connection if they can, else on
-	// the relay, with no error either way (Conn.Direct says which; an
-	// EventDirect reports each). The links to the DP are then dialled with
+	// other's address, the session starts on the relay, both try to reach
+	// each other for DirectTimeout, and the session moves to the direct
+	// connection if they can, else stays on the relay, with no error
+	// either way (Conn.Direct says which; an EventDirect reports each). The links to the DP are then dialled with
 	// SO_REUSEPORT (with Dial set, the connection Dial makes must be bound
 	// so, or no punch succeeds), and the DP learns the links' public
 	// addresses. A direct connection is not encrypted: with TLSConfig set,
@@ -135,8 +135,9 @@ type ListenConfig struct {
 	Direct bool
 
 	// DirectTimeout bounds how long this side tries to reach a client
-	// directly; default DefaultDirectTimeout (1 s). The client's own
-	// DirectTimeout decides: keep this one at least as long. A direct
+	// directly; default DefaultDirectTimeout (1 s). Keep it at least the
+	// client's: a session whose client moved waits for this side's punch
+	// to end before it reads on. A direct
 	// connection that goes silent fails after about twice KeepAlive (TCP
 	// keepalive and TCP_USER_TIMEOUT), so that a path that drops is an
 	// error, never a clean end.
