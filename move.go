@@ -46,7 +46,7 @@ const (
 	dirDirect        // on the direct connection ('m')
 	dirRaw           // bytes as they are on the relay ('u')
 	dirEnded         // the relay ended before 'm' (read), or CloseWrite (write)
-	dirFailed        // sticky error
+	dirFailed        // a bad record, or moved without a direct connection (read): rerr
 )
 
 // Errors of a moving session's records.
@@ -90,7 +90,6 @@ type moveConn struct {
 
 	wmu    sync.Mutex // guards the write side below (one Write at a time)
 	wstate int
-	werr   error
 	whdr   [3]byte
 	owh    []byte // header bytes of the current record not yet written
 	owp    int    // payload bytes the current record still owes
@@ -130,10 +129,12 @@ func (m *moveConn) setPunch(c net.Conn, err error) {
 		m.direct = d
 	} else {
 		m.perr = err
-		m.report(false, err)
 	}
 	close(m.punchDone)
 	m.dmu.Unlock()
+	if c == nil {
+		m.report(false, err)
+	}
 }
 
 func (m *moveConn) report(direct bool, err error) {
@@ -142,7 +143,7 @@ func (m *moveConn) report(direct bool, err error) {
 	}
 }
 
-// punchResult returns the punch's outcome, if it has ended.
+// punched returns the punch's outcome, if it has ended.
 func (m *moveConn) punched() (direct stream, err error, done bool) {
 	select {
 	case <-m.punchDone:
@@ -225,8 +226,6 @@ func (m *moveConn) Write(b []byte) (int, error) {
 		return m.relay.Write(b)
 	case dirEnded:
 		return 0, &net.OpError{Op: "write", Net: "rtcp", Source: m.local, Addr: m.remote, Err: errors.New("rtcp: write after CloseWrite")}
-	case dirFailed:
-		return 0, m.werr
 	}
 	return m.writeFramed(b)
 }
@@ -281,8 +280,6 @@ func (m *moveConn) CloseWrite() error {
 		err := m.relay.CloseWrite()
 		m.relayDone()
 		return err
-	case dirFailed:
-		return m.werr
 	}
 	return nil
 }
