@@ -25,7 +25,11 @@ import (
 //	                                         as they are
 //
 // A side sends 'm' only once it holds a proven direct connection, and
-// nothing on the relay after 'm' or 'u'. The end of the relay at a record
+// nothing on the relay after 'm', nor records after 'u'. A framed write
+// copies its bytes behind the record's header (one write of the relay per
+// record, not two): the framing lasts only until the punch has ended, at
+// most DirectTimeout; a moved or unframed direction, and a session that
+// was not brokered, pass their bytes as they are. The end of the relay at a record
 // boundary, before 'm', is that direction's clean end. The DP relays the
 // records as bytes: it never parses them.
 
