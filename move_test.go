@@ -373,3 +373,25 @@ func (s *bytesStream) RemoteAddr() net.Addr               { return nil }
 func (s *bytesStream) SetDeadline(t time.Time) error      { return nil }
 func (s *bytesStream) SetReadDeadline(t time.Time) error  { return nil }
 func (s *bytesStream) SetWriteDeadline(t time.Time) error { return nil }
+
+// Abort, before or after the move, fails the peer's Read: never a clean
+// end.
+func TestMoveAbort(t *testing.T) {
+	for _, moved := range []bool{false, true} {
+		p := newMovePair(t, nil)
+		if moved {
+			p.punch()
+		}
+		if _, err := p.a.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 1)
+		if _, err := io.ReadFull(p.b, buf); err != nil {
+			t.Fatal(err)
+		}
+		p.a.Abort(errors.New("cut"))
+		if _, err := p.b.Read(buf); err == nil || err == io.EOF {
+			t.Errorf("moved %v: Read after the peer's Abort: %v, want an error", moved, err)
+		}
+	}
+}
