@@ -70,18 +70,19 @@ func TestExposeProxyProtocol(t *testing.T) {
 		for _, network := range []string{"127.0.0.1", "::1"} {
 			for _, version := range []int{1, 2} {
 				t.Run(fmt.Sprintf("%s/%s/v%d", transport, network, version), func(t *testing.T) {
-					dpl, err := net.Listen("tcp", net.JoinHostPort(network, "0"))
-					if err != nil {
+					if l, err := net.Listen("tcp", net.JoinHostPort(network, "0")); err != nil {
 						t.Skipf("no %s loopback: %v", network, err)
+					} else {
+						l.Close()
 					}
-					dpAddr := dpl.Addr().String()
-					dpl.Close()
 					svc, err := net.Listen("tcp", "127.0.0.1:0")
 					if err != nil {
 						t.Fatal(err)
 					}
 					defer svc.Close()
-					mustLaunch(t, runDP, "-listen", dpAddr)
+					// The DP picks its port: one picked here and closed
+					// may be taken by another test before the DP binds it.
+					dpAddr := mustLaunch(t, runDP, "-listen", net.JoinHostPort(network, "0")).addr
 					mustLaunch(t, runExpose, "-dp", dpAddr, "-name", "web", "-to", svc.Addr().String(),
 						"-proxy-protocol", fmt.Sprintf("v%d", version), "-transport", transport)
 
