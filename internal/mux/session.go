@@ -147,7 +147,7 @@ type Session struct {
 	drain   bool                  // refuse opens; end the session with its last stream
 	refuse  string                // refuse opens with this reason (RefuseOpens)
 
-	qmu    sync.Mutex
+	qmu    sync.Mutex // guards q, qbytes, qclose, combining, qspace's replacement
 	q      []*Frame
 	qbytes int
 	qclose bool // no more frames; the writer drains and exits
