@@ -305,3 +305,49 @@ func TestPunchFailedProofResets(t *testing.T) {
 		t.Fatalf("the other side read %d, %v after Punch gave up; want a reset", n, err)
 	}
 }
+
+// TestPunchProofOutlivesDeadline: a proof under way when Punch's deadline
+// passes may finish, within ProofGrace: the other side, which completes
+// first, may already have taken the connection.
+func TestPunchProofOutlivesDeadline(t *testing.T) {
+	ours, theirs := tcpPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		c, err := Punch(ctx, Config{
+			Peer:   netip.MustParseAddrPort("127.0.0.1:9"),
+			Secret: secret,
+			Dial: func(context.Context, netip.AddrPort, netip.AddrPort) (net.Conn, error) {
+				return ours, nil
+			},
+		})
+		if c != nil && c != ours {
+			err = errors.New("Punch returned another connection")
+		}
+		done <- err
+	}()
+	theirs.SetDeadline(time.Now().Add(time.Minute))
+	var mine nonce
+	mine[0] = 7
+	hello := append([]byte(magic), version)
+	hello = append(hello, mine[:]...)
+	if _, err := theirs.Write(hello); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, helloLen+proofLen)
+	if _, err := io.ReadFull(theirs, got); err != nil {
+		t.Fatal(err)
+	}
+	peer, err := parseHello(got[:helloLen])
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-ctx.Done() // Punch's deadline has passed, its proof under way
+	if _, err := theirs.Write(mac(secret, mine, peer)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("a proof finished %v after the deadline: %v; want it taken", time.Second, err)
+	}
+}

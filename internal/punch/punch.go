@@ -99,7 +99,7 @@ func Punch(ctx context.Context, c Config) (net.Conn, error) {
 		conn, err := dial(actx, c.Local, c.Peer)
 		cancel()
 		if err == nil {
-			err = Prove(ctx, conn, c.Secret)
+			err = proveGrace(ctx, conn, c.Secret)
 			if err == nil {
 				return conn, nil
 			}
@@ -153,4 +153,36 @@ func Punch(ctx context.Context, c Config) (net.Conn, error) {
 func DialFrom(ctx context.Context, laddr, raddr netip.AddrPort) (net.Conn, error) {
 	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(laddr), Control: Control}
 	return d.DialContext(ctx, "tcp", raddr.String())
+}
+
+// ProofGrace is how long a proof under way may outlast Punch's deadline.
+// The proof is one round trip, and the two sides do not end it at once:
+// the other side completes as soon as it has read our proof, we only once
+// we have read its. Cut at our deadline, a proof the other side has
+// already completed leaves it alone on the connection (a reset tells it,
+// but its session fails); let it finish instead. Cancelling ctx still
+// ends it at once.
+const ProofGrace = time.Second
+
+// proveGrace is Prove under ctx's cancellation, but past ctx's deadline by
+// up to ProofGrace.
+func proveGrace(ctx context.Context, conn net.Conn, secret []byte) error {
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ProofGrace+time.Until(deadlineOf(ctx)))
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() {
+		if errors.Is(ctx.Err(), context.Canceled) {
+			cancel()
+		}
+	})
+	defer stop()
+	return Prove(pctx, conn, secret)
+}
+
+// deadlineOf is ctx's deadline, or now if it has none (Punch always sets
+// one).
+func deadlineOf(ctx context.Context) time.Time {
+	if d, ok := ctx.Deadline(); ok {
+		return d
+	}
+	return time.Now()
 }
