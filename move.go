@@ -92,6 +92,8 @@ type moveConn struct {
 	rleft  int     // payload bytes left in the current data record
 	pend   []byte  // relay bytes read past a 'u' record, served first
 
+	peerRaw atomic.Bool // the peer said 'u': its punch failed (set by the read side)
+
 	wmu    sync.Mutex // guards the write side below (one Write at a time)
 	wstate int
 	whdr   [3]byte
@@ -197,8 +199,14 @@ func (m *moveConn) switchWrite() error {
 		return nil
 	}
 	rec := []byte{recRaw}
-	if d != nil {
+	if d != nil && !m.peerRaw.Load() {
 		rec[0] = recMoved
+	}
+	if rec[0] == recRaw {
+		// Our punch failed, or the peer's did (it said 'u': it holds
+		// no direct connection, and an 'm' would fail its Read): both
+		// directions stay on the relay.
+		d = nil
 	}
 	n, err := m.relay.Write(rec)
 	if n == 0 {
@@ -363,6 +371,7 @@ func (m *moveConn) readHeader() error {
 	case recRaw:
 		m.pend = append([]byte(nil), m.hdr[1:m.hn]...)
 		m.rstate, m.hn = dirRaw, 0
+		m.peerRaw.Store(true)
 	case recMoved:
 		if m.hn > 1 {
 			return m.failRead(fmt.Errorf("rtcp: the relayed session sent %q after its moved record", m.hdr[1:m.hn]))

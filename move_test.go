@@ -395,3 +395,26 @@ func TestMoveAbort(t *testing.T) {
 		}
 	}
 }
+
+// TestMovePeerUnframedStaysRelayed: a side whose punch succeeded but
+// that has read the peer's 'u' (the peer's punch failed: a proof that
+// completed on one side only) stays on the relay too: an 'm' would fail
+// the peer's Read, which has no direct connection to read on.
+func TestMovePeerUnframedStaysRelayed(t *testing.T) {
+	p := newMovePair(t, nil)
+	p.b.setPunch(nil, errors.New("proof cut by b's deadline"))
+	if _, err := p.b.Write([]byte("x")); err != nil { // 'u', then x
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1)
+	if _, err := io.ReadFull(p.a, buf); err != nil { // a reads 'u' and x
+		t.Fatal(err)
+	}
+	p.a.setPunch(p.da, nil)
+	if _, err := p.a.Write([]byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(p.b, buf); err != nil || buf[0] != 'y' {
+		t.Fatalf("b read %q, %v; want y, on the relay", buf, err)
+	}
+}
