@@ -254,8 +254,9 @@ func (c *Conn) NetConn() net.Conn {
 
 // Unwrap returns the TCP connection that carries this session's bytes
 // exactly as they are - a client's raw leg, a data link of TransportTCP,
-// a direct connection (Direct) - or nil when the session is framed (JSON,
-// yamux) or encrypted (TLS). A relay may copy between such connections
+// a direct connection of a session that chose it with marker 'D' - or nil
+// when the session is framed (JSON, yamux, a session that may move to a
+// direct path, moved or not) or encrypted (TLS). A relay may copy between such connections
 // directly (on Linux the kernel splices them), as internal/relay and the
 // rtcp command do; use Read, Write, CloseWrite and Close of the Conn for
 // everything else.

@@ -372,6 +372,9 @@ func (m *moveConn) readHeader() error {
 		m.pend = append([]byte(nil), m.hdr[1:m.hn]...)
 		m.rstate, m.hn = dirRaw, 0
 		m.peerRaw.Store(true)
+		if m.stopPunch != nil {
+			m.stopPunch() // the peer has no direct connection: ours is no use
+		}
 	case recMoved:
 		if m.hn > 1 {
 			return m.failRead(fmt.Errorf("rtcp: the relayed session sent %q after its moved record", m.hdr[1:m.hn]))
