@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"rtcp/internal/deadline"
 	"rtcp/internal/punch"
 	"rtcp/protocol/plan5"
 )
@@ -322,10 +323,13 @@ type serverPath struct {
 	relayErr  error       // what the relay's Close returned; set in relayOnce
 	closed    atomic.Bool // the Conn was closed or aborted before that
 
-	mu       sync.Mutex    // guards the fields below, and Conn.s's replacement
-	rd, wd   time.Time     // deadlines set before the path was chosen
-	changed  chan struct{} // closed, and replaced, when one of them changes
-	resolved bool          // ready is closed, and deadlines go to Conn.s
+	// rdl and wdl bound the calls that wait for the choice (wait); they
+	// follow rd and wd.
+	rdl, wdl *deadline.Deadline
+
+	mu       sync.Mutex // guards the fields below, and Conn.s's replacement
+	rd, wd   time.Time  // deadlines set before the path was chosen
+	resolved bool       // ready is closed, and deadlines go to Conn.s
 }
 
 type punchResult struct {
@@ -340,7 +344,7 @@ type punchResult struct {
 func startServerPath(c *Conn, side *directSide, cm *plan5.Connect, event func(error)) *Conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	sp := &serverPath{relay: c.s, cancel: cancel, punch: make(chan punchResult, 1), event: event,
-		ready: make(chan struct{}), changed: make(chan struct{})}
+		ready: make(chan struct{}), rdl: deadline.New(), wdl: deadline.New()}
 	go func() {
 		// The server's clock starts before the client's (at the open,
 		// not at the Ack; under ManualAck, before the application
@@ -368,44 +372,21 @@ const (
 // waits for it within the read or write deadline (kind).
 func (sp *serverPath) wait(c *Conn, kind int) error {
 	sp.start.Do(func() { go sp.run(c) })
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
-	for {
-		sp.mu.Lock()
-		var dl time.Time
-		switch kind {
-		case waitRead:
-			dl = sp.rd
-		case waitWrite:
-			dl = sp.wd
-		}
-		changed, resolved := sp.changed, sp.resolved
-		sp.mu.Unlock()
-		if resolved {
-			return nil
-		}
-		var expired <-chan time.Time
-		if !dl.IsZero() {
-			d := time.Until(dl)
-			if d <= 0 {
-				return os.ErrDeadlineExceeded
-			}
-			if timer == nil {
-				timer = time.NewTimer(d)
-			} else {
-				timer.Reset(d)
-			}
-			expired = timer.C
-		}
+	var expired <-chan struct{} // nil: no deadline bounds the wait
+	switch kind {
+	case waitRead:
+		expired = sp.rdl.Wait()
+	case waitWrite:
+		expired = sp.wdl.Wait()
+	}
+	select {
+	case <-sp.ready:
+		return nil
+	case <-expired:
 		select {
-		case <-sp.ready:
+		case <-sp.ready: // chosen as well: the call on the path says
 			return nil
-		case <-changed:
-		case <-expired:
+		default:
 			return os.ErrDeadlineExceeded
 		}
 	}
@@ -527,12 +508,12 @@ func (sp *serverPath) setDeadline(c *Conn, read, write bool, t time.Time) error 
 	}
 	if read {
 		sp.rd = t
+		sp.rdl.Set(t)
 	}
 	if write {
 		sp.wd = t
+		sp.wdl.Set(t)
 	}
-	close(sp.changed)
-	sp.changed = make(chan struct{})
 	return nil
 }
 

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"rtcp/internal/deadline"
 )
 
 // A moving session (docs/direct.md, protocol/plan5/SPEC.md "Direct
@@ -76,12 +78,12 @@ type moveConn struct {
 	movedN     atomic.Int32
 	resultOnce sync.Once
 
-	punchDone chan struct{} // closed once the punch has ended: direct or perr set
-	dmu       sync.Mutex    // guards direct, perr, rd, wd, dlChanged, isClosed
-	direct    stream        // the proven direct connection, or nil
-	perr      error         // why the punch failed
-	rd, wd    time.Time     // the deadlines, set on whichever connection carries bytes
-	dlChanged chan struct{} // closed, and replaced, when rd changes
+	punchDone chan struct{}      // closed once the punch has ended: direct or perr set
+	rdl       *deadline.Deadline // follows rd: bounds a Read waiting for the punch
+	dmu       sync.Mutex         // guards direct, perr, rd, wd, isClosed
+	direct    stream             // the proven direct connection, or nil
+	perr      error              // why the punch failed
+	rd, wd    time.Time          // the deadlines, set on whichever connection carries bytes
 	isClosed  bool
 
 	rmu    sync.Mutex // guards the read side below (one Read at a time)
@@ -106,7 +108,7 @@ type moveConn struct {
 // the punch's outcome.
 func newMoveConn(relay stream, stopPunch func(), onResult func(bool, error)) *moveConn {
 	m := &moveConn{relay: relay, local: relay.LocalAddr(), remote: relay.RemoteAddr(), stopPunch: stopPunch, onResult: onResult,
-		closed: make(chan struct{}), moved: make(chan struct{}), punchDone: make(chan struct{}), dlChanged: make(chan struct{})}
+		closed: make(chan struct{}), moved: make(chan struct{}), punchDone: make(chan struct{}), rdl: deadline.New()}
 	m.relayUsers.Store(2)
 	return m
 }
@@ -403,36 +405,16 @@ func (m *moveConn) failRead(err error) error {
 // waitPunch waits for this side's punch to end (its own deadline bounds
 // it), within the read deadline.
 func (m *moveConn) waitPunch() error {
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
-	for {
-		m.dmu.Lock()
-		rd, changed := m.rd, m.dlChanged
-		m.dmu.Unlock()
-		var expired <-chan time.Time
-		if !rd.IsZero() {
-			d := time.Until(rd)
-			if d <= 0 {
-				return os.ErrDeadlineExceeded
-			}
-			if timer == nil {
-				timer = time.NewTimer(d)
-			} else {
-				timer.Reset(d)
-			}
-			expired = timer.C
-		}
+	select {
+	case <-m.punchDone:
+		return nil
+	case <-m.closed:
+		return net.ErrClosed
+	case <-m.rdl.Wait():
 		select {
-		case <-m.punchDone:
+		case <-m.punchDone: // ended as well: read on
 			return nil
-		case <-m.closed:
-			return net.ErrClosed
-		case <-changed:
-		case <-expired:
+		default:
 			return os.ErrDeadlineExceeded
 		}
 	}
@@ -449,8 +431,7 @@ func (m *moveConn) setDeadline(read, write bool, t time.Time) error {
 	defer m.dmu.Unlock()
 	if read {
 		m.rd = t
-		close(m.dlChanged)
-		m.dlChanged = make(chan struct{})
+		m.rdl.Set(t)
 	}
 	if write {
 		m.wd = t
