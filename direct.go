@@ -442,7 +442,7 @@ func (sp *serverPath) run(c *Conn) {
 		sp.cancel()
 		closeIf((<-sp.punch).c)
 		p.failed = true
-		p.err = fmt.Errorf("rtcp: the session began with %q, not the marker of a direct path (%q or %q)", b[0], markerDirect, markerRelay)
+		p.err = fmt.Errorf("rtcp: the session began with %q, not the marker of a direct path (%q, %q or %q): the client speaks another version of direct sessions; update the older side, or run without Direct", b[0], markerDirect, markerRelay, markerFramed)
 	}
 	if p.failed || p.direct {
 		sp.closeRelay(nil) // on D, the client has closed its side already

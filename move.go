@@ -57,8 +57,8 @@ const (
 
 // Errors of a moving session's records.
 var (
-	errMovedNoDirect = errors.New("rtcp: the peer moved the session to the direct connection, but this side holds none (its punch failed)")
-	errRecordCut     = errors.New("rtcp: the relayed session ended in the middle of a record")
+	errMovedNoDirect = errors.New("rtcp: the peer moved the session to the direct connection, but this side holds none (its punch failed); the session is lost: dial again, or without Direct if it keeps happening")
+	errRecordCut     = errors.New("rtcp: the relayed session ended in the middle of a record: bytes were lost on the way (the DP or the peer cut it); dial again")
 	errEndedUnmoved  = errors.New("rtcp: the session ended before both its directions moved to the direct connection")
 )
 
@@ -392,7 +392,7 @@ func (m *moveConn) readHeader() error {
 		m.relayDone()
 		m.directionMoved()
 	default:
-		return m.failRead(fmt.Errorf("rtcp: the relayed session sent a record of type %q, not d, m or u (a peer of another version?)", m.hdr[0]))
+		return m.failRead(fmt.Errorf("rtcp: the relayed session sent a record of type %q, not d, m or u: the peer speaks another version of direct sessions; update the older side, or run without Direct", m.hdr[0]))
 	}
 	return nil
 }
