@@ -18,7 +18,7 @@ func runConnect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 // connect is runConnect with stdin, for -stdio.
 func connect(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlagSet("connect", "connect -dp ADDR -name NAME -listen ADDR|-stdio [-transport json|yamux|tcp] [-max-backoff DURATION] [-tls] [-tls-ca FILE] [-token-file FILE] [-log-level LEVEL] [-log-format text|json]", `
+	fs := newFlagSet("connect", "connect -dp ADDR -name NAME -listen ADDR|-stdio [-transport json|yamux|tcp] [-direct] [-max-backoff DURATION] [-tls] [-tls-ca FILE] [-token-file FILE] [-log-level LEVEL] [-log-format text|json]", `
 Run an indirect client: accept plain TCP connections on -listen and
 carry each to the indirect server NAME through the discover point ADDR,
 so that programs that know nothing of rtcp (ssh, psql, a browser) reach
@@ -64,8 +64,7 @@ Examples:
 	maxBackoff := fs.Duration("max-backoff", 0, "if positive, dial a DP that cannot be reached again, waiting at most this `long` between two attempts, instead of giving the session up at once")
 	transport := transportVar(fs, "`kind` of connection to the DP: json (Plan5 Data messages), or yamux or tcp (either: raw bytes after the handshake; faster); "+
 		"default: raw bytes if the DP offers them, else json (a plain Plan5 DP)")
-	direct := fs.Bool("direct", false, "try to reach the server directly, through the NATs, for about a second per session, and use the DP's relay only if that fails: "+
-		"the server must run expose -direct, and the DP broker it; the direct path is not encrypted, so -tls turns it off (docs/direct.md)")
+	direct := fs.Bool("direct", false, "ask for direct sessions: each starts on the DP's relay at once and moves to a direct connection through the NATs if one comes up within about a second, else stays relayed, with no error either way; the server must run expose -direct, and the DP broker it; the direct path is not encrypted, so -tls turns it off (docs/direct.md)")
 	logger := logFlags(fs, stderr)
 	sec := securityFlags(fs, false)
 	if err := parseFlags(fs, args, stdout); err != nil {

@@ -11,7 +11,7 @@ import (
 )
 
 func runExpose(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("expose", "expose -dp ADDR -name NAME -to HOST:PORT (or -config FILE) [-transport json|yamux|tcp] [-pool N] [-proxy-protocol v1|v2] [-window-memory MiB] [-fail-fast] [-max-backoff DURATION] [-tls] [-tls-ca FILE] [-token-file FILE] [-log-level LEVEL] [-log-format text|json]", `
+	fs := newFlagSet("expose", "expose -dp ADDR -name NAME -to HOST:PORT (or -config FILE) [-transport json|yamux|tcp] [-direct] [-pool N] [-proxy-protocol v1|v2] [-window-memory MiB] [-fail-fast] [-max-backoff DURATION] [-tls] [-tls-ca FILE] [-token-file FILE] [-log-level LEVEL] [-log-format text|json]", `
 Run an indirect server: register NAME at the discover point ADDR and
 carry each session a client opens to NAME to a new TCP connection to
 HOST:PORT. A session is accepted once HOST:PORT has answered; if it
