@@ -65,6 +65,12 @@
 //     the DP ([ListenConfig.Spares]), so that a session costs one round
 //     trip between server and DP, as on the other transports, rather than
 //     a dial and two.
+//   - Direct session: a session whose client and server both asked
+//     ([Dialer.Direct], [ListenConfig.Direct]) starts on the DP's relay
+//     and moves to a TCP connection between them, through their NATs,
+//     when one comes up; the DP introduces them ([DiscoverPoint.NoDirect]
+//     refuses to). [Conn.Direct] says whether it has moved. The direct
+//     path is not encrypted. See docs/direct.md.
 //
 // # An end-to-end example
 //
