@@ -26,12 +26,6 @@ type Conn struct {
 	once    sync.Once
 	release func()  // frees what the Conn owns (a client's DP connection)
 	answer  *answer // the client still waits for it (ListenConfig.ManualAck); else nil
-
-	// path is set on a session that asked for a direct path (direct.go).
-	// A server's brokered session chooses it at its first use, and may
-	// then replace s: until then local and remote stand for s's.
-	path          *sessionPath
-	local, remote net.Addr
 }
 
 var _ net.Conn = (*Conn)(nil)
@@ -107,29 +101,11 @@ func (c *Conn) Ack(refusal error) error {
 	return a.err // of the first accept, if this was not it
 }
 
-// open accepts the session if it is still waiting for its answer, and
-// on a server's session that the DP brokered for a direct path, waits for
-// the client's choice of path.
-func (c *Conn) open() error { return c.openFor(waitNone) }
-
-// openFor is open for a call bounded by the read or write deadline (kind,
-// direct.go).
-func (c *Conn) openFor(kind int) error {
+// open accepts the session if it is still waiting for its answer.
+func (c *Conn) open() error {
 	if c.answer != nil {
 		if err := c.Ack(nil); err != nil {
 			return &net.OpError{Op: "accept", Net: "rtcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
-		}
-	}
-	if c.path != nil && c.path.server != nil {
-		op := "read"
-		if kind == waitWrite {
-			op = "write"
-		}
-		if err := c.path.server.wait(c, kind); err != nil {
-			return &net.OpError{Op: op, Net: "rtcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
-		}
-		if c.path.failed {
-			return &net.OpError{Op: op, Net: "rtcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: c.path.err}
 		}
 	}
 	return nil
@@ -139,7 +115,7 @@ func (c *Conn) openFor(kind int) error {
 // closed or half-closed and all it sent has been read; a session cut off
 // by a lost link or a dead peer fails with an error, never io.EOF.
 func (c *Conn) Read(b []byte) (int, error) {
-	if err := c.openFor(waitRead); err != nil {
+	if err := c.open(); err != nil {
 		return 0, err
 	}
 	return c.s.Read(b)
@@ -147,7 +123,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 
 // Write writes data to the session; b is copied and never kept.
 func (c *Conn) Write(b []byte) (int, error) {
-	if err := c.openFor(waitWrite); err != nil {
+	if err := c.open(); err != nil {
 		return 0, err
 	}
 	return c.s.Write(b)
@@ -163,19 +139,7 @@ func (c *Conn) Close() error {
 }
 
 func (c *Conn) close() error {
-	var err error
-	if sp := c.serverPath(); sp != nil {
-		sp.abandon(c, nil)
-		if c.s == sp.relay {
-			// Stayed on the relay, which abandon closed (or the
-			// choice did): one Close, its result.
-			err = sp.closeRelay(nil)
-		} else {
-			err = c.s.Close()
-		}
-	} else {
-		err = c.s.Close()
-	}
+	err := c.s.Close()
 	c.once.Do(func() {
 		if c.release != nil {
 			c.release()
@@ -184,23 +148,12 @@ func (c *Conn) close() error {
 	return err
 }
 
-// serverPath is c's choice of path if c is a brokered server session.
-func (c *Conn) serverPath() *serverPath {
-	if c.path != nil {
-		return c.path.server
-	}
-	return nil
-}
-
 // Abort ends the session so that the peer's reads fail with err's text
 // instead of io.EOF: a session cut off must not look complete. On a raw
 // TCP leg (the client's fast mode) the connection is reset.
 func (c *Conn) Abort(err error) {
 	if c.answer != nil && c.Ack(err) == nil {
 		return // refused with err, and closed
-	}
-	if c.path != nil && c.path.server != nil {
-		c.path.server.abandon(c, err) // the client reads the cut, not an end
 	}
 	abortStream(c.s, err)
 	c.once.Do(func() {
@@ -227,7 +180,7 @@ func abortStream(s stream, err error) {
 // bytes go from the link straight to w, without a copy through a buffer,
 // and to a *net.TCPConn w without waking the caller for each piece.
 func (c *Conn) WriteTo(w io.Writer) (int64, error) {
-	if err := c.openFor(waitRead); err != nil {
+	if err := c.open(); err != nil {
 		return 0, err
 	}
 	if wt, ok := c.s.(io.WriterTo); ok {
@@ -253,11 +206,10 @@ func (c *Conn) NetConn() net.Conn {
 }
 
 // Unwrap returns the TCP connection that carries this session's bytes
-// exactly as they are - a client's raw leg, a data link of TransportTCP,
-// a direct connection of a session that chose it with marker 'D' - or nil
-// when the session is framed (JSON, yamux, a session that may move to a
-// direct path, moved or not) or encrypted (TLS). A relay may copy between such connections
-// directly (on Linux the kernel splices them), as internal/relay and the
+// exactly as they are - a client's raw leg, a data link of TransportTCP
+// - or nil when the session is framed (JSON, yamux, a session that may
+// move to a direct path, moved or not) or encrypted (TLS). A relay may
+// copy between such connections directly (on Linux the kernel splices them), as internal/relay and the
 // rtcp command do; use Read, Write, CloseWrite and Close of the Conn for
 // everything else.
 func (c *Conn) Unwrap() *net.TCPConn {
@@ -278,36 +230,23 @@ func (c *Conn) Unwrap() *net.TCPConn {
 // CloseWrite shuts down the writing side: the peer reads io.EOF after the
 // data already written and can still write back.
 func (c *Conn) CloseWrite() error {
-	if err := c.openFor(waitWrite); err != nil {
+	if err := c.open(); err != nil {
 		return err
 	}
 	return c.s.CloseWrite()
 }
 
 // LocalAddr returns the local end: for an indirect server "name@DP".
-func (c *Conn) LocalAddr() net.Addr {
-	if c.local != nil {
-		return c.local
-	}
-	return c.s.LocalAddr()
-}
+func (c *Conn) LocalAddr() net.Addr { return c.s.LocalAddr() }
 
 // RemoteAddr returns the remote end: for an indirect client "server@DP",
 // for an indirect server "client@client-address".
-func (c *Conn) RemoteAddr() net.Addr {
-	if c.remote != nil {
-		return c.remote
-	}
-	return c.s.RemoteAddr()
-}
+func (c *Conn) RemoteAddr() net.Addr { return c.s.RemoteAddr() }
 
 func (c *Conn) SetDeadline(t time.Time) error      { return c.setDeadline(true, true, t) }
 func (c *Conn) SetReadDeadline(t time.Time) error  { return c.setDeadline(true, false, t) }
 func (c *Conn) SetWriteDeadline(t time.Time) error { return c.setDeadline(false, true, t) }
 
 func (c *Conn) setDeadline(read, write bool, t time.Time) error {
-	if c.path != nil && c.path.server != nil {
-		return c.path.server.setDeadline(c, read, write, t)
-	}
 	return setDeadlines(c.s, read, write, t)
 }

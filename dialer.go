@@ -226,13 +226,9 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 			return nil, stopErr
 		}
 		if side == nil || !brokersDirect(ack.Peer, ack.Secret) {
-			conn := newConn(rc, nil)
-			if side != nil {
-				conn.path = &sessionPath{} // asked, and not brokered
-			}
-			return conn, nil
+			return newConn(rc, nil), nil
 		}
-		return d.clientMove(side, rc, ack)
+		return d.clientMove(side, rc, ack), nil
 	}
 	if err := stop(); err != nil {
 		return nil, err

@@ -3,17 +3,11 @@ package rtcp
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
-	"os"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"rtcp/internal/deadline"
 	"rtcp/internal/punch"
 	"rtcp/protocol/plan5"
 )
@@ -21,23 +15,12 @@ import (
 // Direct sessions (docs/direct.md, protocol/plan5/SPEC.md "Direct
 // sessions"): the DP brokers a session on its relay as always, and tells
 // the client and the server each other's address as it observed it and a
-// one-time secret. Both punch (internal/punch) for at most DirectTimeout;
-// then the client writes one marker byte on the relayed session, before
-// any byte of the application: markerDirect if its punch came up (it then
-// closes the relayed session and uses the direct connection), else
-// markerRelay (both stay on the relay). The server reads the marker
-// before it hands out a byte, and follows it.
-
-// The marker bytes. A client writes markerFramed at once, and its session
-// runs framed on the relay until it moves to the direct connection
-// (move.go); markerDirect and markerRelay are those of clients that
-// waited for their punch before their session began (up to rtcp 0.x of
-// 2026-12-05), which servers and DPs still follow.
-const (
-	markerDirect = 'D'
-	markerRelay  = 'R'
-	markerFramed = 'F'
-)
+// one-time secret. The session starts on the relay at once, its bytes in
+// records (move.go), while both sides punch (internal/punch) for at most
+// DirectTimeout in the background; it moves to the direct connection if
+// the punch proves one. The Connect and the Ack that carry the offer tell
+// both sides that the session is brokered (brokersDirect), so nothing on
+// the relay needs to: the session's first byte is its first record's.
 
 // DefaultDirectTimeout is how long both sides of a brokered session try
 // to reach each other when DirectTimeout is zero. A punch between peers
@@ -48,8 +31,8 @@ const (
 // starts on the relay.
 const DefaultDirectTimeout = time.Second
 
-// serverSlack is how many DirectTimeouts a server's punch may take: the
-// client's marker normally ends it well before (startServerPath).
+// serverSlack is how many DirectTimeouts a server's punch may take
+// (startServerPath).
 const serverSlack = 3
 
 // secretLen is the size of a brokered session's secret.
@@ -219,7 +202,7 @@ func newDirectOffer(addr net.Addr) *directOffer {
 
 // brokersDirect reports whether a Connect or Ack with peer and secret brokers
 // a direct session: both sides apply the one rule, so that they agree on
-// whether a marker begins the session (SPEC.md, "Direct sessions").
+// whether the session's bytes are records (SPEC.md, "Direct sessions").
 func brokersDirect(peer string, secret []byte) bool {
 	return peer != "" && len(secret) >= punch.MinSecret
 }
@@ -227,51 +210,13 @@ func brokersDirect(peer string, secret []byte) bool {
 // brokered reports whether the offer went to the server.
 func (o *directOffer) brokered() bool { return o != nil && o.server != "" }
 
-// relayMarker reads the client's marker on a brokered session, passes it
-// to the server, and counts the outcome; false: the session ends here.
-func (dp *DiscoverPoint) relayMarker(client, server net.Conn, name string) bool {
-	dp.counts.directBrokered.Add(1)
-	var b [1]byte
-	client.SetReadDeadline(time.Now().Add(dp.HandshakeTimeout))
-	_, err := io.ReadFull(client, b[:])
-	client.SetReadDeadline(time.Time{})
-	if err == nil && b[0] != markerDirect && b[0] != markerRelay && b[0] != markerFramed {
-		err = fmt.Errorf("the client sent %q, not a direct-path marker", b[0])
-	}
-	if err == nil {
-		_, err = server.Write(b[:])
-	}
-	if err != nil {
-		dp.log().Info("rtcp: brokered session ended before its path was chosen", "server", name, "client", client.RemoteAddr(), "err", err)
-		return false
-	}
-	switch b[0] {
-	case markerDirect:
-		dp.counts.directSessions.Add(1)
-	case markerRelay:
-		dp.counts.directFallbacks.Add(1)
-	default:
-		// A framed session moves, or not, in records that the DP relays
-		// as bytes without reading them: it counts as moving.
-		dp.counts.directMoving.Add(1)
-		dp.log().Debug("rtcp: brokered session starts on the relay, and may move", "server", name, "client", client.RemoteAddr())
-		return true
-	}
-	dp.log().Debug("rtcp: brokered session chose its path", "server", name, "client", client.RemoteAddr(), "direct", b[0] == markerDirect)
-	return true
-}
-
 // clientMove completes a client's raw session that the DP brokered (ack
-// carries the server's address and the secret): it writes markerFramed on
-// rc and returns the session, which runs on the relay at once while the
-// punch runs in the background, and moves to the direct connection once
-// the punch has proven it (move.go). A failed punch is no error: the
-// session stays on the relay, and the Conn says why (DirectError).
-func (d *Dialer) clientMove(side *directSide, rc *rawConn, ack *plan5.Ack) (*Conn, error) {
-	if _, err := rc.Write([]byte{markerFramed}); err != nil {
-		rc.abort()
-		return nil, err
-	}
+// carries the server's address and the secret): the session runs on the
+// relay at once while the punch runs in the background, and moves to the
+// direct connection once the punch has proven it (move.go). A failed
+// punch is no error: the session stays on the relay, and the Conn says
+// why (DirectError).
+func (d *Dialer) clientMove(side *directSide, rc *rawConn, ack *plan5.Ack) *Conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	log := d.Logger
 	m := newMoveConn(rc, cancel, func(direct bool, err error) {
@@ -288,233 +233,34 @@ func (d *Dialer) clientMove(side *directSide, rc *rawConn, ack *plan5.Ack) (*Con
 		dc, err := side.punch(ctx, ack.Peer, ack.Secret, side.timeout)
 		m.setPunch(dc, err)
 	}()
-	c := newConn(m, nil)
-	c.path = &sessionPath{}
-	return c, nil
-}
-
-// sessionPath is what a Conn that asked for a direct path knows of it.
-// A server's session learns it from the client's marker, at its first
-// use (serverPath); a client's knows it when Dial returns.
-type sessionPath struct {
-	direct bool  // the session runs on a direct connection
-	err    error // why it stays on the relay; or, with failed, why it failed
-	failed bool  // the session could not continue: every use returns err
-
-	server *serverPath // nil on a client's session
-}
-
-// serverPath is a server's session that the DP brokered: it starts on the
-// relay (relay, Conn.s until chosen) while this side punches, and once
-// the session is accepted, a goroutine of its own (run) reads the client's
-// marker and moves the Conn to the path it names. Calls on the Conn wait
-// for that, within their deadlines, which are kept meanwhile and set on the
-// path chosen.
-type serverPath struct {
-	relay  stream
-	cancel context.CancelFunc // ends the punch
-	punch  chan punchResult   // cap 1: the punch's outcome
-	event  func(err error)    // reports the outcome (ListenConfig.OnEvent)
-
-	start sync.Once
-	ready chan struct{} // closed once the path is chosen (Conn.s final)
-
-	relayOnce sync.Once   // closeRelay
-	relayErr  error       // what the relay's Close returned; set in relayOnce
-	closed    atomic.Bool // the Conn was closed or aborted before that
-
-	// rdl and wdl bound the calls that wait for the choice (wait); they
-	// follow rd and wd.
-	rdl, wdl *deadline.Deadline
-
-	mu       sync.Mutex // guards the fields below, and Conn.s's replacement
-	rd, wd   time.Time  // deadlines set before the path was chosen
-	resolved bool       // ready is closed, and deadlines go to Conn.s
-}
-
-type punchResult struct {
-	c   net.Conn
-	err error
+	return newConn(m, nil)
 }
 
 // startServerPath starts this side's punch for a brokered session that
-// runs on relay, and returns the Conn that will follow the client's
-// marker. c is the session's Conn as the link made it (pending under
-// ManualAck).
+// runs on the relay c.s, and returns c running the moving session over it
+// (move.go). c is the session's Conn as the link made it (pending under
+// ManualAck: nothing reads or writes the relay before the Conn's first
+// use, which answers first).
 func startServerPath(c *Conn, side *directSide, cm *plan5.Connect, event func(error)) *Conn {
 	ctx, cancel := context.WithCancel(context.Background())
-	sp := &serverPath{relay: c.s, cancel: cancel, punch: make(chan punchResult, 1), event: event,
-		ready: make(chan struct{}), rdl: deadline.New(), wdl: deadline.New()}
+	m := newMoveConn(c.s, cancel, func(direct bool, err error) {
+		if event != nil {
+			event(err)
+		}
+	})
 	go func() {
 		// The server's clock starts before the client's (at the open,
 		// not at the Ack; under ManualAck, before the application
 		// answers), and the client, which needs only the server's
 		// proof, may finish the proof first: the server keeps trying
-		// until the client's marker ends it (cancel), up to serverSlack
-		// times its DirectTimeout, so that it does not give up on a
-		// connection the client has just taken.
+		// up to serverSlack times its DirectTimeout, so that it does not
+		// give up on a connection the client has just taken. Close, or
+		// the client's 'u', ends it sooner.
 		dc, err := side.punch(ctx, cm.Peer, cm.Secret, serverSlack*side.timeout)
-		sp.punch <- punchResult{dc, err}
+		m.setPunch(dc, err)
 	}()
-	c.path = &sessionPath{server: sp}
-	c.local, c.remote = c.s.LocalAddr(), c.s.RemoteAddr()
+	c.s = m
 	return c
-}
-
-// Kinds of wait for the path, by the deadline that bounds them.
-const (
-	waitNone = iota
-	waitRead
-	waitWrite
-)
-
-// wait starts the choice of the path of c, a session now accepted, and
-// waits for it within the read or write deadline (kind).
-func (sp *serverPath) wait(c *Conn, kind int) error {
-	sp.start.Do(func() { go sp.run(c) })
-	var expired <-chan struct{} // nil: no deadline bounds the wait
-	switch kind {
-	case waitRead:
-		expired = sp.rdl.Wait()
-	case waitWrite:
-		expired = sp.wdl.Wait()
-	}
-	select {
-	case <-sp.ready:
-		return nil
-	case <-expired:
-		select {
-		case <-sp.ready: // chosen as well: the call on the path says
-			return nil
-		default:
-			return os.ErrDeadlineExceeded
-		}
-	}
-}
-
-// run reads the client's marker and moves c onto the path it names.
-func (sp *serverPath) run(c *Conn) {
-	p := c.path
-	var b [1]byte
-	_, err := io.ReadFull(sp.relay, b[:])
-	var chosen net.Conn  // the direct connection, if the session goes there
-	var moving *moveConn // the framed session, if the client runs one
-	switch {
-	case sp.closed.Load():
-		sp.cancel()
-		closeIf((<-sp.punch).c)
-		p.failed, p.err = true, net.ErrClosed
-	case err != nil:
-		sp.cancel()
-		closeIf((<-sp.punch).c)
-		p.failed = true
-		p.err = fmt.Errorf("rtcp: the session ended before its client chose a path (direct or relayed): %v", err)
-	case b[0] == markerRelay:
-		sp.cancel()
-		r := <-sp.punch
-		closeIf(r.c)
-		p.err = r.err
-		if p.err == nil {
-			p.err = errors.New("rtcp: the client's punch did not come up in time")
-		}
-	case b[0] == markerFramed:
-		m := newMoveConn(sp.relay, sp.cancel, func(direct bool, err error) {
-			if sp.event != nil {
-				sp.event(err)
-			}
-		})
-		go func() {
-			r := <-sp.punch
-			m.setPunch(r.c, r.err)
-		}()
-		moving = m
-	case b[0] == markerDirect:
-		r := <-sp.punch // ends by its deadline
-		sp.cancel()
-		if r.err != nil {
-			p.failed = true
-			p.err = fmt.Errorf("rtcp: the client reached this server directly, but this side's punch failed (the connection died during the proof): %w", r.err)
-			break
-		}
-		chosen = r.c
-		p.direct = true
-	default:
-		sp.cancel()
-		closeIf((<-sp.punch).c)
-		p.failed = true
-		p.err = fmt.Errorf("rtcp: the session began with %q, not the marker of a direct path (%q, %q or %q): the client speaks another version of direct sessions; update the older side, or run without Direct", b[0], markerDirect, markerRelay, markerFramed)
-	}
-	if p.failed || p.direct {
-		sp.closeRelay(nil) // on D, the client has closed its side already
-	}
-	sp.mu.Lock()
-	if chosen != nil {
-		c.s = &rawConn{Conn: chosen, local: c.local, remote: c.remote}
-	}
-	if moving != nil {
-		c.s = moving
-	}
-	if !sp.rd.IsZero() {
-		c.s.SetReadDeadline(sp.rd)
-	}
-	if !sp.wd.IsZero() {
-		c.s.SetWriteDeadline(sp.wd)
-	}
-	sp.resolved = true
-	close(sp.ready)
-	sp.mu.Unlock()
-	if sp.event != nil && moving == nil { // a moving session reports its move
-		if p.direct {
-			sp.event(nil)
-		} else {
-			sp.event(p.err)
-		}
-	}
-}
-
-// closeRelay closes the relay once (aborted with abort, if not nil) and
-// returns what that Close returned, every time.
-func (sp *serverPath) closeRelay(abort error) error {
-	sp.relayOnce.Do(func() {
-		if abort != nil {
-			abortStream(sp.relay, abort)
-			return
-		}
-		sp.relayErr = sp.relay.Close()
-	})
-	return sp.relayErr
-}
-
-// abandon ends the choice of a Conn being closed (or aborted, with abort:
-// the client reads a cut, not an end): the punch stops, the relay ends (a
-// marker read under way returns), and once the choice has run, c.s is
-// final.
-func (sp *serverPath) abandon(c *Conn, abort error) {
-	sp.closed.Store(true)
-	sp.cancel()
-	sp.closeRelay(abort)
-	sp.start.Do(func() { go sp.run(c) })
-	<-sp.ready
-}
-
-// setDeadline sets a deadline of a session whose path may not be chosen
-// yet: kept, for the calls that wait for the choice and for the path
-// chosen.
-func (sp *serverPath) setDeadline(c *Conn, read, write bool, t time.Time) error {
-	sp.mu.Lock()
-	defer sp.mu.Unlock()
-	if sp.resolved {
-		return setDeadlines(c.s, read, write, t)
-	}
-	if read {
-		sp.rd = t
-		sp.rdl.Set(t)
-	}
-	if write {
-		sp.wd = t
-		sp.wdl.Set(t)
-	}
-	return nil
 }
 
 func setDeadlines(c net.Conn, read, write bool, t time.Time) error {
@@ -535,35 +281,30 @@ func closeIf(c net.Conn) {
 
 // Direct reports whether the session runs on a direct connection between
 // client and server (Dialer.Direct, ListenConfig.Direct) rather than
-// through the DP. On a server's session that the DP brokered, it waits
-// for the client's choice, which comes within the client's
-// DirectTimeout, and accepts a session under ManualAck, as Read does.
+// through the DP: true once both directions of a session that the DP
+// brokered have moved (docs/direct.md). It accepts a session under
+// ManualAck, as Read does.
 func (c *Conn) Direct() bool {
-	if c.path == nil || c.open() != nil {
+	if c.open() != nil {
 		return false
 	}
-	if m, ok := c.s.(*moveConn); ok {
-		return m.isDirect()
-	}
-	return c.path.direct
+	m, ok := c.s.(*moveConn)
+	return ok && m.isDirect()
 }
 
 // DirectError says why a session that asked for a direct path runs on the
 // relay: the DP did not broker it (nil then; see docs/direct.md), or the
 // punch failed (an error wrapping the reason). It is nil for a direct
-// session and one that never asked. Like Direct, it waits on a server's
-// brokered session for the client's choice.
+// session, one whose punch is still under way, and one that never asked.
+// Like Direct, it accepts a session under ManualAck.
 func (c *Conn) DirectError() error {
-	if c.path == nil {
-		return nil
-	}
 	if err := c.open(); err != nil {
 		return err
 	}
 	if m, ok := c.s.(*moveConn); ok {
 		return m.punchErr()
 	}
-	return c.path.err
+	return nil
 }
 
 // linkDirect is how a server link's brokered sessions punch
@@ -574,9 +315,9 @@ type linkDirect struct {
 	event func(error)
 }
 
-// wrap returns c, a session a link of this server accepted, made to
-// follow its client's choice of path if the DP brokered it (ext, the
-// session's Connect, carries the client's address and the secret).
+// wrap returns c, a session a link of this server accepted, made a
+// moving session if the DP brokered it (ext, the session's Connect,
+// carries the client's address and the secret).
 func (ld *linkDirect) wrap(c *Conn, ext any) *Conn {
 	cm, _ := ext.(*plan5.Connect)
 	if ld == nil || cm == nil || !brokersDirect(cm.Peer, cm.Secret) {
@@ -585,7 +326,7 @@ func (ld *linkDirect) wrap(c *Conn, ext any) *Conn {
 	return startServerPath(c, ld.side, cm, ld.event)
 }
 
-// directEvent reports how a brokered session chose its path.
+// directEvent reports whether a brokered session moved.
 func (l *Listener) directEvent(err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

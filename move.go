@@ -15,7 +15,7 @@ import (
 )
 
 // A moving session (docs/direct.md, protocol/plan5/SPEC.md "Direct
-// sessions", marker F): a brokered session that starts on the relay at
+// sessions"): a brokered session that starts on the relay at
 // once and moves to the direct connection when both sides' punch has
 // proven it. Until a direction moves, its bytes on the relay are records:
 //
@@ -386,7 +386,7 @@ func (m *moveConn) readHeader() error {
 		}
 		m.hn = 0
 		if m.direct == nil {
-			return m.failRead(fmt.Errorf("%w: %v", errMovedNoDirect, m.perr))
+			return m.failRead(fmt.Errorf("%w: %w", errMovedNoDirect, m.perr))
 		}
 		m.rstate = dirDirect
 		m.relayDone()

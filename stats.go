@@ -24,17 +24,10 @@ type Stats struct {
 
 	// Direct sessions (docs/direct.md): DirectBrokered counts the
 	// sessions whose client and server both asked for a direct path and
-	// were told each other's address. Of those, DirectMoving started on
-	// the relay and may have moved (marker F, rtcp's clients: the DP does
-	// not read the records that move it, so it does not know); of those
-	// whose client waited for its punch (marker D or R), DirectSessions
-	// went direct and DirectFallbacks stayed on the relay. Bytes relayed
-	// are in the Bytes counts; bytes on a direct connection never reach
-	// the DP and are not counted anywhere.
-	DirectBrokered  uint64 `json:"direct_brokered"`
-	DirectSessions  uint64 `json:"direct_sessions"`
-	DirectFallbacks uint64 `json:"direct_fallbacks"`
-	DirectMoving    uint64 `json:"direct_moving"`
+	// were told each other's address; each starts on the relay and may
+	// move to the direct path. Bytes relayed are in the Bytes counts;
+	// bytes on a direct connection never reach the DP and are not counted.
+	DirectBrokered uint64 `json:"direct_brokered"`
 
 	// PacedSeconds is the time sessions have waited for the bandwidth
 	// limits of the Policy (Limits.BytesPerSecond), summed over sessions
@@ -110,7 +103,7 @@ type dpCounts struct {
 	toServers, toClients atomic.Uint64
 	refused              [numRefusals]atomic.Uint64
 
-	directBrokered, directSessions, directFallbacks, directMoving atomic.Uint64 // direct.go
+	directBrokered atomic.Uint64 // discover.go
 }
 
 // Stats returns a snapshot of the DP's activity. It is cheap enough to
@@ -125,9 +118,6 @@ func (dp *DiscoverPoint) Stats() Stats {
 	st.BytesToServers = dp.counts.toServers.Load()
 	st.BytesToClients = dp.counts.toClients.Load()
 	st.DirectBrokered = dp.counts.directBrokered.Load()
-	st.DirectSessions = dp.counts.directSessions.Load()
-	st.DirectFallbacks = dp.counts.directFallbacks.Load()
-	st.DirectMoving = dp.counts.directMoving.Load()
 	st.PacedSeconds = time.Duration(dp.limits.pacedNanos.Load()).Seconds()
 	st.Refused = make(map[string]uint64, numRefusals)
 	for i, name := range RefusalReasons {

@@ -20,6 +20,7 @@
 //	refused_total{reason}  counter  refusals, by rtcp.RefusalReasons (limit_sessions and
 //	                                 limit_session_rate: the Limits of the DP's Policy)
 //	paced_seconds_total    counter  time sessions waited for the Policy's bandwidth limits
+//	direct_brokered_total  counter  sessions brokered for a direct path (docs/direct.md)
 //
 // and, for each name that the DP counts on its own (at most its
 // MaxNameStats, 1000 by default), the same by name; the other names are
@@ -84,7 +85,7 @@ func NewCollector(dp *rtcp.DiscoverPoint) *Collector {
 		bytes:         d("bytes_total", "Bytes relayed, by direction (to_server, to_client).", "direction"),
 		refused:       d("refused_total", "Peers and sessions refused, by reason.", "reason"),
 		paced:         d("paced_seconds_total", "Time sessions waited for the bandwidth limits of the DP's policy, summed over sessions and directions."),
-		direct:        d("direct_sessions_total", "Sessions brokered for a direct path, by path (moving: started on the relay and may have moved to the direct path, which the DP does not see; direct and relayed: clients that waited for their punch, direct when the DP carried none of their bytes).", "path"),
+		direct:        d("direct_brokered_total", "Sessions brokered for a direct path: each starts on the relay and may move to the direct path."),
 
 		nameLinks:         d("name_links", "Links of the name in the DP's table.", "name"),
 		nameSessions:      d("name_sessions", "Client sessions of the name being opened or relayed.", "name"),
@@ -122,9 +123,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.refused, st.Refused[reason], reason)
 	}
 	ch <- prometheus.MustNewConstMetric(c.paced, prometheus.CounterValue, st.PacedSeconds)
-	counter(c.direct, st.DirectSessions, "direct")
-	counter(c.direct, st.DirectFallbacks, "relayed")
-	counter(c.direct, st.DirectMoving, "moving")
+	counter(c.direct, st.DirectBrokered)
 	c.collectNames(ch, st)
 }
 
