@@ -29,6 +29,7 @@ type directLab struct {
 	l              *Listener
 	accepted       chan *Conn // the server's sessions
 	events         chan Event // the server's EventDirect
+	dpEnded        chan bool  // the DP's brokered sessions as they end: moved or not
 }
 
 // newDirectLab builds the lab, or skips the test where it cannot (natlab:
@@ -44,9 +45,15 @@ func newDirectLabOnly(t testing.TB, server, client natlab.NAT, dp *DiscoverPoint
 	t.Helper()
 	lab := natlab.New(t)
 	x := &directLab{lab: lab, server: lab.AddHost(server), client: lab.AddHost(client),
-		accepted: make(chan *Conn, 16), events: make(chan Event, 1024)}
+		accepted: make(chan *Conn, 16), events: make(chan Event, 1024), dpEnded: make(chan bool, 1024)}
 	if dp == nil {
 		dp = new(DiscoverPoint)
+	}
+	dp.brokeredEnded = func(moved bool) {
+		select {
+		case x.dpEnded <- moved:
+		default:
+		}
 	}
 	x.dp = dp
 	var dl net.Listener
@@ -160,9 +167,13 @@ func TestDirectNAT(t *testing.T) {
 			if e := <-x.events; e.Err != nil {
 				t.Errorf("EventDirect: %v", e.Err)
 			}
+			c.Close()
+			if moved := <-x.dpEnded; !moved {
+				t.Error("the DP saw the session end unmoved")
+			}
 			st := x.dp.Stats()
-			if st.DirectBrokered != 1 {
-				t.Errorf("Stats: %d brokered, want 1", st.DirectBrokered)
+			if st.DirectBrokered != 1 || st.DirectMoved != 1 || st.DirectRelayed != 0 {
+				t.Errorf("Stats: %d brokered, %d moved, %d relayed; want 1, 1, 0", st.DirectBrokered, st.DirectMoved, st.DirectRelayed)
 			}
 			// Each direction's moved record.
 			if carried := st.BytesToServers + st.BytesToClients; carried > 2 {
@@ -250,9 +261,12 @@ func TestDirectNATMany(t *testing.T) {
 		}
 		c.Close()
 		<-x.accepted
+		if moved := <-x.dpEnded; !moved {
+			t.Fatalf("dial %d of %d: the DP saw the session end unmoved", i+1, n)
+		}
 	}
-	if st := x.dp.Stats(); st.DirectBrokered != uint64(n) {
-		t.Errorf("Stats: %d sessions brokered, want %d", st.DirectBrokered, n)
+	if st := x.dp.Stats(); st.DirectBrokered != uint64(n) || st.DirectMoved != uint64(n) {
+		t.Errorf("Stats: %d sessions brokered, %d moved; want %d", st.DirectBrokered, st.DirectMoved, n)
 	}
 	t.Logf("%d dials direct; the slowest dial and punch took %v", n, slowest)
 }
@@ -282,9 +296,13 @@ func TestDirectNATRandomPorts(t *testing.T) {
 	if e := <-x.events; e.Err == nil {
 		t.Error("EventDirect without an error for a relayed session")
 	}
+	c.Close()
+	if moved := <-x.dpEnded; moved {
+		t.Error("the DP saw a relayed session move")
+	}
 	st := x.dp.Stats()
-	if st.DirectBrokered != 1 {
-		t.Errorf("Stats: %d brokered, want 1", st.DirectBrokered)
+	if st.DirectBrokered != 1 || st.DirectMoved != 0 || st.DirectRelayed != 1 {
+		t.Errorf("Stats: %d brokered, %d moved, %d relayed; want 1, 0, 1", st.DirectBrokered, st.DirectMoved, st.DirectRelayed)
 	}
 }
 

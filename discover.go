@@ -170,6 +170,11 @@ type DiscoverPoint struct {
 	shutdown bool
 	ctx      context.Context // canceled by Close
 	cancel   context.CancelFunc
+
+	// brokeredEnded, if set (by tests, before the DP serves), is called
+	// once a brokered session's relay has ended and been counted: moved
+	// says whether both its directions moved.
+	brokeredEnded func(moved bool)
 }
 
 // A Link carries sessions to one server: the DP opens a session over it for
@@ -937,10 +942,12 @@ func (dp *DiscoverPoint) serveSession(req sessionRequest) error {
 	}
 	defer endSession()
 	dp.log().Debug("rtcp: session open", "server", req.name, "client", req.addr)
+	var brokered *brokeredRelay
 	if req.direct.brokered() {
 		dp.counts.directBrokered.Add(1)
+		brokered = dp.newBrokeredRelay()
 	}
-	_, err = dp.join(req.conn, is, req.name)
+	_, err = dp.join(req.conn, is, req.name, brokered)
 	return err
 }
 

@@ -25,9 +25,15 @@ type Stats struct {
 	// Direct sessions (docs/direct.md): DirectBrokered counts the
 	// sessions whose client and server both asked for a direct path and
 	// were told each other's address; each starts on the relay and may
-	// move to the direct path. Bytes relayed are in the Bytes counts;
-	// bytes on a direct connection never reach the DP and are not counted.
+	// move to the direct path. Of those, DirectMoved counts the sessions
+	// that moved both ways (counted at the move, read in the records the
+	// DP relays), and DirectRelayed those that ended without (a punch
+	// failed, a direction that never wrote after its punch, or an end or a
+	// cut before the move). Bytes relayed are in the Bytes counts; bytes
+	// on a direct connection never reach the DP and are not counted.
 	DirectBrokered uint64 `json:"direct_brokered"`
+	DirectMoved    uint64 `json:"direct_moved"`
+	DirectRelayed  uint64 `json:"direct_relayed"`
 
 	// PacedSeconds is the time sessions have waited for the bandwidth
 	// limits of the Policy (Limits.BytesPerSecond), summed over sessions
@@ -103,7 +109,8 @@ type dpCounts struct {
 	toServers, toClients atomic.Uint64
 	refused              [numRefusals]atomic.Uint64
 
-	directBrokered atomic.Uint64 // discover.go
+	directBrokered             atomic.Uint64 // discover.go
+	directMoved, directRelayed atomic.Uint64 // directrelay.go
 }
 
 // Stats returns a snapshot of the DP's activity. It is cheap enough to
@@ -118,6 +125,8 @@ func (dp *DiscoverPoint) Stats() Stats {
 	st.BytesToServers = dp.counts.toServers.Load()
 	st.BytesToClients = dp.counts.toClients.Load()
 	st.DirectBrokered = dp.counts.directBrokered.Load()
+	st.DirectMoved = dp.counts.directMoved.Load()
+	st.DirectRelayed = dp.counts.directRelayed.Load()
 	st.PacedSeconds = time.Duration(dp.limits.pacedNanos.Load()).Seconds()
 	st.Refused = make(map[string]uint64, numRefusals)
 	for i, name := range RefusalReasons {
@@ -149,13 +158,14 @@ func (dp *DiscoverPoint) refusedOpen(name string, err error) {
 }
 
 // join relays a client's connection and the session opened for it, and
-// counts the session and its bytes: an atomic add per chunk.
-func (dp *DiscoverPoint) join(client, server net.Conn, name string) (relay.Stats, error) {
+// counts the session and its bytes: an atomic add per chunk. A brokered
+// session's records are read as they pass (brokered, else nil).
+func (dp *DiscoverPoint) join(client, server net.Conn, name string, brokered *brokeredRelay) (relay.Stats, error) {
 	dp.counts.sessionsTotal.Add(1)
 	nc := dp.counts.names.relay(name)
 	defer dp.counts.names.release(nc)
 	nc.sessionsTotal.Add(1)
-	st, err := relay.Join(client, server, func(toServer bool, n int) {
+	count := func(toServer bool, n int) {
 		if toServer {
 			dp.counts.toServers.Add(uint64(n))
 			nc.toServer.Add(uint64(n))
@@ -163,7 +173,19 @@ func (dp *DiscoverPoint) join(client, server net.Conn, name string) (relay.Stats
 			dp.counts.toClients.Add(uint64(n))
 			nc.toClient.Add(uint64(n))
 		}
-	})
+	}
+	var st relay.Stats
+	var err error
+	if brokered != nil {
+		st, err = relay.JoinScanned(client, server, count, &brokered.toServer, &brokered.toClient)
+		moved := brokered.ended()
+		dp.log().Debug("rtcp: brokered session ended", "server", name, "client", client.RemoteAddr(), "moved", moved)
+		if dp.brokeredEnded != nil {
+			dp.brokeredEnded(moved)
+		}
+	} else {
+		st, err = relay.Join(client, server, count)
+	}
 	var logged *mux.CutError
 	if relay.Cut(err) && !errors.As(err, &logged) {
 		dp.log().Warn("rtcp: session cut", "server", name, "client", client.RemoteAddr(),

@@ -21,6 +21,8 @@
 //	                                 limit_session_rate: the Limits of the DP's Policy)
 //	paced_seconds_total    counter  time sessions waited for the Policy's bandwidth limits
 //	direct_brokered_total  counter  sessions brokered for a direct path (docs/direct.md)
+//	direct_sessions_total{path}  counter  of those, path "moved" (both directions moved)
+//	                                 or "relayed" (ended without)
 //
 // and, for each name that the DP counts on its own (at most its
 // MaxNameStats, 1000 by default), the same by name; the other names are
@@ -63,7 +65,7 @@ type Collector struct {
 	conns, servers, links, sessions *prometheus.Desc
 	sessionsTotal, bytes, refused   *prometheus.Desc
 	paced                           *prometheus.Desc
-	direct                          *prometheus.Desc
+	direct, directPath              *prometheus.Desc
 
 	nameLinks, nameSessions, nameSessionsTotal, nameBytes, nameRefused *prometheus.Desc
 }
@@ -86,6 +88,7 @@ func NewCollector(dp *rtcp.DiscoverPoint) *Collector {
 		refused:       d("refused_total", "Peers and sessions refused, by reason.", "reason"),
 		paced:         d("paced_seconds_total", "Time sessions waited for the bandwidth limits of the DP's policy, summed over sessions and directions."),
 		direct:        d("direct_brokered_total", "Sessions brokered for a direct path: each starts on the relay and may move to the direct path."),
+		directPath:    d("direct_sessions_total", "Sessions brokered for a direct path, by path: moved (both directions moved to the direct path, counted at the move), relayed (ended without).", "path"),
 
 		nameLinks:         d("name_links", "Links of the name in the DP's table.", "name"),
 		nameSessions:      d("name_sessions", "Client sessions of the name being opened or relayed.", "name"),
@@ -97,7 +100,7 @@ func NewCollector(dp *rtcp.DiscoverPoint) *Collector {
 
 // Describe sends the descriptions of every metric.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.conns, c.servers, c.links, c.sessions, c.sessionsTotal, c.bytes, c.refused, c.paced, c.direct,
+	for _, d := range []*prometheus.Desc{c.conns, c.servers, c.links, c.sessions, c.sessionsTotal, c.bytes, c.refused, c.paced, c.direct, c.directPath,
 		c.nameLinks, c.nameSessions, c.nameSessionsTotal, c.nameBytes, c.nameRefused} {
 		ch <- d
 	}
@@ -124,6 +127,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.paced, prometheus.CounterValue, st.PacedSeconds)
 	counter(c.direct, st.DirectBrokered)
+	counter(c.directPath, st.DirectMoved, "moved")
+	counter(c.directPath, st.DirectRelayed, "relayed")
 	c.collectNames(ch, st)
 }
 

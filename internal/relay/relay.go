@@ -37,6 +37,30 @@ type Stats struct {
 // clean end. Join returns the byte counts and the first error.
 // If count is not nil it is called with each chunk's size and direction.
 func Join(a, b net.Conn, count func(aToB bool, n int)) (Stats, error) {
+	return JoinScanned(a, b, count, nil, nil)
+}
+
+// A Scanner reads the bytes of one direction of JoinScanned as they pass
+// (the records of a brokered session, say), without holding them up: Join
+// writes on each chunk as soon as it is read.
+type Scanner interface {
+	// Scan is given each chunk read from the direction's source, in
+	// order, and returns how many of its first bytes are written on; the
+	// rest of the chunk is dropped. An error cuts both sides with it.
+	Scan(chunk []byte) (int, error)
+	// Plain reports whether the direction's bytes pass as they are from
+	// here on: Join then relays the rest, unread, with its fast paths.
+	Plain() bool
+	// End is told the source's clean end, before Join passes it on; an
+	// error cuts both sides instead.
+	End() error
+}
+
+// JoinScanned is Join with the bytes from a to b read by aToB, and those
+// from b to a by bToA, until each says they are Plain; a nil Scanner
+// reads nothing. The count of a scanned direction counts the bytes
+// written on, not those dropped.
+func JoinScanned(a, b net.Conn, count func(aToB bool, n int), aToB, bToA Scanner) (Stats, error) {
 	var (
 		st     Stats
 		errA   error
@@ -48,10 +72,10 @@ func Join(a, b net.Conn, count func(aToB bool, n int)) (Stats, error) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		st.BtoA, errA = pipe(a, b, false, count, &failed, &finA, &finB)
+		st.BtoA, errA = pipe(a, b, false, count, &failed, &finA, &finB, bToA)
 	}()
 	var errB error
-	st.AtoB, errB = pipe(b, a, true, count, &failed, &finB, &finA)
+	st.AtoB, errB = pipe(b, a, true, count, &failed, &finB, &finA, aToB)
 	wg.Wait()
 	if errA == nil && errB == nil {
 		// A clean end: let the kernel deliver what is still queued, even on
@@ -68,8 +92,62 @@ func Join(a, b net.Conn, count func(aToB bool, n int)) (Stats, error) {
 	return st, errA
 }
 
-// pipe copies src to dst; dir is the direction for count.
-func pipe(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFin, srcFin *atomic.Bool) (int64, error) {
+// pipe copies src to dst, read by sc until it says the rest is plain;
+// dir is the direction for count.
+func pipe(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFin, srcFin *atomic.Bool, sc Scanner) (int64, error) {
+	if sc == nil {
+		return pipePlain(dst, src, dir, count, failed, dstFin, srcFin)
+	}
+	n, err, ended := scan(dst, src, dir, count, srcFin, sc)
+	if ended {
+		return n, finish(dst, src, err, failed, dstFin)
+	}
+	m, err := pipePlain(dst, src, dir, count, failed, dstFin, srcFin)
+	return n + m, err
+}
+
+// scan copies src to dst chunk by chunk through sc, until sc says the
+// rest is plain (ended false) or the direction has ended (err nil: a
+// clean end), or failed.
+func scan(dst, src net.Conn, dir bool, count func(bool, int), srcFin *atomic.Bool, sc Scanner) (n int64, err error, ended bool) {
+	r := newChunkReader(src)
+	defer r.close()
+	for !sc.Plain() {
+		chunk, rerr := r.read()
+		if len(chunk) > 0 {
+			k, serr := sc.Scan(chunk)
+			if serr != nil {
+				r.release()
+				return n, serr, true
+			}
+			if k > 0 {
+				nw, werr := dst.Write(chunk[:k])
+				n += int64(nw)
+				if count != nil && nw > 0 {
+					count(dir, nw)
+				}
+				if werr != nil {
+					r.release()
+					return n, werr, true
+				}
+			}
+		}
+		r.release()
+		switch {
+		case rerr == io.EOF:
+			if tc := tcpreset.Of(src); tc != nil && !srcFin.Load() && tcpreset.WasReset(tc) {
+				return n, tcpreset.ErrReset, true // a reset, not an end: see package tcpreset
+			}
+			return n, sc.End(), true
+		case rerr != nil:
+			return n, rerr, true
+		}
+	}
+	return n, nil, false
+}
+
+// pipePlain copies src to dst as they are.
+func pipePlain(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFin, srcFin *atomic.Bool) (int64, error) {
 	var n int64
 	var err error
 	if dt, st := tcpreset.Of(dst), tcpreset.Of(src); dt != nil && st != nil {

@@ -1,0 +1,135 @@
+package rtcp
+
+import (
+	"fmt"
+	"sync/atomic"
+)
+
+// The DP's reading of a brokered session (protocol/plan5/SPEC.md "Direct
+// sessions"): it relays each direction's records as they come, a chunk at
+// a time, never waiting for a whole record, and reads them as they pass,
+// so that it knows which sessions moved to their direct path. A direction
+// that goes unframed ('u') is relayed as it is from there on, with the
+// relay's fast paths; one that moved ('m') may send nothing more on the
+// relay but its end. Bytes that break these rules cut that session only
+// (relay.JoinScanned cuts both sides with the scanner's error, which the
+// DP logs).
+
+// States of one direction's records, as the DP reads them.
+const (
+	scanHeader  = iota // at a record boundary: a type comes next
+	scanLength         // a data record's length: hn of its 2 bytes read
+	scanPayload        // a data record's payload: left bytes to come
+	scanPlain          // after 'u': the bytes as they are, unread
+	scanMoved          // after 'm': nothing more but the end
+)
+
+// recordScanner reads one direction of a brokered session's relay for
+// relay.JoinScanned. Its calls come from the one goroutine of its
+// direction.
+type recordScanner struct {
+	from   string // "client" or "server": whose records, for errors
+	moved  func() // called once 'm' has passed
+	state  int
+	hn     int // length bytes read
+	length int // a data record's length, as read so far
+	left   int // payload bytes to come
+}
+
+// Scan reads p, the next bytes of the direction, and returns how many of
+// its first bytes the DP passes on.
+func (r *recordScanner) Scan(p []byte) (int, error) {
+	for i := 0; i < len(p); {
+		switch r.state {
+		case scanHeader:
+			switch p[i] {
+			case recData:
+				r.state, r.hn, r.length = scanLength, 0, 0
+				i++
+			case recRaw:
+				r.state = scanPlain
+				return len(p), nil
+			case recMoved:
+				r.state = scanMoved
+				if r.moved != nil {
+					r.moved()
+				}
+				i++
+			default:
+				return i, r.errorf("a record of type %q, not d, m or u: the %[2]s speaks another version of direct sessions, or is not an rtcp %[2]s", p[i], r.from)
+			}
+		case scanLength:
+			r.length = r.length<<8 | int(p[i])
+			r.hn++
+			i++
+			if r.hn == 2 {
+				if r.length == 0 {
+					return i, r.errorf("an empty data record")
+				}
+				r.state, r.left = scanPayload, r.length
+			}
+		case scanPayload:
+			k := min(len(p)-i, r.left)
+			i += k
+			r.left -= k
+			if r.left == 0 {
+				r.state = scanHeader
+			}
+		case scanPlain:
+			return len(p), nil
+		case scanMoved:
+			return i, r.errorf("%d bytes after its moved record, which ends the direction on the relay", len(p)-i)
+		}
+	}
+	return len(p), nil
+}
+
+// Plain reports whether the direction went unframed.
+func (r *recordScanner) Plain() bool { return r.state == scanPlain }
+
+// End checks that the direction ended where it may: at a record boundary,
+// unframed, or moved.
+func (r *recordScanner) End() error {
+	switch r.state {
+	case scanLength, scanPayload:
+		return r.errorf("the relayed session ended inside a record")
+	}
+	return nil
+}
+
+func (r *recordScanner) errorf(format string, a ...any) error {
+	return fmt.Errorf("rtcp: the %s's records on a brokered session: "+format+"; the DP cut the session", append([]any{r.from}, a...)...)
+}
+
+// brokeredRelay is the DP's reading of both directions of one brokered
+// session, and its counts.
+type brokeredRelay struct {
+	dp       *DiscoverPoint
+	moved    atomic.Int32 // directions that sent 'm'
+	toServer recordScanner
+	toClient recordScanner
+}
+
+func (dp *DiscoverPoint) newBrokeredRelay() *brokeredRelay {
+	b := &brokeredRelay{dp: dp}
+	b.toServer = recordScanner{from: "client", moved: b.directionMoved}
+	b.toClient = recordScanner{from: "server", moved: b.directionMoved}
+	return b
+}
+
+// directionMoved counts the session as moved once both directions have.
+func (b *brokeredRelay) directionMoved() {
+	if b.moved.Add(1) == 2 {
+		b.dp.counts.directMoved.Add(1)
+	}
+}
+
+// ended counts a session that ended without moving both ways; it returns
+// whether the session moved.
+func (b *brokeredRelay) ended() bool {
+	if b.moved.Load() == 2 {
+		return true
+	}
+	b.dp.counts.directRelayed.Add(1)
+	return false
+}

@@ -1,0 +1,280 @@
+package rtcp
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"testing"
+
+	"rtcp/internal/relay"
+)
+
+// The DP's reading of a brokered session's records (directrelay.go),
+// without namespaces: the scanner alone, and dp.join over loopback TCP
+// pairs standing for the client's connection and the server's session.
+
+// scanPieces feeds in to a recordScanner in pieces of size bytes and
+// returns what it passed on, and the first error (of Scan or End).
+func scanPieces(r *recordScanner, in []byte, size int) ([]byte, error) {
+	var out []byte
+	for len(in) > 0 && !r.Plain() {
+		p := in[:min(size, len(in))]
+		in = in[len(p):]
+		k, err := r.Scan(p)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, p[:k]...)
+	}
+	out = append(out, in...) // unread, as the relay's fast paths pass them
+	return out, r.End()
+}
+
+func TestRecordScannerPieces(t *testing.T) {
+	big := bytes.Repeat([]byte{'d', 0xff, 0xff}, 1<<15)[:65535]
+	for _, tc := range []struct {
+		name     string
+		in, want string
+		moved    bool
+		plain    bool
+	}{
+		{"moved", "d\x00\x05hellod\x00\x01!m", "d\x00\x05hellod\x00\x01!m", true, false},
+		{"a record that looks like records", "d\xff\xff" + string(big) + "m", "d\xff\xff" + string(big) + "m", true, false},
+		{"unframed", "d\x00\x02hiu and then anything: m x \x00", "d\x00\x02hiu and then anything: m x \x00", false, true},
+		{"ended framed", "d\x00\x02hi", "d\x00\x02hi", false, false},
+		{"empty", "", "", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, size := range []int{1, 2, 3, 4, 7, 1 << 20} {
+				moved := 0
+				r := &recordScanner{from: "client", moved: func() { moved++ }}
+				got, err := scanPieces(r, []byte(tc.in), size)
+				if err != nil {
+					t.Fatalf("pieces of %d: %v", size, err)
+				}
+				if !bytes.Equal(got, []byte(tc.want)) {
+					t.Fatalf("pieces of %d: passed on %d bytes, want %d", size, len(got), len(tc.want))
+				}
+				if (moved == 1) != tc.moved || moved > 1 || r.Plain() != tc.plain {
+					t.Fatalf("pieces of %d: moved %d times, plain %v; want moved %v, plain %v", size, moved, r.Plain(), tc.moved, tc.plain)
+				}
+			}
+		})
+	}
+}
+
+// Bytes that break the records' rules are an error, never passed on past
+// the rule they break.
+func TestRecordScannerMalformed(t *testing.T) {
+	for _, tc := range []struct{ name, in, passed string }{
+		{"unknown type", "d\x00\x01ax", "d\x00\x01a"},
+		{"empty data record", "d\x00\x00", "d\x00"},
+		{"bytes after moved", "mzz", "m"},
+		{"ended inside a header", "d\x00", "d\x00"},
+		{"ended inside a payload", "d\x00\x05ab", "d\x00\x05ab"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, size := range []int{1, 2, 1 << 20} {
+				r := &recordScanner{from: "server"}
+				got, err := scanPieces(r, []byte(tc.in), size)
+				if err == nil {
+					t.Fatalf("pieces of %d: no error", size)
+				}
+				if !bytes.HasPrefix([]byte(tc.passed), got) {
+					t.Fatalf("pieces of %d: passed on %q, want at most %q", size, got, tc.passed)
+				}
+			}
+		})
+	}
+}
+
+// brokeredJoin is a DP relaying one brokered session between the ends
+// client and server (what the client and the server write and read).
+type brokeredJoin struct {
+	client, server net.Conn
+	done           chan error // what dp.join returned
+}
+
+func newBrokeredJoin(t *testing.T, dp *DiscoverPoint) *brokeredJoin {
+	client, clientDP := tcpPair(t)
+	serverDP, server := tcpPair(t)
+	t.Cleanup(func() { client.Close(); server.Close() })
+	j := &brokeredJoin{client: client, server: server, done: make(chan error, 1)}
+	b := dp.newBrokeredRelay()
+	go func() {
+		_, err := dp.join(clientDP, serverDP, "printer-7", b)
+		j.done <- err
+	}()
+	return j
+}
+
+// sendPieces writes in to c, its last 1000 bytes one at a time (the DP
+// reads them in pieces), and then half-closes it.
+func sendPieces(c net.Conn, in []byte) error {
+	for len(in) > 0 {
+		k := 1
+		if len(in) > 1000 {
+			k = len(in) - 1000
+		}
+		if _, err := c.Write(in[:k]); err != nil {
+			return err
+		}
+		in = in[k:]
+	}
+	return c.(*net.TCPConn).CloseWrite()
+}
+
+// A session that moves both ways crosses the DP intact, and is counted
+// as moved; one that goes unframed is relayed as it is, and counted as
+// relayed when it ends.
+func TestDPBrokeredRelay(t *testing.T) {
+	raw := bytes.Repeat([]byte("raw bytes, any m or u or d\x00\x00 "), 1<<15)
+	for _, tc := range []struct {
+		name           string
+		toServer, back []byte
+		moved          bool
+	}{
+		{"moved", []byte("d\x00\x05hellom"), []byte("d\x00\x02hid\x00\x01!m"), true},
+		{"unframed", append([]byte("d\x00\x02hiu"), raw...), append([]byte("u"), raw...), false},
+		{"one way moved", []byte("d\x00\x05hellom"), []byte("d\x00\x02hi"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dp := new(DiscoverPoint)
+			dp.init()
+			defer dp.Close()
+			j := newBrokeredJoin(t, dp)
+			errc := make(chan error, 2)
+			go func() { errc <- sendPieces(j.client, tc.toServer) }()
+			go func() { errc <- sendPieces(j.server, tc.back) }()
+			got, err := io.ReadAll(j.server)
+			if err != nil || !bytes.Equal(got, tc.toServer) {
+				t.Errorf("the server read %d bytes, %v; want the %d sent, and the end", len(got), err, len(tc.toServer))
+			}
+			got, err = io.ReadAll(j.client)
+			if err != nil || !bytes.Equal(got, tc.back) {
+				t.Errorf("the client read %d bytes, %v; want the %d sent, and the end", len(got), err, len(tc.back))
+			}
+			for range 2 {
+				if err := <-errc; err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := <-j.done; err != nil {
+				t.Fatalf("join: %v", err)
+			}
+			st := dp.Stats()
+			if moved := st.DirectMoved == 1; moved != tc.moved || st.DirectMoved+st.DirectRelayed != 1 {
+				t.Errorf("Stats: %d moved, %d relayed; want moved %v", st.DirectMoved, st.DirectRelayed, tc.moved)
+			}
+			if carried := st.BytesToServers + st.BytesToClients; carried != uint64(len(tc.toServer)+len(tc.back)) {
+				t.Errorf("Stats: %d bytes carried, want %d", carried, len(tc.toServer)+len(tc.back))
+			}
+		})
+	}
+}
+
+// Malformed records cut their session, both ways, with an error (a
+// reset on TCP, never a clean end); a session next to it goes on.
+func TestDPBrokeredRelayMalformed(t *testing.T) {
+	for _, tc := range []struct{ name, in string }{
+		{"unknown type", "d\x00\x01aGET / HTTP/1.1\r\n"},
+		{"empty data record", "d\x00\x00"},
+		{"bytes after moved", "mzz"},
+		{"ended inside a record", "d\x00\x05ab"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dp := new(DiscoverPoint)
+			dp.init()
+			defer dp.Close()
+			bad := newBrokeredJoin(t, dp)
+			good := newBrokeredJoin(t, dp)
+			go sendPieces(bad.client, []byte(tc.in))
+			err := <-bad.done
+			if !relay.Cut(err) {
+				t.Fatalf("join: %v, want a cut", err)
+			}
+			if _, err := io.ReadAll(bad.server); err == nil {
+				t.Error("the server's read of a cut session ended cleanly")
+			}
+			if _, err := io.ReadAll(bad.client); err == nil {
+				t.Error("the client's read of a cut session ended cleanly")
+			}
+			want := []byte("d\x00\x03abcm")
+			go sendPieces(good.client, want)
+			go sendPieces(good.server, nil)
+			if got, err := io.ReadAll(good.server); err != nil || !bytes.Equal(got, want) {
+				t.Errorf("the other session's server read %q, %v", got, err)
+			}
+			if _, err := io.ReadAll(good.client); err != nil {
+				t.Errorf("the other session's client: %v", err)
+			}
+			if err := <-good.done; err != nil {
+				t.Errorf("the other session's join: %v", err)
+			}
+			if st := dp.Stats(); st.DirectRelayed != 2 {
+				t.Errorf("Stats: %d relayed, want 2", st.DirectRelayed)
+			}
+		})
+	}
+}
+
+// decodeDPRecords is SPEC.md's records as the DP reads them, plainly:
+// the bytes it passes on, and whether the direction is well formed.
+func decodeDPRecords(in []byte) (out []byte, ok bool) {
+	i := 0
+	for i < len(in) {
+		switch in[i] {
+		case 'd':
+			if len(in) < i+3 {
+				return in, false
+			}
+			l := int(in[i+1])<<8 | int(in[i+2])
+			if l == 0 {
+				return in[:i+3], false
+			}
+			if len(in) < i+3+l {
+				return in, false
+			}
+			i += 3 + l
+		case 'u':
+			return in, true
+		case 'm':
+			return in[:i+1], i+1 == len(in)
+		default:
+			return in[:i], false
+		}
+	}
+	return in, true
+}
+
+// The DP's record reader never panics, passes on only a prefix of what it
+// read, and agrees with decodeDPRecords, however its input is cut up.
+func FuzzDPRecords(f *testing.F) {
+	f.Add([]byte("d\x00\x05hellod\x00\x01!m"), uint8(1))
+	f.Add([]byte("d\x00\x02hiu raw m bytes"), uint8(3))
+	f.Add([]byte("d\x00\x05ab"), uint8(2))
+	f.Add([]byte("mzz"), uint8(0))
+	f.Add([]byte("d\x00\x00"), uint8(5))
+	f.Add([]byte("x"), uint8(1))
+	f.Fuzz(func(t *testing.T, in []byte, size uint8) {
+		moved := 0
+		r := &recordScanner{from: "client", moved: func() { moved++ }}
+		got, err := scanPieces(r, in, int(size)+1)
+		if !bytes.HasPrefix(in, got) {
+			t.Fatalf("passed on %q, not a prefix of %q", got, in)
+		}
+		want, ok := decodeDPRecords(in)
+		if ok != (err == nil) {
+			t.Fatalf("error %v, want well formed: %v", err, ok)
+		}
+		if ok && !bytes.Equal(got, want) {
+			t.Fatalf("passed on %q, want %q", got, want)
+		}
+		if !ok && len(got) > len(want) {
+			t.Fatalf("passed on %q, want at most %q", got, want)
+		}
+		if moved > 1 {
+			t.Fatalf("moved %d times", moved)
+		}
+	})
+}
