@@ -175,6 +175,10 @@ func TestDirectNAT(t *testing.T) {
 			if st.DirectBrokered != 1 || st.DirectMoved != 1 || st.DirectRelayed != 0 {
 				t.Errorf("Stats: %d brokered, %d moved, %d relayed; want 1, 1, 0", st.DirectBrokered, st.DirectMoved, st.DirectRelayed)
 			}
+			// Both sides' reports: 4 MiB each way, none of it relayed.
+			if st.DirectBytes != 2*(4<<20) {
+				t.Errorf("Stats: %d direct bytes reported, want %d", st.DirectBytes, 2*(4<<20))
+			}
 			// Each direction's moved record.
 			if carried := st.BytesToServers + st.BytesToClients; carried > 2 {
 				t.Errorf("the DP carried %d bytes of a session that moved before its first byte", carried)
@@ -301,8 +305,8 @@ func TestDirectNATRandomPorts(t *testing.T) {
 		t.Error("the DP saw a relayed session move")
 	}
 	st := x.dp.Stats()
-	if st.DirectBrokered != 1 || st.DirectMoved != 0 || st.DirectRelayed != 1 {
-		t.Errorf("Stats: %d brokered, %d moved, %d relayed; want 1, 0, 1", st.DirectBrokered, st.DirectMoved, st.DirectRelayed)
+	if st.DirectBrokered != 1 || st.DirectMoved != 0 || st.DirectRelayed != 1 || st.DirectBytes != 0 {
+		t.Errorf("Stats: %d brokered, %d moved, %d relayed, %d direct bytes; want 1, 0, 1, 0", st.DirectBrokered, st.DirectMoved, st.DirectRelayed, st.DirectBytes)
 	}
 }
 

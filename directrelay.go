@@ -10,30 +10,36 @@ import (
 // a time, never waiting for a whole record, and reads them as they pass,
 // so that it knows which sessions moved to their direct path. A direction
 // that goes unframed ('u') is relayed as it is from there on, with the
-// relay's fast paths; one that moved ('m') may send nothing more on the
-// relay but its end. Bytes that break these rules cut that session only
-// (relay.JoinScanned cuts both sides with the scanner's error, which the
-// DP logs).
+// relay's fast paths. One that moved ('m') may send nothing more on the
+// relay but its side's report, at its Close ('c' and the count of bytes
+// it wrote on the direct connection), which the DP counts and passes on
+// to no one, and then its end. Bytes that break these rules cut that
+// session only (relay.JoinScanned cuts both sides with the scanner's
+// error, which the DP logs).
 
 // States of one direction's records, as the DP reads them.
 const (
-	scanHeader  = iota // at a record boundary: a type comes next
-	scanLength         // a data record's length: hn of its 2 bytes read
-	scanPayload        // a data record's payload: left bytes to come
-	scanPlain          // after 'u': the bytes as they are, unread
-	scanMoved          // after 'm': nothing more but the end
+	scanHeader   = iota // at a record boundary: a type comes next
+	scanLength          // a data record's length: hn of its 2 bytes read
+	scanPayload         // a data record's payload: left bytes to come
+	scanPlain           // after 'u': the bytes as they are, unread
+	scanMoved           // after 'm': the report comes next, then the end
+	scanReport          // the report's count: hn of its 8 bytes read
+	scanReported        // after the report: nothing more but the end
 )
 
 // recordScanner reads one direction of a brokered session's relay for
 // relay.JoinScanned. Its calls come from the one goroutine of its
 // direction.
 type recordScanner struct {
-	from   string // "client" or "server": whose records, for errors
-	moved  func() // called once 'm' has passed
+	from   string         // "client" or "server": whose records, for errors
+	moved  func()         // called once 'm' has passed
+	report func(n uint64) // called with the count of a whole report
 	state  int
-	hn     int // length bytes read
-	length int // a data record's length, as read so far
-	left   int // payload bytes to come
+	hn     int    // length or count bytes read
+	length int    // a data record's length, as read so far
+	left   int    // payload bytes to come
+	count  uint64 // the report's count, as read so far
 }
 
 // Scan reads p, the next bytes of the direction, and returns how many of
@@ -78,21 +84,49 @@ func (r *recordScanner) Scan(p []byte) (int, error) {
 		case scanPlain:
 			return len(p), nil
 		case scanMoved:
-			return i, r.errorf("%d bytes after its moved record, which ends the direction on the relay", len(p)-i)
+			// Nothing after 'm' is passed on: the peer reads no more.
+			if p[i] != recReport {
+				return i, r.errorf("%q after its moved record, where only its report (%q) may come", p[i], recReport)
+			}
+			r.state, r.hn, r.count = scanReport, 0, 0
+			return i, r.rest(p[i+1:])
+		case scanReport, scanReported:
+			return i, r.rest(p[i:])
 		}
 	}
 	return len(p), nil
+}
+
+// rest reads p, bytes of the direction after its 'm', which the DP
+// passes on to no one: the report and nothing more.
+func (r *recordScanner) rest(p []byte) error {
+	for i, b := range p {
+		if r.state == scanReported {
+			return r.errorf("%d bytes after its report, which ends the direction", len(p)-i)
+		}
+		r.count = r.count<<8 | uint64(b)
+		r.hn++
+		if r.hn == reportLen-1 {
+			r.state = scanReported
+			if r.report != nil {
+				r.report(r.count)
+			}
+		}
+	}
+	return nil
 }
 
 // Plain reports whether the direction went unframed.
 func (r *recordScanner) Plain() bool { return r.state == scanPlain }
 
 // End checks that the direction ended where it may: at a record boundary,
-// unframed, or moved.
+// unframed, or moved and reported.
 func (r *recordScanner) End() error {
 	switch r.state {
-	case scanLength, scanPayload:
+	case scanLength, scanPayload, scanReport:
 		return r.errorf("the relayed session ended inside a record")
+	case scanMoved:
+		return r.errorf("the relayed session ended after its moved record without the report of its side's Close")
 	}
 	return nil
 }
@@ -105,16 +139,24 @@ func (r *recordScanner) errorf(format string, a ...any) error {
 // session, and its counts.
 type brokeredRelay struct {
 	dp       *DiscoverPoint
-	moved    atomic.Int32 // directions that sent 'm'
+	moved    atomic.Int32  // directions that sent 'm'
+	reported atomic.Uint64 // the bytes both sides' reports count
 	toServer recordScanner
 	toClient recordScanner
 }
 
 func (dp *DiscoverPoint) newBrokeredRelay() *brokeredRelay {
 	b := &brokeredRelay{dp: dp}
-	b.toServer = recordScanner{from: "client", moved: b.directionMoved}
-	b.toClient = recordScanner{from: "server", moved: b.directionMoved}
+	b.toServer = recordScanner{from: "client", moved: b.directionMoved, report: b.report}
+	b.toClient = recordScanner{from: "server", moved: b.directionMoved, report: b.report}
 	return b
+}
+
+// report counts a side's report: bytes it says it wrote on the direct
+// connection (the DP cannot check it).
+func (b *brokeredRelay) report(n uint64) {
+	b.reported.Add(n)
+	b.dp.counts.directBytes.Add(n)
 }
 
 // directionMoved counts the session as moved once both directions have.

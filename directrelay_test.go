@@ -2,6 +2,7 @@ package rtcp
 
 import (
 	"bytes"
+	"encoding/binary"
 	"io"
 	"net"
 	"testing"
@@ -30,6 +31,16 @@ func scanPieces(r *recordScanner, in []byte, size int) ([]byte, error) {
 	return out, r.End()
 }
 
+// report is the report record of a side that wrote n bytes directly.
+func report(n uint64) string {
+	var b [reportLen]byte
+	b[0] = recReport
+	binary.BigEndian.PutUint64(b[1:], n)
+	return string(b[:])
+}
+
+// The records pass as they are, in pieces of any size; the report is
+// counted, and passed on to no one.
 func TestRecordScannerPieces(t *testing.T) {
 	big := bytes.Repeat([]byte{'d', 0xff, 0xff}, 1<<15)[:65535]
 	for _, tc := range []struct {
@@ -37,17 +48,20 @@ func TestRecordScannerPieces(t *testing.T) {
 		in, want string
 		moved    bool
 		plain    bool
+		report   uint64
 	}{
-		{"moved", "d\x00\x05hellod\x00\x01!m", "d\x00\x05hellod\x00\x01!m", true, false},
-		{"a record that looks like records", "d\xff\xff" + string(big) + "m", "d\xff\xff" + string(big) + "m", true, false},
-		{"unframed", "d\x00\x02hiu and then anything: m x \x00", "d\x00\x02hiu and then anything: m x \x00", false, true},
-		{"ended framed", "d\x00\x02hi", "d\x00\x02hi", false, false},
-		{"empty", "", "", false, false},
+		{"moved", "d\x00\x05hellod\x00\x01!m" + report(1<<40+7), "d\x00\x05hellod\x00\x01!m", true, false, 1<<40 + 7},
+		{"moved, nothing written", "m" + report(0), "m", true, false, 0},
+		{"a record that looks like records", "d\xff\xff" + string(big) + "m" + report(3), "d\xff\xff" + string(big) + "m", true, false, 3},
+		{"unframed", "d\x00\x02hiu and then anything: m x \x00", "d\x00\x02hiu and then anything: m x \x00", false, true, 0},
+		{"ended framed", "d\x00\x02hi", "d\x00\x02hi", false, false, 0},
+		{"empty", "", "", false, false, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, size := range []int{1, 2, 3, 4, 7, 1 << 20} {
-				moved := 0
-				r := &recordScanner{from: "client", moved: func() { moved++ }}
+				moved, reports := 0, 0
+				var count uint64
+				r := &recordScanner{from: "client", moved: func() { moved++ }, report: func(n uint64) { reports++; count = n }}
 				got, err := scanPieces(r, []byte(tc.in), size)
 				if err != nil {
 					t.Fatalf("pieces of %d: %v", size, err)
@@ -57,6 +71,9 @@ func TestRecordScannerPieces(t *testing.T) {
 				}
 				if (moved == 1) != tc.moved || moved > 1 || r.Plain() != tc.plain {
 					t.Fatalf("pieces of %d: moved %d times, plain %v; want moved %v, plain %v", size, moved, r.Plain(), tc.moved, tc.plain)
+				}
+				if reports != moved || count != tc.report {
+					t.Fatalf("pieces of %d: %d reports, of %d; want %d, of %d", size, reports, count, moved, tc.report)
 				}
 			}
 		})
@@ -70,6 +87,9 @@ func TestRecordScannerMalformed(t *testing.T) {
 		{"unknown type", "d\x00\x01ax", "d\x00\x01a"},
 		{"empty data record", "d\x00\x00", "d\x00"},
 		{"bytes after moved", "mzz", "m"},
+		{"bytes after the report", "m" + report(5) + "z", "m"},
+		{"ended without the report", "d\x00\x01am", "d\x00\x01am"},
+		{"ended inside the report", "m" + report(5)[:4], "m"},
 		{"ended inside a header", "d\x00", "d\x00"},
 		{"ended inside a payload", "d\x00\x05ab", "d\x00\x05ab"},
 	} {
@@ -134,9 +154,9 @@ func TestDPBrokeredRelay(t *testing.T) {
 		toServer, back []byte
 		moved          bool
 	}{
-		{"moved", []byte("d\x00\x05hellom"), []byte("d\x00\x02hid\x00\x01!m"), true},
+		{"moved", []byte("d\x00\x05hellom" + report(1000)), []byte("d\x00\x02hid\x00\x01!m" + report(24)), true},
 		{"unframed", append([]byte("d\x00\x02hiu"), raw...), append([]byte("u"), raw...), false},
-		{"one way moved", []byte("d\x00\x05hellom"), []byte("d\x00\x02hi"), false},
+		{"one way moved", []byte("d\x00\x05hellom" + report(1024)), []byte("d\x00\x02hi"), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dp := new(DiscoverPoint)
@@ -146,13 +166,15 @@ func TestDPBrokeredRelay(t *testing.T) {
 			errc := make(chan error, 2)
 			go func() { errc <- sendPieces(j.client, tc.toServer) }()
 			go func() { errc <- sendPieces(j.server, tc.back) }()
+			toServer, toServerReport := withoutReport(tc.toServer)
+			back, backReport := withoutReport(tc.back)
 			got, err := io.ReadAll(j.server)
-			if err != nil || !bytes.Equal(got, tc.toServer) {
-				t.Errorf("the server read %d bytes, %v; want the %d sent, and the end", len(got), err, len(tc.toServer))
+			if err != nil || !bytes.Equal(got, toServer) {
+				t.Errorf("the server read %d bytes, %v; want the %d sent before any report, and the end", len(got), err, len(toServer))
 			}
 			got, err = io.ReadAll(j.client)
-			if err != nil || !bytes.Equal(got, tc.back) {
-				t.Errorf("the client read %d bytes, %v; want the %d sent, and the end", len(got), err, len(tc.back))
+			if err != nil || !bytes.Equal(got, back) {
+				t.Errorf("the client read %d bytes, %v; want the %d sent before any report, and the end", len(got), err, len(back))
 			}
 			for range 2 {
 				if err := <-errc; err != nil {
@@ -166,11 +188,23 @@ func TestDPBrokeredRelay(t *testing.T) {
 			if moved := st.DirectMoved == 1; moved != tc.moved || st.DirectMoved+st.DirectRelayed != 1 {
 				t.Errorf("Stats: %d moved, %d relayed; want moved %v", st.DirectMoved, st.DirectRelayed, tc.moved)
 			}
-			if carried := st.BytesToServers + st.BytesToClients; carried != uint64(len(tc.toServer)+len(tc.back)) {
-				t.Errorf("Stats: %d bytes carried, want %d", carried, len(tc.toServer)+len(tc.back))
+			if carried := st.BytesToServers + st.BytesToClients; carried != uint64(len(toServer)+len(back)) {
+				t.Errorf("Stats: %d bytes carried, want %d", carried, len(toServer)+len(back))
+			}
+			if st.DirectBytes != toServerReport+backReport {
+				t.Errorf("Stats: %d direct bytes, want the %d reported", st.DirectBytes, toServerReport+backReport)
 			}
 		})
 	}
+}
+
+// withoutReport returns a direction's bytes without the report at its end
+// (after 'm'), if any, and the report's count.
+func withoutReport(b []byte) ([]byte, uint64) {
+	if len(b) < reportLen+1 || b[0] == 'u' || b[len(b)-reportLen-1] != 'm' || b[len(b)-reportLen] != recReport {
+		return b, 0
+	}
+	return b[:len(b)-reportLen], binary.BigEndian.Uint64(b[len(b)-8:])
 }
 
 // Malformed records cut their session, both ways, with an error (a
@@ -180,6 +214,8 @@ func TestDPBrokeredRelayMalformed(t *testing.T) {
 		{"unknown type", "d\x00\x01aGET / HTTP/1.1\r\n"},
 		{"empty data record", "d\x00\x00"},
 		{"bytes after moved", "mzz"},
+		{"ended without the report", "m"},
+		{"bytes after the report", "m" + report(1) + "z"},
 		{"ended inside a record", "d\x00\x05ab"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -200,7 +236,7 @@ func TestDPBrokeredRelayMalformed(t *testing.T) {
 				t.Error("the client's read of a cut session ended cleanly")
 			}
 			want := []byte("d\x00\x03abcm")
-			go sendPieces(good.client, want)
+			go sendPieces(good.client, append(want, report(1)...))
 			go sendPieces(good.server, nil)
 			if got, err := io.ReadAll(good.server); err != nil || !bytes.Equal(got, want) {
 				t.Errorf("the other session's server read %q, %v", got, err)
@@ -239,7 +275,8 @@ func decodeDPRecords(in []byte) (out []byte, ok bool) {
 		case 'u':
 			return in, true
 		case 'm':
-			return in[:i+1], i+1 == len(in)
+			rest := in[i+1:]
+			return in[:i+1], len(rest) == reportLen && rest[0] == recReport
 		default:
 			return in[:i], false
 		}
@@ -250,15 +287,16 @@ func decodeDPRecords(in []byte) (out []byte, ok bool) {
 // The DP's record reader never panics, passes on only a prefix of what it
 // read, and agrees with decodeDPRecords, however its input is cut up.
 func FuzzDPRecords(f *testing.F) {
-	f.Add([]byte("d\x00\x05hellod\x00\x01!m"), uint8(1))
+	f.Add([]byte("d\x00\x05hellod\x00\x01!m"+report(12345)), uint8(1))
+	f.Add([]byte("m"+report(0)), uint8(4))
 	f.Add([]byte("d\x00\x02hiu raw m bytes"), uint8(3))
 	f.Add([]byte("d\x00\x05ab"), uint8(2))
 	f.Add([]byte("mzz"), uint8(0))
 	f.Add([]byte("d\x00\x00"), uint8(5))
 	f.Add([]byte("x"), uint8(1))
 	f.Fuzz(func(t *testing.T, in []byte, size uint8) {
-		moved := 0
-		r := &recordScanner{from: "client", moved: func() { moved++ }}
+		moved, reports := 0, 0
+		r := &recordScanner{from: "client", moved: func() { moved++ }, report: func(uint64) { reports++ }}
 		got, err := scanPieces(r, in, int(size)+1)
 		if !bytes.HasPrefix(in, got) {
 			t.Fatalf("passed on %q, not a prefix of %q", got, in)
@@ -273,8 +311,11 @@ func FuzzDPRecords(f *testing.F) {
 		if !ok && len(got) > len(want) {
 			t.Fatalf("passed on %q, want at most %q", got, want)
 		}
-		if moved > 1 {
-			t.Fatalf("moved %d times", moved)
+		if moved > 1 || reports > moved {
+			t.Fatalf("moved %d times, %d reports", moved, reports)
+		}
+		if ok && reports != moved {
+			t.Fatalf("moved and well formed, with %d reports", reports)
 		}
 	})
 }

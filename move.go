@@ -2,6 +2,7 @@ package rtcp
 
 import (
 	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -25,22 +26,36 @@ import (
 //	'u'                                      unframed: the punch failed; this
 //	                                         direction's bytes go on on the relay,
 //	                                         as they are
+//	'c' count(8, big-endian)                 after 'm', at Close: the bytes this
+//	                                         side wrote on the direct connection;
+//	                                         the DP counts it and passes it on to
+//	                                         no one
 //
 // A side sends 'm' only once it holds a proven direct connection, and
-// nothing on the relay after 'm', nor records after 'u'. A framed write
+// nothing on the relay after 'm' but its report ('c', at Close), nor
+// records after 'u'. A framed write
 // copies its bytes behind the record's header (one write of the relay per
 // record, not two): the framing lasts only until the punch has ended, at
 // most DirectTimeout; a moved or unframed direction, and a session that
 // was not brokered, pass their bytes as they are. The end of the relay at a record
-// boundary, before 'm', is that direction's clean end. The DP relays the
-// records as bytes: it never parses them.
+// boundary, before 'm', is that direction's clean end. The DP reads the
+// records as it relays them (directrelay.go).
 
 // The record types.
 const (
-	recData  = 'd'
-	recMoved = 'm'
-	recRaw   = 'u'
+	recData   = 'd'
+	recMoved  = 'm'
+	recRaw    = 'u'
+	recReport = 'c'
 )
+
+// reportLen is the size of a report record: 'c' and the count.
+const reportLen = 9
+
+// reportTimeout bounds Close's write of the report: 9 bytes on an idle
+// relay go at once unless the relay is stuck, and the session has ended
+// on its direct connection anyway.
+const reportTimeout = time.Second
 
 // maxWriteRecord is the payload of the largest data record a side writes
 // (the wire allows 65535): the buffer a framed write copies into.
@@ -70,13 +85,15 @@ type moveConn struct {
 	stopPunch     func()                       // ends the punch (Close); may be nil
 	onResult      func(direct bool, err error) // reports the move or the failed punch, once; may be nil
 
-	closed     chan struct{} // closed by Close or Abort
-	closeOnce  sync.Once
-	relayOnce  sync.Once     // closes the relay once neither direction uses it
-	relayUsers atomic.Int32  // directions still on the relay (2, then down)
-	moved      chan struct{} // closed once both directions run on the direct connection
-	movedN     atomic.Int32
-	resultOnce sync.Once
+	closed      chan struct{} // closed by Close or Abort
+	closeOnce   sync.Once
+	relayOnce   sync.Once     // closes the relay once neither direction uses it, or at Close
+	relayUsers  atomic.Int32  // directions still on the relay (2, then down)
+	sentMoved   atomic.Bool   // this side has sent 'm': the relay stays open for the report
+	wroteDirect atomic.Uint64 // bytes written on the direct connection, for the report
+	moved       chan struct{} // closed once both directions run on the direct connection
+	movedN      atomic.Int32
+	resultOnce  sync.Once
 
 	punchDone chan struct{}      // closed once the punch has ended: direct or perr set
 	rdl       *deadline.Deadline // follows rd: bounds a Read waiting for the punch
@@ -162,11 +179,23 @@ func (m *moveConn) punched() (direct stream, err error, done bool) {
 }
 
 // relayDone is called once by each direction that no longer uses the
-// relay; the second closes it.
+// relay; the second closes it, unless this side sent 'm': its relay then
+// stays open, idle, for the report that Close writes.
 func (m *moveConn) relayDone() {
-	if m.relayUsers.Add(-1) == 0 {
+	if m.relayUsers.Add(-1) == 0 && !m.sentMoved.Load() {
 		m.relayOnce.Do(func() { m.relay.Close() })
 	}
+}
+
+// writeReport writes the report record on the relay: the bytes this side
+// wrote on the direct connection. Its errors are ignored: the relay
+// carries nothing of the session any more.
+func (m *moveConn) writeReport() {
+	var rec [reportLen]byte
+	rec[0] = recReport
+	binary.BigEndian.PutUint64(rec[1:], m.wroteDirect.Load())
+	m.relay.SetWriteDeadline(time.Now().Add(reportTimeout))
+	m.relay.Write(rec[:])
 }
 
 // directionMoved is called once by each direction that moved.
@@ -220,6 +249,7 @@ func (m *moveConn) switchWrite() error {
 		return nil
 	}
 	m.wstate = dirDirect
+	m.sentMoved.Store(true) // before relayDone: the relay stays open
 	m.relayDone()
 	m.directionMoved()
 	return nil
@@ -235,7 +265,9 @@ func (m *moveConn) Write(b []byte) (int, error) {
 	}
 	switch m.wstate {
 	case dirDirect:
-		return m.direct.Write(b)
+		n, err := m.direct.Write(b)
+		m.wroteDirect.Add(uint64(n))
+		return n, err
 	case dirRaw:
 		return m.relay.Write(b)
 	case dirEnded:
@@ -436,9 +468,11 @@ func (m *moveConn) setDeadline(read, write bool, t time.Time) error {
 	if write {
 		m.wd = t
 	}
-	err := setDeadlines(m.relay, read, write, t)
-	if m.relayUsers.Load() == 0 {
-		err = nil // this side closed the relay: neither direction uses it
+	var err error
+	if m.relayUsers.Load() > 0 {
+		// Else neither direction uses the relay: closed, or kept idle
+		// for the report, whose errors do not concern the session.
+		err = setDeadlines(m.relay, read, write, t)
 	}
 	if m.direct != nil {
 		if derr := setDeadlines(m.direct, read, write, t); err == nil {
@@ -474,11 +508,14 @@ func (m *moveConn) shut(abort error) {
 			m.report(false, cmp.Or(perr, errEndedUnmoved)) // unless it moved
 		}
 		m.relayOnce.Do(func() {
-			if abort != nil {
+			switch {
+			case abort != nil:
 				abortStream(m.relay, abort)
-			} else {
-				m.relay.Close()
+				return
+			case m.sentMoved.Load():
+				m.writeReport()
 			}
+			m.relay.Close()
 		})
 		if d != nil {
 			if abort != nil {

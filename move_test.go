@@ -29,7 +29,7 @@ type movePair struct {
 }
 
 func newMovePair(t *testing.T, hook func(n int)) *movePair {
-	ra, rb := tcpPair(t)
+	ra, rb := dpRelay(t)
 	da, db := tcpPair(t)
 	var relayA stream = asStream(ra)
 	if hook != nil {
@@ -43,6 +43,27 @@ func newMovePair(t *testing.T, hook func(n int)) *movePair {
 		db.Close()
 	})
 	return p
+}
+
+// dpRelay returns the two ends of a brokered session's relay through a
+// DP (its join, which reads the records and strips the reports).
+func dpRelay(t *testing.T) (a, b net.Conn) {
+	a, aDP := tcpPair(t)
+	bDP, b := tcpPair(t)
+	dp := new(DiscoverPoint)
+	dp.init()
+	joined := make(chan struct{})
+	go func() {
+		dp.join(aDP, bDP, "printer-7", dp.newBrokeredRelay())
+		close(joined)
+	}()
+	t.Cleanup(func() {
+		a.Close()
+		b.Close()
+		<-joined
+		dp.Close()
+	})
+	return a, b
 }
 
 // punch delivers both punches' success.
@@ -442,5 +463,63 @@ func TestMovePeerUnframedStaysRelayed(t *testing.T) {
 	}
 	if _, err := io.ReadFull(p.b, buf); err != nil || buf[0] != 'y' {
 		t.Fatalf("b read %q, %v; want y, on the relay", buf, err)
+	}
+}
+
+// A side that moved keeps its relay, idle, until Close, and then writes
+// its report there (the bytes it wrote on the direct connection) before it
+// closes it; a side that did not move, or that aborts, reports nothing.
+func TestMoveReport(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		moved bool
+		abort bool
+		want  string // what the DP reads on the relay, to its end
+	}{
+		{"moved", true, false, "m" + report(5+1000)},
+		{"unframed", false, false, "uhello" + string(make([]byte, 1000))},
+		{"moved, aborted", true, true, "m"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ra, dpSide := tcpPair(t)
+			da, db := tcpPair(t)
+			defer dpSide.Close()
+			defer db.Close()
+			a := newMoveConn(asStream(ra), nil, nil)
+			if tc.moved {
+				a.setPunch(da, nil)
+			} else {
+				a.setPunch(nil, errors.New("no path"))
+				da.Close()
+			}
+			if _, err := a.Write([]byte("hello")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.Write(make([]byte, 1000)); err != nil {
+				t.Fatal(err)
+			}
+			if tc.moved {
+				buf := make([]byte, 1)
+				if _, err := io.ReadFull(dpSide, buf); err != nil || buf[0] != 'm' {
+					t.Fatalf("the relay: %q, %v; want m", buf, err)
+				}
+				tc.want = tc.want[1:]
+			}
+			if tc.abort {
+				a.Abort(errors.New("cut"))
+			} else if err := a.Close(); err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(dpSide)
+			if tc.abort {
+				if err == nil || len(got) > 0 {
+					t.Fatalf("the relay after Abort: %q, %v; want a reset and no report", got, err)
+				}
+				return
+			}
+			if err != nil || string(got) != tc.want {
+				t.Fatalf("the relay: %q, %v; want %q and the end", got, err, tc.want)
+			}
+		})
 	}
 }

@@ -29,11 +29,15 @@ type Stats struct {
 	// that moved both ways (counted at the move, read in the records the
 	// DP relays), and DirectRelayed those that ended without (a punch
 	// failed, a direction that never wrote after its punch, or an end or a
-	// cut before the move). Bytes relayed are in the Bytes counts; bytes
-	// on a direct connection never reach the DP and are not counted.
+	// cut before the move). Bytes relayed are in the Bytes counts.
+	// DirectBytes counts the bytes that the sides of brokered sessions
+	// say they wrote on their direct connection, which never reach the
+	// DP: each side reports its count on the relay when it closes the
+	// session (self-reported: the DP cannot check it).
 	DirectBrokered uint64 `json:"direct_brokered"`
 	DirectMoved    uint64 `json:"direct_moved"`
 	DirectRelayed  uint64 `json:"direct_relayed"`
+	DirectBytes    uint64 `json:"direct_bytes"`
 
 	// PacedSeconds is the time sessions have waited for the bandwidth
 	// limits of the Policy (Limits.BytesPerSecond), summed over sessions
@@ -111,6 +115,7 @@ type dpCounts struct {
 
 	directBrokered             atomic.Uint64 // discover.go
 	directMoved, directRelayed atomic.Uint64 // directrelay.go
+	directBytes                atomic.Uint64 // directrelay.go: the sides' reports
 }
 
 // Stats returns a snapshot of the DP's activity. It is cheap enough to
@@ -127,6 +132,7 @@ func (dp *DiscoverPoint) Stats() Stats {
 	st.DirectBrokered = dp.counts.directBrokered.Load()
 	st.DirectMoved = dp.counts.directMoved.Load()
 	st.DirectRelayed = dp.counts.directRelayed.Load()
+	st.DirectBytes = dp.counts.directBytes.Load()
 	st.PacedSeconds = time.Duration(dp.limits.pacedNanos.Load()).Seconds()
 	st.Refused = make(map[string]uint64, numRefusals)
 	for i, name := range RefusalReasons {
@@ -179,7 +185,7 @@ func (dp *DiscoverPoint) join(client, server net.Conn, name string, brokered *br
 	if brokered != nil {
 		st, err = relay.JoinScanned(client, server, count, &brokered.toServer, &brokered.toClient)
 		moved := brokered.ended()
-		dp.log().Debug("rtcp: brokered session ended", "server", name, "client", client.RemoteAddr(), "moved", moved)
+		dp.log().Debug("rtcp: brokered session ended", "server", name, "client", client.RemoteAddr(), "moved", moved, "direct_bytes", brokered.reported.Load())
 		if dp.brokeredEnded != nil {
 			dp.brokeredEnded(moved)
 		}

@@ -23,6 +23,8 @@
 //	direct_brokered_total  counter  sessions brokered for a direct path (docs/direct.md)
 //	direct_sessions_total{path}  counter  of those, path "moved" (both directions moved)
 //	                                 or "relayed" (ended without)
+//	direct_bytes_total     counter  bytes the sides say they wrote on direct connections
+//	                                 (reported at each side's Close; not carried by the DP)
 //
 // and, for each name that the DP counts on its own (at most its
 // MaxNameStats, 1000 by default), the same by name; the other names are
@@ -65,7 +67,7 @@ type Collector struct {
 	conns, servers, links, sessions *prometheus.Desc
 	sessionsTotal, bytes, refused   *prometheus.Desc
 	paced                           *prometheus.Desc
-	direct, directPath              *prometheus.Desc
+	direct, directPath, directBytes *prometheus.Desc
 
 	nameLinks, nameSessions, nameSessionsTotal, nameBytes, nameRefused *prometheus.Desc
 }
@@ -88,6 +90,7 @@ func NewCollector(dp *rtcp.DiscoverPoint) *Collector {
 		refused:       d("refused_total", "Peers and sessions refused, by reason.", "reason"),
 		paced:         d("paced_seconds_total", "Time sessions waited for the bandwidth limits of the DP's policy, summed over sessions and directions."),
 		direct:        d("direct_brokered_total", "Sessions brokered for a direct path: each starts on the relay and may move to the direct path."),
+		directBytes:   d("direct_bytes_total", "Bytes the sides of brokered sessions say they wrote on their direct connections, which the DP did not carry: reported by each side when it closes the session."),
 		directPath:    d("direct_sessions_total", "Sessions brokered for a direct path, by path: moved (both directions moved to the direct path, counted at the move), relayed (ended without).", "path"),
 
 		nameLinks:         d("name_links", "Links of the name in the DP's table.", "name"),
@@ -100,7 +103,7 @@ func NewCollector(dp *rtcp.DiscoverPoint) *Collector {
 
 // Describe sends the descriptions of every metric.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.conns, c.servers, c.links, c.sessions, c.sessionsTotal, c.bytes, c.refused, c.paced, c.direct, c.directPath,
+	for _, d := range []*prometheus.Desc{c.conns, c.servers, c.links, c.sessions, c.sessionsTotal, c.bytes, c.refused, c.paced, c.direct, c.directPath, c.directBytes,
 		c.nameLinks, c.nameSessions, c.nameSessionsTotal, c.nameBytes, c.nameRefused} {
 		ch <- d
 	}
@@ -129,6 +132,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.direct, st.DirectBrokered)
 	counter(c.directPath, st.DirectMoved, "moved")
 	counter(c.directPath, st.DirectRelayed, "relayed")
+	counter(c.directBytes, st.DirectBytes)
 	c.collectNames(ch, st)
 }
 
