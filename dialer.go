@@ -76,8 +76,7 @@ type Dialer struct {
 
 	// DirectTimeout bounds the attempt to reach the server directly, in
 	// the background of a session that runs on the relay meanwhile;
-	// default DefaultDirectTimeout (1 s). It must
-	// stay well below the DP's HandshakeTimeout. A direct connection that
+	// default DefaultDirectTimeout (1 s). A direct connection that
 	// goes silent fails after about twice KeepAlive (TCP keepalive and
 	// TCP_USER_TIMEOUT), so that a path that drops is an error, never a
 	// clean end.

@@ -100,7 +100,7 @@ func echoCheck(t testing.TB, c net.Conn, n int) {
 }
 
 // A side that does not ask, or a DP that does not broker, leaves the
-// session on the relay, with no error and no marker.
+// session on the relay, with no error and no records.
 func TestDirectNotBrokered(t *testing.T) {
 	for _, tc := range []struct {
 		name           string

@@ -45,8 +45,9 @@ func Join(a, b net.Conn, count func(aToB bool, n int)) (Stats, error) {
 // writes on each chunk as soon as it is read.
 type Scanner interface {
 	// Scan is given each chunk read from the direction's source, in
-	// order, and returns how many of its first bytes are written on; the
-	// rest of the chunk is dropped. An error cuts both sides with it.
+	// order, and returns how many of its first bytes are written on (it
+	// may change them in place); the rest of the chunk is dropped. An
+	// error cuts both sides with it.
 	Scan(chunk []byte) (int, error)
 	// Plain reports whether the direction's bytes pass as they are from
 	// here on: Join then relays the rest, unread, with its fast paths.

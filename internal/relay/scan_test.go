@@ -1,0 +1,87 @@
+package relay
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+)
+
+// dropScanner drops every byte before a '|', passes the '|' and all after
+// it as they are (plain), and fails the end if none came.
+type dropScanner struct{ plain bool }
+
+func (s *dropScanner) Scan(p []byte) (int, error) {
+	if i := bytes.IndexByte(p, '|'); i >= 0 {
+		s.plain = true
+		copy(p, p[i:]) // what is written on is the chunk's front
+		return len(p) - i, nil
+	}
+	return 0, nil
+}
+
+func (s *dropScanner) Plain() bool { return s.plain }
+
+func (s *dropScanner) End() error {
+	if !s.plain {
+		return errors.New("no '|'")
+	}
+	return nil
+}
+
+// JoinScanned passes on what its Scanner says, then relays the rest as
+// it is (between TCP connections, with copyTCP's splice); the other
+// direction, unscanned, as Join does.
+func TestJoinScanned(t *testing.T) {
+	a, aJoin := tcpPair(t)
+	bJoin, b := tcpPair(t)
+	bulk := bytes.Repeat([]byte("0123456789"), 1<<17)
+	done := make(chan error, 1)
+	go func() {
+		_, err := JoinScanned(aJoin, bJoin, nil, &dropScanner{}, nil)
+		done <- err
+	}()
+	go func() {
+		a.Write([]byte("dropped"))
+		a.Write([]byte("also dropped|kept"))
+		a.Write(bulk)
+		a.CloseWrite()
+	}()
+	go func() {
+		b.Write([]byte("back"))
+		b.CloseWrite()
+	}()
+	got, err := io.ReadAll(b)
+	if want := append([]byte("|kept"), bulk...); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read %d bytes, %v; want the %d after the '|'", len(got), err, len(want))
+	}
+	if got, err := io.ReadAll(a); err != nil || string(got) != "back" {
+		t.Fatalf("read %q, %v; want back", got, err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A Scanner's error at the end cuts both sides: neither peer reads a
+// clean end.
+func TestJoinScannedEndCuts(t *testing.T) {
+	a, aJoin := tcpPair(t)
+	bJoin, b := tcpPair(t)
+	done := make(chan error, 1)
+	go func() {
+		_, err := JoinScanned(aJoin, bJoin, nil, &dropScanner{}, nil)
+		done <- err
+	}()
+	a.Write([]byte("no bar"))
+	a.CloseWrite()
+	if err := <-done; !Cut(err) {
+		t.Fatalf("JoinScanned: %v, want a cut", err)
+	}
+	if _, err := io.ReadAll(b); err == nil {
+		t.Error("b read a clean end")
+	}
+	if _, err := io.ReadAll(a); err == nil {
+		t.Error("a read a clean end")
+	}
+}
