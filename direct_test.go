@@ -170,11 +170,11 @@ func TestDirectServerSession(t *testing.T) {
 		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "hello" {
 			t.Fatalf("read %q, %v; want the session's bytes", buf, err)
 		}
+		if err := <-events; err == nil { // once this side's punch has failed
+			t.Error("EventDirect without an error for a relayed session")
+		}
 		if c.Direct() || c.DirectError() == nil {
 			t.Errorf("Direct %v, DirectError %v: want relayed, with the punch's error", c.Direct(), c.DirectError())
-		}
-		if err := <-events; err == nil {
-			t.Error("EventDirect without an error for a relayed session")
 		}
 	})
 	t.Run("unframed, on TCP, closes once", func(t *testing.T) {
