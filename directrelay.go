@@ -62,7 +62,7 @@ func (r *recordScanner) Scan(p []byte) (int, error) {
 				}
 				i++
 			default:
-				return i, r.errorf("a record of type %q, not d, m or u: the %[2]s speaks another version of direct sessions, or is not an rtcp %[2]s", p[i], r.from)
+				return i, r.errorf("a record of type %q, not d, m or u", p[i])
 			}
 		case scanLength:
 			r.length = r.length<<8 | int(p[i])
@@ -132,7 +132,7 @@ func (r *recordScanner) End() error {
 }
 
 func (r *recordScanner) errorf(format string, a ...any) error {
-	return fmt.Errorf("rtcp: the %s's records on a brokered session: "+format+"; the DP cut the session", append([]any{r.from}, a...)...)
+	return fmt.Errorf("rtcp: the %s's records on a brokered session: "+format+"; the DP cut the session (a side that died, or that speaks another version of direct sessions: update it, or run it without Direct)", append([]any{r.from}, a...)...)
 }
 
 // brokeredRelay is the DP's reading of both directions of one brokered
