@@ -9,6 +9,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"rtcp/internal/mux"
 	"rtcp/internal/tcpreset"
@@ -111,6 +112,19 @@ func pipe(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFin, sr
 // rest is plain (ended false) or the direction has ended (err nil: a
 // clean end), or failed.
 func scan(dst, src net.Conn, dir bool, count func(bool, int), srcFin *atomic.Bool, sc Scanner) (n int64, err error, ended bool) {
+	if ps := fastPath[pushSource](src); ps != nil {
+		// An rtcp stream hands its chunks to the scanner itself, and
+		// holds no buffer of the relay's while it has nothing.
+		w := &scanWriter{dst: dst, sc: sc, dir: dir, count: count}
+		_, err := ps.PushTo(w, nil)
+		switch {
+		case errors.Is(err, errPlain):
+			return w.n, nil, false
+		case err == nil:
+			return w.n, sc.End(), true
+		}
+		return w.n, err, true
+	}
 	r := newChunkReader(src)
 	defer r.close()
 	for !sc.Plain() {
@@ -146,6 +160,47 @@ func scan(dst, src net.Conn, dir bool, count func(bool, int), srcFin *atomic.Boo
 	}
 	return n, nil, false
 }
+
+// errPlain ends a scanWriter's PushTo once its Scanner says the rest of
+// the stream is plain: the rest goes by pipePlain's PushTo.
+var errPlain = errors.New("relay: the rest of the stream is plain")
+
+// scanWriter is the destination of a stream's PushTo while a Scanner
+// reads it: it writes on to dst what the Scanner passes.
+type scanWriter struct {
+	dst   net.Conn
+	sc    Scanner
+	dir   bool
+	count func(bool, int)
+	n     int64 // bytes written to dst
+}
+
+// Write scans p and writes on what the Scanner passes; it returns
+// len(p), the bytes it consumed, unless dst failed.
+func (w *scanWriter) Write(p []byte) (int, error) {
+	k, err := w.sc.Scan(p)
+	if err != nil {
+		return len(p), err
+	}
+	if k > 0 {
+		nw, werr := w.dst.Write(p[:k])
+		w.n += int64(nw)
+		if w.count != nil && nw > 0 {
+			w.count(w.dir, nw)
+		}
+		if werr != nil {
+			return nw, werr
+		}
+	}
+	if w.sc.Plain() {
+		return len(p), errPlain
+	}
+	return len(p), nil
+}
+
+// SetWriteDeadline lets the stream end a write to dst that the session's
+// cut abandons (mux.Stream.PushTo).
+func (w *scanWriter) SetWriteDeadline(t time.Time) error { return w.dst.SetWriteDeadline(t) }
 
 // pipePlain copies src to dst as they are.
 func pipePlain(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFin, srcFin *atomic.Bool) (int64, error) {

@@ -85,3 +85,50 @@ func TestJoinScannedEndCuts(t *testing.T) {
 		t.Error("a read a clean end")
 	}
 }
+
+// A stream's bytes reach the Scanner from the stream itself (PushTo), and
+// the rest, once plain, by Join's own PushTo; an End error cuts.
+func TestJoinScannedStream(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   []string
+		want string // "": a cut
+	}{
+		{"plain", []string{"dropped", "also dropped|kept", "0123456789"}, "|kept0123456789"},
+		{"no bar", []string{"dropped"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			near, far, closeSessions := streamPair(t)
+			defer closeSessions()
+			a, aJoin := tcpPair(t)
+			done := make(chan error, 1)
+			go func() {
+				_, err := JoinScanned(aJoin, near, nil, nil, &dropScanner{})
+				done <- err
+			}()
+			go func() {
+				for _, s := range tc.in {
+					far.Write([]byte(s))
+				}
+				far.CloseWrite()
+			}()
+			got, err := io.ReadAll(a)
+			if tc.want == "" {
+				if err == nil {
+					t.Errorf("read %q and a clean end, want a cut", got)
+				}
+				a.Close()
+				if err := <-done; !Cut(err) {
+					t.Errorf("JoinScanned: %v, want a cut", err)
+				}
+				return
+			}
+			if err != nil || string(got) != tc.want {
+				t.Fatalf("read %q, %v; want %q", got, err, tc.want)
+			}
+			a.Close()
+			far.Close()
+			<-done
+		})
+	}
+}
