@@ -31,6 +31,8 @@ func TestDirectLoopback(t *testing.T) {
 			}
 			t.Run(name, func(t *testing.T) {
 				dp := new(DiscoverPoint)
+				ended := make(chan bool, 1)
+				dp.brokeredEnded = func(moved bool) { ended <- moved }
 				addr := startDP(t, dp)
 				events := make(chan Event, 16)
 				l := listen(t, &ListenConfig{Transport: tr, Direct: true, ManualAck: manual, OnEvent: func(e Event) {
@@ -58,8 +60,18 @@ func TestDirectLoopback(t *testing.T) {
 				if e := <-events; (e.Err == nil) != direct {
 					t.Errorf("the client went direct: %v; the server's EventDirect says %v", direct, e.Err)
 				}
-				if st := dp.Stats(); st.DirectBrokered != 1 {
-					t.Errorf("Stats: %d brokered, want 1", st.DirectBrokered)
+				c.Close()
+				if moved := <-ended; moved != direct {
+					t.Errorf("the client went direct: %v; the DP saw the session end moved: %v", direct, moved)
+				}
+				// Each side's report: all of its 1 MiB went directly, as
+				// both sides wrote only after their punch had ended.
+				var want uint64
+				if direct {
+					want = 2 << 20
+				}
+				if st := dp.Stats(); st.DirectBrokered != 1 || st.DirectMoved+st.DirectRelayed != 1 || st.DirectBytes != want {
+					t.Errorf("Stats: %d brokered, %d moved, %d relayed, %d direct bytes; want 1, the session moved or relayed, %d", st.DirectBrokered, st.DirectMoved, st.DirectRelayed, st.DirectBytes, want)
 				}
 			})
 		}
