@@ -19,8 +19,9 @@
 // comes in from the public side unasked (ct state new), as home routers do,
 // rather than answering with a reset.
 //
-// Go code runs in a namespace through NS.Do: a goroutine locked to an OS
-// thread that has joined the namespace with setns(2). A socket belongs to
+// Go code runs in a namespace through NS.Do: on a goroutine locked to an
+// OS thread that joined the namespace once with setns(2), one of a few
+// that each namespace keeps until the test ends. A socket belongs to
 // the namespace it was created in for its whole life, so a listener or a
 // connection made inside Do is used from any goroutine afterwards. That
 // keeps a test in one process, under the race detector and goleak, with
@@ -39,6 +40,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -86,9 +88,12 @@ type Lab struct {
 	hosts  int // hosts added so far; only the test's goroutine adds them
 }
 
-// An NS is a named network namespace.
+// An NS is a named network namespace, made by a Lab.
 type NS struct {
 	Name string
+
+	mu   sync.Mutex // guards pool
+	pool nsPool     // the threads that run Do's work in the namespace
 }
 
 // A Host is a namespace on the public network, directly or behind a NAT.
@@ -275,7 +280,9 @@ func (l *Lab) newNS(role string) *NS {
 	return ns
 }
 
+// del ends the namespace's threads (NS.Do) and removes it.
 func (l *Lab) del(ns *NS) {
+	ns.stop()
 	if out, err := exec.Command("ip", "netns", "del", ns.Name).CombinedOutput(); err != nil {
 		l.t.Errorf("natlab: remove namespace %s: %v: %s", ns.Name, err, bytes.TrimSpace(out))
 	}

@@ -12,4 +12,9 @@ func (n *NS) Do(f func() error) error {
 	return errors.New("natlab: network namespaces need Linux")
 }
 
+// nsPool is empty: Do starts nothing here.
+type nsPool struct{}
+
+func (n *NS) stop() {}
+
 func removeStale(t testing.TB) {}
