@@ -563,6 +563,37 @@ func BenchmarkDirect(b *testing.B) {
 	dials = append(dials, kind{name: "relayed", dial: func() (net.Conn, error) {
 		return relayed.DialContext(context.Background(), x.addr, "printer-7")
 	}})
+	// A session that starts relayed and moves later, and a relayed one,
+	// dialed in turn, so that both meet the same load: the medians of
+	// each and their ratio (the target: at most 1).
+	b.Run("dial/direct-on-vs-relayed", func(b *testing.B) {
+		one := make([]byte, 1)
+		var took [2][]time.Duration
+		for range b.N {
+			for k, d := range []*Dialer{x.dialer(), relayed} {
+				began := time.Now()
+				c, err := d.DialContext(context.Background(), x.addr, "printer-7")
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := c.Write(one); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, one); err != nil {
+					b.Fatal(err)
+				}
+				took[k] = append(took[k], time.Since(began))
+				c.Close()
+			}
+		}
+		for k := range took {
+			slices.Sort(took[k])
+		}
+		on, off := took[0][len(took[0])/2], took[1][len(took[1])/2]
+		b.ReportMetric(float64(on.Nanoseconds()), "on-p50-ns")
+		b.ReportMetric(float64(off.Nanoseconds()), "relayed-p50-ns")
+		b.ReportMetric(float64(on)/float64(off), "on/relayed")
+	})
 	for _, d := range dials {
 		// A new session and one byte there and back: the time to first
 		// byte of each kind of dial.
