@@ -2,6 +2,7 @@ package rtcp
 
 import (
 	"fmt"
+	"math"
 	"sync/atomic"
 )
 
@@ -155,8 +156,24 @@ func (dp *DiscoverPoint) newBrokeredRelay() *brokeredRelay {
 // report counts a side's report: bytes it says it wrote on the direct
 // connection (the DP cannot check it).
 func (b *brokeredRelay) report(n uint64) {
-	b.reported.Add(n)
-	b.dp.counts.directBytes.Add(n)
+	addSaturating(&b.reported, n)
+	addSaturating(&b.dp.counts.directBytes, n)
+}
+
+// addSaturating adds n to c, stopping at the largest uint64: a count of
+// 8 bytes from the network may be anything, and a counter that wrapped
+// round would go back (a monitor takes that for a restart).
+func addSaturating(c *atomic.Uint64, n uint64) {
+	for {
+		old := c.Load()
+		sum := old + n
+		if sum < old {
+			sum = math.MaxUint64
+		}
+		if c.CompareAndSwap(old, sum) {
+			return
+		}
+	}
 }
 
 // directionMoved counts the session as moved once both directions have.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"io"
+	"math"
 	"net"
 	"testing"
 
@@ -318,4 +319,33 @@ func FuzzDPRecords(f *testing.F) {
 			t.Fatalf("moved and well formed, with %d reports", reports)
 		}
 	})
+}
+
+// The reports are the sides' word, up to 2^64-1 each: DirectBytes stops
+// at its largest value rather than wrap round to a small count (a
+// counter that goes back looks like a DP restart to a monitor).
+func TestDPDirectBytesSaturates(t *testing.T) {
+	dp := new(DiscoverPoint)
+	dp.init()
+	defer dp.Close()
+	j := newBrokeredJoin(t, dp)
+	errc := make(chan error, 2)
+	go func() { errc <- sendPieces(j.client, []byte("m"+report(math.MaxUint64-1))) }()
+	go func() { errc <- sendPieces(j.server, []byte("m"+report(5))) }()
+	for _, c := range []net.Conn{j.server, j.client} {
+		if _, err := io.ReadAll(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-j.done; err != nil {
+		t.Fatalf("join: %v", err)
+	}
+	if st := dp.Stats(); st.DirectBytes != math.MaxUint64 || st.DirectMoved != 1 {
+		t.Errorf("Stats: %d direct bytes, %d moved; want %d (the most it counts), 1", st.DirectBytes, st.DirectMoved, uint64(math.MaxUint64))
+	}
 }

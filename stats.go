@@ -33,7 +33,8 @@ type Stats struct {
 	// DirectBytes counts the bytes that the sides of brokered sessions
 	// say they wrote on their direct connection, which never reach the
 	// DP: each side reports its count on the relay when it closes the
-	// session (self-reported: the DP cannot check it).
+	// session (self-reported: the DP cannot check it, and the count stops
+	// at 2^64-1 rather than wrap round).
 	DirectBrokered uint64 `json:"direct_brokered"`
 	DirectMoved    uint64 `json:"direct_moved"`
 	DirectRelayed  uint64 `json:"direct_relayed"`
