@@ -507,6 +507,15 @@ func (m *moveConn) shut(abort error) {
 		if done {
 			m.report(false, cmp.Or(perr, errEndedUnmoved)) // unless it moved
 		}
+		// The direct connection ends first: the peer must not wait for
+		// its end while the report waits for a slow relay.
+		if d != nil {
+			if abort != nil {
+				abortStream(d, abort)
+			} else {
+				d.Close()
+			}
+		}
 		m.relayOnce.Do(func() {
 			switch {
 			case abort != nil:
@@ -517,12 +526,5 @@ func (m *moveConn) shut(abort error) {
 			}
 			m.relay.Close()
 		})
-		if d != nil {
-			if abort != nil {
-				abortStream(d, abort)
-			} else {
-				d.Close()
-			}
-		}
 	})
 }

@@ -3,6 +3,7 @@ package rtcp
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -521,5 +522,45 @@ func TestMoveReport(t *testing.T) {
 				t.Fatalf("the relay: %q, %v; want %q and the end", got, err, tc.want)
 			}
 		})
+	}
+}
+
+// TestMoveCloseEndsDirectFirst: a moved side's Close ends the direct
+// connection before it writes its report, so a slow relay does not keep
+// the peer waiting for the session's end.
+func TestMoveCloseEndsDirectFirst(t *testing.T) {
+	ra, dpSide := net.Pipe() // a write waits for its read: the slow relay
+	da, db := tcpPair(t)
+	defer dpSide.Close()
+	defer db.Close()
+	a := newMoveConn(asStream(ra), nil, nil)
+	a.setPunch(da, nil)
+	moved := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 1)
+		_, err := io.ReadFull(dpSide, buf)
+		if err == nil && buf[0] != recMoved {
+			err = fmt.Errorf("the relay carried %q, want m", buf)
+		}
+		moved <- err
+	}()
+	if _, err := a.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-moved; err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- a.Close() }()
+	// Nothing reads the relay yet: the direct connection ends all the same.
+	if got, err := io.ReadAll(db); err != nil || string(got) != "hello" {
+		t.Fatalf("the direct connection: %q, %v; want hello and the end", got, err)
+	}
+	// The report, still waiting for the relay, comes once it is read.
+	if got, err := io.ReadAll(dpSide); err != nil || string(got) != report(5) {
+		t.Fatalf("the relay: %q, %v; want the report of 5 bytes and the end", got, err)
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
 	}
 }
