@@ -61,6 +61,11 @@ const reportTimeout = time.Second
 // (the wire allows 65535): the buffer a framed write copies into.
 const maxWriteRecord = 16 << 10
 
+// headerRead is the buffer a framed Read reads a record's header into,
+// with the bytes that follow it: a small record comes whole in one read
+// of the relay, not two (its header, then its payload).
+const headerRead = 4 << 10
+
 // States of one direction of a moveConn.
 const (
 	dirFramed = iota // records on the relay
@@ -109,6 +114,8 @@ type moveConn struct {
 	hdr    [3]byte // a record header being read
 	hn     int     // bytes of hdr read
 	rleft  int     // payload bytes left in the current data record
+	rbuf   []byte  // headerRead bytes, while framed: a header is read into it
+	ahead  []byte  // relay bytes read into rbuf past the header, not yet taken
 	pend   []byte  // relay bytes read past a 'u' record, served first
 
 	peerRaw atomic.Bool // the peer said 'u': its punch failed (set by the read side)
@@ -223,45 +230,51 @@ func (m *moveConn) punchErr() error {
 }
 
 // switchWrite (wmu held, framed) sends 'm' or 'u' if the punch has ended
-// and no record is under way.
-func (m *moveConn) switchWrite() error {
+// and no record is under way. A 'u' takes the first bytes of b with it,
+// in one write of the relay: it returns how many of b it wrote.
+func (m *moveConn) switchWrite(b []byte) (int, error) {
 	d, _, done := m.punched()
 	if !done || len(m.owh) > 0 || m.owp > 0 {
-		return nil
+		return 0, nil
 	}
-	rec := []byte{recRaw}
-	if d != nil && !m.peerRaw.Load() {
-		rec[0] = recMoved
-	}
-	if rec[0] == recRaw {
+	if d == nil || m.peerRaw.Load() {
 		// Our punch failed, or the peer's did (it said 'u': it holds
 		// no direct connection, and an 'm' would fail its Read): both
 		// directions stay on the relay.
-		d = nil
+		k := min(len(b), maxWriteRecord)
+		if cap(m.wbuf) < 1+k {
+			m.wbuf = make([]byte, 0, 1+k)
+		}
+		n, err := m.relay.Write(append(append(m.wbuf[:0], recRaw), b[:k]...))
+		if n == 0 {
+			return 0, err // a deadline, say: the next Write tries again
+		}
+		m.wbuf = nil
+		m.wstate = dirRaw
+		return n - 1, err
 	}
-	n, err := m.relay.Write(rec)
+	n, err := m.relay.Write([]byte{recMoved})
 	if n == 0 {
-		return err // a deadline, say: the next Write tries again
+		return 0, err
 	}
 	m.wbuf = nil
-	if d == nil {
-		m.wstate = dirRaw
-		return nil
-	}
 	m.wstate = dirDirect
 	m.sentMoved.Store(true) // before relayDone: the relay stays open
 	m.relayDone()
 	m.directionMoved()
-	return nil
+	return 0, nil
 }
 
 func (m *moveConn) Write(b []byte) (int, error) {
 	m.wmu.Lock()
 	defer m.wmu.Unlock()
+	sent := 0 // bytes of b that went with a 'u'
 	if m.wstate == dirFramed {
-		if err := m.switchWrite(); err != nil {
-			return 0, err
+		n, err := m.switchWrite(b)
+		if err != nil || n > 0 && n == len(b) {
+			return n, err
 		}
+		sent, b = n, b[n:]
 	}
 	switch m.wstate {
 	case dirDirect:
@@ -269,7 +282,8 @@ func (m *moveConn) Write(b []byte) (int, error) {
 		m.wroteDirect.Add(uint64(n))
 		return n, err
 	case dirRaw:
-		return m.relay.Write(b)
+		n, err := m.relay.Write(b)
+		return sent + n, err
 	case dirEnded:
 		return 0, &net.OpError{Op: "write", Net: "rtcp", Source: m.local, Addr: m.remote, Err: errors.New("rtcp: write after CloseWrite")}
 	}
@@ -312,7 +326,7 @@ func (m *moveConn) CloseWrite() error {
 	m.wmu.Lock()
 	defer m.wmu.Unlock()
 	if m.wstate == dirFramed {
-		m.switchWrite()
+		m.switchWrite(nil)
 	}
 	switch m.wstate {
 	case dirDirect:
@@ -352,6 +366,12 @@ func (m *moveConn) Read(b []byte) (int, error) {
 		case dirFailed:
 			return 0, m.rerr
 		}
+		if m.rleft > 0 && len(m.ahead) > 0 {
+			n := copy(b[:min(len(b), m.rleft)], m.ahead)
+			m.ahead = m.ahead[n:]
+			m.rleft -= n
+			return n, nil
+		}
 		if m.rleft > 0 {
 			n, err := m.relay.Read(b[:min(len(b), m.rleft)])
 			m.rleft -= n
@@ -367,21 +387,24 @@ func (m *moveConn) Read(b []byte) (int, error) {
 }
 
 // readHeader (rmu held) reads the next record's header and acts on it.
+// It reads the relay into rbuf, so that the bytes after the header come
+// with it (ahead): nothing follows 'm', and what follows 'u' is kept
+// (pend).
 func (m *moveConn) readHeader() error {
-	need := 1
-	if m.hn > 0 && m.hdr[0] == recData {
-		need = 3
-	}
-	for m.hn < need {
-		// Read up to a whole data header at once: nothing follows 'm',
-		// and what follows 'u' is kept (pend).
-		n, err := m.relay.Read(m.hdr[m.hn:])
-		m.hn += n
-		if m.hn > 0 && m.hdr[0] == recData {
-			need = 3
+	for m.hn == 0 || m.hdr[0] == recData && m.hn < 3 {
+		if len(m.ahead) > 0 {
+			m.hdr[m.hn] = m.ahead[0]
+			m.ahead = m.ahead[1:]
+			m.hn++
+			continue
 		}
-		if m.hn >= need {
-			break
+		if m.rbuf == nil {
+			m.rbuf = make([]byte, headerRead)
+		}
+		n, err := m.relay.Read(m.rbuf)
+		m.ahead = m.rbuf[:n]
+		if n > 0 {
+			continue
 		}
 		if err == io.EOF {
 			if m.hn == 0 {
@@ -403,15 +426,15 @@ func (m *moveConn) readHeader() error {
 		}
 		m.rleft, m.hn = l, 0
 	case recRaw:
-		m.pend = append([]byte(nil), m.hdr[1:m.hn]...)
+		m.pend, m.ahead, m.rbuf = m.ahead, nil, nil
 		m.rstate, m.hn = dirRaw, 0
 		m.peerRaw.Store(true)
 		if m.stopPunch != nil {
 			m.stopPunch() // the peer has no direct connection: ours is no use
 		}
 	case recMoved:
-		if m.hn > 1 {
-			return m.failRead(fmt.Errorf("rtcp: the relayed session sent %q after its moved record", m.hdr[1:m.hn]))
+		if len(m.ahead) > 0 {
+			return m.failRead(fmt.Errorf("rtcp: the relayed session sent %q after its moved record", m.ahead[:min(len(m.ahead), 16)]))
 		}
 		if err := m.waitPunch(); err != nil {
 			return err // the record is kept for the next Read
@@ -420,7 +443,7 @@ func (m *moveConn) readHeader() error {
 		if m.direct == nil {
 			return m.failRead(fmt.Errorf("%w: %w", errMovedNoDirect, m.perr))
 		}
-		m.rstate = dirDirect
+		m.rstate, m.rbuf = dirDirect, nil
 		m.relayDone()
 		m.directionMoved()
 	default:

@@ -2,11 +2,13 @@ package rtcp
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -362,16 +364,19 @@ func FuzzMoveRecords(f *testing.F) {
 	f.Add([]byte("x"))
 	f.Add([]byte("mzz"))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		m := newMoveConn(&bytesStream{r: bytes.NewReader(in)}, nil, nil)
-		m.setPunch(nil, errors.New("no path"))
-		defer m.Close()
-		got, err := io.ReadAll(m)
 		want, ok := decodeRecords(in)
-		if ok && (err != nil || !bytes.Equal(got, want)) {
-			t.Fatalf("read %q, %v; want %q, a clean end", got, err, want)
-		}
-		if !ok && (err == nil || !bytes.HasPrefix(want, got)) {
-			t.Fatalf("read %q, %v; want an error after at most %q", got, err, want)
+		// Records split across reads, and records read whole.
+		for _, chunk := range []int{2, len(in) + 1} {
+			m := newMoveConn(&bytesStream{r: bytes.NewReader(in), chunk: chunk}, nil, nil)
+			m.setPunch(nil, errors.New("no path"))
+			got, err := io.ReadAll(m)
+			m.Close()
+			if ok && (err != nil || !bytes.Equal(got, want)) {
+				t.Fatalf("reads of %d: read %q, %v; want %q, a clean end", chunk, got, err, want)
+			}
+			if !ok && (err == nil || !bytes.HasPrefix(want, got)) {
+				t.Fatalf("reads of %d: read %q, %v; want an error after at most %q", chunk, got, err, want)
+			}
 		}
 	})
 }
@@ -404,12 +409,13 @@ func decodeRecords(in []byte) (out []byte, ok bool) {
 // bytesStream is a stream that reads from r and writes nowhere.
 type bytesStream struct {
 	net.Conn
-	r *bytes.Reader
+	r     *bytes.Reader
+	chunk int // the most a Read returns; 0: 2, records split across reads
 }
 
 func (s *bytesStream) Read(b []byte) (int, error) {
-	if len(b) > 2 {
-		b = b[:2] // records split across reads
+	if len(b) > cmp.Or(s.chunk, 2) {
+		b = b[:cmp.Or(s.chunk, 2)]
 	}
 	return s.r.Read(b)
 }
@@ -562,5 +568,58 @@ func TestMoveCloseEndsDirectFirst(t *testing.T) {
 	}
 	if err := <-closed; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// countingStream is a relay that records each Write and counts Reads.
+type countingStream struct {
+	bytesStream
+	writes [][]byte
+	reads  int
+}
+
+func (s *countingStream) Write(b []byte) (int, error) {
+	s.writes = append(s.writes, bytes.Clone(b))
+	return len(b), nil
+}
+
+func (s *countingStream) Read(b []byte) (int, error) {
+	s.reads++
+	return s.bytesStream.Read(b)
+}
+
+// A record comes in one read of the relay, header and payload, and goes
+// in one write, a 'u' with the bytes of the Write that sends it: the
+// framing adds no system call to a small message (direct_count_test.go).
+func TestMoveOneCallPerRecord(t *testing.T) {
+	relay := &countingStream{bytesStream: bytesStream{r: bytes.NewReader([]byte("d\x00\x02hid\x00\x01!u raw")), chunk: 1 << 20}}
+	m := newMoveConn(relay, nil, nil)
+	defer m.Close()
+	buf := make([]byte, 64)
+	for _, want := range []string{"hi", "!", " raw"} {
+		reads := relay.reads
+		n, err := m.Read(buf)
+		if err != nil || string(buf[:n]) != want {
+			t.Fatalf("Read: %q, %v; want %q", buf[:n], err, want)
+		}
+		if want == "hi" && relay.reads-reads != 1 {
+			t.Errorf("Read of the first record: %d reads of the relay, want 1", relay.reads-reads)
+		}
+	}
+	if _, err := m.Write([]byte("ab")); err != nil { // framed: the punch runs
+		t.Fatal(err)
+	}
+	m.setPunch(nil, errors.New("no path"))
+	for _, b := range []string{"cd", "e"} {
+		if n, err := m.Write([]byte(b)); n != len(b) || err != nil {
+			t.Fatalf("Write(%q): %d, %v", b, n, err)
+		}
+	}
+	var got []string
+	for _, w := range relay.writes {
+		got = append(got, string(w))
+	}
+	if want := []string{"d\x00\x02ab", "ucd", "e"}; !slices.Equal(got, want) {
+		t.Errorf("writes of the relay: %q, want %q", got, want)
 	}
 }
