@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/metrics"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -32,8 +33,8 @@ var countKinds = []struct {
 }
 
 // dialEchoOne dials name at addr with d, and sends one byte and reads it
-// back.
-func dialEchoOne(d *Dialer, addr string) error {
+// back; then calls back, if not nil, before it closes the session.
+func dialEchoOne(d *Dialer, addr string, back func()) error {
 	c, err := d.DialContext(context.Background(), addr, "printer-7")
 	if err != nil {
 		return err
@@ -44,6 +45,9 @@ func dialEchoOne(d *Dialer, addr string) error {
 		return err
 	}
 	_, err = io.ReadFull(c, one)
+	if back != nil {
+		back()
+	}
 	return err
 }
 
@@ -67,18 +71,22 @@ func BenchmarkDirectDialCount(b *testing.B) {
 			l := listen(b, &ListenConfig{Transport: TransportYamux, Direct: k.direct, DirectTimeout: k.timeout}, addr, "printer-7")
 			echo(b, l)
 			d := &Dialer{Transport: TransportYamux, Direct: k.direct, DirectTimeout: k.timeout}
-			if err := dialEchoOne(d, addr); err != nil { // the early Connect from here on
+			if err := dialEchoOne(d, addr, nil); err != nil { // the early Connect from here on
 				b.Fatal(err)
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
 			g := goroutinesCreated()
+			took := make([]time.Duration, 0, b.N)
 			for range b.N {
-				if err := dialEchoOne(d, addr); err != nil {
+				began := time.Now()
+				if err := dialEchoOne(d, addr, func() { took = append(took, time.Since(began)) }); err != nil {
 					b.Fatal(err)
 				}
 			}
 			b.ReportMetric(float64(goroutinesCreated()-g)/float64(b.N), "goroutines/op")
+			slices.Sort(took)
+			b.ReportMetric(float64(took[len(took)/2].Nanoseconds()), "p50-ns")
 		})
 	}
 }
@@ -138,7 +146,7 @@ func TestDirectCountRole(t *testing.T) {
 		n, _ := strconv.Atoi(os.Getenv("RTCP_COUNT_N"))
 		d := &Dialer{Transport: TransportYamux, Direct: direct, DirectTimeout: timeout}
 		for i := range n + 1 {
-			if err := dialEchoOne(d, addr); err != nil {
+			if err := dialEchoOne(d, addr, nil); err != nil {
 				t.Fatalf("dial %d: %v", i, err)
 			}
 		}

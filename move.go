@@ -125,7 +125,7 @@ type moveConn struct {
 	whdr   [3]byte
 	owh    []byte // header bytes of the current record not yet written
 	owp    int    // payload bytes the current record still owes
-	wbuf   []byte // header and payload of a framed write
+	wbuf   []byte // header and payload of a framed write, up to 3+maxWriteRecord
 }
 
 // newMoveConn returns the moving session over relay; setPunch delivers
@@ -294,9 +294,6 @@ func (m *moveConn) Write(b []byte) (int, error) {
 // (a deadline) leaves the record it was in owing its rest: the next
 // Write's bytes complete it, so the records stay whole.
 func (m *moveConn) writeFramed(b []byte) (int, error) {
-	if m.wbuf == nil {
-		m.wbuf = make([]byte, 0, 3+maxWriteRecord)
-	}
 	total := 0
 	for len(b) > 0 {
 		if len(m.owh) == 0 && m.owp == 0 {
@@ -305,7 +302,10 @@ func (m *moveConn) writeFramed(b []byte) (int, error) {
 			m.owh, m.owp = m.whdr[:], l
 		}
 		k := min(len(b), m.owp)
+		// wbuf grows to the records written: a small message costs no
+		// buffer of maxWriteRecord.
 		buf := append(append(m.wbuf[:0], m.owh...), b[:k]...)
+		m.wbuf = buf[:0]
 		n, err := m.relay.Write(buf)
 		hw := min(n, len(m.owh))
 		m.owh = m.owh[hw:]
