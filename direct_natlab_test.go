@@ -402,22 +402,9 @@ func TestDirectNATDialTime(t *testing.T) {
 			off := &Dialer{Transport: TransportYamux, netns: x.client.Do}
 			const n = 30
 			var took [2][]time.Duration
-			one := make([]byte, 1)
 			for range n {
 				for k, d := range []*Dialer{on, off} {
-					began := time.Now()
-					c, err := d.DialContext(context.Background(), x.addr, "printer-7")
-					if err != nil {
-						t.Fatal(err)
-					}
-					if _, err := c.Write(one); err != nil {
-						t.Fatal(err)
-					}
-					if _, err := io.ReadFull(c, one); err != nil {
-						t.Fatal(err)
-					}
-					took[k] = append(took[k], time.Since(began))
-					c.Close()
+					took[k] = append(took[k], firstByte(t, d, x.addr))
 					if k == 0 {
 						<-x.accepted
 					}
@@ -567,23 +554,10 @@ func BenchmarkDirect(b *testing.B) {
 	// dialed in turn, so that both meet the same load: the medians of
 	// each and their ratio (the target: at most 1).
 	b.Run("dial/direct-on-vs-relayed", func(b *testing.B) {
-		one := make([]byte, 1)
 		var took [2][]time.Duration
 		for range b.N {
 			for k, d := range []*Dialer{x.dialer(), relayed} {
-				began := time.Now()
-				c, err := d.DialContext(context.Background(), x.addr, "printer-7")
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := c.Write(one); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := io.ReadFull(c, one); err != nil {
-					b.Fatal(err)
-				}
-				took[k] = append(took[k], time.Since(began))
-				c.Close()
+				took[k] = append(took[k], firstByte(b, d, x.addr))
 			}
 		}
 		for k := range took {
@@ -670,4 +644,24 @@ func BenchmarkDirect(b *testing.B) {
 			b.ReportMetric(float64(took[len(took)/2].Nanoseconds()), "p50-ns")
 		})
 	}
+}
+
+// firstByte dials printer-7 at addr with d, sends a byte, and returns how
+// long it took until the echo came back; the session is closed.
+func firstByte(tb testing.TB, d *Dialer, addr string) time.Duration {
+	tb.Helper()
+	one := make([]byte, 1)
+	began := time.Now()
+	c, err := d.DialContext(context.Background(), addr, "printer-7")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(one); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, one); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Since(began)
 }
