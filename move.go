@@ -350,6 +350,13 @@ func (m *moveConn) Read(b []byte) (int, error) {
 	}
 	m.rmu.Lock()
 	defer m.rmu.Unlock()
+	select {
+	case <-m.closed:
+		// Not the bytes read ahead (ahead, pend): a Read after Close
+		// fails, as the relay's would.
+		return 0, &net.OpError{Op: "read", Net: "rtcp", Source: m.local, Addr: m.remote, Err: net.ErrClosed}
+	default:
+	}
 	for {
 		switch m.rstate {
 		case dirDirect:

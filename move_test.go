@@ -623,3 +623,19 @@ func TestMoveOneCallPerRecord(t *testing.T) {
 		t.Errorf("writes of the relay: %q, want %q", got, want)
 	}
 }
+
+// A Read after Close fails, as a net.Conn's does, even with bytes read
+// ahead from the relay (a data record's rest, or what followed 'u').
+func TestMoveReadAfterCloseReadAhead(t *testing.T) {
+	for _, in := range []string{"d\x00\x04abcd", "uabcd"} {
+		m := newMoveConn(&bytesStream{r: bytes.NewReader([]byte(in)), chunk: 1 << 10}, nil, nil)
+		buf := make([]byte, 1)
+		if n, err := m.Read(buf); n != 1 || err != nil {
+			t.Fatalf("%q: Read: %d, %v", in, n, err)
+		}
+		m.Close()
+		if n, err := m.Read(buf); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("%q: Read after Close: %q, %v; want net.ErrClosed", in, buf[:n], err)
+		}
+	}
+}
