@@ -365,6 +365,9 @@ func (m *moveConn) Read(b []byte) (int, error) {
 			if len(m.pend) > 0 {
 				n := copy(b, m.pend)
 				m.pend = m.pend[n:]
+				if len(m.pend) == 0 {
+					m.pend = nil // the session holds no rbuf while relayed
+				}
 				return n, nil
 			}
 			return m.relay.Read(b)
@@ -415,7 +418,7 @@ func (m *moveConn) readHeader() error {
 		}
 		if err == io.EOF {
 			if m.hn == 0 {
-				m.rstate = dirEnded
+				m.rstate, m.rbuf, m.ahead = dirEnded, nil, nil
 				m.relayDone()
 				return nil
 			}
@@ -450,7 +453,7 @@ func (m *moveConn) readHeader() error {
 		if m.direct == nil {
 			return m.failRead(fmt.Errorf("%w: %w", errMovedNoDirect, m.perr))
 		}
-		m.rstate, m.rbuf = dirDirect, nil
+		m.rstate, m.rbuf, m.ahead = dirDirect, nil, nil
 		m.relayDone()
 		m.directionMoved()
 	default:
@@ -461,6 +464,7 @@ func (m *moveConn) readHeader() error {
 
 func (m *moveConn) failRead(err error) error {
 	m.rstate, m.rerr = dirFailed, &net.OpError{Op: "read", Net: "rtcp", Source: m.local, Addr: m.remote, Err: err}
+	m.rbuf, m.ahead = nil, nil
 	return m.rerr
 }
 

@@ -639,3 +639,23 @@ func TestMoveReadAfterCloseReadAhead(t *testing.T) {
 		}
 	}
 }
+
+// A relayed session ('u') keeps no buffer of headerRead once the bytes
+// read ahead past 'u' are taken, nor does a direction that ended or
+// failed: the 4 KiB lasts only while records are read.
+func TestMoveReadAheadReleased(t *testing.T) {
+	for _, in := range []string{"uab", "d\x00\x01a", "d\x00\x01ax", "d\x00\x01am"} {
+		m := newMoveConn(&bytesStream{r: bytes.NewReader([]byte(in)), chunk: 1 << 10}, nil, nil)
+		c1, c2 := net.Pipe()
+		c2.Close()
+		m.setPunch(c1, nil) // for 'm': the direct connection ends at once
+		io.ReadAll(m)
+		m.rmu.Lock()
+		held := max(cap(m.pend), cap(m.ahead), cap(m.rbuf))
+		m.rmu.Unlock()
+		m.Close()
+		if held != 0 {
+			t.Errorf("%q read to its end: %d bytes of buffer held, want 0", in, held)
+		}
+	}
+}
