@@ -357,6 +357,10 @@ func (m *moveConn) Read(b []byte) (int, error) {
 		return 0, &net.OpError{Op: "read", Net: "rtcp", Source: m.local, Addr: m.remote, Err: net.ErrClosed}
 	default:
 	}
+	if (len(m.ahead) > 0 || len(m.pend) > 0) && m.rdl.Passed() {
+		// Nor past the deadline: the relay's Read would fail.
+		return 0, &net.OpError{Op: "read", Net: "rtcp", Source: m.local, Addr: m.remote, Err: os.ErrDeadlineExceeded}
+	}
 	for {
 		switch m.rstate {
 		case dirDirect:

@@ -659,3 +659,24 @@ func TestMoveReadAheadReleased(t *testing.T) {
 		}
 	}
 }
+
+// A Read past its deadline fails, as the relay's would, though bytes read
+// ahead wait; they come once the deadline is moved.
+func TestMoveReadAheadDeadline(t *testing.T) {
+	for _, in := range []string{"d\x00\x04abcd", "uabcd"} {
+		m := newMoveConn(&bytesStream{r: bytes.NewReader([]byte(in)), chunk: 1 << 10}, nil, nil)
+		buf := make([]byte, 1)
+		if n, err := m.Read(buf); n != 1 || err != nil {
+			t.Fatalf("%q: Read: %d, %v", in, n, err)
+		}
+		m.SetReadDeadline(time.Now().Add(-time.Second))
+		if n, err := m.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("%q: Read past the deadline: %q, %v; want os.ErrDeadlineExceeded", in, buf[:n], err)
+		}
+		m.SetReadDeadline(time.Time{})
+		if n, err := m.Read(buf); string(buf[:n]) != "b" || err != nil {
+			t.Errorf("%q: Read with the deadline cleared: %q, %v; want \"b\"", in, buf[:n], err)
+		}
+		m.Close()
+	}
+}
