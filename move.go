@@ -116,6 +116,7 @@ type moveConn struct {
 	rleft  int     // payload bytes left in the current data record
 	rbuf   []byte  // headerRead bytes, while framed: a header is read into it
 	ahead  []byte  // relay bytes read into rbuf past the header, not yet taken
+	aerr   error   // the relay's error that came with ahead: the next relay read's
 	pend   []byte  // relay bytes read past a 'u' record, served first
 
 	peerRaw atomic.Bool // the peer said 'u': its punch failed (set by the read side)
@@ -374,7 +375,7 @@ func (m *moveConn) Read(b []byte) (int, error) {
 				}
 				return n, nil
 			}
-			return m.relay.Read(b)
+			return m.readRelay(b)
 		case dirEnded:
 			return 0, io.EOF
 		case dirFailed:
@@ -387,7 +388,7 @@ func (m *moveConn) Read(b []byte) (int, error) {
 			return n, nil
 		}
 		if m.rleft > 0 {
-			n, err := m.relay.Read(b[:min(len(b), m.rleft)])
+			n, err := m.readRelay(b[:min(len(b), m.rleft)])
 			m.rleft -= n
 			if err == io.EOF {
 				err = m.failRead(errRecordCut)
@@ -415,9 +416,10 @@ func (m *moveConn) readHeader() error {
 		if m.rbuf == nil {
 			m.rbuf = make([]byte, headerRead)
 		}
-		n, err := m.relay.Read(m.rbuf)
+		n, err := m.readRelay(m.rbuf)
 		m.ahead = m.rbuf[:n]
 		if n > 0 {
+			m.aerr = err // after the bytes, as the relay gave it
 			continue
 		}
 		if err == io.EOF {
@@ -464,6 +466,16 @@ func (m *moveConn) readHeader() error {
 		return m.failRead(fmt.Errorf("rtcp: the relayed session sent a record of type %q, not d, m or u: the peer speaks another version of direct sessions; update the older side, or run without Direct", m.hdr[0]))
 	}
 	return nil
+}
+
+// readRelay (rmu held) reads the relay, or returns the error that came
+// with the bytes read ahead, once they are taken.
+func (m *moveConn) readRelay(b []byte) (int, error) {
+	if err := m.aerr; err != nil {
+		m.aerr = nil
+		return 0, err
+	}
+	return m.relay.Read(b)
 }
 
 func (m *moveConn) failRead(err error) error {

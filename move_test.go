@@ -680,3 +680,47 @@ func TestMoveReadAheadDeadline(t *testing.T) {
 		m.Close()
 	}
 }
+
+// An error the relay returns with bytes comes after them, not lost to
+// the read ahead: a Read returns it before the relay is read again.
+func TestMoveReadAheadErrorWithBytes(t *testing.T) {
+	errX := errors.New("x")
+	for _, in := range []string{"d\x00\x02hi", "uhi"} {
+		relay := &scriptStream{reads: []scriptRead{{in, errX}, {"!", nil}}}
+		m := newMoveConn(relay, nil, nil)
+		var got []string
+		buf := make([]byte, 64)
+		for range 3 {
+			n, err := m.Read(buf)
+			got = append(got, fmt.Sprintf("%s,%v", buf[:n], err))
+		}
+		m.Close()
+		want := []string{"hi,<nil>", ",x", "!,<nil>"} // '!' is no record: 'u' only
+		if in[0] == 'd' {
+			got, want = got[:2], want[:2]
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%q: reads %q, want %q", in, got, want)
+		}
+	}
+}
+
+type scriptRead struct {
+	b   string
+	err error
+}
+
+// scriptStream is a stream whose Reads return reads, one each, then io.EOF.
+type scriptStream struct {
+	bytesStream
+	reads []scriptRead
+}
+
+func (s *scriptStream) Read(b []byte) (int, error) {
+	if len(s.reads) == 0 {
+		return 0, io.EOF
+	}
+	r := s.reads[0]
+	s.reads = s.reads[1:]
+	return copy(b, r.b), r.err
+}
