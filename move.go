@@ -401,6 +401,70 @@ func (m *moveConn) Read(b []byte) (int, error) {
 	}
 }
 
+// WriteTo writes the session's bytes to w until their end (for
+// Conn.WriteTo and the relays): the records' bytes as Read gives them, and
+// once this direction has settled, the rest by its carrier's own way, if
+// it has one: after 'u', a server's relayed stream (mux.Stream) hands its
+// bytes on from its link's read loop, with no buffer and no wake-up of
+// this goroutine per chunk, as for a session that was not brokered.
+func (m *moveConn) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	var buf []byte
+	for {
+		if src := m.settled(); src != nil {
+			n, err := src.WriteTo(w)
+			return total + n, err
+		}
+		if buf == nil {
+			buf = make([]byte, 32<<10)
+		}
+		n, err := m.Read(buf)
+		if n > 0 {
+			k, werr := w.Write(buf[:n])
+			total += int64(k)
+			if werr == nil && k < n {
+				werr = io.ErrShortWrite
+			}
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// settled returns what carries the rest of this direction's bytes, if
+// it writes them out itself, once the direction has settled on it and no
+// byte read ahead (or error that came with them) is left; else nil.
+func (m *moveConn) settled() io.WriterTo {
+	m.rmu.Lock()
+	defer m.rmu.Unlock()
+	if len(m.pend) > 0 || m.aerr != nil {
+		return nil
+	}
+	select {
+	case <-m.closed:
+		return nil // Read says so
+	default:
+	}
+	var s stream
+	switch m.rstate {
+	case dirDirect:
+		s = m.direct
+	case dirRaw:
+		s = m.relay
+	default:
+		return nil
+	}
+	wt, _ := s.(io.WriterTo)
+	return wt
+}
+
 // readHeader (rmu held) reads the next record's header and acts on it.
 // It reads the relay into rbuf, so that the bytes after the header come
 // with it (ahead): nothing follows 'm', and what follows 'u' is kept

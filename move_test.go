@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -723,4 +724,54 @@ func (s *scriptStream) Read(b []byte) (int, error) {
 	r := s.reads[0]
 	s.reads = s.reads[1:]
 	return copy(b, r.b), r.err
+}
+
+// pushStream is a relay that writes itself out, as a server's mux.Stream
+// does (pushed from its link's read loop): it says whether it was asked.
+type pushStream struct {
+	bytesStream
+	pushed bool
+}
+
+func (s *pushStream) WriteTo(w io.Writer) (int64, error) {
+	s.pushed = true
+	return io.Copy(w, struct{ io.Reader }{&s.bytesStream})
+}
+
+// TestMoveWriteTo: WriteTo gives the records' bytes, then those read
+// ahead past a 'u', and hands the rest to a relay that writes itself
+// out; a relay that does not, or a session still framed, is read.
+func TestMoveWriteTo(t *testing.T) {
+	in := "d\x00\x02hiu" + "raw bytes after the u record, " + strings.Repeat("and more ", 100)
+	want := "hi" + in[6:]
+	for _, tc := range []struct {
+		name   string
+		chunk  int
+		push   bool
+		pushed bool
+	}{
+		{"push, all read ahead", 1 << 20, true, true}, // its WriteTo finds the end
+		{"push, some read ahead", 40, true, true},
+		{"push, split records", 0, true, true},
+		{"no push", 40, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bs := bytesStream{r: bytes.NewReader([]byte(in)), chunk: tc.chunk}
+			var relay stream = &bs
+			ps := &pushStream{bytesStream: bs}
+			if tc.push {
+				relay = ps
+			}
+			m := newMoveConn(relay, nil, nil)
+			m.setPunch(nil, errors.New("no path"))
+			var got bytes.Buffer
+			n, err := m.WriteTo(&got)
+			if err != nil || got.String() != want || n != int64(len(want)) {
+				t.Fatalf("WriteTo: %d, %v, %q; want %d, nil, %q", n, err, got.String(), len(want), want)
+			}
+			if ps.pushed != tc.pushed {
+				t.Errorf("the relay's WriteTo was called: %v, want %v", ps.pushed, tc.pushed)
+			}
+		})
+	}
 }
