@@ -16,6 +16,9 @@ import (
 	"time"
 
 	"golang.org/x/net/nettest"
+
+	"rtcp/internal/mux"
+	"rtcp/internal/yamuxlink"
 )
 
 // The framing and the move of a moving session (move.go), on loopback TCP
@@ -771,6 +774,96 @@ func TestMoveWriteTo(t *testing.T) {
 			}
 			if ps.pushed != tc.pushed {
 				t.Errorf("the relay's WriteTo was called: %v, want %v", ps.pushed, tc.pushed)
+			}
+		})
+	}
+}
+
+// signalWriter keeps what is written, and signals once it holds want.
+type signalWriter struct {
+	mu   sync.Mutex // guards b, done
+	b    []byte
+	want string
+	done bool
+	got  chan struct{}
+}
+
+func (w *signalWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.b = append(w.b, p...)
+	if !w.done && string(w.b) == w.want {
+		w.done = true
+		close(w.got)
+	}
+	return len(p), nil
+}
+
+// TestMoveWriteToEnds: a WriteTo handed to a relayed mux.Stream (after
+// 'u') ends with an error, not a clean end, at Close, Abort, a read
+// deadline set on the session, and a cut link; and its count is the bytes
+// written.
+func TestMoveWriteToEnds(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		end  func(m *moveConn, client *mux.Session)
+		want error
+	}{
+		{"close", func(m *moveConn, _ *mux.Session) { m.Close() }, net.ErrClosed},
+		{"abort", func(m *moveConn, _ *mux.Session) { m.Abort(errors.New("test abort")) }, nil},
+		{"deadline", func(m *moveConn, _ *mux.Session) { m.SetReadDeadline(time.Now().Add(-time.Second)) }, os.ErrDeadlineExceeded},
+		{"cut", func(_ *moveConn, client *mux.Session) { client.Abort(errors.New("test cut")) }, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cc, sc := net.Pipe()
+			client := mux.New(cc, yamuxlink.NewFramer(cc, cc, yamuxlink.DefaultWindow, true), yamuxlink.Config(yamuxlink.DefaultWindow))
+			server := mux.New(sc, yamuxlink.NewFramer(sc, sc, yamuxlink.DefaultWindow, false), yamuxlink.Config(yamuxlink.DefaultWindow))
+			defer func() {
+				done := make(chan struct{})
+				go func() { server.Close(); close(done) }()
+				client.Close()
+				<-done
+			}()
+			accepted := make(chan *mux.Stream, 1)
+			go func() {
+				st, _ := server.Accept()
+				accepted <- st
+			}()
+			a, err := client.Open(t.Context(), "", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.Write([]byte("d\x00\x02hiu")); err != nil {
+				t.Fatal(err)
+			}
+			b := <-accepted
+			if b == nil {
+				t.Fatal("Accept failed")
+			}
+			m := newMoveConn(b, nil, nil)
+			defer m.Close()
+			m.setPunch(nil, errors.New("no path"))
+			w := &signalWriter{want: "hi" + "after u", got: make(chan struct{})}
+			type result struct {
+				n   int64
+				err error
+			}
+			res := make(chan result, 1)
+			go func() {
+				n, err := m.WriteTo(w)
+				res <- result{n, err}
+			}()
+			if _, err := a.Write([]byte("after u")); err != nil {
+				t.Fatal(err)
+			}
+			<-w.got
+			tc.end(m, client)
+			r := <-res
+			if r.err == nil || tc.want != nil && !errors.Is(r.err, tc.want) {
+				t.Errorf("WriteTo: %v, want an error (%v)", r.err, tc.want)
+			}
+			if r.n != int64(len(w.want)) {
+				t.Errorf("WriteTo: %d bytes, want %d", r.n, len(w.want))
 			}
 		})
 	}
