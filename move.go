@@ -98,6 +98,7 @@ type moveConn struct {
 	wroteDirect atomic.Uint64 // bytes written on the direct connection, for the report
 	moved       chan struct{} // closed once both directions run on the direct connection
 	movedN      atomic.Int32
+	moveDue     atomic.Bool // both directions moved; reportMoved reports it
 	resultOnce  sync.Once
 
 	punchDone chan struct{}      // closed once the punch has ended: direct or perr set
@@ -206,10 +207,21 @@ func (m *moveConn) writeReport() {
 	m.relay.Write(rec[:])
 }
 
-// directionMoved is called once by each direction that moved.
+// directionMoved is called once by each direction that moved, with its
+// lock held: the report of the move waits for reportMoved, after the
+// lock is let go, so that a slow onResult (an event handler, a log)
+// holds up no other call on the direction.
 func (m *moveConn) directionMoved() {
 	if m.movedN.Add(1) == 2 {
 		close(m.moved)
+		m.moveDue.Store(true)
+	}
+}
+
+// reportMoved reports the move, if it is due: Read, Write and CloseWrite
+// call it once they have let go of their direction's lock.
+func (m *moveConn) reportMoved() {
+	if m.moveDue.CompareAndSwap(true, false) {
 		m.report(true, nil)
 	}
 }
@@ -267,6 +279,7 @@ func (m *moveConn) switchWrite(b []byte) (int, error) {
 }
 
 func (m *moveConn) Write(b []byte) (int, error) {
+	defer m.reportMoved() // after wmu is let go
 	m.wmu.Lock()
 	defer m.wmu.Unlock()
 	sent := 0 // bytes of b that went with a 'u'
@@ -324,6 +337,7 @@ func (m *moveConn) writeFramed(b []byte) (int, error) {
 // CloseWrite ends this side's direction: on the relay (its end there, at
 // a record boundary, is a clean end) or on the direct connection.
 func (m *moveConn) CloseWrite() error {
+	defer m.reportMoved() // after wmu is let go
 	m.wmu.Lock()
 	defer m.wmu.Unlock()
 	if m.wstate == dirFramed {
@@ -349,6 +363,7 @@ func (m *moveConn) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
+	defer m.reportMoved() // after rmu is let go
 	m.rmu.Lock()
 	defer m.rmu.Unlock()
 	select {
@@ -618,6 +633,7 @@ func (m *moveConn) shut(abort error) {
 		m.isClosed = true // a punch that ends later reports (setPunch)
 		d, perr, done := m.punched()
 		m.dmu.Unlock()
+		m.reportMoved() // if it moved: before the report that it did not
 		if done {
 			m.report(false, cmp.Or(perr, errEndedUnmoved)) // unless it moved
 		}

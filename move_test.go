@@ -868,3 +868,60 @@ func TestMoveWriteToEnds(t *testing.T) {
 		})
 	}
 }
+
+// TestMoveReportOutsideLock: the report of the move (onResult: an event
+// handler, a log) runs once the call that completed the move has let go
+// of its direction's lock, so a slow one holds up no other Write.
+func TestMoveReportOutsideLock(t *testing.T) {
+	ra, rb := dpRelay(t)
+	da, db := tcpPair(t)
+	entered, release := make(chan struct{}), make(chan struct{})
+	a := newMoveConn(asStream(ra), nil, func(direct bool, err error) {
+		if direct {
+			close(entered)
+			<-release
+		}
+	})
+	b := newMoveConn(asStream(rb), nil, nil)
+	defer b.Close()
+	defer a.Close()
+	a.setPunch(da, nil)
+	b.setPunch(db, nil)
+	// b's direction moves first, as a reads it.
+	if _, err := b.Write([]byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 8)
+	if n, err := a.Read(buf); err != nil || string(buf[:n]) != "1" {
+		t.Fatalf("a read %q, %v; want 1", buf[:n], err)
+	}
+	// a's Write moves its direction too, and its report waits.
+	first := make(chan error, 1)
+	go func() {
+		_, err := a.Write([]byte("2"))
+		first <- err
+	}()
+	<-entered
+	second := make(chan error, 1)
+	go func() {
+		_, err := a.Write([]byte("3"))
+		second <- err
+	}()
+	select {
+	case err := <-second:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second): // a guard: it returns at once
+		close(release)
+		t.Fatal("a Write waited for the report of the move made by another")
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 2)
+	if _, err := io.ReadFull(b, got); err != nil || string(got) != "23" {
+		t.Fatalf("b read %q, %v; want 23", got, err)
+	}
+}
