@@ -226,6 +226,18 @@ func (m *moveConn) reportMoved() {
 	}
 }
 
+// reportDue (mu held: wmu or rmu) reports a due move before the call
+// goes on to wait on the direct connection, which may take until the
+// peer reads or writes: mu is let go for the report, and the caller
+// looks at its direction's state again after it.
+func (m *moveConn) reportDue(mu *sync.Mutex) {
+	if m.moveDue.Load() {
+		mu.Unlock()
+		m.reportMoved()
+		mu.Lock()
+	}
+}
+
 // isDirect reports whether both directions run on the direct connection.
 func (m *moveConn) isDirect() bool {
 	select {
@@ -292,6 +304,10 @@ func (m *moveConn) Write(b []byte) (int, error) {
 	}
 	switch m.wstate {
 	case dirDirect:
+		m.reportDue(&m.wmu)
+		if m.wstate != dirDirect { // a CloseWrite came in
+			return 0, &net.OpError{Op: "write", Net: "rtcp", Source: m.local, Addr: m.remote, Err: errors.New("rtcp: write after CloseWrite")}
+		}
 		n, err := m.direct.Write(b)
 		m.wroteDirect.Add(uint64(n))
 		return n, err
@@ -380,6 +396,7 @@ func (m *moveConn) Read(b []byte) (int, error) {
 	for {
 		switch m.rstate {
 		case dirDirect:
+			m.reportDue(&m.rmu) // it stays dirDirect
 			return m.direct.Read(b)
 		case dirRaw:
 			if len(m.pend) > 0 {
@@ -633,8 +650,11 @@ func (m *moveConn) shut(abort error) {
 		m.isClosed = true // a punch that ends later reports (setPunch)
 		d, perr, done := m.punched()
 		m.dmu.Unlock()
-		m.reportMoved() // if it moved: before the report that it did not
-		if done {
+		if m.isDirect() {
+			// Not reportMoved: a call that has taken the due move
+			// may not have reported it yet.
+			m.report(true, nil)
+		} else if done {
 			m.report(false, cmp.Or(perr, errEndedUnmoved)) // unless it moved
 		}
 		// The direct connection ends first: the peer must not wait for

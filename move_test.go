@@ -920,8 +920,52 @@ func TestMoveReportOutsideLock(t *testing.T) {
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
+	// The first Write reports before it writes: the second may go
+	// ahead of it, as concurrent Writes may.
 	got := make([]byte, 2)
-	if _, err := io.ReadFull(b, got); err != nil || string(got) != "23" {
-		t.Fatalf("b read %q, %v; want 23", got, err)
+	if _, err := io.ReadFull(b, got); err != nil || string(got) != "23" && string(got) != "32" {
+		t.Fatalf("b read %q, %v; want 23 or 32", got, err)
 	}
+}
+
+// TestMoveReportWhileWriteBlocks: the report of the move does not wait
+// for the rest of the call that made it: a Write that moves the session
+// and then waits on the direct connection (its peer reads nothing yet)
+// has reported the move already, as Direct says it.
+func TestMoveReportWhileWriteBlocks(t *testing.T) {
+	ra, rb := dpRelay(t)
+	da, db := tcpPair(t)
+	reported := make(chan bool, 1)
+	a := newMoveConn(asStream(ra), nil, func(direct bool, err error) { reported <- direct })
+	b := newMoveConn(asStream(rb), nil, nil)
+	defer b.Close()
+	a.setPunch(da, nil)
+	b.setPunch(db, nil)
+	if _, err := b.Write([]byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 8)
+	if n, err := a.Read(buf); err != nil || string(buf[:n]) != "1" {
+		t.Fatalf("a read %q, %v; want 1", buf[:n], err)
+	}
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := a.Write(make([]byte, 64<<20)) // more than the sockets hold
+		wrote <- err
+	}()
+	select {
+	case direct := <-reported:
+		if !direct {
+			t.Error("the move was reported as no move")
+		}
+	case err := <-wrote:
+		t.Fatalf("the Write returned (%v) before b read: it should wait", err)
+	case <-time.After(10 * time.Second): // a guard: it comes at once
+		t.Error("no report of the move while the Write that made it waits")
+	}
+	if !a.isDirect() {
+		t.Error("a is not direct")
+	}
+	a.Close()
+	<-wrote
 }
