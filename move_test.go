@@ -873,28 +873,15 @@ func TestMoveWriteToEnds(t *testing.T) {
 // handler, a log) runs once the call that completed the move has let go
 // of its direction's lock, so a slow one holds up no other Write.
 func TestMoveReportOutsideLock(t *testing.T) {
-	ra, rb := dpRelay(t)
-	da, db := tcpPair(t)
 	entered, release := make(chan struct{}), make(chan struct{})
-	a := newMoveConn(asStream(ra), nil, func(direct bool, err error) {
+	a, b := movedOneWay(t, func(direct bool, err error) {
 		if direct {
 			close(entered)
 			<-release
 		}
 	})
-	b := newMoveConn(asStream(rb), nil, nil)
 	defer b.Close()
 	defer a.Close()
-	a.setPunch(da, nil)
-	b.setPunch(db, nil)
-	// b's direction moves first, as a reads it.
-	if _, err := b.Write([]byte("1")); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 8)
-	if n, err := a.Read(buf); err != nil || string(buf[:n]) != "1" {
-		t.Fatalf("a read %q, %v; want 1", buf[:n], err)
-	}
 	// a's Write moves its direction too, and its report waits.
 	first := make(chan error, 1)
 	go func() {
@@ -933,21 +920,9 @@ func TestMoveReportOutsideLock(t *testing.T) {
 // and then waits on the direct connection (its peer reads nothing yet)
 // has reported the move already, as Direct says it.
 func TestMoveReportWhileWriteBlocks(t *testing.T) {
-	ra, rb := dpRelay(t)
-	da, db := tcpPair(t)
 	reported := make(chan bool, 1)
-	a := newMoveConn(asStream(ra), nil, func(direct bool, err error) { reported <- direct })
-	b := newMoveConn(asStream(rb), nil, nil)
+	a, b := movedOneWay(t, func(direct bool, err error) { reported <- direct })
 	defer b.Close()
-	a.setPunch(da, nil)
-	b.setPunch(db, nil)
-	if _, err := b.Write([]byte("1")); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 8)
-	if n, err := a.Read(buf); err != nil || string(buf[:n]) != "1" {
-		t.Fatalf("a read %q, %v; want 1", buf[:n], err)
-	}
 	wrote := make(chan error, 1)
 	go func() {
 		_, err := a.Write(make([]byte, 64<<20)) // more than the sockets hold
@@ -968,4 +943,26 @@ func TestMoveReportWhileWriteBlocks(t *testing.T) {
 	}
 	a.Close()
 	<-wrote
+}
+
+// movedOneWay returns the two sides of a session through a DP, both
+// punched, whose direction from b to a has moved (a has read b's first
+// byte on the direct connection) and whose other has not yet; a reports
+// its outcome to onResult.
+func movedOneWay(t *testing.T, onResult func(direct bool, err error)) (a, b *moveConn) {
+	t.Helper()
+	ra, rb := dpRelay(t)
+	da, db := tcpPair(t)
+	a = newMoveConn(asStream(ra), nil, onResult)
+	b = newMoveConn(asStream(rb), nil, nil)
+	a.setPunch(da, nil)
+	b.setPunch(db, nil)
+	if _, err := b.Write([]byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 8)
+	if n, err := a.Read(buf); err != nil || string(buf[:n]) != "1" {
+		t.Fatalf("a read %q, %v; want 1", buf[:n], err)
+	}
+	return a, b
 }
