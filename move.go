@@ -80,7 +80,12 @@ var (
 	errMovedNoDirect = errors.New("rtcp: the peer moved the session to the direct connection, but this side holds none (its punch failed); the session is lost: dial again, or without Direct if it keeps happening")
 	errRecordCut     = errors.New("rtcp: the relayed session ended in the middle of a record: bytes were lost on the way (the DP or the peer cut it); dial again")
 	errEndedUnmoved  = errors.New("rtcp: the session ended before both its directions moved to the direct connection")
+	errWriteClosed   = errors.New("rtcp: write after CloseWrite")
 )
+
+// errOtherVersion ends the errors of records that break the rules: what
+// to do about them.
+const errOtherVersion = "the peer or the DP speaks another version of direct sessions; update the older side, or run without Direct"
 
 // moveConn is a session that runs framed on its relay and moves to the
 // direct connection when one is proven: a stream (net.Conn and CloseWrite).
@@ -306,7 +311,7 @@ func (m *moveConn) Write(b []byte) (int, error) {
 	case dirDirect:
 		m.reportDue(&m.wmu)
 		if m.wstate != dirDirect { // a CloseWrite came in
-			return 0, &net.OpError{Op: "write", Net: "rtcp", Source: m.local, Addr: m.remote, Err: errors.New("rtcp: write after CloseWrite")}
+			return 0, m.writeErr(errWriteClosed)
 		}
 		n, err := m.direct.Write(b)
 		m.wroteDirect.Add(uint64(n))
@@ -315,7 +320,7 @@ func (m *moveConn) Write(b []byte) (int, error) {
 		n, err := m.relay.Write(b)
 		return sent + n, err
 	case dirEnded:
-		return 0, &net.OpError{Op: "write", Net: "rtcp", Source: m.local, Addr: m.remote, Err: errors.New("rtcp: write after CloseWrite")}
+		return 0, m.writeErr(errWriteClosed)
 	}
 	return m.writeFramed(b)
 }
@@ -534,7 +539,7 @@ func (m *moveConn) readHeader() error {
 	case recData:
 		l := int(m.hdr[1])<<8 | int(m.hdr[2])
 		if l == 0 {
-			return m.failRead(errors.New("rtcp: the relayed session sent an empty data record"))
+			return m.failRead(errors.New("rtcp: the relayed session sent an empty data record: " + errOtherVersion))
 		}
 		m.rleft, m.hn = l, 0
 	case recRaw:
@@ -546,7 +551,7 @@ func (m *moveConn) readHeader() error {
 		}
 	case recMoved:
 		if len(m.ahead) > 0 {
-			return m.failRead(fmt.Errorf("rtcp: the relayed session sent %q after its moved record", m.ahead[:min(len(m.ahead), 16)]))
+			return m.failRead(fmt.Errorf("rtcp: the relayed session sent %q after its moved record: "+errOtherVersion, m.ahead[:min(len(m.ahead), 16)]))
 		}
 		if err := m.waitPunch(); err != nil {
 			return err // the record is kept for the next Read
@@ -559,7 +564,7 @@ func (m *moveConn) readHeader() error {
 		m.relayDone()
 		m.directionMoved()
 	default:
-		return m.failRead(fmt.Errorf("rtcp: the relayed session sent a record of type %q, not d, m or u: the peer speaks another version of direct sessions; update the older side, or run without Direct", m.hdr[0]))
+		return m.failRead(fmt.Errorf("rtcp: the relayed session sent a record of type %q, not d, m or u: "+errOtherVersion, m.hdr[0]))
 	}
 	return nil
 }
@@ -572,6 +577,11 @@ func (m *moveConn) readRelay(b []byte) (int, error) {
 		return 0, err
 	}
 	return m.relay.Read(b)
+}
+
+// writeErr is err as the error of a Write on m.
+func (m *moveConn) writeErr(err error) error {
+	return &net.OpError{Op: "write", Net: "rtcp", Source: m.local, Addr: m.remote, Err: err}
 }
 
 func (m *moveConn) failRead(err error) error {
