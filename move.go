@@ -475,13 +475,14 @@ func (m *moveConn) WriteTo(w io.Writer) (int64, error) {
 	}
 }
 
-// settled returns what carries the rest of this direction's bytes, if
-// it writes them out itself, once the direction has settled on it and no
-// byte read ahead (or error that came with them) is left; else nil.
+// settled returns the relay, once this direction carries its bytes there
+// as they are ('u') and no byte read ahead (or error that came with them)
+// is left, if the relay writes them out itself; else nil. (A direct
+// connection is a rawConn, which does not.)
 func (m *moveConn) settled() io.WriterTo {
 	m.rmu.Lock()
 	defer m.rmu.Unlock()
-	if len(m.pend) > 0 || m.aerr != nil {
+	if m.rstate != dirRaw || len(m.pend) > 0 || m.aerr != nil {
 		return nil
 	}
 	select {
@@ -489,16 +490,7 @@ func (m *moveConn) settled() io.WriterTo {
 		return nil // Read says so
 	default:
 	}
-	var s stream
-	switch m.rstate {
-	case dirDirect:
-		s = m.direct
-	case dirRaw:
-		s = m.relay
-	default:
-		return nil
-	}
-	wt, _ := s.(io.WriterTo)
+	wt, _ := m.relay.(io.WriterTo)
 	return wt
 }
 
