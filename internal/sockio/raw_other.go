@@ -1,0 +1,11 @@
+//go:build unix && (!linux || race)
+
+package sockio
+
+import "syscall"
+
+// Read is syscall.Read.
+func Read(fd int, p []byte) (int, error) { return syscall.Read(fd, p) }
+
+// Write is syscall.Write.
+func Write(fd int, p []byte) (int, error) { return syscall.Write(fd, p) }

@@ -1,0 +1,194 @@
+//go:build unix
+
+package sockio
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (a, b *net.TCPConn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := l.Accept()
+		accepted <- c
+	}()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := <-accepted
+	if s == nil {
+		c.Close()
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
+
+func rawOf(t *testing.T, c *net.TCPConn) syscall.RawConn {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rc
+}
+
+// TestReadWrite: Read and Write move bytes as syscall's do, and a socket
+// with nothing to read says EAGAIN rather than waiting.
+func TestReadWrite(t *testing.T) {
+	a, b := tcpPair(t)
+	ra, rb := rawOf(t, a), rawOf(t, b)
+	var n int
+	var err error
+	ra.Control(func(fd uintptr) { n, err = Write(int(fd), []byte("hello")) })
+	if n != 5 || err != nil {
+		t.Fatalf("Write = %d, %v; want 5, nil", n, err)
+	}
+	buf := make([]byte, 16)
+	got := 0
+	rerr := rb.Read(func(fd uintptr) bool {
+		n, err = Read(int(fd), buf[got:])
+		if err == syscall.EAGAIN {
+			return false
+		}
+		if n > 0 {
+			got += n
+		}
+		return err != nil || got == 5
+	})
+	if rerr != nil || err != nil || string(buf[:got]) != "hello" {
+		t.Fatalf("read %q, %v, %v; want hello", buf[:got], rerr, err)
+	}
+	rb.Control(func(fd uintptr) { n, err = Read(int(fd), buf) })
+	if err != syscall.EAGAIN {
+		t.Fatalf("Read of an empty socket = %d, %v; want EAGAIN", n, err)
+	}
+}
+
+// TestSplice moves bytes from a socket through a pipe to another socket.
+func TestSplice(t *testing.T) {
+	a, b := tcpPair(t)
+	c, d := tcpPair(t)
+	var p [2]int
+	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(p[0])
+	defer syscall.Close(p[1])
+	if _, err := a.Write([]byte("spliced")); err != nil {
+		t.Fatal(err)
+	}
+	const nonblock = 2 // SPLICE_F_NONBLOCK
+	var in int64
+	err := rawOf(t, b).Read(func(fd uintptr) bool {
+		var e error
+		in, e = Splice(int(fd), p[1], 64, nonblock)
+		return e != syscall.EAGAIN
+	})
+	if err != nil || in != 7 {
+		t.Fatalf("splice in: %d, %v; want 7", in, err)
+	}
+	var out int64
+	var serr error
+	rawOf(t, c).Control(func(fd uintptr) { out, serr = Splice(p[0], int(fd), int(in), nonblock) })
+	if out != 7 || serr != nil {
+		t.Fatalf("splice out: %d, %v; want 7", out, serr)
+	}
+	buf := make([]byte, 7)
+	if _, err := io.ReadFull(d, buf); err != nil || string(buf) != "spliced" {
+		t.Fatalf("read %q, %v; want spliced", buf, err)
+	}
+}
+
+// TestWriteConn: WriteConn writes all of a buffer larger than the socket
+// takes at once, waiting for the reader, as net.Conn's Write does.
+func TestWriteConn(t *testing.T) {
+	a, b := tcpPair(t)
+	a.SetWriteBuffer(16 << 10)
+	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	read := make(chan []byte, 1)
+	go func() {
+		got, _ := io.ReadAll(b)
+		read <- got
+	}()
+	n, err := WriteConn(rawOf(t, a), data, a)
+	if n != len(data) || err != nil {
+		t.Fatalf("WriteConn = %d, %v; want %d, nil", n, err, len(data))
+	}
+	a.CloseWrite()
+	if got := <-read; !bytes.Equal(got, data) {
+		t.Fatalf("the reader got %d bytes, not the %d written", len(got), len(data))
+	}
+}
+
+// TestWriteConnErrors: WriteConn ends as net.Conn's Write would at its
+// write deadline, at Close and at the peer's reset, with a *net.OpError
+// for "write" that the usual checks recognise.
+func TestWriteConnErrors(t *testing.T) {
+	big := make([]byte, 8<<20)
+	t.Run("deadline", func(t *testing.T) {
+		a, _ := tcpPair(t) // nobody reads
+		a.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+		n, err := WriteConn(rawOf(t, a), big, a)
+		var ne net.Error
+		if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() || n >= len(big) {
+			t.Fatalf("WriteConn = %d, %v; want fewer bytes and a timeout", n, err)
+		}
+		checkOp(t, err)
+	})
+	t.Run("Close", func(t *testing.T) {
+		a, _ := tcpPair(t)
+		rc := rawOf(t, a)
+		done := make(chan error, 1)
+		go func() {
+			_, err := WriteConn(rc, big, a)
+			done <- err
+		}()
+		a.Close()
+		err := <-done
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("WriteConn after Close = %v; want net.ErrClosed", err)
+		}
+		checkOp(t, err)
+	})
+	t.Run("reset", func(t *testing.T) {
+		a, b := tcpPair(t)
+		b.SetLinger(0)
+		b.Close() // a reset
+		var err error
+		for err == nil { // the first write may go out before the reset is known
+			_, err = WriteConn(rawOf(t, a), []byte("x"), a)
+		}
+		if !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
+			t.Fatalf("WriteConn to a reset peer = %v; want ECONNRESET or EPIPE", err)
+		}
+		checkOp(t, err)
+	})
+}
+
+func checkOp(t *testing.T, err error) {
+	t.Helper()
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "write" || oe.Addr == nil || oe.Source == nil {
+		t.Fatalf("%v is not a *net.OpError for write with both addresses", err)
+	}
+}
