@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"unsafe"
+
+	"rtcp/internal/sockio"
 )
 
 // SpliceFrom sends src's bytes on the stream until src's end (it returns
@@ -115,7 +117,7 @@ func spliceIn(src syscall.RawConn, max int) (p *pipe, got int, err error) {
 		}
 		for {
 			var m int64
-			m, serr = syscall.Splice(int(fd), nil, p.w, nil, max, spliceNonblock|spliceMove)
+			m, serr = sockio.Splice(int(fd), p.w, max, spliceNonblock|spliceMove)
 			if serr == syscall.EINTR {
 				continue
 			}
@@ -165,7 +167,7 @@ func (st *Stream) copySmall(src syscall.RawConn, max int) (got int, err error) {
 	err = src.Read(func(fd uintptr) bool {
 		bp = smallPool.Get().(*[]byte)
 		for {
-			got, rerr = syscall.Read(int(fd), (*bp)[:min(max, smallSplice)])
+			got, rerr = sockio.Read(int(fd), (*bp)[:min(max, smallSplice)])
 			if rerr != syscall.EINTR {
 				break
 			}
@@ -217,7 +219,7 @@ func (st *Stream) writeFromPipe(p *pipe, n int) error {
 	defer smallPool.Put(bp)
 	b := (*bp)[:n]
 	for off := 0; off < n; {
-		m, err := syscall.Read(p.r, b[off:])
+		m, err := sockio.Read(p.r, b[off:])
 		if err == syscall.EINTR {
 			continue
 		}
@@ -280,7 +282,7 @@ func (st *Stream) spliceOut(hw DataHeaderWriter, link syscall.RawConn, p *pipe, 
 		var serr error
 		werr := link.Write(func(fd uintptr) bool {
 			for left > 0 {
-				m, e := syscall.Splice(p.r, nil, int(fd), nil, left, spliceNonblock|spliceMove)
+				m, e := sockio.Splice(p.r, int(fd), left, spliceNonblock|spliceMove)
 				switch {
 				case e == syscall.EINTR:
 					continue
@@ -500,7 +502,7 @@ func (st *Stream) appendPipeLocked(p *pipe, n int) int {
 	}
 	moved := 0
 	for moved < n {
-		m, err := syscall.Splice(p.r, nil, t.p.w, nil, n-moved, spliceNonblock|spliceMove)
+		m, err := sockio.Splice(p.r, t.p.w, n-moved, spliceNonblock|spliceMove)
 		if err == syscall.EINTR {
 			continue
 		}
@@ -537,7 +539,7 @@ func (st *Stream) queueableLocked(sink *pusher) bool {
 func readFull(fd int, b []byte) (int, error) {
 	n := 0
 	for n < len(b) {
-		m, err := syscall.Read(fd, b[n:])
+		m, err := sockio.Read(fd, b[n:])
 		if err == syscall.EINTR {
 			continue
 		}
@@ -580,7 +582,7 @@ func (st *Stream) pushFromPipe(p *pipe, n int) {
 	bp := restPool.Get().(*[]byte)
 	defer restPool.Put(bp)
 	for n > 0 {
-		m, err := syscall.Read(p.r, (*bp)[:min(n, len(*bp))])
+		m, err := sockio.Read(p.r, (*bp)[:min(n, len(*bp))])
 		if err == syscall.EINTR {
 			continue
 		}
@@ -615,7 +617,7 @@ func spliceOut(dst syscall.RawConn, p *pipe, n int, wait bool) (sent int, err er
 	var serr error
 	werr := dst.Write(func(fd uintptr) bool {
 		for sent < n {
-			m, e := syscall.Splice(p.r, nil, int(fd), nil, n-sent, spliceNonblock|spliceMove)
+			m, e := sockio.Splice(p.r, int(fd), n-sent, spliceNonblock|spliceMove)
 			switch {
 			case e == syscall.EINTR:
 				continue

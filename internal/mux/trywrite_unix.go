@@ -5,6 +5,8 @@ package mux
 import (
 	"net"
 	"syscall"
+
+	"rtcp/internal/sockio"
 )
 
 // tryWrite writes what the socket takes of p without waiting.
@@ -15,7 +17,7 @@ func tryWrite(rc syscall.RawConn, p []byte) (int, error) {
 	)
 	err := rc.Write(func(fd uintptr) bool {
 		for {
-			n, werr = syscall.Write(int(fd), p)
+			n, werr = sockio.Write(int(fd), p)
 			if werr != syscall.EINTR {
 				return true
 			}

@@ -8,6 +8,8 @@ import (
 	"os"
 	"sync"
 	"syscall"
+
+	"rtcp/internal/sockio"
 )
 
 // rawReader reads a TCP connection through its descriptor, so that no
@@ -34,7 +36,7 @@ func (r *rawReader) read(pool *sync.Pool) (*[]byte, int, error) {
 	err := r.rc.Read(func(fd uintptr) bool {
 		bp = pool.Get().(*[]byte)
 		for {
-			n, rerr = syscall.Read(int(fd), *bp)
+			n, rerr = sockio.Read(int(fd), *bp)
 			if rerr != syscall.EINTR {
 				break
 			}
@@ -63,4 +65,19 @@ func (r *rawReader) read(pool *sync.Pool) (*[]byte, int, error) {
 		}
 	}
 	return bp, n, rerr
+}
+
+// writerOf returns what writes to dst: for a TCP connection, its
+// descriptor through internal/sockio (as its Write would, without the
+// runtime's bookkeeping for a call that may block); else dst.Write.
+func writerOf(dst net.Conn) func([]byte) (int, error) {
+	tc, ok := dst.(*net.TCPConn)
+	if !ok {
+		return dst.Write
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return dst.Write
+	}
+	return func(p []byte) (int, error) { return sockio.WriteConn(rc, p, tc) }
 }

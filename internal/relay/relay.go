@@ -127,6 +127,7 @@ func scan(dst, src net.Conn, dir bool, count func(bool, int), srcFin *atomic.Boo
 	}
 	r := newChunkReader(src)
 	defer r.close()
+	write := writerOf(dst)
 	for !sc.Plain() {
 		chunk, rerr := r.read()
 		if len(chunk) > 0 {
@@ -136,7 +137,7 @@ func scan(dst, src net.Conn, dir bool, count func(bool, int), srcFin *atomic.Boo
 				return n, serr, true
 			}
 			if k > 0 {
-				nw, werr := dst.Write(chunk[:k])
+				nw, werr := write(chunk[:k])
 				n += int64(nw)
 				if count != nil && nw > 0 {
 					count(dir, nw)
@@ -257,10 +258,11 @@ func pipePlain(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFi
 	}
 	r := newChunkReader(src)
 	defer r.close()
+	write := writerOf(dst)
 	for {
 		chunk, rerr := r.read()
 		if len(chunk) > 0 {
-			nw, werr := dst.Write(chunk)
+			nw, werr := write(chunk)
 			n += int64(nw)
 			if count != nil && nw > 0 {
 				count(dir, nw)
@@ -394,11 +396,12 @@ func copyTCP(dst, src *net.TCPConn, count func(int64)) (int64, error) {
 		count(n)
 		return n, err
 	}
+	write := writerOf(dst)
 	var n int64
 	for {
 		bp, k, err := raw.read(&smallPool)
 		if k > 0 {
-			w, werr := dst.Write((*bp)[:k])
+			w, werr := write((*bp)[:k])
 			smallPool.Put(bp)
 			n += int64(w)
 			count(int64(w))
