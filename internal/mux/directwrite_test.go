@@ -81,6 +81,13 @@ func (w *wireChecker) Flush() error {
 	return w.Framer.Flush()
 }
 
+// Counts is the Framer's, which must be a Counter.
+func (w *wireChecker) Counts() (produced, written int64) {
+	w.enter()
+	defer w.leave()
+	return w.Framer.(interface{ Counts() (int64, int64) }).Counts()
+}
+
 // fromSource reports whether p lies inside one of the writers' buffers.
 func (w *wireChecker) fromSource(p []byte) bool {
 	at := uintptr(unsafe.Pointer(unsafe.SliceData(p)))
@@ -107,15 +114,23 @@ func (w *wireChecker) check(t *testing.T, side string) {
 
 // lazyFramer is a binFramer that keeps the frames WriteFrame is given,
 // Data and all, and encodes them only in Flush, as a Framer may: a session
-// that reused a frame's buffer before Flush would send other bytes.
+// that reused a frame's buffer before Flush would send other bytes. It
+// counts a frame as produced when it is given one.
 type lazyFramer struct {
 	*binFramer
-	held []Frame
+	held     []Frame
+	produced int64
 }
 
 func (fr *lazyFramer) WriteFrame(f *Frame) error {
 	fr.held = append(fr.held, *f)
+	fr.produced += binSize(f)
 	return nil
+}
+
+func (fr *lazyFramer) Counts() (produced, written int64) {
+	_, written = fr.binFramer.Counts()
+	return fr.produced, written
 }
 
 func (fr *lazyFramer) Flush() error {

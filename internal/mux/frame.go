@@ -138,3 +138,19 @@ type Framer interface {
 	// Flush writes what WriteFrame buffered.
 	Flush() error
 }
+
+// A Counter is a Framer that counts the bytes it puts out. When a write
+// to the connection fails, the session learns from it whether a Stream's
+// frame went out in full before the failure, so that the Stream's Write
+// counts it as written: a peer may read it, and a Write must not report
+// fewer bytes than the peer can receive. A Framer that is not a Counter
+// has its frames in a failed write counted as not sent.
+type Counter interface {
+	Framer
+	// Counts returns how many bytes WriteFrame has produced in all (a
+	// frame's counted once WriteFrame has encoded it, whether or not it
+	// has reached the connection, and even if WriteFrame then fails),
+	// and how many of them the connection has taken. The session calls
+	// it from the goroutine that writes frames.
+	Counts() (produced, written int64)
+}

@@ -33,14 +33,17 @@ func tcpLink(t *testing.T, cfg Config) *link {
 // binFramer is a binary Framer, far cheaper than jsonFramer for the
 // megabytes these tests move: a fixed header, then the strings and the
 // data. Like a real wire's Framer it reuses its read buffer, so a frame's
-// Data is valid only until the next ReadFrame.
+// Data is valid only until the next ReadFrame. It counts what it writes
+// (a Counter).
 type binFramer struct {
-	br   *bufio.Reader
-	bw   *bufio.Writer
-	f    Frame
-	rbuf []byte
-	rhdr [binHeader]byte // ReadFrame's and WriteFrame's run concurrently
-	whdr [binHeader]byte
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	cw       countWriter // under bw
+	produced int64
+	f        Frame
+	rbuf     []byte
+	rhdr     [binHeader]byte // ReadFrame's and WriteFrame's run concurrently
+	whdr     [binHeader]byte
 }
 
 // The header: kind, flags, ID, Credit, then the lengths of Name, Addr,
@@ -54,10 +57,32 @@ const (
 )
 
 func newBinFramer(c net.Conn) *binFramer {
-	return &binFramer{br: bufio.NewReaderSize(c, 64<<10), bw: bufio.NewWriterSize(c, 64<<10)}
+	fr := &binFramer{br: bufio.NewReaderSize(c, 64<<10), cw: countWriter{w: c}}
+	fr.bw = bufio.NewWriterSize(&fr.cw, 64<<10)
+	return fr
 }
 
+// countWriter counts the bytes w takes.
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (cw *countWriter) Write(p []byte) (int, error) {
+	n, err := cw.w.Write(p)
+	cw.n += int64(n)
+	return n, err
+}
+
+// binSize is the length of f's encoding.
+func binSize(f *Frame) int64 {
+	return int64(binHeader + len(f.Name) + len(f.Addr) + len(f.Token) + len(f.Reason) + len(f.Data))
+}
+
+func (fr *binFramer) Counts() (produced, written int64) { return fr.produced, fr.cw.n }
+
 func (fr *binFramer) WriteFrame(f *Frame) error {
+	fr.produced += binSize(f)
 	h := fr.whdr[:0]
 	var flags byte
 	if f.Abort {

@@ -181,7 +181,10 @@ type Session struct {
 	// under fr, if any (SetIdleReader): splicing counts as reading.
 	split  DataSplitter
 	linkRC syscall.RawConn
-	idle   atomic.Pointer[IdleReader]
+	// count is fr, if it is a Counter: a direct write that fails learns
+	// from it whether its frame went out (sent).
+	count Counter
+	idle  atomic.Pointer[IdleReader]
 
 	// full is a stream that push found full (no flow control): the read
 	// loop waits for its reader before it reads the link again. Only the
@@ -274,6 +277,7 @@ func New(c net.Conn, fr Framer, cfg Config) *Session {
 		s.pipes = NewBudget(DefaultPipes)
 	}
 	s.keepAlive.Store(int64(cfg.KeepAlive))
+	s.count, _ = fr.(Counter)
 	if ds, ok := fr.(DataSplitter); ok {
 		s.split = ds
 		if tc := tcpConnOf(c); tc != nil && spliceRestOK {
@@ -925,13 +929,25 @@ func (s *Session) enqueue(f *Frame) bool {
 	return true
 }
 
-// writeData sends p for stream st. When nothing else is queued or being
-// written, and the stream is flow controlled and has no write deadline,
-// the caller writes the frame to the connection itself: no copy and no
-// hand-off to the write loop, which is a goroutine wake-up per frame each
-// way (with credit granted, the peer has room for it, so the write does
-// not wait on a stalled reader). Otherwise p is queued (enqueueData).
-func (s *Session) writeData(st *Stream, p []byte, deadline <-chan struct{}) error {
+// writeData sends p for stream st and returns how many of its bytes are
+// sent: all of them (with a nil error) once they are queued or have gone
+// out, and, if it fails, those that went out before the failure. When
+// nothing else is queued or being written, and the stream is flow
+// controlled and has no write deadline, the caller writes the frame to
+// the connection itself: no copy and no hand-off to the write loop, which
+// is a goroutine wake-up per frame each way (with credit granted, the peer
+// has room for it, so the write does not wait on a stalled reader).
+// Otherwise p is queued (enqueueData).
+//
+// A direct write whose frame went out in full is sent even if the write
+// that carried it failed (it carried other streams' frames too, combine):
+// the peer may read those bytes, so a Write that said otherwise would
+// report fewer bytes than it wrote. The failure has ended the link, and
+// the next call fails with why (cause).
+func (s *Session) writeData(st *Stream, p []byte, deadline <-chan struct{}) (int, error) {
+	if cause := s.cause.Load(); cause != nil {
+		return 0, *cause // a write to the link failed: nothing more goes out
+	}
 	if !s.cfg.FlowControl || st.wd.IsSet() {
 		// A direct write waits for the link, not for the stream's
 		// deadline or Close: a writer with a deadline queues, and waits
@@ -950,11 +966,13 @@ func (s *Session) writeData(st *Stream, p []byte, deadline <-chan struct{}) erro
 	if err := st.writeErr(); err != nil {
 		s.qmu.Unlock()
 		s.wmu.Unlock()
-		return err
+		return 0, err
 	}
 	s.qmu.Unlock()
 
+	start := s.produced()
 	err := s.fr.WriteFrame(&Frame{Kind: KindData, ID: st.id, Data: p})
+	end := s.produced()
 	var batch []*Frame
 	if err == nil && len(p) <= combineMax {
 		batch, err = s.combine()
@@ -966,11 +984,18 @@ func (s *Session) writeData(st *Stream, p []byte, deadline <-chan struct{}) erro
 		release(batch)
 		s.cbatch = batch[:0]
 	}
+	n := len(p)
+	if err != nil {
+		n = s.sent(len(p), start, end)
+	}
 	s.wmu.Unlock()
 	if err != nil {
 		s.writeFailed(err)
 		s.wake()
-		return s.errOr(s.linkError(err))
+		if n == len(p) {
+			return n, nil
+		}
+		return n, s.errOr(s.linkError(err))
 	}
 	s.qmu.Lock()
 	more := len(s.q) > 0 || s.qclose
@@ -978,7 +1003,39 @@ func (s *Session) writeData(st *Stream, p []byte, deadline <-chan struct{}) erro
 	if more {
 		s.wake()
 	}
-	return nil
+	return n, nil
+}
+
+// produced is what the Framer has produced in all, if it counts (a
+// Counter), else 0. The caller holds wmu.
+func (s *Session) produced() int64 {
+	if s.count == nil {
+		return 0
+	}
+	produced, _ := s.count.Counts()
+	return produced
+}
+
+// sent returns how many of the n Data bytes of a frame the connection
+// took, when a write failed after the Framer produced the frame's bytes
+// start to end: all n if it took the frame's last byte; on a wire that
+// carries Data as it is after a header (a DataHeaderWriter, whose peer
+// may hand on each byte as it arrives), the Data bytes it took; otherwise
+// none, for the peer takes a frame only once it is whole. A Framer that
+// does not count (not a Counter) is taken to have sent none. The caller
+// holds wmu.
+func (s *Session) sent(n int, start, end int64) int {
+	if s.count == nil || end-start < int64(n) {
+		return 0 // not counted, or the frame was never produced whole
+	}
+	_, written := s.count.Counts()
+	if written >= end {
+		return n
+	}
+	if _, ok := s.fr.(DataHeaderWriter); ok {
+		return int(min(max(written-(end-int64(n)), 0), int64(n)))
+	}
+	return 0
 }
 
 // combineMax is the largest frame a direct write holds back in combine.
@@ -1022,18 +1079,20 @@ func (s *Session) writeFailed(err error) {
 func (s *Session) setCause(err error) { s.cause.CompareAndSwap(nil, &err) }
 
 // enqueueData queues a copy of p for stream st, waiting while too much is
-// queued. It fails on a passed deadline, a closed stream or session.
-func (s *Session) enqueueData(st *Stream, p []byte, deadline <-chan struct{}) error {
+// queued, and returns len(p): queued bytes count as sent, as bytes in a
+// socket's send buffer do. It fails on a passed deadline, a closed stream
+// or session.
+func (s *Session) enqueueData(st *Stream, p []byte, deadline <-chan struct{}) (int, error) {
 	for {
 		s.qmu.Lock()
 		if s.qclose {
 			s.qmu.Unlock()
-			return s.errOr(net.ErrClosed)
+			return 0, s.errOr(net.ErrClosed)
 		}
 		if s.qbytes < maxQueuedBytes {
 			if err := st.writeErr(); err != nil {
 				s.qmu.Unlock()
-				return err
+				return 0, err
 			}
 			s.q = append(s.q, &Frame{Kind: KindData, ID: st.id, Data: getBuf(p)})
 			s.qbytes += len(p)
@@ -1042,18 +1101,18 @@ func (s *Session) enqueueData(st *Stream, p []byte, deadline <-chan struct{}) er
 			if !combining {
 				s.wake()
 			}
-			return nil
+			return len(p), nil
 		}
 		space := s.qspace
 		s.qmu.Unlock()
 		select {
 		case <-space:
 		case <-deadline:
-			return errTimeout
+			return 0, errTimeout
 		case <-st.closed:
-			return net.ErrClosed
+			return 0, net.ErrClosed
 		case <-s.done:
-			return s.errOr(net.ErrClosed)
+			return 0, s.errOr(net.ErrClosed)
 		}
 	}
 }

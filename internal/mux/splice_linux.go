@@ -49,12 +49,12 @@ func (st *Stream) SpliceFrom(src *net.TCPConn, count func(n int)) (n int64, ok b
 			}
 			got, err := st.copySmall(srcRC, k)
 			st.returnCredit(k - got)
+			n += int64(got)
+			if count != nil && got > 0 {
+				count(got)
+			}
 			if err != nil || got == 0 {
 				return n, true, err
-			}
-			n += int64(got)
-			if count != nil {
-				count(got)
 			}
 			bulk = got == smallSplice
 			continue
@@ -87,19 +87,20 @@ func (st *Stream) SpliceFrom(src *net.TCPConn, count func(n int)) (n int64, ok b
 			return n, true, nil // src's end
 		}
 		bulk = got >= smallSplice
+		sent := 0
 		if got <= smallSplice {
 			// A small frame: header and bytes in one write (a header
 			// sent alone is a segment of its own, and latency).
-			err = st.writeFromPipe(p, got)
-		} else {
-			batch, err = st.spliceOut(hw, linkRC, p, got, batch)
+			sent, err = st.writeFromPipe(p, got)
+		} else if batch, err = st.spliceOut(hw, linkRC, p, got, batch); err == nil {
+			sent = got
+		}
+		n += int64(sent)
+		if count != nil && sent > 0 {
+			count(sent)
 		}
 		if err != nil {
 			return n, true, err
-		}
-		n += int64(got)
-		if count != nil {
-			count(got)
 		}
 	}
 }
@@ -190,8 +191,8 @@ func (st *Stream) copySmall(src syscall.RawConn, max int) (got int, err error) {
 	case got <= 0:
 		return 0, nil
 	}
-	if err := st.s.writeData(st, (*bp)[:got], st.wd.Wait()); err != nil {
-		return 0, st.opErr("write", err)
+	if sent, err := st.s.writeData(st, (*bp)[:got], st.wd.Wait()); err != nil {
+		return sent, st.opErr("write", err)
 	}
 	return got, nil
 }
@@ -203,8 +204,8 @@ func (st *Stream) copyIn(src *net.TCPConn, max int) (got int, err error) {
 	defer smallPool.Put(bp)
 	m, rerr := src.Read((*bp)[:min(max, smallSplice)])
 	if m > 0 {
-		if err := st.s.writeData(st, (*bp)[:m], st.wd.Wait()); err != nil {
-			return 0, st.opErr("write", err)
+		if sent, err := st.s.writeData(st, (*bp)[:m], st.wd.Wait()); err != nil {
+			return sent, st.opErr("write", err)
 		}
 	}
 	if rerr == io.EOF {
@@ -213,8 +214,9 @@ func (st *Stream) copyIn(src *net.TCPConn, max int) (got int, err error) {
 	return m, rerr
 }
 
-// writeFromPipe reads the n bytes in p and writes them as Data.
-func (st *Stream) writeFromPipe(p *pipe, n int) error {
+// writeFromPipe reads the n bytes in p and writes them as Data; it
+// returns how many of them were sent (writeData).
+func (st *Stream) writeFromPipe(p *pipe, n int) (int, error) {
 	bp := smallPool.Get().(*[]byte)
 	defer smallPool.Put(bp)
 	b := (*bp)[:n]
@@ -225,7 +227,7 @@ func (st *Stream) writeFromPipe(p *pipe, n int) error {
 		}
 		if err != nil || m <= 0 {
 			putPipe(p, n-off)
-			return st.opErr("write", os.NewSyscallError("read", err))
+			return 0, st.opErr("write", os.NewSyscallError("read", err))
 		}
 		off += m
 	}

@@ -210,6 +210,14 @@ func (st *Stream) WaitRead() error {
 // frame to the link itself; such a write in progress waits for the link to
 // take it even if the stream is closed meanwhile (a link that takes
 // nothing is ended by the session's keepalive or Close).
+//
+// The count Write returns includes every byte queued for the link (as a
+// TCP socket's Write counts what its send buffer took) and every byte of
+// a frame that went out, even if the write to the link that carried it
+// failed (it also carried other streams' frames): the peer may read
+// those. Only then does the next Write return the link's error. Of a
+// frame the link took part of, it counts the bytes the peer may read (see
+// Counter).
 func (st *Stream) Write(p []byte) (int, error) {
 	n := 0
 	for {
@@ -245,15 +253,16 @@ func (st *Stream) Write(p []byte) (int, error) {
 			}
 			continue
 		}
-		if err := st.s.writeData(st, p[n:n+k], st.wd.Wait()); err != nil {
+		m, err := st.s.writeData(st, p[n:n+k], st.wd.Wait())
+		n += m
+		if err != nil {
 			if st.s.cfg.FlowControl {
 				st.mu.Lock()
-				st.credit += k
+				st.credit += k - m
 				st.mu.Unlock()
 			}
 			return n, st.opErr("write", err)
 		}
-		n += k
 		if n == len(p) {
 			// Written: a Close from the peer that comes in now (it may
 			// have read these very bytes) is no failure of this Write.
