@@ -86,3 +86,83 @@ func BenchmarkFramerReadData(b *testing.B) {
 		}
 	}
 }
+
+var _ mux.Counter = (*Framer)(nil)
+
+// cutWriter takes left bytes, then fails.
+type cutWriter struct {
+	w    io.Writer
+	left int
+}
+
+func (c *cutWriter) Write(p []byte) (int, error) {
+	k := min(len(p), c.left)
+	c.left -= k
+	n, err := c.w.Write(p[:k])
+	if err == nil && k < len(p) {
+		err = io.ErrShortWrite
+	}
+	return n, err
+}
+
+// TestFramerCounts: after each WriteFrame, what the Framer says it has
+// produced ends exactly after that frame's message on the wire (the
+// session finds a frame there, mux.Counter), and a Flush cut short says
+// how much the connection took.
+func TestFramerCounts(t *testing.T) {
+	frames := []mux.Frame{
+		{Kind: mux.KindData, ID: 1, Data: []byte("hello")},
+		{Kind: mux.KindData, ID: 2, Credit: 4096},
+		{Kind: mux.KindData, ID: 3, Data: bytes.Repeat([]byte{0xfe}, 40<<10)}, // more than the write buffer
+		{Kind: mux.KindClose, ID: 3},
+	}
+	var wire bytes.Buffer
+	fr := NewFramer(nil, &wire)
+	var ends []int64
+	for i := range frames {
+		if err := fr.WriteFrame(&frames[i]); err != nil {
+			t.Fatal(err)
+		}
+		produced, _ := fr.Counts()
+		ends = append(ends, produced)
+	}
+	if err := fr.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if produced, written := fr.Counts(); produced != int64(wire.Len()) || written != produced {
+		t.Fatalf("Counts after a Flush of %d bytes: %d produced, %d written", wire.Len(), produced, written)
+	}
+	for i, end := range ends {
+		r := plan5.NewReader(bytes.NewReader(wire.Bytes()[:end]), 0)
+		n := 0
+		for {
+			if _, err := r.ReadMessage(); err != nil {
+				break
+			}
+			n++
+		}
+		if n != i+1 {
+			t.Errorf("the first %d bytes (produced after frame %d) hold %d whole messages, want %d", end, i, n, i+1)
+		}
+	}
+
+	total := ends[len(ends)-1]
+	for _, k := range []int64{0, ends[0], ends[0] + 5, ends[2], total - 1} {
+		fr := NewFramer(nil, &cutWriter{w: io.Discard, left: int(k)})
+		var err error
+		for i := range frames {
+			if err == nil {
+				err = fr.WriteFrame(&frames[i])
+			}
+		}
+		if err == nil {
+			err = fr.Flush()
+		}
+		if err == nil {
+			t.Errorf("a connection that takes %d of %d bytes: no error", k, total)
+		}
+		if _, written := fr.Counts(); written != k {
+			t.Errorf("a connection that takes %d of %d bytes: Counts says it took %d", k, total, written)
+		}
+	}
+}

@@ -22,21 +22,42 @@ const DefaultWindow = 256 << 10
 
 // Framer maps Plan5 messages to mux frames.
 type Framer struct {
-	r      *plan5.Reader
-	w      *bufio.Writer
-	buf    []byte
-	f      mux.Frame
-	data   plan5.Data   // the message of each Data frame written: no allocation
-	hb     *plan5.Aloha // the heartbeat (keepalive.go)
-	legacy bool         // write each message with a write of its own, paced
-	last   time.Time    // of the last write to a legacy peer
+	r        *plan5.Reader
+	w        *bufio.Writer
+	cw       countWriter // under w
+	produced int64       // bytes of messages WriteFrame encoded (Counts)
+	buf      []byte
+	f        mux.Frame
+	data     plan5.Data   // the message of each Data frame written: no allocation
+	hb       *plan5.Aloha // the heartbeat (keepalive.go)
+	legacy   bool         // write each message with a write of its own, paced
+	last     time.Time    // of the last write to a legacy peer
 }
 
 // NewFramer returns a Framer reading with r (the connection's one Reader)
 // and writing to w.
 func NewFramer(r *plan5.Reader, w io.Writer) *Framer {
-	return &Framer{r: r, w: bufio.NewWriterSize(w, 32<<10)}
+	fr := &Framer{r: r, cw: countWriter{w: w}}
+	fr.w = bufio.NewWriterSize(&fr.cw, 32<<10)
+	return fr
 }
+
+// countWriter counts the bytes w takes.
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (cw *countWriter) Write(p []byte) (int, error) {
+	n, err := cw.w.Write(p)
+	cw.n += int64(n)
+	return n, err
+}
+
+// Counts returns how many bytes of messages WriteFrame has encoded,
+// buffered or not, and how many of them the connection took
+// (mux.Counter).
+func (fr *Framer) Counts() (produced, written int64) { return fr.produced, fr.cw.n }
 
 // ReadFrame reads the next session-layer frame. An Aloha in the middle of
 // a link (the seed's "DP --Aloha--> IS" before a Connect, or a heartbeat)
@@ -122,6 +143,7 @@ func (fr *Framer) WriteFrame(f *mux.Frame) error {
 		return fmt.Errorf("plan5link: cannot write frame kind %v", f.Kind)
 	}
 	fr.buf = plan5.AppendMessage(fr.buf[:0], m)
+	fr.produced += int64(len(fr.buf))
 	_, err := fr.w.Write(fr.buf)
 	if err == nil && fr.legacy {
 		if wait := LegacyGap - time.Since(fr.last); wait > 0 {

@@ -77,6 +77,9 @@ type Framer struct {
 	pings   uint32
 	vec     [2][]byte
 	nb      net.Buffers
+	// handed is how many bytes of frames went to w (taken or not), and
+	// written how many of them w took (Counts).
+	handed, written int64
 
 	// fin tracks the streams open on the wire, so that a FIN goes out
 	// once per stream: the session may send CloseWrite and then Close,
@@ -428,7 +431,9 @@ func (fr *Framer) data(id uint32, p []byte) error {
 	fr.wbuf = h.Append(fr.wbuf)
 	fr.vec = [2][]byte{fr.wbuf, p}
 	fr.nb = fr.vec[:]
-	_, err := fr.nb.WriteTo(fr.w)
+	fr.handed += int64(len(fr.wbuf) + len(p))
+	n, err := fr.nb.WriteTo(fr.w)
+	fr.written += n
 	fr.vec = [2][]byte{} // keep no reference to the caller's buffer
 	fr.nb = nil
 	fr.wbuf = fr.wbuf[:0]
@@ -469,9 +474,18 @@ func (fr *Framer) Flush() error {
 	if len(fr.wbuf) == 0 {
 		return nil
 	}
-	_, err := fr.w.Write(fr.wbuf)
+	fr.handed += int64(len(fr.wbuf))
+	n, err := fr.w.Write(fr.wbuf)
+	fr.written += int64(n)
 	fr.wbuf = fr.wbuf[:0]
 	return err
+}
+
+// Counts returns how many bytes WriteFrame has produced, buffered or
+// not, and how many of them the connection took (mux.Counter). Bytes the
+// session splices after a header (WriteDataHeader) are in neither.
+func (fr *Framer) Counts() (produced, written int64) {
+	return fr.handed + int64(len(fr.wbuf)), fr.written
 }
 
 // Config returns the session configuration for a yamux link: flow control
