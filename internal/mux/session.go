@@ -181,10 +181,11 @@ type Session struct {
 	// under fr, if any (SetIdleReader): splicing counts as reading.
 	split  DataSplitter
 	linkRC syscall.RawConn
+	idle   atomic.Pointer[IdleReader]
 	// count is fr, if it is a Counter: a direct write that fails learns
-	// from it whether its frame went out (sent).
+	// from it whether its frame went out (sent). Set by New; called with
+	// wmu held.
 	count Counter
-	idle  atomic.Pointer[IdleReader]
 
 	// full is a stream that push found full (no flow control): the read
 	// loop waits for its reader before it reads the link again. Only the
