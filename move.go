@@ -108,11 +108,16 @@ type moveConn struct {
 
 	punchDone chan struct{}      // closed once the punch has ended: direct or perr set
 	rdl       *deadline.Deadline // follows rd: bounds a Read waiting for the punch
-	dmu       sync.Mutex         // guards direct, perr, rd, wd, isClosed
+	dmu       sync.Mutex         // guards direct, perr, rd, wd, isClosed, sendingMoved
 	direct    stream             // the proven direct connection, or nil
 	perr      error              // why the punch failed
 	rd, wd    time.Time          // the deadlines, set on whichever connection carries bytes
-	isClosed  bool
+	isClosed  bool               // Close has begun: no 'm' is sent from here on
+	// sendingMoved is closed once the last write of 'm' begun before
+	// Close has returned and its outcome is recorded (sentMoved, and the
+	// direction counted moved, if it went out); nil if none was begun.
+	// Close waits for it before it decides on the outcome and the report.
+	sendingMoved chan struct{}
 
 	rmu    sync.Mutex // guards the read side below (one Read at a time)
 	rstate int
@@ -201,14 +206,13 @@ func (m *moveConn) relayDone() {
 	}
 }
 
-// writeReport writes the report record on the relay: the bytes this side
-// wrote on the direct connection. Its errors are ignored: the relay
-// carries nothing of the session any more.
+// writeReport writes the report record on the relay, within its write
+// deadline: the bytes this side wrote on the direct connection. Its
+// errors are ignored: the relay carries nothing of the session any more.
 func (m *moveConn) writeReport() {
 	var rec [reportLen]byte
 	rec[0] = recReport
 	binary.BigEndian.PutUint64(rec[1:], m.wroteDirect.Load())
-	m.relay.SetWriteDeadline(time.Now().Add(reportTimeout))
 	m.relay.Write(rec[:])
 }
 
@@ -283,7 +287,22 @@ func (m *moveConn) switchWrite(b []byte) (int, error) {
 		m.wstate = dirRaw
 		return n - 1, err
 	}
+	// Close and the move take turns (shut): either Close has begun and
+	// no 'm' goes out, or Close waits for this write of 'm' to return
+	// before it looks at sentMoved, so that a side that sent 'm' always
+	// writes its report after it.
+	m.dmu.Lock()
+	if m.isClosed {
+		m.dmu.Unlock()
+		return 0, m.writeErr(net.ErrClosed)
+	}
+	sending := make(chan struct{})
+	m.sendingMoved = sending
+	m.dmu.Unlock()
 	n, err := m.relay.Write([]byte{recMoved})
+	// sending is closed once sentMoved and the move are final: Close
+	// reads both then.
+	defer close(sending)
 	if n == 0 {
 		return 0, err
 	}
@@ -617,9 +636,11 @@ func (m *moveConn) setDeadline(read, write bool, t time.Time) error {
 		m.wd = t
 	}
 	var err error
-	if m.relayUsers.Load() > 0 {
+	if m.relayUsers.Load() > 0 && !m.isClosed {
 		// Else neither direction uses the relay: closed, or kept idle
-		// for the report, whose errors do not concern the session.
+		// for the report, whose errors do not concern the session; or
+		// Close has begun, and its own deadline bounds the 'm' it may
+		// wait for and the report.
 		err = setDeadlines(m.relay, read, write, t)
 	}
 	if m.direct != nil {
@@ -634,6 +655,11 @@ func (m *moveConn) LocalAddr() net.Addr  { return m.local }
 func (m *moveConn) RemoteAddr() net.Addr { return m.remote }
 
 // Close ends the session both ways, on both connections, and the punch.
+// A side that sent 'm' writes its report on the relay first. Close never
+// waits for a Write on the direct connection (it ends that connection
+// first), only, within reportTimeout, for the relay: for a write of 'm'
+// under way, whose outcome decides whether a report is owed, and for the
+// report.
 func (m *moveConn) Close() error {
 	m.shut(nil)
 	return nil
@@ -649,18 +675,13 @@ func (m *moveConn) shut(abort error) {
 			m.stopPunch()
 		}
 		m.dmu.Lock()
-		m.isClosed = true // a punch that ends later reports (setPunch)
+		m.isClosed = true // no 'm' from here on; a punch that ends later reports (setPunch)
+		sending := m.sendingMoved
 		d, perr, done := m.punched()
 		m.dmu.Unlock()
-		if m.isDirect() {
-			// Not reportMoved: a call that has taken the due move
-			// may not have reported it yet.
-			m.report(true, nil)
-		} else if done {
-			m.report(false, cmp.Or(perr, errEndedUnmoved)) // unless it moved
-		}
 		// The direct connection ends first: the peer must not wait for
-		// its end while the report waits for a slow relay.
+		// its end while the report waits for a slow relay, and a Write
+		// waiting on it returns.
 		if d != nil {
 			if abort != nil {
 				abortStream(d, abort)
@@ -668,12 +689,32 @@ func (m *moveConn) shut(abort error) {
 				d.Close()
 			}
 		}
+		// One deadline bounds what Close waits for on the relay: an 'm'
+		// under way, which may wait for a relay that does not drain, and
+		// the report.
+		limit := time.Now().Add(reportTimeout)
+		if sending != nil && abort == nil {
+			// A Write began to send 'm' before Close (switchWrite): its
+			// outcome decides whether the session moved and whether a
+			// report is owed, so it goes first. (Abort owes no report,
+			// and its cut of the relay ends that write.)
+			m.relay.SetWriteDeadline(limit)
+			<-sending
+		}
+		if m.isDirect() {
+			// Not reportMoved: a call that has taken the due move
+			// may not have reported it yet.
+			m.report(true, nil)
+		} else if done {
+			m.report(false, cmp.Or(perr, errEndedUnmoved)) // unless it moved
+		}
 		m.relayOnce.Do(func() {
 			switch {
 			case abort != nil:
 				abortStream(m.relay, abort)
 				return
-			case m.sentMoved.Load():
+			case m.sentMoved.Load(): // final: no 'm' is under way now
+				m.relay.SetWriteDeadline(limit)
 				m.writeReport()
 			}
 			m.relay.Close()

@@ -55,22 +55,36 @@ func newMovePair(t *testing.T, hook func(n int)) *movePair {
 // dpRelay returns the two ends of a brokered session's relay through a
 // DP (its join, which reads the records and strips the reports).
 func dpRelay(t *testing.T) (a, b net.Conn) {
+	r := newDPRelay(t)
+	return r.a, r.b
+}
+
+// testRelay is the two ends of a brokered session's relay through a DP,
+// which counts it.
+type testRelay struct {
+	a, b   net.Conn
+	dp     *DiscoverPoint
+	joined chan error // what the DP's join returned
+}
+
+func newDPRelay(t *testing.T) *testRelay {
 	a, aDP := tcpPair(t)
 	bDP, b := tcpPair(t)
-	dp := new(DiscoverPoint)
-	dp.init()
-	joined := make(chan struct{})
+	r := &testRelay{a: a, b: b, dp: new(DiscoverPoint), joined: make(chan error, 1)}
+	r.dp.init()
 	go func() {
-		dp.join(aDP, bDP, "printer-7", dp.newBrokeredRelay())
-		close(joined)
+		_, err := r.dp.join(aDP, bDP, "printer-7", r.dp.newBrokeredRelay())
+		r.joined <- err
+		close(r.joined)
 	}()
 	t.Cleanup(func() {
 		a.Close()
 		b.Close()
-		<-joined
-		dp.Close()
+		for range r.joined {
+		}
+		r.dp.Close()
 	})
-	return a, b
+	return r
 }
 
 // punch delivers both punches' success.
@@ -965,4 +979,125 @@ func movedOneWay(t *testing.T, onResult func(direct bool, err error)) (a, b *mov
 		t.Fatalf("a read %q, %v; want 1", buf[:n], err)
 	}
 	return a, b
+}
+
+// gateStream is a relay whose Write of 'm' puts the byte on the wire at
+// once but returns only once Close has begun to end the relay (its write
+// deadline or its close): the Write that sends 'm' is still under way
+// when Close decides what it writes there.
+type gateStream struct {
+	stream
+	sent   chan struct{} // closed once 'm' has gone out
+	closer chan struct{} // closed at the first SetWriteDeadline, SetDeadline or Close
+	once   sync.Once
+}
+
+func newGateStream(s stream) *gateStream {
+	return &gateStream{stream: s, sent: make(chan struct{}), closer: make(chan struct{})}
+}
+
+func (g *gateStream) Write(b []byte) (int, error) {
+	n, err := g.stream.Write(b)
+	if len(b) == 1 && b[0] == recMoved {
+		close(g.sent)
+		<-g.closer
+	}
+	return n, err
+}
+
+func (g *gateStream) closing() { g.once.Do(func() { close(g.closer) }) }
+
+func (g *gateStream) SetWriteDeadline(t time.Time) error {
+	g.closing()
+	return g.stream.SetWriteDeadline(t)
+}
+
+func (g *gateStream) SetDeadline(t time.Time) error {
+	g.closing()
+	return g.stream.SetDeadline(t)
+}
+
+func (g *gateStream) Close() error {
+	g.closing()
+	return g.stream.Close()
+}
+
+// TestMoveCloseWhileMoving: a Close that comes while a Write is sending
+// 'm' still writes the report after it: the DP must not read a moved
+// direction that ends unreported (it would cut the relay, blame the
+// side, and leave its direct bytes uncounted).
+func TestMoveCloseWhileMoving(t *testing.T) {
+	ra, dpSide := tcpPair(t)
+	da, db := tcpPair(t)
+	defer dpSide.Close()
+	defer db.Close()
+	g := newGateStream(asStream(ra))
+	a := newMoveConn(g, nil, nil)
+	a.setPunch(da, nil)
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := a.Write([]byte("hello"))
+		wrote <- err
+	}()
+	<-g.sent
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	<-wrote // it may fail: Close ended the direct connection under it
+	// Close ended the direct connection before the Write could use it.
+	if got, err := io.ReadAll(db); err != nil || len(got) > 0 {
+		t.Fatalf("the direct connection: %q, %v; want nothing and the end", got, err)
+	}
+	if got, err := io.ReadAll(dpSide); err != nil || string(got) != "m"+report(0) {
+		t.Fatalf("the relay: %q, %v; want m, the report of 0 bytes and the end", got, err)
+	}
+}
+
+// TestMoveCloseWhileMovingCounted: a Close that comes while the Write
+// that completes the move is sending 'm' reports the move (onResult),
+// and its report reaches the DP, which counts the session as moved and
+// both sides' direct bytes, with no cut.
+func TestMoveCloseWhileMovingCounted(t *testing.T) {
+	r := newDPRelay(t)
+	da, db := tcpPair(t)
+	g := newGateStream(asStream(r.a))
+	type result struct {
+		direct bool
+		err    error
+	}
+	results := make(chan result, 1)
+	a := newMoveConn(g, nil, func(direct bool, err error) { results <- result{direct, err} })
+	b := newMoveConn(asStream(r.b), nil, nil)
+	a.setPunch(da, nil)
+	b.setPunch(db, nil)
+	if _, err := b.Write([]byte("1")); err != nil { // b's 'm', then 1 directly
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1)
+	if _, err := io.ReadFull(a, buf); err != nil {
+		t.Fatal(err)
+	}
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := a.Write([]byte("2")) // a's 'm': the session moves both ways
+		wrote <- err
+	}()
+	<-g.sent
+	a.Close()
+	<-wrote
+	if res := <-results; !res.direct || res.err != nil {
+		t.Errorf("onResult(%v, %v), want the move", res.direct, res.err)
+	}
+	// b reads a's 'm' and the direct connection's end: a relay closed
+	// with bytes unread would be reset, and take b's report with it.
+	if got, err := io.ReadAll(b); err != nil || len(got) > 0 {
+		t.Fatalf("b read %q, %v; want the end", got, err)
+	}
+	b.Close()
+	if err := <-r.joined; err != nil {
+		t.Fatalf("the DP's join: %v, want a clean end", err)
+	}
+	if st := r.dp.Stats(); st.DirectMoved != 1 || st.DirectRelayed != 0 || st.DirectBytes != 1 {
+		t.Errorf("Stats: %d moved, %d relayed, %d direct bytes; want 1, 0, 1 (b's)", st.DirectMoved, st.DirectRelayed, st.DirectBytes)
+	}
 }
