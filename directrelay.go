@@ -1,6 +1,7 @@
 package rtcp
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"sync/atomic"
@@ -18,6 +19,10 @@ import (
 // session only (relay.JoinScanned cuts both sides with the scanner's
 // error, which the DP logs).
 
+// errMovedUnreported is the error of a brokered session whose side's
+// relay ended after that side's 'm' without its report.
+var errMovedUnreported = errors.New("rtcp: a brokered session's relay ended after its side moved to the direct connection, without the report of its Close")
+
 // States of one direction's records, as the DP reads them.
 const (
 	scanHeader   = iota // at a record boundary: a type comes next
@@ -27,6 +32,7 @@ const (
 	scanMoved           // after 'm': the report comes next, then the end
 	scanReport          // the report's count: hn of its 8 bytes read
 	scanReported        // after the report: nothing more but the end
+	scanBroken          // the direction broke the rules: the scanner's error cut the session
 )
 
 // recordScanner reads one direction of a brokered session's relay for
@@ -127,12 +133,37 @@ func (r *recordScanner) End() error {
 	case scanLength, scanPayload, scanReport:
 		return r.errorf("the relayed session ended inside a record")
 	case scanMoved:
-		return r.errorf("the relayed session ended after its moved record without the report of its side's Close")
+		r.state = scanBroken
+		return r.unreported(nil)
 	}
 	return nil
 }
 
+// failure returns err, the error that ended the session on this
+// direction's side of the relay (its source failed), as the error of a
+// relay that ended unreported if it came after 'm' and before the
+// report: the side's relay was reset or lost, not its records wrong.
+func (r *recordScanner) failure(err error) error {
+	if r.state != scanMoved {
+		return err
+	}
+	return r.unreported(err)
+}
+
+// unreported is the error of a direction whose relay ended, cleanly
+// (cause nil) or not, after its 'm' and before its report.
+func (r *recordScanner) unreported(cause error) error {
+	const why = ": the %s died, aborted the session, or could not write the report in time; the DP cut the relay, and the bytes the %s wrote on the direct connection go uncounted"
+	if cause == nil {
+		return fmt.Errorf("%w (the %s's)"+why, errMovedUnreported, r.from, r.from, r.from)
+	}
+	return fmt.Errorf("%w (the %s's: %w)"+why, errMovedUnreported, r.from, cause, r.from, r.from)
+}
+
+// errorf is the error of records that break the rules; the scanner reads
+// no more.
 func (r *recordScanner) errorf(format string, a ...any) error {
+	r.state = scanBroken
 	return fmt.Errorf("rtcp: the %s's records on a brokered session: "+format+"; the DP cut the session (a side that died, or that speaks another version of direct sessions: update it, or run it without Direct)", append([]any{r.from}, a...)...)
 }
 

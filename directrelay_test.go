@@ -3,6 +3,7 @@ package rtcp
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"io"
 	"math"
 	"net"
@@ -347,5 +348,49 @@ func TestDPDirectBytesSaturates(t *testing.T) {
 	}
 	if st := dp.Stats(); st.DirectBytes != math.MaxUint64 || st.DirectMoved != 1 {
 		t.Errorf("Stats: %d direct bytes, %d moved; want %d (the most it counts), 1", st.DirectBytes, st.DirectMoved, uint64(math.MaxUint64))
+	}
+}
+
+// A side's relay that ends after its 'm' without the report of its Close
+// (the side died, aborted, or its report could not be written) cuts the
+// session, and the DP says that, whether the relay ended cleanly or was
+// reset, on either side: not that the side's records broke the rules.
+func TestDPMovedUnreported(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		server bool // the server moved, else the client
+		reset  bool // its relay is reset, else it ends cleanly
+	}{
+		{"client ends", false, false},
+		{"client resets", false, true},
+		{"server ends", true, false},
+		{"server resets", true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dp := new(DiscoverPoint)
+			dp.init()
+			defer dp.Close()
+			j := newBrokeredJoin(t, dp)
+			moved, peer := j.client, j.server
+			if tc.server {
+				moved, peer = j.server, j.client
+			}
+			if _, err := moved.Write([]byte("d\x00\x02him")); err != nil {
+				t.Fatal(err)
+			}
+			// The peer has read 'm': the DP has read it too.
+			buf := make([]byte, 6)
+			if _, err := io.ReadFull(peer, buf); err != nil || string(buf) != "d\x00\x02him" {
+				t.Fatalf("the peer read %q, %v", buf, err)
+			}
+			if tc.reset {
+				moved.(*net.TCPConn).SetLinger(0)
+			}
+			moved.Close()
+			err := <-j.done
+			if !relay.Cut(err) || !errors.Is(err, errMovedUnreported) {
+				t.Errorf("join: %v; want a cut, errMovedUnreported", err)
+			}
+		})
 	}
 }

@@ -185,6 +185,17 @@ func (dp *DiscoverPoint) join(client, server net.Conn, name string, brokered *br
 	var err error
 	if brokered != nil {
 		st, err = relay.JoinScanned(client, server, count, &brokered.toServer, &brokered.toClient)
+		if relay.Cut(err) {
+			// Say what failed in the words of the direction it failed
+			// on: a moved side's relay that ends unreported is no
+			// fault of its records (the scanners are done: JoinScanned
+			// has returned).
+			if st.FailedAtoB {
+				err = brokered.toServer.failure(err)
+			} else {
+				err = brokered.toClient.failure(err)
+			}
+		}
 		moved := brokered.ended()
 		dp.log().Debug("rtcp: brokered session ended", "server", name, "client", client.RemoteAddr(), "moved", moved, "direct_bytes", brokered.reported.Load())
 		if dp.brokeredEnded != nil {
