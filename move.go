@@ -105,11 +105,16 @@ type moveConn struct {
 	movedN      atomic.Int32
 	moveDue     atomic.Bool // both directions moved; reportMoved reports it
 	resultOnce  sync.Once
+	// offDirect counts the directions that settled without moving: 'u'
+	// sent or read, or an end or failure before 'm'. At 2 the direct
+	// connection is of no use: directionOff closes it.
+	offDirect atomic.Int32
 
 	punchDone chan struct{}      // closed once the punch has ended: direct or perr set
 	rdl       *deadline.Deadline // follows rd: bounds a Read waiting for the punch
-	dmu       sync.Mutex         // guards direct, perr, rd, wd, isClosed, sendingMoved
+	dmu       sync.Mutex         // guards direct, dropped, perr, rd, wd, isClosed, sendingMoved
 	direct    stream             // the proven direct connection, or nil
+	dropped   bool               // both directions settled on the relay: direct is closed, unused
 	perr      error              // why the punch failed
 	rd, wd    time.Time          // the deadlines, set on whichever connection carries bytes
 	isClosed  bool               // Close has begun: no 'm' is sent from here on
@@ -162,6 +167,14 @@ func (m *moveConn) setPunch(c net.Conn, err error) {
 		m.report(false, cmp.Or(err, errEndedUnmoved))
 		return
 	}
+	if c != nil && m.dropped {
+		// Both directions settled on the relay while the punch ran:
+		// the connection is of no use (directionOff). Close reports.
+		close(m.punchDone)
+		m.dmu.Unlock()
+		c.Close()
+		return
+	}
 	if c != nil {
 		d := &rawConn{Conn: c, local: m.local, remote: m.remote}
 		if !m.rd.IsZero() {
@@ -203,6 +216,24 @@ func (m *moveConn) punched() (direct stream, err error, done bool) {
 func (m *moveConn) relayDone() {
 	if m.relayUsers.Add(-1) == 0 && !m.sentMoved.Load() {
 		m.relayOnce.Do(func() { m.relay.Close() })
+	}
+}
+
+// directionOff is called once by each direction that settles without
+// moving (with its lock held): 'u' sent or read, or its end or failure
+// before 'm'. The second closes the direct connection, if the punch
+// proved one: neither direction will ever use it, and it holds a
+// descriptor and a NAT's mapping until Close.
+func (m *moveConn) directionOff() {
+	if m.offDirect.Add(1) != 2 {
+		return
+	}
+	m.dmu.Lock()
+	m.dropped = true // a connection the punch proves later is closed at once (setPunch)
+	d := m.direct
+	m.dmu.Unlock()
+	if d != nil {
+		d.Close()
 	}
 }
 
@@ -285,6 +316,7 @@ func (m *moveConn) switchWrite(b []byte) (int, error) {
 		}
 		m.wbuf = nil
 		m.wstate = dirRaw
+		m.directionOff()
 		return n - 1, err
 	}
 	// Close and the move take turns (shut): either Close has begun and
@@ -394,6 +426,7 @@ func (m *moveConn) CloseWrite() error {
 		m.wstate = dirEnded
 		err := m.relay.CloseWrite()
 		m.relayDone()
+		m.directionOff()
 		return err
 	}
 	return nil
@@ -538,6 +571,7 @@ func (m *moveConn) readHeader() error {
 			if m.hn == 0 {
 				m.rstate, m.rbuf, m.ahead = dirEnded, nil, nil
 				m.relayDone()
+				m.directionOff()
 				return nil
 			}
 			return m.failRead(errRecordCut)
@@ -560,6 +594,7 @@ func (m *moveConn) readHeader() error {
 		if m.stopPunch != nil {
 			m.stopPunch() // the peer has no direct connection: ours is no use
 		}
+		m.directionOff()
 	case recMoved:
 		if len(m.ahead) > 0 {
 			return m.failRead(fmt.Errorf("rtcp: the relayed session sent %q after its moved record: "+errOtherVersion, m.ahead[:min(len(m.ahead), 16)]))
@@ -595,9 +630,11 @@ func (m *moveConn) writeErr(err error) error {
 	return &net.OpError{Op: "write", Net: "rtcp", Source: m.local, Addr: m.remote, Err: err}
 }
 
+// failRead (rmu held, framed) fails the read direction with err.
 func (m *moveConn) failRead(err error) error {
 	m.rstate, m.rerr = dirFailed, &net.OpError{Op: "read", Net: "rtcp", Source: m.local, Addr: m.remote, Err: err}
 	m.rbuf, m.ahead = nil, nil
+	m.directionOff()
 	return m.rerr
 }
 
@@ -643,7 +680,7 @@ func (m *moveConn) setDeadline(read, write bool, t time.Time) error {
 		// wait for and the report.
 		err = setDeadlines(m.relay, read, write, t)
 	}
-	if m.direct != nil {
+	if m.direct != nil && !m.dropped {
 		if derr := setDeadlines(m.direct, read, write, t); err == nil {
 			err = derr
 		}
@@ -678,6 +715,9 @@ func (m *moveConn) shut(abort error) {
 		m.isClosed = true // no 'm' from here on; a punch that ends later reports (setPunch)
 		sending := m.sendingMoved
 		d, perr, done := m.punched()
+		if m.dropped {
+			d = nil // closed already
+		}
 		m.dmu.Unlock()
 		// The direct connection ends first: the peer must not wait for
 		// its end while the report waits for a slow relay, and a Write

@@ -1101,3 +1101,57 @@ func TestMoveCloseWhileMovingCounted(t *testing.T) {
 		t.Errorf("Stats: %d moved, %d relayed, %d direct bytes; want 1, 0, 1 (b's)", st.DirectMoved, st.DirectRelayed, st.DirectBytes)
 	}
 }
+
+// TestMovePeerUnframedDropsDirect: a side whose punch succeeded but that
+// has read the peer's 'u' closes its direct connection as soon as its own
+// direction has settled on the relay too (its 'u' sent, or its end), not
+// at Close: the descriptor and the NAT's mapping go, and the session
+// carries on, on the relay. A punch that comes up once both directions
+// have settled is closed at once.
+func TestMovePeerUnframedDropsDirect(t *testing.T) {
+	for _, late := range []bool{false, true} {
+		t.Run(fmt.Sprintf("punched late %v", late), func(t *testing.T) {
+			p := newMovePair(t, nil)
+			p.b.setPunch(nil, errors.New("proof cut by b's deadline"))
+			if _, err := p.b.Write([]byte("x")); err != nil { // 'u', then x
+				t.Fatal(err)
+			}
+			if !late {
+				p.a.setPunch(p.da, nil)
+			}
+			buf := make([]byte, 1)
+			if _, err := io.ReadFull(p.a, buf); err != nil { // a reads 'u' and x
+				t.Fatal(err)
+			}
+			if late {
+				if err := p.a.CloseWrite(); err != nil { // framed, its punch under way
+					t.Fatal(err)
+				}
+				p.a.setPunch(p.da, nil)
+			} else if _, err := p.a.Write([]byte("y")); err != nil { // 'u', then y
+				t.Fatal(err)
+			}
+			// a's direct connection is closed: its other end reads the end.
+			p.db.SetReadDeadline(time.Now().Add(10 * time.Second)) // a guard: it comes at once
+			if got, err := io.ReadAll(p.db); err != nil || len(got) > 0 {
+				t.Fatalf("the direct connection: %q, %v; want nothing and its end", got, err)
+			}
+			if err := p.a.SetDeadline(time.Time{}); err != nil {
+				t.Errorf("SetDeadline: %v", err)
+			}
+			if late {
+				if got, err := io.ReadAll(p.b); err != nil || len(got) > 0 {
+					t.Fatalf("b read %q, %v; want a's end", got, err)
+				}
+			} else if _, err := io.ReadFull(p.b, buf); err != nil || buf[0] != 'y' {
+				t.Fatalf("b read %q, %v; want y, on the relay", buf, err)
+			}
+			if _, err := p.b.Write([]byte("z")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(p.a, buf); err != nil || buf[0] != 'z' {
+				t.Fatalf("a read %q, %v; want z, on the relay", buf, err)
+			}
+		})
+	}
+}
