@@ -26,7 +26,8 @@ import (
 // on a *net.TCPConn; otherwise it returns ok false at once, having read
 // nothing. The stream's credit
 // bounds each frame, as for Write. Nothing else may write the stream
-// while SpliceFrom runs.
+// while SpliceFrom runs. n, and count, include what Write would count:
+// the bytes of a frame the link took before a write to it failed.
 func (st *Stream) SpliceFrom(src *net.TCPConn, count func(n int)) (n int64, ok bool, err error) {
 	s := st.s
 	hw, isHW := s.fr.(DataHeaderWriter)
@@ -92,8 +93,8 @@ func (st *Stream) SpliceFrom(src *net.TCPConn, count func(n int)) (n int64, ok b
 			// A small frame: header and bytes in one write (a header
 			// sent alone is a segment of its own, and latency).
 			sent, err = st.writeFromPipe(p, got)
-		} else if batch, err = st.spliceOut(hw, linkRC, p, got, batch); err == nil {
-			sent = got
+		} else {
+			batch, sent, err = st.spliceOut(hw, linkRC, p, got, batch)
 		}
 		n += int64(sent)
 		if count != nil && sent > 0 {
@@ -236,9 +237,12 @@ func (st *Stream) writeFromPipe(p *pipe, n int) (int, error) {
 }
 
 // spliceOut writes the queued frames, then a Data header for n bytes and
-// the n bytes from p, holding the link's writer lock throughout. A
-// failure ends the link (it may have half a frame on it).
-func (st *Stream) spliceOut(hw DataHeaderWriter, link syscall.RawConn, p *pipe, n int, batch []*Frame) ([]*Frame, error) {
+// the n bytes from p, holding the link's writer lock throughout, and
+// returns how many of the n bytes the link took. A failure ends the link
+// (it may have half a frame on it): the bytes spliced after the header
+// count as sent all the same, for a peer on a DataHeaderWriter's wire
+// may read them (Session.sent).
+func (st *Stream) spliceOut(hw DataHeaderWriter, link syscall.RawConn, p *pipe, n int, batch []*Frame) ([]*Frame, int, error) {
 	s := st.s
 	s.wmu.Lock()
 	s.qmu.Lock()
@@ -253,7 +257,7 @@ func (st *Stream) spliceOut(hw DataHeaderWriter, link syscall.RawConn, p *pipe, 
 		if werr == nil {
 			werr = s.errOr(net.ErrClosed)
 		}
-		return batch, st.opErr("write", werr)
+		return batch, 0, st.opErr("write", werr)
 	}
 	batch, err := s.writeQueued(batch)
 	if err == nil {
@@ -272,14 +276,14 @@ func (st *Stream) spliceOut(hw DataHeaderWriter, link syscall.RawConn, p *pipe, 
 				s.writeFailed(err)
 				s.wake()
 			}
-			return batch, st.opErr("write", werr)
+			return batch, 0, st.opErr("write", werr)
 		}
 		err = hw.WriteDataHeader(st.id, n)
 	}
 	if err == nil {
 		err = s.fr.Flush()
 	}
-	left := n
+	left, spliced := n, 0
 	if err == nil {
 		var serr error
 		werr := link.Write(func(fd uintptr) bool {
@@ -305,6 +309,7 @@ func (st *Stream) spliceOut(hw DataHeaderWriter, link syscall.RawConn, p *pipe, 
 		if err == nil {
 			err = serr
 		}
+		spliced = n - left // after the header, which went out whole
 	}
 	s.wmu.Unlock()
 	release(batch)
@@ -312,7 +317,7 @@ func (st *Stream) spliceOut(hw DataHeaderWriter, link syscall.RawConn, p *pipe, 
 	if err != nil {
 		s.writeFailed(err)
 		s.wake()
-		return batch, st.opErr("write", s.errOr(s.linkError(err)))
+		return batch, spliced, st.opErr("write", s.errOr(s.linkError(err)))
 	}
 	s.qmu.Lock()
 	more := len(s.q) > 0
@@ -320,7 +325,7 @@ func (st *Stream) spliceOut(hw DataHeaderWriter, link syscall.RawConn, p *pipe, 
 	if more {
 		s.wake()
 	}
-	return batch, nil
+	return batch, n, nil
 }
 
 func max64(a, b int64) int64 {

@@ -4,6 +4,7 @@ package yamuxlink
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"io"
@@ -14,13 +15,16 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"go.uber.org/goleak"
 
 	"rtcp/internal/mux"
 	"rtcp/internal/relay"
+	"rtcp/protocol/yamux"
 )
 
 // Tests of mux.Stream.SpliceFrom, which moves a TCP connection's bytes to
@@ -893,4 +897,117 @@ func feedPatternOpen(t testing.TB, w io.Writer, n int) <-chan [32]byte {
 		sum <- sha256.Sum256(b)
 	}()
 	return sum
+}
+
+// TestSpliceFromCountsWhatTheLinkTook cuts the link in the middle of a
+// spliced frame: the frame's header and part of its bytes are on the
+// link, which a yamux peer reads (dataOnWire). SpliceFrom must count
+// them, as Write counts the part of a frame the link took: it returns,
+// and count reports, exactly the stream's Data the wire carries.
+func TestSpliceFromCountsWhatTheLinkTook(t *testing.T) {
+	cc, sc := tcpPair(t)
+	defer sc.Close()
+	// Socket buffers far below the spliced frame (the stream's credit,
+	// yamux's 256 KiB, less the first small frame), so the splice waits
+	// for the peer, which stops reading once the frame has begun.
+	cc.(*net.TCPConn).SetWriteBuffer(8 << 10)
+	sc.(*net.TCPConn).SetReadBuffer(8 << 10)
+	s := ours(cc, true, nil, nil)
+	defer s.Close()
+	st, err := s.Open(context.Background(), "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The source holds more than the stream may send before SpliceFrom
+	// starts: its first read fills smallSplice (bulk), and the next takes
+	// all the credit left, one spliced frame.
+	feed, src := tcpPair(t)
+	defer feed.Close()
+	defer src.Close()
+	src.(*net.TCPConn).SetReadBuffer(2 << 20)
+	fed := feedPatternOpen(t, feed, 512<<10)
+	within(t, "the source to fill", func() {
+		for inq(t, src.(*net.TCPConn)) < yamux.InitialWindow {
+			runtime.Gosched()
+		}
+	})
+
+	begun := make(chan struct{})
+	resume := make(chan struct{})
+	wire := make(chan []byte, 1)
+	go func() {
+		var b []byte
+		buf := make([]byte, 512)
+		stopped := false
+		for {
+			n, err := sc.Read(buf)
+			b = append(b, buf[:n]...)
+			if err != nil {
+				break
+			}
+			if !stopped && splicedBegun(b) {
+				stopped = true
+				close(begun)
+				<-resume
+			}
+		}
+		wire <- b
+	}()
+	var counted atomic.Int64
+	res := spliceInto(st, src.(*net.TCPConn), func(k int) { counted.Add(int64(k)) })
+	recv(t, "the spliced frame to begin on the wire", begun)
+	waitParked(t, "rtcp/internal/mux.(*Stream).spliceOut")
+	cc.SetWriteDeadline(time.Now()) // the splice fails, part of its frame out
+	got := recv(t, "SpliceFrom", res)
+	close(resume)
+	onWire := dataOnWire(recv(t, "the peer to read to the end", wire), uint32(st.ID()))
+	if !got.ok || got.err == nil {
+		t.Errorf("SpliceFrom cut in a frame: n %d, ok %v, %v; want an error", got.n, got.ok, got.err)
+	}
+	if got.n != int64(onWire) || counted.Load() != got.n {
+		t.Errorf("SpliceFrom returned %d (counted %d); the wire carries %d bytes of the stream's Data", got.n, counted.Load(), onWire)
+	}
+	if onWire <= smallSplice {
+		t.Errorf("the wire carries %d bytes of the stream's Data: none of the spliced frame's", onWire)
+	}
+	feed.Close()
+	<-fed
+}
+
+// splicedBegun reports whether wire holds the header of a spliced Data
+// frame (longer than smallSplice) and at least one of its bytes.
+func splicedBegun(wire []byte) bool {
+	for len(wire) >= yamux.HeaderLen {
+		h, err := yamux.ParseHeader(wire)
+		if err != nil {
+			return false
+		}
+		wire = wire[yamux.HeaderLen:]
+		if h.Type != yamux.TypeData {
+			continue
+		}
+		if h.Length > smallSplice && len(wire) > 0 {
+			return true
+		}
+		wire = wire[min(int(h.Length), len(wire)):]
+	}
+	return false
+}
+
+// inq returns how many bytes c has received that nobody has read.
+func inq(t testing.TB, c *net.TCPConn) int {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int32
+	var errno syscall.Errno
+	rc.Control(func(fd uintptr) {
+		_, _, errno = syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCINQ, uintptr(unsafe.Pointer(&n)))
+	})
+	if errno != 0 {
+		t.Fatal(os.NewSyscallError("ioctl SIOCINQ", errno))
+	}
+	return int(n)
 }
