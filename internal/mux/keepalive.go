@@ -3,10 +3,13 @@ package mux
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync/atomic"
 	"time"
+
+	"rtcp/internal/sockio"
 )
 
 // Keepalive has two halves. The sending half is the session's: every
@@ -61,12 +64,15 @@ func (h *heartbeat) stop() {
 // IdleReader owns the connection's read deadline.
 type IdleReader struct {
 	c    net.Conn
+	rd   io.Reader    // reads c (internal/sockio for a TCP connection)
 	idle atomic.Int64 // time.Duration; 0: off
 	next atomic.Int64 // the read deadline set last, in Unix nanoseconds
 }
 
 // NewIdleReader returns an IdleReader of c, not yet timing anything.
-func NewIdleReader(c net.Conn) *IdleReader { return &IdleReader{c: c} }
+func NewIdleReader(c net.Conn) *IdleReader {
+	return &IdleReader{c: c, rd: sockio.ReaderOf(c)}
+}
 
 // SetIdleTimeout starts failing reads after d without a byte (d > 0). Call
 // it after the handshake has cleared its own deadline; it applies to a
@@ -111,10 +117,10 @@ func (r *IdleReader) touch() {
 func (r *IdleReader) Read(p []byte) (int, error) {
 	d := time.Duration(r.idle.Load())
 	if d <= 0 {
-		return r.c.Read(p)
+		return r.rd.Read(p)
 	}
 	r.touch()
-	n, err := r.c.Read(p)
+	n, err := r.rd.Read(p)
 	return n, r.silent(err)
 }
 

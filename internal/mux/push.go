@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"rtcp/internal/sockio"
 )
 
 // WriteTo writes the stream's bytes to w until the peer's end (it returns
@@ -31,6 +33,7 @@ func (st *Stream) WriteTo(w io.Writer) (int64, error) { return st.PushTo(w, nil)
 // piece written, from the read loop or from PushTo's goroutine.
 func (st *Stream) PushTo(w io.Writer, count func(n int)) (int64, error) {
 	p := &pusher{w: w, count: count}
+	ww := sockio.WriterOf(w) // w.Write, or its descriptor's for a *net.TCPConn
 	if tc := tcpConnOf(w); tc != nil {
 		if rc, err := tc.SyscallConn(); err == nil {
 			p.raw = rc
@@ -80,7 +83,7 @@ func (st *Stream) PushTo(w io.Writer, count func(n int)) (int64, error) {
 			if q.p != nil {
 				n, err = spliceOutWait(p.raw, q.p, q.n)
 			} else {
-				n, err = w.Write(q.data)
+				n, err = ww.Write(q.data)
 			}
 			st.done(q, q.n-n)
 			p.add(n)
@@ -101,7 +104,7 @@ func (st *Stream) PushTo(w io.Writer, count func(n int)) (int64, error) {
 			st.rbuf, st.roff = nil, 0
 			st.draining = len(chunk)
 			st.mu.Unlock()
-			n, err := w.Write(chunk)
+			n, err := ww.Write(chunk)
 			p.add(n)
 			st.mu.Lock()
 			err = st.pushedLocked(p, err)

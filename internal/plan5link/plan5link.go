@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"rtcp/internal/mux"
+	"rtcp/internal/sockio"
 	"rtcp/protocol/plan5"
 )
 
@@ -37,7 +38,7 @@ type Framer struct {
 // NewFramer returns a Framer reading with r (the connection's one Reader)
 // and writing to w.
 func NewFramer(r *plan5.Reader, w io.Writer) *Framer {
-	fr := &Framer{r: r, cw: countWriter{w: w}}
+	fr := &Framer{r: r, cw: countWriter{w: sockio.WriterOf(w)}}
 	fr.w = bufio.NewWriterSize(&fr.cw, 32<<10)
 	return fr
 }

@@ -42,3 +42,11 @@ func Splice(rfd, wfd, n int, flags int) (int64, error) {
 	}
 	return int64(r), nil
 }
+
+func writev(fd int, iov []syscall.Iovec) (int, error) {
+	r, _, e := syscall.RawSyscall(syscall.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+	if e != 0 {
+		return -1, e
+	}
+	return int(r), nil
+}

@@ -2,10 +2,21 @@
 
 package sockio
 
-import "syscall"
+import (
+	"syscall"
+	"unsafe"
+)
 
 // Read is syscall.Read.
 func Read(fd int, p []byte) (int, error) { return syscall.Read(fd, p) }
 
 // Write is syscall.Write.
 func Write(fd int, p []byte) (int, error) { return syscall.Write(fd, p) }
+
+func writev(fd int, iov []syscall.Iovec) (int, error) {
+	r, _, e := syscall.Syscall(syscall.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+	if e != 0 {
+		return -1, e
+	}
+	return int(r), nil
+}

@@ -56,10 +56,8 @@ func WriteConn(rc syscall.RawConn, p []byte, addr Addrs) (int, error) {
 	})
 	if err == nil {
 		err = werr
-	} else if oe, ok := err.(*net.OpError); ok {
-		// rawConn names the operation "raw-write": say "write", as
-		// net.Conn's Write does, since that is what the caller did.
-		err = oe.Err
+	} else {
+		err = unwrapOp(err)
 	}
 	if err != nil {
 		return n, opError("write", addr, err)

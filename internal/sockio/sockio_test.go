@@ -192,3 +192,91 @@ func checkOp(t *testing.T, err error) {
 		t.Fatalf("%v is not a *net.OpError for write with both addresses", err)
 	}
 }
+
+// TestTCPRead: TCP's Read gives what net.Conn's Read gives: the bytes,
+// nothing for an empty buffer, io.EOF at the end, and a *net.OpError for
+// "read" at its deadline and after Close.
+func TestTCPRead(t *testing.T) {
+	a, b := tcpPair(t)
+	r := ReaderOf(b)
+	if _, ok := r.(*TCP); !ok {
+		t.Fatalf("ReaderOf(*net.TCPConn) = %T; want *TCP", r)
+	}
+	if n, err := r.Read(nil); n != 0 || err != nil {
+		t.Fatalf("Read(nil) = %d, %v; want 0, nil", n, err)
+	}
+	go func() {
+		a.Write([]byte("abc"))
+		a.CloseWrite()
+	}()
+	got, err := io.ReadAll(r)
+	if string(got) != "abc" || err != nil {
+		t.Fatalf("ReadAll = %q, %v; want abc", got, err)
+	}
+	if n, err := r.Read(make([]byte, 4)); n != 0 || err != io.EOF {
+		t.Fatalf("Read after the end = %d, %v; want 0, io.EOF", n, err)
+	}
+
+	c, _ := tcpPair(t)
+	rc := ReaderOf(c)
+	c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	_, err = rc.Read(make([]byte, 4))
+	var oe *net.OpError
+	if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &oe) || oe.Op != "read" {
+		t.Fatalf("Read past the deadline = %v; want a read *net.OpError for the deadline", err)
+	}
+	c.SetReadDeadline(time.Time{})
+	c.Close()
+	if _, err = rc.Read(make([]byte, 4)); !errors.Is(err, net.ErrClosed) || !errors.As(err, &oe) || oe.Op != "read" {
+		t.Fatalf("Read after Close = %v; want a read *net.OpError for net.ErrClosed", err)
+	}
+}
+
+// TestWrapsOnlyTCP: ReaderOf and WriterOf leave anything but a
+// *net.TCPConn as it is (a wrapper's Read and Write may do more).
+func TestWrapsOnlyTCP(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if ReaderOf(a) != io.Reader(a) || WriterOf(a) != io.Writer(a) {
+		t.Fatal("ReaderOf or WriterOf wrapped a net.Pipe")
+	}
+	type wrapper struct{ *net.TCPConn }
+	c, _ := tcpPair(t)
+	w := wrapper{c}
+	if _, ok := WriterOf(w).(*TCP); ok {
+		t.Fatal("WriterOf wrapped a wrapper of a *net.TCPConn")
+	}
+}
+
+// TestTCPWritev: Writev writes buffers in order across partial writes
+// (a small send buffer, a slow reader) and skips empty ones.
+func TestTCPWritev(t *testing.T) {
+	a, b := tcpPair(t)
+	a.SetWriteBuffer(16 << 10)
+	w := WriterOf(a).(*TCP)
+	var bufs [][]byte
+	var want []byte
+	for i := range 40 {
+		p := bytes.Repeat([]byte{byte('a' + i%26)}, (i*7919)%(64<<10))
+		bufs = append(bufs, p)
+		want = append(want, p...)
+	}
+	read := make(chan []byte, 1)
+	go func() {
+		got, _ := io.ReadAll(b)
+		read <- got
+	}()
+	n, err := w.Writev(bufs)
+	if n != int64(len(want)) || err != nil {
+		t.Fatalf("Writev = %d, %v; want %d, nil", n, err, len(want))
+	}
+	a.CloseWrite()
+	if got := <-read; !bytes.Equal(got, want) {
+		t.Fatalf("the reader got %d bytes, not the %d written in order", len(got), len(want))
+	}
+	a.Close()
+	if _, err := w.Writev([][]byte{[]byte("x")}); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Writev after Close = %v; want net.ErrClosed", err)
+	}
+}

@@ -28,6 +28,7 @@ import (
 	"sync"
 
 	"rtcp/internal/mux"
+	"rtcp/internal/sockio"
 	"rtcp/protocol/yamux"
 )
 
@@ -111,7 +112,7 @@ func NewFramer(r io.Reader, w io.Writer, maxData int, client bool) *Framer {
 		client:  client,
 		r:       yamux.NewReader(r, maxData),
 		src:     r,
-		w:       w,
+		w:       sockio.WriterOf(w),
 		wbuf:    make([]byte, 0, writeBufSize),
 		grantAt: -1,
 		fin:     make(map[uint32]finState),
@@ -432,7 +433,13 @@ func (fr *Framer) data(id uint32, p []byte) error {
 	fr.vec = [2][]byte{fr.wbuf, p}
 	fr.nb = fr.vec[:]
 	fr.handed += int64(len(fr.wbuf) + len(p))
-	n, err := fr.nb.WriteTo(fr.w)
+	var n int64
+	var err error
+	if wv, ok := fr.w.(interface{ Writev([][]byte) (int64, error) }); ok {
+		n, err = wv.Writev(fr.nb)
+	} else {
+		n, err = fr.nb.WriteTo(fr.w)
+	}
 	fr.written += n
 	fr.vec = [2][]byte{} // keep no reference to the caller's buffer
 	fr.nb = nil

@@ -1,0 +1,146 @@
+//go:build unix
+
+package sockio
+
+import (
+	"io"
+	"net"
+	"os"
+	"syscall"
+)
+
+// TCP reads and writes a TCP connection through its descriptor, with the
+// results and errors of the connection's own Read and Write. Deadlines
+// and Close apply as they do to those.
+type TCP struct {
+	c  *net.TCPConn
+	rc syscall.RawConn
+}
+
+// NewTCP returns a TCP for c, or nil if c is not a *net.TCPConn (a
+// wrapper's Read and Write may do more than move bytes).
+func NewTCP(c any) *TCP {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return &TCP{c: tc, rc: rc}
+}
+
+// ReaderOf returns r, or for a *net.TCPConn a TCP that reads it.
+func ReaderOf(r io.Reader) io.Reader {
+	if t := NewTCP(r); t != nil {
+		return t
+	}
+	return r
+}
+
+// WriterOf returns w, or for a *net.TCPConn a TCP that writes it.
+func WriterOf(w io.Writer) io.Writer {
+	if t := NewTCP(w); t != nil {
+		return t
+	}
+	return w
+}
+
+// Read reads as net.Conn's Read does: io.EOF at the end.
+func (t *TCP) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var (
+		n    int
+		rerr error
+	)
+	err := t.rc.Read(func(fd uintptr) bool {
+		for {
+			n, rerr = Read(int(fd), p)
+			if rerr != syscall.EINTR {
+				return rerr != syscall.EAGAIN
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, opError("read", t.c, unwrapOp(err))
+	case rerr != nil:
+		return 0, opError("read", t.c, os.NewSyscallError("read", rerr))
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// Write writes all of p, as net.Conn's Write does.
+func (t *TCP) Write(p []byte) (int, error) { return WriteConn(t.rc, p, t.c) }
+
+// Writev writes all of bufs in order, with as few system calls as the
+// socket's room allows (net.Buffers' WriteTo does the same for a
+// *net.TCPConn).
+func (t *TCP) Writev(bufs [][]byte) (int64, error) {
+	var (
+		n    int64
+		werr error
+	)
+	iov := make([]syscall.Iovec, 0, len(bufs))
+	err := t.rc.Write(func(fd uintptr) bool {
+		for {
+			for len(bufs) > 0 && len(bufs[0]) == 0 {
+				bufs = bufs[1:]
+			}
+			if len(bufs) == 0 {
+				return true
+			}
+			iov = iov[:0]
+			for _, b := range bufs {
+				if len(b) == 0 {
+					continue
+				}
+				v := syscall.Iovec{Base: &b[0]}
+				v.SetLen(len(b))
+				iov = append(iov, v)
+			}
+			m, e := writev(int(fd), iov)
+			if e == syscall.EINTR {
+				continue
+			}
+			if e == syscall.EAGAIN {
+				return false // wait for room
+			}
+			if e != nil {
+				werr = os.NewSyscallError("writev", e)
+				return true
+			}
+			n += int64(m)
+			for m > 0 {
+				k := min(m, len(bufs[0]))
+				bufs[0] = bufs[0][k:]
+				m -= k
+				if len(bufs[0]) == 0 {
+					bufs = bufs[1:]
+				}
+			}
+		}
+	})
+	if err != nil {
+		return n, opError("writev", t.c, unwrapOp(err))
+	}
+	if werr != nil {
+		return n, opError("writev", t.c, werr)
+	}
+	return n, nil
+}
+
+// unwrapOp returns the error under a *net.OpError of the RawConn (whose
+// operation is "raw-read" or "raw-write"), to be wrapped again under
+// the name of the caller's operation.
+func unwrapOp(err error) error {
+	if oe, ok := err.(*net.OpError); ok {
+		return oe.Err
+	}
+	return err
+}
