@@ -99,6 +99,10 @@ func (r *recordScanner) Scan(p []byte) (int, error) {
 			return i, r.rest(p[i+1:])
 		case scanReport, scanReported:
 			return i, r.rest(p[i:])
+		case scanBroken:
+			// The relay stops at the first error; a call after it
+			// must not spin here.
+			return 0, fmt.Errorf("rtcp: the %s's records on a brokered session: bytes after the DP cut the session", r.from)
 		}
 	}
 	return len(p), nil

@@ -105,6 +105,11 @@ func TestRecordScannerMalformed(t *testing.T) {
 				if !bytes.HasPrefix([]byte(tc.passed), got) {
 					t.Fatalf("pieces of %d: passed on %q, want at most %q", size, got, tc.passed)
 				}
+				// A scanner that has failed passes nothing more, and
+				// says so (the relay stops at its first error).
+				if k, err := r.Scan([]byte("d\x00\x01a")); k != 0 || err == nil {
+					t.Fatalf("pieces of %d: Scan after the error: %d, %v; want 0 and an error", size, k, err)
+				}
 			}
 		})
 	}
