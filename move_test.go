@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"golang.org/x/net/nettest"
@@ -1152,6 +1153,56 @@ func TestMovePeerUnframedDropsDirect(t *testing.T) {
 			if _, err := io.ReadFull(p.a, buf); err != nil || buf[0] != 'z' {
 				t.Fatalf("a read %q, %v; want z, on the relay", buf, err)
 			}
+		})
+	}
+}
+
+// TestMoveCloseWhileMovingStuck: a Close that comes while the write of
+// 'm' is stuck on a relay that does not drain (the peer reads nothing)
+// returns within reportTimeout, and a deadline that the application sets
+// meanwhile does not lift that bound; an Abort returns at once.
+func TestMoveCloseWhileMovingStuck(t *testing.T) {
+	for _, abort := range []bool{false, true} {
+		t.Run(fmt.Sprintf("abort %v", abort), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ra, rb := net.Pipe() // nothing reads rb: a write of ra waits
+				da, db := net.Pipe()
+				defer rb.Close()
+				defer db.Close()
+				a := newMoveConn(asStream(ra), nil, nil)
+				a.setPunch(da, nil)
+				wrote := make(chan error, 1)
+				go func() {
+					_, err := a.Write([]byte("x"))
+					wrote <- err
+				}()
+				synctest.Wait() // the Write is stuck on its 'm'
+				start := time.Now()
+				closed := make(chan struct{})
+				go func() {
+					if abort {
+						a.Abort(errors.New("cut"))
+					} else {
+						a.Close()
+					}
+					close(closed)
+				}()
+				synctest.Wait()
+				// Neither lifts Close's bound on the relay.
+				a.SetWriteDeadline(time.Time{})
+				a.SetDeadline(time.Now().Add(time.Hour))
+				<-closed
+				want := reportTimeout
+				if abort {
+					want = 0
+				}
+				if d := time.Since(start); d != want {
+					t.Errorf("Close took %v, want %v", d, want)
+				}
+				if err := <-wrote; err == nil {
+					t.Error("the Write stuck on 'm' succeeded after Close")
+				}
+			})
 		})
 	}
 }
