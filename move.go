@@ -336,6 +336,13 @@ func (m *moveConn) switchWrite(b []byte) (int, error) {
 	// reads both then.
 	defer close(sending)
 	if n == 0 {
+		select {
+		case <-m.closed:
+			// Close's own deadline on the relay ended it, not one the
+			// application set: a timeout would invite a retry.
+			return 0, m.writeErr(net.ErrClosed)
+		default:
+		}
 		return 0, err
 	}
 	m.wbuf = nil
