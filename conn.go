@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"rtcp/internal/mux"
+	"rtcp/internal/sockio"
 )
 
 // stream is what a Conn runs on: a session of the JSON transport or a
@@ -186,7 +187,10 @@ func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 	if wt, ok := c.s.(io.WriterTo); ok {
 		return wt.WriteTo(w)
 	}
-	return io.Copy(w, struct{ io.Reader }{c.s})
+	// A *net.TCPConn's ReadFrom would copy through a buffer too (the
+	// source is no socket); sockio writes it without the runtime's
+	// bookkeeping for a call that may block.
+	return io.Copy(sockio.WriterOf(w), struct{ io.Reader }{c.s})
 }
 
 // NetConn returns the stream that carries this session on a multiplexed

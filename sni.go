@@ -1,7 +1,6 @@
 package rtcp
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -76,7 +75,7 @@ func (dp *DiscoverPoint) serveSNI(c net.Conn, domain string) {
 		return
 	}
 	c.SetReadDeadline(time.Time{})
-	replayed := &bufferedConn{Conn: c, r: io.MultiReader(bytes.NewReader(hello), c)}
+	replayed := newBufferedConn(c, hello)
 	dp.serveSession(sessionRequest{conn: replayed, name: name, addr: c.RemoteAddr(), answer: func(err error) bool {
 		switch {
 		case err == nil:

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"rtcp/internal/mux"
+	"rtcp/internal/sockio"
 	"rtcp/internal/yamuxlink"
 	"rtcp/protocol/plan5"
 )
@@ -81,10 +82,21 @@ func startYamuxKeepAlive(ir *mux.IdleReader, s *mux.Session, period time.Duratio
 // buffered past a handshake.
 type bufferedConn struct {
 	net.Conn
-	r io.Reader
+	r io.Reader // the bytes buffered, then Conn's (through internal/sockio)
+	w io.Writer // writes Conn (through internal/sockio)
 }
 
-func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+// newBufferedConn returns c whose first reads return buffered.
+func newBufferedConn(c net.Conn, buffered []byte) *bufferedConn {
+	return &bufferedConn{
+		Conn: c,
+		r:    io.MultiReader(bytes.NewReader(buffered), sockio.ReaderOf(c)),
+		w:    sockio.WriterOf(c),
+	}
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
+func (c *bufferedConn) Write(p []byte) (int, error) { return c.w.Write(p) }
 
 // NetConn returns the connection under c (a raw leg's TCP or TLS
 // connection, never a stream), whose socket tcpreset.Under finds. Its
@@ -104,7 +116,7 @@ func afterHandshake(c net.Conn, br *bufio.Reader) net.Conn {
 	if br.Buffered() == 0 {
 		return c
 	}
-	return &bufferedConn{Conn: c, r: io.MultiReader(bytes.NewReader(peekAll(br)), c)}
+	return newBufferedConn(c, peekAll(br))
 }
 
 func peekAll(br *bufio.Reader) []byte {
