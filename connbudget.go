@@ -220,6 +220,10 @@ type budgetTCPConn struct {
 
 func (c *budgetTCPConn) Unwrap() *net.TCPConn { return c.TCPConn }
 
+// RawTCP lets internal/sockio read and write the TCPConn itself: c's Read
+// and Write are its.
+func (c *budgetTCPConn) RawTCP() *net.TCPConn { return c.TCPConn }
+
 func (c *budgetTCPConn) Close() error {
 	err := c.TCPConn.Close()
 	c.once.Do(c.d.release)

@@ -516,6 +516,10 @@ type dataConn struct {
 // Unwrap gives the relay the TCP connection to splice.
 func (c *dataConn) Unwrap() *net.TCPConn { return c.TCPConn }
 
+// RawTCP lets internal/sockio read and write the TCPConn itself: c's Read
+// and Write are its.
+func (c *dataConn) RawTCP() *net.TCPConn { return c.TCPConn }
+
 func (c *dataConn) Close() error {
 	err := c.conn.Close()
 	c.once.Do(c.release)

@@ -66,18 +66,3 @@ func (r *rawReader) read(pool *sync.Pool) (*[]byte, int, error) {
 	}
 	return bp, n, rerr
 }
-
-// writerOf returns what writes to dst: for a TCP connection, its
-// descriptor through internal/sockio (as its Write would, without the
-// runtime's bookkeeping for a call that may block); else dst.Write.
-func writerOf(dst net.Conn) func([]byte) (int, error) {
-	tc, ok := dst.(*net.TCPConn)
-	if !ok {
-		return dst.Write
-	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return dst.Write
-	}
-	return func(p []byte) (int, error) { return sockio.WriteConn(rc, p, tc) }
-}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"rtcp/internal/mux"
+	"rtcp/internal/sockio"
 	"rtcp/internal/tcpreset"
 )
 
@@ -127,7 +128,7 @@ func scan(dst, src net.Conn, dir bool, count func(bool, int), srcFin *atomic.Boo
 	}
 	r := newChunkReader(src)
 	defer r.close()
-	write := writerOf(dst)
+	write := sockio.WriterOf(dst).Write // a TCP destination's socket, raw
 	for !sc.Plain() {
 		chunk, rerr := r.read()
 		if len(chunk) > 0 {
@@ -258,7 +259,7 @@ func pipePlain(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFi
 	}
 	r := newChunkReader(src)
 	defer r.close()
-	write := writerOf(dst)
+	write := sockio.WriterOf(dst).Write // a TCP destination's socket, raw
 	for {
 		chunk, rerr := r.read()
 		if len(chunk) > 0 {
@@ -396,7 +397,7 @@ func copyTCP(dst, src *net.TCPConn, count func(int64)) (int64, error) {
 		count(n)
 		return n, err
 	}
-	write := writerOf(dst)
+	write := sockio.WriterOf(dst).Write // a TCP destination's socket, raw
 	var n int64
 	for {
 		bp, k, err := raw.read(&smallPool)

@@ -247,7 +247,20 @@ func TestWrapsOnlyTCP(t *testing.T) {
 	if _, ok := WriterOf(w).(*TCP); ok {
 		t.Fatal("WriterOf wrapped a wrapper of a *net.TCPConn")
 	}
+	if _, ok := WriterOf(rawWrapper{w}).(*TCP); !ok {
+		t.Fatal("WriterOf did not wrap a Wrapper")
+	}
+	if _, ok := ReaderOf(rawWrapper{w}).(*TCP); !ok {
+		t.Fatal("ReaderOf did not wrap a Wrapper")
+	}
 }
+
+// rawWrapper is a Wrapper: its Read and Write are its TCPConn's.
+type rawWrapper struct{ c struct{ *net.TCPConn } }
+
+func (w rawWrapper) RawTCP() *net.TCPConn        { return w.c.TCPConn }
+func (w rawWrapper) Read(p []byte) (int, error)  { return w.c.Read(p) }
+func (w rawWrapper) Write(p []byte) (int, error) { return w.c.Write(p) }
 
 // TestTCPWritev: Writev writes buffers in order across partial writes
 // (a small send buffer, a slow reader) and skips empty ones.

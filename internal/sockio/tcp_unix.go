@@ -17,11 +17,18 @@ type TCP struct {
 	rc syscall.RawConn
 }
 
-// NewTCP returns a TCP for c, or nil if c is not a *net.TCPConn (a
-// wrapper's Read and Write may do more than move bytes).
+// NewTCP returns a TCP for c, or nil if c is neither a *net.TCPConn nor
+// a Wrapper of one (any other wrapper's Read and Write may do more than
+// move bytes).
 func NewTCP(c any) *TCP {
-	tc, ok := c.(*net.TCPConn)
-	if !ok {
+	var tc *net.TCPConn
+	switch c := c.(type) {
+	case *net.TCPConn:
+		tc = c
+	case Wrapper:
+		tc = c.RawTCP()
+	}
+	if tc == nil {
 		return nil
 	}
 	rc, err := tc.SyscallConn()
@@ -31,7 +38,13 @@ func NewTCP(c any) *TCP {
 	return &TCP{c: tc, rc: rc}
 }
 
-// ReaderOf returns r, or for a *net.TCPConn a TCP that reads it.
+// A Wrapper wraps a *net.TCPConn whose Read and Write it does not
+// change (it keeps books elsewhere, on Close say): RawTCP returns it, and
+// ReaderOf and WriterOf read and write it.
+type Wrapper interface{ RawTCP() *net.TCPConn }
+
+// ReaderOf returns r, or for a *net.TCPConn (or a Wrapper) a TCP that
+// reads it.
 func ReaderOf(r io.Reader) io.Reader {
 	if t := NewTCP(r); t != nil {
 		return t
@@ -39,7 +52,8 @@ func ReaderOf(r io.Reader) io.Reader {
 	return r
 }
 
-// WriterOf returns w, or for a *net.TCPConn a TCP that writes it.
+// WriterOf returns w, or for a *net.TCPConn (or a Wrapper) a TCP that
+// writes it.
 func WriterOf(w io.Writer) io.Writer {
 	if t := NewTCP(w); t != nil {
 		return t
