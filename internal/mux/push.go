@@ -35,7 +35,7 @@ func (st *Stream) PushTo(w io.Writer, count func(n int)) (int64, error) {
 	p := &pusher{w: w, count: count}
 	ww := sockio.WriterOf(w) // w.Write, or its descriptor's for a *net.TCPConn
 	if tc := tcpConnOf(w); tc != nil {
-		if rc, err := tc.SyscallConn(); err == nil {
+		if rc, err := tc.SyscallConn(); err == nil && sockio.NonBlocking(rc) {
 			p.raw = rc
 		}
 	}

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"rtcp/internal/sockio"
 )
 
 // Config sets up a Session: the limits and behaviour its caller chooses,
@@ -282,7 +284,9 @@ func New(c net.Conn, fr Framer, cfg Config) *Session {
 	if ds, ok := fr.(DataSplitter); ok {
 		s.split = ds
 		if tc := tcpConnOf(c); tc != nil && spliceRestOK {
-			s.linkRC, _ = tc.SyscallConn()
+			if rc, err := tc.SyscallConn(); err == nil && sockio.NonBlocking(rc) {
+				s.linkRC = rc
+			}
 		}
 	}
 	s.wg.Add(2)

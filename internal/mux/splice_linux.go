@@ -37,7 +37,7 @@ func (st *Stream) SpliceFrom(src *net.TCPConn, count func(n int)) (n int64, ok b
 	}
 	srcRC, err1 := src.SyscallConn()
 	linkRC, err2 := link.SyscallConn()
-	if err1 != nil || err2 != nil {
+	if err1 != nil || err2 != nil || !sockio.NonBlocking(srcRC) || !sockio.NonBlocking(linkRC) {
 		return 0, false, nil
 	}
 	var batch []*Frame
@@ -675,7 +675,7 @@ func unsent(rc syscall.RawConn) int {
 func SpliceBulk(dst, src *net.TCPConn, max int64) (n int64, eof, ok bool, err error) {
 	srcRC, err1 := src.SyscallConn()
 	dstRC, err2 := dst.SyscallConn()
-	if err1 != nil || err2 != nil {
+	if err1 != nil || err2 != nil || !sockio.NonBlocking(srcRC) || !sockio.NonBlocking(dstRC) {
 		return 0, false, false, nil
 	}
 	for n < max {

@@ -18,7 +18,7 @@ type rawReader struct{ rc syscall.RawConn }
 
 func newRawReader(tc *net.TCPConn) rawSource {
 	rc, err := tc.SyscallConn()
-	if err != nil {
+	if err != nil || !sockio.NonBlocking(rc) {
 		return nil
 	}
 	return &rawReader{rc}

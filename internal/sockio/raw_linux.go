@@ -43,6 +43,15 @@ func Splice(rfd, wfd, n int, flags int) (int64, error) {
 	return int64(r), nil
 }
 
+// raw says that the calls here are raw system calls.
+const raw = true
+
+// nonblocking reports whether fd's open file description has O_NONBLOCK.
+func nonblocking(fd uintptr) bool {
+	fl, _, e := syscall.RawSyscall(syscall.SYS_FCNTL, fd, syscall.F_GETFL, 0)
+	return e == 0 && fl&syscall.O_NONBLOCK != 0
+}
+
 func writev(fd int, iov []syscall.Iovec) (int, error) {
 	r, _, e := syscall.RawSyscall(syscall.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
 	if e != 0 {

@@ -13,6 +13,12 @@ func Read(fd int, p []byte) (int, error) { return syscall.Read(fd, p) }
 // Write is syscall.Write.
 func Write(fd int, p []byte) (int, error) { return syscall.Write(fd, p) }
 
+// raw says that the calls here are raw system calls.
+const raw = false
+
+// nonblocking is true: syscall's functions may block.
+func nonblocking(uintptr) bool { return true }
+
 func writev(fd int, iov []syscall.Iovec) (int, error) {
 	r, _, e := syscall.Syscall(syscall.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
 	if e != 0 {

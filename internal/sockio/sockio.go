@@ -28,6 +28,21 @@ import (
 	"syscall"
 )
 
+// NonBlocking reports whether rc's descriptor may be given to the
+// functions here: whether it does not block. A socket of the net package
+// does not, unless its mode was changed through a duplicate that shares
+// its file status (os.File's Fd on the File of a *net.TCPConn clears
+// O_NONBLOCK on both, a common way to set a socket option); such a
+// connection must be read and written with its own methods. Check it
+// once per connection, before a raw call.
+func NonBlocking(rc syscall.RawConn) bool {
+	ok := false
+	if err := rc.Control(func(fd uintptr) { ok = nonblocking(fd) }); err != nil {
+		return false
+	}
+	return ok
+}
+
 // WriteConn writes all of p to the socket of rc, waiting for room as
 // net.Conn's Write does (its deadline and Close end the wait), with the
 // error net.Conn's Write would give. addr gives the connection's

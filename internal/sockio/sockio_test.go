@@ -293,3 +293,30 @@ func TestTCPWritev(t *testing.T) {
 		t.Fatalf("Writev after Close = %v; want net.ErrClosed", err)
 	}
 }
+
+// TestBlockingLeftAlone: a *net.TCPConn whose descriptor was put in
+// blocking mode (os.File's Fd on its File clears O_NONBLOCK on the
+// shared file description) is never read or written raw: a raw call that
+// blocked would hold its processor, and the garbage collector's
+// stop-the-world would wait for it.
+func TestBlockingLeftAlone(t *testing.T) {
+	a, _ := tcpPair(t)
+	if !NonBlocking(rawOf(t, a)) {
+		t.Fatal("NonBlocking of a fresh connection = false")
+	}
+	f, err := a.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.Fd() // blocking mode, for a too
+	if !raw {
+		t.Skip("the calls here are syscall's own in this build: any descriptor will do")
+	}
+	if NonBlocking(rawOf(t, a)) {
+		t.Fatal("NonBlocking of a connection in blocking mode = true")
+	}
+	if ReaderOf(a) != io.Reader(a) || WriterOf(a) != io.Writer(a) {
+		t.Fatal("ReaderOf or WriterOf wrapped a connection in blocking mode")
+	}
+}

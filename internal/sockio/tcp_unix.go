@@ -19,7 +19,7 @@ type TCP struct {
 
 // NewTCP returns a TCP for c, or nil if c is neither a *net.TCPConn nor
 // a Wrapper of one (any other wrapper's Read and Write may do more than
-// move bytes).
+// move bytes), or if its descriptor may block (NonBlocking).
 func NewTCP(c any) *TCP {
 	var tc *net.TCPConn
 	switch c := c.(type) {
@@ -32,7 +32,7 @@ func NewTCP(c any) *TCP {
 		return nil
 	}
 	rc, err := tc.SyscallConn()
-	if err != nil {
+	if err != nil || !NonBlocking(rc) {
 		return nil
 	}
 	return &TCP{c: tc, rc: rc}
