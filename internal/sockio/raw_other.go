@@ -2,10 +2,7 @@
 
 package sockio
 
-import (
-	"syscall"
-	"unsafe"
-)
+import "syscall"
 
 // Read is syscall.Read.
 func Read(fd int, p []byte) (int, error) { return syscall.Read(fd, p) }
@@ -18,11 +15,3 @@ const raw = false
 
 // nonblocking is true: syscall's functions may block.
 func nonblocking(uintptr) bool { return true }
-
-func writev(fd int, iov []syscall.Iovec) (int, error) {
-	r, _, e := syscall.Syscall(syscall.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
-	if e != 0 {
-		return -1, e
-	}
-	return int(r), nil
-}

@@ -84,41 +84,6 @@ func TestReadWrite(t *testing.T) {
 	}
 }
 
-// TestSplice moves bytes from a socket through a pipe to another socket.
-func TestSplice(t *testing.T) {
-	a, b := tcpPair(t)
-	c, d := tcpPair(t)
-	var p [2]int
-	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Close(p[0])
-	defer syscall.Close(p[1])
-	if _, err := a.Write([]byte("spliced")); err != nil {
-		t.Fatal(err)
-	}
-	const nonblock = 2 // SPLICE_F_NONBLOCK
-	var in int64
-	err := rawOf(t, b).Read(func(fd uintptr) bool {
-		var e error
-		in, e = Splice(int(fd), p[1], 64, nonblock)
-		return e != syscall.EAGAIN
-	})
-	if err != nil || in != 7 {
-		t.Fatalf("splice in: %d, %v; want 7", in, err)
-	}
-	var out int64
-	var serr error
-	rawOf(t, c).Control(func(fd uintptr) { out, serr = Splice(p[0], int(fd), int(in), nonblock) })
-	if out != 7 || serr != nil {
-		t.Fatalf("splice out: %d, %v; want 7", out, serr)
-	}
-	buf := make([]byte, 7)
-	if _, err := io.ReadFull(d, buf); err != nil || string(buf) != "spliced" {
-		t.Fatalf("read %q, %v; want spliced", buf, err)
-	}
-}
-
 // TestWriteConn: WriteConn writes all of a buffer larger than the socket
 // takes at once, waiting for the reader, as net.Conn's Write does.
 func TestWriteConn(t *testing.T) {
@@ -318,5 +283,39 @@ func TestBlockingLeftAlone(t *testing.T) {
 	}
 	if ReaderOf(a) != io.Reader(a) || WriterOf(a) != io.Writer(a) {
 		t.Fatal("ReaderOf or WriterOf wrapped a connection in blocking mode")
+	}
+}
+
+// TestTCPWritevMany: Writev writes more buffers than one writev takes
+// (IOV_MAX), empty ones among them.
+func TestTCPWritevMany(t *testing.T) {
+	a, b := tcpPair(t)
+	w := WriterOf(a)
+	wv, ok := w.(interface{ Writev([][]byte) (int64, error) })
+	if !ok {
+		t.Skip("no Writev: the connection is left as it is")
+	}
+	var bufs [][]byte
+	var want []byte
+	for i := range 3000 {
+		p := []byte{byte('a' + i%26)}
+		if i%7 == 0 {
+			p = nil
+		}
+		bufs = append(bufs, p)
+		want = append(want, p...)
+	}
+	read := make(chan []byte, 1)
+	go func() {
+		got, _ := io.ReadAll(b)
+		read <- got
+	}()
+	n, err := wv.Writev(bufs)
+	if n != int64(len(want)) || err != nil {
+		t.Fatalf("Writev of %d buffers = %d, %v; want %d, nil", len(bufs), n, err, len(want))
+	}
+	a.CloseWrite()
+	if got := <-read; !bytes.Equal(got, want) {
+		t.Fatalf("the reader got %d bytes, not the %d written in order", len(got), len(want))
 	}
 }
