@@ -159,8 +159,16 @@ func TestWriteCountsFrameThatWentOut(t *testing.T) {
 				t.Errorf("x's Write returned %d, %v; want an error only if it wrote less than all %d bytes", n, err, len(xData))
 			}
 			if err == nil {
-				// The write that carried x's frame failed, or the next one
-				// does: a second Write fails, having written nothing.
+				// The write that carried x's frame failed, or a later one
+				// does. A Write that finds the link busy (the write loop
+				// flushing what y and z queued) queues its frame and
+				// returns, as into a TCP send buffer; the loop then meets
+				// the cut and ends the session, and from there a Write
+				// fails, having written nothing. What the queued Write
+				// reported never reaches x's peer (checked below).
+				if _, err := from["x"].Write([]byte("more")); err == nil {
+					waitOrHang(t, l.a.Done(), "the session's end after the cut")
+				}
 				if n, err := from["x"].Write([]byte("more")); n != 0 || err == nil {
 					t.Errorf("x's Write after the link was cut returned %d, %v; want 0 and an error", n, err)
 				}
