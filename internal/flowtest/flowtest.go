@@ -14,6 +14,7 @@ package flowtest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -234,4 +235,40 @@ func Greeter(t testing.TB, greeting string) string {
 		}
 	})
 	return l.Addr().String()
+}
+
+// ErrCut is the error of a write to a CutConn past its allowance.
+var ErrCut = errors.New("link cut by the test")
+
+// CutConn is a link connection that, once armed, takes exactly a given
+// number of bytes more and then fails every write, the way a connection
+// that breaks in the middle of a write does.
+type CutConn struct {
+	net.Conn
+	mu    sync.Mutex // guards armed and left
+	armed bool
+	left  int
+}
+
+// Arm lets c take left more bytes.
+func (c *CutConn) Arm(left int) {
+	c.mu.Lock()
+	c.armed, c.left = true, left
+	c.mu.Unlock()
+}
+
+func (c *CutConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	if !c.armed {
+		c.mu.Unlock()
+		return c.Conn.Write(p)
+	}
+	k := min(len(p), c.left)
+	c.left -= k
+	c.mu.Unlock()
+	n, err := c.Conn.Write(p[:k])
+	if err == nil && k < len(p) {
+		err = ErrCut
+	}
+	return n, err
 }

@@ -1,52 +1,18 @@
 package mux
 
 import (
-	"errors"
 	"io"
 	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"rtcp/internal/flowtest"
 )
 
 // Tests of what a Write reports when the write to the link that carried
 // its frame fails: a frame that went out counts as written (writeData,
 // sent).
-
-// errCut is the error of a write to a cutConn past its allowance.
-var errCut = errors.New("link cut by the test")
-
-// cutConn is a link connection that, once armed, takes exactly left more
-// bytes and then fails every write, the way a connection that breaks in
-// the middle of a write does.
-type cutConn struct {
-	net.Conn
-	mu    sync.Mutex // guards armed and left
-	armed bool
-	left  int
-}
-
-func (c *cutConn) arm(left int) {
-	c.mu.Lock()
-	c.armed, c.left = true, left
-	c.mu.Unlock()
-}
-
-func (c *cutConn) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	if !c.armed {
-		c.mu.Unlock()
-		return c.Conn.Write(p)
-	}
-	k := min(len(p), c.left)
-	c.left -= k
-	c.mu.Unlock()
-	n, err := c.Conn.Write(p[:k])
-	if err == nil && k < len(p) {
-		err = errCut
-	}
-	return n, err
-}
 
 // hookFramer is a binFramer that runs its hook, once, when it is given a
 // Data frame: the session's writer holds the link (wmu) then, so a Write
@@ -100,7 +66,7 @@ func TestWriteCountsFrameThatWentOut(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ca, cb := net.Pipe()
-			cc := &cutConn{Conn: ca}
+			cc := &flowtest.CutConn{Conn: ca}
 			fr := &hookFramer{binFramer: newBinFramer(cc)}
 			cfg := flowConfig(1 << 20)
 			l := &link{a: New(cc, fr, cfg), b: New(cb, newBinFramer(cb), cfg), ca: cc, cb: cb}
@@ -148,7 +114,7 @@ func TestWriteCountsFrameThatWentOut(t *testing.T) {
 			// until the loop has let go (it has nothing more to write).
 			l.a.wmu.Lock()
 			l.a.wmu.Unlock()
-			cc.arm(tc.k)
+			cc.Arm(tc.k)
 			n, err := from["x"].Write(xData)
 			wrote["x"] = result{n, err}
 

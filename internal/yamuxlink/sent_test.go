@@ -2,52 +2,17 @@ package yamuxlink
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net"
-	"sync"
 	"testing"
 	"testing/synctest"
 
+	"rtcp/internal/flowtest"
 	"rtcp/internal/mux"
 	"rtcp/protocol/yamux"
 )
 
 var _ mux.Counter = (*Framer)(nil)
-
-// errCut is the error of a write to a cutConn past its allowance.
-var errCut = errors.New("link cut by the test")
-
-// cutConn is a link connection that, once armed, takes exactly left more
-// bytes and then fails every write.
-type cutConn struct {
-	net.Conn
-	mu    sync.Mutex // guards armed and left
-	armed bool
-	left  int
-}
-
-func (c *cutConn) arm(left int) {
-	c.mu.Lock()
-	c.armed, c.left = true, left
-	c.mu.Unlock()
-}
-
-func (c *cutConn) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	if !c.armed {
-		c.mu.Unlock()
-		return c.Conn.Write(p)
-	}
-	k := min(len(p), c.left)
-	c.left -= k
-	c.mu.Unlock()
-	n, err := c.Conn.Write(p[:k])
-	if err == nil && k < len(p) {
-		err = errCut
-	}
-	return n, err
-}
 
 // dataOnWire returns how many Data bytes for stream id the yamux frames
 // in wire carry, counting those of a frame cut short: a yamux peer hands
@@ -98,7 +63,7 @@ func TestWriteCountsDataTheLinkTook(t *testing.T) {
 			// written all it had to and left the link idle.
 			synctest.Test(t, func(t *testing.T) {
 				ca, cb := net.Pipe()
-				cc := &cutConn{Conn: ca}
+				cc := &flowtest.CutConn{Conn: ca}
 				s := ours(cc, true, NewFramer(cc, cc, DefaultWindow, true), nil)
 				defer s.Close()
 				wire := make(chan []byte, 1)
@@ -111,7 +76,7 @@ func TestWriteCountsDataTheLinkTook(t *testing.T) {
 					t.Fatal(err)
 				}
 				synctest.Wait()
-				cc.arm(tc.took)
+				cc.Arm(tc.took)
 				n, err := st.Write(make([]byte, tc.size))
 				want := max(tc.took-yamux.HeaderLen, 0)
 				if n != want || err == nil {
