@@ -161,14 +161,18 @@ func (p *plainDP) serve(c net.Conn) {
 	if err != nil || !ok {
 		return
 	}
+	if a.R == plan5.RoleIS {
+		// Before the answer: the server's next attempt may come as soon
+		// as it has read it, and its Aloha must be recorded after this one.
+		p.mu.Lock()
+		p.asked = append(p.asked, a.Transport)
+		p.mu.Unlock()
+	}
 	if err := plan5link.WriteMessage(c, &plan5.Aloha{V: 10000, R: plan5.RoleDP, N: "plain"}, 0); err != nil {
 		return
 	}
 	switch a.R {
 	case plan5.RoleIS:
-		p.mu.Lock()
-		p.asked = append(p.asked, a.Transport)
-		p.mu.Unlock()
 		if a.Transport != "" {
 			return // the server goes away: it wanted another transport
 		}
