@@ -1,7 +1,9 @@
 // Package flowtest holds what the tests of a fast writer behind a slow
 // reader share, in every adapter: a byte pattern to send and check, a
 // reader that is slower than any writer, the heap's size, and a log
-// handler a test can read back.
+// handler a test can read back; and what the data path's tests of real
+// sockets share: a loopback TCP pair (TCPPair) and a link connection that
+// breaks in the middle of a write (CutConn).
 //
 // The tests run in a testing/synctest bubble over in-memory connections,
 // with peers written by hand that send as the originals do, as fast as
@@ -271,4 +273,26 @@ func (c *CutConn) Write(p []byte) (int, error) {
 		err = ErrCut
 	}
 	return n, err
+}
+
+// TCPPair returns the two ends of a loopback TCP connection, both closed
+// when the test ends.
+func TCPPair(t testing.TB) (client, server *net.TCPConn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := l.Accept()
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c.(*net.TCPConn), s.(*net.TCPConn)
 }

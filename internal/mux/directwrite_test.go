@@ -16,6 +16,8 @@ import (
 	"testing/synctest"
 	"time"
 	"unsafe"
+
+	"rtcp/internal/flowtest"
 )
 
 // Tests of Session.writeData: a Stream.Write that finds the link idle
@@ -151,7 +153,7 @@ func (fr *lazyFramer) Flush() error {
 // wireCheckers over lazyFramers.
 func checkedLink(t *testing.T, cfgA, cfgB Config, srcs ...[]byte) (*link, *wireChecker, *wireChecker) {
 	t.Helper()
-	ca, cb := tcpPair(t)
+	ca, cb := flowtest.TCPPair(t)
 	wa := newWireChecker(&lazyFramer{binFramer: newBinFramer(ca)}, srcs...)
 	wb := newWireChecker(&lazyFramer{binFramer: newBinFramer(cb)}, srcs...)
 	return &link{a: New(ca, wa, cfgA), b: New(cb, wb, cfgB), ca: ca, cb: cb}, wa, wb
@@ -591,7 +593,7 @@ func TestCombineSmallWrites(t *testing.T) {
 	// One P: the writers run one after another, as the goroutines that
 	// one poll wakes do on a busy machine.
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	ca, cb := tcpPair(t)
+	ca, cb := flowtest.TCPPair(t)
 	fc := &flushCounter{Framer: newBinFramer(ca)}
 	l := &link{a: New(ca, fc, flowConfig(1<<20)), b: New(cb, newBinFramer(cb), flowConfig(1<<20)), ca: ca, cb: cb}
 	defer l.close()

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"rtcp/internal/flowtest"
 )
 
 // TestGrowthWaitsForTheDestination: a reader that hands bytes to a TCP
@@ -58,7 +60,7 @@ func TestGrowthWaitsForTheDestination(t *testing.T) {
 		return &pusher{raw: rc}
 	}
 
-	stalled, peer := tcpPair(t)
+	stalled, peer := flowtest.TCPPair(t)
 	defer stalled.Close()
 	defer peer.Close()
 	peer.SetReadBuffer(4 << 10)
@@ -70,7 +72,7 @@ func TestGrowthWaitsForTheDestination(t *testing.T) {
 		}
 	}
 
-	draining, reader := tcpPair(t)
+	draining, reader := flowtest.TCPPair(t)
 	defer draining.Close()
 	done := make(chan struct{})
 	go func() {
@@ -98,7 +100,7 @@ func TestCutReachesABlockedWriteTo(t *testing.T) {
 	defer bOut.Close()
 	defer bIn.Close()
 
-	dest, peer := tcpPair(t)
+	dest, peer := flowtest.TCPPair(t)
 	defer dest.Close()
 	defer peer.Close()
 	peer.SetReadBuffer(4 << 10)

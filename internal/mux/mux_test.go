@@ -878,34 +878,6 @@ func TestWriteFailsWhileClosing(t *testing.T) {
 	}
 }
 
-// tcpPair returns the two ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	type res struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		c, err := ln.Accept()
-		ch <- res{c, err}
-	}()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := <-ch
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	return a.(*net.TCPConn), r.c.(*net.TCPConn)
-}
-
 // closeRecorder reports the CloseWrite and Close calls on a connection.
 type closeRecorder struct {
 	*net.TCPConn
@@ -931,7 +903,7 @@ func (c *closeRecorder) Close() error {
 // end of a session, or the Close saying why). Close must send FIN, and
 // close only once the peer has read everything and closed too.
 func TestCloseLingers(t *testing.T) {
-	ca, cb := tcpPair(t)
+	ca, cb := flowtest.TCPPair(t)
 	defer cb.Close()
 	rec := &closeRecorder{TCPConn: ca, events: make(chan string, 2)}
 	s := New(rec, newJSONFramer(rec), Config{})
@@ -977,7 +949,7 @@ func TestCloseLingers(t *testing.T) {
 // once, while its peer keeps sending, still delivers every byte.
 func TestCloseDeliversEverything(t *testing.T) {
 	for i := range 2 {
-		ca, cb := tcpPair(t)
+		ca, cb := flowtest.TCPPair(t)
 		a := New(ca, newJSONFramer(ca), flowConfig(256<<10))
 		b := New(cb, newJSONFramer(cb), flowConfig(256<<10))
 		l := &link{a: a, b: b, ca: ca, cb: cb}
@@ -1005,7 +977,7 @@ func TestCloseDeliversEverything(t *testing.T) {
 // session itself and then waited, in lingerClose, for the read loop - its
 // own goroutine - to see the peer's end: CloseTimeout every time.
 func TestDrainEndsWhenPeerClosesLast(t *testing.T) {
-	ca, cb := tcpPair(t)
+	ca, cb := flowtest.TCPPair(t)
 	cfg := Config{CloseTimeout: time.Minute}
 	l := &link{a: New(ca, newJSONFramer(ca), cfg), b: New(cb, newJSONFramer(cb), cfg), ca: ca, cb: cb}
 	defer l.close()

@@ -5,38 +5,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"io"
-	"net"
 	"testing"
 	"time"
 
+	"rtcp/internal/flowtest"
 	"rtcp/internal/mux"
 	"rtcp/internal/yamuxlink"
 )
-
-// tcpPair returns the two ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := l.Accept()
-		accepted <- c
-	}()
-	a, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := <-accepted
-	if b == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a.(*net.TCPConn), b.(*net.TCPConn)
-}
 
 // TestSpliceWithoutPipes: with no pipe to be had (out of descriptors),
 // both splicing paths copy instead - SpliceFrom into the link, and the
@@ -46,7 +21,7 @@ func TestSpliceWithoutPipes(t *testing.T) {
 	mux.SetNoPipes(true)
 	defer mux.SetNoPipes(false)
 
-	cc, sc := tcpPair(t)
+	cc, sc := flowtest.TCPPair(t)
 	client := mux.New(cc, yamuxlink.NewFramer(cc, cc, yamuxlink.DefaultWindow, true), yamuxlink.Config(yamuxlink.DefaultWindow))
 	sfr := yamuxlink.NewFramer(sc, sc, yamuxlink.DefaultWindow, false)
 	sfr.SplitData()
@@ -71,8 +46,8 @@ func TestSpliceWithoutPipes(t *testing.T) {
 		t.Fatal("Accept failed")
 	}
 
-	feed, src := tcpPair(t)
-	w, out := tcpPair(t)
+	feed, src := flowtest.TCPPair(t)
+	w, out := flowtest.TCPPair(t)
 	type result struct {
 		n   int64
 		ok  bool

@@ -3,6 +3,8 @@ package mux
 import (
 	"syscall"
 	"testing"
+
+	"rtcp/internal/flowtest"
 )
 
 // TestOverrunIntoTailPipeDropped: a split frame that overruns the
@@ -15,14 +17,14 @@ func TestOverrunIntoTailPipeDropped(t *testing.T) {
 	out, in := l.open(t)
 	defer out.Close()
 	defer in.Close()
-	dst, dstPeer := tcpPair(t) // nothing reads dstPeer
+	dst, dstPeer := flowtest.TCPPair(t) // nothing reads dstPeer
 	defer dst.Close()
 	defer dstPeer.Close()
 	rc, err := dst.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
-	linkA, linkB := tcpPair(t)
+	linkA, linkB := flowtest.TCPPair(t)
 	defer linkA.Close()
 	defer linkB.Close()
 	if _, err := linkA.Write(make([]byte, 1000)); err != nil {

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"rtcp/internal/flowtest"
 )
 
 // Tests of Stream.PushTo / WriteTo: a stream's bytes handed from the
@@ -23,7 +25,7 @@ import (
 // tcpLink is a link of two sessions over loopback TCP, with cfg on both.
 func tcpLink(t *testing.T, cfg Config) *link {
 	t.Helper()
-	ca, cb := tcpPair(t)
+	ca, cb := flowtest.TCPPair(t)
 	return &link{
 		a: New(ca, newBinFramer(ca), cfg), b: New(cb, newBinFramer(cb), cfg),
 		ca: ca, cb: cb,
@@ -227,7 +229,7 @@ func (d *tcpDest) Write(p []byte) (int, error) {
 // a second per window (a plain Write of 4 MiB took 27 s).
 func slowTCPDest(t *testing.T) (*tcpDest, *net.TCPConn) {
 	t.Helper()
-	near, far := tcpPair(t)
+	near, far := flowtest.TCPPair(t)
 	t.Cleanup(func() { near.Close(); far.Close() })
 	near.SetWriteBuffer(32 << 10)
 	far.SetReadBuffer(32 << 10)
@@ -439,7 +441,7 @@ func TestPushToEnds(t *testing.T) {
 				)
 				switch dest {
 				case "tcp":
-					near, far := tcpPair(t)
+					near, far := flowtest.TCPPair(t)
 					defer near.Close()
 					defer far.Close()
 					got := make(chan []byte, 1)
@@ -565,7 +567,7 @@ func TestPushToDestinationFails(t *testing.T) {
 			farDone := make(chan struct{})
 			switch dest {
 			case "tcp reset":
-				near, far := tcpPair(t)
+				near, far := flowtest.TCPPair(t)
 				defer near.Close()
 				near.SetWriteBuffer(32 << 10)
 				far.SetReadBuffer(32 << 10)

@@ -8,13 +8,15 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"rtcp/internal/flowtest"
 )
 
 // TestJoinTCPWithStream joins a TCP connection and an in-memory
 // connection: the TCP side is read through its descriptor. Its bytes and
 // its end reach the other side.
 func TestJoinTCPWithStream(t *testing.T) {
-	app, local := tcpPair(t)
+	app, local := flowtest.TCPPair(t)
 	far, near := net.Pipe()
 	done := make(chan error, 1)
 	go func() {
@@ -44,7 +46,7 @@ func TestJoinTCPWithStream(t *testing.T) {
 // TestJoinStreamToTCP sends through a stream side to a TCP side in writes
 // of every size.
 func TestJoinStreamToTCP(t *testing.T) {
-	app, local := tcpPair(t)
+	app, local := flowtest.TCPPair(t)
 	far, near := net.Pipe()
 	done := make(chan error, 1)
 	go func() {
@@ -84,7 +86,7 @@ func TestRawReadInterrupted(t *testing.T) {
 		{"deadline", func(c *net.TCPConn) { c.SetReadDeadline(time.Now()) }, os.ErrDeadlineExceeded},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			_, local := tcpPair(t)
+			_, local := flowtest.TCPPair(t)
 			r := newChunkReader(local)
 			if r.raw == nil {
 				t.Skip("no raw reads on this platform")
@@ -108,7 +110,7 @@ func TestRawReadInterrupted(t *testing.T) {
 
 // TestRawReadEOF: the peer's half-close is io.EOF after the bytes.
 func TestRawReadEOF(t *testing.T) {
-	app, local := tcpPair(t)
+	app, local := flowtest.TCPPair(t)
 	app.Write([]byte("last words"))
 	app.CloseWrite()
 	r := newChunkReader(local)

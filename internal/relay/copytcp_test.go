@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"rtcp/internal/flowtest"
 )
 
 // TestJoinTCPSmallAndBulk relays, between two TCP connections, small
@@ -18,8 +20,8 @@ import (
 // arrives in order, each direction's count matches, and the half-close
 // crosses.
 func TestJoinTCPSmallAndBulk(t *testing.T) {
-	client, a := tcpPair(t)
-	b, server := tcpPair(t)
+	client, a := flowtest.TCPPair(t)
+	b, server := flowtest.TCPPair(t)
 	var counted [2]atomic.Int64
 	joined := make(chan error, 1)
 	go func() {
@@ -118,8 +120,8 @@ func TestJoinTCPIdleHoldsNoPipe(t *testing.T) {
 			var ends []interface{ Close() error }
 			done := make(chan error, n)
 			for range n {
-				client, a := tcpPair(t)
-				b, server := tcpPair(t)
+				client, a := flowtest.TCPPair(t)
+				b, server := flowtest.TCPPair(t)
 				go func() {
 					_, err := Join(a, b, nil)
 					done <- err

@@ -6,33 +6,15 @@ import (
 	"net"
 	"testing"
 	"time"
-)
 
-// tcpPair returns the two ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (client, server *net.TCPConn) {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	c, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); s.Close() })
-	return c.(*net.TCPConn), s.(*net.TCPConn)
-}
+	"rtcp/internal/flowtest"
+)
 
 // TestFullCloseEndsBothDirections checks that a clean end on the far side
 // of Join closes the wrapped connection fully: its peer reads EOF and
 // Join returns, although the peer never closed its own side.
 func TestFullCloseEndsBothDirections(t *testing.T) {
-	app, local := tcpPair(t)
+	app, local := flowtest.TCPPair(t)
 	wire, far := net.Pipe()
 	joined := make(chan error, 1)
 	go func() {
@@ -66,7 +48,7 @@ func (failConn) Read([]byte) (int, error) { return 0, errors.New("link lost") }
 // TestFullCloseKeepsReset checks that a failed relay still resets the
 // wrapped TCP connection, rather than closing it cleanly.
 func TestFullCloseKeepsReset(t *testing.T) {
-	app, local := tcpPair(t)
+	app, local := flowtest.TCPPair(t)
 	wire, far := net.Pipe()
 	defer far.Close()
 	if _, err := Join(FullClose(local), failConn{wire}, nil); err == nil {

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"rtcp/internal/flowtest"
 	"rtcp/internal/mux"
 )
 
@@ -47,7 +48,7 @@ func (fr *jsonFramer) Flush() error                  { return fr.bw.Flush() }
 // over loopback TCP, and a function that closes the sessions.
 func streamPair(t *testing.T) (near, far *mux.Stream, closeSessions func()) {
 	t.Helper()
-	ca, cb := tcpPair(t)
+	ca, cb := flowtest.TCPPair(t)
 	cfg := mux.Config{FlowControl: true, Window: 256 << 10, PeerWindow: 256 << 10, HalfClose: true}
 	a := mux.New(ca, newJSONFramer(ca), cfg)
 	b := mux.New(cb, newJSONFramer(cb), cfg)
@@ -79,7 +80,7 @@ func randomBytes(seed uint64, n int) []byte {
 func TestJoinPushesStreamToTCP(t *testing.T) {
 	stream, far, closeSessions := streamPair(t)
 	defer closeSessions()
-	app, local := tcpPair(t)
+	app, local := flowtest.TCPPair(t)
 	local.SetWriteBuffer(32 << 10)
 	app.SetReadBuffer(32 << 10)
 
@@ -146,7 +147,7 @@ func TestJoinPushesStreamToTCP(t *testing.T) {
 func TestJoinPushDestinationReset(t *testing.T) {
 	stream, far, closeSessions := streamPair(t)
 	defer closeSessions()
-	app, local := tcpPair(t)
+	app, local := flowtest.TCPPair(t)
 	joined := make(chan error, 1)
 	go func() {
 		_, err := Join(local, stream, nil)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"testing"
+
+	"rtcp/internal/flowtest"
 )
 
 // dropScanner drops every byte before a '|', passes the '|' and all after
@@ -33,8 +35,8 @@ func (s *dropScanner) End() error {
 // it is (between TCP connections, with copyTCP's splice); the other
 // direction, unscanned, as Join does.
 func TestJoinScanned(t *testing.T) {
-	a, aJoin := tcpPair(t)
-	bJoin, b := tcpPair(t)
+	a, aJoin := flowtest.TCPPair(t)
+	bJoin, b := flowtest.TCPPair(t)
 	bulk := bytes.Repeat([]byte("0123456789"), 1<<17)
 	done := make(chan error, 1)
 	go func() {
@@ -66,8 +68,8 @@ func TestJoinScanned(t *testing.T) {
 // A Scanner's error at the end cuts both sides: neither peer reads a
 // clean end.
 func TestJoinScannedEndCuts(t *testing.T) {
-	a, aJoin := tcpPair(t)
-	bJoin, b := tcpPair(t)
+	a, aJoin := flowtest.TCPPair(t)
+	bJoin, b := flowtest.TCPPair(t)
 	done := make(chan error, 1)
 	go func() {
 		_, err := JoinScanned(aJoin, bJoin, nil, &dropScanner{}, nil)
@@ -100,7 +102,7 @@ func TestJoinScannedStream(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			near, far, closeSessions := streamPair(t)
 			defer closeSessions()
-			a, aJoin := tcpPair(t)
+			a, aJoin := flowtest.TCPPair(t)
 			done := make(chan error, 1)
 			go func() {
 				_, err := JoinScanned(aJoin, near, nil, nil, &dropScanner{})

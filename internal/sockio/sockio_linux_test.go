@@ -4,12 +4,14 @@ import (
 	"io"
 	"syscall"
 	"testing"
+
+	"rtcp/internal/flowtest"
 )
 
 // TestSplice moves bytes from a socket through a pipe to another socket.
 func TestSplice(t *testing.T) {
-	a, b := tcpPair(t)
-	c, d := tcpPair(t)
+	a, b := flowtest.TCPPair(t)
+	c, d := flowtest.TCPPair(t)
 	var p [2]int
 	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
 		t.Fatal(err)

@@ -13,35 +13,10 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"rtcp/internal/flowtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// tcpPair returns the two ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (a, b *net.TCPConn) {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := l.Accept()
-		accepted <- c
-	}()
-	c, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := <-accepted
-	if s == nil {
-		c.Close()
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { c.Close(); s.Close() })
-	return c.(*net.TCPConn), s.(*net.TCPConn)
-}
 
 func rawOf(t *testing.T, c *net.TCPConn) syscall.RawConn {
 	t.Helper()
@@ -55,7 +30,7 @@ func rawOf(t *testing.T, c *net.TCPConn) syscall.RawConn {
 // TestReadWrite: Read and Write move bytes as syscall's do, and a socket
 // with nothing to read says EAGAIN rather than waiting.
 func TestReadWrite(t *testing.T) {
-	a, b := tcpPair(t)
+	a, b := flowtest.TCPPair(t)
 	ra, rb := rawOf(t, a), rawOf(t, b)
 	var n int
 	var err error
@@ -87,7 +62,7 @@ func TestReadWrite(t *testing.T) {
 // TestWriteConn: WriteConn writes all of a buffer larger than the socket
 // takes at once, waiting for the reader, as net.Conn's Write does.
 func TestWriteConn(t *testing.T) {
-	a, b := tcpPair(t)
+	a, b := flowtest.TCPPair(t)
 	a.SetWriteBuffer(16 << 10)
 	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
 	read := make(chan []byte, 1)
@@ -111,7 +86,7 @@ func TestWriteConn(t *testing.T) {
 func TestWriteConnErrors(t *testing.T) {
 	big := make([]byte, 8<<20)
 	t.Run("deadline", func(t *testing.T) {
-		a, _ := tcpPair(t) // nobody reads
+		a, _ := flowtest.TCPPair(t) // nobody reads
 		a.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
 		n, err := WriteConn(rawOf(t, a), big, a)
 		var ne net.Error
@@ -121,7 +96,7 @@ func TestWriteConnErrors(t *testing.T) {
 		checkOp(t, err)
 	})
 	t.Run("Close", func(t *testing.T) {
-		a, _ := tcpPair(t)
+		a, _ := flowtest.TCPPair(t)
 		rc := rawOf(t, a)
 		done := make(chan error, 1)
 		go func() {
@@ -136,7 +111,7 @@ func TestWriteConnErrors(t *testing.T) {
 		checkOp(t, err)
 	})
 	t.Run("reset", func(t *testing.T) {
-		a, b := tcpPair(t)
+		a, b := flowtest.TCPPair(t)
 		b.SetLinger(0)
 		b.Close() // a reset
 		var err error
@@ -162,7 +137,7 @@ func checkOp(t *testing.T, err error) {
 // nothing for an empty buffer, io.EOF at the end, and a *net.OpError for
 // "read" at its deadline and after Close.
 func TestTCPRead(t *testing.T) {
-	a, b := tcpPair(t)
+	a, b := flowtest.TCPPair(t)
 	r := ReaderOf(b)
 	if _, ok := r.(*TCP); !ok {
 		t.Fatalf("ReaderOf(*net.TCPConn) = %T; want *TCP", r)
@@ -182,7 +157,7 @@ func TestTCPRead(t *testing.T) {
 		t.Fatalf("Read after the end = %d, %v; want 0, io.EOF", n, err)
 	}
 
-	c, _ := tcpPair(t)
+	c, _ := flowtest.TCPPair(t)
 	rc := ReaderOf(c)
 	c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
 	_, err = rc.Read(make([]byte, 4))
@@ -207,7 +182,7 @@ func TestWrapsOnlyTCP(t *testing.T) {
 		t.Fatal("ReaderOf or WriterOf wrapped a net.Pipe")
 	}
 	type wrapper struct{ *net.TCPConn }
-	c, _ := tcpPair(t)
+	c, _ := flowtest.TCPPair(t)
 	w := wrapper{c}
 	if _, ok := WriterOf(w).(*TCP); ok {
 		t.Fatal("WriterOf wrapped a wrapper of a *net.TCPConn")
@@ -230,29 +205,14 @@ func (w rawWrapper) Write(p []byte) (int, error) { return w.c.Write(p) }
 // TestTCPWritev: Writev writes buffers in order across partial writes
 // (a small send buffer, a slow reader) and skips empty ones.
 func TestTCPWritev(t *testing.T) {
-	a, b := tcpPair(t)
+	a, b := flowtest.TCPPair(t)
 	a.SetWriteBuffer(16 << 10)
 	w := WriterOf(a).(*TCP)
 	var bufs [][]byte
-	var want []byte
 	for i := range 40 {
-		p := bytes.Repeat([]byte{byte('a' + i%26)}, (i*7919)%(64<<10))
-		bufs = append(bufs, p)
-		want = append(want, p...)
+		bufs = append(bufs, bytes.Repeat([]byte{byte('a' + i%26)}, (i*7919)%(64<<10)))
 	}
-	read := make(chan []byte, 1)
-	go func() {
-		got, _ := io.ReadAll(b)
-		read <- got
-	}()
-	n, err := w.Writev(bufs)
-	if n != int64(len(want)) || err != nil {
-		t.Fatalf("Writev = %d, %v; want %d, nil", n, err, len(want))
-	}
-	a.CloseWrite()
-	if got := <-read; !bytes.Equal(got, want) {
-		t.Fatalf("the reader got %d bytes, not the %d written in order", len(got), len(want))
-	}
+	checkWritev(t, w, a, b, bufs)
 	a.Close()
 	if _, err := w.Writev([][]byte{[]byte("x")}); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("Writev after Close = %v; want net.ErrClosed", err)
@@ -265,7 +225,7 @@ func TestTCPWritev(t *testing.T) {
 // blocked would hold its processor, and the garbage collector's
 // stop-the-world would wait for it.
 func TestBlockingLeftAlone(t *testing.T) {
-	a, _ := tcpPair(t)
+	a, _ := flowtest.TCPPair(t)
 	if !NonBlocking(rawOf(t, a)) {
 		t.Fatal("NonBlocking of a fresh connection = false")
 	}
@@ -289,28 +249,34 @@ func TestBlockingLeftAlone(t *testing.T) {
 // TestTCPWritevMany: Writev writes more buffers than one writev takes
 // (IOV_MAX), empty ones among them.
 func TestTCPWritevMany(t *testing.T) {
-	a, b := tcpPair(t)
+	a, b := flowtest.TCPPair(t)
 	w := WriterOf(a)
 	wv, ok := w.(interface{ Writev([][]byte) (int64, error) })
 	if !ok {
 		t.Skip("no Writev: the connection is left as it is")
 	}
 	var bufs [][]byte
-	var want []byte
 	for i := range 3000 {
 		p := []byte{byte('a' + i%26)}
 		if i%7 == 0 {
 			p = nil
 		}
 		bufs = append(bufs, p)
-		want = append(want, p...)
 	}
+	checkWritev(t, wv, a, b, bufs)
+}
+
+// checkWritev writes bufs with w's Writev to a, half-closes a, and
+// checks that b reads them all, in order.
+func checkWritev(t *testing.T, w interface{ Writev([][]byte) (int64, error) }, a, b *net.TCPConn, bufs [][]byte) {
+	t.Helper()
+	want := bytes.Join(bufs, nil)
 	read := make(chan []byte, 1)
 	go func() {
 		got, _ := io.ReadAll(b)
 		read <- got
 	}()
-	n, err := wv.Writev(bufs)
+	n, err := w.Writev(bufs)
 	if n != int64(len(want)) || err != nil {
 		t.Fatalf("Writev of %d buffers = %d, %v; want %d, nil", len(bufs), n, err, len(want))
 	}
