@@ -50,6 +50,14 @@ type Relay struct {
 	// Dial opens the connection to To. Nil means a net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
+	// Header, if set, returns bytes to write on the connection to To
+	// before any byte relayed from the accepted connection, as a load
+	// balancer in front of a server writes a PROXY protocol header that
+	// names the client (the accepted connection's RemoteAddr). They
+	// leave with the dial, not RTT/2 after it, like data carried with
+	// a SYN.
+	Header func(accepted net.Conn) []byte
+
 	mu        sync.Mutex // guards listeners and closed
 	listeners map[net.Listener]struct{}
 	closed    bool
@@ -236,7 +244,17 @@ func (k *link) dial() (net.Conn, error) {
 		var d net.Dialer
 		dial = d.DialContext
 	}
-	return dial(k.ctx, "tcp", k.r.To)
+	c, err := dial(k.ctx, "tcp", k.r.To)
+	if err != nil || k.r.Header == nil {
+		return c, err
+	}
+	if h := k.r.Header(k.a); len(h) > 0 {
+		if _, err := c.Write(h); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	return c, nil
 }
 
 // run relays until both directions have ended, then closes both

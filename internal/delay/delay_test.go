@@ -106,6 +106,32 @@ func TestEchoTakesRTT(t *testing.T) {
 	}
 }
 
+// TestHeader: Header's bytes reach To first, then the relayed ones, at
+// either RTT, and Header is given the accepted connection.
+func TestHeader(t *testing.T) {
+	for _, rtt := range []time.Duration{0, 10 * time.Millisecond} {
+		t.Run(rtt.String(), func(t *testing.T) {
+			got := make(chan []byte, 1)
+			server := serveTCP(t, func(c *net.TCPConn) {
+				b, _ := io.ReadAll(c)
+				got <- b
+			})
+			var client string
+			c := dialTCP(t, startRelay(t, &Relay{To: server, RTT: rtt, Header: func(a net.Conn) []byte {
+				return []byte("from " + a.RemoteAddr().String() + "\n")
+			}}))
+			client = c.LocalAddr().String()
+			if _, err := c.Write([]byte("data")); err != nil {
+				t.Fatal(err)
+			}
+			c.CloseWrite()
+			if b, want := <-got, "from "+client+"\ndata"; string(b) != want {
+				t.Errorf("To read %q, want %q", b, want)
+			}
+		})
+	}
+}
+
 // TestHalfClose: a half-close crosses after the bytes before it, and the
 // other direction carries on; then both ends see EOF.
 func TestHalfClose(t *testing.T) {
