@@ -140,6 +140,10 @@ func Listen(addr, name string) (net.Listener, error) {
 
 // Dial connects to the indirect server name through the discover point
 // addr. With an empty name it is net.Dial("tcp", addr): a direct client.
+// Each call uses a new Dialer, which learns only from the DP's answer that
+// it offers the raw client leg: a program that dials the same DP often
+// keeps one Dialer, whose later dials send their Connect with the Aloha
+// and save a round trip.
 func Dial(addr, name string) (net.Conn, error) {
 	var d Dialer
 	return d.DialContext(context.Background(), addr, name)
