@@ -705,6 +705,85 @@ func TestAckWithReasonIsSuccess(t *testing.T) {
 	}
 }
 
+// TestSentOpen: an open written before the session started (a client's
+// Connect sent with its handshake) takes the peer's first answer, even
+// one that waited in the Framer before New, with the Data behind it; an
+// Open after it takes the next answer.
+func TestSentOpen(t *testing.T) {
+	// early is a session whose Framer holds answer already.
+	early := func(t *testing.T, answer ...*Frame) (*Session, *jsonFramer, net.Conn) {
+		var pre bytes.Buffer
+		enc := json.NewEncoder(&pre)
+		for _, f := range answer {
+			enc.Encode(f)
+		}
+		ca, cb := net.Pipe()
+		bw := bufio.NewWriter(ca)
+		fr := &jsonFramer{dec: json.NewDecoder(io.MultiReader(&pre, ca)), bw: bw, enc: json.NewEncoder(bw)}
+		s := New(ca, fr, Config{Sent: &SentOpen{Name: "printer"}})
+		t.Cleanup(func() {
+			cb.Close()
+			s.Close()
+		})
+		return s, newJSONFramer(cb), cb
+	}
+	t.Run("answered", func(t *testing.T) {
+		s, peer, _ := early(t, &Frame{Kind: KindAck, ID: 5}, &Frame{Kind: KindData, ID: 5, Data: []byte("hi")})
+		st, err := s.AwaitSent(context.Background())
+		if err != nil {
+			t.Fatalf("AwaitSent: %v", err)
+		}
+		if st.ID() != 5 || st.Name() != "printer" {
+			t.Errorf("stream %d %q, want 5 \"printer\"", st.ID(), st.Name())
+		}
+		buf := make([]byte, 2)
+		if _, err := io.ReadFull(st, buf); err != nil || string(buf) != "hi" {
+			t.Fatalf("read %q, %v; want \"hi\"", buf, err)
+		}
+		opened := make(chan *Stream, 1)
+		go func() {
+			st, err := s.Open(context.Background(), "second", "")
+			if err != nil {
+				t.Errorf("Open after the sent one: %v", err)
+			}
+			opened <- st
+		}()
+		if f, err := peer.ReadFrame(); err != nil || f.Kind != KindOpen || f.Name != "second" {
+			t.Fatalf("peer read %+v, %v; want the second Open", f, err)
+		}
+		peer.WriteFrame(&Frame{Kind: KindAck, ID: 6})
+		peer.Flush()
+		if st2 := <-opened; st2 == nil || st2.ID() != 6 {
+			t.Fatalf("second stream %v, want ID 6", st2)
+		}
+	})
+	t.Run("refused", func(t *testing.T) {
+		s, _, _ := early(t, &Frame{Kind: KindAck, ID: -1, Reason: "no printer here"})
+		_, err := s.AwaitSent(context.Background())
+		var re *RefusedError
+		if !errors.As(err, &re) || re.Reason != "no printer here" {
+			t.Fatalf("AwaitSent: %v, want RefusedError(no printer here)", err)
+		}
+		if err := s.Err(); err != nil {
+			t.Errorf("the refusal ended the session: %v", err)
+		}
+	})
+	t.Run("link ends", func(t *testing.T) {
+		s, _, cb := early(t)
+		cb.Close() // the peer hangs up before it answers
+		if _, err := s.AwaitSent(context.Background()); err == nil {
+			t.Fatal("AwaitSent on a session that ended: no error")
+		}
+	})
+	t.Run("nothing sent", func(t *testing.T) {
+		l := newLink(t, Config{}, Config{})
+		defer l.close()
+		if _, err := l.a.AwaitSent(context.Background()); err == nil {
+			t.Fatal("AwaitSent with no Config.Sent: no error")
+		}
+	})
+}
+
 // TestUnknownSession: Data for a session that does not exist is answered
 // with an abort of that session only.
 func TestUnknownSession(t *testing.T) {

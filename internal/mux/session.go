@@ -112,6 +112,23 @@ type Config struct {
 	// changes it later (after a handshake, say). Noticing a silent peer is
 	// the reader's part: see IdleReader.
 	KeepAlive time.Duration
+
+	// Sent is an open that went out on the connection before the session
+	// started (a client's Connect written with its handshake), whose
+	// answer may already wait in the Framer. The session takes the peer's
+	// first answer for it, as if Open had sent it first; AwaitSent returns
+	// its stream. Ignored on a wire whose opener assigns the ID
+	// (Semantics.OpenerAssignsID): there is no answer to wait for.
+	Sent *SentOpen
+}
+
+// A SentOpen is an open written to the connection before its session
+// started (Config.Sent): what an open frame carries, and when it went out.
+type SentOpen struct {
+	Name, Addr, Token string
+	// At is when the open was written; the session times its first round
+	// trip from it (zero: when the session starts).
+	At time.Time
 }
 
 // Errors a stream or session reports. Conn operations wrap them in a
@@ -144,6 +161,7 @@ type Session struct {
 	pending []*pendingOpen
 	answers []*answerSlot // the peer's opens still owed an answer, in order (answer.go)
 	nextID  int64
+	early   *pendingOpen          // Config.Sent's, for AwaitSent; set by New
 	err     error                 // why the session ended; set once
 	cause   atomic.Pointer[error] // why the connection was closed from inside, if it was (set once; any goroutine, any lock held)
 	drain   bool                  // refuse opens; end the session with its last stream
@@ -280,6 +298,14 @@ func New(c net.Conn, fr Framer, cfg Config) *Session {
 		s.pipes = NewBudget(DefaultPipes)
 	}
 	s.keepAlive.Store(int64(cfg.KeepAlive))
+	if o := cfg.Sent; o != nil && !s.sem.OpenerAssignsID {
+		// First in line for an answer, before the read loop can read one.
+		s.early = &pendingOpen{ch: make(chan openResult, 1), name: o.Name, addr: o.Addr, token: o.Token, sent: o.At}
+		if s.early.sent.IsZero() {
+			s.early.sent = time.Now()
+		}
+		s.pending = append(s.pending, s.early)
+	}
 	s.count, _ = fr.(Counter)
 	if ds, ok := fr.(DataSplitter); ok {
 		s.split = ds
@@ -528,7 +554,21 @@ func (s *Session) OpenExt(ctx context.Context, name, addr, token string, ext any
 	s.pending = append(s.pending, p)
 	s.enqueue(&Frame{Kind: KindOpen, Name: name, Addr: addr, Token: token, Ext: ext})
 	s.mu.Unlock()
+	return s.await(ctx, p)
+}
 
+// AwaitSent waits for the answer to the open of Config.Sent and returns
+// its stream, as Open does; a refusal is a *RefusedError. Call it once.
+func (s *Session) AwaitSent(ctx context.Context) (*Stream, error) {
+	if s.early == nil {
+		return nil, errors.New("rtcp: AwaitSent on a session with no open sent before it (Config.Sent)")
+	}
+	return s.await(ctx, s.early)
+}
+
+// await waits for the answer to p, or gives p up when ctx ends (a stream
+// that opens after that is closed).
+func (s *Session) await(ctx context.Context, p *pendingOpen) (*Stream, error) {
 	select {
 	case r := <-p.ch:
 		return r.st, r.err
