@@ -20,9 +20,14 @@ import (
 )
 
 // A Dialer connects indirect clients. The zero value is ready to use. A
-// Dialer remembers which DPs offered the raw client leg, to save a round
-// trip on the next dial to them: keep one for many dials, and do not copy
-// it after its first use.
+// dial sends its Connect with its Aloha, so that the session opens one
+// round trip to the DP after the TCP connection, on the raw leg or, at a
+// DP that does not offer it, on the JSON leg, whichever the DP answers;
+// not with a Credential (the proof comes first). Plan5's own DP may lose
+// a Connect sent so: a Dialer that meets one dials it again and remembers
+// it, as it remembers which DPs offered the raw leg (for a DP of a cluster
+// carrying a session on). A Dialer may be kept for many dials; do not
+// copy it after its first use.
 type Dialer struct {
 	// Name is this client's name, sent to the DP and shown to the server
 	// as the RemoteAddr of the session. Optional. A DP that authenticates
@@ -84,7 +89,7 @@ type Dialer struct {
 
 	netns nsFunc // where sockets are made (tests: a network namespace); nil: here
 
-	raw rawDPs // the DPs that offered the raw client leg
+	known knownDPs // what the DPs dialled answered: whether to send Connect early
 }
 
 // direct reports whether the Dialer asks for direct sessions.
@@ -99,32 +104,41 @@ type dialAs struct {
 	hop       func(*plan5.Aloha)
 }
 
-// rawDPs holds the DP addresses that offered the raw client leg: a Dialer
-// sends its Connect to them with its Aloha, without waiting for the DP's,
-// which saves a round trip on each dial. The zero value is empty.
-type rawDPs struct {
+// knownDPs holds what a Dialer learned of the DPs it dialled that changes
+// how it dials them: those that offered the raw client leg, and those
+// that answered in Plan5's legacy version. The zero value knows none.
+type knownDPs struct {
 	mu    sync.Mutex // guards addrs
-	addrs map[string]bool
+	addrs map[string]dpKind
 }
 
-func (r *rawDPs) has(addr string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.addrs[addr]
+// dpKind is what a Dialer learned of a DP from its Aloha.
+type dpKind int8
+
+const (
+	dpUnknown dpKind = iota // never dialled, or a DP that speaks only the JSON leg
+	dpRaw                   // offers the raw client leg
+	dpLegacy                // Plan5's own code (V 113): loses what comes with the Aloha
+)
+
+func (k *knownDPs) get(addr string) dpKind {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.addrs[addr]
 }
 
-// set records whether the DP at addr offered the raw leg.
-func (r *rawDPs) set(addr string, raw bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !raw {
-		delete(r.addrs, addr)
+// set records what the DP at addr is.
+func (k *knownDPs) set(addr string, kind dpKind) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if kind == dpUnknown {
+		delete(k.addrs, addr)
 		return
 	}
-	if r.addrs == nil {
-		r.addrs = make(map[string]bool)
+	if k.addrs == nil {
+		k.addrs = make(map[string]dpKind)
 	}
-	r.addrs[addr] = true
+	k.addrs[addr] = kind
 }
 
 // DialContext connects to the indirect server name through the DP at addr,
@@ -163,9 +177,9 @@ func (d *Dialer) dial(ctx context.Context, addr, name string, as dialAs) (net.Co
 			return nil, opErr(err)
 		}
 		conn, err := d.handshake(ctx, c, addr, name, as, early)
-		if err == errNoRawAnyMore && early {
+		if err == errEarlyLost && early {
 			c.Close()
-			continue // the DP at addr changed: dial again, once, without the shortcut
+			continue // dial again, once, and send Connect after the DP's Aloha
 		}
 		if err != nil {
 			c.Close()
@@ -175,10 +189,12 @@ func (d *Dialer) dial(ctx context.Context, addr, name string, as dialAs) (net.Co
 	}
 }
 
-// errNoRawAnyMore is handshake's report that a DP in Dialer.raw did not offer
-// the raw leg after all (another DP at its address): the Connect sent
-// early must not be answered on this connection.
-var errNoRawAnyMore = errors.New("rtcp: the DP no longer offers the raw transport")
+// errEarlyLost is handshake's report that the DP answered a Connect sent
+// with the Aloha in Plan5's legacy version: Plan5's own code reads each
+// message with a new reader and drops what the read brought after it, so
+// the Connect may be lost, or may not: the connection cannot be trusted
+// with the session, and the dial starts again without sending early.
+var errEarlyLost = errors.New("rtcp: the DP speaks Plan5's legacy version, which may lose a Connect sent with the Aloha")
 
 func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, as dialAs, mayEarly bool) (*Conn, error) {
 	stop := watchContext(ctx, c)
@@ -198,20 +214,26 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 		side = newDirectSide(c, d.DirectTimeout, d.KeepAlive, d.netns)
 	}
 	var early plan5.Message // a Connect sent with the Aloha
-	if d.raw.has(addr) && mayEarly && ours.Transport == wireRaw && d.Credential == nil {
+	if mayEarly && d.earlyConnect(addr, as) {
 		early = &plan5.Connect{N: name, Direct: side != nil}
 	}
+	sentAt := time.Now()
 	theirs, err := exchangeAloha(c, r, ours, addr, d.Credential, early)
 	if err != nil {
 		stop()
 		return nil, ctxErr(ctx, renamed(err, name))
 	}
-	if theirs.Transport == wireRaw {
-		d.raw.set(addr, true)
-	} else if early != nil {
-		d.raw.set(addr, false)
-		stop()
-		return nil, errNoRawAnyMore
+	switch {
+	case plan5.Legacy(theirs.V):
+		d.known.set(addr, dpLegacy)
+		if early != nil {
+			stop()
+			return nil, errEarlyLost
+		}
+	case theirs.Transport == wireRaw:
+		d.known.set(addr, dpRaw)
+	default:
+		d.known.set(addr, dpUnknown)
 	}
 	local := &Addr{Name: as.name, Addr: c.LocalAddr().String()}
 	remote := &Addr{Name: name, Addr: addr}
@@ -239,9 +261,20 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 	fr := plan5link.NewFramer(r, c)
 	fr.SetHeartbeat(ours)
 	fr.SetLegacy(plan5.Legacy(theirs.V))
+	if early != nil {
+		// The Connect sent early is this leg's Connect (the Direct key,
+		// if any, is unknown to a DP without the raw leg, so ignored):
+		// the DP's first answer is its Ack.
+		cfg.Sent = &mux.SentOpen{Name: name, At: sentAt}
+	}
 	sess := mux.New(c, fr, cfg)
 	startKeepAlive(ir, sess, ours, theirs)
-	st, err := sess.Open(ctx, name, "")
+	var st *mux.Stream
+	if early != nil {
+		st, err = sess.AwaitSent(ctx)
+	} else {
+		st, err = sess.Open(ctx, name, "")
+	}
 	if err != nil {
 		sess.Close()
 		var re *mux.RefusedError
@@ -254,6 +287,25 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 		d.Logger.Debug("rtcp: session open", "server", name, "dp", addr, "x", st.ID())
 	}
 	return newConn(st, func() { sess.Close() }), nil
+}
+
+// earlyConnect reports whether a dial of as to the DP at addr sends its
+// Connect with its Aloha, a round trip before the DP's answer: unless the
+// DP answered in Plan5's legacy version before (its reader loses what
+// comes with the Aloha), or a key must be proven first (the proof goes
+// between the Alohas). A Connect sent early opens the session on either
+// client leg: the raw leg's, or the JSON leg's if the DP does not offer
+// the raw one. A DP that carries a session on to another DP (as.hop) sends
+// early only to a DP that offered the raw leg before.
+func (d *Dialer) earlyConnect(addr string, as dialAs) bool {
+	if d.Credential != nil {
+		return false
+	}
+	kind := d.known.get(addr)
+	if as.hop != nil {
+		return kind == dpRaw
+	}
+	return kind != dpLegacy
 }
 
 // connectRaw sends Connect (asking for a direct path if direct) and reads

@@ -789,9 +789,9 @@ func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 	if a.Transport == wireRaw {
 		ours.Transport = wireRaw
 		if r.Buffered().Buffered() > 0 {
-			// The client sent its Connect with its Aloha (it knows this
-			// DP): our Aloha goes with the answer, in one write and one
-			// wake-up of the client instead of two.
+			// The client sent its Connect with its Aloha (as rtcp's
+			// does): our Aloha goes with the answer, in one write and
+			// one wake-up of the client instead of two.
 			dp.serveRawClient(c, r, a, who, ours)
 			return
 		}

@@ -162,3 +162,53 @@ func TestRoundTripsPerDial(t *testing.T) {
 		})
 	}
 }
+
+// TestRoundTripsPerDialFromAfar: the client is a round trip from the DP
+// (the server next to it), and each dial to first byte is counted in the
+// client's round trips: one for the TCP handshake and one for the Aloha
+// with the Connect and the DP's answer with the Ack and the server's
+// first bytes. A new Dialer (as rtcp.Dial and rtcp.DialContext make for
+// each call) takes no more than one kept for many dials, whichever
+// transport it asks for.
+func TestRoundTripsPerDialFromAfar(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		transport Transport
+		kept      bool // the second dial of one Dialer, not the first of a new one
+	}{
+		{"json/new", TransportJSON, false}, // rtcp.Dial's Dialer
+		{"json/kept", TransportJSON, true},
+		{"raw/new", TransportYamux, false},
+		{"raw/kept", TransportYamux, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				n, _, _, stop := spareTestNet(t, nil, ListenConfig{Transport: TransportYamux}, 0)
+				defer stop()
+				d := &Dialer{Transport: tc.transport, Dial: n.Dialer("client", roundTripRTT)}
+				if tc.kept {
+					c, err := d.DialContext(context.Background(), delayDP, "printer")
+					if err != nil {
+						t.Fatalf("first Dial: %v", err)
+					}
+					c.Close()
+				}
+				start := time.Now()
+				c, err := d.DialContext(context.Background(), delayDP, "printer")
+				if err != nil {
+					t.Fatalf("Dial: %v", err)
+				}
+				defer c.Close()
+				buf := make([]byte, 2)
+				if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "hi" {
+					t.Fatalf("read %q, %v; want \"hi\"", buf, err)
+				}
+				rtts := float64(time.Since(start)) / float64(roundTripRTT)
+				t.Logf("%s: dial to first byte = %.1f round trips", tc.name, rtts)
+				if rtts != 2 {
+					t.Errorf("dial to first byte took %.2f round trips, want 2 (the TCP handshake, then the Aloha with the Connect)", rtts)
+				}
+			})
+		})
+	}
+}

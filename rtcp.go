@@ -140,10 +140,11 @@ func Listen(addr, name string) (net.Listener, error) {
 
 // Dial connects to the indirect server name through the discover point
 // addr. With an empty name it is net.Dial("tcp", addr): a direct client.
-// Each call uses a new Dialer, which learns only from the DP's answer that
-// it offers the raw client leg: a program that dials the same DP often
-// keeps one Dialer, whose later dials send their Connect with the Aloha
-// and save a round trip.
+// Each call uses a new Dialer, which sends its Connect with its Aloha as
+// a kept one does: the session opens one round trip to the DP after the
+// TCP connection. Only a dial to Plan5's own DP, which may lose a Connect
+// sent so, is faster with a kept Dialer (which remembers that DP and does
+// not dial it twice).
 func Dial(addr, name string) (net.Conn, error) {
 	var d Dialer
 	return d.DialContext(context.Background(), addr, name)
