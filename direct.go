@@ -328,6 +328,11 @@ func (ld *linkDirect) wrap(c *Conn, ext any) *Conn {
 
 // directEvent reports whether a brokered session moved.
 func (l *Listener) directEvent(err error) {
+	if err == nil {
+		l.log().Debug("rtcp: session moved to the direct path", "name", l.addr.Name)
+	} else {
+		l.log().Debug("rtcp: session stays on the relay", "name", l.addr.Name, "err", err)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.ev.emit(Event{Kind: EventDirect, DP: l.dp, Transport: l.cfg.Transport, Links: len(l.links), Err: err})

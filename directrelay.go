@@ -1,6 +1,7 @@
 package rtcp
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -47,7 +48,13 @@ type recordScanner struct {
 	length int    // a data record's length, as read so far
 	left   int    // payload bytes to come
 	count  uint64 // the report's count, as read so far
+	path   string // how the direction ended: "moved", "unframed" ('u'); "" while framed
 }
+
+// pathName says how the direction went, for the DP's log: "moved" (to
+// the direct connection), "unframed" (the punch failed: 'u'), or
+// "framed" (it ended on the relay before either).
+func (r *recordScanner) pathName() string { return cmp.Or(r.path, "framed") }
 
 // Scan reads p, the next bytes of the direction, and returns how many of
 // its first bytes the DP passes on.
@@ -60,10 +67,10 @@ func (r *recordScanner) Scan(p []byte) (int, error) {
 				r.state, r.hn, r.length = scanLength, 0, 0
 				i++
 			case recRaw:
-				r.state = scanPlain
+				r.state, r.path = scanPlain, "unframed"
 				return len(p), nil
 			case recMoved:
-				r.state = scanMoved
+				r.state, r.path = scanMoved, "moved"
 				if r.moved != nil {
 					r.moved()
 				}

@@ -197,7 +197,8 @@ func (dp *DiscoverPoint) join(client, server net.Conn, name string, brokered *br
 			}
 		}
 		moved := brokered.ended()
-		dp.log().Debug("rtcp: brokered session ended", "server", name, "client", client.RemoteAddr(), "moved", moved, "direct_bytes", brokered.reported.Load())
+		dp.log().Debug("rtcp: brokered session ended", "server", name, "client", client.RemoteAddr(), "moved", moved,
+			"client_path", brokered.toServer.pathName(), "server_path", brokered.toClient.pathName(), "direct_bytes", brokered.reported.Load())
 		if dp.brokeredEnded != nil {
 			dp.brokeredEnded(moved)
 		}
