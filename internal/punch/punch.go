@@ -11,6 +11,12 @@
 // and most home routers, do while the port is free). Behind NATs that pick
 // a new port per destination the observed address is useless and Punch
 // fails with ErrNoPath at its deadline: the caller then uses the relay.
+//
+// Between peers with nothing in between that drops what it did not ask
+// for (the same host, a LAN, public addresses), each kernel refuses the
+// other's SYN unless its own connect is under way at that instant, and
+// the simultaneous open rarely meets; so one side may also listen on its
+// port while it punches (Config.Accept), and take the other's connect.
 package punch
 
 import (
@@ -19,6 +25,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -40,8 +47,10 @@ const (
 	// DefaultAttempt is how long one connect waits before it is
 	// replaced by a fresh one.
 	DefaultAttempt = 500 * time.Millisecond
-	// retryPause is the wait after a connect that failed at once (the
-	// other side's kernel reset it: its socket was not there yet).
+	// firstPause is the wait after the first connect that failed at
+	// once (the other side's kernel refused it: its socket was not there
+	// yet); each next such wait doubles, up to retryPause.
+	firstPause = time.Millisecond
 	retryPause = 20 * time.Millisecond
 	// MinSecret is the shortest secret Punch accepts.
 	MinSecret = 16
@@ -65,6 +74,21 @@ type Config struct {
 	// Dial makes one connection attempt from laddr to raddr; nil means
 	// DialFrom. Tests set it to dial from inside a network namespace.
 	Dial func(ctx context.Context, laddr, raddr netip.AddrPort) (net.Conn, error)
+	// Accept, if true, also listens on Local while Punch dials, and
+	// takes the peer's connection if it comes in there: between peers
+	// with no NAT or firewall that drops what it did not ask for (the
+	// same host, a LAN, public addresses), each kernel refuses the
+	// other's SYN unless its own connect is under way at that very
+	// moment, so the simultaneous open alone rarely meets. Only
+	// connections from Peer are taken (and proven); others are reset.
+	// Set it on one side only, on a Local that no other punch uses at
+	// the same time (its listener would take the SYNs meant for the
+	// other): rtcp sets it on the client, whose port toward the DP is
+	// its session's own.
+	Accept bool
+	// Listen makes the listener of Accept on laddr; nil means
+	// ListenFrom. Tests set it to listen inside a network namespace.
+	Listen func(ctx context.Context, laddr netip.AddrPort) (net.Listener, error)
 }
 
 // Punch connects to c.Peer from c.Local, again and again until a
@@ -84,6 +108,91 @@ func Punch(ctx context.Context, c Config) (net.Conn, error) {
 		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
 		defer cancel()
 	}
+	if !c.Accept {
+		return dialPeer(ctx, c, nil)
+	}
+	return dialAndAccept(ctx, c)
+}
+
+// dialAndAccept is Punch with Accept: it dials and accepts at once, and
+// returns the first connection to the peer that is proven, on either
+// way. (Both ways are the one pair of ports, so at most one connection
+// to the peer exists at a time; claim makes sure that only one is
+// handed on.)
+func dialAndAccept(ctx context.Context, c Config) (net.Conn, error) {
+	listen := c.Listen
+	if listen == nil {
+		listen = ListenFrom
+	}
+	l, err := listen(ctx, c.Local)
+	if err != nil {
+		// No listener: the simultaneous open may still meet.
+		return dialPeer(ctx, c, nil)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer stop()
+	var claimed atomic.Bool
+	claim := func() bool { return claimed.CompareAndSwap(false, true) }
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		conn := acceptPeer(ctx, l, c, claim)
+		if conn != nil {
+			cancel() // the dials end
+		}
+		accepted <- conn
+	}()
+	conn, err := dialPeer(ctx, c, claim)
+	if conn != nil {
+		cancel() // the listener ends
+	}
+	l.Close()
+	if ac := <-accepted; ac != nil {
+		return ac, nil
+	}
+	return conn, err
+}
+
+// acceptPeer takes connections on l until one from c.Peer is proven and
+// claimed, or l is closed (ctx ended).
+func acceptPeer(ctx context.Context, l net.Listener, c Config, claim func() bool) net.Conn {
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			return nil
+		}
+		ap, _ := netip.ParseAddrPort(conn.RemoteAddr().String())
+		if netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()) != c.Peer {
+			reset(conn) // not the peer: a port scan, say
+			continue
+		}
+		// A failed proof here never ends the punch: the dials go on
+		// until they meet a peer that proves itself, or fail.
+		if proveGrace(ctx, conn, c.Secret) == nil && claim() {
+			return conn
+		}
+		reset(conn)
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// reset closes conn with a reset, not a FIN: a side that took the
+// connection for the session's path must not read its end as the
+// session's.
+func reset(conn net.Conn) {
+	if tc, ok := conn.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	conn.Close()
+}
+
+// dialPeer connects to c.Peer from c.Local again and again, and proves
+// the secret on the first connection that comes up; claim, if not nil,
+// must agree to hand the proven connection on (dialAndAccept).
+func dialPeer(ctx context.Context, c Config, claim func() bool) (net.Conn, error) {
 	dial := c.Dial
 	if dial == nil {
 		dial = DialFrom
@@ -94,23 +203,27 @@ func Punch(ctx context.Context, c Config) (net.Conn, error) {
 	}
 	start := time.Now()
 	var last error
+	pause := firstPause
 	for n := 1; ; n++ {
 		actx, cancel := context.WithTimeout(ctx, attempt)
 		conn, err := dial(actx, c.Local, c.Peer)
+		early := actx.Err() == nil // it failed before its time
 		cancel()
 		if err == nil {
 			err = proveGrace(ctx, conn, c.Secret)
-			if err == nil {
+			if err == nil && (claim == nil || claim()) {
 				return conn, nil
+			}
+			if err == nil {
+				// The listener's connection came first (dialAndAccept).
+				reset(conn)
+				return nil, ctx.Err()
 			}
 			// Reset, not a FIN: the other side may have completed its
 			// proof (it needs only ours, we need its too) and taken the
 			// connection for the session's path, where a clean end
 			// would read as the session's end.
-			if tc, ok := conn.(*net.TCPConn); ok {
-				tc.SetLinger(0)
-			}
-			conn.Close()
+			reset(conn)
 			// A connection cut before the proof (the other side's attempt
 			// ended just as it came up) says nothing about the peer: try
 			// again. A wrong proof ends the punch.
@@ -125,7 +238,7 @@ func Punch(ctx context.Context, c Config) (net.Conn, error) {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return nil, fmt.Errorf("%w: cannot bind %v again: %w; the connection toward the rendezvous must be made with punch.Control (SO_REUSEADDR and SO_REUSEPORT)", ErrNoPath, c.Local, err)
 		}
-		if actx.Err() == nil {
+		if early {
 			last = err // failed before its time: keep what the kernel said
 		}
 		if ctx.Err() != nil {
@@ -135,13 +248,16 @@ func Punch(ctx context.Context, c Config) (net.Conn, error) {
 			return nil, fmt.Errorf("%w to %v from %v: %d attempts in %v, the last: %v; the NATs on the way may pick a new port per destination, so use the relay",
 				ErrNoPath, c.Peer, c.Local, n, time.Since(start).Round(time.Millisecond), last)
 		}
-		if actx.Err() == nil {
-			t := time.NewTimer(retryPause)
+		if early {
+			// Refused at once: a connect again at once would be
+			// refused again (and spin a core until the deadline).
+			t := time.NewTimer(pause)
 			select {
 			case <-ctx.Done():
 			case <-t.C:
 			}
 			t.Stop()
+			pause = min(2*pause, retryPause)
 		}
 	}
 }
@@ -153,6 +269,18 @@ func Punch(ctx context.Context, c Config) (net.Conn, error) {
 func DialFrom(ctx context.Context, laddr, raddr netip.AddrPort) (net.Conn, error) {
 	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(laddr), Control: Control}
 	return d.DialContext(ctx, "tcp", raddr.String())
+}
+
+// ListenFrom listens on laddr with SO_REUSEADDR and SO_REUSEPORT set
+// (Control), beside the connection toward the rendezvous that has the
+// same address (Config.Accept).
+func ListenFrom(ctx context.Context, laddr netip.AddrPort) (net.Listener, error) {
+	lc := net.ListenConfig{Control: Control}
+	network := "tcp4"
+	if laddr.Addr().Is6() {
+		network = "tcp6"
+	}
+	return lc.Listen(ctx, network, laddr.String())
 }
 
 // ProofGrace is how long a proof under way may outlast Punch's deadline.
