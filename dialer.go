@@ -212,6 +212,12 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 	var side *directSide // how this session punches, if it asks for a direct path
 	if d.direct() && as.hop == nil {
 		side = newDirectSide(c, d.DirectTimeout, d.KeepAlive, d.netns)
+		if side != nil {
+			// The client's port toward the DP is its session's own:
+			// it may listen there for the server's connect (peers
+			// with no NAT between them; see punch.Config.Accept).
+			side.accept = true
+		}
 	}
 	var early plan5.Message // a Connect sent with the Aloha
 	if mayEarly && d.earlyConnect(addr, as) {

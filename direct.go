@@ -90,6 +90,10 @@ type directSide struct {
 	timeout   time.Duration  // DirectTimeout, its default filled in
 	keepAlive time.Duration  // the side's keepalive period; 0: off
 	ns        nsFunc
+	// accept: the punch also listens on local for the peer's connect
+	// (punch.Config.Accept): the client's, whose local is its session's
+	// own; never a server's, whose link's port all its sessions share.
+	accept bool
 }
 
 // newDirectSide returns the directSide of a connection c to the DP, or nil
@@ -114,7 +118,7 @@ func (s *directSide) punch(ctx context.Context, peer string, secret []byte, time
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cfg := punch.Config{Local: s.local, Peer: netip.AddrPortFrom(pa.Addr().Unmap(), pa.Port()), Secret: secret}
+	cfg := punch.Config{Local: s.local, Peer: netip.AddrPortFrom(pa.Addr().Unmap(), pa.Port()), Secret: secret, Accept: s.accept}
 	if s.ns != nil {
 		cfg.Dial = func(ctx context.Context, laddr, raddr netip.AddrPort) (net.Conn, error) {
 			var c net.Conn
@@ -123,6 +127,14 @@ func (s *directSide) punch(ctx context.Context, peer string, secret []byte, time
 				return err
 			})
 			return c, err
+		}
+		cfg.Listen = func(ctx context.Context, laddr netip.AddrPort) (net.Listener, error) {
+			var l net.Listener
+			err := s.ns(func() (err error) {
+				l, err = punch.ListenFrom(ctx, laddr)
+				return err
+			})
+			return l, err
 		}
 	}
 	c, err := punch.Punch(ctx, cfg)
