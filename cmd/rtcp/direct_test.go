@@ -9,9 +9,11 @@ import (
 )
 
 // TestDirectFlags: expose -direct and connect -direct ask for a direct
-// session, and the DP brokers it unless -no-direct; on loopback the punch
-// may lose its race (docs/direct.md), so only the brokering is checked,
-// and that the bytes flow either way.
+// session, and the DP brokers it unless -no-direct. The client may write
+// its 100 kB and half-close before its punch has ended (that direction
+// then stays relayed: docs/direct.md, "Which sessions move"), so only the
+// brokering is checked, and that the bytes flow either way; the move of
+// sessions carried this way is TestDirectLoopbackJoin's (root package).
 func TestDirectFlags(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
