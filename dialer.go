@@ -219,6 +219,16 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 			side.accept = true
 		}
 	}
+	var punchL net.Listener // the punch's listener, if the session is brokered
+	var listen func()       // makes punchL, while the Ack is on its way
+	if side != nil {
+		// It listens once the Connect has gone out, not at the Ack:
+		// the server's punch starts at the open, and its first
+		// connects are taken then, not refused until this side's
+		// punch starts.
+		listen = func() { punchL = side.listen() }
+		defer func() { closeListener(punchL) }() // unless the punch took it
+	}
 	var early plan5.Message // a Connect sent with the Aloha
 	if mayEarly && d.earlyConnect(addr, as) {
 		early = &plan5.Connect{N: name, Direct: side != nil}
@@ -244,7 +254,7 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 	local := &Addr{Name: as.name, Addr: c.LocalAddr().String()}
 	remote := &Addr{Name: name, Addr: addr}
 	if theirs.Transport == wireRaw && ours.Transport == wireRaw {
-		rc, ack, err := d.connectRaw(c, r, name, addr, local, remote, early != nil, side != nil)
+		rc, ack, err := d.connectRaw(c, r, name, addr, local, remote, early != nil, side != nil, listen)
 		stopErr := stop()
 		if err != nil {
 			return nil, ctxErr(ctx, err)
@@ -255,7 +265,9 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 		if side == nil || !brokersDirect(ack.Peer, ack.Secret) {
 			return newConn(rc, nil), nil
 		}
-		return d.clientMove(side, rc, ack), nil
+		l := punchL
+		punchL = nil // the punch's now
+		return d.clientMove(side, l, rc, ack), nil
 	}
 	if err := stop(); err != nil {
 		return nil, err
@@ -315,12 +327,16 @@ func (d *Dialer) earlyConnect(addr string, as dialAs) bool {
 }
 
 // connectRaw sends Connect (asking for a direct path if direct) and reads
-// the Ack; after it, c carries the session's bytes as they are.
-func (d *Dialer) connectRaw(c net.Conn, r *plan5.Reader, name, addr string, local, remote net.Addr, sent, direct bool) (*rawConn, *plan5.Ack, error) {
+// the Ack; after it, c carries the session's bytes as they are. waiting,
+// if not nil, is called once the Connect is out, before the Ack is read.
+func (d *Dialer) connectRaw(c net.Conn, r *plan5.Reader, name, addr string, local, remote net.Addr, sent, direct bool, waiting func()) (*rawConn, *plan5.Ack, error) {
 	if !sent {
 		if err := plan5link.WriteMessage(c, &plan5.Connect{N: name, Direct: direct}, 0); err != nil {
 			return nil, nil, err
 		}
+	}
+	if waiting != nil {
+		waiting()
 	}
 	m, err := r.ReadMessage()
 	if err != nil {

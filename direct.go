@@ -111,14 +111,17 @@ func newDirectSide(c net.Conn, timeout, keepAlive time.Duration, ns nsFunc) *dir
 
 // punch tries to reach peer for at most the side's timeout (and ctx), and
 // returns a proven direct connection, watched for a dead path.
-func (s *directSide) punch(ctx context.Context, peer string, secret []byte, timeout time.Duration) (net.Conn, error) {
+// l, if not nil, is the side's listener (listen), which the punch takes
+// over.
+func (s *directSide) punch(ctx context.Context, peer string, secret []byte, timeout time.Duration, l net.Listener) (net.Conn, error) {
 	pa, err := netip.ParseAddrPort(peer)
 	if err != nil {
+		closeListener(l)
 		return nil, fmt.Errorf("rtcp: the DP gave the peer's address as %q: %w", peer, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cfg := punch.Config{Local: s.local, Peer: netip.AddrPortFrom(pa.Addr().Unmap(), pa.Port()), Secret: secret, Accept: s.accept}
+	cfg := punch.Config{Local: s.local, Peer: netip.AddrPortFrom(pa.Addr().Unmap(), pa.Port()), Secret: secret, Accept: s.accept, Listener: l}
 	if s.ns != nil {
 		cfg.Dial = func(ctx context.Context, laddr, raddr netip.AddrPort) (net.Conn, error) {
 			var c net.Conn
@@ -147,6 +150,28 @@ func (s *directSide) punch(ctx context.Context, peer string, secret []byte, time
 	}
 	resetOnDeath(c)
 	return c, nil
+}
+
+// listen returns a listener on the side's address for its punch
+// (punch.Config.Accept), or nil if it cannot be made (the punch then
+// tries again, and does without).
+func (s *directSide) listen() net.Listener {
+	var l net.Listener
+	err := s.ns.run(func() (err error) {
+		l, err = punch.ListenFrom(context.Background(), s.local)
+		return err
+	})
+	if err != nil {
+		return nil
+	}
+	return l
+}
+
+// closeListener closes l if it is not nil.
+func closeListener(l net.Listener) {
+	if l != nil {
+		l.Close()
+	}
 }
 
 // watchDirect makes a direct connection fail, with an error, when its path
@@ -228,7 +253,10 @@ func (o *directOffer) brokered() bool { return o != nil && o.server != "" }
 // direct connection once the punch has proven it (move.go). A failed
 // punch is no error: the session stays on the relay, and the Conn says
 // why (DirectError).
-func (d *Dialer) clientMove(side *directSide, rc *rawConn, ack *plan5.Ack) *Conn {
+//
+// l is the client's listener for the punch, made before its Connect went
+// out (handshake), or nil.
+func (d *Dialer) clientMove(side *directSide, l net.Listener, rc *rawConn, ack *plan5.Ack) *Conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	log := d.Logger
 	m := newMoveConn(rc, cancel, func(direct bool, err error) {
@@ -242,7 +270,7 @@ func (d *Dialer) clientMove(side *directSide, rc *rawConn, ack *plan5.Ack) *Conn
 		}
 	})
 	go func() {
-		dc, err := side.punch(ctx, ack.Peer, ack.Secret, side.timeout)
+		dc, err := side.punch(ctx, ack.Peer, ack.Secret, side.timeout, l)
 		m.setPunch(dc, err)
 	}()
 	return newConn(m, nil)
@@ -268,7 +296,7 @@ func startServerPath(c *Conn, side *directSide, cm *plan5.Connect, event func(er
 		// up to serverSlack times its DirectTimeout, so that it does not
 		// give up on a connection the client has just taken. Close, or
 		// the client's 'u', ends it sooner.
-		dc, err := side.punch(ctx, cm.Peer, cm.Secret, serverSlack*side.timeout)
+		dc, err := side.punch(ctx, cm.Peer, cm.Secret, serverSlack*side.timeout, nil)
 		m.setPunch(dc, err)
 	}()
 	c.s = m

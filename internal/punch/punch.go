@@ -89,6 +89,11 @@ type Config struct {
 	// Listen makes the listener of Accept on laddr; nil means
 	// ListenFrom. Tests set it to listen inside a network namespace.
 	Listen func(ctx context.Context, laddr netip.AddrPort) (net.Listener, error)
+	// Listener, with Accept, is a listener on Local made beforehand
+	// (ListenFrom), so that the peer's connects are taken from before
+	// Punch is called: Punch takes it over, and closes it. Nil: Punch
+	// makes its own.
+	Listener net.Listener
 }
 
 // Punch connects to c.Peer from c.Local, again and again until a
@@ -97,6 +102,9 @@ type Config struct {
 // or ErrProof that says what happened; the caller falls back to the relay.
 // Without a deadline on ctx, Punch gives up after DefaultTimeout.
 func Punch(ctx context.Context, c Config) (net.Conn, error) {
+	if c.Listener != nil {
+		defer c.Listener.Close()
+	}
 	if len(c.Secret) < MinSecret {
 		return nil, fmt.Errorf("punch: a secret of %d bytes is too short: the rendezvous must hand out at least %d", len(c.Secret), MinSecret)
 	}
@@ -120,14 +128,17 @@ func Punch(ctx context.Context, c Config) (net.Conn, error) {
 // to the peer exists at a time; claim makes sure that only one is
 // handed on.)
 func dialAndAccept(ctx context.Context, c Config) (net.Conn, error) {
-	listen := c.Listen
-	if listen == nil {
-		listen = ListenFrom
-	}
-	l, err := listen(ctx, c.Local)
-	if err != nil {
-		// No listener: the simultaneous open may still meet.
-		return dialPeer(ctx, c, nil)
+	l := c.Listener
+	if l == nil {
+		listen := c.Listen
+		if listen == nil {
+			listen = ListenFrom
+		}
+		var err error
+		if l, err = listen(ctx, c.Local); err != nil {
+			// No listener: the simultaneous open may still meet.
+			return dialPeer(ctx, c, nil)
+		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

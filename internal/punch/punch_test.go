@@ -283,6 +283,56 @@ func TestPunchAcceptOthers(t *testing.T) {
 	exchange(t, good, r.conn)
 }
 
+// TestPunchListenerBefore: with a Listener made before Punch is called,
+// a peer's connect that came before it is taken, not refused.
+func TestPunchListenerBefore(t *testing.T) {
+	rv := loopbackPeer().listen(t)
+	defer rv.Close()
+	toRV, err := DialFrom(context.Background(), netip.MustParseAddrPort("127.0.0.1:0"), rv.Addr().(*net.TCPAddr).AddrPort())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer toRV.Close()
+	localAddr := toRV.LocalAddr().(*net.TCPAddr).AddrPort()
+	l, err := ListenFrom(context.Background(), localAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peerL := loopbackPeer().listen(t) // reserves the peer's port
+	peerAddr := peerL.Addr().(*net.TCPAddr).AddrPort()
+	peerL.Close()
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	// The peer's connect, before Punch: the listener's backlog holds it.
+	peer, err := DialFrom(ctx, peerAddr, localAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	proved := make(chan error, 1)
+	go func() { proved <- Prove(ctx, peer, secret) }()
+
+	conn, err := Punch(ctx, Config{Local: localAddr, Peer: peerAddr, Secret: secret, Accept: true, Listener: l,
+		Dial: func(ctx context.Context, laddr, raddr netip.AddrPort) (net.Conn, error) {
+			<-ctx.Done() // only the listener's way here
+			return nil, ctx.Err()
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := <-proved; err != nil {
+		t.Fatal(err)
+	}
+	exchange(t, peer, conn)
+	if _, err := l.Accept(); err == nil {
+		t.Error("the listener is still open after Punch")
+	}
+}
+
 // TestPunchRefusedPauses: a connect refused at once is tried again after
 // a pause, not at once: a punch toward a port where nothing listens must
 // not spin a core until its deadline.
