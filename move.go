@@ -112,12 +112,18 @@ type moveConn struct {
 
 	punchDone chan struct{}      // closed once the punch has ended: direct or perr set
 	rdl       *deadline.Deadline // follows rd: bounds a Read waiting for the punch
-	dmu       sync.Mutex         // guards direct, dropped, perr, rd, wd, isClosed, sendingMoved
+	dmu       sync.Mutex         // guards direct, dropped, perr, rd, wd, isClosed, sendingMoved, inDirect, leftDirect
 	direct    stream             // the proven direct connection, or nil
 	dropped   bool               // both directions settled on the relay: direct is closed, unused
 	perr      error              // why the punch failed
 	rd, wd    time.Time          // the deadlines, set on whichever connection carries bytes
-	isClosed  bool               // Close has begun: no 'm' is sent from here on
+	isClosed  bool               // Close has begun: no 'm' is sent, nor Write begun on direct, from here on
+	// inDirect is true while a Write is inside the direct connection's
+	// Write (at most one: it holds wmu), and leftDirect, if Close made
+	// it, is closed once that Write has counted its bytes (wroteDirect)
+	// and left: Close waits for it before it writes the report.
+	inDirect   bool
+	leftDirect chan struct{}
 	// sendingMoved is closed once the last write of 'm' begun before
 	// Close has returned and its outcome is recorded (sentMoved, and the
 	// direction counted moved, if it went out); nil if none was begun.
@@ -371,8 +377,12 @@ func (m *moveConn) Write(b []byte) (int, error) {
 		if m.wstate != dirDirect { // a CloseWrite came in
 			return 0, m.writeErr(errWriteClosed)
 		}
+		if !m.enterDirect() {
+			return 0, m.writeErr(net.ErrClosed)
+		}
 		n, err := m.direct.Write(b)
 		m.wroteDirect.Add(uint64(n))
+		m.leaveDirect()
 		return n, err
 	case dirRaw:
 		n, err := m.relay.Write(b)
@@ -381,6 +391,32 @@ func (m *moveConn) Write(b []byte) (int, error) {
 		return 0, m.writeErr(errWriteClosed)
 	}
 	return m.writeFramed(b)
+}
+
+// enterDirect (wmu held) marks a Write inside the direct connection's
+// Write, for Close to wait for, unless Close has begun: it returns false
+// then, and the Write writes nothing.
+func (m *moveConn) enterDirect() bool {
+	m.dmu.Lock()
+	defer m.dmu.Unlock()
+	if m.isClosed {
+		return false
+	}
+	m.inDirect = true
+	return true
+}
+
+// leaveDirect (wmu held) marks the Write out of the direct connection's
+// Write, its bytes counted, and tells a Close that waits for it.
+func (m *moveConn) leaveDirect() {
+	m.dmu.Lock()
+	m.inDirect = false
+	left := m.leftDirect
+	m.leftDirect = nil
+	m.dmu.Unlock()
+	if left != nil {
+		close(left)
+	}
 }
 
 // writeFramed writes b as data records on the relay. A write cut short
@@ -699,11 +735,14 @@ func (m *moveConn) LocalAddr() net.Addr  { return m.local }
 func (m *moveConn) RemoteAddr() net.Addr { return m.remote }
 
 // Close ends the session both ways, on both connections, and the punch.
-// A side that sent 'm' writes its report on the relay first. Close never
-// waits for a Write on the direct connection (it ends that connection
-// first), only, within reportTimeout, for the relay: for a write of 'm'
-// under way, whose outcome decides whether a report is owed, and for the
-// report.
+// A side that sent 'm' writes its report on the relay first. Close ends
+// the direct connection first, and then waits, within reportTimeout, for
+// a Write that was inside that connection's Write (it returns promptly
+// once its connection is closed), so that the report counts the bytes
+// it wrote; not for one still reporting the move (onResult), which
+// writes nothing once Close has begun. On the relay it waits, within the
+// same bound, for a write of 'm' under way, whose outcome decides
+// whether a report is owed, and for the report.
 func (m *moveConn) Close() error {
 	m.shut(nil)
 	return nil
@@ -719,8 +758,13 @@ func (m *moveConn) shut(abort error) {
 			m.stopPunch()
 		}
 		m.dmu.Lock()
-		m.isClosed = true // no 'm' from here on; a punch that ends later reports (setPunch)
+		m.isClosed = true // no 'm' nor direct Write from here on; a punch that ends later reports (setPunch)
 		sending := m.sendingMoved
+		var left chan struct{} // closed once the Write inside direct's Write has left
+		if m.inDirect {
+			left = make(chan struct{})
+			m.leftDirect = left
+		}
 		d, perr, done := m.punched()
 		if m.dropped {
 			d = nil // closed already
@@ -747,6 +791,17 @@ func (m *moveConn) shut(abort error) {
 			// and its cut of the relay ends that write.)
 			m.relay.SetWriteDeadline(limit)
 			<-sending
+		}
+		if left != nil && abort == nil {
+			// A Write was inside the direct connection's Write, which
+			// the Close above ends: the report counts what it wrote.
+			// (Abort owes no report.)
+			t := time.NewTimer(time.Until(limit))
+			select {
+			case <-left:
+			case <-t.C:
+			}
+			t.Stop()
 		}
 		if m.isDirect() {
 			// Not reportMoved: a call that has taken the due move

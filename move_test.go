@@ -1206,3 +1206,105 @@ func TestMoveCloseWhileMovingStuck(t *testing.T) {
 		})
 	}
 }
+
+// gatedConn is a direct connection whose Write, once the connection
+// under it has returned, waits for gate before it returns: a Write that
+// Close's end of the connection has woken but that has not yet counted
+// its bytes.
+type gatedConn struct {
+	net.Conn
+	gate chan struct{}
+}
+
+func (g *gatedConn) Write(b []byte) (int, error) {
+	n, err := g.Conn.Write(b)
+	<-g.gate
+	return n, err
+}
+
+// TestMoveCloseCountsWriteUnderWay: a Close that ends the direct
+// connection under a Write waits for that Write to count what it wrote
+// before it writes its report: the report counts exactly the bytes the
+// connection took (here a pipe, whose peer read them).
+func TestMoveCloseCountsWriteUnderWay(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ra, dpSide := net.Pipe()
+		da, db := net.Pipe()
+		defer dpSide.Close()
+		defer db.Close()
+		gate := make(chan struct{})
+		a := newMoveConn(asStream(ra), nil, nil)
+		a.setPunch(&gatedConn{Conn: da, gate: gate}, nil)
+		relayed := make(chan string, 1)
+		go func() {
+			got, _ := io.ReadAll(dpSide)
+			relayed <- string(got)
+		}()
+		const took = 1000
+		wrote := make(chan int, 1)
+		go func() {
+			n, _ := a.Write(make([]byte, 4*took)) // 'm', then on the direct connection
+			wrote <- n
+		}()
+		// The peer reads took bytes, then nothing: the Write waits.
+		if _, err := io.ReadFull(db, make([]byte, took)); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		closed := make(chan struct{})
+		go func() {
+			a.Close()
+			close(closed)
+		}()
+		synctest.Wait() // Close has ended the direct connection: the Write is at the gate
+		close(gate)
+		<-closed
+		if n := <-wrote; n != took {
+			t.Errorf("the Write wrote %d bytes, want %d", n, took)
+		}
+		if got, want := <-relayed, "m"+report(took); got != want {
+			t.Errorf("the relay carried %q, want %q: the report counts the Write Close ended", got, want)
+		}
+	})
+}
+
+// TestMoveCloseCountsBlockedWrite: a Write blocked on a direct TCP
+// connection whose peer does not read, and a Close: the DP counts
+// (Stats.DirectBytes) exactly the bytes the peer reads, those the kernel
+// took.
+func TestMoveCloseCountsBlockedWrite(t *testing.T) {
+	r := newDPRelay(t)
+	da, db := tcpPair(t)
+	a := newMoveConn(asStream(r.a), nil, nil)
+	a.setPunch(da, nil)
+	if _, err := a.Write([]byte("x")); err != nil { // 'm', then x directly
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1)
+	if _, err := io.ReadFull(r.b, buf); err != nil || buf[0] != recMoved {
+		t.Fatalf("the relay carried %q, %v; want m", buf, err)
+	}
+	wrote := make(chan int, 1)
+	go func() {
+		n, _ := a.Write(make([]byte, 64<<20)) // more than the sockets hold
+		wrote <- n
+	}()
+	// x and the Write's first byte: the Write is under way. The kernel
+	// takes what it holds; the Write waits for the rest.
+	if _, err := io.ReadFull(db, make([]byte, 2)); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	n := <-wrote
+	rest, err := io.Copy(io.Discard, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.b.Close()
+	if err := <-r.joined; err != nil {
+		t.Fatalf("the DP's join: %v, want a clean end", err)
+	}
+	if st := r.dp.Stats(); st.DirectBytes != uint64(2+rest) || int64(n) != 1+rest {
+		t.Errorf("DirectBytes %d, the Write %d bytes; the peer read 2+%d", st.DirectBytes, n, rest)
+	}
+}
