@@ -96,6 +96,7 @@ type moveConn struct {
 	onResult      func(direct bool, err error) // reports the move or the failed punch, once; may be nil
 
 	closed      chan struct{} // closed by Close or Abort
+	aborted     chan struct{} // closed by the first Abort (abortErr set)
 	closeOnce   sync.Once
 	relayOnce   sync.Once     // closes the relay once neither direction uses it, or at Close
 	relayUsers  atomic.Int32  // directions still on the relay (2, then down)
@@ -112,12 +113,13 @@ type moveConn struct {
 
 	punchDone chan struct{}      // closed once the punch has ended: direct or perr set
 	rdl       *deadline.Deadline // follows rd: bounds a Read waiting for the punch
-	dmu       sync.Mutex         // guards direct, dropped, perr, rd, wd, isClosed, sendingMoved, inDirect, leftDirect
+	dmu       sync.Mutex         // guards direct, dropped, perr, rd, wd, isClosed, abortErr, sendingMoved, inDirect, leftDirect
 	direct    stream             // the proven direct connection, or nil
 	dropped   bool               // both directions settled on the relay: direct is closed, unused
 	perr      error              // why the punch failed
 	rd, wd    time.Time          // the deadlines, set on whichever connection carries bytes
 	isClosed  bool               // Close has begun: no 'm' is sent, nor Write begun on direct, from here on
+	abortErr  error              // the first Abort's error (aborted is closed), or nil
 	// inDirect is true while a Write is inside the direct connection's
 	// Write (at most one: it holds wmu), and leftDirect, if Close made
 	// it, is closed once that Write has counted its bytes (wroteDirect)
@@ -155,7 +157,7 @@ type moveConn struct {
 // the punch's outcome.
 func newMoveConn(relay stream, stopPunch func(), onResult func(bool, error)) *moveConn {
 	m := &moveConn{relay: relay, local: relay.LocalAddr(), remote: relay.RemoteAddr(), stopPunch: stopPunch, onResult: onResult,
-		closed: make(chan struct{}), moved: make(chan struct{}), punchDone: make(chan struct{}), rdl: deadline.New()}
+		closed: make(chan struct{}), aborted: make(chan struct{}), moved: make(chan struct{}), punchDone: make(chan struct{}), rdl: deadline.New()}
 	m.relayUsers.Store(2)
 	return m
 }
@@ -748,8 +750,42 @@ func (m *moveConn) Close() error {
 	return nil
 }
 
-// Abort ends the session so that the peer's reads fail.
-func (m *moveConn) Abort(err error) { m.shut(err) }
+// Abort ends the session so that the peer's reads fail. An Abort that
+// comes while a Close is under way (it may wait for the relay: for a
+// write of 'm', or for the report) cuts the relay at once, which ends
+// Close's waits, and returns: Close then writes no report, and returns
+// too. (Close has ended the direct connection already.)
+func (m *moveConn) Abort(err error) {
+	if err == nil {
+		m.shut(nil) // a Close, as it always was
+		return
+	}
+	m.dmu.Lock()
+	closing := m.isClosed
+	if m.abortErr == nil {
+		m.abortErr = err
+		close(m.aborted)
+	}
+	m.dmu.Unlock()
+	if closing {
+		abortStream(m.relay, err)
+		return
+	}
+	// Not closing yet: if a Close has begun since, it reads abortErr
+	// when it marks the session closed and ends it as this Abort would,
+	// without waiting for anything; shut waits for that only.
+	m.shut(err)
+}
+
+// wasAborted reports whether an Abort has come.
+func (m *moveConn) wasAborted() bool {
+	select {
+	case <-m.aborted:
+		return true
+	default:
+		return false
+	}
+}
 
 func (m *moveConn) shut(abort error) {
 	m.closeOnce.Do(func() {
@@ -759,6 +795,9 @@ func (m *moveConn) shut(abort error) {
 		}
 		m.dmu.Lock()
 		m.isClosed = true // no 'm' nor direct Write from here on; a punch that ends later reports (setPunch)
+		if abort == nil {
+			abort = m.abortErr // an Abort came first, and waits for this shut
+		}
 		sending := m.sendingMoved
 		var left chan struct{} // closed once the Write inside direct's Write has left
 		if m.inDirect {
@@ -790,7 +829,10 @@ func (m *moveConn) shut(abort error) {
 			// report is owed, so it goes first. (Abort owes no report,
 			// and its cut of the relay ends that write.)
 			m.relay.SetWriteDeadline(limit)
-			<-sending
+			select {
+			case <-sending:
+			case <-m.aborted: // it cut the relay: no report
+			}
 		}
 		if left != nil && abort == nil {
 			// A Write was inside the direct connection's Write, which
@@ -800,6 +842,7 @@ func (m *moveConn) shut(abort error) {
 			select {
 			case <-left:
 			case <-t.C:
+			case <-m.aborted:
 			}
 			t.Stop()
 		}
@@ -815,7 +858,9 @@ func (m *moveConn) shut(abort error) {
 			case abort != nil:
 				abortStream(m.relay, abort)
 				return
-			case m.sentMoved.Load(): // final: no 'm' is under way now
+			case m.wasAborted():
+				return // an Abort came while Close waited: it cut the relay
+			case m.sentMoved.Load(): // final: no 'm' is under way now (or an Abort cuts it)
 				m.relay.SetWriteDeadline(limit)
 				m.writeReport()
 			}

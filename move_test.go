@@ -1308,3 +1308,99 @@ func TestMoveCloseCountsBlockedWrite(t *testing.T) {
 		t.Errorf("DirectBytes %d, the Write %d bytes; the peer read 2+%d", st.DirectBytes, n, rest)
 	}
 }
+
+// closingStream is a relay that tells when a write of 'm' begins, and
+// when Close sets its deadline on it: Close then waits for a write of it.
+type closingStream struct {
+	stream
+	moving  chan struct{}
+	waiting chan struct{}
+	once    sync.Once
+}
+
+func (c *closingStream) Write(b []byte) (int, error) {
+	if len(b) == 1 && b[0] == recMoved {
+		close(c.moving)
+	}
+	return c.stream.Write(b)
+}
+
+func (c *closingStream) SetWriteDeadline(t time.Time) error {
+	err := c.stream.SetWriteDeadline(t)
+	if !t.IsZero() {
+		c.once.Do(func() { close(c.waiting) })
+	}
+	return err
+}
+
+// TestMoveAbortWhileClosing: an Abort that comes while a Close waits for
+// a relay that does not drain (for the write of 'm' under way, or for
+// its report) cuts the relay at once and returns, and so does the Close,
+// with no report delivered. (Not in synctest: an Abort that waited for
+// Close's sync.Once would not be durably blocked, and the bubble's time
+// would not move.)
+func TestMoveAbortWhileClosing(t *testing.T) {
+	for _, waiting := range []string{"moving", "reporting"} {
+		t.Run(waiting, func(t *testing.T) {
+			ra, rb := net.Pipe() // a write of ra waits for its read
+			da, db := net.Pipe()
+			defer rb.Close()
+			defer db.Close()
+			relay := &closingStream{stream: asStream(ra), moving: make(chan struct{}), waiting: make(chan struct{})}
+			a := newMoveConn(relay, nil, nil)
+			a.setPunch(da, nil)
+			wrote := make(chan error, 1)
+			go func() {
+				_, err := a.Write([]byte("x"))
+				wrote <- err
+			}()
+			if waiting == "reporting" {
+				// 'm' goes out, then x directly; the relay then takes
+				// nothing more.
+				buf := make([]byte, 1)
+				if _, err := io.ReadFull(rb, buf); err != nil || buf[0] != recMoved {
+					t.Fatalf("the relay carried %q, %v; want m", buf, err)
+				}
+				if _, err := io.ReadFull(db, buf); err != nil || buf[0] != 'x' {
+					t.Fatalf("the direct connection carried %q, %v; want x", buf, err)
+				}
+				if err := <-wrote; err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				<-relay.moving
+			}
+			closed := make(chan struct{})
+			go func() {
+				a.Close()
+				close(closed)
+			}()
+			<-relay.waiting // Close waits for the relay, up to reportTimeout
+			aborted := make(chan struct{})
+			go func() {
+				a.Abort(errors.New("cut"))
+				close(aborted)
+			}()
+			bound := time.NewTimer(reportTimeout / 4) // a guard: both return at once
+			defer bound.Stop()
+			for _, c := range []struct {
+				what string
+				done chan struct{}
+			}{{"Abort", aborted}, {"Close", closed}} {
+				select {
+				case <-c.done:
+				case <-bound.C:
+					t.Fatalf("%s waited for Close's bound on the relay", c.what)
+				}
+			}
+			if waiting == "moving" {
+				if err := <-wrote; err == nil {
+					t.Error("the Write stuck on 'm' succeeded, want an error")
+				}
+			}
+			if got, err := io.ReadAll(rb); len(got) > 0 {
+				t.Errorf("the relay carried %q (%v) after the Abort, want nothing", got, err)
+			}
+		})
+	}
+}
