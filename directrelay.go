@@ -18,7 +18,8 @@ import (
 // it wrote on the direct connection), which the DP counts and passes on
 // to no one, and then its end. Bytes that break these rules cut that
 // session only (relay.JoinScanned cuts both sides with the scanner's
-// error, which the DP logs).
+// error, which the DP logs). A failure to pass a direction's bytes on is
+// the fault of the side they go to (brokeredWriteError), and is logged so.
 
 // errMovedUnreported is the error of a brokered session whose side's
 // relay ended after that side's 'm' without its report.
@@ -160,6 +161,20 @@ func (r *recordScanner) failure(err error) error {
 	}
 	return r.unreported(err)
 }
+
+// A brokeredWriteError is the failure of a brokered session's side's
+// connection (to: "client" or "server") as the DP wrote the other side's
+// bytes to it: that side, not the one whose bytes they were, is to blame.
+type brokeredWriteError struct {
+	to, from string
+	err      error
+}
+
+func (e *brokeredWriteError) Error() string {
+	return fmt.Sprintf("rtcp: the %s's connection of a brokered session failed as the DP passed the %s's bytes on to it: %v", e.to, e.from, e.err)
+}
+
+func (e *brokeredWriteError) Unwrap() error { return e.err }
 
 // unreported is the error of a direction whose relay ended, cleanly
 // (cause nil) or not, after its 'm' and before its report.

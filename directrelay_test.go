@@ -399,3 +399,49 @@ func TestDPMovedUnreported(t *testing.T) {
 		})
 	}
 }
+
+// writeFailConn is a DP's connection to a side whose writes fail.
+type writeFailConn struct {
+	net.Conn
+	err error
+}
+
+func (c writeFailConn) Write([]byte) (int, error) { return 0, c.err }
+
+// TestDPBrokeredWriteFails: when the DP's write of one side's 'm' to the
+// other side fails, the session is cut, and its error blames the side
+// written to, whose connection failed: not the side that moved, as a
+// relay that ended unreported would.
+func TestDPBrokeredWriteFails(t *testing.T) {
+	for _, to := range []string{"server", "client"} {
+		t.Run("to the "+to, func(t *testing.T) {
+			dp := new(DiscoverPoint)
+			dp.init()
+			defer dp.Close()
+			client, clientDP := tcpPair(t)
+			serverDP, server := tcpPair(t)
+			defer client.Close()
+			defer server.Close()
+			boom := errors.New("the connection is gone")
+			mover := client
+			var c, s net.Conn = clientDP, writeFailConn{serverDP, boom}
+			if to == "client" {
+				mover = server
+				c, s = writeFailConn{clientDP, boom}, serverDP
+			}
+			done := make(chan error, 1)
+			go func() {
+				_, err := dp.join(c, s, "printer-7", dp.newBrokeredRelay())
+				done <- err
+			}()
+			if _, err := mover.Write([]byte("m")); err != nil {
+				t.Fatal(err)
+			}
+			err := <-done
+			var we *brokeredWriteError
+			if !relay.Cut(err) || !errors.As(err, &we) || we.to != to || !errors.Is(err, boom) || errors.Is(err, errMovedUnreported) {
+				t.Errorf("join: %v; want a cut, a brokeredWriteError to the %s wrapping %v", err, to, boom)
+			}
+		})
+	}
+}

@@ -187,13 +187,19 @@ func (dp *DiscoverPoint) join(client, server net.Conn, name string, brokered *br
 		st, err = relay.JoinScanned(client, server, count, &brokered.toServer, &brokered.toClient)
 		if relay.Cut(err) {
 			// Say what failed in the words of the direction it failed
-			// on: a moved side's relay that ends unreported is no
-			// fault of its records (the scanners are done: JoinScanned
-			// has returned).
-			if st.FailedAtoB {
-				err = brokered.toServer.failure(err)
+			// on (the scanners are done: JoinScanned has returned).
+			src, dst := &brokered.toServer, &brokered.toClient
+			if !st.FailedAtoB {
+				src, dst = dst, src
+			}
+			if st.FailedWrite {
+				// The destination's connection failed as the DP
+				// wrote the source's bytes to it ('m', say).
+				err = &brokeredWriteError{to: dst.from, from: src.from, err: err}
 			} else {
-				err = brokered.toClient.failure(err)
+				// A moved side's relay that ends unreported is no
+				// fault of its records.
+				err = src.failure(err)
 			}
 		}
 		moved := brokered.ended()

@@ -117,3 +117,59 @@ func TestJoinLinkLostIsACut(t *testing.T) {
 		t.Errorf("Join = %v, want the lost link", err)
 	}
 }
+
+// writeFailingConn is a connection whose writes fail with err.
+type writeFailingConn struct {
+	net.Conn
+	err error
+}
+
+func (c writeFailingConn) Write([]byte) (int, error) { return 0, c.err }
+
+// passScanner passes every byte on and never goes plain.
+type passScanner struct{}
+
+func (passScanner) Scan(p []byte) (int, error) { return len(p), nil }
+func (passScanner) Plain() bool                { return false }
+func (passScanner) End() error                 { return nil }
+
+// TestJoinReportsTheFailedHalf: Join says which direction failed and
+// whether it was the write of its destination or the read of its source,
+// with and without a Scanner.
+func TestJoinReportsTheFailedHalf(t *testing.T) {
+	boom := errors.New("boom")
+	for _, scanned := range []bool{false, true} {
+		for _, tc := range []struct {
+			name     string
+			wrap     func(a, b net.Conn) (net.Conn, net.Conn)
+			aToB, wr bool
+			writeTo  func(farA, farB net.Conn) // the bytes that meet the failure
+		}{
+			{"b's write fails", func(a, b net.Conn) (net.Conn, net.Conn) { return a, writeFailingConn{b, boom} }, true, true,
+				func(farA, farB net.Conn) { farA.Write([]byte("x")) }},
+			{"a's write fails", func(a, b net.Conn) (net.Conn, net.Conn) { return writeFailingConn{a, boom}, b }, false, true,
+				func(farA, farB net.Conn) { farB.Write([]byte("x")) }},
+			{"a's read fails", func(a, b net.Conn) (net.Conn, net.Conn) { return failingConn{a, boom}, b }, true, false,
+				func(farA, farB net.Conn) {}},
+			{"b's read fails", func(a, b net.Conn) (net.Conn, net.Conn) { return a, failingConn{b, boom} }, false, false,
+				func(farA, farB net.Conn) {}},
+		} {
+			t.Run(fmt.Sprintf("%s, scanned %v", tc.name, scanned), func(t *testing.T) {
+				a, farA := net.Pipe()
+				b, farB := net.Pipe()
+				defer farA.Close()
+				defer farB.Close()
+				ja, jb := tc.wrap(a, b)
+				var aToB, bToA Scanner
+				if scanned {
+					aToB, bToA = passScanner{}, passScanner{}
+				}
+				go tc.writeTo(farA, farB)
+				st, err := JoinScanned(ja, jb, nil, aToB, bToA)
+				if !errors.Is(err, boom) || st.FailedAtoB != tc.aToB || st.FailedWrite != tc.wr {
+					t.Errorf("JoinScanned: %v, FailedAtoB %v, FailedWrite %v; want %v, %v, %v", err, st.FailedAtoB, st.FailedWrite, boom, tc.aToB, tc.wr)
+				}
+			})
+		}
+	}
+}

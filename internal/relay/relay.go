@@ -29,6 +29,15 @@ type Stats struct {
 	// (reading a or writing b); false when it came from b to a, or there
 	// was none.
 	FailedAtoB bool
+	// FailedWrite is true when Join's error came from writing the failed
+	// copy's destination (b if FailedAtoB, else a): that side's
+	// connection failed, not the source's, nor a Scanner's rules. Join
+	// knows it where it writes the bytes itself: while a Scanner reads
+	// the direction, and where it copies through a buffer of its own (a
+	// source with no fast path, and the small messages between TCP
+	// connections). A splice, or a stream that moves the bytes itself,
+	// reports a failure of either end as its own (FailedWrite false).
+	FailedWrite bool
 }
 
 // Join copies a to b and b to a until both directions end, then closes both.
@@ -67,6 +76,7 @@ func JoinScanned(a, b net.Conn, count func(aToB bool, n int), aToB, bToA Scanner
 	var (
 		st     Stats
 		errA   error
+		wfA    bool // errA came from writing a
 		wg     sync.WaitGroup
 		failed atomic.Bool // a copy failed: its cut must not race a clean close
 		finA   atomic.Bool // Join has (or is about to have) half-closed a
@@ -75,10 +85,11 @@ func JoinScanned(a, b net.Conn, count func(aToB bool, n int), aToB, bToA Scanner
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		st.BtoA, errA = pipe(a, b, false, count, &failed, &finA, &finB, bToA)
+		st.BtoA, errA, wfA = pipe(a, b, false, count, &failed, &finA, &finB, bToA)
 	}()
 	var errB error
-	st.AtoB, errB = pipe(b, a, true, count, &failed, &finB, &finA, aToB)
+	var wfB bool
+	st.AtoB, errB, wfB = pipe(b, a, true, count, &failed, &finB, &finA, aToB)
 	wg.Wait()
 	if errA == nil && errB == nil {
 		// A clean end: let the kernel deliver what is still queued, even on
@@ -89,30 +100,33 @@ func JoinScanned(a, b net.Conn, count func(aToB bool, n int), aToB, bToA Scanner
 	a.Close()
 	b.Close()
 	if errB != nil {
-		st.FailedAtoB = true
+		st.FailedAtoB, st.FailedWrite = true, wfB
 		return st, errB
 	}
+	st.FailedWrite = errA != nil && wfA
 	return st, errA
 }
 
 // pipe copies src to dst, read by sc until it says the rest is plain;
-// dir is the direction for count.
-func pipe(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFin, srcFin *atomic.Bool, sc Scanner) (int64, error) {
+// dir is the direction for count. wfail says that its error came from
+// writing dst.
+func pipe(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFin, srcFin *atomic.Bool, sc Scanner) (n int64, err error, wfail bool) {
 	if sc == nil {
 		return pipePlain(dst, src, dir, count, failed, dstFin, srcFin)
 	}
-	n, err, ended := scan(dst, src, dir, count, srcFin, sc)
+	n, err, ended, wfail := scan(dst, src, dir, count, srcFin, sc)
 	if ended {
-		return n, finish(dst, src, err, failed, dstFin)
+		err = finish(dst, src, err, failed, dstFin)
+		return n, err, wfail && err != nil
 	}
-	m, err := pipePlain(dst, src, dir, count, failed, dstFin, srcFin)
-	return n + m, err
+	m, err, wfail := pipePlain(dst, src, dir, count, failed, dstFin, srcFin)
+	return n + m, err, wfail
 }
 
 // scan copies src to dst chunk by chunk through sc, until sc says the
 // rest is plain (ended false) or the direction has ended (err nil: a
-// clean end), or failed.
-func scan(dst, src net.Conn, dir bool, count func(bool, int), srcFin *atomic.Bool, sc Scanner) (n int64, err error, ended bool) {
+// clean end), or failed (wfail: writing dst).
+func scan(dst, src net.Conn, dir bool, count func(bool, int), srcFin *atomic.Bool, sc Scanner) (n int64, err error, ended, wfail bool) {
 	if ps := fastPath[pushSource](src); ps != nil {
 		// An rtcp stream hands its chunks to the scanner itself, and
 		// holds no buffer of the relay's while it has nothing.
@@ -120,11 +134,11 @@ func scan(dst, src net.Conn, dir bool, count func(bool, int), srcFin *atomic.Boo
 		_, err := ps.PushTo(w, nil)
 		switch {
 		case errors.Is(err, errPlain):
-			return w.n, nil, false
+			return w.n, nil, false, false
 		case err == nil:
-			return w.n, sc.End(), true
+			return w.n, sc.End(), true, false
 		}
-		return w.n, err, true
+		return w.n, err, true, w.wfail
 	}
 	r := newChunkReader(src)
 	defer r.close()
@@ -135,7 +149,7 @@ func scan(dst, src net.Conn, dir bool, count func(bool, int), srcFin *atomic.Boo
 			k, serr := sc.Scan(chunk)
 			if serr != nil {
 				r.release()
-				return n, serr, true
+				return n, serr, true, false
 			}
 			if k > 0 {
 				nw, werr := write(chunk[:k])
@@ -145,7 +159,7 @@ func scan(dst, src net.Conn, dir bool, count func(bool, int), srcFin *atomic.Boo
 				}
 				if werr != nil {
 					r.release()
-					return n, werr, true
+					return n, werr, true, true
 				}
 			}
 		}
@@ -153,14 +167,14 @@ func scan(dst, src net.Conn, dir bool, count func(bool, int), srcFin *atomic.Boo
 		switch {
 		case rerr == io.EOF:
 			if tc := tcpreset.Of(src); tc != nil && !srcFin.Load() && tcpreset.WasReset(tc) {
-				return n, tcpreset.ErrReset, true // a reset, not an end: see package tcpreset
+				return n, tcpreset.ErrReset, true, false // a reset, not an end: see package tcpreset
 			}
-			return n, sc.End(), true
+			return n, sc.End(), true, false
 		case rerr != nil:
-			return n, rerr, true
+			return n, rerr, true, false
 		}
 	}
-	return n, nil, false
+	return n, nil, false, false
 }
 
 // errPlain ends a scanWriter's PushTo once its Scanner says the rest of
@@ -175,6 +189,7 @@ type scanWriter struct {
 	dir   bool
 	count func(bool, int)
 	n     int64 // bytes written to dst
+	wfail bool  // a write of dst failed
 }
 
 // Write scans p and writes on what the Scanner passes; it returns
@@ -191,6 +206,7 @@ func (w *scanWriter) Write(p []byte) (int, error) {
 			w.count(w.dir, nw)
 		}
 		if werr != nil {
+			w.wfail = true
 			return nw, werr
 		}
 	}
@@ -204,13 +220,12 @@ func (w *scanWriter) Write(p []byte) (int, error) {
 // cut abandons (mux.Stream.PushTo).
 func (w *scanWriter) SetWriteDeadline(t time.Time) error { return w.dst.SetWriteDeadline(t) }
 
-// pipePlain copies src to dst as they are.
-func pipePlain(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFin, srcFin *atomic.Bool) (int64, error) {
-	var n int64
-	var err error
+// pipePlain copies src to dst as they are; wfail says that its error
+// came from writing dst, where it writes dst itself.
+func pipePlain(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFin, srcFin *atomic.Bool) (n int64, err error, wfail bool) {
 	if dt, st := tcpreset.Of(dst), tcpreset.Of(src); dt != nil && st != nil {
 		// Both are TCP: small messages are copied, bulk is spliced.
-		n, err = copyTCP(dt, st, func(k int64) {
+		n, err, wfail = copyTCP(dt, st, func(k int64) {
 			if count != nil && k > 0 {
 				count(dir, int(k))
 			}
@@ -218,7 +233,8 @@ func pipePlain(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFi
 		if err == nil && !srcFin.Load() && tcpreset.WasReset(st) {
 			err = tcpreset.ErrReset // a reset, not an end: see package tcpreset
 		}
-		return n, finish(dst, src, err, failed, dstFin)
+		err = finish(dst, src, err, failed, dstFin)
+		return n, err, wfail && err != nil
 	}
 	if sd := fastPath[spliceDst](dst); sd != nil {
 		if stc := tcpreset.Of(src); stc != nil {
@@ -233,7 +249,7 @@ func pipePlain(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFi
 				if err == nil && !srcFin.Load() && tcpreset.WasReset(stc) {
 					err = tcpreset.ErrReset // a reset, not an end: see package tcpreset
 				}
-				return n, finish(dst, src, err, failed, dstFin)
+				return n, finish(dst, src, err, failed, dstFin), false
 			}
 		}
 	}
@@ -246,7 +262,7 @@ func pipePlain(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFi
 				count(dir, k)
 			}
 		})
-		return n, finish(dst, src, err, failed, dstFin)
+		return n, finish(dst, src, err, failed, dstFin), false
 	}
 	if wt, ok := src.(io.WriterTo); ok && tcpreset.Of(src) == nil {
 		// Any other source that writes itself out: counted when the copy
@@ -255,7 +271,7 @@ func pipePlain(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFi
 		if count != nil && n > 0 {
 			count(dir, int(n))
 		}
-		return n, finish(dst, src, err, failed, dstFin)
+		return n, finish(dst, src, err, failed, dstFin), false
 	}
 	r := newChunkReader(src)
 	defer r.close()
@@ -270,7 +286,7 @@ func pipePlain(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFi
 			}
 			if werr != nil {
 				r.release()
-				err = werr
+				err, wfail = werr, true
 				break
 			}
 		}
@@ -284,7 +300,8 @@ func pipePlain(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFi
 			break
 		}
 	}
-	return n, finish(dst, src, err, failed, dstFin)
+	err = finish(dst, src, err, failed, dstFin)
+	return n, err, wfail && err != nil
 }
 
 func finish(dst, src net.Conn, err error, failed, dstFin *atomic.Bool) error {
@@ -389,16 +406,17 @@ func cut(c net.Conn, err error) {
 // the kernel (mux.SpliceBulk) until a splice brings little again. Neither
 // holds a buffer or a pipe while src has nothing: an idle relay costs its
 // two sockets only, where io.Copy's splice holds a pipe (two descriptors)
-// per direction while it waits. count is called with each piece.
-func copyTCP(dst, src *net.TCPConn, count func(int64)) (int64, error) {
+// per direction while it waits. count is called with each piece; wfail
+// says that its error came from a write of dst (not from a splice, which
+// may fail on either end).
+func copyTCP(dst, src *net.TCPConn, count func(int64)) (n int64, err error, wfail bool) {
 	raw := newRawReader(src)
 	if raw == nil {
 		n, err := io.Copy(dst, src)
 		count(n)
-		return n, err
+		return n, err, false
 	}
 	write := sockio.WriterOf(dst).Write // a TCP destination's socket, raw
-	var n int64
 	for {
 		bp, k, err := raw.read(&smallPool)
 		if k > 0 {
@@ -407,14 +425,14 @@ func copyTCP(dst, src *net.TCPConn, count func(int64)) (int64, error) {
 			n += int64(w)
 			count(int64(w))
 			if werr != nil {
-				return n, werr
+				return n, werr, true
 			}
 		}
 		if err == io.EOF {
-			return n, nil
+			return n, nil, false
 		}
 		if err != nil {
-			return n, err
+			return n, err, false
 		}
 		if k < smallSize {
 			continue
@@ -433,10 +451,10 @@ func copyTCP(dst, src *net.TCPConn, count func(int64)) (int64, error) {
 			}
 		}
 		if eof {
-			return n, err
+			return n, err, false
 		}
 		if err != nil {
-			return n, err
+			return n, err, false
 		}
 	}
 }
