@@ -113,13 +113,16 @@ type moveConn struct {
 
 	punchDone chan struct{}      // closed once the punch has ended: direct or perr set
 	rdl       *deadline.Deadline // follows rd: bounds a Read waiting for the punch
-	dmu       sync.Mutex         // guards direct, dropped, perr, rd, wd, isClosed, abortErr, sendingMoved, inDirect, leftDirect
-	direct    stream             // the proven direct connection, or nil
-	dropped   bool               // both directions settled on the relay: direct is closed, unused
-	perr      error              // why the punch failed
-	rd, wd    time.Time          // the deadlines, set on whichever connection carries bytes
-	isClosed  bool               // Close has begun: no 'm' is sent, nor Write begun on direct, from here on
-	abortErr  error              // the first Abort's error (aborted is closed), or nil
+	// dmu guards direct, dropped, perr, rd, wd, isClosed, abortErr,
+	// sendingMoved, inDirect and leftDirect. Of this session's locks it
+	// is taken last: under wmu or rmu, never the other way round.
+	dmu      sync.Mutex
+	direct   stream    // the proven direct connection, or nil
+	dropped  bool      // both directions settled on the relay: direct is closed, unused
+	perr     error     // why the punch failed
+	rd, wd   time.Time // the deadlines, set on whichever connection carries bytes
+	isClosed bool      // Close has begun: no 'm' is sent, nor Write begun on direct, from here on
+	abortErr error     // the first Abort's error (aborted is closed), or nil
 	// inDirect is true while a Write is inside the direct connection's
 	// Write (at most one: it holds wmu), and leftDirect, if Close made
 	// it, is closed once that Write has counted its bytes (wroteDirect)
