@@ -775,6 +775,56 @@ func TestSentOpen(t *testing.T) {
 			t.Fatal("AwaitSent on a session that ended: no error")
 		}
 	})
+	t.Run("answered, then link ends", func(t *testing.T) {
+		// The Ack, the Data and the end of the link all came before
+		// AwaitSent: the stream keeps the bytes, then reports the end.
+		s, _, cb := early(t, &Frame{Kind: KindAck, ID: 5}, &Frame{Kind: KindData, ID: 5, Data: []byte("hi")})
+		cb.Close()
+		<-s.Done()
+		st, err := s.AwaitSent(context.Background())
+		if err != nil {
+			t.Fatalf("AwaitSent: %v", err)
+		}
+		buf := make([]byte, 2)
+		if _, err := io.ReadFull(st, buf); err != nil || string(buf) != "hi" {
+			t.Fatalf("read %q, %v; want \"hi\"", buf, err)
+		}
+		if n, err := st.Read(buf); err == nil {
+			t.Fatalf("read %d bytes after the link ended, want an error", n)
+		}
+	})
+	t.Run("context ends", func(t *testing.T) {
+		// The opener gives up before the answer: the stream that the
+		// answer opens is aborted, and a later Open still takes the
+		// answer after it.
+		s, peer, _ := early(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if _, err := s.AwaitSent(ctx); !errors.Is(err, context.Canceled) {
+			t.Fatalf("AwaitSent: %v, want context.Canceled", err)
+		}
+		peer.WriteFrame(&Frame{Kind: KindAck, ID: 5})
+		peer.Flush()
+		if f, err := peer.ReadFrame(); err != nil || f.Kind != KindClose || f.ID != 5 || !f.Abort {
+			t.Fatalf("peer read %+v, %v; want an abort of 5", f, err)
+		}
+		opened := make(chan *Stream, 1)
+		go func() {
+			st, err := s.Open(context.Background(), "second", "")
+			if err != nil {
+				t.Errorf("Open after the abandoned one: %v", err)
+			}
+			opened <- st
+		}()
+		if f, err := peer.ReadFrame(); err != nil || f.Kind != KindOpen || f.Name != "second" {
+			t.Fatalf("peer read %+v, %v; want the second Open", f, err)
+		}
+		peer.WriteFrame(&Frame{Kind: KindAck, ID: 6})
+		peer.Flush()
+		if st := <-opened; st == nil || st.ID() != 6 || st.Name() != "second" {
+			t.Fatalf("second stream %v, want ID 6 \"second\"", st)
+		}
+	})
 	t.Run("nothing sent", func(t *testing.T) {
 		l := newLink(t, Config{}, Config{})
 		defer l.close()
