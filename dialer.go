@@ -24,8 +24,9 @@ import (
 // round trip to the DP after the TCP connection, on the raw leg or, at a
 // DP that does not offer it, on the JSON leg, whichever the DP answers;
 // not with a Credential (the proof comes first). Plan5's own DP may lose
-// a Connect sent so: a Dialer that meets one dials it again and remembers
-// it, as it remembers which DPs offered the raw leg (for a DP of a cluster
+// a Connect sent so: a Dialer that meets one dials it again (a session
+// that DP opened for the first Connect, if it read it, ends at once) and
+// remembers it, as it remembers which DPs offered the raw leg (for a DP of a cluster
 // carrying a session on). A Dialer may be kept for many dials; do not
 // copy it after its first use.
 type Dialer struct {
