@@ -941,7 +941,9 @@ func (dp *DiscoverPoint) serveSession(req sessionRequest) error {
 		return err
 	}
 	defer endSession()
-	dp.log().Debug("rtcp: session open", "server", req.name, "client", req.addr)
+	// The log call is one of its own: its arguments would stay in this
+	// frame, on the stack of every idle session (docs/performance.md).
+	dp.logSessionOpen(req.name, req.addr)
 	var brokered *brokeredRelay
 	if req.direct.brokered() {
 		dp.counts.directBrokered.Add(1)
@@ -949,6 +951,10 @@ func (dp *DiscoverPoint) serveSession(req sessionRequest) error {
 	}
 	_, err = dp.join(req.conn, is, req.name, brokered)
 	return err
+}
+
+func (dp *DiscoverPoint) logSessionOpen(name string, client net.Addr) {
+	dp.log().Debug("rtcp: session open", "server", name, "client", client)
 }
 
 // openRequested authorises the client of req, counts the session against

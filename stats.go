@@ -184,33 +184,48 @@ func (dp *DiscoverPoint) join(client, server net.Conn, name string, brokered *br
 	var st relay.Stats
 	var err error
 	if brokered != nil {
-		st, err = relay.JoinScanned(client, server, count, &brokered.toServer, &brokered.toClient)
-		if relay.Cut(err) {
-			// Say what failed in the words of the direction it failed
-			// on (the scanners are done: JoinScanned has returned).
-			src, dst := &brokered.toServer, &brokered.toClient
-			if !st.FailedAtoB {
-				src, dst = dst, src
-			}
-			if st.FailedWrite {
-				// The destination's connection failed as the DP
-				// wrote the source's bytes to it ('m', say).
-				err = &brokeredWriteError{to: dst.from, from: src.from, err: err}
-			} else {
-				// A moved side's relay that ends unreported is no
-				// fault of its records.
-				err = src.failure(err)
-			}
-		}
-		moved := brokered.ended()
-		dp.log().Debug("rtcp: brokered session ended", "server", name, "client", client.RemoteAddr(), "moved", moved,
-			"client_path", brokered.toServer.pathName(), "server_path", brokered.toClient.pathName(), "direct_bytes", brokered.reported.Load())
-		if dp.brokeredEnded != nil {
-			dp.brokeredEnded(moved)
-		}
+		st, err = dp.joinBrokered(client, server, name, count, brokered)
 	} else {
 		st, err = relay.Join(client, server, count)
 	}
+	dp.joinEnded(client, name, st, err)
+	return st, err
+}
+
+// joinBrokered is join's relay of a brokered session. It and joinEnded
+// are calls of their own so that join's frame, on the stack of every idle
+// session, holds neither their locals nor their log calls' arguments
+// (docs/performance.md).
+func (dp *DiscoverPoint) joinBrokered(client, server net.Conn, name string, count func(bool, int), brokered *brokeredRelay) (relay.Stats, error) {
+	st, err := relay.JoinScanned(client, server, count, &brokered.toServer, &brokered.toClient)
+	if relay.Cut(err) {
+		// Say what failed in the words of the direction it failed
+		// on (the scanners are done: JoinScanned has returned).
+		src, dst := &brokered.toServer, &brokered.toClient
+		if !st.FailedAtoB {
+			src, dst = dst, src
+		}
+		if st.FailedWrite {
+			// The destination's connection failed as the DP
+			// wrote the source's bytes to it ('m', say).
+			err = &brokeredWriteError{to: dst.from, from: src.from, err: err}
+		} else {
+			// A moved side's relay that ends unreported is no
+			// fault of its records.
+			err = src.failure(err)
+		}
+	}
+	moved := brokered.ended()
+	dp.log().Debug("rtcp: brokered session ended", "server", name, "client", client.RemoteAddr(), "moved", moved,
+		"client_path", brokered.toServer.pathName(), "server_path", brokered.toClient.pathName(), "direct_bytes", brokered.reported.Load())
+	if dp.brokeredEnded != nil {
+		dp.brokeredEnded(moved)
+	}
+	return st, err
+}
+
+// joinEnded logs the end of a session that join relayed.
+func (dp *DiscoverPoint) joinEnded(client net.Conn, name string, st relay.Stats, err error) {
 	var logged *mux.CutError
 	if relay.Cut(err) && !errors.As(err, &logged) {
 		dp.log().Warn("rtcp: session cut", "server", name, "client", client.RemoteAddr(),
@@ -218,5 +233,4 @@ func (dp *DiscoverPoint) join(client, server net.Conn, name string, brokered *br
 	} else {
 		dp.log().Debug("rtcp: session ended", "server", name, "client", client.RemoteAddr())
 	}
-	return st, err
 }
