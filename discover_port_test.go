@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -125,4 +126,108 @@ func TestListenAndServeBadPort(t *testing.T) {
 	}
 	l.Close()
 	dp.Close()
+}
+
+// TestIdlePortSessionStacks bounds the goroutine stacks an idle session
+// through a port door holds in the DP. The server's side keeps each
+// session without a goroutine, and the clients are plain TCP
+// connections, so the growth of the process's stacks is the DP's: an
+// idle session's two relay goroutines. A few hundred bytes more of frames
+// under their reads once kept both at twice the size (docs/performance.md).
+func TestIdlePortSessionStacks(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector changes the frames and the stacks")
+	}
+	for _, tr := range []Transport{TransportYamux, TransportJSON} {
+		t.Run(tr.String(), func(t *testing.T) {
+			const n = 500
+			perSession := idlePortStacks(t, tr, n)
+			t.Logf("%d B of stack per idle session", perSession)
+			// 6-8.3 KiB in 20 runs (two goroutines of at most 4 KiB
+			// each); 10.8-12.4 KiB with the frames that had grown
+			// before 8c4d24b.
+			if perSession > 9728 {
+				t.Errorf("an idle port-door session holds %d B of goroutine stacks, want <= 9.5 KiB: did a frame under the relay's read grow? (docs/performance.md)", perSession)
+			}
+		})
+	}
+}
+
+// idlePortStacks holds n idle sessions through a port door of a DP with
+// a server of transport tr, each past a byte each way, and returns the
+// growth of the process's stacks per session.
+func idlePortStacks(t *testing.T, tr Transport, n int) int64 {
+	dp := new(DiscoverPoint)
+	addr := startDP(t, dp)
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- dp.ServePort(pl, "idle") }()
+	t.Cleanup(func() { pl.Close(); <-served })
+	l := listen(t, &ListenConfig{Transport: tr}, addr, "idle")
+	// The server answers each session's byte and keeps it, from one
+	// goroutine.
+	kept := make(chan []net.Conn, 1)
+	go func() {
+		var cs []net.Conn
+		defer func() { kept <- cs }()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			cs = append(cs, c)
+			var b [1]byte
+			if _, err := io.ReadFull(c, b[:]); err != nil {
+				t.Error(err)
+				return
+			}
+			if _, err := c.Write(b[:]); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	open := func() net.Conn {
+		c, err := net.Dial("tcp", pl.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b [1]byte
+		if _, err := c.Write([]byte{'x'}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, b[:]); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	stacks := func() int64 {
+		// A GC halves a stack that uses under a quarter of it: enough
+		// of them for a stack that grew during setup to shrink back.
+		for range 5 {
+			runtime.GC()
+		}
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return int64(m.StackInuse)
+	}
+	var cs []net.Conn
+	defer func() {
+		for _, c := range cs {
+			c.Close()
+		}
+		l.Close()
+		for _, c := range <-kept {
+			c.Close()
+		}
+	}()
+	cs = append(cs, open()) // the link and the DP's own goroutines
+	before := stacks()
+	for range n {
+		cs = append(cs, open())
+	}
+	return (stacks() - before) / int64(n)
 }
