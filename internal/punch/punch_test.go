@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"syscall"
 	"testing"
@@ -566,4 +567,105 @@ func drain(b *testing.B, r net.Conn) {
 		r.Close()
 		<-done
 	})
+}
+
+// openFDs is how many descriptors this process has open.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("cannot count descriptors: %v", err)
+	}
+	return len(fds)
+}
+
+// TestPunchListenerClosed: the listener of Accept, given or made by
+// Punch, is closed on every way out of Punch, and nothing else is left
+// open: afterwards a connect to the port is refused, and the process has
+// the descriptors it had before.
+func TestPunchListenerClosed(t *testing.T) {
+	rv := loopbackPeer().listen(t)
+	defer rv.Close()
+	peerL := loopbackPeer().listen(t) // reserves the peer's port; nothing answers there
+	peerAddr := peerL.Addr().(*net.TCPAddr).AddrPort()
+	peerL.Close()
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	for _, tc := range []struct {
+		name   string
+		given  bool // a Listener made beforehand
+		secret []byte
+		peer   bool // a connection from the peer's address that never proves
+		cancel bool // ctx cancelled, not timed out
+	}{
+		{name: "short secret", given: true, secret: secret[:4]},
+		{name: "deadline", secret: secret},
+		{name: "deadline/given", given: true, secret: secret},
+		{name: "cancelled", given: true, secret: secret, cancel: true},
+		{name: "silent peer, cancelled", secret: secret, peer: true, cancel: true},
+		{name: "silent peer, deadline", given: true, secret: secret, peer: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			toRV, err := DialFrom(context.Background(), netip.MustParseAddrPort("127.0.0.1:0"), rv.Addr().(*net.TCPAddr).AddrPort())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer toRV.Close()
+			local := toRV.LocalAddr().(*net.TCPAddr).AddrPort()
+			before := openFDs(t)
+			cfg := Config{Local: local, Peer: peerAddr, Secret: tc.secret, Accept: true, Attempt: 20 * time.Millisecond}
+			listening := make(chan struct{})
+			if tc.given {
+				if cfg.Listener, err = ListenFrom(context.Background(), local); err != nil {
+					t.Fatal(err)
+				}
+				close(listening)
+			} else {
+				cfg.Listen = func(ctx context.Context, laddr netip.AddrPort) (net.Listener, error) {
+					defer close(listening)
+					return ListenFrom(ctx, laddr)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			if tc.cancel {
+				ctx, cancel = context.WithCancel(context.Background())
+				defer cancel()
+			}
+			done := make(chan error, 1)
+			go func() {
+				c, err := Punch(ctx, cfg)
+				if c != nil {
+					c.Close()
+				}
+				done <- err
+			}()
+			var silent net.Conn
+			if tc.peer && len(tc.secret) >= MinSecret {
+				<-listening
+				// The peer's address, connected, saying nothing: its
+				// proof waits until ctx ends (cancelled: at once; timed
+				// out: ProofGrace later).
+				if silent, err = DialFrom(context.Background(), peerAddr, local); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.cancel {
+				cancel()
+			}
+			if err := <-done; err == nil {
+				t.Fatal("Punch succeeded with no peer")
+			}
+			if silent != nil {
+				silent.Close()
+			}
+			if after := openFDs(t); after != before {
+				t.Errorf("%d descriptors open after Punch, %d before", after, before)
+			}
+			if c, err := net.Dial("tcp", local.String()); err == nil {
+				c.Close()
+				t.Fatalf("a connect to %v after Punch was taken: its listener is still open", local)
+			}
+		})
+	}
 }
