@@ -369,3 +369,70 @@ func tcpEchoServer(t testing.TB) string {
 	t.Cleanup(func() { l.Close(); wg.Wait() })
 	return l.Addr().String()
 }
+
+// TestDirectClientListenerClosed: the client's punch listener, made once
+// its Connect is out, is closed on every way out: an Ack that does not
+// broker (at once, while the session runs), a refused Connect, a dial
+// cancelled while it waits for its Ack, and a punch that ended. Each
+// case then wants a connect to the client's port toward the DP refused.
+func TestDirectClientListenerClosed(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		server   bool // the server asks for direct sessions
+		manual   bool // the server never answers (ManualAck, no Accept)
+		exposed  bool
+		wantDial bool // the dial succeeds
+	}{
+		{name: "not brokered", exposed: true, wantDial: true},
+		{name: "refused", server: true},
+		{name: "cancelled", server: true, manual: true, exposed: true},
+		{name: "punched", server: true, exposed: true, wantDial: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := startDP(t, new(DiscoverPoint))
+			if tc.exposed {
+				l := listen(t, &ListenConfig{Transport: TransportYamux, Direct: tc.server, ManualAck: tc.manual}, addr, "printer-7")
+				if !tc.manual {
+					echo(t, l)
+				}
+			}
+			locals := make(chan netip.AddrPort, 1)
+			d := Dialer{Direct: true, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				nd := net.Dialer{Control: dpControl}
+				c, err := nd.DialContext(ctx, network, addr)
+				if err == nil {
+					locals <- localAddrPort(c)
+				}
+				return c, err
+			}}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if tc.manual {
+				ctx, cancel = context.WithTimeout(ctx, 200*time.Millisecond)
+				defer cancel()
+			}
+			c, err := d.DialContext(ctx, addr, "printer-7")
+			if (err == nil) != tc.wantDial {
+				t.Fatalf("dial: %v", err)
+			}
+			local := <-locals
+			if c != nil {
+				defer c.Close()
+				rc := c.(*Conn)
+				if tc.server {
+					punched(rc)
+					echoCheck(t, c, 64<<10)
+					if !rc.Direct() {
+						t.Errorf("the session stays on the relay: %v", rc.DirectError())
+					}
+				}
+			}
+			// The session (if any) still holds the port: only a
+			// listener would take this connect.
+			if pc, err := net.Dial("tcp", local.String()); err == nil {
+				pc.Close()
+				t.Fatalf("a connect to the client's port %v was taken: its punch listener is still open", local)
+			}
+		})
+	}
+}
