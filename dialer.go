@@ -220,15 +220,20 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 			side.accept = true
 		}
 	}
-	var punchL net.Listener // the punch's listener, if the session is brokered
-	var listen func()       // makes punchL, while the Ack is on its way
+	var punchL <-chan net.Listener // the punch's listener, being made
 	if side != nil {
-		// It listens once the Connect has gone out, not at the Ack:
-		// the server's punch starts at the open, and its first
-		// connects are taken then, not refused until this side's
-		// punch starts.
-		listen = func() { punchL = side.listen() }
-		defer func() { closeListener(punchL) }() // unless the punch took it
+		// It listens from the moment its Connect goes out (with the
+		// Aloha, as a rule), not at the Ack: the server's punch starts
+		// at the open, and its first connects are taken then, not
+		// refused until this side's punch starts. The listener is made
+		// in the background, while the Ack is on its way: its system
+		// calls are not on the first byte's path.
+		punchL = side.listenAsync()
+		defer func() { // unless the punch took it
+			if punchL != nil {
+				closeListener(<-punchL)
+			}
+		}()
 	}
 	var early plan5.Message // a Connect sent with the Aloha
 	if mayEarly && d.earlyConnect(addr, as) {
@@ -255,7 +260,7 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 	local := &Addr{Name: as.name, Addr: c.LocalAddr().String()}
 	remote := &Addr{Name: name, Addr: addr}
 	if theirs.Transport == wireRaw && ours.Transport == wireRaw {
-		rc, ack, err := d.connectRaw(c, r, name, addr, local, remote, early != nil, side != nil, listen)
+		rc, ack, err := d.connectRaw(c, r, name, addr, local, remote, early != nil, side != nil)
 		stopErr := stop()
 		if err != nil {
 			return nil, ctxErr(ctx, err)
@@ -328,16 +333,12 @@ func (d *Dialer) earlyConnect(addr string, as dialAs) bool {
 }
 
 // connectRaw sends Connect (asking for a direct path if direct) and reads
-// the Ack; after it, c carries the session's bytes as they are. waiting,
-// if not nil, is called once the Connect is out, before the Ack is read.
-func (d *Dialer) connectRaw(c net.Conn, r *plan5.Reader, name, addr string, local, remote net.Addr, sent, direct bool, waiting func()) (*rawConn, *plan5.Ack, error) {
+// the Ack; after it, c carries the session's bytes as they are.
+func (d *Dialer) connectRaw(c net.Conn, r *plan5.Reader, name, addr string, local, remote net.Addr, sent, direct bool) (*rawConn, *plan5.Ack, error) {
 	if !sent {
 		if err := plan5link.WriteMessage(c, &plan5.Connect{N: name, Direct: direct}, 0); err != nil {
 			return nil, nil, err
 		}
-	}
-	if waiting != nil {
-		waiting()
 	}
 	m, err := r.ReadMessage()
 	if err != nil {

@@ -167,6 +167,15 @@ func (s *directSide) listen() net.Listener {
 	return l
 }
 
+// listenAsync makes the side's listener (listen) in the background: its
+// system calls run while the dial waits for the DP's answer. The channel
+// yields the listener, or nil, once; its receiver closes it.
+func (s *directSide) listenAsync() <-chan net.Listener {
+	ch := make(chan net.Listener, 1)
+	go func() { ch <- s.listen() }()
+	return ch
+}
+
 // closeListener closes l if it is not nil.
 func closeListener(l net.Listener) {
 	if l != nil {
@@ -254,9 +263,9 @@ func (o *directOffer) brokered() bool { return o != nil && o.server != "" }
 // punch is no error: the session stays on the relay, and the Conn says
 // why (DirectError).
 //
-// l is the client's listener for the punch, made before its Connect went
-// out (handshake), or nil.
-func (d *Dialer) clientMove(side *directSide, l net.Listener, rc *rawConn, ack *plan5.Ack) *Conn {
+// l yields the client's listener for the punch, made from when its
+// Connect went out (handshake, listenAsync), or nil; l may be nil.
+func (d *Dialer) clientMove(side *directSide, l <-chan net.Listener, rc *rawConn, ack *plan5.Ack) *Conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	log := d.Logger
 	m := newMoveConn(rc, cancel, func(direct bool, err error) {
@@ -270,7 +279,11 @@ func (d *Dialer) clientMove(side *directSide, l net.Listener, rc *rawConn, ack *
 		}
 	})
 	go func() {
-		dc, err := side.punch(ctx, ack.Peer, ack.Secret, side.timeout, l)
+		var ln net.Listener
+		if l != nil {
+			ln = <-l
+		}
+		dc, err := side.punch(ctx, ack.Peer, ack.Secret, side.timeout, ln)
 		m.setPunch(dc, err)
 	}()
 	return newConn(m, nil)

@@ -436,3 +436,64 @@ func TestDirectClientListenerClosed(t *testing.T) {
 		})
 	}
 }
+
+// TestDirectClientListensBeforeAck: the client's punch listener is up
+// while its dial waits for the DP's answer (the server's punch starts at
+// the open, before the client has its Ack), not only once the answer
+// came: a connect to the client's port toward the DP is taken by the
+// kernel before the server has answered.
+func TestDirectClientListensBeforeAck(t *testing.T) {
+	addr := startDP(t, new(DiscoverPoint))
+	// A ManualAck server that never accepts: the DP's answer never comes.
+	listen(t, &ListenConfig{Transport: TransportYamux, Direct: true, ManualAck: true}, addr, "printer-7")
+	locals := make(chan netip.AddrPort, 1)
+	listened := make(chan error, 1)
+	d := Dialer{Direct: true, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nd := net.Dialer{Control: dpControl}
+		c, err := nd.DialContext(ctx, network, addr)
+		if err == nil {
+			locals <- localAddrPort(c)
+		}
+		return c, err
+	}}
+	// With Dial set, netns runs only the punch's listen (and dials).
+	d.netns = func(f func() error) error {
+		err := f()
+		select {
+		case listened <- err:
+		default:
+		}
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dialed := make(chan error, 1)
+	go func() {
+		c, err := d.DialContext(ctx, addr, "printer-7")
+		if c != nil {
+			c.Close()
+		}
+		dialed <- err
+	}()
+	local := <-locals
+	select {
+	case err := <-listened:
+		if err != nil {
+			t.Fatalf("the punch's listener: %v", err)
+		}
+	case err := <-dialed:
+		t.Fatalf("the dial ended before the server answered: %v", err)
+	case <-time.After(2 * time.Second): // a failure's bound, not a wait for success
+		t.Fatal("no listener on the client's port while its dial waited for the DP's answer")
+	}
+	pc, err := net.Dial("tcp", local.String())
+	if err != nil {
+		t.Errorf("a connect to the client's port while its dial waits: %v; want it taken", err)
+	} else {
+		pc.Close()
+	}
+	cancel()
+	if err := <-dialed; err == nil {
+		t.Error("the dial succeeded with no answer from the server")
+	}
+}
