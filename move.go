@@ -744,10 +744,11 @@ func (m *moveConn) RemoteAddr() net.Addr { return m.remote }
 // the direct connection first, and then waits, within reportTimeout, for
 // a Write that was inside that connection's Write (it returns promptly
 // once its connection is closed), so that the report counts the bytes
-// it wrote; not for one still reporting the move (onResult), which
-// writes nothing once Close has begun. On the relay it waits, within the
-// same bound, for a write of 'm' under way, whose outcome decides
-// whether a report is owed, and for the report.
+// it wrote: for half of what is left of the bound at most, which leaves
+// the report the rest. It does not wait for a Write still reporting the
+// move (onResult), which writes nothing once Close has begun. On the
+// relay it waits, within the same bound, for a write of 'm' under way,
+// whose outcome decides whether a report is owed, and for the report.
 func (m *moveConn) Close() error {
 	m.shut(nil)
 	return nil
@@ -840,8 +841,11 @@ func (m *moveConn) shut(abort error) {
 		if left != nil && abort == nil {
 			// A Write was inside the direct connection's Write, which
 			// the Close above ends: the report counts what it wrote.
-			// (Abort owes no report.)
-			t := time.NewTimer(time.Until(limit))
+			// (Abort owes no report.) Within half of what is left of
+			// the bound: a Write that the end of its connection does
+			// not wake must not use up the report's time, or there
+			// would be no report at all, only the relay's end.
+			t := time.NewTimer(time.Until(limit) / 2)
 			select {
 			case <-left:
 			case <-t.C:

@@ -1285,6 +1285,48 @@ func TestMoveCloseCountsWriteUnderWay(t *testing.T) {
 	})
 }
 
+// TestMoveCloseWriteStuckInDirect: a Write that the end of its direct
+// connection does not wake (a connection whose Close does not unblock
+// its Write) holds Close up for half of reportTimeout: Close then writes
+// its report, without the Write's bytes, within the rest, and returns.
+func TestMoveCloseWriteStuckInDirect(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ra, dpSide := net.Pipe()
+		da, db := net.Pipe()
+		defer dpSide.Close()
+		defer db.Close()
+		gate := make(chan struct{})
+		a := newMoveConn(asStream(ra), nil, nil)
+		a.setPunch(&gatedConn{Conn: da, gate: gate}, nil)
+		relayed := make(chan string, 1)
+		go func() {
+			got, _ := io.ReadAll(dpSide)
+			relayed <- string(got)
+		}()
+		wrote := make(chan int, 1)
+		go func() {
+			n, _ := a.Write(make([]byte, 10)) // 'm', then on the direct connection
+			wrote <- n
+		}()
+		if _, err := io.ReadFull(db, make([]byte, 10)); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait() // the Write is at the gate, which only the test opens
+		start := time.Now()
+		a.Close()
+		if d := time.Since(start); d != reportTimeout/2 {
+			t.Errorf("Close took %v, want half of reportTimeout (%v): the report has the rest", d, reportTimeout/2)
+		}
+		if got, want := <-relayed, "m"+report(0); got != want {
+			t.Errorf("the relay carried %q, want %q", got, want)
+		}
+		close(gate)
+		if n := <-wrote; n != 10 {
+			t.Errorf("the Write wrote %d bytes, want 10", n)
+		}
+	})
+}
+
 // TestMoveCloseCountsBlockedWrite: a Write blocked on a direct TCP
 // connection whose peer does not read, and a Close: the DP counts
 // (Stats.DirectBytes) exactly the bytes the peer reads, those the kernel
