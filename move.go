@@ -758,7 +758,9 @@ func (m *moveConn) Close() error {
 // comes while a Close is under way (it may wait for the relay: for a
 // write of 'm', or for the report) cuts the relay at once, which ends
 // Close's waits, and returns: Close then writes no report, and returns
-// too. (Close has ended the direct connection already.)
+// too. It leaves the direct connection to Close, which ends it as a
+// Close does (it may not have done so yet when Abort returns): the
+// Close came first.
 func (m *moveConn) Abort(err error) {
 	if err == nil {
 		m.shut(nil) // a Close, as it always was
