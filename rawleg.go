@@ -30,7 +30,7 @@ func (c *rawConn) Read(p []byte) (int, error) {
 		if werr := c.reset.Load(); werr != nil {
 			return n, *werr
 		}
-		if tc := tcpreset.Under(c.Conn); tc != nil && !c.fin.Load() && tcpreset.WasReset(tc) {
+		if tc := tcpreset.Under(c.Conn); tc != nil && tcpreset.WasReset(tc) && !c.fin.Load() {
 			return n, &net.OpError{Op: "read", Net: "tcp", Source: tc.LocalAddr(), Addr: tc.RemoteAddr(), Err: tcpreset.ErrReset}
 		}
 	}

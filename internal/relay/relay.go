@@ -176,7 +176,7 @@ func scan(dst, src net.Conn, dir bool, count func(bool, int), srcFin *atomic.Boo
 		r.release()
 		switch {
 		case rerr == io.EOF:
-			if tc := tcpreset.Of(src); tc != nil && !srcFin.Load() && tcpreset.WasReset(tc) {
+			if tc := tcpreset.Of(src); tc != nil && tcpreset.WasReset(tc) && !srcFin.Load() {
 				return n, tcpreset.ErrReset, true, false // a reset, not an end: see package tcpreset
 			}
 			return n, sc.End(), true, false
@@ -240,7 +240,7 @@ func pipePlain(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFi
 				count(dir, int(k))
 			}
 		})
-		if err == nil && !srcFin.Load() && tcpreset.WasReset(st) {
+		if err == nil && tcpreset.WasReset(st) && !srcFin.Load() {
 			err = tcpreset.ErrReset // a reset, not an end: see package tcpreset
 		}
 		err = finish(dst, src, err, failed, dstFin)
@@ -256,7 +256,7 @@ func pipePlain(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFi
 				}
 			})
 			if ok {
-				if err == nil && !srcFin.Load() && tcpreset.WasReset(stc) {
+				if err == nil && tcpreset.WasReset(stc) && !srcFin.Load() {
 					err = tcpreset.ErrReset // a reset, not an end: see package tcpreset
 				}
 				return n, finish(dst, src, err, failed, dstFin), false
@@ -304,7 +304,7 @@ func pipePlain(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFi
 		if rerr != nil {
 			if rerr != io.EOF {
 				err = rerr
-			} else if tc := tcpreset.Of(src); tc != nil && !srcFin.Load() && tcpreset.WasReset(tc) {
+			} else if tc := tcpreset.Of(src); tc != nil && tcpreset.WasReset(tc) && !srcFin.Load() {
 				err = tcpreset.ErrReset // a reset, not an end: see package tcpreset
 			}
 			break

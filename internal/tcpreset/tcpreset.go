@@ -26,8 +26,10 @@ var ErrReset = errors.New("connection reset by peer (the reset was reported to a
 
 // WasReset reports whether tc, whose read just returned io.EOF, was reset
 // rather than closed. Ask only if this side has not called CloseWrite (or
-// shut down its writing) on tc. It is false where the system cannot tell
-// (only Linux can).
+// shut down its writing) on tc, and look at that AFTER asking: a
+// CloseWrite that another goroutine makes meanwhile can close the
+// connection (its FIN acknowledged after the peer's), which looks like a
+// reset here. It is false where the system cannot tell (only Linux can).
 func WasReset(tc *net.TCPConn) bool {
 	rc, err := tc.SyscallConn()
 	if err != nil {
