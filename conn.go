@@ -212,7 +212,10 @@ func (c *Conn) NetConn() net.Conn {
 // Unwrap returns the TCP connection that carries this session's bytes
 // exactly as they are - a client's raw leg, a data link of TransportTCP
 // - or nil when the session is framed (JSON, yamux, a session that may
-// move to a direct path, moved or not) or encrypted (TLS). A relay may
+// move to a direct path, moved or not), encrypted (TLS), or when bytes
+// of the session came with the link's handshake and wait in a buffer
+// (a data link that read the client's first bytes with the DP's
+// Connect: Read returns them first). A relay may
 // copy between such connections directly (on Linux the kernel splices them), as internal/relay and the
 // rtcp command do; use Read, Write, CloseWrite and Close of the Conn for
 // everything else.
