@@ -1239,24 +1239,33 @@ func (g *gatedConn) Write(b []byte) (int, error) {
 	return n, err
 }
 
+// gatedMove returns a moving session (in a synctest bubble) whose relay
+// and direct connection are pipes: db is the direct connection's far
+// end; a Write on the direct connection waits at gate once its bytes are
+// taken, until the test closes gate; relayed gets all the relay carried
+// once it ends. The pipes are closed when the test ends.
+func gatedMove(t *testing.T) (a *moveConn, db net.Conn, gate chan struct{}, relayed chan string) {
+	ra, dpSide := net.Pipe()
+	da, db := net.Pipe()
+	t.Cleanup(func() { dpSide.Close(); db.Close() })
+	gate = make(chan struct{})
+	a = newMoveConn(asStream(ra), nil, nil)
+	a.setPunch(&gatedConn{Conn: da, gate: gate}, nil)
+	relayed = make(chan string, 1)
+	go func() {
+		got, _ := io.ReadAll(dpSide)
+		relayed <- string(got)
+	}()
+	return a, db, gate, relayed
+}
+
 // TestMoveCloseCountsWriteUnderWay: a Close that ends the direct
 // connection under a Write waits for that Write to count what it wrote
 // before it writes its report: the report counts exactly the bytes the
 // connection took (here a pipe, whose peer read them).
 func TestMoveCloseCountsWriteUnderWay(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		ra, dpSide := net.Pipe()
-		da, db := net.Pipe()
-		defer dpSide.Close()
-		defer db.Close()
-		gate := make(chan struct{})
-		a := newMoveConn(asStream(ra), nil, nil)
-		a.setPunch(&gatedConn{Conn: da, gate: gate}, nil)
-		relayed := make(chan string, 1)
-		go func() {
-			got, _ := io.ReadAll(dpSide)
-			relayed <- string(got)
-		}()
+		a, db, gate, relayed := gatedMove(t)
 		const took = 1000
 		wrote := make(chan int, 1)
 		go func() {
@@ -1291,18 +1300,7 @@ func TestMoveCloseCountsWriteUnderWay(t *testing.T) {
 // its report, without the Write's bytes, within the rest, and returns.
 func TestMoveCloseWriteStuckInDirect(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		ra, dpSide := net.Pipe()
-		da, db := net.Pipe()
-		defer dpSide.Close()
-		defer db.Close()
-		gate := make(chan struct{})
-		a := newMoveConn(asStream(ra), nil, nil)
-		a.setPunch(&gatedConn{Conn: da, gate: gate}, nil)
-		relayed := make(chan string, 1)
-		go func() {
-			got, _ := io.ReadAll(dpSide)
-			relayed <- string(got)
-		}()
+		a, db, gate, relayed := gatedMove(t)
 		wrote := make(chan int, 1)
 		go func() {
 			n, _ := a.Write(make([]byte, 10)) // 'm', then on the direct connection
