@@ -6,31 +6,14 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"rtcp/internal/flowtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func pair(t *testing.T) (a, b *net.TCPConn) {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	c, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); s.Close() })
-	return c.(*net.TCPConn), s.(*net.TCPConn)
-}
-
 func TestFINIsNotReset(t *testing.T) {
-	a, b := pair(t)
+	a, b := flowtest.TCPPair(t)
 	b.Close()
 	if _, err := a.Read(make([]byte, 1)); err != io.EOF {
 		t.Fatalf("read after FIN: %v", err)
@@ -41,7 +24,7 @@ func TestFINIsNotReset(t *testing.T) {
 }
 
 func TestFINAfterOurFIN(t *testing.T) {
-	a, b := pair(t)
+	a, b := flowtest.TCPPair(t)
 	a.CloseWrite()
 	b.Read(make([]byte, 1))
 	b.Close()
@@ -54,7 +37,7 @@ func TestFINAfterOurFIN(t *testing.T) {
 }
 
 func TestResetTakenByWrite(t *testing.T) {
-	a, b := pair(t)
+	a, b := flowtest.TCPPair(t)
 	b.SetLinger(0)
 	b.Close()
 	// Write until the reset comes back; the read after it sees io.EOF.
@@ -87,7 +70,7 @@ type opaque struct{ net.Conn }
 // TestOfAndUnder: Of sees through wrappers that keep the bytes, Under
 // also through layers that change them.
 func TestOfAndUnder(t *testing.T) {
-	a, _ := pair(t)
+	a, _ := flowtest.TCPPair(t)
 	for _, tc := range []struct {
 		name      string
 		c         net.Conn
@@ -114,7 +97,7 @@ func TestOfAndUnder(t *testing.T) {
 func TestSetReset(t *testing.T) {
 	SetReset(nil, true)
 	for _, reset := range []bool{true, false} {
-		a, b := pair(t)
+		a, b := flowtest.TCPPair(t)
 		SetReset(a, true)
 		if !reset {
 			SetReset(a, false)
