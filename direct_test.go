@@ -345,6 +345,20 @@ func TestDirectLoopbackJoin(t *testing.T) {
 	}
 }
 
+// localsDialer returns a Dialer with Direct whose connections to the DP
+// are made as the punch needs them (dpControl), each one's local address
+// sent to locals.
+func localsDialer(locals chan<- netip.AddrPort) Dialer {
+	return Dialer{Direct: true, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nd := net.Dialer{Control: dpControl}
+		c, err := nd.DialContext(ctx, network, addr)
+		if err == nil {
+			locals <- localAddrPort(c)
+		}
+		return c, err
+	}}
+}
+
 // tcpEchoServer is a plain TCP echo service on loopback, which passes
 // the end of what it reads on as a half-close, until the test ends.
 func tcpEchoServer(t testing.TB) string {
@@ -397,14 +411,7 @@ func TestDirectClientListenerClosed(t *testing.T) {
 				}
 			}
 			locals := make(chan netip.AddrPort, 1)
-			d := Dialer{Direct: true, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				nd := net.Dialer{Control: dpControl}
-				c, err := nd.DialContext(ctx, network, addr)
-				if err == nil {
-					locals <- localAddrPort(c)
-				}
-				return c, err
-			}}
+			d := localsDialer(locals)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			if tc.manual {
@@ -440,14 +447,7 @@ func TestDirectClientListensBeforeAck(t *testing.T) {
 	listen(t, &ListenConfig{Transport: TransportYamux, Direct: true, ManualAck: true}, addr, "printer-7")
 	locals := make(chan netip.AddrPort, 1)
 	listened := make(chan error, 1)
-	d := Dialer{Direct: true, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		nd := net.Dialer{Control: dpControl}
-		c, err := nd.DialContext(ctx, network, addr)
-		if err == nil {
-			locals <- localAddrPort(c)
-		}
-		return c, err
-	}}
+	d := localsDialer(locals)
 	// With Dial set, netns runs only the punch's listen (and dials).
 	d.netns = func(f func() error) error {
 		err := f()
