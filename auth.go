@@ -265,6 +265,18 @@ func (p principal) clientAddr(c net.Conn) net.Addr {
 	return carriedAddr(p.addr) // not an IP: no Allow rule matches it
 }
 
+// vouchedAddr reports whether p is a client that a DP of the cluster
+// carries here and whose address that DP vouched for with the cluster's
+// key (ClientAddr), an IP address and port: the address to broker a
+// direct path to. A peer that proved no such key cannot claim one.
+func (p principal) vouchedAddr() bool {
+	if p.by == "" {
+		return false
+	}
+	_, err := netip.ParseAddrPort(p.addr)
+	return err == nil
+}
+
 // carriedAddr is a client address that another DP vouched for and that
 // is not host:port of an IP address.
 type carriedAddr string

@@ -93,8 +93,19 @@ func (dp *DiscoverPoint) openRemote(ctx context.Context, name, client, addr stri
 		d = &dp.peer
 	}
 	as := dialAs{name: client, transport: TransportYamux} // the raw client leg: bytes as they are
+	// A client that asked for a direct path (and that this DP would
+	// broker: its offer) asks the holder through the hop, which only a
+	// hop with a key can do: the holder takes the client's address
+	// (ClientAddr) only from a proof of its cluster's key.
+	offer, _ := ctx.Value(directRequestKey{}).(*directOffer)
+	if d.Credential == nil {
+		offer = nil
+	}
 	var errs []error
 	for i, r := range rs {
+		if offer != nil {
+			as.broker = new(hopBroker)
+		}
 		as.hop = func(a *plan5.Aloha) {
 			a.Via = dp.Advertise
 			if d.Credential != nil {
@@ -113,7 +124,10 @@ func (dp *DiscoverPoint) openRemote(ctx context.Context, name, client, addr stri
 		c, err := d.dial(actx, r.DP, name, as)
 		cancel()
 		if err == nil {
-			dp.log().Debug("rtcp: session carried to another DP", "server", name, "dp", r.DP)
+			dp.log().Debug("rtcp: session carried to another DP", "server", name, "dp", r.DP, "brokered", as.broker.brokered())
+			if as.broker.brokered() {
+				offer.server, offer.secret, offer.carried = as.broker.peer, as.broker.secret, true
+			}
 			return unwrapRaw(c), true, nil
 		}
 		dp.log().Info("rtcp: another DP of the cluster did not take a session", "server", name, "dp", r.DP, "err", err)
@@ -130,6 +144,19 @@ func (dp *DiscoverPoint) openRemote(ctx context.Context, name, client, addr stri
 	}
 	return nil, true, fmt.Errorf("rtcp: server %q is registered at %d other DP(s) of the cluster, but none took the session: %w", name, len(rs), errors.Join(errs...))
 }
+
+// hopBroker is the answer of the DP that holds a name to a hop that asked
+// it to broker a direct path (dialAs.broker): the server's address as
+// that DP saw it, and the session's secret; empty if it did not broker.
+// The carrying DP passes both on to its client as they are, and relays
+// the session's records as bytes: the holder is the broker, and the one
+// that reads them (directrelay.go).
+type hopBroker struct {
+	peer   string
+	secret []byte
+}
+
+func (b *hopBroker) brokered() bool { return b != nil && b.peer != "" }
 
 // unwrapRaw returns the TCP connection under a raw client Conn, so that
 // the relay splices the two hops; any other Conn is returned as it is.

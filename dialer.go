@@ -103,6 +103,11 @@ type dialAs struct {
 	name      string
 	transport Transport
 	hop       func(*plan5.Aloha)
+	// broker, on a hop, asks the DP it dials to broker a direct path for
+	// the client the hop carries (Connect Direct) and takes its answer:
+	// the hop's Ack's Peer and Secret, which the carrying DP passes on to
+	// its client (cluster.go).
+	broker *hopBroker
 }
 
 // knownDPs holds what a Dialer learned of the DPs it dialled that changes
@@ -237,7 +242,7 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 	}
 	var early plan5.Message // a Connect sent with the Aloha
 	if mayEarly && d.earlyConnect(addr, as) {
-		early = &plan5.Connect{N: name, Direct: side != nil}
+		early = &plan5.Connect{N: name, Direct: side != nil || as.broker != nil}
 	}
 	sentAt := time.Now()
 	theirs, err := exchangeAloha(c, r, ours, addr, d.Credential, early)
@@ -260,13 +265,16 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 	local := &Addr{Name: as.name, Addr: c.LocalAddr().String()}
 	remote := &Addr{Name: name, Addr: addr}
 	if theirs.Transport == wireRaw && ours.Transport == wireRaw {
-		rc, ack, err := d.connectRaw(c, r, name, addr, local, remote, early != nil, side != nil)
+		rc, ack, err := d.connectRaw(c, r, name, addr, local, remote, early != nil, side != nil || as.broker != nil)
 		stopErr := stop()
 		if err != nil {
 			return nil, ctxErr(ctx, err)
 		}
 		if stopErr != nil {
 			return nil, stopErr
+		}
+		if as.broker != nil && brokersDirect(ack.Peer, ack.Secret) {
+			as.broker.peer, as.broker.secret = ack.Peer, ack.Secret
 		}
 		if side == nil || !brokersDirect(ack.Peer, ack.Secret) {
 			return newConn(rc, nil), nil

@@ -205,6 +205,10 @@ type directOffer struct {
 	client string // the client's address as the DP observed it
 	secret []byte
 	server string // the server link's address, once the session opened on a link that takes part
+	// carried: another DP of the cluster brokered the session (server
+	// and secret are its answer, cluster.go): this DP relays the
+	// records as bytes, and counts nothing of them.
+	carried bool
 }
 
 // directKey is the context key of the directOffer of the open under way,

@@ -880,7 +880,13 @@ func (dp *DiscoverPoint) serveRawClient(c net.Conn, r *plan5.Reader, a *plan5.Al
 	c.SetDeadline(time.Time{})
 	cc := afterHandshake(c, r.Buffered())
 	var offer *directOffer
-	if cm.Direct && !dp.NoDirect && a.Via == "" {
+	if cm.Direct && !dp.NoDirect && (a.Via == "" || who.vouchedAddr()) {
+		// A client that reached this DP, at the address of its
+		// connection; or one that another DP of the cluster carries
+		// here, at the address that DP saw and vouched for with the
+		// cluster's key (ClientAddr). A hop of any other key is
+		// not brokered: the address of its connection is the
+		// carrying DP's.
 		offer = newDirectOffer(who.clientAddr(cc))
 	}
 	dp.serveSession(sessionRequest{
@@ -945,7 +951,7 @@ func (dp *DiscoverPoint) serveSession(req sessionRequest) error {
 	// frame, on the stack of every idle session (docs/performance.md).
 	dp.logSessionOpen(req.name, req.addr)
 	var brokered *brokeredRelay
-	if req.direct.brokered() {
+	if req.direct.brokered() && !req.direct.carried {
 		dp.counts.directBrokered.Add(1)
 		brokered = dp.newBrokeredRelay()
 	}
