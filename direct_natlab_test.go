@@ -69,24 +69,10 @@ func newDirectLabAt(t testing.TB, server, client natlab.NAT, dp *DiscoverPoint, 
 		}
 	}
 	x.dp = dp
-	var dl net.Listener
-	err := lab.Router().Do(func() (err error) {
-		dl, err = net.Listen("tcp4", netip.AddrPortFrom(natlab.RouterAddr, 0).String())
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	x.addr = dl.Addr().String()
 	if rtt > 0 {
 		dp.ProxyProtocolFrom = []netip.Prefix{netip.PrefixFrom(natlab.RouterAddr, 32)}
 	}
-	served := make(chan error, 1)
-	go func() { served <- dp.Serve(dl) }()
-	t.Cleanup(func() {
-		dp.Close()
-		<-served
-	})
+	x.addr = x.serveDP(t, dp)
 	if rtt > 0 {
 		x.addr = x.delayTo(t, x.addr, rtt)
 	}
@@ -110,6 +96,30 @@ func newDirectLabAt(t testing.TB, server, client natlab.NAT, dp *DiscoverPoint, 
 	x.l = l.(*Listener)
 	t.Cleanup(func() { l.Close() })
 	return x
+}
+
+// serveDP runs dp on the public network until the test ends, and returns
+// its address; a DP of a cluster (with a Registry) advertises it.
+func (x *directLab) serveDP(t testing.TB, dp *DiscoverPoint) string {
+	t.Helper()
+	var dl net.Listener
+	err := x.lab.Router().Do(func() (err error) {
+		dl, err = net.Listen("tcp4", netip.AddrPortFrom(natlab.RouterAddr, 0).String())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dp.Registry != nil && dp.Advertise == "" {
+		dp.Advertise = dl.Addr().String()
+	}
+	served := make(chan error, 1)
+	go func() { served <- dp.Serve(dl) }()
+	t.Cleanup(func() {
+		dp.Close()
+		<-served
+	})
+	return dl.Addr().String()
 }
 
 // delayTo runs a delay.Relay of round trip rtt to the DP at addr, on the
@@ -240,6 +250,47 @@ func TestDirectNAT(t *testing.T) {
 				t.Errorf("the DP carried %d bytes of a session that moved before its first byte", carried)
 			}
 		})
+	}
+}
+
+// TestDirectNATCluster: the server, behind its NAT, holds its link on
+// DP1; the client, behind its own, reaches DP3, which carries the session
+// to DP1 over the hop with the cluster's key. DP1 brokers it, between the
+// server's address as DP1 saw it and the client's as DP3 saw it, and the
+// session moves as through one DP; DP3 relayed the two moved records and
+// the client's report, and counts nothing direct.
+func TestDirectNATCluster(t *testing.T) {
+	reg := new(MemoryRegistry)
+	pol := func() *Policy {
+		return &Policy{Keys: clusterKeys(), DPs: []string{clusterCred.Key}, AnonymousClients: true, AnonymousServers: true}
+	}
+	x := newDirectLab(t, natlab.EndpointIndependent, natlab.EndpointIndependent, &DiscoverPoint{Registry: reg, Policy: pol()}, nil)
+	dp3 := &DiscoverPoint{Registry: reg, Policy: pol(), Peer: &Dialer{Credential: clusterCred, netns: x.lab.Router().Do}}
+	addr3 := x.serveDP(t, dp3)
+	d := x.dialer()
+	cc, err := d.DialContext(context.Background(), addr3, "printer-7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cc.(*Conn)
+	defer c.Close()
+	punched(c)
+	echoCheck(t, c, 4<<20) // moves the session
+	if !c.Direct() {
+		t.Fatalf("the session is relayed: %v", c.DirectError())
+	}
+	if sc := <-x.accepted; !sc.Direct() {
+		t.Errorf("the server's session is relayed: %v", sc.DirectError())
+	}
+	c.Close()
+	if moved := <-x.dpEnded; !moved {
+		t.Error("DP1 saw the session end unmoved")
+	}
+	if st := x.dp.Stats(); st.DirectBrokered != 1 || st.DirectMoved != 1 || st.DirectBytes != 2*(4<<20) {
+		t.Errorf("DP1's Stats: %d brokered, %d moved, %d direct bytes; want 1, 1, %d", st.DirectBrokered, st.DirectMoved, st.DirectBytes, 2*(4<<20))
+	}
+	if st := dp3.Stats(); st.DirectBrokered != 0 || st.DirectBytes != 0 || st.SessionsTotal != 1 {
+		t.Errorf("DP3's Stats: %d brokered, %d direct bytes, %d sessions; want 0, 0, 1", st.DirectBrokered, st.DirectBytes, st.SessionsTotal)
 	}
 }
 
