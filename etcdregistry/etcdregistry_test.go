@@ -381,3 +381,57 @@ func waitFor(t testing.TB, ch <-chan struct{}, what string) {
 		t.Fatalf("timed out waiting for %s", what)
 	}
 }
+
+// A server on DP1 and a client on DP3, both asking for a direct path, in a
+// cluster on etcd whose DPs prove a key of their own on the hop: DP1
+// brokers the session, to the client's address as DP3 saw it, and the
+// session moves; DP3 counts nothing direct.
+func TestClusterDirect(t *testing.T) {
+	e := etcdtest.Start(t)
+	cluster := &rtcp.Credential{Key: "cluster", Secret: []byte("cluster-0123456789abcdef01234567")}
+	var addrs []string
+	var dps []*rtcp.DiscoverPoint
+	for range 2 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dp := &rtcp.DiscoverPoint{
+			Registry: openRegistry(t, e, nil), Advertise: l.Addr().String(), Logger: testLogger(),
+			Policy: &rtcp.Policy{Keys: map[string][]byte{cluster.Key: cluster.Secret}, DPs: []string{cluster.Key},
+				AnonymousClients: true, AnonymousServers: true},
+			Peer: &rtcp.Dialer{Credential: cluster},
+		}
+		served := make(chan error, 1)
+		go func() { served <- dp.Serve(l) }()
+		t.Cleanup(func() { dp.Close(); <-served })
+		addrs, dps = append(addrs, l.Addr().String()), append(dps, dp)
+	}
+	echoServer(t, listen(t, &rtcp.ListenConfig{Transport: rtcp.TransportYamux, Direct: true}, addrs[0], "printer-7"))
+	c, err := (&rtcp.Dialer{Direct: true}).DialContext(context.Background(), addrs[1], "printer-7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rc := c.(*rtcp.Conn)
+	// Each direction moves at its first Write after its punch ended (a
+	// few milliseconds on loopback): echo until both have.
+	buf := make([]byte, 5)
+	for deadline := time.Now().Add(10 * time.Second); !rc.Direct(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the session stays on the relay: %v", rc.DirectError())
+		}
+		if _, err := c.Write([]byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "hello" {
+			t.Fatalf("echo: %q, %v", buf, err)
+		}
+	}
+	if st := dps[0].Stats(); st.DirectBrokered != 1 || st.DirectMoved != 1 {
+		t.Errorf("DP1's Stats: %d brokered, %d moved; want 1, 1", st.DirectBrokered, st.DirectMoved)
+	}
+	if st := dps[1].Stats(); st.DirectBrokered != 0 || st.DirectMoved != 0 {
+		t.Errorf("DP3's Stats: %d brokered, %d moved; want 0, 0", st.DirectBrokered, st.DirectMoved)
+	}
+}
