@@ -54,7 +54,8 @@ func addClusterFlags(fs *flag.FlagSet) *clusterFlags {
 		tokenFile: fs.String("cluster-token-file", "", "`file` holding the token KEY:SECRET that the DPs of the "+
 			"cluster prove to each other: the same on every DP, and given to no server or client. A DP that "+
 			"proves it speaks for the clients it carries, so that a name's client keys and allowed networks "+
-			"hold across DPs (default: the key of -token-file, and a carried client is checked as that key)"),
+			"hold across DPs, and a session carried across DPs may be brokered direct (default: the key of "+
+			"-token-file, and a carried client is checked as that key, and never brokered direct)"),
 	}
 }
 
