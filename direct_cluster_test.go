@@ -18,17 +18,18 @@ type directCluster struct {
 }
 
 // startDirectCluster starts DP1 and DP3 sharing a registry. Both take
-// anonymous peers, and DP1 lists clusterCred's key among its DPs'; dp3's
-// fields (NoDirect, Peer) are set by the caller, and its Peer defaults to
-// a Dialer that proves clusterCred.
-func startDirectCluster(t *testing.T, dp3 *DiscoverPoint) *directCluster {
+// anonymous peers, and DP1 lists clusterCred's key among its DPs'; the
+// caller may set NoDirect on either, and dp3's Peer, which defaults to a
+// Dialer that proves clusterCred.
+func startDirectCluster(t *testing.T, dp1, dp3 *DiscoverPoint) *directCluster {
 	t.Helper()
 	reg := new(MemoryRegistry)
 	pol := func() *Policy {
 		return &Policy{Keys: clusterKeys(), DPs: []string{clusterCred.Key}, AnonymousClients: true, AnonymousServers: true}
 	}
 	dc := &directCluster{ended: make(chan bool, 1)}
-	dc.dp1 = &DiscoverPoint{Registry: reg, Policy: pol()}
+	dp1.Registry, dp1.Policy = reg, pol()
+	dc.dp1 = dp1
 	dc.dp1.brokeredEnded = func(moved bool) { dc.ended <- moved }
 	dc.addr1 = startDPAt(t, dc.dp1, true)
 	dp3.Registry, dp3.Policy = reg, pol()
@@ -49,7 +50,7 @@ func startDirectCluster(t *testing.T, dp3 *DiscoverPoint) *directCluster {
 func TestDirectClusterHop(t *testing.T) {
 	for _, tr := range []Transport{TransportJSON, TransportYamux, TransportTCP} {
 		t.Run(tr.String(), func(t *testing.T) {
-			dc := startDirectCluster(t, new(DiscoverPoint))
+			dc := startDirectCluster(t, new(DiscoverPoint), new(DiscoverPoint))
 			events := make(chan Event, 16)
 			l := listen(t, &ListenConfig{Transport: tr, Direct: true, OnEvent: func(e Event) {
 				if e.Kind == EventDirect {
@@ -102,15 +103,16 @@ func TestDirectClusterHop(t *testing.T) {
 // trust.
 func TestDirectClusterNotBrokered(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		dp3  *DiscoverPoint
+		name     string
+		dp1, dp3 *DiscoverPoint
 	}{
-		{"DP3 with NoDirect", &DiscoverPoint{NoDirect: true}},
-		{"a hop without a key", &DiscoverPoint{Peer: new(Dialer)}},
-		{"a hop with a key that is not a DP's", &DiscoverPoint{Peer: &Dialer{Credential: alice}}},
+		{"DP3 with NoDirect", new(DiscoverPoint), &DiscoverPoint{NoDirect: true}},
+		{"DP1 with NoDirect", &DiscoverPoint{NoDirect: true}, new(DiscoverPoint)},
+		{"a hop without a key", new(DiscoverPoint), &DiscoverPoint{Peer: new(Dialer)}},
+		{"a hop with a key that is not a DP's", new(DiscoverPoint), &DiscoverPoint{Peer: &Dialer{Credential: alice}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dc := startDirectCluster(t, tc.dp3)
+			dc := startDirectCluster(t, tc.dp1, tc.dp3)
 			echo(t, listen(t, &ListenConfig{Transport: TransportYamux, Direct: true}, dc.addr1, "printer-7"))
 			d := Dialer{Direct: true}
 			c, err := d.DialContext(context.Background(), dc.addr3, "printer-7")
@@ -138,7 +140,7 @@ func TestDirectClusterNotBrokered(t *testing.T) {
 // to an address of its choosing: a ClientAddr in its Aloha, with or
 // without Via, is not the address the DP brokers to or tells the server.
 func TestDirectClaimedClientAddr(t *testing.T) {
-	dc := startDirectCluster(t, new(DiscoverPoint))
+	dc := startDirectCluster(t, new(DiscoverPoint), new(DiscoverPoint))
 	accepted := make(chan net.Conn, 4)
 	l := listen(t, &ListenConfig{Transport: TransportYamux, Direct: true}, dc.addr1, "printer-7")
 	go func() {
