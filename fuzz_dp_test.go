@@ -64,6 +64,9 @@ func FuzzDPConn(f *testing.F) {
 	f.Add(msgs( // a server that takes part in direct sessions, and a Connect with an offer
 		&plan5.Aloha{V: v, R: plan5.RoleIS, N: "direct", Direct: true, Transport: "yamux"},
 		&plan5.Connect{N: "c", Peer: "10.0.0.2:5", Secret: make([]byte, 32)}))
+	f.Add(append(msgs( // a hop from another DP that claims its client's address, asking for a direct path
+		&plan5.Aloha{V: v, R: plan5.RoleIC, N: "alice", Transport: "raw", Via: "10.0.0.3:9000", To: "10.0.0.1:9000", ClientAddr: "203.0.113.5:40112"},
+		&plan5.Connect{N: "echo", Direct: true}), "d\x00\x02himc\x00\x00\x00\x00\x00\x00\x00\x02"...))
 	f.Add(msgs(&plan5.Aloha{V: v, R: plan5.RoleIS, N: "k", Key: "key-1"}, &plan5.Aloha{V: v, Proof: []byte("x")}))
 	f.Add([]byte("0\n{\"V\":10000,\"R\":3,\"N\":\"\"}\n1\n{\"N\":\"echo\"}\n3\n{\"X\":1,\"C\":\"!!\"}\n"))
 	f.Add([]byte("GET / HTTP/1.1\r\nHost: dp\r\n\r\n"))
