@@ -62,8 +62,10 @@ func goroutinesCreated() uint64 {
 }
 
 // BenchmarkDirectDialCount dials and echoes one byte, all sides in this
-// process: allocs/op and goroutines/op are the client's, the DP's and the
-// server's together.
+// process: allocs/op, goroutines/op and cpu-ns/op (the process's user
+// and system CPU time, which the machine's load changes far less than
+// the time a dial takes) are the client's, the DP's and the server's
+// together.
 func BenchmarkDirectDialCount(b *testing.B) {
 	for _, k := range countKinds {
 		b.Run(k.name, func(b *testing.B) {
@@ -76,7 +78,7 @@ func BenchmarkDirectDialCount(b *testing.B) {
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
-			g := goroutinesCreated()
+			g, cpu := goroutinesCreated(), cpuTime()
 			took := make([]time.Duration, 0, b.N)
 			for range b.N {
 				began := time.Now()
@@ -84,6 +86,7 @@ func BenchmarkDirectDialCount(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+			b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
 			b.ReportMetric(float64(goroutinesCreated()-g)/float64(b.N), "goroutines/op")
 			slices.Sort(took)
 			b.ReportMetric(float64(took[len(took)/2].Nanoseconds()), "p50-ns")
@@ -97,11 +100,13 @@ func BenchmarkDirectDialCount(b *testing.B) {
 //
 //	RTCP_COUNT_ROLE=dp     serve a DP on RTCP_COUNT_ADDR until stdin ends
 //	RTCP_COUNT_ROLE=server listen at it as printer-7 and echo, until stdin ends
+//	                       (it prints a line once it is registered)
 //	RTCP_COUNT_ROLE=client dial RTCP_COUNT_N times (after one dial of warm-up)
 //
 // with RTCP_COUNT_KIND one of relayed, on-nopunch and on. Each prints the
-// goroutines it started and the objects it allocated. Two runs with
-// different N, subtracted, give the counts per dial.
+// goroutines it started, the objects and bytes it allocated and the CPU
+// time it used. Two runs with different N, subtracted, give the counts per
+// dial (scripts/count-direct runs them).
 func TestDirectCountRole(t *testing.T) {
 	role := os.Getenv("RTCP_COUNT_ROLE")
 	if role == "" {
@@ -121,10 +126,10 @@ func TestDirectCountRole(t *testing.T) {
 	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	mallocs, g := ms.Mallocs, goroutinesCreated()
+	mallocs, bytes, g, cpu := ms.Mallocs, ms.TotalAlloc, goroutinesCreated(), cpuTime()
 	defer func() {
 		runtime.ReadMemStats(&ms)
-		fmt.Printf("count %s: %d goroutines, %d mallocs\n", role, goroutinesCreated()-g, ms.Mallocs-mallocs)
+		fmt.Printf("count %s: %d goroutines, %d mallocs, %d bytes, %d cpu-ns\n", role, goroutinesCreated()-g, ms.Mallocs-mallocs, ms.TotalAlloc-bytes, cpuTime()-cpu)
 	}()
 	switch role {
 	case "dp":
@@ -141,6 +146,7 @@ func TestDirectCountRole(t *testing.T) {
 	case "server":
 		l := listen(t, &ListenConfig{Transport: TransportYamux, Direct: direct, DirectTimeout: timeout}, addr, "printer-7")
 		echo(t, l)
+		fmt.Println("count server: registered")
 		io.Copy(io.Discard, os.Stdin)
 	case "client":
 		n, _ := strconv.Atoi(os.Getenv("RTCP_COUNT_N"))
