@@ -13,3 +13,8 @@ import (
 func Control(network, address string, c syscall.RawConn) error {
 	return fmt.Errorf("%w: binding a port twice is not supported on %s", ErrNoPath, runtime.GOOS)
 }
+
+// listenControl is Control for a listener.
+func listenControl(network, address string, c syscall.RawConn) error {
+	return Control(network, address, c)
+}

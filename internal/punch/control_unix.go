@@ -29,3 +29,19 @@ func Control(network, address string, c syscall.RawConn) error {
 	}
 	return nil
 }
+
+// listenControl is Control for a listener: Go sets SO_REUSEADDR on every
+// listener itself, so it sets SO_REUSEPORT only.
+func listenControl(network, address string, c syscall.RawConn) error {
+	var err error
+	cerr := c.Control(func(fd uintptr) {
+		err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	})
+	if cerr != nil {
+		return cerr
+	}
+	if err != nil {
+		return fmt.Errorf("punch: set SO_REUSEPORT: %w", err)
+	}
+	return nil
+}

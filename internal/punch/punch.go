@@ -147,15 +147,20 @@ func dialAndAccept(ctx context.Context, c Config) (net.Conn, error) {
 	var claimed atomic.Bool
 	claim := func() bool { return claimed.CompareAndSwap(false, true) }
 	accepted := make(chan net.Conn, 1)
+	// A side that has its connection ends the other without the
+	// AfterFunc, which would close l on a goroutine of its own: l is
+	// closed below, once dialPeer has returned.
 	go func() {
 		conn := acceptPeer(ctx, l, c, claim)
 		if conn != nil {
+			stop()
 			cancel() // the dials end
 		}
 		accepted <- conn
 	}()
 	conn, err := dialPeer(ctx, c, claim)
 	if conn != nil {
+		stop()
 		cancel() // the listener ends
 	}
 	l.Close()
@@ -276,17 +281,22 @@ func dialPeer(ctx context.Context, c Config, claim func() bool) (net.Conn, error
 // DialFrom makes one TCP connection attempt from laddr to raddr with
 // SO_REUSEADDR and SO_REUSEPORT set (Control), so that laddr may be the
 // address of a connection that is still open, the one toward the
-// rendezvous.
+// rendezvous. The connection has no TCP keepalive: most connections
+// of a punch are closed within a round trip, and the caller of Punch
+// sets its own on the one it keeps (rtcp does), which saves the four
+// system calls of Go's default on each.
 func DialFrom(ctx context.Context, laddr, raddr netip.AddrPort) (net.Conn, error) {
-	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(laddr), Control: Control}
+	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(laddr), Control: Control, KeepAlive: -1}
 	return d.DialContext(ctx, "tcp", raddr.String())
 }
 
 // ListenFrom listens on laddr with SO_REUSEADDR and SO_REUSEPORT set
-// (Control), beside the connection toward the rendezvous that has the
-// same address (Config.Accept).
+// (Go sets SO_REUSEADDR on every listener; listenControl adds
+// SO_REUSEPORT), beside the connection toward the rendezvous that has
+// the same address (Config.Accept). The connections it accepts have no
+// TCP keepalive, as DialFrom's.
 func ListenFrom(ctx context.Context, laddr netip.AddrPort) (net.Listener, error) {
-	lc := net.ListenConfig{Control: Control}
+	lc := net.ListenConfig{Control: listenControl, KeepAlive: -1}
 	network := "tcp4"
 	if laddr.Addr().Is6() {
 		network = "tcp6"
