@@ -558,7 +558,7 @@ func (l *Listener) dialData(ctx context.Context, transport, token string) (c net
 	ours := &plan5.Aloha{V: plan5.Version, R: plan5.RoleIS, N: l.addr.Name, Owner: l.cfg.Owner,
 		Transport: transport, Token: token}
 	r = plan5.NewReader(c, plan5.PlainMaxLine)
-	theirs, err := exchangeAloha(c, r, ours, l.dp, nil, nil)
+	theirs, err := exchangeAloha(c, r, ours, l.dp, nil, nil, nil)
 	if err == nil && theirs.Transport != transport {
 		err = fmt.Errorf("rtcp: the DP answered a data link with transport %q", theirs.Transport)
 	}

@@ -225,27 +225,25 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 			side.accept = true
 		}
 	}
-	var punchL <-chan net.Listener // the punch's listener, being made
+	var punchL net.Listener // the punch's listener (Config.Accept), or nil
+	var sent func()         // called once the Aloha (and the Connect) went out
 	if side != nil {
 		// It listens from the moment its Connect goes out (with the
 		// Aloha, as a rule), not at the Ack: the server's punch starts
 		// at the open, and its first connects are taken then, not
 		// refused until this side's punch starts. The listener is made
-		// in the background, while the Ack is on its way: its system
-		// calls are not on the first byte's path.
-		punchL = side.listenAsync()
-		defer func() { // unless the punch took it
-			if punchL != nil {
-				closeListener(<-punchL)
-			}
-		}()
+		// while the DP's answer is on its way, by this goroutine, which
+		// waits for the answer anyway: its system calls are not on the
+		// first byte's path, and it costs no goroutine.
+		sent = func() { punchL = side.listen() }
+		defer func() { closeListener(punchL) }() // unless the punch took it
 	}
 	var early plan5.Message // a Connect sent with the Aloha
 	if mayEarly && d.earlyConnect(addr, as) {
 		early = &plan5.Connect{N: name, Direct: side != nil || as.broker != nil}
 	}
 	sentAt := time.Now()
-	theirs, err := exchangeAloha(c, r, ours, addr, d.Credential, early)
+	theirs, err := exchangeAloha(c, r, ours, addr, d.Credential, early, sent)
 	if err != nil {
 		stop()
 		return nil, ctxErr(ctx, renamed(err, name))
@@ -401,8 +399,9 @@ func renamed(err error, name string) error {
 // exchangeAloha sends ours (and then, in the same write, early if it is
 // not nil) and reads the DP's answer, which must be a compatible Aloha
 // from a DP with no Error. With cred, ours names its key, and if the DP
-// challenges, the proof goes out before the answer comes.
-func exchangeAloha(c net.Conn, r *plan5.Reader, ours *plan5.Aloha, addr string, cred *Credential, early plan5.Message) (*plan5.Aloha, error) {
+// challenges, the proof goes out before the answer comes. sent, if not
+// nil, is called once ours went out, before the answer is read.
+func exchangeAloha(c net.Conn, r *plan5.Reader, ours *plan5.Aloha, addr string, cred *Credential, early plan5.Message, sent func()) (*plan5.Aloha, error) {
 	if cred != nil {
 		ours.Key = cred.Key
 	}
@@ -412,6 +411,9 @@ func exchangeAloha(c net.Conn, r *plan5.Reader, ours *plan5.Aloha, addr string, 
 	}
 	if _, err := c.Write(b); err != nil {
 		return nil, err
+	}
+	if sent != nil {
+		sent()
 	}
 	theirs, err := plan5link.ReadAloha(r)
 	err = firstAnswerError(err, c, addr)

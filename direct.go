@@ -167,15 +167,6 @@ func (s *directSide) listen() net.Listener {
 	return l
 }
 
-// listenAsync makes the side's listener (listen) in the background: its
-// system calls run while the dial waits for the DP's answer. The channel
-// yields the listener, or nil, once; its receiver closes it.
-func (s *directSide) listenAsync() <-chan net.Listener {
-	ch := make(chan net.Listener, 1)
-	go func() { ch <- s.listen() }()
-	return ch
-}
-
 // closeListener closes l if it is not nil.
 func closeListener(l net.Listener) {
 	if l != nil {
@@ -267,9 +258,9 @@ func (o *directOffer) brokered() bool { return o != nil && o.server != "" }
 // punch is no error: the session stays on the relay, and the Conn says
 // why (DirectError).
 //
-// l yields the client's listener for the punch, made from when its
-// Connect went out (handshake, listenAsync), or nil; l may be nil.
-func (d *Dialer) clientMove(side *directSide, l <-chan net.Listener, rc *rawConn, ack *plan5.Ack) *Conn {
+// l is the client's listener for the punch, made once its Connect went
+// out (handshake), or nil.
+func (d *Dialer) clientMove(side *directSide, l net.Listener, rc *rawConn, ack *plan5.Ack) *Conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	log := d.Logger
 	m := newMoveConn(rc, cancel, func(direct bool, err error) {
@@ -283,11 +274,7 @@ func (d *Dialer) clientMove(side *directSide, l <-chan net.Listener, rc *rawConn
 		}
 	})
 	go func() {
-		var ln net.Listener
-		if l != nil {
-			ln = <-l
-		}
-		dc, err := side.punch(ctx, ack.Peer, ack.Secret, side.timeout, ln)
+		dc, err := side.punch(ctx, ack.Peer, ack.Secret, side.timeout, l)
 		m.setPunch(dc, err)
 	}()
 	return newConn(m, nil)

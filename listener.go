@@ -545,7 +545,7 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 	ir := mux.NewIdleReader(c)
 	r := plan5.NewReader(ir, plan5.DefaultMaxLine)
 	began := time.Now()
-	theirs, err := exchangeAloha(c, r, ours, l.dp, l.cfg.Credential, nil)
+	theirs, err := exchangeAloha(c, r, ours, l.dp, l.cfg.Credential, nil, nil)
 	handshake := time.Since(began) // a round trip or two: the DP times none of its own toward us
 	if err == nil && ours.Transport != theirs.Transport {
 		err = fmt.Errorf("%w %s (it answered %q); use TransportJSON", ErrTransportNotOffered, l.cfg.Transport, theirs.Transport)
