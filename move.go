@@ -548,12 +548,19 @@ func (m *moveConn) WriteTo(w io.Writer) (int64, error) {
 	var total int64
 	var buf []byte
 	for {
-		if src := m.settled(); src != nil {
+		src, direct := m.settled()
+		if src != nil {
 			n, err := src.WriteTo(w)
 			return total + n, err
 		}
-		if buf == nil {
-			buf = make([]byte, 32<<10)
+		// A small buffer while framed (the records last as long as the
+		// punch, and a session that goes unframed needs no more), a
+		// large one once moved.
+		if size := headerRead; len(buf) < size || direct && len(buf) < 32<<10 {
+			if direct {
+				size = 32 << 10
+			}
+			buf = make([]byte, size)
 		}
 		n, err := m.Read(buf)
 		if n > 0 {
@@ -578,20 +585,21 @@ func (m *moveConn) WriteTo(w io.Writer) (int64, error) {
 // settled returns the relay, once this direction carries its bytes there
 // as they are ('u') and no byte read ahead (or error that came with them)
 // is left, if the relay writes them out itself; else nil. (A direct
-// connection is a rawConn, which does not.)
-func (m *moveConn) settled() io.WriterTo {
+// connection is a rawConn, which does not.) direct reports whether the
+// direction has moved.
+func (m *moveConn) settled() (src io.WriterTo, direct bool) {
 	m.rmu.Lock()
 	defer m.rmu.Unlock()
 	if m.rstate != dirRaw || len(m.pend) > 0 || m.aerr != nil {
-		return nil
+		return nil, m.rstate == dirDirect
 	}
 	select {
 	case <-m.closed:
-		return nil // Read says so
+		return nil, false // Read says so
 	default:
 	}
 	wt, _ := m.relay.(io.WriterTo)
-	return wt
+	return wt, false
 }
 
 // readHeader (rmu held) reads the next record's header and acts on it.
