@@ -147,18 +147,37 @@ func dialAndAccept(ctx context.Context, c Config) (net.Conn, error) {
 	var claimed atomic.Bool
 	claim := func() bool { return claimed.CompareAndSwap(false, true) }
 	accepted := make(chan net.Conn, 1)
+	// taken is full while acceptPeer proves a connection from the peer:
+	// the pair of ports is in use, and a connect from it meanwhile fails
+	// at once, again and again (a socket, its options, a bind and a
+	// connect each time) until the proof has ended; the dials wait.
+	taken := make(chan struct{}, 1)
 	// A side that has its connection ends the other without the
 	// AfterFunc, which would close l on a goroutine of its own: l is
 	// closed below, once dialPeer has returned.
 	go func() {
-		conn := acceptPeer(ctx, l, c, claim)
+		conn := acceptPeer(ctx, l, c, claim, taken)
 		if conn != nil {
 			stop()
 			cancel() // the dials end
 		}
 		accepted <- conn
 	}()
-	conn, err := dialPeer(ctx, c, claim)
+	dc := c
+	dial := c.Dial
+	if dial == nil {
+		dial = DialFrom
+	}
+	dc.Dial = func(ctx context.Context, laddr, raddr netip.AddrPort) (net.Conn, error) {
+		select {
+		case taken <- struct{}{}:
+			<-taken
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return dial(ctx, laddr, raddr)
+	}
+	conn, err := dialPeer(ctx, dc, claim)
 	if conn != nil {
 		stop()
 		cancel() // the listener ends
@@ -171,8 +190,9 @@ func dialAndAccept(ctx context.Context, c Config) (net.Conn, error) {
 }
 
 // acceptPeer takes connections on l until one from c.Peer is proven and
-// claimed, or l is closed (ctx ended).
-func acceptPeer(ctx context.Context, l net.Listener, c Config, claim func() bool) net.Conn {
+// claimed, or l is closed (ctx ended). It fills taken while it proves
+// one, and leaves it full once one is claimed (dialAndAccept).
+func acceptPeer(ctx context.Context, l net.Listener, c Config, claim func() bool, taken chan struct{}) net.Conn {
 	for {
 		conn, err := l.Accept()
 		if err != nil {
@@ -185,9 +205,11 @@ func acceptPeer(ctx context.Context, l net.Listener, c Config, claim func() bool
 		}
 		// A failed proof here never ends the punch: the dials go on
 		// until they meet a peer that proves itself, or fail.
+		taken <- struct{}{}
 		if proveGrace(ctx, conn, c.Secret) == nil && claim() {
 			return conn
 		}
+		<-taken
 		reset(conn)
 		if ctx.Err() != nil {
 			return nil
