@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"rtcp/internal/relay"
+	"rtcp/internal/tcpreset"
 )
 
 // The DP's reading of a brokered session's records (directrelay.go),
@@ -117,14 +118,20 @@ func TestRecordScannerMalformed(t *testing.T) {
 
 // brokeredJoin is a DP relaying one brokered session between the ends
 // client and server (what the client and the server write and read).
+// Each end is a raw leg as rtcp's own ends hold it (rawConn): Linux
+// reports the DP's reset to one call only, and a bare TCP connection
+// whose Write took it reads a bare io.EOF after it, cut or not
+// (rawleg.go).
 type brokeredJoin struct {
 	client, server net.Conn
 	done           chan error // what dp.join returned
 }
 
 func newBrokeredJoin(t *testing.T, dp *DiscoverPoint) *brokeredJoin {
-	client, clientDP := tcpPair(t)
-	serverDP, server := tcpPair(t)
+	clientTCP, clientDP := tcpPair(t)
+	serverDP, serverTCP := tcpPair(t)
+	client := &rawConn{Conn: clientTCP, local: clientTCP.LocalAddr(), remote: clientTCP.RemoteAddr()}
+	server := &rawConn{Conn: serverTCP, local: serverTCP.LocalAddr(), remote: serverTCP.RemoteAddr()}
 	t.Cleanup(func() { client.Close(); server.Close() })
 	j := &brokeredJoin{client: client, server: server, done: make(chan error, 1)}
 	b := dp.newBrokeredRelay()
@@ -148,7 +155,7 @@ func sendPieces(c net.Conn, in []byte) error {
 		}
 		in = in[k:]
 	}
-	return c.(*net.TCPConn).CloseWrite()
+	return c.(interface{ CloseWrite() error }).CloseWrite()
 }
 
 // A session that moves both ways crosses the DP intact, and is counted
@@ -258,6 +265,34 @@ func TestDPBrokeredRelayMalformed(t *testing.T) {
 				t.Errorf("Stats: %d relayed, want 2", st.DirectRelayed)
 			}
 		})
+	}
+}
+
+// TestDPBrokeredCutTakenByAWrite is TestDPBrokeredRelayMalformed's
+// losing interleaving, forced: the client goes on writing after its bad
+// record, one of its Writes takes the DP's reset, and only then does it
+// read. Linux has reported the reset to the Write; the client's Read must
+// still fail, not end cleanly (rawleg.go).
+func TestDPBrokeredCutTakenByAWrite(t *testing.T) {
+	dp := new(DiscoverPoint)
+	dp.init()
+	defer dp.Close()
+	j := newBrokeredJoin(t, dp)
+	if _, err := j.client.Write([]byte("d\x00\x01aGET / HTTP/1.1\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-j.done; !relay.Cut(err) {
+		t.Fatalf("join: %v, want a cut", err)
+	}
+	var werr error
+	for werr == nil {
+		_, werr = j.client.Write([]byte("more of the request"))
+	}
+	if !tcpreset.Is(werr) {
+		t.Fatalf("the client's Write after the cut: %v, want the reset", werr)
+	}
+	if got, err := io.ReadAll(j.client); err == nil {
+		t.Errorf("the client's read of a cut session ended cleanly, with %q", got)
 	}
 }
 
@@ -389,9 +424,10 @@ func TestDPMovedUnreported(t *testing.T) {
 				t.Fatalf("the peer read %q, %v", buf, err)
 			}
 			if tc.reset {
-				moved.(*net.TCPConn).SetLinger(0)
+				moved.(*rawConn).abort()
+			} else {
+				moved.Close()
 			}
-			moved.Close()
 			err := <-j.done
 			if !relay.Cut(err) || !errors.Is(err, errMovedUnreported) {
 				t.Errorf("join: %v; want a cut, errMovedUnreported", err)

@@ -24,14 +24,21 @@ func resetOnDeath(c net.Conn) {
 // if a Write took it, the next Read sees a bare io.EOF, which would make a
 // cut-off session look complete. Once a Write has met a reset, io.EOF is
 // that reset.
+//
+// A Write may take the reset while this Read runs, and its caller may
+// then CloseWrite: so Read asks the socket first, then whether it was
+// half-closed (tcpreset.WasReset's order), and only then whether a Write
+// met a reset. A half-close seen here comes after that Write's record of
+// the reset, which is then seen too; asked first, the record could be
+// missed, and the half-close then hide the socket's reset.
 func (c *rawConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if err == io.EOF {
-		if werr := c.reset.Load(); werr != nil {
-			return n, *werr
-		}
 		if tc := tcpreset.Under(c.Conn); tc != nil && tcpreset.WasReset(tc) && !c.fin.Load() {
 			return n, &net.OpError{Op: "read", Net: "tcp", Source: tc.LocalAddr(), Addr: tc.RemoteAddr(), Err: tcpreset.ErrReset}
+		}
+		if werr := c.reset.Load(); werr != nil {
+			return n, *werr
 		}
 	}
 	return n, err

@@ -1,0 +1,79 @@
+package rtcp
+
+import (
+	"io"
+	"net"
+	"sync/atomic"
+	"testing"
+
+	"rtcp/internal/flowtest"
+	"rtcp/internal/relay"
+	"rtcp/internal/tcpreset"
+)
+
+// gatedLeg is a raw leg's TCP connection whose Write, once it has taken a
+// reset, waits for release before it returns; and whose NetConn, the way
+// tcpreset.Under finds its socket, runs onUnder once if it is set.
+type gatedLeg struct {
+	*net.TCPConn
+	took, release chan struct{}
+	onUnder       atomic.Pointer[func()]
+}
+
+// Write writes p until the peer's reset comes back.
+func (g *gatedLeg) Write(p []byte) (int, error) {
+	for {
+		n, err := g.TCPConn.Write(p)
+		if err != nil {
+			close(g.took)
+			<-g.release
+			return n, err
+		}
+	}
+}
+
+func (g *gatedLeg) NetConn() net.Conn {
+	if f := g.onUnder.Swap(nil); f != nil {
+		(*f)()
+	}
+	return g.TCPConn
+}
+
+// TestRawLegResetTakenDuringARead: the DP resets a raw leg, a Write takes
+// the reset (the Read after it gets a bare io.EOF), and its caller then
+// half-closes, all while a Read decides what that io.EOF is. The Read
+// must report the reset, not a clean end.
+func TestRawLegResetTakenDuringARead(t *testing.T) {
+	a, dp := flowtest.TCPPair(t)
+	leg := &gatedLeg{TCPConn: a, took: make(chan struct{}), release: make(chan struct{})}
+	c := &rawConn{Conn: leg, local: a.LocalAddr(), remote: a.RemoteAddr()}
+	defer c.Close()
+	dp.SetLinger(0)
+	dp.Close()
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := c.Write(make([]byte, 1024))
+		c.CloseWrite()
+		wrote <- err
+	}()
+	<-leg.took
+	var werr error
+	// The Read's io.EOF is decided with the Write's reset not yet
+	// recorded; it is, and the half-close after it made, as the Read
+	// looks for the socket under the leg.
+	hook := func() {
+		close(leg.release)
+		werr = <-wrote
+	}
+	leg.onUnder.Store(&hook)
+	_, err := c.Read(make([]byte, 1))
+	if leg.onUnder.Swap(nil) != nil { // the Read did not look: let the Write go
+		hook()
+	}
+	if !tcpreset.Is(werr) {
+		t.Fatalf("the Write: %v, want the reset", werr)
+	}
+	if err == nil || err == io.EOF || !relay.Cut(err) {
+		t.Fatalf("the Read after the Write took the reset: %v, want an error", err)
+	}
+}
