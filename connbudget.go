@@ -178,8 +178,7 @@ func (l *DoorListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		if !l.d.take() {
-			tcpreset.SetReset(tcpreset.Of(c), true)
-			c.Close()
+			tcpreset.Reset(c)
 			continue
 		}
 		if tc, ok := c.(*net.TCPConn); ok {

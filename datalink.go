@@ -501,6 +501,7 @@ func (dp *DiscoverPoint) keepData(c net.Conn) net.Conn {
 		tcpreset.SetReset(tc, true)
 		return &dataConn{TCPConn: tc, conn: c, release: release}
 	}
+	tcpreset.SetReset(tcpreset.Under(c), true) // the TCP connection under TLS
 	return &releaseConn{Conn: c, release: release}
 }
 

@@ -9,6 +9,7 @@ import (
 	"net"
 	"testing"
 
+	"rtcp/internal/flowtest"
 	"rtcp/internal/relay"
 	"rtcp/internal/tcpreset"
 )
@@ -293,6 +294,37 @@ func TestDPBrokeredCutTakenByAWrite(t *testing.T) {
 	}
 	if got, err := io.ReadAll(j.client); err == nil {
 		t.Errorf("the client's read of a cut session ended cleanly, with %q", got)
+	}
+}
+
+// TestDPBrokeredCutOverTLS: a DP with a TLSConfig cuts a session whose
+// client's leg is TLS (the server sent a record the DP cannot read): the
+// client's read fails. A Close of the DP's TLS connection would say a
+// clean goodbye (close_notify) that the client reads as the end.
+func TestDPBrokeredCutOverTLS(t *testing.T) {
+	dp := new(DiscoverPoint)
+	dp.init()
+	defer dp.Close()
+	clientDP, clientTLS := flowtest.TLSPair(t)
+	serverDP, server := tcpPair(t)
+	defer server.Close()
+	client := &rawConn{Conn: clientTLS, local: clientTLS.LocalAddr(), remote: clientTLS.RemoteAddr()}
+	done := make(chan error, 1)
+	go func() {
+		_, err := dp.join(clientDP, serverDP, "printer-7", dp.newBrokeredRelay())
+		done <- err
+	}()
+	if _, err := server.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !relay.Cut(err) {
+		t.Fatalf("join: %v, want a cut", err)
+	}
+	if _, err := io.ReadAll(client); err == nil {
+		t.Error("the TLS client's read of a cut session ended cleanly")
+	}
+	if _, err := io.ReadAll(server); err == nil {
+		t.Error("the server's read of a cut session ended cleanly")
 	}
 }
 

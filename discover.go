@@ -1001,7 +1001,7 @@ func (dp *DiscoverPoint) openRequested(req sessionRequest) (is net.Conn, endSess
 	// Until the session ends cleanly, any end of a TCP client's
 	// connection - this process dying included - is a reset, never a
 	// clean FIN.
-	tcpreset.SetReset(tcpreset.Of(req.conn), true)
+	tcpreset.SetReset(tcpreset.Under(req.conn), true)
 	ctx, cancel := context.WithTimeout(dp.ctx, dp.HandshakeTimeout)
 	if req.via != "" {
 		ctx = context.WithValue(ctx, forwardedKey{}, req.via)

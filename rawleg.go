@@ -58,8 +58,9 @@ func (c *rawConn) Close() error {
 	return c.Conn.Close()
 }
 
-// abort ends the session with a reset: the peer's reads fail.
+// abort ends the session with a reset: the peer's reads fail. Under
+// TLS, the TCP connection is reset before the TLS layer could say a clean
+// goodbye (close_notify), which the DP would read as the end.
 func (c *rawConn) abort() {
-	resetOnDeath(c.Conn)
-	c.Conn.Close()
+	tcpreset.Reset(c.Conn)
 }

@@ -18,10 +18,11 @@ func (dp *DiscoverPoint) refuseToken(c net.Conn, a *plan5.Aloha, reason string) 
 	dp.refuse(c, reason)
 }
 
-// resetWhenClosed makes c, a TCP connection or one that carries it
-// unchanged, end with a reset when it is closed. A port-mode client has
-// no other way to learn that it was refused, or cut, rather than served
-// to the end; a relay that ends cleanly undoes it.
+// resetWhenClosed makes c, a TCP connection or one over it (TLS, on a
+// listener that a caller of ServePort made so), end with a reset when it
+// is closed. A port-mode client has no other way to learn that it was
+// refused, or cut, rather than served to the end; a relay that ends
+// cleanly undoes it.
 func resetWhenClosed(c net.Conn) {
-	tcpreset.SetReset(tcpreset.Of(c), true)
+	tcpreset.SetReset(tcpreset.Under(c), true)
 }

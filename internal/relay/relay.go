@@ -176,7 +176,7 @@ func scan(dst, src net.Conn, dir bool, count func(bool, int), srcFin *atomic.Boo
 		r.release()
 		switch {
 		case rerr == io.EOF:
-			if tc := tcpreset.Of(src); tc != nil && tcpreset.WasReset(tc) && !srcFin.Load() {
+			if tc := tcpreset.Under(src); tc != nil && tcpreset.WasReset(tc) && !srcFin.Load() {
 				return n, tcpreset.ErrReset, true, false // a reset, not an end: see package tcpreset
 			}
 			return n, sc.End(), true, false
@@ -304,7 +304,9 @@ func pipePlain(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFi
 		if rerr != nil {
 			if rerr != io.EOF {
 				err = rerr
-			} else if tc := tcpreset.Of(src); tc != nil && tcpreset.WasReset(tc) && !srcFin.Load() {
+			} else if tc := tcpreset.Under(src); tc != nil && tcpreset.WasReset(tc) && !srcFin.Load() {
+				// Under: through TLS too, whose read of a bare end
+				// is io.EOF.
 				err = tcpreset.ErrReset // a reset, not an end: see package tcpreset
 			}
 			break
@@ -347,14 +349,15 @@ func finish(dst, src net.Conn, err error, failed, dstFin *atomic.Bool) error {
 }
 
 // graceful undoes, for a connection that ends cleanly, the reset it was
-// set to end with if cut: on its TCP socket, or through its own SetReset
-// where it wraps one that the relay must not see (a paced session).
+// set to end with if cut: on its TCP socket (under TLS too), or through
+// its own SetReset where it wraps one that the relay must not see (a
+// paced session).
 func graceful(c net.Conn) {
 	if r, ok := c.(interface{ SetReset(on bool) }); ok {
 		r.SetReset(false)
 		return
 	}
-	tcpreset.SetReset(tcpreset.Of(c), false)
+	tcpreset.SetReset(tcpreset.Under(c), false)
 }
 
 // A pushSource writes its bytes to a writer itself, calling count with
@@ -399,14 +402,16 @@ func fastPath[T any](c net.Conn) T {
 	return zero
 }
 
-// cut ends c so that its peer sees an error, not a clean end.
+// cut ends c so that its peer sees an error, not a clean end: an
+// Aborter with err, else with a reset of the TCP connection under it,
+// which a layer over it (TLS) must not end with a clean goodbye first
+// (tcpreset.Reset).
 func cut(c net.Conn, err error) {
 	if a, ok := c.(Aborter); ok {
 		a.Abort(err)
 		return
 	}
-	tcpreset.SetReset(tcpreset.Of(c), true)
-	c.Close()
+	tcpreset.Reset(c)
 }
 
 // Between two TCP connections copyTCP reads what src has into a small

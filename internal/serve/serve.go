@@ -270,7 +270,8 @@ func (g *Group) Close() {
 	}
 	for _, c := range conns {
 		if g.Reset {
-			tcpreset.SetReset(tcpreset.Of(c), true)
+			tcpreset.Reset(c) // under TLS too, with no clean goodbye first
+			continue
 		}
 		c.Close()
 	}

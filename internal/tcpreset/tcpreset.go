@@ -90,3 +90,17 @@ func SetReset(tc *net.TCPConn, reset bool) {
 		tc.SetLinger(-1)
 	}
 }
+
+// Reset closes c so that its peer sees a reset, not a clean end: the TCP
+// connection under it (Under) is set to reset and closed first, so that
+// no layer over it says a clean goodbye on the way (a *tls.Conn's Close
+// sends close_notify, which its peer reads as io.EOF before the reset
+// comes); then c, for what else its Close does (releasing it from a
+// server's books, say). A c with no TCP connection under it is closed.
+func Reset(c net.Conn) {
+	if tc := Under(c); tc != nil {
+		SetReset(tc, true)
+		tc.Close()
+	}
+	c.Close()
+}

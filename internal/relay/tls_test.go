@@ -1,0 +1,58 @@
+package relay
+
+import (
+	"errors"
+	"io"
+	"net"
+	"testing"
+
+	"rtcp/internal/flowtest"
+	"rtcp/internal/tcpreset"
+)
+
+// TestJoinCutsTLSWithAReset: a side that is TLS over TCP (a DP's leg with
+// a TLSConfig) is cut with a reset of the TCP connection under it, and
+// no clean goodbye before it: its peer's read fails. A Close of the TLS
+// connection would send close_notify, which the peer reads as the end.
+func TestJoinCutsTLSWithAReset(t *testing.T) {
+	side, peer := flowtest.TLSPair(t)
+	boom := errors.New("the other side failed")
+	b, farB := net.Pipe()
+	defer farB.Close()
+	if _, err := Join(side, failingConn{b, boom}, nil); !errors.Is(err, boom) {
+		t.Errorf("Join = %v, want %v", err, boom)
+	}
+	if _, err := peer.Read(make([]byte, 1)); !tcpreset.Is(err) {
+		t.Errorf("the TLS peer of a side cut read %v, want a reset", err)
+	}
+}
+
+// TestJoinTLSSourceResetTakenByAWrite: the peer of a TLS side resets it,
+// and a write to the side takes the reset, so that its read returns a
+// bare io.EOF. Join must take that for the reset it is (the TCP socket
+// under the TLS connection says so) and cut the other side, not pass a
+// clean end on.
+func TestJoinTLSSourceResetTakenByAWrite(t *testing.T) {
+	side, peer := flowtest.TLSPair(t)
+	tcpreset.Reset(peer)
+	var werr error
+	for werr == nil {
+		_, werr = side.Write([]byte("answer"))
+	}
+	if !tcpreset.Is(werr) {
+		t.Fatalf("a write to the reset side: %v, want the reset", werr)
+	}
+	b, far := flowtest.TCPPair(t)
+	joined := make(chan error, 1)
+	go func() {
+		_, err := Join(side, b, nil)
+		joined <- err
+	}()
+	if _, err := io.ReadAll(far); !tcpreset.Is(err) {
+		t.Errorf("the other side's peer read %v, want a reset", err)
+	}
+	far.Close()
+	if err := <-joined; !Cut(err) {
+		t.Errorf("Join = %v, want a cut", err)
+	}
+}
