@@ -191,6 +191,15 @@ func (c *conn) Close() error {
 	return err
 }
 
+// Abort ends the WebSocket with a close frame whose status (1011,
+// internal error) its peer reads as an error, not as the clean end that
+// Close's normal closure is: a relay cuts a connection it carries so
+// (relay.Aborter), when the other side failed.
+func (c *conn) Abort(error) {
+	c.ws.Close(websocket.StatusInternalError, "rtcp: the connection this one was relayed to failed")
+	c.Conn.Close() // releases NetConn's timers
+}
+
 // HandshakeError is a server's refusal of a WebSocket: it answered the
 // opening handshake with an HTTP status other than 101, or with the wrong
 // subprotocol.

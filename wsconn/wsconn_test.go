@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"rtcp"
+	"rtcp/internal/relay"
 	"rtcp/wsconn"
 )
 
@@ -171,5 +172,35 @@ func TestConn(t *testing.T) {
 	b, err := io.ReadAll(c)
 	if err != nil || !bytes.Equal(b, []byte("world")) {
 		t.Errorf("client read %q, %v; want world and a clean end", b, err)
+	}
+}
+
+// failingConn is a connection whose reads fail.
+type failingConn struct{ net.Conn }
+
+func (failingConn) Read([]byte) (int, error) { return 0, errors.New("the other side failed") }
+
+// A relay that cuts a WebSocket (its other side failed) ends it with a
+// status that its peer reads as an error: not Close's normal closure,
+// which the peer reads as a clean end.
+func TestRelayCutIsAnError(t *testing.T) {
+	joined := make(chan error, 1)
+	srv := httptest.NewServer(wsconn.Handler("binary", func(c net.Conn) {
+		b, far := net.Pipe()
+		defer far.Close()
+		_, err := relay.Join(c, failingConn{b}, nil)
+		joined <- err
+	}))
+	defer srv.Close()
+	c, err := (&wsconn.Dialer{URL: srv.URL, Subprotocol: "binary"}).DialURL(context.Background(), srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.ReadAll(c); err == nil {
+		t.Error("the peer of a WebSocket that a relay cut read a clean end")
+	}
+	if err := <-joined; !relay.Cut(err) {
+		t.Errorf("Join = %v, want a cut", err)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"rtcp/internal/deadline"
+	"rtcp/internal/tcpreset"
 )
 
 // DefaultSize is the buffer size New uses when given zero.
@@ -241,6 +242,19 @@ func (c *Conn) Err() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.err
+}
+
+// Abort ends the connection so that its peer sees an error rather than a
+// clean end, as a relay ends a connection it cuts (relay.Aborter): the
+// connection's own Abort (a WebSocket's, an rtcp stream's), else a reset
+// of the TCP connection under it (tcpreset.Reset); then Close.
+func (c *Conn) Abort(err error) {
+	if a, ok := c.Conn.(interface{ Abort(error) }); ok {
+		a.Abort(err)
+	} else {
+		tcpreset.Reset(c.Conn)
+	}
+	c.Close()
 }
 
 // Close closes the connection and waits for the reading goroutine to end.
