@@ -540,6 +540,24 @@ func (c *releaseConn) Close() error {
 	return err
 }
 
+// SetReset sets whether the TCP connection under the data link (TLS)
+// ends with a reset: keepData sets it, the relay clears it for a
+// session that ends cleanly, which it cannot see through releaseConn.
+func (c *releaseConn) SetReset(on bool) {
+	tcpreset.SetReset(tcpreset.Under(c.Conn), on)
+}
+
+// Abort cuts the session: the data link's own Abort, or a reset of the
+// TCP connection under it with no TLS goodbye first (tcpreset.Reset).
+func (c *releaseConn) Abort(err error) {
+	if a, ok := c.Conn.(interface{ Abort(error) }); ok {
+		a.Abort(err)
+	} else {
+		tcpreset.Reset(c.Conn)
+	}
+	c.once.Do(c.release)
+}
+
 func (c *releaseConn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"strings"
 	"testing"
 
 	"rtcp/internal/flowtest"
@@ -325,6 +326,50 @@ func TestDPBrokeredCutOverTLS(t *testing.T) {
 	}
 	if _, err := io.ReadAll(server); err == nil {
 		t.Error("the server's read of a cut session ended cleanly")
+	}
+}
+
+// TestDPDataLinkOverTLS: a data link over TLS (keepData) ends as a TCP
+// one does: with a reset under TLS when the DP cuts its session (the
+// client sent a record the DP cannot read), and cleanly, with all its
+// bytes, when the session ends cleanly.
+func TestDPDataLinkOverTLS(t *testing.T) {
+	for _, cut := range []bool{true, false} {
+		t.Run(map[bool]string{true: "cut", false: "clean end"}[cut], func(t *testing.T) {
+			dp := new(DiscoverPoint)
+			dp.init()
+			defer dp.Close()
+			client, clientDP := tcpPair(t)
+			defer client.Close()
+			serverDP, serverTLS := flowtest.TLSPair(t)
+			server := &rawConn{Conn: serverTLS, local: serverTLS.LocalAddr(), remote: serverTLS.RemoteAddr()}
+			done := make(chan error, 1)
+			go func() {
+				_, err := dp.join(clientDP, dp.keepData(serverDP), "printer-7", dp.newBrokeredRelay())
+				done <- err
+			}()
+			in, want := "d\x00\x02hiu"+strings.Repeat("raw", 1<<16), "d\x00\x02hiu"+strings.Repeat("raw", 1<<16)
+			if cut {
+				in, want = "d\x00\x02hix", "d\x00\x02hi"
+			}
+			go sendPieces(client, []byte(in))
+			if !cut {
+				// Not on the cut session: the server's write, or
+				// its CloseWrite's close_notify, could take the
+				// reset, which this test is not about.
+				go sendPieces(server, []byte("u"))
+			}
+			got, err := io.ReadAll(server)
+			if cut && err == nil {
+				t.Errorf("the server's read of a cut session over a TLS data link ended cleanly, with %q", got)
+			}
+			if !cut && (err != nil || string(got) != want) {
+				t.Errorf("the server read %d bytes, %v; want the %d sent, and a clean end", len(got), err, len(want))
+			}
+			if err := <-done; relay.Cut(err) != cut {
+				t.Errorf("join: %v, want a cut: %v", err, cut)
+			}
+		})
 	}
 }
 

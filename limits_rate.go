@@ -376,7 +376,11 @@ func (c *pacedConn) Close() error {
 // transport's data link), ends with a reset: the relay clears it for a
 // session that ends cleanly, which it cannot see through pacedConn.
 func (c *pacedConn) SetReset(on bool) {
-	tcpreset.SetReset(tcpreset.Of(c.Conn), on)
+	if r, ok := c.Conn.(interface{ SetReset(on bool) }); ok {
+		r.SetReset(on) // a data link over TLS (releaseConn)
+		return
+	}
+	tcpreset.SetReset(tcpreset.Under(c.Conn), on)
 }
 
 // CloseWrite passes a half-close on, so that it crosses the relay.
@@ -392,8 +396,8 @@ func (c *pacedConn) CloseWrite() error {
 func (c *pacedConn) Abort(err error) {
 	if a, ok := c.Conn.(interface{ Abort(error) }); ok {
 		a.Abort(err)
-	} else if tc := tcpreset.Of(c.Conn); tc != nil {
-		tc.SetLinger(0)
+	} else {
+		tcpreset.Reset(c.Conn) // under TLS too, with no goodbye first
 	}
 	c.Close()
 }
