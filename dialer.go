@@ -382,7 +382,13 @@ func (c *rawConn) CloseWrite() error {
 	c.fin.Store(true)
 	tcpreset.SetReset(tcpreset.Under(c.Conn), false) // our side ends cleanly
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
+		err := cw.CloseWrite()
+		if err != nil && tcpreset.Is(err) {
+			// Over TLS, CloseWrite writes (close_notify), and may
+			// take the reset as a Write does (rawleg.go).
+			c.reset.CompareAndSwap(nil, &err)
+		}
+		return err
 	}
 	return ErrNoHalfClose
 }

@@ -3,6 +3,7 @@ package rtcp
 import (
 	"io"
 	"net"
+	"runtime"
 	"sync/atomic"
 	"testing"
 
@@ -75,5 +76,26 @@ func TestRawLegResetTakenDuringARead(t *testing.T) {
 	}
 	if err == nil || err == io.EOF || !relay.Cut(err) {
 		t.Fatalf("the Read after the Write took the reset: %v, want an error", err)
+	}
+}
+
+// TestRawLegResetTakenByCloseWrite: over TLS, CloseWrite writes (its
+// close_notify); when that write takes the DP's reset, the Read after it
+// gets a bare io.EOF, which must be reported as the reset.
+func TestRawLegResetTakenByCloseWrite(t *testing.T) {
+	dp, client := flowtest.TLSPair(t)
+	c := &rawConn{Conn: client, local: client.LocalAddr(), remote: client.RemoteAddr()}
+	defer c.Close()
+	tcpreset.Reset(dp)
+	// A reset on loopback is in by the time the close that sent it
+	// returns; the socket's state (CLOSE) says so.
+	for tc := tcpreset.Under(client); !tcpreset.WasReset(tc); {
+		runtime.Gosched()
+	}
+	if err := c.CloseWrite(); !tcpreset.Is(err) {
+		t.Fatalf("CloseWrite: %v, want the reset", err)
+	}
+	if _, err := c.Read(make([]byte, 1)); err == nil || err == io.EOF {
+		t.Fatalf("the Read after CloseWrite took the reset: %v, want an error", err)
 	}
 }
