@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -637,5 +638,71 @@ func TestCombineSmallWrites(t *testing.T) {
 	t.Logf("%d messages in %d writes", n, flushes)
 	if flushes > n/2 {
 		t.Errorf("%d small messages of %d streams took %d writes to the link; want them combined into at most %d", n, n, flushes, n/2)
+	}
+}
+
+// chunkChecker is a flushCounter that also records the largest Data frame
+// it was given.
+type chunkChecker struct {
+	flushCounter
+	largest atomic.Int64
+}
+
+func (cc *chunkChecker) WriteFrame(f *Frame) error {
+	if f.Kind == KindData && int64(len(f.Data)) > cc.largest.Load() {
+		cc.largest.Store(int64(len(f.Data)))
+	}
+	return cc.flushCounter.WriteFrame(f)
+}
+
+// TestDirectWriteBatchesFrames: a large Write on an idle link goes out in
+// frames of at most ChunkSize, several of them before one Flush (one
+// write of the link where the Framer buffers them), batchSize bytes a
+// Flush; a small one still takes one Flush. The peer reads every byte in
+// order.
+func TestDirectWriteBatchesFrames(t *testing.T) {
+	ca, cb := flowtest.TCPPair(t)
+	cc := &chunkChecker{flushCounter: flushCounter{Framer: newBinFramer(ca)}}
+	cfg := flowConfig(4 << 20)
+	cfg.ChunkSize = 16 << 10
+	l := &link{a: New(ca, cc, cfg), b: New(cb, newBinFramer(cb), cfg), ca: ca, cb: cb}
+	defer l.close()
+	from, at := l.open(t)
+	// The write loop may still hold the link after the Open: wait until
+	// it has let go, so that the Writes below find it idle.
+	l.a.wmu.Lock()
+	l.a.wmu.Unlock()
+	cc.mu.Lock()
+	cc.flushes, cc.data = 0, 0
+	cc.mu.Unlock()
+
+	batch := l.a.batchSize()
+	if batch != maxBatchFrames*cfg.ChunkSize {
+		t.Fatalf("batchSize = %d with ChunkSize %d; want %d", batch, cfg.ChunkSize, maxBatchFrames*cfg.ChunkSize)
+	}
+	p := make([]byte, 3*batch+100)
+	for i := range p {
+		p[i] = byte(i * 7)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		b := make([]byte, len(p))
+		io.ReadFull(at, b)
+		got <- b
+	}()
+	if n, err := from.Write(p); n != len(p) || err != nil {
+		t.Fatalf("Write = %d, %v; want %d, nil", n, err, len(p))
+	}
+	if b := <-got; !bytes.Equal(b, p) {
+		t.Fatal("the peer read other bytes than were written")
+	}
+	cc.mu.Lock()
+	flushes := cc.flushes
+	cc.mu.Unlock()
+	if want := 4; flushes != want {
+		t.Errorf("a Write of %d bytes took %d Flushes; want %d (%d bytes each)", len(p), flushes, want, batch)
+	}
+	if got := cc.largest.Load(); got > int64(cfg.ChunkSize) {
+		t.Errorf("largest Data frame %d bytes; want at most ChunkSize %d", got, cfg.ChunkSize)
 	}
 }

@@ -133,7 +133,9 @@ type Framer interface {
 	// ReadFrame returns the next frame; it and its Data are valid until the
 	// next call. An error ends the link.
 	ReadFrame() (*Frame, error)
-	// WriteFrame writes f, possibly into a buffer.
+	// WriteFrame writes f, possibly into a buffer. It must not keep f
+	// once it returns (the session reuses it); f.Data stays valid until
+	// Flush.
 	WriteFrame(f *Frame) error
 	// Flush writes what WriteFrame buffered.
 	Flush() error

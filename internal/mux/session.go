@@ -180,6 +180,7 @@ type Session struct {
 	// queue holds it, so a direct write never overtakes a queued frame.
 	wmu     sync.Mutex
 	cbatch  []*Frame      // combine's list of frames; guarded by wmu
+	dframe  Frame         // the frame of a direct write; guarded by wmu
 	qwake   chan struct{} // cap 1: the writer has work
 	qspace  chan struct{} // closed when the queue drains
 	qdone   chan struct{} // closed when the writer has exited
@@ -974,17 +975,20 @@ func (s *Session) enqueue(f *Frame) bool {
 	return true
 }
 
-// writeData sends p for stream st and returns how many of its bytes are
+// writeData sends p for stream st, in frames of at most ChunkSize
+// bytes (at most writeBatch bytes in all; Stream.Write cuts its bytes so),
+// and returns how many of its bytes are
 // sent: all of them (with a nil error) once they are queued or have gone
 // out, and, if it fails, those that went out before the failure. When
 // nothing else is queued or being written, and the stream is flow
-// controlled and has no write deadline, the caller writes the frame to
-// the connection itself: no copy and no hand-off to the write loop, which
-// is a goroutine wake-up per frame each way (with credit granted, the peer
-// has room for it, so the write does not wait on a stalled reader).
-// Otherwise p is queued (enqueueData).
+// controlled and has no write deadline, the caller writes the frames to
+// the connection itself, with one Flush for them all: no copy and no
+// hand-off to the write loop, which is a goroutine wake-up per frame
+// each way (with credit granted, the peer has room for them, so the
+// write does not wait on a stalled reader). Otherwise p is queued
+// (enqueueData).
 //
-// A direct write whose frame went out in full is sent even if the write
+// A direct write's frame that went out in full is sent even if the write
 // that carried it failed (it carried other streams' frames too, combine):
 // the peer may read those bytes, so a Write that said otherwise would
 // report fewer bytes than it wrote. The failure has ended the link, and
@@ -997,16 +1001,16 @@ func (s *Session) writeData(st *Stream, p []byte, deadline <-chan struct{}) (int
 		// A direct write waits for the link, not for the stream's
 		// deadline or Close: a writer with a deadline queues, and waits
 		// for room in the queue under its deadline.
-		return s.enqueueData(st, p, deadline)
+		return s.enqueueChunks(st, p, deadline)
 	}
 	if !s.wmu.TryLock() {
-		return s.enqueueData(st, p, deadline)
+		return s.enqueueChunks(st, p, deadline)
 	}
 	s.qmu.Lock()
 	if len(s.q) > 0 || s.qclose {
 		s.qmu.Unlock()
 		s.wmu.Unlock()
-		return s.enqueueData(st, p, deadline)
+		return s.enqueueChunks(st, p, deadline)
 	}
 	if err := st.writeErr(); err != nil {
 		s.qmu.Unlock()
@@ -1015,9 +1019,21 @@ func (s *Session) writeData(st *Stream, p []byte, deadline <-chan struct{}) (int
 	}
 	s.qmu.Unlock()
 
-	start := s.produced()
-	err := s.fr.WriteFrame(&Frame{Kind: KindData, ID: st.id, Data: p})
-	end := s.produced()
+	// ends[i] is what the Framer had produced after frame i (sent).
+	var (
+		ends [maxBatchFrames + 1]int64
+		nf   int
+		err  error
+	)
+	ends[0] = s.produced()
+	for off := 0; off < len(p) && err == nil; nf++ {
+		k := min(len(p)-off, s.cfg.ChunkSize)
+		s.dframe = Frame{Kind: KindData, ID: st.id, Data: p[off : off+k]}
+		err = s.fr.WriteFrame(&s.dframe)
+		s.dframe.Data = nil
+		ends[nf+1] = s.produced()
+		off += k
+	}
 	var batch []*Frame
 	if err == nil && len(p) <= combineMax {
 		batch, err = s.combine()
@@ -1031,7 +1047,15 @@ func (s *Session) writeData(st *Stream, p []byte, deadline <-chan struct{}) (int
 	}
 	n := len(p)
 	if err != nil {
-		n = s.sent(len(p), start, end)
+		n = 0
+		for i := range nf {
+			k := min(len(p)-i*s.cfg.ChunkSize, s.cfg.ChunkSize)
+			m := s.sent(k, ends[i], ends[i+1])
+			n += m
+			if m < k {
+				break
+			}
+		}
 	}
 	s.wmu.Unlock()
 	if err != nil {
@@ -1047,6 +1071,35 @@ func (s *Session) writeData(st *Stream, p []byte, deadline <-chan struct{}) (int
 	s.qmu.Unlock()
 	if more {
 		s.wake()
+	}
+	return n, nil
+}
+
+// writeBatch is the most bytes one writeData takes, in frames of at most
+// ChunkSize and at most maxBatchFrames of them: a relay's whole read
+// (256 KiB) goes out in one write of the connection where the Framer
+// buffers that much, not in one per frame.
+const (
+	writeBatch     = 256 << 10
+	maxBatchFrames = 8
+)
+
+// batchSize is the most bytes a Stream's Write hands writeData at once.
+func (s *Session) batchSize() int {
+	return max(s.cfg.ChunkSize, min(writeBatch, maxBatchFrames*s.cfg.ChunkSize))
+}
+
+// enqueueChunks queues p in frames of at most ChunkSize (enqueueData),
+// and returns how many of its bytes it queued.
+func (s *Session) enqueueChunks(st *Stream, p []byte, deadline <-chan struct{}) (int, error) {
+	n := 0
+	for n < len(p) {
+		k := min(len(p)-n, s.cfg.ChunkSize)
+		m, err := s.enqueueData(st, p[n:n+k], deadline)
+		n += m
+		if err != nil {
+			return n, err
+		}
 	}
 	return n, nil
 }

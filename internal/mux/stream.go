@@ -238,7 +238,7 @@ func (st *Stream) Write(p []byte) (int, error) {
 			st.mu.Unlock()
 			return n, nil
 		}
-		k := min(len(p)-n, st.s.cfg.ChunkSize)
+		k := min(len(p)-n, st.s.batchSize())
 		if st.s.cfg.FlowControl {
 			k = min(k, st.credit)
 			st.credit -= k

@@ -166,3 +166,88 @@ func TestFramerCounts(t *testing.T) {
 		}
 	}
 }
+
+// writeCounter is a connection that records each write's bytes.
+type writeCounter struct {
+	bytes.Buffer
+	writes int
+}
+
+func (w *writeCounter) Write(p []byte) (int, error) {
+	w.writes++
+	return w.Buffer.Write(p)
+}
+
+// TestFramerWriteBuffer: messages written before a Flush leave in one
+// write of the connection, a relay's read of Data frames and small
+// messages before them too (the small buffer gives way to a large one);
+// more than the large buffer holds leaves in a write per bufferful; a
+// line longer than any buffer goes out whole, after what was buffered
+// before it; after Flush the
+// Framer holds no buffer; and every message reads back as it was written.
+func TestFramerWriteBuffer(t *testing.T) {
+	chunk := plan5.ChunkSize(plan5.DefaultMaxLine)
+	payload := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i*13 + n)
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		name       string
+		frames     []mux.Frame
+		wantWrites int
+	}{
+		{"small", []mux.Frame{{Kind: mux.KindAck, ID: 3}, {Kind: mux.KindData, ID: 3, Data: []byte("hi")}}, 1},
+		{"small then a relay's read", append([]mux.Frame{{Kind: mux.KindData, ID: 1, Credit: 9}},
+			dataFrames(2, payload(256<<10), chunk)...), 1},
+		{"two bufferfuls", dataFrames(4, payload(12*chunk), chunk), 2},
+		{"a line longer than the large buffer", []mux.Frame{{Kind: mux.KindClose, ID: 1, Reason: "x"},
+			{Kind: mux.KindData, ID: 5, Data: payload(largeWbuf)}}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var wire writeCounter
+			w := NewFramer(plan5.NewReader(&wire, 0), &wire)
+			for i := range tc.frames {
+				if err := w.WriteFrame(&tc.frames[i]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := w.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if wire.writes != tc.wantWrites {
+				t.Errorf("%d writes of the connection; want %d", wire.writes, tc.wantWrites)
+			}
+			if w.wb != nil {
+				t.Errorf("the Framer holds a write buffer of %d bytes after Flush", cap(*w.wb))
+			}
+			produced, written := w.Counts()
+			if produced != int64(wire.Len()) || written != produced {
+				t.Errorf("Counts = %d, %d; the connection took %d", produced, written, wire.Len())
+			}
+			r := NewFramer(plan5.NewReader(&wire, 2*largeWbuf), io.Discard)
+			for _, want := range tc.frames {
+				got, err := r.ReadFrame()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got.Kind != want.Kind || got.ID != want.ID || got.Credit != want.Credit || !bytes.Equal(got.Data, want.Data) {
+					t.Fatalf("read %v %d (%d bytes), wrote %v %d (%d bytes)", got.Kind, got.ID, len(got.Data), want.Kind, want.ID, len(want.Data))
+				}
+			}
+		})
+	}
+}
+
+// dataFrames cuts p into Data frames of stream id, chunk bytes each.
+func dataFrames(id int64, p []byte, chunk int) []mux.Frame {
+	var fs []mux.Frame
+	for len(p) > 0 {
+		n := min(len(p), chunk)
+		fs = append(fs, mux.Frame{Kind: mux.KindData, ID: id, Data: p[:n]})
+		p = p[n:]
+	}
+	return fs
+}

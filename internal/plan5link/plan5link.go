@@ -3,7 +3,6 @@
 package plan5link
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -24,10 +23,10 @@ const DefaultWindow = 256 << 10
 // Framer maps Plan5 messages to mux frames.
 type Framer struct {
 	r        *plan5.Reader
-	w        *bufio.Writer
-	cw       countWriter // under w
-	produced int64       // bytes of messages WriteFrame encoded (Counts)
-	buf      []byte
+	w        io.Writer // the connection's, raw where it is TCP
+	wb       *[]byte   // the write buffer (wbuf.go); nil while nothing is buffered
+	produced int64     // bytes of messages WriteFrame encoded (Counts)
+	written  int64     // bytes of them the connection took (Counts)
 	f        mux.Frame
 	data     plan5.Data   // the message of each Data frame written: no allocation
 	hb       *plan5.Aloha // the heartbeat (keepalive.go)
@@ -38,27 +37,13 @@ type Framer struct {
 // NewFramer returns a Framer reading with r (the connection's one Reader)
 // and writing to w.
 func NewFramer(r *plan5.Reader, w io.Writer) *Framer {
-	fr := &Framer{r: r, cw: countWriter{w: sockio.WriterOf(w)}}
-	fr.w = bufio.NewWriterSize(&fr.cw, 32<<10)
-	return fr
-}
-
-// countWriter counts the bytes w takes.
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (cw *countWriter) Write(p []byte) (int, error) {
-	n, err := cw.w.Write(p)
-	cw.n += int64(n)
-	return n, err
+	return &Framer{r: r, w: sockio.WriterOf(w)}
 }
 
 // Counts returns how many bytes of messages WriteFrame has encoded,
 // buffered or not, and how many of them the connection took
 // (mux.Counter).
-func (fr *Framer) Counts() (produced, written int64) { return fr.produced, fr.cw.n }
+func (fr *Framer) Counts() (produced, written int64) { return fr.produced, fr.written }
 
 // ReadFrame reads the next session-layer frame. An Aloha in the middle of
 // a link (the seed's "DP --Aloha--> IS" before a Connect, or a heartbeat)
@@ -115,9 +100,11 @@ func (fr *Framer) SetLegacy(on bool) {
 const LegacyGap = time.Millisecond
 
 // WriteFrame writes f as a Plan5 message into the write buffer, or to a
-// legacy peer straight to the connection.
+// legacy peer straight to the connection. Its bytes are encoded where
+// they are to be written from, in the write buffer: no copy.
 func (fr *Framer) WriteFrame(f *mux.Frame) error {
 	var m plan5.Message
+	need := 256 // a message other than Data: a few short fields
 	switch f.Kind {
 	case mux.KindOpen:
 		c := &plan5.Connect{N: f.Name, Addr: f.Addr, Token: f.Token}
@@ -125,11 +112,14 @@ func (fr *Framer) WriteFrame(f *mux.Frame) error {
 			c.Direct, c.Peer, c.Secret = ext.Direct, ext.Peer, ext.Secret
 		}
 		m = c
+		need += len(c.N) + len(c.Addr) + len(c.Token) + len(c.Peer) + 2*len(c.Secret)
 	case mux.KindAck:
 		m = &plan5.Ack{X: f.ID, R: f.Reason}
+		need += len(f.Reason)
 	case mux.KindData:
 		fr.data = plan5.Data{X: f.ID, C: f.Data, Window: f.Credit}
 		m = &fr.data
+		need = plan5.DataLen(len(f.Data))
 	case mux.KindCloseWrite:
 		m = &plan5.Close{X: f.ID, Half: true}
 	case mux.KindClose:
@@ -138,30 +128,40 @@ func (fr *Framer) WriteFrame(f *mux.Frame) error {
 			r = "closed"
 		}
 		m = &plan5.Close{X: f.ID, R: r, Abort: f.Abort}
+		need += len(r)
 	case mux.KindKeepAlive:
 		m = fr.heartbeat()
 	default:
 		return fmt.Errorf("plan5link: cannot write frame kind %v", f.Kind)
 	}
-	fr.buf = plan5.AppendMessage(fr.buf[:0], m)
-	fr.produced += int64(len(fr.buf))
-	_, err := fr.w.Write(fr.buf)
-	if err == nil && fr.legacy {
-		if wait := LegacyGap - time.Since(fr.last); wait > 0 {
-			time.Sleep(wait)
+	err := fr.room(need)
+	if err == nil {
+		b := *fr.wb
+		n := len(b)
+		b = plan5.AppendMessage(b, m)
+		*fr.wb = b
+		fr.produced += int64(len(b) - n)
+		if fr.legacy {
+			if wait := LegacyGap - time.Since(fr.last); wait > 0 {
+				time.Sleep(wait)
+			}
+			err = fr.writeOut()
+			fr.last = time.Now()
 		}
-		err = fr.w.Flush()
-		fr.last = time.Now()
-	}
-	if cap(fr.buf) > 2*plan5.DefaultMaxLine {
-		fr.buf = nil
 	}
 	fr.data.C = nil // the caller's buffer is not kept
 	return err
 }
 
-// Flush writes what WriteFrame buffered.
-func (fr *Framer) Flush() error { return fr.w.Flush() }
+// Flush writes what WriteFrame buffered and gives the write buffer back.
+func (fr *Framer) Flush() error {
+	err := fr.writeOut()
+	if fr.wb != nil {
+		putWbuf(fr.wb)
+		fr.wb = nil
+	}
+	return err
+}
 
 // LinkReadBuffer is the read buffer of a link between a server and the
 // DP, which carries many sessions' Data: room for two of the longest lines

@@ -114,6 +114,14 @@ func ChunkSize(maxLine int) int {
 	return n
 }
 
+// DataLen returns the most bytes AppendMessage writes for a Data that
+// carries n bytes: its type line and its body line, with the longest X
+// and Window.
+func DataLen(n int) int {
+	const overhead = len("3\n" + `{"X":-9223372036854775808,"C":"","Window":-9223372036854775808}` + "\n")
+	return overhead + base64.StdEncoding.EncodedLen(n)
+}
+
 // Message is one of *Aloha, *Connect, *Ack, *Data and *Close.
 type Message interface {
 	Type() Type
