@@ -179,11 +179,12 @@ type Session struct {
 	// (SpliceFrom). Taken before qmu; whoever takes a batch from the
 	// queue holds it, so a direct write never overtakes a queued frame.
 	wmu     sync.Mutex
-	cbatch  []*Frame      // combine's list of frames; guarded by wmu
-	dframe  Frame         // the frame of a direct write; guarded by wmu
-	qwake   chan struct{} // cap 1: the writer has work
-	qspace  chan struct{} // closed when the queue drains
-	qdone   chan struct{} // closed when the writer has exited
+	cbatch  []*Frame                  // combine's list of frames; guarded by wmu
+	dframe  Frame                     // the frame of a direct write; guarded by wmu
+	ends    [maxBatchFrames + 1]int64 // a direct write's frames' ends (writeData); guarded by wmu
+	qwake   chan struct{}             // cap 1: the writer has work
+	qspace  chan struct{}             // closed when the queue drains
+	qdone   chan struct{}             // closed when the writer has exited
 	accept  chan *Stream
 	done    chan struct{} // closed when the session ends
 	once    sync.Once
@@ -1019,19 +1020,18 @@ func (s *Session) writeData(st *Stream, p []byte, deadline <-chan struct{}) (int
 	}
 	s.qmu.Unlock()
 
-	// ends[i] is what the Framer had produced after frame i (sent).
-	var (
-		ends [maxBatchFrames + 1]int64
-		nf   int
-		err  error
-	)
-	ends[0] = s.produced()
+	// s.ends[i] is what the Framer had produced before frame i (sent).
+	// (In the session, not here: this frame is under every write of a
+	// relay's goroutine, whose stack an idle session keeps at its peak.)
+	nf := 0
+	var err error
+	s.ends[0] = s.produced()
 	for off := 0; off < len(p) && err == nil; nf++ {
 		k := min(len(p)-off, s.cfg.ChunkSize)
 		s.dframe = Frame{Kind: KindData, ID: st.id, Data: p[off : off+k]}
 		err = s.fr.WriteFrame(&s.dframe)
 		s.dframe.Data = nil
-		ends[nf+1] = s.produced()
+		s.ends[nf+1] = s.produced()
 		off += k
 	}
 	var batch []*Frame
@@ -1050,7 +1050,7 @@ func (s *Session) writeData(st *Stream, p []byte, deadline <-chan struct{}) (int
 		n = 0
 		for i := range nf {
 			k := min(len(p)-i*s.cfg.ChunkSize, s.cfg.ChunkSize)
-			m := s.sent(k, ends[i], ends[i+1])
+			m := s.sent(k, s.ends[i], s.ends[i+1])
 			n += m
 			if m < k {
 				break
