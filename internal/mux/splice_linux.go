@@ -663,23 +663,37 @@ func unsent(rc syscall.RawConn) int {
 	return n
 }
 
-// SpliceBulk moves bytes from src to dst inside the kernel, through a
-// pooled pipe taken only while bytes are in it: a splice waits for src
-// without one. It returns when it has moved at least max bytes, at src's
-// end (eof), on an error, or after a splice that brought less than 4
-// KiB (bulkLeave): what comes now is small, and the caller reads it instead (a read
-// and a write cost less than two splices). Without a pipe to be had it
-// returns ok false, having moved nothing. For relays between two TCP
-// connections (internal/relay), which then hold no pipe while idle,
-// where io.Copy's splice holds one while it waits.
-func SpliceBulk(dst, src *net.TCPConn, max int64) (n int64, eof, ok bool, err error) {
+// A BulkSplicer moves the bursts of one direction of a relay between two
+// TCP connections (internal/relay) from src to dst inside the kernel,
+// through a pooled pipe taken only while bytes are in it: a splice waits
+// for src without one, so a relay holds no pipe while idle, where
+// io.Copy's splice holds one while it waits. It is made once per
+// direction: each burst then costs its splices only.
+type BulkSplicer struct {
+	src, dst syscall.RawConn
+}
+
+// NewBulkSplicer returns a BulkSplicer from src to dst, or nil if their
+// sockets cannot be spliced raw (not in non-blocking mode).
+func NewBulkSplicer(dst, src *net.TCPConn) *BulkSplicer {
 	srcRC, err1 := src.SyscallConn()
 	dstRC, err2 := dst.SyscallConn()
 	if err1 != nil || err2 != nil || !sockio.NonBlocking(srcRC) || !sockio.NonBlocking(dstRC) {
-		return 0, false, false, nil
+		return nil
 	}
-	for n < max {
-		p, got, err := spliceIn(srcRC, int(min(max-n, spliceChunk)))
+	return &BulkSplicer{src: srcRC, dst: dstRC}
+}
+
+// Splice splices src to dst, calling count with what each splice moved,
+// until src's end (eof), an error, or a splice that brought less than 4
+// KiB (bulkLeave): what comes now is small, and the caller reads it
+// instead (a read and a write cost less than two splices). A burst of any
+// length is spliced whole, as io.Copy would: returning in between would
+// cost the caller a read and a write and a short splice each time.
+// Without a pipe to be had it returns ok false, having moved nothing.
+func (b *BulkSplicer) Splice(count func(int64)) (n int64, eof, ok bool, err error) {
+	for {
+		p, got, err := spliceIn(b.src, spliceChunk)
 		if err == errNoPipe {
 			return n, false, n > 0, nil
 		}
@@ -689,20 +703,22 @@ func SpliceBulk(dst, src *net.TCPConn, max int64) (n int64, eof, ok bool, err er
 		if got == 0 {
 			return n, true, true, nil
 		}
-		sent, err := spliceOutWait(dstRC, p, got)
+		sent, err := spliceOutWait(b.dst, p, got)
 		putPipe(p, got-sent)
 		n += int64(sent)
+		if sent > 0 {
+			count(int64(sent))
+		}
 		if err != nil {
 			return n, false, true, err
 		}
 		if got < bulkLeave {
-			break
+			return n, false, true, nil
 		}
 	}
-	return n, false, true, nil
 }
 
-// bulkLeave: a splice that brings less than this ends SpliceBulk's bulk
+// bulkLeave: a splice that brings less than this ends a BulkSplicer's bulk
 // transfer (a request or an answer, not a burst in pieces, which at a
 // round trip often come in under 32 KiB).
 const bulkLeave = 4 << 10

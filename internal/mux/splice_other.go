@@ -32,8 +32,12 @@ func spliceOutWait(syscall.RawConn, *pipe, int) (int, error) { return 0, nil }
 
 func readFull(int, []byte) (int, error) { return 0, errors.New("no pipes here") }
 
-// SpliceBulk splices on Linux only; elsewhere it reports ok false and
-// the caller copies.
-func SpliceBulk(dst, src *net.TCPConn, max int64) (n int64, eof, ok bool, err error) {
+// A BulkSplicer splices on Linux only: NewBulkSplicer returns nil
+// elsewhere, and the caller copies.
+type BulkSplicer struct{}
+
+func NewBulkSplicer(dst, src *net.TCPConn) *BulkSplicer { return nil }
+
+func (b *BulkSplicer) Splice(count func(int64)) (n int64, eof, ok bool, err error) {
 	return 0, false, false, nil
 }

@@ -37,7 +37,7 @@ const (
 )
 
 // smallSize is copyTCP's buffer for small messages, and bulkChunk what it
-// splices before it looks again.
+// copies of a burst before it looks again when it cannot splice.
 const (
 	smallSize = 32 << 10
 	bulkChunk = 4 << 20

@@ -16,18 +16,25 @@ import (
 
 // TestJoinTCPSmallAndBulk relays, between two TCP connections, small
 // messages answered one by one, then a bulk transfer, then small messages
-// again: copyTCP moves from copying to splicing and back, and every byte
-// arrives in order, each direction's count matches, and the half-close
-// crosses.
+// again: copyTCP moves from copying to splicing and back (the burst is
+// counted in pieces larger than the small messages' buffer: it left the
+// copying), and every byte arrives in order, each direction's count
+// matches, and the half-close crosses.
 func TestJoinTCPSmallAndBulk(t *testing.T) {
 	client, a := flowtest.TCPPair(t)
 	b, server := flowtest.TCPPair(t)
-	var counted [2]atomic.Int64
+	var (
+		counted  [2]atomic.Int64
+		maxPiece atomic.Int64 // the largest piece counted from a to b
+	)
 	joined := make(chan error, 1)
 	go func() {
 		_, err := Join(a, b, func(aToB bool, n int) {
 			if aToB {
 				counted[0].Add(int64(n))
+				if int64(n) > maxPiece.Load() {
+					maxPiece.Store(int64(n))
+				}
 			} else {
 				counted[1].Add(int64(n))
 			}
@@ -56,7 +63,7 @@ func TestJoinTCPSmallAndBulk(t *testing.T) {
 	for i := range 20 {
 		echo("small request " + string(rune('a'+i)))
 	}
-	bulk := make([]byte, 3*(4<<20)+12345) // more than one bulk chunk (bulkChunk)
+	bulk := make([]byte, 3*(4<<20)+12345) // more than a pipe holds
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := range bulk {
 		bulk[i] = byte(rng.Uint32())
@@ -89,6 +96,9 @@ func TestJoinTCPSmallAndBulk(t *testing.T) {
 	}
 	if err := <-joined; err != nil {
 		t.Fatalf("Join = %v", err)
+	}
+	if m := maxPiece.Load(); m <= smallSize {
+		t.Errorf("the burst was counted in pieces of at most %d bytes: copied through the %d-byte buffer, not spliced", m, smallSize)
 	}
 	small := int64(20 * (len("small request a") + len("small again a")))
 	if a2b, b2a := counted[0].Load(), counted[1].Load(); a2b != small+int64(len(bulk)) || b2a != small {

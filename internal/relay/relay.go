@@ -418,7 +418,7 @@ func cut(c net.Conn, err error) {
 // buffer and writes it, while what comes is small (requests and answers
 // of a few bytes: a read and a write cost less than two splices and their
 // pipe); a read that fills the buffer starts a bulk transfer, spliced in
-// the kernel (mux.SpliceBulk) until a splice brings little again. Neither
+// the kernel (mux.BulkSplicer) until a splice brings little again. Neither
 // holds a buffer or a pipe while src has nothing: an idle relay costs its
 // two sockets only, where io.Copy's splice holds a pipe (two descriptors)
 // per direction while it waits. count is called with each piece; wfail
@@ -432,6 +432,10 @@ func copyTCP(dst, src *net.TCPConn, count func(int64)) (n int64, err error, wfai
 		return n, err, false
 	}
 	write := sockio.WriterOf(dst).Write // a TCP destination's socket, raw
+	var (
+		bulk  *mux.BulkSplicer // made at the first burst
+		tried bool
+	)
 	for {
 		bp, k, err := raw.read(&smallPool)
 		if k > 0 {
@@ -452,9 +456,18 @@ func copyTCP(dst, src *net.TCPConn, count func(int64)) (n int64, err error, wfai
 		if k < smallSize {
 			continue
 		}
-		m, eof, ok, err := mux.SpliceBulk(dst, src, bulkChunk)
-		n += m
-		count(m)
+		if !tried {
+			bulk, tried = mux.NewBulkSplicer(dst, src), true
+		}
+		var (
+			m   int64
+			eof bool
+			ok  bool
+		)
+		if bulk != nil {
+			m, eof, ok, err = bulk.Splice(count)
+			n += m
+		}
 		if !ok {
 			// No pipe to be had (or not Linux): copy.
 			m, err = io.CopyN(dst, src, bulkChunk)
