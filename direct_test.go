@@ -387,9 +387,8 @@ func tcpEchoServer(t testing.TB) string {
 // TestDirectClientListenerClosed: the client's punch listener, made once
 // its Connect is out, is closed on every way out: an Ack that does not
 // broker (at once, while the session runs), a refused Connect, a dial
-// cancelled while it waits for its Ack. Each case then wants a connect
-// to the client's port toward the DP refused. (After a punch that ended,
-// TestPunchListenerClosed and TestPunchListenerBefore.)
+// cancelled while it waits for its Ack, and a punch that ended. Each
+// case then wants a connect to the client's port toward the DP refused.
 func TestDirectClientListenerClosed(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -401,6 +400,7 @@ func TestDirectClientListenerClosed(t *testing.T) {
 		{name: "not brokered", exposed: true, wantDial: true},
 		{name: "refused", server: true},
 		{name: "cancelled", server: true, manual: true, exposed: true},
+		{name: "punched", server: true, exposed: true, wantDial: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr := startDP(t, new(DiscoverPoint))
@@ -425,6 +425,14 @@ func TestDirectClientListenerClosed(t *testing.T) {
 			local := <-locals
 			if c != nil {
 				defer c.Close()
+				rc := c.(*Conn)
+				if tc.server {
+					punched(rc)
+					echoCheck(t, c, 64<<10)
+					if !rc.Direct() {
+						t.Errorf("the session stays on the relay: %v", rc.DirectError())
+					}
+				}
 			}
 			// The session (if any) still holds the port: only a
 			// listener would take this connect.

@@ -142,7 +142,20 @@ func dialAndAccept(ctx context.Context, c Config) (net.Conn, error) {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stop := context.AfterFunc(ctx, func() { l.Close() })
+	// One Close, which every caller waits for: a net.Listener's Close
+	// that comes while another is under way returns at once, before the
+	// socket is gone, and the listener would still take connects after
+	// Punch has returned.
+	var closing atomic.Bool
+	closed := make(chan struct{})
+	closeL := func() {
+		if closing.CompareAndSwap(false, true) {
+			l.Close()
+			close(closed)
+		}
+		<-closed
+	}
+	stop := context.AfterFunc(ctx, closeL)
 	defer stop()
 	var claimed atomic.Bool
 	claim := func() bool { return claimed.CompareAndSwap(false, true) }
@@ -182,7 +195,7 @@ func dialAndAccept(ctx context.Context, c Config) (net.Conn, error) {
 		stop()
 		cancel() // the listener ends
 	}
-	l.Close()
+	closeL()
 	if ac := <-accepted; ac != nil {
 		return ac, nil
 	}

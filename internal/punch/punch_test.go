@@ -11,8 +11,10 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -668,4 +670,105 @@ func TestPunchListenerClosed(t *testing.T) {
 			}
 		})
 	}
+}
+
+// slowCloseListener is a listener whose first Close takes until release
+// is closed, and whose later ones return at once with an error, as a
+// net.Listener's Close does while another is under way.
+type slowCloseListener struct {
+	conns   chan net.Conn
+	first   atomic.Bool
+	closing chan struct{} // closed when the first Close begins
+	release chan struct{} // the first Close returns once it is closed
+	done    atomic.Bool   // the first Close has returned
+}
+
+func (l *slowCloseListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.closing:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *slowCloseListener) Close() error {
+	if !l.first.CompareAndSwap(false, true) {
+		return net.ErrClosed
+	}
+	close(l.closing)
+	<-l.release
+	l.done.Store(true)
+	return nil
+}
+
+func (l *slowCloseListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
+
+// fromConn is a connection that says it comes from remote.
+type fromConn struct {
+	net.Conn
+	remote netip.AddrPort
+}
+
+func (c fromConn) RemoteAddr() net.Addr { return net.TCPAddrFromAddrPort(c.remote) }
+
+// TestPunchWaitsForListenerClose: Punch returns only once its listener
+// is closed, even when its own Close of it comes while another (the one
+// its context's end starts) is under way: a net.Listener's second Close
+// returns at once, and the listener would still take connects after
+// Punch returned (TestDirectClientListenerClosed saw one in 150 runs).
+func TestPunchWaitsForListenerClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		peerAddr := netip.MustParseAddrPort("127.0.0.1:9")
+		ours, theirs := net.Pipe()
+		defer theirs.Close()
+		l := &slowCloseListener{conns: make(chan net.Conn, 1), closing: make(chan struct{}), release: make(chan struct{})}
+		l.conns <- fromConn{ours, peerAddr}
+		go func() { // the peer, proving itself on the listener's connection
+			got := make([]byte, helloLen)
+			if _, err := io.ReadFull(theirs, got); err != nil {
+				return
+			}
+			theirNonce, _ := parseHello(got)
+			var mine nonce
+			mine[0] = 7
+			theirs.Write(append(append([]byte(magic), version), mine[:]...))
+			if _, err := io.ReadFull(theirs, make([]byte, proofLen)); err != nil {
+				return
+			}
+			theirs.Write(mac(secret, mine, theirNonce))
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		type result struct {
+			conn   net.Conn
+			err    error
+			closed bool // the listener's Close had returned
+		}
+		done := make(chan result, 1)
+		go func() {
+			c, err := Punch(ctx, Config{Local: netip.MustParseAddrPort("127.0.0.1:1"), Peer: peerAddr, Secret: secret, Accept: true, Listener: l,
+				Dial: func(ctx context.Context, laddr, raddr netip.AddrPort) (net.Conn, error) {
+					<-ctx.Done() // only the listener's way here
+					return nil, ctx.Err()
+				}})
+			done <- result{c, err, l.done.Load()}
+		}()
+		synctest.Wait() // the connection proven, the listener's Close under way
+		select {
+		case r := <-done:
+			t.Errorf("Punch returned (%v) while its listener's Close was under way", r.err)
+			done <- r
+		default:
+		}
+		close(l.release)
+		r := <-done
+		if fc, ok := r.conn.(fromConn); r.err != nil || !ok || fc.Conn != ours {
+			t.Fatalf("Punch: %v, %v; want the listener's connection", r.conn, r.err)
+		}
+		if !r.closed {
+			t.Fatal("Punch returned before its listener was closed")
+		}
+		ours.Close()
+	})
 }
