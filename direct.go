@@ -261,7 +261,7 @@ func (o *directOffer) brokered() bool { return o != nil && o.server != "" }
 // l is the client's listener for the punch, made once its Connect went
 // out (handshake), or nil.
 func (d *Dialer) clientMove(side *directSide, l net.Listener, rc *rawConn, ack *plan5.Ack) *Conn {
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancelCause(context.Background())
 	log := d.Logger
 	m := newMoveConn(rc, cancel, func(direct bool, err error) {
 		if log == nil {
@@ -286,7 +286,7 @@ func (d *Dialer) clientMove(side *directSide, l net.Listener, rc *rawConn, ack *
 // ManualAck: nothing reads or writes the relay before the Conn's first
 // use, which answers first).
 func startServerPath(c *Conn, side *directSide, cm *plan5.Connect, event func(error)) *Conn {
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancelCause(context.Background())
 	m := newMoveConn(c.s, cancel, func(direct bool, err error) {
 		if event != nil {
 			event(err)
@@ -338,7 +338,9 @@ func (c *Conn) Direct() bool {
 
 // DirectError says why a session that asked for a direct path runs on the
 // relay: the DP did not broker it (nil then; see docs/direct.md), or the
-// punch failed (an error wrapping the reason). It is nil for a direct
+// punch failed (an error wrapping punch.ErrNoPath or punch.ErrProof), or
+// was stopped because the peer's failed (wrapping context.Canceled). It
+// is nil for a direct
 // session, one whose punch is still under way, and one that never asked.
 // Like Direct, it accepts a session under ManualAck.
 func (c *Conn) DirectError() error {

@@ -164,6 +164,59 @@ func brokered(t *testing.T) (*Conn, net.Conn, chan error) {
 	return c, client, events
 }
 
+// refusedPunch is a directSide whose punch goes on until it is stopped
+// (a minute): every connect it makes is refused.
+func refusedPunch(t *testing.T) (*directSide, string) {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := l.Addr().String() // nothing listens there once l is closed
+	l.Close()
+	return &directSide{local: netip.MustParseAddrPort("127.0.0.1:0"), timeout: time.Minute}, peer
+}
+
+// TestDirectPunchStoppedSaysWhy: a punch that Close or the peer's 'u'
+// stops says so, in EventDirect and DirectError, and not that there is
+// no path.
+func TestDirectPunchStoppedSaysWhy(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		peerU bool // the client says 'u'; else the session is closed
+		want  error
+	}{
+		{"closed", false, errPunchClosed},
+		{"the peer's punch failed", true, errPeerUnframed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			side, peer := refusedPunch(t)
+			server, client := net.Pipe()
+			defer client.Close()
+			events := make(chan error, 1)
+			cm := &plan5.Connect{N: "alice", Peer: peer, Secret: make([]byte, secretLen)}
+			c := startServerPath(newConn(pipeStream{server}, nil), side, cm, func(err error) { events <- err })
+			defer c.Close()
+			if tc.peerU {
+				go client.Write([]byte("uhello"))
+				if _, err := io.ReadFull(c, make([]byte, 5)); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				c.Close()
+			}
+			err := <-events
+			if !errors.Is(err, tc.want) || !errors.Is(err, context.Canceled) || errors.Is(err, punch.ErrNoPath) {
+				t.Errorf("EventDirect: %v; want %v and context.Canceled, not punch.ErrNoPath", err, tc.want)
+			}
+			if tc.peerU {
+				if err := c.DirectError(); !errors.Is(err, tc.want) {
+					t.Errorf("DirectError: %v; want %v", err, tc.want)
+				}
+			}
+		})
+	}
+}
+
 // pipeStream is a net.Pipe end as a stream.
 type pipeStream struct{ net.Conn }
 

@@ -81,6 +81,9 @@ var (
 	errRecordCut     = errors.New("rtcp: the relayed session ended in the middle of a record: bytes were lost on the way (the DP or the peer cut it); dial again")
 	errEndedUnmoved  = errors.New("rtcp: the session ended before both its directions moved to the direct connection")
 	errWriteClosed   = errors.New("rtcp: write after CloseWrite")
+	// The causes of a punch stopped before it ended (stopPunch).
+	errPunchClosed  = errors.New("rtcp: the session was closed before its punch ended")
+	errPeerUnframed = errors.New("rtcp: the peer's punch failed (it said so on the relay), so this side's was stopped; the session stays on the relay")
 )
 
 // errOtherVersion ends the errors of records that break the rules: what
@@ -92,7 +95,7 @@ const errOtherVersion = "the peer or the DP speaks another version of direct ses
 type moveConn struct {
 	relay         stream
 	local, remote net.Addr
-	stopPunch     func()                       // ends the punch (Close); may be nil
+	stopPunch     func(cause error)            // ends the punch (Close, the peer's 'u'); may be nil
 	onResult      func(direct bool, err error) // reports the move or the failed punch, once; may be nil
 
 	closed      chan struct{} // closed by Close or Abort
@@ -158,7 +161,7 @@ type moveConn struct {
 
 // newMoveConn returns the moving session over relay; setPunch delivers
 // the punch's outcome.
-func newMoveConn(relay stream, stopPunch func(), onResult func(bool, error)) *moveConn {
+func newMoveConn(relay stream, stopPunch func(error), onResult func(bool, error)) *moveConn {
 	m := &moveConn{relay: relay, local: relay.LocalAddr(), remote: relay.RemoteAddr(), stopPunch: stopPunch, onResult: onResult,
 		closed: make(chan struct{}), aborted: make(chan struct{}), moved: make(chan struct{}), punchDone: make(chan struct{}), rdl: deadline.New()}
 	m.relayUsers.Store(2)
@@ -648,7 +651,7 @@ func (m *moveConn) readHeader() error {
 		m.rstate, m.hn = dirRaw, 0
 		m.peerRaw.Store(true)
 		if m.stopPunch != nil {
-			m.stopPunch() // the peer has no direct connection: ours is no use
+			m.stopPunch(errPeerUnframed) // the peer has no direct connection: ours is no use
 		}
 		m.directionOff()
 	case recMoved:
@@ -805,7 +808,7 @@ func (m *moveConn) shut(abort error) {
 	m.closeOnce.Do(func() {
 		close(m.closed)
 		if m.stopPunch != nil {
-			m.stopPunch()
+			m.stopPunch(errPunchClosed)
 		}
 		m.dmu.Lock()
 		m.isClosed = true // no 'm' nor direct Write from here on; a punch that ends later reports (setPunch)

@@ -351,3 +351,69 @@ func TestPunchProofOutlivesDeadline(t *testing.T) {
 		t.Fatalf("a proof finished %v after the deadline: %v; want it taken", time.Second, err)
 	}
 }
+
+// TestPunchStoppedSaysSo: a punch whose context is cancelled says it
+// was stopped, and why (the cause), not that there is no path: neither
+// while it waits to dial again nor inside a proof. One that runs out of
+// time says there is no path.
+func TestPunchStoppedSaysSo(t *testing.T) {
+	errWhy := errors.New("the session closed")
+	for _, tc := range []struct {
+		name    string
+		proof   bool // the connect comes up, and its proof waits
+		timeout bool // the deadline ends it, not a cancel
+	}{
+		{name: "refused, cancelled"},
+		{name: "in the proof, cancelled", proof: true},
+		{name: "refused, deadline", timeout: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx, cancel := context.WithCancelCause(context.Background())
+				defer cancel(nil)
+				tctx, tcancel := context.WithTimeout(ctx, time.Second)
+				defer tcancel()
+				var peers []net.Conn
+				defer func() {
+					for _, p := range peers {
+						p.Close()
+					}
+				}()
+				done := make(chan error, 1)
+				go func() {
+					c, err := Punch(tctx, Config{
+						Peer:   netip.MustParseAddrPort("127.0.0.1:9"),
+						Secret: secret,
+						Dial: func(context.Context, netip.AddrPort, netip.AddrPort) (net.Conn, error) {
+							if !tc.proof {
+								return nil, syscall.ECONNREFUSED
+							}
+							a, b := net.Pipe()
+							peers = append(peers, b)
+							go io.Copy(io.Discard, b) // reads the hello, answers nothing
+							return a, nil
+						},
+					})
+					if c != nil {
+						c.Close()
+					}
+					done <- err
+				}()
+				if !tc.timeout {
+					synctest.Wait()
+					cancel(errWhy)
+				}
+				err := <-done
+				if tc.timeout {
+					if !errors.Is(err, ErrNoPath) || errors.Is(err, context.Canceled) {
+						t.Fatalf("out of time: %v; want ErrNoPath", err)
+					}
+					return
+				}
+				if !errors.Is(err, context.Canceled) || !errors.Is(err, errWhy) || errors.Is(err, ErrNoPath) || errors.Is(err, ErrProof) {
+					t.Fatalf("stopped: %v; want context.Canceled and the cause, not ErrNoPath nor ErrProof", err)
+				}
+			})
+		})
+	}
+}

@@ -33,7 +33,9 @@ import (
 var (
 	// ErrNoPath is returned when no connection came up before the
 	// deadline: the NATs on the way do not allow a direct path (or the
-	// other side never tried). Use the relay.
+	// other side never tried). Use the relay. A punch whose context was
+	// cancelled instead returns an error wrapping context.Canceled and
+	// the context's cause: it was stopped, and says nothing of the path.
 	ErrNoPath = errors.New("punch: no direct path")
 	// ErrProof is returned when a connection came up but the other end
 	// did not prove that it holds the secret; the connection is closed.
@@ -99,7 +101,8 @@ type Config struct {
 // Punch connects to c.Peer from c.Local, again and again until a
 // connection comes up or ctx ends, then proves the secret both ways (see
 // Prove). It returns the proven connection, or an error wrapping ErrNoPath
-// or ErrProof that says what happened; the caller falls back to the relay.
+// or ErrProof that says what happened, or context.Canceled (and the
+// cause) if ctx was cancelled; the caller falls back to the relay.
 // Without a deadline on ctx, Punch gives up after DefaultTimeout.
 func Punch(ctx context.Context, c Config) (net.Conn, error) {
 	if c.Listener != nil {
@@ -275,6 +278,9 @@ func dialPeer(ctx context.Context, c Config, claim func() bool) (net.Conn, error
 			// connection for the session's path, where a clean end
 			// would read as the session's end.
 			reset(conn)
+			if serr := stopped(ctx, c, n, start); serr != nil {
+				return nil, serr // not the proof's fault
+			}
 			// A connection cut before the proof (the other side's attempt
 			// ended just as it came up) says nothing about the peer: try
 			// again. A wrong proof ends the punch.
@@ -293,6 +299,9 @@ func dialPeer(ctx context.Context, c Config, claim func() bool) (net.Conn, error
 			last = err // failed before its time: keep what the kernel said
 		}
 		if ctx.Err() != nil {
+			if serr := stopped(ctx, c, n, start); serr != nil {
+				return nil, serr
+			}
 			if last == nil {
 				last = err
 			}
@@ -311,6 +320,22 @@ func dialPeer(ctx context.Context, c Config, claim func() bool) (net.Conn, error
 			pause = min(2*pause, retryPause)
 		}
 	}
+}
+
+// stopped is the error of a punch whose ctx was cancelled, not timed
+// out, after n connects: the caller, or the other side, gave up on it,
+// which says nothing of the path. It wraps ctx's error and its cause.
+// Nil if ctx was not cancelled.
+func stopped(ctx context.Context, c Config, n int, start time.Time) error {
+	err := ctx.Err()
+	if !errors.Is(err, context.Canceled) {
+		return nil
+	}
+	how := fmt.Sprintf("punch to %v from %v: stopped after %d attempts in %v", c.Peer, c.Local, n, time.Since(start).Round(time.Millisecond))
+	if cause := context.Cause(ctx); cause != err {
+		return fmt.Errorf("%s: %w: %w", how, err, cause)
+	}
+	return fmt.Errorf("%s: %w", how, err)
 }
 
 // DialFrom makes one TCP connection attempt from laddr to raddr with
