@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"syscall"
 	"testing"
 	"testing/synctest"
@@ -219,7 +220,7 @@ func TestPunchPortTaken(t *testing.T) {
 }
 
 // TestPunchRetriesACutProof: a connection that ends before the proof says
-// nothing about the peer, so Punch dials again; a wrong proof ends it.
+// nothing about the peer, so Punch dials again.
 func TestPunchRetriesACutProof(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -249,22 +250,70 @@ func TestPunchRetriesACutProof(t *testing.T) {
 	if err := <-peerDone; err != nil {
 		t.Fatal(err)
 	}
+}
 
-	wrong, wrongPeer := tcpPair(t)
-	go func() { peerDone <- Prove(ctx, wrongPeer, bytes.ToUpper(secret)) }()
-	attempts = 0
-	_, err = Punch(ctx, Config{
-		Peer:   netip.MustParseAddrPort("127.0.0.1:9"),
-		Secret: secret,
-		Dial: func(ctx context.Context, laddr, raddr netip.AddrPort) (net.Conn, error) {
-			attempts++
-			return wrong, nil
-		},
-	})
-	if !errors.Is(err, ErrProof) || attempts != 1 {
-		t.Fatalf("a wrong proof: %v after %d attempts, want ErrProof after 1", err, attempts)
+// TestPunchRetriesAWrongProof: a connection whose other end proves a
+// wrong secret (a stranger, or a stale connect, that reached the port
+// first) does not end the punch: it dials again, and takes the peer's
+// connection that comes next, as the listener's side does. Only a punch
+// that meets nothing else by its deadline fails, with ErrNoPath and
+// ErrProof.
+func TestPunchRetriesAWrongProof(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		wrong int // connects answered with a wrong proof before the peer's; -1: all
+	}{
+		{"a stranger first", 1},
+		{"two strangers first", 2},
+		{"only strangers", -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if tc.wrong < 0 {
+				ctx, cancel = context.WithTimeout(context.Background(), 200*time.Millisecond)
+			}
+			defer cancel()
+			var peers sync.WaitGroup
+			defer peers.Wait()
+			attempts := 0
+			var good net.Conn
+			conn, err := Punch(ctx, Config{
+				Peer:   netip.MustParseAddrPort("127.0.0.1:9"),
+				Secret: secret,
+				Dial: func(context.Context, netip.AddrPort, netip.AddrPort) (net.Conn, error) {
+					attempts++
+					ours, theirs := tcpPair(t)
+					key := secret
+					if tc.wrong < 0 || attempts <= tc.wrong {
+						key = bytes.ToUpper(secret) // a stranger's
+					} else {
+						good = ours
+					}
+					peers.Go(func() {
+						defer theirs.Close()
+						Prove(context.Background(), theirs, key) // ends with Punch's reset
+					})
+					return ours, nil
+				},
+			})
+			if tc.wrong < 0 {
+				if !errors.Is(err, ErrNoPath) || !errors.Is(err, ErrProof) {
+					t.Fatalf("only strangers answered: %v after %d attempts; want ErrNoPath and ErrProof", err, attempts)
+				}
+				if attempts < 2 {
+					t.Fatalf("%d attempts: a wrong proof ended the punch", attempts)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("after %d wrong proofs: %v", tc.wrong, err)
+			}
+			defer conn.Close()
+			if conn != good || attempts != tc.wrong+1 {
+				t.Fatalf("got the connection of attempt %d, want the peer's, the %dth", attempts, tc.wrong+1)
+			}
+		})
 	}
-	<-peerDone
 }
 
 // TestPunchFailedProofResets: when this side gives up inside the proof

@@ -37,8 +37,10 @@ var (
 	// cancelled instead returns an error wrapping context.Canceled and
 	// the context's cause: it was stopped, and says nothing of the path.
 	ErrNoPath = errors.New("punch: no direct path")
-	// ErrProof is returned when a connection came up but the other end
-	// did not prove that it holds the secret; the connection is closed.
+	// ErrProof is returned (by Prove; by Punch with ErrNoPath) when a
+	// connection came up but the other end did not prove that it holds
+	// the secret; the connection is closed. Punch tries again until its
+	// deadline: a stranger may reach the port before the peer.
 	ErrProof = errors.New("punch: the peer did not prove it holds the secret")
 )
 
@@ -100,9 +102,11 @@ type Config struct {
 
 // Punch connects to c.Peer from c.Local, again and again until a
 // connection comes up or ctx ends, then proves the secret both ways (see
-// Prove). It returns the proven connection, or an error wrapping ErrNoPath
-// or ErrProof that says what happened, or context.Canceled (and the
-// cause) if ctx was cancelled; the caller falls back to the relay.
+// Prove). A connection that fails its proof is reset, and Punch dials
+// again. It returns the proven connection, or an error wrapping ErrNoPath
+// (and ErrProof if a connection came up but failed its proof) that says
+// what happened, or context.Canceled (and the cause) if ctx was
+// cancelled; the caller falls back to the relay.
 // Without a deadline on ctx, Punch gives up after DefaultTimeout.
 func Punch(ctx context.Context, c Config) (net.Conn, error) {
 	if c.Listener != nil {
@@ -257,6 +261,7 @@ func dialPeer(ctx context.Context, c Config, claim func() bool) (net.Conn, error
 	}
 	start := time.Now()
 	var last error
+	var proofErr error // the last proof that failed
 	pause := firstPause
 	for n := 1; ; n++ {
 		actx, cancel := context.WithTimeout(ctx, attempt)
@@ -282,12 +287,12 @@ func dialPeer(ctx context.Context, c Config, claim func() bool) (net.Conn, error
 				return nil, serr // not the proof's fault
 			}
 			// A connection cut before the proof (the other side's attempt
-			// ended just as it came up) says nothing about the peer: try
-			// again. A wrong proof ends the punch.
-			var cut *cutError
-			if !errors.As(err, &cut) || ctx.Err() != nil {
-				return nil, err
-			}
+			// ended just as it came up), and one whose proof is wrong (a
+			// stranger, or a stale connect, that reached the port first),
+			// say nothing about the peer: try again, after a pause, until
+			// the deadline, as the listener does (acceptPeer).
+			proofErr = err
+			early = true // a stranger answering at once must not spin a core
 		}
 		if errors.Is(err, ErrNoPath) { // Control: not on this system
 			return nil, err
@@ -302,6 +307,10 @@ func dialPeer(ctx context.Context, c Config, claim func() bool) (net.Conn, error
 			if serr := stopped(ctx, c, n, start); serr != nil {
 				return nil, serr
 			}
+			if proofErr != nil {
+				return nil, fmt.Errorf("%w to %v from %v: %d attempts in %v; a connection came up but did not prove it was the peer: %w",
+					ErrNoPath, c.Peer, c.Local, n, time.Since(start).Round(time.Millisecond), proofErr)
+			}
 			if last == nil {
 				last = err
 			}
@@ -309,8 +318,9 @@ func dialPeer(ctx context.Context, c Config, claim func() bool) (net.Conn, error
 				ErrNoPath, c.Peer, c.Local, n, time.Since(start).Round(time.Millisecond), last)
 		}
 		if early {
-			// Refused at once: a connect again at once would be
-			// refused again (and spin a core until the deadline).
+			// Refused at once (or a failed proof): a connect again at
+			// once would be refused again (and spin a core until the
+			// deadline).
 			t := time.NewTimer(pause)
 			select {
 			case <-ctx.Done():
