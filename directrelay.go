@@ -240,12 +240,24 @@ func (b *brokeredRelay) directionMoved() {
 	}
 }
 
-// ended counts a session that ended without moving both ways; it returns
-// whether the session moved.
-func (b *brokeredRelay) ended() bool {
-	if b.moved.Load() == 2 {
-		return true
+// How a brokered session went, for the DP's counts and log: the label
+// values of rtcp_dp_direct_sessions_total's path.
+const (
+	pathMoved   = "moved"   // both directions moved (DirectMoved)
+	pathPartly  = "partly"  // one direction moved, the other ended on the relay (DirectPartly)
+	pathRelayed = "relayed" // neither moved (DirectRelayed)
+)
+
+// ended counts a session that ended without moving both ways (one that
+// did was counted at its move), and returns how it went.
+func (b *brokeredRelay) ended() string {
+	switch b.moved.Load() {
+	case 2:
+		return pathMoved
+	case 1:
+		b.dp.counts.directPartly.Add(1)
+		return pathPartly
 	}
 	b.dp.counts.directRelayed.Add(1)
-	return false
+	return pathRelayed
 }

@@ -27,9 +27,13 @@ type Stats struct {
 	// were told each other's address; each starts on the relay and may
 	// move to the direct path. Of those, DirectMoved counts the sessions
 	// that moved both ways (counted at the move, read in the records the
-	// DP relays), and DirectRelayed those that ended without (a punch
-	// failed, a direction that never wrote after its punch, or an end or a
-	// cut before the move). Bytes relayed are in the Bytes counts.
+	// DP relays); DirectPartly those that ended with one direction moved
+	// and the other on the relay (it wrote all it had, or half-closed,
+	// before its side's punch ended); and DirectRelayed those that ended
+	// with neither moved (a punch failed, directions that never wrote
+	// after their punch, or an end or a cut first). Once every brokered
+	// session has ended, DirectBrokered is the sum of the three. Bytes
+	// relayed are in the Bytes counts.
 	// DirectBytes counts the bytes that the sides of brokered sessions
 	// say they wrote on their direct connection, which never reach the
 	// DP: each side reports its count on the relay when it closes the
@@ -37,6 +41,7 @@ type Stats struct {
 	// at 2^64-1 rather than wrap round).
 	DirectBrokered uint64 `json:"direct_brokered"`
 	DirectMoved    uint64 `json:"direct_moved"`
+	DirectPartly   uint64 `json:"direct_partly"`
 	DirectRelayed  uint64 `json:"direct_relayed"`
 	DirectBytes    uint64 `json:"direct_bytes"`
 
@@ -114,9 +119,9 @@ type dpCounts struct {
 	toServers, toClients atomic.Uint64
 	refused              [numRefusals]atomic.Uint64
 
-	directBrokered             atomic.Uint64 // discover.go
-	directMoved, directRelayed atomic.Uint64 // directrelay.go
-	directBytes                atomic.Uint64 // directrelay.go: the sides' reports
+	directBrokered                           atomic.Uint64 // discover.go
+	directMoved, directPartly, directRelayed atomic.Uint64 // directrelay.go
+	directBytes                              atomic.Uint64 // directrelay.go: the sides' reports
 }
 
 // Stats returns a snapshot of the DP's activity. It is cheap enough to
@@ -132,6 +137,7 @@ func (dp *DiscoverPoint) Stats() Stats {
 	st.BytesToClients = dp.counts.toClients.Load()
 	st.DirectBrokered = dp.counts.directBrokered.Load()
 	st.DirectMoved = dp.counts.directMoved.Load()
+	st.DirectPartly = dp.counts.directPartly.Load()
 	st.DirectRelayed = dp.counts.directRelayed.Load()
 	st.DirectBytes = dp.counts.directBytes.Load()
 	st.PacedSeconds = time.Duration(dp.limits.pacedNanos.Load()).Seconds()
@@ -215,8 +221,9 @@ func (dp *DiscoverPoint) joinBrokered(client, server net.Conn, name string, coun
 			err = src.failure(err)
 		}
 	}
-	moved := brokered.ended()
-	dp.log().Debug("rtcp: brokered session ended", "server", name, "client", client.RemoteAddr(), "moved", moved,
+	path := brokered.ended()
+	moved := path == pathMoved
+	dp.log().Debug("rtcp: brokered session ended", "server", name, "client", client.RemoteAddr(), "moved", moved, "path", path,
 		"client_path", brokered.toServer.pathName(), "server_path", brokered.toClient.pathName(), "direct_bytes", brokered.reported.Load())
 	if dp.brokeredEnded != nil {
 		dp.brokeredEnded(moved)

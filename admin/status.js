@@ -76,7 +76,7 @@ function render(st) {
   text("s-sessions-total", st.sessions_total);
   text("s-bytes-to-servers", bytes(st.bytes_to_servers));
   text("s-bytes-to-clients", bytes(st.bytes_to_clients));
-  text("s-direct", st.direct_brokered + " brokered: " + st.direct_moved + " moved, " + st.direct_relayed + " ended relayed; " + bytes(st.direct_bytes) + " direct");
+  text("s-direct", st.direct_brokered + " brokered: " + st.direct_moved + " moved, " + st.direct_partly + " one way only, " + st.direct_relayed + " ended relayed; " + bytes(st.direct_bytes) + " direct");
 
   const rows = [];
   for (const n of st.names) {

@@ -21,8 +21,9 @@
 //	                                 limit_session_rate: the Limits of the DP's Policy)
 //	paced_seconds_total    counter  time sessions waited for the Policy's bandwidth limits
 //	direct_brokered_total  counter  sessions brokered for a direct path (docs/direct.md)
-//	direct_sessions_total{path}  counter  of those, path "moved" (both directions moved)
-//	                                 or "relayed" (ended without)
+//	direct_sessions_total{path}  counter  of those, path "moved" (both directions moved,
+//	                                 counted at the move), "partly" (ended with one
+//	                                 direction moved) or "relayed" (ended with neither)
 //	direct_bytes_total     counter  bytes the sides say they wrote on direct connections
 //	                                 (reported at each side's Close; not carried by the DP)
 //
@@ -91,7 +92,7 @@ func NewCollector(dp *rtcp.DiscoverPoint) *Collector {
 		paced:         d("paced_seconds_total", "Time sessions waited for the bandwidth limits of the DP's policy, summed over sessions and directions."),
 		direct:        d("direct_brokered_total", "Sessions brokered for a direct path: each starts on the relay and may move to the direct path."),
 		directBytes:   d("direct_bytes_total", "Bytes the sides of brokered sessions say they wrote on their direct connections, which the DP did not carry: reported by each side when it closes the session."),
-		directPath:    d("direct_sessions_total", "Sessions brokered for a direct path, by path: moved (both directions moved to the direct path, counted at the move), relayed (ended without).", "path"),
+		directPath:    d("direct_sessions_total", "Sessions brokered for a direct path, by path: moved (both directions moved to the direct path, counted at the move), partly (ended with one direction moved, the other on the relay), relayed (ended with neither moved).", "path"),
 
 		nameLinks:         d("name_links", "Links of the name in the DP's table.", "name"),
 		nameSessions:      d("name_sessions", "Client sessions of the name being opened or relayed.", "name"),
@@ -131,6 +132,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.paced, prometheus.CounterValue, st.PacedSeconds)
 	counter(c.direct, st.DirectBrokered)
 	counter(c.directPath, st.DirectMoved, "moved")
+	counter(c.directPath, st.DirectPartly, "partly")
 	counter(c.directPath, st.DirectRelayed, "relayed")
 	counter(c.directBytes, st.DirectBytes)
 	c.collectNames(ch, st)

@@ -74,6 +74,7 @@ func TestHandler(t *testing.T) {
 		`rtcp_dp_refused_total{reason="max_names"} 0` + "\n",
 		`rtcp_dp_bytes_total{direction="to_server"} 10` + "\n",
 		"# TYPE rtcp_dp_sessions_total counter\n",
+		`rtcp_dp_direct_sessions_total{path="partly"} 0` + "\n",
 		`rtcp_dp_name_links{name="metered"} 1` + "\n",
 		`rtcp_dp_name_sessions_total{name="metered"} 1` + "\n",
 		`rtcp_dp_name_refused_total{name="other",reason="no_server"} 1` + "\n",
