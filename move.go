@@ -108,7 +108,7 @@ type moveConn struct {
 	moved       chan struct{} // closed once both directions run on the direct connection
 	movedN      atomic.Int32
 	moveDue     atomic.Bool // both directions moved; reportMoved reports it
-	resultOnce  sync.Once
+	reported    atomic.Bool // onResult has been called (or is running): it is called once
 	// offDirect counts the directions that settled without moving: 'u'
 	// sent or read, or an end or failure before 'm'. At 2 the direct
 	// connection is of no use: directionOff closes it.
@@ -208,9 +208,13 @@ func (m *moveConn) setPunch(c net.Conn, err error) {
 	}
 }
 
+// report tells onResult the outcome, once: the first call runs it, and
+// the others return at once, without waiting for it to return, so that
+// Close never waits for a slow onResult (an event handler, a log) that
+// a Write is running.
 func (m *moveConn) report(direct bool, err error) {
-	if m.onResult != nil {
-		m.resultOnce.Do(func() { m.onResult(direct, err) })
+	if m.onResult != nil && m.reported.CompareAndSwap(false, true) {
+		m.onResult(direct, err)
 	}
 }
 
@@ -757,9 +761,10 @@ func (m *moveConn) RemoteAddr() net.Addr { return m.remote }
 // once its connection is closed), so that the report counts the bytes
 // it wrote: for half of what is left of the bound at most, which leaves
 // the report the rest. It does not wait for a Write still reporting the
-// move (onResult), which writes nothing once Close has begun. On the
-// relay it waits, within the same bound, for a write of 'm' under way,
-// whose outcome decides whether a report is owed, and for the report.
+// move, which writes nothing once Close has begun, nor for its onResult
+// to return (report). On the relay it waits, within the same bound, for
+// a write of 'm' under way, whose outcome decides whether a report is
+// owed, and for the report.
 func (m *moveConn) Close() error {
 	m.shut(nil)
 	return nil

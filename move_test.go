@@ -1463,3 +1463,39 @@ func TestMoveAbortWhileClosing(t *testing.T) {
 		})
 	}
 }
+
+// TestMoveCloseDoesNotWaitForTheEvent: Close returns while a Write is
+// still reporting the move (onResult: the server's EventDirect, a log
+// handler) and that report has not returned: the outcome is reported
+// once, by that Write, and Close waits for no user callback.
+func TestMoveCloseDoesNotWaitForTheEvent(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int32
+	a, b := movedOneWay(t, func(direct bool, err error) {
+		if calls.Add(1) == 1 {
+			close(entered)
+			<-release
+		}
+	})
+	defer b.Close()
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := a.Write([]byte("2")) // moves a's direction: reports the move
+		wrote <- err
+	}()
+	<-entered
+	closed := make(chan error, 1)
+	go func() { closed <- a.Close() }()
+	guard := time.NewTimer(10 * time.Second) // a guard: Close returns at once
+	defer guard.Stop()
+	select {
+	case <-closed:
+	case <-guard.C:
+		t.Error("Close waited for the report of the move that a Write is making")
+	}
+	close(release)
+	<-wrote
+	if n := calls.Load(); n != 1 {
+		t.Errorf("onResult called %d times, want once", n)
+	}
+}
