@@ -3,7 +3,10 @@ package rtcp
 import (
 	"context"
 	"net"
+	"sync/atomic"
 	"testing"
+
+	"golang.org/x/net/nettest"
 
 	"rtcp/protocol/plan5"
 )
@@ -14,7 +17,7 @@ import (
 type directCluster struct {
 	dp1, dp3     *DiscoverPoint
 	addr1, addr3 string
-	ended        chan bool // DP1's brokered sessions, as they end: moved or not
+	ended        chan bool // DP1's brokered sessions, as they end: moved or not (up to 64 unread)
 }
 
 // startDirectCluster starts DP1 and DP3 sharing a registry. Both take
@@ -27,7 +30,7 @@ func startDirectCluster(t *testing.T, dp1, dp3 *DiscoverPoint) *directCluster {
 	pol := func() *Policy {
 		return &Policy{Keys: clusterKeys(), DPs: []string{clusterCred.Key}, AnonymousClients: true, AnonymousServers: true}
 	}
-	dc := &directCluster{ended: make(chan bool, 1)}
+	dc := &directCluster{ended: make(chan bool, 64)}
 	dp1.Registry, dp1.Policy = reg, pol()
 	dc.dp1 = dp1
 	dc.dp1.brokeredEnded = func(moved bool) { dc.ended <- moved }
@@ -199,5 +202,49 @@ func TestDirectClaimedClientAddr(t *testing.T) {
 	}
 	if st := dc.dp1.Stats(); st.DirectBrokered != 1 {
 		t.Errorf("DP1's Stats: %d brokered, want 1 (the client without Via)", st.DirectBrokered)
+	}
+}
+
+// nettest.TestConn on sessions brokered across the hop: the client on
+// DP3, the server on DP1, each session moving mid-test while DP3 relays
+// its records as bytes. The server's Conn is c1, which nettest drives
+// hardest.
+func TestDirectClusterConn(t *testing.T) {
+	dc := startDirectCluster(t, new(DiscoverPoint), new(DiscoverPoint))
+	l := listen(t, &ListenConfig{Transport: TransportYamux, Direct: true}, dc.addr1, "printer-7")
+	d := Dialer{Direct: true}
+	var moved atomic.Int32 // sessions that ended direct
+	nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
+		type res struct {
+			c   net.Conn
+			err error
+		}
+		ch := make(chan res, 1)
+		go func() {
+			c, err := l.Accept()
+			ch <- res{c, err}
+		}()
+		client, err := d.DialContext(context.Background(), dc.addr3, "printer-7")
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		r := <-ch
+		if r.err != nil {
+			client.Close()
+			return nil, nil, nil, r.err
+		}
+		if _, ok := client.(*Conn).s.(*moveConn); !ok {
+			t.Error("the session was not brokered through the hop")
+		}
+		return r.c, client, func() {
+			if client.(*Conn).Direct() {
+				moved.Add(1)
+			}
+			client.Close()
+			r.c.Close()
+		}, nil
+	})
+	if moved.Load() == 0 {
+		t.Error("no session moved to the direct path")
 	}
 }
