@@ -2,6 +2,7 @@ package rtcp
 
 import (
 	"context"
+	"io"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -246,5 +247,46 @@ func TestDirectClusterConn(t *testing.T) {
 	})
 	if moved.Load() == 0 {
 		t.Error("no session moved to the direct path")
+	}
+}
+
+// A session brokered across the hop whose client's records break the
+// rules: DP1, the broker, cuts it, and DP3 passes the cut on to its
+// client as an error, never as a clean end, as one DP would.
+func TestDirectClusterCut(t *testing.T) {
+	dc := startDirectCluster(t, new(DiscoverPoint), new(DiscoverPoint))
+	l := listen(t, &ListenConfig{Transport: TransportYamux, Direct: true}, dc.addr1, "printer-7")
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	// A client of DP3 that asks for a direct path and then writes a
+	// record of no known type: the DP reads its records, not it.
+	b := new(hopBroker)
+	d := Dialer{Transport: TransportYamux}
+	c, err := d.dial(context.Background(), dc.addr3, "printer-7", dialAs{transport: TransportYamux, broker: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if !b.brokered() {
+		t.Fatal("DP3 passed on no broker's answer")
+	}
+	sc := <-accepted
+	defer sc.Close()
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(c); err == nil {
+		t.Error("the client's Read ended cleanly; want the cut DP1 made, as an error")
+	}
+	if _, err := io.ReadAll(sc); err == nil {
+		t.Error("the server's Read ended cleanly; want the cut")
+	}
+	if moved := <-dc.ended; moved {
+		t.Error("DP1 counts the cut session moved")
 	}
 }
