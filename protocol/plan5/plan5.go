@@ -184,7 +184,7 @@ type Aloha struct {
 	// another (with Via), ClientKey and ClientAddr are the key the client
 	// proved to the forwarding DP (empty: none) and the address it came
 	// from, which a DP that trusts the forwarding DP's key checks its
-	// rules against.
+	// rules against and brokers a direct path to.
 	To         string `json:"To,omitempty"`
 	ClientKey  string `json:"ClientKey,omitempty"`
 	ClientAddr string `json:"ClientAddr,omitempty"`
@@ -204,7 +204,8 @@ type Connect struct {
 	// carry the session on a new data link that presents this token.
 	Token string `json:"Token,omitempty"`
 	// Direct, IC->DP on the raw leg, asks for a direct path to the server
-	// (SPEC.md, "Direct sessions").
+	// (SPEC.md, "Direct sessions"); a DP of a cluster asks so on a hop,
+	// for the client it carries (SPEC.md, "Via").
 	Direct bool `json:"Direct,omitempty"`
 	// Peer and Secret, DP->IS, broker a direct session: the client's
 	// address as the DP observed it, and the one-time secret both sides
@@ -219,7 +220,8 @@ type Ack struct {
 	R string `json:"R,omitempty"`
 	// Peer and Secret, DP->IC, broker a direct session (SPEC.md, "Direct
 	// sessions"): the server's address as the DP observed it, and the
-	// one-time secret.
+	// one-time secret. A DP that carried the session over a hop passes
+	// on those of the DP that holds the server's link (SPEC.md, "Via").
 	Peer   string `json:"Peer,omitempty"`
 	Secret []byte `json:"Secret,omitempty"`
 }
