@@ -290,3 +290,49 @@ func TestDirectClusterCut(t *testing.T) {
 		t.Error("DP1 counts the cut session moved")
 	}
 }
+
+// A hop of a DP's key whose ClientAddr is no IP address and port (none at
+// all, or a name) names no address to broker to: the session stays on
+// the relay, never brokered to the hop's own address.
+func TestDirectClusterHopAddrNotIP(t *testing.T) {
+	dc := startDirectCluster(t, new(DiscoverPoint), new(DiscoverPoint))
+	accepted := make(chan net.Conn, 1)
+	l := listen(t, &ListenConfig{Transport: TransportYamux, Direct: true}, dc.addr1, "printer-7")
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	for _, addr := range []string{"", "client.example:4242"} {
+		t.Run(addr, func(t *testing.T) {
+			d := Dialer{Credential: clusterCred, Transport: TransportYamux}
+			b := new(hopBroker)
+			hop := func(a *plan5.Aloha) { a.Via, a.To, a.ClientAddr = dc.addr3, dc.addr1, addr }
+			c, err := d.dial(context.Background(), dc.addr1, "printer-7", dialAs{transport: TransportYamux, hop: hop, broker: b})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			sc := <-accepted
+			defer sc.Close()
+			if b.brokered() {
+				t.Errorf("DP1 brokered a hop with ClientAddr %q (Peer %q)", addr, b.peer)
+			}
+			// Plain bytes, not records: the server was not brokered either.
+			if _, err := c.Write([]byte("relayed")); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, len("relayed"))
+			if _, err := io.ReadFull(sc, buf); err != nil || string(buf) != "relayed" {
+				t.Fatalf("the server read %q, %v; want %q", buf, err, "relayed")
+			}
+		})
+	}
+	if st := dc.dp1.Stats(); st.DirectBrokered != 0 {
+		t.Errorf("DP1's Stats: %d brokered, want 0", st.DirectBrokered)
+	}
+}
