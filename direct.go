@@ -178,10 +178,16 @@ func closeListener(l net.Listener) {
 // goes silent for about twice period: TCP keepalive probes after period of
 // silence, and (Linux) TCP_USER_TIMEOUT for data that goes unacknowledged.
 // Nothing else watches it: a direct session has no DP and no heartbeat.
+// With period zero (the side's KeepAlive negative) it gets Go's default
+// TCP keepalive, as the raw leg on the relay has: the punch makes its
+// connections without it.
 func watchDirect(c net.Conn, period time.Duration) error {
 	tc, ok := c.(*net.TCPConn)
-	if !ok || period <= 0 {
+	if !ok {
 		return nil
+	}
+	if period <= 0 {
+		return tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true})
 	}
 	if err := tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: period, Interval: period, Count: 1}); err != nil {
 		return err
