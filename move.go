@@ -555,16 +555,17 @@ func (m *moveConn) WriteTo(w io.Writer) (int64, error) {
 	var total int64
 	var buf []byte
 	for {
-		src, direct := m.settled()
+		src, bulk := m.settled()
 		if src != nil {
 			n, err := src.WriteTo(w)
 			return total + n, err
 		}
 		// A small buffer while framed (the records last as long as the
-		// punch, and a session that goes unframed needs no more), a
-		// large one once moved.
-		if size := headerRead; len(buf) < size || direct && len(buf) < 32<<10 {
-			if direct {
+		// punch, and a relay that writes itself out takes over once
+		// unframed), a large one once moved, or unframed on a relay
+		// that does not (a client's TCP connection to the DP).
+		if size := headerRead; len(buf) < size || bulk && len(buf) < 32<<10 {
+			if bulk {
 				size = 32 << 10
 			}
 			buf = make([]byte, size)
@@ -592,9 +593,11 @@ func (m *moveConn) WriteTo(w io.Writer) (int64, error) {
 // settled returns the relay, once this direction carries its bytes there
 // as they are ('u') and no byte read ahead (or error that came with them)
 // is left, if the relay writes them out itself; else nil. (A direct
-// connection is a rawConn, which does not.) direct reports whether the
-// direction has moved.
-func (m *moveConn) settled() (src io.WriterTo, direct bool) {
+// connection is a rawConn, which does not.) bulk reports that the
+// direction is read on through WriteTo's own buffer with no end in sight:
+// moved, or settled on a relay that does not write itself out (a
+// client's TCP connection to the DP).
+func (m *moveConn) settled() (src io.WriterTo, bulk bool) {
 	m.rmu.Lock()
 	defer m.rmu.Unlock()
 	if m.rstate != dirRaw || len(m.pend) > 0 || m.aerr != nil {
@@ -606,7 +609,7 @@ func (m *moveConn) settled() (src io.WriterTo, direct bool) {
 	default:
 	}
 	wt, _ := m.relay.(io.WriterTo)
-	return wt, false
+	return wt, wt == nil
 }
 
 // readHeader (rmu held) reads the next record's header and acts on it.

@@ -1529,3 +1529,34 @@ func TestMoveCloseDoesNotWaitForTheEvent(t *testing.T) {
 		t.Errorf("onResult called %d times, want once", n)
 	}
 }
+
+// sizeStream is a relay that does not write itself out (a client's TCP
+// connection to the DP) and keeps the largest buffer a Read was given.
+type sizeStream struct {
+	bytesStream
+	largest int
+}
+
+func (s *sizeStream) Read(b []byte) (int, error) {
+	s.largest = max(s.largest, len(b))
+	return s.bytesStream.Read(b)
+}
+
+// TestMoveWriteToUnframedBuffer: a session that stays on a relay that does
+// not write itself out (its punch failed, 'u') is read on through WriteTo
+// with a large buffer, as one that was never brokered, not through the
+// small one of its records.
+func TestMoveWriteToUnframedBuffer(t *testing.T) {
+	in := "d\x00\x02hiu" + strings.Repeat("raw bytes after the u record ", 10000)
+	s := &sizeStream{bytesStream: bytesStream{r: bytes.NewReader([]byte(in)), chunk: 1 << 20}}
+	m := newMoveConn(s, nil, nil)
+	m.setPunch(nil, errors.New("no path"))
+	defer m.Close()
+	var got bytes.Buffer
+	if _, err := m.WriteTo(&got); err != nil || got.String() != "hi"+in[6:] {
+		t.Fatalf("WriteTo: %v, %d bytes; want nil, %d", err, got.Len(), len(in)-4)
+	}
+	if s.largest < 32<<10 {
+		t.Errorf("the relay was read through at most %d bytes, want 32 KiB once unframed", s.largest)
+	}
+}
