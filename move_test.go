@@ -431,17 +431,29 @@ func FuzzMoveRecords(f *testing.F) {
 			t.Skip("longer inputs reach nothing more (maxFuzzRecords)")
 		}
 		want, ok := decodeRecords(in)
-		// Records split across reads, and records read whole.
+		// Records split across reads, and records read whole; through
+		// Read, and through WriteTo (io.Copy), which has buffers of its
+		// own.
 		for _, chunk := range []int{2, len(in) + 1} {
-			m := newMoveConn(&bytesStream{r: bytes.NewReader(in), chunk: chunk}, nil, nil)
-			m.setPunch(nil, errors.New("no path"))
-			got, err := io.ReadAll(m)
-			m.Close()
-			if ok && (err != nil || !bytes.Equal(got, want)) {
-				t.Fatalf("reads of %d: read %q, %v; want %q, a clean end", chunk, got, err, want)
-			}
-			if !ok && (err == nil || !bytes.HasPrefix(want, got)) {
-				t.Fatalf("reads of %d: read %q, %v; want an error after at most %q", chunk, got, err, want)
+			for _, writeTo := range []bool{false, true} {
+				m := newMoveConn(&bytesStream{r: bytes.NewReader(in), chunk: chunk}, nil, nil)
+				m.setPunch(nil, errors.New("no path"))
+				var got []byte
+				var err error
+				if writeTo {
+					var b bytes.Buffer
+					_, err = m.WriteTo(&b)
+					got = b.Bytes()
+				} else {
+					got, err = io.ReadAll(m)
+				}
+				m.Close()
+				if ok && (err != nil || !bytes.Equal(got, want)) {
+					t.Fatalf("reads of %d (WriteTo %v): read %q, %v; want %q, a clean end", chunk, writeTo, got, err, want)
+				}
+				if !ok && (err == nil || !bytes.HasPrefix(want, got)) {
+					t.Fatalf("reads of %d (WriteTo %v): read %q, %v; want an error after at most %q", chunk, writeTo, got, err, want)
+				}
 			}
 		}
 	})
