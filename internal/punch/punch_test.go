@@ -772,3 +772,51 @@ func TestPunchWaitsForListenerClose(t *testing.T) {
 		ours.Close()
 	})
 }
+
+// TestPunchWaitsForListenerCloseWhenStopped: when the punch's context
+// ends (a cancel here; a deadline is the same), the AfterFunc begins the
+// listener's Close on a goroutine of its own, and dialAndAccept's Close
+// comes while it is under way: Punch still returns only once the
+// listener is closed. (TestPunchWaitsForListenerClose covers the
+// listener's side winning, whose Close is dialAndAccept's alone.)
+func TestPunchWaitsForListenerCloseWhenStopped(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := &slowCloseListener{conns: make(chan net.Conn), closing: make(chan struct{}), release: make(chan struct{})}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		type result struct {
+			err    error
+			closed bool // the listener's Close had returned
+		}
+		done := make(chan result, 1)
+		go func() {
+			c, err := Punch(ctx, Config{Local: netip.MustParseAddrPort("127.0.0.1:1"), Peer: netip.MustParseAddrPort("127.0.0.1:9"), Secret: secret, Accept: true, Listener: l,
+				Dial: func(ctx context.Context, laddr, raddr netip.AddrPort) (net.Conn, error) {
+					<-ctx.Done()
+					<-l.closing // the AfterFunc's Close is the first
+					return nil, ctx.Err()
+				}})
+			if c != nil {
+				c.Close()
+			}
+			done <- result{err, l.done.Load()}
+		}()
+		synctest.Wait() // dialling and accepting
+		cancel()
+		synctest.Wait() // the AfterFunc's Close under way
+		select {
+		case r := <-done:
+			t.Errorf("Punch returned (%v) while its listener's Close was under way", r.err)
+			done <- r
+		default:
+		}
+		close(l.release)
+		r := <-done
+		if !errors.Is(r.err, context.Canceled) {
+			t.Errorf("Punch: %v; want context.Canceled", r.err)
+		}
+		if !r.closed {
+			t.Fatal("Punch returned before its listener was closed")
+		}
+	})
+}
