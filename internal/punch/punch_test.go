@@ -713,10 +713,11 @@ type fromConn struct {
 func (c fromConn) RemoteAddr() net.Addr { return net.TCPAddrFromAddrPort(c.remote) }
 
 // TestPunchWaitsForListenerClose: Punch returns only once its listener
-// is closed, even when its own Close of it comes while another (the one
-// its context's end starts) is under way: a net.Listener's second Close
-// returns at once, and the listener would still take connects after
-// Punch returned (TestDirectClientListenerClosed saw one in 150 runs).
+// is closed when the listener's side has the connection: the accept side
+// stops the AfterFunc before it ends the dials, so dialAndAccept's Close
+// is the only one, and Punch waits for it. (Two Closes at once, a
+// net.Listener's second returning at once while the listener still takes
+// connects: TestPunchWaitsForListenerCloseWhenStopped.)
 func TestPunchWaitsForListenerClose(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		peerAddr := netip.MustParseAddrPort("127.0.0.1:9")
