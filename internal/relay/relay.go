@@ -403,15 +403,46 @@ func fastPath[T any](c net.Conn) T {
 }
 
 // cut ends c so that its peer sees an error, not a clean end: an
-// Aborter with err, else with a reset of the TCP connection under it,
-// which a layer over it (TLS) must not end with a clean goodbye first
-// (tcpreset.Reset).
+// Aborter with err; else the Aborter under its layers (a WebSocket under
+// TLS, or under a buffer of bytes read with a handshake), cut before the
+// layer's Close could say a clean goodbye; else with a reset of the TCP
+// connection under it, which a layer over it (TLS) must not end with a
+// clean goodbye first either (tcpreset.Reset).
 func cut(c net.Conn, err error) {
 	if a, ok := c.(Aborter); ok {
 		a.Abort(err)
 		return
 	}
+	if a := aborterUnder(c); a != nil {
+		a.Abort(err)
+		c.Close()
+		return
+	}
 	tcpreset.Reset(c)
+}
+
+// CutOff ends c so that its peer sees an error, not a clean end, as Join
+// cuts a side whose copy failed.
+func CutOff(c net.Conn, err error) { cut(c, err) }
+
+// aborterUnder returns the first Aborter under c through the layers that
+// say what they carry (NetConn() net.Conn, as tcpreset.Under goes), or
+// nil: nil too where a TCP connection comes first, which tcpreset.Reset
+// cuts.
+func aborterUnder(c net.Conn) Aborter {
+	for tcpreset.Of(c) == nil {
+		nc, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return nil
+		}
+		if c = nc.NetConn(); c == nil {
+			return nil
+		}
+		if a, ok := c.(Aborter); ok {
+			return a
+		}
+	}
+	return nil
 }
 
 // Between two TCP connections copyTCP reads what src has into a small

@@ -56,3 +56,45 @@ func TestJoinTLSSourceResetTakenByAWrite(t *testing.T) {
 		t.Errorf("Join = %v, want a cut", err)
 	}
 }
+
+// abortRecorder is a connection that is cut with Abort (a WebSocket),
+// which records it.
+type abortRecorder struct {
+	net.Conn
+	aborted chan error
+}
+
+func (c *abortRecorder) Abort(err error) {
+	c.aborted <- err
+	c.Conn.Close()
+}
+
+// layer is a connection over another that says which (NetConn), as a TLS
+// connection or a raw leg's buffer of bytes read with its handshake does.
+type layer struct{ net.Conn }
+
+func (l layer) NetConn() net.Conn { return l.Conn }
+
+// TestJoinCutsTheAborterUnderALayer: a side that is a layer (TLS, a
+// buffer) over a connection with an Abort of its own (a WebSocket, whose
+// Close its peer reads as the end) is cut with that Abort, not with the
+// layer's Close.
+func TestJoinCutsTheAborterUnderALayer(t *testing.T) {
+	a, farA := net.Pipe()
+	defer farA.Close()
+	ws := &abortRecorder{Conn: a, aborted: make(chan error, 1)}
+	boom := errors.New("the other side failed")
+	b, farB := net.Pipe()
+	defer farB.Close()
+	if _, err := Join(layer{layer{ws}}, failingConn{b, boom}, nil); !errors.Is(err, boom) {
+		t.Errorf("Join = %v, want %v", err, boom)
+	}
+	select {
+	case err := <-ws.aborted:
+		if !errors.Is(err, boom) {
+			t.Errorf("the connection under the layers was aborted with %v, want %v", err, boom)
+		}
+	default:
+		t.Error("the connection under the layers was closed, not aborted")
+	}
+}
