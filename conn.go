@@ -170,7 +170,7 @@ func abortStream(s stream, err error) {
 	case interface{ Abort(error) }:
 		s.Abort(err)
 	case *rawConn:
-		s.abort()
+		s.abort(err)
 	default:
 		s.Close()
 	}

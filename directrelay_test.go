@@ -506,7 +506,7 @@ func TestDPMovedUnreported(t *testing.T) {
 				t.Fatalf("the peer read %q, %v", buf, err)
 			}
 			if tc.reset {
-				moved.(*rawConn).abort()
+				moved.(*rawConn).abort(errors.New("cut"))
 			} else {
 				moved.Close()
 			}

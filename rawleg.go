@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 
+	"rtcp/internal/relay"
 	"rtcp/internal/tcpreset"
 )
 
@@ -58,9 +59,10 @@ func (c *rawConn) Close() error {
 	return c.Conn.Close()
 }
 
-// abort ends the session with a reset: the peer's reads fail. Under
-// TLS, the TCP connection is reset before the TLS layer could say a clean
-// goodbye (close_notify), which the DP would read as the end.
-func (c *rawConn) abort() {
-	tcpreset.Reset(c.Conn)
+// abort ends the session so that the peer's reads fail: with a reset,
+// under TLS before the TLS layer could say a clean goodbye (close_notify),
+// which the DP would read as the end; a leg over a connection that is cut
+// otherwise (a WebSocket's close status 1011) is cut so (relay.CutOff).
+func (c *rawConn) abort(err error) {
+	relay.CutOff(c.Conn, err)
 }

@@ -204,3 +204,45 @@ func TestRelayCutIsAnError(t *testing.T) {
 		t.Errorf("Join = %v, want a cut", err)
 	}
 }
+
+// A client whose raw leg (TransportYamux) is a WebSocket cuts its
+// session (Abort): the server's read fails. Closing the WebSocket instead
+// sends a normal closure, which the DP reads as the session's clean end
+// and passes on.
+func TestRawLegAbortOverWebSocket(t *testing.T) {
+	_, addr := startDP(t)
+	ws := &wsconn.Dialer{}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	lc := rtcp.ListenConfig{Dial: ws.DialContext, Transport: rtcp.TransportYamux}
+	l, err := lc.Listen(ctx, addr, "printer-7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	read := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			read <- err
+			return
+		}
+		defer c.Close()
+		c.Write([]byte("ready"))
+		_, err = io.ReadAll(c)
+		read <- err
+	}()
+	d := rtcp.Dialer{Dial: ws.DialContext, Name: "laptop", Transport: rtcp.TransportYamux}
+	c, err := d.DialContext(ctx, addr, "printer-7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.ReadFull(c, make([]byte, len("ready"))); err != nil {
+		t.Fatal(err)
+	}
+	c.(*rtcp.Conn).Abort(errors.New("the client gave up"))
+	if err := <-read; err == nil {
+		t.Error("the server's read of a session its client cut over a WebSocket ended cleanly")
+	}
+}
