@@ -17,6 +17,7 @@ import (
 	"rtcp/internal/backoff"
 	"rtcp/internal/mux"
 	"rtcp/internal/plan5link"
+	"rtcp/internal/relay"
 	"rtcp/internal/tcpreset"
 	"rtcp/protocol/plan5"
 )
@@ -547,14 +548,12 @@ func (c *releaseConn) SetReset(on bool) {
 	tcpreset.SetReset(tcpreset.Under(c.Conn), on)
 }
 
-// Abort cuts the session: the data link's own Abort, or a reset of the
-// TCP connection under it with no TLS goodbye first (tcpreset.Reset).
+// Abort cuts the session as the relay cuts a side (relay.CutOff): the
+// data link's own Abort, or that of the connection under its TLS (a
+// WebSocket), or a reset of the TCP connection under it with no TLS
+// goodbye first.
 func (c *releaseConn) Abort(err error) {
-	if a, ok := c.Conn.(interface{ Abort(error) }); ok {
-		a.Abort(err)
-	} else {
-		tcpreset.Reset(c.Conn)
-	}
+	relay.CutOff(c.Conn, err)
 	c.once.Do(c.release)
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"rtcp/internal/relay"
 	"rtcp/internal/tcpreset"
 	"sync"
 	"sync/atomic"
@@ -392,12 +393,9 @@ func (c *pacedConn) CloseWrite() error {
 }
 
 // Abort cuts the session with err, as the relay cuts what it wraps: a
-// stream with err, a TCP connection with a reset.
+// stream with err, a TCP connection with a reset (under TLS too, with no
+// goodbye first), a WebSocket with its own Abort (relay.CutOff).
 func (c *pacedConn) Abort(err error) {
-	if a, ok := c.Conn.(interface{ Abort(error) }); ok {
-		a.Abort(err)
-	} else {
-		tcpreset.Reset(c.Conn) // under TLS too, with no goodbye first
-	}
+	relay.CutOff(c.Conn, err)
 	c.Close()
 }
