@@ -323,9 +323,24 @@ func finish(dst, src net.Conn, err error, failed, dstFin *atomic.Bool) error {
 		return nil
 	}
 	if err == nil {
-		dstFin.Store(true) // before the FIN leaves: see pipe's reset check
-		if cw, ok := dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
-			return nil
+		if sendsFIN(dst) {
+			dstFin.Store(true) // before the FIN leaves: see pipe's reset check
+		}
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+			cerr := cw.CloseWrite()
+			if cerr == nil {
+				return nil
+			}
+			if tcpreset.Is(cerr) {
+				// dst's peer reset it, and the half-close took
+				// the reset (TLS's writes close_notify): the
+				// session was cut there, which closing both
+				// would pass on as a clean end.
+				failed.Store(true)
+				cut(dst, cerr)
+				cut(src, cerr)
+				return cerr
+			}
 		}
 		// No half-close on dst: the only way to pass the end on is to close.
 		dst.Close()
@@ -346,6 +361,27 @@ func finish(dst, src net.Conn, err error, failed, dstFin *atomic.Bool) error {
 	cut(dst, err)
 	cut(src, err)
 	return err
+}
+
+// sendsFIN reports whether c's CloseWrite sends a FIN on the TCP
+// connection under it, after which its socket's state can look like a
+// reset (tcpreset.WasReset) and must not be asked. Not through TLS:
+// its CloseWrite writes close_notify, and leaves the socket's state to
+// tell a reset of its peer's, which that very write may take.
+func sendsFIN(c net.Conn) bool {
+	for tcpreset.Of(c) == nil {
+		if _, ok := c.(*tls.Conn); ok {
+			return false
+		}
+		nc, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return true
+		}
+		if c = nc.NetConn(); c == nil {
+			return true
+		}
+	}
+	return true
 }
 
 // graceful undoes, for a connection that ends cleanly, the reset it was

@@ -1,9 +1,12 @@
 package relay
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
+	"runtime"
+	"sync"
 	"testing"
 
 	"rtcp/internal/flowtest"
@@ -96,5 +99,60 @@ func TestJoinCutsTheAborterUnderALayer(t *testing.T) {
 		}
 	default:
 		t.Error("the connection under the layers was closed, not aborted")
+	}
+}
+
+// readAfterCloseWrite is a TLS side whose reads wait until the relay has
+// half-closed it, so that its CloseWrite (close_notify, a write) is what
+// meets its peer's reset, not a read.
+type readAfterCloseWrite struct {
+	*tls.Conn
+	closedWrite chan struct{}
+	once        sync.Once
+}
+
+func (c *readAfterCloseWrite) Read(p []byte) (int, error) {
+	<-c.closedWrite
+	return c.Conn.Read(p)
+}
+
+// NetConn says what it is over, as a raw leg's buffer does.
+func (c *readAfterCloseWrite) NetConn() net.Conn { return c.Conn }
+
+func (c *readAfterCloseWrite) CloseWrite() error {
+	err := c.Conn.CloseWrite()
+	c.once.Do(func() { close(c.closedWrite) })
+	return err
+}
+
+// TestJoinHalfCloseTakesAReset: the other side ends cleanly, and the
+// half-close Join passes on to a TLS side takes the reset of that side's
+// peer (it writes close_notify). The session was cut there: the other
+// side's peer must read an error, not a clean end - neither the one that
+// closing both after a failed CloseWrite gave it, nor the one that the
+// TLS side's read of a bare io.EOF gave it (the half-close made Join
+// stop asking the socket, though close_notify sends no FIN).
+func TestJoinHalfCloseTakesAReset(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("waits for the socket's state to say reset, which only Linux tells (tcpreset.WasReset)")
+	}
+	side, peer := flowtest.TLSPair(t)
+	tcpreset.Reset(peer)
+	for tc := tcpreset.Under(side); !tcpreset.WasReset(tc); {
+		runtime.Gosched() // the reset is in when the loopback close returns, or soon after
+	}
+	a := &readAfterCloseWrite{Conn: side, closedWrite: make(chan struct{})}
+	b, far := flowtest.TCPPair(t)
+	far.CloseWrite() // b's end: clean, at once
+	joined := make(chan error, 1)
+	go func() {
+		_, err := Join(a, b, nil)
+		joined <- err
+	}()
+	if _, err := io.ReadAll(far); err == nil {
+		t.Error("the other side's peer read a clean end of a session cut at the TLS side")
+	}
+	if err := <-joined; !Cut(err) {
+		t.Errorf("Join = %v, want a cut", err)
 	}
 }
