@@ -1,0 +1,112 @@
+package relay
+
+import (
+	"bytes"
+	"io"
+	"math/rand/v2"
+	"runtime"
+	"testing"
+	"time"
+
+	"rtcp/internal/flowtest"
+	"rtcp/internal/tcpreset"
+)
+
+// TestJoinTCPBurstCut cuts a relay between two TCP connections in the
+// middle of a burst (spliced, on Linux), at the source (a reset from the
+// client) and at the destination (a reset from the server): the side
+// still there reads an error, not a clean end, and Join returns a cut.
+// A relay after it then carries a burst unchanged: no pipe went back to
+// the pool with the cut burst's bytes still in it.
+func TestJoinTCPBurstCut(t *testing.T) {
+	for _, at := range []string{"source", "destination"} {
+		t.Run(at, func(t *testing.T) {
+			client, a := flowtest.TCPPair(t)
+			b, server := flowtest.TCPPair(t)
+			client.SetDeadline(time.Now().Add(time.Minute))
+			server.SetDeadline(time.Now().Add(time.Minute))
+			joined := make(chan error, 1)
+			go func() {
+				_, err := Join(a, b, nil)
+				joined <- err
+			}()
+			sent := make(chan error, 1)
+			go func() {
+				_, err := client.Write(make([]byte, 64<<20))
+				sent <- err
+			}()
+			// Well into the burst: past the small buffer, spliced.
+			if _, err := io.ReadFull(server, make([]byte, 2<<20)); err != nil {
+				t.Fatal(err)
+			}
+			if at == "source" {
+				client.SetLinger(0)
+				client.Close()
+				<-sent
+				if _, err := io.Copy(io.Discard, server); err == nil {
+					t.Errorf("the server read a clean end of a burst whose client reset")
+				}
+			} else {
+				server.SetLinger(0)
+				server.Close()
+				// The reset's error goes to whichever call takes it
+				// first, the blocked write or this read: after it the
+				// other sees a bare end. The socket's state tells.
+				_, rerr := io.Copy(io.Discard, client)
+				werr := <-sent
+				if werr == nil {
+					t.Errorf("the client's 64 MiB write succeeded although the server reset")
+				}
+				if rerr == nil && runtime.GOOS == "linux" && !tcpreset.WasReset(client) {
+					t.Errorf("the client read a clean end after the server reset, and no reset (write: %v)", werr)
+				}
+			}
+			if err := <-joined; !Cut(err) {
+				t.Errorf("Join = %v, want a cut", err)
+			}
+			burstThrough(t)
+		})
+	}
+}
+
+// burstThrough relays a burst between two new TCP connections and
+// checks that it arrives unchanged.
+func burstThrough(t *testing.T) {
+	t.Helper()
+	client, a := flowtest.TCPPair(t)
+	b, server := flowtest.TCPPair(t)
+	client.SetDeadline(time.Now().Add(time.Minute))
+	server.SetDeadline(time.Now().Add(time.Minute))
+	joined := make(chan error, 1)
+	go func() {
+		_, err := Join(a, b, nil)
+		joined <- err
+	}()
+	burst := make([]byte, 8<<20+777)
+	rng := rand.New(rand.NewPCG(5, 6))
+	for i := range burst {
+		burst[i] = byte(rng.Uint32())
+	}
+	sent := make(chan error, 1)
+	go func() {
+		_, err := client.Write(burst)
+		if err == nil {
+			err = client.CloseWrite()
+		}
+		sent <- err
+	}()
+	got, err := io.ReadAll(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	server.Close()
+	if err := <-joined; err != nil {
+		t.Errorf("Join = %v", err)
+	}
+	if !bytes.Equal(got, burst) {
+		t.Errorf("%d bytes arrived, want the %d sent, unchanged", len(got), len(burst))
+	}
+}
