@@ -473,6 +473,12 @@ func TestLimitsOfSessionsUnwrapped(t *testing.T) {
 					if tr == TransportTCP && !paced && tcpreset.Of(s.is) == nil {
 						t.Fatalf("%s: the server's side of the session, a %T, has no TCP connection to splice", name, s.is)
 					}
+					if paced && tcpreset.Of(s.is) != nil {
+						// The relay would splice the TCP connection
+						// under it (copyTCP: a burst whole), past
+						// its limiter.
+						t.Fatalf("%s: the paced side of the session, a %T, gives the relay its TCP connection to splice", name, s.is)
+					}
 					s.is.Close()
 					if got := activeLimited(dp, name); got != 2 {
 						t.Fatalf("%s, round %d: %d sessions counted after one's connection closed, want 2 until it ends", name, round, got)
