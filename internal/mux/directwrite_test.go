@@ -706,3 +706,55 @@ func TestDirectWriteBatchesFrames(t *testing.T) {
 		t.Errorf("largest Data frame %d bytes; want at most ChunkSize %d", got, cfg.ChunkSize)
 	}
 }
+
+// TestWriteDataMoreThanABatch: writeData's callers other than
+// Stream.Write (SpliceFrom's copies of up to smallSplice bytes) do not
+// cut their bytes to batchSize; with a small ChunkSize that is more
+// frames than a direct write keeps the ends of, and they must still go
+// out whole and in order, not panic.
+func TestWriteDataMoreThanABatch(t *testing.T) {
+	ca, cb := flowtest.TCPPair(t)
+	cfg := flowConfig(4 << 20)
+	cfg.ChunkSize = 1 << 10
+	l := &link{a: New(ca, newBinFramer(ca), cfg), b: New(cb, newBinFramer(cb), cfg), ca: ca, cb: cb}
+	defer l.close()
+	from, at := l.open(t)
+	// Wait until the write loop has let go of the link after the Open,
+	// so that the write below finds it idle and writes directly.
+	l.a.wmu.Lock()
+	l.a.wmu.Unlock()
+
+	p := make([]byte, 32<<10)
+	if len(p) <= l.a.batchSize() {
+		t.Fatalf("%d bytes is no more than a batch (%d)", len(p), l.a.batchSize())
+	}
+	for i := range p {
+		p[i] = byte(i * 5)
+	}
+	from.mu.Lock()
+	from.credit -= len(p)
+	from.mu.Unlock()
+	got := make(chan []byte, 1)
+	go func() {
+		b := make([]byte, len(p))
+		io.ReadFull(at, b)
+		got <- b
+	}()
+	var n int
+	var err error
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				l.a.wmu.Unlock() // held by the direct write that panicked
+				t.Fatalf("writeData of %d bytes in frames of %d panicked: %v", len(p), cfg.ChunkSize, r)
+			}
+		}()
+		n, err = l.a.writeData(from, p, nil)
+	}()
+	if n != len(p) || err != nil {
+		t.Fatalf("writeData = %d, %v; want %d, nil", n, err, len(p))
+	}
+	if b := <-got; !bytes.Equal(b, p) {
+		t.Fatal("the peer read other bytes than were written")
+	}
+}

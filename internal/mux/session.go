@@ -977,7 +977,7 @@ func (s *Session) enqueue(f *Frame) bool {
 }
 
 // writeData sends p for stream st, in frames of at most ChunkSize
-// bytes (at most writeBatch bytes in all; Stream.Write cuts its bytes so),
+// bytes (a batch, batchSize, at a time: Stream.Write cuts its bytes so),
 // and returns how many of its bytes are
 // sent: all of them (with a nil error) once they are queued or have gone
 // out, and, if it fails, those that went out before the failure. When
@@ -995,6 +995,9 @@ func (s *Session) enqueue(f *Frame) bool {
 // report fewer bytes than it wrote. The failure has ended the link, and
 // the next call fails with why (cause).
 func (s *Session) writeData(st *Stream, p []byte, deadline <-chan struct{}) (int, error) {
+	if len(p) > s.batchSize() {
+		return s.writeBatches(st, p, deadline)
+	}
 	if cause := s.cause.Load(); cause != nil {
 		return 0, *cause // a write to the link failed: nothing more goes out
 	}
@@ -1087,6 +1090,22 @@ const (
 // batchSize is the most bytes a Stream's Write hands writeData at once.
 func (s *Session) batchSize() int {
 	return max(s.cfg.ChunkSize, min(writeBatch, maxBatchFrames*s.cfg.ChunkSize))
+}
+
+// writeBatches is writeData for more than a batch, one writeData a
+// batch: SpliceFrom's copies (up to smallSplice bytes) are not cut as
+// Stream.Write cuts its bytes, and with a small ChunkSize they are more
+// frames than a direct write keeps the ends of (Session.ends).
+func (s *Session) writeBatches(st *Stream, p []byte, deadline <-chan struct{}) (int, error) {
+	n := 0
+	for n < len(p) {
+		m, err := s.writeData(st, p[n:n+min(len(p)-n, s.batchSize())], deadline)
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // enqueueChunks queues p in frames of at most ChunkSize (enqueueData),
