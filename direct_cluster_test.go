@@ -216,33 +216,19 @@ func TestDirectClusterConn(t *testing.T) {
 	d := Dialer{Direct: true}
 	var moved atomic.Int32 // sessions that ended direct
 	nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
-		type res struct {
-			c   net.Conn
-			err error
-		}
-		ch := make(chan res, 1)
-		go func() {
-			c, err := l.Accept()
-			ch <- res{c, err}
-		}()
-		client, err := d.DialContext(context.Background(), dc.addr3, "printer-7")
+		client, server, err := dialAccepted(&d, l, dc.addr3, "printer-7")
 		if err != nil {
 			return nil, nil, nil, err
-		}
-		r := <-ch
-		if r.err != nil {
-			client.Close()
-			return nil, nil, nil, r.err
 		}
 		if _, ok := client.(*Conn).s.(*moveConn); !ok {
 			t.Error("the session was not brokered through the hop")
 		}
-		return r.c, client, func() {
+		return server, client, func() {
 			if client.(*Conn).Direct() {
 				moved.Add(1)
 			}
 			client.Close()
-			r.c.Close()
+			server.Close()
 		}, nil
 	})
 	if moved.Load() == 0 {

@@ -312,35 +312,21 @@ func TestDirectNATConn(t *testing.T) {
 			d.DirectTimeout = 100 * time.Millisecond
 			var moved atomic.Int32 // sessions that ended direct
 			nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
-				type res struct {
-					c   net.Conn
-					err error
-				}
-				ch := make(chan res, 1)
-				go func() {
-					c, err := x.l.Accept()
-					ch <- res{c, err}
-				}()
-				client, err := d.DialContext(context.Background(), x.addr, "printer-7")
+				client, server, err := dialAccepted(d, x.l, x.addr, "printer-7")
 				if err != nil {
 					return nil, nil, nil, err
-				}
-				r := <-ch
-				if r.err != nil {
-					client.Close()
-					return nil, nil, nil, r.err
 				}
 				if client.(*Conn).Direct() {
 					t.Error("the client's session is direct before its first byte")
 				}
 				// The session starts relayed and moves, in the test,
 				// once the punch is up.
-				return r.c, client, func() {
+				return server, client, func() {
 					if client.(*Conn).Direct() {
 						moved.Add(1)
 					}
 					client.Close()
-					r.c.Close()
+					server.Close()
 				}, nil
 			})
 			if got := moved.Load(); (got > 0) != tc.direct {

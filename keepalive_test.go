@@ -3,6 +3,7 @@ package rtcp
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -38,6 +39,16 @@ func serveFault(t *testing.T, dp *DiscoverPoint, n *memnet.Listener) (stop func(
 // dialAccept opens a session with d and returns both of its ends.
 func dialAccept(t *testing.T, d *Dialer, l net.Listener, addr, name string) (client, server net.Conn) {
 	t.Helper()
+	client, server, err := dialAccepted(d, l, addr, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return client, server
+}
+
+// dialAccepted opens a session with d, accepting it on l, and returns
+// both of its ends, or an error (nettest's MakePipe).
+func dialAccepted(d *Dialer, l net.Listener, addr, name string) (client, server net.Conn, err error) {
 	type res struct {
 		c   net.Conn
 		err error
@@ -47,15 +58,17 @@ func dialAccept(t *testing.T, d *Dialer, l net.Listener, addr, name string) (cli
 		c, err := l.Accept()
 		ch <- res{c, err}
 	}()
-	client, err := d.DialContext(context.Background(), addr, name)
+	client, err = d.DialContext(context.Background(), addr, name)
 	if err != nil {
-		t.Fatalf("Dial: %v", err)
+		return nil, nil, fmt.Errorf("Dial: %w", err) // Accept ends with l
+
 	}
 	r := <-ch
 	if r.err != nil {
-		t.Fatalf("Accept: %v", r.err)
+		client.Close()
+		return nil, nil, fmt.Errorf("Accept: %w", r.err)
 	}
-	return client, r.c
+	return client, r.c, nil
 }
 
 // exchange sends msg from a to b and back, and fails the test if it does

@@ -174,27 +174,13 @@ func TestConnNettest(t *testing.T) {
 			l := listen(t, &ListenConfig{Transport: m.server}, dp, "nettest")
 			d := Dialer{Transport: m.client}
 			nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
-				type res struct {
-					c   net.Conn
-					err error
-				}
-				ch := make(chan res, 1)
-				go func() {
-					c, err := l.Accept()
-					ch <- res{c, err}
-				}()
-				client, err := d.DialContext(context.Background(), dp, "nettest")
+				client, server, err := dialAccepted(&d, l, dp, "nettest")
 				if err != nil {
 					return nil, nil, nil, err
 				}
-				r := <-ch
-				if r.err != nil {
-					client.Close()
-					return nil, nil, nil, r.err
-				}
 				// nettest drives c1 hardest: make it the server's Conn, so each
 				// transport's server side is held to net.Conn too.
-				return r.c, client, func() { client.Close(); r.c.Close() }, nil
+				return server, client, func() { client.Close(); server.Close() }, nil
 			})
 		})
 	}
