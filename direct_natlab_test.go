@@ -16,6 +16,7 @@ import (
 	"golang.org/x/net/nettest"
 
 	"rtcp/internal/delay"
+	"rtcp/internal/flowtest"
 	"rtcp/internal/natlab"
 )
 
@@ -576,20 +577,7 @@ func (x *directLab) rawEcho(t testing.TB) func() (net.Conn, error) {
 	}
 	port := l.Addr().(*net.TCPAddr).AddrPort().Port()
 	x.server.Forward(t, port)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				io.Copy(c, c)
-			})
-		}
-	})
-	t.Cleanup(func() { l.Close(); wg.Wait() })
+	flowtest.Echo(t, l)
 	to := netip.AddrPortFrom(x.server.PublicAddr, port).String()
 	return func() (c net.Conn, err error) {
 		err = x.client.Do(func() (err error) {

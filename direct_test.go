@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"rtcp/internal/flowtest"
 	"rtcp/internal/punch"
 	"rtcp/protocol/plan5"
 )
@@ -419,21 +420,10 @@ func tcpEchoServer(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
-			})
-		}
+	flowtest.ServeEach(t, l, func(c net.Conn) {
+		io.Copy(c, c)
+		c.(*net.TCPConn).CloseWrite()
 	})
-	t.Cleanup(func() { l.Close(); wg.Wait() })
 	return l.Addr().String()
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"rtcp"
 	"rtcp/internal/etcdtest"
+	"rtcp/internal/flowtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -244,20 +245,7 @@ func startCluster(t testing.TB, e *etcdtest.Server, n int) *cluster {
 
 // echoServer serves l, echoing each session, until the test ends.
 func echoServer(t testing.TB, l net.Listener) {
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				io.Copy(c, c)
-			})
-		}
-	})
-	t.Cleanup(func() { l.Close(); wg.Wait() })
+	flowtest.Echo(t, l)
 }
 
 func listen(t testing.TB, lc *rtcp.ListenConfig, addr, name string) net.Listener {

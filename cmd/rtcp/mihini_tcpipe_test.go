@@ -9,11 +9,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"rtcp"
+	"rtcp/internal/flowtest"
 )
 
 // startEchoUntilClose runs an echo service on addr that echoes each connection
@@ -24,20 +24,7 @@ func startEchoUntilClose(t *testing.T, addr string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				io.Copy(c, c)
-			})
-		}
-	})
-	t.Cleanup(func() { l.Close(); wg.Wait() })
+	flowtest.Echo(t, l)
 	return l.Addr().String()
 }
 

@@ -11,12 +11,12 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"rtcp"
+	"rtcp/internal/flowtest"
 )
 
 // reloadSecrets are the keys of the reload tests.
@@ -64,23 +64,7 @@ func reloadServer(t *testing.T, dp, name, key string) <-chan rtcp.Event {
 	if err != nil {
 		t.Fatalf("%s's server: %v", key, err)
 	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				io.Copy(c, c)
-			})
-		}
-	})
-	t.Cleanup(func() {
-		l.Close()
-		wg.Wait()
-	})
+	flowtest.Echo(t, l)
 	return events
 }
 

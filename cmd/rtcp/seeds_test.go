@@ -12,12 +12,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"rtcp"
 	"rtcp/c8y"
+	"rtcp/internal/flowtest"
 	wire "rtcp/protocol/cccp"
 )
 
@@ -29,23 +29,7 @@ func plainEcho(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				io.Copy(c, c)
-			})
-		}
-	})
-	t.Cleanup(func() {
-		l.Close()
-		wg.Wait()
-	})
+	flowtest.Echo(t, l)
 	return l.Addr().String()
 }
 

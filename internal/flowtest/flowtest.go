@@ -334,3 +334,29 @@ func TLSPair(t testing.TB) (server, client *tls.Conn) {
 	t.Cleanup(func() { server.Close(); client.Close() })
 	return server, client
 }
+
+// ServeEach accepts connections on l until the test ends, and serves each
+// with serve on a goroutine of its own, closing it when serve returns. At
+// the test's end it closes l and waits for every serve to return.
+func ServeEach(t testing.TB, l net.Listener, serve func(net.Conn)) {
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				serve(c)
+			})
+		}
+	})
+	t.Cleanup(func() { l.Close(); wg.Wait() })
+}
+
+// Echo serves l (ServeEach) as an echo service: each connection's bytes
+// come back until its client ends it, then the service closes it.
+func Echo(t testing.TB, l net.Listener) {
+	ServeEach(t, l, func(c net.Conn) { io.Copy(c, c) })
+}
