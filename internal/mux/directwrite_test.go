@@ -758,3 +758,47 @@ func TestWriteDataMoreThanABatch(t *testing.T) {
 		t.Fatal("the peer read other bytes than were written")
 	}
 }
+
+// TestAloneDoesNotCombine: small Writes of one stream, with no other
+// stream writing between them, do not yield to combine (a yield costs a
+// thread wake-up per message); the first of a stream after another's
+// does.
+func TestAloneDoesNotCombine(t *testing.T) {
+	ca, cb := flowtest.TCPPair(t)
+	l := &link{a: New(ca, newBinFramer(ca), flowConfig(1<<20)), b: New(cb, newBinFramer(cb), flowConfig(1<<20)), ca: ca, cb: cb}
+	defer l.close()
+	from, at := l.open(t)
+	other, otherAt := l.open(t)
+	combines := func() int {
+		l.a.wmu.Lock()
+		defer l.a.wmu.Unlock()
+		return l.a.combines
+	}
+	echoed := func(w io.Writer, r io.Reader) {
+		t.Helper()
+		if _, err := w.Write([]byte("ping")); err != nil {
+			t.Fatalf("Write: %v", err)
+		}
+		got := make([]byte, 4)
+		if _, err := io.ReadFull(r, got); err != nil || string(got) != "ping" {
+			t.Fatalf("read %q, %v; want ping", got, err)
+		}
+	}
+	// The write loop may still hold the link after the Opens: wait until
+	// it has let go, so that every Write below finds it idle and writes
+	// directly (a queued one would not count as the stream's).
+	l.a.wmu.Lock()
+	l.a.wmu.Unlock()
+	echoed(from, at)
+	c0 := combines()
+	for range 10 {
+		echoed(from, at)
+	}
+	if c := combines() - c0; c != 0 {
+		t.Errorf("10 small writes of a stream writing alone combined %d times, want 0", c)
+	}
+	echoed(other, otherAt)
+	if c := combines() - c0; c != 1 {
+		t.Errorf("a write of another stream combined %d times, want 1", c)
+	}
+}

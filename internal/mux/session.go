@@ -178,18 +178,23 @@ type Session struct {
 	// loop, a Stream.Write writing its own frame (writeData), a splice
 	// (SpliceFrom). Taken before qmu; whoever takes a batch from the
 	// queue holds it, so a direct write never overtakes a queued frame.
-	wmu     sync.Mutex
-	cbatch  []*Frame                  // combine's list of frames; guarded by wmu
-	dframe  Frame                     // the frame of a direct write; guarded by wmu
-	ends    [maxBatchFrames + 1]int64 // a direct write's frames' ends (writeData); guarded by wmu
-	qwake   chan struct{}             // cap 1: the writer has work
-	qspace  chan struct{}             // closed when the queue drains
-	qdone   chan struct{}             // closed when the writer has exited
-	accept  chan *Stream
-	done    chan struct{} // closed when the session ends
-	once    sync.Once
-	wg      sync.WaitGroup
-	readEnd chan struct{}
+	wmu    sync.Mutex
+	cbatch []*Frame                  // combine's list of frames; guarded by wmu
+	dframe Frame                     // the frame of a direct write; guarded by wmu
+	ends   [maxBatchFrames + 1]int64 // a direct write's frames' ends (writeData); guarded by wmu
+	// lastDirect is the stream of the previous direct write, combines
+	// how many direct writes combined (both guarded by wmu): a write of
+	// the same stream as the one before does not combine (writeData).
+	lastDirect int64
+	combines   int
+	qwake      chan struct{} // cap 1: the writer has work
+	qspace     chan struct{} // closed when the queue drains
+	qdone      chan struct{} // closed when the writer has exited
+	accept     chan *Stream
+	done       chan struct{} // closed when the session ends
+	once       sync.Once
+	wg         sync.WaitGroup
+	readEnd    chan struct{}
 	// readStop is closed when the read loop has stopped reading the
 	// connection (just before it ends the session), so that a closing
 	// session knows whether it must drain the connection itself.
@@ -1038,9 +1043,10 @@ func (s *Session) writeData(st *Stream, p []byte, deadline <-chan struct{}) (int
 		off += k
 	}
 	var batch []*Frame
-	if err == nil && len(p) <= combineMax {
+	if err == nil && len(p) <= combineMax && s.lastDirect != st.id {
 		batch, err = s.combine()
 	}
+	s.lastDirect = st.id
 	if err == nil {
 		err = s.fr.Flush()
 	}
@@ -1164,10 +1170,18 @@ const combineMax = 16 << 10
 // and not yet flushed. Those that write meanwhile (readers of other
 // connections that the same poll woke: many clients' small requests) find
 // wmu held and queue their frames, and the caller writes them with its
-// own: one system call for all, and no hand-off to the write loop. With
-// nothing else ready to run, runtime.Gosched returns at once. The caller
-// flushes, then gives the frames back with release.
+// own: one system call for all, and no hand-off to the write loop. The
+// caller flushes, then gives the frames back with release.
+//
+// The yield is not free even with nothing else ready to run:
+// runtime.Gosched wakes an idle thread to look for work (a futex) and
+// polls the network, and for one session's echo through a DP that was
+// a sixth of the DP's CPU and a thread switch per message. So writeData
+// combines only when the stream is not the one of the previous direct
+// write: a stream that writes alone never yields, many clients' requests
+// (each the first of its stream in a row) still do.
 func (s *Session) combine() ([]*Frame, error) {
+	s.combines++
 	s.qmu.Lock()
 	s.combining = true
 	s.qmu.Unlock()
