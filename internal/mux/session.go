@@ -175,26 +175,31 @@ type Session struct {
 	// its own frame (combine), so enqueueData need not wake the writer.
 	combining bool
 	// wmu is held by whoever writes frames to the connection: the write
-	// loop, a Stream.Write writing its own frame (writeData), a splice
+	// loop, a Stream.Write writing its own frame (writeDirect), a splice
 	// (SpliceFrom). Taken before qmu; whoever takes a batch from the
 	// queue holds it, so a direct write never overtakes a queued frame.
 	wmu    sync.Mutex
 	cbatch []*Frame                  // combine's list of frames; guarded by wmu
 	dframe Frame                     // the frame of a direct write; guarded by wmu
-	ends   [maxBatchFrames + 1]int64 // a direct write's frames' ends (writeData); guarded by wmu
-	// lastDirect is the stream of the previous direct write, combines
-	// how many direct writes combined (both guarded by wmu): a write of
-	// the same stream as the one before does not combine (writeData).
-	lastDirect int64
-	combines   int
-	qwake      chan struct{} // cap 1: the writer has work
-	qspace     chan struct{} // closed when the queue drains
-	qdone      chan struct{} // closed when the writer has exited
-	accept     chan *Stream
-	done       chan struct{} // closed when the session ends
-	once       sync.Once
-	wg         sync.WaitGroup
-	readEnd    chan struct{}
+	ends   [maxBatchFrames + 1]int64 // a direct write's frames' ends (writeDirect); guarded by wmu
+	// lastData is the stream whose Data frame was written last (-1:
+	// none yet), soloFrames how many of its Data frames were written in
+	// a row, and mixed whether another stream's came before them
+	// (noteData); guarded by wmu.
+	lastData   int64
+	soloFrames int
+	mixed      bool
+	// combines counts the direct writes that yielded (combine); guarded
+	// by wmu.
+	combines int
+	qwake    chan struct{} // cap 1: the writer has work
+	qspace   chan struct{} // closed when the queue drains
+	qdone    chan struct{} // closed when the writer has exited
+	accept   chan *Stream
+	done     chan struct{} // closed when the session ends
+	once     sync.Once
+	wg       sync.WaitGroup
+	readEnd  chan struct{}
 	// readStop is closed when the read loop has stopped reading the
 	// connection (just before it ends the session), so that a closing
 	// session knows whether it must drain the connection itself.
@@ -295,6 +300,7 @@ func New(c net.Conn, fr Framer, cfg Config) *Session {
 		done:     make(chan struct{}),
 		readEnd:  make(chan struct{}),
 		readStop: make(chan struct{}),
+		lastData: -1,
 	}
 	if w, ok := fr.(Wire); ok {
 		s.sem = w.Semantics()
@@ -986,13 +992,12 @@ func (s *Session) enqueue(f *Frame) bool {
 // and returns how many of its bytes are
 // sent: all of them (with a nil error) once they are queued or have gone
 // out, and, if it fails, those that went out before the failure. When
-// nothing else is queued or being written, and the stream is flow
-// controlled and has no write deadline, the caller writes the frames to
-// the connection itself, with one Flush for them all: no copy and no
-// hand-off to the write loop, which is a goroutine wake-up per frame
-// each way (with credit granted, the peer has room for them, so the
-// write does not wait on a stalled reader). Otherwise p is queued
-// (enqueueData).
+// the stream is flow controlled and has no write deadline, the caller
+// writes the frames to the connection itself (writeDirect), with one
+// Flush for them all: no copy and no hand-off to the write loop, which
+// is a goroutine wake-up per frame each way (with credit granted, the
+// peer has room for them, so the write does not wait on a stalled
+// reader). Otherwise p is queued (enqueueData).
 //
 // A direct write's frame that went out in full is sent even if the write
 // that carried it failed (it carried other streams' frames too, combine):
@@ -1012,41 +1017,101 @@ func (s *Session) writeData(st *Stream, p []byte, deadline <-chan struct{}) (int
 		// for room in the queue under its deadline.
 		return s.enqueueChunks(st, p, deadline)
 	}
+	n := 0
+	for n < len(p) {
+		m, err := s.writeDirect(st, p[n:], deadline)
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// writeDirect is writeData's direct write. It writes p, or only its
+// first frame while the link is shared (below), and returns how many of
+// p's bytes it sent.
+//
+// A batch of frames leaves in one write of the connection, which a frame
+// of another stream that comes meanwhile waits for: when the link is the
+// bottleneck, for as long as the link takes to carry the batch. So a
+// stream takes a batch only while it has the link to itself: when the
+// last soloRun Data frames on the link were all its own, and no other
+// frame waits in the queue. Otherwise it writes the queued frames, then
+// one frame of its own, and yields; a small frame of another stream then
+// waits for at most the one frame being written when it came.
+//
+// A write of one frame that finds the link being written queues a copy,
+// which the writer takes with its own (combine): many streams' small
+// requests go out in one system call. A write of more waits for the link
+// instead: its copies would go out ahead of what other streams queue
+// next, and in one write.
+func (s *Session) writeDirect(st *Stream, p []byte, deadline <-chan struct{}) (int, error) {
 	if !s.wmu.TryLock() {
-		return s.enqueueChunks(st, p, deadline)
+		if len(p) <= s.cfg.ChunkSize {
+			return s.enqueueChunks(st, p, deadline)
+		}
+		s.wmu.Lock()
 	}
 	s.qmu.Lock()
-	if len(s.q) > 0 || s.qclose {
+	if s.qclose {
 		s.qmu.Unlock()
 		s.wmu.Unlock()
-		return s.enqueueChunks(st, p, deadline)
+		return s.enqueueChunks(st, p, deadline) // fails with why
 	}
-	if err := st.writeErr(); err != nil {
-		s.qmu.Unlock()
-		s.wmu.Unlock()
-		return 0, err
-	}
+	waiting := len(s.q) > 0
 	s.qmu.Unlock()
 
+	// Queued frames go first: a direct write never overtakes one.
+	var batch []*Frame
+	var err error
+	if waiting {
+		batch, err = s.writeQueued(s.cbatch)
+	}
+	// The stream may have ended meanwhile: its end is marked before its
+	// frame is queued, so if that frame was in the batch just written,
+	// no data may follow it.
+	s.qmu.Lock()
+	werr := st.writeErr()
+	s.qmu.Unlock()
+	if werr != nil {
+		if err == nil {
+			err = s.fr.Flush()
+		}
+		s.wmu.Unlock()
+		if batch != nil {
+			release(batch)
+			s.cbatch = batch[:0]
+		}
+		if err != nil {
+			s.writeFailed(err)
+			s.wake()
+		}
+		return 0, werr
+	}
+
+	k := len(p)
+	if waiting || s.shared(st.id) {
+		k = min(k, s.cfg.ChunkSize)
+	}
 	// s.ends[i] is what the Framer had produced before frame i (sent).
 	// (In the session, not here: this frame is under every write of a
 	// relay's goroutine, whose stack an idle session keeps at its peak.)
 	nf := 0
-	var err error
 	s.ends[0] = s.produced()
-	for off := 0; off < len(p) && err == nil; nf++ {
-		k := min(len(p)-off, s.cfg.ChunkSize)
-		s.dframe = Frame{Kind: KindData, ID: st.id, Data: p[off : off+k]}
+	for off := 0; off < k && err == nil; nf++ {
+		m := min(k-off, s.cfg.ChunkSize)
+		s.dframe = Frame{Kind: KindData, ID: st.id, Data: p[off : off+m]}
 		err = s.fr.WriteFrame(&s.dframe)
 		s.dframe.Data = nil
 		s.ends[nf+1] = s.produced()
-		off += k
+		off += m
 	}
-	var batch []*Frame
-	if err == nil && len(p) <= combineMax && s.lastDirect != st.id {
+	prev := s.lastData
+	s.noteData(st.id, nf)
+	if err == nil && batch == nil && k <= combineMax && prev != st.id {
 		batch, err = s.combine()
 	}
-	s.lastDirect = st.id
 	if err == nil {
 		err = s.fr.Flush()
 	}
@@ -1054,14 +1119,14 @@ func (s *Session) writeData(st *Stream, p []byte, deadline <-chan struct{}) (int
 		release(batch)
 		s.cbatch = batch[:0]
 	}
-	n := len(p)
+	n := k
 	if err != nil {
 		n = 0
 		for i := range nf {
-			k := min(len(p)-i*s.cfg.ChunkSize, s.cfg.ChunkSize)
-			m := s.sent(k, s.ends[i], s.ends[i+1])
-			n += m
-			if m < k {
+			m := min(k-i*s.cfg.ChunkSize, s.cfg.ChunkSize)
+			sent := s.sent(m, s.ends[i], s.ends[i+1])
+			n += sent
+			if sent < m {
 				break
 			}
 		}
@@ -1070,7 +1135,7 @@ func (s *Session) writeData(st *Stream, p []byte, deadline <-chan struct{}) (int
 	if err != nil {
 		s.writeFailed(err)
 		s.wake()
-		if n == len(p) {
+		if n == k {
 			return n, nil
 		}
 		return n, s.errOr(s.linkError(err))
@@ -1082,6 +1147,36 @@ func (s *Session) writeData(st *Stream, p []byte, deadline <-chan struct{}) (int
 		s.wake()
 	}
 	return n, nil
+}
+
+// soloRun is how many Data frames in a row a stream must have put on the
+// link before its direct writes take batches again (writeDirect): after
+// another stream's frame, a bulk stream writes a frame at a time for a
+// while, for the other may well write again soon (an interactive session,
+// a client's next request). On a fast link that while is short.
+const soloRun = 4 * maxBatchFrames
+
+// noteData counts n Data frames of stream id written to the Framer. The
+// caller holds wmu.
+func (s *Session) noteData(id int64, n int) {
+	if n == 0 {
+		return
+	}
+	if id != s.lastData {
+		s.mixed = s.lastData >= 0
+		s.lastData, s.soloFrames = id, 0
+	}
+	s.soloFrames += n
+}
+
+// shared reports whether another stream than id has written Data on the
+// link lately: it wrote the last frame, or fewer than soloRun frames of
+// id's have followed its last. The caller holds wmu.
+func (s *Session) shared(id int64) bool {
+	if s.lastData < 0 {
+		return false // the first Data on the link
+	}
+	return id != s.lastData || s.mixed && s.soloFrames < soloRun
 }
 
 // writeBatch is the most bytes one writeData takes, in frames of at most
@@ -1176,10 +1271,10 @@ const combineMax = 16 << 10
 // The yield is not free even with nothing else ready to run:
 // runtime.Gosched wakes an idle thread to look for work (a futex) and
 // polls the network, and for one session's echo through a DP that was
-// a sixth of the DP's CPU and a thread switch per message. So writeData
-// combines only when the stream is not the one of the previous direct
-// write: a stream that writes alone never yields, many clients' requests
-// (each the first of its stream in a row) still do.
+// a sixth of the DP's CPU and a thread switch per message. So a direct
+// write combines only when the last Data frame on the link was another
+// stream's: a stream that writes alone never yields, many clients'
+// requests (each the first of its stream in a row) still do.
 func (s *Session) combine() ([]*Frame, error) {
 	s.combines++
 	s.qmu.Lock()
@@ -1343,6 +1438,9 @@ func (s *Session) writeQueued(batch []*Frame) ([]*Frame, error) {
 	for _, f := range batch {
 		if err == nil {
 			err = s.fr.WriteFrame(f)
+			if f.Kind == KindData && len(f.Data) > 0 {
+				s.noteData(f.ID, 1)
+			}
 		}
 	}
 	return batch, err

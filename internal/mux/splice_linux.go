@@ -279,6 +279,7 @@ func (st *Stream) spliceOut(hw DataHeaderWriter, link syscall.RawConn, p *pipe, 
 			return batch, 0, st.opErr("write", werr)
 		}
 		err = hw.WriteDataHeader(st.id, n)
+		s.noteData(st.id, 1)
 	}
 	if err == nil {
 		err = s.fr.Flush()

@@ -1,0 +1,188 @@
+package mux
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// Tests that a small frame of one stream does not wait long behind a bulk
+// stream on the same link, when the link itself is what holds the bulk
+// stream back.
+
+// gateConn is a link end whose writes each wait for the test: a link
+// slower than the session, paced one write at a time. A write that
+// arrives says so on arrived, with its length, and waits for release;
+// once open is closed, writes pass at once. passed counts the bytes that
+// got through.
+type gateConn struct {
+	net.Conn
+	arrived chan int
+	release chan struct{}
+	open    chan struct{}
+	once    sync.Once
+	passed  atomic.Int64
+}
+
+func newGateConn(c net.Conn) *gateConn {
+	return &gateConn{Conn: c, arrived: make(chan int), release: make(chan struct{}), open: make(chan struct{})}
+}
+
+func (g *gateConn) Write(p []byte) (int, error) {
+	select {
+	case g.arrived <- len(p):
+		select {
+		case <-g.release:
+		case <-g.open:
+		}
+	case <-g.open:
+	}
+	n, err := g.Conn.Write(p)
+	g.passed.Add(int64(n))
+	return n, err
+}
+
+// step lets the write that waits go, and waits for the next one.
+func (g *gateConn) step() { g.release <- struct{}{}; <-g.arrived }
+
+// openUp lets every write through from now on.
+func (g *gateConn) openUp() { g.once.Do(func() { close(g.open) }) }
+
+// startFramer is a binFramer that records where the Data frames of one
+// stream (watch) start in what it produces.
+type startFramer struct {
+	*binFramer
+	watch  atomic.Int64
+	starts chan int64 // buffered
+}
+
+func (fr *startFramer) WriteFrame(f *Frame) error {
+	if f.Kind == KindData && len(f.Data) > 0 && f.ID == fr.watch.Load() {
+		produced, _ := fr.Counts()
+		select {
+		case fr.starts <- produced:
+		default:
+		}
+	}
+	return fr.binFramer.WriteFrame(f)
+}
+
+// TestSmallFrameBehindBulk: a stream writes as fast as the link takes
+// it, another writes a small message now and then. Once the small
+// message is queued, at most one frame of the bulk stream may go out
+// before it: the one being written when it came. (A link that carries
+// a bulk stream alone takes a batch of its frames in one write, which
+// a message that comes in the middle of it waits for: at most one batch.)
+func TestSmallFrameBehindBulk(t *testing.T) {
+	const chunk = 16 << 10
+	cfg := flowConfig(8 << 20)
+	cfg.ChunkSize = chunk
+	ca, cb := net.Pipe()
+	gate := newGateConn(ca)
+	fr := &startFramer{binFramer: newBinFramer(gate), starts: make(chan int64, 1)}
+	l := &link{ca: ca, cb: cb, a: New(gate, fr, cfg), b: New(cb, newBinFramer(cb), cfg)}
+
+	// The first writes (opens, acks) pass; then the gate holds each.
+	bulkA, bulkB := openGated(t, l, gate)
+	smallA, smallB := openGated(t, l, gate)
+	fr.watch.Store(smallA.ID())
+
+	var wg sync.WaitGroup
+	defer func() {
+		gate.openUp()
+		bulkA.Close()
+		smallA.Close()
+		l.close()
+		wg.Wait()
+	}()
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		buf := make([]byte, 1<<20)
+		for {
+			if _, err := bulkA.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		io.Copy(io.Discard, bulkB)
+	}()
+
+	<-gate.arrived
+	// The bulk stream alone, long enough to take batches.
+	for gate.passed.Load() < 2<<20 {
+		gate.step()
+	}
+	frame := int64(binHeader + chunk)
+	msg := []byte("GET key:000042\r\n")
+	got := make([]byte, len(msg))
+	for round := range 6 {
+		// A write is held at the gate: the link is busy.
+		before := gate.passed.Load()
+		if q := l.a.queuedBytes(); q > maxQueuedBytes/2 {
+			// The small Write would wait behind them (or for room).
+			t.Fatalf("round %d: %d bytes of the bulk stream are queued ahead of the small message", round, q)
+		}
+		if _, err := smallA.Write(msg); err != nil {
+			t.Fatalf("round %d: small Write: %v", round, err)
+		}
+		var start int64
+		for {
+			gate.step()
+			select {
+			case start = <-fr.starts:
+			default:
+				continue
+			}
+			break
+		}
+		for gate.passed.Load() < start+binHeader+int64(len(msg)) {
+			gate.step()
+		}
+		if _, err := io.ReadFull(smallB, got); err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("round %d: read %q, %v; want %q", round, got, err, msg)
+		}
+		ahead := start - before
+		limit := frame // the frame being written when msg came
+		if round == 0 {
+			limit = int64(maxBatchFrames) * frame // a batch of the bulk stream alone
+		}
+		t.Logf("round %d: %d bytes went out ahead of the small frame", round, ahead)
+		if ahead > limit {
+			t.Errorf("round %d: %d bytes of the bulk stream went out after the small message was queued, before it; want at most %d",
+				round, ahead, limit)
+		}
+	}
+}
+
+// queuedBytes is the Data bytes waiting in the queue.
+func (s *Session) queuedBytes() int {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	return s.qbytes
+}
+
+// openGated opens a stream on l, whose a side writes through gate, and
+// returns both ends; the gate passes every write until then.
+func openGated(t *testing.T, l *link, gate *gateConn) (*Stream, *Stream) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-gate.arrived:
+				gate.release <- struct{}{}
+			case <-done:
+				return
+			}
+		}
+	}()
+	a, b := l.open(t)
+	close(done)
+	return a, b
+}
