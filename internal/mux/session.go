@@ -175,13 +175,13 @@ type Session struct {
 	// its own frame (combine), so enqueueData need not wake the writer.
 	combining bool
 	// wmu is held by whoever writes frames to the connection: the write
-	// loop, a Stream.Write writing its own frame (writeDirect), a splice
+	// loop, a Stream.Write writing its own frame (writeData), a splice
 	// (SpliceFrom). Taken before qmu; whoever takes a batch from the
 	// queue holds it, so a direct write never overtakes a queued frame.
 	wmu    sync.Mutex
 	cbatch []*Frame                  // combine's list of frames; guarded by wmu
 	dframe Frame                     // the frame of a direct write; guarded by wmu
-	ends   [maxBatchFrames + 1]int64 // a direct write's frames' ends (writeDirect); guarded by wmu
+	ends   [maxBatchFrames + 1]int64 // a direct write's frames' ends (writeData); guarded by wmu
 	// lastData is the stream whose Data frame was written last (-1:
 	// none yet), soloFrames how many of its Data frames were written in
 	// a row, and mixed whether another stream's came before them
@@ -993,11 +993,26 @@ func (s *Session) enqueue(f *Frame) bool {
 // sent: all of them (with a nil error) once they are queued or have gone
 // out, and, if it fails, those that went out before the failure. When
 // the stream is flow controlled and has no write deadline, the caller
-// writes the frames to the connection itself (writeDirect), with one
-// Flush for them all: no copy and no hand-off to the write loop, which
+// writes the frames to the connection itself (a direct write), with one
+// Flush for a batch of them: no copy and no hand-off to the write loop, which
 // is a goroutine wake-up per frame each way (with credit granted, the
 // peer has room for them, so the write does not wait on a stalled
 // reader). Otherwise p is queued (enqueueData).
+//
+// A batch of frames leaves in one write of the connection, which a frame
+// of another stream that comes meanwhile waits for: when the link is the
+// bottleneck, for as long as the link takes to carry the batch. So a
+// stream takes a batch only while it has the link to itself: when the
+// last soloRun Data frames on the link were all its own, and no other
+// frame waits in the queue. Otherwise it writes the queued frames, then
+// one frame of its own, and yields; a small frame of another stream then
+// waits for at most the one frame being written when it came.
+//
+// A write of one frame that finds the link being written queues a copy,
+// which the writer takes with its own (combine): many streams' small
+// requests go out in one system call. A write of more waits for the link
+// instead: its copies would go out ahead of what other streams queue
+// next, and in one write.
 //
 // A direct write's frame that went out in full is sent even if the write
 // that carried it failed (it carried other streams' frames too, combine):
@@ -1017,140 +1032,117 @@ func (s *Session) writeData(st *Stream, p []byte, deadline <-chan struct{}) (int
 		// for room in the queue under its deadline.
 		return s.enqueueChunks(st, p, deadline)
 	}
-	n := 0
-	for n < len(p) {
-		m, err := s.writeDirect(st, p[n:], deadline)
-		n += m
-		if err != nil {
-			return n, err
+	for done := 0; ; {
+		q := p[done:]
+		if !s.wmu.TryLock() {
+			if len(q) <= s.cfg.ChunkSize {
+				m, err := s.enqueueChunks(st, q, deadline)
+				return done + m, err
+			}
+			s.wmu.Lock()
 		}
-	}
-	return n, nil
-}
-
-// writeDirect is writeData's direct write. It writes p, or only its
-// first frame while the link is shared (below), and returns how many of
-// p's bytes it sent.
-//
-// A batch of frames leaves in one write of the connection, which a frame
-// of another stream that comes meanwhile waits for: when the link is the
-// bottleneck, for as long as the link takes to carry the batch. So a
-// stream takes a batch only while it has the link to itself: when the
-// last soloRun Data frames on the link were all its own, and no other
-// frame waits in the queue. Otherwise it writes the queued frames, then
-// one frame of its own, and yields; a small frame of another stream then
-// waits for at most the one frame being written when it came.
-//
-// A write of one frame that finds the link being written queues a copy,
-// which the writer takes with its own (combine): many streams' small
-// requests go out in one system call. A write of more waits for the link
-// instead: its copies would go out ahead of what other streams queue
-// next, and in one write.
-func (s *Session) writeDirect(st *Stream, p []byte, deadline <-chan struct{}) (int, error) {
-	if !s.wmu.TryLock() {
-		if len(p) <= s.cfg.ChunkSize {
-			return s.enqueueChunks(st, p, deadline)
+		s.qmu.Lock()
+		if s.qclose {
+			s.qmu.Unlock()
+			s.wmu.Unlock()
+			m, err := s.enqueueChunks(st, q, deadline)
+			return done + m, err // fails with why
 		}
-		s.wmu.Lock()
-	}
-	s.qmu.Lock()
-	if s.qclose {
+		waiting := len(s.q) > 0
 		s.qmu.Unlock()
-		s.wmu.Unlock()
-		return s.enqueueChunks(st, p, deadline) // fails with why
-	}
-	waiting := len(s.q) > 0
-	s.qmu.Unlock()
 
-	// Queued frames go first: a direct write never overtakes one.
-	var batch []*Frame
-	var err error
-	if waiting {
-		batch, err = s.writeQueued(s.cbatch)
-	}
-	// The stream may have ended meanwhile: its end is marked before its
-	// frame is queued, so if that frame was in the batch just written,
-	// no data may follow it.
-	s.qmu.Lock()
-	werr := st.writeErr()
-	s.qmu.Unlock()
-	if werr != nil {
+		// Queued frames go first: a direct write never overtakes one.
+		var batch []*Frame
+		var err error
+		if waiting {
+			batch, err = s.writeQueued(s.cbatch)
+		}
+		// The stream may have ended meanwhile: its end is marked before its
+		// frame is queued, so if that frame was in the batch just written,
+		// no data may follow it.
+		s.qmu.Lock()
+		werr := st.writeErr()
+		s.qmu.Unlock()
+		if werr != nil {
+			if err == nil {
+				err = s.fr.Flush()
+			}
+			s.wmu.Unlock()
+			if batch != nil {
+				release(batch)
+				s.cbatch = batch[:0]
+			}
+			if err != nil {
+				s.writeFailed(err)
+				s.wake()
+			}
+			return done, werr
+		}
+
+		k := len(q)
+		if waiting || s.shared(st.id) {
+			k = min(k, s.cfg.ChunkSize)
+		}
+		// s.ends[i] is what the Framer had produced before frame i (sent).
+		// (In the session, not here: this frame is under every write of a
+		// relay's goroutine, whose stack an idle session keeps at its peak.)
+		nf := 0
+		s.ends[0] = s.produced()
+		for off := 0; off < k && err == nil; nf++ {
+			m := min(k-off, s.cfg.ChunkSize)
+			s.dframe = Frame{Kind: KindData, ID: st.id, Data: q[off : off+m]}
+			err = s.fr.WriteFrame(&s.dframe)
+			s.dframe.Data = nil
+			s.ends[nf+1] = s.produced()
+			off += m
+		}
+		prev := s.lastData
+		s.noteData(st.id, nf)
+		if err == nil && batch == nil && k <= combineMax && prev != st.id {
+			batch, err = s.combine()
+		}
 		if err == nil {
 			err = s.fr.Flush()
 		}
-		s.wmu.Unlock()
 		if batch != nil {
 			release(batch)
 			s.cbatch = batch[:0]
 		}
+		n := k
+		if err != nil {
+			n = 0
+			for i := range nf {
+				m := min(k-i*s.cfg.ChunkSize, s.cfg.ChunkSize)
+				sent := s.sent(m, s.ends[i], s.ends[i+1])
+				n += sent
+				if sent < m {
+					break
+				}
+			}
+		}
+		s.wmu.Unlock()
 		if err != nil {
 			s.writeFailed(err)
 			s.wake()
-		}
-		return 0, werr
-	}
-
-	k := len(p)
-	if waiting || s.shared(st.id) {
-		k = min(k, s.cfg.ChunkSize)
-	}
-	// s.ends[i] is what the Framer had produced before frame i (sent).
-	// (In the session, not here: this frame is under every write of a
-	// relay's goroutine, whose stack an idle session keeps at its peak.)
-	nf := 0
-	s.ends[0] = s.produced()
-	for off := 0; off < k && err == nil; nf++ {
-		m := min(k-off, s.cfg.ChunkSize)
-		s.dframe = Frame{Kind: KindData, ID: st.id, Data: p[off : off+m]}
-		err = s.fr.WriteFrame(&s.dframe)
-		s.dframe.Data = nil
-		s.ends[nf+1] = s.produced()
-		off += m
-	}
-	prev := s.lastData
-	s.noteData(st.id, nf)
-	if err == nil && batch == nil && k <= combineMax && prev != st.id {
-		batch, err = s.combine()
-	}
-	if err == nil {
-		err = s.fr.Flush()
-	}
-	if batch != nil {
-		release(batch)
-		s.cbatch = batch[:0]
-	}
-	n := k
-	if err != nil {
-		n = 0
-		for i := range nf {
-			m := min(k-i*s.cfg.ChunkSize, s.cfg.ChunkSize)
-			sent := s.sent(m, s.ends[i], s.ends[i+1])
-			n += sent
-			if sent < m {
-				break
+			if done+n == len(p) {
+				return len(p), nil
 			}
+			return done + n, s.errOr(s.linkError(err))
+		}
+		s.qmu.Lock()
+		more := len(s.q) > 0 || s.qclose
+		s.qmu.Unlock()
+		if more {
+			s.wake()
+		}
+		if done += n; done == len(p) {
+			return done, nil
 		}
 	}
-	s.wmu.Unlock()
-	if err != nil {
-		s.writeFailed(err)
-		s.wake()
-		if n == k {
-			return n, nil
-		}
-		return n, s.errOr(s.linkError(err))
-	}
-	s.qmu.Lock()
-	more := len(s.q) > 0 || s.qclose
-	s.qmu.Unlock()
-	if more {
-		s.wake()
-	}
-	return n, nil
 }
 
 // soloRun is how many Data frames in a row a stream must have put on the
-// link before its direct writes take batches again (writeDirect): after
+// link before its direct writes take batches again (writeData): after
 // another stream's frame, a bulk stream writes a frame at a time for a
 // while, for the other may well write again soon (an interactive session,
 // a client's next request). On a fast link that while is short.
