@@ -56,10 +56,13 @@ type instance struct {
 
 	// ready, if set, is called when a partner link takes connections,
 	// and released when a port's connection has ended; listen, if set,
-	// listens on the ports instead of net.Listen: hooks for tests.
+	// listens on the ports instead of net.Listen; busyWait, if set,
+	// replaces quiet as the bound of claim's wait for a port's last
+	// connection to end: hooks for tests.
 	ready    func()
 	released func(port uint16)
 	listen   func(network, address string) (net.Listener, error)
+	busyWait time.Duration
 
 	allowed    func(port uint16) bool // the ports of target the partner may reach
 	g          serve.Group            // listeners, connections, goroutines

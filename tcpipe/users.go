@@ -99,7 +99,11 @@ func (in *instance) claim(port uint16) (why string) {
 		}
 		freed := up.freed
 		in.mu.Unlock()
-		t := time.NewTimer(in.quiet)
+		wait := in.quiet
+		if in.busyWait > 0 {
+			wait = in.busyWait
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-freed:
 		case <-t.C:
