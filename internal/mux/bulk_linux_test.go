@@ -48,7 +48,7 @@ func TestBulkSplicerWholeBurst(t *testing.T) {
 		calls          int
 	)
 	for {
-		n, eof, ok, err := bs.Splice(func(k int64) {
+		n, eof, ok, _, err := bs.Splice(func(k int64) {
 			counted += k
 			last = k
 		})

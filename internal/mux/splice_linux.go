@@ -692,17 +692,18 @@ func NewBulkSplicer(dst, src *net.TCPConn) *BulkSplicer {
 // length is spliced whole, as io.Copy would: returning in between would
 // cost the caller a read and a write and a short splice each time.
 // Without a pipe to be had it returns ok false, having moved nothing.
-func (b *BulkSplicer) Splice(count func(int64)) (n int64, eof, ok bool, err error) {
+// wfail says that err came from splicing to dst, not from src.
+func (b *BulkSplicer) Splice(count func(int64)) (n int64, eof, ok, wfail bool, err error) {
 	for {
 		p, got, err := spliceIn(b.src, spliceChunk)
 		if err == errNoPipe {
-			return n, false, n > 0, nil
+			return n, false, n > 0, false, nil
 		}
 		if err != nil {
-			return n, false, true, err
+			return n, false, true, false, err
 		}
 		if got == 0 {
-			return n, true, true, nil
+			return n, true, true, false, nil
 		}
 		sent, err := spliceOutWait(b.dst, p, got)
 		putPipe(p, got-sent)
@@ -711,10 +712,10 @@ func (b *BulkSplicer) Splice(count func(int64)) (n int64, eof, ok bool, err erro
 			count(int64(sent))
 		}
 		if err != nil {
-			return n, false, true, err
+			return n, false, true, true, err
 		}
 		if got < bulkLeave {
-			return n, false, true, nil
+			return n, false, true, false, nil
 		}
 	}
 }

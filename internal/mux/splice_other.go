@@ -38,6 +38,6 @@ type BulkSplicer struct{}
 
 func NewBulkSplicer(dst, src *net.TCPConn) *BulkSplicer { return nil }
 
-func (b *BulkSplicer) Splice(count func(int64)) (n int64, eof, ok bool, err error) {
-	return 0, false, false, nil
+func (b *BulkSplicer) Splice(count func(int64)) (n int64, eof, ok, wfail bool, err error) {
+	return 0, false, false, false, nil
 }

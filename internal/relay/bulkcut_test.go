@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"math/rand/v2"
+	"net"
 	"runtime"
 	"testing"
 	"time"
@@ -25,10 +26,14 @@ func TestJoinTCPBurstCut(t *testing.T) {
 			b, server := flowtest.TCPPair(t)
 			client.SetDeadline(time.Now().Add(time.Minute))
 			server.SetDeadline(time.Now().Add(time.Minute))
-			joined := make(chan error, 1)
+			type joinResult struct {
+				Stats
+				err error
+			}
+			joined := make(chan joinResult, 1)
 			go func() {
-				_, err := Join(a, b, nil)
-				joined <- err
+				st, err := Join(a, b, nil)
+				joined <- joinResult{st, err}
 			}()
 			sent := make(chan error, 1)
 			go func() {
@@ -61,10 +66,74 @@ func TestJoinTCPBurstCut(t *testing.T) {
 					t.Errorf("the client read a clean end after the server reset, and no reset (write: %v)", werr)
 				}
 			}
-			if err := <-joined; !Cut(err) {
-				t.Errorf("Join = %v, want a cut", err)
+			st := <-joined
+			if !Cut(st.err) {
+				t.Errorf("Join = %v, want a cut", st.err)
+			}
+			// Either direction may take the reset first: a's copy in
+			// writing b, or b's in reading it. Both name b.
+			if want, got := map[string]string{"source": "a", "destination": "b"}[at], failedSide(st.Stats); got != want {
+				t.Errorf("Join blamed %s (FailedAtoB %v, FailedWrite %v); want %s, whose peer reset", got, st.FailedAtoB, st.FailedWrite, want)
 			}
 			burstThrough(t)
+		})
+	}
+}
+
+// failedSide names the side of Join(a, b) whose connection failed, as st
+// tells it: the source of the failed copy, or its destination if the
+// failure was writing it.
+func failedSide(st Stats) string {
+	if st.FailedAtoB == st.FailedWrite {
+		return "b"
+	}
+	return "a"
+}
+
+// TestCopyTCPCutMidBurst cuts one direction of a relay between two TCP
+// connections in the middle of a burst (spliced, on Linux): copyTCP
+// reports a reset of its destination as a failed write, and one of its
+// source as not.
+func TestCopyTCPCutMidBurst(t *testing.T) {
+	for _, at := range []string{"source", "destination"} {
+		t.Run(at, func(t *testing.T) {
+			client, src := flowtest.TCPPair(t)
+			dst, server := flowtest.TCPPair(t)
+			client.SetDeadline(time.Now().Add(time.Minute))
+			server.SetDeadline(time.Now().Add(time.Minute))
+			type result struct {
+				err   error
+				wfail bool
+			}
+			copied := make(chan result, 1)
+			go func() {
+				_, err, wfail := copyTCP(dst, src, func(int64) {})
+				copied <- result{err, wfail}
+			}()
+			sent := make(chan error, 1)
+			go func() {
+				_, err := client.Write(make([]byte, 64<<20))
+				sent <- err
+			}()
+			if _, err := io.ReadFull(server, make([]byte, 2<<20)); err != nil {
+				t.Fatal(err)
+			}
+			reset := map[string]*net.TCPConn{"source": client, "destination": server}[at]
+			reset.SetLinger(0)
+			reset.Close()
+			drained := make(chan struct{})
+			go func() {
+				io.Copy(io.Discard, server) // a copy still writing sees its source's reset
+				close(drained)
+			}()
+			r := <-copied
+			src.Close() // ends the client's write, if it is still there
+			dst.Close()
+			<-sent
+			<-drained
+			if r.err == nil || r.wfail != (at == "destination") {
+				t.Errorf("copyTCP = %v, wfail %v; want an error, wfail %v", r.err, r.wfail, at == "destination")
+			}
 		})
 	}
 }

@@ -32,11 +32,12 @@ type Stats struct {
 	// FailedWrite is true when Join's error came from writing the failed
 	// copy's destination (b if FailedAtoB, else a): that side's
 	// connection failed, not the source's, nor a Scanner's rules. Join
-	// knows it where it writes the bytes itself: while a Scanner reads
-	// the direction, and where it copies through a buffer of its own (a
-	// source with no fast path, and the small messages between TCP
-	// connections). A splice, or a stream that moves the bytes itself,
-	// reports a failure of either end as its own (FailedWrite false).
+	// knows it where it moves the bytes itself: while a Scanner reads
+	// the direction, where it copies through a buffer of its own (a
+	// source with no fast path), and between two TCP connections, small
+	// messages copied or bursts spliced. A stream that moves the bytes
+	// itself (an rtcp stream's PushTo and SpliceFrom) reports a failure
+	// of either end as its own (FailedWrite false).
 	FailedWrite bool
 }
 
@@ -489,14 +490,15 @@ func aborterUnder(c net.Conn) Aborter {
 // holds a buffer or a pipe while src has nothing: an idle relay costs its
 // two sockets only, where io.Copy's splice holds a pipe (two descriptors)
 // per direction while it waits. count is called with each piece; wfail
-// says that its error came from a write of dst (not from a splice, which
-// may fail on either end).
+// says that its error came from dst (a write or a splice to it), not
+// from src.
 func copyTCP(dst, src *net.TCPConn, count func(int64)) (n int64, err error, wfail bool) {
 	raw := newRawReader(src)
 	if raw == nil {
-		n, err := io.Copy(dst, src)
+		sr := srcReader{r: src}
+		n, err := io.Copy(dst, &sr)
 		count(n)
-		return n, err, false
+		return n, err, err != nil && sr.err == nil
 	}
 	write := sockio.WriterOf(dst).Write // a TCP destination's socket, raw
 	var (
@@ -527,29 +529,47 @@ func copyTCP(dst, src *net.TCPConn, count func(int64)) (n int64, err error, wfai
 			bulk, tried = mux.NewBulkSplicer(dst, src), true
 		}
 		var (
-			m   int64
-			eof bool
-			ok  bool
+			m         int64
+			eof, ok   bool
+			dstFailed bool
 		)
 		if bulk != nil {
-			m, eof, ok, err = bulk.Splice(count)
+			m, eof, ok, dstFailed, err = bulk.Splice(count)
 			n += m
 		}
 		if !ok {
-			// No pipe to be had (or not Linux): copy.
-			m, err = io.CopyN(dst, src, bulkChunk)
+			// No pipe to be had (or not Linux): copy, telling src's
+			// errors from dst's.
+			sr := srcReader{r: src}
+			m, err = io.CopyN(dst, &sr, bulkChunk)
 			n += m
 			count(m)
 			eof = err == io.EOF
 			if eof {
 				err = nil
 			}
+			dstFailed = err != nil && sr.err == nil
 		}
 		if eof {
 			return n, err, false
 		}
 		if err != nil {
-			return n, err, false
+			return n, err, dstFailed
 		}
 	}
+}
+
+// srcReader reads r, keeping its error other than io.EOF: a copy's
+// error that is not it came from the destination.
+type srcReader struct {
+	r   io.Reader
+	err error
+}
+
+func (s *srcReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF {
+		s.err = err
+	}
+	return n, err
 }
