@@ -374,14 +374,16 @@ type rawConn struct {
 	net.Conn
 	local, remote net.Addr
 	reset         atomic.Pointer[error] // a Write met a reset (rawleg.go)
-	fin           atomic.Bool           // CloseWrite was called (rawleg.go)
+	fin           atomic.Bool           // CloseWrite sent, or is about to send, a FIN (rawleg.go)
 }
 
 func (c *rawConn) LocalAddr() net.Addr  { return c.local }
 func (c *rawConn) RemoteAddr() net.Addr { return c.remote }
 
 func (c *rawConn) CloseWrite() error {
-	c.fin.Store(true)
+	if tcpreset.SendsFIN(c.Conn) {
+		c.fin.Store(true) // before the FIN leaves: see Read
+	}
 	tcpreset.SetReset(tcpreset.Under(c.Conn), false) // our side ends cleanly
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		err := cw.CloseWrite()

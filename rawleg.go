@@ -32,6 +32,10 @@ func resetOnDeath(c net.Conn) {
 // met a reset. A half-close seen here comes after that Write's record of
 // the reset, which is then seen too; asked first, the record could be
 // missed, and the half-close then hide the socket's reset.
+//
+// Over TLS, CloseWrite sends close_notify and no FIN, so it leaves the
+// socket's state to be asked: that very write may take the reset while
+// this Read runs, before CloseWrite records it.
 func (c *rawConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if err == io.EOF {

@@ -102,3 +102,52 @@ func TestRawLegResetTakenByCloseWrite(t *testing.T) {
 		t.Fatalf("the Read after CloseWrite took the reset: %v, want an error", err)
 	}
 }
+
+// resetGate is a raw leg's TCP connection whose Write, when it takes a
+// reset, waits for release before it returns.
+type resetGate struct {
+	*net.TCPConn
+	took, release chan struct{}
+}
+
+func (g *resetGate) Write(p []byte) (int, error) {
+	n, err := g.TCPConn.Write(p)
+	if err != nil && tcpreset.Is(err) {
+		close(g.took)
+		<-g.release
+	}
+	return n, err
+}
+
+func (g *resetGate) NetConn() net.Conn { return g.TCPConn }
+
+// TestRawLegResetTakenByCloseWriteDuringARead: over TLS, CloseWrite's
+// close_notify takes the DP's reset while a Read runs, which then gets a
+// bare io.EOF before CloseWrite has recorded the reset. The Read must
+// report the reset, not a clean end: the socket still tells it, as
+// CloseWrite over TLS sends no FIN.
+func TestRawLegResetTakenByCloseWriteDuringARead(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("waits for the socket's state to say reset, which only Linux tells (tcpreset.WasReset)")
+	}
+	a, b := flowtest.TCPPair(t)
+	leg := &resetGate{TCPConn: b, took: make(chan struct{}), release: make(chan struct{})}
+	dp, client := flowtest.TLSOver(t, a, leg)
+	c := &rawConn{Conn: client, local: client.LocalAddr(), remote: client.RemoteAddr()}
+	defer c.Close()
+	tcpreset.Reset(dp)
+	for !tcpreset.WasReset(b) {
+		runtime.Gosched()
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- c.CloseWrite() }()
+	<-leg.took
+	_, err := c.Read(make([]byte, 1))
+	close(leg.release)
+	if cerr := <-closed; !tcpreset.Is(cerr) {
+		t.Fatalf("CloseWrite: %v, want the reset", cerr)
+	}
+	if err == nil || err == io.EOF || !relay.Cut(err) {
+		t.Fatalf("a Read while CloseWrite took the reset: %v, want an error", err)
+	}
+}

@@ -307,6 +307,15 @@ func TCPPair(t testing.TB) (client, server *net.TCPConn) {
 // connection (TCPPair), handshaken; all are closed when the test ends.
 func TLSPair(t testing.TB) (server, client *tls.Conn) {
 	t.Helper()
+	a, b := TCPPair(t)
+	return TLSOver(t, a, b)
+}
+
+// TLSOver returns the two ends of a TLS connection over the two ends a
+// (the server's) and b (the client's) of a connection, handshaken; all
+// are closed when the test ends.
+func TLSOver(t testing.TB, a, b net.Conn) (server, client *tls.Conn) {
+	t.Helper()
 	_, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -320,7 +329,6 @@ func TLSPair(t testing.TB) (server, client *tls.Conn) {
 	cert, _ := x509.ParseCertificate(der)
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
-	a, b := TCPPair(t)
 	server = tls.Server(a, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
 	client = tls.Client(b, &tls.Config{RootCAs: pool, ServerName: "relay.test"})
 	errc := make(chan error, 1)

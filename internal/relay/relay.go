@@ -324,7 +324,7 @@ func finish(dst, src net.Conn, err error, failed, dstFin *atomic.Bool) error {
 		return nil
 	}
 	if err == nil {
-		if sendsFIN(dst) {
+		if tcpreset.SendsFIN(dst) {
 			dstFin.Store(true) // before the FIN leaves: see pipe's reset check
 		}
 		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
@@ -362,27 +362,6 @@ func finish(dst, src net.Conn, err error, failed, dstFin *atomic.Bool) error {
 	cut(dst, err)
 	cut(src, err)
 	return err
-}
-
-// sendsFIN reports whether c's CloseWrite sends a FIN on the TCP
-// connection under it, after which its socket's state can look like a
-// reset (tcpreset.WasReset) and must not be asked. Not through TLS:
-// its CloseWrite writes close_notify, and leaves the socket's state to
-// tell a reset of its peer's, which that very write may take.
-func sendsFIN(c net.Conn) bool {
-	for tcpreset.Of(c) == nil {
-		if _, ok := c.(*tls.Conn); ok {
-			return false
-		}
-		nc, ok := c.(interface{ NetConn() net.Conn })
-		if !ok {
-			return true
-		}
-		if c = nc.NetConn(); c == nil {
-			return true
-		}
-	}
-	return true
 }
 
 // graceful undoes, for a connection that ends cleanly, the reset it was

@@ -15,6 +15,7 @@
 package tcpreset
 
 import (
+	"crypto/tls"
 	"errors"
 	"net"
 	"syscall"
@@ -75,6 +76,27 @@ func Under(c net.Conn) *net.TCPConn {
 		c = nc.NetConn()
 	}
 	return nil
+}
+
+// SendsFIN reports whether c's CloseWrite sends a FIN on the TCP
+// connection under it, after which its socket's state can look like a
+// reset (WasReset) and must not be asked. Not through TLS: its CloseWrite
+// writes close_notify, and leaves the socket's state to tell a reset of
+// its peer's, which that very write may take.
+func SendsFIN(c net.Conn) bool {
+	for Of(c) == nil {
+		if _, ok := c.(*tls.Conn); ok {
+			return false
+		}
+		nc, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return true
+		}
+		if c = nc.NetConn(); c == nil {
+			return true
+		}
+	}
+	return true
 }
 
 // SetReset makes tc end with a reset when it is closed (SO_LINGER 0), so
