@@ -30,7 +30,11 @@ type nonce [nonceLen]byte
 // Prove proves to the other end of conn that this side holds secret, and
 // checks that the other end does too, before either hands a byte of conn to
 // its caller. It ends when ctx does, and leaves conn without a deadline
-// when it returns nil. An error wraps ErrProof; the caller closes conn.
+// when it returns nil. The caller closes conn on an error, which wraps
+// ErrProof if the other end answered but did not prove that it holds the
+// secret. One that says nothing of the other end wraps what ended the
+// exchange instead: the connection's I/O error if it was cut (its end, a
+// reset), with ctx's error too if ctx ended first.
 func Prove(ctx context.Context, conn net.Conn, secret []byte) error {
 	var mine nonce
 	rand.Read(mine[:])
@@ -39,13 +43,20 @@ func Prove(ctx context.Context, conn net.Conn, secret []byte) error {
 	}
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	err := prove(conn, secret, mine)
-	if !stop() && err == nil {
-		err = ctx.Err()
+	ended := !stop() // ctx ended, and may have cut the exchange
+	var cut *cutError
+	switch {
+	case err == nil && !ended:
+		return conn.SetDeadline(time.Time{})
+	case err == nil:
+		return fmt.Errorf("punch: the proof at %v was stopped: %w", conn.RemoteAddr(), ctx.Err())
+	case errors.As(err, &cut) && ctx.Err() != nil:
+		// The deadline ctx set on conn, or a cut as ctx ended.
+		return fmt.Errorf("punch: the proof at %v was stopped (%w): %w", conn.RemoteAddr(), ctx.Err(), err)
+	case cut != nil:
+		return fmt.Errorf("punch: the connection at %v was cut before the proof: %w", conn.RemoteAddr(), err)
 	}
-	if err != nil {
-		return fmt.Errorf("%w (at %v): %w", ErrProof, conn.RemoteAddr(), err)
-	}
-	return conn.SetDeadline(time.Time{})
+	return fmt.Errorf("%w (at %v): %w", ErrProof, conn.RemoteAddr(), err)
 }
 
 // prove runs the exchange with a given nonce, so that the fuzz target can
@@ -59,7 +70,10 @@ func prove(rw io.ReadWriter, secret []byte, mine nonce) error {
 		return &cutError{"send hello", err}
 	}
 	buf := make([]byte, helloLen)
-	if _, err := io.ReadFull(rw, buf); err != nil {
+	if n, err := io.ReadFull(rw, buf); err != nil {
+		if perr := helloStart(buf[:n]); perr != nil {
+			return perr // a stranger's bytes, then its end
+		}
 		return &cutError{"read the peer's hello", err}
 	}
 	theirs, err := parseHello(buf)
@@ -88,14 +102,23 @@ func parseHello(b []byte) (nonce, error) {
 	if len(b) != helloLen {
 		return n, fmt.Errorf("a hello of %d bytes, want %d", len(b), helloLen)
 	}
-	if string(b[:len(magic)]) != magic {
-		return n, fmt.Errorf("its first bytes %q are not a punch hello: something else answered at that address", b[:len(magic)])
-	}
-	if v := b[len(magic)]; v != version {
-		return n, fmt.Errorf("it speaks punch version %d, this side %d: update the older side", v, version)
+	if err := helloStart(b); err != nil {
+		return n, err
 	}
 	copy(n[:], b[len(magic)+1:])
 	return n, nil
+}
+
+// helloStart checks the first bytes of a hello, as many as b has: the
+// magic, then the version.
+func helloStart(b []byte) error {
+	if k := min(len(b), len(magic)); string(b[:k]) != magic[:k] {
+		return fmt.Errorf("its first bytes %q are not a punch hello: something else answered at that address", b[:k])
+	}
+	if len(b) > len(magic) && b[len(magic)] != version {
+		return fmt.Errorf("it speaks punch version %d, this side %d: update the older side", b[len(magic)], version)
+	}
+	return nil
 }
 
 // mac is the proof of the side that sent from: a label, its nonce, then
@@ -110,7 +133,8 @@ func mac(secret []byte, from, to nonce) []byte {
 }
 
 // cutError is a proof that ended because the connection did, before either
-// side could tell whether the other holds the secret: Punch tries again.
+// side could tell whether the other holds the secret: not ErrProof, and
+// Punch tries again.
 type cutError struct {
 	op  string
 	err error

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -91,7 +92,7 @@ func TestProveNotAPeer(t *testing.T) {
 	for _, tc := range []struct{ name, sent string }{
 		{"http", "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"},
 		{"version", "rtcp-punch\x02" + string(make([]byte, nonceLen))},
-		{"short", "rtcp"},
+		{"short", "SSH-"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := tcpPair(t)
@@ -118,8 +119,8 @@ func TestProveDeadline(t *testing.T) {
 		defer cancel()
 		start := time.Now()
 		err := Prove(ctx, a, secret)
-		if !errors.Is(err, ErrProof) || !errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Fatalf("a silent peer: %v, want ErrProof and a deadline", err)
+		if errors.Is(err, ErrProof) || !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("a silent peer: %v, want the deadline, not ErrProof", err)
 		}
 		if d := time.Since(start); d != time.Second {
 			t.Fatalf("gave up after %v, want the context's second", d)
@@ -138,11 +139,44 @@ func TestProveCancel(t *testing.T) {
 		go func() { errc <- Prove(ctx, a, secret) }()
 		synctest.Wait()
 		cancel()
-		if err := <-errc; !errors.Is(err, ErrProof) {
-			t.Fatalf("canceled: %v, want ErrProof", err)
+		if err := <-errc; errors.Is(err, ErrProof) || !errors.Is(err, context.Canceled) {
+			t.Fatalf("canceled: %v, want context.Canceled, not ErrProof", err)
 		}
 		a.Close()
 	})
+}
+
+// TestProveCut: a connection that ends (or is reset) before the proof
+// says nothing of the other end: Prove says it was cut, and wraps what
+// the connection said, not ErrProof.
+func TestProveCut(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		reset bool
+		after int // bytes of a hello the peer sends before it ends
+	}{
+		{"closed at once", false, 0},
+		{"closed in its hello", false, helloLen / 2},
+		{"reset at once", true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := tcpPair(t)
+			b.Write(append([]byte(magic), version, 0, 0)[:tc.after])
+			if tc.reset {
+				b.(*net.TCPConn).SetLinger(0)
+			}
+			b.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			err := Prove(ctx, a, secret)
+			if err == nil || errors.Is(err, ErrProof) || errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("a cut connection: %v; want its I/O error, not ErrProof", err)
+			}
+			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
+				t.Fatalf("a cut connection: %v; want an end or a reset", err)
+			}
+		})
+	}
 }
 
 func TestPunchBadConfig(t *testing.T) {
@@ -191,6 +225,13 @@ func FuzzProve(f *testing.F) {
 		}
 		if (err == nil) != want {
 			t.Fatalf("prove(%q) = %v, want success %v", data, err, want)
+		}
+		// Bytes that begin a hello, then the end: cut, not a stranger.
+		start := append([]byte(magic), version)
+		if len(data) < helloLen && bytes.HasPrefix(start, data[:min(len(data), len(start))]) {
+			if !errors.As(err, new(*cutError)) {
+				t.Fatalf("prove(%q) = %v, want a cut", data, err)
+			}
 		}
 	})
 }
@@ -249,6 +290,31 @@ func TestPunchRetriesACutProof(t *testing.T) {
 	}
 	if err := <-peerDone; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPunchOnlyCutProofs: a punch whose connections are all cut before
+// the proof fails with ErrNoPath at its deadline, and says they were cut,
+// wrapping the I/O error: not ErrProof, which would blame a stranger.
+func TestPunchOnlyCutProofs(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	attempts := 0
+	_, err := Punch(ctx, Config{
+		Peer:   netip.MustParseAddrPort("127.0.0.1:9"),
+		Secret: secret,
+		Dial: func(context.Context, netip.AddrPort, netip.AddrPort) (net.Conn, error) {
+			attempts++
+			ours, theirs := tcpPair(t)
+			theirs.Close()
+			return ours, nil
+		},
+	})
+	if !errors.Is(err, ErrNoPath) || errors.Is(err, ErrProof) || !(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+		t.Fatalf("only cut connections: %v after %d attempts; want ErrNoPath and the I/O error, not ErrProof", err, attempts)
+	}
+	if !strings.Contains(err.Error(), "cut before the proof") {
+		t.Errorf("only cut connections: %q does not say they were cut", err)
 	}
 }
 

@@ -38,9 +38,11 @@ var (
 	// the context's cause: it was stopped, and says nothing of the path.
 	ErrNoPath = errors.New("punch: no direct path")
 	// ErrProof is returned (by Prove; by Punch with ErrNoPath) when a
-	// connection came up but the other end did not prove that it holds
-	// the secret; the connection is closed. Punch tries again until its
-	// deadline: a stranger may reach the port before the peer.
+	// connection came up and the other end answered, but did not prove
+	// that it holds the secret; the connection is closed. Punch tries
+	// again until its deadline: a stranger may reach the port before the
+	// peer. A connection cut before the proof could tell (its end, a
+	// reset, a timeout) is not ErrProof: its error wraps the I/O error.
 	ErrProof = errors.New("punch: the peer did not prove it holds the secret")
 )
 
@@ -104,9 +106,10 @@ type Config struct {
 // connection comes up or ctx ends, then proves the secret both ways (see
 // Prove). A connection that fails its proof is reset, and Punch dials
 // again. It returns the proven connection, or an error wrapping ErrNoPath
-// (and ErrProof if a connection came up but failed its proof) that says
-// what happened, or context.Canceled (and the cause) if ctx was
-// cancelled; the caller falls back to the relay.
+// that says what happened (and ErrProof if a connection came up but
+// failed its proof; else, if one came up but was cut before the proof,
+// that connection's I/O error), or context.Canceled (and the cause) if
+// ctx was cancelled; the caller falls back to the relay.
 // Without a deadline on ctx, Punch gives up after DefaultTimeout.
 func Punch(ctx context.Context, c Config) (net.Conn, error) {
 	if c.Listener != nil {
@@ -291,7 +294,9 @@ func dialPeer(ctx context.Context, c Config, claim func() bool) (net.Conn, error
 			// stranger, or a stale connect, that reached the port first),
 			// say nothing about the peer: try again, after a pause, until
 			// the deadline, as the listener does (acceptPeer).
-			proofErr = err
+			if !errors.Is(proofErr, ErrProof) {
+				proofErr = err // a wrong proof, once seen, is what the error tells
+			}
 			early = true // a stranger answering at once must not spin a core
 		}
 		if errors.Is(err, ErrNoPath) { // Control: not on this system
@@ -308,8 +313,12 @@ func dialPeer(ctx context.Context, c Config, claim func() bool) (net.Conn, error
 				return nil, serr
 			}
 			if proofErr != nil {
-				return nil, fmt.Errorf("%w to %v from %v: %d attempts in %v; a connection came up but did not prove it was the peer: %w",
-					ErrNoPath, c.Peer, c.Local, n, time.Since(start).Round(time.Millisecond), proofErr)
+				what := "was cut before the proof"
+				if errors.Is(proofErr, ErrProof) {
+					what = "did not prove it was the peer"
+				}
+				return nil, fmt.Errorf("%w to %v from %v: %d attempts in %v; a connection came up but %s: %w",
+					ErrNoPath, c.Peer, c.Local, n, time.Since(start).Round(time.Millisecond), what, proofErr)
 			}
 			if last == nil {
 				last = err
