@@ -344,11 +344,11 @@ func (c *Conn) Direct() bool {
 
 // DirectError says why a session that asked for a direct path runs on the
 // relay: the DP did not broker it (nil then; see docs/direct.md), or the
-// punch failed (an error wrapping punch.ErrNoPath or punch.ErrProof), or
-// was stopped because the peer's failed (wrapping context.Canceled). It
-// is nil for a direct
-// session, one whose punch is still under way, and one that never asked.
-// Like Direct, it accepts a session under ManualAck.
+// punch failed (an error wrapping punch.ErrNoPath), or was stopped
+// because the peer's failed, or by Close (wrapping context.Canceled and
+// the cause). It is nil for a direct session, one whose punch is still
+// under way, and one that never asked. Like Direct, it accepts a session
+// under ManualAck.
 func (c *Conn) DirectError() error {
 	if err := c.open(); err != nil {
 		return err

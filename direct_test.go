@@ -204,15 +204,17 @@ func TestDirectPunchStoppedSaysWhy(t *testing.T) {
 				}
 			} else {
 				c.Close()
+				// The punch may still be ending: Close stopped it all the same.
+				if err := c.DirectError(); !errors.Is(err, tc.want) || !errors.Is(err, context.Canceled) {
+					t.Errorf("DirectError right after Close: %v; want %v and context.Canceled", err, tc.want)
+				}
 			}
 			err := <-events
 			if !errors.Is(err, tc.want) || !errors.Is(err, context.Canceled) || errors.Is(err, punch.ErrNoPath) {
 				t.Errorf("EventDirect: %v; want %v and context.Canceled, not punch.ErrNoPath", err, tc.want)
 			}
-			if tc.peerU {
-				if err := c.DirectError(); !errors.Is(err, tc.want) {
-					t.Errorf("DirectError: %v; want %v", err, tc.want)
-				}
+			if err := c.DirectError(); !errors.Is(err, tc.want) || !errors.Is(err, context.Canceled) || errors.Is(err, punch.ErrNoPath) {
+				t.Errorf("DirectError: %v; want %v and context.Canceled, not punch.ErrNoPath", err, tc.want)
 			}
 		})
 	}

@@ -2,6 +2,7 @@ package rtcp
 
 import (
 	"cmp"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -84,6 +85,8 @@ var (
 	// The causes of a punch stopped before it ended (stopPunch).
 	errPunchClosed  = errors.New("rtcp: the session was closed before its punch ended")
 	errPeerUnframed = errors.New("rtcp: the peer's punch failed (it said so on the relay), so this side's was stopped; the session stays on the relay")
+	// errPunchStopped is DirectError's after Close stopped the punch.
+	errPunchStopped = fmt.Errorf("%w: %w", errPunchClosed, context.Canceled)
 )
 
 // errOtherVersion ends the errors of records that break the rules: what
@@ -306,9 +309,18 @@ func (m *moveConn) isDirect() bool {
 	}
 }
 
-// punchErr is why the punch failed, or nil.
+// punchErr is why the punch failed, or nil; after Close, for a punch that
+// had not ended, that Close stopped it (its outcome, when it comes, goes to
+// onResult only: the session no longer runs on either path).
 func (m *moveConn) punchErr() error {
-	_, err, _ := m.punched()
+	_, err, done := m.punched()
+	if !done {
+		select {
+		case <-m.closed:
+			return errPunchStopped
+		default:
+		}
+	}
 	return err
 }
 
