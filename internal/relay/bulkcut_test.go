@@ -3,7 +3,6 @@ package relay
 import (
 	"bytes"
 	"io"
-	"math/rand/v2"
 	"net"
 	"runtime"
 	"testing"
@@ -22,28 +21,15 @@ import (
 func TestJoinTCPBurstCut(t *testing.T) {
 	for _, at := range []string{"source", "destination"} {
 		t.Run(at, func(t *testing.T) {
-			client, a := flowtest.TCPPair(t)
-			b, server := flowtest.TCPPair(t)
-			client.SetDeadline(time.Now().Add(time.Minute))
-			server.SetDeadline(time.Now().Add(time.Minute))
 			type joinResult struct {
 				Stats
 				err error
 			}
 			joined := make(chan joinResult, 1)
-			go func() {
+			client, server, sent := midBurst(t, func(a, b *net.TCPConn) {
 				st, err := Join(a, b, nil)
 				joined <- joinResult{st, err}
-			}()
-			sent := make(chan error, 1)
-			go func() {
-				_, err := client.Write(make([]byte, 64<<20))
-				sent <- err
-			}()
-			// Well into the burst: past the small buffer, spliced.
-			if _, err := io.ReadFull(server, make([]byte, 2<<20)); err != nil {
-				t.Fatal(err)
-			}
+			})
 			if at == "source" {
 				client.SetLinger(0)
 				client.Close()
@@ -80,6 +66,29 @@ func TestJoinTCPBurstCut(t *testing.T) {
 	}
 }
 
+// midBurst starts relay from a to b, on its own goroutine, between a
+// client connected to a and a server connected to b (TCP pairs), and
+// returns once the server has read 2 MiB of the client's 64 MiB burst:
+// well into it, past the small buffer, spliced on Linux. sent gets the
+// client's write's error.
+func midBurst(t *testing.T, relay func(a, b *net.TCPConn)) (client, server *net.TCPConn, sent <-chan error) {
+	t.Helper()
+	client, a := flowtest.TCPPair(t)
+	b, server := flowtest.TCPPair(t)
+	client.SetDeadline(time.Now().Add(time.Minute))
+	server.SetDeadline(time.Now().Add(time.Minute))
+	go relay(a, b)
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := client.Write(make([]byte, 64<<20))
+		wrote <- err
+	}()
+	if _, err := io.ReadFull(server, make([]byte, 2<<20)); err != nil {
+		t.Fatal(err)
+	}
+	return client, server, wrote
+}
+
 // failedSide names the side of Join(a, b) whose connection failed, as st
 // tells it: the source of the failed copy, or its destination if the
 // failure was writing it.
@@ -97,27 +106,17 @@ func failedSide(st Stats) string {
 func TestCopyTCPCutMidBurst(t *testing.T) {
 	for _, at := range []string{"source", "destination"} {
 		t.Run(at, func(t *testing.T) {
-			client, src := flowtest.TCPPair(t)
-			dst, server := flowtest.TCPPair(t)
-			client.SetDeadline(time.Now().Add(time.Minute))
-			server.SetDeadline(time.Now().Add(time.Minute))
 			type result struct {
 				err   error
 				wfail bool
 			}
 			copied := make(chan result, 1)
-			go func() {
-				_, err, wfail := copyTCP(dst, src, func(int64) {})
+			client, server, sent := midBurst(t, func(a, b *net.TCPConn) {
+				_, err, wfail := copyTCP(b, a, func(int64) {})
+				a.Close() // ends the client's write, if it is still there
+				b.Close()
 				copied <- result{err, wfail}
-			}()
-			sent := make(chan error, 1)
-			go func() {
-				_, err := client.Write(make([]byte, 64<<20))
-				sent <- err
-			}()
-			if _, err := io.ReadFull(server, make([]byte, 2<<20)); err != nil {
-				t.Fatal(err)
-			}
+			})
 			reset := map[string]*net.TCPConn{"source": client, "destination": server}[at]
 			reset.SetLinger(0)
 			reset.Close()
@@ -127,8 +126,6 @@ func TestCopyTCPCutMidBurst(t *testing.T) {
 				close(drained)
 			}()
 			r := <-copied
-			src.Close() // ends the client's write, if it is still there
-			dst.Close()
 			<-sent
 			<-drained
 			if r.err == nil || r.wfail != (at == "destination") {
@@ -151,8 +148,7 @@ func burstThrough(t *testing.T) {
 		_, err := Join(a, b, nil)
 		joined <- err
 	}()
-	burst := make([]byte, 8<<20+777)
-	rand.NewChaCha8([32]byte{5, 6}).Read(burst) // fast under -race, where a loop per byte takes seconds
+	burst := randomBytes(5, 8<<20+777)
 	sent := make(chan error, 1)
 	go func() {
 		_, err := client.Write(burst)

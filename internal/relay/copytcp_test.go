@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"runtime"
 	"sync/atomic"
@@ -63,8 +62,7 @@ func TestJoinTCPSmallAndBulk(t *testing.T) {
 	for i := range 20 {
 		echo("small request " + string(rune('a'+i)))
 	}
-	bulk := make([]byte, 3*(4<<20)+12345)      // more than a pipe holds
-	rand.NewChaCha8([32]byte{1, 2}).Read(bulk) // fast under -race, where a loop per byte takes seconds
+	bulk := randomBytes(1, 3*(4<<20)+12345) // more than a pipe holds
 	sent := make(chan error, 1)
 	go func() {
 		_, err := client.Write(bulk)
