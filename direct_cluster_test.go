@@ -45,6 +45,42 @@ func startDirectCluster(t *testing.T, dp1, dp3 *DiscoverPoint) *directCluster {
 	return dc
 }
 
+// serveDirect listens on DP1 as "printer-7", over yamux, asking for a
+// direct path, and returns the sessions it accepts.
+func (dc *directCluster) serveDirect(t *testing.T) <-chan net.Conn {
+	t.Helper()
+	accepted := make(chan net.Conn, 4)
+	l := listen(t, &ListenConfig{Transport: TransportYamux, Direct: true}, dc.addr1, "printer-7")
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	return accepted
+}
+
+// dialHop dials printer-7 on DP1 over yamux with cred, as a DP's hop
+// would, its Aloha changed by hop, and returns the client's session, the
+// server's (from serveDirect's accepted), and the DP's broker answer;
+// both sessions are closed when the test ends.
+func (dc *directCluster) dialHop(t *testing.T, accepted <-chan net.Conn, cred *Credential, hop func(*plan5.Aloha)) (c, sc net.Conn, b *hopBroker) {
+	t.Helper()
+	d := Dialer{Credential: cred, Transport: TransportYamux}
+	b = new(hopBroker)
+	c, err := d.dial(context.Background(), dc.addr1, "printer-7", dialAs{transport: TransportYamux, hop: hop, broker: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	sc = <-accepted
+	t.Cleanup(func() { sc.Close() })
+	return c, sc, b
+}
+
 // A client on DP3 and a server on DP1, both asking for a direct path: DP1,
 // which holds the server's link, brokers the session through the hop, to
 // the client's address as DP3 saw it. The session starts on the relay
@@ -145,17 +181,7 @@ func TestDirectClusterNotBrokered(t *testing.T) {
 // without Via, is not the address the DP brokers to or tells the server.
 func TestDirectClaimedClientAddr(t *testing.T) {
 	dc := startDirectCluster(t, new(DiscoverPoint), new(DiscoverPoint))
-	accepted := make(chan net.Conn, 4)
-	l := listen(t, &ListenConfig{Transport: TransportYamux, Direct: true}, dc.addr1, "printer-7")
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- c
-		}
-	}()
+	accepted := dc.serveDirect(t)
 	const claimed = "127.0.0.9:4242"
 	for _, tc := range []struct {
 		name string
@@ -167,21 +193,12 @@ func TestDirectClaimedClientAddr(t *testing.T) {
 		{"anonymous, without Via", nil, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d := Dialer{Credential: tc.cred, Transport: TransportYamux}
-			b := new(hopBroker)
-			hop := func(a *plan5.Aloha) {
+			c, sc, b := dc.dialHop(t, accepted, tc.cred, func(a *plan5.Aloha) {
 				if tc.via {
 					a.Via, a.To = dc.addr3, dc.addr1
 				}
 				a.ClientAddr = claimed
-			}
-			c, err := d.dial(context.Background(), dc.addr1, "printer-7", dialAs{transport: TransportYamux, hop: hop, broker: b})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			sc := <-accepted
-			defer sc.Close()
+			})
 			if host := sc.RemoteAddr().(*Addr).Addr; host == claimed {
 				t.Errorf("the server is told the client is at %s, the address it claimed", host)
 			}
@@ -282,29 +299,12 @@ func TestDirectClusterCut(t *testing.T) {
 // the relay, never brokered to the hop's own address.
 func TestDirectClusterHopAddrNotIP(t *testing.T) {
 	dc := startDirectCluster(t, new(DiscoverPoint), new(DiscoverPoint))
-	accepted := make(chan net.Conn, 1)
-	l := listen(t, &ListenConfig{Transport: TransportYamux, Direct: true}, dc.addr1, "printer-7")
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- c
-		}
-	}()
+	accepted := dc.serveDirect(t)
 	for _, addr := range []string{"", "client.example:4242"} {
 		t.Run(addr, func(t *testing.T) {
-			d := Dialer{Credential: clusterCred, Transport: TransportYamux}
-			b := new(hopBroker)
-			hop := func(a *plan5.Aloha) { a.Via, a.To, a.ClientAddr = dc.addr3, dc.addr1, addr }
-			c, err := d.dial(context.Background(), dc.addr1, "printer-7", dialAs{transport: TransportYamux, hop: hop, broker: b})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			sc := <-accepted
-			defer sc.Close()
+			c, sc, b := dc.dialHop(t, accepted, clusterCred, func(a *plan5.Aloha) {
+				a.Via, a.To, a.ClientAddr = dc.addr3, dc.addr1, addr
+			})
 			if b.brokered() {
 				t.Errorf("DP1 brokered a hop with ClientAddr %q (Peer %q)", addr, b.peer)
 			}
