@@ -205,6 +205,26 @@ func (x *directLab) dial(t testing.TB, d *Dialer) *Conn {
 	return c.(*Conn)
 }
 
+// moveAndEnd moves the client's session c (a punch, then 4 MiB each way
+// through the echo), checks that both sides' sessions run direct, and
+// closes it: x.dp, which holds the server's link, sees it end moved.
+func (x *directLab) moveAndEnd(t *testing.T, c *Conn) {
+	t.Helper()
+	defer c.Close()
+	punched(c)
+	echoCheck(t, c, 4<<20) // moves the session
+	if !c.Direct() {
+		t.Fatalf("the session is relayed: %v", c.DirectError())
+	}
+	if sc := <-x.accepted; !sc.Direct() {
+		t.Errorf("the server's session is relayed: %v", sc.DirectError())
+	}
+	c.Close()
+	if moved := <-x.dpEnded; !moved {
+		t.Error("the DP that holds the server's link saw the session end unmoved")
+	}
+}
+
 // TestDirectNAT: behind NATs that keep a port's mapping toward every
 // destination, or with one side public, every session goes direct.
 func TestDirectNAT(t *testing.T) {
@@ -221,22 +241,9 @@ func TestDirectNAT(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			x := newDirectLab(t, tc.server, tc.client, nil, &ListenConfig{Transport: tc.transport})
-			c := x.dial(t, x.dialer())
-			defer c.Close()
-			punched(c)
-			echoCheck(t, c, 4<<20) // moves the session
-			if !c.Direct() {
-				t.Fatalf("the session is relayed: %v", c.DirectError())
-			}
-			if sc := <-x.accepted; !sc.Direct() {
-				t.Errorf("the server's session is relayed: %v", sc.DirectError())
-			}
+			x.moveAndEnd(t, x.dial(t, x.dialer()))
 			if e := <-x.events; e.Err != nil {
 				t.Errorf("EventDirect: %v", e.Err)
-			}
-			c.Close()
-			if moved := <-x.dpEnded; !moved {
-				t.Error("the DP saw the session end unmoved")
 			}
 			st := x.dp.Stats()
 			if st.DirectBrokered != 1 || st.DirectMoved != 1 || st.DirectRelayed != 0 {
@@ -273,20 +280,7 @@ func TestDirectNATCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := cc.(*Conn)
-	defer c.Close()
-	punched(c)
-	echoCheck(t, c, 4<<20) // moves the session
-	if !c.Direct() {
-		t.Fatalf("the session is relayed: %v", c.DirectError())
-	}
-	if sc := <-x.accepted; !sc.Direct() {
-		t.Errorf("the server's session is relayed: %v", sc.DirectError())
-	}
-	c.Close()
-	if moved := <-x.dpEnded; !moved {
-		t.Error("DP1 saw the session end unmoved")
-	}
+	x.moveAndEnd(t, cc.(*Conn))
 	if st := x.dp.Stats(); st.DirectBrokered != 1 || st.DirectMoved != 1 || st.DirectBytes != 2*(4<<20) {
 		t.Errorf("DP1's Stats: %d brokered, %d moved, %d direct bytes; want 1, 1, %d", st.DirectBrokered, st.DirectMoved, st.DirectBytes, 2*(4<<20))
 	}
