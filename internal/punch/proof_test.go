@@ -382,53 +382,14 @@ func TestPunchRetriesAWrongProof(t *testing.T) {
 	}
 }
 
-// TestPunchFailedProofResets: when this side gives up inside the proof
-// (its deadline), after the other side may already hold both proofs and
-// have taken the connection for its session, the connection is reset,
-// not closed: the other side reads an error, never a clean end.
-func TestPunchFailedProofResets(t *testing.T) {
+// punchByHand runs Punch under ctx on one connection, whose other end
+// the test plays by hand: punchByHand returns that end once it has sent
+// its hello (with nonce mine) and read Punch's hello (nonce peer) and
+// proof; done gets Punch's error, once it returns.
+func punchByHand(t *testing.T, ctx context.Context) (theirs net.Conn, mine, peer nonce, done <-chan error) {
+	t.Helper()
 	ours, theirs := tcpPair(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		_, err := Punch(ctx, Config{
-			Peer:   netip.MustParseAddrPort("127.0.0.1:9"),
-			Secret: secret,
-			Dial: func(context.Context, netip.AddrPort, netip.AddrPort) (net.Conn, error) {
-				return ours, nil
-			},
-		})
-		done <- err
-	}()
-	// The other side: its hello out, Punch's hello and proof in; its own
-	// proof it never sends.
-	theirs.SetDeadline(time.Now().Add(time.Minute))
-	hello := append([]byte(magic), version)
-	hello = append(hello, bytes.Repeat([]byte{7}, nonceLen)...)
-	if _, err := theirs.Write(hello); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.ReadFull(theirs, make([]byte, helloLen+32)); err != nil {
-		t.Fatal(err)
-	}
-	cancel()
-	if err := <-done; err == nil {
-		t.Fatal("Punch succeeded without the other side's proof")
-	}
-	if n, err := theirs.Read(make([]byte, 1)); err == nil || err == io.EOF {
-		t.Fatalf("the other side read %d, %v after Punch gave up; want a reset", n, err)
-	}
-}
-
-// TestPunchProofOutlivesDeadline: a proof under way when Punch's deadline
-// passes may finish, within ProofGrace: the other side, which completes
-// first, may already have taken the connection.
-func TestPunchProofOutlivesDeadline(t *testing.T) {
-	ours, theirs := tcpPair(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	done := make(chan error, 1)
+	punched := make(chan error, 1)
 	go func() {
 		c, err := Punch(ctx, Config{
 			Peer:   netip.MustParseAddrPort("127.0.0.1:9"),
@@ -440,10 +401,9 @@ func TestPunchProofOutlivesDeadline(t *testing.T) {
 		if c != nil && c != ours {
 			err = errors.New("Punch returned another connection")
 		}
-		done <- err
+		punched <- err
 	}()
 	theirs.SetDeadline(time.Now().Add(time.Minute))
-	var mine nonce
 	mine[0] = 7
 	hello := append([]byte(magic), version)
 	hello = append(hello, mine[:]...)
@@ -458,6 +418,34 @@ func TestPunchProofOutlivesDeadline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return theirs, mine, peer, punched
+}
+
+// TestPunchFailedProofResets: when this side gives up inside the proof
+// (its deadline), after the other side may already hold both proofs and
+// have taken the connection for its session, the connection is reset,
+// not closed: the other side reads an error, never a clean end.
+func TestPunchFailedProofResets(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The other side's own proof it never sends.
+	theirs, _, _, done := punchByHand(t, ctx)
+	cancel()
+	if err := <-done; err == nil {
+		t.Fatal("Punch succeeded without the other side's proof")
+	}
+	if n, err := theirs.Read(make([]byte, 1)); err == nil || err == io.EOF {
+		t.Fatalf("the other side read %d, %v after Punch gave up; want a reset", n, err)
+	}
+}
+
+// TestPunchProofOutlivesDeadline: a proof under way when Punch's deadline
+// passes may finish, within ProofGrace: the other side, which completes
+// first, may already have taken the connection.
+func TestPunchProofOutlivesDeadline(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	theirs, mine, peer, done := punchByHand(t, ctx)
 	<-ctx.Done() // Punch's deadline has passed, its proof under way
 	if _, err := theirs.Write(mac(secret, mine, peer)); err != nil {
 		t.Fatal(err)
