@@ -75,7 +75,7 @@ func newDirectLabAt(t testing.TB, server, client natlab.NAT, dp *DiscoverPoint, 
 	}
 	x.addr = x.serveDP(t, dp)
 	if rtt > 0 {
-		x.addr = x.delayTo(t, x.addr, rtt)
+		x.addr = x.delayTo(t, x.addr, rtt, true)
 	}
 	if lc == nil {
 		lc = &ListenConfig{Transport: TransportYamux}
@@ -123,10 +123,11 @@ func (x *directLab) serveDP(t testing.TB, dp *DiscoverPoint) string {
 	return dl.Addr().String()
 }
 
-// delayTo runs a delay.Relay of round trip rtt to the DP at addr, on the
-// public network, until the test ends, and returns its address. It
-// writes a PROXY protocol header naming each connection's client.
-func (x *directLab) delayTo(t testing.TB, addr string, rtt time.Duration) string {
+// delayTo runs a delay.Relay of round trip rtt to addr (the DP's), on the
+// public network, until the test ends, and returns its address. With
+// proxy it writes a PROXY protocol header naming each connection's
+// client.
+func (x *directLab) delayTo(t testing.TB, addr string, rtt time.Duration, proxy bool) string {
 	t.Helper()
 	pub := x.lab.Router()
 	var l net.Listener
@@ -146,10 +147,12 @@ func (x *directLab) delayTo(t testing.TB, addr string, rtt time.Duration) string
 			})
 			return c, err
 		},
-		Header: func(a net.Conn) []byte {
+	}
+	if proxy {
+		r.Header = func(a net.Conn) []byte {
 			h, _ := AppendProxyHeader(nil, 1, a.RemoteAddr(), a.LocalAddr())
 			return h
-		},
+		}
 	}
 	served := make(chan error, 1)
 	go func() { served <- r.Serve(l) }()
@@ -732,19 +735,30 @@ func BenchmarkDirect(b *testing.B) {
 // (newDirectLabAt). The lab's own dial (BenchmarkDirect) takes about a
 // millisecond, all of it CPU on two shared cores, where the punch's
 // connects and proof compete with the first byte; here the first byte
-// waits for round trips, as on a real network. Reports the medians and
-// their ratio (the target: at most 1), the median time from the
-// start of a dial with Direct on to its proven direct connection in
-// round trips to the DP (the target: at most 3), and the share of those
-// sessions that moved (a Write each way after the first byte).
+// waits for round trips, as on a real network.
+//
+// Reported, medians: each arm's dial to first byte and their ratio
+// (on/relayed; the target: at most 1); the time from the start
+// of a dial with Direct on to its proven direct connection, in round
+// trips to the DP (to-direct-rtts; the target: at most 3), split into
+// the dial's return (dialed-rtts: the Ack, which brings the server's
+// address and the secret) and the punch after it (punch-us); the share
+// of those sessions that moved (a Write each way after the first byte).
+// And the lab alone, in turn with the two: plain TCP from the client's
+// host through a delay.Relay of the same round trip to an echo on the
+// public network, its connect and first byte back (lab-first-rtts) and
+// a further byte there and back (lab-echo-rtts), both one round trip
+// on a real link; to-direct-lab-rtts is to-direct in those measured
+// round trips: what rtcp costs, the lab's own delays taken out.
 func BenchmarkDirectDialAtDistance(b *testing.B) {
 	for _, rtt := range []time.Duration{2 * time.Millisecond, 20 * time.Millisecond} {
 		b.Run("rtt="+rtt.String(), func(b *testing.B) {
 			x := newDirectLabAt(b, natlab.EndpointIndependent, natlab.EndpointIndependent, nil, nil, rtt)
 			x.echo(b)
+			labDial := x.labEcho(b, rtt)
 			on, relayed := x.dialer(), &Dialer{Transport: TransportYamux, netns: x.client.Do}
 			var took [2][]time.Duration
-			toDirect := make([]time.Duration, 0, b.N)
+			var toDirect, dialed, punch, labFirst, labEcho []time.Duration
 			moved := 0
 			one := make([]byte, 1)
 			for range b.N {
@@ -754,6 +768,7 @@ func BenchmarkDirectDialAtDistance(b *testing.B) {
 					if err != nil {
 						b.Fatal(err)
 					}
+					ret := time.Since(began)
 					rc := c.(*Conn)
 					proven := make(chan time.Duration, 1)
 					if k == 0 {
@@ -770,7 +785,10 @@ func BenchmarkDirectDialAtDistance(b *testing.B) {
 					}
 					took[k] = append(took[k], time.Since(began))
 					if k == 0 {
-						toDirect = append(toDirect, <-proven)
+						p := <-proven
+						toDirect = append(toDirect, p)
+						dialed = append(dialed, ret)
+						punch = append(punch, p-ret)
 						// A Write each way moves the session.
 						c.Write(one)
 						io.ReadFull(c, one)
@@ -780,17 +798,67 @@ func BenchmarkDirectDialAtDistance(b *testing.B) {
 					}
 					c.Close()
 				}
+				first, echo := labDial(b)
+				labFirst, labEcho = append(labFirst, first), append(labEcho, echo)
 			}
-			for _, t := range append(took[:], toDirect) {
+			p50 := func(t []time.Duration) time.Duration {
 				slices.Sort(t)
+				return t[len(t)/2]
 			}
-			onP50, offP50 := took[0][b.N/2], took[1][b.N/2]
+			onP50, offP50 := p50(took[0]), p50(took[1])
+			rtts := func(d time.Duration) float64 { return float64(d) / float64(rtt) }
 			b.ReportMetric(float64(onP50.Nanoseconds()), "on-p50-ns")
 			b.ReportMetric(float64(offP50.Nanoseconds()), "relayed-p50-ns")
 			b.ReportMetric(float64(onP50)/float64(offP50), "on/relayed")
-			b.ReportMetric(float64(toDirect[b.N/2])/float64(rtt), "to-direct-rtts")
+			b.ReportMetric(rtts(p50(toDirect)), "to-direct-rtts")
+			b.ReportMetric(rtts(p50(dialed)), "dialed-rtts")
+			b.ReportMetric(float64(p50(punch).Microseconds()), "punch-us")
 			b.ReportMetric(float64(moved)/float64(b.N), "moved/op")
+			b.ReportMetric(rtts(p50(labFirst)), "lab-first-rtts")
+			b.ReportMetric(rtts(p50(labEcho)), "lab-echo-rtts")
+			b.ReportMetric(float64(p50(toDirect))/float64(p50(labEcho)), "to-direct-lab-rtts")
 		})
+	}
+}
+
+// labEcho serves an echo on the public network behind a delay.Relay of
+// round trip rtt, and returns a measure of the lab alone: from the
+// client's host, a connect and a byte there and back (first), then
+// another byte there and back (echo).
+func (x *directLab) labEcho(tb testing.TB, rtt time.Duration) func(testing.TB) (first, echo time.Duration) {
+	var l net.Listener
+	err := x.lab.Router().Do(func() (err error) {
+		l, err = net.Listen("tcp4", netip.AddrPortFrom(natlab.RouterAddr, 0).String())
+		return err
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	flowtest.Echo(tb, l)
+	to := x.delayTo(tb, l.Addr().String(), rtt, false)
+	return func(tb testing.TB) (first, echo time.Duration) {
+		one := make([]byte, 1)
+		began := time.Now()
+		var c net.Conn
+		err := x.client.Do(func() (err error) {
+			c, err = net.Dial("tcp4", to)
+			return err
+		})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		defer c.Close()
+		for _, t := range []*time.Duration{&first, &echo} {
+			if _, err := c.Write(one); err != nil {
+				tb.Fatal(err)
+			}
+			if _, err := io.ReadFull(c, one); err != nil {
+				tb.Fatal(err)
+			}
+			*t = time.Since(began)
+			began = time.Now()
+		}
+		return first, echo
 	}
 }
 
