@@ -86,8 +86,9 @@ func TestDialEarlyConnectFallback(t *testing.T) {
 				}
 				connects.Add(1)
 				// It came with the Aloha, and is exactly what the JSON
-				// leg's Open sends, with Direct if the Dialer asked.
-				want := plan5.AppendMessage(nil, &plan5.Connect{N: "printer", Direct: tc.direct})
+				// leg's Open sends, with Direct (and EarlyPeer, for the
+				// raw leg's early offer) if the Dialer asked.
+				want := plan5.AppendMessage(nil, &plan5.Connect{N: "printer", Direct: tc.direct, EarlyPeer: tc.direct})
 				if !bytes.HasSuffix(read, want) || cm.N != "printer" {
 					return fmt.Errorf("read %q with the Aloha, want it to end with %q", read, want)
 				}

@@ -242,7 +242,7 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 	}
 	var early plan5.Message // a Connect sent with the Aloha
 	if mayEarly && d.earlyConnect(addr, as) {
-		early = &plan5.Connect{N: name, Direct: side != nil || as.broker != nil}
+		early = &plan5.Connect{N: name, Direct: side != nil || as.broker != nil, EarlyPeer: side != nil}
 	}
 	sentAt := time.Now()
 	theirs, err := exchangeAloha(c, r, ours, addr, d.Credential, early, sent)
@@ -265,23 +265,42 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 	local := &Addr{Name: as.name, Addr: c.LocalAddr().String()}
 	remote := &Addr{Name: name, Addr: addr}
 	if theirs.Transport == wireRaw && ours.Transport == wireRaw {
-		rc, ack, err := d.connectRaw(c, r, name, addr, local, remote, early != nil, side != nil || as.broker != nil)
+		var p *clientPunch // the punch, once the DP's early offer came
+		var offered func(*plan5.Ack)
+		if side != nil {
+			// The DP tells the server's address and the secret as it
+			// asks the server (EarlyPeer): the punch starts then, as
+			// the server's does, a round trip before the Ack.
+			offered = func(o *plan5.Ack) {
+				p = side.startPunch(o.Peer, o.Secret, punchL)
+				punchL = nil // the punch's now
+			}
+		}
+		rc, ack, err := d.connectRaw(c, r, name, addr, local, remote, early != nil, side != nil || as.broker != nil, offered)
 		stopErr := stop()
 		if err != nil {
+			p.abandon()
 			return nil, ctxErr(ctx, err)
 		}
 		if stopErr != nil {
+			p.abandon()
 			return nil, stopErr
 		}
 		if as.broker != nil && brokersDirect(ack.Peer, ack.Secret) {
 			as.broker.peer, as.broker.secret = ack.Peer, ack.Secret
 		}
 		if side == nil || !brokersDirect(ack.Peer, ack.Secret) {
+			p.abandon()
 			return newConn(rc, nil), nil
 		}
-		l := punchL
-		punchL = nil // the punch's now
-		return d.clientMove(side, l, rc, ack), nil
+		if !p.serves(ack) {
+			// No early offer, or one for another link than the one
+			// the session opened on (the first failed under it).
+			p.abandon()
+			p = side.startPunch(ack.Peer, ack.Secret, punchL)
+			punchL = nil
+		}
+		return d.clientMove(p, rc), nil
 	}
 	if err := stop(); err != nil {
 		return nil, err
@@ -341,16 +360,25 @@ func (d *Dialer) earlyConnect(addr string, as dialAs) bool {
 }
 
 // connectRaw sends Connect (asking for a direct path if direct) and reads
-// the Ack; after it, c carries the session's bytes as they are.
-func (d *Dialer) connectRaw(c net.Conn, r *plan5.Reader, name, addr string, local, remote net.Addr, sent, direct bool) (*rawConn, *plan5.Ack, error) {
+// the Ack; after it, c carries the session's bytes as they are. With
+// offered not nil, the Connect asks for the DP's early offer too
+// (EarlyPeer), and offered gets it, once, if it comes before the Ack.
+func (d *Dialer) connectRaw(c net.Conn, r *plan5.Reader, name, addr string, local, remote net.Addr, sent, direct bool, offered func(*plan5.Ack)) (*rawConn, *plan5.Ack, error) {
 	if !sent {
-		if err := plan5link.WriteMessage(c, &plan5.Connect{N: name, Direct: direct}, 0); err != nil {
+		if err := plan5link.WriteMessage(c, &plan5.Connect{N: name, Direct: direct, EarlyPeer: offered != nil}, 0); err != nil {
 			return nil, nil, err
 		}
 	}
 	m, err := r.ReadMessage()
 	if err != nil {
 		return nil, nil, err
+	}
+	if o, ok := m.(*plan5.Ack); ok && o.X == 0 && offered != nil && brokersDirect(o.Peer, o.Secret) {
+		// The early offer: the answer follows.
+		offered(o)
+		if m, err = r.ReadMessage(); err != nil {
+			return nil, nil, err
+		}
 	}
 	var ack *plan5.Ack
 	switch m := m.(type) {

@@ -1,8 +1,10 @@
 package rtcp
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -206,6 +208,22 @@ type directOffer struct {
 	// and secret are its answer, cluster.go): this DP relays the
 	// records as bytes, and counts nothing of them.
 	carried bool
+	// early, if not nil, tells the client the server's address and the
+	// secret before the open's answer (Connect EarlyPeer): called once,
+	// as the open goes to the first link that takes part.
+	early func(server string, secret []byte)
+}
+
+// opening tells the client, if it asked (early), the address of the
+// server link e and the secret, as the open goes to it: the client's
+// punch then starts as the server's does, a round trip before the Ack.
+// Only the first link tried: if it fails and another opens the session,
+// the Ack names that one, and the client punches again.
+func (o *directOffer) opening(server string) {
+	if o.early != nil {
+		o.early(server, o.secret)
+		o.early = nil
+	}
 }
 
 // directKey is the context key of the directOffer of the open under way,
@@ -257,19 +275,69 @@ func brokersDirect(peer string, secret []byte) bool {
 // brokered reports whether the offer went to the server.
 func (o *directOffer) brokered() bool { return o != nil && o.server != "" }
 
-// clientMove completes a client's raw session that the DP brokered (ack
-// carries the server's address and the secret): the session runs on the
-// relay at once while the punch runs in the background, and moves to the
-// direct connection once the punch has proven it (move.go). A failed
-// punch is no error: the session stays on the relay, and the Conn says
-// why (DirectError).
-//
-// l is the client's listener for the punch, made once its Connect went
-// out (handshake), or nil.
-func (d *Dialer) clientMove(side *directSide, l net.Listener, rc *rawConn, ack *plan5.Ack) *Conn {
+// clientPunch is a client's punch under way: started at the DP's early
+// offer (Connect EarlyPeer), a round trip before the Ack, or at the Ack.
+// Its outcome goes to the session once the Ack has made one (to), or is
+// thrown away if the dial ends without one (abandon).
+type clientPunch struct {
+	peer      string
+	secret    []byte
+	cancel    context.CancelCauseFunc // ends the punch
+	to        chan *moveConn          // 1-buffered: the session its outcome goes to
+	abandoned chan struct{}           // closed by abandon: no session will come
+	done      chan struct{}           // closed once its goroutine has ended
+}
+
+// startPunch starts the client's punch to peer with secret in the
+// background; l, if not nil, is its listener (listen), which the punch
+// takes over.
+func (s *directSide) startPunch(peer string, secret []byte, l net.Listener) *clientPunch {
 	ctx, cancel := context.WithCancelCause(context.Background())
+	p := &clientPunch{peer: peer, secret: secret, cancel: cancel,
+		to: make(chan *moveConn, 1), abandoned: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		dc, err := s.punch(ctx, peer, secret, s.timeout, l)
+		select {
+		case m := <-p.to:
+			m.setPunch(dc, err)
+		case <-p.abandoned:
+			closeIf(dc)
+		}
+	}()
+	return p
+}
+
+// errDialEnded is the cause of a punch that its dial abandoned.
+var errDialEnded = errors.New("rtcp: the dial ended without this session")
+
+// abandon ends a punch whose dial made no session of it, and waits for
+// its goroutine (which closes what the punch made). It may be nil.
+func (p *clientPunch) abandon() {
+	if p == nil {
+		return
+	}
+	p.cancel(errDialEnded)
+	close(p.abandoned)
+	<-p.done
+}
+
+// serves reports whether the punch is to the peer and with the secret
+// of ack, the DP's answer.
+func (p *clientPunch) serves(ack *plan5.Ack) bool {
+	return p != nil && p.peer == ack.Peer && bytes.Equal(p.secret, ack.Secret)
+}
+
+// clientMove completes a client's raw session that the DP brokered, whose
+// punch p runs (to the server's address and with the secret that the Ack
+// brought, or its early offer): the session runs on the relay at once
+// while the punch runs in the background, and moves to the direct
+// connection once the punch has proven it (move.go). A failed punch is
+// no error: the session stays on the relay, and the Conn says why
+// (DirectError).
+func (d *Dialer) clientMove(p *clientPunch, rc *rawConn) *Conn {
 	log := d.Logger
-	m := newMoveConn(rc, cancel, func(direct bool, err error) {
+	m := newMoveConn(rc, p.cancel, func(direct bool, err error) {
 		if log == nil {
 			return
 		}
@@ -279,10 +347,7 @@ func (d *Dialer) clientMove(side *directSide, l net.Listener, rc *rawConn, ack *
 			log.Debug("rtcp: session stays on the relay", "server", rc.remote, "err", err)
 		}
 	})
-	go func() {
-		dc, err := side.punch(ctx, ack.Peer, ack.Secret, side.timeout, l)
-		m.setPunch(dc, err)
-	}()
+	p.to <- m
 	return newConn(m, nil)
 }
 

@@ -755,6 +755,7 @@ func (dp *DiscoverPoint) openSession(ctx context.Context, name, client, addr str
 				// secret of the session another server gets.
 				rand.Read(offer.secret)
 				octx = context.WithValue(ctx, directKey{}, offer)
+				offer.opening(e.remote)
 			}
 			c, err = e.link.Open(octx, client, addr)
 		}
@@ -888,6 +889,14 @@ func (dp *DiscoverPoint) serveRawClient(c net.Conn, r *plan5.Reader, a *plan5.Al
 		// not brokered: the address of its connection is the
 		// carrying DP's.
 		offer = newDirectOffer(who.clientAddr(cc))
+		if cm.EarlyPeer {
+			// Sent on the open's goroutine while this one waits for
+			// the open's outcome, which answer sends after it. A
+			// failed write is the answer's to report.
+			offer.early = func(server string, secret []byte) {
+				answer(&plan5.Ack{X: 0, Peer: server, Secret: secret}, dp.HandshakeTimeout)
+			}
+		}
 	}
 	dp.serveSession(sessionRequest{
 		conn: cc, name: cm.N, client: who.clientName(a.N), who: who, addr: who.clientAddr(cc), via: a.Via,

@@ -43,7 +43,7 @@ func appendFast(dst []byte, m Message) (_ []byte, ok bool) {
 	case *Connect:
 		// A direct session's Connect (once a session) goes through
 		// encoding/json.
-		if m.Direct || m.Peer != "" || m.Secret != nil || !plainJSON(m.N) || !plainJSON(m.Addr) || !plainJSON(m.Token) {
+		if m.Direct || m.EarlyPeer || m.Peer != "" || m.Secret != nil || !plainJSON(m.N) || !plainJSON(m.Addr) || !plainJSON(m.Token) {
 			return dst, false
 		}
 		dst = append(dst, `{"N":"`...)

@@ -207,6 +207,11 @@ type Connect struct {
 	// (SPEC.md, "Direct sessions"); a DP of a cluster asks so on a hop,
 	// for the client it carries (SPEC.md, "Via").
 	Direct bool `json:"Direct,omitempty"`
+	// EarlyPeer, IC->DP with Direct, asks the DP to tell the client the
+	// server's address and the secret as soon as it asks the server, in
+	// an Ack with X 0 before the Ack that answers (SPEC.md, "Direct
+	// sessions"), so that both sides punch from the open on.
+	EarlyPeer bool `json:"EarlyPeer,omitempty"`
 	// Peer and Secret, DP->IS, broker a direct session: the client's
 	// address as the DP observed it, and the one-time secret both sides
 	// prove they hold.

@@ -1,0 +1,223 @@
+package rtcp
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"rtcp/internal/plan5link"
+	"rtcp/protocol/plan5"
+)
+
+// The DP's early offer (Connect EarlyPeer): the client learns the
+// server's address and the secret as the DP asks the server, and punches
+// from then on, as the server does, a round trip before the Ack.
+
+// TestDirectEarlyOffer: a server that has not answered yet (ManualAck)
+// holds a proven direct connection to the client, whose punch started at
+// the early offer, not at the Ack; once it answers, the session moves.
+func TestDirectEarlyOffer(t *testing.T) {
+	addr := startDP(t, new(DiscoverPoint))
+	l := listen(t, &ListenConfig{Transport: TransportYamux, Direct: true, ManualAck: true}, addr, "printer-7")
+	d := &Dialer{Direct: true}
+	type dialed struct {
+		c   net.Conn
+		err error
+	}
+	done := make(chan dialed, 1)
+	go func() {
+		c, err := d.DialContext(context.Background(), addr, "printer-7")
+		done <- dialed{c, err}
+	}()
+	sc, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	s := sc.(*Conn)
+	punched(s) // before any answer: the client's punch is under way
+	if err := s.DirectError(); err != nil {
+		t.Fatalf("the server's punch, before its answer: %v", err)
+	}
+	select {
+	case r := <-done:
+		t.Fatalf("the dial returned before the server answered: %v", r.err)
+	default:
+	}
+	if err := s.Ack(nil); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	c := r.c.(*Conn)
+	defer c.Close()
+	go func() {
+		io.Copy(sc, sc)
+		s.CloseWrite()
+	}()
+	punched(c)
+	echoCheck(t, c, 64<<10) // moves the session
+	if !c.Direct() {
+		t.Errorf("the client's session stays on the relay: %v", c.DirectError())
+	}
+}
+
+// earlyDP is a DP that answers one raw client's Connect, which must ask
+// for the early offer, with the offer (an Ack with X 0, Peer and
+// secret), then, once next says so, with final.
+func earlyDP(t *testing.T, offer *plan5.Ack, next <-chan *plan5.Ack) (addr string, served <-chan error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	ends := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			ends <- err
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(wireTimeout))
+		r := plan5.NewReader(c, 0)
+		if _, err := plan5link.ReadAloha(r); err != nil {
+			ends <- err
+			return
+		}
+		m, err := r.ReadMessage()
+		if err != nil {
+			ends <- err
+			return
+		}
+		if cm, ok := m.(*plan5.Connect); !ok || !cm.Direct || !cm.EarlyPeer {
+			ends <- errors.New("the client did not ask for a direct path with the early offer")
+			return
+		}
+		ours := &plan5.Aloha{R: plan5.RoleDP, N: "early", Transport: wireRaw}
+		plan5link.Offer(ours, plan5.DefaultMaxLine)
+		if err := plan5link.WriteMessages(c, 0, ours, offer); err != nil {
+			ends <- err
+			return
+		}
+		final := <-next
+		if err := plan5link.WriteMessage(c, final, 0); err != nil {
+			ends <- err
+			return
+		}
+		if final.X > 0 {
+			io.Copy(io.Discard, c) // the session, until the client closes it
+		}
+		ends <- nil
+	}()
+	return ln.Addr().String(), ends
+}
+
+// peerListener stands for a server's punch: it takes the connections the
+// client's punch makes to it, which never prove themselves.
+func peerListener(t *testing.T) (net.Listener, string) {
+	t.Helper()
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l, l.Addr().String()
+}
+
+// TestDirectEarlyOfferAbandoned: a punch that the early offer started is
+// ended, and its connection closed, on every way the dial makes no use
+// of it: a refusal, an Ack that does not broker the session, and an Ack
+// that names another server link (the first failed under the open),
+// which the client then punches to instead.
+func TestDirectEarlyOfferAbandoned(t *testing.T) {
+	secret := bytes.Repeat([]byte{7}, secretLen)
+	for _, tc := range []struct {
+		name     string
+		final    func(other string) *plan5.Ack
+		wantDial bool
+		other    bool // the final Ack names the other listener
+	}{
+		{"refused", func(string) *plan5.Ack { return &plan5.Ack{X: -1, R: "no"} }, false, false},
+		{"not brokered", func(string) *plan5.Ack { return &plan5.Ack{X: 1} }, true, false},
+		{"another link", func(other string) *plan5.Ack {
+			return &plan5.Ack{X: 1, Peer: other, Secret: bytes.Repeat([]byte{8}, secretLen)}
+		}, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			first, firstAddr := peerListener(t)
+			other, otherAddr := peerListener(t)
+			next := make(chan *plan5.Ack, 1)
+			addr, served := earlyDP(t, &plan5.Ack{X: 0, Peer: firstAddr, Secret: secret}, next)
+			locals := make(chan netip.AddrPort, 1)
+			d := localsDialer(locals)
+			d.DirectTimeout = time.Minute // only the dial ends it
+			type dialed struct {
+				c   net.Conn
+				err error
+			}
+			done := make(chan dialed, 1)
+			go func() {
+				c, err := d.DialContext(context.Background(), addr, "printer-7")
+				done <- dialed{c, err}
+			}()
+			local := <-locals
+			// The punch, started by the offer, reaches the first link.
+			pc, err := first.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pc.Close()
+			if got := pc.RemoteAddr().String(); got != local.String() {
+				t.Fatalf("a connect from %v, want the client's port %v", got, local)
+			}
+			next <- tc.final(otherAddr)
+			r := <-done
+			if (r.err == nil) != tc.wantDial {
+				t.Fatalf("dial: %v", r.err)
+			}
+			if r.c != nil {
+				defer r.c.Close()
+			}
+			var re *RefusedError
+			if !tc.wantDial && !errors.As(r.err, &re) {
+				t.Errorf("dial: %v; want a RefusedError", r.err)
+			}
+			// The client closed the offer's connection: it ends,
+			// cleanly or with a reset, not by the deadline.
+			pc.SetReadDeadline(time.Now().Add(wireTimeout))
+			if _, err := io.Copy(io.Discard, pc); isTimeout(err) {
+				t.Error("the early punch's connection is still open")
+			}
+			if tc.other {
+				oc, err := other.Accept()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := oc.RemoteAddr().String(); got != local.String() {
+					t.Errorf("a connect to the Ack's link from %v, want the client's port %v", got, local)
+				}
+				oc.Close()
+			}
+			if r.c != nil {
+				r.c.Close()
+			}
+			if err := <-served; err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
