@@ -741,9 +741,12 @@ func BenchmarkDirect(b *testing.B) {
 // (on/relayed; the target: at most 1); the time from the start
 // of a dial with Direct on to its proven direct connection, in round
 // trips to the DP (to-direct-rtts; the target: at most 3), split into
-// the dial's return (dialed-rtts: the Ack, which brings the server's
-// address and the secret) and the punch after it (punch-us); the share
-// of those sessions that moved (a Write each way after the first byte).
+// the dial's return (dialed-rtts: the Ack) and the punch after it
+// (punch-us): a session can move no sooner than its Dial returns; the
+// server's punch, from the start of the dial to its proven connection
+// (proven-rtts: both sides' punches start at the open, the client's at
+// the DP's early offer); the share of those sessions that moved (a
+// Write each way after the first byte).
 // And the lab alone, in turn with the two: plain TCP from the client's
 // host through a delay.Relay of the same round trip to an echo on the
 // public network, its connect and first byte back (lab-first-rtts) and
@@ -758,23 +761,31 @@ func BenchmarkDirectDialAtDistance(b *testing.B) {
 			labDial := x.labEcho(b, rtt)
 			on, relayed := x.dialer(), &Dialer{Transport: TransportYamux, netns: x.client.Do}
 			var took [2][]time.Duration
-			var toDirect, dialed, punch, labFirst, labEcho []time.Duration
+			var toDirect, dialed, punch, proven, labFirst, labEcho []time.Duration
 			moved := 0
 			one := make([]byte, 1)
 			for range b.N {
 				for k, d := range []*Dialer{on, relayed} {
 					began := time.Now()
+					// The server's session, accepted at the open: when
+					// its punch ends (the relayed one's is drained).
+					serverProven := make(chan time.Duration, 1)
+					go func() {
+						sc := <-x.accepted
+						punched(sc)
+						serverProven <- time.Since(began)
+					}()
 					c, err := d.DialContext(context.Background(), x.addr, "printer-7")
 					if err != nil {
 						b.Fatal(err)
 					}
 					ret := time.Since(began)
 					rc := c.(*Conn)
-					proven := make(chan time.Duration, 1)
+					clientProven := make(chan time.Duration, 1)
 					if k == 0 {
 						go func() {
 							punched(rc)
-							proven <- time.Since(began)
+							clientProven <- time.Since(began)
 						}()
 					}
 					if _, err := c.Write(one); err != nil {
@@ -784,11 +795,13 @@ func BenchmarkDirectDialAtDistance(b *testing.B) {
 						b.Fatal(err)
 					}
 					took[k] = append(took[k], time.Since(began))
+					sp := <-serverProven
 					if k == 0 {
-						p := <-proven
+						p := <-clientProven
 						toDirect = append(toDirect, p)
 						dialed = append(dialed, ret)
 						punch = append(punch, p-ret)
+						proven = append(proven, sp)
 						// A Write each way moves the session.
 						c.Write(one)
 						io.ReadFull(c, one)
@@ -813,6 +826,7 @@ func BenchmarkDirectDialAtDistance(b *testing.B) {
 			b.ReportMetric(rtts(p50(toDirect)), "to-direct-rtts")
 			b.ReportMetric(rtts(p50(dialed)), "dialed-rtts")
 			b.ReportMetric(float64(p50(punch).Microseconds()), "punch-us")
+			b.ReportMetric(rtts(p50(proven)), "proven-rtts")
 			b.ReportMetric(float64(moved)/float64(b.N), "moved/op")
 			b.ReportMetric(rtts(p50(labFirst)), "lab-first-rtts")
 			b.ReportMetric(rtts(p50(labEcho)), "lab-echo-rtts")

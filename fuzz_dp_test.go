@@ -61,6 +61,8 @@ func FuzzDPConn(f *testing.F) {
 	f.Add(msgs(&plan5.Aloha{V: 113, R: plan5.RoleIS, N: "old"}))
 	f.Add(append(msgs( // a raw client that asks for a direct path, and records
 		&plan5.Aloha{V: v, R: plan5.RoleIC, Transport: "raw"}, &plan5.Connect{N: "echo", Direct: true}), "d\x00\x02hiubytes"...))
+	f.Add(append(msgs( // the same, asking for the early offer
+		&plan5.Aloha{V: v, R: plan5.RoleIC, Transport: "raw"}, &plan5.Connect{N: "echo", Direct: true, EarlyPeer: true}), "d\x00\x02himc"...))
 	f.Add(msgs( // a server that takes part in direct sessions, and a Connect with an offer
 		&plan5.Aloha{V: v, R: plan5.RoleIS, N: "direct", Direct: true, Transport: "yamux"},
 		&plan5.Connect{N: "c", Peer: "10.0.0.2:5", Secret: make([]byte, 32)}))

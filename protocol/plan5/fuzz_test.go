@@ -73,7 +73,9 @@ func fuzzSeeds() [][]byte {
 		transcript(
 			&Aloha{V: 10000, R: RoleIS, N: "printer-7", Owner: "3f2a", Direct: true},
 			&Connect{N: "printer-7", Direct: true},
+			&Connect{N: "printer-7", Direct: true, EarlyPeer: true},
 			&Connect{N: "alice", Addr: "203.0.113.5:40112", Peer: "203.0.113.5:40112", Secret: payload[:32]},
+			&Ack{X: 0, Peer: "198.51.100.7:51000", Secret: payload[:32]},
 			&Ack{X: 1, Peer: "198.51.100.7:51000", Secret: payload[:32]},
 		),
 		// A session one DP of a cluster carries to another (SPEC.md, "Via").
@@ -204,7 +206,7 @@ func FuzzHandshakeFastPath(f *testing.F) {
 	for _, s := range []string{
 		`{"X":7}`, `{"X":-1}`, `{"X":007}`, `{"X":1,"R":"no"}`, `{"x":1}`,
 		`{"N":"printer-7"}`, `{"N":"a","Addr":"10.0.0.1:5"}`, `{"N":"a","Addr":"b","Token":"t0k"}`,
-		`{"N":"a","Direct":true}`, `{"N":"a","Addr":"b","Peer":"10.0.0.2:5","Secret":"AAEC"}`, `{"X":1,"Peer":"10.0.0.2:5","Secret":"AAEC"}`,
+		`{"N":"a","Direct":true}`, `{"N":"a","Direct":true,"EarlyPeer":true}`, `{"N":"a","Addr":"b","Peer":"10.0.0.2:5","Secret":"AAEC"}`, `{"X":1,"Peer":"10.0.0.2:5","Secret":"AAEC"}`,
 		`{"V":10000,"R":2,"N":"s","Owner":"o","Direct":true}`, `{"Direct":1}`,
 		`{"N":"a\"b"}`, `{"N":"\u00e9"}`, `{"N":"a","Token":"t"}`, `{"N":"<b>"}`,
 		`{"V":10000,"R":3,"N":"c","HeartBeat":15000,"Window":262144,"MaxLine":65536,"HalfClose":true,"Transport":"raw"}`,
@@ -257,7 +259,7 @@ func FuzzAppendFast(f *testing.F) {
 			HalfClose: x&1 == 1, Owner: addr, Transport: token, Error: reason, Token: addr, Spares: int(x >> 5), Via: token, Key: n,
 			Challenge: blob, Binding: reason, Proof: blob[len(blob)/2:], To: addr, ClientKey: n, ClientAddr: reason}
 		aloha.Direct = x&2 == 2
-		direct := &Connect{N: n, Addr: addr, Direct: x&4 == 4, Peer: addr, Secret: blob}
+		direct := &Connect{N: n, Addr: addr, Direct: x&4 == 4, EarlyPeer: x&8 == 8, Peer: addr, Secret: blob}
 		for _, m := range []Message{&Connect{N: n, Addr: addr, Token: token}, &Ack{X: x, R: reason}, aloha, direct, &Ack{X: x, Peer: addr, Secret: blob}} {
 			got, ok := appendFast(nil, m)
 			if !ok {
