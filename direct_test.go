@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -494,13 +493,13 @@ func TestDirectClientListenerClosed(t *testing.T) {
 // while its dial waits for the DP's answer (the server's punch starts at
 // the open, before the client has its Ack), not only once the answer
 // came: a connect to the client's port toward the DP is taken by the
-// kernel before the server has answered, not refused (the punch that
-// the DP's early offer started may have the listener by then, and
-// resets a connection that is not the server's).
+// kernel before the server has answered.
 func TestDirectClientListensBeforeAck(t *testing.T) {
 	addr := startDP(t, new(DiscoverPoint))
 	// A ManualAck server that never accepts: the DP's answer never comes.
-	listen(t, &ListenConfig{Transport: TransportYamux, Direct: true, ManualAck: true}, addr, "printer-7")
+	// It does not take part, so no early offer starts a punch that
+	// would take the listener over, prove a path and close it.
+	listen(t, &ListenConfig{Transport: TransportYamux, ManualAck: true}, addr, "printer-7")
 	locals := make(chan netip.AddrPort, 1)
 	listened := make(chan error, 1)
 	d := localsDialer(locals)
@@ -535,9 +534,9 @@ func TestDirectClientListensBeforeAck(t *testing.T) {
 		t.Fatal("no listener on the client's port while its dial waited for the DP's answer")
 	}
 	pc, err := net.Dial("tcp", local.String())
-	if errors.Is(err, syscall.ECONNREFUSED) {
+	if err != nil {
 		t.Errorf("a connect to the client's port while its dial waits: %v; want it taken", err)
-	} else if err == nil {
+	} else {
 		pc.Close()
 	}
 	cancel()
