@@ -10,13 +10,16 @@ import (
 //
 // A peer that does flow control (rtcp's JSON credit extension, yamux)
 // sends no more than the credit it was granted. Each stream's receive
-// window starts at Config.Window and doubles, up to Config.MaxWindow, at
+// window starts at Config.Window and grows, up to Config.MaxWindow, at
 // the end of each epoch (from one grant to the next) in which the
 // stream's reader caught up with the peer and took the epoch's bytes
 // faster than a quarter of the window per round trip: then the window,
 // not the reader, holds the peer back, as on a path whose round trip is
-// longer than window/bandwidth (quic-go's rule). The round trip is the
-// shortest the session has timed. A stream whose reader falls behind
+// longer than window/bandwidth (quic-go's rule). It doubles, and once it
+// has doubled twice it grows to twice the bandwidth-delay product the
+// epoch measured, at least double and at most four times (growth): up
+// to 16 times per round trip. The round trip is the shortest the
+// session has timed. A stream whose reader falls behind
 // never grows, nor one whose TCP destination's peer is not taking the
 // bytes, and growth is paid for from two budgets (the link's and, if set,
 // one shared by many links), so memory stays bounded: when a budget is
@@ -103,12 +106,12 @@ func (st *Stream) consumed(n int, caughtUp bool) int {
 	st.unacked += n
 	st.sinceGrow += n
 	st.caughtUp = st.caughtUp || caughtUp
-	if st.unacked < grantAt(st.win) {
-		return 0
+	grant := 0
+	if st.unacked >= grantAt(st.win) {
+		grant = st.unacked + st.maybeGrow()
+		st.unacked = 0
+		st.avail += grant
 	}
-	grant := st.unacked + st.maybeGrow()
-	st.unacked = 0
-	st.avail += grant
 	return grant
 }
 
@@ -129,12 +132,20 @@ func grantAt(win int) int {
 // maybeGrow ends the window's epoch, which began at the last grant (or
 // the open). If the reader caught up with the peer during it and took
 // the epoch's bytes faster than a quarter of the window per round trip,
-// the window, not the reader, held the peer back: it doubles, as far as
-// MaxWindow and the budgets allow (quic-go's rule; one stream takes at
-// most half of the shared budget, so two that were fast once can still
-// hold it all), unless the reader is
-// a TCP destination whose peer did not take half of them. It returns the
-// bytes added. st.mu is held.
+// the window, not the reader, held the peer back: it grows (growth), as
+// far as MaxWindow and the budgets allow (quic-go's rule; one stream
+// takes at most half of the shared budget, so two that were fast once
+// can still hold it all), unless the reader is a TCP destination whose
+// peer did not take half of them. It returns the bytes added. st.mu is
+// held.
+//
+// The epoch keeps the time the reader waited for the peer: a reader that
+// is fast whenever bytes are there is not proof that the window holds
+// the peer back (the streams of a busy link wait for each other), only
+// an epoch whose bytes came at more than a quarter window per round trip
+// is. A window held back by the round trip arrives in bursts, so the
+// first epoch of each burst, which spans the wait for it, is slow, and
+// its later ones fast.
 func (st *Stream) maybeGrow() int {
 	s := st.s
 	now := time.Now()
@@ -143,7 +154,8 @@ func (st *Stream) maybeGrow() int {
 	if start.IsZero() || !caughtUp || st.win >= s.cfg.MaxWindow {
 		return 0
 	}
-	if limit := time.Duration(4 * float64(took) / float64(st.win) * float64(s.RTT())); now.Sub(start) >= limit {
+	rtt, d := s.RTT(), now.Sub(start)
+	if limit := time.Duration(4 * float64(took) / float64(st.win) * float64(rtt)); d >= limit {
 		return 0
 	}
 	if p := st.sink; p != nil && p.raw != nil {
@@ -159,7 +171,15 @@ func (st *Stream) maybeGrow() int {
 			return 0
 		}
 	}
-	want := min(st.win, s.cfg.MaxWindow-st.win)
+	want := st.win
+	if st.win >= 4*s.cfg.Window {
+		// Only a window that has doubled twice may grow faster: a
+		// client that has stopped reading looks fast while its kernel
+		// takes the first bytes (a window's worth or two), and every
+		// stalled session keeps what its window grew to then.
+		want = growth(st.win, took, d, rtt)
+	}
+	want = min(want, s.cfg.MaxWindow-st.win)
 	if b := s.cfg.Budget; b != nil {
 		// One stream takes at most half of the shared budget: growth is
 		// given back only when the stream ends, and a session that was
@@ -178,6 +198,23 @@ func (st *Stream) maybeGrow() int {
 	st.win += got
 	st.grown += got
 	return got
+}
+
+// growth returns what a window win grows by after a fast epoch that
+// took bytes in d on a path of round trip rtt: to twice the
+// bandwidth-delay product the epoch measured (took/d*rtt; grpc-go's BDP
+// estimator), but at least double and at most four times win, so that a
+// window grows by at most 24 times the bytes that proved the reader fast
+// (an epoch takes at least win/8). Four times, not more: a burst of a
+// window w granted every w/8 then grows it at w/4 and again at 3w/4, 16
+// times in a round trip, where doubling grew it 8 times (w/4, w/2, w) and
+// one step of 8 or 16 times pushes the next grant past the burst.
+func growth(win, took int, d, rtt time.Duration) int {
+	if d <= 0 {
+		return 3 * win
+	}
+	bdp := float64(took) / float64(d) * float64(rtt)
+	return int(min(max(2*bdp, 2*float64(win)), 4*float64(win))) - win
 }
 
 // ObserveRTT tells the session of a round trip to its peer that took d

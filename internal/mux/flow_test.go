@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -287,4 +288,108 @@ func TestStreamTakesHalfTheBudget(t *testing.T) {
 		out.Close()
 		in.Close()
 	})
+}
+
+// TestWindowRamp: at a 200 ms round trip, with the reader keeping up, a
+// stream's window grows from 64 KiB to MaxWindow, 128 times as large (as
+// rtcp's 256 KiB to 32 MiB), within three round trips of the open, and
+// the stream moves a full window in the fourth. When each fast epoch
+// doubled the window, that took four and five.
+func TestWindowRamp(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const rtt = 200 * time.Millisecond
+		budget := NewBudget(64 << 20)
+		cfg := flowConfig(64 << 10)
+		cfg.MaxWindow = 8 << 20
+		cfgB := cfg
+		cfgB.Budget = budget
+		l, stop := delayLink(t, rtt, cfg, cfgB)
+		defer stop()
+		out, in := l.open(t)
+		go writePattern(out, 0, 1<<40, 64<<10, nil)
+		var n atomic.Int64
+		read := make(chan struct{})
+		go func() {
+			defer close(read)
+			buf := make([]byte, 64<<10)
+			for {
+				k, err := in.Read(buf)
+				n.Add(int64(k))
+				if err != nil {
+					return
+				}
+			}
+		}()
+		var ws []int
+		var ns []int64
+		for range 6 {
+			time.Sleep(rtt)
+			ws = append(ws, window(in))
+			ns = append(ns, n.Load())
+		}
+		t.Logf("window and bytes read after each round trip: %v %v", ws, ns)
+		if ws[2] != 8<<20 {
+			t.Errorf("the window is %d three round trips after the open, want MaxWindow %d (each round trip: %v)", ws[2], 8<<20, ws)
+		}
+		// 8 MiB granted every eighth moves 8/1.125 MiB per round trip.
+		if got := ns[3] - ns[2]; got < 7<<20 {
+			t.Errorf("the fourth round trip moved %d bytes, want a full window's 7 MiB (read after each: %v)", got, ns)
+		}
+		out.Close()
+		in.Close()
+		<-read
+		if used := budget.Used(); used != 0 {
+			t.Errorf("after the stream ended, the shared budget still has %d taken", used)
+		}
+	})
+}
+
+// TestIntermittentReaderDoesNotGrow: a reader that empties the buffer
+// once a second has caught up each time, and takes a window's bytes at
+// once, but only a window per second: at a 50 ms round trip the reader,
+// not the window, holds the peer back, and the window stays as it is.
+func TestIntermittentReaderDoesNotGrow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := flowConfig(64 << 10)
+		cfg.MaxWindow = 8 << 20
+		l, stop := delayLink(t, 50*time.Millisecond, cfg, cfg)
+		defer stop()
+		out, in := l.open(t)
+		go writePattern(out, 0, 1<<40, 32<<10, nil)
+		buf := make([]byte, 64<<10)
+		for range 20 {
+			time.Sleep(time.Second)
+			synctest.Wait()
+			for {
+				if n, _ := buffered(in); n == 0 {
+					break
+				}
+				in.Read(buf)
+			}
+		}
+		if w := window(in); w != 64<<10 {
+			t.Errorf("a reader that empties the buffer once a second grew its window to %d", w)
+		}
+		out.Close()
+		in.Close()
+	})
+}
+
+// TestGrowth: a fast epoch grows a window to twice the bandwidth-delay
+// product it measured, at least double and at most four times.
+func TestGrowth(t *testing.T) {
+	for _, c := range []struct {
+		win, took int
+		d, rtt    time.Duration
+		want      int
+	}{
+		{win: 1 << 20, took: 128 << 10, d: 0, rtt: time.Second, want: 3 << 20},
+		{win: 1 << 20, took: 128 << 10, d: time.Millisecond, rtt: 200 * time.Millisecond, want: 3 << 20},              // 25 MiB path
+		{win: 1 << 20, took: 128 << 10, d: 50 * time.Millisecond, rtt: 200 * time.Millisecond, want: 1 << 20},         // a 512 KiB path: double
+		{win: 1 << 20, took: 128 << 10, d: 16 * time.Millisecond, rtt: 200 * time.Millisecond, want: 3276800 - 1<<20}, // 1.6 MB: to 3.2
+	} {
+		if got := growth(c.win, c.took, c.d, c.rtt); got != c.want {
+			t.Errorf("growth(%d, %d, %v, %v) = %d, want %d", c.win, c.took, c.d, c.rtt, got, c.want)
+		}
+	}
 }

@@ -32,9 +32,9 @@ type Config struct {
 	PeerWindow  int
 
 	// MaxWindow is the most a stream's receive window grows to (flow
-	// control). A stream's window doubles, from Window, whenever its
-	// reader keeps up and the window, not the reader, holds the peer
-	// back, as on a path with a long round trip (flow.go). A stream whose
+	// control). A stream's window doubles (later up to quadruples), from
+	// Window, whenever its reader keeps up and the window, not the reader, holds
+	// the peer back, as on a path with a long round trip (flow.go). A stream whose
 	// reader falls behind never grows. Zero: Window (no growth).
 	MaxWindow int
 	// LinkWindowBudget bounds what the streams of this session together
