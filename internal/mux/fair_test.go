@@ -2,11 +2,16 @@ package mux
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
+	"time"
 )
 
 // Tests that a small frame of one stream does not wait long behind a bulk
@@ -185,4 +190,101 @@ func openGated(t *testing.T, l *link, gate *gateConn) (*Stream, *Stream) {
 	a, b := l.open(t)
 	close(done)
 	return a, b
+}
+
+// TestWriteWaitingForLinkEnds: a Write of more than one frame that finds
+// the link being written waits for it (it does not queue copies), and
+// the link may take nothing for long: its peer stopped reading it, and
+// the writer holding it is stuck. That wait ends as a net.Conn's does:
+// at the stream's Close or Abort, at a write deadline set meanwhile, at
+// the session's end; not when the link moves again.
+func TestWriteWaitingForLinkEnds(t *testing.T) {
+	for _, stop := range []string{"Close", "Abort", "deadline", "session Close"} {
+		t.Run(stop, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ca, cb := net.Pipe()
+				s := New(ca, newJSONFramer(ca), flowConfig(64<<10))
+				peer := newJSONFramer(cb)
+				open := func(id int64) *Stream {
+					t.Helper()
+					opened := make(chan *Stream, 1)
+					go func() {
+						st, _ := s.Open(context.Background(), "", "")
+						opened <- st
+					}()
+					if f, err := peer.ReadFrame(); err != nil || f.Kind != KindOpen {
+						t.Fatalf("peer read %+v, %v; want an Open", f, err)
+					}
+					peer.WriteFrame(&Frame{Kind: KindAck, ID: id})
+					peer.Flush()
+					st := <-opened
+					if st == nil {
+						t.Fatal("Open failed")
+					}
+					return st
+				}
+				holder, waiter := open(1), open(2)
+				// From here the peer reads nothing: the holder's Write
+				// takes the link and is stuck in it.
+				held := make(chan error, 1)
+				go func() {
+					_, err := holder.Write(make([]byte, 1<<20))
+					held <- err
+				}()
+				synctest.Wait()
+				wrote := make(chan error, 1)
+				go func() {
+					_, err := waiter.Write(make([]byte, 2*(16<<10))) // two frames
+					wrote <- err
+				}()
+				synctest.Wait()
+				select {
+				case err := <-wrote:
+					t.Fatalf("the second Write returned %v while the link was held", err)
+				default:
+				}
+
+				start := time.Now()
+				closed := make(chan struct{})
+				want := net.ErrClosed
+				switch stop {
+				case "Close":
+					waiter.Close()
+				case "Abort":
+					waiter.Abort(errors.New("test: aborted"))
+				case "deadline":
+					waiter.SetWriteDeadline(time.Now().Add(time.Second))
+					want = os.ErrDeadlineExceeded
+				case "session Close":
+					go func() { s.Close(); close(closed) }()
+				}
+				if stop == "deadline" {
+					time.Sleep(time.Second)
+				}
+				synctest.Wait()
+				select {
+				case err := <-wrote:
+					wrote <- err // for the end
+					if !errors.Is(err, want) && stop != "session Close" {
+						t.Errorf("the waiting Write returned %v, want %v", err, want)
+					}
+					if err == nil {
+						t.Error("the waiting Write returned no error")
+					}
+					if d := time.Since(start); d > time.Second {
+						t.Errorf("the waiting Write returned %v after its %s", d, stop)
+					}
+				default:
+					t.Errorf("the Write waiting for the link is still blocked after its %s", stop)
+				}
+				cb.Close() // the link fails: the holder returns
+				<-held
+				if stop == "session Close" {
+					<-closed
+				}
+				s.Close()
+				<-wrote
+			})
+		})
+	}
 }

@@ -178,7 +178,8 @@ type Session struct {
 	// loop, a Stream.Write writing its own frame (writeData), a splice
 	// (SpliceFrom). Taken before qmu; whoever takes a batch from the
 	// queue holds it, so a direct write never overtakes a queued frame.
-	wmu    sync.Mutex
+	// A Write that waits for it can give up (waitLink).
+	wmu    linkLock
 	cbatch []*Frame                  // combine's list of frames; guarded by wmu
 	dframe Frame                     // the frame of a direct write; guarded by wmu
 	ends   [maxBatchFrames + 1]int64 // a direct write's frames' ends (writeData); guarded by wmu
@@ -301,6 +302,7 @@ func New(c net.Conn, fr Framer, cfg Config) *Session {
 		readEnd:  make(chan struct{}),
 		readStop: make(chan struct{}),
 		lastData: -1,
+		wmu:      make(linkLock, 1),
 	}
 	if w, ok := fr.(Wire); ok {
 		s.sem = w.Semantics()
@@ -1012,7 +1014,8 @@ func (s *Session) enqueue(f *Frame) bool {
 // which the writer takes with its own (combine): many streams' small
 // requests go out in one system call. A write of more waits for the link
 // instead: its copies would go out ahead of what other streams queue
-// next, and in one write.
+// next, and in one write. It waits as a queued write does (waitLink): the
+// link's peer may have stopped reading, and whoever holds it with it.
 //
 // A direct write's frame that went out in full is sent even if the write
 // that carried it failed (it carried other streams' frames too, combine):
@@ -1039,7 +1042,9 @@ func (s *Session) writeData(st *Stream, p []byte, deadline <-chan struct{}) (int
 				m, err := s.enqueueChunks(st, q, deadline)
 				return done + m, err
 			}
-			s.wmu.Lock()
+			if err := s.waitLink(st, deadline); err != nil {
+				return done, err
+			}
 		}
 		s.qmu.Lock()
 		if s.qclose {
@@ -1138,6 +1143,48 @@ func (s *Session) writeData(st *Stream, p []byte, deadline <-chan struct{}) (int
 		if done += n; done == len(p) {
 			return done, nil
 		}
+	}
+}
+
+// A linkLock is a mutex whose Lock a caller can give up: a channel of
+// one slot, full while it is held. (A Write that waits for the link,
+// which its peer may have stopped reading, ends as a net.Conn's Write
+// does: at its stream's Close, its deadline, the session's end.)
+type linkLock chan struct{}
+
+func (l linkLock) Lock() { l <- struct{}{} }
+
+func (l linkLock) TryLock() bool {
+	select {
+	case l <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (l linkLock) Unlock() {
+	select {
+	case <-l:
+	default:
+		panic("mux: unlock of an unlocked linkLock")
+	}
+}
+
+// waitLink takes wmu for a direct write of st, or gives up as
+// enqueueData does: at st's Close, at the deadline, at the session's
+// end. (Not in writeData: its select would be in the frame that every
+// write of a relay's goroutine has under it.)
+func (s *Session) waitLink(st *Stream, deadline <-chan struct{}) error {
+	select {
+	case s.wmu <- struct{}{}:
+		return nil
+	case <-st.closed:
+		return net.ErrClosed
+	case <-deadline:
+		return errTimeout
+	case <-s.done:
+		return s.errOr(net.ErrClosed)
 	}
 }
 
