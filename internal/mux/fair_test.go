@@ -202,27 +202,7 @@ func TestWriteWaitingForLinkEnds(t *testing.T) {
 	for _, stop := range []string{"Close", "Abort", "deadline", "session Close"} {
 		t.Run(stop, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				ca, cb := net.Pipe()
-				s := New(ca, newJSONFramer(ca), flowConfig(64<<10))
-				peer := newJSONFramer(cb)
-				open := func(id int64) *Stream {
-					t.Helper()
-					opened := make(chan *Stream, 1)
-					go func() {
-						st, _ := s.Open(context.Background(), "", "")
-						opened <- st
-					}()
-					if f, err := peer.ReadFrame(); err != nil || f.Kind != KindOpen {
-						t.Fatalf("peer read %+v, %v; want an Open", f, err)
-					}
-					peer.WriteFrame(&Frame{Kind: KindAck, ID: id})
-					peer.Flush()
-					st := <-opened
-					if st == nil {
-						t.Fatal("Open failed")
-					}
-					return st
-				}
+				s, cb, open := rawPeerSession(t)
 				holder, waiter := open(1), open(2)
 				// From here the peer reads nothing: the holder's Write
 				// takes the link and is stuck in it.
@@ -287,4 +267,84 @@ func TestWriteWaitingForLinkEnds(t *testing.T) {
 			})
 		})
 	}
+}
+
+// rawPeerSession is a flow-controlled session on a net.Pipe whose peer is
+// the test: open opens a stream and acknowledges it with id; from then on
+// the peer reads the link only as the test does (cb).
+func rawPeerSession(t *testing.T) (s *Session, cb net.Conn, open func(id int64) *Stream) {
+	ca, cb := net.Pipe()
+	s = New(ca, newJSONFramer(ca), flowConfig(64<<10))
+	peer := newJSONFramer(cb)
+	open = func(id int64) *Stream {
+		t.Helper()
+		opened := make(chan *Stream, 1)
+		go func() {
+			st, _ := s.Open(context.Background(), "", "")
+			opened <- st
+		}()
+		if f, err := peer.ReadFrame(); err != nil || f.Kind != KindOpen {
+			t.Fatalf("peer read %+v, %v; want an Open", f, err)
+		}
+		peer.WriteFrame(&Frame{Kind: KindAck, ID: id})
+		peer.Flush()
+		st := <-opened
+		if st == nil {
+			t.Fatal("Open failed")
+		}
+		return st
+	}
+	return s, cb, open
+}
+
+// TestWriteEndedByQueuedEnd: a direct write that writes the queued frames
+// first and finds among them its own stream's end (CloseWrite here) stops
+// there; it gives the batch's list back while it still holds the link,
+// for the next writer to take the link writes the queue with that list
+// (run with -race). Before, it did so after letting the link go, and the
+// next writer could take the list the queue was using.
+func TestWriteEndedByQueuedEnd(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s, cb, open := rawPeerSession(t)
+		x, y, z := open(1), open(2), open(3)
+
+		s.wmu.Lock() // another writer has the link
+		xw := make(chan error, 1)
+		go func() {
+			_, err := x.Write(make([]byte, 2*(16<<10))) // two frames: waits for the link
+			xw <- err
+		}()
+		synctest.Wait()
+		yw := make(chan error, 1)
+		go func() {
+			_, err := y.Write(make([]byte, 2*(16<<10))) // waits after x
+			yw <- err
+		}()
+		synctest.Wait()
+		x.CloseWrite() // queued: x's Write finds it when it has the link
+		synctest.Wait()
+		s.wmu.Unlock() // x takes the link and writes the queue; the peer reads nothing yet
+		synctest.Wait()
+		if _, err := z.Write([]byte("small")); err != nil { // queued: y writes it
+			t.Fatalf("small Write: %v", err)
+		}
+		synctest.Wait()
+		read := make(chan struct{})
+		go func() {
+			io.Copy(io.Discard, cb)
+			close(read)
+		}()
+		if err := <-xw; !errors.Is(err, ErrWriteClosed) {
+			t.Errorf("the Write whose stream was closed for writing meanwhile returned %v, want ErrWriteClosed", err)
+		}
+		if err := <-yw; err != nil {
+			t.Errorf("the other Write returned %v", err)
+		}
+		x.Close()
+		y.Close()
+		z.Close()
+		s.Close()
+		cb.Close()
+		<-read
+	})
 }

@@ -1072,11 +1072,11 @@ func (s *Session) writeData(st *Stream, p []byte, deadline <-chan struct{}) (int
 			if err == nil {
 				err = s.fr.Flush()
 			}
-			s.wmu.Unlock()
 			if batch != nil {
 				release(batch)
 				s.cbatch = batch[:0]
 			}
+			s.wmu.Unlock()
 			if err != nil {
 				s.writeFailed(err)
 				s.wake()
