@@ -1091,13 +1091,15 @@ func (s *Session) writeData(st *Stream, p []byte, deadline <-chan struct{}) (int
 		// s.ends[i] is what the Framer had produced before frame i (sent).
 		// (In the session, not here: this frame is under every write of a
 		// relay's goroutine, whose stack an idle session keeps at its peak.)
+		// s.dframe is zero but for these three fields: a Frame literal
+		// assigned to it would be built in a temporary in this frame.
 		nf := 0
 		s.ends[0] = s.produced()
 		for off := 0; off < k && err == nil; nf++ {
 			m := min(k-off, s.cfg.ChunkSize)
-			s.dframe = Frame{Kind: KindData, ID: st.id, Data: q[off : off+m]}
+			s.dframe.Kind, s.dframe.ID, s.dframe.Data = KindData, st.id, q[off:off+m]
 			err = s.fr.WriteFrame(&s.dframe)
-			s.dframe.Data = nil
+			s.dframe = Frame{}
 			s.ends[nf+1] = s.produced()
 			off += m
 		}
