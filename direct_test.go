@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -217,6 +218,41 @@ func TestDirectPunchStoppedSaysWhy(t *testing.T) {
 				t.Errorf("DirectError: %v; want %v and context.Canceled, not punch.ErrNoPath", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestDirectPunchStoppedByPeerThenClosed: the peer's 'u' stops the
+// punch, and the session is closed before the punch has returned (its
+// connect still under way): DirectError says the peer's punch failed, as
+// EventDirect does, not that Close stopped it.
+func TestDirectPunchStoppedByPeerThenClosed(t *testing.T) {
+	side, peer := refusedPunch(t)
+	release := make(chan struct{})
+	side.ns = func(func() error) error {
+		<-release // the connect, held until the test has closed the session
+		return syscall.ECONNREFUSED
+	}
+	server, client := net.Pipe()
+	defer client.Close()
+	events := make(chan error, 1)
+	cm := &plan5.Connect{N: "alice", Peer: peer, Secret: make([]byte, secretLen)}
+	c := startServerPath(newConn(pipeStream{server}, nil), side, cm, func(err error) { events <- err })
+	go client.Write([]byte("uhello"))
+	if _, err := io.ReadFull(c, make([]byte, 5)); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	derr := c.DirectError()
+	close(release)
+	err := <-events
+	if !errors.Is(err, errPeerUnframed) {
+		t.Errorf("EventDirect: %v; want %v", err, errPeerUnframed)
+	}
+	if !errors.Is(derr, errPeerUnframed) || !errors.Is(derr, context.Canceled) || errors.Is(derr, errPunchClosed) {
+		t.Errorf("DirectError after Close: %v; want %v and context.Canceled, as EventDirect says", derr, errPeerUnframed)
+	}
+	if derr := c.DirectError(); !errors.Is(derr, errPeerUnframed) {
+		t.Errorf("DirectError once the punch has ended: %v; want %v", derr, errPeerUnframed)
 	}
 }
 

@@ -87,6 +87,9 @@ var (
 	errPeerUnframed = errors.New("rtcp: the peer's punch failed (it said so on the relay), so this side's was stopped; the session stays on the relay")
 	// errPunchStopped is DirectError's after Close stopped the punch.
 	errPunchStopped = fmt.Errorf("%w: %w", errPunchClosed, context.Canceled)
+	// errPeerStopped is DirectError's after Close when the peer's 'u'
+	// stopped the punch first.
+	errPeerStopped = fmt.Errorf("%w: %w", errPeerUnframed, context.Canceled)
 )
 
 // errOtherVersion ends the errors of records that break the rules: what
@@ -99,6 +102,8 @@ type moveConn struct {
 	relay         stream
 	local, remote net.Addr
 	stopPunch     func(cause error)            // ends the punch (Close, the peer's 'u'); may be nil
+	stopOnce      sync.Once                    // stop calls stopPunch once: the first cause is the punch's
+	stopCause     atomic.Pointer[error]        // that first cause, set as stop calls stopPunch
 	onResult      func(direct bool, err error) // reports the move or the failed punch, once; may be nil
 
 	closed      chan struct{} // closed by Close or Abort
@@ -310,18 +315,34 @@ func (m *moveConn) isDirect() bool {
 }
 
 // punchErr is why the punch failed, or nil; after Close, for a punch that
-// had not ended, that Close stopped it (its outcome, when it comes, goes to
-// onResult only: the session no longer runs on either path).
+// had not ended, what stopped it: the peer's 'u' if it came first, else
+// Close (its outcome, when it comes, goes to onResult only: the session
+// no longer runs on either path).
 func (m *moveConn) punchErr() error {
 	_, err, done := m.punched()
 	if !done {
 		select {
 		case <-m.closed:
-			return errPunchStopped
+			if c := m.stopCause.Load(); c != nil && *c == errPeerUnframed {
+				return errPeerStopped
+			}
+			return errPunchStopped // Close's, or about to be
 		default:
 		}
 	}
 	return err
+}
+
+// stop ends the punch with cause, the first time only: a context keeps
+// its first cause, and stopCause says which it was.
+func (m *moveConn) stop(cause error) {
+	if m.stopPunch == nil {
+		return
+	}
+	m.stopOnce.Do(func() {
+		m.stopCause.Store(&cause)
+		m.stopPunch(cause)
+	})
 }
 
 // switchWrite (wmu held, framed) sends 'm' or 'u' if the punch has ended
@@ -669,9 +690,7 @@ func (m *moveConn) readHeader() error {
 		m.pend, m.ahead, m.rbuf = m.ahead, nil, nil
 		m.rstate, m.hn = dirRaw, 0
 		m.peerRaw.Store(true)
-		if m.stopPunch != nil {
-			m.stopPunch(errPeerUnframed) // the peer has no direct connection: ours is no use
-		}
+		m.stop(errPeerUnframed) // the peer has no direct connection: ours is no use
 		m.directionOff()
 	case recMoved:
 		if len(m.ahead) > 0 {
@@ -827,9 +846,7 @@ func (m *moveConn) wasAborted() bool {
 func (m *moveConn) shut(abort error) {
 	m.closeOnce.Do(func() {
 		close(m.closed)
-		if m.stopPunch != nil {
-			m.stopPunch(errPunchClosed)
-		}
+		m.stop(errPunchClosed)
 		m.dmu.Lock()
 		m.isClosed = true // no 'm' nor direct Write from here on; a punch that ends later reports (setPunch)
 		if abort == nil {
