@@ -379,6 +379,11 @@ func (d *Dialer) connectRaw(c net.Conn, r *plan5.Reader, name, addr string, loca
 		if m, err = r.ReadMessage(); err != nil {
 			return nil, nil, err
 		}
+		if a, ok := m.(*plan5.Ack); ok && a.X == 0 && brokersDirect(a.Peer, a.Secret) {
+			// Not an answer (X 0 would open the session, whose
+			// bytes would then begin with the DP's real Ack).
+			return nil, nil, fmt.Errorf("rtcp: the DP at %s sent its early offer (an Ack with X 0, Peer and Secret) twice; it does not follow Plan5's direct sessions: dial it without Direct", addr)
+		}
 	}
 	var ack *plan5.Ack
 	switch m := m.(type) {

@@ -223,3 +223,49 @@ func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+// TestDirectEarlyOfferTwice: a DP that sends its early offer a second
+// time, where its answer belongs, breaks the protocol: the dial fails
+// with an error that says so, and closes what the first offer's punch
+// made, instead of taking the second offer (X 0) for an open session
+// whose bytes would then begin with the DP's real answer.
+func TestDirectEarlyOfferTwice(t *testing.T) {
+	first, firstAddr := peerListener(t)
+	offer := &plan5.Ack{X: 0, Peer: firstAddr, Secret: bytes.Repeat([]byte{7}, secretLen)}
+	next := make(chan *plan5.Ack, 1)
+	addr, served := earlyDP(t, offer, next)
+	d := &Dialer{Direct: true, DirectTimeout: time.Minute} // only the dial ends the punch
+	type dialed struct {
+		c   net.Conn
+		err error
+	}
+	done := make(chan dialed, 1)
+	go func() {
+		c, err := d.DialContext(context.Background(), addr, "printer-7")
+		done <- dialed{c, err}
+	}()
+	// The first offer's punch reaches the link; then the offer again.
+	pc, err := first.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	next <- offer
+	r := <-done
+	if r.err == nil {
+		r.c.Close()
+		t.Fatal("the dial took a second early offer for the DP's answer")
+	}
+	var re *RefusedError
+	if errors.As(r.err, &re) {
+		t.Errorf("dial: %v; want a protocol error, not a refusal", r.err)
+	}
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+	// The dial closed the first offer's connection when it failed.
+	pc.SetReadDeadline(time.Now().Add(wireTimeout))
+	if _, err := io.Copy(io.Discard, pc); isTimeout(err) {
+		t.Error("the early punch's connection is still open")
+	}
+}
