@@ -81,7 +81,8 @@ type Dialer struct {
 	Direct bool
 
 	// DirectTimeout bounds the attempt to reach the server directly, in
-	// the background of a session that runs on the relay meanwhile;
+	// the background of a session that runs on the relay meanwhile (from
+	// the DP's early offer, before Dial returns, or from its Ack);
 	// default DefaultDirectTimeout (1 s). A direct connection that
 	// goes silent fails after about twice KeepAlive (TCP keepalive and
 	// TCP_USER_TIMEOUT), so that a path that drops is an error, never a

@@ -28,9 +28,12 @@ import (
 // to reach each other when DirectTimeout is zero. A punch between peers
 // that can reach each other takes about two round trips (the simultaneous
 // open and the proof), and punch retries a connect that waits 500 ms; one
-// second covers round trips up to a few hundred milliseconds, and is what
-// a client whose NATs do not allow a direct path waits before its session
-// starts on the relay.
+// second covers round trips up to a few hundred milliseconds. Nobody
+// waits for it: the session runs on the relay from the Ack on, and a
+// punch that fails within it leaves it there (Conn.DirectError). A
+// client's punch starts at the DP's early offer (at the Ack, from a DP
+// that sends none), a server's at the open and may run for serverSlack
+// times its own.
 const DefaultDirectTimeout = time.Second
 
 // serverSlack is how many DirectTimeouts a server's punch may take
