@@ -63,6 +63,17 @@ func FuzzDPConn(f *testing.F) {
 		&plan5.Aloha{V: v, R: plan5.RoleIC, Transport: "raw"}, &plan5.Connect{N: "echo", Direct: true}), "d\x00\x02hiubytes"...))
 	f.Add(append(msgs( // the same, asking for the early offer
 		&plan5.Aloha{V: v, R: plan5.RoleIC, Transport: "raw"}, &plan5.Connect{N: "echo", Direct: true, EarlyPeer: true}), "d\x00\x02himc"...))
+	f.Add(append(msgs( // the early offer asked without Direct, on the raw leg and the JSON one
+		&plan5.Aloha{V: v, R: plan5.RoleIC, Transport: "raw"}, &plan5.Connect{N: "echo", EarlyPeer: true}), "bytes"...))
+	f.Add(msgs(&plan5.Aloha{V: v, R: plan5.RoleIC}, &plan5.Connect{N: "echo", Direct: true, EarlyPeer: true}))
+	f.Add(msgs( // a raw client that sends an early offer of its own instead of a Connect
+		&plan5.Aloha{V: v, R: plan5.RoleIC, Transport: "raw"}, &plan5.Ack{X: 0, Peer: "127.0.0.1:9", Secret: make([]byte, 32)}))
+	f.Add(msgs( // a server that answers an open with an early offer, twice
+		&plan5.Aloha{V: v, R: plan5.RoleIS, N: "direct", Direct: true},
+		&plan5.Ack{X: 0, Peer: "127.0.0.1:9", Secret: make([]byte, 32)}, &plan5.Ack{X: 0, Peer: "127.0.0.1:9", Secret: make([]byte, 32)}))
+	f.Add(append(msgs( // a hop that no key vouches for, asking for the early offer
+		&plan5.Aloha{V: v, R: plan5.RoleIC, N: "alice", Transport: "raw", Via: "10.0.0.3:9000", ClientAddr: "203.0.113.5:40112"},
+		&plan5.Connect{N: "echo", Direct: true, EarlyPeer: true}), "d\x00\x02hi"...))
 	f.Add(msgs( // a server that takes part in direct sessions, and a Connect with an offer
 		&plan5.Aloha{V: v, R: plan5.RoleIS, N: "direct", Direct: true, Transport: "yamux"},
 		&plan5.Connect{N: "c", Peer: "10.0.0.2:5", Secret: make([]byte, 32)}))

@@ -78,6 +78,18 @@ func fuzzSeeds() [][]byte {
 			&Ack{X: 0, Peer: "198.51.100.7:51000", Secret: payload[:32]},
 			&Ack{X: 1, Peer: "198.51.100.7:51000", Secret: payload[:32]},
 		),
+		// What a buggy DP may send a client that asked for the early
+		// offer: the offer twice, one with no secret or a bad address,
+		// one after the answer; and EarlyPeer without Direct.
+		transcript(
+			&Connect{N: "printer-7", EarlyPeer: true},
+			&Ack{X: 0, Peer: "198.51.100.7:51000", Secret: payload[:32]},
+			&Ack{X: 0, Peer: "198.51.100.7:51000", Secret: payload[:32]},
+			&Ack{X: 0, Peer: "198.51.100.7:51000"},
+			&Ack{X: 0, Peer: "not an address", Secret: payload[:32]},
+			&Ack{X: 0, Secret: payload[:1]},
+			&Ack{X: -1, R: "no", Peer: "198.51.100.7:51000", Secret: payload[:32]},
+		),
 		// A session one DP of a cluster carries to another (SPEC.md, "Via").
 		transcript(
 			&Aloha{V: 10000, R: RoleIC, N: "alice", Window: 262144, MaxLine: 65536, HalfClose: true, Transport: "raw", Via: "10.0.0.3:9000"},
@@ -254,6 +266,10 @@ func FuzzAppendFast(f *testing.F) {
 	f.Add("printer-7", "10.0.0.1:5", "", int64(3), "", []byte(nil))
 	f.Add("a<b", "", "tok", int64(-1), "refused: \"x\"", []byte{0, 1, 2})
 	f.Add("\u00e9", "\x00", "", int64(0), "", []byte{})
+	// EarlyPeer on its own, and with Direct: no Peer or Secret, so
+	// only EarlyPeer keeps the Connect off the fast path.
+	f.Add("printer-7", "", "", int64(8), "", []byte(nil))
+	f.Add("printer-7", "", "", int64(12), "", []byte(nil))
 	f.Fuzz(func(t *testing.T, n, addr, token string, x int64, reason string, blob []byte) {
 		aloha := &Aloha{V: int(x), R: Role(x >> 3), N: n, HeartBeat: int(x >> 1), Window: int(x >> 2), MaxLine: int(x >> 4),
 			HalfClose: x&1 == 1, Owner: addr, Transport: token, Error: reason, Token: addr, Spares: int(x >> 5), Via: token, Key: n,
