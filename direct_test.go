@@ -467,7 +467,8 @@ func tcpEchoServer(t testing.TB) string {
 
 // TestDirectClientListenerClosed: the client's punch listener, made once
 // its Connect is out, is closed on every way out: an Ack that does not
-// broker (at once, while the session runs), a refused Connect, a dial
+// broker (at once, while the session runs), a refused Connect, one that
+// the server refuses after the DP's early offer started the punch, a dial
 // cancelled while it waits for its Ack, and a punch that ended. Each
 // case then wants a connect to the client's port toward the DP refused.
 func TestDirectClientListenerClosed(t *testing.T) {
@@ -475,11 +476,13 @@ func TestDirectClientListenerClosed(t *testing.T) {
 		name     string
 		server   bool // the server asks for direct sessions
 		manual   bool // the server never answers (ManualAck, no Accept)
+		refuse   bool // with manual: the server refuses each session
 		exposed  bool
 		wantDial bool // the dial succeeds
 	}{
 		{name: "not brokered", exposed: true, wantDial: true},
 		{name: "refused", server: true},
+		{name: "refused after the offer", server: true, manual: true, refuse: true, exposed: true},
 		{name: "cancelled", server: true, manual: true, exposed: true},
 		{name: "punched", server: true, exposed: true, wantDial: true},
 	} {
@@ -490,12 +493,23 @@ func TestDirectClientListenerClosed(t *testing.T) {
 				if !tc.manual {
 					echo(t, l)
 				}
+				if tc.refuse {
+					go func() {
+						for {
+							c, err := l.Accept()
+							if err != nil {
+								return
+							}
+							c.(*Conn).Ack(errors.New("no"))
+						}
+					}()
+				}
 			}
 			locals := make(chan netip.AddrPort, 1)
 			d := localsDialer(locals)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			if tc.manual {
+			if tc.manual && !tc.refuse {
 				ctx, cancel = context.WithTimeout(ctx, 200*time.Millisecond)
 				defer cancel()
 			}
