@@ -73,7 +73,8 @@ func TestDirectEarlyOffer(t *testing.T) {
 
 // earlyDP is a DP that answers one raw client's Connect, which must ask
 // for the early offer, with the offer (an Ack with X 0, Peer and
-// secret), then, once next says so, with final.
+// secret), then, once next says so, with final (nil: it closes the
+// connection instead).
 func earlyDP(t *testing.T, offer *plan5.Ack, next <-chan *plan5.Ack) (addr string, served <-chan error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -111,6 +112,10 @@ func earlyDP(t *testing.T, offer *plan5.Ack, next <-chan *plan5.Ack) (addr strin
 			return
 		}
 		final := <-next
+		if final == nil {
+			ends <- nil // the DP goes away without an answer
+			return
+		}
 		if err := plan5link.WriteMessage(c, final, 0); err != nil {
 			ends <- err
 			return
@@ -139,7 +144,8 @@ func peerListener(t *testing.T) (net.Listener, string) {
 // ended, and its connection closed, on every way the dial makes no use
 // of it: a refusal, an Ack that does not broker the session, and an Ack
 // that names another server link (the first failed under the open),
-// which the client then punches to instead.
+// which the client then punches to instead; the DP going away without
+// an answer, and the dial's context cancelled while it waits for one.
 func TestDirectEarlyOfferAbandoned(t *testing.T) {
 	secret := bytes.Repeat([]byte{7}, secretLen)
 	for _, tc := range []struct {
@@ -147,12 +153,15 @@ func TestDirectEarlyOfferAbandoned(t *testing.T) {
 		final    func(other string) *plan5.Ack
 		wantDial bool
 		other    bool // the final Ack names the other listener
+		cancel   bool // the dial's context is cancelled before the answer
 	}{
-		{"refused", func(string) *plan5.Ack { return &plan5.Ack{X: -1, R: "no"} }, false, false},
-		{"not brokered", func(string) *plan5.Ack { return &plan5.Ack{X: 1} }, true, false},
+		{"refused", func(string) *plan5.Ack { return &plan5.Ack{X: -1, R: "no"} }, false, false, false},
+		{"not brokered", func(string) *plan5.Ack { return &plan5.Ack{X: 1} }, true, false, false},
 		{"another link", func(other string) *plan5.Ack {
 			return &plan5.Ack{X: 1, Peer: other, Secret: bytes.Repeat([]byte{8}, secretLen)}
-		}, true, true},
+		}, true, true, false},
+		{"DP gone", func(string) *plan5.Ack { return nil }, false, false, false},
+		{"cancelled", func(string) *plan5.Ack { return nil }, false, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			first, firstAddr := peerListener(t)
@@ -167,8 +176,10 @@ func TestDirectEarlyOfferAbandoned(t *testing.T) {
 				err error
 			}
 			done := make(chan dialed, 1)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
 			go func() {
-				c, err := d.DialContext(context.Background(), addr, "printer-7")
+				c, err := d.DialContext(ctx, addr, "printer-7")
 				done <- dialed{c, err}
 			}()
 			local := <-locals
@@ -181,8 +192,15 @@ func TestDirectEarlyOfferAbandoned(t *testing.T) {
 			if got := pc.RemoteAddr().String(); got != local.String() {
 				t.Fatalf("a connect from %v, want the client's port %v", got, local)
 			}
-			next <- tc.final(otherAddr)
-			r := <-done
+			var r dialed
+			if tc.cancel {
+				cancel()
+				r = <-done
+				next <- tc.final(otherAddr)
+			} else {
+				next <- tc.final(otherAddr)
+				r = <-done
+			}
 			if (r.err == nil) != tc.wantDial {
 				t.Fatalf("dial: %v", r.err)
 			}
@@ -190,7 +208,17 @@ func TestDirectEarlyOfferAbandoned(t *testing.T) {
 				defer r.c.Close()
 			}
 			var re *RefusedError
-			if !tc.wantDial && !errors.As(r.err, &re) {
+			switch {
+			case tc.wantDial:
+			case tc.cancel:
+				if !errors.Is(r.err, context.Canceled) {
+					t.Errorf("dial: %v; want context.Canceled", r.err)
+				}
+			case tc.final("") == nil:
+				if errors.As(r.err, &re) {
+					t.Errorf("dial: %v; want the DP's connection's end, not a refusal", r.err)
+				}
+			case !errors.As(r.err, &re):
 				t.Errorf("dial: %v; want a RefusedError", r.err)
 			}
 			// The client closed the offer's connection: it ends,
