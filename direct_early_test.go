@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -299,22 +300,29 @@ func TestDirectEarlyOfferTwice(t *testing.T) {
 }
 
 // TestDirectEarlyOfferPolicyRefused: the early offer goes only to a
-// client that the DP's Policy lets through: one that the Policy refuses
-// (its network, its key) gets an Ack -1 and nothing else, never the
-// server's address or a secret. The last case, allowed, shows the offer
-// does come, first.
+// client that the DP's Policy lets through and whose session the DP
+// brokers: one that the Policy refuses (its network, its key) gets an
+// Ack -1 and nothing else, never the server's address or a secret; one
+// that asks for the offer without Direct, or of a DP with NoDirect, gets
+// the plain answer. The allowed case shows the offer does come, first.
 func TestDirectEarlyOfferPolicyRefused(t *testing.T) {
+	allowed := NameRule{Name: "printer-7"}
 	for _, tc := range []struct {
-		name    string
-		rule    NameRule
-		refused bool
+		name     string
+		rule     NameRule
+		noDirect bool // the DP runs with NoDirect
+		indirect bool // the Connect asks for the offer without Direct
+		want     string
 	}{
-		{"not from its network", NameRule{Name: "printer-7", Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}, true},
-		{"not its key", NameRule{Name: "printer-7", Clients: []string{"alice"}}, true},
-		{"allowed", NameRule{Name: "printer-7"}, false},
+		{name: "not from its network", rule: NameRule{Name: "printer-7", Allow: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}, want: "refused"},
+		{name: "not its key", rule: NameRule{Name: "printer-7", Clients: []string{"alice"}}, want: "refused"},
+		{name: "without Direct", rule: allowed, indirect: true, want: "refused by the server"},
+		{name: "NoDirect", rule: allowed, noDirect: true, want: "refused by the server"},
+		{name: "allowed", rule: allowed, want: "offer"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			addr := startDP(t, &DiscoverPoint{Policy: &Policy{Keys: testKeys(), AnonymousServers: true, AnonymousClients: true, Names: []NameRule{tc.rule}}})
+			addr := startDP(t, &DiscoverPoint{NoDirect: tc.noDirect,
+				Policy: &Policy{Keys: testKeys(), AnonymousServers: true, AnonymousClients: true, Names: []NameRule{tc.rule}}})
 			l := listen(t, &ListenConfig{Transport: TransportYamux, Direct: true, ManualAck: true}, addr, "printer-7")
 			go func() {
 				// Refuse what comes: the allowed case needs only the
@@ -330,23 +338,28 @@ func TestDirectEarlyOfferPolicyRefused(t *testing.T) {
 			p := dialRaw(t, addr)
 			p.send(string(plan5.AppendMessage(plan5.AppendMessage(nil,
 				&plan5.Aloha{V: plan5.Version, R: plan5.RoleIC, Transport: wireRaw}),
-				&plan5.Connect{N: "printer-7", Direct: true, EarlyPeer: true})))
+				&plan5.Connect{N: "printer-7", Direct: !tc.indirect, EarlyPeer: true})))
 			if a, ok := p.read().(*plan5.Aloha); !ok || a.Transport != wireRaw {
 				t.Fatalf("first answer %+v, want the DP's Aloha offering the raw leg", a)
 			}
 			ack, ok := p.read().(*plan5.Ack)
-			switch {
-			case !ok:
+			if !ok {
 				t.Fatalf("answer to Connect %+v, want an Ack", ack)
-			case tc.refused && (ack.X >= 0 || ack.Peer != "" || ack.Secret != nil):
-				t.Fatalf("a client the Policy refuses got %+v, want Ack -1 without Peer or Secret", ack)
-			case !tc.refused && (ack.X != 0 || !brokersDirect(ack.Peer, ack.Secret)):
-				t.Fatalf("an allowed client got %+v first, want the early offer", ack)
 			}
-			if !tc.refused {
-				if ack, ok := p.read().(*plan5.Ack); !ok || ack.X >= 0 || ack.Peer != "" {
-					t.Fatalf("answer after the early offer %+v, want the server's refusal, without Peer", ack)
+			if tc.want == "offer" {
+				if ack.X != 0 || !brokersDirect(ack.Peer, ack.Secret) {
+					t.Fatalf("an allowed client got %+v first, want the early offer", ack)
 				}
+				ack, ok = p.read().(*plan5.Ack)
+				if !ok {
+					t.Fatalf("answer after the early offer %+v, want an Ack", ack)
+				}
+			}
+			if ack.X >= 0 || ack.Peer != "" || ack.Secret != nil {
+				t.Fatalf("got %+v, want Ack -1 without Peer or Secret", ack)
+			}
+			if tc.want != "refused" && !strings.HasSuffix(ack.R, ": no") {
+				t.Errorf("got %+v, want the server's refusal", ack)
 			}
 		})
 	}
