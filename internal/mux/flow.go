@@ -375,7 +375,7 @@ func (s *Session) cutStream(st *Stream, err error) bool {
 		st.sink.abandon()
 	}
 	st.mu.Unlock()
-	signal(st.readReady)
+	st.readable()
 	signal(st.writeReady)
 	if l := s.cfg.Logger; l != nil {
 		l.Warn("rtcp: session cut", "link", s.cfg.Name, "session", st.id, "reason", err)

@@ -90,8 +90,16 @@ func TestGrowthWaitsForTheDestination(t *testing.T) {
 // TestCutReachesABlockedWriteTo: a stalled stream relayed with WriteTo
 // into a socket whose peer reads nothing is blocked in the socket's
 // Write when the session cuts it; the cut must end that Write, or the
-// relay (and the client's connection) would be held for ever.
+// relay (and the client's connection) would be held for ever. Under
+// PushAsync, the push parks first (the stream is idle), and the bytes
+// that fill the socket restart it.
 func TestCutReachesABlockedWriteTo(t *testing.T) {
+	for _, via := range []string{"WriteTo", "PushAsync"} {
+		t.Run(via, func(t *testing.T) { testCutReachesABlockedWriteTo(t, via) })
+	}
+}
+
+func testCutReachesABlockedWriteTo(t *testing.T, via string) {
 	const maxBuf = 64 << 10
 	l := newLink(t, Config{}, Config{MaxBuffer: maxBuf, StallTimeout: 50 * time.Millisecond})
 	defer l.close()
@@ -106,15 +114,23 @@ func TestCutReachesABlockedWriteTo(t *testing.T) {
 	peer.SetReadBuffer(4 << 10)
 	dest.SetWriteBuffer(8 << 10)
 	pushed := make(chan error, 1)
-	go func() {
-		_, err := aIn.WriteTo(dest)
-		pushed <- err
-	}()
+	if via == "WriteTo" {
+		go func() {
+			_, err := aIn.WriteTo(dest)
+			pushed <- err
+		}()
+	} else {
+		a := startAsync(aIn, dest)
+		if !parkedNow(aIn) {
+			t.Fatal("PushAsync on an idle stream did not park at once")
+		}
+		go func() { pushed <- (<-a.pushed).err }()
+	}
 	go writePattern(aOut, 0, 1<<40, 8<<10, nil)
 
 	err := <-pushed
 	if err == nil || !strings.Contains(err.Error(), "stall timeout") {
-		t.Fatalf("WriteTo of the cut stream returned %v, want the cut's error naming the stall timeout", err)
+		t.Fatalf("%s of the cut stream returned %v, want the cut's error naming the stall timeout", via, err)
 	}
 	// The other stream goes on.
 	if _, err := bOut.Write([]byte("ok")); err != nil {

@@ -32,43 +32,141 @@ func (st *Stream) WriteTo(w io.Writer) (int64, error) { return st.PushTo(w, nil)
 // PushTo is WriteTo calling count (if not nil) with the size of each
 // piece written, from the read loop or from PushTo's goroutine.
 func (st *Stream) PushTo(w io.Writer, count func(n int)) (int64, error) {
-	p := &pusher{w: w, count: count}
-	ww := sockio.WriterOf(w) // w.Write, or its descriptor's for a *net.TCPConn
+	p := newPusher(w, count)
+	st.mu.Lock()
+	st.sink = p
+	st.mu.Unlock()
+	n, err, _ := st.pushRun(p)
+	return n, err
+}
+
+// PushAsync is PushTo without a goroutine of its own while the stream is
+// idle: it returns at once, and done is called with what PushTo would
+// return, once, on a goroutine of PushAsync's (never the caller's or the
+// read loop's, and with no lock held: done may block). Until then
+// nothing else may read the stream, or write w.
+//
+// While the read loop can write the stream's bytes straight to w (a TCP
+// socket with room), no goroutine runs for it: one is started when there
+// is work the read loop must not do, bytes that wait for room in w (or
+// any bytes, for a w that is not a socket), the stream's end or error,
+// Close, or a read deadline, and it ends when the work is done. An idle
+// relayed session so holds one goroutine, the other direction's, where
+// PushTo held two.
+func (st *Stream) PushAsync(w io.Writer, count func(n int), done func(n int64, err error)) {
+	st.pushAsync(w, count, done, nil)
+}
+
+// pushAsync is PushAsync calling parked (if not nil) each time its
+// goroutine ends with nothing to do, for the tests.
+func (st *Stream) pushAsync(w io.Writer, count func(n int), done func(n int64, err error), parked func()) {
+	p := newPusher(w, count)
+	p.done, p.onPark = done, parked
+	st.mu.Lock()
+	st.sink = p
+	idle := st.parkLocked(p)
+	st.mu.Unlock()
+	if idle {
+		if parked != nil {
+			parked()
+		}
+		return
+	}
+	go st.pushOn(p)
+}
+
+// newPusher returns the stream's sink for w: once it is set, the read
+// loop delivers to w.
+func newPusher(w io.Writer, count func(n int)) *pusher {
+	p := &pusher{w: w, ww: sockio.WriterOf(w), count: count} // w.Write, or its descriptor's for a *net.TCPConn
 	if tc := tcpConnOf(w); tc != nil {
 		if rc, err := tc.SyscallConn(); err == nil && sockio.NonBlocking(rc) {
 			p.raw = rc
 		}
 	}
-	st.mu.Lock()
-	st.sink = p
-	st.mu.Unlock()
-	// total stops the read loop's deliveries, then reads the count: none
-	// may come after PushTo has returned.
-	total := func() int64 {
-		st.mu.Lock()
-		st.sink = nil
-		st.destSink = nil          // keep no reference to w
-		lost := st.unqueueLocked() // a Read may follow: what is queued goes to rbuf
-		st.mu.Unlock()
-		if lost != nil {
-			st.s.cutAside(st, lost)
+	return p
+}
+
+// pushOn is PushAsync's goroutine: it runs until the push has nothing to
+// do (it parks: a later restart runs pushOn anew) or it ends.
+func (st *Stream) pushOn(p *pusher) {
+	n, err, parked := st.pushRun(p)
+	if parked {
+		if p.onPark != nil {
+			p.onPark()
 		}
-		return p.n.Load()
+		return
 	}
+	p.done(n, err)
+}
+
+// parkLocked parks p, PushAsync's, if it has nothing to do: nothing
+// buffered or queued, no end, error or Close, and no read deadline to
+// wait for. A restart (unparkLocked) follows any of these. st.mu is held.
+func (st *Stream) parkLocked(p *pusher) bool {
+	if p.done == nil || p.err != nil || len(st.queue) > 0 || st.roff < len(st.rbuf) ||
+		st.rerr != nil || st.rclosed || st.rd.IsSet() {
+		return false
+	}
+	select {
+	case <-st.closed:
+		return false
+	default:
+	}
+	p.parked = true
+	return true
+}
+
+// unparkLocked returns the stream's parked sink, no longer parked, for
+// its caller to restart (go st.pushOn), or nil. st.mu is held.
+func (st *Stream) unparkLocked() *pusher {
+	p := st.sink
+	if p == nil || !p.parked {
+		return nil
+	}
+	p.parked = false
+	return p
+}
+
+// readable wakes the stream's reader, which has something to do: a Read,
+// WaitRead or PushTo waiting, or PushAsync's sink, parked.
+func (st *Stream) readable() {
+	signal(st.readReady)
+	st.unpark()
+}
+
+// unpark restarts PushAsync's sink if it is parked.
+func (st *Stream) unpark() {
+	st.mu.Lock()
+	p := st.unparkLocked()
+	st.mu.Unlock()
+	st.restart(p)
+}
+
+// restart runs p, which unparkLocked returned, on a goroutine of its own.
+func (st *Stream) restart(p *pusher) {
+	if p != nil {
+		go st.pushOn(p)
+	}
+}
+
+// pushRun is PushTo's loop. Under PushAsync it returns parked, and the
+// push goes on, when it has nothing to do.
+func (st *Stream) pushRun(p *pusher) (n int64, err error, parked bool) {
 	for {
 		select {
 		case <-st.closed:
-			return total(), st.opErr("read", net.ErrClosed)
+			return st.endPush(p), st.opErr("read", net.ErrClosed), false
 		default:
 		}
 		if st.rd.Passed() {
-			return total(), st.opErr("read", errTimeout)
+			return st.endPush(p), st.opErr("read", errTimeout), false
 		}
 		st.mu.Lock()
 		if p.err != nil {
 			err := p.err
 			st.mu.Unlock()
-			return total(), err
+			return st.endPush(p), err, false
 		}
 		if len(st.queue) > 0 {
 			// Bytes that came while the destination was full wait in
@@ -83,7 +181,7 @@ func (st *Stream) PushTo(w io.Writer, count func(n int)) (int64, error) {
 			if q.p != nil {
 				n, err = spliceOutWait(p.raw, q.p, q.n)
 			} else {
-				n, err = ww.Write(q.data)
+				n, err = p.ww.Write(q.data)
 			}
 			st.done(q, q.n-n)
 			p.add(n)
@@ -94,7 +192,7 @@ func (st *Stream) PushTo(w io.Writer, count func(n int)) (int64, error) {
 			st.mu.Unlock()
 			st.grant(grant)
 			if err != nil {
-				return total(), err
+				return st.endPush(p), err, false
 			}
 			continue
 		}
@@ -104,7 +202,7 @@ func (st *Stream) PushTo(w io.Writer, count func(n int)) (int64, error) {
 			st.rbuf, st.roff = nil, 0
 			st.draining = len(chunk)
 			st.mu.Unlock()
-			n, err := ww.Write(chunk)
+			n, err := p.ww.Write(chunk)
 			p.add(n)
 			st.mu.Lock()
 			err = st.pushedLocked(p, err)
@@ -114,18 +212,22 @@ func (st *Stream) PushTo(w io.Writer, count func(n int)) (int64, error) {
 			st.mu.Unlock()
 			st.grant(grant)
 			if err != nil {
-				return total(), err
+				return st.endPush(p), err, false
 			}
 			continue
 		}
 		if st.rerr != nil {
 			err := st.rerr
 			st.mu.Unlock()
-			return total(), st.opErr("read", err)
+			return st.endPush(p), st.opErr("read", err), false
 		}
 		if st.rclosed {
 			st.mu.Unlock()
-			return total(), nil
+			return st.endPush(p), nil, false
+		}
+		if st.parkLocked(p) {
+			st.mu.Unlock()
+			return 0, nil, true
 		}
 		st.mu.Unlock()
 		select {
@@ -134,6 +236,20 @@ func (st *Stream) PushTo(w io.Writer, count func(n int)) (int64, error) {
 		case <-st.closed:
 		}
 	}
+}
+
+// endPush stops the read loop's deliveries, then reads the count: none
+// may come after the push has ended.
+func (st *Stream) endPush(p *pusher) int64 {
+	st.mu.Lock()
+	st.sink = nil
+	st.destSink = nil          // keep no reference to w
+	lost := st.unqueueLocked() // a Read may follow: what is queued goes to rbuf
+	st.mu.Unlock()
+	if lost != nil {
+		st.s.cutAside(st, lost)
+	}
+	return p.n.Load()
 }
 
 // pushedLocked returns the error of a write of PushTo's: if a cut
@@ -194,8 +310,14 @@ func tcpConnOf(w io.Writer) *net.TCPConn {
 // pusher is WriteTo's destination, read by the read loop under st.mu.
 type pusher struct {
 	w   io.Writer
+	ww  io.Writer       // w.Write, or its descriptor's for a *net.TCPConn
 	raw syscall.RawConn // non-nil: the read loop may write without blocking
 	err error           // the destination failed (set under st.mu)
+	// PushAsync's: done ends it; parked says that no goroutine runs it
+	// (under st.mu); onPark is the tests' hook.
+	done   func(int64, error)
+	parked bool
+	onPark func()
 	// abandoned says a cut set a past write deadline on w (under st.mu).
 	abandoned bool
 	n         atomic.Int64

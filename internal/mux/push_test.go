@@ -185,6 +185,27 @@ type pushResult struct {
 	err error
 }
 
+// pushVias are the two ways to push a stream: PushTo, on a goroutine of
+// the caller's, and PushAsync, on its own while it has work.
+var pushVias = []string{"PushTo", "PushAsync"}
+
+// startPush pushes st to w by via, and returns where the result comes.
+func startPush(st *Stream, via string, w io.Writer, count func(int)) <-chan pushResult {
+	pushed := make(chan pushResult, 1)
+	switch via {
+	case "PushTo":
+		go func() {
+			n, err := st.PushTo(w, count)
+			pushed <- pushResult{n, err}
+		}()
+	case "PushAsync":
+		st.PushAsync(w, count, func(n int64, err error) { pushed <- pushResult{n, err} })
+	default:
+		panic("startPush: no way " + via)
+	}
+	return pushed
+}
+
 // pushCounter is PushTo's count: it checks every piece and sums them.
 type pushCounter struct {
 	sum, pieces, bad atomic.Int64
@@ -264,6 +285,12 @@ func readSlowly(r io.Reader, start <-chan struct{}, piece int) (sum [32]byte, n,
 // waits in the stream's buffer and PushTo's goroutine writes it, and every
 // byte arrives in order.
 func TestPushToTCPSlowReader(t *testing.T) {
+	for _, via := range pushVias {
+		t.Run(via, func(t *testing.T) { testPushToTCPSlowReader(t, via) })
+	}
+}
+
+func testPushToTCPSlowReader(t *testing.T, via string) {
 	const total = 16 << 20
 	l := tcpLink(t, flowConfig(256<<10))
 	defer l.close()
@@ -274,11 +301,7 @@ func TestPushToTCPSlowReader(t *testing.T) {
 	dst, far := slowTCPDest(t)
 
 	var c pushCounter
-	pushed := make(chan pushResult, 1)
-	go func() {
-		n, err := y.PushTo(dst, c.count)
-		pushed <- pushResult{n, err}
-	}()
+	pushed := startPush(y, via, dst, c.count)
 	data := randomBytes(1, total)
 	wrote := make(chan error, 1)
 	go func() {
@@ -304,9 +327,9 @@ func TestPushToTCPSlowReader(t *testing.T) {
 	if err := recvOrHang(t, wrote, "writing the stream"); err != nil {
 		t.Fatalf("writing the stream: %v", err)
 	}
-	r := recvOrHang(t, pushed, "PushTo's return")
+	r := recvOrHang(t, pushed, via+"'s return")
 	if r.err != nil || r.n != total {
-		t.Fatalf("PushTo returned %d, %v; want %d, nil after the peer's CloseWrite", r.n, r.err, total)
+		t.Fatalf("%s returned %d, %v; want %d, nil after the peer's CloseWrite", via, r.n, r.err, total)
 	}
 	dst.CloseWrite()
 	got := recvOrHang(t, read, "the far end's read")
@@ -348,6 +371,12 @@ func recvOrHang[T any](t *testing.T, ch <-chan T, what string) T {
 // loop must not wait on the destination, so another stream on the same
 // link carries megabytes meanwhile.
 func TestPushToSlowDestinationDoesNotStallLink(t *testing.T) {
+	for _, via := range pushVias {
+		t.Run(via, func(t *testing.T) { testPushToSlowDestinationDoesNotStallLink(t, via) })
+	}
+}
+
+func testPushToSlowDestinationDoesNotStallLink(t *testing.T, via string) {
 	const total = 1 << 20
 	l := tcpLink(t, flowConfig(256<<10))
 	defer l.close()
@@ -359,11 +388,7 @@ func TestPushToSlowDestinationDoesNotStallLink(t *testing.T) {
 	defer o2.Close()
 
 	dst, far := slowTCPDest(t)
-	pushed := make(chan pushResult, 1)
-	go func() {
-		n, err := y.PushTo(dst, nil)
-		pushed <- pushResult{n, err}
-	}()
+	pushed := startPush(y, via, dst, nil)
 	data := randomBytes(5, total)
 	wrote := make(chan error, 1)
 	go func() {
@@ -392,8 +417,8 @@ func TestPushToSlowDestinationDoesNotStallLink(t *testing.T) {
 	if err := recvOrHang(t, wrote, "writing the stream"); err != nil {
 		t.Fatalf("writing the stream: %v", err)
 	}
-	if r := recvOrHang(t, pushed, "PushTo's return"); r.err != nil || r.n != total {
-		t.Fatalf("PushTo returned %d, %v; want %d, nil", r.n, r.err, total)
+	if r := recvOrHang(t, pushed, via+"'s return"); r.err != nil || r.n != total {
+		t.Fatalf("%s returned %d, %v; want %d, nil", via, r.n, r.err, total)
 	}
 	dst.CloseWrite()
 	if got := recvOrHang(t, read, "the far end's read"); got.err != io.EOF || got.n != total || got.sum != sha256.Sum256(data) {
@@ -424,88 +449,88 @@ func (b *lockedBuffer) bytes() []byte {
 // cleanly and every byte is delivered, and an error (never io.EOF) when
 // the stream was cut off, to a TCP connection and to any other writer.
 func TestPushToEnds(t *testing.T) {
+	for _, via := range pushVias {
+		for _, dest := range []string{"tcp", "writer"} {
+			for _, end := range []string{"CloseWrite", "Close", "Abort", "link loss"} {
+				t.Run(via+"/"+dest+"/"+end, func(t *testing.T) { testPushToEnds(t, via, dest, end) })
+			}
+		}
+	}
+}
+
+func testPushToEnds(t *testing.T, via, dest, end string) {
 	const size = 1 << 20
-	for _, dest := range []string{"tcp", "writer"} {
-		for _, end := range []string{"CloseWrite", "Close", "Abort", "link loss"} {
-			t.Run(dest+"/"+end, func(t *testing.T) {
-				l := tcpLink(t, flowConfig(64<<10))
-				defer l.close()
-				x, y := l.open(t)
-				defer x.Close()
-				defer y.Close()
+	l := tcpLink(t, flowConfig(64<<10))
+	defer l.close()
+	x, y := l.open(t)
+	defer x.Close()
+	defer y.Close()
 
-				var (
-					w         io.Writer
-					delivered func() []byte
-					done      = func() {}
-				)
-				switch dest {
-				case "tcp":
-					near, far := flowtest.TCPPair(t)
-					defer near.Close()
-					defer far.Close()
-					got := make(chan []byte, 1)
-					go func() {
-						b, _ := io.ReadAll(far)
-						got <- b
-					}()
-					w = near
-					done = func() { near.CloseWrite() }
-					delivered = func() []byte { return <-got }
-				case "writer":
-					var lb lockedBuffer
-					w, delivered = &lb, lb.bytes
-				}
-				var c pushCounter
-				pushed := make(chan pushResult, 1)
-				go func() {
-					n, err := y.PushTo(w, c.count)
-					pushed <- pushResult{n, err}
-				}()
+	var (
+		w         io.Writer
+		delivered func() []byte
+		done      = func() {}
+	)
+	switch dest {
+	case "tcp":
+		near, far := flowtest.TCPPair(t)
+		defer near.Close()
+		defer far.Close()
+		got := make(chan []byte, 1)
+		go func() {
+			b, _ := io.ReadAll(far)
+			got <- b
+		}()
+		w = near
+		done = func() { near.CloseWrite() }
+		delivered = func() []byte { return <-got }
+	case "writer":
+		var lb lockedBuffer
+		w, delivered = &lb, lb.bytes
+	}
+	var c pushCounter
+	pushed := startPush(y, via, w, c.count)
 
-				data := randomBytes(2, size)
-				if err := writeRandomSizes(x, data, 2); err != nil {
-					t.Fatalf("writing the stream: %v", err)
-				}
-				switch end {
-				case "CloseWrite":
-					x.CloseWrite()
-				case "Close":
-					x.Close()
-				case "Abort":
-					x.Abort(errors.New("disk on fire"))
-				case "link loss":
-					l.ca.Close() // the connection under the writer's session
-				}
-				r := recvOrHang(t, pushed, "PushTo's return")
-				done()
-				got := delivered()
-				if !bytes.Equal(got, data[:min(len(got), len(data))]) {
-					t.Fatalf("the destination got %d bytes that are not what was written", len(got))
-				}
-				if int64(len(got)) != r.n || c.sum.Load() != r.n || c.bad.Load() != 0 {
-					t.Errorf("PushTo reported %d bytes, count summed %d (%d not positive), the destination got %d",
-						r.n, c.sum.Load(), c.bad.Load(), len(got))
-				}
-				switch end {
-				case "CloseWrite", "Close":
-					if r.err != nil || len(got) != size {
-						t.Fatalf("PushTo returned %d, %v after the peer's %s; want %d, nil", r.n, r.err, end, size)
-					}
-				case "Abort":
-					var ae *AbortError
-					if !errors.As(r.err, &ae) || ae.Reason != "disk on fire" || errors.Is(r.err, io.EOF) {
-						t.Fatalf("PushTo returned %v after the peer's Abort, want the AbortError, not io.EOF", r.err)
-					}
-					if len(got) != size {
-						t.Errorf("the destination got %d bytes before the Abort, want all %d written before it", len(got), size)
-					}
-				case "link loss":
-					if r.err == nil || errors.Is(r.err, io.EOF) || !strings.Contains(r.err.Error(), "lost") {
-						t.Fatalf("PushTo returned %v after link loss, want a lost-link error that is not io.EOF", r.err)
-					}
-				}
-			})
+	data := randomBytes(2, size)
+	if err := writeRandomSizes(x, data, 2); err != nil {
+		t.Fatalf("writing the stream: %v", err)
+	}
+	switch end {
+	case "CloseWrite":
+		x.CloseWrite()
+	case "Close":
+		x.Close()
+	case "Abort":
+		x.Abort(errors.New("disk on fire"))
+	case "link loss":
+		l.ca.Close() // the connection under the writer's session
+	}
+	r := recvOrHang(t, pushed, via+"'s return")
+	done()
+	got := delivered()
+	if !bytes.Equal(got, data[:min(len(got), len(data))]) {
+		t.Fatalf("the destination got %d bytes that are not what was written", len(got))
+	}
+	if int64(len(got)) != r.n || c.sum.Load() != r.n || c.bad.Load() != 0 {
+		t.Errorf("PushTo reported %d bytes, count summed %d (%d not positive), the destination got %d",
+			r.n, c.sum.Load(), c.bad.Load(), len(got))
+	}
+	switch end {
+	case "CloseWrite", "Close":
+		if r.err != nil || len(got) != size {
+			t.Fatalf("PushTo returned %d, %v after the peer's %s; want %d, nil", r.n, r.err, end, size)
+		}
+	case "Abort":
+		var ae *AbortError
+		if !errors.As(r.err, &ae) || ae.Reason != "disk on fire" || errors.Is(r.err, io.EOF) {
+			t.Fatalf("PushTo returned %v after the peer's Abort, want the AbortError, not io.EOF", r.err)
+		}
+		if len(got) != size {
+			t.Errorf("the destination got %d bytes before the Abort, want all %d written before it", len(got), size)
+		}
+	case "link loss":
+		if r.err == nil || errors.Is(r.err, io.EOF) || !strings.Contains(r.err.Error(), "lost") {
+			t.Fatalf("PushTo returned %v after link loss, want a lost-link error that is not io.EOF", r.err)
 		}
 	}
 }
@@ -554,76 +579,76 @@ func echo(w, r *Stream, size int) error {
 // resets, a writer that errs), PushTo returns the error, and the session
 // and its other streams go on.
 func TestPushToDestinationFails(t *testing.T) {
-	for _, dest := range []string{"tcp reset", "writer error"} {
-		t.Run(dest, func(t *testing.T) {
-			l := tcpLink(t, flowConfig(64<<10))
-			defer l.close()
-			x, y := l.open(t)
-			other1, other2 := l.open(t)
-			defer other1.Close()
-			defer other2.Close()
-
-			var w io.Writer
-			farDone := make(chan struct{})
-			switch dest {
-			case "tcp reset":
-				near, far := flowtest.TCPPair(t)
-				defer near.Close()
-				near.SetWriteBuffer(32 << 10)
-				far.SetReadBuffer(32 << 10)
-				w = near
-				go func() {
-					// Read a little, then reset the connection.
-					defer close(farDone)
-					io.ReadFull(far, make([]byte, 64<<10))
-					far.SetLinger(0)
-					far.Close()
-				}()
-			case "writer error":
-				w = &failingWriter{limit: 100 << 10}
-				close(farDone)
-			}
-			pushed := make(chan pushResult, 1)
-			go func() {
-				n, err := y.PushTo(w, nil)
-				pushed <- pushResult{n, err}
-			}()
-			wrote := make(chan error, 1)
-			go func() { wrote <- writePattern(x, 0, 1<<40, 16<<10, nil) }()
-
-			r := recvOrHang(t, pushed, "PushTo's return")
-			recvOrHang(t, farDone, "the far end's reset")
-			if r.err == nil || errors.Is(r.err, io.EOF) {
-				t.Fatalf("PushTo to a failed destination returned %d, %v; want an error", r.n, r.err)
-			}
-			if dest == "writer error" && !errors.Is(r.err, errDiskFull) {
-				t.Errorf("PushTo returned %v, want the writer's error", r.err)
-			}
-			// What a relay does next: cut the stream off.
-			y.Abort(r.err)
-			if err := recvOrHang(t, wrote, "the writer's return"); err == nil {
-				t.Error("the writer of the cut stream had no error")
-			}
-			x.Close()
-
-			if err := l.a.Err(); err != nil {
-				t.Fatalf("session a ended: %v", err)
-			}
-			if err := l.b.Err(); err != nil {
-				t.Fatalf("session b ended: %v", err)
-			}
-			if err := echo(other1, other2, 1<<20); err != nil {
-				t.Fatalf("the other stream after the failure: %v", err)
-			}
-			// And a stream opened after the failure works too.
-			n1, n2 := l.open(t)
-			if err := echo(n1, n2, 256<<10); err != nil {
-				t.Fatalf("a new stream after the failure: %v", err)
-			}
-			n1.Close()
-			n2.Close()
-		})
+	for _, via := range pushVias {
+		for _, dest := range []string{"tcp reset", "writer error"} {
+			t.Run(via+"/"+dest, func(t *testing.T) { testPushToDestinationFails(t, via, dest) })
+		}
 	}
+}
+
+func testPushToDestinationFails(t *testing.T, via, dest string) {
+	l := tcpLink(t, flowConfig(64<<10))
+	defer l.close()
+	x, y := l.open(t)
+	other1, other2 := l.open(t)
+	defer other1.Close()
+	defer other2.Close()
+
+	var w io.Writer
+	farDone := make(chan struct{})
+	switch dest {
+	case "tcp reset":
+		near, far := flowtest.TCPPair(t)
+		defer near.Close()
+		near.SetWriteBuffer(32 << 10)
+		far.SetReadBuffer(32 << 10)
+		w = near
+		go func() {
+			// Read a little, then reset the connection.
+			defer close(farDone)
+			io.ReadFull(far, make([]byte, 64<<10))
+			far.SetLinger(0)
+			far.Close()
+		}()
+	case "writer error":
+		w = &failingWriter{limit: 100 << 10}
+		close(farDone)
+	}
+	pushed := startPush(y, via, w, nil)
+	wrote := make(chan error, 1)
+	go func() { wrote <- writePattern(x, 0, 1<<40, 16<<10, nil) }()
+
+	r := recvOrHang(t, pushed, via+"'s return")
+	recvOrHang(t, farDone, "the far end's reset")
+	if r.err == nil || errors.Is(r.err, io.EOF) {
+		t.Fatalf("PushTo to a failed destination returned %d, %v; want an error", r.n, r.err)
+	}
+	if dest == "writer error" && !errors.Is(r.err, errDiskFull) {
+		t.Errorf("PushTo returned %v, want the writer's error", r.err)
+	}
+	// What a relay does next: cut the stream off.
+	y.Abort(r.err)
+	if err := recvOrHang(t, wrote, "the writer's return"); err == nil {
+		t.Error("the writer of the cut stream had no error")
+	}
+	x.Close()
+
+	if err := l.a.Err(); err != nil {
+		t.Fatalf("session a ended: %v", err)
+	}
+	if err := l.b.Err(); err != nil {
+		t.Fatalf("session b ended: %v", err)
+	}
+	if err := echo(other1, other2, 1<<20); err != nil {
+		t.Fatalf("the other stream after the failure: %v", err)
+	}
+	// And a stream opened after the failure works too.
+	n1, n2 := l.open(t)
+	if err := echo(n1, n2, 256<<10); err != nil {
+		t.Fatalf("a new stream after the failure: %v", err)
+	}
+	n1.Close()
+	n2.Close()
 }
 
 // TestPushToWriterInOrder pushes to a writer that is not a TCP connection
@@ -631,7 +656,7 @@ func TestPushToDestinationFails(t *testing.T) {
 // PushTo waits on it), through PushTo and through io.Copy (WriteTo).
 func TestPushToWriterInOrder(t *testing.T) {
 	const total = 4 << 20
-	for _, via := range []string{"PushTo", "io.Copy"} {
+	for _, via := range []string{"PushTo", "PushAsync", "io.Copy"} {
 		t.Run(via, func(t *testing.T) {
 			l := tcpLink(t, flowConfig(256<<10))
 			defer l.close()
@@ -642,16 +667,20 @@ func TestPushToWriterInOrder(t *testing.T) {
 			pr, pw := io.Pipe()
 			var c pushCounter
 			pushed := make(chan pushResult, 1)
-			go func() {
-				var r pushResult
-				if via == "PushTo" {
-					r.n, r.err = y.PushTo(pw, c.count)
-				} else {
+			if via == "io.Copy" {
+				go func() {
+					var r pushResult
 					r.n, r.err = io.Copy(pw, y)
-				}
-				pw.CloseWithError(r.err)
-				pushed <- r
-			}()
+					pw.CloseWithError(r.err)
+					pushed <- r
+				}()
+			} else {
+				go func() {
+					r := <-startPush(y, via, pw, c.count)
+					pw.CloseWithError(r.err)
+					pushed <- r
+				}()
+			}
 			data := randomBytes(4, total)
 			go func() {
 				if err := writeRandomSizes(x, data, 4); err == nil {
@@ -669,7 +698,7 @@ func TestPushToWriterInOrder(t *testing.T) {
 			if r.err != nil || r.n != total {
 				t.Fatalf("%s returned %d, %v; want %d, nil", via, r.n, r.err, total)
 			}
-			if via == "PushTo" && (c.sum.Load() != total || c.bad.Load() != 0) {
+			if via != "io.Copy" && (c.sum.Load() != total || c.bad.Load() != 0) {
 				t.Errorf("count was called with pieces summing to %d (%d not positive), want %d",
 					c.sum.Load(), c.bad.Load(), total)
 			}

@@ -480,11 +480,11 @@ func (st *Stream) spliceRest(link syscall.RawConn, rest int, idle *IdleReader) (
 		if left == 0 {
 			putPipe(p, 0) // all of it went to the tail's pipe
 		}
-		signal(st.readReady)
+		st.readable()
 		return got, true, nil
 	}
 	if failed {
-		signal(st.readReady)
+		st.readable()
 	}
 	if left > 0 {
 		st.pushFromPipe(p, left)

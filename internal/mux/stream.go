@@ -365,7 +365,9 @@ func (st *Stream) close(f *Frame) error {
 	st.mu.Lock()
 	st.rbuf = nil
 	st.releaseQueueLocked()
+	restart := st.unparkLocked() // PushAsync's ends with net.ErrClosed
 	st.mu.Unlock()
+	st.restart(restart)
 	return nil
 }
 
@@ -407,11 +409,13 @@ func (st *Stream) Ack(err error) error {
 func (st *Stream) SetDeadline(t time.Time) error {
 	st.rd.Set(t)
 	st.wd.Set(t)
+	st.unpark() // PushAsync's waits for the deadline
 	return nil
 }
 
 func (st *Stream) SetReadDeadline(t time.Time) error {
 	st.rd.Set(t)
+	st.unpark()
 	return nil
 }
 
@@ -444,11 +448,16 @@ func (st *Stream) push(data []byte) {
 		data, delivered, grant = st.deliver(data)
 		failed := sink.err != nil
 		if len(data) == 0 || failed {
+			var restart *pusher
+			if failed {
+				restart = st.unparkLocked()
+			}
 			st.mu.Unlock()
 			sink.counted(delivered)
 			st.grant(grant)
 			if failed {
 				signal(st.readReady) // WriteTo has an error to return
+				st.restart(restart)
 			}
 			return
 		}
@@ -491,12 +500,14 @@ func (st *Stream) push(data []byte) {
 		st.s.full = st // push runs on the read loop: it waits for room
 	}
 	sink := st.sink
+	restart := st.unparkLocked()
 	st.mu.Unlock()
 	if sink != nil {
 		sink.counted(delivered)
 	}
 	st.grant(grant)
 	signal(st.readReady)
+	st.restart(restart)
 }
 
 // Receive buffers come in size classes, bigRbuf (the default window and
@@ -557,7 +568,7 @@ func (st *Stream) peerCloseWrite() {
 	st.rclosed = true
 	done := st.wclosed
 	st.mu.Unlock()
-	signal(st.readReady)
+	st.readable()
 	if done {
 		st.s.remove(st)
 		st.s.readerCloseIfIdle() // on the read loop
@@ -579,7 +590,7 @@ func (st *Stream) peerClose(reason string, abort bool) {
 		st.werr = ErrPeerClosed
 	}
 	st.mu.Unlock()
-	signal(st.readReady)
+	st.readable()
 	signal(st.writeReady)
 }
 
@@ -594,7 +605,7 @@ func (st *Stream) linkDown(err error) {
 		st.werr = err
 	}
 	st.mu.Unlock()
-	signal(st.readReady)
+	st.readable()
 	signal(st.writeReady)
 }
 

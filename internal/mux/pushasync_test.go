@@ -1,0 +1,233 @@
+package mux
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Tests of Stream.PushAsync's parking: with nothing to do it holds no
+// goroutine, and each thing that gives it work again restarts it.
+
+// asyncPush is a PushAsync under test: its result, and a signal at each
+// park.
+type asyncPush struct {
+	pushed <-chan pushResult
+	parks  chan struct{} // cap 1: the push parked since the last receive
+	count  pushCounter
+}
+
+// startAsync starts st's PushAsync to w.
+func startAsync(st *Stream, w io.Writer) *asyncPush {
+	pushed := make(chan pushResult, 1)
+	a := &asyncPush{pushed: pushed, parks: make(chan struct{}, 1)}
+	st.pushAsync(w, a.count.count, func(n int64, err error) { pushed <- pushResult{n, err} },
+		func() { signal(a.parks) })
+	return a
+}
+
+// parkedNow reports whether st's PushAsync is parked: no goroutine runs it.
+func parkedNow(st *Stream) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.sink != nil && st.sink.parked
+}
+
+// waitParked waits until st's PushAsync has parked.
+func (a *asyncPush) waitParked(t *testing.T, st *Stream) {
+	t.Helper()
+	for !parkedNow(st) {
+		recvOrHang(t, a.parks, "PushAsync's park")
+	}
+}
+
+// TestPushAsyncRestarts: a PushAsync started on an idle stream parks at
+// once, and every event that needs its goroutine starts one again: bytes
+// that the destination has no room for, the peer's end or abort, Close,
+// Abort, the link's loss, a read deadline.
+func TestPushAsyncRestarts(t *testing.T) {
+	const some = 1000
+	for _, tc := range []struct {
+		name string
+		// after the park: the event, and the check of the push's result
+		event func(x, y *Stream, l *link)
+		check func(r pushResult) string
+	}{
+		{"FIN", func(x, y *Stream, l *link) { x.CloseWrite() }, func(r pushResult) string {
+			if r.err != nil || r.n != some {
+				return "want all bytes, nil"
+			}
+			return ""
+		}},
+		{"peer Close", func(x, y *Stream, l *link) { x.Close() }, func(r pushResult) string {
+			if r.err != nil || r.n != some {
+				return "want all bytes, nil"
+			}
+			return ""
+		}},
+		{"peer Abort", func(x, y *Stream, l *link) { x.Abort(errors.New("disk on fire")) }, func(r pushResult) string {
+			var ae *AbortError
+			if !errors.As(r.err, &ae) || ae.Reason != "disk on fire" {
+				return "want the peer's AbortError"
+			}
+			return ""
+		}},
+		{"Close", func(x, y *Stream, l *link) { y.Close() }, func(r pushResult) string {
+			if !errors.Is(r.err, net.ErrClosed) {
+				return "want net.ErrClosed"
+			}
+			return ""
+		}},
+		{"Abort", func(x, y *Stream, l *link) { y.Abort(errors.New("quota")) }, func(r pushResult) string {
+			if !errors.Is(r.err, net.ErrClosed) {
+				return "want net.ErrClosed"
+			}
+			return ""
+		}},
+		{"link loss", func(x, y *Stream, l *link) { l.ca.Close() }, func(r pushResult) string {
+			if r.err == nil || !strings.Contains(r.err.Error(), "lost") {
+				return "want a lost-link error"
+			}
+			return ""
+		}},
+		{"past read deadline", func(x, y *Stream, l *link) { y.SetReadDeadline(time.Unix(1, 0)) }, func(r pushResult) string {
+			if !errors.Is(r.err, errTimeout) {
+				return "want the deadline's error"
+			}
+			return ""
+		}},
+		{"read deadline", func(x, y *Stream, l *link) { y.SetDeadline(time.Now().Add(20 * time.Millisecond)) }, func(r pushResult) string {
+			if !errors.Is(r.err, errTimeout) {
+				return "want the deadline's error"
+			}
+			return ""
+		}},
+		{"read deadline cleared, then FIN", func(x, y *Stream, l *link) {
+			y.SetReadDeadline(time.Now().Add(time.Hour))
+			y.SetReadDeadline(time.Time{})
+			x.CloseWrite()
+		}, func(r pushResult) string {
+			if r.err != nil || r.n != some {
+				return "want all bytes, nil"
+			}
+			return ""
+		}},
+	} {
+		for _, dest := range []string{"tcp", "writer"} {
+			t.Run(tc.name+"/"+dest, func(t *testing.T) {
+				l := tcpLink(t, flowConfig(64<<10))
+				defer l.close()
+				x, y := l.open(t)
+				defer x.Close()
+				defer y.Close()
+
+				var (
+					a        *asyncPush
+					w        io.Writer
+					received func(n int) []byte
+				)
+				switch dest {
+				case "tcp":
+					dst, far := slowTCPDest(t)
+					w = dst
+					received = func(n int) []byte {
+						b := make([]byte, n)
+						if _, err := io.ReadFull(far, b); err != nil {
+							t.Fatalf("the destination's peer: %v", err)
+						}
+						return b
+					}
+				case "writer":
+					var lb lockedBuffer
+					w = &lb
+					received = func(n int) []byte {
+						// A writer that is no socket is written by
+						// the push's goroutine: started, then
+						// parked again.
+						for len(lb.bytes()) < n {
+							recvOrHang(t, a.parks, "PushAsync's park after a write")
+						}
+						return lb.bytes()
+					}
+				}
+				a = startAsync(y, w)
+				if !parkedNow(y) {
+					t.Fatal("PushAsync on an idle stream did not park at once")
+				}
+				<-a.parks
+				data := randomBytes(9, some)
+				if _, err := x.Write(data); err != nil {
+					t.Fatal(err)
+				}
+				if got := received(some); !bytes.Equal(got, data) {
+					t.Fatalf("the destination got %d bytes that are not the %d written", len(got), some)
+				}
+				a.waitParked(t, y)
+				tc.event(x, y, l)
+				r := recvOrHang(t, a.pushed, "PushAsync's end")
+				if msg := tc.check(r); msg != "" {
+					t.Fatalf("PushAsync ended with %d, %v: %s", r.n, r.err, msg)
+				}
+				if a.count.sum.Load() != r.n || a.count.bad.Load() != 0 {
+					t.Errorf("count summed %d (%d not positive), the push reported %d", a.count.sum.Load(), a.count.bad.Load(), r.n)
+				}
+				y.mu.Lock()
+				sink, dsink := y.sink, y.destSink
+				y.mu.Unlock()
+				if sink != nil || dsink != nil {
+					t.Error("the stream still holds its sink after PushAsync ended")
+				}
+			})
+		}
+	}
+}
+
+// TestPushAsyncFullSocketAfterPark: bytes that arrive for a parked
+// PushAsync whose TCP destination is full (its peer reads nothing yet)
+// restart it; it writes them in order as the peer reads, parks again when
+// all are out, and the peer's end after that ends it.
+func TestPushAsyncFullSocketAfterPark(t *testing.T) {
+	const total = 4 << 20
+	l := tcpLink(t, flowConfig(256<<10))
+	defer l.close()
+	x, y := l.open(t)
+	defer x.Close()
+	defer y.Close()
+	dst, far := slowTCPDest(t)
+	a := startAsync(y, dst)
+	if !parkedNow(y) {
+		t.Fatal("PushAsync on an idle stream did not park at once")
+	}
+	data := randomBytes(10, total)
+	wrote := make(chan error, 1)
+	go func() { wrote <- writeRandomSizes(x, data, 10) }()
+	// The peer reads nothing until the restarted goroutine writes what the
+	// full socket did not take.
+	recvOrHang(t, dst.firstWrite, "the restarted push's first Write")
+	got := make([]byte, total)
+	if _, err := io.ReadFull(far, got); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the destination's peer read %v, equal %v", err, bytes.Equal(got, data))
+	}
+	if err := recvOrHang(t, wrote, "writing the stream"); err != nil {
+		t.Fatal(err)
+	}
+	a.waitParked(t, y)
+	select {
+	case r := <-a.pushed:
+		t.Fatalf("PushAsync ended with %d, %v before the stream did", r.n, r.err)
+	default:
+	}
+	x.CloseWrite()
+	if r := recvOrHang(t, a.pushed, "PushAsync's end"); r.err != nil || r.n != total {
+		t.Fatalf("PushAsync ended with %d, %v; want %d, nil", r.n, r.err, total)
+	}
+	t.Logf("%d bytes written by the read loop, %d by PushAsync's goroutine in %d Writes",
+		total-dst.drained.Load(), dst.drained.Load(), dst.writes.Load())
+	if c := a.count.sum.Load(); c != total {
+		t.Errorf("count summed %d, want %d", c, total)
+	}
+}
