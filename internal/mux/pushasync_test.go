@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -18,6 +19,7 @@ import (
 type asyncPush struct {
 	pushed <-chan pushResult
 	parks  chan struct{} // cap 1: the push parked since the last receive
+	nparks atomic.Int64
 	count  pushCounter
 }
 
@@ -26,7 +28,7 @@ func startAsync(st *Stream, w io.Writer) *asyncPush {
 	pushed := make(chan pushResult, 1)
 	a := &asyncPush{pushed: pushed, parks: make(chan struct{}, 1)}
 	st.pushAsync(w, a.count.count, func(n int64, err error) { pushed <- pushResult{n, err} },
-		func() { signal(a.parks) })
+		func() { a.nparks.Add(1); signal(a.parks) })
 	return a
 }
 
@@ -225,8 +227,8 @@ func TestPushAsyncFullSocketAfterPark(t *testing.T) {
 	if r := recvOrHang(t, a.pushed, "PushAsync's end"); r.err != nil || r.n != total {
 		t.Fatalf("PushAsync ended with %d, %v; want %d, nil", r.n, r.err, total)
 	}
-	t.Logf("%d bytes written by the read loop, %d by PushAsync's goroutine in %d Writes",
-		total-dst.drained.Load(), dst.drained.Load(), dst.writes.Load())
+	t.Logf("%d bytes written by the read loop, %d by PushAsync's goroutine in %d Writes; %d parks",
+		total-dst.drained.Load(), dst.drained.Load(), dst.writes.Load(), a.nparks.Load())
 	if c := a.count.sum.Load(); c != total {
 		t.Errorf("count summed %d, want %d", c, total)
 	}
