@@ -132,8 +132,10 @@ func TestListenAndServeBadPort(t *testing.T) {
 // through a port door holds in the DP. The server's side keeps each
 // session without a goroutine, and the clients are plain TCP
 // connections, so the growth of the process's stacks is the DP's: an
-// idle session's two relay goroutines. A few hundred bytes more of frames
-// under their reads once kept both at twice the size (docs/performance.md).
+// idle session's one relay goroutine (the server's bytes go to the client
+// from the link's read loop, mux.Stream.PushAsync). A few hundred bytes
+// more of frames under its read once kept it at twice the size
+// (docs/performance.md).
 func TestIdlePortSessionStacks(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector changes the frames and the stacks")
@@ -141,22 +143,40 @@ func TestIdlePortSessionStacks(t *testing.T) {
 	for _, tr := range []Transport{TransportYamux, TransportJSON} {
 		t.Run(tr.String(), func(t *testing.T) {
 			const n = 500
-			perSession := idlePortStacks(t, tr, n)
+			perSession, _ := idlePortSessions(t, tr, n)
 			t.Logf("%d B of stack per idle session", perSession)
-			// 6-8.3 KiB in 20 runs (two goroutines of at most 4 KiB
-			// each); 10.8-12.4 KiB with the frames that had grown
-			// before 8c4d24b.
-			if perSession > 9728 {
-				t.Errorf("an idle port-door session holds %d B of goroutine stacks, want <= 9.5 KiB: did a frame under the relay's read grow? (docs/performance.md)", perSession)
+			// 1.3-4.1 KiB in 20 runs (one goroutine of at most 4 KiB);
+			// 6-8.3 KiB with the second goroutine that waited for the
+			// server's bytes, before PushAsync; 10.8-12.4 KiB with the
+			// frames that had grown before 8c4d24b.
+			if perSession > 5632 {
+				t.Errorf("an idle port-door session holds %d B of goroutine stacks, want <= 5.5 KiB: did a frame under the relay's read grow, or a goroutine come back? (docs/performance.md)", perSession)
 			}
 		})
 	}
 }
 
-// idlePortStacks holds n idle sessions through a port door of a DP with
-// a server of transport tr, each past a byte each way, and returns the
-// growth of the process's stacks per session.
-func idlePortStacks(t *testing.T, tr Transport, n int) int64 {
+// TestIdlePortSessionGoroutines: an idle session through a port door
+// holds one goroutine in the DP, the one that waits for the client's
+// bytes; none waits for the server's (mux.Stream.PushAsync), for a
+// server on a yamux link as on a JSON one.
+func TestIdlePortSessionGoroutines(t *testing.T) {
+	for _, tr := range []Transport{TransportYamux, TransportJSON} {
+		t.Run(tr.String(), func(t *testing.T) {
+			const n = 200
+			_, perSession := idlePortSessions(t, tr, n)
+			t.Logf("%.2f goroutines per idle session", perSession)
+			if perSession > 1.1 {
+				t.Errorf("an idle port-door session holds %.2f goroutines, want 1: is a relay goroutine waiting for the server's bytes again?", perSession)
+			}
+		})
+	}
+}
+
+// idlePortSessions holds n idle sessions through a port door of a DP
+// with a server of transport tr, each past a byte each way, and returns
+// the growth of the process's stacks and of its goroutines per session.
+func idlePortSessions(t *testing.T, tr Transport, n int) (stack int64, goroutines float64) {
 	dp := new(DiscoverPoint)
 	addr := startDP(t, dp)
 	pl, err := net.Listen("tcp", "127.0.0.1:0")
@@ -225,9 +245,12 @@ func idlePortStacks(t *testing.T, tr Transport, n int) int64 {
 		}
 	}()
 	cs = append(cs, open()) // the link and the DP's own goroutines
-	before := stacks()
+	before, g := stacks(), runtime.NumGoroutine()
 	for range n {
 		cs = append(cs, open())
 	}
-	return (stacks() - before) / int64(n)
+	// Each session answered its byte, so the DP relays it both ways: the
+	// goroutines it needs are running, and none is still starting.
+	g = runtime.NumGoroutine() - g
+	return (stacks() - before) / int64(n), float64(g) / float64(n)
 }

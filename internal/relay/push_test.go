@@ -10,8 +10,10 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"runtime"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"rtcp/internal/flowtest"
 	"rtcp/internal/mux"
@@ -48,24 +50,37 @@ func (fr *jsonFramer) Flush() error                  { return fr.bw.Flush() }
 // over loopback TCP, and a function that closes the sessions.
 func streamPair(t *testing.T) (near, far *mux.Stream, closeSessions func()) {
 	t.Helper()
+	open, closeSessions := sessionPair(t)
+	near, far = open()
+	return near, far, closeSessions
+}
+
+// sessionPair returns the two ends of flow-controlled sessions over
+// loopback TCP: open opens a stream on them and returns its two ends.
+func sessionPair(t *testing.T) (open func() (near, far *mux.Stream), closeSessions func()) {
+	t.Helper()
 	ca, cb := flowtest.TCPPair(t)
 	cfg := mux.Config{FlowControl: true, Window: 256 << 10, PeerWindow: 256 << 10, HalfClose: true}
 	a := mux.New(ca, newJSONFramer(ca), cfg)
 	b := mux.New(cb, newJSONFramer(cb), cfg)
-	accepted := make(chan *mux.Stream, 1)
-	go func() {
-		st, _ := b.Accept()
-		accepted <- st
-	}()
-	far, err := a.Open(context.Background(), "client", "192.0.2.1:1")
-	if err != nil {
-		t.Fatal(err)
+	open = func() (near, far *mux.Stream) {
+		t.Helper()
+		accepted := make(chan *mux.Stream, 1)
+		go func() {
+			st, _ := b.Accept()
+			accepted <- st
+		}()
+		far, err := a.Open(context.Background(), "client", "192.0.2.1:1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		near = <-accepted
+		if near == nil {
+			t.Fatal("Accept failed")
+		}
+		return near, far
 	}
-	near = <-accepted
-	if near == nil {
-		t.Fatal("Accept failed")
-	}
-	return near, far, func() { a.Close(); b.Close() }
+	return open, func() { a.Close(); b.Close() }
 }
 
 // randomBytes returns n bytes of a random stream given by seed: fast
@@ -76,10 +91,36 @@ func randomBytes(seed uint64, n int) []byte {
 	return b
 }
 
+// joinSides says on which side of Join a test puts the stream: b (as the
+// DP joins a client to a server's stream), or a.
+var joinSides = []string{"stream b", "stream a"}
+
+// joinOn joins local and stream with the stream on side, and returns the
+// stats as if the stream were b.
+func joinOn(side string, local net.Conn, stream *mux.Stream, count func(toStream bool, n int)) (Stats, error) {
+	if side == "stream b" {
+		return Join(local, stream, count)
+	}
+	var c func(bool, int)
+	if count != nil {
+		c = func(aToB bool, n int) { count(!aToB, n) }
+	}
+	st, err := Join(stream, local, c)
+	st.AtoB, st.BtoA = st.BtoA, st.AtoB
+	st.FailedAtoB = err != nil && !st.FailedAtoB
+	return st, err
+}
+
 // TestJoinPushesStreamToTCP relays a stream and a TCP connection both
 // ways: every byte arrives, each end passes on as a half-close, and Join's
 // counts agree.
 func TestJoinPushesStreamToTCP(t *testing.T) {
+	for _, side := range joinSides {
+		t.Run(side, func(t *testing.T) { testJoinPushesStreamToTCP(t, side) })
+	}
+}
+
+func testJoinPushesStreamToTCP(t *testing.T, side string) {
 	stream, far, closeSessions := streamPair(t)
 	defer closeSessions()
 	app, local := flowtest.TCPPair(t)
@@ -93,7 +134,7 @@ func TestJoinPushesStreamToTCP(t *testing.T) {
 	}
 	joined := make(chan joinResult, 1)
 	go func() {
-		st, err := Join(local, stream, func(aToB bool, n int) {
+		st, err := joinOn(side, local, stream, func(aToB bool, n int) {
 			if aToB {
 				fromApp.Add(int64(n))
 			} else {
@@ -147,12 +188,18 @@ func TestJoinPushesStreamToTCP(t *testing.T) {
 // pushes to it, Join fails and cuts the stream off: its peer's reads end
 // with an error, not io.EOF.
 func TestJoinPushDestinationReset(t *testing.T) {
+	for _, side := range joinSides {
+		t.Run(side, func(t *testing.T) { testJoinPushDestinationReset(t, side) })
+	}
+}
+
+func testJoinPushDestinationReset(t *testing.T, side string) {
 	stream, far, closeSessions := streamPair(t)
 	defer closeSessions()
 	app, local := flowtest.TCPPair(t)
 	joined := make(chan error, 1)
 	go func() {
-		_, err := Join(local, stream, nil)
+		_, err := joinOn(side, local, stream, nil)
 		joined <- err
 	}()
 	wrote := make(chan error, 1)
@@ -180,4 +227,81 @@ func TestJoinPushDestinationReset(t *testing.T) {
 		t.Fatalf("the stream's peer read to %v, want the cut's error", err)
 	}
 	far.Close()
+}
+
+// TestJoinIdleHoldsOneGoroutine: an idle Join of a stream and a TCP
+// connection holds one goroutine, its caller's, waiting for the TCP
+// side's bytes: the stream's go to the TCP side from the link's read
+// loop (mux.Stream.PushAsync), with the stream on either side. And the
+// sessions go on both ways after the idle time.
+func TestJoinIdleHoldsOneGoroutine(t *testing.T) {
+	for _, side := range joinSides {
+		t.Run(side, func(t *testing.T) {
+			const n = 50
+			open, closeSessions := sessionPair(t)
+			defer closeSessions()
+			type leg struct {
+				far, app net.Conn
+				joined   chan error
+			}
+			legs := make([]leg, n)
+			// roundTrip carries a byte each way through leg l.
+			roundTrip := func(l leg) {
+				t.Helper()
+				b := make([]byte, 1)
+				if _, err := l.far.Write([]byte("d")); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := io.ReadFull(l.app, b); err != nil || b[0] != 'd' {
+					t.Fatalf("the TCP side read %q, %v", b, err)
+				}
+				if _, err := l.app.Write([]byte("u")); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := io.ReadFull(l.far, b); err != nil || b[0] != 'u' {
+					t.Fatalf("the stream's peer read %q, %v", b, err)
+				}
+			}
+			before := runtime.NumGoroutine()
+			for i := range legs {
+				stream, far := open()
+				app, local := flowtest.TCPPair(t)
+				legs[i] = leg{far: far, app: app, joined: make(chan error, 1)}
+				go func() {
+					_, err := joinOn(side, local, stream, nil)
+					legs[i].joined <- err
+				}()
+				roundTrip(legs[i])
+			}
+			// Each leg has carried a byte each way: Join runs both
+			// directions, and no goroutine is still starting.
+			perJoin := float64(runtime.NumGoroutine()-before) / n
+			t.Logf("%.2f goroutines per idle Join", perJoin)
+			if perJoin > 1.1 {
+				t.Errorf("an idle Join holds %.2f goroutines, want 1: is a goroutine waiting for the stream's bytes?", perJoin)
+			}
+			for _, l := range legs {
+				roundTrip(l)
+				l.far.(*mux.Stream).CloseWrite()
+				l.app.(*net.TCPConn).CloseWrite()
+				if err := recvJoin(t, l.joined); err != nil {
+					t.Errorf("Join ended with %v after both ends, want nil", err)
+				}
+				l.far.Close()
+			}
+		})
+	}
+}
+
+// recvJoin receives Join's result, failing the test if that takes so
+// long that only a hang explains it.
+func recvJoin(t *testing.T, joined <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-joined:
+		return err
+	case <-time.After(time.Minute):
+		t.Fatal("Join did not end within a minute: a hang")
+		return nil
+	}
 }

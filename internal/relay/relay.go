@@ -78,30 +78,57 @@ func JoinScanned(a, b net.Conn, count func(aToB bool, n int), aToB, bToA Scanner
 		st     Stats
 		errA   error
 		wfA    bool // errA came from writing a
+		errB   error
+		wfB    bool // errB came from writing b
 		wg     sync.WaitGroup
 		failed atomic.Bool // a copy failed: its cut must not race a clean close
 		finA   atomic.Bool // Join has (or is about to have) half-closed a
 		finB   atomic.Bool
 	)
-	// An unscanned direction calls pipePlain itself, not through pipe:
-	// an idle session's two goroutines wait in pipePlain, and a GC shrinks
-	// a goroutine's stack only while it uses under a quarter of it, so a
-	// frame more under that wait can keep the stacks at twice the size
-	// (docs/performance.md).
+	// A direction whose source is an rtcp stream needs no goroutine: the
+	// stream hands its bytes on from its link's read loop itself, and
+	// starts a goroutine only while it has work the read loop must not
+	// do (mux.Stream.PushAsync), so an idle session holds only the
+	// goroutine of Join's caller, waiting for the other direction's
+	// bytes. done runs on the stream's goroutine, where finish may block.
+	// The other direction, or b to a if neither source is a stream, gets
+	// a goroutine of its own.
+	asyncB, asyncA := asyncSource(b, bToA), asyncSource(a, aToB)
 	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if bToA == nil {
-			st.BtoA, errA, wfA = pipePlain(a, b, false, count, &failed, &finA, &finB)
-		} else {
-			st.BtoA, errA, wfA = pipe(a, b, false, count, &failed, &finA, &finB, bToA)
-		}
-	}()
-	var errB error
-	var wfB bool
-	if aToB == nil {
+	switch {
+	case asyncB != nil:
+		asyncB.PushAsync(a, counter(count, false), func(n int64, err error) {
+			st.BtoA, errA = n, finish(a, b, err, &failed, &finA)
+			wg.Done()
+		})
+	case asyncA != nil:
+		asyncA.PushAsync(b, counter(count, true), func(n int64, err error) {
+			st.AtoB, errB = n, finish(b, a, err, &failed, &finB)
+			wg.Done()
+		})
+	default:
+		go func() {
+			defer wg.Done()
+			if bToA == nil {
+				st.BtoA, errA, wfA = pipePlain(a, b, false, count, &failed, &finA, &finB)
+			} else {
+				st.BtoA, errA, wfA = pipe(a, b, false, count, &failed, &finA, &finB, bToA)
+			}
+		}()
+	}
+	// An unscanned direction calls pipePlain itself, not through pipe:
+	// an idle session's goroutine waits in pipePlain, and a GC shrinks a
+	// goroutine's stack only while it uses under a quarter of it, so a
+	// frame more under that wait can keep the stack at twice the size
+	// (docs/performance.md).
+	switch {
+	case asyncB == nil && asyncA != nil && bToA == nil:
+		st.BtoA, errA, wfA = pipePlain(a, b, false, count, &failed, &finA, &finB)
+	case asyncB == nil && asyncA != nil:
+		st.BtoA, errA, wfA = pipe(a, b, false, count, &failed, &finA, &finB, bToA)
+	case aToB == nil:
 		st.AtoB, errB, wfB = pipePlain(b, a, true, count, &failed, &finB, &finA)
-	} else {
+	default:
 		st.AtoB, errB, wfB = pipe(b, a, true, count, &failed, &finB, &finA, aToB)
 	}
 	wg.Wait()
@@ -380,6 +407,33 @@ func graceful(c net.Conn) {
 // the size of each piece (an rtcp stream: mux.Stream.PushTo).
 type pushSource interface {
 	PushTo(w io.Writer, count func(n int)) (int64, error)
+}
+
+// counter returns count for one direction, for a pushSource.
+func counter(count func(aToB bool, n int), dir bool) func(n int) {
+	return func(n int) {
+		if count != nil {
+			count(dir, n)
+		}
+	}
+}
+
+// An asyncPushSource is a pushSource that needs no goroutine of the
+// caller's: it calls done with what PushTo would return
+// (mux.Stream.PushAsync).
+type asyncPushSource interface {
+	PushAsync(w io.Writer, count func(n int), done func(n int64, err error))
+}
+
+// asyncSource returns src as an asyncPushSource where pipePlain would
+// copy it with its PushTo, or nil: the direction is not scanned (sc
+// nil), and src is no TCP connection (which pipePlain copies or splices).
+func asyncSource(src net.Conn, sc Scanner) asyncPushSource {
+	if sc != nil || tcpreset.Of(src) != nil {
+		return nil
+	}
+	ps, _ := fastPath[pushSource](src).(asyncPushSource)
+	return ps
 }
 
 // A spliceDst sends a TCP connection's bytes itself, moving them in the
