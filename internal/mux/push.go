@@ -3,6 +3,7 @@ package mux
 import (
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -249,6 +250,7 @@ func (st *Stream) endPush(p *pusher) int64 {
 	if lost != nil {
 		st.s.cutAside(st, lost)
 	}
+	p.counting.Wait() // the read loop's last count comes before the end
 	return p.n.Load()
 }
 
@@ -277,7 +279,7 @@ func (st *Stream) deliver(data []byte) (rest []byte, delivered, grant int) {
 	}
 	n, err := tryWrite(p.raw, data)
 	if n > 0 {
-		p.n.Add(int64(n))
+		p.delivered(n)
 		grant = st.consumed(n, n == len(data))
 	}
 	if err != nil {
@@ -322,6 +324,10 @@ type pusher struct {
 	abandoned bool
 	n         atomic.Int64
 	count     func(int)
+	// counting counts the read loop's deliveries whose count is still
+	// to be called (delivered, then countDelivered): the push's end
+	// waits for them.
+	counting sync.WaitGroup
 }
 
 // abandon ends PushTo's write to the destination, which may never end,
@@ -337,6 +343,24 @@ func (p *pusher) abandon() {
 func (p *pusher) add(n int) {
 	p.n.Add(int64(n))
 	p.counted(n)
+}
+
+// delivered adds n bytes the read loop wrote to the destination, whose
+// count it calls (countDelivered) once st.mu is released. st.mu is held.
+func (p *pusher) delivered(n int) {
+	p.n.Add(int64(n))
+	if p.count != nil {
+		p.counting.Add(1)
+	}
+}
+
+// countDelivered calls count for n bytes of the read loop's, given to
+// delivered (or none), with no lock held.
+func (p *pusher) countDelivered(n int) {
+	if n > 0 && p.count != nil {
+		p.count(n)
+		p.counting.Done()
+	}
 }
 
 // counted calls count, never with a stream's lock held: a count that

@@ -233,3 +233,34 @@ func TestPushAsyncFullSocketAfterPark(t *testing.T) {
 		t.Errorf("count summed %d, want %d", c, total)
 	}
 }
+
+// TestPushAsyncParksAfterDeadlineCleared: a read deadline keeps
+// PushAsync's goroutine waiting for it; once the deadline is cleared the
+// goroutine parks, and the push goes on.
+func TestPushAsyncParksAfterDeadlineCleared(t *testing.T) {
+	l := tcpLink(t, flowConfig(64<<10))
+	defer l.close()
+	x, y := l.open(t)
+	defer x.Close()
+	defer y.Close()
+	dst, far := slowTCPDest(t)
+	a := startAsync(y, dst)
+	<-a.parks
+	y.SetReadDeadline(time.Now().Add(time.Hour))
+	if parkedNow(y) {
+		t.Fatal("PushAsync stayed parked with a read deadline to wait for")
+	}
+	y.SetReadDeadline(time.Time{})
+	a.waitParked(t, y)
+	if _, err := x.Write([]byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 5)
+	if _, err := io.ReadFull(far, b); err != nil || string(b) != "after" {
+		t.Fatalf("the destination's peer read %q, %v; want \"after\"", b, err)
+	}
+	x.CloseWrite()
+	if r := recvOrHang(t, a.pushed, "PushAsync's end"); r.err != nil || r.n != 5 {
+		t.Fatalf("PushAsync ended with %d, %v; want 5, nil", r.n, r.err)
+	}
+}

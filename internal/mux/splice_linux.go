@@ -432,7 +432,7 @@ func (st *Stream) spliceRest(link syscall.RawConn, rest int, idle *IdleReader) (
 		var werr error
 		sent, werr = spliceDrain(sink.raw, p, got)
 		if sent > 0 {
-			sink.n.Add(int64(sent))
+			sink.delivered(sent)
 			st.received(sent)
 			grant = st.consumed(sent, sent == got)
 		}
@@ -469,7 +469,7 @@ func (st *Stream) spliceRest(link syscall.RawConn, rest int, idle *IdleReader) (
 		}
 	}
 	st.mu.Unlock()
-	sink.counted(sent)
+	sink.countDelivered(sent)
 	st.grant(grant)
 	switch {
 	case overrun:

@@ -409,13 +409,13 @@ func (st *Stream) Ack(err error) error {
 func (st *Stream) SetDeadline(t time.Time) error {
 	st.rd.Set(t)
 	st.wd.Set(t)
-	st.unpark() // PushAsync's waits for the deadline
+	st.readable() // PushAsync's waits for the deadline, or parks without one
 	return nil
 }
 
 func (st *Stream) SetReadDeadline(t time.Time) error {
 	st.rd.Set(t)
-	st.unpark()
+	st.readable()
 	return nil
 }
 
@@ -453,7 +453,7 @@ func (st *Stream) push(data []byte) {
 				restart = st.unparkLocked()
 			}
 			st.mu.Unlock()
-			sink.counted(delivered)
+			sink.countDelivered(delivered)
 			st.grant(grant)
 			if failed {
 				signal(st.readReady) // WriteTo has an error to return
@@ -503,7 +503,7 @@ func (st *Stream) push(data []byte) {
 	restart := st.unparkLocked()
 	st.mu.Unlock()
 	if sink != nil {
-		sink.counted(delivered)
+		sink.countDelivered(delivered)
 	}
 	st.grant(grant)
 	signal(st.readReady)
