@@ -56,7 +56,7 @@ type Stream struct {
 	endSent  bool        // we sent Close: no frame for this stream may follow
 	acked    bool        // the open was acknowledged
 	answer   *answerSlot // its place in the order of answers, or nil (answer.go)
-	sink     *pusher     // WriteTo is running: where the read loop delivers
+	sink     *pusher     // WriteTo or PushAsync is running: where the read loop delivers
 	draining int         // WriteTo is writing this many bytes it took from rbuf or a pipe
 	// queue holds, ahead of rbuf's, bytes that arrived for sink while
 	// its socket was full (queue.go): in the pipes they were spliced
