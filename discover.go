@@ -951,7 +951,9 @@ type sessionRequest struct {
 // not close req.conn on a refusal: the door does (after its answer, if it
 // has one).
 func (dp *DiscoverPoint) serveSession(req sessionRequest) error {
-	is, endSession, err := dp.openRequested(req)
+	// req goes by pointer: a copy in this frame would stay on the stack
+	// of every idle session (docs/performance.md).
+	is, endSession, err := dp.openRequested(&req)
 	if err != nil {
 		return err
 	}
@@ -979,7 +981,7 @@ func (dp *DiscoverPoint) logSessionOpen(name string, client net.Addr) {
 // which the caller calls once the session has ended; or the reason for
 // the refusal, which the client has been told. A door that does not join
 // a connection to the session (an HTTP proxy, say) may leave req.conn nil.
-func (dp *DiscoverPoint) openRequested(req sessionRequest) (is net.Conn, endSession func(), err error) {
+func (dp *DiscoverPoint) openRequested(req *sessionRequest) (is net.Conn, endSession func(), err error) {
 	// A SetPolicy from here on that no longer allows the session ends it
 	// (policeSession: before the check, so that none is missed).
 	end := req.end

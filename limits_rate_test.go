@@ -436,7 +436,7 @@ func TestLimitsOfSessionsUnwrapped(t *testing.T) {
 			}
 			open := func(name string) (session, error) {
 				client, door := net.Pipe()
-				is, end, err := dp.openRequested(sessionRequest{conn: door, name: name, addr: door.RemoteAddr()})
+				is, end, err := dp.openRequested(&sessionRequest{conn: door, name: name, addr: door.RemoteAddr()})
 				if err != nil {
 					client.Close()
 					door.Close()
