@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -24,10 +25,19 @@ import (
 
 // splitCount is a Framer with SplitData on that counts the frames it
 // split, the bytes left to the session, and those of them the session
-// read with ReadRest rather than splice.
+// read with ReadRest rather than splice. It also signals spent when the
+// session has taken in all that a stream's peer may send: every byte of
+// the window it was granted, with no more credit written since.
 type splitCount struct {
 	*Framer
 	frames, rest, read atomic.Int64
+
+	mu      sync.Mutex    // guards the fields below
+	lastID  int64         // the stream of the Data frame ReadFrame returned last
+	lastN   int           // its bytes, rest included; 0: none pending
+	taken   map[int64]int // Data the session has taken in, per stream
+	granted map[int64]int // credit written to the peer, per stream
+	spent   chan int64    // cap 1: a stream's window was taken in whole
 }
 
 func (s *splitCount) ReadRest(p []byte) (int, error) {
@@ -42,16 +52,70 @@ func (s *splitCount) spliced() int64 { return s.rest.Load() - s.read.Load() }
 func newSplitCount(c net.Conn) *splitCount {
 	fr := NewFramer(c, c, DefaultWindow, false)
 	fr.SplitData()
-	return &splitCount{Framer: fr}
+	return &splitCount{
+		Framer:  fr,
+		taken:   map[int64]int{},
+		granted: map[int64]int{},
+		spent:   make(chan int64, 1),
+	}
 }
 
 func (s *splitCount) ReadFrame() (*mux.Frame, error) {
+	// The session calls ReadFrame again only once it has handled the
+	// last frame, its rest included: those bytes are now in the stream's
+	// destination, pipes or buffer. When they are all the credit written
+	// for the stream (and its first grant, to a full window, is among
+	// it), the peer can send no more: the stream holds what its
+	// destination did not take, up to a window.
+	s.mu.Lock()
+	if id := s.lastID; s.lastN > 0 {
+		s.taken[id] += s.lastN
+		s.lastN = 0
+		if g := s.granted[id]; g > 0 && s.taken[id] == yamux.InitialWindow+g {
+			notify(s.spent, id)
+		}
+	}
+	s.mu.Unlock()
 	f, err := s.Framer.ReadFrame()
-	if err == nil && f.Rest > 0 {
+	if err != nil {
+		return f, err
+	}
+	if f.Rest > 0 {
 		s.frames.Add(1)
 		s.rest.Add(int64(f.Rest))
 	}
+	if f.Kind == mux.KindData && (len(f.Data) > 0 || f.Rest > 0) {
+		s.mu.Lock()
+		s.lastID, s.lastN = f.ID, len(f.Data)+f.Rest
+		s.mu.Unlock()
+	}
 	return f, err
+}
+
+func (s *splitCount) WriteFrame(f *mux.Frame) error {
+	if f.Kind == mux.KindData && f.Credit > 0 {
+		s.mu.Lock()
+		s.granted[f.ID] += f.Credit
+		s.mu.Unlock()
+	}
+	return s.Framer.WriteFrame(f)
+}
+
+type written struct {
+	sum [32]byte
+	err error
+}
+
+// writeAsync writes n bytes of pattern seed to st in writes of chunk,
+// then half-closes it, and sends what writePattern returned.
+func writeAsync(st *mux.Stream, n, chunk int, seed byte) <-chan written {
+	ch := make(chan written, 1)
+	go func() {
+		sum, err := writePattern(st, n, chunk, seed)
+		st.CloseWrite()
+		ch <- written{sum, err}
+	}()
+	return ch
 }
 
 // splitRig is a client session and a server session whose Framer splits,
@@ -131,26 +195,21 @@ func TestSplitDelivery(t *testing.T) {
 			if _, err := io.ReadFull(out, make([]byte, 1)); err != nil {
 				t.Fatal(err)
 			}
-			sent := make(chan [32]byte, 1)
-			go func() {
-				sum, err := writePattern(a, n, tc.chunk, 3)
-				if err != nil {
-					t.Errorf("writing: %v", err)
-				}
-				a.CloseWrite()
-				sent <- sum
-			}()
+			sent := writeAsync(a, n, tc.chunk, 3)
 			if tc.stall {
 				// Read nothing until the sender is held by the window:
 				// the destination's socket fills, what was spliced for it
-				// and did not fit is read back and buffered, and so is
-				// what follows.
-				recv(t, "the sender's window to run out", r.ca.sendFull)
+				// and did not fit waits in pipes or is read back and
+				// buffered, and so is what follows, up to the window.
+				recv(t, "the server to take in the stream's window", r.split.spent)
 			}
 			got := recv(t, "the destination's bytes", readSumAsync(out))
 			want := recv(t, "the sender", sent)
-			if got.err != nil || got.n != int64(n) || got.sum != want {
-				t.Fatalf("destination read %d bytes (%v), sum match %v; want %d bytes", got.n, got.err, got.sum == want, n)
+			if want.err != nil {
+				t.Fatalf("writing: %v", want.err)
+			}
+			if got.err != nil || got.n != int64(n) || got.sum != want.sum {
+				t.Fatalf("destination read %d bytes (%v), sum match %v; want %d bytes", got.n, got.err, got.sum == want.sum, n)
 			}
 			if err := recv(t, "WriteTo", res); err != nil {
 				t.Fatalf("WriteTo: %v", err)
@@ -382,16 +441,10 @@ func TestSplitPipesThenRead(t *testing.T) {
 		res <- err
 	}()
 	n := 3 * DefaultWindow
-	sent := make(chan [32]byte, 1)
-	go func() {
-		sum, err := writePattern(a, n, 1<<20, 5)
-		if err != nil {
-			t.Errorf("writing: %v", err)
-		}
-		a.CloseWrite()
-		sent <- sum
-	}()
-	recv(t, "the sender's window to run out", r.ca.sendFull)
+	sent := writeAsync(a, n, 1<<20, 5)
+	// The destination's sockets take a few MiB at most: then the server
+	// holds a window, in pipes, and the sender waits for credit.
+	recv(t, "the server to take in the stream's window", r.split.spent)
 	if pipes.Used() == 0 {
 		t.Fatal("the stalled stream holds no pipe")
 	}
@@ -412,8 +465,11 @@ func TestSplitPipesThenRead(t *testing.T) {
 	b.SetReadDeadline(time.Time{})
 	sum, got, err := readSum(io.MultiReader(bytes.NewReader(head), b))
 	want := recv(t, "the sender", sent)
-	if err != nil || got != int64(n) || sum != want {
-		t.Fatalf("read %d bytes (%d through the destination, %v), sum match %v; want %d", got, len(head), err, sum == want, n)
+	if want.err != nil {
+		t.Fatalf("writing: %v", want.err)
+	}
+	if err != nil || got != int64(n) || sum != want.sum {
+		t.Fatalf("read %d bytes (%d through the destination, %v), sum match %v; want %d", got, len(head), err, sum == want.sum, n)
 	}
 }
 
