@@ -26,15 +26,7 @@ func TestDirectEarlyOffer(t *testing.T) {
 	addr := startDP(t, new(DiscoverPoint))
 	l := listen(t, &ListenConfig{Transport: TransportYamux, Direct: true, ManualAck: true}, addr, "printer-7")
 	d := &Dialer{Direct: true}
-	type dialed struct {
-		c   net.Conn
-		err error
-	}
-	done := make(chan dialed, 1)
-	go func() {
-		c, err := d.DialContext(context.Background(), addr, "printer-7")
-		done <- dialed{c, err}
-	}()
+	done := dialAsync(context.Background(), d, addr, "printer-7")
 	sc, err := l.Accept()
 	if err != nil {
 		t.Fatal(err)
@@ -172,17 +164,9 @@ func TestDirectEarlyOfferAbandoned(t *testing.T) {
 			locals := make(chan netip.AddrPort, 1)
 			d := localsDialer(locals)
 			d.DirectTimeout = time.Minute // only the dial ends it
-			type dialed struct {
-				c   net.Conn
-				err error
-			}
-			done := make(chan dialed, 1)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			go func() {
-				c, err := d.DialContext(ctx, addr, "printer-7")
-				done <- dialed{c, err}
-			}()
+			done := dialAsync(ctx, &d, addr, "printer-7")
 			local := <-locals
 			// The punch, started by the offer, reaches the first link.
 			pc, err := first.Accept()
@@ -264,15 +248,7 @@ func TestDirectEarlyOfferTwice(t *testing.T) {
 	next := make(chan *plan5.Ack, 1)
 	addr, served := earlyDP(t, offer, next)
 	d := &Dialer{Direct: true, DirectTimeout: time.Minute} // only the dial ends the punch
-	type dialed struct {
-		c   net.Conn
-		err error
-	}
-	done := make(chan dialed, 1)
-	go func() {
-		c, err := d.DialContext(context.Background(), addr, "printer-7")
-		done <- dialed{c, err}
-	}()
+	done := dialAsync(context.Background(), d, addr, "printer-7")
 	// The first offer's punch reaches the link; then the offer again.
 	pc, err := first.Accept()
 	if err != nil {
@@ -363,4 +339,21 @@ func TestDirectEarlyOfferPolicyRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// dialed is what a dial of dialAsync returned.
+type dialed struct {
+	c   net.Conn
+	err error
+}
+
+// dialAsync dials name through addr with d in a goroutine of its own and
+// sends the outcome on the returned channel.
+func dialAsync(ctx context.Context, d *Dialer, addr, name string) <-chan dialed {
+	done := make(chan dialed, 1)
+	go func() {
+		c, err := d.DialContext(ctx, addr, name)
+		done <- dialed{c, err}
+	}()
+	return done
 }
