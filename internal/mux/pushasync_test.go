@@ -2,6 +2,7 @@ package mux
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -262,5 +263,42 @@ func TestPushAsyncParksAfterDeadlineCleared(t *testing.T) {
 	x.CloseWrite()
 	if r := recvOrHang(t, a.pushed, "PushAsync's end"); r.err != nil || r.n != 5 {
 		t.Fatalf("PushAsync ended with %d, %v; want 5, nil", r.n, r.err)
+	}
+}
+
+// TestPushAsyncEndsOnRefusal: a PushAsync parked on a stream that is
+// still to be answered (ManualAck) ends when Ack refuses the stream,
+// which closes it; a Close after that closes nothing more, so the
+// refusal itself must restart the push.
+func TestPushAsyncEndsOnRefusal(t *testing.T) {
+	l := newLink(t, Config{}, Config{ManualAck: true})
+	defer l.close()
+	accepted := make(chan *Stream, 1)
+	go func() {
+		st, _ := l.b.Accept()
+		accepted <- st
+	}()
+	opened := make(chan error, 1)
+	go func() {
+		_, err := l.a.Open(context.Background(), "", "")
+		opened <- err
+	}()
+	y := recvOrHang(t, accepted, "Accept")
+	if y == nil {
+		t.Fatal("Accept failed")
+	}
+	var lb lockedBuffer
+	a := startAsync(y, &lb)
+	if !parkedNow(y) {
+		t.Fatal("PushAsync on an idle stream did not park at once")
+	}
+	y.Ack(errors.New("no printer called that"))
+	if err := recvOrHang(t, opened, "the refused Open"); err == nil {
+		t.Error("Open of the refused stream succeeded")
+	}
+	y.Close()
+	r := recvOrHang(t, a.pushed, "PushAsync's end after the refusal")
+	if !errors.Is(r.err, net.ErrClosed) {
+		t.Errorf("PushAsync ended with %v, want net.ErrClosed", r.err)
 	}
 }

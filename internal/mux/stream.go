@@ -383,6 +383,7 @@ func (st *Stream) Ack(err error) error {
 	st.mu.Unlock()
 	if err != nil {
 		st.closeOnce.Do(func() { close(st.closed) })
+		st.unpark() // PushAsync's ends with net.ErrClosed: a Close now does nothing
 		st.s.remove(st)
 		if st.s.sem.OpenerAssignsID {
 			st.s.enqueue(&Frame{Kind: KindClose, ID: st.id, Reason: err.Error(), Abort: true})
