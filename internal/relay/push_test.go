@@ -305,3 +305,51 @@ func recvJoin(t *testing.T, joined <-chan error) error {
 		return nil
 	}
 }
+
+// TestJoinIdleEndsWithTheLink: an idle Join, whose stream direction has
+// no goroutine (mux.Stream.PushAsync, parked), ends with an error when
+// the stream's link goes, though nothing more arrives on either side;
+// and when the TCP side resets, with the stream on either side.
+func TestJoinIdleEndsWithTheLink(t *testing.T) {
+	for _, side := range joinSides {
+		for _, end := range []string{"link lost", "TCP side reset"} {
+			t.Run(side+"/"+end, func(t *testing.T) {
+				stream, far, closeSessions := streamPair(t)
+				defer closeSessions()
+				defer far.Close()
+				app, local := flowtest.TCPPair(t)
+				defer app.Close()
+				joined := make(chan error, 1)
+				go func() {
+					_, err := joinOn(side, local, stream, nil)
+					joined <- err
+				}()
+				// A byte each way: both directions are running, and
+				// the stream's is idle after it.
+				b := make([]byte, 1)
+				if _, err := far.Write([]byte("d")); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := io.ReadFull(app, b); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := app.Write([]byte("u")); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := io.ReadFull(far, b); err != nil {
+					t.Fatal(err)
+				}
+				switch end {
+				case "link lost":
+					closeSessions()
+				case "TCP side reset":
+					app.SetLinger(0)
+					app.Close()
+				}
+				if err := recvJoin(t, joined); err == nil {
+					t.Errorf("Join ended with nil after %s, want an error", end)
+				}
+			})
+		}
+	}
+}
