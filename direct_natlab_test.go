@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -166,32 +165,20 @@ func (x *directLab) delayTo(t testing.TB, addr string, rtt time.Duration, proxy 
 // echo serves the lab's listener: each session echoes, and goes to
 // accepted.
 func (x *directLab) echo(t testing.TB) {
-	l := x.l
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				rc := c.(*Conn)
-				select {
-				case x.accepted <- rc:
-				default:
-				}
-				if tc := rc.Unwrap(); tc != nil {
-					io.Copy(tc, tc) // spliced, as the plain TCP echo's is
-					tc.CloseWrite()
-					return
-				}
-				io.Copy(c, c)
-				rc.CloseWrite()
-			})
+	flowtest.ServeEach(t, x.l, func(c net.Conn) {
+		rc := c.(*Conn)
+		select {
+		case x.accepted <- rc:
+		default:
 		}
+		if tc := rc.Unwrap(); tc != nil {
+			io.Copy(tc, tc) // spliced, as the plain TCP echo's is
+			tc.CloseWrite()
+			return
+		}
+		io.Copy(c, c)
+		rc.CloseWrite()
 	})
-	t.Cleanup(func() { l.Close(); wg.Wait() })
 }
 
 // dialer returns a Dialer of the client's host.

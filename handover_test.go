@@ -11,28 +11,18 @@ import (
 	"testing"
 	"time"
 
+	"rtcp/internal/flowtest"
 	"rtcp/protocol/plan5"
 )
 
 // serveTagged serves l until it closes: each session gets tag, then an
 // echo of what it sends.
 func serveTagged(t *testing.T, l net.Listener, tag string) {
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				if _, err := io.WriteString(c, tag); err == nil {
-					io.Copy(c, c)
-				}
-			})
+	flowtest.ServeEach(t, l, func(c net.Conn) {
+		if _, err := io.WriteString(c, tag); err == nil {
+			io.Copy(c, c)
 		}
 	})
-	t.Cleanup(func() { l.Close(); wg.Wait() })
 }
 
 // dialTag dials the name and returns the tag its server sent.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"rtcp"
+	"rtcp/internal/flowtest"
 )
 
 // trailer is what the echo server writes after the client's half-close:
@@ -27,27 +28,13 @@ func startEcho(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				n, err := io.Copy(c, c)
-				if err != nil {
-					t.Errorf("echo server: %v", err)
-					return
-				}
-				io.WriteString(c, trailer(int(n)))
-			})
+	flowtest.ServeEach(t, l, func(c net.Conn) {
+		n, err := io.Copy(c, c)
+		if err != nil {
+			t.Errorf("echo server: %v", err)
+			return
 		}
-	})
-	t.Cleanup(func() {
-		l.Close()
-		wg.Wait()
+		io.WriteString(c, trailer(int(n)))
 	})
 	return l.Addr().String()
 }

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"sync"
 	"syscall"
 	"testing"
 	"testing/synctest"
@@ -16,6 +15,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"rtcp/internal/flowtest"
 	"rtcp/internal/memnet"
 )
 
@@ -29,20 +29,7 @@ func serveTCP(t testing.TB, handle func(*net.TCPConn)) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				handle(c.(*net.TCPConn))
-			})
-		}
-	})
-	t.Cleanup(func() { l.Close(); wg.Wait() })
+	flowtest.ServeEach(t, l, func(c net.Conn) { handle(c.(*net.TCPConn)) })
 	return l.Addr().String()
 }
 
