@@ -28,11 +28,23 @@ func (l *echoLink) Open(ctx context.Context, name, addr string) (net.Conn, error
 
 func (l *echoLink) Done() <-chan struct{} { return l.done }
 
+// brokerFor marks l, a link of dp's table, as a direct server's link from
+// addr, as a server's Aloha with Direct does, so that a client asking for
+// a direct path gets the DP's offer (and its early offer) and its bytes
+// are read as records.
+func brokerFor(dp *DiscoverPoint, l Link, addr string) {
+	dp.links.mu.Lock()
+	defer dp.links.mu.Unlock()
+	e := dp.links.links[l]
+	e.direct, e.remote = true, addr
+}
+
 // FuzzDPConn feeds bytes to the DP's connection handler, the function
 // Serve runs for each connection, as a peer would send them: whatever
 // comes, it must end when the peer goes away, without a panic, a hang or
-// a leaked goroutine. A server named "echo" is there for clients to
-// reach. The seeds are transcripts of every kind of peer.
+// a leaked goroutine. Servers named "echo" and "decho" are there for
+// clients to reach, the second a direct server's, which the DP brokers
+// direct sessions for. The seeds are transcripts of every kind of peer.
 func FuzzDPConn(f *testing.F) {
 	msgs := func(ms ...plan5.Message) []byte {
 		var b []byte
@@ -80,6 +92,13 @@ func FuzzDPConn(f *testing.F) {
 	f.Add(append(msgs( // a hop from another DP that claims its client's address, asking for a direct path
 		&plan5.Aloha{V: v, R: plan5.RoleIC, N: "alice", Transport: "raw", Via: "10.0.0.3:9000", To: "10.0.0.1:9000", ClientAddr: "203.0.113.5:40112"},
 		&plan5.Connect{N: "echo", Direct: true}), "d\x00\x02himc\x00\x00\x00\x00\x00\x00\x00\x02"...))
+	f.Add(append(msgs( // a raw client of the direct server: the early offer, the Ack, records
+		&plan5.Aloha{V: v, R: plan5.RoleIC, Transport: "raw"}, &plan5.Connect{N: "decho", Direct: true, EarlyPeer: true}), "d\x00\x02himc\x00\x00\x00\x00\x00\x00\x00\x02"...))
+	f.Add(append(msgs( // the same without the early offer, records cut short
+		&plan5.Aloha{V: v, R: plan5.RoleIC, Transport: "raw"}, &plan5.Connect{N: "decho", Direct: true}), "d\x00\x09hi"...))
+	f.Add(msgs( // a JSON client of the direct server asking for both
+		&plan5.Aloha{V: v, R: plan5.RoleIC, Window: 1 << 16}, &plan5.Connect{N: "decho", Direct: true, EarlyPeer: true},
+		&plan5.Data{X: 1, C: []byte("ping")}, &plan5.Close{X: 1}))
 	f.Add(msgs(&plan5.Aloha{V: v, R: plan5.RoleIS, N: "k", Key: "key-1"}, &plan5.Aloha{V: v, Proof: []byte("x")}))
 	f.Add([]byte("0\n{\"V\":10000,\"R\":3,\"N\":\"\"}\n1\n{\"N\":\"echo\"}\n3\n{\"X\":1,\"C\":\"!!\"}\n"))
 	f.Add([]byte("GET / HTTP/1.1\r\nHost: dp\r\n\r\n"))
@@ -91,6 +110,12 @@ func FuzzDPConn(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		dlink := &echoLink{done: make(chan struct{})}
+		dremove, err := dp.AddLink("decho", "fuzz", dlink)
+		if err != nil {
+			t.Fatal(err)
+		}
+		brokerFor(dp, dlink, "127.0.0.1:9")
 		c, peer := net.Pipe()
 		served := make(chan struct{})
 		go func() {
@@ -111,7 +136,9 @@ func FuzzDPConn(f *testing.F) {
 		}
 		<-drained
 		remove()
+		dremove()
 		dp.Close()
 		link.wg.Wait()
+		dlink.wg.Wait()
 	})
 }
