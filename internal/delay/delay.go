@@ -1,9 +1,18 @@
 // Package delay is a TCP relay that adds a round trip without limiting
 // bandwidth: a wide-area link on loopback, where the kernel may have no
-// netem. Every byte is held for half the round trip in each direction,
-// and the relay's dial onward waits half of it, as a SYN crossing the
-// link would; TCP on either side still sees loopback, so only windows
-// kept above TCP (a multiplexer's, a protocol's credit) meet the delay.
+// netem. Every byte is held for half the round trip in each direction;
+// TCP on either side still sees loopback, so only windows kept above TCP
+// (a multiplexer's, a protocol's credit) meet the delay.
+//
+// The link is modelled as one that carries data with its SYN: the relay
+// dials onward as soon as it accepts, the client's bytes reach the far
+// side RTT/2 after they were read, and nothing from the far side reaches
+// the client sooner than one RTT after its connect (its SYN there and the
+// answer back), so a connect and the server's first byte back take one
+// round trip, and so does a byte there and back. The far side sees the
+// connection (and Relay.Header) at once, RTT/2 before a SYN would have
+// come, but what it sends back still reaches the client no sooner than
+// one RTT after the connect.
 //
 // Each direction of a connection is a reader that reads chunks as they
 // come, stamps each with the time it may leave and queues it, and a
@@ -32,12 +41,13 @@ type Relay struct {
 	To string
 
 	// RTT is the round trip the relay adds: bytes are held RTT/2 in each
-	// direction, and the dial to To waits RTT/2 while the first bytes
-	// already queue (the SYN's crossing; a dial and the server's first
-	// byte back take one RTT, as over a link that carries data with its
-	// SYN). A half-close is carried after the bytes before it, and so is
-	// a reset, which closes both sides. Zero makes a plain relay: io.Copy
-	// both ways (spliced on Linux), half-close passed on.
+	// direction, and those from To no less than RTT after the accept (a
+	// dial and the server's first byte back take one RTT, as over a link
+	// that carries data with its SYN; the dial to To is made at once). A
+	// half-close is carried after the bytes before it, and so is a reset,
+	// which closes both sides; a dial that fails is a reset RTT after the
+	// accept. Zero makes a plain relay: io.Copy both ways (spliced on
+	// Linux), half-close passed on.
 	RTT time.Duration
 
 	// MaxQueue bounds the bytes held per direction of a connection;
@@ -54,8 +64,9 @@ type Relay struct {
 	// before any byte relayed from the accepted connection, as a load
 	// balancer in front of a server writes a PROXY protocol header that
 	// names the client (the accepted connection's RemoteAddr). They
-	// leave with the dial, not RTT/2 after it, like data carried with
-	// a SYN.
+	// are written as the dial returns, before any relayed byte, not
+	// RTT/2 after the accept (the far side learns of the client RTT/2
+	// early; its answer still reaches the client RTT after the connect).
 	Header func(accepted net.Conn) []byte
 
 	mu        sync.Mutex // guards listeners and closed
@@ -134,7 +145,7 @@ func (r *Relay) Serve(l net.Listener) error {
 			}
 			return err
 		}
-		k := r.newLink(ctx, c)
+		k := r.newLink(ctx, c, time.Now())
 		mu.Lock()
 		links[k] = struct{}{}
 		mu.Unlock()
@@ -187,20 +198,21 @@ func (p *peakBytes) get() int { return int(p.n.Load()) }
 // A link is an accepted connection a, the connection b dialed for it, and
 // the two directions between them.
 type link struct {
-	r      *Relay
-	a      net.Conn
-	ctx    context.Context // ends the dial
-	cancel context.CancelFunc
-	done   chan struct{} // closed by abort: every goroutine of the link ends
+	r        *Relay
+	a        net.Conn
+	accepted time.Time       // when Accept returned a: the client's connect
+	ctx      context.Context // ends the dial
+	cancel   context.CancelFunc
+	done     chan struct{} // closed by abort: every goroutine of the link ends
 
 	mu      sync.Mutex // guards b and aborted
 	b       net.Conn
 	aborted bool
 }
 
-func (r *Relay) newLink(ctx context.Context, a net.Conn) *link {
+func (r *Relay) newLink(ctx context.Context, a net.Conn, accepted time.Time) *link {
 	ctx, cancel := context.WithCancel(ctx)
-	return &link{r: r, a: a, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	return &link{r: r, a: a, accepted: accepted, ctx: ctx, cancel: cancel, done: make(chan struct{})}
 }
 
 // abort ends the link at once: both connections are closed, with a reset
@@ -265,25 +277,27 @@ func (k *link) run() {
 		k.plain()
 		return
 	}
-	half := k.r.RTT / 2
-	ab := k.newPipe(k.a)
+	ab := k.newPipe(k.a, time.Time{})
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(ab.read)
 
-	t := time.NewTimer(half)
-	select {
-	case <-t.C:
-	case <-k.done:
-		t.Stop()
-		return
-	}
 	b, err := k.dial()
-	if err != nil || !k.setB(b) {
-		k.abort(true)
+	if err != nil {
+		// The refusal crosses back as the answer to the SYN would.
+		t := time.NewTimer(time.Until(k.accepted.Add(k.r.RTT)))
+		defer t.Stop()
+		select {
+		case <-t.C:
+			k.abort(true)
+		case <-k.done:
+		}
 		return
 	}
-	ba := k.newPipe(b)
+	if !k.setB(b) {
+		return
+	}
+	ba := k.newPipe(b, k.accepted.Add(k.r.RTT))
 	ab.dst, ba.dst = b, k.a
 	wg.Go(ab.write)
 	wg.Go(ba.read)
@@ -331,12 +345,13 @@ type chunk struct {
 // A pipe is one direction of a link: src is read into the queue, and the
 // queue written to dst (set before write starts).
 type pipe struct {
-	k    *link
-	src  net.Conn
-	dst  net.Conn
-	raw  rawReader // reads src without a buffer while idle; nil: src.Read
-	half time.Duration
-	max  int
+	k     *link
+	src   net.Conn
+	dst   net.Conn
+	raw   rawReader // reads src without a buffer while idle; nil: src.Read
+	half  time.Duration
+	first time.Time // no chunk leaves before (zero: no such bound)
+	max   int
 
 	ready chan struct{} // 1-buffered: a chunk was queued
 	room  chan struct{} // 1-buffered: bytes left the queue
@@ -346,10 +361,12 @@ type pipe struct {
 	queued int // bytes in queue and being written
 }
 
-func (k *link) newPipe(src net.Conn) *pipe {
+// newPipe returns the direction that reads src, whose chunks leave RTT/2
+// after they were read and not before first.
+func (k *link) newPipe(src net.Conn, first time.Time) *pipe {
 	return &pipe{
 		k: k, src: src, raw: newRawReader(src),
-		half: k.r.RTT / 2, max: k.r.maxQueue(),
+		half: k.r.RTT / 2, first: first, max: k.r.maxQueue(),
 		ready: make(chan struct{}, 1), room: make(chan struct{}, 1),
 	}
 }
@@ -369,6 +386,9 @@ func (p *pipe) read() {
 		}
 		bp, n, err := p.readChunk()
 		at := time.Now().Add(p.half)
+		if at.Before(p.first) {
+			at = p.first
+		}
 		if n > 0 {
 			c := chunk{at: at, buf: bp, data: (*bp)[:n]}
 			if n < readSize/2 {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"testing/synctest"
@@ -401,24 +402,80 @@ func TestFakeTime(t *testing.T) {
 	})
 }
 
-// TestClose: Close ends every link at once, one still waiting to dial
-// onward and one holding bytes, and returns when their goroutines have
-// ended (synctest.Test fails if one is left), with no time passed.
+// TestFakeTimeConnect: on the bubble's clock a connect and the first
+// byte back take exactly the RTT, however the far side answers: an echo
+// of the client's first byte, one through a dial that takes RTT/4 (the
+// dial runs while the byte crosses), a greeting written at its accept,
+// or a dial that fails (a reset, as the SYN's answer).
+func TestFakeTimeConnect(t *testing.T) {
+	const rtt = 20 * time.Millisecond
+	for _, tc := range []struct {
+		name  string
+		dial  func(context.Context, string, string) (net.Conn, error)
+		write bool // the client writes a byte first
+		fails bool // the client's read fails
+	}{
+		{"echo", memServer(func(c net.Conn) { io.Copy(c, c) }), true, false},
+		{"slow dial", func(ctx context.Context, network, addr string) (net.Conn, error) {
+			time.Sleep(rtt / 4)
+			return memServer(func(c net.Conn) { io.Copy(c, c) })(ctx, network, addr)
+		}, true, false},
+		{"greeting", memServer(func(c net.Conn) {
+			c.Write([]byte{7})
+			io.Copy(io.Discard, c)
+		}), false, false},
+		{"refused", func(context.Context, string, string) (net.Conn, error) {
+			return nil, syscall.ECONNREFUSED
+		}, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				l := startMem(t, &Relay{RTT: rtt, Dial: tc.dial})
+				t0 := time.Now()
+				c := dialMem(t, l)
+				b := make([]byte, 1)
+				if tc.write {
+					c.Write(b)
+				}
+				_, err := io.ReadFull(c, b)
+				if (err != nil) != tc.fails {
+					t.Errorf("read: %v, want failed %v", err, tc.fails)
+				}
+				if d := time.Since(t0); d != rtt {
+					t.Errorf("the connect and the first byte (or the reset) back took %v, want the RTT, %v", d, rtt)
+				}
+			})
+		})
+	}
+}
+
+// TestClose: Close ends every link at once, one whose dial onward is
+// still under way and one holding bytes, and returns when their
+// goroutines have ended (synctest.Test fails if one is left), with no
+// time passed.
 func TestClose(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const rtt = time.Hour
 		dialed := make(chan struct{}, 1)
-		r := &Relay{RTT: rtt, Dial: memServer(func(c net.Conn) {
+		serve := memServer(func(c net.Conn) {
 			dialed <- struct{}{}
 			io.Copy(io.Discard, c)
-		})}
+		})
+		var dials atomic.Int32
+		r := &Relay{RTT: rtt, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if dials.Add(1) == 1 {
+				return serve(ctx, network, addr)
+			}
+			<-ctx.Done() // a dial that takes its time
+			return nil, ctx.Err()
+		}}
 		l := startMem(t, r)
 
 		held := dialMem(t, l)
-		<-dialed // after RTT/2 of fake time
-		held.Write([]byte("held for another RTT/2"))
-		waiting := dialMem(t, l)
-		waiting.Write([]byte("held until the dial"))
+		<-dialed
+		held.Write([]byte("held for RTT/2"))
+		dialing := dialMem(t, l)
+		dialing.Write([]byte("held until the dial"))
 		synctest.Wait() // both readers have queued their bytes
 
 		t1 := time.Now()
@@ -426,7 +483,7 @@ func TestClose(t *testing.T) {
 		if d := time.Since(t1); d != 0 {
 			t.Errorf("Close took %v of fake time, want none", d)
 		}
-		for _, c := range []net.Conn{held, waiting} {
+		for _, c := range []net.Conn{held, dialing} {
 			if _, err := c.Read(make([]byte, 1)); err == nil {
 				t.Error("a client's read after Close succeeded")
 			}
