@@ -18,7 +18,10 @@
 // come, stamps each with the time it may leave and queues it, and a
 // writer that writes each chunk when its time comes. The queue holds up
 // to a bandwidth-delay product (Relay.MaxQueue); past it the reader stops
-// and TCP pushes back on the sender.
+// and TCP pushes back on the sender. The writer waits on a Go timer until
+// the last 2 ms before a chunk is due, and on Linux the rest on a timerfd
+// (clock_linux.go): Go's timers fire up to a millisecond late, which at
+// a round trip of 2 ms made each crossing take half as long again.
 package delay
 
 import (
@@ -76,6 +79,10 @@ type Relay struct {
 
 	bufs sync.Pool // *[]byte of readSize; empty: allocate
 	peak peakBytes // the most one direction has held (for tests)
+
+	// timersOnly makes the writers wait on Go's timers alone: in a
+	// synctest bubble (tests), whose fake clock a timerfd does not follow.
+	timersOnly bool
 }
 
 // readSize is the most read at once. A read that fills less than half of
@@ -448,21 +455,15 @@ func (p *pipe) push(c chunk) {
 // write writes each chunk to dst when its time comes, and carries the
 // end: a half-close after EOF, an abort (with a reset) after an error.
 func (p *pipe) write() {
-	t := time.NewTimer(time.Hour)
-	t.Stop()
+	w := p.newWaiter()
+	defer w.close()
 	for {
 		at, ok := p.waitHead()
 		if !ok {
 			return
 		}
-		if d := time.Until(at); d > 0 {
-			t.Reset(d)
-			select {
-			case <-t.C:
-			case <-p.k.done:
-				t.Stop()
-				return
-			}
+		if !w.until(at) {
+			return
 		}
 		batch := p.takeDue(time.Now())
 		var (
@@ -494,6 +495,71 @@ func (p *pipe) write() {
 			p.k.abort(true)
 			return
 		}
+	}
+}
+
+// preciseSpan is the last stretch before a chunk is due that a writer
+// waits on its clock, not on a Go timer: longer than a timer can be late
+// on an idle runtime (1 ms, and the truncation of longer waits to whole
+// milliseconds).
+const preciseSpan = 2 * time.Millisecond
+
+// A waiter waits for the times chunks are due: on a Go timer, which
+// the link's end interrupts, until preciseSpan before, then on a clock
+// (made at the first wait that needs it; nil: none could be, or the
+// relay waits on timers only).
+type waiter struct {
+	p       *pipe
+	t       *time.Timer
+	c       *clock
+	noClock bool // no clock to make: timers only
+}
+
+func (p *pipe) newWaiter() *waiter {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &waiter{p: p, t: t, noClock: p.k.r.timersOnly}
+}
+
+// until returns at at; false if the link ended first. The last
+// preciseSpan is not interrupted.
+func (w *waiter) until(at time.Time) bool {
+	d := time.Until(at)
+	if d <= 0 {
+		return true
+	}
+	if w.c == nil && !w.noClock {
+		var err error
+		if w.c, err = newClock(); err != nil {
+			w.noClock = true // timers only: late, but on time enough
+		}
+	}
+	coarse := d
+	if w.c != nil {
+		coarse -= preciseSpan
+	}
+	if coarse > 0 {
+		w.t.Reset(coarse)
+		select {
+		case <-w.t.C:
+		case <-w.p.k.done:
+			w.t.Stop()
+			return false
+		}
+	}
+	if w.c != nil {
+		if err := w.c.sleep(time.Until(at)); err != nil {
+			w.c.close()
+			w.c, w.noClock = nil, true
+			return w.until(at)
+		}
+	}
+	return true
+}
+
+func (w *waiter) close() {
+	if w.c != nil {
+		w.c.close()
 	}
 }
 
