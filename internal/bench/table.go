@@ -178,9 +178,10 @@ The rtcp rows are compared with the 2-relay limit, the in-process rows with the
 
 // LegendRTT explains the rows run at a round trip.
 const LegendRTT = `At an RTT above 0, a delay link (a user-space relay in a process of its own)
-holds every byte for RTT/2 each way, without limiting bandwidth, and waits
-RTT/2 before its own dial onward (a SYN crossing); it sits on the hop between
-the server side and the DP: between rtcp expose or rtcp.Listen and the DP,
+holds every byte for RTT/2 each way, without limiting bandwidth; it dials
+onward at once, and what comes back leaves no sooner than one RTT after the
+connect (a link that carries data with its SYN: a connect and the first byte
+back take one RTT). It sits on the hop between the server side and the DP: between rtcp expose or rtcp.Listen and the DP,
 between the limit's two relays, between the in-process limit's relay and the
 sink, and between raw TCP's load generator and the sink. Ratios are to the
 rows of the same RTT. Each throughput run lasts at least 50 round trips (10 s
