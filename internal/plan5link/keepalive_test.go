@@ -2,6 +2,7 @@ package plan5link
 
 import (
 	"bytes"
+	"math"
 	"testing"
 	"time"
 
@@ -23,7 +24,7 @@ func TestKeepAlive(t *testing.T) {
 		{"plain peer", 15000, 0, 0, 0},
 		{"we ask for none", 0, 1000, time.Second, 0},
 		{"a peer asks too often", 1000, 1, MinHeartBeat, 2 * time.Second},
-		{"a peer asks for years", 1000, 1 << 62, 24 * time.Hour, 2 * time.Second},
+		{"a peer asks for years", 1000, math.MaxInt, 24 * time.Hour, 2 * time.Second},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			send, idle := KeepAlive(&plan5.Aloha{HeartBeat: c.ours}, &plan5.Aloha{HeartBeat: c.theirs})

@@ -397,7 +397,7 @@ func (fr *Framer) grant(id uint32, n int) error {
 		if at := fr.grantAt; at >= 0 && at+yamux.HeaderLen == len(fr.wbuf) {
 			h, _ := yamux.ParseHeader(fr.wbuf[at:])
 			if h.StreamID == id && h.Length == 0 {
-				k := min(n, math.MaxUint32)
+				k := int(min(uint64(n), math.MaxUint32))
 				h.Length = uint32(k)
 				h.Append(fr.wbuf[:at])
 				fr.grantAt = -1
@@ -405,7 +405,7 @@ func (fr *Framer) grant(id uint32, n int) error {
 				continue
 			}
 		}
-		k := min(n, math.MaxUint32)
+		k := int(min(uint64(n), math.MaxUint32))
 		if err := fr.control(yamux.TypeWindowUpdate, 0, id, uint32(k), false); err != nil {
 			return err
 		}
@@ -417,7 +417,7 @@ func (fr *Framer) grant(id uint32, n int) error {
 // data writes a Data frame: copied into the buffer if it is small, written
 // at once with what is buffered if it is large.
 func (fr *Framer) data(id uint32, p []byte) error {
-	if len(p) > math.MaxUint32 {
+	if uint64(len(p)) > math.MaxUint32 {
 		return fmt.Errorf("yamuxlink: %d data bytes for stream %d, more than a frame holds", len(p), id)
 	}
 	h := yamux.Header{Type: yamux.TypeData, StreamID: id, Length: uint32(len(p))}
@@ -455,7 +455,7 @@ func (fr *Framer) WriteDataHeader(id int64, n int) error {
 	if err != nil {
 		return err
 	}
-	if n <= 0 || n > math.MaxUint32 {
+	if n <= 0 || uint64(n) > math.MaxUint32 {
 		return fmt.Errorf("yamuxlink: a Data frame of %d bytes for stream %d", n, sid)
 	}
 	if err := fr.room(yamux.HeaderLen); err != nil {
@@ -540,7 +540,7 @@ func nextIDs(client bool) func(name, addr string, inUse func(int64) bool) (int64
 	return func(_, _ string, inUse func(int64) bool) (int64, error) {
 		mu.Lock()
 		defer mu.Unlock()
-		for range 1 << 31 {
+		for range uint32(1 << 31) {
 			id := next
 			next += 2
 			if next < id { // wrapped past 2^32
