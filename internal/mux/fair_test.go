@@ -81,9 +81,15 @@ func (fr *startFramer) WriteFrame(f *Frame) error {
 // before it: the one being written when it came. (A link that carries
 // a bulk stream alone takes a batch of its frames in one write, which
 // a message that comes in the middle of it waits for: at most one batch.)
+// The same holds toward a peer without flow control, whose streams'
+// Writes queue their frames for the write loop.
 func TestSmallFrameBehindBulk(t *testing.T) {
+	t.Run("flow control", func(t *testing.T) { smallFrameBehindBulk(t, flowConfig(8<<20)) })
+	t.Run("no flow control", func(t *testing.T) { smallFrameBehindBulk(t, Config{HalfClose: true}) })
+}
+
+func smallFrameBehindBulk(t *testing.T, cfg Config) {
 	const chunk = 16 << 10
-	cfg := flowConfig(8 << 20)
 	cfg.ChunkSize = chunk
 	ca, cb := net.Pipe()
 	gate := newGateConn(ca)

@@ -66,6 +66,13 @@ type Stream struct {
 	queued, npipes int
 	readReady      chan struct{}
 	writeReady     chan struct{}
+	// What it queued for the link (Session.enqueueData), guarded by the
+	// session's qmu: qgen is the take of the queue (Session.qtaken) that
+	// takes its last queued frame; qsent counts the bytes it queued since
+	// enqueueData last knew them taken (while the stream had the link to
+	// itself) or written (while it shared it).
+	qgen  uint64
+	qsent int
 
 	closeOnce sync.Once
 	closed    chan struct{}
