@@ -116,46 +116,53 @@ func wantCut(t *testing.T, who string, r readResult, limit time.Duration) {
 	t.Logf("%s: cut after %v: %v", who, r.elapsed, r.err)
 }
 
+// TestKeepAliveSilentServerLink: a server's path to the DP starts dropping
+// everything; the server and the DP (which cuts the client) notice within
+// twice the keepalive period, for each server transport.
 func TestKeepAliveSilentServerLink(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		n := memnet.New(faultDP)
-		dp := &DiscoverPoint{KeepAlive: time.Second, Logger: testLogger()}
-		stop := serveFault(t, dp, n)
-		defer stop()
-		lc := ListenConfig{KeepAlive: time.Second, Dial: n.TapDialer("server"),
-			MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}
-		l, err := lc.Listen(context.Background(), faultDP, "printer")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		d := &Dialer{KeepAlive: time.Second, Dial: n.TapDialer("client")}
-		c, sc := dialAccept(t, d, l, faultDP, "printer")
-		defer c.Close()
-		defer sc.Close()
+	for _, tr := range []Transport{TransportJSON, TransportYamux} {
+		t.Run(tr.String(), func(t *testing.T) { synctest.Test(t, func(t *testing.T) { testSilentServerLink(t, tr) }) })
+	}
+}
 
-		// Ten minutes of quiet: heartbeats keep every link up.
-		time.Sleep(10 * time.Minute)
-		synctest.Wait()
-		exchange(t, c, sc, "after ten minutes")
+func testSilentServerLink(t *testing.T, tr Transport) {
+	n := memnet.New(faultDP)
+	dp := &DiscoverPoint{KeepAlive: time.Second, Logger: testLogger()}
+	stop := serveFault(t, dp, n)
+	defer stop()
+	lc := ListenConfig{Transport: tr, KeepAlive: time.Second, Dial: n.TapDialer("server"),
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}
+	l, err := lc.Listen(context.Background(), faultDP, "printer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	d := &Dialer{KeepAlive: time.Second, Dial: n.TapDialer("client")}
+	c, sc := dialAccept(t, d, l, faultDP, "printer")
+	defer c.Close()
+	defer sc.Close()
 
-		// The server's path now drops everything, silently.
-		n.Last("server").Blackhole()
-		server, client := readEnd(sc), readEnd(c)
-		wantCut(t, "server", <-server, 2*time.Second)
-		wantCut(t, "client", <-client, 2*time.Second)
+	// Ten minutes of quiet: heartbeats keep every link up.
+	time.Sleep(10 * time.Minute)
+	synctest.Wait()
+	exchange(t, c, sc, "after ten minutes")
 
-		// The server dials again and serves its name once more.
-		time.Sleep(time.Second)
-		synctest.Wait()
-		if got := n.Dials("server"); len(got) < 2 {
-			t.Fatalf("the server dialled the DP %d times, want it to dial again", len(got))
-		}
-		c2, sc2 := dialAccept(t, d, l, faultDP, "printer")
-		exchange(t, c2, sc2, "back")
-		c2.Close()
-		sc2.Close()
-	})
+	// The server's path now drops everything, silently.
+	n.Last("server").Blackhole()
+	server, client := readEnd(sc), readEnd(c)
+	wantCut(t, "server", <-server, 2*time.Second)
+	wantCut(t, "client", <-client, 2*time.Second)
+
+	// The server dials again and serves its name once more.
+	time.Sleep(time.Second)
+	synctest.Wait()
+	if got := n.Dials("server"); len(got) < 2 {
+		t.Fatalf("the server dialled the DP %d times, want it to dial again", len(got))
+	}
+	c2, sc2 := dialAccept(t, d, l, faultDP, "printer")
+	exchange(t, c2, sc2, "back")
+	c2.Close()
+	sc2.Close()
 }
 
 func TestKeepAliveSilentClient(t *testing.T) {
