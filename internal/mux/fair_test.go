@@ -275,12 +275,94 @@ func TestWriteWaitingForLinkEnds(t *testing.T) {
 	}
 }
 
+// TestQueuedWriteWaitingForItsFrameEnds: toward a peer without flow
+// control, a stream that shares the link queues its next frame only once
+// its last one is written; the peer may have stopped reading the link
+// meanwhile, and that wait ends as the wait for room in the queue does:
+// at the stream's Close or Abort, at its write deadline, at the
+// session's end.
+func TestQueuedWriteWaitingForItsFrameEnds(t *testing.T) {
+	for _, stop := range []string{"Close", "Abort", "deadline", "session Close"} {
+		t.Run(stop, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				s, cb, open := rawPeerSessionWith(t, Config{HalfClose: true})
+				defer s.Close()
+				defer cb.Close() // the link fails: the write loop returns
+				bulk, small := open(1), open(2)
+				peer := newJSONFramer(cb)
+				// Another stream's Data went out last: the link is shared.
+				if _, err := small.Write([]byte("hello")); err != nil {
+					t.Fatal(err)
+				}
+				if f, err := peer.ReadFrame(); err != nil || f.Kind != KindData || f.ID != 2 {
+					t.Fatalf("peer read %+v, %v; want stream 2's Data", f, err)
+				}
+				// From here the peer reads nothing: the write loop is
+				// stuck in the bulk stream's first frame, and its Write
+				// waits to queue the second.
+				wrote := make(chan error, 1)
+				go func() {
+					_, err := bulk.Write(make([]byte, 2*(16<<10)))
+					wrote <- err
+				}()
+				synctest.Wait()
+				select {
+				case err := <-wrote:
+					t.Fatalf("the Write returned %v while its first frame was being written", err)
+				default:
+				}
+				if q := s.queuedBytes(); q != 0 {
+					t.Fatalf("%d bytes queued behind the frame being written, want none", q)
+				}
+
+				closed := make(chan struct{})
+				want := net.ErrClosed
+				switch stop {
+				case "Close":
+					bulk.Close()
+				case "Abort":
+					bulk.Abort(errors.New("test: aborted"))
+				case "deadline":
+					bulk.SetWriteDeadline(time.Now().Add(time.Second))
+					want = os.ErrDeadlineExceeded
+				case "session Close":
+					go func() { s.Close(); close(closed) }()
+				}
+				if stop == "deadline" {
+					time.Sleep(time.Second)
+				}
+				synctest.Wait()
+				select {
+				case err := <-wrote:
+					if !errors.Is(err, want) && stop != "session Close" {
+						t.Errorf("the waiting Write returned %v, want %v", err, want)
+					}
+					if err == nil {
+						t.Error("the waiting Write returned no error")
+					}
+				default:
+					t.Errorf("the Write waiting for its frame is still blocked after its %s", stop)
+				}
+				cb.Close()
+				if stop == "session Close" {
+					<-closed
+				}
+			})
+		})
+	}
+}
+
 // rawPeerSession is a flow-controlled session on a net.Pipe whose peer is
 // the test: open opens a stream and acknowledges it with id; from then on
 // the peer reads the link only as the test does (cb).
 func rawPeerSession(t *testing.T) (s *Session, cb net.Conn, open func(id int64) *Stream) {
+	return rawPeerSessionWith(t, flowConfig(64<<10))
+}
+
+// rawPeerSessionWith is rawPeerSession with cfg.
+func rawPeerSessionWith(t *testing.T, cfg Config) (s *Session, cb net.Conn, open func(id int64) *Stream) {
 	ca, cb := net.Pipe()
-	s = New(ca, newJSONFramer(ca), flowConfig(64<<10))
+	s = New(ca, newJSONFramer(ca), cfg)
 	peer := newJSONFramer(cb)
 	open = func(id int64) *Stream {
 		t.Helper()
