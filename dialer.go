@@ -115,8 +115,11 @@ type dialAs struct {
 // how it dials them: those that offered the raw client leg, and those
 // that answered in Plan5's legacy version. The zero value knows none.
 type knownDPs struct {
-	mu    sync.Mutex // guards addrs
+	mu    sync.Mutex // guards addrs and nearBy
 	addrs map[string]dpKind
+	// nearBy holds the DPs that the last dial with Direct found near
+	// (dpNear): its punch's listener waits for its gate (directgate.go).
+	nearBy map[string]bool
 }
 
 // dpKind is what a Dialer learned of a DP from its Aloha.
@@ -132,6 +135,28 @@ func (k *knownDPs) get(addr string) dpKind {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.addrs[addr]
+}
+
+// near reports whether the last dial with Direct found the DP at addr
+// near.
+func (k *knownDPs) near(addr string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.nearBy[addr]
+}
+
+// setNear records whether a dial with Direct found the DP at addr near.
+func (k *knownDPs) setNear(addr string, near bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if !near {
+		delete(k.nearBy, addr)
+		return
+	}
+	if k.nearBy == nil {
+		k.nearBy = make(map[string]bool)
+	}
+	k.nearBy[addr] = true
 }
 
 // set records what the DP at addr is.
@@ -228,7 +253,7 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 	}
 	var punchL net.Listener // the punch's listener (Config.Accept), or nil
 	var sent func()         // called once the Aloha (and the Connect) went out
-	if side != nil {
+	if side != nil && !d.known.near(addr) {
 		// It listens from the moment its Connect goes out (with the
 		// Aloha, as a rule), not at the Ack: the server's punch starts
 		// at the open, and its first connects are taken then, not
@@ -238,7 +263,12 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 		// calls are off the first byte's path wherever the answer takes
 		// longer than they do (on loopback, 6-11 % of dials found the
 		// answer waiting when the listener was up: docs/direct.md).
+		// Not where the last dial found the DP near (directgate.go):
+		// the answer takes no longer than the listener there, and the
+		// punch waits for the session's first bytes, then makes its own.
 		sent = func() { punchL = side.listen() }
+	}
+	if side != nil {
 		defer func() { closeListener(punchL) }() // unless the punch took it
 	}
 	var early plan5.Message // a Connect sent with the Aloha
@@ -247,6 +277,10 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 	}
 	sentAt := time.Now()
 	theirs, err := exchangeAloha(c, r, ours, addr, d.Credential, early, sent)
+	// A round trip to the DP, and what it did before its first answer:
+	// the open, whose early offer comes with its Aloha (a key's proof,
+	// if any, more).
+	rtt := time.Since(sentAt)
 	if err != nil {
 		stop()
 		return nil, ctxErr(ctx, renamed(err, name))
@@ -269,11 +303,14 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 		var p *clientPunch // the punch, once the DP's early offer came
 		var offered func(*plan5.Ack)
 		if side != nil {
+			d.known.setNear(addr, dpNear(rtt))
 			// The DP tells the server's address and the secret as it
 			// asks the server (EarlyPeer): the punch starts then, as
-			// the server's does, a round trip before the Ack.
+			// the server's does, a round trip before the Ack (where
+			// the DP is near, it waits for the session's first bytes:
+			// directgate.go).
 			offered = func(o *plan5.Ack) {
-				p = side.startPunch(o.Peer, o.Secret, punchL)
+				p = side.startPunch(o.Peer, o.Secret, punchL, rtt)
 				punchL = nil // the punch's now
 			}
 		}
@@ -298,7 +335,7 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 			// No early offer, or one for another link than the one
 			// the session opened on (the first failed under it).
 			p.abandon()
-			p = side.startPunch(ack.Peer, ack.Secret, punchL)
+			p = side.startPunch(ack.Peer, ack.Secret, punchL, rtt)
 			punchL = nil
 		}
 		return d.clientMove(p, rc), nil

@@ -118,11 +118,17 @@ func newDirectSide(c net.Conn, timeout, keepAlive time.Duration, ns nsFunc) *dir
 // returns a proven direct connection, watched for a dead path.
 // l, if not nil, is the side's listener (listen), which the punch takes
 // over.
-func (s *directSide) punch(ctx context.Context, peer string, secret []byte, timeout time.Duration, l net.Listener) (net.Conn, error) {
+// gate, if not nil, holds the punch back where the DP is near
+// (directgate.go); timeout counts from its start.
+func (s *directSide) punch(ctx context.Context, peer string, secret []byte, timeout time.Duration, l net.Listener, gate *punchGate) (net.Conn, error) {
 	pa, err := netip.ParseAddrPort(peer)
 	if err != nil {
 		closeListener(l)
 		return nil, fmt.Errorf("rtcp: the DP gave the peer's address as %q: %w", peer, err)
+	}
+	if err := gate.wait(ctx); err != nil {
+		closeListener(l)
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -285,6 +291,7 @@ func (o *directOffer) brokered() bool { return o != nil && o.server != "" }
 type clientPunch struct {
 	peer      string
 	secret    []byte
+	gate      *punchGate              // holds the punch back where the DP is near, or nil
 	cancel    context.CancelCauseFunc // ends the punch
 	to        chan *moveConn          // 1-buffered: the session its outcome goes to
 	abandoned chan struct{}           // closed by abandon: no session will come
@@ -293,14 +300,16 @@ type clientPunch struct {
 
 // startPunch starts the client's punch to peer with secret in the
 // background; l, if not nil, is its listener (listen), which the punch
-// takes over.
-func (s *directSide) startPunch(peer string, secret []byte, l net.Listener) *clientPunch {
+// takes over. rtt is the time from the Aloha's send to the DP's first
+// answer (a round trip to the DP, and its open): where it is short, the
+// punch waits for the session's first answer (punchGate).
+func (s *directSide) startPunch(peer string, secret []byte, l net.Listener, rtt time.Duration) *clientPunch {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	p := &clientPunch{peer: peer, secret: secret, cancel: cancel,
+	p := &clientPunch{peer: peer, secret: secret, cancel: cancel, gate: newPunchGate(rtt, true),
 		to: make(chan *moveConn, 1), abandoned: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(p.done)
-		dc, err := s.punch(ctx, peer, secret, s.timeout, l)
+		dc, err := s.punch(ctx, peer, secret, s.timeout, l, p.gate)
 		select {
 		case m := <-p.to:
 			m.setPunch(dc, err)
@@ -350,6 +359,7 @@ func (d *Dialer) clientMove(p *clientPunch, rc *rawConn) *Conn {
 			log.Debug("rtcp: session stays on the relay", "server", rc.remote, "err", err)
 		}
 	})
+	m.gate = p.gate
 	p.to <- m
 	return newConn(m, nil)
 }
@@ -358,14 +368,16 @@ func (d *Dialer) clientMove(p *clientPunch, rc *rawConn) *Conn {
 // runs on the relay c.s, and returns c running the moving session over it
 // (move.go). c is the session's Conn as the link made it (pending under
 // ManualAck: nothing reads or writes the relay before the Conn's first
-// use, which answers first).
-func startServerPath(c *Conn, side *directSide, cm *plan5.Connect, event func(error)) *Conn {
+// use, which answers first). gate, if not nil, holds the punch back
+// until the session's first answer (punchGate).
+func startServerPath(c *Conn, side *directSide, cm *plan5.Connect, event func(error), gate *punchGate) *Conn {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	m := newMoveConn(c.s, cancel, func(direct bool, err error) {
 		if event != nil {
 			event(err)
 		}
 	})
+	m.gate = gate
 	go func() {
 		// The server's clock starts before the client's (at the open,
 		// not at the Ack; under ManualAck, before the application
@@ -374,7 +386,7 @@ func startServerPath(c *Conn, side *directSide, cm *plan5.Connect, event func(er
 		// up to serverSlack times its DirectTimeout, so that it does not
 		// give up on a connection the client has just taken. Close, or
 		// the client's 'u', ends it sooner.
-		dc, err := side.punch(ctx, cm.Peer, cm.Secret, serverSlack*side.timeout, nil)
+		dc, err := side.punch(ctx, cm.Peer, cm.Secret, serverSlack*side.timeout, nil, gate)
 		m.setPunch(dc, err)
 	}()
 	c.s = m
@@ -433,6 +445,11 @@ func (c *Conn) DirectError() error {
 type linkDirect struct {
 	side  *directSide
 	event func(error)
+	// rtt is the link's shortest round trip to the DP (its handshake,
+	// its own timings: mux.Session.RTT), which decides whether a
+	// session's punch waits for its first answer (punchGate); nil:
+	// unknown, the punch starts at once.
+	rtt func() time.Duration
 }
 
 // wrap returns c, a session a link of this server accepted, made a
@@ -443,7 +460,11 @@ func (ld *linkDirect) wrap(c *Conn, ext any) *Conn {
 	if ld == nil || cm == nil || !brokersDirect(cm.Peer, cm.Secret) {
 		return c
 	}
-	return startServerPath(c, ld.side, cm, ld.event)
+	var rtt time.Duration
+	if ld.rtt != nil {
+		rtt = ld.rtt()
+	}
+	return startServerPath(c, ld.side, cm, ld.event, newPunchGate(rtt, false))
 }
 
 // directEvent reports whether a brokered session moved.

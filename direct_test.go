@@ -162,7 +162,7 @@ func brokered(t *testing.T) (*Conn, net.Conn, chan error) {
 	t.Cleanup(func() { client.Close() })
 	events := make(chan error, 1)
 	cm := &plan5.Connect{N: "alice", Peer: "127.0.0.1:2", Secret: make([]byte, secretLen)}
-	c := startServerPath(newConn(pipeStream{server}, nil), noPunch(), cm, func(err error) { events <- err })
+	c := startServerPath(newConn(pipeStream{server}, nil), noPunch(), cm, func(err error) { events <- err }, nil)
 	return c, client, events
 }
 
@@ -196,7 +196,7 @@ func TestDirectPunchStoppedSaysWhy(t *testing.T) {
 			defer client.Close()
 			events := make(chan error, 1)
 			cm := &plan5.Connect{N: "alice", Peer: peer, Secret: make([]byte, secretLen)}
-			c := startServerPath(newConn(pipeStream{server}, nil), side, cm, func(err error) { events <- err })
+			c := startServerPath(newConn(pipeStream{server}, nil), side, cm, func(err error) { events <- err }, nil)
 			defer c.Close()
 			if tc.peerU {
 				go client.Write([]byte("uhello"))
@@ -236,7 +236,7 @@ func TestDirectPunchStoppedByPeerThenClosed(t *testing.T) {
 	defer client.Close()
 	events := make(chan error, 1)
 	cm := &plan5.Connect{N: "alice", Peer: peer, Secret: make([]byte, secretLen)}
-	c := startServerPath(newConn(pipeStream{server}, nil), side, cm, func(err error) { events <- err })
+	c := startServerPath(newConn(pipeStream{server}, nil), side, cm, func(err error) { events <- err }, nil)
 	go client.Write([]byte("uhello"))
 	if _, err := io.ReadFull(c, make([]byte, 5)); err != nil {
 		t.Fatal(err)
@@ -286,7 +286,7 @@ func TestDirectServerSession(t *testing.T) {
 		// reports no error of a second close.
 		server, client := tcpPair(t)
 		cm := &plan5.Connect{N: "alice", Peer: "127.0.0.1:2", Secret: make([]byte, secretLen)}
-		c := startServerPath(newConn(&rawConn{Conn: server}, nil), noPunch(), cm, nil)
+		c := startServerPath(newConn(&rawConn{Conn: server}, nil), noPunch(), cm, nil, nil)
 		go client.Write([]byte("uhello"))
 		buf := make([]byte, 5)
 		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "hello" {
@@ -543,7 +543,8 @@ func TestDirectClientListenerClosed(t *testing.T) {
 // while its dial waits for the DP's answer (the server's punch starts at
 // the open, before the client has its Ack), not only once the answer
 // came: a connect to the client's port toward the DP is taken by the
-// kernel before the server has answered.
+// kernel before the server has answered. (Unless the Dialer's last dial
+// found the DP near: TestDirectClientNearListensLate.)
 func TestDirectClientListensBeforeAck(t *testing.T) {
 	addr := startDP(t, new(DiscoverPoint))
 	// A ManualAck server that never accepts: the DP's answer never comes.

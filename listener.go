@@ -577,6 +577,9 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 		c.SetDeadline(time.Time{})
 		s := newYamuxSession(c, r, ir, false, "link to DP "+l.dp, l.flow, l.log())
 		s.ObserveRTT(handshake)
+		if direct != nil {
+			direct.rtt = s.RTT
+		}
 		startYamuxKeepAlive(ir, s, keepAlive)
 		return &yamuxServerLink{muxServerLink: muxServerLink{s: s, direct: direct}, local: local, remote: remote, manual: l.cfg.ManualAck}, nil
 	}
@@ -606,6 +609,9 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 		}
 	}
 	link.s.ObserveRTT(handshake)
+	if direct != nil {
+		direct.rtt = link.s.RTT
+	}
 	startKeepAlive(ir, link.s, ours, theirs)
 	return link, nil
 }

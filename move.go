@@ -105,6 +105,7 @@ type moveConn struct {
 	stopOnce      sync.Once                    // stop calls stopPunch once: the first cause is the punch's
 	stopCause     atomic.Pointer[error]        // that first cause, set as stop calls stopPunch
 	onResult      func(direct bool, err error) // reports the move or the failed punch, once; may be nil
+	gate          *punchGate                   // told of the session's first bytes (Read, Write), or nil; set before use
 
 	closed      chan struct{} // closed by Close or Abort
 	aborted     chan struct{} // closed by the first Abort (abortErr set)
@@ -404,7 +405,15 @@ func (m *moveConn) switchWrite(b []byte) (int, error) {
 	return 0, nil
 }
 
+// Write writes b on whichever way this direction takes (write), and
+// tells the punch's gate that it wrote.
 func (m *moveConn) Write(b []byte) (int, error) {
+	n, err := m.write(b)
+	m.gate.wrote(n)
+	return n, err
+}
+
+func (m *moveConn) write(b []byte) (int, error) {
 	defer m.reportMoved() // after wmu is let go
 	m.wmu.Lock()
 	defer m.wmu.Unlock()
@@ -520,7 +529,15 @@ func (m *moveConn) CloseWrite() error {
 	return nil
 }
 
+// Read reads from whichever way this direction takes (read), and tells
+// the punch's gate that it read.
 func (m *moveConn) Read(b []byte) (int, error) {
+	n, err := m.read(b)
+	m.gate.read(n)
+	return n, err
+}
+
+func (m *moveConn) read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}

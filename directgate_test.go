@@ -1,0 +1,315 @@
+package rtcp
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"rtcp/internal/punch"
+	"rtcp/protocol/plan5"
+)
+
+// TestPunchGateNear: a punch is held back only where the round trip to
+// the DP is known and under nearDP.
+func TestPunchGateNear(t *testing.T) {
+	for _, tc := range []struct {
+		rtt  time.Duration
+		near bool
+	}{
+		{0, false}, // not known
+		{-time.Millisecond, false},
+		{50 * time.Microsecond, true},
+		{nearDP - time.Nanosecond, true},
+		{nearDP, false},
+		{2 * time.Millisecond, false},
+		{20 * time.Millisecond, false},
+	} {
+		for _, onRead := range []bool{false, true} {
+			if got := newPunchGate(tc.rtt, onRead) != nil; got != tc.near {
+				t.Errorf("newPunchGate(%v, %v) holds the punch back: %v; want %v", tc.rtt, onRead, got, tc.near)
+			}
+		}
+	}
+}
+
+// TestPunchGateWait: a held-back punch starts as the session's first
+// bytes cross (a Read with bytes on the client, a Write on the server,
+// not the other way round), at maxDefer if none do, and not at all, with
+// the cause, if its context ends first; a nil gate holds nothing back.
+func TestPunchGateWait(t *testing.T) {
+	type step struct {
+		at     time.Duration
+		read   int // the side's Read returned so many bytes
+		wrote  int // its Write wrote so many
+		cancel bool
+	}
+	for _, tc := range []struct {
+		name   string
+		far    bool
+		onRead bool
+		steps  []step
+		want   time.Duration // when wait returns
+		cancel bool          // with the cause
+	}{
+		{name: "far", far: true, want: 0},
+		{name: "client's first read", onRead: true, steps: []step{{at: 100 * time.Microsecond, wrote: 1}, {at: 200 * time.Microsecond, read: 0}, {at: 300 * time.Microsecond, read: 1}}, want: 300 * time.Microsecond},
+		{name: "server's first write", steps: []step{{at: 100 * time.Microsecond, read: 1}, {at: 200 * time.Microsecond, wrote: 0}, {at: 400 * time.Microsecond, wrote: 5}}, want: 400 * time.Microsecond},
+		{name: "client silent", onRead: true, steps: []step{{at: 100 * time.Microsecond, wrote: 1 << 20}}, want: maxDefer},
+		{name: "server silent", steps: []step{{at: 100 * time.Microsecond, read: 1 << 20}}, want: maxDefer},
+		{name: "stopped", onRead: true, steps: []step{{at: 100 * time.Microsecond, cancel: true}}, want: 100 * time.Microsecond, cancel: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				rtt := 100 * time.Microsecond
+				if tc.far {
+					rtt = 20 * time.Millisecond
+				}
+				g := newPunchGate(rtt, tc.onRead)
+				cause := errors.New("the session was closed")
+				ctx, cancel := context.WithCancelCause(context.Background())
+				defer cancel(nil)
+				began := time.Now()
+				go func() {
+					for _, s := range tc.steps {
+						time.Sleep(time.Until(began.Add(s.at)))
+						if s.cancel {
+							cancel(cause)
+						}
+						g.read(s.read)
+						g.wrote(s.wrote)
+					}
+				}()
+				err := g.wait(ctx)
+				if took := time.Since(began); took != tc.want {
+					t.Errorf("wait returned after %v; want %v", took, tc.want)
+				}
+				if tc.cancel {
+					if !errors.Is(err, context.Canceled) || !errors.Is(err, cause) || errors.Is(err, punch.ErrNoPath) {
+						t.Errorf("wait: %v; want context.Canceled and the cause, not punch.ErrNoPath", err)
+					}
+				} else if err != nil {
+					t.Errorf("wait: %v", err)
+				}
+			})
+		})
+	}
+}
+
+// TestPunchGateServerPath: a server's session with its DP near starts
+// its punch at its first Write on the relay, not at the open nor at its
+// first Read, and at maxDefer if it writes nothing; a Close before then
+// stops it before it begins, and says so, not that there is no path.
+func TestPunchGateServerPath(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		write bool // the server answers at 500 us
+		close bool // the session is closed at 500 us instead
+		want  time.Duration
+	}{
+		{name: "answers", write: true, want: 500 * time.Microsecond},
+		{name: "silent", want: maxDefer},
+		{name: "closed", close: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				began := time.Now()
+				punched := make(chan time.Duration, 1)
+				side := &directSide{local: netip.MustParseAddrPort("127.0.0.1:1"), timeout: time.Second,
+					ns: func(func() error) error {
+						punched <- time.Since(began)
+						return punch.ErrNoPath
+					}}
+				server, client := net.Pipe()
+				defer client.Close()
+				events := make(chan error, 1)
+				cm := &plan5.Connect{N: "alice", Peer: "127.0.0.1:2", Secret: make([]byte, secretLen)}
+				c := startServerPath(newConn(pipeStream{server}, nil), side, cm, func(err error) { events <- err }, newPunchGate(100*time.Microsecond, false))
+				defer c.Close()
+				go client.Write([]byte("d\x00\x01x")) // the client's first byte, a record
+				if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(500 * time.Microsecond)
+				synctest.Wait()
+				select {
+				case at := <-punched:
+					t.Fatalf("the punch began at %v, before the server's first Write", at)
+				default:
+				}
+				switch {
+				case tc.write:
+					go io.ReadFull(client, make([]byte, 4)) // its record
+					if _, err := c.Write([]byte("y")); err != nil {
+						t.Fatal(err)
+					}
+				case tc.close:
+					c.Close()
+					err := <-events
+					if !errors.Is(err, context.Canceled) || !errors.Is(err, errPunchClosed) || errors.Is(err, punch.ErrNoPath) {
+						t.Errorf("EventDirect: %v; want context.Canceled and %v, not punch.ErrNoPath", err, errPunchClosed)
+					}
+					synctest.Wait()
+					select {
+					case at := <-punched:
+						t.Errorf("the punch began at %v, after Close", at)
+					default:
+					}
+					return
+				}
+				if at := <-punched; at != tc.want {
+					t.Errorf("the punch began at %v; want %v", at, tc.want)
+				}
+				if err := <-events; !errors.Is(err, punch.ErrNoPath) {
+					t.Errorf("EventDirect: %v; want punch.ErrNoPath", err)
+				}
+			})
+		})
+	}
+}
+
+// TestPunchGateClientSession: a client's moving session opens its gate
+// at its first Read that returns bytes, not at its Write (its request,
+// whose answer is still to cross); through WriteTo too.
+func TestPunchGateClientSession(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		relay, dp := net.Pipe()
+		defer dp.Close()
+		m := newMoveConn(pipeStream{relay}, nil, nil)
+		m.gate = newPunchGate(100*time.Microsecond, true)
+		defer m.Close()
+		open := func() bool {
+			select {
+			case <-m.gate.crossed:
+				return true
+			default:
+				return false
+			}
+		}
+		go io.ReadFull(dp, make([]byte, 4))
+		if _, err := m.Write([]byte("q")); err != nil {
+			t.Fatal(err)
+		}
+		if open() {
+			t.Fatal("the gate opened at the client's Write")
+		}
+		go dp.Write([]byte("d\x00\x01a"))
+		// Through WriteTo, as io.Copy reads: its writer ends the session
+		// once the answer came.
+		w := writerFunc(func(b []byte) (int, error) {
+			if !open() {
+				t.Error("the answer was handed on before the gate opened")
+			}
+			dp.Close()
+			return len(b), nil
+		})
+		if n, err := m.WriteTo(w); n != 1 {
+			t.Fatalf("WriteTo: %d bytes, %v; want 1", n, err)
+		}
+		if !open() {
+			t.Error("the gate stayed shut after the client read its first answer")
+		}
+	})
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
+
+// TestDirectClientNearListensLate: a Dialer whose last dial found the DP
+// near makes no punch listener while its dial waits for the DP's answer
+// (its punch waits for the session's first bytes, and makes its own
+// then): a connect to the client's port meanwhile is refused. A dial
+// that finds the DP far records that, and the next listens early again
+// (TestDirectClientListensBeforeAck).
+func TestDirectClientNearListensLate(t *testing.T) {
+	addr := startDP(t, new(DiscoverPoint))
+	// A ManualAck server whose sessions wait for the test: the DP's
+	// answer comes only once it says so. It does not take part, so no
+	// early offer starts a punch.
+	l := listen(t, &ListenConfig{Transport: TransportYamux, ManualAck: true}, addr, "printer-7")
+	locals := make(chan netip.AddrPort, 2)
+	listened := make(chan error, 2)
+	d := localsDialer(locals)
+	d.netns = func(f func() error) error {
+		err := f()
+		listened <- err
+		return err
+	}
+	d.known.setNear(addr, true)
+	dialed := make(chan error, 1)
+	dial := func() {
+		c, err := d.DialContext(context.Background(), addr, "printer-7")
+		if c != nil {
+			c.Close()
+		}
+		dialed <- err
+	}
+	go dial()
+	local := <-locals
+	sc, err := l.Accept() // the open came: the dial waits for the answer
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pc, err := net.Dial("tcp", local.String()); err == nil {
+		pc.Close()
+		t.Error("a connect to the client's port was taken while its dial waited for a near DP's answer")
+	}
+	select {
+	case err := <-listened:
+		t.Errorf("the dial made a punch listener (%v) for a DP it knew near", err)
+	default:
+	}
+	sc.(*Conn).Ack(nil)
+	if err := <-dialed; err != nil {
+		t.Fatal(err)
+	}
+	sc.Close()
+
+	// The same DP made far: the dial says so, for the next.
+	d.Dial = farDP(d.Dial)
+	go dial()
+	<-locals
+	if sc, err = l.Accept(); err != nil {
+		t.Fatal(err)
+	}
+	sc.(*Conn).Ack(nil)
+	if err := <-dialed; err != nil {
+		t.Fatal(err)
+	}
+	sc.Close()
+	if d.known.near(addr) {
+		t.Error("a dial whose DP answered after 2*nearDP left it known near")
+	}
+}
+
+// farDP returns dial with the DP put at a distance of 2*nearDP for the
+// client's round trip: the first Read of each connection (the DP's
+// Aloha) returns no sooner than that after the connection was made.
+func farDP(dial dialFunc) dialFunc {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &farConn{Conn: c, answer: time.Now().Add(2 * nearDP)}, nil
+	}
+}
+
+// farConn is a connection to a DP far away (farDP).
+type farConn struct {
+	net.Conn
+	answer time.Time // its first Read returns no sooner
+	once   sync.Once
+}
+
+func (c *farConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.once.Do(func() { time.Sleep(time.Until(c.answer)) }) // the path's delay, not a wait for an event
+	return n, err
+}
