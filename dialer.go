@@ -253,7 +253,8 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 	}
 	var punchL net.Listener // the punch's listener (Config.Accept), or nil
 	var sent func()         // called once the Aloha (and the Connect) went out
-	if side != nil && !d.known.near(addr) {
+	near := side != nil && d.known.near(addr)
+	if side != nil && !near {
 		// It listens from the moment its Connect goes out (with the
 		// Aloha, as a rule), not at the Ack: the server's punch starts
 		// at the open, and its first connects are taken then, not
@@ -265,7 +266,9 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 		// answer waiting when the listener was up: docs/direct.md).
 		// Not where the last dial found the DP near (directgate.go):
 		// the answer takes no longer than the listener there, and the
-		// punch waits for the session's first bytes, then makes its own.
+		// punch waits for the session's first bytes, then makes its own
+		// (nor does it ask for the early offer, which would start a
+		// punch that waits all the same: it starts at the Ack).
 		sent = func() { punchL = side.listen() }
 	}
 	if side != nil {
@@ -273,7 +276,7 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 	}
 	var early plan5.Message // a Connect sent with the Aloha
 	if mayEarly && d.earlyConnect(addr, as) {
-		early = &plan5.Connect{N: name, Direct: side != nil || as.broker != nil, EarlyPeer: side != nil}
+		early = &plan5.Connect{N: name, Direct: side != nil || as.broker != nil, EarlyPeer: side != nil && !near}
 	}
 	sentAt := time.Now()
 	theirs, err := exchangeAloha(c, r, ours, addr, d.Credential, early, sent)
@@ -304,6 +307,8 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 		var offered func(*plan5.Ack)
 		if side != nil {
 			d.known.setNear(addr, dpNear(rtt))
+		}
+		if side != nil && !near {
 			// The DP tells the server's address and the secret as it
 			// asks the server (EarlyPeer): the punch starts then, as
 			// the server's does, a round trip before the Ack (where

@@ -1,11 +1,13 @@
 package rtcp
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -224,8 +226,9 @@ func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
 // TestDirectClientNearListensLate: a Dialer whose last dial found the DP
 // near makes no punch listener while its dial waits for the DP's answer
 // (its punch waits for the session's first bytes, and makes its own
-// then): a connect to the client's port meanwhile is refused. A dial
-// that finds the DP far records that, and the next listens early again
+// then): a connect to the client's port meanwhile is refused; nor does
+// it ask for the DP's early offer. A dial that finds the DP far records
+// that, and the next asks and listens early again
 // (TestDirectClientListensBeforeAck).
 func TestDirectClientNearListensLate(t *testing.T) {
 	addr := startDP(t, new(DiscoverPoint))
@@ -236,6 +239,8 @@ func TestDirectClientNearListensLate(t *testing.T) {
 	locals := make(chan netip.AddrPort, 2)
 	listened := make(chan error, 2)
 	d := localsDialer(locals)
+	var sent recorded // what the dials wrote to the DP
+	d.Dial = sent.dial(d.Dial)
 	d.netns = func(f func() error) error {
 		err := f()
 		listened <- err
@@ -270,6 +275,9 @@ func TestDirectClientNearListensLate(t *testing.T) {
 		t.Fatal(err)
 	}
 	sc.Close()
+	if w := sent.String(); !strings.Contains(w, `"Direct":true`) || strings.Contains(w, `"EarlyPeer"`) {
+		t.Errorf("the dial to a DP known near wrote %q; want Direct, and no EarlyPeer", w)
+	}
 
 	// The same DP made far: the dial says so, for the next.
 	d.Dial = farDP(d.Dial)
@@ -312,4 +320,39 @@ func (c *farConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	c.once.Do(func() { time.Sleep(time.Until(c.answer)) }) // the path's delay, not a wait for an event
 	return n, err
+}
+
+// recorded holds what the connections of its dial wrote.
+type recorded struct {
+	mu  sync.Mutex // guards buf
+	buf bytes.Buffer
+}
+
+func (r *recorded) dial(dial dialFunc) dialFunc {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &recordingConn{Conn: c, to: r}, nil
+	}
+}
+
+func (r *recorded) String() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.buf.String()
+}
+
+// recordingConn is a connection whose writes are recorded.
+type recordingConn struct {
+	net.Conn
+	to *recorded
+}
+
+func (c *recordingConn) Write(b []byte) (int, error) {
+	c.to.mu.Lock()
+	c.to.buf.Write(b)
+	c.to.mu.Unlock()
+	return c.Conn.Write(b)
 }
