@@ -33,7 +33,8 @@ import (
 // punch that fails within it leaves it there (Conn.DirectError). A
 // client's punch starts at the DP's early offer (at the Ack, from a DP
 // that sends none), a server's at the open and may run for serverSlack
-// times its own.
+// times its own; where the DP is near, each waits for the session's
+// first answer first, for 0.5-2 ms at most (directgate.go).
 const DefaultDirectTimeout = time.Second
 
 // serverSlack is how many DirectTimeouts a server's punch may take

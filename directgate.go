@@ -19,7 +19,8 @@ import (
 // relayed one. So a side whose round trip to the DP is under nearDP holds
 // its punch back until the session's first bytes have crossed (the
 // client: a Read that returned bytes, its first answer; the server: a
-// Write that wrote some, its first answer) or maxDefer has passed.
+// Write that wrote some, its first answer), or for at most four round
+// trips to the DP (deferFor: 0.5-2 ms).
 
 const (
 	// nearDP is the round trip to the DP under which a side defers its
@@ -27,19 +28,24 @@ const (
 	// machine (0.2-0.6 ms p50 in the NAT lab), beyond which the punch
 	// fits in the round trip before the session's first byte.
 	nearDP = time.Millisecond
-	// maxDefer bounds a deferred punch's wait for the session's first
-	// bytes: a round trip to a near DP and a server's answer of a
-	// millisecond or so, with room to spare; a session that stays silent
-	// longer (or one direction that only writes) gets its punch then,
-	// the direct path no more than this later.
-	maxDefer = 2 * time.Millisecond
+	// A held-back punch waits for the session's first bytes at most
+	// deferRTTs round trips to the DP (the first answer comes about two
+	// after the side's measure starts, more on a loaded machine, which
+	// makes the client's measure longer too), within minDefer and
+	// maxDefer: a session that stays silent longer (or a direction that
+	// only writes) gets its punch then, its direct path no more than that
+	// later.
+	deferRTTs = 4
+	minDefer  = 500 * time.Microsecond
+	maxDefer  = 2 * time.Millisecond
 )
 
 // punchGate holds a side's punch back where the DP is near, until the
-// session's first bytes have crossed (cross) or maxDefer has passed. A
+// session's first bytes have crossed (cross) or deferFor has passed. A
 // nil *punchGate holds nothing back: the punch starts at once.
 type punchGate struct {
 	onRead  bool          // a Read that returned bytes opens it (the client's); else a Write that wrote some (the server's)
+	longest time.Duration // how long it waits at most (deferFor)
 	once    sync.Once     // closes crossed once
 	crossed chan struct{} // closed by cross
 }
@@ -57,7 +63,13 @@ func newPunchGate(rtt time.Duration, onRead bool) *punchGate {
 	if !dpNear(rtt) {
 		return nil
 	}
-	return &punchGate{onRead: onRead, crossed: make(chan struct{})}
+	return &punchGate{onRead: onRead, longest: deferFor(rtt), crossed: make(chan struct{})}
+}
+
+// deferFor is how long a punch held back for a round trip to the DP of
+// rtt waits at most for the session's first bytes.
+func deferFor(rtt time.Duration) time.Duration {
+	return min(max(deferRTTs*rtt, minDefer), maxDefer)
 }
 
 // cross opens the gate: the session's first bytes have crossed.
@@ -80,14 +92,15 @@ func (g *punchGate) wrote(n int) {
 }
 
 // wait returns once the punch may start: at once for a nil gate; else
-// once the session's first bytes have crossed or maxDefer has passed.
+// once the session's first bytes have crossed or its longest wait has
+// passed.
 // If ctx ends first (Close, the peer's 'u'), it returns why, as a stopped
 // punch does: an error wrapping ctx's error and its cause.
 func (g *punchGate) wait(ctx context.Context) error {
 	if g == nil {
 		return nil
 	}
-	t := time.NewTimer(maxDefer)
+	t := time.NewTimer(g.longest)
 	defer t.Stop()
 	select {
 	case <-g.crossed:

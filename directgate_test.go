@@ -40,9 +40,25 @@ func TestPunchGateNear(t *testing.T) {
 	}
 }
 
+// TestPunchGateLongest: a held-back punch waits at most four round trips
+// to the DP, within 0.5 and 2 ms.
+func TestPunchGateLongest(t *testing.T) {
+	for _, tc := range []struct{ rtt, want time.Duration }{
+		{20 * time.Microsecond, minDefer},
+		{125 * time.Microsecond, minDefer},
+		{200 * time.Microsecond, 800 * time.Microsecond},
+		{400 * time.Microsecond, 1600 * time.Microsecond},
+		{nearDP - time.Nanosecond, maxDefer},
+	} {
+		if got := newPunchGate(tc.rtt, true).longest; got != tc.want {
+			t.Errorf("a punch held back for a round trip of %v waits at most %v; want %v", tc.rtt, got, tc.want)
+		}
+	}
+}
+
 // TestPunchGateWait: a held-back punch starts as the session's first
 // bytes cross (a Read with bytes on the client, a Write on the server,
-// not the other way round), at maxDefer if none do, and not at all, with
+// not the other way round), after deferFor if none do, and not at all, with
 // the cause, if its context ends first; a nil gate holds nothing back.
 func TestPunchGateWait(t *testing.T) {
 	type step struct {
@@ -62,8 +78,8 @@ func TestPunchGateWait(t *testing.T) {
 		{name: "far", far: true, want: 0},
 		{name: "client's first read", onRead: true, steps: []step{{at: 100 * time.Microsecond, wrote: 1}, {at: 200 * time.Microsecond, read: 0}, {at: 300 * time.Microsecond, read: 1}}, want: 300 * time.Microsecond},
 		{name: "server's first write", steps: []step{{at: 100 * time.Microsecond, read: 1}, {at: 200 * time.Microsecond, wrote: 0}, {at: 400 * time.Microsecond, wrote: 5}}, want: 400 * time.Microsecond},
-		{name: "client silent", onRead: true, steps: []step{{at: 100 * time.Microsecond, wrote: 1 << 20}}, want: maxDefer},
-		{name: "server silent", steps: []step{{at: 100 * time.Microsecond, read: 1 << 20}}, want: maxDefer},
+		{name: "client silent", onRead: true, steps: []step{{at: 100 * time.Microsecond, wrote: 1 << 20}}, want: deferFor(100 * time.Microsecond)},
+		{name: "server silent", steps: []step{{at: 100 * time.Microsecond, read: 1 << 20}}, want: deferFor(100 * time.Microsecond)},
 		{name: "stopped", onRead: true, steps: []step{{at: 100 * time.Microsecond, cancel: true}}, want: 100 * time.Microsecond, cancel: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -105,7 +121,7 @@ func TestPunchGateWait(t *testing.T) {
 
 // TestPunchGateServerPath: a server's session with its DP near starts
 // its punch at its first Write on the relay, not at the open nor at its
-// first Read, and at maxDefer if it writes nothing; a Close before then
+// first Read, and after deferFor if it writes nothing; a Close before then
 // stops it before it begins, and says so, not that there is no path.
 func TestPunchGateServerPath(t *testing.T) {
 	for _, tc := range []struct {
@@ -115,7 +131,7 @@ func TestPunchGateServerPath(t *testing.T) {
 		want  time.Duration
 	}{
 		{name: "answers", write: true, want: 500 * time.Microsecond},
-		{name: "silent", want: maxDefer},
+		{name: "silent", want: deferFor(400 * time.Microsecond)},
 		{name: "closed", close: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -131,7 +147,7 @@ func TestPunchGateServerPath(t *testing.T) {
 				defer client.Close()
 				events := make(chan error, 1)
 				cm := &plan5.Connect{N: "alice", Peer: "127.0.0.1:2", Secret: make([]byte, secretLen)}
-				c := startServerPath(newConn(pipeStream{server}, nil), side, cm, func(err error) { events <- err }, newPunchGate(100*time.Microsecond, false))
+				c := startServerPath(newConn(pipeStream{server}, nil), side, cm, func(err error) { events <- err }, newPunchGate(400*time.Microsecond, false))
 				defer c.Close()
 				go client.Write([]byte("d\x00\x01x")) // the client's first byte, a record
 				if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
