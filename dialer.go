@@ -82,7 +82,9 @@ type Dialer struct {
 
 	// DirectTimeout bounds the attempt to reach the server directly, in
 	// the background of a session that runs on the relay meanwhile (from
-	// the DP's early offer, before Dial returns, or from its Ack);
+	// the DP's early offer, before Dial returns, or from its Ack; where
+	// the DP is near, under 1 ms away, from the session's first answer,
+	// at most 2 ms later: docs/direct.md, "Near the DP");
 	// default DefaultDirectTimeout (1 s). A direct connection that
 	// goes silent fails after about twice KeepAlive (TCP keepalive and
 	// TCP_USER_TIMEOUT), so that a path that drops is an error, never a

@@ -135,7 +135,9 @@ type ListenConfig struct {
 	Direct bool
 
 	// DirectTimeout bounds how long this side tries to reach a client
-	// directly; default DefaultDirectTimeout (1 s). Keep it at least the
+	// directly, from the open (where the DP is near, under 1 ms away,
+	// from the session's first Write, at most 2 ms later:
+	// docs/direct.md, "Near the DP"); default DefaultDirectTimeout (1 s). Keep it at least the
 	// client's: a session whose client moved waits for this side's punch
 	// to end before it reads on. A direct
 	// connection that goes silent fails after about twice KeepAlive (TCP
