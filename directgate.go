@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -19,8 +20,9 @@ import (
 // relayed one. So a side whose round trip to the DP is under nearDP holds
 // its punch back until the session's first bytes have crossed (the
 // client: a Read that returned bytes, its first answer; the server: a
-// Write that wrote some, its first answer), or for at most four round
-// trips to the DP (deferFor: 0.5-2 ms).
+// Write that wrote some, its first answer) or it has moved bulkBytes
+// either way, or for at most four round trips to the DP (deferFor:
+// 0.5-2 ms).
 
 const (
 	// nearDP is the round trip to the DP under which a side defers its
@@ -38,6 +40,11 @@ const (
 	deferRTTs = 4
 	minDefer  = 500 * time.Microsecond
 	maxDefer  = 2 * time.Millisecond
+	// bulkBytes opens a gate too: a side that has written or read that
+	// much of the session moves bulk, whose first byte's latency matters
+	// less than its path (an upload of a few MiB on loopback is over in
+	// a few milliseconds, before its punch had it waited for an answer).
+	bulkBytes = 64 << 10
 )
 
 // punchGate holds a side's punch back where the DP is near, until the
@@ -46,6 +53,7 @@ const (
 type punchGate struct {
 	onRead  bool          // a Read that returned bytes opens it (the client's); else a Write that wrote some (the server's)
 	longest time.Duration // how long it waits at most (deferFor)
+	moved   atomic.Int64  // bytes this side wrote or read, up to bulkBytes
 	once    sync.Once     // closes crossed once
 	crossed chan struct{} // closed by cross
 }
@@ -79,16 +87,25 @@ func (g *punchGate) cross() {
 
 // read tells the gate of a Read of the session that returned n bytes.
 func (g *punchGate) read(n int) {
-	if g != nil && g.onRead && n > 0 {
+	if g != nil && n > 0 && (g.onRead || g.bulk(n)) {
 		g.cross()
 	}
 }
 
 // wrote tells the gate of a Write of the session that wrote n bytes.
 func (g *punchGate) wrote(n int) {
-	if g != nil && !g.onRead && n > 0 {
+	if g != nil && n > 0 && (!g.onRead || g.bulk(n)) {
 		g.cross()
 	}
+}
+
+// bulk counts n bytes more, and reports whether the side has moved
+// bulkBytes.
+func (g *punchGate) bulk(n int) bool {
+	if g.moved.Load() >= bulkBytes {
+		return true
+	}
+	return g.moved.Add(int64(n)) >= bulkBytes
 }
 
 // wait returns once the punch may start: at once for a nil gate; else

@@ -58,7 +58,7 @@ func TestPunchGateLongest(t *testing.T) {
 
 // TestPunchGateWait: a held-back punch starts as the session's first
 // bytes cross (a Read with bytes on the client, a Write on the server,
-// not the other way round), after deferFor if none do, and not at all, with
+// not the other way round, unless the other way moved bulkBytes), after deferFor if none do, and not at all, with
 // the cause, if its context ends first; a nil gate holds nothing back.
 func TestPunchGateWait(t *testing.T) {
 	type step struct {
@@ -78,8 +78,10 @@ func TestPunchGateWait(t *testing.T) {
 		{name: "far", far: true, want: 0},
 		{name: "client's first read", onRead: true, steps: []step{{at: 100 * time.Microsecond, wrote: 1}, {at: 200 * time.Microsecond, read: 0}, {at: 300 * time.Microsecond, read: 1}}, want: 300 * time.Microsecond},
 		{name: "server's first write", steps: []step{{at: 100 * time.Microsecond, read: 1}, {at: 200 * time.Microsecond, wrote: 0}, {at: 400 * time.Microsecond, wrote: 5}}, want: 400 * time.Microsecond},
-		{name: "client silent", onRead: true, steps: []step{{at: 100 * time.Microsecond, wrote: 1 << 20}}, want: deferFor(100 * time.Microsecond)},
-		{name: "server silent", steps: []step{{at: 100 * time.Microsecond, read: 1 << 20}}, want: deferFor(100 * time.Microsecond)},
+		{name: "client silent", onRead: true, steps: []step{{at: 100 * time.Microsecond, wrote: bulkBytes / 2}, {at: 200 * time.Microsecond, wrote: bulkBytes/2 - 1}}, want: deferFor(100 * time.Microsecond)},
+		{name: "server silent", steps: []step{{at: 100 * time.Microsecond, read: bulkBytes - 1}}, want: deferFor(100 * time.Microsecond)},
+		{name: "client's bulk write", onRead: true, steps: []step{{at: 100 * time.Microsecond, wrote: bulkBytes / 2}, {at: 200 * time.Microsecond, wrote: bulkBytes / 2}}, want: 200 * time.Microsecond},
+		{name: "server's bulk read", steps: []step{{at: 100 * time.Microsecond, read: bulkBytes - 1}, {at: 300 * time.Microsecond, read: 1}}, want: 300 * time.Microsecond},
 		{name: "stopped", onRead: true, steps: []step{{at: 100 * time.Microsecond, cancel: true}}, want: 100 * time.Microsecond, cancel: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
