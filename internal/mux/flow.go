@@ -368,12 +368,7 @@ func (s *Session) cutStream(st *Stream, err error) bool {
 		st.rerr = err
 	}
 	st.werr = err
-	if st.sink != nil && st.draining > 0 {
-		// A WriteTo blocked on a destination that reads nothing would
-		// never learn of the cut, and the session it relays would hold
-		// on for ever.
-		st.sink.abandon()
-	}
+	st.giveUpLocked()
 	st.mu.Unlock()
 	st.readable()
 	signal(st.writeReady)

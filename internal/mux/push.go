@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"errors"
 	"io"
 	"net"
 	"sync"
@@ -35,7 +36,7 @@ func (st *Stream) WriteTo(w io.Writer) (int64, error) { return st.PushTo(w, nil)
 func (st *Stream) PushTo(w io.Writer, count func(n int)) (int64, error) {
 	p := newPusher(w, count)
 	st.mu.Lock()
-	st.sink = p
+	st.setSinkLocked(p)
 	st.mu.Unlock()
 	n, err, _ := st.pushRun(p)
 	return n, err
@@ -64,7 +65,7 @@ func (st *Stream) pushAsync(w io.Writer, count func(n int), done func(n int64, e
 	p := newPusher(w, count)
 	p.done, p.onPark = done, parked
 	st.mu.Lock()
-	st.sink = p
+	st.setSinkLocked(p)
 	idle := st.parkLocked(p)
 	st.mu.Unlock()
 	if idle {
@@ -86,6 +87,38 @@ func newPusher(w io.Writer, count func(n int)) *pusher {
 		}
 	}
 	return p
+}
+
+// setSinkLocked makes p the stream's sink: the read loop delivers to it.
+// A stream already cut gives up on it at once (giveUpLocked). st.mu is
+// held.
+func (st *Stream) setSinkLocked(p *pusher) {
+	st.sink = p
+	if st.rerr != nil {
+		st.giveUpLocked()
+	}
+}
+
+// giveUpLocked tells the stream's push (PushTo, PushAsync) that the
+// stream was cut: by the session, by the peer's abort, by the loss of
+// the link. From then on the push does not wait for its destination,
+// which may never take another byte (a client that stopped reading) and
+// would hold the push, the relay and the stream's buffers until it read
+// or went: a write in progress ends at once with a write deadline in the
+// past (abandon), and what is left goes only as far as the destination
+// takes it without waiting (a writer that has no write deadline is
+// written as before). What it does not take is lost, and the push
+// returns the cut's error, for the relay to cut the destination with.
+// st.mu is held.
+func (st *Stream) giveUpLocked() {
+	p := st.sink
+	if p == nil || p.cut {
+		return
+	}
+	p.cut = true
+	if st.draining > 0 {
+		p.abandon()
+	}
 }
 
 // pushOn is PushAsync's goroutine: it runs until the push has nothing to
@@ -174,16 +207,9 @@ func (st *Stream) pushRun(p *pusher) (n int64, err error, parked bool) {
 			// the queue, ahead of rbuf's: write them, waiting for room.
 			q := st.popLocked()
 			st.draining = q.n
+			cut := p.cut
 			st.mu.Unlock()
-			var (
-				n   int
-				err error
-			)
-			if q.p != nil {
-				n, err = spliceOutWait(p.raw, q.p, q.n)
-			} else {
-				n, err = p.ww.Write(q.data)
-			}
+			n, err := p.write(q.data, q.p, q.n, cut)
 			st.done(q, q.n-n)
 			p.add(n)
 			st.mu.Lock()
@@ -202,8 +228,9 @@ func (st *Stream) pushRun(p *pusher) (n int64, err error, parked bool) {
 			chunk := buf[st.roff:]
 			st.rbuf, st.roff = nil, 0
 			st.draining = len(chunk)
+			cut := p.cut
 			st.mu.Unlock()
-			n, err := p.ww.Write(chunk)
+			n, err := p.write(chunk, nil, len(chunk), cut)
 			p.add(n)
 			st.mu.Lock()
 			err = st.pushedLocked(p, err)
@@ -244,8 +271,18 @@ func (st *Stream) pushRun(p *pusher) (n int64, err error, parked bool) {
 func (st *Stream) endPush(p *pusher) int64 {
 	st.mu.Lock()
 	st.sink = nil
-	st.destSink = nil          // keep no reference to w
-	lost := st.unqueueLocked() // a Read may follow: what is queued goes to rbuf
+	st.destSink = nil // keep no reference to w
+	var lost error
+	if p.cut {
+		// The stream was cut, and what the destination did not take is
+		// lost (giveUpLocked): its buffers go now.
+		p.clearDeadlineLocked()
+		st.releaseQueueLocked()
+		putRbuf(st.rbuf)
+		st.rbuf, st.roff = nil, 0
+	} else {
+		lost = st.unqueueLocked() // a Read may follow: what is queued goes to rbuf
+	}
 	st.mu.Unlock()
 	if lost != nil {
 		st.s.cutAside(st, lost)
@@ -258,12 +295,8 @@ func (st *Stream) endPush(p *pusher) int64 {
 // abandoned it meanwhile, the cut's error, not the deadline's, and no
 // deadline is left on the destination. st.mu is held.
 func (st *Stream) pushedLocked(p *pusher, err error) error {
-	if !p.abandoned {
-		return err
-	}
-	p.abandoned = false
-	p.w.(interface{ SetWriteDeadline(time.Time) error }).SetWriteDeadline(time.Time{})
-	if err != nil {
+	p.clearDeadlineLocked()
+	if err != nil && p.cut {
 		err = st.opErr("read", st.rerr)
 	}
 	return err
@@ -320,10 +353,12 @@ type pusher struct {
 	done   func(int64, error)
 	parked bool
 	onPark func()
-	// abandoned says a cut set a past write deadline on w (under st.mu).
-	abandoned bool
-	n         atomic.Int64
-	count     func(int)
+	// cut says the stream was cut: the push no longer waits for w
+	// (giveUpLocked); abandoned, that the cut set a past write deadline
+	// on w. Both under st.mu.
+	cut, abandoned bool
+	n              atomic.Int64
+	count          func(int)
 	// counting counts the read loop's deliveries whose count is still
 	// to be called (delivered, then countDelivered): the push's end
 	// waits for them.
@@ -338,6 +373,50 @@ func (p *pusher) abandon() {
 		p.abandoned = true
 		d.SetWriteDeadline(time.Unix(1, 0))
 	}
+}
+
+// clearDeadlineLocked clears the write deadline abandon set, if it did.
+// st.mu is held.
+func (p *pusher) clearDeadlineLocked() {
+	if p.abandoned {
+		p.abandoned = false
+		p.w.(interface{ SetWriteDeadline(time.Time) error }).SetWriteDeadline(time.Time{})
+	}
+}
+
+// errGaveUp is the error of a write that a cut stream's push did not
+// wait for (pusher.write); pushedLocked returns the cut's instead.
+var errGaveUp = errors.New("rtcp: the destination was not waited for: the stream was cut")
+
+// write writes data, or the n bytes in pipe pp, to the destination for
+// pushRun, waiting for room; once the stream was cut (cut, read under
+// st.mu), only what the destination takes at once (giveUpLocked).
+func (p *pusher) write(data []byte, pp *pipe, n int, cut bool) (int, error) {
+	switch {
+	case !cut:
+		if pp != nil {
+			return spliceOutWait(p.raw, pp, n)
+		}
+		return p.ww.Write(data)
+	case p.raw != nil:
+		var (
+			sent int
+			err  error
+		)
+		if pp != nil {
+			sent, err = spliceDrain(p.raw, pp, n)
+		} else {
+			sent, err = tryWrite(p.raw, data)
+		}
+		if err == nil && sent < n {
+			err = errGaveUp
+		}
+		return sent, err
+	}
+	if _, ok := p.w.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		return 0, errGaveUp // a write might wait, and nothing could end it
+	}
+	return p.ww.Write(data)
 }
 
 func (p *pusher) add(n int) {

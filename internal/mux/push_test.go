@@ -525,7 +525,9 @@ func testPushToEnds(t *testing.T, via, dest, end string) {
 		if !errors.As(r.err, &ae) || ae.Reason != "disk on fire" || errors.Is(r.err, io.EOF) {
 			t.Fatalf("PushTo returned %v after the peer's Abort, want the AbortError, not io.EOF", r.err)
 		}
-		if len(got) != size {
+		// A TCP destination gets what it took at once: a cut stream's
+		// push does not wait for it (giveUpLocked).
+		if dest == "writer" && len(got) != size {
 			t.Errorf("the destination got %d bytes before the Abort, want all %d written before it", len(got), size)
 		}
 	case "link loss":

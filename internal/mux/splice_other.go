@@ -30,6 +30,8 @@ func putPipe(*pipe, int) {}
 
 func spliceOutWait(syscall.RawConn, *pipe, int) (int, error) { return 0, nil }
 
+func spliceDrain(syscall.RawConn, *pipe, int) (int, error) { return 0, nil }
+
 func readFull(int, []byte) (int, error) { return 0, errors.New("no pipes here") }
 
 // A BulkSplicer splices on Linux only: NewBulkSplicer returns nil

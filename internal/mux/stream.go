@@ -593,6 +593,7 @@ func (st *Stream) peerClose(reason string, abort bool) {
 		}
 		st.rerr = &AbortError{Reason: reason}
 		st.werr = st.rerr
+		st.giveUpLocked()
 	} else {
 		st.rclosed = true
 		st.werr = ErrPeerClosed
@@ -608,6 +609,7 @@ func (st *Stream) linkDown(err error) {
 	st.mu.Lock()
 	if st.rerr == nil && !st.rclosed {
 		st.rerr = err
+		st.giveUpLocked()
 	}
 	if st.werr == nil || st.werr == ErrPeerClosed {
 		st.werr = err

@@ -353,3 +353,82 @@ func TestJoinIdleEndsWithTheLink(t *testing.T) {
 		}
 	}
 }
+
+// TestJoinBlockedPushEndsWithTheCut: a Join whose stream direction is
+// blocked writing to a TCP side that reads nothing ends at once when the
+// stream is cut from afar (its link lost, its peer's abort), with the
+// cut's error: the TCP side is reset, and nothing is held until it reads
+// or goes.
+func TestJoinBlockedPushEndsWithTheCut(t *testing.T) {
+	for _, side := range joinSides {
+		for _, end := range []string{"link lost", "peer abort"} {
+			t.Run(side+"/"+end, func(t *testing.T) {
+				stream, far, closeSessions := streamPair(t)
+				defer closeSessions()
+				defer far.Close()
+				app, local := flowtest.TCPPair(t)
+				defer app.Close()
+				app.SetReadBuffer(4 << 10)
+				local.SetWriteBuffer(8 << 10)
+				joined := make(chan error, 1)
+				go func() {
+					_, err := joinOn(side, local, stream, nil)
+					joined <- err
+				}()
+				go func() {
+					buf := randomBytes(4, 64<<10)
+					for {
+						if _, err := far.Write(buf); err != nil {
+							return
+						}
+					}
+				}()
+				waitGoroutine(t, "IO wait", "rtcp/internal/mux.(*Stream).pushRun")
+				switch end {
+				case "link lost":
+					closeSessions()
+				case "peer abort":
+					far.Abort(errors.New("disk on fire"))
+				}
+				if err := recvJoin(t, joined); !Cut(err) {
+					t.Errorf("Join ended with %v after the %s, want a cut", err, end)
+				}
+				if _, err := io.Copy(io.Discard, app); err == nil {
+					t.Errorf("the TCP side read a clean end after the %s, want a reset", end)
+				}
+			})
+		}
+	}
+}
+
+// waitGoroutine waits until a goroutine is parked in state ("IO wait",
+// "select") with fn on its stack: a goroutine dump is the only way to
+// know that a write has got that far and waits.
+func waitGoroutine(t *testing.T, state, fn string) {
+	t.Helper()
+	found, stop := make(chan struct{}), make(chan struct{})
+	defer close(stop)
+	go func() {
+		defer close(found)
+		buf := make([]byte, 1<<20)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			n := runtime.Stack(buf, true)
+			for _, g := range bytes.Split(buf[:n], []byte("\n\n")) {
+				if bytes.Contains(g, []byte("["+state)) && bytes.Contains(g, []byte(fn+"(")) {
+					return
+				}
+			}
+			runtime.Gosched()
+		}
+	}()
+	select {
+	case <-found:
+	case <-time.After(time.Minute):
+		t.Fatalf("%s did not come to wait (%s) within a minute", fn, state)
+	}
+}
