@@ -1190,8 +1190,8 @@ func (l linkLock) Unlock() {
 	}
 }
 
-// waitLink takes wmu for a direct write of st, or gives up as
-// enqueueData does: at st's Close, at the deadline, at the session's
+// waitLink takes wmu for a direct write or a splice of st, or gives up
+// as enqueueData does: at st's Close, at the deadline, at the session's
 // end. (Not in writeData: its select would be in the frame that every
 // write of a relay's goroutine has under it.)
 func (s *Session) waitLink(st *Stream, deadline <-chan struct{}) error {

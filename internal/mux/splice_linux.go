@@ -238,13 +238,19 @@ func (st *Stream) writeFromPipe(p *pipe, n int) (int, error) {
 
 // spliceOut writes the queued frames, then a Data header for n bytes and
 // the n bytes from p, holding the link's writer lock throughout, and
-// returns how many of the n bytes the link took. A failure ends the link
-// (it may have half a frame on it): the bytes spliced after the header
-// count as sent all the same, for a peer on a DataHeaderWriter's wire
-// may read them (Session.sent).
+// returns how many of the n bytes the link took. It waits for that lock
+// as a direct write does (waitLink): another writer may hold it on a link
+// whose peer has stopped reading, and the stream's Close, its write
+// deadline and the session's end give the wait up. A failure ends the
+// link (it may have half a frame on it): the bytes spliced after the
+// header count as sent all the same, for a peer on a DataHeaderWriter's
+// wire may read them (Session.sent).
 func (st *Stream) spliceOut(hw DataHeaderWriter, link syscall.RawConn, p *pipe, n int, batch []*Frame) ([]*Frame, int, error) {
 	s := st.s
-	s.wmu.Lock()
+	if err := s.waitLink(st, st.wd.Wait()); err != nil {
+		putPipe(p, n)
+		return batch, 0, st.opErr("write", err)
+	}
 	s.qmu.Lock()
 	closing := s.qclose
 	// The stream may have ended while src was read: its end is queued

@@ -1011,3 +1011,77 @@ func inq(t testing.TB, c *net.TCPConn) int {
 	}
 	return int(n)
 }
+
+// TestSpliceFromWaitingForTheLinkGivesUp: a SpliceFrom whose frame waits
+// for the link, which another stream's splice holds on a link the peer
+// has stopped reading, gives the wait up at its stream's Close, at its
+// write deadline and at the session's end, as a Write does (waitLink).
+func TestSpliceFromWaitingForTheLinkGivesUp(t *testing.T) {
+	for _, end := range []string{"Close", "write deadline", "session end"} {
+		t.Run(end, func(t *testing.T) {
+			r := newSpliceRig(t, func(c *mux.Config) { c.CloseTimeout = time.Hour })
+			// Socket buffers well under the stream's credit, so that the
+			// link fills before the credit runs out.
+			r.cc.(*net.TCPConn).SetWriteBuffer(32 << 10)
+			r.sc.(*net.TCPConn).SetReadBuffer(32 << 10)
+			c, _ := openOurs(t, r.client, r.server.Accept)
+			r.sa.stall.Store(true)
+			fedA := feedForever(r.feed)
+			resA := r.splice()
+			waitParked(t, "rtcp/internal/mux.(*Stream).spliceOut")
+
+			feed, src := tcpPair(t)
+			fedC := feedForever(feed)
+			resC := spliceInto(c, src.(*net.TCPConn), nil)
+			waitLinkWait(t, "rtcp/internal/mux.(*Stream).spliceOut")
+
+			closed := make(chan struct{})
+			switch end {
+			case "Close":
+				c.Close()
+				close(closed)
+			case "write deadline":
+				c.SetWriteDeadline(time.Now())
+				close(closed)
+			case "session end":
+				go func() {
+					r.client.Close() // waits to flush for CloseTimeout: the peer reads nothing
+					close(closed)
+				}()
+			}
+			got := recv(t, "the waiting SpliceFrom", resC)
+			if !got.ok || got.err == nil {
+				t.Errorf("SpliceFrom waiting for the link after %s: n %d, ok %v, %v; want an error", end, got.n, got.ok, got.err)
+			}
+			if end == "write deadline" && !errors.Is(got.err, os.ErrDeadlineExceeded) {
+				t.Errorf("SpliceFrom waiting for the link past its write deadline: %v; want a timeout", got.err)
+			}
+			feed.Close()
+			src.Close()
+			<-fedC
+			r.close()
+			<-closed
+			<-fedA
+			recv(t, "the splice that held the link", resA)
+		})
+	}
+}
+
+// waitLinkWait waits until a goroutine waits for the link's writer lock
+// with fn on its stack: in waitLink's select, or, before it waited so, in
+// a channel send that nothing could give up.
+func waitLinkWait(t testing.TB, fn string) {
+	t.Helper()
+	within(t, fn+" to wait for the link", func() {
+		buf := make([]byte, 1<<20)
+		for {
+			n := runtime.Stack(buf, true)
+			for _, g := range bytes.Split(buf[:n], []byte("\n\n")) {
+				if (bytes.Contains(g, []byte("[select")) || bytes.Contains(g, []byte("[chan send"))) && bytes.Contains(g, []byte(fn+"(")) {
+					return
+				}
+			}
+			runtime.Gosched()
+		}
+	})
+}
