@@ -9,8 +9,8 @@ import (
 )
 
 // wsLike is a connection cut with an Abort of its own (a WebSocket,
-// whose close status 1011 its peer reads as an error, where Close's
-// normal closure is read as the end); it records the Abort.
+// dropped with no close frame, which its peer reads as an error, where
+// Close's normal closure is read as the end); it records the Abort.
 type wsLike struct {
 	net.Conn
 	aborted chan error

@@ -66,7 +66,8 @@ func (c *rawConn) Close() error {
 // abort ends the session so that the peer's reads fail: with a reset,
 // under TLS before the TLS layer could say a clean goodbye (close_notify),
 // which the DP would read as the end; a leg over a connection that is cut
-// otherwise (a WebSocket's close status 1011) is cut so (relay.CutOff).
+// otherwise (a WebSocket, dropped with no close frame) is cut so
+// (relay.CutOff).
 func (c *rawConn) abort(err error) {
 	relay.CutOff(c.Conn, err)
 }

@@ -191,12 +191,17 @@ func (c *conn) Close() error {
 	return err
 }
 
-// Abort ends the WebSocket with a close frame whose status (1011,
-// internal error) its peer reads as an error, not as the clean end that
-// Close's normal closure is: a relay cuts a connection it carries so
-// (relay.Aborter), when the other side failed.
+// Abort ends the WebSocket at once by closing the connection under it,
+// with no close handshake: its peer reads an error (the connection went
+// without a close frame, an abnormal closure: status 1006 in a browser),
+// not the clean end that Close's normal closure is. A relay cuts a
+// connection it carries so (relay.Aborter), when the other side failed.
+// A close frame (1011, internal error) would be politer, but the
+// library sends one only with its handshake, which waits up to 5 s for
+// the frame to go out and 5 s for the peer's answer: a cut must not wait
+// for a peer that has stopped reading.
 func (c *conn) Abort(error) {
-	c.ws.Close(websocket.StatusInternalError, "rtcp: the connection this one was relayed to failed")
+	c.ws.CloseNow()
 	c.Conn.Close() // releases NetConn's timers
 }
 
