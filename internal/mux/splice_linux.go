@@ -678,6 +678,11 @@ func unsent(rc syscall.RawConn) int {
 // direction: each burst then costs its splices only.
 type BulkSplicer struct {
 	src, dst syscall.RawConn
+	// Watch, if not nil, is called when a splice to dst must wait for
+	// room, and the stop it returns when the wait ends. An error from
+	// stop is src's failure, for which the watch abandoned the wait (a
+	// reset, internal/relay): Splice returns it as src's.
+	Watch func() (stop func() error)
 }
 
 // NewBulkSplicer returns a BulkSplicer from src to dst, or nil if their
@@ -711,19 +716,38 @@ func (b *BulkSplicer) Splice(count func(int64)) (n int64, eof, ok, wfail bool, e
 		if got == 0 {
 			return n, true, true, false, nil
 		}
-		sent, err := spliceOutWait(b.dst, p, got)
+		sent, err, srcFailed := b.out(p, got)
 		putPipe(p, got-sent)
 		n += int64(sent)
 		if sent > 0 {
 			count(int64(sent))
 		}
 		if err != nil {
-			return n, false, true, true, err
+			return n, false, true, !srcFailed, err
 		}
 		if got < bulkLeave {
 			return n, false, true, false, nil
 		}
 	}
+}
+
+// out moves the n bytes in p to dst, waiting for room, under Watch while
+// it waits. srcFailed says that err is the watch's: src failed.
+func (b *BulkSplicer) out(p *pipe, n int) (sent int, err error, srcFailed bool) {
+	if b.Watch == nil {
+		sent, err = spliceOutWait(b.dst, p, n)
+		return sent, err, false
+	}
+	if sent, err = spliceDrain(b.dst, p, n); err != nil || sent == n {
+		return sent, err, false
+	}
+	stop := b.Watch()
+	m, err := spliceOutWait(b.dst, p, n-sent)
+	sent += m
+	if serr := stop(); serr != nil {
+		return sent, serr, true
+	}
+	return sent, err, false
 }
 
 // bulkLeave: a splice that brings less than this ends a BulkSplicer's bulk

@@ -36,7 +36,9 @@ func readFull(int, []byte) (int, error) { return 0, errors.New("no pipes here") 
 
 // A BulkSplicer splices on Linux only: NewBulkSplicer returns nil
 // elsewhere, and the caller copies.
-type BulkSplicer struct{}
+type BulkSplicer struct {
+	Watch func() (stop func() error)
+}
 
 func NewBulkSplicer(dst, src *net.TCPConn) *BulkSplicer { return nil }
 

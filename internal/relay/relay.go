@@ -534,6 +534,7 @@ func copyTCP(dst, src *net.TCPConn, count func(int64)) (n int64, err error, wfai
 		return n, err, err != nil && sr.err == nil
 	}
 	write := sockio.WriterOf(dst).Write // a TCP destination's socket, raw
+	watch := newResetWatch(dst, src)    // src's reset ends a wait for dst
 	var (
 		bulk  *mux.BulkSplicer // made at the first burst
 		tried bool
@@ -541,12 +542,12 @@ func copyTCP(dst, src *net.TCPConn, count func(int64)) (n int64, err error, wfai
 	for {
 		bp, k, err := raw.read(&smallPool)
 		if k > 0 {
-			w, werr := write((*bp)[:k])
+			w, werr, srcReset := watch.write(write, (*bp)[:k])
 			smallPool.Put(bp)
 			n += int64(w)
 			count(int64(w))
 			if werr != nil {
-				return n, werr, true
+				return n, werr, !srcReset
 			}
 		}
 		if err == io.EOF {
@@ -560,6 +561,9 @@ func copyTCP(dst, src *net.TCPConn, count func(int64)) (n int64, err error, wfai
 		}
 		if !tried {
 			bulk, tried = mux.NewBulkSplicer(dst, src), true
+			if bulk != nil && watch != nil {
+				bulk.Watch = watch.start
+			}
 		}
 		var (
 			m         int64

@@ -1,0 +1,90 @@
+package relay
+
+import (
+	"bytes"
+	"io"
+	"testing"
+	"time"
+
+	"rtcp/internal/flowtest"
+)
+
+// Only Linux tells a reset from the socket's state (resetWatch).
+
+// TestJoinTCPBlockedWriteEndsWithTheSourceReset: a relay between two TCP
+// connections whose copy to one side is blocked, that side reading
+// nothing, ends at once when the source resets (a server that aborts
+// its session: the TCP transport's data link), with a cut: the side that
+// reads nothing is reset, and nothing is held until it reads or goes.
+func TestJoinTCPBlockedWriteEndsWithTheSourceReset(t *testing.T) {
+	for _, wait := range []string{"bulk", "small"} {
+		t.Run(wait, func(t *testing.T) {
+			app, local := flowtest.TCPPair(t)
+			defer app.Close()
+			app.SetReadBuffer(4 << 10)
+			local.SetWriteBuffer(8 << 10)
+			srvLocal, srv := flowtest.TCPPair(t)
+			defer srv.Close()
+			joined := make(chan error, 1)
+			relayed := make(chan struct{}, 1)
+			go func() {
+				_, err := Join(local, srvLocal, func(aToB bool, _ int) {
+					if !aToB {
+						select {
+						case relayed <- struct{}{}:
+						default:
+						}
+					}
+				})
+				joined <- err
+			}()
+			wrote, stop := make(chan struct{}), make(chan struct{})
+			go func() {
+				defer close(wrote)
+				// Bursts are spliced; pieces under the relay's buffer,
+				// each relayed before the next is sent, are written
+				// from it.
+				piece := 64 << 10
+				if wait == "small" {
+					piece = 100
+				}
+				buf := bytes.Repeat([]byte("x"), piece)
+				for {
+					if _, err := srv.Write(buf); err != nil {
+						return
+					}
+					if wait == "small" {
+						select {
+						case <-relayed:
+						case <-stop:
+							return
+						}
+					}
+				}
+			}()
+			fn := "rtcp/internal/mux.spliceOut"
+			if wait == "small" {
+				// A small write waits under the watch. (It may be
+				// waiting for an acknowledgement, not for the client:
+				// if that comes first, the relay reads the reset.)
+				fn = "rtcp/internal/relay.(*resetWatch).write"
+			}
+			waitGoroutine(t, "IO wait", fn)
+			srv.SetLinger(0)
+			srv.Close()
+			close(stop)
+			<-wrote
+			select {
+			case err := <-joined:
+				if !Cut(err) {
+					t.Errorf("Join ended with %v after the source's reset, want a cut", err)
+				}
+			case <-time.After(time.Minute):
+				t.Fatal("Join did not end within a minute of the source's reset")
+			}
+			if _, err := io.Copy(io.Discard, app); err == nil {
+				t.Error("the side that read nothing read a clean end after the source's reset, want a reset")
+			}
+		})
+	}
+}

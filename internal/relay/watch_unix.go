@@ -1,0 +1,120 @@
+//go:build unix
+
+package relay
+
+import (
+	"net"
+	"runtime"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"rtcp/internal/sockio"
+	"rtcp/internal/tcpreset"
+)
+
+// A resetWatch ends a copy's wait for room in dst when src is reset
+// meanwhile. Between two TCP connections (copyTCP) the direction that
+// waits to write dst is the only reader of src, and the other direction
+// waits to read dst: without it, a server that resets its side (the TCP
+// transport's data link, when it aborts its session) while the relay
+// waits on a client that reads nothing would go unnoticed until the
+// client read or went, and hold the relay, both connections and a pipe
+// for so long. The watch runs only while a write waits (start, stop):
+// a goroutine waits for src to be readable, which a reset makes it,
+// and finding src reset (tcpreset.WasReset) abandons the write with a
+// write deadline in the past. Linux only, where a reset can be told.
+type resetWatch struct {
+	src, dst *net.TCPConn
+	srcRC    syscall.RawConn
+	dstRC    syscall.RawConn
+}
+
+// newResetWatch returns a watch of src for writes to dst, or nil where
+// a reset cannot be told.
+func newResetWatch(dst, src *net.TCPConn) *resetWatch {
+	if runtime.GOOS != "linux" {
+		return nil
+	}
+	srcRC, err1 := src.SyscallConn()
+	dstRC, err2 := dst.SyscallConn()
+	if err1 != nil || err2 != nil {
+		return nil
+	}
+	return &resetWatch{src: src, dst: dst, srcRC: srcRC, dstRC: dstRC}
+}
+
+// start watches src until stop. stop returns tcpreset.ErrReset if src
+// was reset meanwhile (and the write to dst abandoned, its deadline
+// cleared again), else nil. The watch sets and clears src's read
+// deadline: the relay owns src's reads.
+func (w *resetWatch) start() (stop func() error) {
+	var reset atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.srcRC.Read(func(uintptr) bool {
+			if !tcpreset.WasReset(w.src) {
+				return false // wait for src to be readable: bytes, an end, a reset
+			}
+			reset.Store(true)
+			w.dst.SetWriteDeadline(time.Unix(1, 0))
+			return true
+		})
+	}()
+	return func() error {
+		w.src.SetReadDeadline(time.Unix(1, 0)) // ends the watch's wait
+		<-done
+		w.src.SetReadDeadline(time.Time{})
+		if !reset.Load() {
+			return nil
+		}
+		w.dst.SetWriteDeadline(time.Time{})
+		return tcpreset.ErrReset
+	}
+}
+
+// write writes p to dst with write (dst's), waiting for room under the
+// watch: srcReset says that err is src's reset, which abandoned the
+// wait. A nil watch writes as write does.
+func (w *resetWatch) write(write func([]byte) (int, error), p []byte) (n int, err error, srcReset bool) {
+	if w == nil {
+		n, err = write(p)
+		return n, err, false
+	}
+	if n, err = tryWrite(w.dstRC, p); err != nil || n == len(p) {
+		return n, err, false
+	}
+	stop := w.start()
+	m, err := write(p[n:])
+	n += m
+	if serr := stop(); serr != nil {
+		return n, serr, true
+	}
+	return n, err, false
+}
+
+// tryWrite writes what the socket of rc takes of p without waiting.
+func tryWrite(rc syscall.RawConn, p []byte) (int, error) {
+	var (
+		n    int
+		werr error
+	)
+	err := rc.Write(func(fd uintptr) bool {
+		for {
+			n, werr = sockio.Write(int(fd), p)
+			if werr != syscall.EINTR {
+				return true
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case werr == syscall.EAGAIN:
+		return 0, nil
+	case werr != nil:
+		return 0, &net.OpError{Op: "write", Net: "tcp", Err: werr}
+	}
+	return max(n, 0), nil
+}
