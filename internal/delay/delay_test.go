@@ -556,11 +556,16 @@ func BenchmarkRelay(b *testing.B) {
 // 20 ms: a connect and the server's first byte back, and a byte there
 // and back after it, should each take one RTT more than through the
 // plain relay (RTT 0). None may take less than the RTT. Each is timed
-// through both relays in turn, and the median of the differences may
-// exceed the RTT by RTT/4 + 1 ms: the relay's own wakeups, the race
-// detector, and a shared machine's load (with -race at load 6-10 it
-// exceeded it by 0.0-0.35 ms at 2 ms, by 0.3-1.0 ms in the worst of 20
-// runs, and by 3 ms at 20 ms in one). TestFakeTimeConnect and TestClock
+// through both relays in turn, 21 times a round, and the quickest
+// through the link may exceed the quickest through the plain relay by
+// the RTT and RTT/8 + 0.5 ms: the relay's own wakeups and the race
+// detector. The quickest, not the median, and up to five rounds until
+// it holds: a shared machine's load makes wakeups late, the link's
+// twice as many as the plain relay's, and only ever later (with -race,
+// the mux tests running beside at load 5-18, the median of the
+// differences at 2 ms exceeded the RTT by up to 2.5 ms, failing 4 runs
+// of 20 at the RTT/4 + 1 ms it was allowed; the quickest of a round by
+// 0.1-0.3 ms, and once by 1.3 ms). TestFakeTimeConnect and TestClock
 // are the finer tests of the rule and of the clock.
 func TestRoundTripTime(t *testing.T) {
 	server := serveTCP(t, echo)
@@ -587,30 +592,40 @@ func TestRoundTripTime(t *testing.T) {
 				}
 				return first, again
 			}
-			const n = 21
-			var first, again, extraFirst, extraAgain []time.Duration
-			for range n {
-				pf, pa := measure(plain)
-				df, da := measure(delayed)
-				first, again = append(first, df), append(again, da)
-				extraFirst, extraAgain = append(extraFirst, df-pf), append(extraAgain, da-pa)
-			}
-			slack := rtt/4 + time.Millisecond
-			for _, m := range []struct {
-				what        string
-				took, extra []time.Duration
-			}{{"a connect and first byte", first, extraFirst}, {"a byte there and back", again, extraAgain}} {
-				slices.Sort(m.took)
-				slices.Sort(m.extra)
-				med := m.extra[n/2]
-				t.Logf("%s: min %v, median %v (%.2f RTT), %v more than through the plain relay (median)",
-					m.what, m.took[0], m.took[n/2], float64(m.took[n/2])/float64(rtt), med)
-				if m.took[0] < rtt {
-					t.Errorf("%s took %v, under the RTT (%v)", m.what, m.took[0], rtt)
+			const n, rounds = 21, 5
+			slack := rtt/8 + time.Millisecond/2
+			var first, again, plainFirst, plainAgain []time.Duration
+			for round := 1; ; round++ {
+				for range n {
+					pf, pa := measure(plain)
+					df, da := measure(delayed)
+					first, again = append(first, df), append(again, da)
+					plainFirst, plainAgain = append(plainFirst, pf), append(plainAgain, pa)
 				}
-				if med > rtt+slack {
-					t.Errorf("%s took %v more than through the plain relay (median of %d), over the RTT (%v) by more than %v",
-						m.what, med, n, rtt, slack)
+				late := false
+				for _, m := range []struct {
+					what        string
+					took, plain []time.Duration
+				}{{"a connect and first byte", first, plainFirst}, {"a byte there and back", again, plainAgain}} {
+					slices.Sort(m.took)
+					slices.Sort(m.plain)
+					extra := m.took[0] - m.plain[0]
+					t.Logf("round %d, %s: min %v, median %v (%.2f RTT); the quickest %v more than through the plain relay",
+						round, m.what, m.took[0], m.took[len(m.took)/2], float64(m.took[len(m.took)/2])/float64(rtt), extra)
+					if m.took[0] < rtt {
+						t.Fatalf("%s took %v, under the RTT (%v)", m.what, m.took[0], rtt)
+					}
+					if extra <= rtt+slack {
+						continue
+					}
+					late = true
+					if round == rounds {
+						t.Errorf("%s took at least %v, %v more than through the plain relay (the quickest of %d), over the RTT (%v) by more than %v",
+							m.what, m.took[0], extra, len(m.took), rtt, slack)
+					}
+				}
+				if !late || round == rounds {
+					return
 				}
 			}
 		})
