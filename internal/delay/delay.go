@@ -49,8 +49,9 @@ type Relay struct {
 	// that carries data with its SYN; the dial to To is made at once). A
 	// half-close is carried after the bytes before it, and so is a reset,
 	// which closes both sides; a dial that fails is a reset RTT after the
-	// accept. Zero makes a plain relay: io.Copy both ways (spliced on
-	// Linux), half-close passed on.
+	// accept, and a write that fails (the end beyond it gone) a reset back
+	// RTT/2 later, after what that end sent before. Zero makes a plain
+	// relay: io.Copy both ways (spliced on Linux), half-close passed on.
 	RTT time.Duration
 
 	// MaxQueue bounds the bytes held per direction of a connection;
@@ -306,6 +307,7 @@ func (k *link) run() {
 	}
 	ba := k.newPipe(b, k.accepted.Add(k.r.RTT))
 	ab.dst, ba.dst = b, k.a
+	ab.back, ba.back = ba, ab
 	wg.Go(ab.write)
 	wg.Go(ba.read)
 	wg.Go(ba.write)
@@ -350,22 +352,29 @@ type chunk struct {
 }
 
 // A pipe is one direction of a link: src is read into the queue, and the
-// queue written to dst (set before write starts).
+// queue written to dst (dst and back set before write starts).
 type pipe struct {
 	k     *link
 	src   net.Conn
 	dst   net.Conn
+	back  *pipe     // the other direction: src is its dst
 	raw   rawReader // reads src without a buffer while idle; nil: src.Read
 	half  time.Duration
 	first time.Time // no chunk leaves before (zero: no such bound)
 	max   int
 
-	ready chan struct{} // 1-buffered: a chunk was queued
+	ready chan struct{} // 1-buffered: a chunk was queued, or resetAt set
 	room  chan struct{} // 1-buffered: bytes left the queue
 
-	mu     sync.Mutex // guards queue and queued
+	// mu guards queue, queued, resetAt and stopped; no other lock is
+	// taken while it is held (gone takes the other direction's alone).
+	mu     sync.Mutex
 	queue  []chunk
 	queued int // bytes in queue and being written
+	// resetAt, if set, is when the writer resets dst, after the chunks
+	// due by then: a write the other way failed (see gone).
+	resetAt time.Time
+	stopped bool // the writer has ended; it carries no resetAt set after
 }
 
 // newPipe returns the direction that reads src, whose chunks leave RTT/2
@@ -454,15 +463,20 @@ func (p *pipe) push(c chunk) {
 
 // write writes each chunk to dst when its time comes, and carries the
 // end: a half-close after EOF, an abort (with a reset) after an error.
+// A write that fails carries a reset back (gone).
 func (p *pipe) write() {
 	w := p.newWaiter()
 	defer w.close()
 	for {
-		at, ok := p.waitHead()
+		at, reset, ok := p.waitHead()
 		if !ok {
 			return
 		}
 		if !w.until(at) {
+			return
+		}
+		if reset {
+			p.k.abort(true)
 			return
 		}
 		batch := p.takeDue(time.Now())
@@ -483,13 +497,14 @@ func (p *pipe) write() {
 			}
 		}
 		if err != nil {
-			p.k.abort(true)
+			p.stop(w, p.gone())
 			return
 		}
 		p.release(n)
 		switch {
 		case errors.Is(end, io.EOF):
 			closeWrite(p.dst)
+			p.stop(w, time.Time{})
 			return
 		case end != nil:
 			p.k.abort(true)
@@ -563,21 +578,68 @@ func (w *waiter) close() {
 	}
 }
 
-// waitHead waits for a chunk and returns when it is due; false if the
-// link ended.
-func (p *pipe) waitHead() (time.Time, bool) {
+// gone is called by the writer when a write to dst failed: the end
+// beyond dst is gone, and its reset crosses back as it would on a link,
+// RTT/2 from now and after the bytes it sent before (which the other
+// direction may still hold). The other direction's writer carries it;
+// gone returns when to reset if that writer has ended, else zero.
+func (p *pipe) gone() time.Time {
+	select {
+	case <-p.k.done: // the link's own abort closed dst
+		return time.Time{}
+	default:
+	}
+	q := p.back
+	at := time.Now().Add(p.half)
+	if at.Before(q.first) {
+		at = q.first
+	}
+	q.mu.Lock()
+	stopped := q.stopped
+	if !stopped && (q.resetAt.IsZero() || at.Before(q.resetAt)) {
+		q.resetAt = at
+	}
+	q.mu.Unlock()
+	if stopped {
+		return at
+	}
+	signal(q.ready)
+	return time.Time{}
+}
+
+// stop ends the writer short of an abort (after a half-close, or a
+// failed write): a reset the other direction set for it is still
+// carried, at its time, or at, if that is set and sooner.
+func (p *pipe) stop(w *waiter, at time.Time) {
+	p.mu.Lock()
+	p.stopped = true
+	if r := p.resetAt; !r.IsZero() && (at.IsZero() || r.Before(at)) {
+		at = r
+	}
+	p.mu.Unlock()
+	if !at.IsZero() && w.until(at) {
+		p.k.abort(true)
+	}
+}
+
+// waitHead waits for a chunk or a reset to carry and returns when it is
+// due, and whether it is the reset (resetAt, sooner than any chunk);
+// false if the link ended.
+func (p *pipe) waitHead() (at time.Time, reset, ok bool) {
 	for {
 		p.mu.Lock()
-		if len(p.queue) > 0 {
-			at := p.queue[0].at
-			p.mu.Unlock()
-			return at, true
+		at, reset = p.resetAt, !p.resetAt.IsZero()
+		if len(p.queue) > 0 && (!reset || !p.queue[0].at.After(at)) {
+			at, reset = p.queue[0].at, false
 		}
 		p.mu.Unlock()
+		if !at.IsZero() {
+			return at, reset, true
+		}
 		select {
 		case <-p.ready:
 		case <-p.k.done:
-			return time.Time{}, false
+			return time.Time{}, false, false
 		}
 	}
 }
@@ -587,10 +649,13 @@ func (p *pipe) waitHead() (time.Time, bool) {
 const maxBatch = 4 << 20
 
 // takeDue takes the chunks due by now off the queue: at least one, up to
-// maxBatch bytes, and none after an end.
+// maxBatch bytes, and none after an end or due after resetAt.
 func (p *pipe) takeDue(now time.Time) []chunk {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if !p.resetAt.IsZero() && p.resetAt.Before(now) {
+		now = p.resetAt
+	}
 	n, size := 0, 0
 	for n < len(p.queue) && (n == 0 || !p.queue[n].at.After(now) && size < maxBatch) {
 		size += len(p.queue[n].data)

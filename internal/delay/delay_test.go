@@ -435,6 +435,36 @@ func TestFakeTime(t *testing.T) {
 	})
 }
 
+// TestFakeTimeGone: a far end that answers and is gone at once (a
+// server that writes and closes) still has its answer reach the client,
+// and its end, one RTT after the connect, though the relay's write of
+// what the client sent meanwhile fails RTT/2 before (the answer and the
+// end had crossed first, as they would on a link). The client writes
+// at once, or RTT/4 later.
+func TestFakeTimeGone(t *testing.T) {
+	const rtt = 20 * time.Millisecond
+	for _, wait := range []time.Duration{0, rtt / 4} {
+		t.Run(wait.String(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				l := startMem(t, &Relay{RTT: rtt, Dial: memServer(func(c net.Conn) {
+					c.Write([]byte("bye"))
+				})})
+				t0 := time.Now()
+				c := dialMem(t, l)
+				time.Sleep(wait)
+				c.Write([]byte{1})
+				b, err := io.ReadAll(c)
+				if string(b) != "bye" {
+					t.Errorf("the client read %q, %v; want \"bye\"", b, err)
+				}
+				if d := time.Since(t0); d != rtt {
+					t.Errorf("the client's read ended %v after the connect, want the RTT, %v", d, rtt)
+				}
+			})
+		})
+	}
+}
+
 // TestFakeTimeConnect: on the bubble's clock a connect and the first
 // byte back take exactly the RTT, however the far side answers: an echo
 // of the client's first byte, one through a dial that takes RTT/4 (the
