@@ -40,10 +40,10 @@ that holds every byte for RTT/2 each way without limiting bandwidth (a
 connect and the first byte back take one RTT, as over a link that carries
 data with its SYN). The limits get the same link on the same hop (between
 their relays), raw TCP on its only one, and each round trip's ratios are
-to its own limit. A
-throughput run there lasts at least 50 round trips (10 s at 200 ms): the
-windows take about 5 to grow to the path. Memory is not measured, and
-echoes and dials are cut to what fits in -duration (at least 20 each).
+to its own limit. A throughput run there lasts at least 50 round trips
+(10 s at 200 ms): the windows take about 5 to grow to the path. Memory is
+not measured, and echoes and dials are cut to what fits in -duration (at
+least 20 each).
 
 Examples:
 

@@ -181,13 +181,14 @@ const LegendRTT = `At an RTT above 0, a delay link (a user-space relay in a proc
 holds every byte for RTT/2 each way, without limiting bandwidth; it dials
 onward at once, and what comes back leaves no sooner than one RTT after the
 connect (a link that carries data with its SYN: a connect and the first byte
-back take one RTT). It sits on the hop between the server side and the DP: between rtcp expose or rtcp.Listen and the DP,
-between the limit's two relays, between the in-process limit's relay and the
-sink, and between raw TCP's load generator and the sink. Ratios are to the
-rows of the same RTT. Each throughput run lasts at least 50 round trips (10 s
-at 200 ms): windows grow to the path in about 5, as TCP's slow start does, while
-the limit's TCP sees only loopback. There memory is not measured, and echoes
-and dials are each cut to what fits in the throughput duration (at least 20).
+back take one RTT). It sits on the hop between the server side and the DP:
+between rtcp expose or rtcp.Listen and the DP, between the limit's two relays,
+between the in-process limit's relay and the sink, and between raw TCP's load
+generator and the sink. Ratios are to the rows of the same RTT. Each
+throughput run lasts at least 50 round trips (10 s at 200 ms): windows grow to
+the path in about 5, as TCP's slow start does, while the limit's TCP sees only
+loopback. There memory is not measured, and echoes and dials are each cut to
+what fits in the throughput duration (at least 20).
 `
 
 // Machine describes the machine the bench runs on: CPUs, CPU model, Go.
