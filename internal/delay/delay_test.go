@@ -664,29 +664,38 @@ func TestRoundTripTime(t *testing.T) {
 
 // TestClock: a writer's clock wakes it on time where a Go timer would
 // not (on an idle runtime a wait of 300 µs takes 1 ms, 700 µs late):
-// never early, and the median wait at most 400 µs late, which holds on a
-// loaded machine (30-110 µs at load 10-14).
+// never early, and the median of 40 waits at most 400 µs late, which
+// holds on a loaded machine (30-110 µs at load 10-14), in one of up to
+// five rounds: with the package's bulk tests running beside it under
+// -race, a round's median passed 400 µs in 7 of 600 (up to 350 µs in
+// others); a clock late by 700 µs fails every round.
 func TestClock(t *testing.T) {
 	c, err := newClock()
 	if err != nil {
 		t.Skipf("no clock: %v", err)
 	}
 	defer c.close()
-	const n, d = 40, 300 * time.Microsecond
+	const n, d, rounds = 40, 300 * time.Microsecond, 5
 	late := make([]time.Duration, n)
-	for i := range late {
-		at := time.Now().Add(d)
-		if err := c.sleep(time.Until(at)); err != nil {
-			t.Fatal(err)
+	for round := 1; ; round++ {
+		for i := range late {
+			at := time.Now().Add(d)
+			if err := c.sleep(time.Until(at)); err != nil {
+				t.Fatal(err)
+			}
+			late[i] = time.Since(at)
 		}
-		late[i] = time.Since(at)
-	}
-	slices.Sort(late)
-	t.Logf("late: min %v, median %v, max %v", late[0], late[n/2], late[n-1])
-	if late[0] < 0 {
-		t.Errorf("a wait ended %v early", -late[0])
-	}
-	if late[n/2] > 400*time.Microsecond {
-		t.Errorf("the median wait of %v ended %v late, want at most 400µs", d, late[n/2])
+		slices.Sort(late)
+		t.Logf("round %d, late: min %v, median %v, max %v", round, late[0], late[n/2], late[n-1])
+		if late[0] < 0 {
+			t.Fatalf("a wait ended %v early", -late[0])
+		}
+		if late[n/2] <= 400*time.Microsecond {
+			return
+		}
+		if round == rounds {
+			t.Fatalf("the median wait of %v ended %v late in each of %d rounds (the last), want at most 400µs",
+				d, late[n/2], rounds)
+		}
 	}
 }
