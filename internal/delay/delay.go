@@ -6,13 +6,14 @@
 //
 // The link is modelled as one that carries data with its SYN: the relay
 // dials onward as soon as it accepts, the client's bytes reach the far
-// side RTT/2 after they were read, and nothing from the far side reaches
-// the client sooner than one RTT after its connect (its SYN there and the
-// answer back), so a connect and the server's first byte back take one
-// round trip, and so does a byte there and back. The far side sees the
-// connection (and Relay.Header) at once, RTT/2 before a SYN would have
-// come, but what it sends back still reaches the client no sooner than
-// one RTT after the connect.
+// side RTT/2 after they were read (or as the dial returns, if that is
+// later: a slow dial delays them as a slow server would), and nothing from
+// the far side reaches the client sooner than one RTT after its connect
+// (its SYN there and the answer back), so a connect and the server's first
+// byte back take one round trip, and so does a byte there and back. The
+// far side sees the connection (and Relay.Header) at once, RTT/2 before a
+// SYN would have come, but what it sends back still reaches the client no
+// sooner than one RTT after the connect.
 //
 // Each direction of a connection is a reader that reads chunks as they
 // come, stamps each with the time it may leave and queues it, and a
@@ -49,9 +50,10 @@ type Relay struct {
 	// that carries data with its SYN; the dial to To is made at once). A
 	// half-close is carried after the bytes before it, and so is a reset,
 	// which closes both sides; a dial that fails is a reset RTT after the
-	// accept, and a write that fails (the end beyond it gone) a reset back
-	// RTT/2 later, after what that end sent before. Zero makes a plain
-	// relay: io.Copy both ways (spliced on Linux), half-close passed on.
+	// accept (or as it fails, if later), and a write that fails (the end
+	// beyond it gone) a reset back RTT/2 later, after what that end sent
+	// before. Zero makes a plain relay: io.Copy both ways (spliced on
+	// Linux), half-close passed on.
 	RTT time.Duration
 
 	// MaxQueue bounds the bytes held per direction of a connection;
