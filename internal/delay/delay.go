@@ -22,7 +22,9 @@
 // and TCP pushes back on the sender. The writer waits on a Go timer until
 // the last 2 ms before a chunk is due, and on Linux the rest on a timerfd
 // (clock_linux.go): Go's timers fire up to a millisecond late, which at
-// a round trip of 2 ms made each crossing take half as long again.
+// a round trip of 2 ms made each crossing take half as long again. It
+// writes to connections other than TCP on timers alone, so that in a
+// testing/synctest bubble (in-memory connections) the fake clock holds.
 package delay
 
 import (
@@ -82,10 +84,6 @@ type Relay struct {
 
 	bufs sync.Pool // *[]byte of readSize; empty: allocate
 	peak peakBytes // the most one direction has held (for tests)
-
-	// timersOnly makes the writers wait on Go's timers alone: in a
-	// synctest bubble (tests), whose fake clock a timerfd does not follow.
-	timersOnly bool
 }
 
 // readSize is the most read at once. A read that fills less than half of
@@ -523,8 +521,9 @@ const preciseSpan = 2 * time.Millisecond
 
 // A waiter waits for the times chunks are due: on a Go timer, which
 // the link's end interrupts, until preciseSpan before, then on a clock
-// (made at the first wait that needs it; nil: none could be, or the
-// relay waits on timers only).
+// (made at the first wait that needs it; nil: none could be, or dst is
+// no TCP connection, as in a synctest bubble, whose fake clock only Go's
+// timers follow: in-memory connections wait on timers alone).
 type waiter struct {
 	p       *pipe
 	t       *time.Timer
@@ -535,7 +534,7 @@ type waiter struct {
 func (p *pipe) newWaiter() *waiter {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
-	return &waiter{p: p, t: t, noClock: p.k.r.timersOnly}
+	return &waiter{p: p, t: t, noClock: tcpreset.Under(p.dst) == nil}
 }
 
 // until returns at at; false if the link ended first. The last

@@ -331,10 +331,9 @@ func memServer(handle func(net.Conn)) func(context.Context, string, string) (net
 	}
 }
 
-// startMem runs r on a memnet.Listener inside the bubble, its writers on
-// the bubble's timers.
+// startMem runs r on a memnet.Listener inside the bubble (its writers
+// wait on the bubble's timers: no clock for connections not TCP).
 func startMem(t *testing.T, r *Relay) *memnet.Listener {
-	r.timersOnly = true
 	l := memnet.New("")
 	done := make(chan error, 1)
 	go func() { done <- r.Serve(l) }()
