@@ -3,6 +3,7 @@ package mux
 import (
 	"context"
 	"io"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -392,4 +393,35 @@ func TestGrowth(t *testing.T) {
 			t.Errorf("growth(%d, %d, %v, %v) = %d, want %d", c.win, c.took, c.d, c.rtt, got, c.want)
 		}
 	}
+}
+
+// TestGrantsPastMaxInt: a peer whose window grants add up to more than an
+// int holds (on 32-bit linux/386 or arm, grants past 2 GiB that the
+// stream has not spent: a yamux window may be up to 4 GiB) leaves the
+// stream with all the credit an int holds, not a negative one that made
+// its next Write panic (a slice bound below zero).
+func TestGrantsPastMaxInt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s, cb, open := rawPeerSession(t)
+		defer s.Close()
+		defer cb.Close()
+		st := open(1)
+		peer := newJSONFramer(cb)
+		for range 2 {
+			peer.WriteFrame(&Frame{Kind: KindData, ID: 1, Credit: math.MaxInt / 2})
+			peer.Flush()
+		}
+		synctest.Wait() // the read loop has taken both grants
+		wrote := make(chan error, 1)
+		go func() {
+			_, err := st.Write([]byte("after the grants"))
+			wrote <- err
+		}()
+		if f, err := peer.ReadFrame(); err != nil || f.Kind != KindData || string(f.Data) != "after the grants" {
+			t.Fatalf("peer read %+v, %v; want the Data", f, err)
+		}
+		if err := <-wrote; err != nil {
+			t.Fatalf("Write after the grants: %v", err)
+		}
+	})
 }

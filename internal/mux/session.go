@@ -648,7 +648,7 @@ func (s *Session) newStream(id int64, name, addr string, opened bool) *Stream {
 		st.local, st.remote = s.c.LocalAddr(), s.c.RemoteAddr()
 	}
 	if s.cfg.FlowControl {
-		st.credit = s.cfg.PeerWindow
+		st.credit = min(s.cfg.PeerWindow, maxCredit)
 		st.win = s.cfg.Window
 		st.avail = s.cfg.Window
 		st.epoch = time.Now() // the first epoch runs from the open

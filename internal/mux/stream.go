@@ -3,6 +3,7 @@ package mux
 import (
 	"errors"
 	"io"
+	"math"
 	"net"
 	"os"
 	"sync"
@@ -564,9 +565,19 @@ func putRbuf(b []byte) {
 	}
 }
 
+// maxCredit is the most credit a stream keeps (addCredit): more than a
+// Write can spend before the peer grants again, yet far enough below an
+// int's limit that Write's give-back (credit += k - m) cannot pass it. On
+// 32-bit systems it is 1 GiB, where a yamux window may be 4 GiB: of a
+// peer's grants past it this side spends none, and waits for the grants
+// the peer sends as it reads what was spent.
+const maxCredit = math.MaxInt / 2
+
 func (st *Stream) addCredit(n int) {
 	st.mu.Lock()
-	st.credit += n
+	// Saturating: grants that add up past maxCredit (a peer's word) must
+	// not wrap credit below zero, which Write would slice p with.
+	st.credit = min(st.credit, maxCredit-n) + n
 	st.mu.Unlock()
 	signal(st.writeReady)
 }
