@@ -94,3 +94,25 @@ func FuzzFramer(f *testing.F) {
 		}
 	})
 }
+
+// TestWindowUpdatePast2GiB: a yamux window update may grant up to 4 GiB;
+// on 32-bit systems (linux/386, arm), where an int holds less, it reaches
+// the session as the most credit an int holds, not as a negative grant
+// that cut the link with a protocol error.
+func TestWindowUpdatePast2GiB(t *testing.T) {
+	in := append(yamux.Header{Type: yamux.TypeWindowUpdate, Flags: yamux.FlagSYN, StreamID: 1}.Append(nil),
+		yamux.Header{Type: yamux.TypeWindowUpdate, StreamID: 1, Length: 3 << 30}.Append(nil)...)
+	fr := NewFramer(bytes.NewReader(in), io.Discard, 1<<10, false)
+	for {
+		g, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("ReadFrame: %v, before the grant", err)
+		}
+		if g.Kind == mux.KindData {
+			if g.Credit <= 0 || uint64(g.Credit) > 3<<30 {
+				t.Fatalf("a grant of 3 GiB read as %d", g.Credit)
+			}
+			return
+		}
+	}
+}

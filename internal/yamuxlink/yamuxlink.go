@@ -221,7 +221,8 @@ func (fr *Framer) decode() error {
 			fr.push(mux.Frame{Kind: mux.KindData, ID: id, Data: p, Rest: rest})
 		}
 		if h.Type == yamux.TypeWindowUpdate && h.Length > 0 {
-			fr.push(mux.Frame{Kind: mux.KindData, ID: id, Credit: int(h.Length)})
+			// At most an int's worth: 32-bit systems hold less than a grant.
+			fr.push(mux.Frame{Kind: mux.KindData, ID: id, Credit: int(min(uint64(h.Length), math.MaxInt))})
 		}
 		if h.Flags&yamux.FlagFIN != 0 {
 			fr.finished(h.StreamID, gotFIN)
