@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"os"
 	"sync"
@@ -435,4 +436,24 @@ func TestWriteEndedByQueuedEnd(t *testing.T) {
 		cb.Close()
 		<-read
 	})
+}
+
+// TestSoloRunDoesNotWrap: the count of a stream's Data frames in a row
+// (noteData) stops at what shared asks, instead of growing with every
+// frame of a long transfer: where int has 32 bits it wrapped below zero
+// after 2^31 frames (4 TiB at Plan5's legacy 2 KiB frames), and the stream
+// that had the link to itself was taken to share it again.
+func TestSoloRunDoesNotWrap(t *testing.T) {
+	s := &Session{lastData: -1}
+	s.noteData(1, 1)
+	s.noteData(2, 1) // stream 2 after stream 1: shared for a while
+	if !s.shared(2) {
+		t.Fatal("stream 2 does not share the link right after stream 1's frame")
+	}
+	for range 3 {
+		s.noteData(2, math.MaxInt/2)
+		if s.shared(2) || s.dataOwner.Load() != 2 {
+			t.Fatalf("after %d frames of stream 2 in a row: shared %v, owner %d; want it alone", s.soloFrames, s.shared(2), s.dataOwner.Load())
+		}
+	}
 }

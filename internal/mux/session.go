@@ -193,7 +193,7 @@ type Session struct {
 	ends   [maxBatchFrames + 1]int64 // a direct write's frames' ends (writeData); guarded by wmu
 	// lastData is the stream whose Data frame was written last (-1:
 	// none yet), soloFrames how many of its Data frames were written in
-	// a row, and mixed whether another stream's came before them
+	// a row (up to soloRun), and mixed whether another stream's came before them
 	// (noteData); guarded by wmu.
 	lastData   int64
 	soloFrames int
@@ -1224,7 +1224,9 @@ func (s *Session) noteData(id int64, n int) {
 		s.mixed = s.lastData >= 0
 		s.lastData, s.soloFrames = id, 0
 	}
-	s.soloFrames += n
+	// Counted up to soloRun, all shared asks: a long transfer's count
+	// would wrap an int (32-bit: 2^31 frames).
+	s.soloFrames = min(s.soloFrames+min(n, soloRun), soloRun)
 	owner := id
 	if s.mixed && s.soloFrames < soloRun {
 		owner = linkShared
