@@ -1402,9 +1402,10 @@ func (s *Session) setCause(err error) { s.cause.CompareAndSwap(nil, &err) }
 // writing and what waits for it make at most a batch; while it shares
 // the link, at most a frame's worth (ChunkSize) queued or being written.
 // A small frame of another stream then waits for at most the frame being
-// written when it came. The waits are the ones for room in the queue,
-// under the same deadline, Close and session end: backpressure, as
-// before. (A queue of 1 MiB, as before, cost no less CPU per byte than
+// written when it came. The waits, for room in the queue or (sharing) for
+// the link's lock, which whoever took its last frame holds until that
+// frame is out, end as before at the deadline, Close and session end:
+// backpressure. The waiter holds no lock while it waits. (A queue of 1 MiB, as before, cost no less CPU per byte than
 // half a batch: BenchmarkNoFlowControlBulk.)
 func (s *Session) enqueueData(st *Stream, p []byte, deadline <-chan struct{}, fair bool) (int, error) {
 	for {
