@@ -231,39 +231,7 @@ func TestWriteWaitingForLinkEnds(t *testing.T) {
 				default:
 				}
 
-				start := time.Now()
-				closed := make(chan struct{})
-				want := net.ErrClosed
-				switch stop {
-				case "Close":
-					waiter.Close()
-				case "Abort":
-					waiter.Abort(errors.New("test: aborted"))
-				case "deadline":
-					waiter.SetWriteDeadline(time.Now().Add(time.Second))
-					want = os.ErrDeadlineExceeded
-				case "session Close":
-					go func() { s.Close(); close(closed) }()
-				}
-				if stop == "deadline" {
-					time.Sleep(time.Second)
-				}
-				synctest.Wait()
-				select {
-				case err := <-wrote:
-					wrote <- err // for the end
-					if !errors.Is(err, want) && stop != "session Close" {
-						t.Errorf("the waiting Write returned %v, want %v", err, want)
-					}
-					if err == nil {
-						t.Error("the waiting Write returned no error")
-					}
-					if d := time.Since(start); d > time.Second {
-						t.Errorf("the waiting Write returned %v after its %s", d, stop)
-					}
-				default:
-					t.Errorf("the Write waiting for the link is still blocked after its %s", stop)
-				}
+				closed := stopWrite(t, stop, s, waiter, wrote, "for the link")
 				cb.Close() // the link fails: the holder returns
 				<-held
 				if stop == "session Close" {
@@ -316,34 +284,7 @@ func TestQueuedWriteWaitingForItsFrameEnds(t *testing.T) {
 					t.Fatalf("%d bytes queued behind the frame being written, want none", q)
 				}
 
-				closed := make(chan struct{})
-				want := net.ErrClosed
-				switch stop {
-				case "Close":
-					bulk.Close()
-				case "Abort":
-					bulk.Abort(errors.New("test: aborted"))
-				case "deadline":
-					bulk.SetWriteDeadline(time.Now().Add(time.Second))
-					want = os.ErrDeadlineExceeded
-				case "session Close":
-					go func() { s.Close(); close(closed) }()
-				}
-				if stop == "deadline" {
-					time.Sleep(time.Second)
-				}
-				synctest.Wait()
-				select {
-				case err := <-wrote:
-					if !errors.Is(err, want) && stop != "session Close" {
-						t.Errorf("the waiting Write returned %v, want %v", err, want)
-					}
-					if err == nil {
-						t.Error("the waiting Write returned no error")
-					}
-				default:
-					t.Errorf("the Write waiting for its frame is still blocked after its %s", stop)
-				}
+				closed := stopWrite(t, stop, s, bulk, wrote, "for its frame")
 				cb.Close()
 				if stop == "session Close" {
 					<-closed
@@ -351,6 +292,50 @@ func TestQueuedWriteWaitingForItsFrameEnds(t *testing.T) {
 			})
 		})
 	}
+}
+
+// stopWrite ends a Write of st that waits (for what: the message's
+// words), whose error comes on wrote, by stop: the stream's Close or
+// Abort, a write deadline, or the session's Close (which closes the
+// channel returned once it has returned). It checks that the Write
+// returned at once, with the error a net.Conn's Write returns, and puts
+// that error back on wrote.
+func stopWrite(t *testing.T, stop string, s *Session, st *Stream, wrote chan error, what string) (closed chan struct{}) {
+	t.Helper()
+	start := time.Now()
+	closed = make(chan struct{})
+	want := net.ErrClosed
+	switch stop {
+	case "Close":
+		st.Close()
+	case "Abort":
+		st.Abort(errors.New("test: aborted"))
+	case "deadline":
+		st.SetWriteDeadline(time.Now().Add(time.Second))
+		want = os.ErrDeadlineExceeded
+	case "session Close":
+		go func() { s.Close(); close(closed) }()
+	}
+	if stop == "deadline" {
+		time.Sleep(time.Second)
+	}
+	synctest.Wait()
+	select {
+	case err := <-wrote:
+		wrote <- err
+		if !errors.Is(err, want) && stop != "session Close" {
+			t.Errorf("the waiting Write returned %v, want %v", err, want)
+		}
+		if err == nil {
+			t.Error("the waiting Write returned no error")
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("the waiting Write returned %v after its %s", d, stop)
+		}
+	default:
+		t.Errorf("the Write waiting %s is still blocked after its %s", what, stop)
+	}
+	return closed
 }
 
 // rawPeerSession is a flow-controlled session on a net.Pipe whose peer is
