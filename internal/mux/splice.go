@@ -45,6 +45,9 @@ type DataSplitter interface {
 // the link for its stream: spliced to the stream's destination where it
 // can, read and pushed where not, dropped for a stream that is gone.
 func (s *Session) takeRest(f *Frame) error {
+	if s.split == nil {
+		return s.protoErr("a Data frame of stream %d has %d of its bytes still on the link, from a framer that does not split frames (the adapter's bug: only a DataSplitter sets Frame.Rest)", f.ID, f.Rest)
+	}
 	s.mu.Lock()
 	st := s.streams[f.ID]
 	s.mu.Unlock()
