@@ -747,8 +747,8 @@ func BenchmarkDirectDialAtDistance(b *testing.B) {
 			x.echo(b)
 			labDial := x.labEcho(b, rtt)
 			on, relayed := x.dialer(), &Dialer{Transport: TransportYamux, netns: x.client.Do}
-			var took [2][]time.Duration
-			var toDirect, dialed, punch, proven, labFirst, labEcho []time.Duration
+			var took, dialedAt [2][]time.Duration // Direct on, relayed
+			var toDirect, punch, proven, labFirst, labEcho []time.Duration
 			moved := 0
 			one := make([]byte, 1)
 			for range b.N {
@@ -767,6 +767,7 @@ func BenchmarkDirectDialAtDistance(b *testing.B) {
 						b.Fatal(err)
 					}
 					ret := time.Since(began)
+					dialedAt[k] = append(dialedAt[k], ret)
 					rc := c.(*Conn)
 					clientProven := make(chan time.Duration, 1)
 					if k == 0 {
@@ -786,7 +787,6 @@ func BenchmarkDirectDialAtDistance(b *testing.B) {
 					if k == 0 {
 						p := <-clientProven
 						toDirect = append(toDirect, p)
-						dialed = append(dialed, ret)
 						punch = append(punch, p-ret)
 						proven = append(proven, sp)
 						// A Write each way moves the session.
@@ -805,13 +805,27 @@ func BenchmarkDirectDialAtDistance(b *testing.B) {
 				slices.Sort(t)
 				return t[len(t)/2]
 			}
+			// Where a difference is: Dial's return, and the byte there
+			// and back after it (on-echo-us: the move at the first
+			// Write, where the punch was over), each arm's p50. Before
+			// p50 sorts took.
+			var echoed [2][]time.Duration
+			for k := range took {
+				for i, d := range took[k] {
+					echoed[k] = append(echoed[k], d-dialedAt[k][i])
+				}
+			}
 			onP50, offP50 := p50(took[0]), p50(took[1])
 			rtts := func(d time.Duration) float64 { return float64(d) / float64(rtt) }
 			b.ReportMetric(float64(onP50.Nanoseconds()), "on-p50-ns")
 			b.ReportMetric(float64(offP50.Nanoseconds()), "relayed-p50-ns")
 			b.ReportMetric(float64(onP50)/float64(offP50), "on/relayed")
+			b.ReportMetric(float64(p50(dialedAt[0]).Microseconds()), "on-dial-us")
+			b.ReportMetric(float64(p50(dialedAt[1]).Microseconds()), "relayed-dial-us")
+			b.ReportMetric(float64(p50(echoed[0]).Microseconds()), "on-echo-us")
+			b.ReportMetric(float64(p50(echoed[1]).Microseconds()), "relayed-echo-us")
 			b.ReportMetric(rtts(p50(toDirect)), "to-direct-rtts")
-			b.ReportMetric(rtts(p50(dialed)), "dialed-rtts")
+			b.ReportMetric(rtts(p50(dialedAt[0])), "dialed-rtts")
 			b.ReportMetric(float64(p50(punch).Microseconds()), "punch-us")
 			b.ReportMetric(rtts(p50(proven)), "proven-rtts")
 			b.ReportMetric(float64(moved)/float64(b.N), "moved/op")
