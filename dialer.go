@@ -120,7 +120,8 @@ type knownDPs struct {
 	mu    sync.Mutex // guards addrs and nearBy
 	addrs map[string]dpKind
 	// nearBy holds the DPs that the last dial with Direct found near
-	// (dpNear): its punch's listener waits for its gate (directgate.go).
+	// (dpNear of the time from its Aloha to the open's answer, the
+	// Ack): its punch's listener waits for its gate (directgate.go).
 	nearBy map[string]bool
 }
 
@@ -284,7 +285,8 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 	theirs, err := exchangeAloha(c, r, ours, addr, d.Credential, early, sent)
 	// A round trip to the DP, and what it did before its first answer:
 	// the open, whose early offer comes with its Aloha (a key's proof,
-	// if any, more).
+	// if any, more); without the early offer, a Connect sent with the
+	// Aloha has the DP's Aloha come with its Ack: the open's answer.
 	rtt := time.Since(sentAt)
 	if err != nil {
 		stop()
@@ -307,9 +309,6 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 	if theirs.Transport == wireRaw && ours.Transport == wireRaw {
 		var p *clientPunch // the punch, once the DP's early offer came
 		var offered func(*plan5.Ack)
-		if side != nil {
-			d.known.setNear(addr, dpNear(rtt))
-		}
 		if side != nil && !near {
 			// The DP tells the server's address and the secret as it
 			// asks the server (EarlyPeer): the punch starts then, as
@@ -330,6 +329,17 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, addr, name string, a
 		if stopErr != nil {
 			p.abandon()
 			return nil, stopErr
+		}
+		if side != nil {
+			// Near, for the next dial, by the time to the open's
+			// answer, whether or not this dial asked for the early
+			// offer: without it, the DP's first answer is the Ack
+			// (rtt above), and the early offer, which comes before
+			// the server's answer, would make a DP near the client
+			// but far from its server (or one whose server answers
+			// late, ManualAck) near on every other dial only. There
+			// the early offer gains the punch the server's answer.
+			d.known.setNear(addr, dpNear(time.Since(sentAt)))
 		}
 		if as.broker != nil && brokersDirect(ack.Peer, ack.Secret) {
 			as.broker.peer, as.broker.secret = ack.Peer, ack.Secret

@@ -374,3 +374,41 @@ func (c *recordingConn) Write(b []byte) (int, error) {
 	c.to.mu.Unlock()
 	return c.Conn.Write(b)
 }
+
+// TestDirectClientNearSlowAnswer: a Dialer judges a DP near by the
+// same measure whether or not its dial asked for the early offer: the
+// time to the open's answer. A DP near the client whose server takes
+// longer than nearDP to answer (far from the DP, or an application
+// that answers under ManualAck) is not near: the early offer gains the
+// punch that time, and each dial asks for it, rather than every other
+// one (the early offer comes a round trip to the DP after the Aloha,
+// the answer without it only with the Ack: two measures, which made a
+// Dialer flip between the two).
+func TestDirectClientNearSlowAnswer(t *testing.T) {
+	addr := startDP(t, new(DiscoverPoint))
+	l := listen(t, &ListenConfig{Transport: TransportYamux, Direct: true, ManualAck: true}, addr, "printer-7")
+	d := &Dialer{Direct: true}
+	var sent recorded // what the dials wrote to the DP
+	d.Dial = sent.dial((&net.Dialer{Control: dpControl}).DialContext)
+	for i := range 3 {
+		done := dialAsync(context.Background(), d, addr, "printer-7")
+		sc, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * nearDP) // the server's time to answer, not a wait for an event
+		sc.(*Conn).Ack(nil)
+		r := <-done
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		r.c.Close()
+		sc.Close()
+		if n := strings.Count(sent.String(), `"EarlyPeer":true`); n != i+1 {
+			t.Fatalf("dial %d: %d of the dials asked for the early offer; want all, the open's answer taking 2*nearDP: %q", i+1, n, sent.String())
+		}
+		if d.known.near(addr) {
+			t.Errorf("dial %d: the DP is known near, its open's answer taking 2*nearDP", i+1)
+		}
+	}
+}
