@@ -412,3 +412,86 @@ func TestDirectClientNearSlowAnswer(t *testing.T) {
 		}
 	}
 }
+
+// TestPunchGateSilentSession: where the DP is near (loopback), a
+// session in which neither side writes first (each waits for the other
+// to speak) has both punches held back until deferFor, not for ever:
+// both come up with the session silent, and its first exchange, either
+// way, moves it whole.
+func TestPunchGateSilentSession(t *testing.T) {
+	addr := startDP(t, new(DiscoverPoint))
+	l := listen(t, &ListenConfig{Transport: TransportYamux, Direct: true}, addr, "printer-7")
+	d := &Dialer{Direct: true}
+	held := 0 // sessions whose punches were both held back
+	for _, serverFirst := range []bool{false, true} {
+		c, err := d.DialContext(context.Background(), addr, "printer-7")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		sc, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sc.Close()
+		client, server := c.(*Conn), sc.(*Conn)
+		if client.s.(*moveConn).gate != nil && server.s.(*moveConn).gate != nil {
+			held++
+		}
+		punched(client)
+		server.DirectError() // its first use: it takes the session
+		punched(server)
+		if err := client.DirectError(); err != nil {
+			t.Fatalf("the client's punch in a silent session: %v", err)
+		}
+		if err := server.DirectError(); err != nil {
+			t.Fatalf("the server's punch in a silent session: %v", err)
+		}
+		first, second := net.Conn(client), net.Conn(server)
+		if serverFirst {
+			first, second = second, first
+		}
+		go func() { // it answers what it reads, and moves at its first Write
+			io.Copy(second, second)
+			second.(*Conn).CloseWrite()
+		}()
+		echoCheck(t, first, 64<<10)
+		if !client.Direct() {
+			t.Errorf("server first %v: the session stays on the relay: %v", serverFirst, client.DirectError())
+		}
+	}
+	if held == 0 {
+		// Load made loopback look far (a round trip over nearDP):
+		// the punches started at once.
+		t.Skip("no session had both its punches held back: the DP looked far under this load")
+	}
+}
+
+// TestPunchGateClosedClient: a client's session closed before its held
+// back punch began stops it before it begins, and says so, not that there
+// is no path; the punch's goroutine ends (goleak).
+func TestPunchGateClosedClient(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		punched := make(chan struct{}, 1)
+		side := &directSide{local: netip.MustParseAddrPort("127.0.0.1:1"), timeout: time.Second,
+			ns: func(func() error) error {
+				punched <- struct{}{}
+				return punch.ErrNoPath
+			}}
+		relay, dp := net.Pipe()
+		defer dp.Close()
+		p := side.startPunch("127.0.0.1:2", make([]byte, secretLen), nil, 400*time.Microsecond)
+		c := new(Dialer).clientMove(p, &rawConn{Conn: relay})
+		time.Sleep(100 * time.Microsecond) // the session's first moment, silent
+		c.Close()
+		<-p.done
+		select {
+		case <-punched:
+			t.Error("the punch began after Close")
+		default:
+		}
+		if err := c.DirectError(); !errors.Is(err, context.Canceled) || !errors.Is(err, errPunchClosed) || errors.Is(err, punch.ErrNoPath) {
+			t.Errorf("DirectError: %v; want context.Canceled and %v, not punch.ErrNoPath", err, errPunchClosed)
+		}
+	})
+}
