@@ -495,3 +495,41 @@ func TestPunchGateClosedClient(t *testing.T) {
 		}
 	})
 }
+
+// TestDirectNoEarlyOfferUnasked: a DP sends no early offer to a client
+// that asks for a direct path without it (as rtcp's does of a DP it
+// found near): its first answer to the Connect is the Ack, which
+// brokers the session. An Ack with X 0 first would open that client's
+// session, whose bytes would then begin with the real Ack.
+func TestDirectNoEarlyOfferUnasked(t *testing.T) {
+	addr := startDP(t, new(DiscoverPoint))
+	l := listen(t, &ListenConfig{Transport: TransportYamux, Direct: true, ManualAck: true}, addr, "printer-7")
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	p := dialRaw(t, addr)
+	p.send(string(plan5.AppendMessage(plan5.AppendMessage(nil,
+		&plan5.Aloha{V: plan5.Version, R: plan5.RoleIC, Transport: wireRaw}),
+		&plan5.Connect{N: "printer-7", Direct: true})))
+	sc, ok := <-accepted
+	if !ok {
+		t.Fatal("the server accepted no session")
+	}
+	defer sc.Close()
+	if err := sc.(*Conn).Ack(nil); err != nil {
+		t.Fatal(err)
+	}
+	if a, ok := p.read().(*plan5.Aloha); !ok || a.Transport != wireRaw {
+		t.Fatalf("first answer %+v, want the DP's Aloha offering the raw leg", a)
+	}
+	ack, ok := p.read().(*plan5.Ack)
+	if !ok || ack.X != 1 || !brokersDirect(ack.Peer, ack.Secret) {
+		t.Fatalf("answer to a Connect with Direct and no EarlyPeer: %+v; want the Ack (X 1) with Peer and Secret, no early offer", ack)
+	}
+}
