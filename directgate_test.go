@@ -533,3 +533,46 @@ func TestDirectNoEarlyOfferUnasked(t *testing.T) {
 		t.Fatalf("answer to a Connect with Direct and no EarlyPeer: %+v; want the Ack (X 1) with Peer and Secret, no early offer", ack)
 	}
 }
+
+// TestDirectDialerConcurrent: one Dialer with Direct, dialing two DPs
+// from many goroutines at once, keeps what it learns of each DP apart
+// and without a race (-race): every session carries its bytes whole,
+// whichever mode each dial took.
+func TestDirectDialerConcurrent(t *testing.T) {
+	var addrs []string
+	for range 2 {
+		addr := startDP(t, new(DiscoverPoint))
+		echo(t, listen(t, &ListenConfig{Transport: TransportYamux, Direct: true}, addr, "printer-7"))
+		addrs = append(addrs, addr)
+	}
+	d := &Dialer{Direct: true}
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for i := range 20 {
+		wg.Go(func() {
+			c, err := d.DialContext(context.Background(), addrs[i%2], "printer-7")
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			msg := bytes.Repeat([]byte{byte(i)}, 8<<10)
+			go func() {
+				c.Write(msg)
+				c.(*Conn).CloseWrite()
+			}()
+			got, err := io.ReadAll(c)
+			if err == nil && !bytes.Equal(got, msg) {
+				err = errors.New("the echo differs from what was written")
+			}
+			if err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
