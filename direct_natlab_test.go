@@ -624,11 +624,16 @@ func BenchmarkDirect(b *testing.B) {
 	// each and their ratio (the target: at most 1).
 	b.Run("dial/direct-on-vs-relayed", func(b *testing.B) {
 		var took [2][]time.Duration
+		near := 0 // dials with Direct whose Dialer knew the DP near
 		for range b.N {
+			if on.known.near(x.addr) {
+				near++
+			}
 			for k, d := range []*Dialer{on, relayed} {
 				took[k] = append(took[k], firstByte(b, d, x.addr, nil))
 			}
 		}
+		b.ReportMetric(float64(near)/float64(b.N), "near/op")
 		for k := range took {
 			slices.Sort(took[k])
 		}
