@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -316,27 +317,34 @@ func TestDirectClientNearListensLate(t *testing.T) {
 
 // farDP returns dial with the DP put at a distance of 2*nearDP for the
 // client's round trip: the first Read of each connection (the DP's
-// Aloha) returns no sooner than that after the connection was made.
+// Aloha) returns no sooner than that after its first Write (the
+// client's Aloha), which the dial's measure starts before.
 func farDP(dial dialFunc) dialFunc {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := dial(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}
-		return &farConn{Conn: c, answer: time.Now().Add(2 * nearDP)}, nil
+		return &farConn{Conn: c}, nil
 	}
 }
 
 // farConn is a connection to a DP far away (farDP).
 type farConn struct {
 	net.Conn
-	answer time.Time // its first Read returns no sooner
-	once   sync.Once
+	sent   sync.Once
+	answer atomic.Int64 // its first Read returns no sooner (UnixNano), set at its first Write
+	read   sync.Once
+}
+
+func (c *farConn) Write(b []byte) (int, error) {
+	c.sent.Do(func() { c.answer.Store(time.Now().Add(2 * nearDP).UnixNano()) })
+	return c.Conn.Write(b)
 }
 
 func (c *farConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
-	c.once.Do(func() { time.Sleep(time.Until(c.answer)) }) // the path's delay, not a wait for an event
+	c.read.Do(func() { time.Sleep(time.Until(time.Unix(0, c.answer.Load()))) }) // the path's delay, not a wait for an event
 	return n, err
 }
 
