@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -112,7 +113,7 @@ func TestCopyTCPCutMidBurst(t *testing.T) {
 			}
 			copied := make(chan result, 1)
 			client, server, sent := midBurst(t, func(a, b *net.TCPConn) {
-				_, err, wfail := copyTCP(b, a, func(int64) {})
+				_, err, wfail := copyTCP(b, a, new(atomic.Bool), func(int64) {})
 				a.Close() // ends the client's write, if it is still there
 				b.Close()
 				copied <- result{err, wfail}

@@ -263,7 +263,7 @@ func (w *scanWriter) SetWriteDeadline(t time.Time) error { return w.dst.SetWrite
 func pipePlain(dst, src net.Conn, dir bool, count func(bool, int), failed, dstFin, srcFin *atomic.Bool) (n int64, err error, wfail bool) {
 	if dt, st := tcpreset.Of(dst), tcpreset.Of(src); dt != nil && st != nil {
 		// Both are TCP: small messages are copied, bulk is spliced.
-		n, err, wfail = copyTCP(dt, st, func(k int64) {
+		n, err, wfail = copyTCP(dt, st, srcFin, func(k int64) {
 			if count != nil && k > 0 {
 				count(dir, int(k))
 			}
@@ -524,8 +524,8 @@ func aborterUnder(c net.Conn) Aborter {
 // two sockets only, where io.Copy's splice holds a pipe (two descriptors)
 // per direction while it waits. count is called with each piece; wfail
 // says that its error came from dst (a write or a splice to it), not
-// from src.
-func copyTCP(dst, src *net.TCPConn, count func(int64)) (n int64, err error, wfail bool) {
+// from src. srcFin says that Join has half-closed src (see resetWatch).
+func copyTCP(dst, src *net.TCPConn, srcFin *atomic.Bool, count func(int64)) (n int64, err error, wfail bool) {
 	raw := newRawReader(src)
 	if raw == nil {
 		sr := srcReader{r: src}
@@ -533,8 +533,8 @@ func copyTCP(dst, src *net.TCPConn, count func(int64)) (n int64, err error, wfai
 		count(n)
 		return n, err, err != nil && sr.err == nil
 	}
-	write := sockio.WriterOf(dst).Write // a TCP destination's socket, raw
-	watch := newResetWatch(dst, src)    // src's reset ends a wait for dst
+	write := sockio.WriterOf(dst).Write      // a TCP destination's socket, raw
+	watch := newResetWatch(dst, src, srcFin) // src's reset ends a wait for dst
 	var (
 		bulk  *mux.BulkSplicer // made at the first burst
 		tried bool

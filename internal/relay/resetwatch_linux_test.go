@@ -88,3 +88,58 @@ func TestJoinTCPBlockedWriteEndsWithTheSourceReset(t *testing.T) {
 		})
 	}
 }
+
+// TestJoinTCPWatchIgnoresTheRelaysOwnFIN: the relay's own half-close of
+// the source leaves the source's socket in state CLOSE once both FINs are
+// acknowledged, which looks like a reset (tcpreset.WasReset). A client
+// that sent its request, half-closed, and reads the answer slowly must
+// get all of it and a clean end: the watch of a write waiting for that
+// client must not take the clean close for a reset.
+func TestJoinTCPWatchIgnoresTheRelaysOwnFIN(t *testing.T) {
+	const size = 256 << 10
+	app, local := flowtest.TCPPair(t)
+	defer app.Close()
+	app.SetReadBuffer(4 << 10)
+	local.SetWriteBuffer(8 << 10)
+	srvLocal, srv := flowtest.TCPPair(t)
+	defer srv.Close()
+	// Room for the whole answer and the server's FIN behind it: the
+	// relay's socket of the server is half-closed by the server first.
+	srvLocal.SetReadBuffer(1 << 20)
+	joined := make(chan error, 1)
+	go func() {
+		_, err := Join(local, srvLocal, nil)
+		joined <- err
+	}()
+	want := bytes.Repeat([]byte("0123456789abcdef"), size/16)
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := srv.Write(want)
+		if err == nil {
+			err = srv.CloseWrite()
+		}
+		wrote <- err
+	}()
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	// The client is done sending; the relay passes its FIN on to the
+	// server, whose socket at the relay then closes (state CLOSE) while
+	// most of the answer still waits for the client.
+	app.CloseWrite()
+	if _, err := io.Copy(io.Discard, srv); err != nil {
+		t.Fatalf("the server's read of the client's end: %v", err)
+	}
+	got, err := io.ReadAll(app)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Errorf("the client read %d bytes and %v, want all %d and a clean end", len(got), err, size)
+	}
+	select {
+	case err := <-joined:
+		if err != nil {
+			t.Errorf("Join ended with %v, want a clean end", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Join did not end within a minute of both ends")
+	}
+}

@@ -2,12 +2,15 @@
 
 package relay
 
-import "net"
+import (
+	"net"
+	"sync/atomic"
+)
 
 // resetWatch tells a reset on Linux only (watch_unix.go).
 type resetWatch struct{}
 
-func newResetWatch(dst, src *net.TCPConn) *resetWatch { return nil }
+func newResetWatch(dst, src *net.TCPConn, srcFin *atomic.Bool) *resetWatch { return nil }
 
 func (w *resetWatch) start() (stop func() error) { return func() error { return nil } }
 

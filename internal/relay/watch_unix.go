@@ -24,15 +24,22 @@ import (
 // a goroutine waits for src to be readable, which a reset makes it,
 // and finding src reset (tcpreset.WasReset) abandons the write with a
 // write deadline in the past. Linux only, where a reset can be told.
+//
+// Once Join has half-closed src (srcFin, set before its FIN leaves), a
+// src whose peer has closed too is left in the state that a reset
+// leaves it in: from then on the watch takes nothing for a reset (as
+// pipePlain's check at the end does not), else a client that sent its
+// request, half-closed and reads the answer slowly would be cut.
 type resetWatch struct {
 	src, dst *net.TCPConn
 	srcRC    syscall.RawConn
 	dstRC    syscall.RawConn
+	srcFin   *atomic.Bool
 }
 
 // newResetWatch returns a watch of src for writes to dst, or nil where
-// a reset cannot be told.
-func newResetWatch(dst, src *net.TCPConn) *resetWatch {
+// a reset cannot be told. srcFin says that Join has half-closed src.
+func newResetWatch(dst, src *net.TCPConn, srcFin *atomic.Bool) *resetWatch {
 	if runtime.GOOS != "linux" {
 		return nil
 	}
@@ -41,7 +48,7 @@ func newResetWatch(dst, src *net.TCPConn) *resetWatch {
 	if err1 != nil || err2 != nil {
 		return nil
 	}
-	return &resetWatch{src: src, dst: dst, srcRC: srcRC, dstRC: dstRC}
+	return &resetWatch{src: src, dst: dst, srcRC: srcRC, dstRC: dstRC, srcFin: srcFin}
 }
 
 // start watches src until stop. stop returns tcpreset.ErrReset if src
@@ -54,7 +61,8 @@ func (w *resetWatch) start() (stop func() error) {
 	go func() {
 		defer close(done)
 		w.srcRC.Read(func(uintptr) bool {
-			if !tcpreset.WasReset(w.src) {
+			// srcFin looked at after asking: see tcpreset.WasReset.
+			if !tcpreset.WasReset(w.src) || w.srcFin.Load() {
 				return false // wait for src to be readable: bytes, an end, a reset
 			}
 			reset.Store(true)
