@@ -3,10 +3,12 @@ package relay
 import (
 	"bytes"
 	"io"
+	"runtime"
 	"testing"
 	"time"
 
 	"rtcp/internal/flowtest"
+	"rtcp/internal/tcpreset"
 )
 
 // Only Linux tells a reset from the socket's state (resetWatch).
@@ -130,7 +132,23 @@ func TestJoinTCPWatchIgnoresTheRelaysOwnFIN(t *testing.T) {
 	if _, err := io.Copy(io.Discard, srv); err != nil {
 		t.Fatalf("the server's read of the client's end: %v", err)
 	}
-	got, err := io.ReadAll(app)
+	for !tcpreset.WasReset(srvLocal) {
+		select {
+		case err := <-joined:
+			t.Fatalf("Join ended (%v) before the server's socket closed", err)
+		default:
+			runtime.Gosched()
+		}
+	}
+	// The client reads a little, and stops again: the relay's next wait
+	// for it is watched from its start to its end after CLOSE.
+	got := make([]byte, 16<<10)
+	if _, err := io.ReadFull(app, got); err != nil {
+		t.Fatal(err)
+	}
+	waitWatch(t, joined)
+	rest, err := io.ReadAll(app)
+	got = append(got, rest...)
 	if err != nil || !bytes.Equal(got, want) {
 		t.Errorf("the client read %d bytes and %v, want all %d and a clean end", len(got), err, size)
 	}
@@ -141,5 +159,26 @@ func TestJoinTCPWatchIgnoresTheRelaysOwnFIN(t *testing.T) {
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("Join did not end within a minute of both ends")
+	}
+}
+
+// waitWatch waits until a resetWatch waits for its source (IO wait in
+// run), or fails if Join ends first.
+func waitWatch(t *testing.T, joined chan error) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		for _, g := range bytes.Split(buf[:n], []byte("\n\n")) {
+			if bytes.Contains(g, []byte("[IO wait")) && bytes.Contains(g, []byte("rtcp/internal/relay.(*resetWatch).run(")) {
+				return
+			}
+		}
+		select {
+		case err := <-joined:
+			t.Fatalf("Join ended (%v) while a write waited for the client, want the wait watched", err)
+		default:
+			runtime.Gosched()
+		}
 	}
 }
