@@ -26,9 +26,13 @@ import (
 // own. Nothing else may read the stream, or write w, while WriteTo runs
 // (the read loop waits for w's write lock).
 //
-// If the session cuts the stream while WriteTo waits in w.Write (a stall,
-// say), it ends that write with a write deadline in the past, and WriteTo
-// clears w's write deadline before it returns the cut's error.
+// If the stream is cut (by the session, a stall say; by the peer's abort;
+// by the loss of its link) while WriteTo waits in w.Write, the cut ends
+// that write with a write deadline in the past, and WriteTo clears w's
+// write deadline before it returns the cut's error. Once cut, WriteTo
+// waits for w no more: what w does not take at once is dropped, and the
+// error says so (giveUpLocked). The peer's clean end is no cut: WriteTo
+// then writes every byte, waiting for w as long as it takes.
 func (st *Stream) WriteTo(w io.Writer) (int64, error) { return st.PushTo(w, nil) }
 
 // PushTo is WriteTo calling count (if not nil) with the size of each
