@@ -126,7 +126,7 @@ func (w *resetWatch) write(write func([]byte) (int, error), p []byte) (n int, er
 		n, err = write(p)
 		return n, err, false
 	}
-	if n, err = tryWrite(w.dstRC, p); err != nil || n == len(p) {
+	if n, err = sockio.TryWrite(w.dstRC, p); err != nil || n == len(p) {
 		return n, err, false
 	}
 	stop := w.start()
@@ -136,29 +136,4 @@ func (w *resetWatch) write(write func([]byte) (int, error), p []byte) (n int, er
 		return n, serr, true
 	}
 	return n, err, false
-}
-
-// tryWrite writes what the socket of rc takes of p without waiting.
-func tryWrite(rc syscall.RawConn, p []byte) (int, error) {
-	var (
-		n    int
-		werr error
-	)
-	err := rc.Write(func(fd uintptr) bool {
-		for {
-			n, werr = sockio.Write(int(fd), p)
-			if werr != syscall.EINTR {
-				return true
-			}
-		}
-	})
-	switch {
-	case err != nil:
-		return 0, err
-	case werr == syscall.EAGAIN:
-		return 0, nil
-	case werr != nil:
-		return 0, &net.OpError{Op: "write", Net: "tcp", Err: werr}
-	}
-	return max(n, 0), nil
 }

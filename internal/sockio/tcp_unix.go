@@ -101,3 +101,29 @@ func unwrapOp(err error) error {
 	}
 	return err
 }
+
+// TryWrite writes what the socket of rc takes of p without waiting: 0
+// and no error when it takes nothing now (EAGAIN).
+func TryWrite(rc syscall.RawConn, p []byte) (int, error) {
+	var (
+		n    int
+		werr error
+	)
+	err := rc.Write(func(fd uintptr) bool {
+		for {
+			n, werr = Write(int(fd), p)
+			if werr != syscall.EINTR {
+				return true
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case werr == syscall.EAGAIN:
+		return 0, nil
+	case werr != nil:
+		return 0, &net.OpError{Op: "write", Net: "tcp", Err: werr}
+	}
+	return max(n, 0), nil
+}
