@@ -368,3 +368,37 @@ func ServeEach(t testing.TB, l net.Listener, serve func(net.Conn)) {
 func Echo(t testing.TB, l net.Listener) {
 	ServeEach(t, l, func(c net.Conn) { io.Copy(c, c) })
 }
+
+// Parked reports whether a goroutine is parked in one of states ("IO
+// wait", "select", "chan send") with fn (as a stack names it, without
+// the parenthesis) on its stack: a dump of every goroutine is the only
+// way a test can know that a write has got that far and waits. buf holds
+// the dump (1 MiB is plenty).
+func Parked(buf []byte, fn string, states ...string) bool {
+	n := runtime.Stack(buf, true)
+	for _, g := range bytes.Split(buf[:n], []byte("\n\n")) {
+		if !bytes.Contains(g, []byte(fn+"(")) {
+			continue
+		}
+		for _, state := range states {
+			if bytes.Contains(g, []byte("["+state)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// WaitParked waits until Parked(fn, states...) holds, and fails t if it
+// does not within bound (on the wall clock: not in a synctest bubble).
+func WaitParked(t testing.TB, bound time.Duration, fn string, states ...string) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	deadline := time.Now().Add(bound)
+	for !Parked(buf, fn, states...) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not come to wait (%s) within %v", fn, strings.Join(states, " or "), bound)
+		}
+		runtime.Gosched()
+	}
+}

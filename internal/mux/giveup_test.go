@@ -1,10 +1,8 @@
 package mux
 
 import (
-	"bytes"
 	"errors"
 	"io"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -45,7 +43,7 @@ func testFarCutEndsABlockedPush(t *testing.T, via, end string) {
 	pushed := startPush(y, via, dest, nil)
 	wrote := make(chan error, 1)
 	go func() { wrote <- writePattern(x, 0, 1<<40, 16<<10, nil) }()
-	waitGoroutine(t, "IO wait", "(*Stream).pushRun")
+	flowtest.WaitParked(t, hangBound, "(*Stream).pushRun", "IO wait")
 
 	switch end {
 	case "link lost":
@@ -78,32 +76,4 @@ func testFarCutEndsABlockedPush(t *testing.T, via, end string) {
 			t.Errorf("another stream after the abort: %v", err)
 		}
 	}
-}
-
-// waitGoroutine waits until a goroutine is parked in state ("IO wait",
-// "select", "chan send") with fn on its stack: a goroutine dump is the
-// only way to know that a write has got that far and waits.
-func waitGoroutine(t *testing.T, state, fn string) {
-	t.Helper()
-	found, stop := make(chan struct{}), make(chan struct{})
-	defer close(stop)
-	go func() {
-		defer close(found)
-		buf := make([]byte, 1<<20)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			n := runtime.Stack(buf, true)
-			for _, g := range bytes.Split(buf[:n], []byte("\n\n")) {
-				if bytes.Contains(g, []byte("["+state)) && bytes.Contains(g, []byte(fn+"(")) {
-					return
-				}
-			}
-			runtime.Gosched()
-		}
-	}()
-	recvOrHang(t, found, fn+" waiting ("+state+")")
 }

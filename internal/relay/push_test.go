@@ -383,7 +383,7 @@ func TestJoinBlockedPushEndsWithTheCut(t *testing.T) {
 						}
 					}
 				}()
-				waitGoroutine(t, "IO wait", "rtcp/internal/mux.(*Stream).pushRun")
+				flowtest.WaitParked(t, time.Minute, "rtcp/internal/mux.(*Stream).pushRun", "IO wait")
 				switch end {
 				case "link lost":
 					closeSessions()
@@ -398,37 +398,5 @@ func TestJoinBlockedPushEndsWithTheCut(t *testing.T) {
 				}
 			})
 		}
-	}
-}
-
-// waitGoroutine waits until a goroutine is parked in state ("IO wait",
-// "select") with fn on its stack: a goroutine dump is the only way to
-// know that a write has got that far and waits.
-func waitGoroutine(t *testing.T, state, fn string) {
-	t.Helper()
-	found, stop := make(chan struct{}), make(chan struct{})
-	defer close(stop)
-	go func() {
-		defer close(found)
-		buf := make([]byte, 1<<20)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			n := runtime.Stack(buf, true)
-			for _, g := range bytes.Split(buf[:n], []byte("\n\n")) {
-				if bytes.Contains(g, []byte("["+state)) && bytes.Contains(g, []byte(fn+"(")) {
-					return
-				}
-			}
-			runtime.Gosched()
-		}
-	}()
-	select {
-	case <-found:
-	case <-time.After(time.Minute):
-		t.Fatalf("%s did not come to wait (%s) within a minute", fn, state)
 	}
 }

@@ -71,7 +71,7 @@ func TestJoinTCPBlockedWriteEndsWithTheSourceReset(t *testing.T) {
 				// if that comes first, the relay reads the reset.)
 				fn = "rtcp/internal/relay.(*resetWatch).write"
 			}
-			waitGoroutine(t, "IO wait", fn)
+			flowtest.WaitParked(t, time.Minute, fn, "IO wait")
 			srv.SetLinger(0)
 			srv.Close()
 			close(stop)
@@ -167,13 +167,7 @@ func TestJoinTCPWatchIgnoresTheRelaysOwnFIN(t *testing.T) {
 func waitWatch(t *testing.T, joined chan error) {
 	t.Helper()
 	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		for _, g := range bytes.Split(buf[:n], []byte("\n\n")) {
-			if bytes.Contains(g, []byte("[IO wait")) && bytes.Contains(g, []byte("rtcp/internal/relay.(*resetWatch).run(")) {
-				return
-			}
-		}
+	for !flowtest.Parked(buf, "rtcp/internal/relay.(*resetWatch).run", "IO wait") {
 		select {
 		case err := <-joined:
 			t.Fatalf("Join ended (%v) while a write waited for the client, want the wait watched", err)

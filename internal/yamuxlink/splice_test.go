@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"rtcp/internal/flowtest"
 	"runtime"
 	"strings"
 	"sync"
@@ -658,18 +659,7 @@ func waitParked(t testing.TB, fn string) { waitState(t, "IO wait", fn) }
 // know that SpliceFrom has got there.
 func waitState(t testing.TB, state, fn string) {
 	t.Helper()
-	within(t, fn+" to wait ("+state+")", func() {
-		buf := make([]byte, 1<<20)
-		for {
-			n := runtime.Stack(buf, true)
-			for _, g := range bytes.Split(buf[:n], []byte("\n\n")) {
-				if bytes.Contains(g, []byte("["+state)) && bytes.Contains(g, []byte(fn+"(")) {
-					return
-				}
-			}
-			runtime.Gosched()
-		}
-	})
+	flowtest.WaitParked(t, hangLimit, fn, state)
 }
 
 // TestSpliceFromCloseOnFullLink closes the session while SpliceFrom is
@@ -1072,16 +1062,5 @@ func TestSpliceFromWaitingForTheLinkGivesUp(t *testing.T) {
 // a channel send that nothing could give up.
 func waitLinkWait(t testing.TB, fn string) {
 	t.Helper()
-	within(t, fn+" to wait for the link", func() {
-		buf := make([]byte, 1<<20)
-		for {
-			n := runtime.Stack(buf, true)
-			for _, g := range bytes.Split(buf[:n], []byte("\n\n")) {
-				if (bytes.Contains(g, []byte("[select")) || bytes.Contains(g, []byte("[chan send"))) && bytes.Contains(g, []byte(fn+"(")) {
-					return
-				}
-			}
-			runtime.Gosched()
-		}
-	})
+	flowtest.WaitParked(t, hangLimit, fn, "select", "chan send")
 }
