@@ -74,15 +74,18 @@ func FuzzSessionFrames(f *testing.F) {
 			st.Write(make([]byte, 100<<10))
 			st.CloseWrite()
 		})
+		defer func() { // also after a Fatalf: nothing is left running
+			cb.Close()
+			s.Close()
+			wg.Wait()
+		}()
 		// Our open is on the link before the peer's first frame, so
-		// that an Ack in the input answers it.
-		if f, err := newJSONFramer(cb).ReadFrame(); err != nil || f.Kind != KindOpen {
-			t.Fatalf("the session's first frame is %+v, %v; want its open", f, err)
+		// that an Ack in the input answers it. (The session sends
+		// nothing else first, whatever the input: no keep-alive.)
+		if fr, err := newJSONFramer(cb).ReadFrame(); err != nil || fr.Kind != KindOpen {
+			t.Fatalf("the session's first frame is %+v, %v; want its open", fr, err)
 		}
 		wg.Go(func() { io.Copy(io.Discard, cb) }) // what the session sends
 		cb.Write(in)                              // until the session has read it all, or ended the link
-		cb.Close()
-		s.Close()
-		wg.Wait()
 	})
 }
