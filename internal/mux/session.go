@@ -943,7 +943,11 @@ func (s *Session) handleAck(f *Frame) error {
 		return nil
 	}
 	if s.streams[f.ID] != nil {
-		return s.protoErr("Ack gives session %d, which is already open", f.ID)
+		// p is out of pending: answer it here, or its Open waits on
+		// after the session has ended.
+		err := s.protoErr("Ack gives session %d, which is already open", f.ID)
+		p.ch <- openResult{err: err}
+		return err
 	}
 	if p.abandoned {
 		s.enqueue(&Frame{Kind: KindClose, ID: f.ID, Reason: "rtcp: the opener gave up waiting", Abort: true})
