@@ -167,17 +167,27 @@ func TestWindowBudgets(t *testing.T) {
 	})
 }
 
+// flooded opens a stream over a link of a 50 ms round trip whose windows
+// may grow from 64 KiB to 8 MiB, and floods it from out without end: how
+// in is read decides how its window grows. stop ends the link (and with
+// it the flood).
+func flooded(t *testing.T) (out, in *Stream, stop func()) {
+	t.Helper()
+	cfg := flowConfig(64 << 10)
+	cfg.MaxWindow = 8 << 20
+	l, stop := delayLink(t, 50*time.Millisecond, cfg, cfg)
+	out, in = l.open(t)
+	go writePattern(out, 0, 1<<40, 32<<10, nil)
+	return out, in, stop
+}
+
 // TestStalledWindowDoesNotGrow: a reader that stops never earns a larger
 // window, however long its peer waits: a stalled stream costs its initial
 // window and no more.
 func TestStalledWindowDoesNotGrow(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		cfg := flowConfig(64 << 10)
-		cfg.MaxWindow = 8 << 20
-		l, stop := delayLink(t, 50*time.Millisecond, cfg, cfg)
+		out, in, stop := flooded(t)
 		defer stop()
-		out, in := l.open(t)
-		go writePattern(out, 0, 1<<40, 32<<10, nil)
 		time.Sleep(time.Minute)
 		synctest.Wait()
 		if n, c := buffered(in); n != 64<<10 || c > 128<<10 || window(in) != 64<<10 {
@@ -351,12 +361,8 @@ func TestWindowRamp(t *testing.T) {
 // not the window, holds the peer back, and the window stays as it is.
 func TestIntermittentReaderDoesNotGrow(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		cfg := flowConfig(64 << 10)
-		cfg.MaxWindow = 8 << 20
-		l, stop := delayLink(t, 50*time.Millisecond, cfg, cfg)
+		out, in, stop := flooded(t)
 		defer stop()
-		out, in := l.open(t)
-		go writePattern(out, 0, 1<<40, 32<<10, nil)
 		buf := make([]byte, 64<<10)
 		for range 20 {
 			time.Sleep(time.Second)
