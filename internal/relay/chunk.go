@@ -3,6 +3,7 @@ package relay
 import (
 	"net"
 	"sync"
+	"syscall"
 
 	"rtcp/internal/tcpreset"
 )
@@ -53,6 +54,17 @@ var (
 // no bytes came) and the number of bytes, or io.EOF at the end.
 type rawSource interface {
 	read(pool *sync.Pool) (*[]byte, int, error)
+	copySmall(pool *sync.Pool, dst syscall.RawConn, count func(int64)) smallCopy
+}
+
+// A smallCopy is what copySmall did, and what is left to its caller.
+type smallCopy struct {
+	n     int64   // bytes written to dst
+	bp    *[]byte // the buffer of rest and of a burst's first read, for pool
+	rest  []byte  // what dst did not take at once: to be written with a wait
+	burst bool    // the last read filled the buffer: a bulk transfer starts
+	err   error   // src's (io.EOF at its end), or dst's where wfail
+	wfail bool
 }
 
 func newChunkReader(src net.Conn) *chunkReader {

@@ -168,3 +168,72 @@ func TestJoinTCPIdleHoldsNoPipe(t *testing.T) {
 		})
 	}
 }
+
+// TestJoinTCPSmallPieces relays small pieces between two TCP connections:
+// a stream of them written back to back, then pieces answered one by one.
+// The copy reads them within one wait of the source (copySmall), and
+// where the kernel says a read left nothing (TCP_INQ) it waits for the
+// next piece without reading: a piece that came while the copy wrote
+// must still wake it (else an answer here would never come), and every
+// byte arrives in order.
+func TestJoinTCPSmallPieces(t *testing.T) {
+	client, a := flowtest.TCPPair(t)
+	b, server := flowtest.TCPPair(t)
+	joined := make(chan error, 1)
+	go func() {
+		_, err := Join(a, b, nil)
+		joined <- err
+	}()
+	client.SetDeadline(time.Now().Add(time.Minute))
+	server.SetDeadline(time.Now().Add(time.Minute))
+
+	data := randomBytes(2, 1<<20)
+	var pieces [][]byte
+	for rest, i := data, 0; len(rest) > 0; i++ {
+		k := min(len(rest), 1+(i*7919)%700)
+		pieces = append(pieces, rest[:k])
+		rest = rest[k:]
+	}
+	sent := make(chan error, 1)
+	go func() {
+		for _, p := range pieces {
+			if _, err := client.Write(p); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- nil
+	}()
+	got := make([]byte, len(data))
+	if _, err := io.ReadFull(server, got); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("the pieces written back to back arrived changed")
+	}
+
+	buf := make([]byte, 700)
+	for i, p := range pieces[:500] {
+		from, to := client, server
+		if i%2 == 1 {
+			from, to = server, client
+		}
+		if _, err := from.Write(p); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(to, buf[:len(p)]); err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+		if !bytes.Equal(buf[:len(p)], p) {
+			t.Fatalf("answer %d arrived changed", i)
+		}
+	}
+	client.CloseWrite()
+	server.CloseWrite()
+	if err := <-joined; err != nil {
+		t.Fatal(err)
+	}
+}

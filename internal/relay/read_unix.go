@@ -14,14 +14,22 @@ import (
 
 // rawReader reads a TCP connection through its descriptor, so that no
 // buffer is held while the connection has nothing to read.
-type rawReader struct{ rc syscall.RawConn }
+type rawReader struct {
+	rc syscall.RawConn
+
+	// inq reads for copySmall where TCP_INQ tells what a read left
+	// (sockio.EnableInq; nil elsewhere). Made at its first call: a
+	// connection that never copies small pieces goes without.
+	inq   *sockio.Inq
+	tried bool
+}
 
 func newRawReader(tc *net.TCPConn) rawSource {
 	rc, err := tc.SyscallConn()
 	if err != nil || !sockio.NonBlocking(rc) {
 		return nil
 	}
-	return &rawReader{rc}
+	return &rawReader{rc: rc}
 }
 
 // read reads into a buffer from pool. It returns the buffer (nil if no
@@ -65,4 +73,96 @@ func (r *rawReader) read(pool *sync.Pool) (*[]byte, int, error) {
 		}
 	}
 	return bp, n, rerr
+}
+
+// copySmall copies what src has to dst (a TCP socket of its own) while it
+// comes in pieces smaller than the buffer and dst takes each at once,
+// within one wait of src's poller. Where TCP_INQ tells that a read left
+// nothing (sockio.Inq), the copy waits for src's next bytes at once,
+// without the read that would find nothing: each Read of a net.Conn, and
+// each read here before, starts by forgetting the poller's word that src
+// is readable (Go's poller is edge-triggered), so it must read to learn
+// that there is nothing; a RawConn.Read forgets it only at its start, so
+// an edge that comes while the copy writes is kept, and the wait that
+// follows ends at once. That is one system call of three per small
+// message and direction (scripts/bench-redis: docs/performance.md).
+//
+// It returns at src's end or error, at dst's error, when a read filled
+// the buffer (burst: the caller splices what follows), or when dst took
+// only part of a piece (rest: the caller writes it and may wait, outside
+// src's read, which resetWatch needs). count is called with each piece
+// written. Deadlines and Close interrupt it as they do src's Read.
+func (r *rawReader) copySmall(pool *sync.Pool, dst syscall.RawConn, count func(int64)) (c smallCopy) {
+	if !r.tried {
+		r.tried = true
+		if sockio.EnableInq(r.rc) {
+			r.inq = new(sockio.Inq)
+		}
+	}
+	var rerr error
+	err := r.rc.Read(func(fd uintptr) bool {
+		for {
+			if c.bp == nil {
+				c.bp = pool.Get().(*[]byte)
+			}
+			b := *c.bp
+			var (
+				k    int
+				left = -1
+			)
+			if r.inq != nil {
+				k, left, rerr = r.inq.Read(int(fd), b)
+			} else {
+				k, rerr = sockio.Read(int(fd), b)
+			}
+			switch {
+			case rerr == syscall.EINTR:
+				continue
+			case rerr == syscall.EAGAIN:
+				rerr = nil
+				pool.Put(c.bp) // wait without the buffer
+				c.bp = nil
+				return false
+			case rerr != nil:
+				rerr = os.NewSyscallError("read", rerr)
+				return true
+			case k == 0:
+				rerr = io.EOF
+				return true
+			}
+			w, werr := sockio.TryWrite(dst, b[:k])
+			c.n += int64(w)
+			if w > 0 {
+				count(int64(w))
+			}
+			if werr != nil {
+				c.err, c.wfail = werr, true
+				return true
+			}
+			c.burst = k == len(b)
+			if w < k {
+				c.rest = b[w:k]
+				return true
+			}
+			if c.burst {
+				return true
+			}
+			if left == 0 {
+				pool.Put(c.bp) // wait without the buffer, and without a read
+				c.bp = nil
+				return false
+			}
+		}
+	})
+	if c.err == nil {
+		c.err = rerr
+		if err != nil { // closed, or a deadline
+			c.err = err
+		}
+	}
+	if c.rest == nil && c.bp != nil {
+		pool.Put(c.bp)
+		c.bp = nil
+	}
+	return c
 }

@@ -533,6 +533,10 @@ func copyTCP(dst, src *net.TCPConn, srcFin *atomic.Bool, count func(int64)) (n i
 		count(n)
 		return n, err, err != nil && sr.err == nil
 	}
+	dstRC, rcErr := dst.SyscallConn()
+	if rcErr != nil {
+		return 0, rcErr, true
+	}
 	write := sockio.WriterOf(dst).Write      // a TCP destination's socket, raw
 	watch := newResetWatch(dst, src, srcFin) // src's reset ends a wait for dst
 	var (
@@ -540,23 +544,28 @@ func copyTCP(dst, src *net.TCPConn, srcFin *atomic.Bool, count func(int64)) (n i
 		tried bool
 	)
 	for {
-		bp, k, err := raw.read(&smallPool)
-		if k > 0 {
-			w, werr, srcReset := watch.write(write, (*bp)[:k])
-			smallPool.Put(bp)
+		c := raw.copySmall(&smallPool, dstRC, count)
+		n += c.n
+		if c.rest != nil {
+			// dst takes no more now: wait for room, under the watch.
+			w, werr, srcReset := watch.write(write, c.rest)
+			smallPool.Put(c.bp)
 			n += int64(w)
 			count(int64(w))
 			if werr != nil {
 				return n, werr, !srcReset
 			}
 		}
-		if err == io.EOF {
+		if c.wfail {
+			return n, c.err, true
+		}
+		if c.err == io.EOF {
 			return n, nil, false
 		}
-		if err != nil {
-			return n, err, false
+		if c.err != nil {
+			return n, c.err, false
 		}
-		if k < smallSize {
+		if !c.burst {
 			continue
 		}
 		if !tried {
