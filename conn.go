@@ -228,10 +228,42 @@ func (c *Conn) Unwrap() *net.TCPConn {
 		if lc, ok := inner.(*lateConn); ok {
 			inner = lc.conn()
 		}
+		if bc, ok := inner.(*bufferedConn); ok && bc.taken.Load() {
+			inner = bc.Conn
+		}
 		tc, _ := inner.(*net.TCPConn)
 		return tc
 	}
 	return nil
+}
+
+// TakeBuffered returns the bytes of the session that came with its
+// link's handshake and that Read has not returned yet (a data link that
+// read the client's first bytes with the DP's Connect), and hands them
+// to the caller, who must deliver them before anything Read returns
+// after: Read goes on after them, and Unwrap, which returns nil while
+// such bytes wait, returns the TCP connection that carries the rest as
+// it is. It returns nil when none wait. A relay that moves the bytes
+// between connections itself (Join, internal/relay) calls it before its
+// first Read, so that it can move all the rest; it must not be called
+// concurrently with Read.
+func (c *Conn) TakeBuffered() []byte {
+	if c.open() != nil {
+		return nil
+	}
+	rc, ok := c.s.(*rawConn)
+	if !ok {
+		return nil
+	}
+	inner := rc.Conn
+	if lc, ok := inner.(*lateConn); ok {
+		inner = lc.conn()
+	}
+	bc, ok := inner.(*bufferedConn)
+	if !ok || bc.taken.Load() {
+		return nil
+	}
+	return bc.takeAhead()
 }
 
 // CloseWrite shuts down the writing side: the peer reads io.EOF after the

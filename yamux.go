@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"rtcp/internal/mux"
@@ -82,21 +83,39 @@ func startYamuxKeepAlive(ir *mux.IdleReader, s *mux.Session, period time.Duratio
 // buffered past a handshake.
 type bufferedConn struct {
 	net.Conn
-	r io.Reader // the bytes buffered, then Conn's (through internal/sockio)
-	w io.Writer // writes Conn (through internal/sockio)
+	ahead *bytes.Reader // the bytes buffered, read first
+	r     io.Reader     // ahead, then Conn's (through internal/sockio)
+	w     io.Writer     // writes Conn (through internal/sockio)
+	taken atomic.Bool   // takeAhead took what was left of ahead: c reads Conn alone
 }
 
 // newBufferedConn returns c whose first reads return buffered.
 func newBufferedConn(c net.Conn, buffered []byte) *bufferedConn {
+	ahead := bytes.NewReader(buffered)
 	return &bufferedConn{
-		Conn: c,
-		r:    io.MultiReader(bytes.NewReader(buffered), sockio.ReaderOf(c)),
-		w:    sockio.WriterOf(c),
+		Conn:  c,
+		ahead: ahead,
+		r:     io.MultiReader(ahead, sockio.ReaderOf(c)),
+		w:     sockio.WriterOf(c),
 	}
 }
 
 func (c *bufferedConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
 func (c *bufferedConn) Write(p []byte) (int, error) { return c.w.Write(p) }
+
+// takeAhead returns the buffered bytes that no Read has returned yet
+// (nil if none), which the caller must deliver before the rest, and reads Conn alone
+// from then on (Conn.Unwrap then sees Conn). Not concurrently with Read.
+func (c *bufferedConn) takeAhead() []byte {
+	var rest []byte
+	if c.ahead.Len() > 0 {
+		rest = make([]byte, c.ahead.Len())
+		c.ahead.Read(rest)
+	}
+	c.r = sockio.ReaderOf(c.Conn)
+	c.taken.Store(true)
+	return rest
+}
 
 // NetConn returns the connection under c (a raw leg's TCP or TLS
 // connection, never a stream), whose socket tcpreset.Under finds. Its

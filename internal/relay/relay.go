@@ -94,6 +94,10 @@ func JoinScanned(a, b net.Conn, count func(aToB bool, n int), aToB, bToA Scanner
 	// The other direction, or b to a if neither source is a stream, gets
 	// a goroutine of its own.
 	asyncB, asyncA := asyncSource(b, bToA), asyncSource(a, aToB)
+	// Bytes that a side read ahead of its reader (with its link's
+	// handshake) go first; taken before either direction starts, so
+	// that both see the TCP connection under that side (Buffered).
+	aheadA, aheadB := takeAhead(a, aToB), takeAhead(b, bToA)
 	wg.Add(1)
 	switch {
 	case asyncB != nil:
@@ -109,10 +113,14 @@ func JoinScanned(a, b net.Conn, count func(aToB bool, n int), aToB, bToA Scanner
 	default:
 		go func() {
 			defer wg.Done()
-			if bToA == nil {
+			if n, err, ended := writeAhead(a, b, aheadB, false, count, &failed, &finA); ended {
+				st.BtoA, errA, wfA = n, err, err != nil
+			} else if bToA == nil {
 				st.BtoA, errA, wfA = pipePlain(a, b, false, count, &failed, &finA, &finB)
+				st.BtoA += n
 			} else {
 				st.BtoA, errA, wfA = pipe(a, b, false, count, &failed, &finA, &finB, bToA)
+				st.BtoA += n
 			}
 		}()
 	}
@@ -120,16 +128,30 @@ func JoinScanned(a, b net.Conn, count func(aToB bool, n int), aToB, bToA Scanner
 	// an idle session's goroutine waits in pipePlain, and a GC shrinks a
 	// goroutine's stack only while it uses under a quarter of it, so a
 	// frame more under that wait can keep the stack at twice the size
-	// (docs/performance.md).
+	// (docs/performance.md). So does writeAhead's, which returns first.
 	switch {
-	case asyncB == nil && asyncA != nil && bToA == nil:
-		st.BtoA, errA, wfA = pipePlain(a, b, false, count, &failed, &finA, &finB)
 	case asyncB == nil && asyncA != nil:
-		st.BtoA, errA, wfA = pipe(a, b, false, count, &failed, &finA, &finB, bToA)
-	case aToB == nil:
-		st.AtoB, errB, wfB = pipePlain(b, a, true, count, &failed, &finB, &finA)
+		// a's bytes go by PushAsync above (a stream, which reads
+		// nothing ahead); b's go here.
+		if n, err, ended := writeAhead(a, b, aheadB, false, count, &failed, &finA); ended {
+			st.BtoA, errA, wfA = n, err, err != nil
+		} else if bToA == nil {
+			st.BtoA, errA, wfA = pipePlain(a, b, false, count, &failed, &finA, &finB)
+			st.BtoA += n
+		} else {
+			st.BtoA, errA, wfA = pipe(a, b, false, count, &failed, &finA, &finB, bToA)
+			st.BtoA += n
+		}
 	default:
-		st.AtoB, errB, wfB = pipe(b, a, true, count, &failed, &finB, &finA, aToB)
+		if n, err, ended := writeAhead(b, a, aheadA, true, count, &failed, &finB); ended {
+			st.AtoB, errB, wfB = n, err, err != nil
+		} else if aToB == nil {
+			st.AtoB, errB, wfB = pipePlain(b, a, true, count, &failed, &finB, &finA)
+			st.AtoB += n
+		} else {
+			st.AtoB, errB, wfB = pipe(b, a, true, count, &failed, &finB, &finA, aToB)
+			st.AtoB += n
+		}
 	}
 	wg.Wait()
 	if errA == nil && errB == nil {
@@ -146,6 +168,42 @@ func JoinScanned(a, b net.Conn, count func(aToB bool, n int), aToB, bToA Scanner
 	}
 	st.FailedWrite = errA != nil && wfA
 	return st, errA
+}
+
+// Buffered is a connection that may hold bytes read ahead of its reader
+// (an rtcp.Conn whose link's handshake brought the session's first
+// bytes): TakeBuffered returns them, to be delivered before what Read
+// returns after, and from then on the connection may carry the rest as
+// its TCP connection does (tcpreset.Of). Join takes them before it
+// reads.
+type Buffered interface {
+	TakeBuffered() []byte
+}
+
+// takeAhead takes the bytes that c read ahead, for a direction that
+// sc does not scan (a scanner reads them with the rest).
+func takeAhead(c net.Conn, sc Scanner) []byte {
+	if b, ok := c.(Buffered); ok && sc == nil {
+		return b.TakeBuffered()
+	}
+	return nil
+}
+
+// writeAhead writes ahead, what src read ahead, to dst, before the rest
+// of the direction. A failed write ends the direction (ended; err is
+// finish's).
+func writeAhead(dst, src net.Conn, ahead []byte, dir bool, count func(bool, int), failed, dstFin *atomic.Bool) (n int64, err error, ended bool) {
+	if len(ahead) == 0 {
+		return 0, nil, false
+	}
+	k, err := dst.Write(ahead)
+	if count != nil && k > 0 {
+		count(dir, k)
+	}
+	if err != nil {
+		return int64(k), finish(dst, src, err, failed, dstFin), true
+	}
+	return int64(k), nil, false
 }
 
 // pipe copies src to dst, read by sc (not nil) until it says the rest is
