@@ -27,23 +27,25 @@ func plainJSON[T string | []byte](s T) bool {
 }
 
 // appendFast appends the JSON body of an Aloha or a Connect whose strings
-// are plain, or of an Ack without a reason, and its '\n'; ok is false for
-// anything else.
+// are plain, or of an Ack without a reason whose Peer is plain, and its
+// '\n'; ok is false for anything else. A direct session's keys (Direct,
+// EarlyPeer, Peer, Secret) are on the fast path too: they are on the
+// path of a brokered dial's first byte at the client, the DP and the
+// server (docs/direct.md).
 func appendFast(dst []byte, m Message) (_ []byte, ok bool) {
 	switch m := m.(type) {
 	case *Aloha:
 		return appendAloha(dst, m)
 	case *Ack:
-		if m.R != "" || m.Peer != "" || m.Secret != nil {
+		if m.R != "" || !plainJSON(m.Peer) {
 			return dst, false
 		}
 		dst = append(dst, `{"X":`...)
 		dst = strconv.AppendInt(dst, m.X, 10)
+		dst = appendPeer(dst, m.Peer, m.Secret)
 		return append(dst, '}', '\n'), true
 	case *Connect:
-		// A direct session's Connect (once a session) goes through
-		// encoding/json.
-		if m.Direct || m.EarlyPeer || m.Peer != "" || m.Secret != nil || !plainJSON(m.N) || !plainJSON(m.Addr) || !plainJSON(m.Token) {
+		if !plainJSON(m.N) || !plainJSON(m.Addr) || !plainJSON(m.Token) || !plainJSON(m.Peer) {
 			return dst, false
 		}
 		dst = append(dst, `{"N":"`...)
@@ -59,9 +61,57 @@ func appendFast(dst []byte, m Message) (_ []byte, ok bool) {
 			dst = append(dst, m.Token...)
 			dst = append(dst, '"')
 		}
+		if m.Direct {
+			dst = append(dst, `,"Direct":true`...)
+		}
+		if m.EarlyPeer {
+			dst = append(dst, `,"EarlyPeer":true`...)
+		}
+		dst = appendPeer(dst, m.Peer, m.Secret)
 		return append(dst, '}', '\n'), true
 	}
 	return dst, false
+}
+
+// appendPeer appends the Peer and Secret keys of a Connect or an Ack, as
+// encoding/json writes them (omitted when empty; Secret in standard
+// base64). peer must be plain.
+func appendPeer(dst []byte, peer string, secret []byte) []byte {
+	if peer != "" {
+		dst = append(dst, `,"Peer":"`...)
+		dst = append(dst, peer...)
+		dst = append(dst, '"')
+	}
+	if len(secret) > 0 {
+		dst = append(dst, `,"Secret":"`...)
+		dst = base64.StdEncoding.AppendEncode(dst, secret)
+		dst = append(dst, '"')
+	}
+	return dst
+}
+
+// fastPeer reads the Peer and Secret keys, each if present and in that
+// order, at the start of b into *peer and *secret, and returns what
+// follows.
+func fastPeer(b []byte, peer *string, secret *[]byte) ([]byte, bool) {
+	var ok bool
+	if bytes.HasPrefix(b, []byte(`,"Peer":"`)) {
+		if b, ok = fastField(b, `,"Peer":"`, peer); !ok {
+			return nil, false
+		}
+	}
+	if bytes.HasPrefix(b, []byte(`,"Secret":"`)) {
+		var s string
+		if b, ok = fastField(b, `,"Secret":"`, &s); !ok {
+			return nil, false
+		}
+		v, err := base64.StdEncoding.DecodeString(s)
+		if err != nil {
+			return nil, false
+		}
+		*secret = v
+	}
+	return b, true
 }
 
 // fastInt reads the JSON integer at the start of b, refusing what
@@ -82,21 +132,27 @@ func fastInt(b []byte) (x int64, n int, ok bool) {
 	return x, n, err == nil
 }
 
-// fastAck decodes {"X":n}.
+// fastAck decodes {"X":n}, with ,"Peer":"s" and ,"Secret":"base64"
+// after it if present.
 func fastAck(b []byte) (*Ack, bool) {
 	const pre = `{"X":`
 	if !bytes.HasPrefix(b, []byte(pre)) {
 		return nil, false
 	}
 	x, n, ok := fastInt(b[len(pre):])
-	if !ok || string(b[len(pre)+n:]) != "}" {
+	if !ok {
 		return nil, false
 	}
-	return &Ack{X: x}, true
+	a := Ack{X: x}
+	if b, ok = fastPeer(b[len(pre)+n:], &a.Peer, &a.Secret); !ok || string(b) != "}" {
+		return nil, false
+	}
+	return &a, true
 }
 
-// fastConnect decodes {"N":"s"}, with ,"Addr":"s" and ,"Token":"s"
-// after it if present, of plain strings.
+// fastConnect decodes {"N":"s"}, with ,"Addr":"s", ,"Token":"s",
+// ,"Direct":true, ,"EarlyPeer":true, ,"Peer":"s" and ,"Secret":"base64"
+// after it, each if present and in that order, of plain strings.
 func fastConnect(b []byte) (*Connect, bool) {
 	var (
 		c  Connect
@@ -115,7 +171,13 @@ func fastConnect(b []byte) (*Connect, bool) {
 			return nil, false
 		}
 	}
-	if string(b) != "}" {
+	if bytes.HasPrefix(b, []byte(`,"Direct":true`)) {
+		c.Direct, b = true, b[len(`,"Direct":true`):]
+	}
+	if bytes.HasPrefix(b, []byte(`,"EarlyPeer":true`)) {
+		c.EarlyPeer, b = true, b[len(`,"EarlyPeer":true`):]
+	}
+	if b, ok = fastPeer(b, &c.Peer, &c.Secret); !ok || string(b) != "}" {
 		return nil, false
 	}
 	return &c, true
