@@ -16,8 +16,10 @@
 // sooner than one RTT after the connect.
 //
 // Each direction of a connection is a reader that reads chunks as they
-// come, stamps each with the time it may leave and queues it, and a
-// writer that writes each chunk when its time comes. The queue holds up
+// come, stamps each with the time it may leave (RTT/2 after the kernel
+// received it, on Linux by its receive timestamp, SO_TIMESTAMPNS:
+// stamp_linux.go; elsewhere after the read) and queues it, and a writer
+// that writes each chunk when its time comes. The queue holds up
 // to a bandwidth-delay product (Relay.MaxQueue); past it the reader stops
 // and TCP pushes back on the sender. The writer waits on a Go timer until
 // the last 2 ms before a chunk is due, and on Linux the rest on a timerfd
@@ -126,6 +128,7 @@ func (r *Relay) Serve(l net.Listener) error {
 		delete(r.listeners, l)
 		r.mu.Unlock()
 	}()
+	stampListener(l) // a client's first bytes may come before its link reads
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var (
@@ -400,8 +403,8 @@ func (p *pipe) read() {
 		if !p.waitRoom() {
 			return
 		}
-		bp, n, err := p.readChunk()
-		at := time.Now().Add(p.half)
+		bp, n, arrived, err := p.readChunk()
+		at := due(time.Now(), arrived, p.half)
 		if at.Before(p.first) {
 			at = p.first
 		}
@@ -423,14 +426,31 @@ func (p *pipe) read() {
 	}
 }
 
-// readChunk reads from src into a pooled buffer.
-func (p *pipe) readChunk() (*[]byte, int, error) {
+// readChunk reads from src into a pooled buffer, and says when the bytes
+// reached this host, if it can tell (stamp_linux.go; zero: it cannot).
+func (p *pipe) readChunk() (*[]byte, int, time.Time, error) {
 	if p.raw != nil {
 		return p.raw.read(p.k.r.getBuf, p.k.r.putBuf)
 	}
 	bp := p.k.r.getBuf()
 	n, err := p.src.Read(*bp)
-	return bp, n, err
+	return bp, n, time.Time{}, err
+}
+
+// due returns when bytes read at now leave: half after they arrived, as
+// the kernel stamped them (arrived; zero: not known, now), and no sooner
+// than now. The reader's wake-up on a busy machine is the relay's own
+// delay, not the link's: stamped at the read, bytes that waited for it
+// (while the peers ran on the same cores) left that much later again.
+// The wall clock that arrived is on stepping meanwhile moves a chunk by
+// half at most.
+func due(now, arrived time.Time, half time.Duration) time.Time {
+	at := now.Add(half)
+	if arrived.IsZero() {
+		return at
+	}
+	waited := now.Round(0).Sub(arrived) // both on the wall clock
+	return at.Add(-min(max(waited, 0), half))
 }
 
 // waitRoom waits until the queue is below its bound; false if the link
