@@ -64,6 +64,69 @@ func TestDirectEarlyOffer(t *testing.T) {
 	}
 }
 
+// TestDirectEarlyOfferBesideOpen: the DP's early offer goes out beside
+// the open, not in front of it. A client that reads nothing yet (its
+// connection a net.Pipe, where a write waits for the reader) holds up no
+// open: the server has it first. Then the client reads the DP's Aloha,
+// the early offer and, once the server answered, the Ack, in that order.
+func TestDirectEarlyOfferBesideOpen(t *testing.T) {
+	// A DP that wrote the offer first would give up on it after
+	// HandshakeTimeout, and the client would then wait for an answer in
+	// vain (wireTimeout).
+	dp := &DiscoverPoint{HandshakeTimeout: 2 * time.Second}
+	addr := startDP(t, dp)
+	l := listen(t, &ListenConfig{Transport: TransportYamux, Direct: true, ManualAck: true}, addr, "printer-7")
+	c, dc := net.Pipe()
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		dp.ServeConn(dc)
+	}()
+	defer func() {
+		c.Close()
+		<-served
+	}()
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := c.Write(plan5.AppendMessage(plan5.AppendMessage(nil,
+			&plan5.Aloha{V: plan5.Version, R: plan5.RoleIC, Transport: wireRaw}),
+			&plan5.Connect{N: "printer-7", Direct: true, EarlyPeer: true}))
+		wrote <- err
+	}()
+	sc, err := l.Accept() // the client has read nothing
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(wireTimeout))
+	r := plan5.NewReader(c, plan5.DefaultMaxLine)
+	read := func() plan5.Message {
+		t.Helper()
+		m, err := r.ReadMessage()
+		if err != nil {
+			t.Fatalf("reading the DP's answer: %v", err)
+		}
+		return m
+	}
+	if a, ok := read().(*plan5.Aloha); !ok || a.Transport != wireRaw {
+		t.Fatalf("first answer %+v, want the DP's Aloha offering the raw leg", a)
+	}
+	offer, ok := read().(*plan5.Ack)
+	if !ok || offer.X != 0 || !brokersDirect(offer.Peer, offer.Secret) {
+		t.Fatalf("second answer %+v, want the early offer", offer)
+	}
+	if err := sc.(*Conn).Ack(nil); err != nil {
+		t.Fatal(err)
+	}
+	ack, ok := read().(*plan5.Ack)
+	if !ok || ack.X < 1 || ack.Peer != offer.Peer || !bytes.Equal(ack.Secret, offer.Secret) {
+		t.Fatalf("answer %+v after the early offer %+v, want the Ack with its Peer and Secret", ack, offer)
+	}
+}
+
 // earlyDP is a DP that answers one raw client's Connect, which must ask
 // for the early offer, with the offer (an Ack with X 0, Peer and
 // secret), then, once next says so, with final (nil: it closes the

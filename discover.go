@@ -713,7 +713,8 @@ func (dp *DiscoverPoint) openAside(ctx context.Context, name, client, addr strin
 		c, unlimit, err := dp.openLimited(ctx, name, client, addr, who) // limits_rate.go
 		ch <- opened{c, unlimit, err}
 	}()
-	r := <-ch
+	offer, _ := ctx.Value(directRequestKey{}).(*directOffer)
+	r := sendEarly(offer, ch) // the early offer, if asked, while we wait
 	return r.c, r.unlimit, r.err
 }
 
@@ -890,12 +891,13 @@ func (dp *DiscoverPoint) serveRawClient(c net.Conn, r *plan5.Reader, a *plan5.Al
 		// carrying DP's.
 		offer = newDirectOffer(who.clientAddr(cc))
 		if cm.EarlyPeer {
-			// Sent on the open's goroutine while this one waits for
-			// the open's outcome, which answer sends after it. A
-			// failed write is the answer's to report.
-			offer.early = func(server string, secret []byte) {
+			// Sent by this goroutine, as the open goes out and while
+			// it waits for the open's outcome (openAside), which
+			// answer sends after it. A failed write is the answer's
+			// to report.
+			offer.askEarly(func(server string, secret []byte) {
 				answer(&plan5.Ack{X: 0, Peer: server, Secret: secret}, dp.HandshakeTimeout)
-			}
+			})
 		}
 	}
 	dp.serveSession(sessionRequest{
