@@ -263,8 +263,15 @@ func (y *yamuxServerLink) accept(ctx context.Context) (*Conn, error) {
 }
 
 // handshake reads the DP's Connect at the start of st and answers Ack.
+// Only the read has a deadline: a stream with a write deadline hands its
+// writes to the link's writer goroutine (internal/mux), and the Ack of a
+// brokered session then waited while the punch's goroutine, started
+// right after it (direct.go), took the core. Without one the Ack goes
+// out on this goroutine, before the punch starts, as it does under
+// ManualAck; a link too stuck to take it ends (heartbeats), and the
+// write with it.
 func (y *yamuxServerLink) handshake(st *mux.Stream) (*Conn, error) {
-	st.SetDeadline(time.Now().Add(defaultHandshakeTimeout))
+	st.SetReadDeadline(time.Now().Add(defaultHandshakeTimeout))
 	// On the link's accept goroutine, one per link: the stack that
 	// encoding/json grows here is paid once, not per session.
 	r := plan5.NewReader(byteReader{st}, plan5.PlainMaxLine)
@@ -290,13 +297,12 @@ func (y *yamuxServerLink) handshake(st *mux.Stream) (*Conn, error) {
 		return err
 	}
 	st.SetAddrs(y.local, y.remote(cm.N, cm.Addr))
+	st.SetReadDeadline(time.Time{})
 	if y.manual {
-		st.SetDeadline(time.Time{})
 		return y.direct.wrap(newPendingConn(st, ack), cm), nil
 	}
 	if err := ack(nil); err != nil {
 		return nil, err
 	}
-	st.SetDeadline(time.Time{})
 	return y.direct.wrap(newConn(st, nil), cm), nil
 }
