@@ -99,7 +99,18 @@ func (r *rawReader) copySmall(pool *sync.Pool, dst syscall.RawConn, count func(i
 			r.inq = new(sockio.Inq)
 		}
 	}
-	var rerr error
+	var (
+		rerr error
+		// drained says that a read since the RawConn.Read began found
+		// nothing (EAGAIN), and no error either: from then on a reset,
+		// like bytes or an end, comes with an edge that the poller
+		// keeps. One before it may have come with an edge that the
+		// RawConn.Read forgot at its start, behind bytes that a read
+		// then returns with TCP_INQ's 0 (it says 1 after a FIN, not
+		// after a reset): a wait for the next edge would never end. So
+		// a read's 0 spares the next read only once drained.
+		drained bool
+	)
 	err := r.rc.Read(func(fd uintptr) bool {
 		for {
 			if c.bp == nil {
@@ -119,7 +130,7 @@ func (r *rawReader) copySmall(pool *sync.Pool, dst syscall.RawConn, count func(i
 			case rerr == syscall.EINTR:
 				continue
 			case rerr == syscall.EAGAIN:
-				rerr = nil
+				rerr, drained = nil, true
 				pool.Put(c.bp) // wait without the buffer
 				c.bp = nil
 				return false
@@ -147,7 +158,7 @@ func (r *rawReader) copySmall(pool *sync.Pool, dst syscall.RawConn, count func(i
 			if c.burst {
 				return true
 			}
-			if left == 0 {
+			if left == 0 && drained {
 				pool.Put(c.bp) // wait without the buffer, and without a read
 				c.bp = nil
 				return false

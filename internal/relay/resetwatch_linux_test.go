@@ -176,3 +176,72 @@ func waitWatch(t *testing.T, joined chan error) {
 		}
 	}
 }
+
+// TestJoinTCPResetBehindData: a server that answers and resets before
+// the relay reads (the answer and the reset wait in the relay's socket)
+// is cut at the client after its answer, not held: the read that takes
+// the answer leaves nothing (TCP_INQ says 0, there being no FIN), and
+// the reset's wake-up, which the poller took before the copy began
+// (pollOnce), wakes no wait of the copy's; only a read finds the reset.
+func TestJoinTCPResetBehindData(t *testing.T) {
+	client, a := flowtest.TCPPair(t)
+	b, server := flowtest.TCPPair(t)
+	defer client.Close()
+	if _, err := server.Write([]byte("answer")); err != nil {
+		t.Fatal(err)
+	}
+	server.SetLinger(0)
+	server.Close()
+	for deadline := time.Now().Add(time.Minute); !tcpreset.WasReset(b); runtime.Gosched() {
+		if time.Now().After(deadline) {
+			t.Fatal("the relay's socket did not take the server's reset within a minute")
+		}
+	}
+	pollOnce(t)
+	joined := make(chan error, 1)
+	go func() {
+		_, err := Join(a, b, nil)
+		joined <- err
+	}()
+	client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(client)
+	if string(got) != "answer" {
+		t.Errorf("the client read %q, want %q", got, "answer")
+	}
+	if err == nil || isTimeout(err) {
+		t.Errorf("the client read %v after the answer, want the server's reset passed on", err)
+	}
+	if isTimeout(err) {
+		a.Close()
+		b.Close()
+	}
+	if err := <-joined; !Cut(err) {
+		t.Errorf("Join ended with %v, want a cut", err)
+	}
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(interface{ Timeout() bool })
+	return ok && ne.Timeout()
+}
+
+// pollOnce makes the runtime's poller take what it has to tell of every
+// socket (the wake-up of a read that waits): a read of another
+// connection that waits ends only through it.
+func pollOnce(t *testing.T) {
+	x, y := flowtest.TCPPair(t)
+	defer x.Close()
+	defer y.Close()
+	read := make(chan error, 1)
+	go func() {
+		_, err := x.Read(make([]byte, 1))
+		read <- err
+	}()
+	flowtest.WaitParked(t, time.Minute, "net.(*conn).Read", "IO wait")
+	if _, err := y.Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-read; err != nil {
+		t.Fatal(err)
+	}
+}
