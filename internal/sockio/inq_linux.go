@@ -38,9 +38,11 @@ const inqData = (syscall.SizeofCmsghdr + unsafe.Sizeof(uintptr(0)) - 1) &^ (unsa
 
 // Read reads into p from fd as Read does, and returns with it how many
 // bytes were left to read after it: 0 means that a read now would find
-// nothing (EAGAIN); a positive count may be more than is there to read
-// (it is 1 after the peer's FIN or a reset, so that the read that tells
-// them is made); -1 means that the kernel did not say.
+// no bytes, but not that it would find nothing: a reset is not counted,
+// and one that came behind bytes is told by the read after them (0 left,
+// then ECONNRESET); a positive count may be more than is there to read
+// (it is 1 after the peer's FIN when nothing else is left, so that the
+// read that finds the end is made); -1 means that the kernel did not say.
 func (q *Inq) Read(fd int, p []byte) (n, left int, err error) {
 	q.iov.Base = unsafe.SliceData(p)
 	q.iov.SetLen(len(p))

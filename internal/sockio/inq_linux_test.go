@@ -3,16 +3,20 @@
 package sockio
 
 import (
+	"runtime"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 	"rtcp/internal/flowtest"
+	"rtcp/internal/tcpreset"
 )
 
 // TestInq: a read through an Inq says how many bytes are left, 0 when
 // the next read would find nothing, and 1 when only the peer's FIN is
-// left, so that the read that finds the end is made; and it allocates nothing.
+// left, so that the read that finds the end is made, but 0 when only a
+// reset is (the read after tells it); and it allocates nothing.
 func TestInq(t *testing.T) {
 	a, b := flowtest.TCPPair(t)
 	rb := rawOf(t, b)
@@ -75,6 +79,32 @@ func TestInq(t *testing.T) {
 	if k, _, err := read(16, finned); k != 0 || err != nil {
 		t.Fatalf("read at the end = %d, %v; want 0, nil", k, err)
 	}
+
+	// A reset is not counted: the read of the bytes before it says 0
+	// left, and the next read tells the reset.
+	c, d := flowtest.TCPPair(t)
+	rd := rawOf(t, d)
+	if !EnableInq(rd) {
+		t.Fatal("TCP_INQ on one socket and not on another")
+	}
+	if _, err := c.Write([]byte("answer")); err != nil {
+		t.Fatal(err)
+	}
+	c.SetLinger(0)
+	c.Close()
+	for deadline := time.Now().Add(time.Minute); !tcpreset.WasReset(d); runtime.Gosched() {
+		if time.Now().After(deadline) {
+			t.Fatal("no reset within a minute")
+		}
+	}
+	rd.Control(func(fd uintptr) {
+		if k, left, err := q.Read(int(fd), buf); k != 6 || left != 0 || err != nil {
+			t.Errorf("read of the bytes before a reset = %d, left %d, %v; want 6, left 0", k, left, err)
+		}
+		if _, _, err := q.Read(int(fd), buf); err != syscall.ECONNRESET {
+			t.Errorf("read after the bytes before a reset: %v, want ECONNRESET", err)
+		}
+	})
 
 	var fd int
 	rb.Control(func(f uintptr) { fd = int(f) })
