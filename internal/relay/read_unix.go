@@ -79,7 +79,8 @@ func (r *rawReader) read(pool *sync.Pool) (*[]byte, int, error) {
 // comes in pieces smaller than the buffer and dst takes each at once,
 // within one wait of src's poller. Where TCP_INQ tells that a read left
 // nothing (sockio.Inq), the copy waits for src's next bytes at once,
-// without the read that would find nothing: each Read of a net.Conn, and
+// without the read that would find nothing (once a read of the same
+// RawConn.Read has found nothing: see drained): each Read of a net.Conn, and
 // each read here before, starts by forgetting the poller's word that src
 // is readable (Go's poller is edge-triggered), so it must read to learn
 // that there is nothing; a RawConn.Read forgets it only at its start, so
@@ -91,7 +92,9 @@ func (r *rawReader) read(pool *sync.Pool) (*[]byte, int, error) {
 // the buffer (burst: the caller splices what follows), or when dst took
 // only part of a piece (rest: the caller writes it and may wait, outside
 // src's read, which resetWatch needs). count is called with each piece
-// written. Deadlines and Close interrupt it as they do src's Read.
+// written, within src's RawConn.Read: it must not block, nor close src
+// (Close waits for the read to end). Deadlines and Close interrupt it as
+// they do src's Read, at its next wait.
 func (r *rawReader) copySmall(pool *sync.Pool, dst syscall.RawConn, count func(int64)) (c smallCopy) {
 	if !r.tried {
 		r.tried = true

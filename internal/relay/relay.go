@@ -47,7 +47,9 @@ type Stats struct {
 // half-close is closed. When a copy fails, both sides are cut off with the
 // error (Abort, or a TCP reset), so neither peer mistakes the cut for a
 // clean end. Join returns the byte counts and the first error.
-// If count is not nil it is called with each chunk's size and direction.
+// If count is not nil it is called with each chunk's size and direction,
+// on the goroutine that moves the chunk, which may hold the source's
+// read meanwhile: it must not block, nor close either side.
 func Join(a, b net.Conn, count func(aToB bool, n int)) (Stats, error) {
 	return JoinScanned(a, b, count, nil, nil)
 }
