@@ -171,11 +171,9 @@ func TestJoinTCPIdleHoldsNoPipe(t *testing.T) {
 
 // TestJoinTCPSmallPieces relays small pieces between two TCP connections:
 // a stream of them written back to back, then pieces answered one by one.
-// The copy reads them within one wait of the source (copySmall), and
-// where the kernel says a read left nothing (TCP_INQ) it waits for the
-// next piece without reading: a piece that came while the copy wrote
-// must still wake it (else an answer here would never come), and every
-// byte arrives in order.
+// The copy reads them within one RawConn.Read of the source (copySmall):
+// a piece that came while the copy wrote must still be read (else an
+// answer here would never come), and every byte arrives in order.
 func TestJoinTCPSmallPieces(t *testing.T) {
 	client, a := flowtest.TCPPair(t)
 	b, server := flowtest.TCPPair(t)

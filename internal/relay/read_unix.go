@@ -14,15 +14,7 @@ import (
 
 // rawReader reads a TCP connection through its descriptor, so that no
 // buffer is held while the connection has nothing to read.
-type rawReader struct {
-	rc syscall.RawConn
-
-	// inq reads for copySmall where TCP_INQ tells what a read left
-	// (sockio.EnableInq; nil elsewhere). Made at its first call: a
-	// connection that never copies small pieces goes without.
-	inq   *sockio.Inq
-	tried bool
-}
+type rawReader struct{ rc syscall.RawConn }
 
 func newRawReader(tc *net.TCPConn) rawSource {
 	rc, err := tc.SyscallConn()
@@ -77,16 +69,15 @@ func (r *rawReader) read(pool *sync.Pool) (*[]byte, int, error) {
 
 // copySmall copies what src has to dst (a TCP socket of its own) while it
 // comes in pieces smaller than the buffer and dst takes each at once,
-// within one wait of src's poller. Where TCP_INQ tells that a read left
-// nothing (sockio.Inq), the copy waits for src's next bytes at once,
-// without the read that would find nothing (once a read of the same
-// RawConn.Read has found nothing: see drained): each Read of a net.Conn, and
-// each read here before, starts by forgetting the poller's word that src
-// is readable (Go's poller is edge-triggered), so it must read to learn
-// that there is nothing; a RawConn.Read forgets it only at its start, so
-// an edge that comes while the copy writes is kept, and the wait that
-// follows ends at once. That is one system call of three per small
-// message and direction (scripts/bench-redis: docs/performance.md).
+// within one RawConn.Read of src. After each piece it reads again, and
+// waits only when a read finds nothing (EAGAIN). Where TCP_INQ says that
+// a read left nothing (sockio.Inq), a wait without that read looked
+// safe, the RawConn.Read keeping an edge that comes while the copy
+// writes; it is not: a reset that comes close behind the piece raises
+// no edge of its own when the poller has not yet passed the piece's on
+// (one wake for both), TCP_INQ does not count it, and only a read tells
+// it. The wait would never end, and the session would be held until
+// its other side went (TestJoinTCPAnswerThenReset).
 //
 // It returns at src's end or error, at dst's error, when a read filled
 // the buffer (burst: the caller splices what follows), or when dst took
@@ -96,44 +87,20 @@ func (r *rawReader) read(pool *sync.Pool) (*[]byte, int, error) {
 // (Close waits for the read to end). Deadlines and Close interrupt it as
 // they do src's Read, at its next wait.
 func (r *rawReader) copySmall(pool *sync.Pool, dst syscall.RawConn, count func(int64)) (c smallCopy) {
-	if !r.tried {
-		r.tried = true
-		if sockio.EnableInq(r.rc) {
-			r.inq = new(sockio.Inq)
-		}
-	}
-	var (
-		rerr error
-		// drained says that a read since the RawConn.Read began found
-		// nothing (EAGAIN), and no error either: from then on a reset,
-		// like bytes or an end, comes with an edge that the poller
-		// keeps. One before it may have come with an edge that the
-		// RawConn.Read forgot at its start, behind bytes that a read
-		// then returns with TCP_INQ's 0 (it says 1 after a FIN, not
-		// after a reset): a wait for the next edge would never end. So
-		// a read's 0 spares the next read only once drained.
-		drained bool
-	)
+	var rerr error
 	err := r.rc.Read(func(fd uintptr) bool {
 		for {
 			if c.bp == nil {
 				c.bp = pool.Get().(*[]byte)
 			}
 			b := *c.bp
-			var (
-				k    int
-				left = -1
-			)
-			if r.inq != nil {
-				k, left, rerr = r.inq.Read(int(fd), b)
-			} else {
-				k, rerr = sockio.Read(int(fd), b)
-			}
+			var k int
+			k, rerr = sockio.Read(int(fd), b)
 			switch {
 			case rerr == syscall.EINTR:
 				continue
 			case rerr == syscall.EAGAIN:
-				rerr, drained = nil, true
+				rerr = nil
 				pool.Put(c.bp) // wait without the buffer
 				c.bp = nil
 				return false
@@ -160,11 +127,6 @@ func (r *rawReader) copySmall(pool *sync.Pool, dst syscall.RawConn, count func(i
 			}
 			if c.burst {
 				return true
-			}
-			if left == 0 && drained {
-				pool.Put(c.bp) // wait without the buffer, and without a read
-				c.bp = nil
-				return false
 			}
 		}
 	})

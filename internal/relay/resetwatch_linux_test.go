@@ -180,8 +180,8 @@ func waitWatch(t *testing.T, joined chan error) {
 // TestJoinTCPResetBehindData: a server that answers and resets before
 // the relay reads (the answer and the reset wait in the relay's socket)
 // is cut at the client after its answer, not held: the read that takes
-// the answer leaves nothing (TCP_INQ says 0, there being no FIN), and
-// the reset's wake-up, which the poller took before the copy began
+// the answer leaves nothing (TCP_INQ would say 0, there being no FIN),
+// and the reset's wake-up, which the poller took before the copy began
 // (pollOnce), wakes no wait of the copy's; only a read finds the reset.
 func TestJoinTCPResetBehindData(t *testing.T) {
 	client, a := flowtest.TCPPair(t)
@@ -243,5 +243,90 @@ func pollOnce(t *testing.T) {
 	}
 	if err := <-read; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestJoinTCPAnswerThenReset: a server that answers and aborts at once
+// (writes, then closes with a reset) is cut at the client after its
+// answer, however close behind the answer its reset comes. The reset
+// raises no readiness of its own when it comes before the copy has
+// taken the answer's (one wake for both), and TCP_INQ does not count
+// it: a copy that waited without reading after the answer, as TCP_INQ's
+// 0 left seemed to allow, held the session until the client went. The
+// copy is held within its read of the server's socket (count) while the
+// answer and the reset come, and the poller takes both (pollOnce).
+func TestJoinTCPAnswerThenReset(t *testing.T) {
+	client, a := flowtest.TCPPair(t)
+	b, server := flowtest.TCPPair(t)
+	defer client.Close()
+	held, release := make(chan struct{}), make(chan struct{})
+	pieces := 0
+	joined := make(chan error, 1)
+	go func() {
+		_, err := Join(a, b, func(aToB bool, _ int) {
+			if !aToB { // b to a's goroutine alone
+				pieces++
+			}
+			if !aToB && pieces == 2 {
+				close(held)
+				<-release
+			}
+		})
+		joined <- err
+	}()
+	// A first piece, after which the copy waits, as between the
+	// requests of a session: both directions then wait in copySmall.
+	if _, err := server.Write([]byte("hi ")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(client, make([]byte, 3)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	for deadline := time.Now().Add(time.Minute); ; runtime.Gosched() {
+		n := runtime.Stack(buf, true)
+		waiting := 0
+		for _, g := range bytes.Split(buf[:n], []byte("\n\n")) {
+			if bytes.Contains(g, []byte("relay.(*rawReader).copySmall(")) && bytes.Contains(g, []byte("[IO wait")) {
+				waiting++
+			}
+		}
+		if waiting == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the copies did not both come to wait within a minute")
+		}
+	}
+	if _, err := server.Write([]byte("hello ")); err != nil {
+		t.Fatal(err)
+	}
+	<-held // the copy wrote "hello " and holds its read of b
+	if _, err := server.Write([]byte("answer")); err != nil {
+		t.Fatal(err)
+	}
+	server.SetLinger(0)
+	server.Close()
+	for deadline := time.Now().Add(time.Minute); !tcpreset.WasReset(b); runtime.Gosched() {
+		if time.Now().After(deadline) {
+			t.Fatal("the relay's socket did not take the server's reset within a minute")
+		}
+	}
+	pollOnce(t)
+	close(release)
+	client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(client)
+	if string(got) != "hello answer" {
+		t.Errorf("the client read %q after the first piece, want %q", got, "hello answer")
+	}
+	if err == nil || isTimeout(err) {
+		t.Errorf("the client read %v after the answer, want the server's reset passed on", err)
+	}
+	if isTimeout(err) {
+		a.Close()
+		b.Close()
+	}
+	if err := <-joined; !Cut(err) {
+		t.Errorf("Join ended with %v, want a cut", err)
 	}
 }
