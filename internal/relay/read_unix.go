@@ -71,13 +71,13 @@ func (r *rawReader) read(pool *sync.Pool) (*[]byte, int, error) {
 // comes in pieces smaller than the buffer and dst takes each at once,
 // within one RawConn.Read of src. After each piece it reads again, and
 // waits only when a read finds nothing (EAGAIN). Where TCP_INQ says that
-// a read left nothing (sockio.Inq), a wait without that read looked
-// safe, the RawConn.Read keeping an edge that comes while the copy
-// writes; it is not: a reset that comes close behind the piece raises
-// no edge of its own when the poller has not yet passed the piece's on
-// (one wake for both), TCP_INQ does not count it, and only a read tells
-// it. The wait would never end, and the session would be held until
-// its other side went (TestJoinTCPAnswerThenReset).
+// a read left nothing, a wait without that read looked safe (tried in
+// bc7ca73 and ce059fb), the RawConn.Read keeping an edge that comes while
+// the copy writes; it is not: a reset that comes close behind the piece
+// raises no edge of its own when the poller has not yet passed the
+// piece's on (one wake for both), TCP_INQ does not count it, and only a
+// read tells it. The wait would never end, and the session would be held
+// until its other side went (TestJoinTCPAnswerThenReset).
 //
 // It returns at src's end or error, at dst's error, when a read filled
 // the buffer (burst: the caller splices what follows), or when dst took
