@@ -228,8 +228,8 @@ func (c *Conn) Unwrap() *net.TCPConn {
 		if lc, ok := inner.(*lateConn); ok {
 			inner = lc.conn()
 		}
-		if bc, ok := inner.(*bufferedConn); ok && bc.taken.Load() {
-			inner = bc.Conn
+		if bc, ok := inner.(*bufferedConn); ok {
+			return bc.Unwrap()
 		}
 		tc, _ := inner.(*net.TCPConn)
 		return tc
@@ -259,11 +259,10 @@ func (c *Conn) TakeBuffered() []byte {
 	if lc, ok := inner.(*lateConn); ok {
 		inner = lc.conn()
 	}
-	bc, ok := inner.(*bufferedConn)
-	if !ok || bc.taken.Load() {
-		return nil
+	if bc, ok := inner.(*bufferedConn); ok {
+		return bc.TakeBuffered()
 	}
-	return bc.takeAhead()
+	return nil
 }
 
 // CloseWrite shuts down the writing side: the peer reads io.EOF after the

@@ -143,45 +143,65 @@ func TestConnNetConn(t *testing.T) {
 	}
 }
 
-// TestTakeBuffered: a Conn whose link's handshake brought the session's
-// first bytes hands them over with TakeBuffered and then its TCP
-// connection with Unwrap, and relay.Join (rtcp expose's relay) delivers
-// those bytes first, then the rest, both ways, over the TCP connections
-// themselves.
+// TestTakeBuffered: a connection whose link's handshake brought the
+// session's first bytes (a server's Conn on a data link; at the DP, a
+// client's raw leg whose bytes came with its Connect) hands them over with
+// TakeBuffered and then its TCP connection with Unwrap, and relay.Join
+// (rtcp expose's and the DP's relay) delivers those bytes first, then the
+// rest, both ways, over the TCP connections themselves.
 func TestTakeBuffered(t *testing.T) {
-	link, dpSide := flowtest.TCPPair(t)
-	svc, local := flowtest.TCPPair(t)
-	c := newConn(&rawConn{Conn: newBufferedConn(link, []byte("ahead ")), local: link.LocalAddr(), remote: link.RemoteAddr()}, nil)
-	if c.Unwrap() != nil {
-		t.Fatal("Unwrap gave the TCP connection while bytes wait in the Conn's buffer")
+	type unwrapper interface {
+		net.Conn
+		relay.Buffered
+		Unwrap() *net.TCPConn
 	}
-	joined := make(chan error, 1)
-	go func() {
-		_, err := relay.Join(c, local, nil)
-		joined <- err
-	}()
-	if _, err := dpSide.Write([]byte("and the rest")); err != nil {
-		t.Fatal(err)
-	}
-	dpSide.CloseWrite()
-	got, err := io.ReadAll(svc)
-	if err != nil || string(got) != "ahead and the rest" {
-		t.Fatalf("the service read %q, %v; want %q", got, err, "ahead and the rest")
-	}
-	if c.Unwrap() != link {
-		t.Error("after Join took the buffered bytes, Unwrap did not give the TCP connection")
-	}
-	if b := c.TakeBuffered(); b != nil {
-		t.Errorf("TakeBuffered again = %q; want nil", b)
-	}
-	if _, err := svc.Write([]byte("answer")); err != nil {
-		t.Fatal(err)
-	}
-	svc.CloseWrite()
-	if got, err := io.ReadAll(dpSide); err != nil || string(got) != "answer" {
-		t.Fatalf("the DP's side read %q, %v; want %q", got, err, "answer")
-	}
-	if err := <-joined; err != nil {
-		t.Fatalf("relay.Join: %v", err)
+	for _, tc := range []struct {
+		name string
+		wrap func(link *net.TCPConn, ahead []byte) unwrapper
+	}{
+		{"server's Conn", func(link *net.TCPConn, ahead []byte) unwrapper {
+			return newConn(&rawConn{Conn: newBufferedConn(link, ahead), local: link.LocalAddr(), remote: link.RemoteAddr()}, nil)
+		}},
+		{"DP's client leg", func(link *net.TCPConn, ahead []byte) unwrapper {
+			return newBufferedConn(link, ahead)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			link, dpSide := flowtest.TCPPair(t)
+			svc, local := flowtest.TCPPair(t)
+			c := tc.wrap(link, []byte("ahead "))
+			if c.Unwrap() != nil {
+				t.Fatal("Unwrap gave the TCP connection while bytes wait in the buffer")
+			}
+			joined := make(chan error, 1)
+			go func() {
+				_, err := relay.Join(c, local, nil)
+				joined <- err
+			}()
+			if _, err := dpSide.Write([]byte("and the rest")); err != nil {
+				t.Fatal(err)
+			}
+			dpSide.CloseWrite()
+			got, err := io.ReadAll(svc)
+			if err != nil || string(got) != "ahead and the rest" {
+				t.Fatalf("the service read %q, %v; want %q", got, err, "ahead and the rest")
+			}
+			if c.Unwrap() != link {
+				t.Error("after Join took the buffered bytes, Unwrap did not give the TCP connection")
+			}
+			if b := c.TakeBuffered(); b != nil {
+				t.Errorf("TakeBuffered again = %q; want nil", b)
+			}
+			if _, err := svc.Write([]byte("answer")); err != nil {
+				t.Fatal(err)
+			}
+			svc.CloseWrite()
+			if got, err := io.ReadAll(dpSide); err != nil || string(got) != "answer" {
+				t.Fatalf("the other side read %q, %v; want %q", got, err, "answer")
+			}
+			if err := <-joined; err != nil {
+				t.Fatalf("relay.Join: %v", err)
+			}
+		})
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"rtcp/internal/mux"
 	"rtcp/internal/sockio"
+	"rtcp/internal/tcpreset"
 	"rtcp/internal/yamuxlink"
 	"rtcp/protocol/plan5"
 )
@@ -115,6 +116,29 @@ func (c *bufferedConn) takeAhead() []byte {
 	c.r = sockio.ReaderOf(c.Conn)
 	c.taken.Store(true)
 	return rest
+}
+
+// TakeBuffered hands a relay the buffered bytes that no Read has
+// returned (relay.Buffered: Join takes them before it reads, and writes
+// them first); from then on c reads Conn alone, and Unwrap gives the TCP
+// connection under it, whose bytes are then c's. nil if taken before.
+// Not concurrently with Read.
+func (c *bufferedConn) TakeBuffered() []byte {
+	if c.taken.Load() {
+		return nil
+	}
+	return c.takeAhead()
+}
+
+// Unwrap returns the TCP connection that carries c's bytes as they are
+// (tcpreset.Of) once its buffered bytes are taken (TakeBuffered), else
+// nil: a relay then moves the rest itself, as between any two TCP
+// connections (a client's raw leg at the DP, a TLS passthrough's).
+func (c *bufferedConn) Unwrap() *net.TCPConn {
+	if !c.taken.Load() {
+		return nil
+	}
+	return tcpreset.Of(c.Conn)
 }
 
 // NetConn returns the connection under c (a raw leg's TCP or TLS
