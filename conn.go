@@ -215,10 +215,11 @@ func (c *Conn) NetConn() net.Conn {
 // move to a direct path, moved or not), encrypted (TLS), or when bytes
 // of the session came with the link's handshake and wait in a buffer
 // (a data link that read the client's first bytes with the DP's
-// Connect: Read returns them first). A relay may
-// copy between such connections directly (on Linux the kernel splices them), as internal/relay and the
-// rtcp command do; use Read, Write, CloseWrite and Close of the Conn for
-// everything else.
+// Connect, a client's raw leg that read the server's first bytes with
+// the DP's Ack: Read returns them first) until TakeBuffered takes them.
+// A relay may copy between such connections directly (on Linux the
+// kernel splices them), as internal/relay and the rtcp command do; use
+// Read, Write, CloseWrite and Close of the Conn for everything else.
 func (c *Conn) Unwrap() *net.TCPConn {
 	if c.open() != nil {
 		return nil
@@ -239,8 +240,9 @@ func (c *Conn) Unwrap() *net.TCPConn {
 
 // TakeBuffered returns the bytes of the session that came with its
 // link's handshake and that Read has not returned yet (a data link that
-// read the client's first bytes with the DP's Connect), and hands them
-// to the caller, who must deliver them before anything Read returns
+// read the client's first bytes with the DP's Connect, a client's raw
+// leg that read the server's first bytes with the DP's Ack), and hands
+// them to the caller, who must deliver them before anything Read returns
 // after: Read goes on after them, and Unwrap, which returns nil while
 // such bytes wait, returns the TCP connection that carries the rest as
 // it is. It returns nil when none wait. A relay that moves the bytes
