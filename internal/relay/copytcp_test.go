@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"runtime"
 	"sync/atomic"
@@ -233,5 +234,62 @@ func TestJoinTCPSmallPieces(t *testing.T) {
 	server.CloseWrite()
 	if err := <-joined; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// asyncBuffered is a source that pushes its bytes itself (PushAsync), and
+// would hand over bytes read ahead if asked (Buffered).
+type asyncBuffered struct {
+	net.Conn
+	taken atomic.Bool
+}
+
+func (c *asyncBuffered) TakeBuffered() []byte {
+	c.taken.Store(true)
+	return []byte("ahead ")
+}
+
+func (c *asyncBuffered) PushTo(w io.Writer, count func(int)) (int64, error) {
+	n, err := io.Copy(w, c.Conn)
+	count(int(n))
+	return n, err
+}
+
+func (c *asyncBuffered) PushAsync(w io.Writer, count func(int), done func(int64, error)) {
+	go func() { done(c.PushTo(w, count)) }()
+}
+
+// TestJoinTakesNothingAheadOfAnAsyncSide: Join takes bytes read ahead
+// only from a side it reads itself; a side whose bytes PushAsync moves
+// keeps them (Join would not write them: they would be lost).
+func TestJoinTakesNothingAheadOfAnAsyncSide(t *testing.T) {
+	for _, side := range []string{"a", "b"} {
+		t.Run(side, func(t *testing.T) {
+			x, y := net.Pipe()
+			client, tcp := flowtest.TCPPair(t)
+			src := &asyncBuffered{Conn: x}
+			a, b := net.Conn(src), net.Conn(tcp)
+			if side == "b" {
+				a, b = b, a
+			}
+			joined := make(chan error, 1)
+			go func() {
+				_, err := Join(a, b, nil)
+				joined <- err
+			}()
+			go func() {
+				y.Write([]byte("pushed"))
+				y.Close()
+			}()
+			got, err := io.ReadAll(client)
+			if err != nil || string(got) != "pushed" {
+				t.Errorf("read %q, %v; want %q", got, err, "pushed")
+			}
+			client.Close()
+			<-joined
+			if src.taken.Load() {
+				t.Error("Join took the bytes read ahead of a side that PushAsync relays")
+			}
+		})
 	}
 }

@@ -98,8 +98,15 @@ func JoinScanned(a, b net.Conn, count func(aToB bool, n int), aToB, bToA Scanner
 	asyncB, asyncA := asyncSource(b, bToA), asyncSource(a, aToB)
 	// Bytes that a side read ahead of its reader (with its link's
 	// handshake) go first; taken before either direction starts, so
-	// that both see the TCP connection under that side (Buffered).
-	aheadA, aheadB := takeAhead(a, aToB), takeAhead(b, bToA)
+	// that both see the TCP connection under that side (Buffered). Not
+	// from a side that PushAsync relays: it would not write them.
+	var aheadA, aheadB []byte
+	if asyncB == nil {
+		aheadB = takeAhead(b, bToA)
+	}
+	if asyncB != nil || asyncA == nil {
+		aheadA = takeAhead(a, aToB)
+	}
 	wg.Add(1)
 	switch {
 	case asyncB != nil:
