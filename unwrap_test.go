@@ -3,12 +3,15 @@ package rtcp
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"testing"
 
 	"rtcp/internal/flowtest"
 	"rtcp/internal/relay"
+	"rtcp/protocol/plan5"
 )
 
 // TestUnwrapSplice checks which sessions hand a relay their TCP connection
@@ -201,6 +204,163 @@ func TestTakeBuffered(t *testing.T) {
 			}
 			if err := <-joined; err != nil {
 				t.Fatalf("relay.Join: %v", err)
+			}
+		})
+	}
+}
+
+// keepScanner is a relay.Scanner that passes every byte and keeps a
+// copy of what it read.
+type keepScanner struct{ got []byte }
+
+func (s *keepScanner) Scan(chunk []byte) (int, error) {
+	s.got = append(s.got, chunk...)
+	return len(chunk), nil
+}
+func (s *keepScanner) Plain() bool { return false }
+func (s *keepScanner) End() error  { return nil }
+
+// TestTakeBufferedNotWhereReadOrEncrypted: a DP's client leg whose bytes
+// came with its handshake keeps them for a Scanner that reads its
+// direction (a brokered session's records), and never gives a relay the
+// TCP connection then; over TLS (a DP with a TLSConfig) it hands its
+// bytes over but never its TCP connection, whose bytes are not the
+// session's. Both ways, the bytes ahead come first and are counted.
+func TestTakeBufferedNotWhereReadOrEncrypted(t *testing.T) {
+	pki := newTestPKI(t, "dp")
+	for _, tc := range []struct {
+		name    string
+		scanned bool
+		tls     bool
+	}{{"scanned", true, false}, {"tls", false, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			link, dpSide := flowtest.TCPPair(t)
+			svc, local := flowtest.TCPPair(t)
+			var under net.Conn = link
+			var peer interface {
+				net.Conn
+				CloseWrite() error
+			} = dpSide
+			if tc.tls {
+				// Shaken hands first: the relay sees only the
+				// session's records.
+				srv := tls.Server(link, pki.serverConfig())
+				cc := pki.clientConfig()
+				cc.ServerName = "localhost"
+				cli := tls.Client(dpSide, cc)
+				shaken := make(chan error, 1)
+				go func() { shaken <- srv.Handshake() }()
+				if err := cli.Handshake(); err != nil {
+					t.Fatal(err)
+				}
+				if err := <-shaken; err != nil {
+					t.Fatal(err)
+				}
+				under, peer = srv, cli
+			}
+			bc := newBufferedConn(under, []byte("ahead "))
+			var sc *keepScanner
+			var aToB relay.Scanner
+			if tc.scanned {
+				sc = &keepScanner{}
+				aToB = sc
+			}
+			type result struct {
+				st  relay.Stats
+				err error
+			}
+			joined := make(chan result, 1)
+			go func() {
+				st, err := relay.JoinScanned(bc, local, nil, aToB, nil)
+				joined <- result{st, err}
+			}()
+			if _, err := peer.Write([]byte("and the rest")); err != nil {
+				t.Fatal(err)
+			}
+			peer.CloseWrite()
+			const want = "ahead and the rest"
+			got := make([]byte, len(want))
+			if _, err := io.ReadFull(svc, got); err != nil || string(got) != want {
+				t.Fatalf("the service read %q, %v; want %q", got, err, want)
+			}
+			if rest, err := io.ReadAll(svc); err != nil || len(rest) > 0 {
+				t.Fatalf("the service read %q more, %v; want its end", rest, err)
+			}
+			if bc.Unwrap() != nil {
+				t.Error("Unwrap gave the relay the TCP connection")
+			}
+			if _, err := svc.Write([]byte("answer")); err != nil {
+				t.Fatal(err)
+			}
+			svc.CloseWrite()
+			if got, err := io.ReadAll(peer); err != nil || string(got) != "answer" {
+				t.Fatalf("the client read %q, %v; want %q", got, err, "answer")
+			}
+			r := <-joined
+			if r.err != nil {
+				t.Fatalf("relay.JoinScanned: %v", r.err)
+			}
+			if r.st.AtoB != int64(len(want)) || r.st.BtoA != int64(len("answer")) {
+				t.Errorf("Stats %d, %d; want %d, %d", r.st.AtoB, r.st.BtoA, len(want), len("answer"))
+			}
+			if sc != nil && string(sc.got) != want {
+				t.Errorf("the scanner read %q; want %q", sc.got, want)
+			}
+			if tc.tls && bc.TakeBuffered() != nil {
+				t.Error("TakeBuffered gave bytes twice")
+			}
+		})
+	}
+}
+
+// TestDPRawClientBytesWithConnect: a raw client that sends its session's
+// first bytes with its Aloha and Connect, in one write (a peer that does
+// not wait for the Ack), has them delivered first, then the rest, and
+// counted, whichever transport the server's link has; at the DP its
+// leg is a bufferedConn whose bytes the relay takes (TakeBuffered) before
+// it moves the rest between the TCP connections or into the link.
+func TestDPRawClientBytesWithConnect(t *testing.T) {
+	for _, tr := range []Transport{TransportTCP, TransportYamux} {
+		t.Run(fmt.Sprint(tr), func(t *testing.T) {
+			dp := new(DiscoverPoint)
+			addr := runDP(t, dp)
+			lc := ListenConfig{Transport: tr}
+			l, err := lc.Listen(context.Background(), addr, "svc")
+			if err != nil {
+				t.Fatal(err)
+			}
+			serveEcho(t, l)
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			first := plan5.AppendMessage(nil, &plan5.Aloha{V: plan5.Version, R: plan5.RoleIC, N: "eager", Transport: wireRaw})
+			first = plan5.AppendMessage(first, &plan5.Connect{N: "svc"})
+			first = append(first, "hello, "...)
+			if _, err := c.Write(first); err != nil {
+				t.Fatal(err)
+			}
+			r := plan5.NewReader(c, plan5.DefaultMaxLine)
+			if m, err := r.ReadMessage(); err != nil || m.Type() != plan5.TypeAloha {
+				t.Fatalf("the DP answered %v, %v; want its Aloha", m, err)
+			}
+			if m, err := r.ReadMessage(); err != nil {
+				t.Fatal(err)
+			} else if ack, ok := m.(*plan5.Ack); !ok || ack.X < 0 {
+				t.Fatalf("the DP answered the Connect with %+v; want an Ack", m)
+			}
+			const want = "hello, world"
+			if _, err := io.WriteString(c, "world"); err != nil {
+				t.Fatal(err)
+			}
+			c.(*net.TCPConn).CloseWrite()
+			got, err := io.ReadAll(r.Buffered())
+			if err != nil || string(got) != want {
+				t.Fatalf("the echo read %q, %v; want %q", got, err, want)
+			}
+			if n := dp.counts.toServers.Load(); n != uint64(len(want)) {
+				t.Errorf("the DP counted %d bytes to servers; want %d", n, len(want))
 			}
 		})
 	}
