@@ -181,7 +181,8 @@ func JoinScanned(a, b net.Conn, count func(aToB bool, n int), aToB, bToA Scanner
 
 // Buffered is a connection that may hold bytes read ahead of its reader
 // (an rtcp.Conn whose link's handshake brought the session's first
-// bytes): TakeBuffered returns them, to be delivered before what Read
+// bytes; at the DP, a client's leg whose bytes came with its Connect or
+// its ClientHello): TakeBuffered returns them, to be delivered before what Read
 // returns after, and from then on the connection may carry the rest as
 // its TCP connection does (tcpreset.Of). Join takes them before it
 // reads.
