@@ -10,6 +10,7 @@ import (
 
 	"rtcp/internal/mux"
 	"rtcp/internal/sockio"
+	"rtcp/internal/tcpreset"
 )
 
 // stream is what a Conn runs on: a session of the JSON transport or a
@@ -232,8 +233,7 @@ func (c *Conn) Unwrap() *net.TCPConn {
 		if bc, ok := inner.(*bufferedConn); ok {
 			return bc.Unwrap()
 		}
-		tc, _ := inner.(*net.TCPConn)
-		return tc
+		return tcpreset.Of(inner) // a TCP connection, or a wrapper that adds bookkeeping only
 	}
 	return nil
 }
