@@ -226,6 +226,18 @@ func FuzzHandshakeFastPath(f *testing.F) {
 		`{"V":10000,"R":4,"N":"rtcp","Transport":"tcp","Token":"9f1c","Spares":2}`, `{"Spares":-1}`, `{"Spares":1.5}`,
 		`{"V":1,"R":2,"N":"s","Owner":"o","Key":"k","Proof":""}`,
 		`{"V":10000,"R":3,"N":"c","Via":"10.0.0.3:9000","Key":"k","To":"10.0.0.1:9000","ClientKey":"a","ClientAddr":"203.0.113.5:1"}`, `{}`, `{"V":1,"V":2}`, `{"HalfClose":false}`,
+		// A brokered dial's Connects and Acks (the DP's early offer, its
+		// Connect to the server, the server's Ack), and forms of their
+		// keys only encoding/json reads or that it refuses.
+		`{"N":"printer-7","Direct":true,"EarlyPeer":true}`,
+		`{"N":"alice","Addr":"203.0.113.5:40112","Peer":"203.0.113.5:40112","Secret":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}`,
+		`{"X":0,"Peer":"198.51.100.7:51000","Secret":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}`,
+		`{"X":9223372036854775807,"Peer":"[2001:db8::1]:5","Secret":"AA=="}`, `{"X":9223372036854775808,"Peer":"a"}`,
+		`{"X":1,"Secret":""}`, `{"X":1,"Peer":""}`, `{"X":1,"Secret":null}`, `{"X":1,"Secret":"AAE"}`, `{"X":1,"Secret":"AA\/="}`,
+		`{"X":1,"Secret":"AAE=","Peer":"a"}`, `{"X":1,"Peer":"a","Peer":"b"}`, `{"X":1,"Peer":"a\u0041"}`, `{"X":1,"Peer":1}`,
+		`{"N":"a","EarlyPeer":true,"Direct":true}`, `{"N":"a","Direct":false}`, `{"N":"a","Direct":true,"Direct":true}`,
+		`{"N":"a","Direct":"true"}`, `{"N":"a","direct":true}`, `{"N":"a","Direct":true,"Secret":"AA==","Peer":"b"}`,
+		`{"N":"a","Peer":"b","Secret":"AA==","Secret":"AQ=="}`, `{"N":"a","Direct":true }`, `{"N":"a","Secret":"AAEC","Extra":1}`,
 	} {
 		f.Add([]byte(s))
 	}
