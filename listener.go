@@ -583,7 +583,7 @@ func (l *Listener) connect(ctx context.Context) (serverLink, error) {
 			direct.rtt = s.RTT
 		}
 		startYamuxKeepAlive(ir, s, keepAlive)
-		return &yamuxServerLink{muxServerLink: muxServerLink{s: s, direct: direct}, local: local, remote: remote, manual: l.cfg.ManualAck}, nil
+		return &yamuxServerLink{muxServerLink: muxServerLink{s: s, direct: direct}, local: local, remote: remote, manual: l.cfg.ManualAck, beats: keepAlive > 0}, nil
 	}
 	cfg := plan5link.Config(ours, theirs)
 	cfg.Name = "link to DP " + l.dp

@@ -265,6 +265,9 @@ type yamuxServerLink struct {
 	local  net.Addr
 	remote func(name, addr string) net.Addr
 	manual bool // ListenConfig.ManualAck: the application answers
+	// beats: the link has heartbeats (ListenConfig.KeepAlive), which
+	// end it if it is too stuck to take an Ack.
+	beats bool
 }
 
 func (y *yamuxServerLink) accept(ctx context.Context) (*Conn, error) {
@@ -293,7 +296,9 @@ func (y *yamuxServerLink) accept(ctx context.Context) (*Conn, error) {
 // right after it (direct.go), took the core. Without one the Ack goes
 // out on this goroutine, before the punch starts, as it does under
 // ManualAck; a link too stuck to take it ends (heartbeats), and the
-// write with it.
+// write with it. A link without heartbeats (KeepAlive negative) never
+// ends so: there the Ack keeps its write deadline, and a stuck link
+// holds neither Accept nor the listener's Close.
 func (y *yamuxServerLink) handshake(st *mux.Stream) (*Conn, error) {
 	st.SetReadDeadline(time.Now().Add(defaultHandshakeTimeout))
 	// On the link's accept goroutine, one per link: the stack that
@@ -325,8 +330,12 @@ func (y *yamuxServerLink) handshake(st *mux.Stream) (*Conn, error) {
 	if y.manual {
 		return y.direct.wrap(newPendingConn(st, ack), cm), nil
 	}
+	if !y.beats {
+		st.SetWriteDeadline(time.Now().Add(defaultHandshakeTimeout))
+	}
 	if err := ack(nil); err != nil {
 		return nil, err
 	}
+	st.SetWriteDeadline(time.Time{})
 	return y.direct.wrap(newConn(st, nil), cm), nil
 }
