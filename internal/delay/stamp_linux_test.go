@@ -1,8 +1,11 @@
 package delay
 
 import (
+	"slices"
+	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // TestArrivalStamp: on Linux a read of a TCP connection says when its
@@ -66,6 +69,52 @@ func TestDue(t *testing.T) {
 	} {
 		if got := due(now, tc.arrived, half); !got.Equal(tc.want) {
 			t.Errorf("%s: due %v after now, want %v", tc.name, got.Sub(now), tc.want.Sub(now))
+		}
+	}
+}
+
+// TestArrivalParse: the receive timestamp is found among a read's control
+// messages wherever it is, and control messages cut short or of a bad
+// length give no time rather than a wrong one or a panic.
+func TestArrivalParse(t *testing.T) {
+	ts := syscall.Timespec{Sec: 1_700_000_000, Nsec: 123_456_789}
+	want := time.Unix(1_700_000_000, 123_456_789)
+	msg := func(level, typ int32, data []byte) []byte {
+		b := make([]byte, syscall.CmsgSpace(len(data)))
+		h := (*syscall.Cmsghdr)(unsafe.Pointer(&b[0]))
+		h.Level, h.Type = level, typ
+		h.SetLen(syscall.CmsgLen(len(data)))
+		copy(b[syscall.CmsgLen(0):], data)
+		return b
+	}
+	stampBytes := unsafe.Slice((*byte)(unsafe.Pointer(&ts)), unsafe.Sizeof(ts))
+	stamp := msg(syscall.SOL_SOCKET, syscall.SCM_TIMESTAMPNS, stampBytes)
+	other := msg(syscall.SOL_IP, syscall.IP_TTL, []byte{64, 0, 0, 0})
+	short := msg(syscall.SOL_SOCKET, syscall.SCM_TIMESTAMPNS, stampBytes[:4])
+	badLen := slices.Clone(stamp)
+	(*syscall.Cmsghdr)(unsafe.Pointer(&badLen[0])).SetLen(len(badLen) + 1)
+	zeroLen := slices.Clone(stamp)
+	(*syscall.Cmsghdr)(unsafe.Pointer(&zeroLen[0])).SetLen(0)
+	for _, tc := range []struct {
+		name string
+		oob  []byte
+		want time.Time
+	}{
+		{"the stamp", stamp, want},
+		{"after another message", slices.Concat(other, stamp), want},
+		{"none", nil, time.Time{}},
+		{"another message alone", other, time.Time{}},
+		{"a stamp too short", short, time.Time{}},
+		{"a header cut short", stamp[:syscall.CmsgLen(0)-1], time.Time{}},
+		{"a stamp cut short", stamp[:len(stamp)-1], time.Time{}},
+		{"a length past the end", badLen, time.Time{}},
+		{"a length of zero", zeroLen, time.Time{}},
+	} {
+		// A copy in a buffer of its own, aligned as a read's is.
+		oob := make([]byte, len(tc.oob), len(tc.oob)+8)
+		copy(oob, tc.oob)
+		if got := arrival(oob); !got.Equal(tc.want) {
+			t.Errorf("%s: arrival %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }
