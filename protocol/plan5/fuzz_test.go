@@ -287,8 +287,8 @@ func FuzzAppendFast(f *testing.F) {
 			HalfClose: x&1 == 1, Owner: addr, Transport: token, Error: reason, Token: addr, Spares: int(x >> 5), Via: token, Key: n,
 			Challenge: blob, Binding: reason, Proof: blob[len(blob)/2:], To: addr, ClientKey: n, ClientAddr: reason}
 		aloha.Direct = x&2 == 2
-		direct := &Connect{N: n, Addr: addr, Direct: x&4 == 4, EarlyPeer: x&8 == 8, Peer: addr, Secret: blob}
-		for _, m := range []Message{&Connect{N: n, Addr: addr, Token: token}, &Ack{X: x, R: reason}, aloha, direct, &Ack{X: x, Peer: addr, Secret: blob}} {
+		direct := &Connect{N: n, Addr: addr, Token: token, Direct: x&4 == 4, EarlyPeer: x&8 == 8, Peer: reason, Secret: blob}
+		for _, m := range []Message{&Connect{N: n, Addr: addr, Token: token}, &Ack{X: x, R: reason}, aloha, direct, &Ack{X: x, Peer: addr, Secret: blob}, &Ack{X: x, Peer: token}} {
 			got, ok := appendFast(nil, m)
 			if !ok {
 				continue
@@ -299,6 +299,30 @@ func FuzzAppendFast(f *testing.F) {
 			}
 			if string(got) != string(want)+"\n" {
 				t.Fatalf("fast path wrote %+v as %q, encoding/json as %q", m, got, want)
+			}
+			// What the fast path writes, its reader takes (else these
+			// would go through encoding/json unnoticed) as the same.
+			var back Message
+			body := got[:len(got)-1]
+			switch m.(type) {
+			case *Connect:
+				if c, ok := fastConnect(body); ok {
+					back = c
+				}
+			case *Ack:
+				if a, ok := fastAck(body); ok {
+					back = a
+				}
+			case *Aloha:
+				if a, ok := fastAloha(body); ok {
+					back = a
+				}
+			}
+			if back == nil {
+				t.Fatalf("fast path wrote %q, its reader refuses it", got)
+			}
+			if again, _ := appendFast(nil, back); string(again) != string(got) {
+				t.Fatalf("fast path wrote %q, read it back as %+v, which it writes as %q", got, back, again)
 			}
 		}
 	})
