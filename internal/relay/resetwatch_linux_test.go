@@ -3,6 +3,7 @@ package relay
 import (
 	"bytes"
 	"io"
+	"net"
 	"runtime"
 	"testing"
 	"time"
@@ -192,21 +193,37 @@ func TestJoinTCPResetBehindData(t *testing.T) {
 	}
 	server.SetLinger(0)
 	server.Close()
+	takeReset(t, b)
+	joined := make(chan error, 1)
+	go func() {
+		_, err := Join(a, b, nil)
+		joined <- err
+	}()
+	answerThenCut(t, client, a, b, joined, "answer")
+}
+
+// takeReset waits until b, the relay's side of a server that reset its
+// connection, has taken the reset, and then until the runtime's poller
+// has passed on its wake-up (pollOnce).
+func takeReset(t *testing.T, b *net.TCPConn) {
+	t.Helper()
 	for deadline := time.Now().Add(time.Minute); !tcpreset.WasReset(b); runtime.Gosched() {
 		if time.Now().After(deadline) {
 			t.Fatal("the relay's socket did not take the server's reset within a minute")
 		}
 	}
 	pollOnce(t)
-	joined := make(chan error, 1)
-	go func() {
-		_, err := Join(a, b, nil)
-		joined <- err
-	}()
+}
+
+// answerThenCut checks that the client of Join(a, b) reads want and then
+// the server's reset, not a wait (10 s: the relay held the session), and
+// that Join ends with a cut.
+func answerThenCut(t *testing.T, client, a, b *net.TCPConn, joined chan error, want string) {
+	t.Helper()
 	client.SetReadDeadline(time.Now().Add(10 * time.Second))
 	got, err := io.ReadAll(client)
-	if string(got) != "answer" {
-		t.Errorf("the client read %q, want %q", got, "answer")
+	if string(got) != want {
+		t.Errorf("the client read %q, want %q", got, want)
 	}
 	if err == nil || isTimeout(err) {
 		t.Errorf("the client read %v after the answer, want the server's reset passed on", err)
@@ -307,26 +324,7 @@ func TestJoinTCPAnswerThenReset(t *testing.T) {
 	}
 	server.SetLinger(0)
 	server.Close()
-	for deadline := time.Now().Add(time.Minute); !tcpreset.WasReset(b); runtime.Gosched() {
-		if time.Now().After(deadline) {
-			t.Fatal("the relay's socket did not take the server's reset within a minute")
-		}
-	}
-	pollOnce(t)
+	takeReset(t, b)
 	close(release)
-	client.SetReadDeadline(time.Now().Add(10 * time.Second))
-	got, err := io.ReadAll(client)
-	if string(got) != "hello answer" {
-		t.Errorf("the client read %q after the first piece, want %q", got, "hello answer")
-	}
-	if err == nil || isTimeout(err) {
-		t.Errorf("the client read %v after the answer, want the server's reset passed on", err)
-	}
-	if isTimeout(err) {
-		a.Close()
-		b.Close()
-	}
-	if err := <-joined; !Cut(err) {
-		t.Errorf("Join ended with %v, want a cut", err)
-	}
+	answerThenCut(t, client, a, b, joined, "hello answer")
 }
