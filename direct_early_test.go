@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -419,4 +420,62 @@ func dialAsync(ctx context.Context, d *Dialer, addr, name string) <-chan dialed 
 		done <- dialed{c, err}
 	}()
 	return done
+}
+
+// halfWriteConn fails its first Write after writing half of it, as a
+// write that met its deadline partway does.
+type halfWriteConn struct {
+	net.Conn
+	first []byte // what that first Write was given
+}
+
+func (c *halfWriteConn) Write(p []byte) (int, error) {
+	if c.first != nil {
+		return c.Conn.Write(p)
+	}
+	c.first = bytes.Clone(p)
+	n, _ := c.Conn.Write(p[:len(p)/2])
+	return n, os.ErrDeadlineExceeded
+}
+
+// TestDPEarlyOfferWriteFailed: a write of the early offer that failed
+// partway leaves half a line on the client's connection; the DP then
+// writes nothing more to it (the Ack would read as the rest of that
+// line) and ends it, so the client reads the half line and the end.
+func TestDPEarlyOfferWriteFailed(t *testing.T) {
+	dp := new(DiscoverPoint)
+	addr := startDP(t, dp)
+	l := listen(t, &ListenConfig{Transport: TransportYamux, Direct: true, ManualAck: true}, addr, "printer-7")
+	c, dc := net.Pipe()
+	hc := &halfWriteConn{Conn: dc}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		dp.ServeConn(hc)
+	}()
+	defer func() {
+		c.Close()
+		<-served
+	}()
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(c)
+		got <- b
+	}()
+	if _, err := c.Write(plan5.AppendMessage(plan5.AppendMessage(nil,
+		&plan5.Aloha{V: plan5.Version, R: plan5.RoleIC, Transport: wireRaw}),
+		&plan5.Connect{N: "printer-7", Direct: true, EarlyPeer: true})); err != nil {
+		t.Fatal(err)
+	}
+	sc, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	sc.(*Conn).Ack(nil) // the DP's answer to the client must not follow the half line
+	c.SetReadDeadline(time.Now().Add(wireTimeout))
+	b := <-got
+	if want := hc.first[:len(hc.first)/2]; !bytes.Equal(b, want) {
+		t.Errorf("the client read %q after the DP's failed write of %q; want its first half and the end", b, hc.first)
+	}
 }

@@ -855,13 +855,24 @@ func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 // If ours is not nil, the DP's Aloha has not been sent yet: it goes in
 // front of the first message.
 func (dp *DiscoverPoint) serveRawClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha, who principal, ours *plan5.Aloha) {
+	// A write that failed may have sent part of its message: nothing may
+	// follow it (the client would read the rest of the line as the next
+	// message's), so its error stands for every later answer. The answers
+	// come one after another from one goroutine (the early offer's from
+	// the one that then sends the Ack: openAside).
+	var failed error
 	answer := func(m plan5.Message, timeout time.Duration) error {
+		if failed != nil {
+			return failed
+		}
 		if ours != nil {
 			a := ours
 			ours = nil
-			return plan5link.WriteMessages(c, timeout, a, m)
+			failed = plan5link.WriteMessages(c, timeout, a, m)
+		} else {
+			failed = plan5link.WriteMessage(c, m, timeout)
 		}
-		return plan5link.WriteMessage(c, m, timeout)
+		return failed
 	}
 	m, err := r.ReadMessage()
 	if err != nil {
