@@ -441,9 +441,11 @@ func (c *halfWriteConn) Write(p []byte) (int, error) {
 // TestDPEarlyOfferWriteFailed: a write of the early offer that failed
 // partway leaves half a line on the client's connection; the DP then
 // writes nothing more to it (the Ack would read as the rest of that
-// line) and ends it, so the client reads the half line and the end.
+// line) and ends it, so the client reads the half line and the end; and
+// it logs why.
 func TestDPEarlyOfferWriteFailed(t *testing.T) {
-	dp := new(DiscoverPoint)
+	events, logger := newLogEvents()
+	dp := &DiscoverPoint{Logger: logger}
 	addr := startDP(t, dp)
 	l := listen(t, &ListenConfig{Transport: TransportYamux, Direct: true, ManualAck: true}, addr, "printer-7")
 	c, dc := net.Pipe()
@@ -478,4 +480,5 @@ func TestDPEarlyOfferWriteFailed(t *testing.T) {
 	if want := hc.first[:len(hc.first)/2]; !bytes.Equal(b, want) {
 		t.Errorf("the client read %q after the DP's failed write of %q; want its first half and the end", b, hc.first)
 	}
+	events.wait(t, logAnswerFailed, 1)
 }

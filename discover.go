@@ -857,9 +857,11 @@ func (dp *DiscoverPoint) serveClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha
 func (dp *DiscoverPoint) serveRawClient(c net.Conn, r *plan5.Reader, a *plan5.Aloha, who principal, ours *plan5.Aloha) {
 	// A write that failed may have sent part of its message: nothing may
 	// follow it (the client would read the rest of the line as the next
-	// message's), so its error stands for every later answer. The answers
-	// come one after another from one goroutine (the early offer's from
-	// the one that then sends the Ack: openAside).
+	// message's), so its error stands for every later answer, and is
+	// logged once: the session it ends says nothing more of it (the Ack's
+	// failure is openRequested's "client went away", which it does not
+	// log). The answers come one after another from this goroutine (the
+	// early offer's too: sendEarly, in openAside), so failed needs no lock.
 	var failed error
 	answer := func(m plan5.Message, timeout time.Duration) error {
 		if failed != nil {
@@ -871,6 +873,9 @@ func (dp *DiscoverPoint) serveRawClient(c net.Conn, r *plan5.Reader, a *plan5.Al
 			failed = plan5link.WriteMessages(c, timeout, a, m)
 		} else {
 			failed = plan5link.WriteMessage(c, m, timeout)
+		}
+		if failed != nil {
+			dp.log().Info(logAnswerFailed, "remote", c.RemoteAddr(), "message", m.Type(), "err", failed)
 		}
 		return failed
 	}
@@ -925,6 +930,10 @@ func (dp *DiscoverPoint) serveRawClient(c net.Conn, r *plan5.Reader, a *plan5.Al
 		},
 	})
 }
+
+// logAnswerFailed is logged when a raw client's answer could not be
+// written: its connection ends, with nothing more written to it.
+const logAnswerFailed = "rtcp: answer to client failed; its connection ends"
 
 // closeMessage tells a peer why its connection ends.
 func closeMessage(x int64, reason string) *plan5.Close {
