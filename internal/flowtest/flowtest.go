@@ -303,6 +303,19 @@ func TCPPair(t testing.TB) (client, server *net.TCPConn) {
 	return c.(*net.TCPConn), s.(*net.TCPConn)
 }
 
+// StalledPair returns the two ends of a loopback TCP connection (TCPPair)
+// whose writer fills at once when its reader reads nothing: a 4 KiB
+// receive buffer at reader, an 8 KiB send buffer at writer. A relay's
+// write to writer then blocks within a few KiB, as toward a client that
+// has stopped reading.
+func StalledPair(t testing.TB) (writer, reader *net.TCPConn) {
+	t.Helper()
+	writer, reader = TCPPair(t)
+	reader.SetReadBuffer(4 << 10)
+	writer.SetWriteBuffer(8 << 10)
+	return writer, reader
+}
+
 // TLSPair returns the two ends of a TLS connection over a loopback TCP
 // connection (TCPPair), handshaken; all are closed when the test ends.
 func TLSPair(t testing.TB) (server, client *tls.Conn) {

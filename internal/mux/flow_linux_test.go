@@ -108,11 +108,9 @@ func testCutReachesABlockedWriteTo(t *testing.T, via string) {
 	defer bOut.Close()
 	defer bIn.Close()
 
-	dest, peer := flowtest.TCPPair(t)
+	dest, peer := flowtest.StalledPair(t)
 	defer dest.Close()
 	defer peer.Close()
-	peer.SetReadBuffer(4 << 10)
-	dest.SetWriteBuffer(8 << 10)
 	pushed := make(chan error, 1)
 	if via == "WriteTo" {
 		go func() {

@@ -35,11 +35,9 @@ func testFarCutEndsABlockedPush(t *testing.T, via, end string) {
 	defer o1.Close()
 	defer o2.Close()
 
-	dest, peer := flowtest.TCPPair(t)
+	dest, peer := flowtest.StalledPair(t)
 	defer dest.Close()
 	defer peer.Close()
-	peer.SetReadBuffer(4 << 10)
-	dest.SetWriteBuffer(8 << 10)
 	pushed := startPush(y, via, dest, nil)
 	wrote := make(chan error, 1)
 	go func() { wrote <- writePattern(x, 0, 1<<40, 16<<10, nil) }()

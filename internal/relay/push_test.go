@@ -366,10 +366,10 @@ func TestJoinBlockedPushEndsWithTheCut(t *testing.T) {
 				stream, far, closeSessions := streamPair(t)
 				defer closeSessions()
 				defer far.Close()
-				app, local := flowtest.TCPPair(t)
+				local, app := flowtest.StalledPair(t)
 				defer app.Close()
-				app.SetReadBuffer(4 << 10)
-				local.SetWriteBuffer(8 << 10)
+				defer app.Close()
+				defer app.Close()
 				joined := make(chan error, 1)
 				go func() {
 					_, err := joinOn(side, local, stream, nil)

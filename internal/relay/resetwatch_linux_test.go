@@ -22,10 +22,9 @@ import (
 func TestJoinTCPBlockedWriteEndsWithTheSourceReset(t *testing.T) {
 	for _, wait := range []string{"bulk", "small"} {
 		t.Run(wait, func(t *testing.T) {
-			app, local := flowtest.TCPPair(t)
+			local, app := flowtest.StalledPair(t)
 			defer app.Close()
-			app.SetReadBuffer(4 << 10)
-			local.SetWriteBuffer(8 << 10)
+			defer app.Close()
 			srvLocal, srv := flowtest.TCPPair(t)
 			defer srv.Close()
 			joined := make(chan error, 1)
@@ -100,10 +99,8 @@ func TestJoinTCPBlockedWriteEndsWithTheSourceReset(t *testing.T) {
 // client must not take the clean close for a reset.
 func TestJoinTCPWatchIgnoresTheRelaysOwnFIN(t *testing.T) {
 	const size = 256 << 10
-	app, local := flowtest.TCPPair(t)
+	local, app := flowtest.StalledPair(t)
 	defer app.Close()
-	app.SetReadBuffer(4 << 10)
-	local.SetWriteBuffer(8 << 10)
 	srvLocal, srv := flowtest.TCPPair(t)
 	defer srv.Close()
 	// Room for the whole answer and the server's FIN behind it: the
