@@ -13,8 +13,11 @@ import (
 )
 
 // delayConns returns the two ends of an in-memory connection that holds
-// every byte for rtt/2 each way, without limiting bandwidth: a path with a
-// long round trip, for synctest's clock.
+// every byte for rtt/2 each way: a path with a long round trip, for
+// synctest's clock. Each way sends a chunk at a time at lineRate, far
+// above what the tests move, so that chunks written at one instant land
+// at instants of their own, as on a wire: chunks landing together would
+// leave the order of what each side does with them to the scheduler.
 func delayConns(rtt time.Duration) (a, b net.Conn, stop func()) {
 	a, fa := net.Pipe()
 	fb, b := net.Pipe()
@@ -29,11 +32,16 @@ func delayConns(rtt time.Duration) (a, b net.Conn, stop func()) {
 		go func() {
 			defer wg.Done()
 			defer close(q)
+			var last time.Time // when the wire is free
 			for {
 				buf := make([]byte, 64<<10)
 				n, err := src.Read(buf)
 				if n > 0 {
-					q <- chunk{buf[:n], time.Now().Add(rtt / 2)}
+					if now := time.Now(); now.After(last) {
+						last = now
+					}
+					last = last.Add(time.Duration(n) * time.Second / lineRate)
+					q <- chunk{buf[:n], last.Add(rtt / 2)}
 				}
 				if err != nil {
 					return
@@ -62,6 +70,9 @@ func delayConns(rtt time.Duration) (a, b net.Conn, stop func()) {
 		wg.Wait()
 	}
 }
+
+// lineRate is delayConns' bytes per second each way.
+const lineRate = 10 << 30
 
 func delayLink(t *testing.T, rtt time.Duration, cfgA, cfgB Config) (*link, func()) {
 	ca, cb, stop := delayConns(rtt)
