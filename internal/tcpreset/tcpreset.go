@@ -41,6 +41,11 @@ func WasReset(tc *net.TCPConn) bool {
 	return reset
 }
 
+// WasResetFD is WasReset for the descriptor fd of a TCP socket that the
+// caller reads itself, outside the net package (relay.Loop), with the
+// same caveat: not after this side has shut its writing.
+func WasResetFD(fd int) bool { return closedState(uintptr(fd)) }
+
 // Is reports whether err is a reset, whichever call it came from.
 func Is(err error) bool {
 	return errors.Is(err, ErrReset) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
