@@ -1,0 +1,660 @@
+package relay
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"rtcp/internal/flowtest"
+	"rtcp/internal/tcpreset"
+)
+
+// newTestLoop starts a Loop, closed when the test ends.
+func newTestLoop(t *testing.T) *Loop {
+	t.Helper()
+	l, err := NewLoop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+type joinResult struct {
+	Stats
+	err error
+}
+
+// loopJoin runs l.Join(a, b, count) on a goroutine of its own.
+func loopJoin(l *Loop, a, b net.Conn, count func(bool, int)) <-chan joinResult {
+	joined := make(chan joinResult, 1)
+	go func() {
+		st, err := l.Join(a, b, count)
+		joined <- joinResult{st, err}
+	}()
+	return joined
+}
+
+// counter2 counts each direction's bytes, and the largest piece from a
+// to b.
+type counter2 struct {
+	n        [2]atomic.Int64 // a to b, b to a
+	maxPiece atomic.Int64
+}
+
+func (c *counter2) count(aToB bool, n int) {
+	if !aToB {
+		c.n[1].Add(int64(n))
+		return
+	}
+	c.n[0].Add(int64(n))
+	if int64(n) > c.maxPiece.Load() {
+		c.maxPiece.Store(int64(n))
+	}
+}
+
+// exchange sends msg from one end to the other, and checks it arrives.
+func exchange(t testing.TB, from, to net.Conn, msg string) {
+	t.Helper()
+	if _, err := io.WriteString(from, msg); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(to, got); err != nil || string(got) != msg {
+		t.Fatalf("read %q, %v; want %q", got, err, msg)
+	}
+}
+
+// TestLoopEcho relays many small requests and answers through a Loop,
+// then the half-closes of both: every byte arrives, counted, and Join
+// ends cleanly.
+func TestLoopEcho(t *testing.T) {
+	l := newTestLoop(t)
+	client, a := flowtest.TCPPair(t)
+	b, server := flowtest.TCPPair(t)
+	client.SetDeadline(time.Now().Add(time.Minute))
+	server.SetDeadline(time.Now().Add(time.Minute))
+	var c counter2
+	joined := loopJoin(l, a, b, c.count)
+	var up, down int64
+	for i := range 1000 {
+		req, ans := fmt.Sprintf("request %d", i), fmt.Sprintf("answer %d!", i)
+		exchange(t, client, server, req)
+		exchange(t, server, client, ans)
+		up, down = up+int64(len(req)), down+int64(len(ans))
+	}
+	client.CloseWrite()
+	if n, err := server.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("server read %d, %v after the client's half-close; want 0, EOF", n, err)
+	}
+	server.CloseWrite()
+	if n, err := client.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("client read %d, %v after the server's half-close; want 0, EOF", n, err)
+	}
+	r := <-joined
+	if r.err != nil {
+		t.Fatalf("Join = %v", r.err)
+	}
+	if r.AtoB != up || r.BtoA != down || c.n[0].Load() != up || c.n[1].Load() != down {
+		t.Errorf("Join moved %d and %d bytes, counted %d and %d; want %d and %d",
+			r.AtoB, r.BtoA, c.n[0].Load(), c.n[1].Load(), up, down)
+	}
+}
+
+// TestLoopHalfClose: a peer that sends its request and half-closes gets
+// its answer and then the end, from either side.
+func TestLoopHalfClose(t *testing.T) {
+	for _, first := range []string{"client", "server"} {
+		t.Run(first, func(t *testing.T) {
+			l := newTestLoop(t)
+			client, a := flowtest.TCPPair(t)
+			b, server := flowtest.TCPPair(t)
+			client.SetDeadline(time.Now().Add(time.Minute))
+			server.SetDeadline(time.Now().Add(time.Minute))
+			joined := loopJoin(l, a, b, nil)
+			asker, answerer := client, server
+			if first == "server" {
+				asker, answerer = server, client
+			}
+			exchange(t, asker, answerer, "hello") // in the loop
+			io.WriteString(asker, "request")
+			asker.CloseWrite()
+			got, err := io.ReadAll(answerer)
+			if err != nil || string(got) != "request" {
+				t.Fatalf("the answerer read %q, %v; want %q and the end", got, err, "request")
+			}
+			io.WriteString(answerer, "answer")
+			answerer.Close()
+			got, err = io.ReadAll(asker)
+			if err != nil || string(got) != "answer" {
+				t.Fatalf("the asker read %q, %v after its half-close; want %q and the end", got, err, "answer")
+			}
+			if r := <-joined; r.err != nil {
+				t.Fatalf("Join = %v", r.err)
+			}
+		})
+	}
+}
+
+// TestLoopReset: a reset of either peer of a session in the loop reaches
+// the other as a reset, and Join blames the side that was reset.
+func TestLoopReset(t *testing.T) {
+	for _, side := range []string{"client", "server"} {
+		t.Run(side, func(t *testing.T) {
+			l := newTestLoop(t)
+			client, a := flowtest.TCPPair(t)
+			b, server := flowtest.TCPPair(t)
+			client.SetDeadline(time.Now().Add(time.Minute))
+			server.SetDeadline(time.Now().Add(time.Minute))
+			joined := loopJoin(l, a, b, nil)
+			exchange(t, client, server, "request")
+			exchange(t, server, client, "answer")
+			gone, other, want := client, server, "a"
+			if side == "server" {
+				gone, other, want = server, client, "b"
+			}
+			gone.SetLinger(0)
+			gone.Close()
+			if _, err := io.ReadAll(other); !tcpreset.Is(err) {
+				t.Errorf("the %s's peer read %v after its reset, want a reset", side, err)
+			}
+			r := <-joined
+			if !Cut(r.err) {
+				t.Errorf("Join = %v, want a cut", r.err)
+			}
+			if got := failedSide(r.Stats); got != want {
+				t.Errorf("Join blamed %s (FailedAtoB %v, FailedWrite %v), want %s", got, r.FailedAtoB, r.FailedWrite, want)
+			}
+		})
+	}
+}
+
+// loopAnswerThenCut is answerThenCut for a Loop's session: a client
+// that does not get the reset within 10 s is freed by the Loop's Close.
+func loopAnswerThenCut(t *testing.T, l *Loop, client *net.TCPConn, joined <-chan joinResult, want string) {
+	t.Helper()
+	client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(client)
+	if string(got) != want {
+		t.Errorf("the client read %q, want %q", got, want)
+	}
+	if err == nil || isTimeout(err) {
+		t.Errorf("the client read %v after the answer, want the server's reset passed on", err)
+	}
+	if isTimeout(err) {
+		l.Close()
+	}
+	if r := <-joined; !Cut(r.err) {
+		t.Errorf("Join ended with %v, want a cut", r.err)
+	}
+}
+
+// TestLoopResetBehindData: a server that answered and reset before the
+// session came to the loop is cut at the client after its answer.
+func TestLoopResetBehindData(t *testing.T) {
+	l := newTestLoop(t)
+	client, a := flowtest.TCPPair(t)
+	b, server := flowtest.TCPPair(t)
+	if _, err := server.Write([]byte("answer")); err != nil {
+		t.Fatal(err)
+	}
+	server.SetLinger(0)
+	server.Close()
+	takeReset(t, b)
+	joined := loopJoin(l, a, b, nil)
+	loopAnswerThenCut(t, l, client, joined, "answer")
+}
+
+// TestLoopAnswerThenReset: a server that answers and resets at once,
+// both waiting in the relay's socket while the loop is busy (held in
+// count), is cut at the client after its answer.
+func TestLoopAnswerThenReset(t *testing.T) {
+	l := newTestLoop(t)
+	client, a := flowtest.TCPPair(t)
+	b, server := flowtest.TCPPair(t)
+	// A second descriptor of b's socket, to see it take the reset once
+	// the loop has it; closed before the loop goes on, so that the
+	// loop's close is the socket's.
+	obs, err := b.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obs.Close()
+	held, release := make(chan struct{}), make(chan struct{})
+	pieces := 0
+	joined := loopJoin(l, a, b, func(aToB bool, _ int) {
+		if !aToB {
+			pieces++ // the loop's goroutine alone
+			if pieces == 2 {
+				close(held)
+				<-release
+			}
+		}
+	})
+	exchange(t, server, client, "hi ")
+	if _, err := server.Write([]byte("hello ")); err != nil {
+		t.Fatal(err)
+	}
+	<-held // the loop wrote "hello " and waits in count
+	if _, err := server.Write([]byte("answer")); err != nil {
+		t.Fatal(err)
+	}
+	server.SetLinger(0)
+	server.Close()
+	rc, err := obs.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(time.Minute); ; runtime.Gosched() {
+		reset := false
+		rc.Control(func(fd uintptr) { reset = tcpreset.WasResetFD(int(fd)) })
+		if reset {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the relay's socket did not take the server's reset within a minute")
+		}
+	}
+	obs.Close()
+	close(release)
+	loopAnswerThenCut(t, l, client, joined, "hello answer")
+}
+
+// fill writes the pattern to c from offset 0 until its socket takes no
+// more now, and returns how much it wrote.
+func fill(t *testing.T, c *net.TCPConn, p *flowtest.Pattern) int64 {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	var werr error
+	rc.Write(func(fd uintptr) bool {
+		for {
+			k, err := syscall.Write(int(fd), p.At(n, 4096))
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil {
+				if err != syscall.EAGAIN {
+					werr = err
+				}
+				return true
+			}
+			n += int64(k)
+		}
+	})
+	if werr != nil {
+		t.Fatal(werr)
+	}
+	return n
+}
+
+// TestLoopBulk sends 64 MiB of the pattern through a Loop's session:
+// the burst leaves the loop and is spliced, and arrives intact, counted,
+// with the half-closes after it. With a slow reader first, small pieces
+// go first to a peer that reads nothing (a StalledPair: more of them
+// than its socket holds): the loop's writes find no room, and the
+// pieces wait in the loop while their source is not read, until the
+// peer reads them all; then the burst goes the other way (a window
+// under the loopback's MSS would move it at the pace of window probes).
+func TestLoopBulk(t *testing.T) {
+	for _, slow := range []bool{false, true} {
+		t.Run(fmt.Sprintf("slow %v", slow), func(t *testing.T) {
+			const total = 64 << 20
+			l := newTestLoop(t)
+			p := flowtest.NewPattern()
+			client, a := flowtest.TCPPair(t)
+			var b, server *net.TCPConn
+			if slow {
+				b, server = flowtest.StalledPair(t)
+			} else {
+				b, server = flowtest.TCPPair(t)
+			}
+			client.SetDeadline(time.Now().Add(time.Minute))
+			server.SetDeadline(time.Now().Add(time.Minute))
+			var c counter2
+			joined := loopJoin(l, a, b, c.count)
+			// The burst from src to dst, and a short answer back.
+			src, dst, small := client, server, int64(0)
+			if slow {
+				small = 50 * 1000
+				piece := bytes.Repeat([]byte("x"), 1000)
+				for range 50 {
+					if _, err := client.Write(piece); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if _, err := io.ReadFull(server, make([]byte, small)); err != nil {
+					t.Fatal(err)
+				}
+				src, dst = server, client
+			}
+			sent := make(chan error, 1)
+			go func() {
+				for off := int64(0); off < total; {
+					k, err := src.Write(p.At(off, int(min(flowtest.MaxPiece, total-off))))
+					off += int64(k)
+					if err != nil {
+						sent <- err
+						return
+					}
+				}
+				sent <- src.CloseWrite()
+			}()
+			n, err := flowtest.ReadAll(dst, p, nil)
+			if err != nil || n != total {
+				t.Fatalf("read %d bytes and %v, want %d and the end", n, err, total)
+			}
+			if err := <-sent; err != nil {
+				t.Fatal(err)
+			}
+			io.WriteString(dst, "done!")
+			dst.CloseWrite()
+			got, err := io.ReadAll(src)
+			if err != nil || string(got) != "done!" {
+				t.Fatalf("read %q, %v; want %q and the end", got, err, "done!")
+			}
+			r := <-joined
+			if r.err != nil {
+				t.Fatalf("Join = %v", r.err)
+			}
+			up, down := int64(total), int64(5)
+			if slow {
+				up, down = small+5, total
+			}
+			if r.AtoB != up || r.BtoA != down || c.n[0].Load() != up || c.n[1].Load() != down {
+				t.Errorf("Join moved %d and %d bytes, counted %d and %d; want %d and %d",
+					r.AtoB, r.BtoA, c.n[0].Load(), c.n[1].Load(), up, down)
+			}
+			if !slow && c.maxPiece.Load() <= smallSize {
+				t.Errorf("the burst was counted in pieces of at most %d bytes: copied through the %d-byte buffer, not spliced", c.maxPiece.Load(), smallSize)
+			}
+		})
+	}
+}
+
+// TestLoopSourceResetWhileHeld: a server that resets while the loop
+// holds its bytes for a client that reads nothing (its source not read
+// meanwhile) ends the session at once, with a cut, before the client
+// reads: nothing is held until the client reads or goes.
+func TestLoopSourceResetWhileHeld(t *testing.T) {
+	l := newTestLoop(t)
+	p := flowtest.NewPattern()
+	local, app := flowtest.StalledPair(t)
+	srvLocal, srv := flowtest.TCPPair(t)
+	fill(t, local, p)
+	joined := loopJoin(l, local, srvLocal, nil)
+	for range 20 {
+		if _, err := srv.Write(bytes.Repeat([]byte("x"), 100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv.SetLinger(0)
+	srv.Close()
+	select {
+	case r := <-joined:
+		if !Cut(r.err) {
+			t.Errorf("Join ended with %v after the source's reset, want a cut", r.err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Join did not end within a minute of the source's reset")
+	}
+	app.SetReadDeadline(time.Now().Add(time.Minute))
+	if _, err := io.Copy(io.Discard, app); !tcpreset.Is(err) {
+		t.Errorf("the client read %v after the source's reset, want a reset", err)
+	}
+}
+
+// aheadConn is a TCP connection that read bytes ahead of its reader
+// (Buffered), and carries the rest as they are once those are taken.
+type aheadConn struct {
+	*net.TCPConn
+	ahead []byte
+	taken bool
+}
+
+func (c *aheadConn) TakeBuffered() []byte {
+	c.taken = true
+	return c.ahead
+}
+
+func (c *aheadConn) Unwrap() *net.TCPConn {
+	if !c.taken {
+		return nil
+	}
+	return c.TCPConn
+}
+
+// TestLoopWritesAheadFirst: bytes a side read ahead of its reader reach
+// the other side before the rest, counted.
+func TestLoopWritesAheadFirst(t *testing.T) {
+	l := newTestLoop(t)
+	client, a := flowtest.TCPPair(t)
+	b, server := flowtest.TCPPair(t)
+	client.SetDeadline(time.Now().Add(time.Minute))
+	server.SetDeadline(time.Now().Add(time.Minute))
+	var c counter2
+	joined := loopJoin(l, &aheadConn{TCPConn: a, ahead: []byte("ahead ")}, b, c.count)
+	io.WriteString(client, "rest")
+	client.CloseWrite()
+	got, err := io.ReadAll(server)
+	if err != nil || string(got) != "ahead rest" {
+		t.Fatalf("the server read %q, %v; want %q and the end", got, err, "ahead rest")
+	}
+	server.Close()
+	r := <-joined
+	if r.err != nil || r.AtoB != 10 || c.n[0].Load() != 10 {
+		t.Errorf("Join = %v, moved %d bytes, counted %d; want nil and 10", r.err, r.AtoB, c.n[0].Load())
+	}
+}
+
+// TestLoopManySessions relays 200 sessions at once through one Loop,
+// each with requests and answers and its half-closes.
+func TestLoopManySessions(t *testing.T) {
+	const n = 200
+	l := newTestLoop(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*n)
+	for i := range n {
+		client, a := flowtest.TCPPair(t)
+		b, server := flowtest.TCPPair(t)
+		client.SetDeadline(time.Now().Add(time.Minute))
+		server.SetDeadline(time.Now().Add(time.Minute))
+		wg.Go(func() {
+			if _, err := l.Join(a, b, nil); err != nil {
+				errs <- fmt.Errorf("session %d: Join = %v", i, err)
+			}
+		})
+		wg.Go(func() {
+			buf := make([]byte, 64)
+			for j := range 20 {
+				req := fmt.Sprintf("session %d request %d", i, j)
+				if _, err := io.WriteString(client, req); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := io.ReadFull(server, buf[:len(req)]); err != nil || string(buf[:len(req)]) != req {
+					errs <- fmt.Errorf("session %d: the server read %q, %v; want %q", i, buf[:len(req)], err, req)
+					return
+				}
+				if _, err := server.Write(buf[:len(req)]); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := io.ReadFull(client, buf[:len(req)]); err != nil || string(buf[:len(req)]) != req {
+					errs <- fmt.Errorf("session %d: the client read %q, %v; want %q", i, buf[:len(req)], err, req)
+					return
+				}
+			}
+			client.CloseWrite()
+			if _, err := io.ReadAll(server); err != nil {
+				errs <- err
+			}
+			server.Close()
+			if _, err := io.ReadAll(client); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// TestLoopClose: Close cuts every session in the loop (each Join
+// returns ErrLoopClosed, both peers read a reset) and stops the loop;
+// Joins racing Close end too, one way or the other; a Join after Close
+// is the package's Join. goleak checks that nothing is left.
+func TestLoopClose(t *testing.T) {
+	const n = 20
+	l, err := NewLoop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	type session struct {
+		client, server *net.TCPConn
+		joined         <-chan joinResult
+	}
+	var in, racing []session
+	for range n {
+		client, a := flowtest.TCPPair(t)
+		b, server := flowtest.TCPPair(t)
+		client.SetDeadline(time.Now().Add(time.Minute))
+		server.SetDeadline(time.Now().Add(time.Minute))
+		s := session{client, server, loopJoin(l, a, b, nil)}
+		exchange(t, client, server, "in the loop")
+		in = append(in, s)
+	}
+	for range n {
+		client, a := flowtest.TCPPair(t)
+		b, server := flowtest.TCPPair(t)
+		client.SetDeadline(time.Now().Add(time.Minute))
+		server.SetDeadline(time.Now().Add(time.Minute))
+		racing = append(racing, session{client, server, loopJoin(l, a, b, nil)})
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l.Close() // twice is fine
+	for i, s := range in {
+		if r := <-s.joined; !errors.Is(r.err, ErrLoopClosed) {
+			t.Errorf("session %d: Join = %v, want ErrLoopClosed", i, r.err)
+		}
+		for _, c := range []*net.TCPConn{s.client, s.server} {
+			if _, err := c.Read(make([]byte, 1)); !tcpreset.Is(err) {
+				t.Errorf("session %d: a peer read %v after Close, want a reset", i, err)
+			}
+		}
+	}
+	for _, s := range racing {
+		s.client.Close()
+		s.server.Close()
+		<-s.joined
+	}
+
+	// After Close: the package's Join.
+	client, a := flowtest.TCPPair(t)
+	b, server := flowtest.TCPPair(t)
+	client.SetDeadline(time.Now().Add(time.Minute))
+	server.SetDeadline(time.Now().Add(time.Minute))
+	joined := loopJoin(l, a, b, nil)
+	exchange(t, client, server, "after Close")
+	exchange(t, server, client, "still relayed")
+	client.CloseWrite()
+	server.CloseWrite()
+	if r := <-joined; r.err != nil {
+		t.Errorf("Join after Close = %v", r.err)
+	}
+}
+
+// TestLoopNil: a nil Loop's Join is the package's Join, and its Close
+// does nothing.
+func TestLoopNil(t *testing.T) {
+	var l *Loop
+	client, a := flowtest.TCPPair(t)
+	b, server := flowtest.TCPPair(t)
+	client.SetDeadline(time.Now().Add(time.Minute))
+	server.SetDeadline(time.Now().Add(time.Minute))
+	joined := loopJoin(l, a, b, nil)
+	exchange(t, client, server, "request")
+	exchange(t, server, client, "answer")
+	client.CloseWrite()
+	server.CloseWrite()
+	if r := <-joined; r.err != nil {
+		t.Errorf("Join = %v", r.err)
+	}
+	if err := l.Close(); err != nil {
+		t.Errorf("Close = %v", err)
+	}
+}
+
+// TestLoopHeldAfterBothEnds: a client whose session's other direction
+// has ended (the server half-closed first) sends more than the server,
+// reading nothing yet, takes, and half-closes: its socket at the relay
+// is then shut both ways while the loop holds its bytes (a hang-up that
+// epoll reports at every wait, which must not spin the loop). Once the
+// server reads, every byte and the end arrive.
+func TestLoopHeldAfterBothEnds(t *testing.T) {
+	l := newTestLoop(t)
+	client, a := flowtest.TCPPair(t)
+	b, server := flowtest.StalledPair(t)
+	client.SetDeadline(time.Now().Add(time.Minute))
+	server.SetDeadline(time.Now().Add(time.Minute))
+	joined := loopJoin(l, a, b, nil)
+	server.CloseWrite()
+	if n, err := client.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("client read %d, %v after the server's half-close; want 0, EOF", n, err)
+	}
+	want := bytes.Repeat([]byte("0123456789"), 5000)
+	for i := 0; i < len(want); i += 1000 {
+		if _, err := client.Write(want[i : i+1000]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	client.CloseWrite()
+	got, err := io.ReadAll(server)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("the server read %d bytes and %v, want the %d sent and the end", len(got), err, len(want))
+	}
+	if r := <-joined; r.err != nil {
+		t.Fatalf("Join = %v", r.err)
+	}
+}
+
+// TestLoopCloseCutsABurst: Close cuts a session that left the loop with
+// a burst (its connections are Join's own since: the caller's Close
+// would not reach them), as it cuts those in the loop.
+func TestLoopCloseCutsABurst(t *testing.T) {
+	l, err := NewLoop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := make(chan joinResult, 1)
+	client, server, sent := midBurst(t, func(a, b *net.TCPConn) {
+		st, err := l.Join(a, b, nil)
+		joined <- joinResult{st, err}
+	})
+	l.Close()
+	if _, err := io.Copy(io.Discard, server); !tcpreset.Is(err) {
+		t.Errorf("the server read %v after Close, want a reset", err)
+	}
+	if err := <-sent; err == nil {
+		t.Error("the client's 64 MiB write succeeded although Close cut its session")
+	}
+	client.Close()
+	if r := <-joined; !errors.Is(r.err, ErrLoopClosed) {
+		t.Errorf("Join = %v, want ErrLoopClosed", r.err)
+	}
+}
