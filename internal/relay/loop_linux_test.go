@@ -658,3 +658,35 @@ func TestLoopCloseCutsABurst(t *testing.T) {
 		t.Errorf("Join = %v, want ErrLoopClosed", r.err)
 	}
 }
+
+// TestLoopIdleHoldsOneGoroutine: a session in the loop holds its Join's
+// goroutine only, waiting for the session's end (Join's own holds one
+// per direction, or one and a stream's).
+func TestLoopIdleHoldsOneGoroutine(t *testing.T) {
+	const n = 50
+	l := newTestLoop(t)
+	before := runtime.NumGoroutine()
+	var ends []*net.TCPConn
+	var joins []<-chan joinResult
+	for range n {
+		client, a := flowtest.TCPPair(t)
+		b, server := flowtest.TCPPair(t)
+		client.SetDeadline(time.Now().Add(time.Minute))
+		server.SetDeadline(time.Now().Add(time.Minute))
+		joins = append(joins, loopJoin(l, a, b, nil))
+		exchange(t, client, server, "request")
+		exchange(t, server, client, "answer")
+		ends = append(ends, client, server)
+	}
+	if grown := runtime.NumGoroutine() - before; grown > n+4 {
+		t.Errorf("%d idle sessions in the loop hold %d goroutines more, want at most %d (one each)", n, grown, n+4)
+	}
+	for _, c := range ends {
+		c.CloseWrite()
+	}
+	for _, j := range joins {
+		if r := <-j; r.err != nil {
+			t.Errorf("Join = %v", r.err)
+		}
+	}
+}
