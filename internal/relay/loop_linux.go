@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"context"
 	"errors"
 	"net"
 	"os"
@@ -39,19 +40,25 @@ import (
 // on them during a Join, and a Loop's owner ends the sessions it holds
 // with Loop.Close.
 type Loop struct {
-	ep  int // the epoll set
-	efd int // an eventfd in it: Join's and Close's wake-up
-
-	// mu guards closed, queue and handed (and the conns and cut of the
-	// sessions in it): Join's hand-over of a session against Close,
-	// and the loop's taking of both. It is the Loop's only lock, taken
-	// under no other, and nothing else is locked or waited for under
-	// it (a write to the eventfd does not block).
+	// mu guards started, closed, err, the descriptors while they are
+	// made and closed, queue, cuts and handed (and the cutErr and conns
+	// of the sessions in them): Join's hand-over of a session and
+	// JoinContext's cut of one against Close, and the loop's taking of
+	// them. It is the Loop's only lock, taken under no other, and
+	// nothing else is locked or waited for under it (a write to the
+	// eventfd does not block).
 	mu      sync.Mutex
-	closed  bool
+	started bool                      // the goroutine runs (or ran)
+	closed  bool                      // Close was called, or the loop failed
+	err     error                     // why the loop could not start: Join is the package's
+	ep      int                       // the epoll set
+	efd     int                       // an eventfd in it: Join's and Close's wake-up
 	queue   []*loopSession            // handed over, not yet in the epoll set
+	cuts    []*loopSession            // to cut (JoinContext), in the loop or on its way in
 	handed  map[*loopSession]struct{} // left the loop after a burst: Close cuts them too
 	stopped chan struct{}             // closed when the loop's goroutine is done
+
+	held atomic.Int64 // sessions taken by Join, not yet returned (Len)
 
 	// The loop goroutine's alone.
 	sides []*loopSide // by descriptor
@@ -72,10 +79,11 @@ type loopSession struct {
 	err     error
 	handOff bool // a burst: the session goes on in Join's goroutine
 
-	// After a burst, guarded by Loop.mu: the connections the session
-	// goes on with, and whether Close cut them.
-	conns [2]*net.TCPConn
-	cut   bool
+	// Guarded by Loop.mu: why the session was cut from outside (Close,
+	// JoinContext's ctx), and after a burst the connections it goes on
+	// with.
+	cutErr error
+	conns  [2]*net.TCPConn
 }
 
 // A loopSide is one side of a loopSession: its socket, and the
@@ -93,47 +101,90 @@ type loopSide struct {
 	pendB  *[]byte
 }
 
-// NewLoop starts a Loop. Close stops it.
+// NewLoop starts a Loop, which a Loop's zero value does at its first
+// Join of two TCP connections. Close stops it.
 func NewLoop() (*Loop, error) {
+	l := new(Loop)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.startLocked(); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// ready starts the loop if it has not started, and reports whether it
+// takes sessions: not after Close, nor where it could not start.
+func (l *Loop) ready() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed || l.err != nil {
+		return false
+	}
+	if !l.started {
+		l.err = l.startLocked()
+	}
+	return l.err == nil
+}
+
+// startLocked makes the epoll set and the eventfd, and starts the
+// loop's goroutine; l.mu held.
+func (l *Loop) startLocked() error {
 	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
-		return nil, os.NewSyscallError("epoll_create1", err)
+		return os.NewSyscallError("epoll_create1", err)
 	}
 	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
 	if err != nil {
 		unix.Close(ep)
-		return nil, os.NewSyscallError("eventfd", err)
+		return os.NewSyscallError("eventfd", err)
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(efd)}
 	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, efd, &ev); err != nil {
 		unix.Close(efd)
 		unix.Close(ep)
-		return nil, os.NewSyscallError("epoll_ctl", err)
+		return os.NewSyscallError("epoll_ctl", err)
 	}
-	l := &Loop{ep: ep, efd: efd, stopped: make(chan struct{}), handed: make(map[*loopSession]struct{}), buf: make([]byte, smallSize)}
+	l.ep, l.efd, l.started = ep, efd, true
+	l.stopped = make(chan struct{})
+	l.handed = make(map[*loopSession]struct{})
+	l.buf = make([]byte, smallSize)
 	go l.run()
-	return l, nil
+	return nil
 }
 
 // Join is the package's Join, run by the loop where Join would copy
 // both directions between two TCP connections (tcpreset.Of of both,
 // their descriptors not blocking, neither an asyncPushSource), with the
 // bytes read ahead of them (Buffered) written first. Otherwise, on a
-// nil or closed Loop, it is the package's Join. The caller's goroutine
-// waits for the session to leave the loop; a session cut by the Loop's
-// Close returns ErrLoopClosed. count is called on the loop's goroutine
-// while the session is in the loop: a count that blocks holds every
-// session. At the end Join closes a and b (or cuts them: Abort, a
-// reset) as Join does, for their books: their sockets, the loop's since,
-// are closed already. The loop passes an end on with a shutdown of the
-// socket, not the wrapper's CloseWrite.
+// nil or closed Loop, or one that could not start, it is the package's
+// Join. The caller's goroutine waits for the session to leave the loop;
+// a session cut by the Loop's Close returns ErrLoopClosed. count is
+// called on the loop's goroutine while the session is in the loop: a
+// count that blocks holds every session. At the end Join closes a and b
+// (or cuts them: Abort, a reset) as Join does, for their books: their
+// sockets, the loop's since, are closed already. The loop passes an end
+// on with a shutdown of the socket, not the wrapper's CloseWrite.
 func (l *Loop) Join(a, b net.Conn, count func(aToB bool, n int)) (Stats, error) {
-	if l == nil || asyncSource(a, nil) != nil || asyncSource(b, nil) != nil || l.isClosed() {
+	return l.join(nil, a, b, count)
+}
+
+// JoinContext is Join, with ctx's end cutting a session that the loop
+// took (both peers see a reset; Join returns context.Cause(ctx)), where a
+// Close of a or b reaches nothing. A session that the loop did not take
+// is the package's Join's, which ctx does not end: the caller's Close of
+// a or b does, as ever.
+func (l *Loop) JoinContext(ctx context.Context, a, b net.Conn, count func(aToB bool, n int)) (Stats, error) {
+	return l.join(ctx, a, b, count)
+}
+
+func (l *Loop) join(ctx context.Context, a, b net.Conn, count func(aToB bool, n int)) (Stats, error) {
+	if l == nil || asyncSource(a, nil) != nil || asyncSource(b, nil) != nil {
 		return JoinScanned(a, b, count, nil, nil)
 	}
 	aheadA, aheadB := takeAhead(a, nil), takeAhead(b, nil)
 	ta, tb := tcpreset.Of(a), tcpreset.Of(b)
-	if ta == nil || tb == nil {
+	if ta == nil || tb == nil || !l.ready() {
 		return joinScanned(a, b, count, nil, nil, true, aheadA, aheadB)
 	}
 	fa, oka := dupSocket(ta)
@@ -143,21 +194,31 @@ func (l *Loop) Join(a, b net.Conn, count func(aToB bool, n int)) (Stats, error) 
 		closeFD(fb)
 		return joinScanned(a, b, count, nil, nil, true, aheadA, aheadB)
 	}
+	l.held.Add(1)
+	defer l.held.Add(-1)
 	s := &loopSession{count: count, done: make(chan struct{})}
 	s.side[0] = loopSide{s: s, i: 0, fd: fa, pend: nonEmpty(aheadB)}
 	s.side[1] = loopSide{s: s, i: 1, fd: fb, pend: nonEmpty(aheadA)}
 	// Out of Go's netpoller; the duplicates keep the sockets.
 	ta.Close()
 	tb.Close()
-	if l.add(s) {
-		<-s.done
+	if ctx != nil && ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, func() { l.cutOne(s, context.Cause(ctx)) })
+		defer stop()
 	}
-	if s.done == nil {
-		// Closed meanwhile: Join's, as after Close.
-		return l.handOff(a, b, s, false)
+	if err := l.add(s); err != nil {
+		// Closed, or cut, before the loop took it: no one else would
+		// end it now (the callers' Close of a and b reaches nothing).
+		s.putPend()
+		resetFD(fa)
+		resetFD(fb)
+		cut(a, err)
+		cut(b, err)
+		return s.st, err
 	}
+	<-s.done
 	if s.handOff {
-		return l.handOff(a, b, s, true)
+		return l.handOff(a, b, s)
 	}
 	if s.err != nil {
 		cut(a, s.err)
@@ -166,6 +227,15 @@ func (l *Loop) Join(a, b net.Conn, count func(aToB bool, n int)) (Stats, error) 
 	a.Close()
 	b.Close()
 	return s.st, s.err
+}
+
+// Len returns how many sessions the loop holds: taken by a Join that has
+// not returned, in the loop or gone on after a burst.
+func (l *Loop) Len() int {
+	if l == nil {
+		return 0
+	}
+	return int(l.held.Load())
 }
 
 func nonEmpty(p []byte) []byte {
@@ -197,25 +267,55 @@ func closeFD(fd int) {
 	}
 }
 
-func (l *Loop) isClosed() bool {
+// add hands s to the loop; the error if the Loop was closed, or s cut,
+// first.
+func (l *Loop) add(s *loopSession) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.closed
-}
-
-// add hands s to the loop; false (s.done nil) if the Loop is closed.
-func (l *Loop) add(s *loopSession) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		s.done = nil
-		return false
+	switch {
+	case l.closed:
+		return ErrLoopClosed
+	case s.cutErr != nil:
+		return s.cutErr
 	}
 	l.queue = append(l.queue, s)
-	if len(l.queue) == 1 {
+	if len(l.queue)+len(l.cuts) == 1 {
 		l.wake()
 	}
-	return true
+	return nil
+}
+
+// cutOne cuts s from outside with err (JoinContext): in the loop, where
+// the loop takes it as a command; after a burst, with a reset of its
+// connections, as Close does. The first cut counts.
+func (l *Loop) cutOne(s *loopSession, err error) {
+	l.mu.Lock()
+	if s.cutErr != nil {
+		l.mu.Unlock()
+		return
+	}
+	s.cutErr = err
+	conns := s.conns
+	if conns[0] == nil && l.started && !l.closed {
+		l.cuts = append(l.cuts, s)
+		if len(l.queue)+len(l.cuts) == 1 {
+			l.wake()
+		}
+	}
+	l.mu.Unlock()
+	if conns[0] != nil {
+		resetConns(conns)
+	}
+}
+
+// resetConns closes a session's connections after a burst with a
+// reset, both set before either closes: a copy that finds one closed
+// under it closes the other (finish).
+func resetConns(conns [2]*net.TCPConn) {
+	tcpreset.SetReset(conns[0], true)
+	tcpreset.SetReset(conns[1], true)
+	conns[0].Close()
+	conns[1].Close()
 }
 
 // wake wakes the loop; l.mu held, so that the loop has not closed the
@@ -234,27 +334,27 @@ func (l *Loop) Close() error {
 		return nil
 	}
 	l.mu.Lock()
-	if !l.closed {
+	if l.closed || !l.started {
 		l.closed = true
-		l.wake()
+		stopped := l.stopped
+		l.mu.Unlock()
+		if stopped != nil {
+			<-stopped
+		}
+		return nil
 	}
-	var handed []*loopSession
+	l.closed = true
+	l.wake()
+	var handed [][2]*net.TCPConn
 	for s := range l.handed {
-		if !s.cut {
-			s.cut = true
-			handed = append(handed, s)
+		if s.cutErr == nil {
+			s.cutErr = ErrLoopClosed
+			handed = append(handed, s.conns)
 		}
 	}
 	l.mu.Unlock()
-	// Both set to reset before either closes: a copy that finds one
-	// closed under it closes the other (finish).
-	for _, s := range handed {
-		tcpreset.SetReset(s.conns[0], true)
-		tcpreset.SetReset(s.conns[1], true)
-	}
-	for _, s := range handed {
-		s.conns[0].Close()
-		s.conns[1].Close()
+	for _, conns := range handed {
+		resetConns(conns)
 	}
 	<-l.stopped
 	return nil
@@ -299,8 +399,12 @@ func (l *Loop) commands() bool {
 	var b [8]byte
 	unix.Read(l.efd, b[:])
 	l.mu.Lock()
-	queue, closed := l.queue, l.closed
-	l.queue = nil
+	queue, closed, cuts := l.queue, l.closed, l.cuts
+	l.queue, l.cuts = nil, nil
+	errs := make([]error, len(cuts))
+	for i, s := range cuts {
+		errs[i] = s.cutErr
+	}
 	l.mu.Unlock()
 	for _, s := range queue {
 		for i := range s.side {
@@ -320,6 +424,13 @@ func (l *Loop) commands() bool {
 			l.cut(s, false, false, err)
 		}
 	}
+	for i, s := range cuts {
+		// Unless it has left the loop since: ended, or gone on after a
+		// burst, where its Join cuts it (handOff).
+		if x := &s.side[0]; x.fd < len(l.sides) && l.sides[x.fd] == x {
+			l.cut(s, false, false, errs[i])
+		}
+	}
 	if closed {
 		l.stop(ErrLoopClosed)
 	}
@@ -335,9 +446,9 @@ func (l *Loop) stop(err error) {
 		}
 	}
 	l.mu.Lock()
-	l.closed = true // a Join meanwhile relays on its own goroutine
+	l.closed = true // a Join meanwhile is cut (add), a later one not taken (ready)
 	queue := l.queue
-	l.queue = nil
+	l.queue, l.cuts = nil, nil
 	unix.Close(l.efd)
 	l.mu.Unlock()
 	for _, s := range queue {
@@ -639,17 +750,20 @@ func writeFD(fd int, p []byte) (int, error) {
 // sockets as *net.TCPConn again (back in Go's netpoller), what a side
 // holds of its peer's written first, the ends that crossed passed on.
 // a and b are Join's, closed (or cut) at the end for their books.
-// After a burst (burst), Close cuts the session still.
-func (l *Loop) handOff(a, b net.Conn, s *loopSession, burst bool) (Stats, error) {
+// Close, and JoinContext's ctx, cut the session still (Loop.handed).
+func (l *Loop) handOff(a, b net.Conn, s *loopSession) (Stats, error) {
 	st := s.st
 	ca, errA := fileConn(s.side[0].fd)
 	cb, errB := fileConn(s.side[1].fd)
 	err := errors.Join(errA, errB)
-	if err == nil && burst {
+	if err == nil {
 		l.mu.Lock()
-		if l.closed {
+		switch {
+		case l.closed:
 			err = ErrLoopClosed
-		} else {
+		case s.cutErr != nil:
+			err = s.cutErr
+		default:
 			s.conns = [2]*net.TCPConn{ca, cb}
 			l.handed[s] = struct{}{}
 		}
@@ -696,14 +810,11 @@ func (l *Loop) handOff(a, b net.Conn, s *loopSession, burst bool) (Stats, error)
 	}
 	wg.Wait()
 	s.putPend()
-	cutByClose := false
-	if burst {
-		l.mu.Lock()
-		delete(l.handed, s)
-		cutByClose = s.cut
-		l.mu.Unlock()
-	}
-	if errAB == nil && errBA == nil && !cutByClose {
+	l.mu.Lock()
+	delete(l.handed, s)
+	cutErr := s.cutErr
+	l.mu.Unlock()
+	if errAB == nil && errBA == nil && cutErr == nil {
 		graceful(ca)
 		graceful(cb)
 	}
@@ -715,10 +826,10 @@ func (l *Loop) handOff(a, b net.Conn, s *loopSession, burst bool) (Stats, error)
 		err = errAB
 		st.FailedAtoB, st.FailedWrite = true, wfB
 	}
-	if cutByClose {
-		// The copies may have taken the connections closed under them
-		// for an end.
-		err = ErrLoopClosed
+	if cutErr != nil {
+		// Cut by Close or ctx: the copies may have taken the
+		// connections closed under them for an end.
+		err = cutErr
 	}
 	if err != nil {
 		cut(a, err)

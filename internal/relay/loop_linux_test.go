@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -688,5 +689,126 @@ func TestLoopIdleHoldsOneGoroutine(t *testing.T) {
 		if r := <-j; r.err != nil {
 			t.Errorf("Join = %v", r.err)
 		}
+	}
+}
+
+// TestLoopJoinContext: the end of JoinContext's ctx cuts its session,
+// which a Close of the caller's connections would not reach: in the
+// loop, after a burst, and before the loop took it (a ctx already
+// done). Both peers read a reset, Join returns ctx's cause, and the
+// other sessions go on.
+func TestLoopJoinContext(t *testing.T) {
+	l := newTestLoop(t)
+	why := errors.New("the policy no longer allows it")
+	join := func(ctx context.Context, a, b net.Conn) <-chan joinResult {
+		joined := make(chan joinResult, 1)
+		go func() {
+			st, err := l.JoinContext(ctx, a, b, nil)
+			joined <- joinResult{st, err}
+		}()
+		return joined
+	}
+	wantCut := func(what string, r joinResult, peers ...*net.TCPConn) {
+		t.Helper()
+		if !errors.Is(r.err, why) {
+			t.Errorf("%s: Join = %v, want the cause %v", what, r.err, why)
+		}
+		for _, c := range peers {
+			if _, err := io.Copy(io.Discard, c); !tcpreset.Is(err) {
+				t.Errorf("%s: a peer read %v after the cut, want a reset", what, err)
+			}
+		}
+	}
+
+	// Another session, which goes on.
+	otherC, a := flowtest.TCPPair(t)
+	b, otherS := flowtest.TCPPair(t)
+	otherC.SetDeadline(time.Now().Add(time.Minute))
+	otherS.SetDeadline(time.Now().Add(time.Minute))
+	other := join(context.Background(), a, b)
+	exchange(t, otherC, otherS, "before")
+
+	t.Run("in the loop", func(t *testing.T) {
+		ctx, cancel := context.WithCancelCause(context.Background())
+		client, a := flowtest.TCPPair(t)
+		b, server := flowtest.TCPPair(t)
+		client.SetDeadline(time.Now().Add(time.Minute))
+		server.SetDeadline(time.Now().Add(time.Minute))
+		joined := join(ctx, a, b)
+		exchange(t, client, server, "request")
+		if n := l.Len(); n != 2 {
+			t.Errorf("Len = %d, want 2", n)
+		}
+		cancel(why)
+		wantCut("in the loop", <-joined, client, server)
+	})
+	t.Run("after a burst", func(t *testing.T) {
+		ctx, cancel := context.WithCancelCause(context.Background())
+		joined := make(chan joinResult, 1)
+		client, server, sent := midBurst(t, func(a, b *net.TCPConn) {
+			st, err := l.JoinContext(ctx, a, b, nil)
+			joined <- joinResult{st, err}
+		})
+		cancel(why)
+		if _, err := io.Copy(io.Discard, server); !tcpreset.Is(err) {
+			t.Errorf("the server read %v after the cut, want a reset", err)
+		}
+		if err := <-sent; err == nil {
+			t.Error("the client's 64 MiB write succeeded although its session was cut")
+		}
+		client.Close()
+		wantCut("after a burst", <-joined)
+	})
+	t.Run("done before", func(t *testing.T) {
+		ctx, cancel := context.WithCancelCause(context.Background())
+		cancel(why)
+		client, a := flowtest.TCPPair(t)
+		b, server := flowtest.TCPPair(t)
+		client.SetDeadline(time.Now().Add(time.Minute))
+		server.SetDeadline(time.Now().Add(time.Minute))
+		wantCut("done before", <-join(ctx, a, b), client, server)
+	})
+
+	exchange(t, otherC, otherS, "after")
+	exchange(t, otherS, otherC, "still")
+	otherC.CloseWrite()
+	otherS.CloseWrite()
+	if r := <-other; r.err != nil {
+		t.Errorf("the other session: Join = %v", r.err)
+	}
+	if n := l.Len(); n != 0 {
+		t.Errorf("Len = %d after every Join returned", n)
+	}
+}
+
+// TestLoopZeroValue: a Loop's zero value starts at its first Join of two
+// TCP connections, and its Close stops it then (goleak); closed before
+// any Join, it starts none, and relays as the package's Join.
+func TestLoopZeroValue(t *testing.T) {
+	for _, closeFirst := range []bool{false, true} {
+		var l Loop
+		if closeFirst {
+			l.Close()
+		}
+		client, a := flowtest.TCPPair(t)
+		b, server := flowtest.TCPPair(t)
+		client.SetDeadline(time.Now().Add(time.Minute))
+		server.SetDeadline(time.Now().Add(time.Minute))
+		joined := loopJoin(&l, a, b, nil)
+		exchange(t, client, server, "request")
+		exchange(t, server, client, "answer")
+		want := 1
+		if closeFirst {
+			want = 0
+		}
+		if n := l.Len(); n != want {
+			t.Errorf("closed first %v: Len = %d, want %d", closeFirst, n, want)
+		}
+		client.CloseWrite()
+		server.CloseWrite()
+		if r := <-joined; r.err != nil {
+			t.Errorf("closed first %v: Join = %v", closeFirst, r.err)
+		}
+		l.Close()
 	}
 }
