@@ -2,6 +2,7 @@ package rtcp
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -138,7 +139,7 @@ func newBrokeredJoin(t *testing.T, dp *DiscoverPoint) *brokeredJoin {
 	j := &brokeredJoin{client: client, server: server, done: make(chan error, 1)}
 	b := dp.newBrokeredRelay()
 	go func() {
-		_, err := dp.join(clientDP, serverDP, "printer-7", b)
+		_, err := dp.join(context.Background(), clientDP, serverDP, "printer-7", b)
 		j.done <- err
 	}()
 	return j
@@ -317,7 +318,7 @@ func TestDPBrokeredCutOverTLS(t *testing.T) {
 	client := &rawConn{Conn: clientTLS, local: clientTLS.LocalAddr(), remote: clientTLS.RemoteAddr()}
 	done := make(chan error, 1)
 	go func() {
-		_, err := dp.join(clientDP, serverDP, "printer-7", dp.newBrokeredRelay())
+		_, err := dp.join(context.Background(), clientDP, serverDP, "printer-7", dp.newBrokeredRelay())
 		done <- err
 	}()
 	if _, err := server.Write([]byte("x")); err != nil {
@@ -350,7 +351,7 @@ func TestDPDataLinkOverTLS(t *testing.T) {
 			server := &rawConn{Conn: serverTLS, local: serverTLS.LocalAddr(), remote: serverTLS.RemoteAddr()}
 			done := make(chan error, 1)
 			go func() {
-				_, err := dp.join(clientDP, dp.keepData(serverDP), "printer-7", dp.newBrokeredRelay())
+				_, err := dp.join(context.Background(), clientDP, dp.keepData(serverDP), "printer-7", dp.newBrokeredRelay())
 				done <- err
 			}()
 			in, want := "d\x00\x02hiu"+strings.Repeat("raw", 1<<16), "d\x00\x02hiu"+strings.Repeat("raw", 1<<16)
@@ -549,7 +550,7 @@ func TestDPBrokeredWriteFails(t *testing.T) {
 			}
 			done := make(chan error, 1)
 			go func() {
-				_, err := dp.join(c, s, "printer-7", dp.newBrokeredRelay())
+				_, err := dp.join(context.Background(), c, s, "printer-7", dp.newBrokeredRelay())
 				done <- err
 			}()
 			if _, err := mover.Write([]byte("m")); err != nil {

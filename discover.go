@@ -14,6 +14,7 @@ import (
 
 	"rtcp/internal/mux"
 	"rtcp/internal/plan5link"
+	"rtcp/internal/relay"
 	"rtcp/internal/serve"
 	"rtcp/internal/tcpreset"
 	"rtcp/protocol/plan5"
@@ -170,6 +171,11 @@ type DiscoverPoint struct {
 	shutdown bool
 	ctx      context.Context // canceled by Close
 	cancel   context.CancelFunc
+
+	// loop relays the sessions whose two sides are TCP connections (the
+	// tcp transport's, port mode's), their small messages on one
+	// goroutine for all (relay.Loop); Close cuts what it holds.
+	loop relay.Loop
 
 	// brokeredEnded, if set (by tests, before the DP serves), is called
 	// once a brokered session's relay has ended and been counted: moved
@@ -438,9 +444,12 @@ func (dp *DiscoverPoint) Close() error {
 	dp.shutdown = true
 	dp.mu.Unlock()
 	dp.cancel()
-	// The group stops every connection's writes before it closes any: no
-	// relay can pass a clean end on to a peer while the DP closes; every
-	// session ends with an error.
+	// The sessions in the relay loop are cut first: their sockets are the
+	// loop's, which the group's Close below would not reach. The group
+	// stops every connection's writes before it closes any: no relay can
+	// pass a clean end on to a peer while the DP closes; every session
+	// ends with an error.
+	dp.loop.Close()
 	dp.g.Close()
 	return nil
 }
@@ -963,8 +972,11 @@ type sessionRequest struct {
 	// conn.
 	answer func(refusal error) bool
 	// end, if not nil, ends the session when a SetPolicy no longer
-	// allows it (the JSON client's whole link); nil: conn is closed.
+	// allows it (the JSON client's whole link); nil: conn is closed,
+	// and cut is canceled for a session in the relay loop, whose sockets
+	// a Close of conn does not reach.
 	end func(reason error)
+	cut context.Context
 }
 
 // serveSession is the one path from a door to a server: openRequested,
@@ -988,7 +1000,11 @@ func (dp *DiscoverPoint) serveSession(req sessionRequest) error {
 		dp.counts.directBrokered.Add(1)
 		brokered = dp.newBrokeredRelay()
 	}
-	_, err = dp.join(req.conn, is, req.name, brokered)
+	cut := req.cut
+	if cut == nil {
+		cut = context.Background() // a stream: never in the loop
+	}
+	_, err = dp.join(cut, req.conn, is, req.name, brokered)
 	return err
 }
 
@@ -1009,7 +1025,12 @@ func (dp *DiscoverPoint) openRequested(req *sessionRequest) (is net.Conn, endSes
 	end := req.end
 	if end == nil && req.conn != nil {
 		c := req.conn // not req, which the closure would move to the heap
-		end = func(error) { c.Close() }
+		var cancel context.CancelCauseFunc
+		req.cut, cancel = context.WithCancelCause(context.Background())
+		end = func(reason error) {
+			cancel(reason)
+			c.Close()
+		}
 	} else if end == nil {
 		end = func(error) {}
 	}

@@ -625,7 +625,7 @@ func TestPacedSessionCutWhenDPCloses(t *testing.T) {
 		go clientPeer.Write(make([]byte, 1<<20)) // ends when the relay closes client
 		joined := make(chan error, 1)
 		go func() {
-			_, err := dp.join(client, pc, "slow", nil)
+			_, err := dp.join(context.Background(), client, pc, "slow", nil)
 			joined <- err
 		}()
 		synctest.Wait() // the client's bytes wait for their pace

@@ -3,6 +3,7 @@ package rtcp
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -74,7 +75,7 @@ func newDPRelay(t *testing.T) *testRelay {
 	r := &testRelay{a: a, b: b, dp: new(DiscoverPoint), joined: make(chan error, 1)}
 	r.dp.init()
 	go func() {
-		_, err := r.dp.join(aDP, bDP, "printer-7", r.dp.newBrokeredRelay())
+		_, err := r.dp.join(context.Background(), aDP, bDP, "printer-7", r.dp.newBrokeredRelay())
 		r.joined <- err
 		close(r.joined)
 	}()

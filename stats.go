@@ -1,6 +1,7 @@
 package rtcp
 
 import (
+	"context"
 	"errors"
 	"net"
 	"sync/atomic"
@@ -172,8 +173,10 @@ func (dp *DiscoverPoint) refusedOpen(name string, err error) {
 
 // join relays a client's connection and the session opened for it, and
 // counts the session and its bytes: an atomic add per chunk. A brokered
-// session's records are read as they pass (brokered, else nil).
-func (dp *DiscoverPoint) join(client, server net.Conn, name string, brokered *brokeredRelay) (relay.Stats, error) {
+// session's records are read as they pass (brokered, else nil). Between
+// two TCP connections the DP's relay loop carries it, and cut's end (if
+// not nil) cuts it there (relay.Loop.JoinContext).
+func (dp *DiscoverPoint) join(cut context.Context, client, server net.Conn, name string, brokered *brokeredRelay) (relay.Stats, error) {
 	dp.counts.sessionsTotal.Add(1)
 	nc := dp.counts.names.relay(name)
 	defer dp.counts.names.release(nc)
@@ -192,7 +195,7 @@ func (dp *DiscoverPoint) join(client, server net.Conn, name string, brokered *br
 	if brokered != nil {
 		st, err = dp.joinBrokered(client, server, name, count, brokered)
 	} else {
-		st, err = relay.Join(client, server, count)
+		st, err = dp.loop.JoinContext(cut, client, server, count)
 	}
 	dp.joinEnded(client, name, st, err)
 	return st, err
