@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"rtcp"
+	"rtcp/internal/relay"
 )
 
 // Bounds of the wait before Accept is tried again after a temporary error:
@@ -22,8 +22,9 @@ const (
 )
 
 // forward accepts connections on l and joins each, both ways with
-// half-close passed on (rtcp.Join), to a connection that dial opens for
-// it. When ctx ends it closes l and every connection still open, and
+// half-close passed on (as rtcp.Join does), to a connection that dial
+// opens for it. When ctx ends it closes l and cuts every connection still
+// open (a reset: its peer must not take the end for a clean one), and
 // returns nil once all their goroutines have ended. It closes l in any
 // case. Accept errors that may pass (too many open files, a connection
 // aborted before it was accepted) are retried after a wait.
@@ -34,6 +35,11 @@ func forward(ctx context.Context, l net.Listener, dial func(context.Context) (ne
 // forwardConns is forward with a dial that is told the connection it
 // opens for (expose -proxy-protocol writes its client's address).
 func forwardConns(ctx context.Context, l net.Listener, dial func(context.Context, net.Conn) (net.Conn, error), log *slog.Logger) error {
+	// Pairs of TCP connections (a session of the tcp transport, or a
+	// raw leg, and the service's connection) go on one relay loop for
+	// all (relay.Loop), which ends with the last of them.
+	var loop relay.Loop
+	defer loop.Close()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
@@ -62,7 +68,7 @@ func forwardConns(ctx context.Context, l net.Listener, dial func(context.Context
 			continue
 		}
 		delay = 0
-		wg.Go(func() { carry(ctx, c, dial, log) })
+		wg.Go(func() { carry(ctx, &loop, c, dial, log) })
 	}
 }
 
@@ -83,11 +89,11 @@ type acker interface {
 	Ack(refusal error) error
 }
 
-// carry joins c to a new connection from dial until both directions end
-// or ctx ends, and closes c in any case. A session whose client waits for
-// an answer is answered once dial has: accepted, or refused with dial's
-// error.
-func carry(ctx context.Context, c net.Conn, dial func(context.Context, net.Conn) (net.Conn, error), log *slog.Logger) {
+// carry joins c to a new connection from dial, on loop where both are TCP
+// connections, until both directions end or ctx ends (which cuts them),
+// and closes c in any case. A session whose client waits for an answer is
+// answered once dial has: accepted, or refused with dial's error.
+func carry(ctx context.Context, loop *relay.Loop, c net.Conn, dial func(context.Context, net.Conn) (net.Conn, error), log *slog.Logger) {
 	stopC := context.AfterFunc(ctx, func() { c.Close() })
 	defer stopC()
 	from := c.RemoteAddr().String()
@@ -112,8 +118,14 @@ func carry(ctx context.Context, c net.Conn, dial func(context.Context, net.Conn)
 	stopOut := context.AfterFunc(ctx, func() { out.Close() })
 	defer stopOut()
 	log.Debug("connection open", "from", from)
-	in, back, err := rtcp.Join(c, out)
+	st, err := loop.JoinContext(ctx, c, out, nil)
+	in, back := st.AtoB, st.BtoA
 	if err != nil && ctx.Err() == nil {
+		src, dst := c, out // the direction that failed, as rtcp.Join says it
+		if !st.FailedAtoB {
+			src, dst = out, c
+		}
+		err = fmt.Errorf("relaying from %v to %v: %w", src.RemoteAddr(), dst.RemoteAddr(), err)
 		log.Info("connection cut", "from", from, "in", in, "out", back, "err", err)
 		return
 	}
