@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"runtime"
@@ -41,6 +42,23 @@ func wantLoopCut(t *testing.T, c net.Conn, what string) {
 	}
 }
 
+// cutLog is a slog.Handler that reports each session whose relay the DP
+// saw cut (joinEnded: after the relay, and so Loop.Join, returned).
+type cutLog struct{ cut chan string }
+
+func (h cutLog) Enabled(context.Context, slog.Level) bool { return true }
+func (h cutLog) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h cutLog) WithGroup(string) slog.Handler            { return h }
+func (h cutLog) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == "rtcp: session cut" {
+		select {
+		case h.cut <- r.Message:
+		default: // one is enough: the test waits for the first
+		}
+	}
+	return nil
+}
+
 // TestRelayLoopDPClose: the sessions the DP's relay loop holds are cut
 // by its Close, whose outside Close of their connections would reach
 // nothing (the loop has their sockets), and the loop ends with it
@@ -72,7 +90,10 @@ func TestRelayLoopPolicyCut(t *testing.T) {
 		t.Skip("the relay loop is Linux's")
 	}
 	printer := NameRule{Name: "printer", Owners: []string{"alice"}, Clients: []string{"bob", "mallory"}}
-	dpv := &DiscoverPoint{Logger: testLogger(), Policy: &Policy{Keys: testKeys(), Names: []NameRule{printer}}}
+	// The relay of mallory's session returns after her client reads the
+	// reset: the loop's count drops then (its log says when).
+	cuts := cutLog{cut: make(chan string, 1)}
+	dpv := &DiscoverPoint{Logger: slog.New(cuts), Policy: &Policy{Keys: testKeys(), Names: []NameRule{printer}}}
 	dp := startDP(t, dpv)
 	echo(t, listen(t, &ListenConfig{Credential: alice, Transport: TransportTCP}, dp, "printer"))
 	keep := loopTCPSession(t, &Dialer{Credential: bob}, dp, "printer")
@@ -87,6 +108,7 @@ func TestRelayLoopPolicyCut(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantLoopCut(t, lose, "mallory's session after her key was revoked")
+	<-cuts.cut
 	ping(t, keep, "after")
 	if n := loopSessions(dpv); n != 1 {
 		t.Errorf("the relay loop holds %d sessions, want bob's", n)
