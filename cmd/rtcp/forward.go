@@ -23,11 +23,13 @@ const (
 
 // forward accepts connections on l and joins each, both ways with
 // half-close passed on (as rtcp.Join does), to a connection that dial
-// opens for it. When ctx ends it closes l and cuts every connection still
-// open (a reset: its peer must not take the end for a clean one), and
-// returns nil once all their goroutines have ended. It closes l in any
-// case. Accept errors that may pass (too many open files, a connection
-// aborted before it was accepted) are retried after a wait.
+// opens for it. When ctx ends it closes l and ends every connection still
+// open: a session that the relay loop took (two TCP connections, on
+// Linux) is cut, its peers reset, as bytes in flight are lost; any other
+// is closed, which its peers read as a clean end. It returns nil once all
+// their goroutines have ended. It closes l in any case. Accept errors that
+// may pass (too many open files, a connection aborted before it was
+// accepted) are retried after a wait.
 func forward(ctx context.Context, l net.Listener, dial func(context.Context) (net.Conn, error), log *slog.Logger) error {
 	return forwardConns(ctx, l, func(ctx context.Context, _ net.Conn) (net.Conn, error) { return dial(ctx) }, log)
 }
@@ -90,8 +92,9 @@ type acker interface {
 }
 
 // carry joins c to a new connection from dial, on loop where both are TCP
-// connections, until both directions end or ctx ends (which cuts them),
-// and closes c in any case. A session whose client waits for an answer is
+// connections, until both directions end or ctx ends (which cuts a
+// session in the loop, and closes the connections of any other), and
+// closes c in any case. A session whose client waits for an answer is
 // answered once dial has: accepted, or refused with dial's error.
 func carry(ctx context.Context, loop *relay.Loop, c net.Conn, dial func(context.Context, net.Conn) (net.Conn, error), log *slog.Logger) {
 	stopC := context.AfterFunc(ctx, func() { c.Close() })
