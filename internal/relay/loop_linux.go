@@ -535,7 +535,13 @@ func (l *Loop) handle(x *loopSide, events uint32) {
 		dir, wfail = x.i == 1, true
 	}
 	if e, err := unix.GetsockoptInt(x.fd, unix.SOL_SOCKET, unix.SO_ERROR); err == nil && e != 0 {
-		l.cut(s, dir, wfail, os.NewSyscallError("read", syscall.Errno(e)))
+		err := error(os.NewSyscallError("read", syscall.Errno(e)))
+		if wfail {
+			// Its peer's bytes, written, did not get through: the
+			// error a write of them would have had.
+			err = &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", syscall.Errno(e))}
+		}
+		l.cut(s, dir, wfail, err)
 		return
 	}
 	if !x.fin && tcpreset.WasResetFD(x.fd) {

@@ -812,3 +812,34 @@ func TestLoopZeroValue(t *testing.T) {
 		l.Close()
 	}
 }
+
+// TestLoopWriteFailureSaysWrite: a destination whose own end was passed
+// on already (it waits for nothing in the loop) and that is reset by its
+// peer after the loop wrote to it fails the session as a write of it,
+// in the error as in Stats: the loop sees it in the socket's SO_ERROR,
+// not in a write of its own.
+func TestLoopWriteFailureSaysWrite(t *testing.T) {
+	l := newTestLoop(t)
+	client, a := flowtest.TCPPair(t)
+	b, server := flowtest.TCPPair(t)
+	client.SetDeadline(time.Now().Add(time.Minute))
+	server.SetDeadline(time.Now().Add(time.Minute))
+	joined := loopJoin(l, a, b, nil)
+	exchange(t, client, server, "request")
+	client.CloseWrite()
+	if n, err := server.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("the server read %d, %v after the client's end; want 0, EOF", n, err)
+	}
+	client.Close() // nothing unread: a FIN was sent, a reset answers what comes
+	if _, err := io.WriteString(server, "late"); err != nil {
+		t.Fatal(err)
+	}
+	r := <-joined
+	if !Cut(r.err) || r.FailedAtoB || !r.FailedWrite {
+		t.Fatalf("Join = %v, FailedAtoB %v, FailedWrite %v; want a cut writing a", r.err, r.FailedAtoB, r.FailedWrite)
+	}
+	var oe *net.OpError
+	if !errors.As(r.err, &oe) || oe.Op != "write" {
+		t.Errorf("Join = %q, want a write's error (net.OpError, Op write): a failed to take b's bytes", r.err)
+	}
+}
