@@ -287,15 +287,21 @@ func (l *Loop) add(s *loopSession) error {
 
 // cutOne cuts s from outside with err (JoinContext): in the loop, where
 // the loop takes it as a command; after a burst, with a reset of its
-// connections, as Close does. The first cut counts.
+// connections, as Close does, while its Join relays them (l.handed):
+// not once Join has found it not cut, and closes them cleanly. The
+// first cut counts.
 func (l *Loop) cutOne(s *loopSession, err error) {
 	l.mu.Lock()
 	if s.cutErr != nil {
 		l.mu.Unlock()
 		return
 	}
-	s.cutErr = err
 	conns := s.conns
+	if _, relayed := l.handed[s]; conns[0] != nil && !relayed {
+		l.mu.Unlock()
+		return
+	}
+	s.cutErr = err
 	if conns[0] == nil && l.started && !l.closed {
 		l.cuts = append(l.cuts, s)
 		if len(l.queue)+len(l.cuts) == 1 {

@@ -843,3 +843,33 @@ func TestLoopWriteFailureSaysWrite(t *testing.T) {
 		t.Errorf("Join = %q, want a write's error (net.OpError, Op write): a failed to take b's bytes", r.err)
 	}
 }
+
+// TestLoopLateCutSparesAnEndedSession: a JoinContext's ctx that ends as
+// a session that left the loop after a burst ends cleanly, after its
+// Join took it out of the Loop's books (handed) and found it not cut,
+// must not reset its connections under the clean close that Join then
+// makes: its peers would read a reset, and lose what their sockets
+// still held, while Join reports a clean end. (cutOne is called here as
+// the ctx's AfterFunc calls it, in that state.)
+func TestLoopLateCutSparesAnEndedSession(t *testing.T) {
+	l := newTestLoop(t)
+	x, xPeer := flowtest.TCPPair(t)
+	y, yPeer := flowtest.TCPPair(t)
+	xPeer.SetDeadline(time.Now().Add(time.Minute))
+	yPeer.SetDeadline(time.Now().Add(time.Minute))
+	s := &loopSession{done: make(chan struct{})}
+	l.mu.Lock()
+	s.conns = [2]*net.TCPConn{x, y} // as handOff left them, out of l.handed
+	l.mu.Unlock()
+	l.cutOne(s, errors.New("the ctx ended"))
+	// handOff's clean end: graceful, then Close.
+	for _, c := range []*net.TCPConn{x, y} {
+		graceful(c)
+		c.Close()
+	}
+	for name, c := range map[string]*net.TCPConn{"x": xPeer, "y": yPeer} {
+		if _, err := io.ReadAll(c); err != nil {
+			t.Errorf("%s's peer read %v after a clean end, want the end", name, err)
+		}
+	}
+}
