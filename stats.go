@@ -194,8 +194,12 @@ func (dp *DiscoverPoint) join(cut context.Context, client, server net.Conn, name
 	var err error
 	if brokered != nil {
 		st, err = dp.joinBrokered(client, server, name, count, brokered)
-	} else {
+	} else if relay.Loopable(client, server) {
 		st, err = dp.loop.JoinContext(cut, client, server, count)
+	} else {
+		// Not through the loop: its frame would sit under the idle
+		// wait of every stream's session (relay.Loopable).
+		st, err = relay.Join(client, server, count)
 	}
 	dp.joinEnded(client, name, st, err)
 	return st, err

@@ -121,7 +121,14 @@ func carry(ctx context.Context, loop *relay.Loop, c net.Conn, dial func(context.
 	stopOut := context.AfterFunc(ctx, func() { out.Close() })
 	defer stopOut()
 	log.Debug("connection open", "from", from)
-	st, err := loop.JoinContext(ctx, c, out, nil)
+	var st relay.Stats
+	if relay.Loopable(c, out) {
+		st, err = loop.JoinContext(ctx, c, out, nil)
+	} else {
+		// Not through the loop: its frame would sit under the idle
+		// wait of every stream's session (relay.Loopable).
+		st, err = relay.Join(c, out, nil)
+	}
 	in, back := st.AtoB, st.BtoA
 	if err != nil && ctx.Err() == nil {
 		src, dst := c, out // the direction that failed, as rtcp.Join says it

@@ -166,6 +166,9 @@ func (l *Loop) startLocked() error {
 // sockets, the loop's since, are closed already. The loop passes an end
 // on with a shutdown of the socket, not the wrapper's CloseWrite.
 func (l *Loop) Join(a, b net.Conn, count func(aToB bool, n int)) (Stats, error) {
+	if l == nil || !Loopable(a, b) {
+		return JoinScanned(a, b, count, nil, nil)
+	}
 	return l.join(nil, a, b, count)
 }
 
@@ -175,24 +178,50 @@ func (l *Loop) Join(a, b net.Conn, count func(aToB bool, n int)) (Stats, error) 
 // is the package's Join's, which ctx does not end: the caller's Close of
 // a or b does, as ever.
 func (l *Loop) JoinContext(ctx context.Context, a, b net.Conn, count func(aToB bool, n int)) (Stats, error) {
+	if l == nil || !Loopable(a, b) {
+		return JoinScanned(a, b, count, nil, nil)
+	}
 	return l.join(ctx, a, b, count)
 }
 
+// Loopable reports whether a Loop may take a and b, without taking
+// anything from them: each is a TCP connection (tcpreset.Of) or holds
+// bytes read ahead of one (Buffered, which may be one after), and
+// neither is a stream that pushes its own bytes (asyncSource). The
+// sessions it rules out (a stream's) are the package's Join's: a caller
+// that joins many of them calls Join itself for those, so that no frame
+// of the Loop's sits under an idle session's wait, where one more can
+// keep the goroutine's stack at twice the size (docs/performance.md:
+// through the Loop, json's idle session at the DP took 13.5 KiB, not
+// 9.4).
+func Loopable(a, b net.Conn) bool {
+	return tcpOrBuffered(a) && tcpOrBuffered(b) && asyncSource(a, nil) == nil && asyncSource(b, nil) == nil
+}
+
+func tcpOrBuffered(c net.Conn) bool {
+	if _, ok := c.(Buffered); ok {
+		return true
+	}
+	return tcpreset.Of(c) != nil
+}
+
 func (l *Loop) join(ctx context.Context, a, b net.Conn, count func(aToB bool, n int)) (Stats, error) {
-	if l == nil || asyncSource(a, nil) != nil || asyncSource(b, nil) != nil {
+	if !l.ready() {
 		return JoinScanned(a, b, count, nil, nil)
 	}
 	aheadA, aheadB := takeAhead(a, nil), takeAhead(b, nil)
 	ta, tb := tcpreset.Of(a), tcpreset.Of(b)
-	if ta == nil || tb == nil || !l.ready() {
-		return joinScanned(a, b, count, nil, nil, true, aheadA, aheadB)
+	fa, fb := -1, -1
+	if ta != nil && tb != nil {
+		fa, _ = dupSocket(ta)
+		fb, _ = dupSocket(tb)
 	}
-	fa, oka := dupSocket(ta)
-	fb, okb := dupSocket(tb)
-	if !oka || !okb {
+	if fa < 0 || fb < 0 {
+		// Not two TCP connections after all, or no descriptor to be
+		// had: the package's Join, given back the bytes taken ahead.
 		closeFD(fa)
 		closeFD(fb)
-		return joinScanned(a, b, count, nil, nil, true, aheadA, aheadB)
+		return JoinScanned(giveBack(a, aheadA), giveBack(b, aheadB), count, nil, nil)
 	}
 	l.held.Add(1)
 	defer l.held.Add(-1)
@@ -236,6 +265,41 @@ func (l *Loop) Len() int {
 		return 0
 	}
 	return int(l.held.Load())
+}
+
+// giveBack returns c with the bytes that Join took ahead of it (Buffered)
+// to be taken again, by JoinScanned: c itself if there are none.
+func giveBack(c net.Conn, ahead []byte) net.Conn {
+	if len(ahead) == 0 {
+		return c
+	}
+	return &givenBack{Conn: c, ahead: ahead}
+}
+
+// givenBack is a connection whose bytes read ahead were taken
+// (TakeBuffered) and are offered again: it is its Conn in every other
+// way (the TCP connection it is, its half-close, its cut, its layers).
+type givenBack struct {
+	net.Conn
+	ahead []byte
+}
+
+func (c *givenBack) TakeBuffered() []byte {
+	b := c.ahead
+	c.ahead = nil
+	return b
+}
+
+func (c *givenBack) Unwrap() *net.TCPConn { return tcpreset.Of(c.Conn) }
+func (c *givenBack) NetConn() net.Conn    { return c.Conn }
+func (c *givenBack) Abort(err error)      { cut(c.Conn, err) }
+
+func (c *givenBack) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	c.Conn.Close()
+	return nil
 }
 
 func nonEmpty(p []byte) []byte {

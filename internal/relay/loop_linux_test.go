@@ -459,6 +459,45 @@ func TestLoopWritesAheadFirst(t *testing.T) {
 	}
 }
 
+// pipeAhead is a side with bytes read ahead that is no TCP connection
+// (a net.Pipe): Loopable says maybe, and only taking them tells.
+type pipeAhead struct {
+	net.Conn
+	ahead []byte
+}
+
+func (c *pipeAhead) TakeBuffered() []byte {
+	b := c.ahead
+	c.ahead = nil
+	return b
+}
+
+// TestLoopGivesBackAhead: a side that turns out to be no TCP connection
+// once its bytes read ahead are taken goes to the package's Join, which
+// writes those bytes first all the same.
+func TestLoopGivesBackAhead(t *testing.T) {
+	l := newTestLoop(t)
+	client, a := net.Pipe()
+	b, server := flowtest.TCPPair(t)
+	server.SetDeadline(time.Now().Add(time.Minute))
+	joined := loopJoin(l, &pipeAhead{Conn: a, ahead: []byte("ahead ")}, b, nil)
+	go func() {
+		io.WriteString(client, "rest")
+		client.Close()
+	}()
+	got, err := io.ReadAll(server)
+	if err != nil || string(got) != "ahead rest" {
+		t.Fatalf("the server read %q, %v; want %q and the end", got, err, "ahead rest")
+	}
+	server.Close()
+	if r := <-joined; r.err != nil || r.AtoB != 10 {
+		t.Errorf("Join = %v, moved %d bytes; want nil and 10", r.err, r.AtoB)
+	}
+	if n := l.Len(); n != 0 {
+		t.Errorf("Len = %d: the loop took a pipe", n)
+	}
+}
+
 // TestLoopManySessions relays 200 sessions at once through one Loop,
 // each with requests and answers and its half-closes.
 func TestLoopManySessions(t *testing.T) {

@@ -30,6 +30,9 @@ func (l *Loop) JoinContext(ctx context.Context, a, b net.Conn, count func(aToB b
 	return Join(a, b, count)
 }
 
+// Loopable returns false: the loop takes no session here.
+func Loopable(a, b net.Conn) bool { return false }
+
 // Len returns 0: the loop holds no session here.
 func (l *Loop) Len() int { return 0 }
 

@@ -76,15 +76,6 @@ type Scanner interface {
 // reads nothing. The count of a scanned direction counts the bytes
 // written on, not those dropped.
 func JoinScanned(a, b net.Conn, count func(aToB bool, n int), aToB, bToA Scanner) (Stats, error) {
-	return joinScanned(a, b, count, aToB, bToA, false, nil, nil)
-}
-
-// joinScanned is JoinScanned; taken says that the caller has taken the
-// bytes read ahead of a and b (aheadA, aheadB: Loop.Join, which takes
-// them to see the TCP connections under the sides), and that neither
-// side is an asyncPushSource. (JoinScanned, a call of a line, is
-// inlined: an idle session's stack holds no frame more.)
-func joinScanned(a, b net.Conn, count func(aToB bool, n int), aToB, bToA Scanner, taken bool, aheadA, aheadB []byte) (Stats, error) {
 	var (
 		st     Stats
 		errA   error
@@ -109,10 +100,11 @@ func joinScanned(a, b net.Conn, count func(aToB bool, n int), aToB, bToA Scanner
 	// handshake) go first; taken before either direction starts, so
 	// that both see the TCP connection under that side (Buffered). Not
 	// from a side that PushAsync relays: it would not write them.
-	if asyncB == nil && !taken {
+	var aheadA, aheadB []byte
+	if asyncB == nil {
 		aheadB = takeAhead(b, bToA)
 	}
-	if (asyncB != nil || asyncA == nil) && !taken {
+	if asyncB != nil || asyncA == nil {
 		aheadA = takeAhead(a, aToB)
 	}
 	wg.Add(1)
