@@ -196,7 +196,7 @@ func TestJoinTCPResetBehindData(t *testing.T) {
 		_, err := Join(a, b, nil)
 		joined <- err
 	}()
-	answerThenCut(t, client, a, b, joined, "answer")
+	joinAnswerThenCut(t, client, a, b, joined, "answer")
 }
 
 // takeReset waits until b, the relay's side of a server that reset its
@@ -212,10 +212,11 @@ func takeReset(t *testing.T, b *net.TCPConn) {
 	pollOnce(t)
 }
 
-// answerThenCut checks that the client of Join(a, b) reads want and then
-// the server's reset, not a wait (10 s: the relay held the session), and
-// that Join ends with a cut.
-func answerThenCut(t *testing.T, client, a, b *net.TCPConn, joined chan error, want string) {
+// answerThenCut checks that the client of a relayed session reads want
+// and then the server's reset, not a wait (10 s: the relay held the
+// session; free then lets it go), and that the relay (joined: its
+// error) ends with a cut.
+func answerThenCut(t *testing.T, client *net.TCPConn, joined func() error, free func(), want string) {
 	t.Helper()
 	client.SetReadDeadline(time.Now().Add(10 * time.Second))
 	got, err := io.ReadAll(client)
@@ -226,12 +227,18 @@ func answerThenCut(t *testing.T, client, a, b *net.TCPConn, joined chan error, w
 		t.Errorf("the client read %v after the answer, want the server's reset passed on", err)
 	}
 	if isTimeout(err) {
-		a.Close()
-		b.Close()
+		free()
 	}
-	if err := <-joined; !Cut(err) {
+	if err := joined(); !Cut(err) {
 		t.Errorf("Join ended with %v, want a cut", err)
 	}
+}
+
+// joinAnswerThenCut is answerThenCut for Join(a, b), freed by closing
+// both.
+func joinAnswerThenCut(t *testing.T, client, a, b *net.TCPConn, joined chan error, want string) {
+	t.Helper()
+	answerThenCut(t, client, func() error { return <-joined }, func() { a.Close(); b.Close() }, want)
 }
 
 func isTimeout(err error) bool {
@@ -323,5 +330,5 @@ func TestJoinTCPAnswerThenReset(t *testing.T) {
 	server.Close()
 	takeReset(t, b)
 	close(release)
-	answerThenCut(t, client, a, b, joined, "hello answer")
+	joinAnswerThenCut(t, client, a, b, joined, "hello answer")
 }
