@@ -279,6 +279,9 @@ func giveBack(c net.Conn, ahead []byte) net.Conn {
 // givenBack is a connection whose bytes read ahead were taken
 // (TakeBuffered) and are offered again: it is its Conn in every other
 // way (the TCP connection it is, its half-close, its cut, its layers).
+// Unlike a Buffered connection of rtcp's, its Unwrap gives the TCP
+// connection while the bytes still wait: only JoinScanned sees it, and
+// takes them before it copies anything.
 type givenBack struct {
 	net.Conn
 	ahead []byte
