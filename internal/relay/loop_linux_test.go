@@ -446,28 +446,16 @@ func TestLoopWritesAheadFirst(t *testing.T) {
 	}
 }
 
-// pipeAhead is a side with bytes read ahead that is no TCP connection
-// (a net.Pipe): Loopable says maybe, and only taking them tells.
-type pipeAhead struct {
-	net.Conn
-	ahead []byte
-}
-
-func (c *pipeAhead) TakeBuffered() []byte {
-	b := c.ahead
-	c.ahead = nil
-	return b
-}
-
 // TestLoopGivesBackAhead: a side that turns out to be no TCP connection
-// once its bytes read ahead are taken goes to the package's Join, which
-// writes those bytes first all the same.
+// once its bytes read ahead are taken (a net.Pipe holding some: givenBack
+// is such a Buffered side too) goes to the package's Join, which writes
+// those bytes first all the same.
 func TestLoopGivesBackAhead(t *testing.T) {
 	l := newTestLoop(t)
 	client, a := net.Pipe()
 	b, server := flowtest.TCPPair(t)
 	server.SetDeadline(time.Now().Add(time.Minute))
-	joined := loopJoin(l, &pipeAhead{Conn: a, ahead: []byte("ahead ")}, b, nil)
+	joined := loopJoin(l, giveBack(a, []byte("ahead ")), b, nil)
 	go func() {
 		io.WriteString(client, "rest")
 		client.Close()
